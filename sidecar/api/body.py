@@ -1,0 +1,64 @@
+"""Reading request bodies safely: size cap, content type, JSON that is an object or array."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+
+from sidecar import errors
+
+MAX_DEPTH = 64
+
+
+def _depth(value: Any, limit: int) -> int:
+    # Iterative, so a hostile 100k-deep document cannot blow the Python stack.
+    stack = [(value, 1)]
+    deepest = 0
+    while stack:
+        node, d = stack.pop()
+        deepest = max(deepest, d)
+        if d > limit:
+            return d
+        if isinstance(node, dict):
+            stack.extend((v, d + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, d + 1) for v in node)
+    return deepest
+
+
+async def read_body(request: Request, max_size: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > max_size:
+                raise errors.PayloadTooLarge(f"request body exceeds {max_size} bytes")
+        except ValueError:
+            raise errors.BadRequest("invalid Content-Length header") from None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_size:
+            raise errors.PayloadTooLarge(f"request body exceeds {max_size} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, max_size: int, *, allow_empty: bool = False) -> Any:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    raw = await read_body(request, max_size)
+    if not raw.strip():
+        if allow_empty:
+            return None
+        raise errors.BadRequest("the request body must not be empty")
+    if ctype and ctype != "application/json" and not ctype.endswith("+json"):
+        raise errors.UnsupportedMediaType(f"expected Content-Type application/json, got {ctype}")
+    try:
+        value = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise errors.BadRequest(f"the request body is not valid JSON: {exc}") from None
+    if _depth(value, MAX_DEPTH) > MAX_DEPTH:
+        raise errors.BadRequest(f"the JSON document is nested deeper than {MAX_DEPTH} levels")
+    return value

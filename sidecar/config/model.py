@@ -1,0 +1,506 @@
+"""The typed configuration tree, with kratos.yml key names (DESIGN §3).
+
+Built once by ``sidecar.config.loader.load_config``; every model is frozen and forbids unknown
+keys, so a typo fails at start with its key path. Durations accept Kratos' Go syntax
+(``1h``, ``30m``, ``1h30m``, ``500ms``) and become ``datetime.timedelta``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """Go-style duration ("1h30m", "500ms") or a number of seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 15m or 1h")
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    if not isinstance(value, str):
+        raise ValueError("expected a duration such as 30s, 15m or 1h")
+    text = value.strip()
+    pos, total = 0, 0.0
+    for match in _DURATION.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        pos = match.end()
+    if pos != len(text) or not text:
+        raise ValueError(f"invalid duration {value!r}: expected e.g. 30s, 15m, 1h30m")
+    return timedelta(seconds=total)
+
+
+def parse_bytes(value: Any) -> int:
+    """Sizes such as ``128MB`` / ``64KB`` / plain integers (bytes)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*", value)
+        if m:
+            mult = {"B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "KiB": 1024, "MiB": 1024**2}
+            mult["GiB"] = 1024**3
+            return int(m.group(1)) * mult[m.group(2) or "B"]
+    raise ValueError(f"invalid size {value!r}: expected e.g. 64MB")
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+ByteSize = Annotated[int, BeforeValidator(parse_bytes)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Loose(BaseModel):
+    """Kratos sections we accept for compatibility but do not interpret (yet)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+
+# --- serve -----------------------------------------------------------------------------------
+
+
+class Cors(Model):
+    enabled: bool = False
+    allowed_origins: list[str] = ["*"]
+    allowed_methods: list[str] = ["POST", "GET", "PUT", "PATCH", "DELETE"]
+    allowed_headers: list[str] = [
+        "Authorization",
+        "Content-Type",
+        "Max-Age",
+        "X-Session-Token",
+        "X-XSRF-TOKEN",
+        "X-CSRF-TOKEN",
+    ]
+    exposed_headers: list[str] = ["Content-Type"]
+    allow_credentials: bool = True
+    max_age: int = 0
+    debug: bool = False
+
+
+class PublicServe(Model):
+    host: str = "0.0.0.0"  # noqa: S104 - the public listener is meant to be reachable
+    port: int = Field(4433, ge=0, le=65535)
+    base_url: str | None = None
+    prefix: str = "/.auth"
+    trusted_proxies: list[str] = []
+    cors: Cors = Cors()
+    max_body_size: ByteSize = 1024 * 1024
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if v and (not v.startswith("/") or v.endswith("/")):
+            raise ValueError("must start with '/' and not end with '/' (or be empty)")
+        return v
+
+
+class AdminServe(Model):
+    host: str = "127.0.0.1"
+    port: int = Field(4434, ge=0, le=65535)
+    base_url: str | None = None
+    api_key: str | None = None
+    """Optional bearer key required on every admin call except health (on top of network isolation)."""
+    max_body_size: ByteSize = 4 * 1024 * 1024
+
+
+class Serve(Model):
+    public: PublicServe = PublicServe()
+    admin: AdminServe = AdminServe()
+
+
+# --- identity --------------------------------------------------------------------------------
+
+
+class SchemaRef(Model):
+    """``url`` is ``file://``, ``base64://`` or a path; ``schema`` holds the JSON Schema inline."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    id: str
+    url: str | None = None
+    inline: dict[str, Any] | None = Field(None, alias="schema")
+    selfservice_selectable: bool = False
+
+
+class IdentityConfig(Model):
+    default_schema_id: str = "default"
+    schemas: list[SchemaRef] = []
+
+
+# --- selfservice ------------------------------------------------------------------------------
+
+
+class Hook(Model):
+    hook: str
+    config: dict[str, Any] = {}
+
+
+class AfterHooks(Model):
+    model_config = ConfigDict(frozen=True, extra="allow")  # per-method sections: password, oidc, ...
+    default_browser_return_url: str | None = None
+    hooks: list[Hook] = []
+
+    def for_method(self, method: str) -> list[Hook]:
+        """Hooks of ``after.<method>.hooks`` when present, else ``after.hooks`` (Kratos' precedence)."""
+        extra = self.model_extra or {}
+        section = extra.get(method)
+        if isinstance(section, dict) and "hooks" in section:
+            return [Hook.model_validate(h) for h in section["hooks"] or []]
+        return list(self.hooks)
+
+    def return_url_for(self, method: str) -> str | None:
+        section = (self.model_extra or {}).get(method)
+        if isinstance(section, dict) and section.get("default_browser_return_url"):
+            return str(section["default_browser_return_url"])
+        return self.default_browser_return_url
+
+
+class BeforeHooks(Model):
+    hooks: list[Hook] = []
+
+
+class FlowConfig(Model):
+    ui_url: str | None = None
+    lifespan: Duration = timedelta(hours=1)
+    before: BeforeHooks = BeforeHooks()
+    after: AfterHooks = AfterHooks()
+
+
+class LoginFlowConfig(FlowConfig):
+    style: Literal["unified", "identifier_first"] = "unified"
+
+
+class RegistrationFlowConfig(FlowConfig):
+    enabled: bool = True
+    style: Literal["profile_first", "unified"] = "unified"
+    enable_legacy_one_step: bool = True
+    login_hints: bool = False
+    after: AfterHooks = AfterHooks(hooks=[Hook(hook="session")])
+
+
+class SettingsFlowConfig(FlowConfig):
+    privileged_session_max_age: Duration = timedelta(hours=1)
+    required_aal: Literal["aal1", "highest_available"] = "highest_available"
+
+
+class RecoveryFlowConfig(FlowConfig):
+    enabled: bool = False
+    use: Literal["code", "link"] = "code"
+    notify_unknown_recipients: bool = False
+
+
+class VerificationFlowConfig(FlowConfig):
+    enabled: bool = False
+    use: Literal["code", "link"] = "code"
+    notify_unknown_recipients: bool = False
+
+
+class LogoutAfter(Model):
+    default_browser_return_url: str | None = None
+
+
+class LogoutFlowConfig(Model):
+    after: LogoutAfter = LogoutAfter()
+
+
+class ErrorFlowConfig(Model):
+    ui_url: str | None = None
+
+
+class Flows(Model):
+    login: LoginFlowConfig = LoginFlowConfig()
+    registration: RegistrationFlowConfig = RegistrationFlowConfig()
+    settings: SettingsFlowConfig = SettingsFlowConfig()
+    recovery: RecoveryFlowConfig = RecoveryFlowConfig()
+    verification: VerificationFlowConfig = VerificationFlowConfig()
+    logout: LogoutFlowConfig = LogoutFlowConfig()
+    error: ErrorFlowConfig = ErrorFlowConfig()
+
+
+class PasswordMethodConfig(Model):
+    min_password_length: int = Field(8, ge=1, le=1024)
+    max_password_length: int = Field(1024, ge=8, le=4096)
+    identifier_similarity_check_enabled: bool = True
+    haveibeenpwned_enabled: bool = False
+    haveibeenpwned_host: str = "api.pwnedpasswords.com"
+    max_breaches: int = 0
+    ignore_network_errors: bool = True
+    migrate_hook: dict[str, Any] = {}
+
+
+class PasswordMethod(Model):
+    enabled: bool = True
+    config: PasswordMethodConfig = PasswordMethodConfig()
+
+
+class ToggleMethod(Model):
+    enabled: bool = True
+    config: dict[str, Any] = {}
+
+
+class CodeMethodConfig(Model):
+    lifespan: Duration = timedelta(hours=1)
+    max_submissions: int = 5
+    missing_credential_fallback_enabled: bool = False
+
+
+class CodeMethod(Model):
+    enabled: bool = True
+    passwordless_enabled: bool = False
+    mfa_enabled: bool = False
+    config: CodeMethodConfig = CodeMethodConfig()
+
+
+class LinkMethodConfig(Model):
+    lifespan: Duration = timedelta(hours=1)
+    base_url: str | None = None
+
+
+class LinkMethod(Model):
+    enabled: bool = False
+    config: LinkMethodConfig = LinkMethodConfig()
+
+
+class TotpMethodConfig(Model):
+    issuer: str | None = None
+    skew_steps: int = Field(1, ge=0, le=5)
+
+
+class TotpMethod(Model):
+    enabled: bool = False
+    config: TotpMethodConfig = TotpMethodConfig()
+
+
+class OffMethod(Model):
+    enabled: bool = False
+    config: dict[str, Any] = {}
+
+
+class Methods(Model):
+    password: PasswordMethod = PasswordMethod()
+    profile: ToggleMethod = ToggleMethod()
+    code: CodeMethod = CodeMethod()
+    link: LinkMethod = LinkMethod()
+    totp: TotpMethod = TotpMethod()
+    lookup_secret: OffMethod = OffMethod()
+    webauthn: OffMethod = OffMethod()
+    passkey: OffMethod = OffMethod()
+    oidc: OffMethod = OffMethod()
+    saml: OffMethod = OffMethod()
+
+
+class SelfService(Model):
+    default_browser_return_url: str | None = None
+    allowed_return_urls: list[str] = []
+    methods: Methods = Methods()
+    flows: Flows = Flows()
+
+
+# --- session, secrets, hashers, courier ---------------------------------------------------------
+
+
+class SessionCookie(Model):
+    name: str = "ory_kratos_session"
+    persistent: bool = True
+    domain: str | None = None
+    path: str = "/"
+    same_site: Literal["Lax", "Strict", "None"] = "Lax"
+    secure: bool | None = None
+
+
+class Whoami(Model):
+    required_aal: Literal["aal1", "highest_available"] = "highest_available"
+    tokenizer: Loose = Loose()
+
+
+class SessionConfig(Model):
+    lifespan: Duration = timedelta(hours=24)
+    earliest_possible_extend: Duration | None = None
+    cookie: SessionCookie = SessionCookie()
+    whoami: Whoami = Whoami()
+    cache_ttl: Duration = timedelta(seconds=5)
+    """Sidecar-only: how long a resolved session may be served from the in-process cache."""
+
+
+class Cookies(Model):
+    domain: str | None = None
+    path: str = "/"
+    same_site: Literal["Lax", "Strict", "None"] = "Lax"
+    secure: bool | None = None
+
+
+class Secrets(Model):
+    default: list[str] = []
+    cookie: list[str] = []
+    cipher: list[str] = []
+    pagination: list[str] = []
+
+    @field_validator("default", "cookie", "pagination")
+    @classmethod
+    def _long_enough(cls, v: list[str]) -> list[str]:
+        for s in v:
+            if len(s) < 16:
+                raise ValueError("each secret must be at least 16 characters long")
+        return v
+
+    @field_validator("cipher")
+    @classmethod
+    def _cipher(cls, v: list[str]) -> list[str]:
+        for s in v:
+            if len(s) != 32:
+                raise ValueError("each cipher secret must be exactly 32 characters long")
+        return v
+
+
+class Argon2Config(Model):
+    memory: ByteSize = 64 * 1024 * 1024
+    iterations: int = Field(3, ge=1, le=10)
+    parallelism: int = Field(2, ge=1, le=16)
+    salt_length: int = Field(16, ge=8, le=64)
+    key_length: int = Field(32, ge=16, le=128)
+    expected_duration: Duration = timedelta(milliseconds=500)
+    expected_deviation: Duration = timedelta(milliseconds=500)
+    dedicated_memory: ByteSize = 1024**3
+
+
+class BcryptConfig(Model):
+    cost: int = Field(12, ge=4, le=31)
+
+
+class Hashers(Model):
+    algorithm: Literal["argon2", "bcrypt"] = "argon2"
+    argon2: Argon2Config = Argon2Config()
+    bcrypt: BcryptConfig = BcryptConfig()
+    max_concurrent: int = Field(0, ge=0, le=256)
+    """Sidecar-only: cap on hashes computed at once (0 = number of CPUs)."""
+
+
+class Smtp(Model):
+    connection_uri: str = "smtp://127.0.0.1:25/?disable_starttls=true"
+    from_address: str = "no-reply@sidecar.local"
+    from_name: str | None = None
+    headers: dict[str, str] = {}
+    local_name: str = "localhost"
+
+
+class Courier(Model):
+    smtp: Smtp = Smtp()
+    message_retries: int = Field(5, ge=0, le=100)
+    delivery_strategy: Literal["smtp"] = "smtp"
+    templates: Loose = Loose()
+    template_override_path: str | None = None
+    worker_interval: Duration = timedelta(seconds=1)
+
+
+class AccountEnumeration(Model):
+    mitigate: bool = False
+
+
+class RateLimit(Model):
+    enabled: bool = True
+    per_identifier: int = Field(10, ge=1)
+    per_ip: int = Field(50, ge=1)
+    window: Duration = timedelta(minutes=15)
+
+
+class Security(Model):
+    account_enumeration: AccountEnumeration = AccountEnumeration()
+    rate_limit: RateLimit = RateLimit()
+
+
+# --- sidecar-only ------------------------------------------------------------------------------
+
+
+class Timeouts(Model):
+    connect: Duration = timedelta(seconds=2)
+    read: Duration = timedelta(seconds=60)
+
+
+class IdentityHeaders(Model):
+    id: str = "X-User-ID"
+    email: str = "X-User-Email"
+    aal: str = "X-User-AAL"
+
+
+class JwtConfig(Model):
+    enabled: bool = False
+    header: str = "Authorization"
+    alg: Literal["ES256", "RS256", "EdDSA"] = "ES256"
+    ttl: Duration = timedelta(minutes=1)
+    issuer: str | None = None
+    audience: str | None = None
+
+
+class ProxyConfig(Model):
+    upstream: str | None = None
+    timeouts: Timeouts = Timeouts()
+    identity_headers: IdentityHeaders = IdentityHeaders()
+    headers: dict[str, str] = {}
+    """Extra headers from templates over the session, e.g. ``X-User-Roles: "{{ metadata_public.roles }}"``."""
+    jwt: JwtConfig = JwtConfig()
+    websockets: bool = True
+    reject_path_parameters: bool = True
+    allowed_ws_origins: list[str] = []
+
+
+class RedisConfig(Model):
+    url: str
+
+
+class LogConfig(Model):
+    level: Literal["trace", "debug", "info", "warning", "warn", "error", "fatal", "panic"] = "info"
+    format: Literal["json", "text"] = "json"
+    leak_sensitive_values: bool = False
+
+
+class Config(Model):
+    """The whole configuration. Build it with ``load_config``; never mutate it."""
+
+    version: str | None = None
+    dev: bool = False
+    dsn: str = "sqlite:///sidecar.db"
+    serve: Serve = Serve()
+    identity: IdentityConfig = IdentityConfig()
+    selfservice: SelfService = SelfService()
+    session: SessionConfig = SessionConfig()
+    cookies: Cookies = Cookies()
+    secrets: Secrets = Secrets()
+    hashers: Hashers = Hashers()
+    courier: Courier = Courier()
+    security: Security = Security()
+    feature_flags: Loose = Loose()
+    log: LogConfig = LogConfig()
+    proxy: ProxyConfig = ProxyConfig()
+    rules: list[str] = []
+    redis: RedisConfig | None = None
+    # Kratos sections we accept so an existing kratos.yml loads; not interpreted.
+    organizations: list[Any] = []
+    clients: Loose = Loose()
+    ciphers: Loose = Loose()
+    oauth2_provider: Loose = Loose()
+    tracing: Loose = Loose()
+
+    @property
+    def public_base_url(self) -> str:
+        """Absolute base of the public API, including the prefix, without a trailing slash."""
+        if self.serve.public.base_url:
+            return self.serve.public.base_url.rstrip("/")
+        host = self.serve.public.host
+        if host in ("0.0.0.0", "::", ""):  # noqa: S104
+            host = "127.0.0.1"
+        return f"http://{host}:{self.serve.public.port}{self.serve.public.prefix}"
+
+    @property
+    def admin_base_url(self) -> str:
+        if self.serve.admin.base_url:
+            return self.serve.admin.base_url.rstrip("/")
+        return f"http://{self.serve.admin.host}:{self.serve.admin.port}"

@@ -1,0 +1,67 @@
+"""What the identity domain needs from persistence. Backends: ``sidecar.storage.sql``."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Protocol
+
+from sidecar.identity.model import Credential, Identity
+
+
+class IdentityStore(Protocol):
+    """Durable identities with their credentials and addresses.
+
+    Every write is one transaction: an identity is stored whole or not at all. Credential
+    identifiers are unique per credential type (the database enforces it), so a duplicate raises
+    ``sidecar.errors.Conflict`` even when two writers race.
+    """
+
+    async def create(self, identity: Identity) -> Identity: ...
+
+    async def create_many(self, identities: Sequence[Identity]) -> list[Identity | Exception]:
+        """Each identity in its own savepoint; returns the stored identity or the error per item."""
+        ...
+
+    async def update(self, identity: Identity) -> Identity:
+        """Replace traits, state, metadata, addresses and credentials of an existing identity."""
+        ...
+
+    async def get(self, identity_id: uuid.UUID) -> Identity | None: ...
+
+    async def get_by_external_id(self, external_id: str) -> Identity | None: ...
+
+    async def find_by_identifier(self, credential_type: str, identifier: str) -> Identity | None:
+        """The identity owning ``identifier`` (already normalised) for ``credential_type``."""
+        ...
+
+    async def list(
+        self,
+        *,
+        page_size: int,
+        after: uuid.UUID | None = None,
+        ids: Sequence[uuid.UUID] | None = None,
+        credentials_identifier: str | None = None,
+    ) -> list[Identity]:
+        """Identities ordered by id (keyset pagination: those with id > ``after``)."""
+        ...
+
+    async def delete(self, identity_id: uuid.UUID) -> bool: ...
+
+    async def count(self) -> int: ...
+
+    async def save_credential(self, identity_id: uuid.UUID, credential: Credential) -> None:
+        """Insert or replace the identity's credential of ``credential.type``."""
+        ...
+
+    async def delete_credential(self, identity_id: uuid.UUID, credential_type: str) -> bool: ...
+
+    async def find_verifiable_address(self, via: str, value: str) -> tuple[Identity, uuid.UUID] | None: ...
+
+    async def find_recovery_address(self, via: str, value: str) -> tuple[Identity, uuid.UUID] | None: ...
+
+    async def mark_address_verified(self, address_id: uuid.UUID) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise ``ServiceUnavailable`` when the database cannot be reached."""
+        ...
