@@ -39,6 +39,20 @@ class Services:
     schemas: SchemaRegistry
     identities: IdentityManager
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    _shutting_down: bool = False
+
+    def readiness_checks(self) -> dict[str, Callable[[], Awaitable[None]]]:
+        checks = {"database": self.database.ping}
+        if self.config.redis is not None:
+            checks["redis"] = self.kv.ping
+        return checks
+
+    def is_ready(self) -> bool:
+        return not self._shutting_down
+
+    def begin_shutdown(self) -> None:
+        """Readiness turns false first, so load balancers drain us before we stop accepting."""
+        self._shutting_down = True
 
     async def start(self) -> None:
         if self.config.dev:
@@ -106,10 +120,14 @@ def create_admin_app(services: Services, *, manage_lifespan: bool = True) -> ASG
 
 
 def create_public_app(services: Services, *, manage_lifespan: bool = True) -> ASGIApp:
+    from starlette.routing import Mount
+
     from sidecar.api.public.routes import public_routes
 
+    prefix = services.config.serve.public.prefix
+    routes = public_routes(services)
     return Starlette(
-        routes=public_routes(services),
+        routes=[Mount(prefix, routes=routes)] if prefix else routes,
         exception_handlers=respond.EXCEPTION_HANDLERS,
         lifespan=_lifespan(services) if manage_lifespan else None,
     )

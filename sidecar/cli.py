@@ -1,0 +1,112 @@
+"""The ``sidecar`` command: serve, migrate, config check, rules, demo, version."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from sidecar import __version__
+from sidecar.config.loader import ConfigError, load_config
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-c",
+        "--config",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="YAML config file (repeatable; later files override earlier ones)",
+    )
+    p.add_argument("--dev", action="store_true", help="development mode: http cookies, generated secrets")
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from sidecar import server
+
+    return server.run(args.config, dev=args.dev, workers=args.workers)
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from sidecar.storage.sql.database import SqlDatabase
+
+    config = load_config(args.config, environ=os.environ, dev=args.dev)
+
+    async def go() -> int:
+        db = SqlDatabase(config.dsn)
+        try:
+            if args.action == "up":
+                await db.migrate()
+                print("migrations applied")
+            status = await db.migration_status()
+            for revision, description, applied in status:
+                print(f"{'applied' if applied else 'pending':8} {revision}  {description}")
+            return 0
+        finally:
+            await db.close()
+
+    return asyncio.run(go())
+
+
+def _cmd_config_check(args: argparse.Namespace) -> int:
+    try:
+        load_config(args.files, environ=os.environ, dev=args.dev)
+    except ConfigError as exc:
+        for key, reason in exc.problems:
+            print(f"{key}: {reason}", file=sys.stderr)
+        return 1
+    print("configuration is valid")
+    return 0
+
+
+def _cmd_version(args: argparse.Namespace) -> int:
+    print(f"sidecar {__version__}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sidecar", description="Identity and authentication sidecar")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the public and admin listeners")
+    _add_config_args(serve)
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve.set_defaults(func=_cmd_serve)
+
+    migrate = sub.add_parser("migrate", help="apply or show database migrations")
+    migrate.add_argument("action", choices=["up", "status"])
+    _add_config_args(migrate)
+    migrate.set_defaults(func=_cmd_migrate)
+
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser("check", help="validate config files and print every problem")
+    check.add_argument("files", nargs="+", metavar="FILE")
+    check.add_argument("--dev", action="store_true")
+    check.set_defaults(func=_cmd_config_check)
+
+    version = sub.add_parser("version", help="print the version")
+    version.set_defaults(func=_cmd_version)
+
+    try:
+        from sidecar.cli_rules import add_rules_parser
+    except ImportError:  # the rules CLI ships with the access-path package
+        pass
+    else:
+        add_rules_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

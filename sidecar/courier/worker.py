@@ -1,0 +1,137 @@
+"""The courier worker: claims due messages, sends them, records the outcome.
+
+Every process may run one; the store's leases keep workers (and replicas) from sending the same
+message twice. A failed attempt is retried with exponential backoff (1s, 2s, 4s, ... capped) for
+``courier.message_retries`` retries, so at most ``1 + message_retries`` attempts, then abandoned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from sidecar.config.model import Courier as CourierConfig
+from sidecar.courier.model import Message, utcnow
+from sidecar.courier.sender import PermanentDeliveryError, Sender
+from sidecar.courier.store import CourierStore
+
+log = logging.getLogger("sidecar.courier")
+
+
+def default_worker_id() -> str:
+    """Host, pid and a random suffix: unique per worker even across restarts with a reused pid."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class CourierWorker:
+    def __init__(
+        self,
+        store: CourierStore,
+        sender: Sender,
+        config: CourierConfig,
+        worker_id: str | None = None,
+        *,
+        batch_size: int = 10,
+        lease: timedelta = timedelta(minutes=2),
+        send_timeout: timedelta = timedelta(seconds=30),
+        backoff_base: timedelta = timedelta(seconds=1),
+        backoff_cap: timedelta = timedelta(minutes=10),
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        if lease <= send_timeout:
+            raise ValueError("the courier lease must outlast one send, or two workers could send a message")
+        self.store = store
+        self.sender = sender
+        self.config = config
+        self.worker_id = worker_id or default_worker_id()
+        self.batch_size = batch_size
+        self.lease = lease
+        self.send_timeout = send_timeout
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self._clock = clock
+        self._stopping = asyncio.Event()
+        self._busy = asyncio.Lock()
+
+    def backoff(self, attempts: int) -> timedelta:
+        """Delay before retry number ``attempts`` (1-based): base * 2^(attempts-1), capped."""
+        return min(self.backoff_cap, self.backoff_base * (1 << min(attempts - 1, 30)))
+
+    async def run_once(self) -> int:
+        """Claim one batch and process it; returns how many messages were attempted."""
+        async with self._busy:
+            if self._stopping.is_set():
+                return 0
+            batch = await self.store.claim_batch(self.worker_id, limit=self.batch_size, lease=self.lease)
+            attempted = 0
+            for index, message in enumerate(batch):
+                # Stop before a send that could outlive the lease: another worker may claim the
+                # message the moment the lease runs out, and then both would deliver it.
+                lease_left = (message.claimed_until or self._clock()) - self._clock()
+                if self._stopping.is_set() or lease_left <= self.send_timeout:
+                    await self.store.release([m.id for m in batch[index:]], self.worker_id)
+                    break
+                await self._attempt(message)
+                attempted += 1
+            return attempted
+
+    async def _attempt(self, message: Message) -> None:
+        try:
+            await asyncio.wait_for(self.sender.send(message), self.send_timeout.total_seconds())
+        except asyncio.CancelledError:
+            # Cancelled mid-send: give the claim back so the message is not stuck until lease end.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.store.release([message.id], self.worker_id))
+            raise
+        except Exception as exc:
+            await self._failed(message, exc)
+            return
+        if not await self.store.mark_sent(message.id, self.worker_id):
+            log.warning("courier message %s was sent after its lease was taken over", message.id)
+
+    async def _failed(self, message: Message, exc: Exception) -> None:
+        attempts = message.send_count + 1
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+        permanent = isinstance(exc, PermanentDeliveryError)
+        if permanent or attempts > self.config.message_retries:
+            log.error("courier message %s abandoned after %d attempt(s): %s", message.id, attempts, error)
+            await self.store.mark_failed(message.id, self.worker_id, error=error, retry_at=None)
+            return
+        retry_at = self._clock() + self.backoff(attempts)
+        log.warning(
+            "courier message %s failed (attempt %d), retry at %s: %s", message.id, attempts, retry_at, error
+        )
+        await self.store.mark_failed(message.id, self.worker_id, error=error, retry_at=retry_at)
+
+    async def run(self, stop_event: asyncio.Event) -> None:
+        """Process batches until ``stop_event`` (or ``stop()``); sleeps ``worker_interval`` when idle."""
+        interval = self.config.worker_interval.total_seconds()
+        while not (stop_event.is_set() or self._stopping.is_set()):
+            try:
+                attempted = await self.run_once()
+            except Exception:  # a database blip must not kill the worker; retry next tick
+                log.exception("courier worker %s: batch failed", self.worker_id)
+                attempted = 0
+            if attempted:
+                continue
+            await self._wait(stop_event, interval)
+
+    async def _wait(self, stop_event: asyncio.Event, seconds: float) -> None:
+        waiters = [asyncio.ensure_future(stop_event.wait()), asyncio.ensure_future(self._stopping.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def stop(self) -> None:
+        """Finish the send in flight, release the rest of the batch, and stop ``run``."""
+        self._stopping.set()
+        async with self._busy:
+            pass

@@ -1,0 +1,112 @@
+"""The password hasher: argon2id (or bcrypt) for new hashes, every import format for checks.
+
+Hashing costs 20-150 ms of CPU, so it never runs on the event loop (DESIGN §6): each call goes to
+a bounded thread pool behind a semaphore, so a login storm queues instead of starving the proxy.
+argon2-cffi, bcrypt and hashlib release the GIL while they work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import argon2.low_level
+import bcrypt
+
+from sidecar.config.model import Hashers
+from sidecar.hashing import formats
+
+T = TypeVar("T")
+
+
+class PasswordHasher:
+    """Hashes and verifies passwords per ``hashers.*`` (Kratos' ``hash.Hasher``)."""
+
+    def __init__(self, config: Hashers) -> None:
+        self._config = config
+        workers = config.max_concurrent or os.cpu_count() or 1
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hasher")
+        self._slots = asyncio.Semaphore(workers)
+        self._waiting = 0
+        self._dummy: str | None = None
+        a = config.argon2
+        self._argon2_params = (a.memory // 1024, a.iterations, a.parallelism, a.key_length)
+
+    @property
+    def queue_depth(self) -> int:
+        """Hashes waiting for a free slot (for metrics)."""
+        return self._waiting
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        self._waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+        finally:
+            self._slots.release()
+
+    def _hash_sync(self, password: bytes) -> str:
+        if self._config.algorithm == "bcrypt":
+            if len(password) > formats.BCRYPT_MAX_BYTES:
+                # bcrypt ignores everything past 72 bytes: refuse instead of truncating.
+                raise ValueError(f"bcrypt cannot hash passwords longer than {formats.BCRYPT_MAX_BYTES} bytes")
+            return bcrypt.hashpw(password, bcrypt.gensalt(self._config.bcrypt.cost)).decode()
+        memory, iterations, parallelism, key_length = self._argon2_params
+        return argon2.low_level.hash_secret(
+            password,
+            secrets.token_bytes(self._config.argon2.salt_length),
+            time_cost=iterations,
+            memory_cost=memory,
+            parallelism=parallelism,
+            hash_len=key_length,
+            type=argon2.low_level.Type.ID,
+        ).decode()
+
+    async def hash(self, password: str) -> str:
+        """A new hash of ``password`` with the configured algorithm and parameters."""
+        data = password.encode()
+        return await self._run(lambda: self._hash_sync(data))
+
+    async def verify(self, password: str, encoded: str) -> bool:
+        """True when ``password`` matches ``encoded`` (any supported format); never raises."""
+        return await self._run(lambda: formats.verify(password, encoded))
+
+    async def verify_dummy(self, password: str) -> None:
+        """Spend the time of a real ``verify`` so unknown identifiers cannot be told apart."""
+        if self._dummy is None:
+            self._dummy = await self.hash(secrets.token_urlsafe(16))
+        dummy = self._dummy
+        await self._run(lambda: formats.verify(password, dummy))
+
+    def needs_rehash(self, encoded: str) -> bool:
+        """True when ``encoded`` is not a hash the configured hasher would write today."""
+        if self._config.algorithm == "bcrypt":
+            parts = encoded.split("$")
+            current = len(parts) == 4 and parts[1] in ("2a", "2b", "2y")
+            return not current or parts[2] != f"{self._config.bcrypt.cost:02d}"
+        try:
+            params = argon2.extract_parameters(encoded)
+        except (argon2.exceptions.InvalidHashError, ValueError):
+            return True
+        memory, iterations, parallelism, key_length = self._argon2_params
+        return (
+            params.type is not argon2.low_level.Type.ID
+            or params.memory_cost != memory
+            or params.time_cost != iterations
+            or params.parallelism != parallelism
+            or params.hash_len != key_length
+        )
+
+    def validate_import(self, encoded: str) -> None:
+        """``ValueError`` naming the reason when ``encoded`` cannot be imported."""
+        formats.parse(encoded)
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,89 @@
+"""Path normalisation, done once per request on the raw path bytes (DESIGN §5.1).
+
+The rules match, and the upstream receives, the same string: the raw path with percent-encoded
+unreserved characters decoded (RFC 3986 §6.2.2.2), hex digits upper-cased, duplicate slashes
+collapsed and dot segments removed (§5.2.4). Anything a later decoder could read differently
+from us is refused instead of guessed at: encoded ``/`` and ``\\`` (``%2f``, ``%5c``), double
+encoding (``%25xx``), NUL and other control bytes, raw ``\\``, malformed escapes, non-ASCII bytes
+and, unless configured otherwise, ``;`` path parameters (Java containers strip them, so
+``/admin;x`` and ``/admin`` would be two paths to us and one to them).
+"""
+
+from __future__ import annotations
+
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+# Bytes that must never appear decoded or encoded: a decoder downstream would turn them into a
+# separator or a terminator the matcher never saw.
+_FORBIDDEN_ESCAPES = frozenset({0x2F, 0x5C, 0x00})
+# Allowed raw in a path (RFC 3986 pchar + "/"), minus "%" which is handled separately.
+_PCHAR = _UNRESERVED | frozenset(b"!$&'()*+,;=:@/")
+
+
+class BadPath(ValueError):
+    """The path is ambiguous or malformed; the request is answered with 400."""
+
+
+def normalise_path(raw: bytes, *, reject_parameters: bool = True) -> str:
+    """The canonical form of a raw request path (no query), or ``BadPath``."""
+    if not raw.startswith(b"/"):
+        raise BadPath("the path must start with '/'")
+    # Fast path: the common case has nothing to decode and no dot segment or double slash.
+    if (
+        raw.isascii()
+        and b"%" not in raw
+        and b"//" not in raw
+        and b"/." not in raw
+        and b"\\" not in raw
+        and (not reject_parameters or b";" not in raw)
+        and all(c in _PCHAR for c in raw)
+    ):
+        return raw.decode("ascii")
+    out = bytearray()
+    i, n = 0, len(raw)
+    while i < n:
+        c = raw[i]
+        if c == 0x25:  # "%"
+            if i + 2 >= n:
+                raise BadPath("truncated percent-encoding")
+            h1, h2 = raw[i + 1], raw[i + 2]
+            if h1 not in _HEX or h2 not in _HEX:
+                raise BadPath("malformed percent-encoding")
+            value = int(raw[i + 1 : i + 3], 16)
+            if value in _FORBIDDEN_ESCAPES or value < 0x20 or value == 0x7F:
+                raise BadPath("encoded '/', '\\' or control character in the path")
+            if value == 0x25 and i + 4 < n and raw[i + 3] in _HEX and raw[i + 4] in _HEX:
+                raise BadPath("double percent-encoding in the path")
+            if value == 0x3B and reject_parameters:
+                raise BadPath("';' path parameters are not accepted")
+            if value in _UNRESERVED:
+                out.append(value)
+            else:
+                out += b"%" + raw[i + 1 : i + 3].upper()
+            i += 3
+            continue
+        if c not in _PCHAR:
+            raise BadPath("invalid character in the path")
+        if c == 0x3B and reject_parameters:
+            raise BadPath("';' path parameters are not accepted")
+        out.append(c)
+        i += 1
+    return _remove_dot_segments(out.decode("ascii"))
+
+
+def _remove_dot_segments(path: str) -> str:
+    segments = path.split("/")
+    stack: list[str] = []
+    for seg in segments[1:]:
+        if seg in ("", "."):
+            continue  # duplicate slash or "." segment
+        if seg == "..":
+            if stack:
+                stack.pop()
+            continue
+        stack.append(seg)
+    result = "/" + "/".join(stack)
+    # A trailing "/", "/." or "/.." keeps the path a directory, as RFC 3986 §5.2.4 does.
+    if len(stack) > 0 and segments[-1] in ("", ".", ".."):
+        result += "/"
+    return result

@@ -1,0 +1,166 @@
+"""Compiled access rules (proxy-conventions.md "Access rules"): values only, matched in order.
+
+Everything a request needs is precomputed at load time: method sets, host sets, path matchers
+(literal set, prefix list, one RE2 alternation for the rest), header templates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
+
+import re2
+
+from sidecar.rules.templates import Template
+
+Level = Literal["public", "optional", "authenticated", "deny"]
+OnUnauthenticated = Literal["redirect", "json"] | None
+
+
+@dataclass(frozen=True, slots=True)
+class PathMatcher:
+    """``literals`` exact paths, ``prefixes`` from ``/a/**`` (matches ``/a`` and below), ``pattern`` the rest."""
+
+    literals: frozenset[str]
+    prefixes: tuple[str, ...]
+    pattern: Any  # re2 compiled pattern or None
+    any_path: bool = False
+
+    def matches(self, path: str) -> bool:
+        if self.any_path or path in self.literals:
+            return True
+        for prefix in self.prefixes:
+            if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
+                return True
+        return self.pattern is not None and self.pattern.fullmatch(path) is not None
+
+
+def _glob_to_regex(glob: str) -> str:
+    out: list[str] = []
+    i = 0
+    while i < len(glob):
+        if glob.startswith("/**", i) and (i + 3 == len(glob) or glob[i + 3] == "/"):
+            out.append("(?:/.*)?")
+            i += 3
+        elif glob.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif glob[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif glob[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re2.escape(glob[i]))
+            i += 1
+    return "".join(out)
+
+
+def compile_paths(patterns: list[str]) -> PathMatcher:
+    """Raises ``ValueError`` (from RE2) for a pattern that does not compile."""
+    literals: set[str] = set()
+    prefixes: list[str] = []
+    regexes: list[str] = []
+    any_path = False
+    for p in patterns:
+        if p.startswith("regex:"):
+            regexes.append(f"(?:{p[6:]})")
+        elif p == "/**":
+            any_path = True
+        elif not any(ch in p for ch in "*?"):
+            literals.add(p)
+        elif p.endswith("/**") and not any(ch in p[:-3] for ch in "*?"):
+            prefixes.append(p[:-3])
+        else:
+            regexes.append(f"(?:{_glob_to_regex(p)})")
+    pattern = None
+    if regexes:
+        try:
+            pattern = re2.compile("|".join(regexes))
+        except re2.error as exc:
+            raise ValueError(str(exc)) from None
+    return PathMatcher(frozenset(literals), tuple(prefixes), pattern, any_path)
+
+
+@dataclass(frozen=True, slots=True)
+class Requirement:
+    level: Level
+    aal2: bool = False
+    verified: bool = False
+    roles: frozenset[str] | None = None
+    traits: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def has_conditions(self) -> bool:
+        return self.aal2 or self.verified or self.roles is not None or bool(self.traits)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamJwt:
+    audience: str | None
+    ttl: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: str
+    source: str  # "file:line", for explanations and errors
+    methods: frozenset[str] | None
+    hosts: frozenset[str] | None
+    host_suffixes: tuple[str, ...]
+    paths: PathMatcher
+    path_patterns: tuple[str, ...]
+    require: Requirement
+    on_unauthenticated: OnUnauthenticated = None
+    headers: tuple[tuple[str, Template], ...] = ()
+    upstream_jwt: UpstreamJwt | None = None
+    upstream: str | None = None
+
+    def matches(self, method: str, host: str, path: str) -> bool:
+        if self.methods is not None and method not in self.methods:
+            return False
+        if self.hosts is not None and host not in self.hosts and not host.endswith(self.host_suffixes):
+            return False
+        return self.paths.matches(path)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    rules: tuple[Rule, ...]
+    files: tuple[str, ...] = ()
+    generation: int = 0
+
+    def match(self, method: str, host: str, path: str) -> Rule | None:
+        """First match wins; None means no rule matched, which is a deny."""
+        for rule in self.rules:
+            if rule.matches(method, host, path):
+                return rule
+        return None
+
+    def explain(self, method: str, host: str, path: str) -> list[tuple[Rule, str]]:
+        """Why each rule up to the first match did or did not match (for ``sidecar rules explain``)."""
+        out: list[tuple[Rule, str]] = []
+        for rule in self.rules:
+            if rule.methods is not None and method not in rule.methods:
+                out.append((rule, f"method {method} not in {sorted(rule.methods)}"))
+            elif rule.hosts is not None and host not in rule.hosts and not host.endswith(rule.host_suffixes):
+                out.append((rule, f"host {host!r} not in {sorted(rule.hosts)}"))
+            elif not rule.paths.matches(path):
+                out.append((rule, f"path {path!r} not matched by {list(rule.path_patterns)}"))
+            else:
+                out.append((rule, "matched"))
+                break
+        return out
+
+
+def normalise_host(host: str) -> str:
+    """Lower-case, without port and trailing dot (IPv6 literals keep their brackets)."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1] if end != -1 else host
+    host = host.rsplit(":", 1)[0] if ":" in host else host
+    return host.rstrip(".")

@@ -1,0 +1,122 @@
+"""An identity schema: trait validation and the ``ory.sh/kratos`` extension readers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cached_property
+from typing import Any
+
+import jsonschema
+import jsonschema.exceptions
+import jsonschema.validators
+
+from sidecar import errors
+from sidecar.identity.normalize import normalize_identifier
+from sidecar.schema.extension import TraitField, trait_fields, values_at
+
+
+def _message_path(error: jsonschema.exceptions.ValidationError) -> list[str]:
+    """Where a violation sits; a missing required property is reported on the property itself."""
+    parts = [str(p) for p in error.absolute_path]
+    if error.validator == "required" and isinstance(error.instance, dict):
+        missing = [p for p in error.validator_value if p not in error.instance]
+        return [".".join([*parts, str(m)]) for m in missing] or [".".join(parts)]
+    return [".".join(parts)]
+
+
+class IdentitySchema:
+    """One loaded schema. ``document`` is the raw JSON served at ``GET /schemas/{id}``."""
+
+    def __init__(self, schema_id: str, document: dict[str, Any]) -> None:
+        self.id = schema_id
+        self.document = document
+        cls = jsonschema.validators.validator_for(document, default=jsonschema.Draft7Validator)
+        cls.check_schema(document)
+        # Format checking is on so "format": "email" rejects a value without "@" (as Kratos does).
+        self._validator = cls(document, format_checker=cls.FORMAT_CHECKER)
+        self._fields = trait_fields(document)
+
+    def validate_traits(self, traits: Any) -> None:
+        """``ValidationError`` with ``messages`` keyed by ``traits.<path>`` when traits are invalid."""
+        if not isinstance(traits, dict):
+            raise errors.ValidationError(
+                "traits must be a JSON object", messages={"traits": ["traits must be a JSON object"]}
+            )
+        messages: dict[str, list[str]] = {}
+        for error in self._validator.iter_errors({"traits": traits}):
+            for path in _message_path(error):
+                messages.setdefault(path or "traits", []).append(error.message)
+        if messages:
+            first = next(iter(messages))
+            raise errors.ValidationError(
+                f"{first}: {messages[first][0]}" if first else "traits are invalid", messages=messages
+            )
+
+    def trait_fields(self) -> list[TraitField]:
+        return list(self._fields)
+
+    @cached_property
+    def _by_credential(self) -> dict[str, list[TraitField]]:
+        out: dict[str, list[TraitField]] = {}
+        for f in self._fields:
+            for kind in f.identifier_for:
+                out.setdefault(kind, []).append(f)
+        return out
+
+    def identifiers(self, traits: Mapping[str, Any], credential_type: str) -> list[str]:
+        """Normalised identifiers of ``credential_type`` found in ``traits``, without duplicates."""
+        found: list[str] = []
+        for f in self._by_credential.get(credential_type, []):
+            via = _ext(f, "credentials", credential_type).get("via")
+            for value in values_at(traits, f):
+                norm = normalize_identifier(value, credential_type, via=via if isinstance(via, str) else None)
+                if norm not in found:
+                    found.append(norm)
+        return found
+
+    def _addresses(self, traits: Mapping[str, Any], section: str) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
+        for f in self._fields:
+            via = _ext(f, section).get("via")
+            if not isinstance(via, str):
+                continue
+            for value in values_at(traits, f):
+                pair = (via, normalize_identifier(value, "code", via=via))
+                if pair not in found:
+                    found.append(pair)
+        return found
+
+    def verifiable_addresses(self, traits: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """``(via, value)`` for each trait with ``verification.via``."""
+        return self._addresses(traits, "verification")
+
+    def recovery_addresses(self, traits: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """``(via, value)`` for each trait with ``recovery.via``."""
+        return self._addresses(traits, "recovery")
+
+    def code_identifiers(self, traits: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """``(value, via)`` for code login/registration; ``via`` defaults to email as in Kratos."""
+        found: list[tuple[str, str]] = []
+        for f in self._by_credential.get("code", []):
+            via = _ext(f, "credentials", "code").get("via")
+            via = via if isinstance(via, str) else "email"
+            for value in values_at(traits, f):
+                pair = (normalize_identifier(value, "code", via=via), via)
+                if pair not in found:
+                    found.append(pair)
+        return found
+
+    def totp_account_name(self, traits: Mapping[str, Any]) -> str | None:
+        for f in self._fields:
+            if _ext(f, "credentials", "totp").get("account_name") is True:
+                values = values_at(traits, f)
+                if values:
+                    return values[0]
+        return None
+
+
+def _ext(f: TraitField, *keys: str) -> Mapping[str, Any]:
+    node: Any = f.extension
+    for key in keys:
+        node = node.get(key) if isinstance(node, Mapping) else None
+    return node if isinstance(node, Mapping) else {}

@@ -1,0 +1,86 @@
+"""``return_to`` checking against ``selfservice.allowed_return_urls`` (kratos-api.md §6).
+
+An allowed entry matches when scheme, host (``*.example.com`` wildcards allowed) and port are
+equal and the path starts with the entry's path. URLs under the public base URL are always
+allowed. Anything ambiguous is refused rather than guessed at: backslashes, control characters,
+userinfo (``https://good@evil``), scheme-relative ``//evil`` and non-http schemes. Dot segments are
+resolved before the path comparison, so ``/app/../admin`` cannot pass as ``/app``.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from urllib.parse import urlsplit, urlunsplit
+
+from sidecar.errors import ReturnToForbidden
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _split(url: str) -> tuple[str, str, int, str, str] | None:
+    """(scheme, host, port, path, query) of an absolute http(s) URL, or None if unusable."""
+    if not url or any(ord(c) < 0x21 or c in "\\\x7f" for c in url):
+        return None
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname or "@" in parts.netloc:
+        return None
+    path = parts.path or "/"
+    normalized = posixpath.normpath(path)
+    if normalized.startswith("//"):
+        normalized = "/" + normalized.lstrip("/")
+    if path.endswith("/") and not normalized.endswith("/"):
+        normalized += "/"
+    return scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme], normalized, parts.query
+
+
+def _host_matches(pattern: str, host: str) -> bool:
+    if pattern.startswith("*."):
+        suffix = pattern[1:]
+        return host.endswith(suffix) and len(host) > len(suffix)
+    return pattern == host
+
+
+def _path_matches(prefix: str, path: str) -> bool:
+    return path.startswith(prefix)
+
+
+def _matches(allowed: str, candidate: tuple[str, str, int, str, str]) -> bool:
+    entry = _split(allowed.replace("*.", "wildcard-placeholder.", 1))
+    if entry is None:
+        return False
+    scheme, host, port, path, _ = entry
+    if host.startswith("wildcard-placeholder."):
+        host = "*." + host[len("wildcard-placeholder.") :]
+    c_scheme, c_host, c_port, c_path, _ = candidate
+    return scheme == c_scheme and port == c_port and _host_matches(host, c_host) and _path_matches(path, c_path)
+
+
+def resolve_return_to(
+    return_to: str | None, *, allowed: list[str], public_base_url: str, default_url: str | None
+) -> str | None:
+    """The checked, absolute ``return_to``; None when none was given.
+
+    A relative path (``/dashboard``) is resolved against the default browser return URL's origin.
+    Raises ``ReturnToForbidden`` (400 ``self_service_flow_return_to_forbidden``) otherwise.
+    """
+    if return_to is None or return_to == "":
+        return None
+    url = return_to
+    if url.startswith("/") and not url.startswith("//") and default_url:
+        origin = urlsplit(default_url)
+        url = urlunsplit((origin.scheme, origin.netloc, "", "", "")) + url
+    candidate = _split(url)
+    if candidate is None:
+        raise ReturnToForbidden()
+    entries = [*allowed, public_base_url.rstrip("/") + "/"]
+    if not any(_matches(entry, candidate) for entry in entries):
+        raise ReturnToForbidden()
+    scheme, host, port, path, query = candidate
+    shown = f"[{host}]" if ":" in host else host
+    netloc = shown if port == _DEFAULT_PORTS[scheme] else f"{shown}:{port}"
+    return urlunsplit((scheme, netloc, path, query, ""))

@@ -1,0 +1,145 @@
+"""Session lifecycle: issue, resolve, refresh, extend, revoke (kratos-api.md §3.2, §6).
+
+Tokens come from ``security.tokens`` (CSPRNG, ``ory_st_`` + 32 alphanumerics); stores keep only
+their SHA-256 digest. Every revocation calls ``on_revoke`` so in-process caches in front of the
+store (the access proxy's resolver) drop the session at once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from sidecar.config.model import SessionConfig
+from sidecar.identity.model import utcnow
+from sidecar.security import tokens
+from sidecar.session.model import AuthenticationMethod, Device, Session
+from sidecar.session.store import SessionStore
+
+OnRevoke = Callable[[Sequence[Session]], Awaitable[None]]
+
+
+async def _ignore(sessions: Sequence[Session]) -> None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedSession:
+    session: Session
+    token: str
+
+
+class SessionManager:
+    def __init__(self, store: SessionStore, config: SessionConfig, on_revoke: OnRevoke | None = None) -> None:
+        self._store = store
+        self._config = config
+        self._on_revoke = on_revoke or _ignore
+
+    @property
+    def config(self) -> SessionConfig:
+        return self._config
+
+    def set_on_revoke(self, callback: OnRevoke) -> None:
+        """For wiring: the proxy's cache is built after the session manager."""
+        self._on_revoke = callback
+
+    async def issue(
+        self, identity_id: uuid.UUID, method: str, *, aal: str = "aal1", device: Device | None = None
+    ) -> IssuedSession:
+        """A brand-new session and token; an existing cookie is never reused (no fixation)."""
+        now = utcnow()
+        session = Session(
+            identity_id=identity_id,
+            expires_at=now + self._config.lifespan,
+            issued_at=now,
+            authenticated_at=now,
+            aal=aal,
+            authentication_methods=(AuthenticationMethod(method=method, aal=aal, completed_at=now),),
+            devices=(device,) if device else (),
+        )
+        token = tokens.new_session_token()
+        await self._store.create(session, tokens.digest(token))
+        return IssuedSession(session, token)
+
+    async def resolve(self, token: str | None, now: datetime | None = None) -> Session | None:
+        """The active, unexpired session for ``token``; None otherwise (also for malformed tokens)."""
+        if not token or len(token) > 256:
+            return None
+        session = await self._store.get_by_token(tokens.digest(token))
+        if session is None or not session.is_valid(now or utcnow()):
+            return None
+        return session
+
+    async def get(self, session_id: uuid.UUID) -> Session | None:
+        return await self._store.get(session_id)
+
+    async def reauthenticate(self, session: Session, method: str, *, aal: str | None = None) -> Session:
+        """``refresh=true`` or a step-up: same session id and token, new ``authenticated_at``."""
+        now = utcnow()
+        level = aal or session.aal
+        updated = replace(
+            session,
+            authenticated_at=now,
+            aal=max(level, session.aal),
+            authentication_methods=(
+                *session.authentication_methods,
+                AuthenticationMethod(method=method, aal=level, completed_at=now),
+            ),
+        )
+        await self._store.update(updated)
+        return updated
+
+    async def extend(self, session_id: uuid.UUID) -> Session | None:
+        """Push ``expires_at`` to now + lifespan; a call before ``earliest_possible_extend`` is a no-op."""
+        session = await self._store.get(session_id)
+        if session is None:
+            return None
+        now = utcnow()
+        earliest = self._config.earliest_possible_extend
+        if earliest is not None and session.expires_at - now > earliest:
+            return session
+        updated = replace(session, expires_at=now + self._config.lifespan)
+        await self._store.update(updated)
+        return updated
+
+    async def bind_logout_token(self, session: Session) -> str:
+        token = tokens.new_logout_token()
+        await self._store.update(replace(session, logout_token_digest=tokens.digest(token)))
+        return token
+
+    @staticmethod
+    def logout_token_matches(session: Session, token: str) -> bool:
+        expected = session.logout_token_digest
+        return expected is not None and tokens.equal(expected, tokens.digest(token))
+
+    async def revoke(self, session: Session) -> bool:
+        changed = await self._store.revoke(session.id)
+        await self._on_revoke([session])
+        return changed
+
+    async def revoke_by_id(self, session_id: uuid.UUID) -> bool:
+        session = await self._store.get(session_id)
+        if session is None:
+            return False
+        return await self.revoke(session)
+
+    async def revoke_others(self, identity_id: uuid.UUID, except_id: uuid.UUID | None) -> int:
+        victims = [
+            s
+            for s in await self._store.list_by_identity(identity_id, active_only=True)
+            if s.id != except_id
+        ]
+        count = await self._store.revoke_all(identity_id, except_id=except_id)
+        if victims:
+            await self._on_revoke(victims)
+        return count
+
+    async def list_for_identity(self, identity_id: uuid.UUID, *, active_only: bool = False) -> list[Session]:
+        return await self._store.list_by_identity(identity_id, active_only=active_only)
+
+    async def list_all(
+        self, *, page_size: int, after: uuid.UUID | None = None, active: bool | None = None
+    ) -> list[Session]:
+        return await self._store.list_all(page_size=page_size, after=after, active=active)

@@ -1,0 +1,106 @@
+"""Session <-> JSON, shared by the Redis and SQL session stores.
+
+One codec means a session written by one backend reads back identically from the other, and the
+wire shape is plain JSON (ISO-8601 datetimes with offset, UUIDs as strings) that an operator can
+inspect in ``redis-cli`` or ``psql``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sidecar.session.model import AuthenticationMethod, Device, Session
+
+
+def encode_datetime(value: datetime) -> str:
+    # Naive datetimes are taken as UTC so a round trip never shifts a timestamp by the host offset.
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat()
+
+
+def decode_datetime(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _method_to_dict(method: AuthenticationMethod) -> dict[str, Any]:
+    return {
+        "method": method.method,
+        "aal": method.aal,
+        "completed_at": encode_datetime(method.completed_at),
+        "provider": method.provider,
+    }
+
+
+def _method_from_dict(data: dict[str, Any]) -> AuthenticationMethod:
+    return AuthenticationMethod(
+        method=data["method"],
+        aal=data.get("aal", "aal1"),
+        completed_at=decode_datetime(data["completed_at"]),
+        provider=data.get("provider"),
+    )
+
+
+def _device_to_dict(device: Device) -> dict[str, Any]:
+    return {
+        "id": str(device.id),
+        "ip_address": device.ip_address,
+        "user_agent": device.user_agent,
+        "location": device.location,
+    }
+
+
+def _device_from_dict(data: dict[str, Any]) -> Device:
+    return Device(
+        id=uuid.UUID(data["id"]),
+        ip_address=data.get("ip_address"),
+        user_agent=data.get("user_agent"),
+        location=data.get("location"),
+    )
+
+
+def session_to_dict(session: Session) -> dict[str, Any]:
+    return {
+        "id": str(session.id),
+        "identity_id": str(session.identity_id),
+        "active": session.active,
+        "expires_at": encode_datetime(session.expires_at),
+        "issued_at": encode_datetime(session.issued_at),
+        "authenticated_at": encode_datetime(session.authenticated_at),
+        "aal": session.aal,
+        "authentication_methods": [_method_to_dict(m) for m in session.authentication_methods],
+        "devices": [_device_to_dict(d) for d in session.devices],
+        "logout_token_digest": session.logout_token_digest,
+        "extra": session.extra,
+    }
+
+
+def session_from_dict(data: dict[str, Any]) -> Session:
+    return Session(
+        id=uuid.UUID(data["id"]),
+        identity_id=uuid.UUID(data["identity_id"]),
+        active=bool(data["active"]),
+        expires_at=decode_datetime(data["expires_at"]),
+        issued_at=decode_datetime(data["issued_at"]),
+        authenticated_at=decode_datetime(data["authenticated_at"]),
+        aal=data.get("aal", "aal1"),
+        authentication_methods=tuple(_method_from_dict(m) for m in data.get("authentication_methods", ())),
+        devices=tuple(_device_from_dict(d) for d in data.get("devices", ())),
+        logout_token_digest=data.get("logout_token_digest"),
+        extra=dict(data.get("extra") or {}),
+    )
+
+
+def dumps_session(session: Session, **envelope: Any) -> bytes:
+    """Compact JSON bytes; ``envelope`` adds backend bookkeeping fields (e.g. the token digest)."""
+    return json.dumps({**session_to_dict(session), **envelope}, separators=(",", ":")).encode()
+
+
+def loads_session(raw: bytes | str) -> tuple[Session, dict[str, Any]]:
+    """The session and the full decoded document (so callers can read their envelope fields)."""
+    data: dict[str, Any] = json.loads(raw)
+    return session_from_dict(data), data

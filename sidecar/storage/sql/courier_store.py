@@ -1,0 +1,270 @@
+"""``CourierStore`` over SQLAlchemy Core (async): SQLite and PostgreSQL.
+
+Claiming is one ``UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING`` statement. On PostgreSQL
+the sub-select takes ``FOR UPDATE SKIP LOCKED`` so concurrent workers split the queue instead of
+waiting on (or double-claiming) the same rows; SQLite has no row locks, but it runs the whole
+statement under its single database write lock, which gives the same guarantee.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from sidecar.courier.model import MESSAGE_STATUSES, Dispatch, Message, MessageStatus, utcnow
+from sidecar.courier.store import Cursor
+from sidecar.storage.sql.engine import translate_errors
+
+metadata = sa.MetaData()
+
+# Mirrors migrations/versions/0002_courier.py.
+messages = sa.Table(
+    "courier_messages",
+    metadata,
+    sa.Column("id", sa.Uuid(), primary_key=True),
+    sa.Column("type", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("recipient", sa.String(320), nullable=False),
+    sa.Column("subject", sa.Text(), nullable=False),
+    sa.Column("body", sa.Text(), nullable=False),
+    sa.Column("html_body", sa.Text(), nullable=True),
+    sa.Column("template_type", sa.String(64), nullable=False),
+    sa.Column("template_data", sa.JSON(), nullable=False),
+    sa.Column("send_count", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("claimed_by", sa.String(128), nullable=True),
+    sa.Column("claimed_until", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+dispatches = sa.Table(
+    "courier_message_dispatches",
+    metadata,
+    sa.Column("id", sa.Uuid(), primary_key=True),
+    sa.Column("message_id", sa.Uuid(), sa.ForeignKey("courier_messages.id", ondelete="CASCADE")),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("error", sa.Text(), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+_MESSAGE_FIELDS = (
+    *("id", "type", "status", "recipient", "subject", "body", "html_body", "template_type"),
+    *("template_data", "send_count", "last_error", "next_attempt_at", "claimed_by", "claimed_until"),
+    *("created_at", "updated_at"),
+)
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything is stored in UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _message(row: sa.RowMapping, sent: Sequence[Dispatch] = ()) -> Message:
+    values: dict[str, Any] = {name: row[name] for name in _MESSAGE_FIELDS}
+    for name in ("next_attempt_at", "created_at", "updated_at"):
+        values[name] = _utc(values[name])
+    if values["claimed_until"] is not None:
+        values["claimed_until"] = _utc(values["claimed_until"])
+    return Message(**values, dispatches=tuple(sent))
+
+
+class SqlCourierStore:
+    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    @contextlib.asynccontextmanager
+    async def _begin(self) -> AsyncIterator[AsyncConnection]:
+        # An outage becomes a 503 (never a 500 or a silent success), as for every SQL store.
+        with translate_errors():
+            async with self._engine.begin() as conn:
+                yield conn
+
+    async def enqueue(self, message: Message) -> Message:
+        message.validate()
+        values = {name: getattr(message, name) for name in _MESSAGE_FIELDS}
+        values.update(status="queued", claimed_by=None, claimed_until=None)
+        async with self._begin() as conn:
+            await conn.execute(messages.insert().values(**values))
+        return dataclasses.replace(message, status="queued", claimed_by=None, claimed_until=None)
+
+    async def claim_batch(self, worker_id: str, *, limit: int, lease: timedelta) -> list[Message]:
+        now = self._clock()
+        due = sa.or_(
+            sa.and_(messages.c.status == "queued", messages.c.next_attempt_at <= now),
+            sa.and_(messages.c.status == "processing", messages.c.claimed_until < now),
+        )
+        candidates = (
+            sa.select(messages.c.id)
+            .where(due)
+            .order_by(messages.c.next_attempt_at, messages.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)  # compiled away on SQLite
+        )
+        stmt = (
+            messages.update()
+            .where(messages.c.id.in_(candidates))
+            .values(status="processing", claimed_by=worker_id, claimed_until=now + lease, updated_at=now)
+            .returning(*messages.c)
+        )
+        async with self._begin() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+        return sorted((_message(r) for r in rows), key=lambda m: (m.next_attempt_at, m.id))
+
+    def _held(self, message_id: uuid.UUID, worker_id: str) -> sa.ColumnElement[bool]:
+        return sa.and_(
+            messages.c.id == message_id,
+            messages.c.status == "processing",
+            messages.c.claimed_by == worker_id,
+        )
+
+    async def _finish(self, message_id: uuid.UUID, worker_id: str, dispatch: Dispatch, **values: Any) -> bool:
+        now = self._clock()
+        stmt = (
+            messages.update()
+            .where(self._held(message_id, worker_id))
+            .values(
+                send_count=messages.c.send_count + 1,
+                claimed_by=None,
+                claimed_until=None,
+                updated_at=now,
+                **values,
+            )
+        )
+        async with self._begin() as conn:
+            if (await conn.execute(stmt)).rowcount != 1:
+                return False
+            await conn.execute(
+                dispatches.insert().values(
+                    id=dispatch.id,
+                    message_id=message_id,
+                    status=dispatch.status,
+                    error=dispatch.error,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        return True
+
+    async def mark_sent(self, message_id: uuid.UUID, worker_id: str) -> bool:
+        dispatch = Dispatch(message_id=message_id, status="success")
+        return await self._finish(message_id, worker_id, dispatch, status="sent", last_error=None)
+
+    async def mark_failed(
+        self, message_id: uuid.UUID, worker_id: str, *, error: str, retry_at: datetime | None
+    ) -> bool:
+        dispatch = Dispatch(message_id=message_id, status="failed", error=error)
+        if retry_at is None:
+            return await self._finish(message_id, worker_id, dispatch, status="abandoned", last_error=error)
+        return await self._finish(
+            message_id, worker_id, dispatch, status="queued", last_error=error, next_attempt_at=retry_at
+        )
+
+    async def release(self, message_ids: Sequence[uuid.UUID], worker_id: str) -> int:
+        if not message_ids:
+            return 0
+        stmt = (
+            messages.update()
+            .where(
+                messages.c.id.in_(list(message_ids)),
+                messages.c.status == "processing",
+                messages.c.claimed_by == worker_id,
+            )
+            .values(status="queued", claimed_by=None, claimed_until=None, updated_at=self._clock())
+        )
+        async with self._begin() as conn:
+            return (await conn.execute(stmt)).rowcount
+
+    async def release_expired(self) -> int:
+        now = self._clock()
+        stmt = (
+            messages.update()
+            .where(messages.c.status == "processing", messages.c.claimed_until < now)
+            .values(status="queued", claimed_by=None, claimed_until=None, updated_at=now)
+        )
+        async with self._begin() as conn:
+            return (await conn.execute(stmt)).rowcount
+
+    async def list(
+        self,
+        *,
+        page_size: int,
+        after: Cursor | None = None,
+        status: MessageStatus | None = None,
+        recipient: str | None = None,
+    ) -> list[Message]:
+        stmt = (
+            sa.select(messages).order_by(messages.c.created_at.desc(), messages.c.id.desc()).limit(page_size)
+        )
+        if status is not None:
+            stmt = stmt.where(messages.c.status == status)
+        if recipient is not None:
+            stmt = stmt.where(messages.c.recipient == recipient)
+        if after is not None:
+            created, last_id = after
+            stmt = stmt.where(
+                sa.or_(
+                    messages.c.created_at < created,
+                    sa.and_(messages.c.created_at == created, messages.c.id < last_id),
+                )
+            )
+        async with self._begin() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+            attempts = await self._dispatches(conn, [r["id"] for r in rows])
+        return [_message(r, attempts.get(r["id"], [])) for r in rows]
+
+    async def get(self, message_id: uuid.UUID) -> Message | None:
+        async with self._begin() as conn:
+            row = (
+                (await conn.execute(sa.select(messages).where(messages.c.id == message_id)))
+                .mappings()
+                .first()
+            )
+            if row is None:
+                return None
+            attempts = await self._dispatches(conn, [message_id])
+        return _message(row, attempts.get(message_id, []))
+
+    async def _dispatches(
+        self, conn: AsyncConnection, ids: builtins.list[uuid.UUID]
+    ) -> dict[uuid.UUID, builtins.list[Dispatch]]:
+        found: dict[uuid.UUID, builtins.list[Dispatch]] = {}
+        if not ids:
+            return found
+        stmt = (
+            sa.select(dispatches)
+            .where(dispatches.c.message_id.in_(ids))
+            .order_by(dispatches.c.created_at, dispatches.c.id)
+        )
+        for r in (await conn.execute(stmt)).mappings():
+            found.setdefault(r["message_id"], []).append(
+                Dispatch(
+                    id=r["id"],
+                    message_id=r["message_id"],
+                    status=r["status"],
+                    error=r["error"],
+                    created_at=_utc(r["created_at"]),
+                    updated_at=_utc(r["updated_at"]),
+                )
+            )
+        return found
+
+    async def count_by_status(self) -> dict[MessageStatus, int]:
+        counts: dict[MessageStatus, int] = dict.fromkeys(MESSAGE_STATUSES, 0)
+        stmt = sa.select(messages.c.status, sa.func.count()).group_by(messages.c.status)
+        async with self._begin() as conn:
+            for status, count in (await conn.execute(stmt)).all():
+                if status in counts:
+                    counts[status] = int(count)
+        return counts

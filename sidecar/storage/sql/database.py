@@ -1,0 +1,77 @@
+"""The SQL database: one lazy engine, the stores over it, and its Alembic migrations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from sidecar.storage.sql.engine import Connector, create_engine, parse_dsn
+from sidecar.storage.sql.identities import SqlIdentityStore
+from sidecar.storage.sql.kv import SqlKeyValueStore
+from sidecar.storage.sql.sessions import SqlSessionStore
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+# Arbitrary constant: every sidecar replica racing to migrate on start takes the same lock.
+_MIGRATION_LOCK_ID = 0x51DECA2
+
+
+def _alembic_config(connection: sa.Connection | None = None) -> AlembicConfig:
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def _upgrade(connection: sa.Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
+    command.upgrade(_alembic_config(connection), "head")
+
+
+def _status(connection: sa.Connection) -> list[tuple[str, str, bool]]:
+    script = ScriptDirectory.from_config(_alembic_config())
+    current = MigrationContext.configure(connection).get_current_heads()
+    applied = {rev.revision for rev in script.iterate_revisions(current, "base") if rev is not None}
+    ordered = reversed(list(script.walk_revisions()))
+    return [(rev.revision, (rev.doc or "").strip(), rev.revision in applied) for rev in ordered]
+
+
+class SqlDatabase:
+    """SQLite or PostgreSQL, picked by ``dsn``; constructing it connects to nothing.
+
+    DSNs: ``sqlite:///relative.db``, ``sqlite:////abs/path.db``, ``memory`` / ``sqlite://:memory:``
+    (one in-process database shared by every connection), ``postgres://`` / ``postgresql://``.
+    """
+
+    def __init__(self, dsn: str) -> None:
+        spec = parse_dsn(dsn)
+        self.engine: AsyncEngine = create_engine(spec)
+        self._connector = Connector(self.engine, spec.flavour)
+        self.identities = SqlIdentityStore(self._connector)
+        self.sessions = SqlSessionStore(self._connector)
+        self.kv = SqlKeyValueStore(self._connector)
+
+    async def migrate(self) -> None:
+        """Upgrade to the newest revision; a no-op when already there."""
+        async with self._connector.write() as conn:
+            await conn.run_sync(_upgrade)
+
+    async def migration_status(self) -> list[tuple[str, str, bool]]:
+        """``(revision, description, applied)`` for every known revision, oldest first."""
+        async with self._connector.read() as conn:
+            return await conn.run_sync(_status)
+
+    async def ping(self) -> None:
+        """Raise ``ServiceUnavailable`` when the database cannot be reached."""
+        async with self._connector.read() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
+    async def close(self) -> None:
+        await self.engine.dispose()

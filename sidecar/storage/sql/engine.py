@@ -1,0 +1,164 @@
+"""Async engines from Kratos-style DSNs, and the one place SQL driver errors become domain errors.
+
+Stores never open connections themselves: they ask a :class:`Connector` for ``read()`` or
+``write()``, which serialises SQLite writers and translates failures (an outage is a 503,
+a unique violation a 409, never a leaked SQL message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import asyncpg
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+from sidecar.errors import Conflict, ServiceUnavailable
+
+log = logging.getLogger("sidecar.storage.sql")
+
+Flavour = Literal["postgresql", "sqlite", "sqlite-memory"]
+
+MEMORY_DSNS = frozenset({"memory", "sqlite://:memory:", "sqlite:///:memory:"})
+# Kratos (Go) DSN options that asyncpg would reject as unknown connect() keywords.
+_GO_POOL_OPTIONS = ("max_conns", "max_idle_conns", "max_conn_lifetime", "max_idle_conn_time")
+_SQLITE_BUSY_TIMEOUT_MS = 5000
+_BEGIN_OPTION = "sidecar_sqlite_begin"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSpec:
+    url: URL
+    flavour: Flavour
+
+
+def parse_dsn(dsn: str) -> EngineSpec:
+    """Map ``sqlite://``, ``memory``, ``postgres(ql)://`` DSNs onto async SQLAlchemy URLs."""
+    if dsn in MEMORY_DSNS:
+        return EngineSpec(make_url("sqlite+aiosqlite://"), "sqlite-memory")
+    url = make_url(dsn)
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        # Kratos appends go-sqlite options such as ``?_fk=true``; pragmas are set on connect instead.
+        return EngineSpec(url.set(drivername="sqlite+aiosqlite", query={}), "sqlite")
+    if backend in ("postgres", "postgresql"):
+        query = dict(url.query)
+        for option in _GO_POOL_OPTIONS:
+            query.pop(option, None)
+        sslmode = query.pop("sslmode", None)
+        if sslmode is not None and sslmode != "disable":
+            query["ssl"] = sslmode
+        return EngineSpec(url.set(drivername="postgresql+asyncpg", query=query), "postgresql")
+    raise ValueError(f"unsupported dsn scheme {url.drivername!r}: use sqlite://, postgres:// or memory")
+
+
+def create_engine(spec: EngineSpec) -> AsyncEngine:
+    if spec.flavour == "postgresql":
+        # Fail fast on an unreachable server instead of asyncpg's 60 s default; pre-ping drops
+        # connections the server closed (restart, failover) before a request trips over them.
+        return create_async_engine(spec.url, pool_pre_ping=True, connect_args={"timeout": 5})
+    if spec.flavour == "sqlite-memory":
+        engine = create_async_engine(
+            spec.url, poolclass=StaticPool, connect_args={"check_same_thread": False}
+        )
+    else:
+        engine = create_async_engine(spec.url)
+    _install_sqlite_hooks(engine, wal=spec.flavour == "sqlite")
+    return engine
+
+
+def _install_sqlite_hooks(engine: AsyncEngine, *, wal: bool) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # The driver's implicit BEGIN breaks SAVEPOINT and transactional DDL; we emit BEGIN ourselves.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            if wal:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def on_begin(conn: sa.Connection) -> None:
+        # Writers take the lock up front (IMMEDIATE): a deferred transaction that upgrades from
+        # read to write gets SQLITE_BUSY at once, without the busy timeout ever being consulted.
+        conn.exec_driver_sql(conn.get_execution_options().get(_BEGIN_OPTION, "BEGIN"))
+
+
+@contextlib.contextmanager
+def translate_errors(conflict: str = Conflict.default_message) -> Iterator[None]:
+    try:
+        yield
+    except sa.exc.IntegrityError as exc:
+        raise Conflict(conflict) from exc
+    except (
+        sa.exc.OperationalError,
+        sa.exc.InterfaceError,
+        sa.exc.TimeoutError,
+        asyncpg.PostgresConnectionError,
+        asyncpg.InterfaceError,
+        OSError,
+    ) as exc:
+        log.warning("database unavailable: %s", type(exc).__name__)
+        raise ServiceUnavailable("the database is unavailable") from exc
+    except sa.exc.DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise ServiceUnavailable("the database connection was lost") from exc
+        raise
+
+
+class Connector:
+    """Connections for the stores.
+
+    SQLite allows one writer at a time: writers queue on an in-process lock (and
+    ``BEGIN IMMEDIATE`` + ``busy_timeout`` for other processes) instead of failing with
+    "database is locked". An in-memory database is a single shared connection, so there
+    every use is serialised, reads included.
+    """
+
+    def __init__(self, engine: AsyncEngine, flavour: Flavour) -> None:
+        self.engine = engine
+        self.flavour = flavour
+        self._writer = (
+            engine.execution_options(**{_BEGIN_OPTION: "BEGIN IMMEDIATE"}) if flavour != "postgresql" else engine
+        )
+        self._lock: asyncio.Lock | None = None
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextlib.asynccontextmanager
+    async def _gate(self, *, write: bool) -> AsyncIterator[None]:
+        if self.flavour == "postgresql" or (self.flavour == "sqlite" and not write):
+            yield
+            return
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            yield
+
+    @contextlib.asynccontextmanager
+    async def write(self, conflict: str = Conflict.default_message) -> AsyncIterator[AsyncConnection]:
+        """One transaction, committed when the block exits cleanly."""
+        with translate_errors(conflict):
+            async with self._gate(write=True), self._writer.begin() as conn:
+                yield conn
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        with translate_errors():
+            async with self._gate(write=False), self.engine.connect() as conn:
+                yield conn
