@@ -7,6 +7,7 @@ only the narrow protocols it uses.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,11 +18,20 @@ from starlette.types import ASGIApp
 
 from sidecar.api import respond
 from sidecar.config.model import Config
+from sidecar.courier.service import Courier
+from sidecar.courier.smtp import SmtpSender
+from sidecar.courier.templates import Templates
+from sidecar.courier.worker import CourierWorker
+from sidecar.flows.service import SelfServiceFlows, build_flows
 from sidecar.hashing.hasher import PasswordHasher
 from sidecar.identity.manager import IdentityManager
 from sidecar.identity.store import IdentityStore
 from sidecar.kv.store import KeyValueStore
+from sidecar.metrics import Metrics
 from sidecar.schema.registry import SchemaRegistry
+from sidecar.session.invalidation import Invalidation, create_invalidation
+from sidecar.session.manager import SessionManager
+from sidecar.session.resolver import SessionResolver
 from sidecar.session.store import SessionStore
 from sidecar.storage.sql.database import SqlDatabase
 
@@ -38,8 +48,17 @@ class Services:
     hasher: PasswordHasher
     schemas: SchemaRegistry
     identities: IdentityManager
+    metrics: Metrics
+    sessions: SessionManager
+    selfservice: SelfServiceFlows
+    resolver: SessionResolver
+    invalidation: Invalidation
+    courier: Courier
+    courier_worker: CourierWorker | None
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _shutting_down: bool = False
+    _courier_task: asyncio.Task[None] | None = None
+    _courier_stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     def readiness_checks(self) -> dict[str, Callable[[], Awaitable[None]]]:
         checks = {"database": self.database.ping}
@@ -58,8 +77,17 @@ class Services:
         if self.config.dev:
             await self.database.migrate()
         await self.schemas.load()
+        if self.courier_worker is not None:
+            self._courier_stop = asyncio.Event()
+            self._courier_task = asyncio.create_task(self.courier_worker.run(self._courier_stop))
 
     async def stop(self) -> None:
+        if self.courier_worker is not None and self._courier_task is not None:
+            # Hand unsent claims back to the queue before the database pool closes.
+            await self.courier_worker.stop()
+            self._courier_stop.set()
+            await self._courier_task
+            self._courier_task = None
         for close in reversed(self._closers):
             try:
                 await close()
@@ -67,23 +95,36 @@ class Services:
                 log.exception("error while closing a service")
 
 
-def build_services(config: Config) -> Services:
+def build_services(config: Config, *, courier_worker: bool = True) -> Services:
     database = SqlDatabase(config.dsn)
     closers: list[Callable[[], Awaitable[None]]] = [database.close]
     session_store: SessionStore
     kv: KeyValueStore
+    redis_client = None
     if config.redis is not None:
         from sidecar.storage.redis.backend import RedisBackend
 
-        redis = RedisBackend(config.redis.url)
-        session_store, kv = redis.sessions, redis.kv
+        redis = RedisBackend(config.redis.url, config.redis.key_prefix)
+        session_store, kv, redis_client = redis.sessions, redis.kv, redis.client
         closers.append(redis.close)
     else:
         session_store, kv = database.sessions, database.kv
     hasher = PasswordHasher(config.hashers)
     closers.append(hasher.close)
+    metrics = Metrics()
+    metrics.track_hashing_queue(lambda: hasher.queue_depth)
     schemas = SchemaRegistry(config.identity, base_url=config.public_base_url)
     identities = IdentityManager(database.identities, schemas, hasher)
+    sessions = SessionManager(session_store, config.session)
+    selfservice = build_flows(config, kv, identities, schemas, sessions)
+    # The proxy's session cache and the revocations that clear it on every worker.
+    resolver = SessionResolver(session_store, database.identities, ttl=config.session.cache_ttl)
+    redis_prefix = config.redis.key_prefix if config.redis else ""
+    invalidation = create_invalidation(kv, redis_client, prefix=redis_prefix)
+    courier = Courier(database.courier, Templates(config.courier.template_override_path))
+    worker = (
+        CourierWorker(database.courier, SmtpSender(config.courier.smtp), config.courier) if courier_worker else None
+    )
     return Services(
         config=config,
         database=database,
@@ -93,6 +134,13 @@ def build_services(config: Config) -> Services:
         hasher=hasher,
         schemas=schemas,
         identities=identities,
+        metrics=metrics,
+        sessions=sessions,
+        selfservice=selfservice,
+        resolver=resolver,
+        invalidation=invalidation,
+        courier=courier,
+        courier_worker=worker,
         _closers=closers,
     )
 
@@ -119,15 +167,23 @@ def create_admin_app(services: Services, *, manage_lifespan: bool = True) -> ASG
     )
 
 
-def create_public_app(services: Services, *, manage_lifespan: bool = True) -> ASGIApp:
+def create_public_app(services: Services, *, manage_lifespan: bool = True, gateway: bool = True) -> ASGIApp:
+    """The public listener: the proxy gateway around the Starlette app (``gateway=False``: the plain app)."""
     from starlette.routing import Mount
 
     from sidecar.api.public.routes import public_routes
 
     prefix = services.config.serve.public.prefix
     routes = public_routes(services)
-    return Starlette(
+    app = Starlette(
         routes=[Mount(prefix, routes=routes)] if prefix else routes,
         exception_handlers=respond.EXCEPTION_HANDLERS,
         lifespan=_lifespan(services) if manage_lifespan else None,
     )
+    if not gateway:
+        return app
+    from sidecar.proxy.gateway import build_gateway
+
+    public = build_gateway(services.config, services.resolver, app, invalidation=services.invalidation)
+    services._closers.insert(0, public.stop)  # stopped before the pools it uses
+    return public

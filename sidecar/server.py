@@ -1,9 +1,18 @@
 """Running the two listeners (public, admin) in one or more worker processes.
 
-Sockets are bound once in the parent and inherited by the workers, as uvicorn and gunicorn do;
-all shared state lives in the stores, so any worker can serve any user. On SIGTERM readiness
-turns false first, then the servers stop accepting and finish in-flight requests up to
-``SHUTDOWN_GRACE`` seconds.
+Sockets are bound once in the parent and inherited by spawned workers, as uvicorn and gunicorn
+do; all shared state lives in the stores, so any worker can serve any user and a revocation in
+one is seen by all. With more than one worker the parent points ``PROMETHEUS_MULTIPROC_DIR`` at
+a fresh directory first, so ``/metrics`` (answered by any worker) adds up every worker.
+
+Shutdown on SIGTERM or SIGINT, in each worker:
+1. readiness turns false (``/health/ready`` answers 503) so load balancers stop sending;
+2. the listeners close: new connections are refused (the parent closes its copies too);
+3. in-flight requests, proxied streams included, run to completion for up to ``SHUTDOWN_GRACE``
+   seconds, then are cancelled;
+4. services stop: the courier releases the messages it claimed but did not send, pools close.
+The parent exits 0 when every worker did; a worker that dies on its own takes the others down
+with a non-zero exit, so the orchestrator restarts the whole unit instead of running degraded.
 """
 
 from __future__ import annotations
@@ -13,19 +22,33 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
+import tempfile
+import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
 from sidecar.config.loader import load_config
 from sidecar.config.model import Config
 
+if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+
+    from sidecar.app import Services
+
 log = logging.getLogger("sidecar")
 
-SHUTDOWN_GRACE = 25
+SHUTDOWN_GRACE = 25.0
+"""Seconds in-flight requests get after SIGTERM; below Kubernetes' default 30 s grace period."""
+KILL_AFTER = SHUTDOWN_GRACE + 10.0
+"""The parent SIGKILLs a worker still alive this long after SIGTERM (a hung pool close)."""
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class _Server(uvicorn.Server):
@@ -53,11 +76,35 @@ def _uvicorn_config(app: Any) -> uvicorn.Config:
         http="httptools",
         lifespan="off",
         log_config=None,
-        access_log=False,
+        access_log=False,  # sidecar.logs.AccessLog writes the one line per request
         server_header=False,
         date_header=False,
-        timeout_graceful_shutdown=SHUTDOWN_GRACE,
+        timeout_graceful_shutdown=int(SHUTDOWN_GRACE),
         ws="websockets-sansio",
+    )
+
+
+def wrap_apps(services: Services, public: Any, admin: Any) -> tuple[Any, Any]:
+    """Both apps inside the access log (request id, one JSON line, request metrics)."""
+    from sidecar.logs import AccessLog, admin_route_classifier, public_route_classifier
+    from sidecar.proxy.headers import TrustedProxies
+
+    config = services.config
+    trusted = TrustedProxies.parse(config.serve.public.trusted_proxies).trusts
+    options: dict[str, Any] = {
+        "trusted": trusted,
+        "metrics": services.metrics,
+        "text": config.log.format == "text",
+        "enabled": config.log.level in ("trace", "debug", "info"),
+    }
+    return (
+        AccessLog(
+            public,
+            listener="public",
+            classify=public_route_classifier(config.serve.public.prefix),
+            **options,
+        ),
+        AccessLog(admin, listener="admin", classify=admin_route_classifier, **options),
     )
 
 
@@ -66,23 +113,35 @@ async def serve_app(config: Config, sockets: tuple[socket.socket, socket.socket]
 
     services = build_services(config)
     await services.start()
-    public = _Server(_uvicorn_config(create_public_app(services, manage_lifespan=False)))
-    admin = _Server(_uvicorn_config(create_admin_app(services, manage_lifespan=False)))
+    public_app, admin_app = wrap_apps(
+        services,
+        create_public_app(services, manage_lifespan=False),
+        create_admin_app(services, manage_lifespan=False),
+    )
+    public = _Server(_uvicorn_config(public_app))
+    admin = _Server(_uvicorn_config(admin_app))
 
     loop = asyncio.get_running_loop()
 
     def on_signal() -> None:
-        log.info("shutdown requested: readiness is now false; draining")
+        if public.should_exit:
+            return
+        log.info("shutdown requested: readiness is now false; draining in-flight requests")
         services.begin_shutdown()
         public.should_exit = True
         admin.should_exit = True
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
+    metrics = services.metrics
+    refresher = asyncio.create_task(metrics.run_refresher()) if metrics.multiprocess else None
     try:
         await asyncio.gather(public.serve(sockets=[sockets[0]]), admin.serve(sockets=[sockets[1]]))
     finally:
+        if refresher is not None:
+            refresher.cancel()
         await services.stop()
+        log.info("worker %d stopped", os.getpid())
 
 
 def _worker(config: Config, public: socket.socket, admin: socket.socket) -> None:
@@ -94,22 +153,97 @@ def _worker(config: Config, public: socket.socket, admin: socket.socket) -> None
     uvloop.run(serve_app(config, (public, admin)))
 
 
+def _migrate_dev(config: Config) -> None:
+    from sidecar.storage.sql.database import SqlDatabase
+
+    async def migrate() -> None:
+        db = SqlDatabase(config.dsn)
+        try:
+            await db.migrate()
+        finally:
+            await db.close()
+
+    asyncio.run(migrate())
+
+
+@contextlib.contextmanager
+def multiprocess_metrics_dir(environ: dict[str, str] | os._Environ[str]) -> Iterator[Path]:
+    """A clean ``PROMETHEUS_MULTIPROC_DIR`` for this run, inherited by the spawned workers.
+
+    A directory given by the operator is emptied of old ``*.db`` files (stale counters from a
+    previous run would be added in) and kept; one we create is removed afterwards.
+    """
+    given = environ.get(MULTIPROC_ENV)
+    if given:
+        path = Path(given)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink()
+        yield path
+        return
+    path = Path(tempfile.mkdtemp(prefix="sidecar-metrics-"))
+    environ[MULTIPROC_ENV] = str(path)
+    try:
+        yield path
+    finally:
+        environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def supervise(procs: list[BaseProcess], listeners: Sequence[socket.socket], metrics_dir: Path) -> int:
+    """Wait for the workers; forward SIGTERM/SIGINT; the first worker's failure stops them all."""
+    from prometheus_client import multiprocess
+
+    stopping_since: float | None = None
+
+    def stop(reason: str) -> None:
+        nonlocal stopping_since
+        if stopping_since is None:
+            stopping_since = time.monotonic()
+            log.info("stopping %d worker(s): %s", len(procs), reason)
+            # The kernel keeps completing handshakes while any process holds a listening socket:
+            # close ours so that, once the workers close theirs, new connections are refused.
+            for sock in listeners:
+                sock.close()
+        for p in procs:
+            if p.pid is not None and p.is_alive():
+                os.kill(p.pid, signal.SIGTERM)
+
+    def on_signal(sig: int, frame: Any) -> None:
+        stop(signal.Signals(sig).name)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    code = 0
+    alive = list(procs)
+    while alive:
+        # A short timeout instead of blocking: signal handlers and the kill deadline need turns.
+        for sentinel in wait([p.sentinel for p in alive], timeout=1.0):
+            p = next(p for p in alive if p.sentinel == sentinel)
+            p.join()
+            alive.remove(p)
+            if p.pid is not None:
+                multiprocess.mark_process_dead(p.pid, str(metrics_dir))  # type: ignore[no-untyped-call]
+            exitcode = p.exitcode or 0
+            if exitcode != 0 or stopping_since is None:
+                log.error("worker %s exited with code %s", p.pid, exitcode)
+                code = code or (exitcode if exitcode > 0 else 1)
+                stop(f"worker {p.pid} exited")
+        if alive and stopping_since is not None and time.monotonic() - stopping_since > KILL_AFTER:
+            for p in alive:
+                log.error("worker %s did not stop in time: killing it", p.pid)
+                p.kill()
+            code = code or 1
+    return code
+
+
 def run(config_paths: Sequence[str], *, dev: bool, workers: int) -> int:
     from sidecar.logs import configure_logging
 
     config = load_config(config_paths, environ=os.environ, dev=dev)
     configure_logging(config.log)
     if config.dev:
-        from sidecar.storage.sql.database import SqlDatabase
-
-        async def migrate() -> None:
-            db = SqlDatabase(config.dsn)
-            try:
-                await db.migrate()
-            finally:
-                await db.close()
-
-        asyncio.run(migrate())
+        _migrate_dev(config)
     public = bind(config.serve.public.host, config.serve.public.port)
     admin = bind(config.serve.admin.host, config.serve.admin.port)
     log.info(
@@ -122,28 +256,16 @@ def run(config_paths: Sequence[str], *, dev: bool, workers: int) -> int:
         workers,
         "" if workers == 1 else "s",
     )
-    # The built config (with any dev-generated secrets) goes to every worker, so all of them sign
-    # and verify with the same secrets; sockets travel by multiprocessing's fd passing.
     if workers <= 1:
         _worker(config, public, admin)
         return 0
-    ctx = multiprocessing.get_context("spawn")
-    procs = [
-        ctx.Process(target=_worker, args=(config, public, admin), daemon=False)
-        for _ in range(workers)
-    ]
-    for p in procs:
-        p.start()
-
-    def forward(sig: int, frame: Any) -> None:
+    # The built config (with any dev-generated secrets) goes to every worker, so all of them sign
+    # and verify with the same secrets; sockets travel by multiprocessing's fd passing.
+    with multiprocess_metrics_dir(os.environ) as metrics_dir:
+        ctx = multiprocessing.get_context("spawn")
+        procs: list[BaseProcess] = [
+            ctx.Process(target=_worker, args=(config, public, admin), daemon=False) for _ in range(workers)
+        ]
         for p in procs:
-            if p.pid is not None and p.is_alive():
-                os.kill(p.pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    code = 0
-    for p in procs:
-        p.join()
-        code = code or (p.exitcode or 0)
-    return code
+            p.start()
+        return supervise(procs, (public, admin), metrics_dir)

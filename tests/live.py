@@ -49,7 +49,11 @@ def live_sidecar(config: Config, *, public_port: int | None = None) -> Iterator[
         "serve": config.serve.model_copy(
             update={
                 "public": config.serve.public.model_copy(
-                    update={"port": public_port, "host": "127.0.0.1", "base_url": f"http://127.0.0.1:{public_port}{prefix}"}
+                    update={
+                        "port": public_port,
+                        "host": "127.0.0.1",
+                        "base_url": f"http://127.0.0.1:{public_port}{prefix}",
+                    }
                 ),
                 "admin": config.serve.admin.model_copy(update={"port": admin_port, "host": "127.0.0.1"}),
             }

@@ -12,20 +12,28 @@ from sidecar import errors
 MAX_DEPTH = 64
 
 
-def _depth(value: Any, limit: int) -> int:
-    # Iterative, so a hostile 100k-deep document cannot blow the Python stack.
+def check_document(value: Any, limit: int = MAX_DEPTH) -> None:
+    """Refuse documents nested deeper than ``limit`` and strings holding NUL.
+
+    NUL cannot be stored in PostgreSQL text/JSON and has no place in an identity; refusing it
+    here turns what would be a database error into a 400. Iterative, so a hostile 100k-deep
+    document cannot blow the Python stack.
+    """
     stack = [(value, 1)]
-    deepest = 0
     while stack:
         node, d = stack.pop()
-        deepest = max(deepest, d)
         if d > limit:
-            return d
-        if isinstance(node, dict):
-            stack.extend((v, d + 1) for v in node.values())
+            raise errors.BadRequest(f"the JSON document is nested deeper than {limit} levels")
+        if isinstance(node, str):
+            if "\x00" in node:
+                raise errors.BadRequest("strings must not contain NUL characters")
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                if "\x00" in k:
+                    raise errors.BadRequest("keys must not contain NUL characters")
+                stack.append((v, d + 1))
         elif isinstance(node, list):
             stack.extend((v, d + 1) for v in node)
-    return deepest
 
 
 async def read_body(request: Request, max_size: int) -> bytes:
@@ -59,6 +67,5 @@ async def read_json(request: Request, max_size: int, *, allow_empty: bool = Fals
         value = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise errors.BadRequest(f"the request body is not valid JSON: {exc}") from None
-    if _depth(value, MAX_DEPTH) > MAX_DEPTH:
-        raise errors.BadRequest(f"the JSON document is nested deeper than {MAX_DEPTH} levels")
+    check_document(value)
     return value

@@ -16,6 +16,11 @@ from sidecar import errors
 from sidecar.config.model import Config
 
 
+def pagination_secret(config: Config) -> str:
+    s = config.secrets
+    return (s.pagination or s.default or s.cookie)[0]
+
+
 class PageTokens:
     def __init__(self, secrets: list[str], salt: str) -> None:
         if not secrets:

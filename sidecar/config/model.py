@@ -454,6 +454,8 @@ class ProxyConfig(Model):
 
 class RedisConfig(Model):
     url: str
+    key_prefix: str = "sidecar:"
+    """Sidecar-only: namespace for every key and channel, so several sidecars can share one Redis."""
 
 
 class LogConfig(Model):

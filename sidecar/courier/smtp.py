@@ -93,7 +93,7 @@ class SmtpSender:
         mail["From"] = self._from
         mail["To"] = Address(addr_spec=message.recipient)
         mail["Subject"] = message.subject
-        mail["Date"] = formatdate(localtime=False)
+        mail["Date"] = formatdate(usegmt=True)
         # A stable Message-ID lets receivers (and our tests) spot a duplicate delivery.
         mail["Message-ID"] = f"<{message.id}@{self._from.domain or 'sidecar.local'}>"
         for name, value in self._config.headers.items():

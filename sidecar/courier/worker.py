@@ -70,25 +70,27 @@ class CourierWorker:
                 return 0
             batch = await self.store.claim_batch(self.worker_id, limit=self.batch_size, lease=self.lease)
             attempted = 0
-            for index, message in enumerate(batch):
-                # Stop before a send that could outlive the lease: another worker may claim the
-                # message the moment the lease runs out, and then both would deliver it.
-                lease_left = (message.claimed_until or self._clock()) - self._clock()
-                if self._stopping.is_set() or lease_left <= self.send_timeout:
-                    await self.store.release([m.id for m in batch[index:]], self.worker_id)
-                    break
-                await self._attempt(message)
-                attempted += 1
+            try:
+                for message in batch:
+                    # Stop before a send that could outlive the lease: another worker may claim the
+                    # message the moment the lease runs out, and then both would deliver it.
+                    lease_left = (message.claimed_until or self._clock()) - self._clock()
+                    if self._stopping.is_set() or lease_left <= self.send_timeout:
+                        break
+                    await self._attempt(message)
+                    attempted += 1
+            finally:
+                # Stopping, cancelled or failed mid-batch: hand the unsent rest back now rather than
+                # leaving it stuck until the lease runs out.
+                rest = [m.id for m in batch[attempted:]]
+                if rest:
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(self.store.release(rest, self.worker_id))
             return attempted
 
     async def _attempt(self, message: Message) -> None:
         try:
             await asyncio.wait_for(self.sender.send(message), self.send_timeout.total_seconds())
-        except asyncio.CancelledError:
-            # Cancelled mid-send: give the claim back so the message is not stuck until lease end.
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self.store.release([message.id], self.worker_id))
-            raise
         except Exception as exc:
             await self._failed(message, exc)
             return

@@ -6,7 +6,9 @@ from typing import Any, Literal, TypedDict
 
 from sidecar.flows.messages import Text
 
-Group = Literal["default", "password", "oidc", "profile", "code", "totp", "lookup_secret", "webauthn", "passkey"]
+Group = Literal[
+    "default", "password", "oidc", "profile", "code", "totp", "lookup_secret", "webauthn", "passkey"
+]
 InputType = Literal[
     "text", "password", "number", "checkbox", "hidden", "email", "tel", "submit", "button", "date", "url"
 ]

@@ -21,7 +21,7 @@ OnUnauthenticated = Literal["redirect", "json"] | None
 
 @dataclass(frozen=True, slots=True)
 class PathMatcher:
-    """``literals`` exact paths, ``prefixes`` from ``/a/**`` (matches ``/a`` and below), ``pattern`` the rest."""
+    """Exact ``literals``, ``prefixes`` from ``/a/**`` (``/a`` and below), ``pattern`` for the rest."""
 
     literals: frozenset[str]
     prefixes: tuple[str, ...]

@@ -75,7 +75,9 @@ def _compile_expr(text: str) -> _Expr:
     if path[0] in _SHORTHAND:
         path = ("identity", *path)
     if path[0] not in _ROOTS:
-        raise TemplateError(f"{head.strip()!r} must start with identity., session., traits. or metadata_public.")
+        raise TemplateError(
+            f"{head.strip()!r} must start with identity., session., traits. or metadata_public."
+        )
     return _Expr(path, tuple(_compile_filter(f) for f in filters))
 
 

@@ -39,9 +39,11 @@ def _resolve(node: Any, root: Mapping[str, Any]) -> Any:
         for part in node["$ref"][1:].split("/")[1:]:
             part = part.replace("~1", "/").replace("~0", "~")
             target = target.get(part) if isinstance(target, dict) else None
-        if target is None:
+        if not isinstance(target, dict):
             raise ValueError(f"unresolvable $ref {node['$ref']!r}")
-        node, seen = target, seen + 1
+        # Keywords beside a $ref (title, the extension) apply too (draft 2019-09 and later).
+        siblings = {k: v for k, v in node.items() if k != "$ref"}
+        node, seen = {**target, **siblings}, seen + 1
         if seen > _MAX_DEPTH:
             raise ValueError("$ref cycle")
     return node

@@ -1,7 +1,7 @@
 """Anti-CSRF tokens for browser flows (Kratos uses nosurf: kratos-api.md §6, §11.12).
 
 The cookie ``csrf_token_<sha256(public base URL)>`` holds a random base token. Every rendered
-form carries a *masked* copy, ``base64(pad || pad XOR token)`` with a fresh random pad, so the
+form carries a *masked* copy, ``base64url(pad || pad XOR token)`` with a fresh random pad, so the
 hidden value differs on every render (no BREACH-style compression oracle) while any masked copy
 still unmasks to the cookie's token.
 """
@@ -22,15 +22,21 @@ def cookie_name(public_base_url: str) -> str:
     return "csrf_token_" + hashlib.sha256(public_base_url.encode()).hexdigest()
 
 
-def new_token() -> str:
-    return base64.b64encode(secrets.token_bytes(TOKEN_BYTES)).decode()
+def _encode(raw: bytes) -> str:
+    # URL-safe and unpadded: the cookie value needs no quoting.
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def _decode(value: str) -> bytes | None:
     try:
-        return base64.b64decode(value.encode("ascii"), validate=True)
+        data = value.encode("ascii")
+        return base64.b64decode(data + b"=" * (-len(data) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError, UnicodeEncodeError):
         return None
+
+
+def new_token() -> str:
+    return _encode(secrets.token_bytes(TOKEN_BYTES))
 
 
 def is_well_formed(token: str | None) -> bool:
@@ -43,7 +49,7 @@ def mask(token: str) -> str:
     if raw is None or len(raw) != TOKEN_BYTES:
         raise ValueError("not a CSRF base token")
     pad = secrets.token_bytes(TOKEN_BYTES)
-    return base64.b64encode(pad + bytes(a ^ b for a, b in zip(pad, raw, strict=True))).decode()
+    return _encode(pad + bytes(a ^ b for a, b in zip(pad, raw, strict=True)))
 
 
 def unmask(masked: str) -> bytes | None:

@@ -57,7 +57,9 @@ def _matches(allowed: str, candidate: tuple[str, str, int, str, str]) -> bool:
     if host.startswith("wildcard-placeholder."):
         host = "*." + host[len("wildcard-placeholder.") :]
     c_scheme, c_host, c_port, c_path, _ = candidate
-    return scheme == c_scheme and port == c_port and _host_matches(host, c_host) and _path_matches(path, c_path)
+    return (
+        scheme == c_scheme and port == c_port and _host_matches(host, c_host) and _path_matches(path, c_path)
+    )
 
 
 def resolve_return_to(

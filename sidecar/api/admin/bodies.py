@@ -122,8 +122,8 @@ def identity_spec(body: Any, *, require_state: bool = False, default_schema_id: 
         external_id=_optional_str(body, "external_id"),
         organization_id=uuid.UUID(organization_id) if organization_id else None,
         credentials=_credentials(body),
-        verifiable_addresses=_addresses(body, "verifiable_addresses"),
-        recovery_addresses=_addresses(body, "recovery_addresses"),
+        verifiable_addresses=_addresses(body, "verifiable_addresses") or (),
+        recovery_addresses=_addresses(body, "recovery_addresses") or (),
     )
 
 

@@ -16,7 +16,8 @@ from sidecar.api.pagination import PageTokens, link_header, parse_page_size, par
 from sidecar.api.respond import json_response
 from sidecar.identity.codec import identity_to_json
 from sidecar.identity.manager import IdentityManager
-from sidecar.identity.model import CREDENTIAL_TYPES, Identity
+from sidecar.identity.model import CREDENTIAL_TYPES, FIRST_FACTOR_TYPES, Identity
+from sidecar.identity.store import IdentityStore
 from sidecar.schema.registry import SchemaRegistry
 
 MAX_PAGE = 500
@@ -26,9 +27,15 @@ MAX_IDS = 500
 
 class IdentityHandlers:
     def __init__(
-        self, manager: IdentityManager, schemas: SchemaRegistry, tokens: PageTokens, max_body: int
+        self,
+        manager: IdentityManager,
+        store: IdentityStore,
+        schemas: SchemaRegistry,
+        tokens: PageTokens,
+        max_body: int,
     ) -> None:
         self.manager = manager
+        self.store = store
         self.schemas = schemas
         self.tokens = tokens
         self.max_body = max_body
@@ -57,13 +64,13 @@ class IdentityHandlers:
             if len(raw_ids) > MAX_IDS:
                 raise errors.BadRequest(f"at most {MAX_IDS} ids may be requested at once")
             ids = [parse_uuid(i, "ids") for i in raw_ids]
-            found = await self.manager.store.list(page_size=MAX_IDS, ids=ids)
+            found = await self.store.list(page_size=MAX_IDS, ids=ids)
             return json_response([self._json(i, include) for i in found])
         page_size = parse_page_size(q.get("page_size") or q.get("per_page"), default=250, maximum=MAX_PAGE)
         token = q.get("page_token")
         after = self.tokens.open(token) if token else None
         # One extra row tells whether a next page exists without a COUNT.
-        rows = await self.manager.store.list(
+        rows = await self.store.list(
             page_size=page_size + 1, after=after, credentials_identifier=identifier or None
         )
         page, more = rows[:page_size], len(rows) > page_size
@@ -99,14 +106,16 @@ class IdentityHandlers:
                 results.append({"action": "create", "patch_id": patch_id})
             except errors.SidecarError as exc:
                 results.append({"action": "error", "patch_id": patch_id, "error": exc.to_dict()["error"]})
-        created = await self.manager.create_many([s for _, s in specs])
-        for (i, _), outcome in zip(specs, created, strict=True):
-            if isinstance(outcome, errors.SidecarError):
-                results[i] = {"action": "error", "patch_id": results[i]["patch_id"], "error": outcome.to_dict()["error"]}
-            elif isinstance(outcome, Exception):
-                raise outcome
+        # Each item is its own transaction: one bad item never rolls back or blocks the others.
+        for i, spec in specs:
+            try:
+                identity = await self.manager.create(spec)
+            except errors.ServiceUnavailable:
+                raise
+            except errors.SidecarError as exc:
+                results[i] = {"action": "error", "patch_id": results[i]["patch_id"], "error": exc.to_dict()["error"]}
             else:
-                results[i]["identity"] = str(outcome.id)
+                results[i]["identity"] = str(identity.id)
         return json_response({"identities": results})
 
     async def _identity(self, request: Request) -> uuid.UUID:
@@ -117,7 +126,7 @@ class IdentityHandlers:
         return json_response(self._json(identity, self._include(request)))
 
     async def get_by_external(self, request: Request) -> Response:
-        identity = await self.manager.store.get_by_external_id(request.path_params["external_id"])
+        identity = await self.store.get_by_external_id(request.path_params["external_id"])
         if identity is None:
             raise errors.NotFound("Unable to locate the resource")
         return json_response(self._json(identity, self._include(request)))
@@ -146,7 +155,17 @@ class IdentityHandlers:
         kind = request.path_params["type"]
         if kind not in CREDENTIAL_TYPES:
             raise errors.BadRequest(f"unknown credential type {kind[:32]!r}")
-        await self.manager.delete_credential(identity_id, kind, identifier=request.query_params.get("identifier"))
+        identity = await self.manager.get(identity_id)
+        if kind not in identity.credentials:
+            raise errors.NotFound(f"the identity has no {kind} credential")
+        if kind in FIRST_FACTOR_TYPES:
+            # Kratos refuses to remove the last way to sign in.
+            others = [t for t in identity.credentials if t != kind and t in FIRST_FACTOR_TYPES and t != "code"]
+            if not others:
+                raise errors.BadRequest(f"cannot remove the {kind} credential: it is the only first factor left")
+        elif kind not in ("totp", "lookup_secret", "webauthn", "passkey"):
+            raise errors.BadRequest(f"credentials of type {kind} cannot be deleted")
+        await self.store.delete_credential(identity_id, kind)
         return Response(status_code=204)
 
 

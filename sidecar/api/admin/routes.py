@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
+from sidecar.api.admin.courier import courier_routes
 from sidecar.api.admin.identities import IdentityHandlers, identity_routes
+from sidecar.api.admin.sessions import admin_session_routes
 from sidecar.api.health import health_routes
-from sidecar.api.pagination import PageTokens
+from sidecar.api.pagination import PageTokens, pagination_secret
 
 if TYPE_CHECKING:
     from sidecar.app import Services
@@ -18,10 +22,18 @@ def admin_routes(services: Services) -> list[Route]:
     config = services.config
     handlers = IdentityHandlers(
         services.identities,
+        services.identity_store,
         services.schemas,
         PageTokens.from_config(config, "identities"),
         config.serve.admin.max_body_size,
     )
     routes = identity_routes(handlers, "")
     routes += health_routes(services.readiness_checks(), ready=services.is_ready)
-    return routes + [Route("/admin" + r.path, r.endpoint, methods=list(r.methods or ())) for r in routes]
+    routes += admin_session_routes(services)
+
+    async def metrics(request: Request) -> Response:
+        body, content_type = await services.metrics.render()
+        return Response(body, headers={"Content-Type": content_type})
+
+    routes += [Route("/admin" + r.path, r.endpoint, methods=list(r.methods or ())) for r in routes]
+    return [*routes, Route("/metrics", metrics, methods=["GET"])]

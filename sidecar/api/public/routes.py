@@ -10,6 +10,7 @@ from starlette.routing import BaseRoute, Route
 
 from sidecar.api.health import health_routes
 from sidecar.api.public.schemas import schema_routes
+from sidecar.api.public.selfservice import selfservice_routes
 
 if TYPE_CHECKING:
     from sidecar.app import Services
@@ -30,6 +31,7 @@ def public_routes(services: Services) -> list[BaseRoute]:
     routes: list[BaseRoute] = []
     routes += health_routes(services.readiness_checks(), ready=services.is_ready)
     routes += schema_routes(services.schemas)
+    routes += selfservice_routes(services)
     routes += [
         Route("/admin/{rest:path}", to_admin, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
         Route("/identities", to_admin, methods=["GET", "POST", "PATCH"]),

@@ -9,19 +9,19 @@ statement under its single database write lock, which gives the same guarantee.
 from __future__ import annotations
 
 import builtins
-import contextlib
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sidecar.courier.model import MESSAGE_STATUSES, Dispatch, Message, MessageStatus, utcnow
 from sidecar.courier.store import Cursor
-from sidecar.storage.sql.engine import translate_errors
+from sidecar.storage.sql.engine import Connector
+from sidecar.storage.sql.tables import UtcDateTime
 
 metadata = sa.MetaData()
 
@@ -40,11 +40,11 @@ messages = sa.Table(
     sa.Column("template_data", sa.JSON(), nullable=False),
     sa.Column("send_count", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("last_error", sa.Text(), nullable=True),
-    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("next_attempt_at", UtcDateTime, nullable=False),
     sa.Column("claimed_by", sa.String(128), nullable=True),
-    sa.Column("claimed_until", sa.DateTime(timezone=True), nullable=True),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("claimed_until", UtcDateTime, nullable=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
 )
 
 dispatches = sa.Table(
@@ -54,8 +54,8 @@ dispatches = sa.Table(
     sa.Column("message_id", sa.Uuid(), sa.ForeignKey("courier_messages.id", ondelete="CASCADE")),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("error", sa.Text(), nullable=True),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
 )
 
 _MESSAGE_FIELDS = (
@@ -65,37 +65,20 @@ _MESSAGE_FIELDS = (
 )
 
 
-def _utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything is stored in UTC.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def _message(row: sa.RowMapping, sent: Sequence[Dispatch] = ()) -> Message:
-    values: dict[str, Any] = {name: row[name] for name in _MESSAGE_FIELDS}
-    for name in ("next_attempt_at", "created_at", "updated_at"):
-        values[name] = _utc(values[name])
-    if values["claimed_until"] is not None:
-        values["claimed_until"] = _utc(values["claimed_until"])
-    return Message(**values, dispatches=tuple(sent))
+    return Message(**{name: row[name] for name in _MESSAGE_FIELDS}, dispatches=tuple(sent))
 
 
 class SqlCourierStore:
-    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] = utcnow) -> None:
-        self._engine = engine
+    def __init__(self, connector: Connector, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self._db = connector
         self._clock = clock
-
-    @contextlib.asynccontextmanager
-    async def _begin(self) -> AsyncIterator[AsyncConnection]:
-        # An outage becomes a 503 (never a 500 or a silent success), as for every SQL store.
-        with translate_errors():
-            async with self._engine.begin() as conn:
-                yield conn
 
     async def enqueue(self, message: Message) -> Message:
         message.validate()
         values = {name: getattr(message, name) for name in _MESSAGE_FIELDS}
         values.update(status="queued", claimed_by=None, claimed_until=None)
-        async with self._begin() as conn:
+        async with self._db.write() as conn:
             await conn.execute(messages.insert().values(**values))
         return dataclasses.replace(message, status="queued", claimed_by=None, claimed_until=None)
 
@@ -118,7 +101,7 @@ class SqlCourierStore:
             .values(status="processing", claimed_by=worker_id, claimed_until=now + lease, updated_at=now)
             .returning(*messages.c)
         )
-        async with self._begin() as conn:
+        async with self._db.write() as conn:
             rows = (await conn.execute(stmt)).mappings().all()
         return sorted((_message(r) for r in rows), key=lambda m: (m.next_attempt_at, m.id))
 
@@ -142,7 +125,7 @@ class SqlCourierStore:
                 **values,
             )
         )
-        async with self._begin() as conn:
+        async with self._db.write() as conn:
             if (await conn.execute(stmt)).rowcount != 1:
                 return False
             await conn.execute(
@@ -183,7 +166,7 @@ class SqlCourierStore:
             )
             .values(status="queued", claimed_by=None, claimed_until=None, updated_at=self._clock())
         )
-        async with self._begin() as conn:
+        async with self._db.write() as conn:
             return (await conn.execute(stmt)).rowcount
 
     async def release_expired(self) -> int:
@@ -193,7 +176,7 @@ class SqlCourierStore:
             .where(messages.c.status == "processing", messages.c.claimed_until < now)
             .values(status="queued", claimed_by=None, claimed_until=None, updated_at=now)
         )
-        async with self._begin() as conn:
+        async with self._db.write() as conn:
             return (await conn.execute(stmt)).rowcount
 
     async def list(
@@ -219,13 +202,13 @@ class SqlCourierStore:
                     sa.and_(messages.c.created_at == created, messages.c.id < last_id),
                 )
             )
-        async with self._begin() as conn:
+        async with self._db.read() as conn:
             rows = (await conn.execute(stmt)).mappings().all()
             attempts = await self._dispatches(conn, [r["id"] for r in rows])
         return [_message(r, attempts.get(r["id"], [])) for r in rows]
 
     async def get(self, message_id: uuid.UUID) -> Message | None:
-        async with self._begin() as conn:
+        async with self._db.read() as conn:
             row = (
                 (await conn.execute(sa.select(messages).where(messages.c.id == message_id)))
                 .mappings()
@@ -254,8 +237,8 @@ class SqlCourierStore:
                     message_id=r["message_id"],
                     status=r["status"],
                     error=r["error"],
-                    created_at=_utc(r["created_at"]),
-                    updated_at=_utc(r["updated_at"]),
+                    created_at=r["created_at"],
+                    updated_at=r["updated_at"],
                 )
             )
         return found
@@ -263,7 +246,7 @@ class SqlCourierStore:
     async def count_by_status(self) -> dict[MessageStatus, int]:
         counts: dict[MessageStatus, int] = dict.fromkeys(MESSAGE_STATUSES, 0)
         stmt = sa.select(messages.c.status, sa.func.count()).group_by(messages.c.status)
-        async with self._begin() as conn:
+        async with self._db.read() as conn:
             for status, count in (await conn.execute(stmt)).all():
                 if status in counts:
                     counts[status] = int(count)

@@ -11,6 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from sidecar.storage.sql.courier_store import SqlCourierStore
 from sidecar.storage.sql.engine import Connector, create_engine, parse_dsn
 from sidecar.storage.sql.identities import SqlIdentityStore
 from sidecar.storage.sql.kv import SqlKeyValueStore
@@ -57,6 +58,7 @@ class SqlDatabase:
         self.identities = SqlIdentityStore(self._connector)
         self.sessions = SqlSessionStore(self._connector)
         self.kv = SqlKeyValueStore(self._connector)
+        self.courier = SqlCourierStore(self._connector)
 
     async def migrate(self) -> None:
         """Upgrade to the newest revision; a no-op when already there."""

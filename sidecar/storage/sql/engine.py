@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import asyncpg
 import sqlalchemy as sa
@@ -21,11 +21,13 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
-from sidecar.errors import Conflict, ServiceUnavailable
+from sidecar.errors import BadRequest, Conflict, ServiceUnavailable
 
 log = logging.getLogger("sidecar.storage.sql")
 
 Flavour = Literal["postgresql", "sqlite", "sqlite-memory"]
+# A fixed message, or one chosen from the violated constraint (never the SQL text itself).
+ConflictMessage: TypeAlias = str | Callable[[sa.exc.IntegrityError], str]
 
 MEMORY_DSNS = frozenset({"memory", "sqlite://:memory:", "sqlite:///:memory:"})
 # Kratos (Go) DSN options that asyncpg would reject as unknown connect() keywords.
@@ -98,11 +100,14 @@ def _install_sqlite_hooks(engine: AsyncEngine, *, wal: bool) -> None:
 
 
 @contextlib.contextmanager
-def translate_errors(conflict: str = Conflict.default_message) -> Iterator[None]:
+def translate_errors(conflict: ConflictMessage = Conflict.default_message) -> Iterator[None]:
     try:
         yield
     except sa.exc.IntegrityError as exc:
-        raise Conflict(conflict) from exc
+        raise Conflict(conflict(exc) if callable(conflict) else conflict) from exc
+    except sa.exc.DataError as exc:
+        # PostgreSQL rejects over-long or malformed values that SQLite would store: client input.
+        raise BadRequest("a value is too long or malformed") from exc
     except (
         sa.exc.OperationalError,
         sa.exc.InterfaceError,
@@ -132,7 +137,9 @@ class Connector:
         self.engine = engine
         self.flavour = flavour
         self._writer = (
-            engine.execution_options(**{_BEGIN_OPTION: "BEGIN IMMEDIATE"}) if flavour != "postgresql" else engine
+            engine.execution_options(**{_BEGIN_OPTION: "BEGIN IMMEDIATE"})
+            if flavour != "postgresql"
+            else engine
         )
         self._lock: asyncio.Lock | None = None
 
@@ -151,7 +158,9 @@ class Connector:
             yield
 
     @contextlib.asynccontextmanager
-    async def write(self, conflict: str = Conflict.default_message) -> AsyncIterator[AsyncConnection]:
+    async def write(
+        self, conflict: ConflictMessage = Conflict.default_message
+    ) -> AsyncIterator[AsyncConnection]:
         """One transaction, committed when the block exits cleanly."""
         with translate_errors(conflict):
             async with self._gate(write=True), self._writer.begin() as conn:

@@ -69,11 +69,7 @@ class SqlKeyValueStore:
         return expires_at is not None and expires_at > datetime.now(UTC)
 
     async def take(self, key: str) -> bytes | None:
-        stmt = (
-            sa.delete(kv)
-            .where(kv.c.key == key, kv.c.expires_at > datetime.now(UTC))
-            .returning(kv.c.value)
-        )
+        stmt = sa.delete(kv).where(kv.c.key == key, kv.c.expires_at > datetime.now(UTC)).returning(kv.c.value)
         async with self._db.write() as conn:
             value: bytes | None = (await conn.execute(stmt)).scalar_one_or_none()
         return value

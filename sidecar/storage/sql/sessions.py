@@ -23,7 +23,7 @@ from sidecar.storage.sql.tables import sessions
 _COLUMNS = (sessions.c.active, sessions.c.expires_at, sessions.c.data)
 
 
-def _row_to_session(row: sa.Row[Any]) -> Session:
+def _row_to_session(row: Any) -> Session:
     return replace(session_from_dict(row.data), active=row.active, expires_at=row.expires_at)
 
 
@@ -119,7 +119,9 @@ class SqlSessionStore:
             return (await conn.execute(stmt)).rowcount
 
     async def delete_by_identity(self, identity_id: uuid.UUID) -> int:
-        stmt = sa.delete(sessions).where(sessions.c.identity_id == identity_id).returning(sessions.c.expires_at)
+        stmt = (
+            sa.delete(sessions).where(sessions.c.identity_id == identity_id).returning(sessions.c.expires_at)
+        )
         async with self._db.write() as conn:
             expiries = (await conn.execute(stmt)).scalars().all()
         # Expired rows are gone for callers already; count only what they could still see.

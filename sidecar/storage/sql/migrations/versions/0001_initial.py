@@ -24,7 +24,9 @@ _TS = sa.DateTime(timezone=True)
 
 
 def _identity_fk() -> sa.Column[Any]:
-    return sa.Column("identity_id", sa.Uuid, sa.ForeignKey("identities.id", ondelete="CASCADE"), nullable=False)
+    return sa.Column(
+        "identity_id", sa.Uuid, sa.ForeignKey("identities.id", ondelete="CASCADE"), nullable=False
+    )
 
 
 def _timestamps() -> list[sa.Column[Any]]:
@@ -75,7 +77,9 @@ def upgrade() -> None:
         "ix_identity_credential_identifiers_identity_id", "identity_credential_identifiers", ["identity_id"]
     )
     op.create_index(
-        "ix_identity_credential_identifiers_credential_id", "identity_credential_identifiers", ["credential_id"]
+        "ix_identity_credential_identifiers_credential_id",
+        "identity_credential_identifiers",
+        ["credential_id"],
     )
     op.create_table(
         "identity_verifiable_addresses",
@@ -101,7 +105,9 @@ def upgrade() -> None:
         *_timestamps(),
         sa.UniqueConstraint("via", "value", name="uq_identity_recovery_addresses_via_value"),
     )
-    op.create_index("ix_identity_recovery_addresses_identity_id", "identity_recovery_addresses", ["identity_id"])
+    op.create_index(
+        "ix_identity_recovery_addresses_identity_id", "identity_recovery_addresses", ["identity_id"]
+    )
     op.create_table(
         "sessions",
         sa.Column("id", sa.Uuid, primary_key=True),

@@ -1,0 +1,46 @@
+"""All self-service and session routes of the public API, for ``sidecar.api.public.routes``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from starlette.routing import Route
+
+from sidecar.api.pagination import PageTokens
+from sidecar.api.public.errors_flow import ErrorFlows, error_routes
+from sidecar.api.public.flow_http import HttpContext
+from sidecar.api.public.login import login_routes
+from sidecar.api.public.logout import logout_routes
+from sidecar.api.public.registration import registration_routes
+from sidecar.api.public.sessions import session_routes
+from sidecar.identity.codec import identity_to_json
+from sidecar.identity.model import Identity
+from sidecar.proxy.headers import TrustedProxies
+
+if TYPE_CHECKING:
+    from sidecar.app import Services
+
+
+def selfservice_routes(services: Services) -> list[Route]:
+    config = services.config
+    schemas = services.schemas
+
+    def public_identity(identity: Identity) -> dict[str, Any]:
+        return identity_to_json(identity, schema_url=schemas.schema_url(identity.schema_id), admin=False)
+
+    ctx = HttpContext(
+        config,
+        services.sessions,
+        TrustedProxies.parse(config.serve.public.trusted_proxies),
+        public_identity,
+    )
+    error_flows = ErrorFlows(config, services.kv)
+    flows = services.selfservice
+    max_body = config.serve.public.max_body_size
+    return [
+        *login_routes(ctx, flows.login, error_flows, max_body),
+        *registration_routes(ctx, flows.registration, error_flows, max_body),
+        *logout_routes(ctx, flows.logout, error_flows, max_body),
+        *session_routes(ctx, services.identities.get, PageTokens.from_config(config, "sessions")),
+        *error_routes(error_flows),
+    ]

@@ -1,0 +1,188 @@
+"""The login flow: init (browser | api), fetch, submit, expiry (kratos-api.md §1.1, §6).
+
+Pure domain code: it takes plain values (``Client``, the submitted body) and returns an outcome;
+``sidecar.api.public.login`` turns outcomes into HTTP. Strategies come in as an ordered list.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sidecar import errors
+from sidecar.config.model import Config
+from sidecar.flows import messages, nodes
+from sidecar.flows.lifecycle import FlowLifecycle, contains_nul
+from sidecar.flows.model import Flow, FlowType
+from sidecar.flows.outcome import (
+    AlreadySignedIn,
+    Client,
+    Completed,
+    FlowInvalid,
+    FlowReplaced,
+    Outcome,
+    ShowFlow,
+)
+from sidecar.flows.store import FlowStore
+from sidecar.identity.model import Identity
+from sidecar.session.manager import SessionManager
+from sidecar.strategies.base import LoginStrategy, NotResponsible
+
+AAL_LEVELS = ("aal1", "aal2")
+
+
+def apply_invalid(flow: Flow, exc: FlowInvalid) -> None:
+    """Show a rejected submission: fresh messages, kept values, secrets never echoed."""
+    flow.ui.messages = list(exc.messages)
+    nodes.clear_messages(flow.ui.nodes)
+    for name, texts in exc.node_messages.items():
+        for text in texts:
+            if not nodes.add_message(flow.ui.nodes, name, text):
+                flow.ui.messages.append(text)
+    for name, value in exc.values.items():
+        nodes.set_value(flow.ui.nodes, name, value)
+
+
+class LoginFlows:
+    def __init__(
+        self,
+        config: Config,
+        store: FlowStore,
+        strategies: Sequence[LoginStrategy],
+        sessions: SessionManager,
+    ) -> None:
+        self.life = FlowLifecycle("login", config, config.selfservice.flows.login, store)
+        self._strategies = tuple(strategies)
+        self._sessions = sessions
+
+    def _build(
+        self,
+        flow_type: FlowType,
+        *,
+        request_url: str,
+        return_to: str | None,
+        csrf_token: str | None,
+        refresh: bool,
+        aal: str,
+    ) -> Flow:
+        flow = self.life.new_flow(
+            flow_type, request_url=request_url, return_to=return_to, csrf_token=csrf_token
+        )
+        flow.refresh = refresh
+        flow.requested_aal = aal
+        if flow_type == "browser":
+            flow.ui.nodes.append(nodes.csrf_node())
+        for strategy in self._strategies:
+            flow.ui.nodes.extend(strategy.login_nodes(flow))
+        if refresh:
+            flow.ui.messages.append(messages.login_reauth())
+        elif aal != "aal1":
+            flow.ui.messages.append(messages.login_mfa())
+        return flow
+
+    async def init(
+        self,
+        flow_type: FlowType,
+        client: Client,
+        *,
+        request_url: str,
+        return_to: str | None = None,
+        refresh: bool = False,
+        aal: str | None = None,
+    ) -> ShowFlow | AlreadySignedIn:
+        checked = self.life.check_return_to(return_to)
+        requested = aal or "aal1"
+        if requested not in AAL_LEVELS:
+            raise errors.BadRequest(f"Unknown authenticator assurance level {requested!r}.")
+        session = client.session
+        if requested != "aal1" and session is None:
+            raise errors.SessionAAL1Required()
+        if session is not None and not refresh and requested <= session.aal:
+            return AlreadySignedIn(checked or self.life.after_url_default())
+        flow = self._build(
+            flow_type,
+            request_url=request_url,
+            return_to=checked,
+            csrf_token=client.csrf_token,
+            refresh=refresh and session is not None,
+            aal=requested,
+        )
+        await self.life.store.save(flow)
+        return ShowFlow(flow)
+
+    async def fetch(self, flow_id: uuid.UUID | None, client: Client) -> Flow:
+        return await self.life.fetch(flow_id, client.csrf_token)
+
+    async def submit(self, flow_id: uuid.UUID | None, body: Mapping[str, Any], client: Client) -> Outcome:
+        flow = await self.life.load(flow_id)
+        self.life.check_submission(
+            flow,
+            cookie_token=client.csrf_token,
+            submitted=client.csrf_submitted,
+            markers=client.browser_markers,
+        )
+        if flow.is_expired():
+            fresh = self._build(
+                flow.type,
+                request_url=flow.request_url,
+                return_to=flow.return_to,
+                csrf_token=flow.csrf_token,
+                refresh=flow.refresh,
+                aal=flow.requested_aal,
+            )
+            self.life.expired_replacement(flow, fresh)
+            await self.life.store.save(fresh)
+            return FlowReplaced(fresh, flow)
+        session = client.session
+        if session is not None and not flow.refresh and flow.requested_aal <= session.aal:
+            return AlreadySignedIn(flow.return_to or self.life.after_url_default())
+        method = body.get("method")
+        flow.active = (
+            method if isinstance(method, str) and method in {s.id for s in self._strategies} else None
+        )
+        try:
+            if flow.state == "passed_challenge":
+                raise FlowInvalid(
+                    [
+                        messages.text(
+                            4010007,
+                            "The request was already completed successfully and can not be retried.",
+                            "error",
+                        )
+                    ]
+                )
+            if contains_nul(body):
+                raise FlowInvalid(
+                    [messages.generic("The request contains a NUL character, which is not allowed.")]
+                )
+            identity = await self._authenticate(flow, body, client)
+        except FlowInvalid as exc:
+            apply_invalid(flow, exc)
+            await self.life.store.save(flow)
+            return ShowFlow(flow, exc.status, exc.headers)
+        return await self._complete(flow, identity, client, flow.active or "password")
+
+    async def _authenticate(self, flow: Flow, body: Mapping[str, Any], client: Client) -> Identity:
+        for strategy in self._strategies:
+            result = await strategy.login(flow, body, client)
+            if not isinstance(result, NotResponsible):
+                return result
+        raise FlowInvalid([messages.no_strategy("login")])
+
+    async def _complete(self, flow: Flow, identity: Identity, client: Client, method: str) -> Completed:
+        current = client.session
+        if flow.refresh and current is not None:
+            if current.identity_id != identity.id:
+                raise errors.IdentityMismatch()
+            session = await self._sessions.reauthenticate(current, method)
+            token = client.session_token
+        else:
+            issued = await self._sessions.issue(identity.id, method, device=client.device())
+            session, token = issued.session, issued.token
+            if "revoke_active_sessions" in self.life.hooks(method):
+                await self._sessions.revoke_others(identity.id, except_id=session.id)
+        flow.state = "passed_challenge"
+        flow.ui.messages = []
+        await self.life.store.save(flow)
+        return Completed(flow, identity, self.life.after_url(flow, method), session, token)

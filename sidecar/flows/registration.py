@@ -1,0 +1,138 @@
+"""The registration flow: init, fetch, submit, expiry and after hooks (kratos-api.md §1.2, §6).
+
+Only the ``session`` after hook signs the new identity in (Kratos: without it, registration
+returns no session). Other hook names are accepted and, for now, do nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sidecar import errors
+from sidecar.config.model import Config
+from sidecar.flows import messages, nodes
+from sidecar.flows.lifecycle import FlowLifecycle, contains_nul
+from sidecar.flows.login import apply_invalid
+from sidecar.flows.model import Flow, FlowType
+from sidecar.flows.outcome import (
+    AlreadySignedIn,
+    Client,
+    Completed,
+    FlowInvalid,
+    FlowReplaced,
+    Outcome,
+    ShowFlow,
+)
+from sidecar.flows.store import FlowStore
+from sidecar.identity.model import Identity
+from sidecar.session.manager import SessionManager
+from sidecar.strategies.base import NotResponsible, RegistrationStrategy
+
+
+class RegistrationFlows:
+    def __init__(
+        self,
+        config: Config,
+        store: FlowStore,
+        strategies: Sequence[RegistrationStrategy],
+        sessions: SessionManager,
+    ) -> None:
+        self._flow_config = config.selfservice.flows.registration
+        self.life = FlowLifecycle("registration", config, self._flow_config, store)
+        self._strategies = tuple(strategies)
+        self._sessions = sessions
+
+    def _ensure_enabled(self) -> None:
+        if not self._flow_config.enabled:
+            raise errors.FlowDisabled("Registration is not allowed because it was disabled.")
+
+    def _build(
+        self, flow_type: FlowType, *, request_url: str, return_to: str | None, csrf_token: str | None
+    ) -> Flow:
+        flow = self.life.new_flow(
+            flow_type, request_url=request_url, return_to=return_to, csrf_token=csrf_token
+        )
+        if flow_type == "browser":
+            flow.ui.nodes.append(nodes.csrf_node())
+        for strategy in self._strategies:
+            flow.ui.nodes.extend(strategy.registration_nodes(flow))
+        return flow
+
+    async def init(
+        self, flow_type: FlowType, client: Client, *, request_url: str, return_to: str | None = None
+    ) -> ShowFlow | AlreadySignedIn:
+        self._ensure_enabled()
+        checked = self.life.check_return_to(return_to)
+        if client.session is not None:
+            return AlreadySignedIn(checked or self.life.after_url_default())
+        flow = self._build(
+            flow_type, request_url=request_url, return_to=checked, csrf_token=client.csrf_token
+        )
+        await self.life.store.save(flow)
+        return ShowFlow(flow)
+
+    async def fetch(self, flow_id: uuid.UUID | None, client: Client) -> Flow:
+        return await self.life.fetch(flow_id, client.csrf_token)
+
+    async def submit(self, flow_id: uuid.UUID | None, body: Mapping[str, Any], client: Client) -> Outcome:
+        self._ensure_enabled()
+        flow = await self.life.load(flow_id)
+        self.life.check_submission(
+            flow,
+            cookie_token=client.csrf_token,
+            submitted=client.csrf_submitted,
+            markers=client.browser_markers,
+        )
+        if flow.is_expired():
+            fresh = self._build(
+                flow.type, request_url=flow.request_url, return_to=flow.return_to, csrf_token=flow.csrf_token
+            )
+            self.life.expired_replacement(flow, fresh)
+            await self.life.store.save(fresh)
+            return FlowReplaced(fresh, flow)
+        if client.session is not None:
+            return AlreadySignedIn(flow.return_to or self.life.after_url_default())
+        method = body.get("method")
+        flow.active = (
+            method if isinstance(method, str) and method in {s.id for s in self._strategies} else None
+        )
+        try:
+            if flow.state == "passed_challenge":
+                raise FlowInvalid(
+                    [
+                        messages.text(
+                            4040002,
+                            "The request was already completed successfully and can not be retried.",
+                            "error",
+                        )
+                    ]
+                )
+            if contains_nul(body):
+                raise FlowInvalid(
+                    [messages.generic("The request contains a NUL character, which is not allowed.")]
+                )
+            identity = await self._register(flow, body, client)
+        except FlowInvalid as exc:
+            apply_invalid(flow, exc)
+            await self.life.store.save(flow)
+            return ShowFlow(flow, exc.status, exc.headers)
+        return await self._complete(flow, identity, client, flow.active or "password")
+
+    async def _register(self, flow: Flow, body: Mapping[str, Any], client: Client) -> Identity:
+        for strategy in self._strategies:
+            result = await strategy.register(flow, body, client)
+            if not isinstance(result, NotResponsible):
+                return result
+        raise FlowInvalid([messages.no_strategy("registration")])
+
+    async def _complete(self, flow: Flow, identity: Identity, client: Client, method: str) -> Completed:
+        session, token = None, None
+        if "session" in self.life.hooks(method):
+            issued = await self._sessions.issue(identity.id, method, device=client.device())
+            session, token = issued.session, issued.token
+        flow.state = "passed_challenge"
+        flow.ui.messages = []
+        await self.life.store.save(flow)
+        return Completed(flow, identity, self.life.after_url(flow, method), session, token)

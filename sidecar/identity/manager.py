@@ -1,0 +1,335 @@
+"""The rules of the identity domain, shared by the admin API and the self-service flows.
+
+Every write goes through ``_build``: traits are validated against the identity's schema, then
+credential identifiers and addresses are derived from the ``ory.sh/kratos`` extension (Kratos'
+``identity/extension_*.go``), so an identity can never be stored with identifiers that disagree
+with its traits.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, cast
+
+import jsonpatch
+import jsonpointer
+
+from sidecar import errors
+from sidecar.hashing.hasher import PasswordHasher
+from sidecar.identity import codec
+from sidecar.identity.model import (
+    Credential,
+    Identity,
+    IdentityState,
+    RecoveryAddress,
+    VerifiableAddress,
+    utcnow,
+)
+from sidecar.identity.normalize import normalize_identifier
+from sidecar.identity.store import IdentityStore
+from sidecar.schema.registry import IdentitySchema, SchemaRegistry
+
+log = logging.getLogger("sidecar.identity")
+
+_FORBIDDEN_PATCH = ("/id", "/stateChangedAt", "/state_changed_at", "/credentials")
+_PASSWORD_PATCH = "/credentials/password/config/password"
+
+
+@dataclass(frozen=True, slots=True)
+class IdentitySpec:
+    """What a caller may set on an identity (Kratos' ``createIdentityBody`` / ``updateIdentityBody``).
+
+    ``credentials`` is the Kratos import object (``{"password": {"config": {...}}, "oidc": ...}``);
+    ``password_plain`` is the password typed in a self-service registration.
+    """
+
+    traits: Mapping[str, Any]
+    schema_id: str | None = None
+    state: str = "active"
+    metadata_public: Any = None
+    metadata_admin: Any = None
+    external_id: str | None = None
+    organization_id: uuid.UUID | None = None
+    credentials: Mapping[str, Any] | None = None
+    verifiable_addresses: Sequence[Mapping[str, Any]] = ()
+    recovery_addresses: Sequence[Mapping[str, Any]] = ()
+    password_plain: str | None = None
+
+
+class IdentityManager:
+    def __init__(self, store: IdentityStore, schemas: SchemaRegistry, hasher: PasswordHasher) -> None:
+        self._store = store
+        self._schemas = schemas
+        self._hasher = hasher
+
+    # --- reads --------------------------------------------------------------------------------
+
+    async def get(self, identity_id: uuid.UUID) -> Identity:
+        identity = await self._store.get(identity_id)
+        if identity is None:
+            raise errors.NotFound("Unable to locate the resource")
+        return identity
+
+    async def get_by_external_id(self, external_id: str) -> Identity:
+        identity = await self._store.get_by_external_id(external_id)
+        if identity is None:
+            raise errors.NotFound("Unable to locate the resource")
+        return identity
+
+    # --- writes -------------------------------------------------------------------------------
+
+    async def create(self, spec: IdentitySpec) -> Identity:
+        return await self._store.create(await self._build(spec, None))
+
+    async def update(self, identity_id: uuid.UUID, spec: IdentitySpec) -> Identity:
+        """PUT semantics: traits, state and metadata replaced; credentials merged as Kratos does."""
+        current = await self.get(identity_id)
+        return await self._store.update(await self._build(spec, current))
+
+    async def patch(self, identity_id: uuid.UUID, operations: Any) -> Identity:
+        """RFC 6902 over the admin JSON view; ``/credentials/password/config/password`` sets a password."""
+        current = await self.get(identity_id)
+        if not isinstance(operations, list) or not all(isinstance(op, dict) for op in operations):
+            raise errors.ValidationError("the body must be a JSON Patch array of operations")
+        password: str | None = None
+        remaining: list[dict[str, Any]] = []
+        for op in operations:
+            path = op.get("path")
+            if path == _PASSWORD_PATCH and op.get("op") in ("add", "replace"):
+                if not isinstance(op.get("value"), str):
+                    raise errors.ValidationError("the new password must be a string")
+                password = op["value"]
+                continue
+            for pointer in (path, op.get("from")):
+                if isinstance(pointer, str) and _forbidden(pointer):
+                    raise errors.ValidationError(f"patching {pointer} is not allowed")
+            remaining.append(op)
+        view = codec.identity_to_json(current, schema_url="", admin=True)
+        try:
+            patched = jsonpatch.JsonPatch(remaining).apply(view)
+        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException, TypeError) as exc:
+            raise errors.ValidationError(f"invalid JSON Patch: {exc}") from exc
+        if not isinstance(patched, dict):
+            raise errors.ValidationError("the patch must leave an identity object")
+        spec = IdentitySpec(
+            traits=patched.get("traits"),  # type: ignore[arg-type]  # _build validates it
+            schema_id=patched.get("schema_id"),
+            state=patched.get("state", current.state),
+            metadata_public=patched.get("metadata_public"),
+            metadata_admin=patched.get("metadata_admin"),
+            external_id=patched.get("external_id"),
+            organization_id=codec.parse_uuid(patched.get("organization_id"), "organization_id"),
+            verifiable_addresses=codec.address_list(patched.get("verifiable_addresses")),
+            recovery_addresses=codec.address_list(patched.get("recovery_addresses")),
+            credentials={"password": {"config": {"password": password}}} if password is not None else None,
+        )
+        return await self._store.update(await self._build(spec, current))
+
+    async def delete(self, identity_id: uuid.UUID) -> None:
+        if not await self._store.delete(identity_id):
+            raise errors.NotFound("Unable to locate the resource")
+
+    async def set_password(self, identity_id: uuid.UUID, password: str) -> Identity:
+        """Store a new password (settings and recovery flows); the identity needs an identifier."""
+        identity = await self.get(identity_id)
+        schema = self._schemas.get(identity.schema_id)
+        identifiers = schema.identifiers(identity.traits, "password")
+        if not identifiers:
+            raise _missing_identifier()
+        encoded = await _hash_plain(self._hasher, password)
+        credential = _password_credential(identity.credentials.get("password"), identifiers, encoded)
+        await self._store.save_credential(identity.id, credential)
+        return identity.with_credential(credential)
+
+    # --- login --------------------------------------------------------------------------------
+
+    async def authenticate_password(self, identifier: str, password: str) -> Identity | None:
+        """The identity when ``password`` is right; None otherwise, in the same time either way.
+
+        The caller checks ``state`` (an inactive identity is refused with ``identity_disabled``).
+        """
+        identity = await self._store.find_by_identifier("password", normalize_identifier(identifier))
+        credential = identity.credentials.get("password") if identity else None
+        encoded = credential.config.get("hashed_password") if credential else None
+        if identity is None or credential is None or not isinstance(encoded, str) or not encoded:
+            await self._hasher.verify_dummy(password)
+            return None
+        if not await self._hasher.verify(password, encoded):
+            return None
+        if self._hasher.needs_rehash(encoded):
+            # Kratos re-hashes imported or outdated hashes after a good login; failing here must
+            # not fail the login, so it is only logged.
+            try:
+                new = await self._hasher.hash(password)
+                updated = _password_credential(credential, credential.identifiers, new)
+                await self._store.save_credential(identity.id, updated)
+                identity = identity.with_credential(updated)
+            except Exception:
+                log.exception("could not re-hash the password of identity %s", identity.id)
+        return identity
+
+    # --- building -----------------------------------------------------------------------------
+
+    async def _build(self, spec: IdentitySpec, current: Identity | None) -> Identity:
+        schema_id = spec.schema_id or (current.schema_id if current else self._schemas.default().id)
+        schema = self._schemas.get(schema_id)
+        schema.validate_traits(spec.traits)
+        traits = dict(spec.traits)
+        if spec.state not in ("active", "inactive"):
+            raise errors.ValidationError(f"state must be active or inactive, not {spec.state!r}")
+        now = utcnow()
+        credentials = dict(current.credentials) if current else {}
+        credentials.update(await self._imported_credentials(spec, credentials, schema, traits))
+        credentials = _rederive(credentials, schema, traits, now)
+        verifiable, recovery = _addresses(schema, traits, spec, current, now)
+        base = current or Identity(schema_id=schema_id, traits=traits, created_at=now, state_changed_at=now)
+        changed_state = current is not None and current.state != spec.state
+        return replace(
+            base,
+            schema_id=schema_id,
+            traits=traits,
+            state=cast(IdentityState, spec.state),
+            state_changed_at=now if changed_state else base.state_changed_at,
+            metadata_public=spec.metadata_public,
+            metadata_admin=spec.metadata_admin,
+            external_id=spec.external_id or None,
+            organization_id=spec.organization_id,
+            verifiable_addresses=verifiable,
+            recovery_addresses=recovery,
+            credentials=credentials,
+            updated_at=now,
+        )
+
+    async def _imported_credentials(
+        self, spec: IdentitySpec, existing: Mapping[str, Credential], schema: IdentitySchema, traits: Any
+    ) -> dict[str, Credential]:
+        out = codec.parse_import(spec.credentials, existing)
+        password = codec.plain_password(spec.credentials)
+        if spec.password_plain is not None:
+            password = spec.password_plain
+        if password is not None:
+            out["password"] = _password_credential(
+                existing.get("password"), (), await _hash_plain(self._hasher, password)
+            )
+        hashed = out.get("password")
+        if hashed is not None and isinstance(hashed.config.get("hashed_password"), str):
+            try:
+                self._hasher.validate_import(hashed.config["hashed_password"])
+            except ValueError as exc:
+                raise errors.ValidationError(
+                    f"unsupported hashed_password: {exc}",
+                    messages={"credentials.password.config.hashed_password": [str(exc)]},
+                ) from exc
+        if "password" in out and not schema.identifiers(traits, "password"):
+            raise _missing_identifier()
+        return out
+
+
+def _forbidden(pointer: str) -> bool:
+    return any(pointer == p or pointer.startswith(p + "/") for p in _FORBIDDEN_PATCH)
+
+
+def _rederive(
+    credentials: dict[str, Credential], schema: IdentitySchema, traits: Any, now: datetime
+) -> dict[str, Credential]:
+    """Identifiers follow the traits: password always, webauthn when the schema names one, code always.
+
+    Passkeys are keyed by their user handle, not by a trait, so they are left alone.
+    """
+    for kind in ("password", "webauthn"):
+        if kind in credentials:
+            ids = tuple(schema.identifiers(traits, kind))
+            if kind == "webauthn" and not ids:
+                continue
+            if ids != credentials[kind].identifiers:
+                credentials[kind] = replace(credentials[kind], identifiers=ids, updated_at=now)
+    code = _code_credential(credentials.get("code"), schema.code_identifiers(traits), now)
+    if code is None:
+        credentials.pop("code", None)
+    else:
+        credentials["code"] = code
+    return credentials
+
+
+def _addresses(
+    schema: IdentitySchema, traits: Any, spec: IdentitySpec, current: Identity | None, now: datetime
+) -> tuple[tuple[VerifiableAddress, ...], tuple[RecoveryAddress, ...]]:
+    """Schema-derived addresses; kept records (ids, verified status) when the value is unchanged."""
+    given_v = codec.given_addresses(spec.verifiable_addresses)
+    old_v = {(a.via, a.value): a for a in (current.verifiable_addresses if current else ())}
+    verifiable = []
+    for via, value in schema.verifiable_addresses(traits):
+        address = old_v.get((via, value)) or VerifiableAddress(
+            value=value, via=via, created_at=now, updated_at=now
+        )
+        override = given_v.get((via, value))
+        if override is not None:
+            address = _apply_address_override(address, override, now)
+        verifiable.append(address)
+    old_r = {(a.via, a.value): a for a in (current.recovery_addresses if current else ())}
+    recovery = tuple(
+        old_r.get((via, value)) or RecoveryAddress(value=value, via=via, created_at=now, updated_at=now)
+        for via, value in schema.recovery_addresses(traits)
+    )
+    return tuple(verifiable), recovery
+
+
+def _missing_identifier() -> errors.ValidationError:
+    # Kratos 4000009: a password nobody can log in with is refused.
+    reason = "Could not find any login identifiers. Did you forget to set them?"
+    return errors.ValidationError(reason, messages={"traits": [reason]})
+
+
+async def _hash_plain(hasher: PasswordHasher, password: str) -> str:
+    if not password:
+        raise errors.ValidationError("the password must not be empty")
+    try:
+        return await hasher.hash(password)
+    except ValueError as exc:  # bcrypt refuses more than 72 bytes (Kratos 4000033)
+        raise errors.ValidationError(str(exc), messages={"password": [str(exc)]}) from exc
+
+
+def _password_credential(existing: Credential | None, identifiers: Sequence[str], encoded: str) -> Credential:
+    now = utcnow()
+    config = {"hashed_password": encoded}
+    if existing is None:
+        return Credential(type="password", identifiers=tuple(identifiers), config=config, created_at=now)
+    return replace(
+        existing, identifiers=tuple(identifiers) or existing.identifiers, config=config, updated_at=now
+    )
+
+
+def _code_credential(
+    existing: Credential | None, identifiers: Sequence[tuple[str, str]], now: datetime
+) -> Credential | None:
+    """Kratos keeps a ``code`` credential in step with the schema's code identifiers."""
+    if not identifiers:
+        return None
+    ids = tuple(value for value, _ in identifiers)
+    config = {"addresses": [{"channel": via, "address": value} for value, via in identifiers]}
+    if existing is None:
+        return Credential(type="code", identifiers=ids, config=config, created_at=now, updated_at=now)
+    if existing.identifiers == ids and existing.config == config:
+        return existing
+    return replace(existing, identifiers=ids, config=config, updated_at=now)
+
+
+def _apply_address_override(
+    address: VerifiableAddress, given: Mapping[str, Any], now: datetime
+) -> VerifiableAddress:
+    """An admin may mark an address verified (or not) when creating or updating an identity."""
+    verified = given.get("verified")
+    if not isinstance(verified, bool) or verified == address.verified:
+        return address
+    status = given.get("status") if given.get("status") in ("pending", "sent", "completed") else None
+    return replace(
+        address,
+        verified=verified,
+        status=status or ("completed" if verified else "pending"),
+        verified_at=now if verified else None,
+        updated_at=now,
+    )

@@ -1,0 +1,190 @@
+"""Prometheus metrics, served on the admin listener at ``/metrics``.
+
+One ``Metrics`` object is built in ``app.build_services`` and handed to whoever records; nothing
+registers at import time. The recording methods are the hot path's: each is a dict lookup for the
+cached label child and one locked add (prometheus-client's own cost), so a proxied request pays
+a few microseconds in all.
+
+With ``sidecar serve --workers N`` (N > 1) the parent sets ``PROMETHEUS_MULTIPROC_DIR`` before
+spawning the workers; prometheus-client then keeps every value in per-process mmap files, and the
+worker that answers a scrape merges them all (prometheus-client's multi-process mode). Gauges
+sampled from callbacks are refreshed at scrape time in the answering process, and every
+``refresh_interval`` in each worker (``run_refresher``), because a scrape reaches only one worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+    values,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+log = logging.getLogger("sidecar.metrics")
+
+# Decisions are in-process work (a rule match and usually a cache hit): sub-millisecond buckets.
+DECISION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+UPSTREAM_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+def multiprocess_enabled() -> bool:
+    """True when prometheus-client was imported with ``PROMETHEUS_MULTIPROC_DIR`` set."""
+    return values.ValueClass is not values.MutexValue
+
+
+class Metrics:
+    """Every sidecar metric, bound to a registry of its own (never the global default one).
+
+    Label values must come from bounded sets (rule ids from config, route classes, flow names,
+    HTTP statuses, short error kinds): each distinct combination is a time series forever.
+    """
+
+    def __init__(self, *, refresh_interval: float = 5.0) -> None:
+        self.multiprocess = multiprocess_enabled()
+        self.refresh_interval = refresh_interval
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self._requests = Counter(
+            "sidecar_requests",
+            "HTTP requests by route class and status",
+            ["route_class", "status"],
+            registry=r,
+        )
+        self._decisions = Counter(
+            "sidecar_decisions", "Access decisions by rule and outcome", ["rule", "decision"], registry=r
+        )
+        self._decision_seconds = Histogram(
+            "sidecar_decision_seconds", "Time to decide a request", buckets=DECISION_BUCKETS, registry=r
+        )
+        self._session_cache = Counter(
+            "sidecar_session_cache", "Session cache lookups by result (hit, miss)", ["result"], registry=r
+        )
+        self._upstream_seconds = Histogram(
+            "sidecar_upstream_seconds",
+            "Upstream response time (to the response headers)",
+            buckets=UPSTREAM_BUCKETS,
+            registry=r,
+        )
+        self._upstream_errors = Counter(
+            "sidecar_upstream_errors", "Upstream failures by kind", ["error"], registry=r
+        )
+        self._flows = Counter(
+            "sidecar_flow_submissions",
+            "Self-service flow submissions by flow, method and result",
+            ["flow", "method", "result"],
+            registry=r,
+        )
+        # The courier queue lives in the shared database: any worker's latest sample is the truth.
+        self._courier_queue = Gauge(
+            "sidecar_courier_queue_depth",
+            "Courier messages waiting to be sent",
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        # Each worker has its own hashing pool: the fleet-wide queue is the sum over live workers.
+        self._hashing_queue = Gauge(
+            "sidecar_hashing_queue_depth",
+            "Password hashes waiting for a free hashing slot",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        if not self.multiprocess:
+            ProcessCollector(registry=r)  # not supported in multi-process mode
+        self._children: dict[tuple[Any, ...], Any] = {}
+        self._hit = self._session_cache.labels("hit")
+        self._miss = self._session_cache.labels("miss")
+        self._hashing_source: Callable[[], int] | None = None
+        self._courier_source: Callable[[], Awaitable[int]] | None = None
+
+    # --- hot path: called per request; cached label children, no string formatting ------------
+
+    def request(self, route_class: str, status: int) -> None:
+        key = ("r", route_class, status)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._requests.labels(route_class, str(status))
+        child.inc()
+
+    def observe_decision(self, rule_id: str, decision: str, seconds: float) -> None:
+        key = ("d", rule_id, decision)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._decisions.labels(rule_id, decision)
+        child.inc()
+        self._decision_seconds.observe(seconds)
+
+    def session_cache(self, hit: bool) -> None:
+        (self._hit if hit else self._miss).inc()
+
+    def observe_upstream(self, seconds: float, error: str | None = None) -> None:
+        """``error`` is a short kind (``connect``, ``timeout``, ``reset``), or None on success."""
+        self._upstream_seconds.observe(seconds)
+        if error is not None:
+            key = ("u", error)
+            child = self._children.get(key)
+            if child is None:
+                child = self._children[key] = self._upstream_errors.labels(error)
+            child.inc()
+
+    def flow_submission(self, flow: str, method: str, result: str) -> None:
+        key = ("f", flow, method, result)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._flows.labels(flow, method, result)
+        child.inc()
+
+    # --- gauges sampled from their owners ----------------------------------------------------
+
+    def track_hashing_queue(self, source: Callable[[], int]) -> None:
+        """``source`` returns this process's hashing queue (e.g. ``lambda: hasher.queue_depth``)."""
+        self._hashing_source = source
+
+    def track_courier_queue(self, source: Callable[[], Awaitable[int]]) -> None:
+        """``source`` counts queued courier messages (one cheap SQL count, run at scrape time)."""
+        self._courier_source = source
+
+    def refresh_local(self) -> None:
+        if self._hashing_source is not None:
+            self._hashing_queue.set(self._hashing_source())
+
+    async def refresh(self) -> None:
+        """Sample every gauge source; a failing source keeps its last value and is logged."""
+        self.refresh_local()
+        if self._courier_source is not None:
+            try:
+                self._courier_queue.set(await asyncio.wait_for(self._courier_source(), timeout=2))
+            except Exception as exc:  # a store outage must not break the scrape of everything else
+                log.warning("courier queue depth unavailable: %s", exc)
+
+    async def run_refresher(self) -> None:
+        """Keep this worker's local gauges current for scrapes answered by other workers."""
+        while True:
+            with contextlib.suppress(Exception):
+                self.refresh_local()
+            await asyncio.sleep(self.refresh_interval)
+
+    async def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type; merges every worker in multi-process mode."""
+        await self.refresh()
+        if not self.multiprocess:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+        def merged() -> bytes:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+
+        # Reads one small file per worker and metric type: off the event loop.
+        return await asyncio.to_thread(merged), CONTENT_TYPE_LATEST

@@ -1,0 +1,51 @@
+"""Raw-ASGI answers for the hot path: Kratos JSON errors, the 403 page, redirects.
+
+``sidecar.api.respond`` renders errors for the Starlette apps; this is its byte-level twin for
+the proxy and decision endpoints, which have no ``Request`` object (STYLE §4). Both use
+``SidecarError.to_dict`` so the JSON is the same.
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.types import Send
+
+from sidecar import errors
+
+NO_STORE = (b"cache-control", b"private, no-cache, no-store, must-revalidate")
+JSON = (b"content-type", b"application/json")
+HTML = (b"content-type", b"text/html; charset=utf-8")
+WWW_AUTHENTICATE = (b"www-authenticate", b'Bearer realm="sidecar"')
+
+FORBIDDEN_PAGE = (
+    b"<!doctype html><html><head><meta charset=utf-8><title>Access denied</title></head>"
+    b"<body><h1>Access denied</h1><p>You are signed in, but this page is not available to your account."
+    b"</p></body></html>"
+)
+
+
+def error_body(exc: errors.SidecarError, request_id: str | None = None) -> bytes:
+    return json.dumps(exc.to_dict(request_id), separators=(",", ":")).encode()
+
+
+async def send_response(
+    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes = b"", *, head: bool = False
+) -> None:
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head else body})
+
+
+async def send_error(
+    send: Send,
+    exc: errors.SidecarError,
+    *,
+    request_id: str | None = None,
+    extra: list[tuple[bytes, bytes]] | None = None,
+    head: bool = False,
+) -> None:
+    headers = [JSON, NO_STORE, *(extra or [])]
+    if request_id:
+        headers.append((b"x-request-id", request_id.encode()))
+    await send_response(send, exc.code, headers, error_body(exc, request_id), head=head)

@@ -1,0 +1,194 @@
+"""WebSockets through the proxy: judged at the upgrade, closed when the session ends.
+
+The upgrade runs the same rules and session check as any GET. ``Origin`` must be the request's
+own origin, ``serve.public.base_url``'s, or one of ``proxy.allowed_ws_origins`` (cross-site
+WebSocket hijacking rides on the victim's cookie). After the upgrade, every session revocation
+makes the connection re-check its session; a revoked or expired session closes it (1008).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from starlette.types import Receive, Scope, Send
+
+from sidecar import errors
+from sidecar.proxy.access import RequestFacts
+from sidecar.proxy.forward import ForwardContext, rewrite_request_headers
+from sidecar.proxy.paths import BadPath
+from sidecar.rules.model import normalise_host
+
+if TYPE_CHECKING:
+    from sidecar.proxy.gateway import Gateway
+
+log = logging.getLogger("sidecar.proxy")
+
+POLICY_VIOLATION = 1008
+_WS_SKIP = {
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "sec-websocket-protocol",
+}
+
+
+def origin_allowed(
+    origin: bytes | None, host: bytes, scheme: str, base_origin: str, allowed: list[str]
+) -> bool:
+    if origin is None:
+        return True  # not a browser: nothing to hijack
+    o = origin.decode("latin-1").rstrip("/").lower()
+    own = f"{'https' if scheme in ('wss', 'https') else 'http'}://{host.decode('latin-1')}".lower()
+    return o in (own, base_origin.lower()) or o in (a.rstrip("/").lower() for a in allowed)
+
+
+async def _reject(send: Send, scope: Scope, status: int) -> None:
+    if "websocket.http.response" in scope.get("extensions", {}):
+        await send({"type": "websocket.http.response.start", "status": status, "headers": []})
+        await send({"type": "websocket.http.response.body", "body": b""})
+    else:
+        await send({"type": "websocket.close", "code": POLICY_VIOLATION})
+
+
+async def proxy_websocket(gw: Gateway, scope: Scope, raw: bytes, receive: Receive, send: Send) -> None:
+    if (await receive())["type"] != "websocket.connect":
+        return
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    if not gw.config.proxy.websockets:
+        await _reject(send, scope, 404)
+        return
+    try:
+        path = gw.normalise(raw)
+    except BadPath:
+        await _reject(send, scope, 400)
+        return
+    host = origin = None
+    for name, value in headers:
+        if name == b"host":
+            host = value
+        elif name == b"origin":
+            origin = value
+    host = host or b""
+    base_origin = gw.base_origin
+    if not origin_allowed(
+        origin, host, scope.get("scheme", "ws"), base_origin, gw.config.proxy.allowed_ws_origins
+    ):
+        await _reject(send, scope, 403)
+        return
+    facts = RequestFacts.read(headers, gw.access.cookie_name)
+    outcome = await gw.access.check("GET", normalise_host(host.decode("latin-1")), path, facts)
+    if not outcome.allowed:
+        status = {"login": 401, "unavailable": 503}.get(outcome.verdict.value, 403)
+        await _reject(send, scope, status)
+        return
+    rule = outcome.rule
+    base = (rule.upstream if rule else None) or gw.upstream_base
+    if base is None or gw.upstream is None:
+        await _reject(send, scope, 404)
+        return
+    peer = scope["client"][0] if scope.get("client") else ""
+    strip, _ = gw.access.identity_names()
+    ctx = ForwardContext(
+        peer,
+        "https" if scope.get("scheme") == "wss" else "http",
+        gw.trusted.trusts(peer),
+        strip,
+        gw.access.cookie_name,
+        outcome.session is not None and facts.token_from_bearer,
+    )
+    forwarded = [
+        (n, v)
+        for n, v in rewrite_request_headers(headers, ctx, gw.access.identity_headers(outcome))
+        if n.lower() not in _WS_SKIP
+    ]
+    query = scope.get("query_string", b"")
+    url = "ws" + base[4:] + path + ("?" + query.decode("latin-1") if query else "")
+    try:
+        upstream = await gw.upstream.session.ws_connect(
+            url, headers=forwarded, protocols=scope.get("subprotocols", ()), autoping=True, max_msg_size=0
+        )
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        log.warning("upstream websocket failed: %s: %s", url, exc)
+        await _reject(send, scope, 502)
+        return
+    await send({"type": "websocket.accept", "subprotocol": upstream.protocol})
+    await _pump(
+        gw, upstream, facts.token, outcome.session.expires_at if outcome.session else None, receive, send
+    )
+
+
+async def _pump(
+    gw: Gateway,
+    upstream: aiohttp.ClientWebSocketResponse,
+    token: str | None,
+    expires: datetime | None,
+    receive: Receive,
+    send: Send,
+) -> None:
+    revoked = asyncio.Event()
+    changed = asyncio.Event()
+    close_code = [1000]
+
+    async def client_to_upstream() -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                close_code[0] = message.get("code", 1000)
+                return
+            if message.get("bytes") is not None:
+                await upstream.send_bytes(message["bytes"])
+            elif message.get("text") is not None:
+                await upstream.send_str(message["text"])
+
+    async def upstream_to_client() -> None:
+        async for msg in upstream:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                await send({"type": "websocket.send", "text": msg.data})
+            elif msg.type == aiohttp.WSMsgType.BINARY:
+                await send({"type": "websocket.send", "bytes": msg.data})
+            else:
+                break
+
+    async def session_watch() -> None:
+        if token is None:
+            await asyncio.Event().wait()  # anonymous on a public/optional route: nothing to revoke
+        while True:
+            timeout = None
+            if expires is not None:
+                timeout = max(0.0, (expires - datetime.now(UTC)).total_seconds())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), timeout)
+            changed.clear()
+            try:
+                current = await gw.access.resolver.resolve(token)  # type: ignore[arg-type]
+            except errors.ServiceUnavailable:
+                continue  # an outage is not a logout; the next revocation re-checks
+            if current is None:
+                revoked.set()
+                return
+
+    listener = changed.set
+    gw.access.resolver.add_listener(listener)
+    tasks: list[asyncio.Task[Any]] = [
+        asyncio.ensure_future(client_to_upstream()),
+        asyncio.ensure_future(upstream_to_client()),
+        asyncio.ensure_future(session_watch()),
+    ]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gw.access.resolver.remove_listener(listener)
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(BaseException):
+                await t
+        code = POLICY_VIOLATION if revoked.is_set() else (upstream.close_code or 1000)
+        await upstream.close()
+        with contextlib.suppress(Exception):
+            await send({"type": "websocket.close", "code": code})

@@ -1,0 +1,185 @@
+"""Revocations reach every worker's session cache at once (DESIGN §5.3).
+
+``RedisInvalidation``: publish on a Redis channel; each worker subscribes and drops exactly the
+revoked session or identity. After a reconnect the whole cache is dropped, since messages sent
+while the subscription was down are lost.
+
+``PollingInvalidation`` (SQL mode, no Redis): publishing writes a fresh random value under one
+key of the ``KeyValueStore``; every worker polls that key every ``interval`` and drops its whole
+cache when the value changed. Revocations are rare, so a full drop costs little. Bound: a revoked
+session is served by another worker for at most ``interval`` (default 1 s), or the cache TTL
+when the store is unreachable, whichever is shorter. The publishing worker applies it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import uuid
+from datetime import timedelta
+from typing import Any, Protocol
+
+from sidecar.kv.store import KeyValueStore
+from sidecar.session.resolver import SessionResolver
+
+log = logging.getLogger("sidecar.session")
+
+CHANNEL = "sidecar:session-revocations"
+EPOCH_KEY = "sidecar:session-revocations:epoch"
+
+
+class Invalidation(Protocol):
+    """What the session manager calls after logout or revocation, and the app starts and stops."""
+
+    async def publish(
+        self, session_id: uuid.UUID | None = None, identity_id: uuid.UUID | None = None
+    ) -> None: ...
+
+    async def start(self, resolver: SessionResolver) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def _apply(resolver: SessionResolver | None, session_id: Any, identity_id: Any) -> None:
+    if resolver is None:
+        return
+    if session_id:
+        resolver.invalidate_session(uuid.UUID(str(session_id)))
+    if identity_id:
+        resolver.invalidate_identity(uuid.UUID(str(identity_id)))
+    if not session_id and not identity_id:
+        resolver.invalidate_all()
+
+
+class RedisInvalidation:
+    def __init__(self, client: Any, *, channel: str = CHANNEL, retry: float = 1.0) -> None:
+        self.client = client  # redis.asyncio.Redis
+        self.channel = channel
+        self.retry = retry
+        self._resolver: SessionResolver | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.subscribed = asyncio.Event()
+
+    async def publish(
+        self, session_id: uuid.UUID | None = None, identity_id: uuid.UUID | None = None
+    ) -> None:
+        _apply(self._resolver, session_id, identity_id)
+        message = json.dumps(
+            {
+                "session_id": str(session_id) if session_id else None,
+                "identity_id": str(identity_id) if identity_id else None,
+            }
+        )
+        try:
+            await self.client.publish(self.channel, message)
+        except Exception:  # the revocation itself is stored; other caches expire within their TTL
+            log.warning("could not publish a session revocation; other workers drop it within the cache TTL")
+
+    async def _listen(self) -> None:
+        while True:
+            pubsub = self.client.pubsub()
+            try:
+                await pubsub.subscribe(self.channel)
+                if self._resolver is not None:
+                    self._resolver.invalidate_all()  # anything published while we were away is lost
+                self.subscribed.set()
+                async for message in pubsub.listen():
+                    if message.get("type") != "message":
+                        continue
+                    try:
+                        data = json.loads(message["data"])
+                        _apply(self._resolver, data.get("session_id"), data.get("identity_id"))
+                    except (ValueError, TypeError, AttributeError):
+                        log.warning("ignoring a malformed revocation message")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.subscribed.clear()
+                log.warning("revocation subscription lost (%s); retrying in %.1fs", exc, self.retry)
+                await asyncio.sleep(self.retry)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    async def start(self, resolver: SessionResolver) -> None:
+        self._resolver = resolver
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._listen(), name="session-revocations")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+class PollingInvalidation:
+    def __init__(
+        self,
+        kv: KeyValueStore,
+        *,
+        key: str = EPOCH_KEY,
+        interval: float = 1.0,
+        keep: timedelta = timedelta(days=30),
+    ) -> None:
+        self.kv = kv
+        self.key = key
+        self.interval = interval
+        self.keep = keep
+        self._resolver: SessionResolver | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._seen: bytes | None = None
+
+    async def publish(
+        self, session_id: uuid.UUID | None = None, identity_id: uuid.UUID | None = None
+    ) -> None:
+        _apply(self._resolver, session_id, identity_id)
+        value = secrets.token_hex(16).encode()
+        try:
+            await self.kv.set(self.key, value, self.keep)
+        except Exception:
+            log.warning("could not record a session revocation; other workers drop it within the cache TTL")
+
+    async def poll_once(self) -> None:
+        value = await self.kv.get(self.key)
+        if value != self._seen:
+            self._seen = value
+            if self._resolver is not None:
+                self._resolver.invalidate_all()
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.poll_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("revocation poll failed (%s); the cache TTL bounds staleness", exc)
+
+    async def start(self, resolver: SessionResolver) -> None:
+        self._resolver = resolver
+        with contextlib.suppress(Exception):
+            self._seen = await self.kv.get(self.key)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._poll(), name="session-revocations")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+def create_invalidation(
+    kv: KeyValueStore, redis_client: Any | None = None, *, prefix: str = ""
+) -> Invalidation:
+    """Redis pub/sub when a Redis client is available, else polling the key-value store."""
+    if redis_client is not None:
+        return RedisInvalidation(redis_client, channel=prefix + CHANNEL)
+    return PollingInvalidation(kv)

@@ -1,0 +1,229 @@
+"""Token → session + identity, with a bounded in-process cache in front of the stores (DESIGN §5.3).
+
+A hit costs a SHA-256 and a dict lookup. Entries live ``ttl`` (a few seconds) or until the
+session expires, whichever is first; unknown tokens are cached as misses for the same time so a
+flood of made-up tokens cannot hammer the store. Revocations arrive through
+``sidecar.session.invalidation`` and drop entries at once. A store outage raises
+``ServiceUnavailable``: it is never mistaken for "no session" (fail closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sidecar import errors
+from sidecar.identity.model import Identity
+from sidecar.identity.store import IdentityStore
+from sidecar.security.tokens import digest
+from sidecar.session.model import Session
+from sidecar.session.store import SessionStore
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedSession:
+    """What the access path needs of a session and its identity, and nothing secret."""
+
+    session_id: uuid.UUID
+    identity_id: uuid.UUID
+    email: str | None
+    aal: str
+    traits: Mapping[str, Any]
+    metadata_public: Any
+    schema_id: str
+    verified: bool
+    expires_at: datetime
+    authenticated_at: datetime
+    # Per-rule rendered headers, memoised by (rules generation, rule id): rendering is pure.
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def roles(self) -> frozenset[str]:
+        roles = self.metadata_public.get("roles") if isinstance(self.metadata_public, Mapping) else None
+        if isinstance(roles, str):
+            return frozenset({roles})
+        if isinstance(roles, list):
+            return frozenset(r for r in roles if isinstance(r, str))
+        return frozenset()
+
+    def template_context(self) -> dict[str, Any]:
+        return {
+            "identity": {
+                "id": str(self.identity_id),
+                "schema_id": self.schema_id,
+                "email": self.email,
+                "traits": self.traits,
+                "metadata_public": self.metadata_public,
+            },
+            "session": {
+                "id": str(self.session_id),
+                "aal": self.aal,
+                "authenticated_at": self.authenticated_at.isoformat(),
+                "expires_at": self.expires_at.isoformat(),
+            },
+        }
+
+
+def _email_of(identity: Identity) -> str | None:
+    email = identity.traits.get("email") if isinstance(identity.traits, dict) else None
+    if isinstance(email, str):
+        return email
+    for address in identity.verifiable_addresses:
+        if address.via == "email":
+            return address.value
+    return None
+
+
+def resolved(session: Session, identity: Identity) -> ResolvedSession:
+    return ResolvedSession(
+        session_id=session.id,
+        identity_id=identity.id,
+        email=_email_of(identity),
+        aal=session.aal,
+        traits=identity.traits,
+        metadata_public=identity.metadata_public,
+        schema_id=identity.schema_id,
+        verified=any(a.verified for a in identity.verifiable_addresses),
+        expires_at=session.expires_at,
+        authenticated_at=session.authenticated_at,
+    )
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class _Entry:
+    value: ResolvedSession | None
+    until: float  # monotonic deadline
+
+
+class SessionResolver:
+    """Bounded LRU + TTL cache keyed by token digest; see the module docstring."""
+
+    def __init__(
+        self,
+        sessions: SessionStore,
+        identities: IdentityStore,
+        *,
+        ttl: timedelta,
+        max_entries: int = 10000,
+        clock: Callable[[], datetime] = _utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sessions = sessions
+        self.identities = identities
+        self.ttl = ttl.total_seconds()
+        self.max_entries = max_entries
+        self.clock = clock
+        self.monotonic = monotonic
+        self._cache: OrderedDict[str, _Entry] = OrderedDict()
+        self._by_session: dict[uuid.UUID, str] = {}
+        self._by_identity: dict[uuid.UUID, set[str]] = {}
+        self._inflight: dict[str, asyncio.Future[ResolvedSession | None]] = {}
+        self._listeners: set[Callable[[], None]] = set()
+        # Bumped by every invalidation: a load that raced a revocation is returned but not cached.
+        self._epoch = 0
+
+    async def resolve(self, token: str) -> ResolvedSession | None:
+        key = digest(token)
+        entry = self._cache.get(key)
+        if entry is not None:
+            if entry.until > self.monotonic():
+                self._cache.move_to_end(key)
+                return entry.value
+            self._drop(key)
+        pending = self._inflight.get(key)
+        if pending is not None:
+            # Concurrent misses for one token share a single store round trip.
+            return await asyncio.shield(pending)
+        future: asyncio.Future[ResolvedSession | None] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        epoch = self._epoch
+        try:
+            value = await self._load(key)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it, nobody else must log it
+            raise
+        else:
+            future.set_result(value)
+            if epoch == self._epoch:
+                self._store(key, value)
+            return value
+        finally:
+            if self._inflight.get(key) is future:
+                del self._inflight[key]
+
+    async def _load(self, key: str) -> ResolvedSession | None:
+        try:
+            session = await self.sessions.get_by_token(key)
+            if session is None or not session.is_valid(self.clock()):
+                return None
+            identity = await self.identities.get(session.identity_id)
+        except errors.SidecarError:
+            raise
+        except Exception as exc:  # a backend that leaked its own error type is still an outage
+            raise errors.ServiceUnavailable("the session store is unavailable") from exc
+        if identity is None or identity.state != "active":
+            return None
+        return resolved(session, identity)
+
+    def _store(self, key: str, value: ResolvedSession | None) -> None:
+        ttl = self.ttl
+        if value is not None:
+            ttl = min(ttl, (value.expires_at - self.clock()).total_seconds())
+            self._by_session[value.session_id] = key
+            self._by_identity.setdefault(value.identity_id, set()).add(key)
+        self._cache[key] = _Entry(value, self.monotonic() + ttl)
+        self._cache.move_to_end(key)
+        while len(self._cache) > self.max_entries:
+            self._drop(next(iter(self._cache)))
+
+    def _drop(self, key: str) -> None:
+        entry = self._cache.pop(key, None)
+        if entry is None or entry.value is None:
+            return
+        self._by_session.pop(entry.value.session_id, None)
+        keys = self._by_identity.get(entry.value.identity_id)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_identity[entry.value.identity_id]
+
+    def _notify(self) -> None:
+        self._epoch += 1
+        self._inflight.clear()
+        for listener in list(self._listeners):
+            listener()
+
+    def invalidate_session(self, session_id: uuid.UUID) -> None:
+        key = self._by_session.get(session_id)
+        if key is not None:
+            self._drop(key)
+        self._notify()
+
+    def invalidate_identity(self, identity_id: uuid.UUID) -> None:
+        for key in list(self._by_identity.get(identity_id, ())):
+            self._drop(key)
+        self._notify()
+
+    def invalidate_all(self) -> None:
+        self._cache.clear()
+        self._by_session.clear()
+        self._by_identity.clear()
+        self._notify()
+
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """Called after every invalidation: long-lived connections (WebSockets) re-check then."""
+        self._listeners.add(listener)
+
+    def remove_listener(self, listener: Callable[[], None]) -> None:
+        self._listeners.discard(listener)

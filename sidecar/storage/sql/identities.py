@@ -1,0 +1,212 @@
+"""``IdentityStore`` on SQLite or PostgreSQL.
+
+Every write is one transaction, and uniqueness is left to the database's constraints rather than
+checked first: a check-then-insert would let two racing registrations of one email both pass.
+"""
+
+from __future__ import annotations
+
+import builtins
+import uuid
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from sidecar.errors import Conflict, NotFound
+from sidecar.identity.model import Credential, Identity, utcnow
+from sidecar.storage.sql.engine import Connector
+from sidecar.storage.sql.identity_rows import (
+    delete_children,
+    identity_values,
+    insert_children,
+    insert_credential,
+    load_identities,
+)
+from sidecar.storage.sql.tables import (
+    credential_identifiers,
+    credentials,
+    identities,
+    recovery_addresses,
+    verifiable_addresses,
+)
+
+
+def conflict_message(exc: sa.exc.IntegrityError) -> str:
+    """Name what collided from the constraint, without echoing SQL or the conflicting value."""
+    detail = str(exc.orig)
+    if "credential_identifiers" in detail:
+        return "an identity with this identifier already exists"
+    if "external_id" in detail:
+        return "an identity with this external_id already exists"
+    if "addresses" in detail:
+        return "an identity with this address already exists"
+    if "identity_credentials" in detail:
+        return "the identity already has a credential of this type"
+    return "an identity with this id already exists"
+
+
+class SqlIdentityStore:
+    def __init__(self, connector: Connector) -> None:
+        self._db = connector
+
+    async def _insert(self, conn: AsyncConnection, identity: Identity) -> None:
+        row = {"id": identity.id, "created_at": identity.created_at, **identity_values(identity)}
+        await conn.execute(sa.insert(identities).values(row))
+        await insert_children(conn, identity)
+
+    async def create(self, identity: Identity) -> Identity:
+        async with self._db.write(conflict_message) as conn:
+            await self._insert(conn, identity)
+        return identity
+
+    async def create_many(self, identities: Sequence[Identity]) -> builtins.list[Identity | Exception]:
+        results: builtins.list[Identity | Exception] = []
+        async with self._db.write(conflict_message) as conn:
+            for identity in identities:
+                try:
+                    async with conn.begin_nested():
+                        await self._insert(conn, identity)
+                except sa.exc.IntegrityError as exc:
+                    results.append(Conflict(conflict_message(exc)))
+                else:
+                    results.append(identity)
+        return results
+
+    async def update(self, identity: Identity) -> Identity:
+        values = identity_values(replace(identity, updated_at=utcnow()))
+        async with self._db.write(conflict_message) as conn:
+            result = await conn.execute(
+                sa.update(identities).where(identities.c.id == identity.id).values(values)
+            )
+            if result.rowcount == 0:
+                raise NotFound("identity not found")
+            await delete_children(conn, identity.id)
+            await insert_children(conn, identity)
+            return (await self._select(conn, identities.c.id == identity.id))[0]
+
+    async def _select(
+        self,
+        conn: AsyncConnection,
+        *where: sa.ColumnElement[bool],
+        limit: int | None = None,
+    ) -> builtins.list[Identity]:
+        query = sa.select(identities).where(*where).order_by(identities.c.id).limit(limit)
+        rows = (await conn.execute(query)).all()
+        return await load_identities(conn, rows)
+
+    async def _find(self, *where: sa.ColumnElement[bool]) -> Identity | None:
+        async with self._db.read() as conn:
+            found = await self._select(conn, *where, limit=1)
+        return found[0] if found else None
+
+    async def get(self, identity_id: uuid.UUID) -> Identity | None:
+        return await self._find(identities.c.id == identity_id)
+
+    async def get_by_external_id(self, external_id: str) -> Identity | None:
+        return await self._find(identities.c.external_id == external_id)
+
+    async def find_by_identifier(self, credential_type: str, identifier: str) -> Identity | None:
+        owner = sa.select(credential_identifiers.c.identity_id).where(
+            credential_identifiers.c.type == credential_type,
+            credential_identifiers.c.identifier == identifier,
+        )
+        return await self._find(identities.c.id.in_(owner.scalar_subquery()))
+
+    async def list(
+        self,
+        *,
+        page_size: int,
+        after: uuid.UUID | None = None,
+        ids: Sequence[uuid.UUID] | None = None,
+        credentials_identifier: str | None = None,
+    ) -> builtins.list[Identity]:
+        where: builtins.list[sa.ColumnElement[bool]] = []
+        if after is not None:
+            where.append(identities.c.id > after)
+        if ids is not None:
+            where.append(identities.c.id.in_(list(ids)))
+        if credentials_identifier is not None:
+            owners = sa.select(credential_identifiers.c.identity_id).where(
+                credential_identifiers.c.identifier == credentials_identifier
+            )
+            where.append(identities.c.id.in_(owners.scalar_subquery()))
+        async with self._db.read() as conn:
+            return await self._select(conn, *where, limit=page_size)
+
+    async def delete(self, identity_id: uuid.UUID) -> bool:
+        async with self._db.write() as conn:
+            await delete_children(conn, identity_id)
+            result = await conn.execute(sa.delete(identities).where(identities.c.id == identity_id))
+            return result.rowcount > 0
+
+    async def count(self) -> int:
+        async with self._db.read() as conn:
+            return int((await conn.execute(sa.select(sa.func.count()).select_from(identities))).scalar_one())
+
+    async def _touch(self, conn: AsyncConnection, identity_id: uuid.UUID) -> None:
+        stmt = sa.update(identities).where(identities.c.id == identity_id).values(updated_at=utcnow())
+        if (await conn.execute(stmt)).rowcount == 0:
+            raise NotFound("identity not found")
+
+    async def _drop_credential(self, conn: AsyncConnection, identity_id: uuid.UUID, type_: str) -> int:
+        await conn.execute(
+            sa.delete(credential_identifiers).where(
+                credential_identifiers.c.identity_id == identity_id, credential_identifiers.c.type == type_
+            )
+        )
+        stmt = sa.delete(credentials).where(
+            credentials.c.identity_id == identity_id, credentials.c.type == type_
+        )
+        return (await conn.execute(stmt)).rowcount
+
+    async def save_credential(self, identity_id: uuid.UUID, credential: Credential) -> None:
+        async with self._db.write(conflict_message) as conn:
+            await self._touch(conn, identity_id)
+            await self._drop_credential(conn, identity_id, credential.type)
+            await insert_credential(conn, identity_id, credential)
+
+    async def delete_credential(self, identity_id: uuid.UUID, credential_type: str) -> bool:
+        async with self._db.write() as conn:
+            deleted = await self._drop_credential(conn, identity_id, credential_type)
+            if deleted:
+                await self._touch(conn, identity_id)
+            return deleted > 0
+
+    async def _find_address(self, table: sa.Table, via: str, value: str) -> tuple[Identity, uuid.UUID] | None:
+        query = sa.select(table.c.id, table.c.identity_id).where(table.c.via == via, table.c.value == value)
+        async with self._db.read() as conn:
+            address = (await conn.execute(query)).first()
+            if address is None:
+                return None
+            found = await self._select(conn, identities.c.id == address.identity_id)
+        return (found[0], address.id) if found else None
+
+    async def find_verifiable_address(self, via: str, value: str) -> tuple[Identity, uuid.UUID] | None:
+        return await self._find_address(verifiable_addresses, via, value)
+
+    async def find_recovery_address(self, via: str, value: str) -> tuple[Identity, uuid.UUID] | None:
+        return await self._find_address(recovery_addresses, via, value)
+
+    async def mark_address_verified(self, address_id: uuid.UUID) -> None:
+        """Idempotent: verifying twice, or an address deleted meanwhile, is not an error."""
+        now = utcnow()
+        values: dict[str, Any] = {
+            "verified": True,
+            "status": "completed",
+            "verified_at": now,
+            "updated_at": now,
+        }
+        stmt = (
+            sa.update(verifiable_addresses)
+            .where(verifiable_addresses.c.id == address_id, verifiable_addresses.c.verified.is_(False))
+            .values(values)
+        )
+        async with self._db.write() as conn:
+            await conn.execute(stmt)
+
+    async def ping(self) -> None:
+        async with self._db.read() as conn:
+            await conn.execute(sa.text("SELECT 1"))

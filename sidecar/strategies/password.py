@@ -1,0 +1,148 @@
+"""The ``password`` strategy: identifier + password login, traits + password registration.
+
+Every submission is counted by the rate limiter before any password is hashed or checked, so a
+lockout answers the same for right and wrong passwords. Wrong credentials give one message
+(4000006) whether or not the identifier exists; ``authenticate_password`` equalises the time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from sidecar import errors
+from sidecar.config.model import Config
+from sidecar.flows import messages, nodes
+from sidecar.flows.messages import Text
+from sidecar.flows.model import Flow
+from sidecar.flows.nodes import Node
+from sidecar.flows.outcome import Client, FlowInvalid
+from sidecar.identity.manager import IdentitySpec
+from sidecar.identity.model import Identity
+from sidecar.schema.registry import SchemaRegistry
+from sidecar.security.passwords import check_password
+from sidecar.security.ratelimit import RateLimiter
+from sidecar.strategies.base import NOT_RESPONSIBLE, NotResponsible
+from sidecar.strategies.traits import flatten, validation_messages
+
+
+class PasswordIdentities(Protocol):
+    """The part of ``IdentityManager`` this strategy uses."""
+
+    async def create(self, spec: IdentitySpec) -> Identity: ...
+
+    async def authenticate_password(self, identifier: str, password: str) -> Identity | None: ...
+
+
+def _rate_limited(retry_after: int) -> FlowInvalid:
+    return FlowInvalid(
+        [messages.rate_limited(retry_after)], status=429, headers={"Retry-After": str(retry_after)}
+    )
+
+
+class PasswordStrategy:
+    id = "password"
+
+    def __init__(
+        self, config: Config, identities: PasswordIdentities, schemas: SchemaRegistry, limiter: RateLimiter
+    ) -> None:
+        self._policy = config.selfservice.methods.password.config
+        self._identities = identities
+        self._schemas = schemas
+        self._limiter = limiter
+
+    # --- login ----------------------------------------------------------------------------------
+
+    def login_nodes(self, flow: Flow) -> list[Node]:
+        return [
+            nodes.input_node(
+                "identifier", "default", "text", required=True, label=messages.label_identifier()
+            ),
+            nodes.input_node(
+                "password",
+                "password",
+                "password",
+                required=True,
+                autocomplete="current-password",
+                label=messages.label_password(),
+            ),
+            nodes.submit_node("password", "password", messages.login_with_password()),
+        ]
+
+    async def login(self, flow: Flow, body: Mapping[str, Any], client: Client) -> Identity | NotResponsible:
+        if body.get("method") != self.id:
+            return NOT_RESPONSIBLE
+        identifier = body.get("identifier") or body.get("password_identifier")
+        password = body.get("password")
+        missing: dict[str, list[Text]] = {}
+        if not isinstance(identifier, str) or not identifier.strip():
+            missing["identifier"] = [messages.required("identifier")]
+        if not isinstance(password, str) or not password:
+            missing["password"] = [messages.required("password")]
+        kept = {"identifier": identifier if isinstance(identifier, str) else None}
+        if missing or not isinstance(identifier, str) or not isinstance(password, str):
+            raise FlowInvalid(node_messages=missing, values=kept)
+        verdict = await self._limiter.hit("login", identifier=identifier, ip=client.ip)
+        if not verdict.allowed:
+            raise _rate_limited(verdict.retry_after)
+        identity = None
+        if len(password) <= self._policy.max_password_length:
+            identity = await self._identities.authenticate_password(identifier, password)
+        if identity is None:
+            raise FlowInvalid([messages.invalid_credentials()], values=kept)
+        if identity.state != "active":
+            raise FlowInvalid([messages.account_disabled()], values=kept)
+        await self._limiter.forget_identifier("login", identifier)
+        return identity
+
+    # --- registration ---------------------------------------------------------------------------
+
+    def registration_nodes(self, flow: Flow) -> list[Node]:
+        return [
+            nodes.input_node(
+                "password",
+                "password",
+                "password",
+                required=True,
+                autocomplete="new-password",
+                label=messages.label_password(),
+            ),
+            nodes.submit_node("password", "password", messages.sign_up()),
+        ]
+
+    async def register(
+        self, flow: Flow, body: Mapping[str, Any], client: Client
+    ) -> Identity | NotResponsible:
+        if body.get("method") != self.id:
+            return NOT_RESPONSIBLE
+        traits = body.get("traits")
+        password = body.get("password")
+        schema = self._schemas.get(flow.identity_schema) if flow.identity_schema else self._schemas.default()
+        kept = flatten(traits)
+        problems = validation_messages(schema, traits)
+        identifiers: list[str] = []
+        if not problems and isinstance(traits, Mapping):
+            identifiers = schema.identifiers(traits, "password")
+        verdict = await self._limiter.hit(
+            "registration", identifier=identifiers[0] if identifiers else None, ip=client.ip
+        )
+        if not verdict.allowed:
+            raise _rate_limited(verdict.retry_after)
+        if not isinstance(password, str) or not password:
+            problems.setdefault("password", []).append(messages.required("password"))
+        else:
+            for v in check_password(password, identifiers, self._policy):
+                problems.setdefault("password", []).append(messages.text(v.id, v.text, "error", **v.context))
+        if problems:
+            raise FlowInvalid(node_messages=problems, values=kept)
+        assert isinstance(traits, Mapping) and isinstance(password, str)
+        spec = IdentitySpec(traits=dict(traits), schema_id=schema.id, password_plain=password)
+        try:
+            return await self._identities.create(spec)
+        except errors.Conflict:
+            raise FlowInvalid([messages.duplicate_credentials()], values=kept) from None
+        except errors.ValidationError as exc:
+            found = exc.messages or {"traits": [exc.reason or exc.message]}
+            raise FlowInvalid(
+                node_messages={k: [messages.generic(m) for m in v] for k, v in found.items()}, values=kept
+            ) from None

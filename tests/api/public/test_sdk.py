@@ -1,0 +1,147 @@
+"""API flows end to end with the official ``ory-kratos-client`` against a real uvicorn server."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import ory_kratos_client as k
+import pytest
+from ory_kratos_client.exceptions import ApiException
+from ory_kratos_client.models import (
+    PerformNativeLogoutBody,
+    UpdateLoginFlowBody,
+    UpdateLoginFlowWithPasswordMethod,
+    UpdateRegistrationFlowBody,
+    UpdateRegistrationFlowWithPasswordMethod,
+)
+
+from tests.conftest import make_config
+from tests.live import LiveSidecar, live_sidecar
+
+PASSWORD = "correct-Horse-battery-staple-42"
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSidecar]:
+    dsn = f"sqlite:///{tmp_path_factory.mktemp('sdk')}/sidecar.db"
+    with live_sidecar(make_config(dsn=dsn)) as server:
+        yield server
+
+
+@pytest.fixture
+def frontend(live: LiveSidecar) -> Iterator[k.FrontendApi]:
+    with k.ApiClient(k.Configuration(host=live.public_url)) as client:
+        yield k.FrontendApi(client)
+
+
+def _register(fe: k.FrontendApi, email: str, password: str = PASSWORD) -> Any:
+    flow = fe.create_native_registration_flow()
+    body = UpdateRegistrationFlowBody(
+        UpdateRegistrationFlowWithPasswordMethod(
+            method="password", password=password, traits={"email": email}
+        )
+    )
+    return fe.update_registration_flow(flow=flow.id, update_registration_flow_body=body)
+
+
+def _login(fe: k.FrontendApi, identifier: str, password: str) -> Any:
+    flow = fe.create_native_login_flow()
+    body = UpdateLoginFlowBody(
+        UpdateLoginFlowWithPasswordMethod(method="password", identifier=identifier, password=password)
+    )
+    return fe.update_login_flow(flow=flow.id, update_login_flow_body=body)
+
+
+def _email() -> str:
+    return f"sdk-{uuid.uuid4().hex[:8]}@example.test"
+
+
+def _message_ids(body: str) -> list[int]:
+    flow = json.loads(body)
+    ids = [m["id"] for m in flow["ui"].get("messages", [])]
+    return ids + [m["id"] for n in flow["ui"]["nodes"] for m in n["messages"]]
+
+
+def test_register_login_whoami_logout(frontend: k.FrontendApi) -> None:
+    email = _email()
+    registered = _register(frontend, email)
+    assert registered.identity.traits["email"] == email
+    assert registered.session_token.startswith("ory_st_")
+    assert registered.session.identity.id == registered.identity.id
+
+    login = _login(frontend, email, PASSWORD)
+    assert login.session_token and login.session_token != registered.session_token
+    assert login.session.authentication_methods[0].method == "password"
+    assert login.continue_with[0].actual_instance.action == "set_ory_session_token"
+
+    me = frontend.to_session(x_session_token=login.session_token)
+    assert me.identity.id == registered.identity.id
+    assert me.authenticator_assurance_level == "aal1"
+
+    frontend.perform_native_logout(PerformNativeLogoutBody(session_token=login.session_token))
+    with pytest.raises(ApiException) as exc:
+        frontend.to_session(x_session_token=login.session_token)
+    assert exc.value.status == 401
+    assert json.loads(exc.value.body)["error"]["id"] == "session_inactive"
+    # The registration session is a different one and still works.
+    assert frontend.to_session(x_session_token=registered.session_token).id == registered.session.id
+
+
+def test_wrong_password_gives_4000006(frontend: k.FrontendApi) -> None:
+    email = _email()
+    _register(frontend, email)
+    for identifier in (email, _email()):  # existing and unknown identifier: same answer
+        with pytest.raises(ApiException) as exc:
+            _login(frontend, identifier, "not-the-Password-123")
+        assert exc.value.status == 400
+        assert _message_ids(exc.value.body) == [4000006]
+
+
+def test_duplicate_registration_gives_4000007(frontend: k.FrontendApi) -> None:
+    email = _email()
+    _register(frontend, email)
+    with pytest.raises(ApiException) as exc:
+        _register(frontend, email.upper())
+    assert exc.value.status == 400
+    assert 4000007 in _message_ids(exc.value.body)
+
+
+def test_flows_parse_with_the_sdk_models(frontend: k.FrontendApi) -> None:
+    login = frontend.create_native_login_flow()
+    assert [n.attributes.actual_instance.name for n in login.ui.nodes] == ["identifier", "password", "method"]
+    fetched = frontend.get_login_flow(id=login.id)
+    assert fetched.id == login.id and fetched.type == "api"
+    registration = frontend.create_native_registration_flow()
+    assert frontend.get_registration_flow(id=registration.id).id == registration.id
+
+
+def test_logout_unknown_token_is_403(frontend: k.FrontendApi) -> None:
+    with pytest.raises(ApiException) as exc:
+        frontend.perform_native_logout(PerformNativeLogoutBody(session_token="ory_st_" + "x" * 32))
+    assert exc.value.status == 403
+
+
+def test_login_with_valid_token_is_session_already_available(frontend: k.FrontendApi) -> None:
+    registered = _register(frontend, _email())
+    with pytest.raises(ApiException) as exc:
+        frontend.create_native_login_flow(x_session_token=registered.session_token)
+    assert exc.value.status == 400
+    assert json.loads(exc.value.body)["error"]["id"] == "session_already_available"
+    refreshed = frontend.create_native_login_flow(x_session_token=registered.session_token, refresh=True)
+    assert refreshed.refresh is True
+    assert [m.id for m in refreshed.ui.messages or []] == [1010003]
+
+
+def test_my_sessions_with_the_sdk(frontend: k.FrontendApi) -> None:
+    email = _email()
+    first = _register(frontend, email)
+    second = _login(frontend, email, PASSWORD)
+    others = frontend.list_my_sessions(x_session_token=second.session_token)
+    assert [s.id for s in others] == [first.session.id]
+    count = frontend.disable_my_other_sessions(x_session_token=second.session_token)
+    assert count.count == 1
+    with pytest.raises(ApiException):
+        frontend.to_session(x_session_token=first.session_token)

@@ -1,0 +1,47 @@
+"""Backends for the store contract suites: each suite runs unchanged on every backend."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from sidecar.storage.redis.backend import RedisBackend
+from sidecar.storage.sql.database import SqlDatabase
+
+
+@pytest.fixture
+async def database(dsn: str) -> AsyncIterator[SqlDatabase]:
+    db = SqlDatabase(dsn)
+    await db.migrate()
+    yield db
+    await db.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres", "redis"])
+def backend_target(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """(kind, address), resolved synchronously because the Postgres fixture runs its own loop."""
+    if request.param == "sqlite":
+        return "sql", str(request.getfixturevalue("sqlite_dsn"))
+    if request.param == "postgres":
+        return "sql", str(request.getfixturevalue("postgres_dsn"))
+    return "redis", str(request.getfixturevalue("redis_url"))
+
+
+@pytest.fixture
+async def backend(
+    backend_target: tuple[str, str], unique_prefix: str
+) -> AsyncIterator[SqlDatabase | RedisBackend]:
+    kind, address = backend_target
+    if kind == "sql":
+        db = SqlDatabase(address)
+        await db.migrate()
+        yield db
+        await db.close()
+        return
+    redis = RedisBackend(address, prefix=unique_prefix)
+    yield redis
+    keys = [key async for key in redis.client.scan_iter(match=f"{unique_prefix}*")]
+    if keys:
+        await redis.client.delete(*keys)
+    await redis.close()

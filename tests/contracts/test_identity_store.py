@@ -1,0 +1,225 @@
+"""IdentityStore contract, run on SQLite and PostgreSQL (the ``dsn`` fixture)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import replace
+
+import pytest
+
+from sidecar.errors import Conflict, NotFound
+from sidecar.identity.model import Credential, Identity, RecoveryAddress, VerifiableAddress
+from sidecar.identity.store import IdentityStore
+from sidecar.storage.sql.database import SqlDatabase
+
+
+@pytest.fixture
+def store(database: SqlDatabase) -> IdentityStore:
+    return database.identities
+
+
+def make_identity(email: str, **overrides: object) -> Identity:
+    identity = Identity(
+        schema_id="default",
+        traits={"email": email, "name": {"first": "Ada"}},
+        credentials={
+            "password": Credential(
+                type="password", identifiers=(email,), config={"hashed_password": "$argon2"}
+            )
+        },
+        verifiable_addresses=(VerifiableAddress(value=email),),
+        recovery_addresses=(RecoveryAddress(value=email),),
+        metadata_public={"plan": "free"},
+    )
+    return replace(identity, **overrides)  # type: ignore[arg-type]
+
+
+async def test_create_then_get_round_trips(store: IdentityStore) -> None:
+    identity = make_identity("ada@example.com", external_id="ext-1", organization_id=uuid.uuid4())
+    assert await store.create(identity) == identity
+    assert await store.get(identity.id) == identity
+    assert await store.get(uuid.uuid4()) is None
+    assert await store.get_by_external_id("ext-1") == identity
+    assert await store.count() == 1
+
+
+async def test_find_by_identifier_is_per_credential_type(store: IdentityStore) -> None:
+    identity = make_identity("ada@example.com")
+    await store.create(identity)
+    found = await store.find_by_identifier("password", "ada@example.com")
+    assert found is not None and found.id == identity.id
+    assert await store.find_by_identifier("code", "ada@example.com") is None
+    assert await store.find_by_identifier("password", "ADA@example.com") is None
+
+
+async def test_duplicate_identifier_conflicts_without_leaking_sql(store: IdentityStore) -> None:
+    await store.create(make_identity("ada@example.com"))
+    other = make_identity("ada@example.com", verifiable_addresses=(), recovery_addresses=())
+    with pytest.raises(Conflict) as caught:
+        await store.create(other)
+    assert caught.value.message == "an identity with this identifier already exists"
+    assert await store.get(other.id) is None
+
+
+async def test_write_is_all_or_nothing(store: IdentityStore) -> None:
+    await store.create(make_identity("ada@example.com"))
+    # Fresh identifier, but its address collides: the identity row must not survive.
+    clash = make_identity(
+        "bob@example.com", verifiable_addresses=(VerifiableAddress(value="ada@example.com"),)
+    )
+    with pytest.raises(Conflict):
+        await store.create(clash)
+    assert await store.get(clash.id) is None
+    assert await store.find_by_identifier("password", "bob@example.com") is None
+    assert await store.count() == 1
+
+
+async def test_external_id_is_unique(store: IdentityStore) -> None:
+    await store.create(make_identity("a@example.com", external_id="same"))
+    with pytest.raises(Conflict, match="external_id"):
+        await store.create(make_identity("b@example.com", external_id="same"))
+
+
+async def test_list_is_keyset_paginated_by_id(store: IdentityStore) -> None:
+    created = [make_identity(f"user{i}@example.com") for i in range(5)]
+    for identity in created:
+        await store.create(identity)
+    pages: list[list[uuid.UUID]] = []
+    after: uuid.UUID | None = None
+    while page := await store.list(page_size=2, after=after):
+        pages.append([i.id for i in page])
+        after = page[-1].id
+    assert [len(p) for p in pages] == [2, 2, 1]
+    assert [i for p in pages for i in p] == sorted(i.id for i in created)
+
+
+async def test_list_filters(store: IdentityStore) -> None:
+    a, b, c = (make_identity(f"{n}@example.com") for n in "abc")
+    for identity in (a, b, c):
+        await store.create(identity)
+    by_ids = await store.list(page_size=10, ids=[a.id, c.id])
+    assert {i.id for i in by_ids} == {a.id, c.id}
+    by_identifier = await store.list(page_size=10, credentials_identifier="b@example.com")
+    assert [i.id for i in by_identifier] == [b.id]
+    assert await store.list(page_size=10, credentials_identifier="nobody@example.com") == []
+
+
+async def test_update_replaces_everything_and_frees_old_identifiers(store: IdentityStore) -> None:
+    identity = make_identity("old@example.com")
+    await store.create(identity)
+    changed = replace(
+        identity,
+        traits={"email": "new@example.com"},
+        state="inactive",
+        metadata_admin={"note": "x"},
+        credentials={"password": Credential(type="password", identifiers=("new@example.com",))},
+        verifiable_addresses=(VerifiableAddress(value="new@example.com"),),
+        recovery_addresses=(),
+    )
+    updated = await store.update(changed)
+    assert updated.updated_at >= identity.updated_at and updated.created_at == identity.created_at
+    assert replace(updated, updated_at=changed.updated_at) == changed
+    assert await store.get(identity.id) == updated
+    assert await store.find_by_identifier("password", "old@example.com") is None
+    assert await store.find_verifiable_address("email", "old@example.com") is None
+    await store.create(make_identity("old@example.com"))
+
+
+async def test_update_conflict_leaves_identity_unchanged(store: IdentityStore) -> None:
+    first, second = make_identity("a@example.com"), make_identity("b@example.com")
+    await store.create(first)
+    await store.create(second)
+    steal = replace(
+        second, credentials={"password": Credential(type="password", identifiers=("a@example.com",))}
+    )
+    with pytest.raises(Conflict):
+        await store.update(steal)
+    assert await store.get(second.id) == second
+
+
+async def test_update_missing_identity_is_not_found(store: IdentityStore) -> None:
+    with pytest.raises(NotFound):
+        await store.update(make_identity("ghost@example.com"))
+
+
+async def test_delete_cascades(store: IdentityStore) -> None:
+    identity = make_identity("ada@example.com")
+    await store.create(identity)
+    assert await store.delete(identity.id) is True
+    assert await store.delete(identity.id) is False
+    assert await store.get(identity.id) is None
+    assert await store.find_by_identifier("password", "ada@example.com") is None
+    assert await store.find_verifiable_address("email", "ada@example.com") is None
+    assert await store.find_recovery_address("email", "ada@example.com") is None
+    await store.create(make_identity("ada@example.com"))
+
+
+async def test_save_and_delete_credential(store: IdentityStore) -> None:
+    identity = make_identity("ada@example.com")
+    await store.create(identity)
+    totp = Credential(type="totp", config={"totp_url": "otpauth://x"})
+    await store.save_credential(identity.id, totp)
+    replacement = Credential(type="password", identifiers=("ada2@example.com",), config={"h": "2"}, version=1)
+    await store.save_credential(identity.id, replacement)
+    stored = await store.get(identity.id)
+    assert stored is not None and stored.credentials == {"password": replacement, "totp": totp}
+    assert await store.find_by_identifier("password", "ada@example.com") is None
+    found = await store.find_by_identifier("password", "ada2@example.com")
+    assert found is not None and found.id == identity.id
+
+    assert await store.delete_credential(identity.id, "totp") is True
+    assert await store.delete_credential(identity.id, "totp") is False
+    stored = await store.get(identity.id)
+    assert stored is not None and set(stored.credentials) == {"password"}
+
+
+async def test_save_credential_conflicts_and_missing_identity(store: IdentityStore) -> None:
+    a, b = make_identity("a@example.com"), make_identity("b@example.com")
+    await store.create(a)
+    await store.create(b)
+    with pytest.raises(Conflict):
+        await store.save_credential(b.id, Credential(type="password", identifiers=("a@example.com",)))
+    assert await store.get(b.id) == b
+    with pytest.raises(NotFound):
+        await store.save_credential(uuid.uuid4(), Credential(type="totp"))
+
+
+async def test_addresses(store: IdentityStore) -> None:
+    identity = make_identity("ada@example.com")
+    await store.create(identity)
+    found = await store.find_verifiable_address("email", "ada@example.com")
+    assert found is not None
+    owner, address_id = found
+    assert owner.id == identity.id and address_id == identity.verifiable_addresses[0].id
+    recovery = await store.find_recovery_address("email", "ada@example.com")
+    assert recovery is not None and recovery[1] == identity.recovery_addresses[0].id
+    assert await store.find_verifiable_address("sms", "ada@example.com") is None
+
+    await store.mark_address_verified(address_id)
+    await store.mark_address_verified(address_id)
+    stored = await store.get(identity.id)
+    assert stored is not None
+    address = stored.verifiable_addresses[0]
+    assert address.verified and address.status == "completed" and address.verified_at is not None
+
+
+async def test_create_many_isolates_a_bad_item(store: IdentityStore) -> None:
+    good, dup, other = (
+        make_identity("a@example.com"),
+        make_identity("a@example.com"),
+        make_identity("c@example.com"),
+    )
+    results = await store.create_many([good, dup, other])
+    assert results[0] == good and results[2] == other
+    assert isinstance(results[1], Conflict)
+    assert await store.count() == 2
+    assert await store.get(dup.id) is None
+
+
+async def test_concurrent_registrations_of_one_identifier(store: IdentityStore) -> None:
+    racers = [make_identity("race@example.com") for _ in range(20)]
+    results = await asyncio.gather(*(store.create(i) for i in racers), return_exceptions=True)
+    assert sum(isinstance(r, Identity) for r in results) == 1
+    assert sum(isinstance(r, Conflict) for r in results) == 19
+    assert await store.count() == 1

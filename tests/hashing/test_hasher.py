@@ -1,0 +1,127 @@
+"""PasswordHasher: configured algorithms, the thread pool and its cap, rehash and import rules."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import argon2
+import bcrypt
+import pytest
+
+from sidecar.config.model import Hashers
+from sidecar.hashing.hasher import PasswordHasher
+
+FAST = {"memory": "8MB", "iterations": 1, "parallelism": 1}
+
+
+def hashers(**overrides: Any) -> Hashers:
+    return Hashers.model_validate({"argon2": FAST, **overrides})
+
+
+@pytest.fixture
+async def hasher() -> AsyncIterator[PasswordHasher]:
+    h = PasswordHasher(hashers())
+    yield h
+    await h.close()
+
+
+async def test_argon2id_with_configured_parameters(hasher: PasswordHasher) -> None:
+    encoded = await hasher.hash("s3cret-pass")
+    params = argon2.extract_parameters(encoded)
+    assert encoded.startswith("$argon2id$v=19$")
+    assert (params.memory_cost, params.time_cost, params.parallelism) == (8_000_000 // 1024, 1, 1)
+    assert params.hash_len == 32 and params.salt_len == 16
+    assert argon2.PasswordHasher().verify(encoded, "s3cret-pass")  # readable by the reference library
+    assert await hasher.verify("s3cret-pass", encoded)
+    assert not await hasher.verify("s3cret-pasS", encoded)
+    assert not hasher.needs_rehash(encoded)
+
+
+async def test_bcrypt_when_configured() -> None:
+    h = PasswordHasher(hashers(algorithm="bcrypt", bcrypt={"cost": 4}))
+    try:
+        encoded = await h.hash("pässword")
+        assert encoded.startswith("$2b$04$")
+        assert bcrypt.checkpw("pässword".encode(), encoded.encode())
+        assert await h.verify("pässword", encoded)
+        assert not h.needs_rehash(encoded)
+        assert h.needs_rehash(bcrypt.hashpw(b"x", bcrypt.gensalt(5)).decode())
+        with pytest.raises(ValueError, match="72 bytes"):
+            await h.hash("ä" * 37)  # 74 bytes, 37 characters: bcrypt would silently truncate
+    finally:
+        await h.close()
+
+
+async def test_needs_rehash(hasher: PasswordHasher) -> None:
+    other = argon2.PasswordHasher(time_cost=2, memory_cost=1024, parallelism=1).hash("x")
+    assert hasher.needs_rehash(other)
+    assert hasher.needs_rehash(bcrypt.hashpw(b"x", bcrypt.gensalt(4)).decode())
+    assert hasher.needs_rehash("$md5$aGFzaA==")
+    assert hasher.needs_rehash("garbage")
+
+
+@pytest.mark.parametrize(
+    "encoded", ["", "garbage", "$argon2id$v=19$m=1,t=1,p=1$$", "$2a$04$short", "{SSHA}@@"]
+)
+async def test_verify_never_raises(hasher: PasswordHasher, encoded: str) -> None:
+    assert await hasher.verify("x", encoded) is False
+
+
+def test_validate_import() -> None:
+    h = PasswordHasher(hashers())
+    h.validate_import(bcrypt.hashpw(b"x", bcrypt.gensalt(4)).decode())
+    with pytest.raises(ValueError, match="unknown password hash format"):
+        h.validate_import("$nope$abc")
+    with pytest.raises(ValueError, match="cost=16"):
+        h.validate_import("$2a$16$" + "a" * 53)
+
+
+async def test_hashing_does_not_block_the_event_loop() -> None:
+    h = PasswordHasher(Hashers.model_validate({"argon2": {"memory": "32MB", "iterations": 2}}))
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.001)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    try:
+        started = time.perf_counter()
+        await h.hash("pw")
+        elapsed = time.perf_counter() - started
+    finally:
+        task.cancel()
+        await h.close()
+    # A blocked loop would tick about once in total; a free one ticks roughly every millisecond.
+    assert ticks >= max(3, int(elapsed * 1000 / 4))
+
+
+async def test_concurrency_cap_and_queue_depth() -> None:
+    h = PasswordHasher(hashers(max_concurrent=1))
+    try:
+        tasks = [asyncio.create_task(h.hash(f"pw{i}")) for i in range(4)]
+        await asyncio.sleep(0)
+        assert h.queue_depth == 3
+        await asyncio.gather(*tasks)
+        assert h.queue_depth == 0
+    finally:
+        await h.close()
+
+
+async def test_verify_dummy_costs_like_a_real_verify(hasher: PasswordHasher) -> None:
+    encoded = await hasher.hash("real")
+    await hasher.verify_dummy("warm-up")  # computes the dummy hash once
+
+    async def timed(coro: Any) -> float:
+        started = time.perf_counter()
+        await coro
+        return time.perf_counter() - started
+
+    real = sorted([await timed(hasher.verify("wrong", encoded)) for _ in range(7)])[3]
+    dummy = sorted([await timed(hasher.verify_dummy("wrong")) for _ in range(7)])[3]
+    assert 0.5 < dummy / real < 2.0

@@ -1,0 +1,66 @@
+"""RedisBackend: key layout, TTLs matched to lifetimes, outages."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from sidecar.errors import ServiceUnavailable
+from sidecar.session.model import Session
+from sidecar.storage.redis.backend import RedisBackend
+
+
+def unused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def redis(redis_url: str, unique_prefix: str) -> AsyncIterator[RedisBackend]:
+    backend = RedisBackend(redis_url, prefix=unique_prefix)
+    yield backend
+    keys = [key async for key in backend.client.scan_iter(match=f"{unique_prefix}*")]
+    if keys:
+        await backend.client.delete(*keys)
+    await backend.close()
+
+
+async def test_session_keys_expire_with_the_session(redis: RedisBackend, unique_prefix: str) -> None:
+    session = Session(identity_id=uuid.uuid4(), expires_at=datetime.now(UTC) + timedelta(minutes=10))
+    await redis.sessions.create(session, "d1")
+    client, p = redis.client, unique_prefix
+    for key in (
+        f"{p}session:{session.id}",
+        f"{p}session-token:d1",
+        f"{p}identity-sessions:{session.identity_id}",
+    ):
+        assert 590_000 < await client.pttl(key) <= 600_000, key
+    raw = await client.get(f"{p}session:{session.id}")
+    assert raw is not None and b"secret-token" not in raw
+
+
+async def test_listing_prunes_dead_members(redis: RedisBackend, unique_prefix: str) -> None:
+    identity = uuid.uuid4()
+    session = Session(identity_id=identity, expires_at=datetime.now(UTC) + timedelta(minutes=10))
+    await redis.sessions.create(session, "d2")
+    await redis.client.sadd(f"{unique_prefix}identity-sessions:{identity}", str(uuid.uuid4()))
+    assert [s.id for s in await redis.sessions.list_by_identity(identity)] == [session.id]
+    assert await redis.client.scard(f"{unique_prefix}identity-sessions:{identity}") == 1
+
+
+async def test_down_redis_is_service_unavailable() -> None:
+    backend = RedisBackend(f"redis://127.0.0.1:{unused_port()}/0")
+    try:
+        with pytest.raises(ServiceUnavailable):
+            await backend.ping()
+        with pytest.raises(ServiceUnavailable):
+            await backend.sessions.get_by_token("digest")
+        with pytest.raises(ServiceUnavailable):
+            await backend.kv.incr("k", timedelta(seconds=1))
+    finally:
+        await backend.close()
