@@ -61,7 +61,7 @@ class Services:
     _courier_stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     def readiness_checks(self) -> dict[str, Callable[[], Awaitable[None]]]:
-        checks = {"database": self.database.ping}
+        checks: dict[str, Callable[[], Awaitable[None]]] = {"database": self.database.ping}
         if self.config.redis is not None:
             checks["redis"] = self.kv.ping
         return checks
@@ -123,7 +123,9 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
     invalidation = create_invalidation(kv, redis_client, prefix=redis_prefix)
     courier = Courier(database.courier, Templates(config.courier.template_override_path))
     worker = (
-        CourierWorker(database.courier, SmtpSender(config.courier.smtp), config.courier) if courier_worker else None
+        CourierWorker(database.courier, SmtpSender(config.courier.smtp), config.courier)
+        if courier_worker
+        else None
     )
     return Services(
         config=config,

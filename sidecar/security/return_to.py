@@ -1,7 +1,8 @@
 """``return_to`` checking against ``selfservice.allowed_return_urls`` (kratos-api.md §6).
 
 An allowed entry matches when scheme, host (``*.example.com`` wildcards allowed) and port are
-equal and the path starts with the entry's path. URLs under the public base URL are always
+equal and the path lies under the entry's path, segment by segment (stricter than Kratos' plain
+string prefix: ``/app`` does not allow ``/application``). URLs under the public base URL are always
 allowed. Anything ambiguous is refused rather than guessed at: backslashes, control characters,
 userinfo (``https://good@evil``), scheme-relative ``//evil`` and non-http schemes. Dot segments are
 resolved before the path comparison, so ``/app/../admin`` cannot pass as ``/app``.
@@ -46,7 +47,10 @@ def _host_matches(pattern: str, host: str) -> bool:
 
 
 def _path_matches(prefix: str, path: str) -> bool:
-    return path.startswith(prefix)
+    # Segment-wise: "/app" allows "/app" and "/app/x" but not "/application" (Kratos is looser).
+    if prefix.endswith("/"):
+        return path.startswith(prefix)
+    return path == prefix or path.startswith(prefix + "/")
 
 
 def _matches(allowed: str, candidate: tuple[str, str, int, str, str]) -> bool:

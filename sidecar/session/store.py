@@ -27,7 +27,9 @@ class SessionStore(Protocol):
         """Replace a stored session (AAL upgrade, refresh, extend); the token stays the same."""
         ...
 
-    async def list_by_identity(self, identity_id: uuid.UUID, *, active_only: bool = False) -> list[Session]: ...
+    async def list_by_identity(
+        self, identity_id: uuid.UUID, *, active_only: bool = False
+    ) -> list[Session]: ...
 
     async def list_all(
         self, *, page_size: int, after: uuid.UUID | None = None, active: bool | None = None

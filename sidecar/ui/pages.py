@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import UTC, datetime
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 from urllib.parse import urlencode, urlsplit

@@ -5,7 +5,6 @@ Reads ``{"tmp", "port", "overrides"}`` as JSON on stdin; used by ``tests.proxy.h
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sys
@@ -36,6 +35,9 @@ async def main() -> None:
             lifespan="off",
             log_level="warning",
             access_log=False,
+            # The gateway judges forwarded headers itself (trusted_proxies); uvicorn's rewrite of
+            # scope["client"] from X-Forwarded-For would make a spoofed address look like the peer.
+            proxy_headers=False,
         )
     )
     try:

@@ -83,12 +83,18 @@ def _credentials(body: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(providers, list):
             raise _fail(f"credentials.{kind}.config.providers", "must be an array")
         for i, p in enumerate(providers):
-            if not (isinstance(p, dict) and isinstance(p.get("provider"), str) and isinstance(p.get("subject"), str)):
+            if not (
+                isinstance(p, dict)
+                and isinstance(p.get("provider"), str)
+                and isinstance(p.get("subject"), str)
+            ):
                 raise _fail(f"credentials.{kind}.config.providers[{i}]", "needs string provider and subject")
     return value
 
 
-def identity_spec(body: Any, *, require_state: bool = False, default_schema_id: str | None = None) -> IdentitySpec:
+def identity_spec(
+    body: Any, *, require_state: bool = False, default_schema_id: str | None = None
+) -> IdentitySpec:
     """A createIdentityBody (or updateIdentityBody with ``require_state``) as an ``IdentitySpec``."""
     body = _object(body, "identity")
     unknown = sorted(set(body) - _CREATE_FIELDS)

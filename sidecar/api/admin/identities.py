@@ -42,7 +42,10 @@ class IdentityHandlers:
 
     def _json(self, identity: Identity, include: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
         return identity_to_json(
-            identity, schema_url=self.schemas.schema_url(identity.schema_id), admin=True, include_credentials=include
+            identity,
+            schema_url=self.schemas.schema_url(identity.schema_id),
+            admin=True,
+            include_credentials=include,
         )
 
     @staticmethod
@@ -113,7 +116,11 @@ class IdentityHandlers:
             except errors.ServiceUnavailable:
                 raise
             except errors.SidecarError as exc:
-                results[i] = {"action": "error", "patch_id": results[i]["patch_id"], "error": exc.to_dict()["error"]}
+                results[i] = {
+                    "action": "error",
+                    "patch_id": results[i]["patch_id"],
+                    "error": exc.to_dict()["error"],
+                }
             else:
                 results[i]["identity"] = str(identity.id)
         return json_response({"identities": results})
@@ -160,9 +167,13 @@ class IdentityHandlers:
             raise errors.NotFound(f"the identity has no {kind} credential")
         if kind in FIRST_FACTOR_TYPES:
             # Kratos refuses to remove the last way to sign in.
-            others = [t for t in identity.credentials if t != kind and t in FIRST_FACTOR_TYPES and t != "code"]
+            others = [
+                t for t in identity.credentials if t != kind and t in FIRST_FACTOR_TYPES and t != "code"
+            ]
             if not others:
-                raise errors.BadRequest(f"cannot remove the {kind} credential: it is the only first factor left")
+                raise errors.BadRequest(
+                    f"cannot remove the {kind} credential: it is the only first factor left"
+                )
         elif kind not in ("totp", "lookup_secret", "webauthn", "passkey"):
             raise errors.BadRequest(f"credentials of type {kind} cannot be deleted")
         await self.store.delete_credential(identity_id, kind)
@@ -182,4 +193,3 @@ def identity_routes(handlers: IdentityHandlers, base: str) -> list[Route]:
         Route(f"{base}/identities/{{id}}", h.delete, methods=["DELETE"]),
         Route(f"{base}/identities/{{id}}/credentials/{{type}}", h.delete_credential, methods=["DELETE"]),
     ]
-

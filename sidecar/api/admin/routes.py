@@ -36,4 +36,6 @@ def admin_routes(services: Services) -> list[Route]:
         return Response(body, headers={"Content-Type": content_type})
 
     routes += [Route("/admin" + r.path, r.endpoint, methods=list(r.methods or ())) for r in routes]
+    # courier_routes already answers on both /admin/courier/... and /courier/...
+    routes += courier_routes(services.database.courier, pagination_secret(config))
     return [*routes, Route("/metrics", metrics, methods=["GET"])]

@@ -110,8 +110,12 @@ async def test_validation_error_redirects_back_to_the_ui(harness: Harness) -> No
     flow = await browser_flow(harness.client, "login")
     r = await harness.client.post(
         f"/.auth/self-service/login?flow={flow['id']}",
-        data={"method": "password", "csrf_token": node_value(flow, "csrf_token"), "identifier": "nobody@example.test",
-              "password": "whatever-Password-1"},
+        data={
+            "method": "password",
+            "csrf_token": node_value(flow, "csrf_token"),
+            "identifier": "nobody@example.test",
+            "password": "whatever-Password-1",
+        },
     )
     assert r.status_code == 303
     assert r.headers["location"] == f"{PUBLIC}/ui/login?flow={flow['id']}"
@@ -119,7 +123,9 @@ async def test_validation_error_redirects_back_to_the_ui(harness: Harness) -> No
     assert message_ids(shown) == [4000006]
     assert node_value(shown, "identifier") == "nobody@example.test"
     with pytest.raises(KeyError):
-        node_value({"ui": {"nodes": [n for n in shown["ui"]["nodes"] if n["attributes"].get("value")]}}, "password")
+        node_value(
+            {"ui": {"nodes": [n for n in shown["ui"]["nodes"] if n["attributes"].get("value")]}}, "password"
+        )
 
 
 async def test_login_while_signed_in(harness: Harness) -> None:
@@ -192,7 +198,9 @@ async def test_browser_logout(harness: Harness) -> None:
     assert (await harness.client.get("/.auth/self-service/logout/browser")).status_code == 401
 
 
-async def test_browser_flows_on_redis(harness_factory: HarnessFactory, redis_url: str, unique_prefix: str) -> None:
+async def test_browser_flows_on_redis(
+    harness_factory: HarnessFactory, redis_url: str, unique_prefix: str
+) -> None:
     h = await harness_factory(redis_prefix=unique_prefix)
     email = _email()
     assert (await register_browser(h.client, email)).status_code == 200

@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from sidecar.config.loader import ConfigError, env_overrides, load_config
+from sidecar.config.model import parse_duration
+
+SECRET = {"secrets": {"cookie": ["a-secret-of-at-least-16-chars"]}}
+
+
+def _problems(exc: pytest.ExceptionInfo[ConfigError]) -> dict[str, str]:
+    return dict(exc.value.problems)
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"),
+    [("1h", 3600), ("30m", 1800), ("1h30m", 5400), ("500ms", 0.5), ("2s", 2), (90, 90), ("1d", 86400)],
+)
+def test_durations(raw: object, seconds: float) -> None:
+    assert parse_duration(raw) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("raw", ["", "1x", "h", "1h 30m", True, None, "-1s"])
+def test_bad_durations(raw: object) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(raw)
+
+
+def test_defaults_follow_kratos() -> None:
+    c = load_config(overrides=SECRET)
+    assert c.serve.public.port == 4433
+    assert c.serve.admin.port == 4434
+    assert c.serve.admin.host == "127.0.0.1"
+    assert c.serve.public.prefix == "/.auth"
+    assert c.session.lifespan == timedelta(hours=24)
+    assert c.session.cookie.name == "ory_kratos_session"
+    assert c.identity.default_schema_id == "default"
+    assert c.public_base_url == "http://127.0.0.1:4433/.auth"
+
+
+def test_files_merge_in_order_and_env_overrides(tmp_path: Path) -> None:
+    a = tmp_path / "a.yaml"
+    b = tmp_path / "b.yaml"
+    a.write_text("serve: {public: {port: 1111, prefix: /auth}}\nsecrets: {cookie: [aaaaaaaaaaaaaaaaaaaa]}\n")
+    b.write_text("serve: {public: {port: 2222}}\n")
+    env = {
+        "SIDECAR_SERVE__ADMIN__PORT": "3333",
+        "SIDECAR_SESSION__LIFESPAN": "2h",
+        "SIDECAR_REDIS__URL": "redis://127.0.0.1:6379/1",
+        "DSN": "postgres://u@h/db",
+        "UNRELATED": "x",
+    }
+    c = load_config([a, b], environ=env)
+    assert c.serve.public.port == 2222
+    assert c.serve.public.prefix == "/auth"
+    assert c.serve.admin.port == 3333
+    assert c.session.lifespan == timedelta(hours=2)
+    assert c.redis is not None and c.redis.url == "redis://127.0.0.1:6379/1"
+    assert c.dsn == "postgres://u@h/db"
+
+
+def test_env_values_are_yaml_typed() -> None:
+    assert env_overrides({"SIDECAR_SECRETS__COOKIE": "[x, y]", "SIDECAR_DEV": "true"}) == {
+        "secrets": {"cookie": ["x", "y"]},
+        "dev": True,
+    }
+
+
+def test_errors_name_key_path_and_reason() -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(
+            overrides={
+                **SECRET,
+                "serve": {"public": {"port": "not-a-port", "bogus": 1}},
+                "session": {"lifespan": "forever"},
+            }
+        )
+    problems = _problems(exc)
+    assert "serve.public.port" in problems
+    assert problems["serve.public.bogus"] == "unknown key"
+    assert "invalid duration" in problems["session.lifespan"]
+
+
+def test_production_needs_secrets_dev_generates_them() -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config()
+    assert "secrets.cookie" in _problems(exc)
+    dev = load_config(dev=True)
+    assert dev.dev is True
+    assert len(dev.secrets.cookie[0]) >= 32
+    assert dev.log.format == "text"
+
+
+def test_short_secrets_and_bad_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(overrides={"secrets": {"cookie": ["short"]}})
+    assert "secrets.cookie" in _problems(exc)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config([bad])
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config([tmp_path / "missing.yaml"])
+
+
+def test_kratos_yml_loads(tmp_path: Path) -> None:
+    """A typical kratos.yml (keys we do not interpret included) loads as is."""
+    f = tmp_path / "kratos.yml"
+    f.write_text(
+        """
+version: v1.0.0
+dsn: memory
+serve:
+  public: {base_url: http://127.0.0.1:4433/, cors: {enabled: true}}
+  admin: {base_url: http://kratos:4434/}
+selfservice:
+  default_browser_return_url: http://127.0.0.1:4455/
+  allowed_return_urls: [http://127.0.0.1:4455]
+  methods:
+    password: {enabled: true}
+    totp: {config: {issuer: Kratos}, enabled: true}
+  flows:
+    error: {ui_url: http://127.0.0.1:4455/error}
+    settings: {ui_url: http://127.0.0.1:4455/settings, privileged_session_max_age: 15m,
+               required_aal: highest_available}
+    recovery: {enabled: true, ui_url: http://127.0.0.1:4455/recovery, use: code}
+    verification: {enabled: true, ui_url: http://127.0.0.1:4455/verification, use: code,
+                   after: {default_browser_return_url: http://127.0.0.1:4455/}}
+    logout: {after: {default_browser_return_url: http://127.0.0.1:4455/login}}
+    login: {ui_url: http://127.0.0.1:4455/login, lifespan: 10m}
+    registration:
+      lifespan: 10m
+      ui_url: http://127.0.0.1:4455/registration
+      after:
+        password: {hooks: [{hook: session}, {hook: show_verification_ui}]}
+log: {level: debug, format: text, leak_sensitive_values: true}
+secrets:
+  cookie: [PLEASE-CHANGE-ME-I-AM-VERY-INSECURE]
+  cipher: [32-LONG-SECRET-NOT-SECURE-AT-ALL]
+ciphers: {algorithm: xchacha20-poly1305}
+hashers: {algorithm: bcrypt, bcrypt: {cost: 8}}
+identity:
+  default_schema_id: default
+  schemas: [{id: default, url: file:///etc/config/kratos/identity.schema.json}]
+courier:
+  smtp: {connection_uri: "smtps://test:test@mailslurper:1025/?skip_ssl_verify=true"}
+feature_flags: {use_continue_with_transitions: true}
+"""
+    )
+    c = load_config([f])
+    assert c.selfservice.flows.login.lifespan == timedelta(minutes=10)
+    hooks = c.selfservice.flows.registration.after.for_method("password")
+    assert [h.hook for h in hooks] == ["session", "show_verification_ui"]
+    assert c.hashers.algorithm == "bcrypt"

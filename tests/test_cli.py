@@ -1,0 +1,87 @@
+"""The ``sidecar`` command as a newcomer runs it: real subprocesses in an empty directory."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import free_port
+
+SIDECAR = [sys.executable, "-m", "sidecar"]
+
+
+def _run(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        SIDECAR + args, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_version(tmp_path: Path) -> None:
+    out = _run(["version"], tmp_path)
+    assert out.returncode == 0
+    assert out.stdout.startswith("sidecar ")
+
+
+def test_config_check_prints_key_paths(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("serve:\n  public:\n    port: many\nsesion: {}\n")
+    out = _run(["config", "check", str(bad)], tmp_path)
+    assert out.returncode == 1
+    assert "serve.public.port:" in out.stderr
+    assert "sesion: unknown key" in out.stderr
+    good = tmp_path / "good.yaml"
+    good.write_text("secrets: {cookie: [a-long-enough-secret-value]}\n")
+    assert _run(["config", "check", str(good)], tmp_path).returncode == 0
+
+
+def test_migrate_up_and_status(tmp_path: Path) -> None:
+    env = {"DSN": f"sqlite:///{tmp_path}/m.db"}
+    status = _run(["migrate", "status", "--dev"], tmp_path, env)
+    assert status.returncode == 0, status.stderr
+    assert "pending" in status.stdout and "0001" in status.stdout
+    up = _run(["migrate", "up", "--dev"], tmp_path, env)
+    assert up.returncode == 0, up.stderr
+    assert "pending" not in up.stdout and "applied  0001" in up.stdout
+
+
+def test_serve_dev_in_empty_directory(tmp_path: Path) -> None:
+    public, admin = free_port(), free_port()
+    env = {**os.environ, "SIDECAR_SERVE__PUBLIC__PORT": str(public), "SIDECAR_SERVE__ADMIN__PORT": str(admin)}
+    proc = subprocess.Popen(
+        [*SIDECAR, "serve", "--dev"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{admin}/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.monotonic() < deadline, "sidecar serve --dev did not become ready"
+            time.sleep(0.2)
+        created = httpx.post(
+            f"http://127.0.0.1:{admin}/admin/identities",
+            json={"schema_id": "default", "traits": {"email": "new@example.test"}},
+        )
+        assert created.status_code == 201, created.text
+        listed = httpx.get(f"http://127.0.0.1:{admin}/admin/identities").json()
+        assert [i["traits"]["email"] for i in listed] == ["new@example.test"]
+        assert httpx.get(f"http://127.0.0.1:{public}/.auth/health/alive").json() == {"status": "ok"}
+        assert (tmp_path / "sidecar.db").exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert proc.returncode == 0
