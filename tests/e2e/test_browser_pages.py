@@ -12,9 +12,12 @@ import contextlib
 import json
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import httpx
 import pytest
 import uvicorn
 from playwright.sync_api import expect
@@ -22,9 +25,11 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from sidecar.ui.api_client import PublicApiClient
 from sidecar.ui.pages import page_routes
-from tests.conftest import free_port
+from tests.conftest import free_port, make_config
 from tests.e2e.conftest import Browser
 from tests.ui import fakes
 
@@ -38,24 +43,6 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield  # the test runner owns the signals
-
-
-@contextlib.contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Run ``app`` under uvicorn on a free 127.0.0.1 port in a thread; yields its origin."""
-    port = free_port()
-    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
-    thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            raise RuntimeError("test server did not start")
-        threading.Event().wait(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def fake_app(base: str, core: fakes.FakeCore, submitted: list[dict[str, list[str]]]) -> Starlette:
@@ -122,22 +109,55 @@ def fake_app(base: str, core: fakes.FakeCore, submitted: list[dict[str, list[str
     return Starlette(routes=[Mount("/.auth", routes=[*routes, *api])])
 
 
+@contextlib.contextmanager
+def serve(port: int, make_app: Callable[[], contextlib.AbstractAsyncContextManager[Any]]) -> Iterator[None]:
+    """Serve ``make_app()``'s app on 127.0.0.1:``port`` from a thread with its own event loop.
+
+    The app is built (and torn down) on the serving loop, so pools and clients live where used.
+    """
+    box: dict[str, Any] = {}
+    ready = threading.Event()
+
+    async def main() -> None:
+        async with make_app() as app:
+            cfg = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+            server = box["server"] = _Server(cfg)
+            task = asyncio.create_task(server.serve())
+            while not server.started and not task.done():
+                await asyncio.sleep(0.01)
+            ready.set()
+            await task
+
+    def target() -> None:
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # surface start-up failures to the test
+            box["error"] = exc
+            ready.set()
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    if not ready.wait(30) or "error" in box or not box["server"].started:
+        raise RuntimeError(f"test server did not start: {box.get('error')!r}")
+    try:
+        yield
+    finally:
+        box["server"].should_exit = True
+        thread.join(15)
+
+
 @pytest.fixture
 def fake_site() -> Iterator[tuple[str, list[dict[str, list[str]]]]]:
     submitted: list[dict[str, list[str]]] = []
     port = free_port()
     base = f"http://127.0.0.1:{port}/.auth"
-    app = fake_app(base, fakes.FakeCore(), submitted)
-    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
-    thread.start()
-    while not server.started:
-        threading.Event().wait(0.01)
-    try:
+
+    @contextlib.asynccontextmanager
+    async def make_app() -> AsyncIterator[Starlette]:
+        yield fake_app(base, fakes.FakeCore(), submitted)
+
+    with serve(port, make_app):
         yield base, submitted
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 @pytest.mark.parametrize("kind", ["login", "registration", "settings", "recovery", "verification"])
@@ -214,4 +234,142 @@ def test_mobile_layout(browser: Browser, fake_site: tuple[str, list[Any]]) -> No
         # Nothing wider than the screen: no horizontal scrolling on a phone.
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
         browser.screenshot(f"fake-{kind}-mobile")
+    assert browser.problems == []
+
+
+# --- the real public app ----------------------------------------------------------------------
+
+
+def _with_pages(public: ASGIApp, pages: ASGIApp, ui_prefix: str) -> ASGIApp:
+    """Send ``{prefix}/ui/*`` to the pages and everything else to the public app."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        target = pages if scope["type"] == "http" and scope["path"].startswith(ui_prefix) else public
+        await target(scope, receive, send)
+
+    return app
+
+
+@pytest.fixture
+def real_site(tmp_path: Path) -> Iterator[str]:
+    """The shipped public app on a free port, dev-like over http; yields the public base URL.
+
+    If ``create_public_app`` does not serve the pages yet, they are put in front of it here, wired
+    through ``PublicApiClient`` to that same app, exactly as a separate Kratos UI would be.
+    """
+    from sidecar.app import build_services, create_public_app
+
+    port = free_port()
+    origin = f"http://127.0.0.1:{port}"
+    base = f"{origin}/.auth"
+    config = make_config(
+        dev=True,
+        dsn=f"sqlite:///{tmp_path}/sidecar.db",
+        serve={"public": {"base_url": base, "host": "127.0.0.1", "port": port}},
+        selfservice={
+            "default_browser_return_url": f"{base}/ui/welcome",
+            "allowed_return_urls": [f"{origin}/"],
+        },
+    )
+
+    @contextlib.asynccontextmanager
+    async def make_app() -> AsyncIterator[ASGIApp]:
+        services = build_services(config)
+        await services.database.migrate()
+        await services.start()
+        client: PublicApiClient | None = None
+        try:
+            public = create_public_app(services, manage_lifespan=False)
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=public), base_url=origin) as probe:
+                wired = (await probe.get("/.auth/ui/login")).status_code == 303
+            if wired:
+                yield public
+            else:
+                client = PublicApiClient(base, transport=httpx.ASGITransport(app=public))
+                routes = page_routes(
+                    fetch_flow=client.fetch_flow,
+                    fetch_error=client.fetch_error,
+                    whoami=client.whoami,
+                    logout_url=client.logout_url,
+                    public_base_url=base,
+                    selfservice=config.selfservice,
+                )
+                pages = Starlette(routes=[Mount("/.auth", routes=routes)])
+                yield _with_pages(public, pages, "/.auth/ui/")
+        finally:
+            if client is not None:
+                await client.aclose()
+            await services.stop()
+
+    with serve(port, make_app):
+        yield base
+
+
+def test_journey_register_logout_login_return_to(browser: Browser, real_site: str) -> None:
+    base = real_site
+    origin = base.removesuffix("/.auth")
+    page = browser.page
+    email = "journey@example.com"
+    password = "correct horse battery staple 42"
+
+    # Register: the page starts a flow on its own and lands back here with ?flow=.
+    page.goto(f"{base}/ui/registration")
+    assert re.search(r"/\.auth/ui/registration\?flow=", page.url), page.url
+    browser.screenshot("real-registration")
+    page.locator("input[name='traits.email']").fill(email)
+    page.locator("input[name=password]").fill(password)
+    page.get_by_role("button", name="Sign up").click()
+    page.wait_for_url(f"{base}/ui/welcome")
+    expect(page.locator("#identifier")).to_have_text(email)
+    browser.screenshot("real-welcome")
+
+    # Sign out: the logout URL comes from /self-service/logout/browser; signed out, the welcome
+    # page sends the browser on to sign in.
+    page.get_by_role("link", name="Sign out").click()
+    page.wait_for_url(re.compile(r"/\.auth/ui/login\?flow="))
+    browser.screenshot("real-login")
+
+    # A wrong password: the flow comes back with the "invalid credentials" message (4000006).
+    page.locator("input[name=identifier]").fill(email)
+    page.locator("input[name=password]").fill("not the password")
+    page.get_by_role("button", name=re.compile("Sign in")).click()
+    alert = page.locator("[data-message-id='4000006']")
+    expect(alert).to_be_visible()
+    expect(alert).to_have_attribute("role", "alert")
+    expect(page.locator("input[name=password]")).to_have_value("")
+    browser.screenshot("real-login-failed")
+
+    # The right password signs in.
+    page.locator("input[name=identifier]").fill(email)
+    page.locator("input[name=password]").fill(password)
+    page.get_by_role("button", name=re.compile("Sign in")).click()
+    page.wait_for_url(f"{base}/ui/welcome")
+    expect(page.locator("#identifier")).to_have_text(email)
+
+    # return_to survives the whole trip: page → init → flow → submit → redirect.
+    page.get_by_role("link", name="Sign out").click()
+    page.wait_for_url(re.compile(r"/\.auth/ui/login\?flow="))
+    target = f"{base}/ui/welcome?from=return-to"
+    page.goto(f"{base}/ui/login?return_to={quote(target, safe='')}")
+    page.locator("input[name=identifier]").fill(email)
+    page.locator("input[name=password]").fill(password)
+    page.get_by_role("button", name=re.compile("Sign in")).click()
+    page.wait_for_url(target)
+    expect(page.locator("#identifier")).to_have_text(email)
+    assert origin in page.url
+    assert browser.problems == []
+
+
+def test_real_registration_errors_are_shown(browser: Browser, real_site: str) -> None:
+    base = real_site
+    page = browser.page
+    page.goto(f"{base}/ui/registration")
+    page.locator("input[name='traits.email']").fill("short@example.com")
+    page.locator("input[name=password]").fill("short")
+    page.get_by_role("button", name="Sign up").click()
+    page.wait_for_url(re.compile(r"/\.auth/ui/registration\?flow="))
+    expect(page.locator(".field-error [role=alert]").first).to_be_visible()
+    expect(page.locator("input[name='traits.email']")).to_have_value("short@example.com")
+    expect(page.locator("input[name=password]")).to_have_value("")
+    browser.screenshot("real-registration-failed")
     assert browser.problems == []

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -37,8 +38,7 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-            raise RuntimeError(f"process exited with {proc.returncode}:\n{out}")
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
         with socket.socket() as s:
             s.settimeout(0.2)
             if s.connect_ex(("127.0.0.1", port)) == 0:
@@ -51,6 +51,7 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> 
 class Proc:
     popen: subprocess.Popen[bytes]
     port: int
+    log: Any = None
 
     @property
     def pid(self) -> int:
@@ -76,28 +77,36 @@ class Proc:
         raise RuntimeError("no VmRSS")
 
     def output(self) -> str:
-        self.stop()
-        return self.popen.stdout.read().decode(errors="replace") if self.popen.stdout else ""
+        """Everything the process printed so far (a file, so a chatty process never blocks)."""
+        self.log.flush()
+        self.log.seek(0)
+        return str(self.log.read().decode(errors="replace"))
 
 
-def spawn(args: Sequence[str], port: int, *, cwd: Path = ROOT, stdin: bytes | None = None) -> Proc:
+def spawn(
+    args: Sequence[str], port: int, *, cwd: Path = ROOT, stdin: bytes | None = None, env: dict[str, str] | None = None
+) -> Proc:
+    log = tempfile.TemporaryFile()
     popen = subprocess.Popen(
         list(args),
         cwd=cwd,
         stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
+        env=env,
     )
     if stdin is not None and popen.stdin:
         popen.stdin.write(stdin)
         popen.stdin.close()
+    proc = Proc(popen, port, log)
     try:
         wait_port(port, popen)
     except Exception:
         with contextlib.suppress(Exception):
             os.kill(popen.pid, signal.SIGKILL)
-        raise
-    return Proc(popen, port)
+        popen.wait()
+        raise RuntimeError(f"{args[0]} did not start:\n{proc.output()}") from None
+    return proc
 
 
 def binary(name: str) -> str:
@@ -299,3 +308,61 @@ def header_values(doc: dict[str, Any], name: str) -> list[str]:
     """Every value the upstream saw for ``name``, matching any case and ``_`` spelling."""
     canon = name.lower().replace("_", "-")
     return [v for k, v in doc["headers"] if k.lower().replace("_", "-") == canon]
+
+
+@contextlib.contextmanager
+def nginx_server(tmp: Path, server_block: str) -> Iterator[Proc]:
+    """Debian's nginx in the foreground with a config written here; stopped by PID."""
+    port = free_port()
+    root = tmp / f"nginx-{port}"
+    root.mkdir()
+    temps = "\n".join(
+        f"  {name}_temp_path {root}/{name};" for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    conf = f"""
+daemon off;
+master_process on;
+worker_processes 1;
+user root;
+pid {root}/nginx.pid;
+error_log {root}/error.log info;
+events {{ worker_connections 512; }}
+http {{
+  access_log off;
+{temps}
+  server {{
+    listen 127.0.0.1:{port};
+{server_block}
+  }}
+}}
+"""
+    (root / "nginx.conf").write_text(conf)
+    proc = spawn([binary("nginx"), "-p", str(root), "-e", str(root / "error.log"), "-c", str(root / "nginx.conf")], port)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@contextlib.contextmanager
+def caddy_server(tmp: Path, site_block: str) -> Iterator[Proc]:
+    """Caddy in the foreground with a Caddyfile written here (no admin API, no HTTPS)."""
+    port = free_port()
+    root = tmp / f"caddy-{port}"
+    root.mkdir()
+    caddyfile = f"""{{
+  admin off
+  auto_https off
+}}
+http://127.0.0.1:{port} {{
+{site_block}
+}}
+"""
+    (root / "Caddyfile").write_text(caddyfile)
+    env = {**os.environ, "XDG_DATA_HOME": str(root / "data"), "XDG_CONFIG_HOME": str(root / "config"), "HOME": str(root)}
+    args = [binary("caddy"), "run", "--config", str(root / "Caddyfile"), "--adapter", "caddyfile"]
+    proc = spawn(args, port, cwd=root, env=env)
+    try:
+        yield proc
+    finally:
+        proc.stop()

@@ -19,6 +19,7 @@ BASE = "http://127.0.0.1:4433/.auth"
 CSRF = "bWFza2VkLWNzcmYtdG9rZW4tZm9yLXRlc3Rz"
 ISSUED = "2026-11-25T11:00:00Z"
 EXPIRES = "2026-11-25T12:00:00Z"
+LOGOUT_URL = f"{BASE}/self-service/logout?token=ory_lo_abcdefghijklmnopqrstuvwxyz012345"
 
 
 def text(id_: int, value: str, type_: str = "info", **context: Any) -> dict[str, Any]:
@@ -507,8 +508,4 @@ class FakeCore:
         return self.signed_in
 
     async def logout_url(self, request: Request) -> str | None:
-        return (
-            f"{BASE}/self-service/logout?token=ory_lo_abcdefghijklmnopqrstuvwxyz012345"
-            if self.signed_in
-            else None
-        )
+        return LOGOUT_URL if self.signed_in else None

@@ -1,0 +1,138 @@
+"""Run the real ``sidecar`` CLI in a subprocess on free 127.0.0.1 ports, stopped by its PID."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from tests.conftest import FAST_ARGON2, free_port
+
+COOKIE_SECRET = "ops-test-cookie-secret-0123456789"
+
+
+@dataclass
+class Proc:
+    process: subprocess.Popen[bytes]
+    public_url: str  # the public listener's root (no prefix)
+    admin_url: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def terminate(self, timeout: float = 40) -> int:
+        """SIGTERM by PID and wait; SIGKILL (and fail) if it does not stop in time."""
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+            raise AssertionError(f"sidecar did not stop within {timeout}s:\n{self.log()[-4000:]}") from None
+
+
+def write_config(path: Path, config: Mapping[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(dict(config)), encoding="utf-8")
+    return path
+
+
+def base_config(tmp: Path, public_port: int, admin_port: int, **extra: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "dsn": f"sqlite:///{tmp}/sidecar.db",
+        "serve": {
+            "public": {
+                "host": "127.0.0.1",
+                "port": public_port,
+                "base_url": f"http://127.0.0.1:{public_port}/.auth",
+            },
+            "admin": {"host": "127.0.0.1", "port": admin_port},
+        },
+        "secrets": {"cookie": [COOKIE_SECRET]},
+        "hashers": {"argon2": FAST_ARGON2},
+        "selfservice": {"default_browser_return_url": f"http://127.0.0.1:{public_port}/"},
+    }
+    for key, value in extra.items():
+        config[key] = value
+    return config
+
+
+def wait_alive(admin_url: str, process: subprocess.Popen[bytes], log_path: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"sidecar exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{admin_url}/health/alive", timeout=1).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"sidecar did not come up in {timeout}s:\n{log_path.read_text()[-4000:]}")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without any SIDECAR_*/DSN/PROMETHEUS_* leaking in from the caller."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SIDECAR_", "PROMETHEUS_")) and k not in ("DSN", "prometheus_multiproc_dir")
+    }
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    env.update(extra)
+    return env
+
+
+@contextlib.contextmanager
+def running(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    public_port: int,
+    admin_port: int,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[Proc]:
+    log_path = cwd / f"sidecar-{public_port}.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=dict(env) if env is not None else clean_env(),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    proc = Proc(process, f"http://127.0.0.1:{public_port}", f"http://127.0.0.1:{admin_port}", log_path)
+    try:
+        wait_alive(proc.admin_url, process, log_path)
+        yield proc
+    finally:
+        if process.poll() is None:
+            proc.terminate()
+
+
+def serve_argv(config_path: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "sidecar", "serve", "-c", str(config_path), *extra]
+
+
+def migrate(config_path: Path, cwd: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "sidecar", "migrate", "up", "-c", str(config_path)],
+        cwd=cwd,
+        env=clean_env(),
+        check=True,
+        capture_output=True,
+    )
+
+
+def ports() -> tuple[int, int]:
+    return free_port(), free_port()

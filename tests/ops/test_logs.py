@@ -1,0 +1,143 @@
+"""sidecar.logs.AccessLog: request ids, one line per request, nothing secret."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+
+from sidecar.logs import AccessLog, public_route_classifier
+from sidecar.metrics import Metrics
+
+Seen = dict[str, Any]
+
+
+def make_app(seen: Seen, *, status: int = 200, fail: bool = False) -> Any:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen["headers"] = list(scope["headers"])
+        seen["request_id"] = scope.get("sidecar.request_id")
+        scope["sidecar.rule"] = "api"
+        scope["sidecar.decision"] = "allow"
+        scope["sidecar.identity_id"] = "0b3b0c8e-1111-2222-3333-444455556666"
+        if fail:
+            raise RuntimeError("boom")
+        await send(
+            {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"text/plain")]}
+        )
+        await send({"type": "http.response.body", "body": b"hello"})
+
+    return app
+
+
+def scope(
+    path: str = "/api/orders", *, headers: list[tuple[bytes, bytes]] = (), client: str = "10.1.2.3"
+) -> Any:  # type: ignore[assignment]
+    return {
+        "type": "http",
+        "method": "GET",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"token=secret-token-value",
+        "headers": list(headers),
+        "client": (client, 5555),
+    }
+
+
+async def call(wrapper: AccessLog, s: Any) -> list[Any]:
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    await wrapper(s, receive, send)
+    return sent
+
+
+def wrap(app: Any, stream: io.StringIO, **kw: Any) -> AccessLog:
+    kw.setdefault("trusted", lambda peer: peer == "127.0.0.1")
+    return AccessLog(app, listener="public", stream=stream, classify=public_route_classifier("/.auth"), **kw)
+
+
+async def test_one_json_line_with_the_handler_facts_and_no_query() -> None:
+    seen: Seen = {}
+    out = io.StringIO()
+    metrics = Metrics()
+    sent = await call(wrap(make_app(seen), out, metrics=metrics), scope(headers=[(b"cookie", b"sess=abc")]))
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1
+    entry = json.loads(lines[0])
+    assert entry["request_id"] == seen["request_id"] and len(entry["request_id"]) == 32
+    assert entry | {"time": None, "latency_ms": None} == {
+        "time": None,
+        "level": "info",
+        "logger": "sidecar.access",
+        "msg": "request",
+        "listener": "public",
+        "request_id": seen["request_id"],
+        "method": "GET",
+        "path": "/api/orders",
+        "route_class": "proxy",
+        "status": 200,
+        "latency_ms": None,
+        "bytes": 5,
+        "client": "10.1.2.3",
+        "rule": "api",
+        "decision": "allow",
+        "identity_id": "0b3b0c8e-1111-2222-3333-444455556666",
+    }
+    assert "secret-token-value" not in out.getvalue() and "abc" not in out.getvalue()
+    # Forwarded upstream (the app's view of the headers) and returned to the client.
+    assert (b"x-request-id", seen["request_id"].encode()) in seen["headers"]
+    assert (b"x-request-id", seen["request_id"].encode()) in sent[0]["headers"]
+    assert metrics._requests.labels("proxy", "200")._value.get() == 1
+
+
+@pytest.mark.parametrize(
+    ("client", "incoming", "kept"),
+    [
+        pytest.param("127.0.0.1", b"abc-123", True, id="trusted-proxy"),
+        pytest.param("10.1.2.3", b"abc-123", False, id="untrusted-client"),
+        pytest.param("127.0.0.1", b"bad value\r\nx: y", False, id="trusted-but-malformed"),
+        pytest.param("127.0.0.1", b"x" * 200, False, id="trusted-but-too-long"),
+    ],
+)
+async def test_request_id_from_a_trusted_proxy_only(client: str, incoming: bytes, kept: bool) -> None:
+    seen: Seen = {}
+    await call(
+        wrap(make_app(seen), io.StringIO()), scope(headers=[(b"x-request-id", incoming)], client=client)
+    )
+    ids = [v for k, v in seen["headers"] if k == b"x-request-id"]
+    assert len(ids) == 1  # never the client's copy beside ours
+    assert (ids[0] == incoming) is kept
+    assert seen["request_id"] == ids[0].decode("latin-1")
+
+
+async def test_failure_is_logged_as_500_and_reraised() -> None:
+    out = io.StringIO()
+    with pytest.raises(RuntimeError):
+        await call(wrap(make_app({}, fail=True), out), scope())
+    assert json.loads(out.getvalue())["status"] == 500
+
+
+async def test_nested_wrappers_log_once_and_text_mode() -> None:
+    out = io.StringIO()
+    inner = wrap(make_app({}), out, text=True)
+    await call(wrap(inner, out, text=True), scope("/.auth/authz/nginx"))
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("GET /.auth/authz/nginx 200 ") and "rule=api decision=allow" in lines[0]
+
+
+def test_route_classes() -> None:
+    classify = public_route_classifier("/.auth")
+    assert classify("/.auth/authz/nginx") == "decision"
+    assert classify("/.auth/decisions/x") == "decision"
+    assert classify("/.auth/health/ready") == "health"
+    assert classify("/.auth/self-service/login/api") == "api"
+    assert classify("/.authx") == "proxy"
+    assert classify("/") == "proxy"

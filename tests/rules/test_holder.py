@@ -1,0 +1,81 @@
+"""Hot reload: a good edit is picked up, a bad edit is logged and the previous rules stay."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from sidecar.rules.holder import RulesHolder
+from sidecar.rules.loader import RulesError
+from tests.proxy.harness import get, sidecar_server, upstream_server
+
+V1 = "version: 1\nrules:\n  - {id: one, match: {paths: ['/a']}, require: public}\n"
+V2 = "version: 1\nrules:\n  - {id: two, match: {paths: ['/b']}, require: public}\n"
+BAD = "version: 1\nrules:\n  - {id: two, match: {paths: ['b']}, require: sometimes}\n"
+
+
+def touch(path: Path, text: str) -> None:
+    path.write_text(text)
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # coarse mtime clocks
+
+
+def test_reload_good_then_bad(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    f = tmp_path / "r.yaml"
+    f.write_text(V1)
+    holder = RulesHolder([str(tmp_path / "*.yaml")])
+    holder.load()
+    assert [r.id for r in holder.current.rules] == ["one"]
+    assert holder.reload_if_changed() is False
+    touch(f, V2)
+    assert holder.reload_if_changed() is True
+    assert [r.id for r in holder.current.rules] == ["two"]
+    generation = holder.current.generation
+    touch(f, BAD)
+    with caplog.at_level(logging.ERROR, "sidecar.rules"):
+        assert holder.reload_if_changed() is False
+    assert [r.id for r in holder.current.rules] == ["two"] and holder.current.generation == generation
+    assert f"{f}:3: rule 'two' require: unknown level" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, "sidecar.rules"):
+        assert holder.reload_if_changed() is False  # the same bad file is logged once
+    assert caplog.text == ""
+
+
+def test_a_new_file_matching_the_glob_is_loaded(tmp_path: Path) -> None:
+    (tmp_path / "10.yaml").write_text(V1)
+    holder = RulesHolder([str(tmp_path / "*.yaml")])
+    holder.load()
+    (tmp_path / "20.yaml").write_text(V2)
+    assert holder.reload_if_changed() is True
+    assert [r.id for r in holder.current.rules] == ["one", "two"]
+
+
+def test_bad_rules_fail_the_first_load(tmp_path: Path) -> None:
+    (tmp_path / "r.yaml").write_text(BAD)
+    with pytest.raises(RulesError):
+        RulesHolder([str(tmp_path / "r.yaml")]).load()
+
+
+async def test_running_sidecar_reloads_without_restart(tmp_path: Path) -> None:
+    f = tmp_path / "rules.yaml"
+    f.write_text(V1)
+    with upstream_server() as upstream, sidecar_server(
+        tmp_path, proxy={"upstream": upstream.url}, rules=[str(f)]
+    ) as sidecar:
+        port = sidecar.proc.port
+        assert get(port, "/a")[0] == 200 and get(port, "/b")[0] == 403
+        touch(f, V2)
+        for _ in range(60):
+            if get(port, "/b")[0] == 200:
+                break
+            await asyncio.sleep(0.1)
+        assert get(port, "/b")[0] == 200 and get(port, "/a")[0] == 403
+        touch(f, BAD)
+        await asyncio.sleep(2.5)
+        assert get(port, "/b")[0] == 200  # the old rules stay
+        assert "access rules not reloaded" in sidecar.proc.output()
