@@ -48,7 +48,9 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
             message = await receive()
             if message["type"] == "websocket.disconnect":
                 return
-            await send({"type": "websocket.send", "text": message.get("text") or "", "bytes": message.get("bytes")})
+            await send(
+                {"type": "websocket.send", "text": message.get("text") or "", "bytes": message.get("bytes")}
+            )
     headers = _headers(scope)
     more = True
     while more:  # drain the body

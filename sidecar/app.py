@@ -175,8 +175,26 @@ def create_public_app(services: Services, *, manage_lifespan: bool = True, gatew
 
     from sidecar.api.public.routes import public_routes
 
-    prefix = services.config.serve.public.prefix
-    routes = public_routes(services)
+    from sidecar.ui.api_client import PublicApiClient, in_process
+    from sidecar.ui.pages import page_routes
+
+    config = services.config
+    prefix = config.serve.public.prefix
+    # The built-in pages read flows through the public API, in process, exactly as an external
+    # UI would over the network: one contract, and the pages never reach around it.
+    pages_api = PublicApiClient(config.public_base_url, transport=in_process(lambda: app))
+    services._closers.append(pages_api.aclose)
+    routes = [
+        *public_routes(services),
+        *page_routes(
+            fetch_flow=pages_api.fetch_flow,
+            fetch_error=pages_api.fetch_error,
+            whoami=pages_api.whoami,
+            logout_url=pages_api.logout_url,
+            public_base_url=config.public_base_url,
+            selfservice=config.selfservice,
+        ),
+    ]
     app = Starlette(
         routes=[Mount(prefix, routes=routes)] if prefix else routes,
         exception_handlers=respond.EXCEPTION_HANDLERS,

@@ -28,7 +28,9 @@ def add_rules_parser(subparsers: Any) -> None:
     rules = subparsers.add_parser("rules", help="access rules: validate and explain")
     sub = rules.add_subparsers(dest="rules_command", required=True)
 
-    check = sub.add_parser("check", help="validate rule files (default: the config's rules) and print every problem")
+    check = sub.add_parser(
+        "check", help="validate rule files (default: the config's rules) and print every problem"
+    )
     check.add_argument("files", nargs="*", metavar="FILE")
     _config_args(check)
     check.set_defaults(func=cmd_check)
@@ -39,8 +41,12 @@ def add_rules_parser(subparsers: Any) -> None:
     who = explain.add_mutually_exclusive_group()
     who.add_argument("--identity", metavar="ID", help="judge as this identity (read from the database)")
     who.add_argument("--anonymous", action="store_true", help="judge without a session (the default)")
-    explain.add_argument("--aal", choices=["aal1", "aal2"], default="aal1", help="session AAL with --identity")
-    explain.add_argument("--rules", action="append", default=[], metavar="FILE", help="rule files instead of config")
+    explain.add_argument(
+        "--aal", choices=["aal1", "aal2"], default="aal1", help="session AAL with --identity"
+    )
+    explain.add_argument(
+        "--rules", action="append", default=[], metavar="FILE", help="rule files instead of config"
+    )
     _config_args(explain)
     explain.set_defaults(func=cmd_explain)
 
@@ -74,7 +80,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def describe(rule: Rule) -> str:
     req = rule.require
-    parts = [req.level]
+    parts: list[str] = [req.level]
     if req.aal2:
         parts.append("aal2")
     if req.verified:
@@ -95,8 +101,8 @@ _OUTCOMES = {
 
 
 async def _identity_session(config: Any, identity_id: str, aal: str) -> ResolvedSession | None:
-    from sidecar.session.resolver import resolved
     from sidecar.session.model import Session
+    from sidecar.session.resolver import resolved
     from sidecar.storage.sql.database import SqlDatabase
 
     db = SqlDatabase(config.dsn)
@@ -110,8 +116,9 @@ async def _identity_session(config: Any, identity_id: str, aal: str) -> Resolved
     return resolved(session, identity)
 
 
-def explain(ruleset: RuleSet, method: str, url: str, session: ResolvedSession | None, out: Any = sys.stdout) -> int:
+def explain(ruleset: RuleSet, method: str, url: str, session: ResolvedSession | None, out: Any = None) -> int:
     """Print the walk over the rules and the decision; returns the exit status (0 = allowed)."""
+    out = out or sys.stdout
     parts = urlsplit(url)
     if not parts.scheme or not parts.netloc:
         print(f"not an absolute URL: {url}", file=out)

@@ -225,6 +225,10 @@ def supervise(procs: list[BaseProcess], listeners: Sequence[socket.socket], metr
             if p.pid is not None:
                 multiprocess.mark_process_dead(p.pid, str(metrics_dir))  # type: ignore[no-untyped-call]
             exitcode = p.exitcode or 0
+            if exitcode == -signal.SIGTERM and stopping_since is not None:
+                # Our own SIGTERM reached a worker still starting, before its handler was set:
+                # it had accepted nothing, so this is a clean stop.
+                exitcode = 0
             if exitcode != 0 or stopping_since is None:
                 log.error("worker %s exited with code %s", p.pid, exitcode)
                 code = code or (exitcode if exitcode > 0 else 1)

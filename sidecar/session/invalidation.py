@@ -86,8 +86,11 @@ class RedisInvalidation:
                 if self._resolver is not None:
                     self._resolver.invalidate_all()  # anything published while we were away is lost
                 self.subscribed.set()
-                async for message in pubsub.listen():
-                    if message.get("type") != "message":
+                while True:
+                    # Polling with a timeout, not listen(): the client's socket_timeout would
+                    # otherwise turn every quiet spell into a reconnect and a full cache drop.
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is None or message.get("type") != "message":
                         continue
                     try:
                         data = json.loads(message["data"])

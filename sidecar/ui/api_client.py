@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sidecar import errors
+from sidecar.ui.nodes import as_mapping
 
 _BY_STATUS: dict[int, type[errors.SidecarError]] = {
     400: errors.BadRequest,
@@ -51,13 +52,13 @@ _BY_ID = _error_classes()
 
 def error_from_envelope(status: int, body: Any) -> errors.SidecarError:
     """Kratos' ``{"error": {...}, "use_flow_id": ...}`` → the matching ``SidecarError``."""
-    envelope = body if isinstance(body, dict) else {}
-    err = envelope.get("error") if isinstance(envelope.get("error"), dict) else {}
+    envelope = as_mapping(body)
+    err = as_mapping(envelope.get("error"))
     cls = _BY_ID.get(str(err.get("id"))) or _BY_STATUS.get(status) or errors.InternalError
     exc = cls(
         str(err.get("message") or "") or None,
         reason=str(err["reason"]) if err.get("reason") else None,
-        details=err.get("details") if isinstance(err.get("details"), dict) else None,
+        details=dict(as_mapping(err.get("details"))) or None,
         extra={k: v for k, v in envelope.items() if k != "error"},
     )
     if cls is errors.InternalError and status != 500:

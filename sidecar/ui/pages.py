@@ -12,7 +12,6 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -24,8 +23,9 @@ from starlette.routing import BaseRoute, Route
 
 from sidecar import __version__, errors
 from sidecar.config.model import SelfService
-from sidecar.ui import headers
-from sidecar.ui.nodes import as_mapping, build_forms, messages_of, safe_href, same_origin_check
+from sidecar.ui import headers, wording
+from sidecar.ui.forms import build_forms
+from sidecar.ui.nodes import as_mapping, messages_of, safe_href, same_origin_check
 
 log = logging.getLogger("sidecar.ui")
 
@@ -243,7 +243,7 @@ class _Pages:
                 log.warning("could not load %s flow %s: %s", kind, flow_id, exc.message)
             return self.error_response(
                 status=exc.code,
-                title=_error_title(exc.code),
+                title=wording.error_title(exc.code),
                 message=exc.reason or exc.message,
                 retry_url=self.init_url(kind, params),
                 page=kind,
@@ -256,8 +256,8 @@ class _Pages:
         return {
             "kind": kind,
             "flow": flow,
-            "title": _flow_title(kind, flow),
-            "subtitle": _flow_subtitle(kind, flow, identity),
+            "title": wording.flow_title(kind, flow),
+            "subtitle": wording.flow_subtitle(kind, flow, identity),
             "messages": messages_of(ui.get("messages")),
             "forms": build_forms(ui, split_by_group=kind == "settings", same_origin=self.same_origin),
             "links": self.links(kind, flow),
@@ -294,7 +294,7 @@ class _Pages:
         except errors.SidecarError as exc:
             return self.error_response(
                 status=exc.code,
-                title=_error_title(exc.code),
+                title=wording.error_title(exc.code),
                 message=exc.message,
                 retry_url=None,
                 page="error",
@@ -311,7 +311,7 @@ class _Pages:
         code = err["code"] if isinstance(err.get("code"), int) else 500
         return self.error_response(
             status=200,  # the page itself was found; the stored error's code is shown on it
-            title=_error_title(code),
+            title=wording.error_title(code),
             message=str(err.get("reason") or err.get("message") or "An unexpected error occurred."),
             retry_url=None,
             page="error",
@@ -327,7 +327,7 @@ class _Pages:
         except errors.SidecarError as exc:
             return self.error_response(
                 status=exc.code,
-                title=_error_title(exc.code),
+                title=wording.error_title(exc.code),
                 message=exc.message,
                 retry_url=None,
                 page="welcome",
@@ -337,7 +337,7 @@ class _Pages:
         identity = as_mapping(session.get("identity"))
         traits = as_mapping(identity.get("traits"))
         methods = session.get("authentication_methods")
-        identifier = _primary_identifier(traits)
+        identifier = wording.primary_identifier(traits)
         context = {
             "title": "You are signed in",
             "session": session,
@@ -352,7 +352,7 @@ class _Pages:
             if isinstance(methods, list)
             else [],
             "expires_at": session.get("expires_at"),
-            "expires_at_text": _readable_time(session.get("expires_at")),
+            "expires_at_text": wording.readable_time(session.get("expires_at")),
             "logout_url": safe_href(logout),
             "settings_url": self.init_url("settings"),
             "verification_url": self.init_url("verification") if self.settings.verification_enabled else None,
@@ -368,61 +368,3 @@ class _Pages:
             )
         body, media_type = found
         return Response(body, media_type=media_type, headers=headers.static_headers())
-
-
-def _flow_title(kind: str, flow: Mapping[str, Any]) -> str:
-    if kind == "login":
-        if flow.get("requested_aal") == "aal2":
-            return "Second factor"
-        return "Confirm it's you" if flow.get("refresh") else "Sign in"
-    return {
-        "registration": "Create an account",
-        "settings": "Account settings",
-        "recovery": "Recover your account",
-        "verification": "Verify your email address",
-    }.get(kind, kind.title())
-
-
-def _flow_subtitle(kind: str, flow: Mapping[str, Any], identity: Mapping[str, Any] | None) -> str | None:
-    if kind == "settings" and identity is not None:
-        traits = as_mapping(identity.get("traits"))
-        who = _primary_identifier(traits)
-        return f"Signed in as {who}" if who else None
-    if kind == "login" and flow.get("refresh"):
-        return "Please enter your password again to continue."
-    return None
-
-
-def _primary_identifier(traits: Mapping[str, Any]) -> str | None:
-    for key in ("email", "username", "phone"):
-        if isinstance(traits.get(key), str):
-            return str(traits[key])
-    for value in traits.values():
-        if isinstance(value, str):
-            return value
-    return None
-
-
-def _readable_time(value: Any) -> str:
-    """``2026-11-26T11:00:00Z`` → ``26 Nov 2026, 11:00 UTC`` (the raw value stays in ``datetime``)."""
-    if not isinstance(value, str):
-        return ""
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return value
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC)
-    return moment.strftime("%d %b %Y, %H:%M UTC").lstrip("0")
-
-
-def _error_title(code: int) -> str:
-    return {
-        400: "The request was not valid",
-        401: "Please sign in",
-        403: "This request was blocked",
-        404: "Not found",
-        410: "This page has expired",
-        429: "Too many attempts",
-        503: "Temporarily unavailable",
-    }.get(code, "Something went wrong")

@@ -44,7 +44,9 @@ class Browser:
 
 
 @pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Browser]:
+def browser(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Browser]:
+    """A fresh Chromium profile. Indirect parameters: ``javascript`` (bool), ``color_scheme``."""
+    options = getattr(request, "param", {})
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"Chromium not found at {CHROMIUM} (apt-get install chromium)", pytrace=False)
     profile = tmp_path / "chromium-profile"
@@ -57,6 +59,8 @@ def browser(tmp_path: Path) -> Iterator[Browser]:
             args=CHROMIUM_ARGS,
             viewport={"width": 1024, "height": 800},
             locale="en-US",
+            java_script_enabled=options.get("javascript", True),
+            color_scheme=options.get("color_scheme", "light"),
         )
         page = context.pages[0] if context.pages else context.new_page()
         page.set_default_timeout(15_000)

@@ -237,6 +237,28 @@ def test_mobile_layout(browser: Browser, fake_site: tuple[str, list[Any]]) -> No
     assert browser.problems == []
 
 
+@pytest.mark.parametrize("browser", [{"javascript": False}], indirect=True)
+def test_pages_work_without_javascript(browser: Browser, fake_site: tuple[str, list[Any]]) -> None:
+    base, submitted = fake_site
+    page = browser.page
+    page.goto(f"{base}/ui/login")
+    page.get_by_label("ID").fill("ada@example.com")
+    page.get_by_label("Password").fill("wrong-password")
+    page.get_by_role("button", name="Sign in with password").click()
+    expect(page.get_by_role("alert")).to_contain_text("credentials are invalid")
+    assert submitted[-1]["password"] == ["wrong-password"]
+    assert browser.problems == []
+
+
+@pytest.mark.parametrize("browser", [{"color_scheme": "dark"}], indirect=True)
+def test_dark_mode(browser: Browser, fake_site: tuple[str, list[Any]]) -> None:
+    base, _ = fake_site
+    for kind in ("login", "settings"):
+        browser.page.goto(f"{base}/ui/{kind}")
+        browser.screenshot(f"fake-{kind}-dark")
+    assert browser.problems == []
+
+
 # --- the real public app ----------------------------------------------------------------------
 
 

@@ -8,7 +8,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.proxy.harness import caddy_server, echoed, get, header_values, make_user, sidecar_server, upstream_server
+from tests.proxy.harness import (
+    caddy_server,
+    echoed,
+    get,
+    header_values,
+    make_user,
+    sidecar_server,
+    upstream_server,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -42,14 +50,19 @@ SITE = """
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
     tmp = tmp_path_factory.mktemp("caddy")
     (tmp / "rules.yaml").write_text(RULES)
-    with upstream_server() as upstream, sidecar_server(tmp, rules=[str(tmp / "rules.yaml")]) as sidecar:
-        with caddy_server(tmp, SITE.format(sidecar=sidecar.proc.port, upstream=upstream.port)) as caddy:
-            yield sidecar, caddy
+    with (
+        upstream_server() as upstream,
+        sidecar_server(tmp, rules=[str(tmp / "rules.yaml")]) as sidecar,
+        caddy_server(tmp, SITE.format(sidecar=sidecar.proc.port, upstream=upstream.port)) as caddy,
+    ):
+        yield sidecar, caddy
 
 
 def test_anonymous_browser_is_redirected_to_login(stack: Any) -> None:
     sidecar, caddy = stack
-    status, headers, _ = get(caddy.port, "/private/page?x=1", {"Accept": "text/html", "Sec-Fetch-Mode": "navigate"})
+    status, headers, _ = get(
+        caddy.port, "/private/page?x=1", {"Accept": "text/html", "Sec-Fetch-Mode": "navigate"}
+    )
     assert status == 302
     location = urlsplit(headers["location"])
     assert f"{location.scheme}://{location.netloc}{location.path}" == (

@@ -8,7 +8,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.proxy.harness import echoed, get, header_values, make_user, nginx_server, sidecar_server, upstream_server
+from tests.proxy.harness import (
+    echoed,
+    get,
+    header_values,
+    make_user,
+    nginx_server,
+    sidecar_server,
+    upstream_server,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -64,14 +72,19 @@ SERVER = """
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
     tmp = tmp_path_factory.mktemp("nginx")
     (tmp / "rules.yaml").write_text(RULES)
-    with upstream_server() as upstream, sidecar_server(tmp, rules=[str(tmp / "rules.yaml")]) as sidecar:
-        with nginx_server(tmp, SERVER.format(sidecar=sidecar.proc.port, upstream=upstream.port)) as nginx:
-            yield sidecar, nginx
+    with (
+        upstream_server() as upstream,
+        sidecar_server(tmp, rules=[str(tmp / "rules.yaml")]) as sidecar,
+        nginx_server(tmp, SERVER.format(sidecar=sidecar.proc.port, upstream=upstream.port)) as nginx,
+    ):
+        yield sidecar, nginx
 
 
 def test_anonymous_browser_is_sent_to_login_through_error_page(stack: Any) -> None:
     sidecar, nginx = stack
-    status, headers, _ = get(nginx.port, "/private/page?x=1", {"Accept": "text/html", "Sec-Fetch-Mode": "navigate"})
+    status, headers, _ = get(
+        nginx.port, "/private/page?x=1", {"Accept": "text/html", "Sec-Fetch-Mode": "navigate"}
+    )
     assert status == 302
     location = urlsplit(headers["location"])
     assert f"{location.scheme}://{location.netloc}{location.path}" == (

@@ -22,9 +22,7 @@ URL = "http://127.0.0.1:4433/.auth/self-service/login/browser"
 
 async def _identity(services: Any, email: str | None = None) -> Any:
     email = email or f"l-{uuid.uuid4().hex[:8]}@example.test"
-    return await services.identities.create(
-        IdentitySpec(traits={"email": email}, password_plain=PASSWORD)
-    )
+    return await services.identities.create(IdentitySpec(traits={"email": email}, password_plain=PASSWORD))
 
 
 def _layout(flow: Any) -> list[tuple[str, str, str, int | None]]:
@@ -38,7 +36,7 @@ def _layout(flow: Any) -> list[tuple[str, str, str, int | None]]:
 async def test_init_layout(services: Any, flow_type: str) -> None:
     outcome = await services.selfservice.login.init(flow_type, client_for(flow_type), request_url=URL)
     assert isinstance(outcome, ShowFlow) and outcome.status == 200
-    expected = [
+    expected: list[tuple[str, str, str, int | None]] = [
         ("identifier", "default", "text", 1070004),
         ("password", "password", "password", 1070001),
         ("method", "password", "submit", 1010022),
@@ -88,7 +86,10 @@ async def test_browser_submit_needs_the_csrf_token(services: Any) -> None:
     client = browser_client()
     flow = (await services.selfservice.login.init("browser", client, request_url=URL)).flow
     body = {"method": "password", "identifier": "a", "password": "b"}
-    for bad in (replace(client, csrf_submitted=None), replace(client, csrf_submitted=csrf.mask(csrf.new_token()))):
+    for bad in (
+        replace(client, csrf_submitted=None),
+        replace(client, csrf_submitted=csrf.mask(csrf.new_token())),
+    ):
         with pytest.raises(errors.CSRFViolation):
             await services.selfservice.login.submit(flow.id, body, bad)
     with pytest.raises(errors.CSRFViolation):
@@ -98,7 +99,9 @@ async def test_browser_submit_needs_the_csrf_token(services: Any) -> None:
 async def test_api_flow_refuses_browser_markers(services: Any) -> None:
     flow = (await services.selfservice.login.init("api", api_client(), request_url=URL)).flow
     with pytest.raises(errors.BadRequest):
-        await services.selfservice.login.submit(flow.id, {"method": "password"}, api_client(browser_markers=True))
+        await services.selfservice.login.submit(
+            flow.id, {"method": "password"}, api_client(browser_markers=True)
+        )
 
 
 @pytest.mark.parametrize("flow_type", FLOW_TYPES)
@@ -128,7 +131,8 @@ async def test_signed_in(services: Any, flow_type: str) -> None:
     assert [m["id"] for m in refresh.flow.ui.messages] == [1010003]
     body = {"method": "password", "identifier": identity.traits["email"], "password": PASSWORD}
     done = await login.submit(refresh.flow.id, body, client)
-    assert isinstance(done, Completed) and done.session.id == issued.session.id and done.token == issued.token
+    assert isinstance(done, Completed) and done.session is not None
+    assert done.session.id == issued.session.id and done.token == issued.token
 
 
 async def test_refresh_as_someone_else_is_refused(services: Any) -> None:
@@ -156,7 +160,9 @@ async def test_aal(services: Any) -> None:
 
 async def test_return_to_is_checked_on_init(services: Any) -> None:
     with pytest.raises(errors.ReturnToForbidden):
-        await services.selfservice.login.init("browser", browser_client(), request_url=URL, return_to="https://evil.example")
+        await services.selfservice.login.init(
+            "browser", browser_client(), request_url=URL, return_to="https://evil.example"
+        )
 
 
 async def test_revoke_active_sessions_hook(services_factory: Any, sqlite_dsn: str) -> None:
@@ -172,7 +178,9 @@ async def test_revoke_active_sessions_hook(services_factory: Any, sqlite_dsn: st
     old = await services.sessions.issue(identity.id, "password")
     flow = (await services.selfservice.login.init("api", api_client(), request_url=URL)).flow
     done = await services.selfservice.login.submit(
-        flow.id, {"method": "password", "identifier": identity.traits["email"], "password": PASSWORD}, api_client()
+        flow.id,
+        {"method": "password", "identifier": identity.traits["email"], "password": PASSWORD},
+        api_client(),
     )
     assert isinstance(done, Completed)
     assert await services.sessions.resolve(old.token) is None

@@ -43,7 +43,7 @@ async def _submit(services: Any, flow_type: str, body: dict[str, Any]) -> Any:
 async def test_init_layout(services: Any, flow_type: str) -> None:
     out = await services.selfservice.registration.init(flow_type, client_for(flow_type), request_url=URL)
     assert isinstance(out, ShowFlow)
-    expected = [
+    expected: list[tuple[str, str, str, bool, int | None]] = [
         ("traits.email", "password", "email", True, 1070002),
         ("traits.name.first", "password", "text", False, 1070002),
         ("traits.name.last", "password", "text", False, 1070002),
@@ -54,13 +54,22 @@ async def test_init_layout(services: Any, flow_type: str) -> None:
         expected.insert(0, ("csrf_token", "default", "hidden", True, None))
     assert _layout(out.flow) == expected
     email = flow_to_json(out.flow)["ui"]["nodes"][-5]
-    assert email["meta"]["label"] == {"id": 1070002, "text": "E-Mail", "type": "info", "context": {"title": "E-Mail"}}
+    assert email["meta"]["label"] == {
+        "id": 1070002,
+        "text": "E-Mail",
+        "type": "info",
+        "context": {"title": "E-Mail"},
+    }
     assert email["attributes"]["autocomplete"] == "email"
 
 
-async def test_traits_in_default_group_without_legacy_one_step(services_factory: Any, sqlite_dsn: str) -> None:
+async def test_traits_in_default_group_without_legacy_one_step(
+    services_factory: Any, sqlite_dsn: str
+) -> None:
     services = await services_factory(
-        make_config(dsn=sqlite_dsn, selfservice={"flows": {"registration": {"enable_legacy_one_step": False}}})
+        make_config(
+            dsn=sqlite_dsn, selfservice={"flows": {"registration": {"enable_legacy_one_step": False}}}
+        )
     )
     out = await services.selfservice.registration.init("api", api_client(), request_url=URL)
     assert {n[1] for n in _layout(out.flow) if n[0].startswith("traits.")} == {"default"}
@@ -69,7 +78,9 @@ async def test_traits_in_default_group_without_legacy_one_step(services_factory:
 @pytest.mark.parametrize("flow_type", FLOW_TYPES)
 async def test_success_signs_in(services: Any, flow_type: str) -> None:
     email = _email()
-    done = await _submit(services, flow_type, {"method": "password", "traits": {"email": email}, "password": PASSWORD})
+    done = await _submit(
+        services, flow_type, {"method": "password", "traits": {"email": email}, "password": PASSWORD}
+    )
     assert isinstance(done, Completed)
     assert done.identity.traits == {"email": email}
     assert done.session is not None and done.session.identity_id == done.identity.id
@@ -82,7 +93,11 @@ async def test_success_signs_in(services: Any, flow_type: str) -> None:
         ({"traits": {}, "password": PASSWORD}, "traits.email", [4000002]),
         ({"traits": {"email": "x@example.test"}}, "password", [4000002]),
         ({"traits": {"email": "x@example.test"}, "password": "short"}, "password", [4000032]),
-        ({"traits": {"email": "jane.doe@example.test"}, "password": "jane.doe@example.test1"}, "password", [4000031]),
+        (
+            {"traits": {"email": "jane.doe@example.test"}, "password": "jane.doe@example.test1"},
+            "password",
+            [4000031],
+        ),
         ({"traits": {"email": "x@example.test"}, "password": "password123"}, "password", [4000005]),
     ],
 )
@@ -95,7 +110,15 @@ async def test_validation_messages(services: Any, body: dict[str, Any], node: st
 
 
 async def test_values_are_kept_but_never_the_password(services: Any) -> None:
-    out = await _submit(services, "api", {"method": "password", "traits": {"email": "x@example.test", "name": {"first": "Ann"}}, "password": "short"})
+    out = await _submit(
+        services,
+        "api",
+        {
+            "method": "password",
+            "traits": {"email": "x@example.test", "name": {"first": "Ann"}},
+            "password": "short",
+        },
+    )
     values = {n["attributes"]["name"]: n["attributes"].get("value") for n in out.flow.ui.nodes}
     assert values["traits.email"] == "x@example.test" and values["traits.name.first"] == "Ann"
     assert values["password"] is None
@@ -118,17 +141,23 @@ async def test_without_session_hook(services_factory: Any, sqlite_dsn: str) -> N
     services = await services_factory(
         make_config(dsn=sqlite_dsn, selfservice={"flows": {"registration": {"after": {"hooks": []}}}})
     )
-    done = await _submit(services, "api", {"method": "password", "traits": {"email": _email()}, "password": PASSWORD})
+    done = await _submit(
+        services, "api", {"method": "password", "traits": {"email": _email()}, "password": PASSWORD}
+    )
     assert isinstance(done, Completed) and done.session is None and done.token is None
 
 
 async def test_disabled(services_factory: Any, sqlite_dsn: str) -> None:
-    services = await services_factory(make_config(dsn=sqlite_dsn, selfservice={"flows": {"registration": {"enabled": False}}}))
+    services = await services_factory(
+        make_config(dsn=sqlite_dsn, selfservice={"flows": {"registration": {"enabled": False}}})
+    )
     with pytest.raises(errors.FlowDisabled):
         await services.selfservice.registration.init("api", api_client(), request_url=URL)
 
 
 async def test_signed_in(services: Any) -> None:
     issued = await services.sessions.issue(uuid.uuid4(), "password")
-    out = await services.selfservice.registration.init("api", api_client(session=issued.session), request_url=URL)
+    out = await services.selfservice.registration.init(
+        "api", api_client(session=issued.session), request_url=URL
+    )
     assert isinstance(out, AlreadySignedIn)

@@ -112,7 +112,8 @@ class Pod:
     def argv(self) -> list[str]:
         """What the container runs: the image's ENTRYPOINT (no `command` override) + args."""
         assert "command" not in self.sidecar
-        return exec_form("ENTRYPOINT") + self.sidecar.get("args", exec_form("CMD"))
+        args: list[str] = self.sidecar.get("args", exec_form("CMD"))
+        return exec_form("ENTRYPOINT") + args
 
     def config_path(self) -> str:
         argv = self.argv()
@@ -165,7 +166,8 @@ def test_app_is_reachable_only_through_the_sidecar(pods: dict[str, Pod], name: s
 def test_network_policy_keeps_the_admin_port_in_the_cluster(pods: dict[str, Pod], name: str) -> None:
     pod = pods[name]
     policy = one(pod.docs, "NetworkPolicy")
-    open_ports, limited = set(), set()
+    open_ports: set[int] = set()
+    limited: set[int] = set()
     for rule in policy["spec"]["ingress"]:
         target = limited if rule.get("from") else open_ports
         target.update(p["port"] for p in rule["ports"])

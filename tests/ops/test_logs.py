@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -32,8 +33,8 @@ def make_app(seen: Seen, *, status: int = 200, fail: bool = False) -> Any:
 
 
 def scope(
-    path: str = "/api/orders", *, headers: list[tuple[bytes, bytes]] = (), client: str = "10.1.2.3"
-) -> Any:  # type: ignore[assignment]
+    path: str = "/api/orders", *, headers: Sequence[tuple[bytes, bytes]] = (), client: str = "10.1.2.3"
+) -> Any:
     return {
         "type": "http",
         "method": "GET",

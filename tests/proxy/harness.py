@@ -38,7 +38,7 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
         with socket.socket() as s:
             s.settimeout(0.2)
             if s.connect_ex(("127.0.0.1", port)) == 0:
@@ -84,9 +84,14 @@ class Proc:
 
 
 def spawn(
-    args: Sequence[str], port: int, *, cwd: Path = ROOT, stdin: bytes | None = None, env: dict[str, str] | None = None
+    args: Sequence[str],
+    port: int,
+    *,
+    cwd: Path = ROOT,
+    stdin: bytes | None = None,
+    env: dict[str, str] | None = None,
 ) -> Proc:
-    log = tempfile.TemporaryFile()
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process, closed by GC
     popen = subprocess.Popen(
         list(args),
         cwd=cwd,
@@ -337,7 +342,10 @@ http {{
 }}
 """
     (root / "nginx.conf").write_text(conf)
-    proc = spawn([binary("nginx"), "-p", str(root), "-e", str(root / "error.log"), "-c", str(root / "nginx.conf")], port)
+    proc = spawn(
+        [binary("nginx"), "-p", str(root), "-e", str(root / "error.log"), "-c", str(root / "nginx.conf")],
+        port,
+    )
     try:
         yield proc
     finally:
@@ -359,7 +367,12 @@ http://127.0.0.1:{port} {{
 }}
 """
     (root / "Caddyfile").write_text(caddyfile)
-    env = {**os.environ, "XDG_DATA_HOME": str(root / "data"), "XDG_CONFIG_HOME": str(root / "config"), "HOME": str(root)}
+    env = {
+        **os.environ,
+        "XDG_DATA_HOME": str(root / "data"),
+        "XDG_CONFIG_HOME": str(root / "config"),
+        "HOME": str(root),
+    }
     args = [binary("caddy"), "run", "--config", str(root / "Caddyfile"), "--adapter", "caddyfile"]
     proc = spawn(args, port, cwd=root, env=env)
     try:

@@ -52,9 +52,12 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sidecar, Any
     tmp = tmp_path_factory.mktemp("gateway")
     rules = tmp / "rules.yaml"
     rules.write_text(RULES)
-    with upstream_server() as upstream, sidecar_server(
-        tmp, proxy={"upstream": upstream.url, "timeouts": {"read": "1s"}}, rules=[str(rules)]
-    ) as sidecar:
+    with (
+        upstream_server() as upstream,
+        sidecar_server(
+            tmp, proxy={"upstream": upstream.url, "timeouts": {"read": "1s"}}, rules=[str(rules)]
+        ) as sidecar,
+    ):
         yield sidecar, upstream
 
 
@@ -88,7 +91,9 @@ def test_public_route_is_served_anonymously(env: Any) -> None:
 
 
 def test_browser_without_session_is_redirected_to_login(env: Any) -> None:
-    status, headers, _ = get(port(env), "/private/page?x=1", {"Accept": "text/html", "Sec-Fetch-Mode": "navigate"})
+    status, headers, _ = get(
+        port(env), "/private/page?x=1", {"Accept": "text/html", "Sec-Fetch-Mode": "navigate"}
+    )
     assert status == 302
     base = env[0].config.public_base_url
     assert headers["location"] == (
@@ -98,7 +103,7 @@ def test_browser_without_session_is_redirected_to_login(env: Any) -> None:
 
 def test_browser_post_without_session_gets_303(env: Any) -> None:
     req = (
-        f"POST /private/form HTTP/1.1\r\nHost: x\r\nAccept: text/html\r\nContent-Length: 0\r\n"
+        "POST /private/form HTTP/1.1\r\nHost: x\r\nAccept: text/html\r\nContent-Length: 0\r\n"
         "Connection: close\r\n\r\n"
     )
     status, headers, _ = raw_request(port(env), req.encode())
@@ -128,7 +133,7 @@ def test_no_rule_matched_is_403(env: Any, alice: Any) -> None:
 
 
 async def test_signed_in_user_reaches_upstream_with_identity(env: Any, alice: Any) -> None:
-    identity, session, token = alice
+    identity, _, token = alice
     for headers in (cookie(token), {"X-Session-Token": token}, {"Authorization": f"Bearer {token}"}):
         status, _, body = get(port(env), "/private/x", headers)
         assert status == 200, body
@@ -206,7 +211,9 @@ SPOOFS: list[tuple[str, list[tuple[str, str]]]] = [
 
 
 @pytest.mark.parametrize("spoof", [s[1] for s in SPOOFS], ids=[s[0] for s in SPOOFS])
-def test_spoofed_identity_headers_never_reach_upstream(env: Any, alice: Any, spoof: list[tuple[str, str]]) -> None:
+def test_spoofed_identity_headers_never_reach_upstream(
+    env: Any, alice: Any, spoof: list[tuple[str, str]]
+) -> None:
     for path, headers in (("/public/x", spoof), ("/private/x", [*spoof, ("X-Session-Token", alice[2])])):
         status, _, body = get(port(env), path, headers)
         assert status == 200, body
@@ -218,7 +225,9 @@ def test_spoofed_identity_headers_never_reach_upstream(env: Any, alice: Any, spo
 
 
 def test_connection_cannot_remove_forwarded_for(env: Any) -> None:
-    status, _, body = get(port(env), "/public/x", [("Connection", "X-Forwarded-For"), ("X-Forwarded-For", "1.2.3.4")])
+    _, _, body = get(
+        port(env), "/public/x", [("Connection", "X-Forwarded-For"), ("X-Forwarded-For", "1.2.3.4")]
+    )
     doc = echoed(body)
     # 127.0.0.1 is a trusted proxy by default: its chain is kept and extended, never dropped.
     assert header_values(doc, "x-forwarded-for") == ["1.2.3.4, 127.0.0.1"]
@@ -311,3 +320,31 @@ async def test_no_upstream_and_no_rule_is_404(tmp_path: Path) -> None:
     with sidecar_server(tmp_path) as sidecar:
         status, _, body = get(sidecar.proc.port, "/anything")
         assert status == 404 and json.loads(body)["error"]["code"] == 404
+
+
+async def test_forwarded_headers_from_untrusted_peers_are_replaced(tmp_path: Path) -> None:
+    rules = tmp_path / "r.yaml"
+    rules.write_text("version: 1\nrules:\n  - {id: all, match: {paths: ['/**']}, require: public}\n")
+    with (
+        upstream_server() as upstream,
+        sidecar_server(
+            tmp_path,
+            proxy={"upstream": upstream.url},
+            rules=[str(rules)],
+            serve={"public": {"trusted_proxies": ["10.0.0.0/8"]}},
+        ) as sidecar,
+    ):
+        forged = {
+            "X-Forwarded-For": "6.6.6.6",
+            "X-Forwarded-Host": "evil.test",
+            "X-Forwarded-Proto": "https",
+            "Forwarded": "for=6.6.6.6",
+            "X-Real-IP": "6.6.6.6",
+        }
+        status, _, body = get(sidecar.proc.port, "/x", forged)
+        assert status == 200
+        doc = echoed(body)
+        assert header_values(doc, "x-forwarded-for") == ["127.0.0.1"]
+        assert header_values(doc, "x-forwarded-proto") == ["http"]
+        assert header_values(doc, "x-forwarded-host") == [f"127.0.0.1:{sidecar.proc.port}"]
+        assert header_values(doc, "forwarded") == [] and header_values(doc, "x-real-ip") == []

@@ -10,8 +10,8 @@ import pytest
 
 from sidecar.cli_rules import add_rules_parser, explain
 from sidecar.rules.loader import parse_rules
-from tests.proxy.harness import make_user, sidecar_config
 from tests.conftest import free_port
+from tests.proxy.harness import make_user, sidecar_config
 
 RULES = """
 version: 1
@@ -45,7 +45,9 @@ def test_check_valid_and_invalid(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_explain_anonymous(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     f = tmp_path / "r.yaml"
     f.write_text(RULES)
-    code, out, _ = run(["rules", "explain", "GET", "https://app.example.com/x/../billing/q?a=1", "--rules", str(f)], capsys)
+    code, out, _ = run(
+        ["rules", "explain", "GET", "https://app.example.com/x/../billing/q?a=1", "--rules", str(f)], capsys
+    )
     assert code == 1
     lines = out.splitlines()
     assert "path '/billing/q'" in lines[1]

@@ -64,9 +64,10 @@ def test_bad_rules_fail_the_first_load(tmp_path: Path) -> None:
 async def test_running_sidecar_reloads_without_restart(tmp_path: Path) -> None:
     f = tmp_path / "rules.yaml"
     f.write_text(V1)
-    with upstream_server() as upstream, sidecar_server(
-        tmp_path, proxy={"upstream": upstream.url}, rules=[str(f)]
-    ) as sidecar:
+    with (
+        upstream_server() as upstream,
+        sidecar_server(tmp_path, proxy={"upstream": upstream.url}, rules=[str(f)]) as sidecar,
+    ):
         port = sidecar.proc.port
         assert get(port, "/a")[0] == 200 and get(port, "/b")[0] == 403
         touch(f, V2)

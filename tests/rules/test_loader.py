@@ -60,7 +60,9 @@ def test_methods_and_hosts() -> None:
         """
 version: 1
 rules:
-  - {id: get, match: {methods: [get], hosts: [app.example.com, "*.example.org"], paths: ["/**"]}, require: public}
+  - id: get
+    match: {methods: [get], hosts: [app.example.com, "*.example.org"], paths: ["/**"]}
+    require: public
 """
     )
     assert rs.match("HEAD", "app.example.com", "/") is not None  # GET also matches HEAD
@@ -81,19 +83,37 @@ rules:
 """
     )
     req = rs.rules[0].require
-    assert req.aal2 and req.verified and req.roles == {"finance"} and dict(req.traits) == {"tenant": "acme"}
+    assert (
+        req.aal2
+        and req.verified
+        and req.roles == frozenset({"finance"})
+        and dict(req.traits) == {"tenant": "acme"}
+    )
 
 
 BAD = [
-    ("rules:\n  - {id: a, match: {paths: [/x]}, require: maybe}\n", "r.yaml:3: rule 'a' require: unknown level"),
+    (
+        "rules:\n  - {id: a, match: {paths: [/x]}, require: maybe}\n",
+        "r.yaml:3: rule 'a' require: unknown level",
+    ),
     ("rules:\n  - {id: a, match: {paths: [x]}, require: public}\n", "r.yaml:3: rule 'a' match.paths: 'x'"),
-    ("rules:\n  - {id: a, match: {paths: ['regex:(']}, require: public}\n", "rule 'a' match.paths: invalid pattern"),
-    ("rules:\n  - {id: a, match: {paths: [/x]}, require: public, colour: red}\n", "rule 'a' colour: unknown key"),
+    (
+        "rules:\n  - {id: a, match: {paths: ['regex:(']}, require: public}\n",
+        "rule 'a' match.paths: invalid pattern",
+    ),
+    (
+        "rules:\n  - {id: a, match: {paths: [/x]}, require: public, colour: red}\n",
+        "rule 'a' colour: unknown key",
+    ),
     ("rules:\n  - {id: a, match: {paths: [/x], verbs: [GET]}, require: public}\n", "rule 'a' match.verbs"),
-    ("rules:\n  - {id: a, match: {methods: [FETCH], paths: [/x]}, require: public}\n", "unknown method 'FETCH'"),
+    (
+        "rules:\n  - {id: a, match: {methods: [FETCH], paths: [/x]}, require: public}\n",
+        "unknown method 'FETCH'",
+    ),
     ("rules:\n  - {id: a, match: {paths: [/x]}}\n", "rule 'a' require: required"),
     (
-        "rules:\n  - {id: a, match: {paths: [/x]}, require: public}\n  - {id: a, match: {paths: [/y]}, require: public}\n",
+        "rules:\n  - {id: a, match: {paths: [/x]}, require: public}\n"
+        "  - {id: a, match: {paths: [/y]}, require: public}\n",
         "r.yaml:4: rule 'a' id: duplicate id",
     ),
     (
@@ -101,11 +121,17 @@ BAD = [
         "  - {id: late, match: {paths: [/y]}, require: deny}\n",
         "r.yaml:4: rule 'late' match: never matches: shadowed by 'all'",
     ),
-    ("rules:\n  - {id: a, match: {paths: [/x]}, require: public, headers: {X-A: '{oops.x}'}}\n", "headers.X-A"),
+    (
+        "rules:\n  - {id: a, match: {paths: [/x]}, require: public, headers: {X-A: '{oops.x}'}}\n",
+        "headers.X-A",
+    ),
     ("rules:\n  - {id: a, match: {paths: [/x]}, require: {level: public, roles: [x]}}\n", "conditions need"),
     ("rules:\n  - {id: a, match: {paths: [/x]}, require: {aal: aal3}}\n", "require.aal"),
     ("rules: [\n", "r.yaml: yaml:"),
-    ("rules:\n  - {id: a, match: {paths: ['/x?y=1']}, require: public}\n", "the query string is never matched"),
+    (
+        "rules:\n  - {id: a, match: {paths: ['/x?y=1']}, require: public}\n",
+        "the query string is never matched",
+    ),
 ]
 
 

@@ -19,6 +19,10 @@ def browser_request(cookie: str = "csrf_token_x=abc; ory_kratos_session=tok") ->
     return Request({"type": "http", "method": "GET", "path": "/", "headers": headers, "query_string": b""})
 
 
+def envelope(error_id: str, code: int) -> dict[str, Any]:
+    return {"error": {"id": error_id, "code": code, "message": "expired"}}
+
+
 def client_for(handler: Any) -> PublicApiClient:
     return PublicApiClient("http://127.0.0.1:4433/.auth", transport=httpx.MockTransport(handler))
 

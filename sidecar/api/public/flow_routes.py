@@ -106,7 +106,9 @@ def flow_routes(
         except errors.SidecarError as exc:
             # API flows answer in JSON whatever the client accepts; only browsers go to the error UI.
             known = await life.store.get(kind, flow_id) if flow_id and not json_req else None
-            return await as_browser_error(exc, request, json_req or (known is not None and known.type == "api"))
+            return await as_browser_error(
+                exc, request, json_req or (known is not None and known.type == "api")
+            )
         if isinstance(outcome, ShowFlow):
             return show_flow(outcome, life, json_req)
         if isinstance(outcome, AlreadySignedIn):

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
 
 from sidecar.session.model import Session
-from tests.api.public.conftest import Harness, harness, harness_factory  # noqa: F401 - shared fixtures
+from tests.api.public.conftest import Harness, harnesses
 from tests.api.public.helpers import login_api, register_api
+
+
+@pytest.fixture
+async def harness(services_factory: Any, sqlite_dsn: str) -> AsyncIterator[Harness]:
+    async with harnesses(services_factory, sqlite_dsn) as factory:
+        yield await factory()
 
 
 def _email() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -46,8 +47,9 @@ def _on_redis(services: Any, prefix: str) -> Any:
     )
 
 
-@pytest.fixture
-async def harness_factory(services_factory: Any, sqlite_dsn: str) -> AsyncIterator[HarnessFactory]:
+@contextlib.asynccontextmanager
+async def harnesses(services_factory: Any, sqlite_dsn: str) -> AsyncIterator[HarnessFactory]:
+    """Builds harnesses on demand; their clients are closed on exit (services by ``services_factory``)."""
     from sidecar.app import create_admin_app, create_public_app
 
     opened: list[httpx.AsyncClient] = []
@@ -73,9 +75,17 @@ async def harness_factory(services_factory: Any, sqlite_dsn: str) -> AsyncIterat
         opened.extend([public, admin])
         return Harness(services, public, admin)
 
-    yield factory
-    for c in opened:
-        await c.aclose()
+    try:
+        yield factory
+    finally:
+        for c in opened:
+            await c.aclose()
+
+
+@pytest.fixture
+async def harness_factory(services_factory: Any, sqlite_dsn: str) -> AsyncIterator[HarnessFactory]:
+    async with harnesses(services_factory, sqlite_dsn) as factory:
+        yield factory
 
 
 @pytest.fixture

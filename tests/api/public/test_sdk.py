@@ -7,14 +7,17 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import ory_kratos_client as k
 import pytest
+from ory_kratos_client.api.frontend_api import FrontendApi
+from ory_kratos_client.api_client import ApiClient
+from ory_kratos_client.configuration import Configuration
 from ory_kratos_client.exceptions import ApiException
-from ory_kratos_client.models import (
-    PerformNativeLogoutBody,
-    UpdateLoginFlowBody,
-    UpdateLoginFlowWithPasswordMethod,
-    UpdateRegistrationFlowBody,
+from ory_kratos_client.models.perform_native_logout_body import PerformNativeLogoutBody
+from ory_kratos_client.models.ui_node_input_attributes import UiNodeInputAttributes
+from ory_kratos_client.models.update_login_flow_body import UpdateLoginFlowBody
+from ory_kratos_client.models.update_login_flow_with_password_method import UpdateLoginFlowWithPasswordMethod
+from ory_kratos_client.models.update_registration_flow_body import UpdateRegistrationFlowBody
+from ory_kratos_client.models.update_registration_flow_with_password_method import (
     UpdateRegistrationFlowWithPasswordMethod,
 )
 
@@ -32,12 +35,12 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSidecar]:
 
 
 @pytest.fixture
-def frontend(live: LiveSidecar) -> Iterator[k.FrontendApi]:
-    with k.ApiClient(k.Configuration(host=live.public_url)) as client:
-        yield k.FrontendApi(client)
+def frontend(live: LiveSidecar) -> Iterator[FrontendApi]:
+    with ApiClient(Configuration(host=live.public_url)) as client:
+        yield FrontendApi(client)
 
 
-def _register(fe: k.FrontendApi, email: str, password: str = PASSWORD) -> Any:
+def _register(fe: FrontendApi, email: str, password: str = PASSWORD) -> Any:
     flow = fe.create_native_registration_flow()
     body = UpdateRegistrationFlowBody(
         UpdateRegistrationFlowWithPasswordMethod(
@@ -47,7 +50,7 @@ def _register(fe: k.FrontendApi, email: str, password: str = PASSWORD) -> Any:
     return fe.update_registration_flow(flow=flow.id, update_registration_flow_body=body)
 
 
-def _login(fe: k.FrontendApi, identifier: str, password: str) -> Any:
+def _login(fe: FrontendApi, identifier: str, password: str) -> Any:
     flow = fe.create_native_login_flow()
     body = UpdateLoginFlowBody(
         UpdateLoginFlowWithPasswordMethod(method="password", identifier=identifier, password=password)
@@ -59,13 +62,13 @@ def _email() -> str:
     return f"sdk-{uuid.uuid4().hex[:8]}@example.test"
 
 
-def _message_ids(body: str) -> list[int]:
-    flow = json.loads(body)
+def _message_ids(body: str | None) -> list[int]:
+    flow = json.loads(body or "{}")
     ids = [m["id"] for m in flow["ui"].get("messages", [])]
     return ids + [m["id"] for n in flow["ui"]["nodes"] for m in n["messages"]]
 
 
-def test_register_login_whoami_logout(frontend: k.FrontendApi) -> None:
+def test_register_login_whoami_logout(frontend: FrontendApi) -> None:
     email = _email()
     registered = _register(frontend, email)
     assert registered.identity.traits["email"] == email
@@ -78,19 +81,19 @@ def test_register_login_whoami_logout(frontend: k.FrontendApi) -> None:
     assert login.continue_with[0].actual_instance.action == "set_ory_session_token"
 
     me = frontend.to_session(x_session_token=login.session_token)
-    assert me.identity.id == registered.identity.id
+    assert me.identity is not None and me.identity.id == registered.identity.id
     assert me.authenticator_assurance_level == "aal1"
 
     frontend.perform_native_logout(PerformNativeLogoutBody(session_token=login.session_token))
     with pytest.raises(ApiException) as exc:
         frontend.to_session(x_session_token=login.session_token)
     assert exc.value.status == 401
-    assert json.loads(exc.value.body)["error"]["id"] == "session_inactive"
+    assert json.loads(exc.value.body or "{}")["error"]["id"] == "session_inactive"
     # The registration session is a different one and still works.
     assert frontend.to_session(x_session_token=registered.session_token).id == registered.session.id
 
 
-def test_wrong_password_gives_4000006(frontend: k.FrontendApi) -> None:
+def test_wrong_password_gives_4000006(frontend: FrontendApi) -> None:
     email = _email()
     _register(frontend, email)
     for identifier in (email, _email()):  # existing and unknown identifier: same answer
@@ -100,7 +103,7 @@ def test_wrong_password_gives_4000006(frontend: k.FrontendApi) -> None:
         assert _message_ids(exc.value.body) == [4000006]
 
 
-def test_duplicate_registration_gives_4000007(frontend: k.FrontendApi) -> None:
+def test_duplicate_registration_gives_4000007(frontend: FrontendApi) -> None:
     email = _email()
     _register(frontend, email)
     with pytest.raises(ApiException) as exc:
@@ -109,33 +112,39 @@ def test_duplicate_registration_gives_4000007(frontend: k.FrontendApi) -> None:
     assert 4000007 in _message_ids(exc.value.body)
 
 
-def test_flows_parse_with_the_sdk_models(frontend: k.FrontendApi) -> None:
+def test_flows_parse_with_the_sdk_models(frontend: FrontendApi) -> None:
     login = frontend.create_native_login_flow()
-    assert [n.attributes.actual_instance.name for n in login.ui.nodes] == ["identifier", "password", "method"]
+    inputs = [n.attributes.actual_instance for n in login.ui.nodes]
+    assert all(isinstance(a, UiNodeInputAttributes) for a in inputs)
+    assert [a.name for a in inputs if isinstance(a, UiNodeInputAttributes)] == [
+        "identifier",
+        "password",
+        "method",
+    ]
     fetched = frontend.get_login_flow(id=login.id)
     assert fetched.id == login.id and fetched.type == "api"
     registration = frontend.create_native_registration_flow()
     assert frontend.get_registration_flow(id=registration.id).id == registration.id
 
 
-def test_logout_unknown_token_is_403(frontend: k.FrontendApi) -> None:
+def test_logout_unknown_token_is_403(frontend: FrontendApi) -> None:
     with pytest.raises(ApiException) as exc:
         frontend.perform_native_logout(PerformNativeLogoutBody(session_token="ory_st_" + "x" * 32))
     assert exc.value.status == 403
 
 
-def test_login_with_valid_token_is_session_already_available(frontend: k.FrontendApi) -> None:
+def test_login_with_valid_token_is_session_already_available(frontend: FrontendApi) -> None:
     registered = _register(frontend, _email())
     with pytest.raises(ApiException) as exc:
         frontend.create_native_login_flow(x_session_token=registered.session_token)
     assert exc.value.status == 400
-    assert json.loads(exc.value.body)["error"]["id"] == "session_already_available"
+    assert json.loads(exc.value.body or "{}")["error"]["id"] == "session_already_available"
     refreshed = frontend.create_native_login_flow(x_session_token=registered.session_token, refresh=True)
     assert refreshed.refresh is True
     assert [m.id for m in refreshed.ui.messages or []] == [1010003]
 
 
-def test_my_sessions_with_the_sdk(frontend: k.FrontendApi) -> None:
+def test_my_sessions_with_the_sdk(frontend: FrontendApi) -> None:
     email = _email()
     first = _register(frontend, email)
     second = _login(frontend, email, PASSWORD)

@@ -45,7 +45,8 @@ async def test_whoami_credentials(harness: Harness, how: str) -> None:
 async def test_token_precedence(harness: Harness) -> None:
     token, _ = await _token(harness)
     r = await harness.client.get(
-        "/.auth/sessions/whoami", headers={"X-Session-Token": "ory_st_bogus", "Authorization": f"Bearer {token}"}
+        "/.auth/sessions/whoami",
+        headers={"X-Session-Token": "ory_st_bogus", "Authorization": f"Bearer {token}"},
     )
     assert r.status_code == 401  # X-Session-Token wins, even when wrong
     r = await harness.client.get("/.auth/sessions/whoami", headers={"Authorization": f"Bearer {token}"})
@@ -77,11 +78,17 @@ async def test_my_sessions(harness: Harness) -> None:
     assert r.status_code == 400
     r = await harness.client.delete(f"/.auth/sessions/{third['session']['id']}", headers=mine)
     assert r.status_code == 204
-    assert (await harness.client.get("/.auth/sessions/whoami", headers={"X-Session-Token": third["session_token"]})).status_code == 401
+    assert (
+        await harness.client.get(
+            "/.auth/sessions/whoami", headers={"X-Session-Token": third["session_token"]}
+        )
+    ).status_code == 401
 
     r = await harness.client.delete("/.auth/sessions", headers=mine)
     assert r.status_code == 200 and r.json() == {"count": 1}
-    assert (await harness.client.get("/.auth/sessions/whoami", headers={"X-Session-Token": first})).status_code == 401
+    assert (
+        await harness.client.get("/.auth/sessions/whoami", headers={"X-Session-Token": first})
+    ).status_code == 401
     assert (await harness.client.get("/.auth/sessions/whoami", headers=mine)).status_code == 200
 
 
@@ -89,7 +96,8 @@ async def test_someone_elses_session_cannot_be_revoked(harness: Harness) -> None
     mine, _ = await _token(harness)
     _, theirs = await _token(harness)
     r = await harness.client.delete(
-        f"/.auth/sessions/{theirs['session']['id']}", headers={"X-Session-Token": mine}  # type: ignore[index]
+        f"/.auth/sessions/{theirs['session']['id']}",  # type: ignore[index]
+        headers={"X-Session-Token": mine},
     )
     assert r.status_code == 404
 
@@ -102,7 +110,9 @@ async def test_my_sessions_paging(harness: Harness) -> None:
     r = await harness.client.get("/.auth/sessions?page_size=2", headers={"X-Session-Token": token})
     assert len(r.json()) == 2 and 'rel="next"' in r.headers["link"]
     next_token = r.headers["link"].split("page_token=")[1].split(">")[0]
-    r2 = await harness.client.get(f"/.auth/sessions?page_size=2&page_token={next_token}", headers={"X-Session-Token": token})
+    r2 = await harness.client.get(
+        f"/.auth/sessions?page_size=2&page_token={next_token}", headers={"X-Session-Token": token}
+    )
     assert len(r2.json()) == 1
     assert not {s["id"] for s in r.json()} & {s["id"] for s in r2.json()}
     forged = await harness.client.get("/.auth/sessions?page_token=forged", headers={"X-Session-Token": token})
@@ -111,9 +121,13 @@ async def test_my_sessions_paging(harness: Harness) -> None:
 
 async def test_api_logout(harness: Harness) -> None:
     token, _ = await _token(harness)
-    r = await harness.client.request("DELETE", "/.auth/self-service/logout/api", json={"session_token": token})
+    r = await harness.client.request(
+        "DELETE", "/.auth/self-service/logout/api", json={"session_token": token}
+    )
     assert r.status_code == 204
-    r = await harness.client.request("DELETE", "/.auth/self-service/logout/api", json={"session_token": token})
+    r = await harness.client.request(
+        "DELETE", "/.auth/self-service/logout/api", json={"session_token": token}
+    )
     assert r.status_code == 403
     r = await harness.client.request("DELETE", "/.auth/self-service/logout/api", json={"nope": 1})
     assert r.status_code == 400
@@ -143,10 +157,14 @@ async def test_disabled_registration(harness_factory: HarnessFactory) -> None:
 async def test_sessions_on_redis(harness_factory: HarnessFactory, redis_url: str, unique_prefix: str) -> None:
     h = await harness_factory(redis_prefix=unique_prefix)
     token, _ = await _token(h)
-    assert (await h.client.get("/.auth/sessions/whoami", headers={"X-Session-Token": token})).status_code == 200
+    assert (
+        await h.client.get("/.auth/sessions/whoami", headers={"X-Session-Token": token})
+    ).status_code == 200
     r = await h.client.request("DELETE", "/.auth/self-service/logout/api", json={"session_token": token})
     assert r.status_code == 204
-    assert (await h.client.get("/.auth/sessions/whoami", headers={"X-Session-Token": token})).status_code == 401
+    assert (
+        await h.client.get("/.auth/sessions/whoami", headers={"X-Session-Token": token})
+    ).status_code == 401
 
 
 async def test_sessions_on_postgres(harness_factory: HarnessFactory, postgres_dsn: str) -> None:
@@ -154,7 +172,11 @@ async def test_sessions_on_postgres(harness_factory: HarnessFactory, postgres_ds
     email = _email()
     token, _ = await _token(h, email)
     other = (await login_api(h.client, email)).json()["session_token"]
-    assert (await h.client.get("/.auth/sessions/whoami", headers={"X-Session-Token": token})).status_code == 200
+    assert (
+        await h.client.get("/.auth/sessions/whoami", headers={"X-Session-Token": token})
+    ).status_code == 200
     r = await h.client.delete("/.auth/sessions", headers={"X-Session-Token": token})
     assert r.json() == {"count": 1}
-    assert (await h.client.get("/.auth/sessions/whoami", headers={"X-Session-Token": other})).status_code == 401
+    assert (
+        await h.client.get("/.auth/sessions/whoami", headers={"X-Session-Token": other})
+    ).status_code == 401

@@ -1,0 +1,101 @@
+"""SIGTERM during a slow proxied download: the download finishes, new connections are refused
+at once, and ``sidecar serve`` exits 0."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+from tests.ops.serve import base_config, migrate, ports, running, serve_argv, write_config
+
+CHUNKS, CHUNK, PAUSE = 12, b"x" * 1024, 0.25  # ~3 s of streaming
+
+
+@pytest.fixture
+def slow_upstream() -> Iterator[int]:
+    """A raw asyncio HTTP/1.1 server on 127.0.0.1 that streams its body slowly."""
+    port = free_port()
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n")
+        writer.write(b"Content-Length: %d\r\nConnection: close\r\n\r\n" % (CHUNKS * len(CHUNK)))
+        for _ in range(CHUNKS):
+            writer.write(CHUNK)
+            await writer.drain()
+            await asyncio.sleep(PAUSE)
+        writer.close()
+
+    def run() -> None:
+        server = loop.run_until_complete(asyncio.start_server(handle, "127.0.0.1", port))
+        started.set()
+        loop.run_forever()
+        server.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    started.wait(5)
+    yield port
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_drains_a_streaming_download(tmp_path: Path, slow_upstream: int, workers: str) -> None:
+    public_port, admin_port = ports()
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("version: 1\nrules:\n  - id: all\n    match: {paths: ['/**']}\n    require: public\n")
+    config = base_config(
+        tmp_path,
+        public_port,
+        admin_port,
+        proxy={"upstream": f"http://127.0.0.1:{slow_upstream}"},
+        rules=[str(rules)],
+    )
+    path = write_config(tmp_path / "cfg.yaml", config)
+    migrate(path, tmp_path)
+    with running(
+        serve_argv(path, "--workers", workers), cwd=tmp_path, public_port=public_port, admin_port=admin_port
+    ) as proc:
+        received: list[int] = []
+        result: dict[str, object] = {}
+
+        def download() -> None:
+            try:
+                with httpx.stream("GET", f"{proc.public_url}/big.bin", timeout=30) as r:
+                    result["status"] = r.status_code
+                    for chunk in r.iter_bytes():
+                        received.append(len(chunk))
+            except Exception as exc:  # reported by the assertions below
+                result["error"] = exc
+
+        thread = threading.Thread(target=download)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert received, f"the download did not start: {result}"
+
+        os.kill(proc.process.pid, signal.SIGTERM)
+        time.sleep(0.5)
+        assert thread.is_alive(), "the download should still be streaming"
+        with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", public_port), 1):
+            pass
+
+        thread.join(30)
+        assert result.get("status") == 200 and "error" not in result, result
+        assert sum(received) == CHUNKS * len(CHUNK)
+        assert proc.process.wait(30) == 0

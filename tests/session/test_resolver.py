@@ -1,0 +1,208 @@
+"""SessionResolver: cache hits, TTL, revocation, bounds, and outages that fail closed."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sidecar import errors
+from sidecar.identity.model import Identity, utcnow
+from sidecar.security.tokens import digest, new_session_token
+from sidecar.session.invalidation import PollingInvalidation, RedisInvalidation
+from sidecar.session.model import Session
+from sidecar.session.resolver import SessionResolver
+
+
+class CountingStore:
+    """Wraps a real store and counts calls; ``down`` simulates an outage."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls = 0
+        self.down = False
+
+    async def get_by_token(self, token_digest: str) -> Session | None:
+        self.calls += 1
+        if self.down:
+            raise errors.ServiceUnavailable("down")
+        result: Session | None = await self.inner.get_by_token(token_digest)
+        return result
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> Any:
+    from sidecar.storage.sql.database import SqlDatabase
+
+    database = SqlDatabase(f"sqlite:///{tmp_path}/r.db")
+    await database.migrate()
+    yield database
+    await database.close()
+
+
+async def signed_in(db: Any, **session_kw: Any) -> tuple[Identity, Session, str]:
+    identity = await db.identities.create(
+        Identity(schema_id="default", traits={"email": "a@example.com"}, metadata_public={"roles": ["x"]})
+    )
+    session = Session(identity_id=identity.id, expires_at=utcnow() + timedelta(hours=1), **session_kw)
+    token = new_session_token()
+    await db.sessions.create(session, digest(token))
+    return identity, session, token
+
+
+async def test_resolves_and_caches(db: Any) -> None:
+    identity, session, token = await signed_in(db, aal="aal2")
+    store, clock = CountingStore(db.sessions), Clock()
+    resolver = SessionResolver(store, db.identities, ttl=timedelta(seconds=5), monotonic=clock)  # type: ignore[arg-type]
+    got = await resolver.resolve(token)
+    assert got is not None
+    assert (got.identity_id, got.session_id, got.email, got.aal) == (
+        identity.id,
+        session.id,
+        "a@example.com",
+        "aal2",
+    )
+    assert got.roles == {"x"}
+    assert await resolver.resolve(token) is got and store.calls == 1
+    clock.now += 6
+    assert await resolver.resolve(token) == got and store.calls == 2
+
+
+async def test_unknown_tokens_are_cached_misses(db: Any) -> None:
+    store, clock = CountingStore(db.sessions), Clock()
+    resolver = SessionResolver(store, db.identities, ttl=timedelta(seconds=5), monotonic=clock)  # type: ignore[arg-type]
+    assert await resolver.resolve("ory_st_nope") is None
+    assert await resolver.resolve("ory_st_nope") is None
+    assert store.calls == 1
+
+
+async def test_concurrent_misses_share_one_lookup(db: Any) -> None:
+    _, _, token = await signed_in(db)
+    store = CountingStore(db.sessions)
+    resolver = SessionResolver(store, db.identities, ttl=timedelta(seconds=5))  # type: ignore[arg-type]
+    results = await asyncio.gather(*(resolver.resolve(token) for _ in range(20)))
+    assert store.calls == 1 and len({r.session_id for r in results if r}) == 1
+
+
+async def test_revoked_expired_and_inactive_identity_are_no_session(db: Any) -> None:
+    _, session, token = await signed_in(db)
+    resolver = SessionResolver(db.sessions, db.identities, ttl=timedelta(seconds=5))
+    assert await resolver.resolve(token) is not None
+    await db.sessions.revoke(session.id)
+    assert await resolver.resolve(token) is not None  # still cached ...
+    resolver.invalidate_session(session.id)
+    assert await resolver.resolve(token) is None  # ... until the revocation arrives
+    identity2, _, token2 = await signed_in(db)
+    await db.identities.update(replace(identity2, state="inactive"))
+    assert await resolver.resolve(token2) is None
+
+
+async def test_invalidate_identity_drops_all_its_sessions(db: Any) -> None:
+    identity, _, t1 = await signed_in(db)
+    s2 = Session(identity_id=identity.id, expires_at=utcnow() + timedelta(hours=1))
+    t2 = new_session_token()
+    await db.sessions.create(s2, digest(t2))
+    store = CountingStore(db.sessions)
+    resolver = SessionResolver(store, db.identities, ttl=timedelta(seconds=60))  # type: ignore[arg-type]
+    await resolver.resolve(t1)
+    await resolver.resolve(t2)
+    resolver.invalidate_identity(identity.id)
+    await resolver.resolve(t1)
+    await resolver.resolve(t2)
+    assert store.calls == 4
+
+
+async def test_cache_is_bounded(db: Any) -> None:
+    resolver = SessionResolver(db.sessions, db.identities, ttl=timedelta(seconds=60), max_entries=3)
+    for i in range(10):
+        await resolver.resolve(f"ory_st_{i}")
+    assert len(resolver._cache) == 3
+
+
+async def test_outage_raises_service_unavailable_not_none(db: Any) -> None:
+    _, _, token = await signed_in(db)
+    store = CountingStore(db.sessions)
+    store.down = True
+    resolver = SessionResolver(store, db.identities, ttl=timedelta(seconds=5))  # type: ignore[arg-type]
+    with pytest.raises(errors.ServiceUnavailable):
+        await resolver.resolve(token)
+    store.down = False
+    assert await resolver.resolve(token) is not None  # nothing bad was cached
+
+
+async def test_redis_outage_is_service_unavailable(db: Any) -> None:
+    from sidecar.storage.redis.backend import RedisBackend
+    from tests.conftest import free_port
+
+    redis = RedisBackend(f"redis://127.0.0.1:{free_port()}/0", "x:")
+    try:
+        resolver = SessionResolver(redis.sessions, db.identities, ttl=timedelta(seconds=5))
+        with pytest.raises(errors.ServiceUnavailable):
+            await resolver.resolve(new_session_token())
+    finally:
+        await redis.close()
+
+
+async def test_redis_pubsub_invalidation_reaches_other_workers(
+    db: Any, redis_url: str, unique_prefix: str
+) -> None:
+    from sidecar.storage.redis.backend import RedisBackend
+
+    _, session, token = await signed_in(db)
+    a, b = RedisBackend(redis_url, unique_prefix), RedisBackend(redis_url, unique_prefix)
+    worker = SessionResolver(db.sessions, db.identities, ttl=timedelta(seconds=60))
+    sub = RedisInvalidation(b.client, channel=unique_prefix + "revocations")
+    pub = RedisInvalidation(a.client, channel=unique_prefix + "revocations")
+    try:
+        await sub.start(worker)
+        await asyncio.wait_for(sub.subscribed.wait(), 5)
+        assert await worker.resolve(token) is not None
+        await db.sessions.revoke(session.id)
+        await pub.publish(session_id=session.id)
+        for _ in range(50):
+            if await worker.resolve(token) is None:
+                break
+            await asyncio.sleep(0.02)
+        assert await worker.resolve(token) is None
+    finally:
+        await sub.stop()
+        await a.close()
+        await b.close()
+
+
+async def test_sql_polling_invalidation(db: Any) -> None:
+    _, session, token = await signed_in(db)
+    worker = SessionResolver(db.sessions, db.identities, ttl=timedelta(seconds=60))
+    sub = PollingInvalidation(db.kv, interval=0.05)
+    await sub.start(worker)
+    try:
+        assert await worker.resolve(token) is not None
+        await db.sessions.revoke(session.id)
+        await PollingInvalidation(db.kv).publish(session_id=session.id)
+        await asyncio.sleep(0.3)
+        assert await worker.resolve(token) is None
+    finally:
+        await sub.stop()
+
+
+async def test_listeners_hear_every_invalidation(db: Any) -> None:
+    resolver = SessionResolver(db.sessions, db.identities, ttl=timedelta(seconds=5))
+    heard: list[int] = []
+    resolver.add_listener(lambda: heard.append(1))
+    resolver.invalidate_session(uuid.uuid4())
+    resolver.invalidate_identity(uuid.uuid4())
+    resolver.invalidate_all()
+    assert len(heard) == 3
