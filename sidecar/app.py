@@ -122,6 +122,12 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
     redis_prefix = config.redis.key_prefix if config.redis else ""
     invalidation = create_invalidation(kv, redis_client, prefix=redis_prefix)
     courier = Courier(database.courier, Templates(config.courier.template_override_path))
+
+    async def courier_queue_depth() -> int:
+        counts = await database.courier.count_by_status()
+        return sum(n for status, n in counts.items() if status in ("queued", "processing"))
+
+    metrics.track_courier_queue(courier_queue_depth)
     worker = (
         CourierWorker(database.courier, SmtpSender(config.courier.smtp), config.courier)
         if courier_worker

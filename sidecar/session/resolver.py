@@ -115,6 +115,7 @@ class SessionResolver:
         *,
         ttl: timedelta,
         max_entries: int = 10000,
+        identity_ttl: timedelta | None = None,
         clock: Callable[[], datetime] = _utcnow,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -129,6 +130,10 @@ class SessionResolver:
         self._by_identity: dict[uuid.UUID, set[str]] = {}
         self._inflight: dict[str, asyncio.Future[ResolvedSession | None]] = {}
         self._listeners: set[Callable[[], None]] = set()
+        # Identities are cached apart from sessions (same TTL unless told otherwise), so a
+        # session-cache miss costs one session-store round trip, not a SQL query as well.
+        self.identity_ttl = (identity_ttl if identity_ttl is not None else ttl).total_seconds()
+        self._identities: OrderedDict[uuid.UUID, tuple[Identity | None, float]] = OrderedDict()
         # Bumped by every invalidation: a load that raced a revocation is returned but not cached.
         self._epoch = 0
 
@@ -167,7 +172,7 @@ class SessionResolver:
             session = await self.sessions.get_by_token(key)
             if session is None or not session.is_valid(self.clock()):
                 return None
-            identity = await self.identities.get(session.identity_id)
+            identity = await self._identity(session.identity_id)
         except errors.SidecarError:
             raise
         except Exception as exc:  # a backend that leaked its own error type is still an outage
@@ -175,6 +180,20 @@ class SessionResolver:
         if identity is None or identity.state != "active":
             return None
         return resolved(session, identity)
+
+    async def _identity(self, identity_id: uuid.UUID) -> Identity | None:
+        hit = self._identities.get(identity_id)
+        now = self.monotonic()
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        epoch = self._epoch
+        identity = await self.identities.get(identity_id)
+        if epoch == self._epoch and self.identity_ttl > 0:
+            self._identities[identity_id] = (identity, now + self.identity_ttl)
+            self._identities.move_to_end(identity_id)
+            while len(self._identities) > self.max_entries:
+                self._identities.popitem(last=False)
+        return identity
 
     def _store(self, key: str, value: ResolvedSession | None) -> None:
         ttl = self.ttl
@@ -211,6 +230,7 @@ class SessionResolver:
         self._notify()
 
     def invalidate_identity(self, identity_id: uuid.UUID) -> None:
+        self._identities.pop(identity_id, None)
         for key in list(self._by_identity.get(identity_id, ())):
             self._drop(key)
         self._notify()
@@ -219,6 +239,7 @@ class SessionResolver:
         self._cache.clear()
         self._by_session.clear()
         self._by_identity.clear()
+        self._identities.clear()
         self._notify()
 
     def add_listener(self, listener: Callable[[], None]) -> None:
