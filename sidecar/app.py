@@ -30,7 +30,7 @@ from sidecar.kv.store import KeyValueStore
 from sidecar.metrics import Metrics
 from sidecar.schema.registry import SchemaRegistry
 from sidecar.session.invalidation import Invalidation, create_invalidation
-from sidecar.session.manager import SessionManager
+from sidecar.session.manager import SessionManager, publish_to
 from sidecar.session.resolver import SessionResolver
 from sidecar.session.store import SessionStore
 from sidecar.storage.sql.database import SqlDatabase
@@ -121,6 +121,7 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
     resolver = SessionResolver(session_store, database.identities, ttl=config.session.cache_ttl)
     redis_prefix = config.redis.key_prefix if config.redis else ""
     invalidation = create_invalidation(kv, redis_client, prefix=redis_prefix)
+    sessions.set_on_revoke(publish_to(invalidation))
     courier = Courier(database.courier, Templates(config.courier.template_override_path))
 
     async def courier_queue_depth() -> int:

@@ -18,6 +18,7 @@ from starlette.types import Receive, Send
 from yarl import URL
 
 from sidecar import errors
+from sidecar.proxy.access import new_request_id
 from sidecar.proxy.headers import (
     FORWARDED,
     HOP_BY_HOP,
@@ -139,7 +140,6 @@ async def forward_http(
     has_body: bool,
     receive: Receive,
     send: Send,
-    request_id: str,
 ) -> None:
     started = False
     try:
@@ -168,6 +168,7 @@ async def forward_http(
     except (TimeoutError, aiohttp.ServerTimeoutError):
         if started:
             raise
+        request_id = new_request_id()  # made only on failure: uuid4 costs on the hot path
         log.warning("upstream timed out: %s %s (request %s)", method, url, request_id)
         await send_error(send, errors.GatewayTimeout(), request_id=request_id)
     except (aiohttp.ClientError, OSError) as exc:
@@ -175,5 +176,6 @@ async def forward_http(
             raise  # mid-body: the only honest signal left is to abort the connection
         if isinstance(exc, ConnectionResetError):
             return  # the client went away while we streamed its body
+        request_id = new_request_id()
         log.warning("upstream unreachable: %s %s: %s (request %s)", method, url, exc, request_id)
         await send_error(send, errors.BadGateway(), request_id=request_id)

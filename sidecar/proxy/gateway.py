@@ -227,9 +227,7 @@ class Gateway:
         query = scope.get("query_string", b"")
         url = base + path + ("?" + query.decode("latin-1") if query else "")
         has_body = any(n.lower() in (b"content-length", b"transfer-encoding") for n, _ in headers)
-        await forward_http(
-            self.upstream, url, method, upstream_headers, has_body, receive, send, new_request_id()
-        )
+        await forward_http(self.upstream, url, method, upstream_headers, has_body, receive, send)
 
     async def deny(self, send: Send, outcome: Outcome, method: str, original_url: str) -> None:
         head = method == "HEAD"

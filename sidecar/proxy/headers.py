@@ -60,6 +60,11 @@ def header_value_ok(value: str) -> bool:
     return all(c == "\t" or (c >= " " and c != "\x7f") for c in value)
 
 
+# Parsing an address costs more than the rest of a cached decision; peers repeat (keep-alive, a
+# front proxy), so the answer is memoised per (networks, peer).
+_TRUST_MEMO: dict[tuple[object, str], bool] = {}
+
+
 @dataclass(frozen=True, slots=True)
 class TrustedProxies:
     """``serve.public.trusted_proxies``; an empty list means loopback only (the documented default)."""
@@ -74,11 +79,18 @@ class TrustedProxies:
     def trusts(self, peer: str | None) -> bool:
         if not peer:
             return False
+        known = _TRUST_MEMO.get((self.networks, peer))
+        if known is not None:
+            return known
         try:
             addr = ipaddress.ip_address(peer)
         except ValueError:
             return False
-        return any(addr in net for net in self.networks)
+        result = any(addr in net for net in self.networks)
+        if len(_TRUST_MEMO) > 4096:  # bounded: peers are many only under attack
+            _TRUST_MEMO.clear()
+        _TRUST_MEMO[(self.networks, peer)] = result
+        return result
 
     def client_address(self, peer: str | None, xff: bytes | None) -> str:
         """Walk ``X-Forwarded-For`` from the right past trusted hops (werkzeug ProxyFix)."""

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Protocol
 
 from sidecar.config.model import SessionConfig
 from sidecar.identity.model import utcnow
@@ -19,6 +20,22 @@ from sidecar.session.model import AuthenticationMethod, Device, Session
 from sidecar.session.store import SessionStore
 
 OnRevoke = Callable[[Sequence[Session]], Awaitable[None]]
+
+
+class RevocationChannel(Protocol):
+    """``sidecar.session.invalidation.Invalidation``: tells every worker's session cache."""
+
+    async def publish(
+        self, session_id: uuid.UUID | None = None, identity_id: uuid.UUID | None = None
+    ) -> None: ...
+
+
+def publish_to(channel: RevocationChannel) -> OnRevoke:
+    async def on_revoke(sessions: Sequence[Session]) -> None:
+        for session in sessions:
+            await channel.publish(session_id=session.id)
+
+    return on_revoke
 
 
 async def _ignore(sessions: Sequence[Session]) -> None:

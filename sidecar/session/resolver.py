@@ -160,7 +160,7 @@ class SessionResolver:
             raise
         else:
             future.set_result(value)
-            if epoch == self._epoch:
+            if epoch == self._epoch and self.ttl > 0:
                 self._store(key, value)
             return value
         finally:

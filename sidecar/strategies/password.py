@@ -53,10 +53,17 @@ class PasswordStrategy:
 
     # --- login ----------------------------------------------------------------------------------
 
+    def _identifier_label(self, flow: Flow) -> Text:
+        """The identifier trait's schema title when there is exactly one (as Kratos), else "ID"."""
+        schema = self._schemas.get(flow.identity_schema) if flow.identity_schema else self._schemas.default()
+        titles = {f.title for f in schema.trait_fields() if "password" in f.identifier_for}
+        title = titles.pop() if len(titles) == 1 else None
+        return messages.label_trait(title) if title else messages.label_identifier()
+
     def login_nodes(self, flow: Flow) -> list[Node]:
         return [
             nodes.input_node(
-                "identifier", "default", "text", required=True, label=messages.label_identifier()
+                "identifier", "default", "text", required=True, label=self._identifier_label(flow)
             ),
             nodes.input_node(
                 "password",

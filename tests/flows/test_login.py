@@ -37,7 +37,7 @@ async def test_init_layout(services: Any, flow_type: str) -> None:
     outcome = await services.selfservice.login.init(flow_type, client_for(flow_type), request_url=URL)
     assert isinstance(outcome, ShowFlow) and outcome.status == 200
     expected: list[tuple[str, str, str, int | None]] = [
-        ("identifier", "default", "text", 1070004),
+        ("identifier", "default", "text", 1070002),
         ("password", "password", "password", 1070001),
         ("method", "password", "submit", 1010022),
     ]

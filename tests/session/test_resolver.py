@@ -206,3 +206,32 @@ async def test_listeners_hear_every_invalidation(db: Any) -> None:
     resolver.invalidate_identity(uuid.uuid4())
     resolver.invalidate_all()
     assert len(heard) == 3
+
+
+async def test_session_miss_reuses_the_cached_identity(db: Any) -> None:
+    identity, _, t1 = await signed_in(db)
+    t2 = new_session_token()
+    await db.sessions.create(
+        Session(identity_id=identity.id, expires_at=utcnow() + timedelta(hours=1)), digest(t2)
+    )
+
+    class CountingIdentities:
+        calls = 0
+
+        async def get(self, identity_id: uuid.UUID) -> Identity | None:
+            CountingIdentities.calls += 1
+            result: Identity | None = await db.identities.get(identity_id)
+            return result
+
+    resolver = SessionResolver(
+        db.sessions,
+        CountingIdentities(),  # type: ignore[arg-type]
+        ttl=timedelta(0),
+        identity_ttl=timedelta(seconds=60),
+    )
+    for token in (t1, t2, t1, t2):
+        assert await resolver.resolve(token) is not None
+    assert CountingIdentities.calls == 1
+    resolver.invalidate_identity(identity.id)
+    await resolver.resolve(t1)
+    assert CountingIdentities.calls == 2

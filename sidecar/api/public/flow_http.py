@@ -219,10 +219,12 @@ async def read_submission(request: Request, max_size: int) -> dict[str, Any]:
         return value
     if ctype in ("application/x-www-form-urlencoded", ""):
         try:
-            text = raw.decode("utf-8")
+            pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=1000)
         except UnicodeDecodeError:
             raise errors.BadRequest("the form body is not valid UTF-8") from None
-        return nest_form(parse_qsl(text, keep_blank_values=True, max_num_fields=1000))
+        except ValueError:
+            raise errors.BadRequest("the form body has too many fields") from None
+        return nest_form(pairs)
     raise errors.UnsupportedMediaType(f"unsupported Content-Type {ctype}")
 
 

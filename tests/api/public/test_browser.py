@@ -208,3 +208,34 @@ async def test_browser_flows_on_redis(
     assert (await login_browser(other, email)).status_code == 200
     assert (await other.get("/.auth/sessions/whoami")).json()["identity"]["traits"]["email"] == email
     await other.aclose()
+
+
+@pytest.mark.parametrize("mode", ["browser", "api", "spa"])
+@pytest.mark.parametrize("right", [True, False])
+async def test_login_answer_per_client_kind(harness: Harness, mode: str, right: bool) -> None:
+    from tests.api.public.helpers import login_api, register_api
+
+    email = _email()
+    assert (await register_api(harness.client, email)).status_code == 200
+    client = harness.new_client()
+    password = "correct-Horse-battery-staple-42" if right else "wrong-Password-7"
+    if mode == "api":
+        r = await login_api(client, email, password)
+    else:
+        r = await login_browser(client, email, password, json_req=mode == "spa")
+    if mode == "browser":
+        assert r.status_code == 303
+        if right:
+            assert (
+                r.headers["location"] == "http://127.0.0.1:4433/" and "ory_kratos_session" in client.cookies
+            )
+        else:
+            assert r.headers["location"].startswith(f"{PUBLIC}/ui/login?flow=")
+    elif right:
+        assert r.status_code == 200 and r.json()["session"]["identity"]["traits"]["email"] == email
+        assert ("session_token" in r.json()) is (mode == "api")
+        assert ("ory_kratos_session" in client.cookies) is (mode == "spa")
+    else:
+        assert r.status_code == 400 and message_ids(r.json()) == [4000006]
+    assert r.headers["cache-control"].startswith("private, no-cache, no-store")
+    await client.aclose()

@@ -154,3 +154,56 @@ def test_my_sessions_with_the_sdk(frontend: FrontendApi) -> None:
     assert count.count == 1
     with pytest.raises(ApiException):
         frontend.to_session(x_session_token=first.session_token)
+
+
+def _cookies(headers: Any) -> str:
+    """The ``Cookie`` header a browser would send back, from the SDK response's Set-Cookie headers."""
+    raw = headers.getlist("set-cookie") if hasattr(headers, "getlist") else [headers.get("set-cookie")]
+    return "; ".join(c.split(";", 1)[0] for c in raw if c)
+
+
+def test_browser_flows_with_the_sdk(frontend: FrontendApi) -> None:
+    """A server-side app forwarding cookies, as Ory's docs describe (SPA-style JSON answers)."""
+    email = _email()
+    created = frontend.create_browser_registration_flow_with_http_info()
+    csrf_cookie = _cookies(created.headers)
+    flow = created.data
+    csrf_node = next(
+        a
+        for n in flow.ui.nodes
+        if isinstance(a := n.attributes.actual_instance, UiNodeInputAttributes)
+        if a.name == "csrf_token"
+    )
+    body = UpdateRegistrationFlowBody(
+        UpdateRegistrationFlowWithPasswordMethod(
+            method="password", password=PASSWORD, traits={"email": email}, csrf_token=str(csrf_node.value)
+        )
+    )
+    done = frontend.update_registration_flow_with_http_info(
+        flow=flow.id, update_registration_flow_body=body, cookie=csrf_cookie
+    )
+    assert done.data.session_token is None and done.data.session is not None
+    session_cookie = _cookies(done.headers)
+    assert session_cookie.startswith("ory_kratos_session=ory_st_")
+
+    me = frontend.to_session(cookie=session_cookie)
+    assert me.identity is not None and me.identity.traits == {"email": email}
+    logout = frontend.create_browser_logout_flow(cookie=session_cookie)
+    assert logout.logout_token.startswith("ory_lo_")
+    frontend.update_logout_flow(token=logout.logout_token, cookie=session_cookie)
+    with pytest.raises(ApiException) as exc:
+        frontend.to_session(cookie=session_cookie)
+    assert exc.value.status == 401
+
+
+def test_browser_submit_without_csrf_is_403_with_the_sdk(frontend: FrontendApi) -> None:
+    created = frontend.create_browser_login_flow_with_http_info()
+    body = UpdateLoginFlowBody(
+        UpdateLoginFlowWithPasswordMethod(method="password", identifier="a@example.test", password=PASSWORD)
+    )
+    with pytest.raises(ApiException) as exc:
+        frontend.update_login_flow(
+            flow=created.data.id, update_login_flow_body=body, cookie=_cookies(created.headers)
+        )
+    assert exc.value.status == 403
+    assert json.loads(exc.value.body or "{}")["error"]["id"] == "security_csrf_violation"

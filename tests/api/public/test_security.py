@@ -325,3 +325,23 @@ async def test_malformed_bodies_are_4xx(harness: Harness) -> None:
         assert 400 <= r.status_code < 500, (content, r.status_code)
     r = await harness.client.post(url, json={"method": "password", "identifier": ["a"], "password": {"x": 1}})
     assert r.status_code == 400 and message_ids(r.json()) == [4000002, 4000002]
+
+
+async def test_form_with_too_many_fields_is_400(harness: Harness) -> None:
+    flow = await api_flow(harness.client, "login")
+    r = await harness.client.post(
+        f"/.auth/self-service/login?flow={flow['id']}",
+        content="&".join(f"f{i}=1" for i in range(1500)).encode(),
+        headers={"Content-Type": "application/x-www-form-urlencoded", **JSON},
+    )
+    assert r.status_code == 400
+
+
+async def test_deeply_nested_json_is_400(harness: Harness) -> None:
+    flow = await api_flow(harness.client, "registration")
+    r = await harness.client.post(
+        f"/.auth/self-service/registration?flow={flow['id']}",
+        content=b'{"method":"password","traits":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        headers={"Content-Type": "application/json"},
+    )
+    assert r.status_code == 400

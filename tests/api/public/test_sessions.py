@@ -180,3 +180,22 @@ async def test_sessions_on_postgres(harness_factory: HarnessFactory, postgres_ds
     assert (
         await h.client.get("/.auth/sessions/whoami", headers={"X-Session-Token": other})
     ).status_code == 401
+
+
+@pytest.mark.parametrize("how", ["api-logout", "revoke-other", "admin-delete"])
+async def test_revocation_drops_the_proxy_cache_at_once(harness: Harness, how: str) -> None:
+    email = _email()
+    token, body = await _token(harness, email)
+    resolver = harness.services.resolver
+    assert await resolver.resolve(token) is not None  # now cached for session.cache_ttl
+    if how == "api-logout":
+        r = await harness.client.request(
+            "DELETE", "/.auth/self-service/logout/api", json={"session_token": token}
+        )
+    elif how == "revoke-other":
+        other = (await login_api(harness.client, email)).json()["session_token"]
+        r = await harness.client.delete("/.auth/sessions", headers={"X-Session-Token": other})
+    else:
+        r = await harness.admin.delete(f"/admin/sessions/{body['session']['id']}")  # type: ignore[index]
+    assert r.status_code in (200, 204)
+    assert await resolver.resolve(token) is None

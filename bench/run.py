@@ -1,0 +1,388 @@
+"""The access-path benchmark: every figure as a ratio to nginx as a reverse proxy, same run.
+
+Cores (2-core machine): core 0 = the server under test (nginx proxy or one sidecar worker),
+core 1 = wrk + the upstream + Redis. Scenarios run one after the other, so each server has core 0
+to itself. The upstream is the smallest ASGI app under uvicorn (bench/upstream.py), as in the
+DESIGN §6 calibration where a bare uvicorn app measured 1.02x the nginx proxy; nginx proxying
+to a static nginx and a bare uvicorn app on core 0 are reported too, for calibration.
+Writes bench/RESULTS.md.
+
+    /work/venv/bin/python bench/run.py [--duration 10] [--connections 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SERVER_CORE, LOAD_CORE = "0", "1"
+RULES = "version: 1\nrules:\n  - {id: private, match: {paths: ['/private/**']}, require: authenticated}\n"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"port {port} did not open")
+
+
+class Procs:
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        self, args: list[str], port: int, core: str, cwd: Path | None = None
+    ) -> subprocess.Popen[bytes]:
+        p = subprocess.Popen(
+            ["taskset", "-c", core, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd
+        )
+        self.procs.append(p)
+        wait_port(port)
+        return p
+
+    def stop(self, p: subprocess.Popen[bytes]) -> None:
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGTERM)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(p.pid, signal.SIGKILL)
+                p.wait()
+
+    def stop_all(self) -> None:
+        for p in reversed(self.procs):
+            self.stop(p)
+
+
+def nginx_conf(root: Path, server: str) -> Path:
+    temps = "".join(
+        f"{n}_temp_path {root}/{n}; " for n in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    conf = root / "nginx.conf"
+    conf.write_text(
+        f"daemon off; worker_processes 1; user root; pid {root}/nginx.pid; error_log {root}/error.log warn;\n"
+        f"events {{ worker_connections 4096; }}\nhttp {{ access_log off; {temps}\n{server}\n}}\n"
+    )
+    return conf
+
+
+def start_nginx(
+    procs: Procs, tmp: Path, name: str, server: str, port: int, core: str
+) -> subprocess.Popen[bytes]:
+    root = tmp / name
+    root.mkdir()
+    conf = nginx_conf(root, server)
+    return procs.start(
+        ["/usr/sbin/nginx", "-p", str(root), "-e", str(root / "error.log"), "-c", str(conf)], port, core
+    )
+
+
+def wrk(url: str, *, connections: int, duration: int, headers: dict[str, str]) -> dict[str, float]:
+    args = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
+    for k, v in headers.items():
+        args += ["-H", f"{k}: {v}"]
+    out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+    def pct(p: str) -> float:
+        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
+        if not m:
+            return float("nan")
+        scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+        return float(m.group(1)) * scale
+
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rps": rps,
+        "p50_ms": pct("50"),
+        "p99_ms": pct("99"),
+        "non2xx": float(non2xx.group(1)) if non2xx else 0.0,
+    }
+
+
+async def make_session(dsn: str, redis_url: str, prefix: str) -> str:
+    from sidecar.identity.model import Identity, utcnow
+    from sidecar.security.tokens import digest, new_session_token
+    from sidecar.session.model import Session
+    from sidecar.storage.redis.backend import RedisBackend
+    from sidecar.storage.sql.database import SqlDatabase
+
+    db = SqlDatabase(dsn)
+    await db.migrate()
+    identity = await db.identities.create(
+        Identity(schema_id="default", traits={"email": "bench@example.com"})
+    )
+    await db.close()
+    token = new_session_token()
+    redis = RedisBackend(redis_url, prefix)
+    session = Session(identity_id=identity.id, expires_at=utcnow() + timedelta(hours=2))
+    await redis.sessions.create(session, digest(token))
+    await redis.close()
+    return token
+
+
+def machine_state() -> list[str]:
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        "unknown",
+    )
+    mem = next(ln for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal"))
+    nginx_v = subprocess.run(["/usr/sbin/nginx", "-v"], capture_output=True, text=True).stderr.strip()
+    wrk_v = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[0]
+    import aiohttp
+    import uvicorn
+
+    return [
+        f"- date: {datetime.now(UTC).isoformat(timespec='seconds')}",
+        f"- CPU: {cpu}, {os.cpu_count()} cores; {mem.split(':')[1].strip()} RAM",
+        f"- load average before the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        f"- kernel {platform.release()}; Python {platform.python_version()}; uvicorn {uvicorn.__version__} "
+        f"(uvloop, httptools); aiohttp {aiohttp.__version__}",
+        f"- {nginx_v}; {wrk_v}",
+        f"- pinning: server under test on core {SERVER_CORE}; "
+        f"wrk, the upstream and Redis on core {LOAD_CORE}",
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=50)
+    args = parser.parse_args()
+    for tool in ("wrk", "taskset", "redis-server"):
+        if not shutil.which(tool):
+            print(f"{tool} is required", file=sys.stderr)
+            return 1
+    state = machine_state()
+    procs = Procs()
+    tmp = Path(tempfile.mkdtemp(prefix="sidecar-bench-"))
+    results: dict[str, dict[str, float]] = {}
+    try:
+        up_port, static_port, ngx_port, redis_port = free_port(), free_port(), free_port(), free_port()
+        uvicorn_args = [
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
+        procs.start(
+            [sys.executable, "-m", "uvicorn", "bench.upstream:app", "--port", str(up_port), *uvicorn_args],
+            up_port,
+            LOAD_CORE,
+            cwd=ROOT,
+        )
+        start_nginx(
+            procs,
+            tmp,
+            "static",
+            f"server {{ listen 127.0.0.1:{static_port}; location / {{ return 200 'ok\\n'; }} }}",
+            static_port,
+            LOAD_CORE,
+        )
+        start_nginx(
+            procs,
+            tmp,
+            "proxy",
+            f"upstream up {{ server 127.0.0.1:{up_port}; keepalive 64; }}\n"
+            f"upstream st {{ server 127.0.0.1:{static_port}; keepalive 64; }}\n"
+            f"server {{ listen 127.0.0.1:{ngx_port}; proxy_http_version 1.1; "
+            "proxy_set_header Connection ''; location /static/ { proxy_pass http://st; } "
+            "location / { proxy_pass http://up; } }",
+            ngx_port,
+            SERVER_CORE,
+        )
+        procs.start(
+            [
+                "redis-server",
+                "--port",
+                str(redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(tmp),
+            ],
+            redis_port,
+            LOAD_CORE,
+        )
+        redis_url, prefix = f"redis://127.0.0.1:{redis_port}/0", "bench:"
+        dsn = f"sqlite:///{tmp}/bench.db"
+        token = asyncio.run(make_session(dsn, redis_url, prefix))
+        (tmp / "rules.yaml").write_text(RULES)
+        d, c = args.duration, args.connections
+        results["ngx_proxy"] = wrk(
+            f"http://127.0.0.1:{ngx_port}/private/x", connections=c, duration=d, headers={}
+        )
+        results["ngx_proxy_c1"] = wrk(
+            f"http://127.0.0.1:{ngx_port}/private/x", connections=1, duration=d, headers={}
+        )
+        results["ngx_static"] = wrk(
+            f"http://127.0.0.1:{ngx_port}/static/x", connections=c, duration=d, headers={}
+        )
+        bare_port = free_port()
+        bare = procs.start(
+            [sys.executable, "-m", "uvicorn", "bench.upstream:app", "--port", str(bare_port), *uvicorn_args],
+            bare_port,
+            SERVER_CORE,
+            cwd=ROOT,
+        )
+        results["bare_asgi"] = wrk(f"http://127.0.0.1:{bare_port}/", connections=c, duration=d, headers={})
+        procs.stop(bare)
+
+        def sidecar(extra: list[str]) -> tuple[subprocess.Popen[bytes], int]:
+            port = free_port()
+            config = {
+                "dsn": dsn,
+                "secrets": {"cookie": ["bench-cookie-secret-0123456789"]},
+                "serve": {
+                    "public": {
+                        "host": "127.0.0.1",
+                        "port": port,
+                        "base_url": f"http://127.0.0.1:{port}/.auth",
+                    }
+                },
+                "log": {"level": "warning"},
+                "proxy": {"upstream": f"http://127.0.0.1:{up_port}"},
+                "rules": [str(tmp / "rules.yaml")],
+                "redis": {"url": redis_url, "key_prefix": prefix},
+            }
+            p = procs.start(
+                [sys.executable, str(ROOT / "bench" / "serve.py"), json.dumps(config), *extra],
+                port,
+                SERVER_CORE,
+                cwd=ROOT,
+            )
+            return p, port
+
+        auth = {"X-Original-Method": "GET", "X-Original-URI": "/private/x", "X-Session-Token": token}
+        p, port = sidecar([])
+        decision = f"http://127.0.0.1:{port}/.auth/authz/nginx"
+        wrk(decision, connections=c, duration=2, headers=auth)  # warm-up
+        results["decision_cached"] = wrk(decision, connections=c, duration=d, headers=auth)
+        results["decision_cached_c1"] = wrk(decision, connections=1, duration=d, headers=auth)
+        wrk(
+            f"http://127.0.0.1:{port}/private/x",
+            connections=c,
+            duration=2,
+            headers={"X-Session-Token": token},
+        )
+        results["proxy_signed_in"] = wrk(
+            f"http://127.0.0.1:{port}/private/x",
+            connections=c,
+            duration=d,
+            headers={"X-Session-Token": token},
+        )
+        procs.stop(p)
+        p, port = sidecar(["--session-ttl", "0", "--identity-ttl", "60"])
+        decision = f"http://127.0.0.1:{port}/.auth/authz/nginx"
+        wrk(decision, connections=c, duration=2, headers=auth)
+        results["decision_miss"] = wrk(decision, connections=c, duration=d, headers=auth)
+        procs.stop(p)
+    finally:
+        procs.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+    write_results(state, results, args)
+    print((ROOT / "bench" / "RESULTS.md").read_text())
+    return 0
+
+
+TARGETS = {
+    "decision_cached": ("decision endpoint, cached session", 0.50),
+    "decision_miss": ("decision endpoint, session-cache miss (one Redis GET)", 0.18),
+    "proxy_signed_in": ("full proxy, signed-in user (cached session)", 0.20),
+}
+
+
+def write_results(state: list[str], r: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
+    base = r["ngx_proxy"]["rps"]
+    lines = [
+        "# Access-path benchmark",
+        "",
+        "Command: `/work/venv/bin/python bench/run.py "
+        f"--duration {args.duration} --connections {args.connections}`",
+        "",
+        "## Machine state",
+        *state,
+        "",
+        f"## Results (wrk -t1 -c{args.connections} -d{args.duration}s; "
+        "ratio = requests/s / nginx proxy, same run)",
+        "",
+        "| scenario | req/s | ratio to nginx proxy | target | p50 ms | p99 ms | non-2xx |",
+        "|---|---|---|---|---|---|---|",
+        f"| nginx reverse proxy (= 1.0) | {base:,.0f} | 1.00 | | {r['ngx_proxy']['p50_ms']:.2f} "
+        f"| {r['ngx_proxy']['p99_ms']:.2f} | {r['ngx_proxy']['non2xx']:.0f} |",
+    ]
+    for key, label in (
+        ("ngx_static", "calibration: nginx proxy to a static nginx upstream"),
+        ("bare_asgi", "calibration: bare ASGI app under uvicorn on core 0"),
+    ):
+        x = r[key]
+        lines.append(
+            f"| {label} | {x['rps']:,.0f} | {x['rps'] / base:.2f} | | {x['p50_ms']:.2f} "
+            f"| {x['p99_ms']:.2f} | {x['non2xx']:.0f} |"
+        )
+    for key, (label, target) in TARGETS.items():
+        x = r[key]
+        ratio = x["rps"] / base
+        mark = "met" if ratio >= target else "MISSED"
+        lines.append(
+            f"| {label} | {x['rps']:,.0f} | {ratio:.2f} | >= {target:.2f} ({mark}) | {x['p50_ms']:.2f} "
+            f"| {x['p99_ms']:.2f} | {x['non2xx']:.0f} |"
+        )
+    c1, n1 = r["decision_cached_c1"], r["ngx_proxy_c1"]
+    lines += [
+        "",
+        "## Latency at concurrency 1 (wrk -c1)",
+        "",
+        "| scenario | req/s | p50 ms | p99 ms | target |",
+        "|---|---|---|---|---|",
+        f"| nginx reverse proxy | {n1['rps']:,.0f} | {n1['p50_ms']:.3f} | {n1['p99_ms']:.3f} | |",
+        f"| decision endpoint, cached session | {c1['rps']:,.0f} | {c1['p50_ms']:.3f} | {c1['p99_ms']:.3f} "
+        f"| p99 <= 1 ms ({'met' if c1['p99_ms'] <= 1.0 else 'MISSED'}) |",
+        "",
+        "Scenarios: the decision endpoint is `/.auth/authz/nginx` with `X-Original-URI: /private/x`",
+        "and a valid `X-Session-Token` (rule: authenticated). The cache-miss run sets the session-cache",
+        "TTL to 0 so every",
+        "request reads the session from Redis (the identity stays cached, as in production where many",
+        "sessions share identities). The proxy run streams to the same upstream app the nginx baseline uses.",
+    ]
+    (ROOT / "bench" / "RESULTS.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
