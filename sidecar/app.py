@@ -116,13 +116,15 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
     schemas = SchemaRegistry(config.identity, base_url=config.public_base_url)
     identities = IdentityManager(database.identities, schemas, hasher)
     sessions = SessionManager(session_store, config.session)
-    selfservice = build_flows(config, kv, identities, schemas, sessions)
+    courier = Courier(database.courier, Templates(config.courier.template_override_path))
+    selfservice = build_flows(
+        config, kv, identities, schemas, sessions, courier=courier, addresses=database.identities
+    )
     # The proxy's session cache and the revocations that clear it on every worker.
     resolver = SessionResolver(session_store, database.identities, ttl=config.session.cache_ttl)
     redis_prefix = config.redis.key_prefix if config.redis else ""
     invalidation = create_invalidation(kv, redis_client, prefix=redis_prefix)
     sessions.set_on_revoke(publish_to(invalidation))
-    courier = Courier(database.courier, Templates(config.courier.template_override_path))
 
     async def courier_queue_depth() -> int:
         counts = await database.courier.count_by_status()
@@ -181,7 +183,6 @@ def create_public_app(services: Services, *, manage_lifespan: bool = True, gatew
     from starlette.routing import Mount
 
     from sidecar.api.public.routes import public_routes
-
     from sidecar.ui.api_client import PublicApiClient, in_process
     from sidecar.ui.pages import page_routes
 

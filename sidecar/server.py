@@ -73,6 +73,9 @@ def _uvicorn_config(app: Any) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         loop="uvloop",
+        # uvicorn would otherwise rewrite the peer address from X-Forwarded-For sent by any
+        # loopback client; trust is decided by serve.public.trusted_proxies alone.
+        proxy_headers=False,
         http="httptools",
         lifespan="off",
         log_config=None,

@@ -72,7 +72,9 @@ def live_sidecar(config: Config, *, public_port: int | None = None) -> Iterator[
             (create_public_app(services, manage_lifespan=False), public_port),
             (create_admin_app(services, manage_lifespan=False), admin_port),
         ):
-            cfg = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+            cfg = uvicorn.Config(
+                app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", proxy_headers=False
+            )
             servers.append(_Quiet(cfg))
         box["services"], box["servers"], box["loop"] = services, servers, asyncio.get_running_loop()
         tasks = [asyncio.create_task(s.serve()) for s in servers]

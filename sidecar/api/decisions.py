@@ -185,7 +185,8 @@ class DecisionEndpoints:
                 await send_response(send, status, [(b"location", location), NO_STORE])
         elif verdict is Verdict.STEP_UP:
             if api:
-                await send_error(send, errors.AAL2Required())
+                step_up = self.access.login_location(return_to, aal2=True)
+                await send_error(send, errors.AAL2Required(extra={"redirect_browser_to": step_up}))
             elif dialect == NGINX:
                 location = self.access.login_location(return_to, aal2=True).encode()
                 await send_error(send, errors.SessionInactive(), extra=[(b"location", location)])

@@ -410,6 +410,10 @@ class RateLimit(Model):
     per_identifier: int = Field(10, ge=1)
     per_ip: int = Field(50, ge=1)
     window: Duration = timedelta(minutes=15)
+    send_per_address: int = Field(5, ge=1)
+    """Sidecar-only: recovery/verification messages per address per window (mail bombing)."""
+    send_per_ip: int = Field(30, ge=1)
+    """Sidecar-only: recovery/verification messages per client IP per window."""
 
 
 class Security(Model):

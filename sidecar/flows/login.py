@@ -7,7 +7,7 @@ Pure domain code: it takes plain values (``Client``, the submitted body) and ret
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from sidecar import errors
@@ -26,10 +26,13 @@ from sidecar.flows.outcome import (
 )
 from sidecar.flows.store import FlowStore
 from sidecar.identity.model import Identity
+from sidecar.session import aal as assurance
 from sidecar.session.manager import SessionManager
 from sidecar.strategies.base import LoginStrategy, NotResponsible
 
 AAL_LEVELS = ("aal1", "aal2")
+SECOND_FACTOR_METHODS = "aal2_methods"
+"""``flow.internal`` key: the second factors the identity had set up when an aal2 flow began."""
 
 
 def apply_invalid(flow: Flow, exc: FlowInvalid) -> None:
@@ -51,10 +54,24 @@ class LoginFlows:
         store: FlowStore,
         strategies: Sequence[LoginStrategy],
         sessions: SessionManager,
+        get_identity: Callable[[uuid.UUID], Awaitable[Identity]] | None = None,
     ) -> None:
         self.life = FlowLifecycle("login", config, config.selfservice.flows.login, store)
         self._strategies = tuple(strategies)
         self._sessions = sessions
+        self._get_identity = get_identity
+        self._required_aal = config.session.whoami.required_aal
+
+    def _strategies_for(self, flow: Flow) -> list[LoginStrategy]:
+        """An aal2 flow offers only the second factors the identity has; aal1 only first factors."""
+        if flow.requested_aal == "aal2":
+            allowed = flow.internal.get(SECOND_FACTOR_METHODS)
+            return [
+                s
+                for s in self._strategies
+                if s.id in assurance.SECOND_FACTORS and (not isinstance(allowed, list) or s.id in allowed)
+            ]
+        return [s for s in self._strategies if s.id not in assurance.SECOND_FACTORS]
 
     def _build(
         self,
@@ -65,15 +82,18 @@ class LoginFlows:
         csrf_token: str | None,
         refresh: bool,
         aal: str,
+        second_factors: list[str] | None = None,
     ) -> Flow:
         flow = self.life.new_flow(
             flow_type, request_url=request_url, return_to=return_to, csrf_token=csrf_token
         )
         flow.refresh = refresh
         flow.requested_aal = aal
+        if second_factors is not None:
+            flow.internal[SECOND_FACTOR_METHODS] = second_factors
         if flow_type == "browser":
             flow.ui.nodes.append(nodes.csrf_node())
-        for strategy in self._strategies:
+        for strategy in self._strategies_for(flow):
             flow.ui.nodes.extend(strategy.login_nodes(flow))
         if refresh:
             flow.ui.messages.append(messages.login_reauth())
@@ -100,6 +120,9 @@ class LoginFlows:
             raise errors.SessionAAL1Required()
         if session is not None and not refresh and requested <= session.aal:
             return AlreadySignedIn(checked or self.life.after_url_default())
+        second_factors = None
+        if requested == "aal2" and session is not None and self._get_identity is not None:
+            second_factors = assurance.second_factors(await self._get_identity(session.identity_id))
         flow = self._build(
             flow_type,
             request_url=request_url,
@@ -107,6 +130,7 @@ class LoginFlows:
             csrf_token=client.csrf_token,
             refresh=refresh and session is not None,
             aal=requested,
+            second_factors=second_factors,
         )
         await self.life.store.save(flow)
         return ShowFlow(flow)
@@ -130,6 +154,7 @@ class LoginFlows:
                 csrf_token=flow.csrf_token,
                 refresh=flow.refresh,
                 aal=flow.requested_aal,
+                second_factors=flow.internal.get(SECOND_FACTOR_METHODS),
             )
             self.life.expired_replacement(flow, fresh)
             await self.life.store.save(fresh)
@@ -138,9 +163,8 @@ class LoginFlows:
         if session is not None and not flow.refresh and flow.requested_aal <= session.aal:
             return AlreadySignedIn(flow.return_to or self.life.after_url_default())
         method = body.get("method")
-        flow.active = (
-            method if isinstance(method, str) and method in {s.id for s in self._strategies} else None
-        )
+        offered = self._strategies_for(flow)
+        flow.active = method if isinstance(method, str) and method in {s.id for s in offered} else None
         try:
             if flow.state == "passed_challenge":
                 raise FlowInvalid(
@@ -164,7 +188,7 @@ class LoginFlows:
         return await self._complete(flow, identity, client, flow.active or "password")
 
     async def _authenticate(self, flow: Flow, body: Mapping[str, Any], client: Client) -> Identity:
-        for strategy in self._strategies:
+        for strategy in self._strategies_for(flow):
             result = await strategy.login(flow, body, client)
             if not isinstance(result, NotResponsible):
                 return result
@@ -172,12 +196,24 @@ class LoginFlows:
 
     async def _complete(self, flow: Flow, identity: Identity, client: Client, method: str) -> Completed:
         current = client.session
-        if flow.refresh and current is not None:
+        if flow.requested_aal == "aal2" and method in assurance.SECOND_FACTORS:
+            # A second factor upgrades the session it was asked for: same id, same token.
+            if current is None:
+                raise errors.SessionAAL1Required()
+            if current.identity_id != identity.id:
+                raise errors.IdentityMismatch()
+            session = await self._sessions.reauthenticate(current, method, aal="aal2")
+            token = client.session_token
+        elif flow.refresh and current is not None:
             if current.identity_id != identity.id:
                 raise errors.IdentityMismatch()
             session = await self._sessions.reauthenticate(current, method)
             token = client.session_token
         else:
+            if "require_verified_address" in self.life.hooks(method) and not any(
+                a.verified for a in identity.verifiable_addresses
+            ):
+                raise errors.VerifiedAddressRequired()
             issued = await self._sessions.issue(identity.id, method, device=client.device())
             session, token = issued.session, issued.token
             if "revoke_active_sessions" in self.life.hooks(method):
@@ -185,4 +221,8 @@ class LoginFlows:
         flow.state = "passed_challenge"
         flow.ui.messages = []
         await self.life.store.save(flow)
-        return Completed(flow, identity, self.life.after_url(flow, method), session, token)
+        redirect = self.life.after_url(flow, method)
+        if not assurance.satisfies(session, identity, self._required_aal):
+            # The identity has a second factor: a first factor alone does not finish the sign-in.
+            redirect = assurance.step_up_url(self.life.base_url, flow.return_to)
+        return Completed(flow, identity, redirect, session, token)

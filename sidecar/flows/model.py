@@ -50,6 +50,8 @@ class Flow:
     identity_schema: str | None = None
     csrf_token: str | None = None
     transient_payload: dict[str, Any] | None = None
+    internal: dict[str, Any] = field(default_factory=dict)
+    """Kratos' ``internal_context``: server-side state of a strategy (never sent to clients)."""
 
     def is_expired(self, now: datetime | None = None) -> bool:
         return (now or utcnow()) >= self.expires_at
@@ -72,6 +74,7 @@ class Flow:
             "identity_schema": self.identity_schema,
             "csrf_token": self.csrf_token,
             "transient_payload": self.transient_payload,
+            "internal": self.internal,
             "ui": {
                 "action": self.ui.action,
                 "method": self.ui.method,
@@ -99,6 +102,7 @@ class Flow:
             identity_schema=data.get("identity_schema"),
             csrf_token=data.get("csrf_token"),
             transient_payload=data.get("transient_payload"),
+            internal=dict(data.get("internal") or {}),
             ui=Ui(ui["action"], ui.get("method", "POST"), list(ui["nodes"]), list(ui.get("messages", []))),
         )
 

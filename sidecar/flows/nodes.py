@@ -7,7 +7,7 @@ from typing import Any, Literal, TypedDict
 from sidecar.flows.messages import Text
 
 Group = Literal[
-    "default", "password", "oidc", "profile", "code", "totp", "lookup_secret", "webauthn", "passkey"
+    "default", "password", "oidc", "profile", "code", "link", "totp", "lookup_secret", "webauthn", "passkey"
 ]
 InputType = Literal[
     "text", "password", "number", "checkbox", "hidden", "email", "tel", "submit", "button", "date", "url"

@@ -81,6 +81,8 @@ class Completed:
     session: Session | None = None
     token: str | None = None
     """The session token to hand out (API flows) or to put in the cookie (browser flows)."""
+    continue_with: tuple[dict[str, Any], ...] = ()
+    """Kratos ``continue_with`` items (``show_verification_ui``, ``show_settings_ui``, ...)."""
 
 
 Outcome = ShowFlow | FlowReplaced | AlreadySignedIn | Completed

@@ -7,7 +7,7 @@ returns no session). Other hook names are accepted and, for now, do nothing.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from sidecar import errors
@@ -30,6 +30,8 @@ from sidecar.identity.model import Identity
 from sidecar.session.manager import SessionManager
 from sidecar.strategies.base import NotResponsible, RegistrationStrategy
 
+AfterRegistration = Callable[[Identity, Flow], Awaitable[list[dict[str, Any]]]]
+
 
 class RegistrationFlows:
     def __init__(
@@ -43,6 +45,8 @@ class RegistrationFlows:
         self.life = FlowLifecycle("registration", config, self._flow_config, store)
         self._strategies = tuple(strategies)
         self._sessions = sessions
+        self.after_registration: AfterRegistration | None = None
+        """Set by the wiring: the verification hook (mails, ``show_verification_ui`` items)."""
 
     def _ensure_enabled(self) -> None:
         if not self._flow_config.enabled:
@@ -135,4 +139,8 @@ class RegistrationFlows:
         flow.state = "passed_challenge"
         flow.ui.messages = []
         await self.life.store.save(flow)
-        return Completed(flow, identity, self.life.after_url(flow, method), session, token)
+        redirect_to = self.life.after_url(flow, method)
+        continue_with = await self.after_registration(identity, flow) if self.after_registration else []
+        if "show_verification_ui" in self.life.hooks(method):
+            redirect_to = next((c["flow"]["url"] for c in continue_with if c["flow"].get("url")), redirect_to)
+        return Completed(flow, identity, redirect_to, session, token, tuple(continue_with))

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sidecar.config.model import Config
+from sidecar.config.model import Config, RateLimit
 from sidecar.flows.login import LoginFlows
 from sidecar.flows.logout import LogoutFlows
+from sidecar.flows.recovery import RecoveryFlows, SettingsAfterRecovery
 from sidecar.flows.registration import RegistrationFlows
+from sidecar.flows.settings import SettingsFlows
 from sidecar.flows.store import FlowStore
+from sidecar.flows.verification import VerificationFlows
 from sidecar.kv.store import KeyValueStore
 from sidecar.schema.registry import SchemaRegistry
 from sidecar.security.ratelimit import RateLimiter
 from sidecar.session.manager import SessionManager
+from sidecar.strategies.challenge import AddressDirectory, ChallengeDeps, Mailer
 from sidecar.strategies.password import PasswordIdentities
 from sidecar.strategies.registry import StrategyDeps, build_registry
 
@@ -23,6 +27,9 @@ class SelfServiceFlows:
     registration: RegistrationFlows
     logout: LogoutFlows
     limiter: RateLimiter
+    recovery: RecoveryFlows | None = None
+    verification: VerificationFlows | None = None
+    settings: SettingsFlows | None = None
 
 
 def build_flows(
@@ -31,13 +38,34 @@ def build_flows(
     identities: PasswordIdentities,
     schemas: SchemaRegistry,
     sessions: SessionManager,
+    *,
+    courier: Mailer | None = None,
+    addresses: AddressDirectory | None = None,
 ) -> SelfServiceFlows:
     store = FlowStore(kv)
     limiter = RateLimiter(kv, config.security.rate_limit)
-    registry = build_registry(StrategyDeps(config, identities, schemas, limiter))
+    challenge = None
+    if courier is not None and addresses is not None:
+        challenge = ChallengeDeps(addresses, courier, kv, RateLimiter(kv, send_limits(config)))
+    registry = build_registry(StrategyDeps(config, identities, schemas, limiter, kv=kv, challenge=challenge))
+    recovery = RecoveryFlows(config, store, registry.recovery, sessions=sessions, kv=kv)
+    verification = VerificationFlows(config, store, registry.verification, kv=kv)
+    registration = RegistrationFlows(config, store, registry.registration, sessions)
+    registration.after_registration = verification.after_registration
+    settings = SettingsFlows(config, store, registry.settings, sessions, identities.get)
+    recovery.settings = SettingsAfterRecovery(settings)
     return SelfServiceFlows(
-        login=LoginFlows(config, store, registry.login, sessions),
-        registration=RegistrationFlows(config, store, registry.registration, sessions),
+        login=LoginFlows(config, store, registry.login, sessions, identities.get),
+        registration=registration,
         logout=LogoutFlows(config, sessions),
         limiter=limiter,
+        recovery=recovery,
+        verification=verification,
+        settings=settings,
     )
+
+
+def send_limits(config: Config) -> RateLimit:
+    """Mail-bombing limits: messages per address and per client IP in the rate-limit window."""
+    rl = config.security.rate_limit
+    return rl.model_copy(update={"per_identifier": rl.send_per_address, "per_ip": rl.send_per_ip})

@@ -145,6 +145,17 @@ class IdentityManager:
         await self._store.save_credential(identity.id, credential)
         return identity.with_credential(credential)
 
+    async def save_credential(self, identity_id: uuid.UUID, credential: Credential) -> Identity:
+        """Insert or replace one credential (TOTP, backup codes) of an existing identity."""
+        identity = await self.get(identity_id)
+        await self._store.save_credential(identity.id, credential)
+        return identity.with_credential(credential)
+
+    async def remove_credential(self, identity_id: uuid.UUID, credential_type: str) -> Identity:
+        identity = await self.get(identity_id)
+        await self._store.delete_credential(identity.id, credential_type)
+        return identity.without_credential(credential_type)
+
     # --- login --------------------------------------------------------------------------------
 
     async def authenticate_password(self, identifier: str, password: str) -> Identity | None:

@@ -215,11 +215,17 @@ class Access:
             if req.level == "optional":
                 return Outcome(Verdict.ALLOW, rule, None, api, f"rule {rule.id!r} allows anonymous access")
             return Outcome(Verdict.LOGIN, rule, None, api, "no valid session")
-        return self.judge(rule, session, api)
+        return self.judge(rule, session, api, self.config.session.whoami.required_aal)
 
     @staticmethod
-    def judge(rule: Rule, session: ResolvedSession, api: bool) -> Outcome:
+    def judge(rule: Rule, session: ResolvedSession, api: bool, required_aal: str = "aal1") -> Outcome:
         req = rule.require
+        if required_aal == "highest_available" and session.aal < session.available_aal:
+            # A first factor alone must not pass while the identity has a second factor set up
+            # (Kratos' whoami answers session_aal2_required here): step up, or stay anonymous.
+            if req.level == "optional" and not req.has_conditions:
+                return Outcome(Verdict.ALLOW, rule, None, api, "second factor pending; served anonymously")
+            return Outcome(Verdict.STEP_UP, rule, session, api, "the identity has aal2 available")
         if req.roles is not None and not (req.roles & session.roles):
             return Outcome(
                 Verdict.FORBIDDEN, rule, session, api, f"needs one of the roles {sorted(req.roles)}"

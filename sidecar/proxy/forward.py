@@ -151,17 +151,26 @@ async def forward_http(
             allow_redirects=False,
             compress=None,
         ) as resp:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": resp.status,
-                    "headers": response_headers(resp.raw_headers),
-                }
-            )
-            started = True
+            start = {
+                "type": "http.response.start",
+                "status": resp.status,
+                "headers": response_headers(resp.raw_headers),
+            }
             if method == "HEAD":
+                await send(start)
+                started = True
                 await send({"type": "http.response.body", "body": b""})
                 return
+            length = resp.content_length
+            if length is not None and length <= _CHUNK:
+                # Small bodies (the common case) in one read and one send: fewer loop turns.
+                body = await resp.content.readexactly(length) if length else b""
+                await send(start)
+                started = True
+                await send({"type": "http.response.body", "body": body})
+                return
+            await send(start)
+            started = True
             async for chunk in resp.content.iter_chunked(_CHUNK):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})

@@ -242,10 +242,12 @@ class Gateway:
                 location = self.access.login_location(original_url)
                 await send_response(send, status, [(b"location", location.encode()), NO_STORE])
         elif verdict is Verdict.STEP_UP:
+            location = self.access.login_location(original_url, aal2=True)
             if outcome.api:
-                await send_error(send, errors.AAL2Required(), head=head)
+                # Kratos' session_aal2_required carries where a browser would step up.
+                step_up = errors.AAL2Required(extra={"redirect_browser_to": location})
+                await send_error(send, step_up, head=head)
             else:
-                location = self.access.login_location(original_url, aal2=True)
                 await send_response(send, 303, [(b"location", location.encode()), NO_STORE])
         elif outcome.api:
             await send_error(send, errors.Forbidden(), head=head)

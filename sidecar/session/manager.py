@@ -108,6 +108,21 @@ class SessionManager:
         await self._store.update(updated)
         return updated
 
+    async def add_authentication_method(self, session: Session, method: str, aal: str) -> Session:
+        """A factor proven inside a settings flow (e.g. enrolling TOTP): the AAL may rise, but
+        ``authenticated_at`` stays, so the privileged window is not extended (Kratos does the same)."""
+        now = utcnow()
+        updated = replace(
+            session,
+            aal=max(aal, session.aal),
+            authentication_methods=(
+                *session.authentication_methods,
+                AuthenticationMethod(method=method, aal=aal, completed_at=now),
+            ),
+        )
+        await self._store.update(updated)
+        return updated
+
     async def extend(self, session_id: uuid.UUID) -> Session | None:
         """Push ``expires_at`` to now + lifespan; a call before ``earliest_possible_extend`` is a no-op."""
         session = await self._store.get(session_id)

@@ -22,6 +22,7 @@ from sidecar import errors
 from sidecar.identity.model import Identity
 from sidecar.identity.store import IdentityStore
 from sidecar.security.tokens import digest
+from sidecar.session.aal import available_aal
 from sidecar.session.model import Session
 from sidecar.session.store import SessionStore
 
@@ -40,6 +41,8 @@ class ResolvedSession:
     verified: bool
     expires_at: datetime
     authenticated_at: datetime
+    available_aal: str = "aal1"
+    """The highest level the identity's credentials allow (``sidecar.session.aal``)."""
     # Per-rule rendered headers, memoised by (rules generation, rule id): rendering is pure.
     memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -92,6 +95,7 @@ def resolved(session: Session, identity: Identity) -> ResolvedSession:
         verified=any(a.verified for a in identity.verifiable_addresses),
         expires_at=session.expires_at,
         authenticated_at=session.authenticated_at,
+        available_aal=available_aal(identity),
     )
 
 

@@ -7,6 +7,7 @@ lockout answers the same for right and wrong passwords. Wrong credentials give o
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -18,11 +19,12 @@ from sidecar.flows.model import Flow
 from sidecar.flows.nodes import Node
 from sidecar.flows.outcome import Client, FlowInvalid
 from sidecar.identity.manager import IdentitySpec
-from sidecar.identity.model import Identity
+from sidecar.identity.model import Credential, Identity
 from sidecar.schema.registry import SchemaRegistry
 from sidecar.security.passwords import check_password
 from sidecar.security.ratelimit import RateLimiter
-from sidecar.strategies.base import NOT_RESPONSIBLE, NotResponsible
+from sidecar.strategies.base import NOT_RESPONSIBLE, NotResponsible, SettingsContext, SettingsUpdate
+from sidecar.strategies.settings_rules import require_privileged
 from sidecar.strategies.traits import flatten, validation_messages
 
 
@@ -32,6 +34,16 @@ class PasswordIdentities(Protocol):
     async def create(self, spec: IdentitySpec) -> Identity: ...
 
     async def authenticate_password(self, identifier: str, password: str) -> Identity | None: ...
+
+    async def get(self, identity_id: uuid.UUID) -> Identity: ...
+
+    async def update(self, identity_id: uuid.UUID, spec: IdentitySpec) -> Identity: ...
+
+    async def set_password(self, identity_id: uuid.UUID, password: str) -> Identity: ...
+
+    async def save_credential(self, identity_id: uuid.UUID, credential: Credential) -> Identity: ...
+
+    async def remove_credential(self, identity_id: uuid.UUID, credential_type: str) -> Identity: ...
 
 
 def _rate_limited(retry_after: int) -> FlowInvalid:
@@ -153,3 +165,44 @@ class PasswordStrategy:
             raise FlowInvalid(
                 node_messages={k: [messages.generic(m) for m in v] for k, v in found.items()}, values=kept
             ) from None
+
+    # --- settings -------------------------------------------------------------------------------
+
+    def settings_nodes(self, flow: Flow, identity: Identity) -> list[Node]:
+        return [
+            nodes.input_node(
+                "password",
+                "password",
+                "password",
+                required=True,
+                autocomplete="new-password",
+                label=messages.label_password(),
+            ),
+            nodes.submit_node("password", "password", messages.label_save()),
+        ]
+
+    async def update_settings(
+        self, flow: Flow, body: Mapping[str, Any], ctx: SettingsContext
+    ) -> SettingsUpdate | NotResponsible:
+        if body.get("method") != self.id:
+            return NOT_RESPONSIBLE
+        password = body.get("password")
+        if not isinstance(password, str) or not password:
+            raise FlowInvalid(node_messages={"password": [messages.required("password")]})
+        require_privileged(ctx)
+        identity = ctx.identity
+        schema = self._schemas.get(identity.schema_id)
+        identifiers = schema.identifiers(identity.traits, "password")
+        problems = [
+            messages.text(v.id, v.text, "error", **v.context)
+            for v in check_password(password, identifiers, self._policy)
+        ]
+        if problems:
+            raise FlowInvalid(node_messages={"password": problems})
+        try:
+            updated = await self._identities.set_password(identity.id, password)
+        except errors.ValidationError as exc:
+            raise FlowInvalid(
+                node_messages={"password": [messages.generic(exc.reason or exc.message)]}
+            ) from None
+        return SettingsUpdate(updated)

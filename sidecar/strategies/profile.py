@@ -3,31 +3,59 @@
 In the one-step ("unified" with ``enable_legacy_one_step``) layout, Kratos puts the traits nodes in
 the ``password`` group and submits them with ``method=password``; otherwise they sit in ``default``.
 The two-step ``profile_first`` screens (``method=profile`` + ``screen``) are not implemented yet,
-so this strategy answers no submission.
+so this strategy answers no registration submission.
+
+In the settings flow it updates the traits (``method=profile``, ``traits`` only: any other field
+such as ``metadata_admin`` or ``verifiable_addresses`` is ignored). A change to a protected trait
+(a credential identifier or a verification/recovery address) needs a privileged session, and a
+changed address is a new, unverified address (Kratos).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
+from sidecar import errors
 from sidecar.config.model import Config
+from sidecar.flows import messages, nodes
 from sidecar.flows.model import Flow
 from sidecar.flows.nodes import Node
-from sidecar.flows.outcome import Client
+from sidecar.flows.outcome import Client, FlowInvalid
+from sidecar.identity.manager import IdentitySpec
 from sidecar.identity.model import Identity
+from sidecar.schema.extension import values_at
+from sidecar.schema.model import IdentitySchema
 from sidecar.schema.registry import SchemaRegistry
-from sidecar.strategies.base import NOT_RESPONSIBLE, NotResponsible
-from sidecar.strategies.traits import trait_nodes
+from sidecar.strategies.base import NOT_RESPONSIBLE, NotResponsible, SettingsContext, SettingsUpdate
+from sidecar.strategies.settings_rules import require_privileged
+from sidecar.strategies.traits import flatten, trait_nodes, validation_messages
+
+
+class ProfileIdentities(Protocol):
+    async def update(self, identity_id: uuid.UUID, spec: IdentitySpec) -> Identity: ...
+
+
+def protected_changed(schema: IdentitySchema, old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Did a trait used as a credential identifier or as an address change?"""
+    for f in schema.trait_fields():
+        protected = f.identifier_for or f.extension.get("verification") or f.extension.get("recovery")
+        if protected and values_at(old, f) != values_at(new, f):
+            return True
+    return False
 
 
 class ProfileStrategy:
     id = "profile"
 
-    def __init__(self, config: Config, schemas: SchemaRegistry) -> None:
+    def __init__(
+        self, config: Config, schemas: SchemaRegistry, identities: ProfileIdentities | None = None
+    ) -> None:
         self._flow_config = config.selfservice.flows.registration
         self._password_enabled = config.selfservice.methods.password.enabled
         self._schemas = schemas
+        self._identities = identities
 
     def registration_nodes(self, flow: Flow) -> list[Node]:
         schema = self._schemas.get(flow.identity_schema) if flow.identity_schema else self._schemas.default()
@@ -38,3 +66,47 @@ class ProfileStrategy:
         self, flow: Flow, body: Mapping[str, Any], client: Client
     ) -> Identity | NotResponsible:
         return NOT_RESPONSIBLE
+
+    # --- settings -------------------------------------------------------------------------------
+
+    def settings_nodes(self, flow: Flow, identity: Identity) -> list[Node]:
+        out = trait_nodes(self._schemas.get(identity.schema_id), "profile")
+        for name, value in flatten(identity.traits).items():
+            nodes.set_value(out, name, value)
+        return [*out, nodes.submit_node("profile", "profile", messages.label_save())]
+
+    async def update_settings(
+        self, flow: Flow, body: Mapping[str, Any], ctx: SettingsContext
+    ) -> SettingsUpdate | NotResponsible:
+        if body.get("method") != self.id or self._identities is None:
+            return NOT_RESPONSIBLE
+        identity = ctx.identity
+        schema = self._schemas.get(identity.schema_id)
+        traits = body.get("traits")
+        kept = flatten(traits)
+        problems = validation_messages(schema, traits)
+        if problems or not isinstance(traits, Mapping):
+            raise FlowInvalid(
+                node_messages=problems or {"traits": [messages.required("traits")]}, values=kept
+            )
+        if protected_changed(schema, identity.traits, traits):
+            require_privileged(ctx)
+        spec = IdentitySpec(
+            traits=dict(traits),
+            schema_id=identity.schema_id,
+            state=identity.state,
+            metadata_public=identity.metadata_public,
+            metadata_admin=identity.metadata_admin,
+            external_id=identity.external_id,
+            organization_id=identity.organization_id,
+        )
+        try:
+            updated = await self._identities.update(identity.id, spec)
+        except errors.Conflict:
+            raise FlowInvalid([messages.duplicate_credentials()], values=kept) from None
+        except errors.ValidationError as exc:
+            found = exc.messages or {"traits": [exc.reason or exc.message]}
+            raise FlowInvalid(
+                node_messages={k: [messages.generic(m) for m in v] for k, v in found.items()}, values=kept
+            ) from None
+        return SettingsUpdate(updated)

@@ -11,11 +11,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from sidecar.config.model import Config
+from sidecar.kv.store import KeyValueStore
 from sidecar.schema.registry import SchemaRegistry
 from sidecar.security.ratelimit import RateLimiter
-from sidecar.strategies.base import LoginStrategy, RegistrationStrategy
+from sidecar.strategies.base import (
+    LoginStrategy,
+    RecoveryStrategy,
+    RegistrationStrategy,
+    SettingsStrategy,
+    VerificationStrategy,
+)
+from sidecar.strategies.challenge import ChallengeDeps
+from sidecar.strategies.code import CodeStrategy
+from sidecar.strategies.link import LinkStrategy
+from sidecar.strategies.lookup_secret import LookupSecretStrategy
 from sidecar.strategies.password import PasswordIdentities, PasswordStrategy
 from sidecar.strategies.profile import ProfileStrategy
+from sidecar.strategies.totp import TotpStrategy
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,11 +36,26 @@ class StrategyDeps:
     identities: PasswordIdentities
     schemas: SchemaRegistry
     limiter: RateLimiter
+    kv: KeyValueStore | None = None
+    """One-time state of second factors (consumed TOTP steps, used backup codes)."""
+
+    @property
+    def store(self) -> KeyValueStore:
+        if self.kv is None:
+            raise RuntimeError("the totp and lookup_secret strategies need a KeyValueStore")
+        return self.kv
+
+    challenge: ChallengeDeps | None = None
+    """Addresses, courier and one-time secrets for recovery and verification (code, link)."""
 
 
 _FACTORIES: tuple[tuple[str, Callable[[StrategyDeps], Any]], ...] = (
-    ("profile", lambda d: ProfileStrategy(d.config, d.schemas)),
+    ("profile", lambda d: ProfileStrategy(d.config, d.schemas, d.identities)),
     ("password", lambda d: PasswordStrategy(d.config, d.identities, d.schemas, d.limiter)),
+    ("totp", lambda d: TotpStrategy(d.config, d.identities, d.schemas, d.store, d.limiter)),
+    ("lookup_secret", lambda d: LookupSecretStrategy(d.identities, d.store, d.limiter)),
+    ("code", lambda d: CodeStrategy(d.config, d.challenge) if d.challenge else None),
+    ("link", lambda d: LinkStrategy(d.config, d.challenge) if d.challenge else None),
 )
 
 
@@ -36,6 +63,9 @@ _FACTORIES: tuple[tuple[str, Callable[[StrategyDeps], Any]], ...] = (
 class StrategyRegistry:
     login: tuple[LoginStrategy, ...]
     registration: tuple[RegistrationStrategy, ...]
+    settings: tuple[SettingsStrategy, ...] = ()
+    recovery: tuple[RecoveryStrategy, ...] = ()
+    verification: tuple[VerificationStrategy, ...] = ()
 
 
 def _enabled(config: Config, name: str) -> bool:
@@ -45,7 +75,11 @@ def _enabled(config: Config, name: str) -> bool:
 
 def build_registry(deps: StrategyDeps) -> StrategyRegistry:
     built = [factory(deps) for name, factory in _FACTORIES if _enabled(deps.config, name)]
+    built = [s for s in built if s is not None]
     return StrategyRegistry(
         login=tuple(s for s in built if hasattr(s, "login_nodes")),
         registration=tuple(s for s in built if hasattr(s, "registration_nodes")),
+        settings=tuple(s for s in built if hasattr(s, "settings_nodes")),
+        recovery=tuple(s for s in built if hasattr(s, "recovery_nodes")),
+        verification=tuple(s for s in built if hasattr(s, "verification_nodes")),
     )

@@ -325,6 +325,10 @@ class _Pages:
         except errors.SessionInactive:
             session, logout = None, None
         except errors.SidecarError as exc:
+            # session_aal2_required: the session needs its second factor first (step-up login).
+            target = safe_href(exc.extra.get("redirect_browser_to"))
+            if target:
+                return self.redirect(target, page="welcome")
             return self.error_response(
                 status=exc.code,
                 title=wording.error_title(exc.code),

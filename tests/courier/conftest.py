@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import email
-import email.policy
 import ipaddress
 import ssl
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -28,6 +21,9 @@ from sidecar.storage.sql.courier_store import SqlCourierStore
 from sidecar.storage.sql.database import SqlDatabase
 from sidecar.storage.sql.engine import Connector, parse_dsn
 from tests.conftest import free_port
+from tests.mail import Mailbox, SmtpServer
+
+__all__ = ["Mailbox", "SmtpServer", "courier_store", "server_tls_context"]
 
 
 def courier_store(database: SqlDatabase, dsn: str) -> SqlCourierStore:
@@ -45,60 +41,6 @@ async def database(dsn: str) -> AsyncIterator[SqlDatabase]:
 @pytest.fixture
 def store(database: SqlDatabase, dsn: str) -> SqlCourierStore:
     return courier_store(database, dsn)
-
-
-@dataclass
-class Mailbox:
-    """What the SMTP server received: envelopes and parsed messages, in arrival order."""
-
-    messages: list[EmailMessage] = field(default_factory=list)
-    envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
-    refuse: set[str] = field(default_factory=set)  # recipients answered with 550
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
-    ) -> str:
-        if address in self.refuse:
-            return "550 5.1.1 no such user"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        raw = envelope.original_content or b""
-        parsed = email.message_from_bytes(raw, policy=email.policy.default)
-        assert isinstance(parsed, EmailMessage)
-        with self.lock:
-            self.messages.append(parsed)
-            self.envelopes.append((str(envelope.mail_from), list(envelope.rcpt_tos)))
-        return "250 Message accepted for delivery"
-
-    def message_ids(self) -> list[str]:
-        with self.lock:
-            return [str(m["Message-ID"]) for m in self.messages]
-
-
-@dataclass
-class SmtpServer:
-    """An aiosmtpd server on 127.0.0.1:``port``; ``start`` may come late (the "SMTP is down" case)."""
-
-    port: int
-    mailbox: Mailbox = field(default_factory=Mailbox)
-    controller: Controller | None = None
-
-    @property
-    def uri(self) -> str:
-        return f"smtp://127.0.0.1:{self.port}/?disable_starttls=true"
-
-    def start(self, **smtp_options: Any) -> None:
-        """``smtp_options`` go to aiosmtpd (``tls_context``, ``ssl_context``, ``authenticator``, ...)."""
-        self.controller = Controller(self.mailbox, hostname="127.0.0.1", port=self.port, **smtp_options)
-        self.controller.start()
-
-    def stop(self) -> None:
-        if self.controller is not None:
-            self.controller.stop()
-            self.controller = None
 
 
 def server_tls_context(directory: Path) -> ssl.SSLContext:

@@ -168,6 +168,7 @@ def test_step_up_for_aal2(env: Any, alice: Any) -> None:
     assert status == 303 and "aal=aal2" in headers["location"] and "return_to=" in headers["location"]
     status, _, body = get(port(env), "/mfa/x", {"X-Session-Token": alice[2]})
     assert status == 403 and json.loads(body)["error"]["id"] == "session_aal2_required"
+    assert "/self-service/login/browser?aal=aal2&return_to=" in json.loads(body)["redirect_browser_to"]
 
 
 async def test_aal2_session_passes(env: Any) -> None:

@@ -10,6 +10,7 @@ from starlette.routing import Route
 
 from sidecar.api.admin.courier import courier_routes
 from sidecar.api.admin.identities import IdentityHandlers, identity_routes
+from sidecar.api.admin.recovery import admin_recovery_routes
 from sidecar.api.admin.sessions import admin_session_routes
 from sidecar.api.health import health_routes
 from sidecar.api.pagination import PageTokens, pagination_secret
@@ -30,6 +31,7 @@ def admin_routes(services: Services) -> list[Route]:
     routes = identity_routes(handlers, "")
     routes += health_routes(services.readiness_checks(), ready=services.is_ready)
     routes += admin_session_routes(services)
+    routes += admin_recovery_routes(services)
 
     async def metrics(request: Request) -> Response:
         body, content_type = await services.metrics.render()

@@ -28,7 +28,7 @@ def registration_routes(
 
     def complete(done: Completed, json_req: bool) -> Response:
         identity = ctx.public_identity(done.identity)
-        body: dict[str, Any] = {"identity": identity, "continue_with": []}
+        body: dict[str, Any] = {"identity": identity, "continue_with": list(done.continue_with)}
         if done.session is not None:
             body["session"] = session_to_json(done.session, identity)
         if done.flow.type == "api":

@@ -11,8 +11,11 @@ from sidecar.api.public.errors_flow import ErrorFlows, error_routes
 from sidecar.api.public.flow_http import HttpContext
 from sidecar.api.public.login import login_routes
 from sidecar.api.public.logout import logout_routes
+from sidecar.api.public.recovery import recovery_routes
 from sidecar.api.public.registration import registration_routes
 from sidecar.api.public.sessions import session_routes
+from sidecar.api.public.settings import settings_routes
+from sidecar.api.public.verification import verification_routes
 from sidecar.identity.codec import identity_to_json
 from sidecar.identity.model import Identity
 from sidecar.proxy.headers import TrustedProxies
@@ -41,6 +44,13 @@ def selfservice_routes(services: Services) -> list[Route]:
         *login_routes(ctx, flows.login, error_flows, max_body),
         *registration_routes(ctx, flows.registration, error_flows, max_body),
         *logout_routes(ctx, flows.logout, error_flows, max_body),
+        *(recovery_routes(ctx, flows.recovery, error_flows, max_body) if flows.recovery else []),
+        *(verification_routes(ctx, flows.verification, error_flows, max_body) if flows.verification else []),
+        *(
+            settings_routes(ctx, flows.settings, services.identities.get, error_flows, max_body)
+            if flows.settings
+            else []
+        ),
         *session_routes(ctx, services.identities.get, PageTokens.from_config(config, "sessions")),
         *error_routes(error_flows),
     ]

@@ -14,15 +14,11 @@ from sidecar.api.pagination import PageTokens, link_header, parse_page_size, par
 from sidecar.api.public.flow_http import NO_STORE, HttpContext
 from sidecar.api.respond import json_response
 from sidecar.identity.model import Identity
+from sidecar.session import aal
 from sidecar.session.codec import session_to_json
 from sidecar.session.model import Session
 
-SECOND_FACTORS = ("totp", "lookup_secret", "webauthn")
 GetIdentity = Callable[[uuid.UUID], Awaitable[Identity]]
-
-
-def highest_aal(identity: Identity) -> str:
-    return "aal2" if any(t in identity.credentials for t in SECOND_FACTORS) else "aal1"
 
 
 def session_routes(ctx: HttpContext, get_identity: GetIdentity, tokens: PageTokens) -> list[Route]:
@@ -42,12 +38,9 @@ def session_routes(ctx: HttpContext, get_identity: GetIdentity, tokens: PageToke
 
     async def whoami(request: Request) -> Response:
         session, identity = await require(request)
-        if config.session.whoami.required_aal == "highest_available" and session.aal < highest_aal(identity):
+        if not aal.satisfies(session, identity, config.session.whoami.required_aal):
             raise errors.AAL2Required(
-                extra={
-                    "redirect_browser_to": f"{config.public_base_url}/self-service/login/browser?aal=aal2"
-                },
-                headers=NO_STORE,
+                extra={"redirect_browser_to": aal.step_up_url(config.public_base_url)}, headers=NO_STORE
             )
         headers = {**NO_STORE, "X-Kratos-Authenticated-Identity-Id": str(identity.id)}
         body = session_to_json(session, ctx.public_identity(identity))

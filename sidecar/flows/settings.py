@@ -1,0 +1,188 @@
+"""The settings flow: init, fetch, submit, expiry (kratos-api.md §1.3, §6).
+
+Every step needs a session whose identity owns the flow (403 ``security_identity_mismatch``
+otherwise) and which satisfies ``selfservice.flows.settings.required_aal`` (403
+``session_aal2_required``). Strategies decide which changes are privileged; a session older than
+``privileged_session_max_age`` then gets 403 ``session_refresh_required`` pointing at a
+``refresh=true`` login that returns to this flow. State goes ``show_form`` → ``success`` and the
+flow stays usable; after each change every strategy redraws its nodes from the new identity.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from sidecar import errors
+from sidecar.config.model import Config
+from sidecar.flows import messages, nodes
+from sidecar.flows.lifecycle import FlowLifecycle, contains_nul
+from sidecar.flows.login import apply_invalid
+from sidecar.flows.model import Flow, FlowType
+from sidecar.flows.outcome import Client, Completed, FlowInvalid, FlowReplaced, Outcome, ShowFlow
+from sidecar.flows.store import FlowStore
+from sidecar.identity.model import Identity, utcnow
+from sidecar.session import aal
+from sidecar.session.manager import SessionManager
+from sidecar.session.model import Session
+from sidecar.strategies.base import NotResponsible, SettingsContext, SettingsStrategy, SettingsUpdate
+
+GetIdentity = Callable[[uuid.UUID], Awaitable[Identity]]
+
+
+class SettingsFlows:
+    def __init__(
+        self,
+        config: Config,
+        store: FlowStore,
+        strategies: Sequence[SettingsStrategy],
+        sessions: SessionManager,
+        get_identity: GetIdentity,
+    ) -> None:
+        self._flow_config = config.selfservice.flows.settings
+        self.life = FlowLifecycle("settings", config, self._flow_config, store)
+        self._strategies = tuple(strategies)
+        self._sessions = sessions
+        self._get_identity = get_identity
+
+    # --- who may use the flow -----------------------------------------------------------------
+
+    async def _require(self, client: Client) -> tuple[Session, Identity]:
+        session = client.session
+        if session is None:
+            raise errors.SessionInactive()
+        try:
+            identity = await self._get_identity(session.identity_id)
+        except errors.NotFound:
+            raise errors.SessionInactive() from None
+        if identity.state != "active":
+            raise errors.SessionInactive()
+        return session, identity
+
+    def _check_aal(self, session: Session, identity: Identity, return_to: str) -> None:
+        if not aal.satisfies(session, identity, self._flow_config.required_aal):
+            raise aal.aal2_required(self.life.base_url, return_to)
+
+    def is_privileged(self, session: Session) -> bool:
+        return utcnow() - session.authenticated_at < self._flow_config.privileged_session_max_age
+
+    def refresh_required(self, flow: Flow) -> errors.RefreshRequired:
+        target = aal.refresh_url(self.life.base_url, self.life.ui_redirect(flow))
+        return errors.RefreshRequired(extra={"redirect_browser_to": target})
+
+    # --- nodes ----------------------------------------------------------------------------------
+
+    def _populate(self, flow: Flow, identity: Identity) -> None:
+        flow.ui.nodes = [nodes.csrf_node()] if flow.type == "browser" else []
+        for strategy in self._strategies:
+            flow.ui.nodes.extend(strategy.settings_nodes(flow, identity))
+
+    def _new(
+        self,
+        flow_type: FlowType,
+        identity: Identity,
+        *,
+        request_url: str,
+        return_to: str | None,
+        csrf_token: str | None,
+    ) -> Flow:
+        flow = self.life.new_flow(
+            flow_type, request_url=request_url, return_to=return_to, csrf_token=csrf_token
+        )
+        flow.state = "show_form"
+        flow.identity_id = identity.id
+        self._populate(flow, identity)
+        return flow
+
+    # --- steps ----------------------------------------------------------------------------------
+
+    async def init(
+        self, flow_type: FlowType, client: Client, *, request_url: str, return_to: str | None = None
+    ) -> ShowFlow:
+        session, identity = await self._require(client)
+        self._check_aal(session, identity, request_url)
+        checked = self.life.check_return_to(return_to)
+        flow = self._new(
+            flow_type, identity, request_url=request_url, return_to=checked, csrf_token=client.csrf_token
+        )
+        await self.life.store.save(flow)
+        return ShowFlow(flow)
+
+    async def fetch(self, flow_id: uuid.UUID | None, client: Client) -> tuple[Flow, Identity]:
+        session, identity = await self._require(client)
+        flow = await self.life.fetch(flow_id, client.csrf_token)
+        if flow.identity_id != identity.id:
+            raise errors.IdentityMismatch()
+        self._check_aal(session, identity, self.life.ui_redirect(flow))
+        return flow, identity
+
+    async def submit(self, flow_id: uuid.UUID | None, body: Mapping[str, Any], client: Client) -> Outcome:
+        flow = await self.life.load(flow_id)
+        self.life.check_submission(
+            flow,
+            cookie_token=client.csrf_token,
+            submitted=client.csrf_submitted,
+            markers=client.browser_markers,
+        )
+        session, identity = await self._require(client)
+        if flow.identity_id != identity.id:
+            raise errors.IdentityMismatch()
+        if flow.is_expired():
+            fresh = self._new(
+                flow.type,
+                identity,
+                request_url=flow.request_url,
+                return_to=flow.return_to,
+                csrf_token=flow.csrf_token,
+            )
+            fresh.ui.messages.append(messages.settings_flow_expired(flow.expires_at))
+            await self.life.store.save(fresh)
+            return FlowReplaced(fresh, flow)
+        self._check_aal(session, identity, self.life.ui_redirect(flow))
+        method = body.get("method")
+        known = {s.id for s in self._strategies}
+        flow.active = method if isinstance(method, str) and method in known else flow.active
+        ctx = SettingsContext(identity, session, client, privileged=self.is_privileged(session))
+        try:
+            if contains_nul(body):
+                raise FlowInvalid(
+                    [messages.generic("The request contains a NUL character, which is not allowed.")]
+                )
+            update, used = await self._update(flow, body, ctx)
+        except FlowInvalid as exc:
+            apply_invalid(flow, exc)
+            await self.life.store.save(flow)
+            return ShowFlow(flow, exc.status, exc.headers)
+        except errors.RefreshRequired:
+            raise self.refresh_required(flow) from None
+        return await self._finish(flow, update, used, session)
+
+    async def _update(
+        self, flow: Flow, body: Mapping[str, Any], ctx: SettingsContext
+    ) -> tuple[SettingsUpdate, str]:
+        for strategy in self._strategies:
+            result = await strategy.update_settings(flow, body, ctx)
+            if not isinstance(result, NotResponsible):
+                return result, strategy.id
+        raise FlowInvalid([messages.settings_no_strategy()])
+
+    async def _finish(self, flow: Flow, update: SettingsUpdate, method: str, session: Session) -> Outcome:
+        flow.active = method
+        identity = update.identity
+        if update.second_factor:
+            await self._sessions.add_authentication_method(session, update.second_factor, "aal2")
+        self._populate(flow, identity)
+        flow.ui.messages = list(update.messages)
+        if not update.done:
+            await self.life.store.save(flow)
+            return ShowFlow(flow)
+        if "revoke_active_sessions" in self.life.hooks(method):
+            await self._sessions.revoke_others(identity.id, except_id=session.id)
+        flow.state = "success"
+        flow.ui.messages.append(messages.settings_saved())
+        await self.life.store.save(flow)
+        redirect = (
+            flow.return_to or self._flow_config.after.return_url_for(method) or self.life.ui_redirect(flow)
+        )
+        return Completed(flow, identity, redirect)

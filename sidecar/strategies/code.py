@@ -1,0 +1,159 @@
+"""The ``code`` strategy: a 6-digit one-time code by email, for recovery and verification.
+
+Recovery (Kratos ``selfservice/strategy/code/strategy_recovery.go``): the form asks for ``email``;
+the answer is ``sent_email`` with a ``code`` input and a "resend" button (``email`` again, which
+replaces the sent code). A right code passes the challenge. Verification works the same way, and
+its mail also carries a link (``?flow=&code=``) that submits the code with a GET.
+
+Wrong codes answer 200 with 4060006 / 4070006 (as Kratos); every code submission counts against
+``selfservice.methods.code.config.max_submissions``, and past it the flow takes no code at all.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from sidecar import errors
+from sidecar.config.model import Config
+from sidecar.courier.model import TemplateType
+from sidecar.flows import messages, nodes
+from sidecar.flows.model import Flow
+from sidecar.flows.nodes import Node
+from sidecar.flows.outcome import Client, FlowInvalid
+from sidecar.identity.model import Identity
+from sidecar.security.onetime import CODE_DIGITS, new_code
+from sidecar.strategies.base import (
+    NOT_RESPONSIBLE,
+    ChallengePassed,
+    ChallengeResult,
+    ChallengeSent,
+    NotResponsible,
+)
+from sidecar.strategies.challenge import AddressChallenge, ChallengeDeps, Purpose, clean_address
+
+TOO_OFTEN = "The request was submitted too often. Please request another code."
+
+
+class CodeStrategy(AddressChallenge):
+    id = "code"
+    kind = "code"
+
+    def __init__(self, config: Config, deps: ChallengeDeps) -> None:
+        super().__init__(config, deps)
+        self._method = config.selfservice.methods.code.config
+
+    @property
+    def lifespan(self) -> timedelta:
+        return self._method.lifespan
+
+    def new_secret(self) -> str:
+        return new_code()
+
+    def template(self, purpose: Purpose, known: bool) -> TemplateType:
+        if purpose == "recovery":
+            return "recovery_code_valid" if known else "recovery_code_invalid"
+        return "verification_code_valid" if known else "verification_code_invalid"
+
+    def template_data(self, purpose: Purpose, flow: Flow, secret: str) -> dict[str, Any]:
+        if purpose == "recovery":
+            return {"recovery_code": secret}
+        query = urlencode({"flow": str(flow.id), "code": secret})
+        return {
+            "verification_code": secret,
+            "verification_url": f"{self._config.public_base_url}/self-service/verification?{query}",
+        }
+
+    # --- nodes -----------------------------------------------------------------------------------
+    @staticmethod
+    def email_nodes() -> list[Node]:
+        return [
+            nodes.input_node(
+                "email", "code", "email", required=True, autocomplete="email", label=messages.label_email()
+            ),
+            nodes.submit_node("code", "code", messages.label_submit()),
+        ]
+
+    @staticmethod
+    def code_nodes(purpose: Purpose, email: str | None) -> list[Node]:
+        label = (
+            messages.label_recovery_code() if purpose == "recovery" else messages.label_verification_code()
+        )
+        out = [
+            nodes.input_node(
+                "code",
+                "code",
+                "text",
+                required=True,
+                autocomplete="one-time-code",
+                pattern="[0-9]+",
+                maxlength=CODE_DIGITS,
+                label=label,
+            ),
+            nodes.input_node("method", "code", "hidden", value="code"),
+            nodes.submit_node("code", "code", messages.label_submit()),
+        ]
+        if email:
+            out.append(
+                nodes.input_node("email", "code", "submit", value=email, label=messages.label_resend_code())
+            )
+        return out
+
+    def recovery_nodes(self, flow: Flow) -> list[Node]:
+        return self.email_nodes()
+
+    def verification_nodes(self, flow: Flow) -> list[Node]:
+        return self.email_nodes()
+
+    @staticmethod
+    def show_code_step(flow: Flow, purpose: Purpose, email: str | None) -> None:
+        flow.state = "sent_email"
+        flow.active = "code"
+        keep = [n for n in flow.ui.nodes if n["group"] == "default"]
+        flow.ui.nodes = keep + CodeStrategy.code_nodes(purpose, email)
+        sent = messages.recovery_code_sent() if purpose == "recovery" else messages.verification_code_sent()
+        flow.ui.messages = [sent]
+
+    # --- submissions -----------------------------------------------------------------------------
+    async def recover(
+        self, flow: Flow, body: Mapping[str, Any], client: Client
+    ) -> ChallengeResult | NotResponsible:
+        return await self._handle("recovery", flow, body, client)
+
+    async def verify(
+        self, flow: Flow, body: Mapping[str, Any], client: Client
+    ) -> ChallengeResult | NotResponsible:
+        result = await self._handle("verification", flow, body, client)
+        if isinstance(result, ChallengePassed):
+            await self.mark_verified(result.address_id)
+        return result
+
+    async def send_verification(
+        self, flow: Flow, identity: Identity, address: str, via: str, address_id: uuid.UUID
+    ) -> None:
+        await self.issue("verification", flow, identity, address, via, address_id)
+        self.show_code_step(flow, "verification", address)
+
+    async def _handle(
+        self, purpose: Purpose, flow: Flow, body: Mapping[str, Any], client: Client
+    ) -> ChallengeResult | NotResponsible:
+        method = body.get("method")
+        code = body.get("code")
+        # A GET landing from the verification mail carries ``code`` without ``method``.
+        if method != self.id and not (method is None and isinstance(code, str) and code):
+            return NOT_RESPONSIBLE
+        email = body.get("email")
+        if email or flow.state == "choose_method":
+            address = clean_address(email)
+            await self.send(purpose, flow, address, client)
+            self.show_code_step(flow, purpose, address)
+            return ChallengeSent()
+        if not isinstance(code, str) or not code.strip():
+            raise FlowInvalid(node_messages={"code": [messages.required("code")]}, status=400)
+        count = await self.secrets(purpose).count_submission(flow.id, flow.expires_at - flow.issued_at)
+        if count > self._method.max_submissions:
+            raise errors.BadRequest(TOO_OFTEN, reason=TOO_OFTEN)
+        return await self.check(purpose, flow, code.strip(), messages.challenge_code_invalid(purpose))

@@ -1,0 +1,95 @@
+"""Authenticator assurance levels from credentials (Kratos ``highest_available``)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from sidecar.identity.model import Credential, Identity, utcnow
+from sidecar.session import aal
+from sidecar.session.model import Session
+
+
+def _identity(*credentials: Credential) -> Identity:
+    return Identity(schema_id="default", traits={}, credentials={c.type: c for c in credentials})
+
+
+PASSWORD = Credential(type="password", config={"hashed_password": "x"})
+TOTP = Credential(type="totp", config={"totp_url": "otpauth://totp/x?secret=JBSWY3DPEHPK3PXP"})
+PASSKEY_ONLY = Credential(type="webauthn", config={"credentials": [{"is_passwordless": True}]})
+SECURITY_KEY = Credential(type="webauthn", config={"credentials": [{"is_passwordless": False}]})
+
+
+@pytest.mark.parametrize(
+    ("credentials", "expected"),
+    [
+        pytest.param((PASSWORD,), "aal1", id="password"),
+        pytest.param((PASSWORD, TOTP), "aal2", id="password+totp"),
+        pytest.param((PASSWORD, Credential(type="totp")), "aal1", id="empty-totp"),
+        pytest.param((PASSWORD, PASSKEY_ONLY), "aal1", id="passwordless-webauthn"),
+        pytest.param((PASSWORD, SECURITY_KEY), "aal2", id="webauthn-second-factor"),
+    ],
+)
+def test_available_aal(credentials: tuple[Credential, ...], expected: str) -> None:
+    assert aal.available_aal(_identity(*credentials)) == expected
+
+
+def test_satisfies() -> None:
+    session = Session(identity_id=_identity().id, expires_at=utcnow() + timedelta(hours=1), aal="aal1")
+    with_totp = _identity(PASSWORD, TOTP)
+    assert aal.satisfies(session, with_totp, "aal1")
+    assert not aal.satisfies(session, with_totp, "highest_available")
+    assert aal.satisfies(session, _identity(PASSWORD), "highest_available")
+
+
+def test_urls() -> None:
+    base = "https://auth.example.test/.auth"
+    assert aal.step_up_url(base) == base + "/self-service/login/browser?aal=aal2"
+    assert aal.step_up_url(base, "https://app.example.test/x?y=1") == (
+        base + "/self-service/login/browser?aal=aal2&return_to=https%3A%2F%2Fapp.example.test%2Fx%3Fy%3D1"
+    )
+    error = aal.aal2_required(base)
+    assert error.error_id == "session_aal2_required" and error.code == 403
+    assert error.extra["redirect_browser_to"] == base + "/self-service/login/browser?aal=aal2"
+
+
+RULES = """
+rules:
+  - id: home
+    match: { paths: [/home] }
+    require: optional
+  - id: app
+    match: { paths: ["/app/**"] }
+    require: authenticated
+  - id: mfa
+    match: { paths: ["/mfa/**"] }
+    require: { level: authenticated, aal: aal2 }
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "session_aal", "required", "expected", "anonymous"),
+    [
+        pytest.param("/app/x", "aal1", "highest_available", "step_up", False, id="first-factor-only"),
+        pytest.param("/app/x", "aal2", "highest_available", "allow", False, id="second-factor-done"),
+        pytest.param("/app/x", "aal1", "aal1", "allow", False, id="aal1-configured"),
+        pytest.param("/home", "aal1", "highest_available", "allow", True, id="optional-is-anonymous"),
+        pytest.param("/mfa/x", "aal1", "aal1", "step_up", False, id="rule-needs-aal2"),
+    ],
+)
+def test_proxy_uses_available_aal(
+    path: str, session_aal: str, required: str, expected: str, anonymous: bool
+) -> None:
+    """No first factor skips a configured second factor on the access path either."""
+    from sidecar.proxy.access import Access
+    from sidecar.rules.loader import parse_rules
+    from sidecar.session.resolver import resolved
+
+    rule = parse_rules([("rules.yaml", RULES)]).match("GET", "app.test", path)
+    assert rule is not None
+    identity = _identity(PASSWORD, TOTP)
+    session = Session(identity_id=identity.id, expires_at=utcnow() + timedelta(hours=1), aal=session_aal)
+    outcome = Access.judge(rule, resolved(session, identity), False, required)
+    assert outcome.verdict.value == expected
+    assert (outcome.session is None) == anonymous
