@@ -30,6 +30,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return server.run(args.config, dev=args.dev, workers=args.workers)
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from sidecar import demo
+
+    return demo.run(args.config, public_port=args.port, upstream_port=args.upstream_port)
+
+
 def _cmd_migrate(args: argparse.Namespace) -> int:
     from sidecar.storage.sql.database import SqlDatabase
 
@@ -75,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(serve)
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     serve.set_defaults(func=_cmd_serve)
+
+    demo = sub.add_parser("demo", help="run sidecar (--dev) in front of a demo app that shows its headers")
+    demo.add_argument("-c", "--config", action="append", default=[], metavar="FILE")
+    demo.add_argument("--port", type=int, default=4433, help="public port (default 4433)")
+    demo.add_argument("--upstream-port", type=int, default=8080, help="demo app port (default 8080)")
+    demo.set_defaults(func=_cmd_demo)
 
     migrate = sub.add_parser("migrate", help="apply or show database migrations")
     migrate.add_argument("action", choices=["up", "status"])

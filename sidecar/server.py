@@ -244,10 +244,12 @@ def supervise(procs: list[BaseProcess], listeners: Sequence[socket.socket], metr
     return code
 
 
-def run(config_paths: Sequence[str], *, dev: bool, workers: int) -> int:
+def run(
+    config_paths: Sequence[str], *, dev: bool, workers: int, overrides: dict[str, Any] | None = None
+) -> int:
     from sidecar.logs import configure_logging
 
-    config = load_config(config_paths, environ=os.environ, dev=dev)
+    config = load_config(config_paths, environ=os.environ, dev=dev, overrides=overrides)
     configure_logging(config.log)
     if config.dev:
         _migrate_dev(config)

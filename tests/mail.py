@@ -45,6 +45,21 @@ class Mailbox:
         with self.lock:
             return [str(m["Message-ID"]) for m in self.messages]
 
+    def wait_for(self, recipient: str, count: int = 1, timeout: float = 15) -> list[EmailMessage]:
+        """The messages to ``recipient`` once there are ``count`` of them (fails after ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.lock:
+                found = [m for m in self.messages if recipient in str(m["To"])]
+            if len(found) >= count or time.monotonic() > deadline:
+                assert len(found) >= count, f"expected {count} mail(s) to {recipient}, got {len(found)}"
+                return found
+            time.sleep(0.05)
+
+    def to(self, recipient: str) -> list[EmailMessage]:
+        with self.lock:
+            return [m for m in self.messages if recipient in str(m["To"])]
+
 
 @dataclass
 class SmtpServer:
@@ -67,21 +82,6 @@ class SmtpServer:
         if self.controller is not None:
             self.controller.stop()
             self.controller = None
-
-    def wait_for(self, recipient: str, count: int = 1, timeout: float = 15) -> list[EmailMessage]:
-        """The messages to ``recipient`` once there are ``count`` of them (fails after ``timeout``)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            with self.lock:
-                found = [m for m in self.messages if recipient in str(m["To"])]
-            if len(found) >= count or time.monotonic() > deadline:
-                assert len(found) >= count, f"expected {count} mail(s) to {recipient}, got {len(found)}"
-                return found
-            time.sleep(0.05)
-
-    def to(self, recipient: str) -> list[EmailMessage]:
-        with self.lock:
-            return [m for m in self.messages if recipient in str(m["To"])]
 
 
 def text_of(message: EmailMessage) -> str:
