@@ -120,3 +120,24 @@ async def services_factory() -> AsyncIterator[Any]:
     yield factory
     for s in started:
         await s.stop()
+
+
+def wait_until_ready(url: str, proc: Any, timeout: float = 30) -> None:
+    """Poll ``url`` until it answers 200; fail with the process output if it exits first."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None:
+            output = proc.stdout.read() if proc.stdout else ""
+            pytest.fail(f"the process exited with {proc.returncode} before {url} was ready:\n{output}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{url} was not ready within {timeout} s")
+        time.sleep(0.2)

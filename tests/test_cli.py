@@ -6,12 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until_ready
 
 SIDECAR = [sys.executable, "-m", "sidecar"]
 
@@ -62,16 +61,7 @@ def test_serve_dev_in_empty_directory(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{admin}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            assert time.monotonic() < deadline, "sidecar serve --dev did not become ready"
-            time.sleep(0.2)
+        wait_until_ready(f"http://127.0.0.1:{admin}/health/ready", proc)
         created = httpx.post(
             f"http://127.0.0.1:{admin}/admin/identities",
             json={"schema_id": "default", "traits": {"email": "new@example.test"}},

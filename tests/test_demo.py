@@ -6,12 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until_ready
 
 
 def test_demo_forwards_identity_headers(tmp_path: Path) -> None:
@@ -23,16 +22,7 @@ def test_demo_forwards_identity_headers(tmp_path: Path) -> None:
     )
     base = f"http://127.0.0.1:{public}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/.auth/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        wait_until_ready(f"{base}/.auth/health/ready", proc)
         # A browser is sent to the login page, with the page it wanted as return_to.
         nav = httpx.get(base + "/orders?x=1", headers={"Accept": "text/html"}, follow_redirects=False)
         assert nav.status_code in (302, 303)
