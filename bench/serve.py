@@ -1,7 +1,13 @@
 """One sidecar worker for the benchmark: the real public app (gateway) under uvicorn.
 
-``python bench/serve.py CONFIG_JSON [--session-ttl S] [--identity-ttl S]``; the TTL flags tune
-the resolver after wiring, to force the cache-miss scenario.
+``python bench/serve.py CONFIG_JSON [--session-ttl S] [--identity-ttl S] [--access-log]
+[--login-user EMAIL:PASSWORD]``
+
+The TTL flags tune the resolver after wiring, to force the cache-miss scenario. ``--access-log``
+wraps the app as ``sidecar serve`` does (``sidecar.server.wrap_apps``: request id, metrics and one
+JSON access line per request, written to stderr). ``--login-user`` creates an identity with that
+password (hashed with the configured argon2 parameters) for the login-storm scenario. The
+upstream client is ``create_upstream``'s choice: ``SIDECAR_UPSTREAM_CLIENT`` picks it.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import timedelta
+from typing import Any
 
 import uvicorn
 import uvloop
@@ -22,7 +29,23 @@ async def main(args: argparse.Namespace) -> None:
     services = build_services(config)
     await services.database.migrate()
     await services.start()
-    app = create_public_app(services, manage_lifespan=False)
+    app: Any = create_public_app(services, manage_lifespan=False)
+    if args.access_log:
+        from sidecar.server import wrap_apps
+
+        app, _ = wrap_apps(services, app, app)
+        app.enabled = True
+    if args.login_user:
+        from sidecar.identity.manager import IdentitySpec
+
+        email, _, password = args.login_user.partition(":")
+        await services.identities.create(
+            IdentitySpec(
+                traits={"email": email},
+                schema_id="default",
+                credentials={"password": {"config": {"password": password}}},
+            )
+        )
     if args.session_ttl is not None:
         services.resolver.ttl = args.session_ttl
     if args.identity_ttl is not None:
@@ -53,4 +76,6 @@ if __name__ == "__main__":
     parser.add_argument("config")
     parser.add_argument("--session-ttl", type=float)
     parser.add_argument("--identity-ttl", type=float)
+    parser.add_argument("--access-log", action="store_true")
+    parser.add_argument("--login-user")
     uvloop.run(main(parser.parse_args()))

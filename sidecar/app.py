@@ -183,6 +183,7 @@ def create_public_app(services: Services, *, manage_lifespan: bool = True, gatew
     from starlette.routing import Mount
 
     from sidecar.api.public.routes import public_routes
+    from sidecar.strategies.oidc.providers import form_action_origins as oidc_origins
     from sidecar.ui.api_client import PublicApiClient, in_process
     from sidecar.ui.pages import page_routes
 
@@ -201,6 +202,9 @@ def create_public_app(services: Services, *, manage_lifespan: bool = True, gatew
             logout_url=pages_api.logout_url,
             public_base_url=config.public_base_url,
             selfservice=config.selfservice,
+            form_action_origins=oidc_origins(
+                config.selfservice.methods.oidc.enabled, config.selfservice.methods.oidc.config.providers
+            ),
         ),
     ]
     app = Starlette(

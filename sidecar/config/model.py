@@ -285,6 +285,56 @@ class OffMethod(Model):
     config: dict[str, Any] = {}
 
 
+class OidcProvider(Model):
+    """One ``selfservice.methods.oidc.config.providers[]`` entry (Kratos' key names).
+
+    ``provider`` picks a preset (``generic`` uses OIDC discovery at ``issuer_url``); ``auth_url`` /
+    ``token_url`` override the preset's endpoints. Sidecar-only: ``api_url`` (GitHub's REST API base,
+    for GitHub Enterprise), ``trust_email_verified`` (a verified email claim verifies the address),
+    ``store_tokens`` (keep the provider's tokens, encrypted with ``secrets.cipher``).
+    """
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    provider: str = "generic"
+    label: str | None = None
+    client_id: str
+    client_secret: str | None = None
+    issuer_url: str | None = None
+    auth_url: str | None = None
+    token_url: str | None = None
+    api_url: str | None = None
+    scope: list[str] = []
+    mapper_url: str | None = None
+    requested_claims: dict[str, Any] | None = None
+    microsoft_tenant: str | None = None
+    apple_team_id: str | None = None
+    apple_private_key_id: str | None = None
+    apple_private_key: str | None = None
+    additional_id_token_audiences: list[str] = []
+    trust_email_verified: bool = False
+    store_tokens: bool = True
+
+
+class OidcMethodConfig(Model):
+    base_redirect_uri: str | None = None
+    providers: list[OidcProvider] = []
+    mapper_timeout: Duration = timedelta(seconds=2)
+    """Sidecar-only: the longest a Jsonnet claims mapper may run."""
+
+    @field_validator("providers")
+    @classmethod
+    def _unique_ids(cls, v: list[OidcProvider]) -> list[OidcProvider]:
+        ids = [p.id for p in v]
+        if len(ids) != len(set(ids)):
+            raise ValueError("provider ids must be unique")
+        return v
+
+
+class OidcMethod(Model):
+    enabled: bool = False
+    config: OidcMethodConfig = OidcMethodConfig()
+
+
 class Methods(Model):
     password: PasswordMethod = PasswordMethod()
     profile: ToggleMethod = ToggleMethod()
@@ -294,7 +344,7 @@ class Methods(Model):
     lookup_secret: OffMethod = OffMethod()
     webauthn: OffMethod = OffMethod()
     passkey: OffMethod = OffMethod()
-    oidc: OffMethod = OffMethod()
+    oidc: OidcMethod = OidcMethod()
     saml: OffMethod = OffMethod()
 
 

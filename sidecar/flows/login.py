@@ -31,6 +31,7 @@ from sidecar.session.manager import SessionManager
 from sidecar.strategies.base import LoginStrategy, NotResponsible
 
 AAL_LEVELS = ("aal1", "aal2")
+AfterAuthentication = Callable[[Flow, Identity, str], Awaitable[None]]
 SECOND_FACTOR_METHODS = "aal2_methods"
 """``flow.internal`` key: the second factors the identity had set up when an aal2 flow began."""
 
@@ -61,6 +62,9 @@ class LoginFlows:
         self._sessions = sessions
         self._get_identity = get_identity
         self._required_aal = config.session.whoami.required_aal
+        self.after_authentication: list[AfterAuthentication] = []
+        """Set by the wiring: steps after a strategy accepted the credentials and before the
+        session is issued (the oidc strategy links a provider account here); may raise FlowInvalid."""
 
     def _strategies_for(self, flow: Flow) -> list[LoginStrategy]:
         """An aal2 flow offers only the second factors the identity has; aal1 only first factors."""
@@ -191,6 +195,8 @@ class LoginFlows:
         for strategy in self._strategies_for(flow):
             result = await strategy.login(flow, body, client)
             if not isinstance(result, NotResponsible):
+                for step in self.after_authentication:
+                    await step(flow, result, strategy.id)
                 return result
         raise FlowInvalid([messages.no_strategy("login")])
 

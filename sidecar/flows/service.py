@@ -17,6 +17,7 @@ from sidecar.schema.registry import SchemaRegistry
 from sidecar.security.ratelimit import RateLimiter
 from sidecar.session.manager import SessionManager
 from sidecar.strategies.challenge import AddressDirectory, ChallengeDeps, Mailer
+from sidecar.strategies.oidc.callback import OidcCallbacks, oidc_callbacks
 from sidecar.strategies.password import PasswordIdentities
 from sidecar.strategies.registry import StrategyDeps, build_registry
 
@@ -30,6 +31,7 @@ class SelfServiceFlows:
     recovery: RecoveryFlows | None = None
     verification: VerificationFlows | None = None
     settings: SettingsFlows | None = None
+    oidc: OidcCallbacks | None = None
 
 
 def build_flows(
@@ -54,14 +56,17 @@ def build_flows(
     registration.after_registration = verification.after_registration
     settings = SettingsFlows(config, store, registry.settings, sessions, identities.get)
     recovery.settings = SettingsAfterRecovery(settings)
+    login = LoginFlows(config, store, registry.login, sessions, identities.get)
+    oidc = oidc_callbacks(config, registry.login, kv, store, login, registration, settings)
     return SelfServiceFlows(
-        login=LoginFlows(config, store, registry.login, sessions, identities.get),
+        login=login,
         registration=registration,
         logout=LogoutFlows(config, sessions),
         limiter=limiter,
         recovery=recovery,
         verification=verification,
         settings=settings,
+        oidc=oidc,
     )
 
 

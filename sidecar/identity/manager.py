@@ -80,6 +80,17 @@ class IdentityManager:
             raise errors.NotFound("Unable to locate the resource")
         return identity
 
+    async def find_by_credential(self, credential_type: str, identifier: str) -> Identity | None:
+        """The identity owning ``identifier`` as it is stored (e.g. oidc ``provider:subject``)."""
+        return await self._store.find_by_identifier(credential_type, identifier)
+
+    async def find_by_address(self, via: str, value: str) -> Identity | None:
+        """The identity with ``value`` as a verifiable or recovery address."""
+        found = await self._store.find_verifiable_address(via, value)
+        if found is None:
+            found = await self._store.find_recovery_address(via, value)
+        return found[0] if found else None
+
     # --- writes -------------------------------------------------------------------------------
 
     async def create(self, spec: IdentitySpec) -> Identity:

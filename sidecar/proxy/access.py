@@ -239,9 +239,8 @@ class Access:
             return Outcome(Verdict.FORBIDDEN, rule, session, api, "needs a verified address")
         if req.aal2 and session.aal != "aal2":
             return Outcome(Verdict.STEP_UP, rule, session, api, "needs aal2, session is " + session.aal)
-        return Outcome(
-            Verdict.ALLOW, rule, session, api, f"rule {rule.id!r} allows identity {session.identity_id}"
-        )
+        # The identity is in ``session``; formatting its UUID here cost a microsecond per request.
+        return Outcome(Verdict.ALLOW, rule, session, api, "allowed by the rule")
 
     def login_location(self, return_to: str, *, aal2: bool = False) -> str:
         query = "aal=aal2&" if aal2 else ""

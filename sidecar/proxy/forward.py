@@ -9,31 +9,28 @@ client's values kept only from trusted proxies), then our identity headers are a
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import aiohttp
-from multidict import CIMultiDict
 from starlette.types import Receive, Send
-from yarl import URL
 
 from sidecar import errors
 from sidecar.proxy.access import new_request_id
 from sidecar.proxy.headers import (
     FORWARDED,
     HOP_BY_HOP,
+    IDENTITY_PREFIX,
     METHOD_OVERRIDES,
     canonical,
     drop_cookie,
-    is_identity_header,
 )
 from sidecar.proxy.responses import send_error
-from sidecar.proxy.upstream import UpstreamClient
+from sidecar.proxy.upstream import ClientGone, UpstreamClient, UpstreamError, UpstreamTimeout
 
 log = logging.getLogger("sidecar.proxy")
 
 _SKIP_ALWAYS = HOP_BY_HOP | METHOD_OVERRIDES | FORWARDED | {b"host", b"x-session-token", b"expect"}
-_CHUNK = 64 * 1024
+# Client headers whose canonical form (``_`` for ``-``) is one of these never pass either.
+_SKIP_CANONICAL = METHOD_OVERRIDES | FORWARDED
 
 
 @dataclass(slots=True)
@@ -48,17 +45,20 @@ class ForwardContext:
     strip_bearer: bool
 
 
-def rewrite_request_headers(
+def rewrite_request_headers_raw(
     headers: list[tuple[bytes, bytes]], ctx: ForwardContext, identity: list[tuple[bytes, bytes]]
-) -> list[tuple[str, str]]:
-    listed: set[bytes] = set()
+) -> list[tuple[bytes, bytes]]:
+    """The upstream's request headers, as bytes pairs (what the HTTP/1.1 client writes)."""
+    listed: set[bytes] | None = None
     for name, value in headers:
         if name.lower() == b"connection":
+            listed = listed or set()
             listed.update(canonical(t.strip()) for t in value.split(b","))
-    out: list[tuple[str, str]] = []
+    out: list[tuple[bytes, bytes]] = []
     host = b""
     xff: list[bytes] = []
     xfp = xfh = xport = forwarded = real_ip = None
+    strip = ctx.strip
     for name, value in headers:
         n = name.lower()
         if n in _SKIP_ALWAYS:
@@ -77,8 +77,11 @@ def rewrite_request_headers(
             elif n == b"x-real-ip":
                 real_ip = value
             continue
-        c = canonical(name)
-        if c in listed or is_identity_header(c, ctx.strip) or c in METHOD_OVERRIDES or c in FORWARDED:
+        # Names with "_" are rare: canonicalise only then (a client's X_User_ID is ours to strip).
+        c = n.replace(b"_", b"-") if b"_" in n else n
+        if c in strip or c.startswith(IDENTITY_PREFIX) or c in _SKIP_CANONICAL:
+            continue
+        if listed is not None and c in listed:
             continue
         if n == b"cookie":
             value = drop_cookie(value, ctx.cookie_name)
@@ -86,105 +89,82 @@ def rewrite_request_headers(
                 continue
         elif n == b"authorization" and ctx.strip_bearer and value[:7].lower() == b"bearer ":
             continue
-        out.append((name.decode("latin-1"), value.decode("latin-1")))
+        out.append((name, value))
     if host:
-        out.append(("Host", host.decode("latin-1")))
+        out.append((b"host", host))
+    peer = ctx.peer.encode()
     if ctx.trusted:
-        chain = b", ".join([*xff, ctx.peer.encode()]) if xff else ctx.peer.encode()
-        out.append(("X-Forwarded-For", chain.decode("latin-1")))
-        out.append(("X-Forwarded-Proto", (xfp or ctx.scheme.encode()).decode("latin-1")))
+        out.append((b"x-forwarded-for", b", ".join([*xff, peer]) if xff else peer))
+        out.append((b"x-forwarded-proto", xfp or ctx.scheme.encode()))
         if xfh or host:
-            out.append(("X-Forwarded-Host", (xfh or host).decode("latin-1")))
+            out.append((b"x-forwarded-host", xfh or host))
         if xport:
-            out.append(("X-Forwarded-Port", xport.decode("latin-1")))
+            out.append((b"x-forwarded-port", xport))
         if forwarded:
-            out.append(("Forwarded", forwarded.decode("latin-1")))
+            out.append((b"forwarded", forwarded))
         if real_ip:
-            out.append(("X-Real-IP", real_ip.decode("latin-1")))
+            out.append((b"x-real-ip", real_ip))
     else:
-        out.append(("X-Forwarded-For", ctx.peer))
-        out.append(("X-Forwarded-Proto", ctx.scheme))
+        out.append((b"x-forwarded-for", peer))
+        out.append((b"x-forwarded-proto", ctx.scheme.encode()))
         if host:
-            out.append(("X-Forwarded-Host", host.decode("latin-1")))
+            out.append((b"x-forwarded-host", host))
     for name, value in identity:
         if value:
-            out.append((name.decode("latin-1"), value.decode("latin-1")))
+            out.append((name, value))
     return out
 
 
-def response_headers(raw: tuple[tuple[bytes, bytes], ...]) -> list[tuple[bytes, bytes]]:
-    listed: set[bytes] = set()
-    for name, value in raw:
-        if name.lower() == b"connection":
-            listed.update(t.strip().lower() for t in value.split(b","))
-    return [(n, v) for n, v in raw if n.lower() not in HOP_BY_HOP and n.lower() not in listed]
+def rewrite_request_headers(
+    headers: list[tuple[bytes, bytes]], ctx: ForwardContext, identity: list[tuple[bytes, bytes]]
+) -> list[tuple[str, str]]:
+    """``rewrite_request_headers_raw`` as ``str`` pairs, with canonical casing for the names we
+    add (what aiohttp's WebSocket handshake takes)."""
+    return [
+        (_TITLE.get(n) or n.decode("latin-1"), v.decode("latin-1"))
+        for n, v in rewrite_request_headers_raw(headers, ctx, identity)
+    ]
 
 
-async def _request_body(receive: Receive) -> AsyncIterator[bytes]:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ConnectionResetError("client disconnected")
-        body = message.get("body", b"")
-        if body:
-            yield body
-        if not message.get("more_body", False):
-            return
+_TITLE = {
+    b"host": "Host",
+    b"x-forwarded-for": "X-Forwarded-For",
+    b"x-forwarded-proto": "X-Forwarded-Proto",
+    b"x-forwarded-host": "X-Forwarded-Host",
+    b"x-forwarded-port": "X-Forwarded-Port",
+    b"forwarded": "Forwarded",
+    b"x-real-ip": "X-Real-IP",
+}
 
 
 async def forward_http(
     client: UpstreamClient,
-    url: str,
     method: str,
-    headers: list[tuple[str, str]],
+    base: str,
+    target: bytes,
+    headers: list[tuple[bytes, bytes]],
     has_body: bool,
     receive: Receive,
     send: Send,
 ) -> None:
-    started = False
+    """Stream the request and its response through ``client``; 504 / 502 before the response
+    started, a silent end when the client went away while sending its body."""
     try:
-        async with client.session.request(
-            method,
-            URL(url, encoded=True),
-            headers=CIMultiDict(headers),
-            data=_request_body(receive) if has_body else None,
-            allow_redirects=False,
-            compress=None,
-        ) as resp:
-            start = {
-                "type": "http.response.start",
-                "status": resp.status,
-                "headers": response_headers(resp.raw_headers),
-            }
-            if method == "HEAD":
-                await send(start)
-                started = True
-                await send({"type": "http.response.body", "body": b""})
-                return
-            length = resp.content_length
-            if length is not None and length <= _CHUNK:
-                # Small bodies (the common case) in one read and one send: fewer loop turns.
-                body = await resp.content.readexactly(length) if length else b""
-                await send(start)
-                started = True
-                await send({"type": "http.response.body", "body": body})
-                return
-            await send(start)
-            started = True
-            async for chunk in resp.content.iter_chunked(_CHUNK):
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
-    except (TimeoutError, aiohttp.ServerTimeoutError):
-        if started:
-            raise
+        await client.forward(method, base, target, headers, has_body, receive, send)
+    except ClientGone:
+        return
+    except UpstreamTimeout as exc:
         request_id = new_request_id()  # made only on failure: uuid4 costs on the hot path
-        log.warning("upstream timed out: %s %s (request %s)", method, url, request_id)
+        shown = _shown(target)
+        log.warning("upstream timed out: %s %s%s: %s (request %s)", method, base, shown, exc, request_id)
         await send_error(send, errors.GatewayTimeout(), request_id=request_id)
-    except (aiohttp.ClientError, OSError) as exc:
-        if started:
-            raise  # mid-body: the only honest signal left is to abort the connection
-        if isinstance(exc, ConnectionResetError):
-            return  # the client went away while we streamed its body
+    except UpstreamError as exc:
         request_id = new_request_id()
-        log.warning("upstream unreachable: %s %s: %s (request %s)", method, url, exc, request_id)
+        shown = _shown(target)
+        log.warning("upstream unreachable: %s %s%s: %s (request %s)", method, base, shown, exc, request_id)
         await send_error(send, errors.BadGateway(), request_id=request_id)
+
+
+def _shown(target: bytes) -> str:
+    """The path for the log, without the query (it may carry secrets)."""
+    return target.partition(b"?")[0].decode("latin-1")

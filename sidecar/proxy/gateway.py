@@ -17,7 +17,7 @@ from sidecar import errors
 from sidecar.api.decisions import DecisionEndpoints
 from sidecar.config.model import Config
 from sidecar.proxy.access import Access, Outcome, RequestFacts, Verdict, new_request_id
-from sidecar.proxy.forward import ForwardContext, forward_http, rewrite_request_headers
+from sidecar.proxy.forward import ForwardContext, forward_http, rewrite_request_headers_raw
 from sidecar.proxy.headers import TrustedProxies
 from sidecar.proxy.paths import BadPath, normalise_path
 from sidecar.proxy.responses import (
@@ -28,7 +28,7 @@ from sidecar.proxy.responses import (
     send_error,
     send_response,
 )
-from sidecar.proxy.upstream import UpstreamClient
+from sidecar.proxy.upstream import UpstreamClient, create_upstream
 from sidecar.proxy.websocket import proxy_websocket
 from sidecar.rules.holder import RulesHolder
 from sidecar.rules.model import normalise_host
@@ -55,6 +55,11 @@ _ROOT_SEGMENTS = (
 
 def framing_problem(headers: list[tuple[bytes, bytes]]) -> str | None:
     """Request smuggling guard: CL and TE together, repeated CL, or TE other than plain chunked."""
+    return framing(headers)[0]
+
+
+def framing(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, bool]:
+    """(``framing_problem``, whether the request has a body), in one pass over the headers."""
     cl = te = 0
     te_value = b""
     for name, value in headers:
@@ -62,15 +67,15 @@ def framing_problem(headers: list[tuple[bytes, bytes]]) -> str | None:
         if n == b"content-length":
             cl += 1
             if not value.strip().isdigit():
-                return "invalid Content-Length"
+                return "invalid Content-Length", True
         elif n == b"transfer-encoding":
             te += 1
             te_value = value.strip().lower()
     if cl and te:
-        return "both Content-Length and Transfer-Encoding"
+        return "both Content-Length and Transfer-Encoding", True
     if cl > 1 or te > 1 or (te and te_value != b"chunked"):
-        return "ambiguous message framing"
-    return None
+        return "ambiguous message framing", True
+    return None, bool(cl or te)
 
 
 class Gateway:
@@ -96,6 +101,7 @@ class Gateway:
         base = urlsplit(config.public_base_url)
         self.base_origin = f"{base.scheme}://{base.netloc}"
         self._started = False
+        self._hosts: dict[bytes, str] = {}
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -158,6 +164,15 @@ class Gateway:
         elif kind == "websocket":
             await proxy_websocket(self, scope, raw, receive, send)
 
+    def _host(self, raw: bytes) -> str:
+        """``normalise_host`` memoised: a site sees few distinct Host values (bounded anyway)."""
+        host = self._hosts.get(raw)
+        if host is None:
+            if len(self._hosts) > 1024:
+                self._hosts.clear()
+            host = self._hosts[raw] = normalise_host(raw.decode("latin-1"))
+        return host
+
     def normalise(self, raw: bytes) -> str:
         path = normalise_path(raw, reject_parameters=self.reject_params)
         if self._ours(path.encode()) is not None:
@@ -185,7 +200,7 @@ class Gateway:
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         method: str = scope["method"]
         head = method == "HEAD"
-        problem = framing_problem(headers)
+        problem, has_body = framing(headers)
         if problem:
             await send_error(send, errors.BadRequest(problem), head=head)
             return
@@ -200,7 +215,7 @@ class Gateway:
                 host = value
                 break
         facts = RequestFacts.read(headers, self.access.cookie_name)
-        outcome = await self.access.check(method, normalise_host(host.decode("latin-1")), path, facts)
+        outcome = await self.access.check(method, self._host(host), path, facts)
         peer = scope["client"][0] if scope.get("client") else ""
         trusted = self.trusted.trusts(peer)
         if not outcome.allowed:
@@ -223,11 +238,10 @@ class Gateway:
             cookie_name=self.access.cookie_name,
             strip_bearer=outcome.session is not None and facts.token_from_bearer,
         )
-        upstream_headers = rewrite_request_headers(headers, ctx, self.access.identity_headers(outcome))
+        upstream_headers = rewrite_request_headers_raw(headers, ctx, self.access.identity_headers(outcome))
         query = scope.get("query_string", b"")
-        url = base + path + ("?" + query.decode("latin-1") if query else "")
-        has_body = any(n.lower() in (b"content-length", b"transfer-encoding") for n, _ in headers)
-        await forward_http(self.upstream, url, method, upstream_headers, has_body, receive, send)
+        target = path.encode() + b"?" + query if query else path.encode()
+        await forward_http(self.upstream, method, base, target, upstream_headers, has_body, receive, send)
 
     async def deny(self, send: Send, outcome: Outcome, method: str, original_url: str) -> None:
         head = method == "HEAD"
@@ -278,6 +292,6 @@ def build_gateway(
         )
     if upstream is None:
         # Lazy: no connection until a request is proxied (rules may gain an upstream on reload).
-        upstream = UpstreamClient(config.proxy.timeouts)
+        upstream = create_upstream(config.proxy.timeouts)
     access = Access(config, resolver, rules, signer)
     return Gateway(config, access, public_app, upstream=upstream, invalidation=invalidation)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 HOP_BY_HOP = frozenset(
     {
@@ -60,16 +60,15 @@ def header_value_ok(value: str) -> bool:
     return all(c == "\t" or (c >= " " and c != "\x7f") for c in value)
 
 
-# Parsing an address costs more than the rest of a cached decision; peers repeat (keep-alive, a
-# front proxy), so the answer is memoised per (networks, peer).
-_TRUST_MEMO: dict[tuple[object, str], bool] = {}
-
-
 @dataclass(frozen=True, slots=True)
 class TrustedProxies:
     """``serve.public.trusted_proxies``; an empty list means loopback only (the documented default)."""
 
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    # Parsing an address costs more than the rest of a cached decision; peers repeat (keep-alive,
+    # a front proxy), so the answer is memoised per peer (keyed by the peer alone: hashing the
+    # networks on every lookup cost as much as the lookup).
+    _memo: dict[str, bool] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @classmethod
     def parse(cls, cidrs: Sequence[str]) -> TrustedProxies:
@@ -79,7 +78,8 @@ class TrustedProxies:
     def trusts(self, peer: str | None) -> bool:
         if not peer:
             return False
-        known = _TRUST_MEMO.get((self.networks, peer))
+        memo = self._memo
+        known = memo.get(peer)
         if known is not None:
             return known
         try:
@@ -87,9 +87,9 @@ class TrustedProxies:
         except ValueError:
             return False
         result = any(addr in net for net in self.networks)
-        if len(_TRUST_MEMO) > 4096:  # bounded: peers are many only under attack
-            _TRUST_MEMO.clear()
-        _TRUST_MEMO[(self.networks, peer)] = result
+        if len(memo) > 4096:  # bounded: peers are many only under attack
+            memo.clear()
+        memo[peer] = result
         return result
 
     def client_address(self, peer: str | None, xff: bytes | None) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sidecar.config.model import Config
 from sidecar.kv.store import KeyValueStore
@@ -25,6 +25,8 @@ from sidecar.strategies.challenge import ChallengeDeps
 from sidecar.strategies.code import CodeStrategy
 from sidecar.strategies.link import LinkStrategy
 from sidecar.strategies.lookup_secret import LookupSecretStrategy
+from sidecar.strategies.oidc.accounts import OidcIdentities
+from sidecar.strategies.oidc.strategy import OidcStrategy
 from sidecar.strategies.password import PasswordIdentities, PasswordStrategy
 from sidecar.strategies.profile import ProfileStrategy
 from sidecar.strategies.totp import TotpStrategy
@@ -52,6 +54,8 @@ class StrategyDeps:
 _FACTORIES: tuple[tuple[str, Callable[[StrategyDeps], Any]], ...] = (
     ("profile", lambda d: ProfileStrategy(d.config, d.schemas, d.identities)),
     ("password", lambda d: PasswordStrategy(d.config, d.identities, d.schemas, d.limiter)),
+    # IdentityManager is both PasswordIdentities and OidcIdentities.
+    ("oidc", lambda d: OidcStrategy(d.config, cast(OidcIdentities, d.identities), d.schemas, d.store)),
     ("totp", lambda d: TotpStrategy(d.config, d.identities, d.schemas, d.store, d.limiter)),
     ("lookup_secret", lambda d: LookupSecretStrategy(d.identities, d.store, d.limiter)),
     ("code", lambda d: CodeStrategy(d.config, d.challenge) if d.challenge else None),

@@ -104,12 +104,15 @@ def test_recovery_by_code_with_the_sdk_and_real_mail(fe: FrontendApi, smtp: Smtp
     code = code_in(mail)
     done = fe.update_recovery_flow(flow=flow.id, update_recovery_flow_body=recovery_body(code=code))
     assert done.state == "passed_challenge"
-    actions = {c.actual_instance.action: c.actual_instance for c in done.continue_with or []}
+    actions: dict[str, Any] = {}
+    for item in done.continue_with or []:
+        assert item.actual_instance is not None
+        actions[item.actual_instance.action] = item.actual_instance
     assert set(actions) == {"set_ory_session_token", "show_settings_ui"}
     token = actions["set_ory_session_token"].ory_session_token
     whoami = fe.to_session(x_session_token=token)
-    assert whoami.identity.traits["email"] == email
-    assert whoami.authentication_methods[0].method == "code_recovery"
+    assert whoami.identity is not None and whoami.identity.traits == {"email": email}
+    assert [m.method for m in whoami.authentication_methods or []] == ["code_recovery"]
     with pytest.raises(ApiException) as again:  # the code was single use; the flow is done
         fe.update_recovery_flow(flow=flow.id, update_recovery_flow_body=recovery_body(code=code))
     assert again.value.status == 400 and "4060001" in str(again.value.body)

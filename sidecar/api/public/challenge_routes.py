@@ -69,6 +69,9 @@ def challenge_routes(
             outcome = await flows.submit(flow_id, body, client, landing=landing)
             if isinstance(outcome, FlowReplaced):
                 response = replaced(outcome, life, json_req)
+            elif isinstance(outcome, ShowFlow) and landing and not json_req:
+                # A mail link opened in a browser shows the page, even for a flow an app started.
+                response = see_other(life.ui_redirect(outcome.flow))
             elif isinstance(outcome, ShowFlow):
                 response = show_flow(outcome, life, json_req)
             elif isinstance(outcome, AlreadySignedIn):

@@ -62,6 +62,9 @@ def flow_routes(
     async def as_browser_error(exc: errors.SidecarError, request: Request, json_req: bool) -> Response:
         if json_req:
             raise exc
+        target = exc.extra.get("redirect_browser_to")
+        if isinstance(exc, errors.BrowserLocationChangeRequired) and isinstance(target, str):
+            return see_other(target)  # e.g. social sign-in: off to the provider
         return await error_flows.redirect(exc, request)
 
     async def init_browser(request: Request) -> Response:

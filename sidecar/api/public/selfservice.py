@@ -11,6 +11,7 @@ from sidecar.api.public.errors_flow import ErrorFlows, error_routes
 from sidecar.api.public.flow_http import HttpContext
 from sidecar.api.public.login import login_routes
 from sidecar.api.public.logout import logout_routes
+from sidecar.api.public.oidc import oidc_routes
 from sidecar.api.public.recovery import recovery_routes
 from sidecar.api.public.registration import registration_routes
 from sidecar.api.public.sessions import session_routes
@@ -22,6 +23,15 @@ from sidecar.proxy.headers import TrustedProxies
 
 if TYPE_CHECKING:
     from sidecar.app import Services
+    from sidecar.flows.lifecycle import FlowLifecycle
+    from sidecar.flows.service import SelfServiceFlows
+
+
+def _lifecycles(flows: SelfServiceFlows) -> dict[str, FlowLifecycle]:
+    found = {"login": flows.login.life, "registration": flows.registration.life}
+    if flows.settings is not None:
+        found["settings"] = flows.settings.life
+    return found
 
 
 def selfservice_routes(services: Services) -> list[Route]:
@@ -52,5 +62,6 @@ def selfservice_routes(services: Services) -> list[Route]:
             else []
         ),
         *session_routes(ctx, services.identities.get, PageTokens.from_config(config, "sessions")),
+        *(oidc_routes(ctx, flows.oidc, _lifecycles(flows), error_flows, max_body) if flows.oidc else []),
         *error_routes(error_flows),
     ]

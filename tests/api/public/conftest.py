@@ -41,7 +41,15 @@ def _on_redis(services: Any, prefix: str) -> Any:
     backend = RedisBackend(REDIS_URL, prefix)
     services._closers.append(backend.close)
     sessions = SessionManager(backend.sessions, services.config.session)
-    flows = build_flows(services.config, backend.kv, services.identities, services.schemas, sessions)
+    flows = build_flows(
+        services.config,
+        backend.kv,
+        services.identities,
+        services.schemas,
+        sessions,
+        courier=services.courier,
+        addresses=services.identity_store,
+    )
     return replace(
         services, session_store=backend.sessions, kv=backend.kv, sessions=sessions, selfservice=flows
     )

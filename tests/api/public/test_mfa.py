@@ -308,3 +308,31 @@ async def test_lookup_reveal_and_confirm_without_codes(mfa: Harness) -> None:
         )
         assert r.status_code == 400, r.text
         assert r.json()["state"] == "show_form"
+
+
+async def test_code_guessing_is_capped(harness_factory: HarnessFactory) -> None:
+    h = await harness_factory(selfservice=mfa_selfservice(), security={"rate_limit": {"per_identifier": 3}})
+    email, first = await _user(h)
+    secret = await enrol_totp(h.client, first)
+    codes = await enrol_codes(h.client, first)
+    token = await _aal1(h, email)
+    flow = await aal2_login_flow(h.client, token)
+    for _ in range(3):
+        r = await submit_login(h.client, flow["id"], token, {"method": "totp", "totp_code": "000000"})
+        assert r.status_code == 400
+    now = fresh_step()
+    r = await submit_login(
+        h.client, flow["id"], token, {"method": "totp", "totp_code": oathtool(secret, now + 30)}
+    )
+    assert r.status_code == 429 and "Retry-After" in r.headers
+    assert 4000429 in message_ids(r.json())
+    # A new flow does not reset the per-identity count; backup codes have their own.
+    again = await aal2_login_flow(h.client, token)
+    r = await submit_login(
+        h.client, again["id"], token, {"method": "totp", "totp_code": oathtool(secret, now + 30)}
+    )
+    assert r.status_code == 429
+    r = await submit_login(
+        h.client, again["id"], token, {"method": "lookup_secret", "lookup_secret": codes[0]}
+    )
+    assert r.status_code == 200, r.text

@@ -158,3 +158,19 @@ async def test_recovery_does_not_skip_a_second_factor(h: Harness) -> None:
     assert who.status_code == 403 and who.json()["error"]["id"] == "session_aal2_required"
     settings = await h.client.get("/.auth/self-service/settings/browser", headers=JSON)
     assert settings.status_code == 403
+
+
+async def test_recovery_on_redis(harness_factory: HarnessFactory, unique_prefix: str) -> None:
+    h = await harness_factory(selfservice=RECOVERY, redis_prefix=unique_prefix)
+    await registered(h, "redis@example.test")
+    flow = await api_flow(h.client, "recovery")
+    url = f"/.auth/self-service/recovery?flow={flow['id']}"
+    await h.client.post(url, json={"method": "code", "email": "redis@example.test"})
+    messages = await h.services.database.courier.list(page_size=10, recipient="redis@example.test")
+    code = next(m for m in messages if m.template_type == "recovery_code_valid").body
+    found = re.search(r"^(\d{6})$", code, re.M)
+    assert found
+    done = await h.client.post(url, json={"method": "code", "code": found.group(1)})
+    assert done.status_code == 200 and done.json()["state"] == "passed_challenge"
+    again = await h.client.post(url, json={"method": "code", "code": found.group(1)})
+    assert again.status_code == 400 and message_ids(again.json()) == [4060001]

@@ -24,7 +24,7 @@ VERIFY = {"flows": {"verification": {"enabled": True}}}
 async def mail_to(h: Harness, email: str) -> str:
     messages = await h.services.database.courier.list(page_size=10, recipient=email)
     assert messages, f"no mail to {email}"
-    return messages[0].body
+    return str(messages[0].body)
 
 
 @pytest.fixture
