@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
@@ -75,7 +75,43 @@ _REQUEST_ID_OK = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    # 128 random bits as 32 hex digits, like ``uuid4().hex`` (same entropy source) at a fifth of
+    # the cost: this runs on every request without a trusted X-Request-ID.
+    return os.urandom(16).hex()
+
+
+# One encoder for the access line's values: ``json.dumps`` with options builds one per call.
+_ENCODE = json.JSONEncoder(default=str, separators=(",", ":")).encode
+_ESCAPE = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+
+
+def _str(value: str) -> str:
+    return str(_ESCAPE(value)) if type(value) is str else _ENCODE(value)
+
+
+def _json(value: Any) -> str:
+    """One JSON value as ``json.dumps(value, default=str)`` writes it."""
+    if value is None:
+        return "null"
+    return _str(value)
+
+
+class _Clock:
+    """``datetime.now(UTC).isoformat(timespec="milliseconds")``, formatting the date once a second."""
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def stamp(self) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self._prefix}.{int((now - second) * 1000):03d}+00:00"
 
 
 class AccessLog:
@@ -108,6 +144,7 @@ class AccessLog:
         self.stream = stream
         self.enabled = enabled
         self.classify = classify or (lambda path: listener)
+        self._clock = _Clock()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -127,10 +164,12 @@ class AccessLog:
                 state[1] += len(message.get("body", b""))
             elif mtype in ("http.response.start", "websocket.http.response.start"):
                 state[0] = message["status"]
-                headers = list(message.get("headers", ()))
-                if not any(k.lower() == REQUEST_ID_HEADER for k, _ in headers):
-                    headers.append((REQUEST_ID_HEADER, rid))
-                message = {**message, "headers": headers}
+                headers = message.get("headers", ())
+                for k, _ in headers:
+                    if k.lower() == REQUEST_ID_HEADER:
+                        break
+                else:
+                    message = {**message, "headers": [*headers, (REQUEST_ID_HEADER, rid)]}
             elif mtype == "websocket.accept":
                 state[0] = 101
             elif mtype == "websocket.close" and not state[0]:
@@ -181,25 +220,16 @@ class AccessLog:
             line = f"{method} {path} {status} {ms}ms {size}B rid={request_id}{extra}\n"
         else:
             client = scope.get("client")
-            entry = {
-                "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                "level": "info",
-                "logger": "sidecar.access",
-                "msg": "request",
-                "listener": self.listener,
-                "request_id": request_id,
-                "method": method,
-                "path": path,
-                "route_class": route_class,
-                "status": status,
-                "latency_ms": ms,
-                "bytes": size,
-                "client": client[0] if client else None,
-                "rule": rule,
-                "decision": decision,
-                "identity_id": identity,
-            }
-            line = json.dumps(entry, default=str, separators=(",", ":")) + "\n"
+            # The same line ``json.dumps(entry, default=str, separators=(",", ":"))`` writes, with
+            # only the variable strings escaped (C-coded): a third of the cost of encoding a dict.
+            line = (
+                f'{{"time":"{self._clock.stamp()}","level":"info","logger":"sidecar.access",'
+                f'"msg":"request","listener":{_str(self.listener)},"request_id":{_str(request_id)},'
+                f'"method":{_str(method)},"path":{_str(path)},"route_class":{_str(route_class)},'
+                f'"status":{_ENCODE(status)},"latency_ms":{_ENCODE(ms)},"bytes":{_ENCODE(size)},'
+                f'"client":{_str(client[0]) if client else "null"},"rule":{_json(rule)},'
+                f'"decision":{_json(decision)},"identity_id":{_json(identity)}}}\n'
+            )
         stream = self.stream or sys.stderr
         # A closed or broken log pipe must not fail requests.
         with contextlib.suppress(OSError, ValueError):

@@ -70,9 +70,11 @@ class OidcCallbacks:
     ) -> tuple[FlowKind, Outcome]:
         record = await self._states.take(params.get("state"))
         if record is None or record.provider != provider_id:
+            text = "The sign-in request is invalid or was already used. Please start again."
             raise errors.BadRequest(
-                "The sign-in request is invalid or was already used. Please start again.",
-                reason="the OAuth 2.0 state parameter is missing, unknown, used or for another provider",
+                text,
+                reason=text,
+                details={"hint": "the OAuth 2.0 state is missing, unknown, used or for another provider"},
             )
         kind: FlowKind = record.flow_kind  # type: ignore[assignment]
         flow = await self._store.get(kind, record.flow_uuid)
@@ -84,10 +86,8 @@ class OidcCallbacks:
             )
         if params.get("error"):
             description = params.get("error_description") or params["error"]
-            raise errors.BadRequest(
-                f"The identity provider did not sign you in: {description[:200]}",
-                reason=f"provider error {params['error'][:64]!r}",
-            )
+            text = f"The identity provider did not sign you in: {description[:200]}"
+            raise errors.BadRequest(text, reason=text, details={"error": params["error"][:64]})
         code = params.get("code")
         if not code:
             raise errors.BadRequest("The identity provider returned no authorization code.")

@@ -38,6 +38,9 @@ MAX_RESPONSE = 1024 * 1024
 class TokenInvalid(errors.BadRequest):
     """The provider's answer failed a check (signature, issuer, audience, expiry, nonce)."""
 
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, reason=message, details={"hint": hint} if hint else None)
+
 
 @dataclass(frozen=True, slots=True)
 class Endpoints:
@@ -57,9 +60,9 @@ class TokenSet:
 
 
 def _unreachable(provider: Provider, exc: Exception) -> errors.BadGateway:
+    text = f"The identity provider {provider.label} could not be reached, please try again later."
     return errors.BadGateway(
-        f"The identity provider {provider.label} could not be reached, please try again later.",
-        reason=f"{type(exc).__name__} while talking to provider {provider.id}",
+        text, reason=text, details={"provider": provider.id, "cause": type(exc).__name__}
     )
 
 
@@ -84,10 +87,11 @@ class OidcClient:
             body = None
         if response.status_code >= 400 or body is None:
             detail = body.get("error") if isinstance(body, dict) else None
+            text = f"The identity provider {provider.label} refused the request" + (
+                f": {detail}" if isinstance(detail, str) else f" (HTTP {response.status_code})."
+            )
             raise errors.BadGateway(
-                f"The identity provider {provider.label} refused the request"
-                + (f": {detail}" if isinstance(detail, str) else f" (HTTP {response.status_code})."),
-                reason=f"{method} {url} answered {response.status_code}",
+                text, reason=text, details={"provider": provider.id, "status": response.status_code}
             )
         return body
 
@@ -240,20 +244,20 @@ class OidcClient:
         try:
             token = jwt.decode(id_token, keys, algorithms=list(ALGORITHMS))
         except JoseError as exc:
-            raise TokenInvalid("The ID token signature is invalid.", reason=type(exc).__name__) from None
+            raise TokenInvalid("The ID token signature is invalid.", hint=type(exc).__name__) from None
         claims = dict(token.claims)
         issuer = expected_issuer(provider, endpoints.issuer, claims)
         if claims.get("iss") != issuer:
             raise TokenInvalid(
-                "The ID token was issued by another issuer.", reason=f"iss {claims.get('iss')!r}"
+                "The ID token was issued by another issuer.", hint=f"iss {claims.get('iss')!r}"
             )
         allowed = tuple(audiences or (provider.client_id,))
         aud = claims.get("aud")
         auds = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
         if not any(a in allowed for a in auds):
-            raise TokenInvalid("The ID token is meant for another client.", reason=f"aud {aud!r}")
+            raise TokenInvalid("The ID token is meant for another client.", hint=f"aud {aud!r}")
         if len(auds) > 1 and claims.get("azp") not in allowed:
-            raise TokenInvalid("The ID token is meant for another client.", reason="azp")
+            raise TokenInvalid("The ID token is meant for another client.", hint="azp")
         registry = jwt.JWTClaimsRegistry(
             leeway=CLOCK_LEEWAY, exp={"essential": True}, iat={"essential": True}
         )
@@ -261,7 +265,7 @@ class OidcClient:
             registry.validate(claims)
         except JoseError as exc:
             raise TokenInvalid(
-                "The ID token has expired or is not valid yet.", reason=type(exc).__name__
+                "The ID token has expired or is not valid yet.", hint=type(exc).__name__
             ) from None
         if not isinstance(claims.get("sub"), str) or not claims["sub"]:
             raise TokenInvalid("The ID token names no subject.")

@@ -246,9 +246,8 @@ class OidcStrategy:
                 self._mappers[verified.provider], verified.claims, timeout=self._mapper_timeout
             )
         except MapperError as exc:
-            raise errors.BadRequest(
-                "The sign-in provider's data could not be mapped to an account.", reason=str(exc)
-            ) from None
+            text = "The sign-in provider's data could not be mapped to an account."
+            raise errors.BadRequest(text, reason=text, details={"hint": str(exc)[:500]}) from None
         return Verified(
             verified.provider,
             verified.subject,

@@ -133,7 +133,12 @@ class FakeProvider:
         if user is None:
             return JSONResponse({"message": "Bad credentials"}, 401)
         return JSONResponse(
-            {"id": int(user["sub"]), "login": user.get("login", "octo"), "name": user.get("name"), "email": None}
+            {
+                "id": int(user["sub"]),
+                "login": user.get("login", "octo"),
+                "name": user.get("name"),
+                "email": None,
+            }
         )
 
     async def github_emails(self, request: Request) -> Response:
