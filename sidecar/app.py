@@ -66,6 +66,10 @@ class Services:
             checks["redis"] = self.kv.ping
         return checks
 
+    def on_stop(self, close: Callable[[], Awaitable[None]]) -> None:
+        """Run ``close`` at stop; closers run last-registered first, like nested context managers."""
+        self._closers.append(close)
+
     def is_ready(self) -> bool:
         return not self._shutting_down
 
@@ -120,6 +124,8 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
     selfservice = build_flows(
         config, kv, identities, schemas, sessions, courier=courier, addresses=database.identities
     )
+    if selfservice.oidc is not None:
+        closers.append(selfservice.oidc.strategy.client.aclose)
     # The proxy's session cache and the revocations that clear it on every worker.
     resolver = SessionResolver(session_store, database.identities, ttl=config.session.cache_ttl)
     redis_prefix = config.redis.key_prefix if config.redis else ""
@@ -192,7 +198,7 @@ def create_public_app(services: Services, *, manage_lifespan: bool = True, gatew
     # The built-in pages read flows through the public API, in process, exactly as an external
     # UI would over the network: one contract, and the pages never reach around it.
     pages_api = PublicApiClient(config.public_base_url, transport=in_process(lambda: app))
-    services._closers.append(pages_api.aclose)
+    services.on_stop(pages_api.aclose)
     routes = [
         *public_routes(services),
         *page_routes(
@@ -217,5 +223,5 @@ def create_public_app(services: Services, *, manage_lifespan: bool = True, gatew
     from sidecar.proxy.gateway import build_gateway
 
     public = build_gateway(services.config, services.resolver, app, invalidation=services.invalidation)
-    services._closers.insert(0, public.stop)  # stopped before the pools it uses
+    services.on_stop(public.stop)  # registered last, so stopped before the pools it uses
     return public

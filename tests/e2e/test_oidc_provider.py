@@ -3,8 +3,8 @@ free 127.0.0.1 port, with a test client and a few accounts.
 
 In Chromium through the provider's own login page (screenshots in ``tests/artifacts/oidc-*.png``),
 and over raw HTTP with every redirect followed by hand. The provider's packages are installed into
-``tests/e2e/oidc/node_modules`` from its lock file when missing (``npm ci``); a missing ``node`` or
-``npm`` fails the run.
+``tests/e2e/oidc/node_modules`` when missing (``npm install --no-audit --no-fund``, pinned by the lock
+file); a missing ``node`` or ``npm``, or a failed install, fails the run.
 """
 
 from __future__ import annotations
@@ -56,15 +56,13 @@ local claims = std.extVar('claims');
 
 
 def ensure_node_modules() -> None:
-    """Install the pinned provider (``npm ci`` from the lock file) if it is not there yet."""
+    """Install the pinned provider if it is not there yet."""
     if (PROVIDER_DIR / "node_modules" / "oidc-provider").is_dir():
         return
     npm = shutil.which("npm")
     if npm is None or shutil.which("node") is None:
         pytest.fail("node and npm are required for the OIDC provider tests (apt-get install nodejs npm)")
-    command = [npm, "ci", "--no-audit", "--no-fund"]
-    if not (PROVIDER_DIR / "package-lock.json").exists():
-        command[1] = "install"
+    command = [npm, "install", "--no-audit", "--no-fund"]  # pinned by package.json + package-lock.json
     done = subprocess.run(command, cwd=PROVIDER_DIR, capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
         pytest.fail(f"{' '.join(command)} failed in {PROVIDER_DIR}:\n{done.stdout}\n{done.stderr}")
@@ -268,8 +266,8 @@ def test_browser_provider_down_shows_an_error_page(browser: Browser, site: Site)
 
 
 def _flow_csrf(flow: dict[str, Any]) -> str:
-    return next(
-        n["attributes"]["value"] for n in flow["ui"]["nodes"] if n["attributes"]["name"] == "csrf_token"
+    return str(
+        next(n["attributes"]["value"] for n in flow["ui"]["nodes"] if n["attributes"]["name"] == "csrf_token")
     )
 
 

@@ -30,6 +30,10 @@ from sidecar.strategies.oidc.providers import (
 )
 
 ISSUER = "https://op.example.test"
+LOOPING_MAPPER = (  # 10^9 additions: only the deadline stops it
+    "std.foldl(function(a, b) std.foldl(function(c, d) c + d, std.range(0, 10000), a),"
+    " std.range(0, 100000), 0)"
+)
 
 
 def config(**kw: Any) -> OidcProvider:
@@ -147,7 +151,7 @@ async def test_mapper_maps_claims(tmp_path: Path) -> None:
     [
         pytest.param("local f(x) = f(x + 1); f(0)", "failed", id="deep-recursion"),
         pytest.param(
-            "std.foldl(function(a, b) std.foldl(function(c, d) c + d, std.range(0, 10000), a), std.range(0, 100000), 0)",
+            LOOPING_MAPPER,
             "did not finish",
             id="loop",
         ),

@@ -72,6 +72,9 @@ class OidcClient:
         self._discovery: dict[str, tuple[float, dict[str, Any]]] = {}
         self._jwks: dict[str, tuple[float, KeySet]] = {}
 
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
     # --- HTTP ---------------------------------------------------------------------------------
 
     async def _json(self, provider: Provider, method: str, url: str, **kwargs: Any) -> Any:

@@ -24,6 +24,10 @@ from tests.api.public.oidc_fake import FakeProvider, fake_provider
 from tests.conftest import free_port
 
 CIPHER = "0123456789abcdef0123456789abcdef"
+LOOPING_MAPPER = (  # 10^9 additions: only the deadline stops it
+    "std.foldl(function(a, b) std.foldl(function(c, d) c + d, std.range(0, 10000), a),"
+    " std.range(0, 100000), 0)"
+)
 MAPPER = """
 local claims = std.extVar('claims');
 {
@@ -63,9 +67,7 @@ def oidc_overrides(fake: FakeProvider) -> dict[str, Any]:
         provider(
             fake,
             "loop",
-            mapper_url=b64(
-                "std.foldl(function(a, b) std.foldl(function(c, d) c + d, std.range(0, 10000), a), std.range(0, 100000), 0)"
-            ),
+            mapper_url=b64(LOOPING_MAPPER),
         ),
         provider(fake, "broken", mapper_url=b64("error 'no thanks'")),
         {**provider(fake, "down"), "issuer_url": f"http://127.0.0.1:{closed}"},
@@ -590,3 +592,16 @@ async def test_native_id_token_checks(
     r = await h.client.post(f"/.auth/self-service/login?flow={flow['id']}", json=body)
     assert r.status_code == 400 and 4000001 in message_ids(r.json())
     assert await identities(h) == []
+
+
+async def test_return_to_survives_the_round_trip(
+    h: Harness, fake: FakeProvider, net: httpx.AsyncClient
+) -> None:
+    fake.next_user = {"sub": "rt", "email": "rt@example.com"}
+    flow = await browser_flow(h.client, "login", "?return_to=http://127.0.0.1:4433/app/inbox")
+    body = {"csrf_token": node_value(flow, "csrf_token"), "provider": "fake"}
+    leave = await h.client.post(f"/.auth/self-service/login?flow={flow['id']}", data=body)
+    back = await net.get(leave.headers["location"])
+    done = await h.client.get(back.headers["location"])
+    # A login of an unknown subject became a registration, which keeps return_to.
+    assert done.status_code == 303 and done.headers["location"] == "http://127.0.0.1:4433/app/inbox"

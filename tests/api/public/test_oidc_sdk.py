@@ -19,7 +19,7 @@ from ory_kratos_client.models.update_login_flow_with_oidc_method import UpdateLo
 from tests.api.public.oidc_fake import FakeProvider, fake_provider
 from tests.api.public.test_oidc import b64, provider
 from tests.conftest import make_config
-from tests.live import LiveSidecar, live_sidecar
+from tests.live import live_sidecar
 
 
 @pytest.fixture
@@ -37,10 +37,6 @@ def frontend(fake: FakeProvider, tmp_path: Path) -> Iterator[FrontendApi]:
         yield FrontendApi(client)
 
 
-def _live(frontend: FrontendApi) -> str:
-    return str(frontend.api_client.configuration.host)
-
-
 def test_native_app_signs_in_with_an_id_token(frontend: FrontendApi, fake: FakeProvider) -> None:
     flow = frontend.create_native_login_flow()
     oidc = [n for n in flow.ui.nodes if n.group == "oidc"]
@@ -55,10 +51,11 @@ def test_native_app_signs_in_with_an_id_token(frontend: FrontendApi, fake: FakeP
         )
     )
     done = frontend.update_login_flow(flow=flow.id, update_login_flow_body=body)
-    assert done.session_token and done.session.identity.traits == {"email": "sdk@example.com"}
-    assert done.session.authentication_methods[0].method == "oidc"
+    identity, methods = done.session.identity, done.session.authentication_methods
+    assert done.session_token and identity is not None and methods is not None
+    assert identity.traits == {"email": "sdk@example.com"} and methods[0].method == "oidc"
     me = frontend.to_session(x_session_token=done.session_token)
-    assert me.identity.id == done.session.identity.id
+    assert me.identity is not None and me.identity.id == identity.id
 
 
 def test_spa_browser_flow_gets_422_with_the_provider_url(frontend: FrontendApi, fake: FakeProvider) -> None:
