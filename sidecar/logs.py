@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -87,6 +88,13 @@ _ESCAPE = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 
 def _str(value: str) -> str:
     return str(_ESCAPE(value)) if type(value) is str else _ENCODE(value)
+
+
+def _num(value: Any) -> str:
+    # ``int.__repr__`` and ``float.__repr__`` are what the encoder writes for them (finite floats).
+    if type(value) is int or (type(value) is float and math.isfinite(value)):
+        return repr(value)
+    return _ENCODE(value)
 
 
 def _json(value: Any) -> str:
@@ -226,7 +234,7 @@ class AccessLog:
                 f'{{"time":"{self._clock.stamp()}","level":"info","logger":"sidecar.access",'
                 f'"msg":"request","listener":{_str(self.listener)},"request_id":{_str(request_id)},'
                 f'"method":{_str(method)},"path":{_str(path)},"route_class":{_str(route_class)},'
-                f'"status":{_ENCODE(status)},"latency_ms":{_ENCODE(ms)},"bytes":{_ENCODE(size)},'
+                f'"status":{_num(status)},"latency_ms":{_num(ms)},"bytes":{_num(size)},'
                 f'"client":{_str(client[0]) if client else "null"},"rule":{_json(rule)},'
                 f'"decision":{_json(decision)},"identity_id":{_json(identity)}}}\n'
             )

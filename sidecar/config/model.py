@@ -285,6 +285,41 @@ class OffMethod(Model):
     config: dict[str, Any] = {}
 
 
+class WebAuthnRp(Model):
+    """``selfservice.methods.{webauthn,passkey}.config.rp``: the WebAuthn relying party.
+
+    ``id`` defaults to the host of ``serve.public.base_url`` and ``origins`` to its origin; Kratos'
+    single ``origin`` key is accepted too.
+    """
+
+    id: str | None = None
+    display_name: str = "sidecar"
+    origin: str | None = None
+    origins: list[str] = []
+
+    def origin_list(self) -> list[str]:
+        return [*self.origins, *([self.origin] if self.origin else [])]
+
+
+class WebAuthnMethodConfig(Model):
+    passwordless: bool = False
+    rp: WebAuthnRp = WebAuthnRp()
+
+
+class WebAuthnMethod(Model):
+    enabled: bool = False
+    config: WebAuthnMethodConfig = WebAuthnMethodConfig()
+
+
+class PasskeyMethodConfig(Model):
+    rp: WebAuthnRp = WebAuthnRp()
+
+
+class PasskeyMethod(Model):
+    enabled: bool = False
+    config: PasskeyMethodConfig = PasskeyMethodConfig()
+
+
 class OidcProvider(Model):
     """One ``selfservice.methods.oidc.config.providers[]`` entry (Kratos' key names).
 
@@ -342,8 +377,8 @@ class Methods(Model):
     link: LinkMethod = LinkMethod()
     totp: TotpMethod = TotpMethod()
     lookup_secret: OffMethod = OffMethod()
-    webauthn: OffMethod = OffMethod()
-    passkey: OffMethod = OffMethod()
+    webauthn: WebAuthnMethod = WebAuthnMethod()
+    passkey: PasskeyMethod = PasskeyMethod()
     oidc: OidcMethod = OidcMethod()
     saml: OffMethod = OffMethod()
 

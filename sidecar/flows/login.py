@@ -73,9 +73,16 @@ class LoginFlows:
             return [
                 s
                 for s in self._strategies
-                if s.id in assurance.SECOND_FACTORS and (not isinstance(allowed, list) or s.id in allowed)
+                if (s.id in assurance.SECOND_FACTORS and (not isinstance(allowed, list) or s.id in allowed))
+                # A method that is a second factor only by configuration (code with mfa_enabled).
+                or getattr(s, "second_factor", False)
             ]
-        return [s for s in self._strategies if s.id not in assurance.SECOND_FACTORS]
+        # A second-factor method may also sign in on its own (passwordless WebAuthn).
+        return [
+            s
+            for s in self._strategies
+            if s.id not in assurance.SECOND_FACTORS or getattr(s, "first_factor", False)
+        ]
 
     def _build(
         self,
@@ -125,8 +132,10 @@ class LoginFlows:
         if session is not None and not refresh and requested <= session.aal:
             return AlreadySignedIn(checked or self.life.after_url_default())
         second_factors = None
+        identity = None
         if requested == "aal2" and session is not None and self._get_identity is not None:
-            second_factors = assurance.second_factors(await self._get_identity(session.identity_id))
+            identity = await self._get_identity(session.identity_id)
+            second_factors = assurance.second_factors(identity)
         flow = self._build(
             flow_type,
             request_url=request_url,
@@ -136,6 +145,12 @@ class LoginFlows:
             aal=requested,
             second_factors=second_factors,
         )
+        if identity is not None:
+            for strategy in self._strategies_for(flow):
+                # Second factors whose nodes depend on the identity (WebAuthn's allowed keys).
+                prepare = getattr(strategy, "prepare_login", None)
+                if prepare is not None:
+                    await prepare(flow, identity)
         await self.life.store.save(flow)
         return ShowFlow(flow)
 
@@ -202,7 +217,8 @@ class LoginFlows:
 
     async def _complete(self, flow: Flow, identity: Identity, client: Client, method: str) -> Completed:
         current = client.session
-        if flow.requested_aal == "aal2" and method in assurance.SECOND_FACTORS:
+        extra = {s.id for s in self._strategies if getattr(s, "second_factor", False)}
+        if flow.requested_aal == "aal2" and (method in assurance.SECOND_FACTORS or method in extra):
             # A second factor upgrades the session it was asked for: same id, same token.
             if current is None:
                 raise errors.SessionAAL1Required()

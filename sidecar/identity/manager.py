@@ -267,6 +267,9 @@ def _rederive(
             ids = tuple(schema.identifiers(traits, kind))
             if kind == "webauthn" and not ids:
                 continue
+            if kind == "webauthn":
+                # Key ids are identifiers too (``key:<id>``, unique per type); they outlive trait edits.
+                ids += tuple(i for i in credentials[kind].identifiers if i.startswith("key:"))
             if ids != credentials[kind].identifiers:
                 credentials[kind] = replace(credentials[kind], identifiers=ids, updated_at=now)
     code = _code_credential(credentials.get("code"), schema.code_identifiers(traits), now)

@@ -5,7 +5,7 @@ two thirds of a proxied request in its own machinery (request/response objects, 
 tracing hooks, a stream reader per response). This client does only what a reverse proxy needs:
 
 - one ``_Conn`` protocol per TCP connection, idle connections kept per origin (LIFO, so the
-  warmest socket is reused) for ``keepalive`` seconds;
+  warmest socket is reused) for ``keepalive`` seconds (``KEEPALIVE``); active ones are not capped;
 - the request head is written in one ``transport.write`` (with the body when the client sent it
   in one piece); longer bodies stream with the transport's flow control, re-framed as chunked
   when the client's length is unknown;
@@ -51,7 +51,12 @@ Send = Callable[[Any], Awaitable[None]]
 
 _HIGH_WATER = 256 * 1024  # buffered response bytes before the upstream socket is paused
 _LOW_WATER = 64 * 1024
+_SMALL = 64 * 1024  # bodies up to this Content-Length are read whole, then sent in one message
 _MAX_HEAD = 64 * 1024  # response status line + headers; more is a malformed response (502)
+# Idle connections are dropped after this many seconds: below the 5 s keep-alive of uvicorn and
+# Node.js servers, so a pooled connection is rarely one the upstream is closing at that moment
+# (a race only idempotent requests can retry).
+KEEPALIVE = 4.0
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _NO_BODY_STATUS = (204, 304)
 
@@ -110,6 +115,7 @@ class _Conn(asyncio.Protocol):
         self.keep_alive = False
         self.interim = False
         self.framed = False  # Content-Length or chunked: EOF before the end is a truncation
+        self.small = False  # a Content-Length of at most _SMALL bytes
         self.chunks: list[bytes] = []
         self.buffered = 0
         self.head_bytes = 0
@@ -180,7 +186,10 @@ class _Conn(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
-        if name == b"content-length" or (name == b"transfer-encoding" and b"chunked" in value.lower()):
+        if name == b"content-length":
+            self.framed = True
+            self.small = len(value) < 6 and int(value) <= _SMALL  # llhttp checked it is digits
+        elif name == b"transfer-encoding" and b"chunked" in value.lower():
             self.framed = True
         self.headers.append((name, value))
 
@@ -192,7 +201,7 @@ class _Conn(asyncio.Protocol):
                 raise UpstreamError("unexpected protocol switch from the upstream")
             self.interim = True  # 100 Continue, 103 Early Hints: skipped, the final one follows
             self.headers = []
-            self.framed = False
+            self.framed = self.small = False
             return
         self.status = status
         self.head_done = True
@@ -290,7 +299,7 @@ class Http1Client:
         read_timeout: float | None,
         *,
         pool_size: int = 512,
-        keepalive: float = 30.0,
+        keepalive: float = KEEPALIVE,
     ) -> None:
         self.connect_timeout = connect_timeout or None
         self.read_timeout = read_timeout or None
@@ -465,7 +474,9 @@ class Http1Client:
                 transport.write(body)
             conn.request_sent = not more
         timeout = self.read_timeout
-        while not conn.head_done:
+        # Until the head, or the whole response when it is small and framed by Content-Length
+        # (the common case: one message to the client, one wake-up less per request).
+        while not (conn.complete or (conn.head_done and not conn.small)):
             if conn.error is not None:
                 if reused and not conn.got_data and isinstance(conn.error, OSError):
                     raise _Stale
@@ -520,7 +531,7 @@ class Http1Client:
 class Http1Upstream(Http1Client):
     """``Http1Client`` for HTTP, with aiohttp's session kept for WebSocket upgrades only."""
 
-    def __init__(self, timeouts: Timeouts, *, pool_size: int = 512, keepalive: float = 30.0) -> None:
+    def __init__(self, timeouts: Timeouts, *, pool_size: int = 512, keepalive: float = KEEPALIVE) -> None:
         super().__init__(
             timeouts.connect.total_seconds(),
             timeouts.read.total_seconds(),

@@ -23,13 +23,16 @@ from sidecar.strategies.base import (
 )
 from sidecar.strategies.challenge import ChallengeDeps
 from sidecar.strategies.code import CodeStrategy
+from sidecar.strategies.code_login import CodeLoginStrategy
 from sidecar.strategies.link import LinkStrategy
 from sidecar.strategies.lookup_secret import LookupSecretStrategy
 from sidecar.strategies.oidc.accounts import OidcIdentities
 from sidecar.strategies.oidc.strategy import OidcStrategy
+from sidecar.strategies.passkey import PasskeyStrategy
 from sidecar.strategies.password import PasswordIdentities, PasswordStrategy
 from sidecar.strategies.profile import ProfileStrategy
 from sidecar.strategies.totp import TotpStrategy
+from sidecar.strategies.webauthn import WebAuthnStrategy
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +61,24 @@ _FACTORIES: tuple[tuple[str, Callable[[StrategyDeps], Any]], ...] = (
     ("oidc", lambda d: OidcStrategy(d.config, cast(OidcIdentities, d.identities), d.schemas, d.store)),
     ("totp", lambda d: TotpStrategy(d.config, d.identities, d.schemas, d.store, d.limiter)),
     ("lookup_secret", lambda d: LookupSecretStrategy(d.identities, d.store, d.limiter)),
+    # IdentityManager is also the KeyIdentities the WebAuthn strategies use.
+    (
+        "webauthn",
+        lambda d: WebAuthnStrategy(d.config, cast(Any, d.identities), d.schemas, d.store, d.limiter),
+    ),
+    ("passkey", lambda d: PasskeyStrategy(d.config, cast(Any, d.identities), d.schemas, d.store, d.limiter)),
     ("code", lambda d: CodeStrategy(d.config, d.challenge) if d.challenge else None),
     ("link", lambda d: LinkStrategy(d.config, d.challenge) if d.challenge else None),
+    # Passwordless login and registration by code (recovery/verification is CodeStrategy's).
+    ("code", lambda d: _code_login(d)),
 )
+
+
+def _code_login(d: StrategyDeps) -> CodeLoginStrategy | None:
+    code = d.config.selfservice.methods.code
+    if d.challenge is None or not (code.passwordless_enabled or code.mfa_enabled):
+        return None
+    return CodeLoginStrategy(d.config, cast(Any, d.identities), d.schemas, d.challenge)
 
 
 @dataclass(frozen=True, slots=True)

@@ -127,7 +127,7 @@ class Exchange:
         piece = self.pieces.pop(0) if self.pieces else b""
         return {"type": "http.request", "body": piece, "more_body": bool(self.pieces)}
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: Any) -> None:
         self.sends += 1
         if message["type"] == "http.response.body":
             self.body += message.get("body", b"")
@@ -445,7 +445,7 @@ async def test_response_not_fully_read_is_not_reused() -> None:
     class Gone(Exception):
         pass
 
-    async def failing_send(message: dict[str, Any]) -> None:
+    async def failing_send(message: Any) -> None:
         if message["type"] == "http.response.body" and message.get("more_body"):
             raise Gone
 
@@ -498,7 +498,7 @@ async def test_100mb_both_ways_with_flat_memory() -> None:
             return {"type": "http.request", "body": PIECE, "more_body": self.left > 0}
 
     class CountingExchange(Exchange):
-        async def send(self, message: dict[str, Any]) -> None:
+        async def send(self, message: Any) -> None:
             self.sends += 1
             if message["type"] == "http.response.start":
                 self.messages.append(message)
@@ -531,3 +531,18 @@ async def test_100mb_both_ways_with_flat_memory() -> None:
     assert up_ex.status == 200 and received == SIZE
     assert down.status == 200 and down.count == SIZE
     assert peak < 16 * 1024 * 1024, peak  # both sides in this process: flat, far below 100 MB
+
+
+async def test_idle_connections_expire_after_keepalive() -> None:
+    from sidecar.proxy.http1 import Http1Client
+
+    async with upstream(serve_each(OK)) as up:
+        c = Http1Client(2, 5, keepalive=0.1)
+        try:
+            await call(c, up)  # type: ignore[arg-type]
+            await call(c, up)  # type: ignore[arg-type]
+            await asyncio.sleep(0.2)
+            await call(c, up)  # type: ignore[arg-type]
+        finally:
+            await c.close()
+    assert up.connections == 2

@@ -165,8 +165,8 @@ class IdentityHandlers:
         identity = await self.manager.get(identity_id)
         if kind not in identity.credentials:
             raise errors.NotFound(f"the identity has no {kind} credential")
-        if kind in FIRST_FACTOR_TYPES:
-            # Kratos refuses to remove the last way to sign in.
+        if kind in FIRST_FACTOR_TYPES and kind != "webauthn":
+            # Kratos refuses to remove the last way to sign in (security keys always go).
             others = [
                 t for t in identity.credentials if t != kind and t in FIRST_FACTOR_TYPES and t != "code"
             ]

@@ -17,6 +17,7 @@ from sidecar.api.public.registration import registration_routes
 from sidecar.api.public.sessions import session_routes
 from sidecar.api.public.settings import settings_routes
 from sidecar.api.public.verification import verification_routes
+from sidecar.api.public.webauthn_js import webauthn_js_routes
 from sidecar.identity.codec import identity_to_json
 from sidecar.identity.model import Identity
 from sidecar.proxy.headers import TrustedProxies
@@ -64,4 +65,5 @@ def selfservice_routes(services: Services) -> list[Route]:
         *session_routes(ctx, services.identities.get, PageTokens.from_config(config, "sessions")),
         *(oidc_routes(ctx, flows.oidc, _lifecycles(flows), error_flows, max_body) if flows.oidc else []),
         *error_routes(error_flows),
+        *webauthn_js_routes(),
     ]

@@ -91,7 +91,7 @@ class OidcCallbacks:
         code = params.get("code")
         if not code:
             raise errors.BadRequest("The identity provider returned no authorization code.")
-        verified = await self._strategy.verify_callback(record, code)
+        verified = await self._strategy.signin.verify_callback(record, code)
         # The state proved this navigation continues the browser's own flow: it stands in for the
         # CSRF token a form would have sent.
         trusted = replace(client, csrf_submitted=csrf.mask(flow.csrf_token) if flow.csrf_token else None)

@@ -605,3 +605,34 @@ async def test_return_to_survives_the_round_trip(
     done = await h.client.get(back.headers["location"])
     # A login of an unknown subject became a registration, which keeps return_to.
     assert done.status_code == 303 and done.headers["location"] == "http://127.0.0.1:4433/app/inbox"
+
+
+async def test_settings_cannot_link_an_account_owned_by_someone_else(
+    h: Harness, fake: FakeProvider, net: httpx.AsyncClient
+) -> None:
+    fake.next_user = {"sub": "taken", "email": "first@example.com"}
+    assert (await sign_in(h, net, "other", client=h.new_client())).status_code == 303
+    assert (await register_browser(h.client, "second@example.com")).status_code == 200
+    flow = await settings_flow(h.client)
+    body = {"csrf_token": node_value(flow, "csrf_token"), "link": "other"}
+    leave = await h.client.post(f"/.auth/self-service/settings?flow={flow['id']}", data=body)
+    back = await net.get(leave.headers["location"])
+    done = await h.client.get(back.headers["location"])
+    assert done.status_code == 303 and "/ui/settings?flow=" in done.headers["location"]
+    flow = (await h.client.get("/.auth/self-service/settings/flows", params={"id": flow["id"]})).json()
+    assert 4000007 in message_ids(flow) and flow["state"] != "success"
+    second = next(i for i in await identities(h) if i["traits"]["email"] == "second@example.com")
+    assert "oidc" not in second.get("credentials", {})
+
+
+async def test_native_id_token_registration(h: Harness, fake: FakeProvider) -> None:
+    flow = (await h.client.get("/.auth/self-service/registration/api")).json()
+    token = fake.id_token({"sub": "native-reg", "nonce": "n-9", "email": "nreg@example.com"})
+    body = {"method": "oidc", "provider": "fake", "id_token": token, "id_token_nonce": "n-9"}
+    r = await h.client.post(f"/.auth/self-service/registration?flow={flow['id']}", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["identity"]["traits"]["email"] == "nreg@example.com" and r.json()["session_token"]
+    again = (await h.client.get("/.auth/self-service/registration/api")).json()
+    r = await h.client.post(f"/.auth/self-service/registration?flow={again['id']}", json=body)
+    assert r.status_code == 400 and 4000007 in message_ids(r.json())  # that account exists: sign in
+    assert len(await identities(h)) == 1

@@ -1,0 +1,400 @@
+"""The ``webauthn`` strategy: security keys (Kratos ``selfservice/strategy/webauthn``).
+
+Keys are added in the settings flow. With ``selfservice.methods.webauthn.config.passwordless``
+off they are a second factor: an ``aal=aal2`` login offers them (the allowed keys are put into the
+options when the flow starts) and a good assertion lifts the session to aal2. With it on, new keys
+are registered as passwordless (resident, user-verifying) and sign in on their own, Kratos' two
+steps: ``identifier`` first, then the assertion for that identity's keys. A passwordless key never
+counts as a second factor and a second-factor key never signs in alone (as in Kratos).
+
+Registration offers a passwordless key only in passwordless mode, as Kratos does.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Mapping
+from typing import Any, Final
+
+from sidecar import errors
+from sidecar.config.model import Config
+from sidecar.flows import messages, nodes
+from sidecar.flows.model import Flow
+from sidecar.flows.nodes import Node
+from sidecar.flows.outcome import Client, FlowInvalid
+from sidecar.identity.manager import IdentitySpec
+from sidecar.identity.model import Identity
+from sidecar.identity.normalize import normalize_identifier
+from sidecar.kv.store import KeyValueStore
+from sidecar.schema.registry import SchemaRegistry
+from sidecar.security.ratelimit import RateLimiter
+from sidecar.security.webauthn_rp import (
+    RelyingParty,
+    WebAuthnError,
+    b64url,
+    creation_options,
+    credential_id,
+    from_b64url,
+    parse_response,
+    request_options,
+    verify_assertion,
+    verify_creation,
+)
+from sidecar.strategies import webauthn_keys as wk
+from sidecar.strategies.base import NOT_RESPONSIBLE, NotResponsible, SettingsContext, SettingsUpdate
+from sidecar.strategies.settings_rules import rate_limited, require_privileged
+from sidecar.strategies.traits import flatten, validation_messages
+
+KIND: Final = "webauthn"
+IDENTITY_KEY = "webauthn_identity"
+HANDLE_KEY = "webauthn_user_handle"
+
+
+def _mine(body: Mapping[str, Any], *fields: str) -> bool:
+    """``method=webauthn``, or no method but one of our fields (a form sent by ``webauthn.js``)."""
+    method = body.get("method")
+    return method == KIND or (not method and any(body.get(f) for f in fields))
+
+
+class WebAuthnStrategy:
+    id = KIND
+
+    def __init__(
+        self,
+        config: Config,
+        identities: wk.KeyIdentities,
+        schemas: SchemaRegistry,
+        kv: KeyValueStore,
+        limiter: RateLimiter,
+    ) -> None:
+        method = config.selfservice.methods.webauthn.config
+        self.first_factor = method.passwordless
+        self._rp = RelyingParty.from_config(method.rp, config.public_base_url)
+        self._base = config.public_base_url
+        self._mitigate = config.security.account_enumeration.mitigate
+        self._identities = identities
+        self._schemas = schemas
+        self._limiter = limiter
+        self._challenges = wk.Challenges(kv, KIND)
+
+    def _keys(self, identity: Identity, *, passwordless: bool) -> list[wk.StoredKey]:
+        found = wk.stored_keys(identity.credentials.get(KIND))
+        return [k for k in found if k.is_passwordless == passwordless]
+
+    # --- login ----------------------------------------------------------------------------------
+
+    def login_nodes(self, flow: Flow) -> list[Node]:
+        out: list[Node] = []
+        if flow.requested_aal != "aal2" and flow.ui.node("identifier") is None:
+            out.append(
+                nodes.input_node(
+                    "identifier", "default", "text", required=True, label=messages.label_identifier()
+                )
+            )
+        out.append(nodes.submit_node(KIND, KIND, wk.t_login_webauthn()))
+        return out
+
+    def _assertion_nodes(self, flow: Flow, keys: list[wk.StoredKey]) -> None:
+        challenge = self._challenges.issue(flow, "login")
+        options = request_options(
+            self._rp, challenge, allow=[k.id for k in keys], user_verification=self.first_factor
+        )
+        out = [
+            wk.hidden("webauthn_login", KIND),
+            wk.trigger(
+                "webauthn_login_trigger",
+                KIND,
+                "oryWebAuthnLogin",
+                wk.t_login_webauthn_continue(),
+                wk.options_json(options),
+            ),
+        ]
+        wk.add_script(out, flow, self._base, KIND)
+        wk.replace_nodes(flow, KIND, out)
+
+    async def prepare_login(self, flow: Flow, identity: Identity) -> None:
+        """aal2: the identity's second-factor keys go straight into the options."""
+        self._assertion_nodes(flow, self._keys(identity, passwordless=False))
+
+    async def login(self, flow: Flow, body: Mapping[str, Any], client: Client) -> Identity | NotResponsible:
+        if not _mine(body, "webauthn_login"):
+            return NOT_RESPONSIBLE
+        raw = body.get("webauthn_login")
+        if flow.requested_aal == "aal2":
+            if client.session is None:
+                raise errors.SessionAAL1Required()
+            identity = await self._identities.get(client.session.identity_id)
+            keys = self._keys(identity, passwordless=False)
+            if not keys:
+                raise FlowInvalid([wk.t_no_keys()])
+        else:
+            if not self.first_factor:
+                return NOT_RESPONSIBLE
+            if not raw:
+                await self._identify(flow, body, client)
+            identity, keys = await self._flow_identity(flow)
+        if not raw:
+            self._assertion_nodes(flow, keys)
+            raise FlowInvalid(status=200)
+        try:
+            return await self._check(flow, identity, keys, raw)
+        except FlowInvalid:
+            self._assertion_nodes(flow, keys)
+            raise
+
+    async def _identify(self, flow: Flow, body: Mapping[str, Any], client: Client) -> None:
+        """Passwordless step one: remember whose keys the assertion must come from."""
+        identifier = body.get("identifier")
+        if not isinstance(identifier, str) or not identifier.strip():
+            raise FlowInvalid(node_messages={"identifier": [messages.required("identifier")]})
+        verdict = await self._limiter.hit("login", identifier=identifier, ip=client.ip)
+        if not verdict.allowed:
+            raise rate_limited(verdict.retry_after)
+        identity = await self._identities.find_by_credential(KIND, normalize_identifier(identifier))
+        keys = self._keys(identity, passwordless=True) if identity else []
+        if identity is None or not keys:
+            if not self._mitigate:
+                raise FlowInvalid([wk.t_no_user_or_key()], values={"identifier": identifier})
+            # Enumeration mitigation: the same next step, for a key that does not exist.
+            flow.internal[IDENTITY_KEY] = str(uuid.UUID(int=0))
+            flow.internal["webauthn_decoy"] = b64url(secrets.token_bytes(32))
+        else:
+            flow.internal[IDENTITY_KEY] = str(identity.id)
+        nodes.set_value(flow.ui.nodes, "identifier", identifier)
+
+    async def _flow_identity(self, flow: Flow) -> tuple[Identity, list[wk.StoredKey]]:
+        raw_id = flow.internal.get(IDENTITY_KEY)
+        if not isinstance(raw_id, str):
+            raise FlowInvalid(node_messages={"identifier": [messages.required("identifier")]})
+        if raw_id == str(uuid.UUID(int=0)):
+            decoy = from_b64url(str(flow.internal.get("webauthn_decoy") or ""))
+            placeholder = Identity(schema_id="", traits={}, id=uuid.UUID(int=0))
+            return placeholder, [wk.StoredKey(decoy, b"", 0, "", "", True)]
+        try:
+            identity = await self._identities.get(uuid.UUID(raw_id))
+        except errors.NotFound:
+            raise FlowInvalid([messages.invalid_credentials()]) from None
+        return identity, self._keys(identity, passwordless=True)
+
+    async def _check(self, flow: Flow, identity: Identity, keys: list[wk.StoredKey], raw: Any) -> Identity:
+        challenge = await self._challenges.spend(flow, "login")
+        try:
+            response = parse_response(raw)
+            key = next((k for k in keys if k.id == credential_id(response)), None)
+            if key is None or not key.public_key:
+                raise WebAuthnError("the key is not registered for this identity")
+            count = verify_assertion(
+                self._rp,
+                response,
+                challenge,
+                public_key=key.public_key,
+                sign_count=key.sign_count,
+                require_uv=self.first_factor and flow.requested_aal != "aal2",
+            )
+        except WebAuthnError:
+            raise FlowInvalid([messages.invalid_credentials()]) from None
+        if identity.state != "active":
+            raise FlowInvalid([messages.account_disabled()])
+        credential = identity.credentials[KIND]
+        return await self._identities.save_credential(identity.id, wk.with_counter(credential, key.id, count))
+
+    # --- registration (passwordless only) ---------------------------------------------------------
+
+    def registration_nodes(self, flow: Flow) -> list[Node]:
+        if not self.first_factor:
+            return []
+        handle = secrets.token_bytes(32)
+        flow.internal[HANDLE_KEY] = b64url(handle)
+        challenge = self._challenges.issue(flow, "register")
+        options = creation_options(
+            self._rp, challenge, user_id=handle, user_name="", display_name="", resident_key=True
+        )
+        out = [
+            nodes.input_node("webauthn_register_displayname", KIND, "text", label=wk.t_key_name()),
+            wk.hidden("webauthn_register", KIND),
+            wk.trigger(
+                "webauthn_register_trigger",
+                KIND,
+                "oryWebAuthnRegistration",
+                wk.t_register_webauthn(),
+                wk.options_json(options),
+            ),
+        ]
+        wk.add_script(out, flow, self._base, KIND)
+        return out
+
+    async def register(
+        self, flow: Flow, body: Mapping[str, Any], client: Client
+    ) -> Identity | NotResponsible:
+        if not self.first_factor or not _mine(body, "webauthn_register"):
+            return NOT_RESPONSIBLE
+        try:
+            return await self._register(flow, body, client)
+        except FlowInvalid:
+            wk.replace_nodes(flow, KIND, self.registration_nodes(flow))
+            raise
+
+    async def _register(self, flow: Flow, body: Mapping[str, Any], client: Client) -> Identity:
+        schema = self._schemas.get(flow.identity_schema) if flow.identity_schema else self._schemas.default()
+        traits = body.get("traits")
+        kept = flatten(traits)
+        problems = validation_messages(schema, traits)
+        raw = body.get("webauthn_register")
+        if not raw:
+            problems.setdefault("webauthn_register", []).append(messages.required("webauthn_register"))
+        if problems or not isinstance(traits, Mapping):
+            raise FlowInvalid(node_messages=problems, values=kept)
+        ids = schema.identifiers(traits, KIND)
+        verdict = await self._limiter.hit("registration", identifier=ids[0] if ids else None, ip=client.ip)
+        if not verdict.allowed:
+            raise rate_limited(verdict.retry_after)
+        handle = from_b64url(str(flow.internal.get(HANDLE_KEY) or ""))
+        key = await self._verify_new(flow, "register", raw, require_uv=True)
+        name = str(body.get("webauthn_register_displayname") or "")[:64] or "Security key"
+        credential = wk.add_key(None, KIND, wk.key_record(key, name, True), tuple(ids), handle)
+        return await create_with_credential(self._identities, dict(traits), schema.id, credential, kept)
+
+    async def _verify_new(self, flow: Flow, purpose: str, raw: Any, *, require_uv: bool) -> Any:
+        challenge = await self._challenges.spend(flow, purpose)
+        try:
+            key = verify_creation(self._rp, parse_response(raw), challenge, require_uv=require_uv)
+        except WebAuthnError as exc:
+            raise wk.refused(f"The security key could not be registered: {exc}") from None
+        if await self._identities.find_by_credential(KIND, wk.key_identifier(key.id)) is not None:
+            raise wk.refused("This security key is registered already.")
+        return key
+
+    # --- settings ---------------------------------------------------------------------------------
+
+    def settings_nodes(self, flow: Flow, identity: Identity) -> list[Node]:
+        credential = identity.credentials.get(KIND)
+        keys = wk.stored_keys(credential)
+        out = [
+            nodes.input_node(
+                "webauthn_remove",
+                KIND,
+                "submit",
+                value=k.id.hex(),
+                label=wk.t_remove_key(k.display_name or "unnamed", k.added_at),
+            )
+            for k in keys
+        ]
+        handle = wk.user_handle_of(credential) or identity.id.bytes
+        schema = self._schemas.get(identity.schema_id)
+        names = schema.identifiers(identity.traits, KIND) or schema.identifiers(identity.traits, "password")
+        name = names[0] if names else str(identity.id)
+        challenge = self._challenges.issue(flow, "settings")
+        options = creation_options(
+            self._rp,
+            challenge,
+            user_id=handle,
+            user_name=name,
+            display_name=name,
+            exclude=[k.id for k in keys],
+            resident_key=self.first_factor,
+        )
+        out += [
+            nodes.input_node("webauthn_register_displayname", KIND, "text", label=wk.t_key_name()),
+            wk.trigger(
+                "webauthn_register_trigger",
+                KIND,
+                "oryWebAuthnRegistration",
+                wk.t_add_key(),
+                wk.options_json(options),
+            ),
+            wk.hidden("webauthn_register", KIND),
+        ]
+        wk.add_script(out, flow, self._base, KIND)
+        return out
+
+    async def update_settings(
+        self, flow: Flow, body: Mapping[str, Any], ctx: SettingsContext
+    ) -> SettingsUpdate | NotResponsible:
+        if not _mine(body, "webauthn_register", "webauthn_remove"):
+            return NOT_RESPONSIBLE
+        require_privileged(ctx)
+        try:
+            return await self._update(flow, body, ctx)
+        except FlowInvalid:
+            wk.replace_nodes(flow, KIND, self.settings_nodes(flow, ctx.identity))
+            raise
+
+    async def _update(self, flow: Flow, body: Mapping[str, Any], ctx: SettingsContext) -> SettingsUpdate:
+        identity = ctx.identity
+        credential = identity.credentials.get(KIND)
+        remove = body.get("webauthn_remove")
+        if remove:
+            key = _key_by_hex(wk.stored_keys(credential), remove)
+            if credential is None or key is None:
+                raise FlowInvalid([wk.t_no_keys()])
+            if key.is_passwordless and not other_first_factor(identity, KIND, key.id):
+                raise wk.refused("You cannot remove the last way to sign in.")
+            left = wk.drop_key(credential, key.id)
+            if left is None:
+                identity = await self._identities.remove_credential(identity.id, KIND)
+            else:
+                identity = await self._identities.save_credential(identity.id, left)
+            return SettingsUpdate(identity)
+        raw = body.get("webauthn_register")
+        if not raw:
+            raise FlowInvalid(node_messages={"webauthn_register": [messages.required("webauthn_register")]})
+        key = await self._verify_new(flow, "settings", raw, require_uv=self.first_factor)
+        name = str(body.get("webauthn_register_displayname") or "")[:64] or "Security key"
+        schema = self._schemas.get(identity.schema_id)
+        handle = wk.user_handle_of(credential) or identity.id.bytes
+        record = wk.key_record(key, name, self.first_factor)
+        updated = wk.add_key(
+            credential, KIND, record, tuple(schema.identifiers(identity.traits, KIND)), handle
+        )
+        try:
+            identity = await self._identities.save_credential(identity.id, updated)
+        except errors.Conflict:
+            raise wk.refused("This security key is registered already.") from None
+        return SettingsUpdate(identity, second_factor=None if self.first_factor else KIND)
+
+
+def _key_by_hex(keys: list[wk.StoredKey], value: Any) -> wk.StoredKey | None:
+    try:
+        wanted = bytes.fromhex(str(value))
+    except ValueError:
+        return None
+    return next((k for k in keys if k.id == wanted), None)
+
+
+def other_first_factor(identity: Identity, kind: str, key_id: bytes) -> bool:
+    """Would ``identity`` still have a way to sign in without the key ``key_id`` of ``kind``?"""
+    for other, credential in identity.credentials.items():
+        if other in ("password", "oidc", "saml") and (credential.identifiers or credential.config):
+            return True
+        if other in ("webauthn", "passkey"):
+            keys = wk.stored_keys(credential)
+            usable = [k for k in keys if other == "passkey" or k.is_passwordless]
+            if any(not (other == kind and k.id == key_id) for k in usable):
+                return True
+    return False
+
+
+async def create_with_credential(
+    identities: wk.KeyIdentities,
+    traits: dict[str, Any],
+    schema_id: str,
+    credential: Any,
+    kept: dict[str, Any],
+) -> Identity:
+    """A new identity holding ``credential``; a duplicate (trait or key id) is one message, and an
+    identity whose key could not be stored is removed again."""
+    try:
+        identity = await identities.create(IdentitySpec(traits=traits, schema_id=schema_id))
+    except errors.Conflict:
+        raise FlowInvalid([messages.duplicate_credentials()], values=kept) from None
+    except errors.ValidationError as exc:
+        found = exc.messages or {"traits": [exc.reason or exc.message]}
+        raise FlowInvalid(
+            node_messages={k: [messages.generic(m) for m in v] for k, v in found.items()}, values=kept
+        ) from None
+    try:
+        return await identities.save_credential(identity.id, credential)
+    except errors.Conflict:
+        await identities.delete(identity.id)
+        raise FlowInvalid([messages.duplicate_credentials()], values=kept) from None
