@@ -276,7 +276,11 @@ def main() -> int:
 
         def ngx(key: str) -> None:
             results[key] = wrk(
-                f"http://127.0.0.1:{ngx_port}/private/x", connections=c, duration=d, headers={}
+                f"http://127.0.0.1:{ngx_port}/private/x",
+                connections=c,
+                duration=d,
+                headers={},
+                server=ngx_proc.pid,
             )
 
         ngx("ngx_proxy_start")
