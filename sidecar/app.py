@@ -127,7 +127,9 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
     if selfservice.oidc is not None:
         closers.append(selfservice.oidc.strategy.client.aclose)
     # The proxy's session cache and the revocations that clear it on every worker.
-    resolver = SessionResolver(session_store, database.identities, ttl=config.session.cache_ttl)
+    resolver = SessionResolver(
+        session_store, database.identities, ttl=config.session.cache_ttl, on_lookup=metrics.session_cache
+    )
     redis_prefix = config.redis.key_prefix if config.redis else ""
     invalidation = create_invalidation(kv, redis_client, prefix=redis_prefix)
     sessions.set_on_revoke(publish_to(invalidation))
@@ -222,6 +224,8 @@ def create_public_app(services: Services, *, manage_lifespan: bool = True, gatew
         return app
     from sidecar.proxy.gateway import build_gateway
 
-    public = build_gateway(services.config, services.resolver, app, invalidation=services.invalidation)
+    public = build_gateway(
+        services.config, services.resolver, app, invalidation=services.invalidation, metrics=services.metrics
+    )
     services.on_stop(public.stop)  # registered last, so stopped before the pools it uses
     return public

@@ -73,7 +73,7 @@ class Metrics:
         )
         self._upstream_seconds = Histogram(
             "sidecar_upstream_seconds",
-            "Upstream response time (to the response headers)",
+            "Time spent on an upstream exchange, body streaming included",
             buckets=UPSTREAM_BUCKETS,
             registry=r,
         )

@@ -141,7 +141,7 @@ class DecisionEndpoints:
             await send_error(send, errors.BadRequest(f"ambiguous or malformed path: {exc}"))
             return
         facts = RequestFacts.read(scope["headers"], self.access.cookie_name)
-        outcome = await self.access.check(original.method, normalise_host(original.host), path, facts)
+        outcome = await self.access.check(original.method, normalise_host(original.host), path, facts, scope)
         if outcome.allowed:
             await self._allow(dialect, send, outcome)
             return

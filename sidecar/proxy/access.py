@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 import uuid
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 from sidecar import errors
 from sidecar.config.model import Config
+from sidecar.metrics import Metrics
 from sidecar.proxy.headers import canonical, header_value_ok, parse_cookie
 from sidecar.rules.holder import RulesHolder
 from sidecar.rules.model import Rule
@@ -94,9 +97,15 @@ class Outcome:
 
 class Access:
     def __init__(
-        self, config: Config, resolver: SessionResolver, rules: RulesHolder, signer: JwtSigner | None = None
+        self,
+        config: Config,
+        resolver: SessionResolver,
+        rules: RulesHolder,
+        signer: JwtSigner | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
+        self.metrics = metrics
         self.resolver = resolver
         self.rules = rules
         self.signer = signer
@@ -190,7 +199,29 @@ class Access:
 
     # --- decision --------------------------------------------------------------------------
 
-    async def check(self, method: str, host: str, path: str, facts: RequestFacts) -> Outcome:
+    async def check(
+        self,
+        method: str,
+        host: str,
+        path: str,
+        facts: RequestFacts,
+        scope: MutableMapping[str, Any] | None = None,
+    ) -> Outcome:
+        """Decide, then record the decision: metrics, and the access log's scope keys."""
+        started = time.perf_counter()
+        outcome = await self._check(method, host, path, facts)
+        rule_id = outcome.rule.id if outcome.rule is not None else "-"
+        if self.metrics is not None:
+            self.metrics.observe_decision(rule_id, outcome.verdict.value, time.perf_counter() - started)
+        if scope is not None:
+            scope["sidecar.path"] = path
+            scope["sidecar.rule"] = rule_id
+            scope["sidecar.decision"] = outcome.verdict.value
+            if outcome.session is not None:
+                scope["sidecar.identity_id"] = str(outcome.session.identity_id)
+        return outcome
+
+    async def _check(self, method: str, host: str, path: str, facts: RequestFacts) -> Outcome:
         rule = self.rules.current.match(method, host, path)
         if rule is None:
             return Outcome(Verdict.FORBIDDEN, None, None, facts.api, "no rule matched (default deny)")

@@ -9,11 +9,13 @@ client's values kept only from trusted proxies), then our identity headers are a
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from starlette.types import Receive, Send
 
 from sidecar import errors
+from sidecar.metrics import Metrics
 from sidecar.proxy.access import new_request_id
 from sidecar.proxy.headers import (
     FORWARDED,
@@ -146,23 +148,33 @@ async def forward_http(
     has_body: bool,
     receive: Receive,
     send: Send,
+    *,
+    request_id: str | None = None,
+    metrics: Metrics | None = None,
 ) -> None:
     """Stream the request and its response through ``client``; 504 / 502 before the response
     started, a silent end when the client went away while sending its body."""
+    started = time.perf_counter()
+    error: str | None = None
     try:
         await client.forward(method, base, target, headers, has_body, receive, send)
     except ClientGone:
-        return
+        error = "client_gone"
     except UpstreamTimeout as exc:
-        request_id = new_request_id()  # made only on failure: uuid4 costs on the hot path
+        error = "timeout"
+        request_id = request_id or new_request_id()  # made only on failure: it costs on the hot path
         shown = _shown(target)
         log.warning("upstream timed out: %s %s%s: %s (request %s)", method, base, shown, exc, request_id)
         await send_error(send, errors.GatewayTimeout(), request_id=request_id)
     except UpstreamError as exc:
-        request_id = new_request_id()
+        error = "unreachable"
+        request_id = request_id or new_request_id()
         shown = _shown(target)
         log.warning("upstream unreachable: %s %s%s: %s (request %s)", method, base, shown, exc, request_id)
         await send_error(send, errors.BadGateway(), request_id=request_id)
+    finally:
+        if metrics is not None:
+            metrics.observe_upstream(time.perf_counter() - started, error)
 
 
 def _shown(target: bytes) -> str:

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sidecar import errors
 from sidecar.api.decisions import DecisionEndpoints
 from sidecar.config.model import Config
+from sidecar.metrics import Metrics
 from sidecar.proxy.access import Access, Outcome, RequestFacts, Verdict, new_request_id
 from sidecar.proxy.forward import ForwardContext, forward_http, rewrite_request_headers_raw
 from sidecar.proxy.headers import TrustedProxies
@@ -215,7 +216,7 @@ class Gateway:
                 host = value
                 break
         facts = RequestFacts.read(headers, self.access.cookie_name)
-        outcome = await self.access.check(method, self._host(host), path, facts)
+        outcome = await self.access.check(method, self._host(host), path, facts, scope)
         peer = scope["client"][0] if scope.get("client") else ""
         trusted = self.trusted.trusts(peer)
         if not outcome.allowed:
@@ -241,7 +242,18 @@ class Gateway:
         upstream_headers = rewrite_request_headers_raw(headers, ctx, self.access.identity_headers(outcome))
         query = scope.get("query_string", b"")
         target = path.encode() + b"?" + query if query else path.encode()
-        await forward_http(self.upstream, method, base, target, upstream_headers, has_body, receive, send)
+        await forward_http(
+            self.upstream,
+            method,
+            base,
+            target,
+            upstream_headers,
+            has_body,
+            receive,
+            send,
+            request_id=scope.get("sidecar.request_id"),
+            metrics=self.access.metrics,
+        )
 
     async def deny(self, send: Send, outcome: Outcome, method: str, original_url: str) -> None:
         head = method == "HEAD"
@@ -278,6 +290,7 @@ def build_gateway(
     upstream: UpstreamClient | None = None,
     invalidation: Invalidation | None = None,
     signer: JwtSigner | None = None,
+    metrics: Metrics | None = None,
 ) -> Gateway:
     """The public ASGI app. Loads the rules now, so a bad rule file fails the start (``RulesError``)."""
     if rules is None:
@@ -293,5 +306,5 @@ def build_gateway(
     if upstream is None:
         # Lazy: no connection until a request is proxied (rules may gain an upstream on reload).
         upstream = create_upstream(config.proxy.timeouts)
-    access = Access(config, resolver, rules, signer)
+    access = Access(config, resolver, rules, signer, metrics)
     return Gateway(config, access, public_app, upstream=upstream, invalidation=invalidation)

@@ -122,8 +122,10 @@ class SessionResolver:
         identity_ttl: timedelta | None = None,
         clock: Callable[[], datetime] = _utcnow,
         monotonic: Callable[[], float] = time.monotonic,
+        on_lookup: Callable[[bool], None] | None = None,
     ) -> None:
         self.sessions = sessions
+        self.on_lookup = on_lookup  # called with True on a cache hit, False on a miss (metrics)
         self.identities = identities
         self.ttl = ttl.total_seconds()
         self.max_entries = max_entries
@@ -147,8 +149,12 @@ class SessionResolver:
         if entry is not None:
             if entry.until > self.monotonic():
                 self._cache.move_to_end(key)
+                if self.on_lookup is not None:
+                    self.on_lookup(True)
                 return entry.value
             self._drop(key)
+        if self.on_lookup is not None:
+            self.on_lookup(False)
         pending = self._inflight.get(key)
         if pending is not None:
             # Concurrent misses for one token share a single store round trip.

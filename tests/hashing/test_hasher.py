@@ -125,3 +125,22 @@ async def test_verify_dummy_costs_like_a_real_verify(hasher: PasswordHasher) -> 
     real = sorted([await timed(hasher.verify("wrong", encoded)) for _ in range(7)])[3]
     dummy = sorted([await timed(hasher.verify_dummy("wrong")) for _ in range(7)])[3]
     assert 0.5 < dummy / real < 2.0
+
+
+async def test_hashing_threads_run_niced() -> None:
+    """Hash threads yield the CPU to the event loop that serves the access path."""
+    import os
+    import threading
+
+    from sidecar.config.model import Hashers
+    from sidecar.hashing.hasher import HASHING_NICENESS, PasswordHasher
+
+    hasher = PasswordHasher(
+        Hashers.model_validate({"argon2": {"memory": "8MB", "iterations": 1, "parallelism": 1}})
+    )
+    try:
+        base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        seen = await hasher._run(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        assert seen == min(base + HASHING_NICENESS, 19)
+    finally:
+        await hasher.close()

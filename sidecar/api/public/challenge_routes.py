@@ -60,6 +60,7 @@ def challenge_routes(
         flow_id = parse_flow_id(request.query_params.get("flow"))
         landing = request.method == "GET"
         token, is_new = ctx.ensure_csrf(request) if landing else (None, False)
+        body: dict[str, Any] | None = None
         try:
             body = await read_submission(request, max_body)
             submitted = body.get("csrf_token")
@@ -67,6 +68,7 @@ def challenge_routes(
                 request, csrf_token=token, submitted=submitted if isinstance(submitted, str) else None
             )
             outcome = await flows.submit(flow_id, body, client, landing=landing)
+            ctx.count_submission(kind, body, outcome)
             if isinstance(outcome, FlowReplaced):
                 response = replaced(outcome, life, json_req)
             elif isinstance(outcome, ShowFlow) and landing and not json_req:
@@ -81,6 +83,7 @@ def challenge_routes(
             else:
                 response = complete(outcome, json_req)
         except errors.SidecarError as exc:
+            ctx.count_submission(kind, body, exc)
             # API flows answer in JSON whatever the client accepts; only browsers go to the error UI.
             known = await life.store.get(kind, flow_id) if flow_id and not json_req else None
             if json_req or (known is not None and known.type == "api"):

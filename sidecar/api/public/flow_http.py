@@ -23,6 +23,7 @@ from sidecar.flows.lifecycle import FlowLifecycle
 from sidecar.flows.model import Flow, flow_to_json
 from sidecar.flows.outcome import Client, FlowReplaced, ShowFlow
 from sidecar.identity.model import Identity, utcnow
+from sidecar.metrics import Metrics
 from sidecar.proxy.headers import TrustedProxies
 from sidecar.security import csrf
 from sidecar.session.manager import SessionManager
@@ -68,6 +69,15 @@ def has_browser_markers(request: Request) -> bool:
     return any(not name.startswith(_IGNORED_COOKIE_PREFIXES) for name in request.cookies)
 
 
+# Outcome class name -> result label; a re-shown flow is a rejected (or intermediate) submission.
+SUBMISSION_RESULTS = {
+    "Completed": "success",
+    "ShowFlow": "shown",
+    "FlowReplaced": "expired",
+    "AlreadySignedIn": "already_signed_in",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class HttpContext:
     """What handlers share: config, the session manager and trusted proxies."""
@@ -77,6 +87,19 @@ class HttpContext:
     proxies: TrustedProxies
     public_identity: Callable[[Identity], dict[str, Any]]
     """The identity as self-service callers may see it (no credentials, no ``metadata_admin``)."""
+    metrics: Metrics | None = None
+
+    def count_submission(self, kind: str, body: Mapping[str, Any] | None, outcome: object) -> None:
+        """One ``sidecar_flow_submissions_total`` sample: flow, submitted method, what became of it."""
+        if self.metrics is None:
+            return
+        method = body.get("method") if body else None
+        method = method if isinstance(method, str) and method.isidentifier() and len(method) <= 32 else "-"
+        if isinstance(outcome, errors.SidecarError):
+            result = "rate_limited" if outcome.code == 429 else f"error_{outcome.code}"
+        else:
+            result = SUBMISSION_RESULTS.get(type(outcome).__name__, "other")
+        self.metrics.flow_submission(kind, method, result)
 
     def public_url(self, request: Request) -> str:
         """The request's URL as seen from outside: the public base URL + the path below the prefix."""

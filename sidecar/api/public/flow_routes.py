@@ -99,14 +99,17 @@ def flow_routes(
     async def submit(request: Request) -> Response:
         json_req = is_json_request(request)
         flow_id = parse_flow_id(request.query_params.get("flow"))
+        body: dict[str, Any] | None = None
         try:
             body = await read_submission(request, max_body)
             submitted = body.get("csrf_token")
             client = await ctx.client(request, submitted=submitted if isinstance(submitted, str) else None)
             outcome = await flows.submit(flow_id, body, client)
+            ctx.count_submission(kind, body, outcome)
             if isinstance(outcome, FlowReplaced):
                 return replaced(outcome, life, json_req)
         except errors.SidecarError as exc:
+            ctx.count_submission(kind, body, exc)
             # API flows answer in JSON whatever the client accepts; only browsers go to the error UI.
             known = await life.store.get(kind, flow_id) if flow_id and not json_req else None
             return await as_browser_error(

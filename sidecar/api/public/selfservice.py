@@ -47,6 +47,7 @@ def selfservice_routes(services: Services) -> list[Route]:
         services.sessions,
         TrustedProxies.parse(config.serve.public.trusted_proxies),
         public_identity,
+        services.metrics,
     )
     error_flows = ErrorFlows(config, services.kv)
     flows = services.selfservice

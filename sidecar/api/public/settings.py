@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import urlencode
 
 from starlette.requests import Request
@@ -97,6 +98,7 @@ def settings_routes(
         flow_id = parse_flow_id(request.query_params.get("flow"))
         known = await life.store.get("settings", flow_id) if flow_id else None
         browser = known is not None and known.type == "browser" and not json_req
+        body: dict[str, Any] | None = None
         try:
             body = await read_submission(request, max_body)
             submitted = body.get("csrf_token")
@@ -106,9 +108,11 @@ def settings_routes(
                 cookie_session=known is None or known.type == "browser",
             )
             outcome = await flows.submit(flow_id, body, client)
+            ctx.count_submission("settings", body, outcome)
             if isinstance(outcome, FlowReplaced):
                 return replaced(outcome, life, json_req)
         except errors.SidecarError as exc:
+            ctx.count_submission("settings", body, exc)
             if not browser:
                 raise
             return await browser_error(exc, request, life.ui_redirect(known) if known else login_url)
