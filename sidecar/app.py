@@ -177,13 +177,16 @@ def _lifespan(services: Services) -> Callable[[Starlette], contextlib.AbstractAs
 
 
 def create_admin_app(services: Services, *, manage_lifespan: bool = True) -> ASGIApp:
+    from sidecar.api.admin.auth import AdminKey
     from sidecar.api.admin.routes import admin_routes
 
-    return Starlette(
+    app: ASGIApp = Starlette(
         routes=admin_routes(services),
         exception_handlers=respond.EXCEPTION_HANDLERS,
         lifespan=_lifespan(services) if manage_lifespan else None,
     )
+    key = services.config.serve.admin.api_key
+    return AdminKey(app, key) if key else app
 
 
 def create_public_app(services: Services, *, manage_lifespan: bool = True, gateway: bool = True) -> ASGIApp:

@@ -18,8 +18,7 @@ from typing import Any, Literal
 from sidecar import errors
 from sidecar.config.model import Config
 from sidecar.flows import messages, nodes
-from sidecar.flows.lifecycle import FlowLifecycle, contains_nul
-from sidecar.flows.login import apply_invalid
+from sidecar.flows.lifecycle import FlowLifecycle, apply_invalid, check_submitted
 from sidecar.flows.model import Flow, FlowType
 from sidecar.flows.outcome import Client, FlowInvalid, FlowReplaced, Outcome, ShowFlow
 from sidecar.flows.store import FlowStore
@@ -179,12 +178,7 @@ class ChallengeFlows:
         if isinstance(method, str) and method in {s.id for s in self._strategies}:
             flow.active = method
         try:
-            if flow.state == "passed_challenge":
-                raise FlowInvalid([messages.challenge_retry_success(self.kind)])
-            if contains_nul(body):
-                raise FlowInvalid(
-                    [messages.generic("The request contains a NUL character, which is not allowed.")]
-                )
+            check_submitted(flow, body)
             result = await self._dispatch(flow, body, client)
         except FlowInvalid as exc:
             apply_invalid(flow, exc)
@@ -202,7 +196,7 @@ class ChallengeFlows:
         """A losing concurrent submission must not turn a passed flow back into ``sent_email``."""
         stored = await self.life.store.get(self.kind, flow.id)
         if stored is not None and stored.state == "passed_challenge":
-            stored.ui.messages = [messages.challenge_retry_success(self.kind)]
+            stored.ui.messages = [messages.retry_success(self.kind)]
             return stored
         await self.life.store.save(flow)
         return flow

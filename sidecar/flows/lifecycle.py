@@ -10,8 +10,9 @@ from typing import Any
 
 from sidecar import errors
 from sidecar.config.model import Config, FlowConfig
-from sidecar.flows import messages
+from sidecar.flows import messages, nodes
 from sidecar.flows.model import Flow, FlowKind, FlowType, Ui
+from sidecar.flows.outcome import FlowInvalid
 from sidecar.flows.store import FlowStore
 from sidecar.identity.model import utcnow
 from sidecar.security import csrf
@@ -37,6 +38,30 @@ def contains_nul(value: Any, depth: int = 0) -> bool:
     if isinstance(value, list):
         return any(contains_nul(v, depth + 1) for v in value)
     return False
+
+
+def check_submitted(flow: Flow, body: Mapping[str, Any]) -> None:
+    """A finished flow is not submitted again (Kratos' ``*_retry_success`` message)."""
+    if flow.state == "passed_challenge":
+        raise FlowInvalid([messages.retry_success(flow.kind)])
+    refuse_nul(body)
+
+
+def refuse_nul(body: Mapping[str, Any]) -> None:
+    if contains_nul(body):
+        raise FlowInvalid([messages.generic("The request contains a NUL character, which is not allowed.")])
+
+
+def apply_invalid(flow: Flow, exc: FlowInvalid) -> None:
+    """Show a rejected submission: fresh messages, kept values, secrets never echoed."""
+    flow.ui.messages = list(exc.messages)
+    nodes.clear_messages(flow.ui.nodes)
+    for name, texts in exc.node_messages.items():
+        for text in texts:
+            if not nodes.add_message(flow.ui.nodes, name, text):
+                flow.ui.messages.append(text)
+    for name, value in exc.values.items():
+        nodes.set_value(flow.ui.nodes, name, value)
 
 
 class FlowLifecycle:

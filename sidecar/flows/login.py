@@ -13,7 +13,7 @@ from typing import Any
 from sidecar import errors
 from sidecar.config.model import Config
 from sidecar.flows import messages, nodes
-from sidecar.flows.lifecycle import FlowLifecycle, contains_nul
+from sidecar.flows.lifecycle import FlowLifecycle, apply_invalid, check_submitted
 from sidecar.flows.model import Flow, FlowType
 from sidecar.flows.outcome import (
     AlreadySignedIn,
@@ -34,18 +34,6 @@ AAL_LEVELS = ("aal1", "aal2")
 AfterAuthentication = Callable[[Flow, Identity, str], Awaitable[None]]
 SECOND_FACTOR_METHODS = "aal2_methods"
 """``flow.internal`` key: the second factors the identity had set up when an aal2 flow began."""
-
-
-def apply_invalid(flow: Flow, exc: FlowInvalid) -> None:
-    """Show a rejected submission: fresh messages, kept values, secrets never echoed."""
-    flow.ui.messages = list(exc.messages)
-    nodes.clear_messages(flow.ui.nodes)
-    for name, texts in exc.node_messages.items():
-        for text in texts:
-            if not nodes.add_message(flow.ui.nodes, name, text):
-                flow.ui.messages.append(text)
-    for name, value in exc.values.items():
-        nodes.set_value(flow.ui.nodes, name, value)
 
 
 class LoginFlows:
@@ -185,20 +173,7 @@ class LoginFlows:
         offered = self._strategies_for(flow)
         flow.active = method if isinstance(method, str) and method in {s.id for s in offered} else None
         try:
-            if flow.state == "passed_challenge":
-                raise FlowInvalid(
-                    [
-                        messages.text(
-                            4010007,
-                            "The request was already completed successfully and can not be retried.",
-                            "error",
-                        )
-                    ]
-                )
-            if contains_nul(body):
-                raise FlowInvalid(
-                    [messages.generic("The request contains a NUL character, which is not allowed.")]
-                )
+            check_submitted(flow, body)
             identity = await self._authenticate(flow, body, client)
         except FlowInvalid as exc:
             apply_invalid(flow, exc)

@@ -233,10 +233,13 @@ def challenge_no_strategy(flow: str) -> Text:
     )
 
 
-def challenge_retry_success(flow: str) -> Text:
-    """4060001 / 4070002."""
+_RETRY_SUCCESS = {"login": 4010007, "registration": 4040002, "recovery": 4060001, "verification": 4070002}
+
+
+def retry_success(flow: str) -> Text:
+    """4010007 / 4040002 / 4060001 / 4070002: a finished flow submitted again."""
     return text(
-        4060001 if flow == "recovery" else 4070002,
+        _RETRY_SUCCESS[flow],
         "The request was already completed successfully and can not be retried.",
         "error",
     )

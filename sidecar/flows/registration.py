@@ -13,8 +13,7 @@ from typing import Any
 from sidecar import errors
 from sidecar.config.model import Config
 from sidecar.flows import messages, nodes
-from sidecar.flows.lifecycle import FlowLifecycle, contains_nul
-from sidecar.flows.login import apply_invalid
+from sidecar.flows.lifecycle import FlowLifecycle, apply_invalid, check_submitted
 from sidecar.flows.model import Flow, FlowType
 from sidecar.flows.outcome import (
     AlreadySignedIn,
@@ -103,20 +102,7 @@ class RegistrationFlows:
             method if isinstance(method, str) and method in {s.id for s in self._strategies} else None
         )
         try:
-            if flow.state == "passed_challenge":
-                raise FlowInvalid(
-                    [
-                        messages.text(
-                            4040002,
-                            "The request was already completed successfully and can not be retried.",
-                            "error",
-                        )
-                    ]
-                )
-            if contains_nul(body):
-                raise FlowInvalid(
-                    [messages.generic("The request contains a NUL character, which is not allowed.")]
-                )
+            check_submitted(flow, body)
             identity = await self._register(flow, body, client)
         except FlowInvalid as exc:
             apply_invalid(flow, exc)

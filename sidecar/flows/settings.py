@@ -17,8 +17,7 @@ from typing import Any
 from sidecar import errors
 from sidecar.config.model import Config
 from sidecar.flows import messages, nodes
-from sidecar.flows.lifecycle import FlowLifecycle, contains_nul
-from sidecar.flows.login import apply_invalid
+from sidecar.flows.lifecycle import FlowLifecycle, apply_invalid, refuse_nul
 from sidecar.flows.model import Flow, FlowType
 from sidecar.flows.outcome import Client, Completed, FlowInvalid, FlowReplaced, Outcome, ShowFlow
 from sidecar.flows.store import FlowStore
@@ -145,10 +144,7 @@ class SettingsFlows:
         flow.active = method if isinstance(method, str) and method in known else flow.active
         ctx = SettingsContext(identity, session, client, privileged=self.is_privileged(session))
         try:
-            if contains_nul(body):
-                raise FlowInvalid(
-                    [messages.generic("The request contains a NUL character, which is not allowed.")]
-                )
+            refuse_nul(body)
             update, used = await self._update(flow, body, ctx)
         except FlowInvalid as exc:
             apply_invalid(flow, exc)

@@ -25,13 +25,19 @@ from sidecar.courier.model import TemplateType
 from sidecar.flows import messages
 from sidecar.flows.messages import Text
 from sidecar.flows.model import Flow
+from sidecar.flows.nodes import Node
 from sidecar.flows.outcome import Client, FlowInvalid
 from sidecar.identity.model import Identity, utcnow
 from sidecar.identity.normalize import normalize_identifier
 from sidecar.kv.store import KeyValueStore
 from sidecar.security.onetime import Grant, OneTimeSecrets, SecretKind
 from sidecar.security.ratelimit import RateLimiter
-from sidecar.strategies.base import ChallengePassed, SecretExpired
+from sidecar.strategies.base import (
+    ChallengePassed,
+    ChallengeResult,
+    NotResponsible,
+    SecretExpired,
+)
 
 Purpose = Literal["recovery", "verification"]
 MAX_ADDRESS_LENGTH = 320
@@ -116,7 +122,45 @@ class AddressChallenge:
     def template_data(self, purpose: Purpose, flow: Flow, secret: str) -> dict[str, Any]:
         raise NotImplementedError
 
+    def email_nodes(self) -> list[Node]:
+        """The first step's nodes: the address field and its submit button."""
+        raise NotImplementedError
+
+    def show_sent(self, flow: Flow, purpose: Purpose, email: str) -> None:
+        """Turn ``flow`` into its "sent" step for ``email``."""
+        raise NotImplementedError
+
+    async def _handle(
+        self, purpose: Purpose, flow: Flow, body: Mapping[str, Any], client: Client
+    ) -> ChallengeResult | NotResponsible:
+        raise NotImplementedError
+
     # --- shared ----------------------------------------------------------------------------------
+    def recovery_nodes(self, flow: Flow) -> list[Node]:
+        return self.email_nodes()
+
+    def verification_nodes(self, flow: Flow) -> list[Node]:
+        return self.email_nodes()
+
+    async def recover(
+        self, flow: Flow, body: Mapping[str, Any], client: Client
+    ) -> ChallengeResult | NotResponsible:
+        return await self._handle("recovery", flow, body, client)
+
+    async def verify(
+        self, flow: Flow, body: Mapping[str, Any], client: Client
+    ) -> ChallengeResult | NotResponsible:
+        result = await self._handle("verification", flow, body, client)
+        if isinstance(result, ChallengePassed):
+            await self.mark_verified(result.address_id)
+        return result
+
+    async def send_verification(
+        self, flow: Flow, identity: Identity, address: str, via: str, address_id: uuid.UUID
+    ) -> None:
+        await self.issue("verification", flow, identity, address, via, address_id)
+        self.show_sent(flow, "verification", address)
+
     def secrets(self, purpose: Purpose) -> OneTimeSecrets:
         return self._secrets[purpose]
 

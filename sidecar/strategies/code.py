@@ -11,7 +11,6 @@ Wrong codes answer 200 with 4060006 / 4070006 (as Kratos); every code submission
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -24,11 +23,9 @@ from sidecar.flows import messages, nodes
 from sidecar.flows.model import Flow
 from sidecar.flows.nodes import Node
 from sidecar.flows.outcome import Client, FlowInvalid
-from sidecar.identity.model import Identity
 from sidecar.security.onetime import CODE_DIGITS, new_code
 from sidecar.strategies.base import (
     NOT_RESPONSIBLE,
-    ChallengePassed,
     ChallengeResult,
     ChallengeSent,
     NotResponsible,
@@ -102,14 +99,8 @@ class CodeStrategy(AddressChallenge):
             )
         return out
 
-    def recovery_nodes(self, flow: Flow) -> list[Node]:
-        return self.email_nodes()
-
-    def verification_nodes(self, flow: Flow) -> list[Node]:
-        return self.email_nodes()
-
     @staticmethod
-    def show_code_step(flow: Flow, purpose: Purpose, email: str | None) -> None:
+    def show_sent(flow: Flow, purpose: Purpose, email: str) -> None:
         flow.state = "sent_email"
         flow.active = "code"
         keep = [n for n in flow.ui.nodes if n["group"] == "default"]
@@ -118,25 +109,6 @@ class CodeStrategy(AddressChallenge):
         flow.ui.messages = [sent]
 
     # --- submissions -----------------------------------------------------------------------------
-    async def recover(
-        self, flow: Flow, body: Mapping[str, Any], client: Client
-    ) -> ChallengeResult | NotResponsible:
-        return await self._handle("recovery", flow, body, client)
-
-    async def verify(
-        self, flow: Flow, body: Mapping[str, Any], client: Client
-    ) -> ChallengeResult | NotResponsible:
-        result = await self._handle("verification", flow, body, client)
-        if isinstance(result, ChallengePassed):
-            await self.mark_verified(result.address_id)
-        return result
-
-    async def send_verification(
-        self, flow: Flow, identity: Identity, address: str, via: str, address_id: uuid.UUID
-    ) -> None:
-        await self.issue("verification", flow, identity, address, via, address_id)
-        self.show_code_step(flow, "verification", address)
-
     async def _handle(
         self, purpose: Purpose, flow: Flow, body: Mapping[str, Any], client: Client
     ) -> ChallengeResult | NotResponsible:
@@ -149,7 +121,7 @@ class CodeStrategy(AddressChallenge):
         if email or flow.state == "choose_method":
             address = clean_address(email)
             await self.send(purpose, flow, address, client)
-            self.show_code_step(flow, purpose, address)
+            self.show_sent(flow, purpose, address)
             return ChallengeSent()
         if not isinstance(code, str) or not code.strip():
             raise FlowInvalid(node_messages={"code": [messages.required("code")]}, status=400)

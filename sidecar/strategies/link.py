@@ -7,7 +7,6 @@ Tokens are 32 alphanumerics (~190 bits), stored as digests, single use and bound
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -19,11 +18,9 @@ from sidecar.flows import messages, nodes
 from sidecar.flows.model import Flow
 from sidecar.flows.nodes import Node
 from sidecar.flows.outcome import Client
-from sidecar.identity.model import Identity
 from sidecar.security.onetime import new_link_token
 from sidecar.strategies.base import (
     NOT_RESPONSIBLE,
-    ChallengePassed,
     ChallengeResult,
     ChallengeSent,
     NotResponsible,
@@ -73,12 +70,6 @@ class LinkStrategy(AddressChallenge):
             nodes.submit_node("link", "link", messages.label_submit()),
         ]
 
-    def recovery_nodes(self, flow: Flow) -> list[Node]:
-        return self.email_nodes()
-
-    def verification_nodes(self, flow: Flow) -> list[Node]:
-        return self.email_nodes()
-
     @staticmethod
     def show_sent(flow: Flow, purpose: Purpose, email: str) -> None:
         flow.state = "sent_email"
@@ -87,25 +78,6 @@ class LinkStrategy(AddressChallenge):
         flow.ui.nodes = keep + LinkStrategy.email_nodes(email)
         sent = messages.recovery_link_sent() if purpose == "recovery" else messages.verification_link_sent()
         flow.ui.messages = [sent]
-
-    async def recover(
-        self, flow: Flow, body: Mapping[str, Any], client: Client
-    ) -> ChallengeResult | NotResponsible:
-        return await self._handle("recovery", flow, body, client)
-
-    async def verify(
-        self, flow: Flow, body: Mapping[str, Any], client: Client
-    ) -> ChallengeResult | NotResponsible:
-        result = await self._handle("verification", flow, body, client)
-        if isinstance(result, ChallengePassed):
-            await self.mark_verified(result.address_id)
-        return result
-
-    async def send_verification(
-        self, flow: Flow, identity: Identity, address: str, via: str, address_id: uuid.UUID
-    ) -> None:
-        await self.issue("verification", flow, identity, address, via, address_id)
-        self.show_sent(flow, "verification", address)
 
     async def _handle(
         self, purpose: Purpose, flow: Flow, body: Mapping[str, Any], client: Client

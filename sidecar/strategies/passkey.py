@@ -36,21 +36,15 @@ from sidecar.security.webauthn_rp import (
     request_options,
     user_handle,
     verify_assertion,
-    verify_creation,
 )
 from sidecar.strategies import webauthn_keys as wk
 from sidecar.strategies.base import NOT_RESPONSIBLE, NotResponsible, SettingsContext, SettingsUpdate
 from sidecar.strategies.settings_rules import rate_limited, require_privileged
-from sidecar.strategies.traits import flatten, validation_messages
+from sidecar.strategies.traits import flatten
 from sidecar.strategies.webauthn import create_with_credential, other_first_factor
 
 KIND: Final = "passkey"
 HANDLE_KEY = "passkey_user_handle"
-
-
-def _mine(body: Mapping[str, Any], *fields: str) -> bool:
-    method = body.get("method")
-    return method == KIND or (not method and any(body.get(f) for f in fields))
 
 
 def display_field(schema: IdentitySchema) -> str | None:
@@ -110,7 +104,7 @@ class PasskeyStrategy:
         nodes.set_value(flow.ui.nodes, "passkey_login", "")
 
     async def login(self, flow: Flow, body: Mapping[str, Any], client: Client) -> Identity | NotResponsible:
-        if not _mine(body, "passkey_login"):
+        if not wk.claims(body, KIND, "passkey_login"):
             return NOT_RESPONSIBLE
         try:
             return await self._login(flow, body, client)
@@ -180,7 +174,7 @@ class PasskeyStrategy:
     async def register(
         self, flow: Flow, body: Mapping[str, Any], client: Client
     ) -> Identity | NotResponsible:
-        if not _mine(body, "passkey_register"):
+        if not wk.claims(body, KIND, "passkey_register"):
             return NOT_RESPONSIBLE
         try:
             return await self._register(flow, body, client)
@@ -190,14 +184,7 @@ class PasskeyStrategy:
 
     async def _register(self, flow: Flow, body: Mapping[str, Any], client: Client) -> Identity:
         schema = self._schemas.get(flow.identity_schema) if flow.identity_schema else self._schemas.default()
-        traits = body.get("traits")
-        kept = flatten(traits)
-        problems = validation_messages(schema, traits)
-        raw = body.get("passkey_register")
-        if not raw:
-            problems.setdefault("passkey_register", []).append(messages.required("passkey_register"))
-        if problems or not isinstance(traits, Mapping):
-            raise FlowInvalid(node_messages=problems, values=kept)
+        traits, kept, raw = wk.registration_input(schema, body, "passkey_register")
         ids = [i for f in ("password", "webauthn", "code") for i in schema.identifiers(traits, f)]
         verdict = await self._limiter.hit("registration", identifier=ids[0] if ids else None, ip=client.ip)
         if not verdict.allowed:
@@ -211,14 +198,17 @@ class PasskeyStrategy:
         return await create_with_credential(self._identities, dict(traits), schema.id, credential, kept)
 
     async def _verify_new(self, flow: Flow, purpose: str, raw: Any) -> NewKey:
-        challenge = await self._challenges.spend(flow, purpose)
-        try:
-            key = verify_creation(self._rp, parse_response(raw), challenge, require_uv=True)
-        except WebAuthnError as exc:
-            raise wk.refused(f"The passkey could not be registered: {exc}") from None
-        if await self._identities.find_by_credential(KIND, wk.key_identifier(key.id)) is not None:
-            raise wk.refused("This passkey is registered already.")
-        return key
+        return await wk.verify_new_key(
+            self._rp,
+            self._challenges,
+            self._identities,
+            KIND,
+            flow,
+            purpose,
+            raw,
+            require_uv=True,
+            noun="passkey",
+        )
 
     # --- settings ---------------------------------------------------------------------------------
 
@@ -262,7 +252,7 @@ class PasskeyStrategy:
     async def update_settings(
         self, flow: Flow, body: Mapping[str, Any], ctx: SettingsContext
     ) -> SettingsUpdate | NotResponsible:
-        if not _mine(body, "passkey_settings_register", "passkey_remove"):
+        if not wk.claims(body, KIND, "passkey_settings_register", "passkey_remove"):
             return NOT_RESPONSIBLE
         require_privileged(ctx)
         try:
@@ -285,12 +275,7 @@ class PasskeyStrategy:
                 raise FlowInvalid([wk.t_no_keys()])
             if not other_first_factor(identity, KIND, key.id):
                 raise wk.refused("You cannot remove the last way to sign in.")
-            left = wk.drop_key(credential, key.id)
-            if left is None:
-                identity = await self._identities.remove_credential(identity.id, KIND)
-            else:
-                identity = await self._identities.save_credential(identity.id, left)
-            return SettingsUpdate(identity)
+            return SettingsUpdate(await wk.remove_key(self._identities, identity, KIND, credential, key.id))
         raw = body.get("passkey_settings_register")
         if not raw:
             raise FlowInvalid(

@@ -25,7 +25,7 @@ from sidecar.security.passwords import check_password
 from sidecar.security.ratelimit import RateLimiter
 from sidecar.strategies.base import NOT_RESPONSIBLE, NotResponsible, SettingsContext, SettingsUpdate
 from sidecar.strategies.settings_rules import require_privileged
-from sidecar.strategies.traits import flatten, validation_messages
+from sidecar.strategies.traits import flatten, traits_refused, validation_messages
 
 
 class PasswordIdentities(Protocol):
@@ -117,17 +117,7 @@ class PasswordStrategy:
     # --- registration ---------------------------------------------------------------------------
 
     def registration_nodes(self, flow: Flow) -> list[Node]:
-        return [
-            nodes.input_node(
-                "password",
-                "password",
-                "password",
-                required=True,
-                autocomplete="new-password",
-                label=messages.label_password(),
-            ),
-            nodes.submit_node("password", "password", messages.sign_up()),
-        ]
+        return _new_password_nodes(messages.sign_up())
 
     async def register(
         self, flow: Flow, body: Mapping[str, Any], client: Client
@@ -150,36 +140,27 @@ class PasswordStrategy:
         if not isinstance(password, str) or not password:
             problems.setdefault("password", []).append(messages.required("password"))
         else:
-            for v in check_password(password, identifiers, self._policy):
-                problems.setdefault("password", []).append(messages.text(v.id, v.text, "error", **v.context))
+            for text in self._policy_violations(password, identifiers):
+                problems.setdefault("password", []).append(text)
         if problems:
             raise FlowInvalid(node_messages=problems, values=kept)
         assert isinstance(traits, Mapping) and isinstance(password, str)
         spec = IdentitySpec(traits=dict(traits), schema_id=schema.id, password_plain=password)
         try:
             return await self._identities.create(spec)
-        except errors.Conflict:
-            raise FlowInvalid([messages.duplicate_credentials()], values=kept) from None
-        except errors.ValidationError as exc:
-            found = exc.messages or {"traits": [exc.reason or exc.message]}
-            raise FlowInvalid(
-                node_messages={k: [messages.generic(m) for m in v] for k, v in found.items()}, values=kept
-            ) from None
+        except (errors.Conflict, errors.ValidationError) as exc:
+            raise traits_refused(exc, kept) from None
+
+    def _policy_violations(self, password: str, identifiers: list[str]) -> list[Text]:
+        return [
+            messages.text(v.id, v.text, "error", **v.context)
+            for v in check_password(password, identifiers, self._policy)
+        ]
 
     # --- settings -------------------------------------------------------------------------------
 
     def settings_nodes(self, flow: Flow, identity: Identity) -> list[Node]:
-        return [
-            nodes.input_node(
-                "password",
-                "password",
-                "password",
-                required=True,
-                autocomplete="new-password",
-                label=messages.label_password(),
-            ),
-            nodes.submit_node("password", "password", messages.label_save()),
-        ]
+        return _new_password_nodes(messages.label_save())
 
     async def update_settings(
         self, flow: Flow, body: Mapping[str, Any], ctx: SettingsContext
@@ -193,10 +174,7 @@ class PasswordStrategy:
         identity = ctx.identity
         schema = self._schemas.get(identity.schema_id)
         identifiers = schema.identifiers(identity.traits, "password")
-        problems = [
-            messages.text(v.id, v.text, "error", **v.context)
-            for v in check_password(password, identifiers, self._policy)
-        ]
+        problems = self._policy_violations(password, identifiers)
         if problems:
             raise FlowInvalid(node_messages={"password": problems})
         try:
@@ -206,3 +184,17 @@ class PasswordStrategy:
                 node_messages={"password": [messages.generic(exc.reason or exc.message)]}
             ) from None
         return SettingsUpdate(updated)
+
+
+def _new_password_nodes(submit: Text) -> list[Node]:
+    return [
+        nodes.input_node(
+            "password",
+            "password",
+            "password",
+            required=True,
+            autocomplete="new-password",
+            label=messages.label_password(),
+        ),
+        nodes.submit_node("password", "password", submit),
+    ]

@@ -30,7 +30,7 @@ from sidecar.schema.model import IdentitySchema
 from sidecar.schema.registry import SchemaRegistry
 from sidecar.strategies.base import NOT_RESPONSIBLE, NotResponsible, SettingsContext, SettingsUpdate
 from sidecar.strategies.settings_rules import require_privileged
-from sidecar.strategies.traits import flatten, trait_nodes, validation_messages
+from sidecar.strategies.traits import flatten, trait_nodes, traits_refused, validation_messages
 
 
 class ProfileIdentities(Protocol):
@@ -102,11 +102,6 @@ class ProfileStrategy:
         )
         try:
             updated = await self._identities.update(identity.id, spec)
-        except errors.Conflict:
-            raise FlowInvalid([messages.duplicate_credentials()], values=kept) from None
-        except errors.ValidationError as exc:
-            found = exc.messages or {"traits": [exc.reason or exc.message]}
-            raise FlowInvalid(
-                node_messages={k: [messages.generic(m) for m in v] for k, v in found.items()}, values=kept
-            ) from None
+        except (errors.Conflict, errors.ValidationError) as exc:
+            raise traits_refused(exc, kept) from None
         return SettingsUpdate(updated)

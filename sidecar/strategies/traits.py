@@ -13,6 +13,7 @@ from sidecar import errors
 from sidecar.flows import messages
 from sidecar.flows.messages import Text
 from sidecar.flows.nodes import Group, InputType, Node, input_node
+from sidecar.flows.outcome import FlowInvalid
 from sidecar.schema.extension import TraitField
 from sidecar.schema.model import IdentitySchema
 
@@ -84,3 +85,14 @@ def validation_messages(schema: IdentitySchema, traits: Any) -> dict[str, list[T
         found = exc.messages or {"traits": [exc.reason or exc.message]}
         return {path: [_to_text(path, m) for m in texts] for path, texts in found.items()}
     return {}
+
+
+def traits_refused(exc: errors.Conflict | errors.ValidationError, kept: dict[str, Any]) -> FlowInvalid:
+    """The store refused the traits: a duplicate is one message, a validation error sits at the
+    fields it names (or at ``traits``)."""
+    if isinstance(exc, errors.Conflict):
+        return FlowInvalid([messages.duplicate_credentials()], values=kept)
+    found = exc.messages or {"traits": [exc.reason or exc.message]}
+    return FlowInvalid(
+        node_messages={k: [messages.generic(m) for m in v] for k, v in found.items()}, values=kept
+    )

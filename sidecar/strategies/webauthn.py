@@ -30,6 +30,7 @@ from sidecar.kv.store import KeyValueStore
 from sidecar.schema.registry import SchemaRegistry
 from sidecar.security.ratelimit import RateLimiter
 from sidecar.security.webauthn_rp import (
+    NewKey,
     RelyingParty,
     WebAuthnError,
     b64url,
@@ -39,22 +40,15 @@ from sidecar.security.webauthn_rp import (
     parse_response,
     request_options,
     verify_assertion,
-    verify_creation,
 )
 from sidecar.strategies import webauthn_keys as wk
 from sidecar.strategies.base import NOT_RESPONSIBLE, NotResponsible, SettingsContext, SettingsUpdate
 from sidecar.strategies.settings_rules import rate_limited, require_privileged
-from sidecar.strategies.traits import flatten, validation_messages
+from sidecar.strategies.traits import traits_refused
 
 KIND: Final = "webauthn"
 IDENTITY_KEY = "webauthn_identity"
 HANDLE_KEY = "webauthn_user_handle"
-
-
-def _mine(body: Mapping[str, Any], *fields: str) -> bool:
-    """``method=webauthn``, or no method but one of our fields (a form sent by ``webauthn.js``)."""
-    method = body.get("method")
-    return method == KIND or (not method and any(body.get(f) for f in fields))
 
 
 class WebAuthnStrategy:
@@ -118,7 +112,7 @@ class WebAuthnStrategy:
         self._assertion_nodes(flow, self._keys(identity, passwordless=False))
 
     async def login(self, flow: Flow, body: Mapping[str, Any], client: Client) -> Identity | NotResponsible:
-        if not _mine(body, "webauthn_login"):
+        if not wk.claims(body, KIND, "webauthn_login"):
             return NOT_RESPONSIBLE
         raw = body.get("webauthn_login")
         if flow.requested_aal == "aal2":
@@ -227,7 +221,7 @@ class WebAuthnStrategy:
     async def register(
         self, flow: Flow, body: Mapping[str, Any], client: Client
     ) -> Identity | NotResponsible:
-        if not self.first_factor or not _mine(body, "webauthn_register"):
+        if not self.first_factor or not wk.claims(body, KIND, "webauthn_register"):
             return NOT_RESPONSIBLE
         try:
             return await self._register(flow, body, client)
@@ -237,14 +231,7 @@ class WebAuthnStrategy:
 
     async def _register(self, flow: Flow, body: Mapping[str, Any], client: Client) -> Identity:
         schema = self._schemas.get(flow.identity_schema) if flow.identity_schema else self._schemas.default()
-        traits = body.get("traits")
-        kept = flatten(traits)
-        problems = validation_messages(schema, traits)
-        raw = body.get("webauthn_register")
-        if not raw:
-            problems.setdefault("webauthn_register", []).append(messages.required("webauthn_register"))
-        if problems or not isinstance(traits, Mapping):
-            raise FlowInvalid(node_messages=problems, values=kept)
+        traits, kept, raw = wk.registration_input(schema, body, "webauthn_register")
         ids = schema.identifiers(traits, KIND)
         verdict = await self._limiter.hit("registration", identifier=ids[0] if ids else None, ip=client.ip)
         if not verdict.allowed:
@@ -255,15 +242,18 @@ class WebAuthnStrategy:
         credential = wk.add_key(None, KIND, wk.key_record(key, name, True), tuple(ids), handle)
         return await create_with_credential(self._identities, dict(traits), schema.id, credential, kept)
 
-    async def _verify_new(self, flow: Flow, purpose: str, raw: Any, *, require_uv: bool) -> Any:
-        challenge = await self._challenges.spend(flow, purpose)
-        try:
-            key = verify_creation(self._rp, parse_response(raw), challenge, require_uv=require_uv)
-        except WebAuthnError as exc:
-            raise wk.refused(f"The security key could not be registered: {exc}") from None
-        if await self._identities.find_by_credential(KIND, wk.key_identifier(key.id)) is not None:
-            raise wk.refused("This security key is registered already.")
-        return key
+    async def _verify_new(self, flow: Flow, purpose: str, raw: Any, *, require_uv: bool) -> NewKey:
+        return await wk.verify_new_key(
+            self._rp,
+            self._challenges,
+            self._identities,
+            KIND,
+            flow,
+            purpose,
+            raw,
+            require_uv=require_uv,
+            noun="security key",
+        )
 
     # --- settings ---------------------------------------------------------------------------------
 
@@ -311,7 +301,7 @@ class WebAuthnStrategy:
     async def update_settings(
         self, flow: Flow, body: Mapping[str, Any], ctx: SettingsContext
     ) -> SettingsUpdate | NotResponsible:
-        if not _mine(body, "webauthn_register", "webauthn_remove"):
+        if not wk.claims(body, KIND, "webauthn_register", "webauthn_remove"):
             return NOT_RESPONSIBLE
         require_privileged(ctx)
         try:
@@ -330,20 +320,15 @@ class WebAuthnStrategy:
                 raise FlowInvalid([wk.t_no_keys()])
             if key.is_passwordless and not other_first_factor(identity, KIND, key.id):
                 raise wk.refused("You cannot remove the last way to sign in.")
-            left = wk.drop_key(credential, key.id)
-            if left is None:
-                identity = await self._identities.remove_credential(identity.id, KIND)
-            else:
-                identity = await self._identities.save_credential(identity.id, left)
-            return SettingsUpdate(identity)
+            return SettingsUpdate(await wk.remove_key(self._identities, identity, KIND, credential, key.id))
         raw = body.get("webauthn_register")
         if not raw:
             raise FlowInvalid(node_messages={"webauthn_register": [messages.required("webauthn_register")]})
-        key = await self._verify_new(flow, "settings", raw, require_uv=self.first_factor)
+        new_key = await self._verify_new(flow, "settings", raw, require_uv=self.first_factor)
         name = str(body.get("webauthn_register_displayname") or "")[:64] or "Security key"
         schema = self._schemas.get(identity.schema_id)
         handle = wk.user_handle_of(credential) or identity.id.bytes
-        record = wk.key_record(key, name, self.first_factor)
+        record = wk.key_record(new_key, name, self.first_factor)
         updated = wk.add_key(
             credential, KIND, record, tuple(schema.identifiers(identity.traits, KIND)), handle
         )
@@ -386,13 +371,8 @@ async def create_with_credential(
     identity whose key could not be stored is removed again."""
     try:
         identity = await identities.create(IdentitySpec(traits=traits, schema_id=schema_id))
-    except errors.Conflict:
-        raise FlowInvalid([messages.duplicate_credentials()], values=kept) from None
-    except errors.ValidationError as exc:
-        found = exc.messages or {"traits": [exc.reason or exc.message]}
-        raise FlowInvalid(
-            node_messages={k: [messages.generic(m) for m in v] for k, v in found.items()}, values=kept
-        ) from None
+    except (errors.Conflict, errors.ValidationError) as exc:
+        raise traits_refused(exc, kept) from None
     try:
         return await identities.save_credential(identity.id, credential)
     except errors.Conflict:

@@ -33,8 +33,21 @@ from sidecar.flows.outcome import FlowInvalid
 from sidecar.identity.manager import IdentitySpec
 from sidecar.identity.model import Credential, Identity, utcnow
 from sidecar.kv.store import KeyValueStore
+from sidecar.schema.model import IdentitySchema
 from sidecar.security import tokens
-from sidecar.security.webauthn_rp import NewKey, b64std, b64url, from_b64std, from_b64url, new_challenge
+from sidecar.security.webauthn_rp import (
+    NewKey,
+    RelyingParty,
+    WebAuthnError,
+    b64std,
+    b64url,
+    from_b64std,
+    from_b64url,
+    new_challenge,
+    parse_response,
+    verify_creation,
+)
+from sidecar.strategies.traits import flatten, validation_messages
 
 KEY_PREFIX = "key:"
 SCRIPT_PATH = "/.well-known/ory/webauthn.js"
@@ -112,6 +125,61 @@ def t_no_user_or_key() -> Text:
 
 def refused(reason: str) -> FlowInvalid:
     return FlowInvalid([messages.generic(reason)])
+
+
+def claims(body: Mapping[str, Any], kind: str, *fields: str) -> bool:
+    """``method=<kind>``, or no method but one of the fields (a form sent by ``webauthn.js``)."""
+    method = body.get("method")
+    return method == kind or (not method and any(body.get(f) for f in fields))
+
+
+def registration_input(
+    schema: IdentitySchema, body: Mapping[str, Any], field: str
+) -> tuple[Mapping[str, Any], dict[str, Any], Any]:
+    """The traits, their flattened form values and the ``field`` response of a registration
+    submission; FlowInvalid with every problem at once when any is missing or invalid."""
+    traits = body.get("traits")
+    kept = flatten(traits)
+    problems = validation_messages(schema, traits)
+    raw = body.get(field)
+    if not raw:
+        problems.setdefault(field, []).append(messages.required(field))
+    if problems or not isinstance(traits, Mapping):
+        raise FlowInvalid(node_messages=problems, values=kept)
+    return traits, kept, raw
+
+
+async def verify_new_key(
+    rp: RelyingParty,
+    challenges: Challenges,
+    identities: KeyIdentities,
+    kind: str,
+    flow: Flow,
+    purpose: str,
+    raw: Any,
+    *,
+    require_uv: bool,
+    noun: str,
+) -> NewKey:
+    """The key a creation response registers, once its challenge is spent and no identity holds it."""
+    challenge = await challenges.spend(flow, purpose)
+    try:
+        key = verify_creation(rp, parse_response(raw), challenge, require_uv=require_uv)
+    except WebAuthnError as exc:
+        raise refused(f"The {noun} could not be registered: {exc}") from None
+    if await identities.find_by_credential(kind, key_identifier(key.id)) is not None:
+        raise refused(f"This {noun} is registered already.")
+    return key
+
+
+async def remove_key(
+    identities: KeyIdentities, identity: Identity, kind: str, credential: Credential, key_id: bytes
+) -> Identity:
+    """``identity`` without the key ``key_id``; the whole credential goes with its last key."""
+    left = drop_key(credential, key_id)
+    if left is None:
+        return await identities.remove_credential(identity.id, kind)
+    return await identities.save_credential(identity.id, left)
 
 
 # --- stored keys --------------------------------------------------------------------------------

@@ -7,20 +7,17 @@ codes, sign out, sign in with password + TOTP. Screenshots land in ``tests/artif
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from playwright.sync_api import expect
-from starlette.types import ASGIApp
 
 from tests.api.public.mfa import MFA_METHODS, fresh_step, oathtool
-from tests.conftest import free_port, make_config
-from tests.e2e.conftest import Browser
-from tests.e2e.test_browser_pages import serve
+from tests.conftest import free_port
+from tests.e2e.conftest import Browser, serve_public_app, site_config
 
 pytestmark = pytest.mark.e2e
 
@@ -30,35 +27,16 @@ NEW_PASSWORD = "another long secret phrase 77"
 
 @pytest.fixture
 def mfa_site(tmp_path: Path) -> Iterator[str]:
-    from sidecar.app import build_services, create_public_app
-
-    port = free_port()
-    origin = f"http://127.0.0.1:{port}"
-    base = f"{origin}/.auth"
-    config = make_config(
-        dev=True,
-        dsn=f"sqlite:///{tmp_path}/sidecar.db",
-        serve={"public": {"base_url": base, "host": "127.0.0.1", "port": port}},
+    config = site_config(
+        tmp_path,
+        free_port(),
         selfservice={
-            "default_browser_return_url": f"{base}/ui/welcome",
-            "allowed_return_urls": [f"{origin}/"],
             "methods": MFA_METHODS,
             "flows": {"settings": {"after": {"password": {"hooks": [{"hook": "revoke_active_sessions"}]}}}},
         },
     )
-
-    @contextlib.asynccontextmanager
-    async def make_app() -> AsyncIterator[ASGIApp]:
-        services = build_services(config)
-        await services.database.migrate()
-        await services.start()
-        try:
-            yield create_public_app(services, manage_lifespan=False)
-        finally:
-            await services.stop()
-
-    with serve(port, make_app):
-        yield base
+    with serve_public_app(config):
+        yield config.public_base_url
 
 
 def _api_login(base: str, email: str, password: str) -> str:

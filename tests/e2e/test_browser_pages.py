@@ -7,19 +7,16 @@ whole journey against the real public app: register, welcome, sign out, wrong pa
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import re
-import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
-import uvicorn
 from playwright.sync_api import expect
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -29,20 +26,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sidecar.ui.api_client import PublicApiClient
 from sidecar.ui.pages import page_routes
-from tests.conftest import free_port, make_config
-from tests.e2e.conftest import Browser
+from tests.conftest import free_port
+from tests.e2e.conftest import Browser, serve, site_config
 from tests.ui import fakes
 
 pytestmark = pytest.mark.e2e
 
 # A stand-in for Kratos' webauthn.js: defines the helper a node's onclickTrigger names.
 WEBAUTHN_STUB = "window.oryWebAuthnRegistration = function () { document.body.dataset.webauthn = 'called'; };"
-
-
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield  # the test runner owns the signals
 
 
 def fake_app(base: str, core: fakes.FakeCore, submitted: list[dict[str, list[str]]]) -> Starlette:
@@ -107,43 +98,6 @@ def fake_app(base: str, core: fakes.FakeCore, submitted: list[dict[str, list[str
         Route("/.well-known/ory/webauthn.js", webauthn_js),
     ]
     return Starlette(routes=[Mount("/.auth", routes=[*routes, *api])])
-
-
-@contextlib.contextmanager
-def serve(port: int, make_app: Callable[[], contextlib.AbstractAsyncContextManager[Any]]) -> Iterator[None]:
-    """Serve ``make_app()``'s app on 127.0.0.1:``port`` from a thread with its own event loop.
-
-    The app is built (and torn down) on the serving loop, so pools and clients live where used.
-    """
-    box: dict[str, Any] = {}
-    ready = threading.Event()
-
-    async def main() -> None:
-        async with make_app() as app:
-            cfg = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-            server = box["server"] = _Server(cfg)
-            task = asyncio.create_task(server.serve())
-            while not server.started and not task.done():
-                await asyncio.sleep(0.01)
-            ready.set()
-            await task
-
-    def target() -> None:
-        try:
-            asyncio.run(main())
-        except BaseException as exc:  # surface start-up failures to the test
-            box["error"] = exc
-            ready.set()
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    if not ready.wait(30) or "error" in box or not box["server"].started:
-        raise RuntimeError(f"test server did not start: {box.get('error')!r}")
-    try:
-        yield
-    finally:
-        box["server"].should_exit = True
-        thread.join(15)
 
 
 @pytest.fixture
@@ -282,17 +236,9 @@ def real_site(tmp_path: Path) -> Iterator[str]:
     from sidecar.app import build_services, create_public_app
 
     port = free_port()
+    config = site_config(tmp_path, port)
+    base = config.public_base_url
     origin = f"http://127.0.0.1:{port}"
-    base = f"{origin}/.auth"
-    config = make_config(
-        dev=True,
-        dsn=f"sqlite:///{tmp_path}/sidecar.db",
-        serve={"public": {"base_url": base, "host": "127.0.0.1", "port": port}},
-        selfservice={
-            "default_browser_return_url": f"{base}/ui/welcome",
-            "allowed_return_urls": [f"{origin}/"],
-        },
-    )
 
     @contextlib.asynccontextmanager
     async def make_app() -> AsyncIterator[ASGIApp]:

@@ -8,19 +8,16 @@ pages' ``onclickTrigger`` buttons, under the pages' CSP. Screenshots: ``tests/ar
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import expect
-from starlette.types import ASGIApp
 
-from tests.conftest import free_port, make_config
-from tests.e2e.conftest import Browser
-from tests.e2e.test_browser_pages import serve
+from tests.conftest import free_port
+from tests.e2e.conftest import Browser, serve_public_app, site_config
 
 pytestmark = pytest.mark.e2e
 
@@ -29,38 +26,21 @@ PASSWORD = "correct horse battery staple 42"
 
 @pytest.fixture
 def key_site(tmp_path: Path) -> Iterator[str]:
-    from sidecar.app import build_services, create_public_app
-
     port = free_port()
-    origin = f"http://localhost:{port}"
-    base = f"{origin}/.auth"
-    rp = {"id": "localhost", "display_name": "Sidecar test", "origins": [origin]}
-    config = make_config(
-        dev=True,
-        dsn=f"sqlite:///{tmp_path}/sidecar.db",
-        serve={"public": {"base_url": base, "host": "127.0.0.1", "port": port}},
+    rp = {"id": "localhost", "display_name": "Sidecar test", "origins": [f"http://localhost:{port}"]}
+    config = site_config(
+        tmp_path,
+        port,
+        host="localhost",
         selfservice={
-            "default_browser_return_url": f"{base}/ui/welcome",
-            "allowed_return_urls": [f"{origin}/"],
             "methods": {
                 "webauthn": {"enabled": True, "config": {"passwordless": False, "rp": rp}},
                 "passkey": {"enabled": True, "config": {"rp": rp}},
             },
         },
     )
-
-    @contextlib.asynccontextmanager
-    async def make_app() -> AsyncIterator[ASGIApp]:
-        services = build_services(config)
-        await services.database.migrate()
-        await services.start()
-        try:
-            yield create_public_app(services, manage_lifespan=False)
-        finally:
-            await services.stop()
-
-    with serve(port, make_app):
-        yield base
+    with serve_public_app(config):
+        yield config.public_base_url
 
 
 def _virtual_authenticator(browser: Browser) -> Any:

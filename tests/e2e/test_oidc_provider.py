@@ -16,7 +16,7 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,11 +25,9 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 import httpx
 import pytest
 from playwright.sync_api import expect
-from starlette.types import ASGIApp
 
-from tests.conftest import free_port, make_config
-from tests.e2e.conftest import Browser
-from tests.e2e.test_browser_pages import serve
+from tests.conftest import free_port
+from tests.e2e.conftest import Browser, serve_public_app, site_config
 
 pytestmark = pytest.mark.e2e
 
@@ -126,23 +124,17 @@ class Site:
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
-    from sidecar.app import build_services, create_public_app
-
     port = free_port()
-    origin = f"http://127.0.0.1:{port}"
-    base = f"{origin}/.auth"
+    base = f"http://127.0.0.1:{port}/.auth"
     callback = f"{base}/self-service/methods/oidc/callback/op"
     mapper = tmp_path / "mapper.jsonnet"
     mapper.write_text(MAPPER)
     with oidc_provider([callback]) as provider:
-        config = make_config(
-            dev=True,
-            dsn=f"sqlite:///{tmp_path}/sidecar.db",
-            serve={"public": {"base_url": base, "host": "127.0.0.1", "port": port}},
+        config = site_config(
+            tmp_path,
+            port,
             secrets={"cipher": ["0123456789abcdef0123456789abcdef"]},
             selfservice={
-                "default_browser_return_url": f"{base}/ui/welcome",
-                "allowed_return_urls": [f"{origin}/"],
                 "methods": {
                     "oidc": {
                         "enabled": True,
@@ -172,17 +164,7 @@ def site(tmp_path: Path) -> Iterator[Site]:
             },
         )
 
-        @contextlib.asynccontextmanager
-        async def make_app() -> AsyncIterator[ASGIApp]:
-            services = build_services(config)
-            await services.database.migrate()
-            await services.start()
-            try:
-                yield create_public_app(services, manage_lifespan=False)
-            finally:
-                await services.stop()
-
-        with serve(port, make_app):
+        with serve_public_app(config):
             yield Site(base, provider)
 
 
