@@ -218,11 +218,25 @@ def create_public_app(services: Services, *, manage_lifespan: bool = True, gatew
             ),
         ),
     ]
-    app = Starlette(
+    app: ASGIApp = Starlette(
         routes=[Mount(prefix, routes=routes)] if prefix else routes,
         exception_handlers=respond.EXCEPTION_HANDLERS,
         lifespan=_lifespan(services) if manage_lifespan else None,
     )
+    cors = config.serve.public.cors
+    if cors.enabled:
+        # Only the API under the prefix: proxied app traffic keeps whatever CORS the app answers.
+        from starlette.middleware.cors import CORSMiddleware
+
+        app = CORSMiddleware(
+            app,
+            allow_origins=cors.allowed_origins,
+            allow_methods=cors.allowed_methods,
+            allow_headers=cors.allowed_headers,
+            expose_headers=cors.exposed_headers,
+            allow_credentials=cors.allow_credentials,
+            max_age=cors.max_age or 600,
+        )
     if not gateway:
         return app
     from sidecar.proxy.gateway import build_gateway
