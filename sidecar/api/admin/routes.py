@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
@@ -21,12 +22,20 @@ if TYPE_CHECKING:
 
 def admin_routes(services: Services) -> list[Route]:
     config = services.config
+
+    async def identity_changed(identity_id: uuid.UUID) -> None:
+        # A deleted identity's sessions go with it; a disabled one's stop at the next look-up.
+        if await services.identity_store.get(identity_id) is None:
+            await services.session_store.delete_by_identity(identity_id)
+        await services.invalidation.publish(identity_id=identity_id)
+
     handlers = IdentityHandlers(
         services.identities,
         services.identity_store,
         services.schemas,
         PageTokens.from_config(config, "identities"),
         config.serve.admin.max_body_size,
+        on_change=identity_changed,
     )
     routes = identity_routes(handlers, "")
     routes += health_routes(services.readiness_checks(), ready=services.is_ready)
