@@ -166,12 +166,7 @@ class ChallengeFlows:
                 return ShowFlow(flow)
             raise errors.BadRequest("Nothing was submitted: send the form with POST.")
         if not (landing and carries_secret):
-            self.life.check_submission(
-                flow,
-                cookie_token=client.csrf_token,
-                submitted=client.csrf_submitted,
-                markers=client.browser_markers,
-            )
+            self.life.check_submission(flow, client)
         if flow.is_expired(self.clock()):
             return await self._replace(flow, flow.expires_at)
         method = body.get("method")

@@ -12,7 +12,7 @@ from sidecar import errors
 from sidecar.config.model import Config, FlowConfig
 from sidecar.flows import messages, nodes
 from sidecar.flows.model import Flow, FlowKind, FlowType, Ui
-from sidecar.flows.outcome import FlowInvalid
+from sidecar.flows.outcome import Client, FlowInvalid, ShowFlow
 from sidecar.flows.store import FlowStore
 from sidecar.identity.model import utcnow
 from sidecar.security import csrf
@@ -139,22 +139,33 @@ class FlowLifecycle:
             )
         return flow
 
-    def check_submission(
-        self, flow: Flow, *, cookie_token: str | None, submitted: str | None, markers: bool
-    ) -> None:
+    async def load_submitted(self, flow_id: uuid.UUID | None, client: Client) -> Flow:
+        """The flow a submission names, once the submission may act on it."""
+        flow = await self.load(flow_id)
+        self.check_submission(flow, client)
+        return flow
+
+    def check_submission(self, flow: Flow, client: Client) -> None:
+        """An API flow takes no browser markers; a browser flow needs its CSRF cookie and token."""
         if flow.type == "api":
-            if markers:
+            if client.browser_markers:
                 raise errors.BadRequest(
                     "The flow was initiated as an API request but the submission carries browser cookies "
                     "or an Origin header. Use a browser flow for browsers.",
                     reason="API flows must not be submitted with cookies or an Origin header.",
                 )
             return
-        self.check_browser_binding(flow, cookie_token)
-        if not csrf.verify(cookie_token, submitted):
+        self.check_browser_binding(flow, client.csrf_token)
+        if not csrf.verify(client.csrf_token, client.csrf_submitted):
             raise errors.CSRFViolation(
                 details={"reject_reason": "The anti-CSRF token is missing or invalid."}
             )
+
+    async def show_invalid(self, flow: Flow, exc: FlowInvalid) -> ShowFlow:
+        """The flow again, with the submission's problems on it."""
+        apply_invalid(flow, exc)
+        await self.store.save(flow)
+        return ShowFlow(flow, exc.status, exc.headers)
 
     def expired_replacement(self, expired: Flow, fresh: Flow) -> Flow:
         fresh.ui.messages.append(messages.flow_expired(self.kind, expired.expires_at))

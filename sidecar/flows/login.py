@@ -13,7 +13,7 @@ from typing import Any
 from sidecar import errors
 from sidecar.config.model import Config
 from sidecar.flows import messages, nodes
-from sidecar.flows.lifecycle import FlowLifecycle, apply_invalid, check_submitted
+from sidecar.flows.lifecycle import FlowLifecycle, check_submitted
 from sidecar.flows.model import Flow, FlowType
 from sidecar.flows.outcome import (
     AlreadySignedIn,
@@ -146,13 +146,7 @@ class LoginFlows:
         return await self.life.fetch(flow_id, client.csrf_token)
 
     async def submit(self, flow_id: uuid.UUID | None, body: Mapping[str, Any], client: Client) -> Outcome:
-        flow = await self.life.load(flow_id)
-        self.life.check_submission(
-            flow,
-            cookie_token=client.csrf_token,
-            submitted=client.csrf_submitted,
-            markers=client.browser_markers,
-        )
+        flow = await self.life.load_submitted(flow_id, client)
         if flow.is_expired():
             fresh = self._build(
                 flow.type,
@@ -176,9 +170,7 @@ class LoginFlows:
             check_submitted(flow, body)
             identity = await self._authenticate(flow, body, client)
         except FlowInvalid as exc:
-            apply_invalid(flow, exc)
-            await self.life.store.save(flow)
-            return ShowFlow(flow, exc.status, exc.headers)
+            return await self.life.show_invalid(flow, exc)
         return await self._complete(flow, identity, client, flow.active or "password")
 
     async def _authenticate(self, flow: Flow, body: Mapping[str, Any], client: Client) -> Identity:

@@ -13,7 +13,7 @@ from typing import Any
 from sidecar import errors
 from sidecar.config.model import Config
 from sidecar.flows import messages, nodes
-from sidecar.flows.lifecycle import FlowLifecycle, apply_invalid, check_submitted
+from sidecar.flows.lifecycle import FlowLifecycle, check_submitted
 from sidecar.flows.model import Flow, FlowType
 from sidecar.flows.outcome import (
     AlreadySignedIn,
@@ -81,13 +81,7 @@ class RegistrationFlows:
 
     async def submit(self, flow_id: uuid.UUID | None, body: Mapping[str, Any], client: Client) -> Outcome:
         self._ensure_enabled()
-        flow = await self.life.load(flow_id)
-        self.life.check_submission(
-            flow,
-            cookie_token=client.csrf_token,
-            submitted=client.csrf_submitted,
-            markers=client.browser_markers,
-        )
+        flow = await self.life.load_submitted(flow_id, client)
         if flow.is_expired():
             fresh = self._build(
                 flow.type, request_url=flow.request_url, return_to=flow.return_to, csrf_token=flow.csrf_token
@@ -105,9 +99,7 @@ class RegistrationFlows:
             check_submitted(flow, body)
             identity = await self._register(flow, body, client)
         except FlowInvalid as exc:
-            apply_invalid(flow, exc)
-            await self.life.store.save(flow)
-            return ShowFlow(flow, exc.status, exc.headers)
+            return await self.life.show_invalid(flow, exc)
         return await self._complete(flow, identity, client, flow.active or "password")
 
     async def _register(self, flow: Flow, body: Mapping[str, Any], client: Client) -> Identity:

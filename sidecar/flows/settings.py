@@ -17,7 +17,7 @@ from typing import Any
 from sidecar import errors
 from sidecar.config.model import Config
 from sidecar.flows import messages, nodes
-from sidecar.flows.lifecycle import FlowLifecycle, apply_invalid, refuse_nul
+from sidecar.flows.lifecycle import FlowLifecycle, refuse_nul
 from sidecar.flows.model import Flow, FlowType
 from sidecar.flows.outcome import Client, Completed, FlowInvalid, FlowReplaced, Outcome, ShowFlow
 from sidecar.flows.store import FlowStore
@@ -117,13 +117,7 @@ class SettingsFlows:
         return flow, identity
 
     async def submit(self, flow_id: uuid.UUID | None, body: Mapping[str, Any], client: Client) -> Outcome:
-        flow = await self.life.load(flow_id)
-        self.life.check_submission(
-            flow,
-            cookie_token=client.csrf_token,
-            submitted=client.csrf_submitted,
-            markers=client.browser_markers,
-        )
+        flow = await self.life.load_submitted(flow_id, client)
         session, identity = await self._require(client)
         if flow.identity_id != identity.id:
             raise errors.IdentityMismatch()
@@ -147,9 +141,7 @@ class SettingsFlows:
             refuse_nul(body)
             update, used = await self._update(flow, body, ctx)
         except FlowInvalid as exc:
-            apply_invalid(flow, exc)
-            await self.life.store.save(flow)
-            return ShowFlow(flow, exc.status, exc.headers)
+            return await self.life.show_invalid(flow, exc)
         except errors.RefreshRequired:
             raise self.refresh_required(flow) from None
         return await self._finish(flow, update, used, session)

@@ -25,7 +25,6 @@ from sidecar.schema.model import IdentitySchema
 from sidecar.schema.registry import SchemaRegistry
 from sidecar.security.ratelimit import RateLimiter
 from sidecar.security.webauthn_rp import (
-    NewKey,
     RelyingParty,
     WebAuthnError,
     b64url,
@@ -77,6 +76,7 @@ class PasskeyStrategy:
         self._schemas = schemas
         self._limiter = limiter
         self._challenges = wk.Challenges(kv, KIND)
+        self._new_keys = wk.NewKeys(self._rp, self._challenges, identities, KIND, "passkey")
 
     # --- login ----------------------------------------------------------------------------------
 
@@ -190,25 +190,12 @@ class PasskeyStrategy:
         if not verdict.allowed:
             raise rate_limited(verdict.retry_after)
         handle = from_b64url(str(flow.internal.get(HANDLE_KEY) or ""))
-        key = await self._verify_new(flow, "register", raw)
+        key = await self._new_keys.verify(flow, "register", raw, require_uv=True)
         field = display_field(schema)
         name = str(kept.get(f"traits.{field}") or "Passkey") if field else "Passkey"
         record = wk.key_record(key, name[:64], True)
         credential = wk.add_key(None, KIND, record, (b64url(handle),), handle)
         return await create_with_credential(self._identities, dict(traits), schema.id, credential, kept)
-
-    async def _verify_new(self, flow: Flow, purpose: str, raw: Any) -> NewKey:
-        return await wk.verify_new_key(
-            self._rp,
-            self._challenges,
-            self._identities,
-            KIND,
-            flow,
-            purpose,
-            raw,
-            require_uv=True,
-            noun="passkey",
-        )
 
     # --- settings ---------------------------------------------------------------------------------
 
@@ -282,7 +269,7 @@ class PasskeyStrategy:
                 node_messages={"passkey_settings_register": [messages.required("passkey_settings_register")]}
             )
         handle = from_b64url(str(flow.internal.get(HANDLE_KEY) or ""))
-        new_key = await self._verify_new(flow, "settings", raw)
+        new_key = await self._new_keys.verify(flow, "settings", raw, require_uv=True)
         field = display_field(self._schemas.get(identity.schema_id))
         name = str(flatten(identity.traits).get(f"traits.{field}") or "Passkey") if field else "Passkey"
         record = wk.key_record(new_key, name[:64], True)

@@ -30,7 +30,6 @@ from sidecar.kv.store import KeyValueStore
 from sidecar.schema.registry import SchemaRegistry
 from sidecar.security.ratelimit import RateLimiter
 from sidecar.security.webauthn_rp import (
-    NewKey,
     RelyingParty,
     WebAuthnError,
     b64url,
@@ -71,6 +70,7 @@ class WebAuthnStrategy:
         self._schemas = schemas
         self._limiter = limiter
         self._challenges = wk.Challenges(kv, KIND)
+        self._new_keys = wk.NewKeys(self._rp, self._challenges, identities, KIND, "security key")
 
     def _keys(self, identity: Identity, *, passwordless: bool) -> list[wk.StoredKey]:
         found = wk.stored_keys(identity.credentials.get(KIND))
@@ -237,23 +237,10 @@ class WebAuthnStrategy:
         if not verdict.allowed:
             raise rate_limited(verdict.retry_after)
         handle = from_b64url(str(flow.internal.get(HANDLE_KEY) or ""))
-        key = await self._verify_new(flow, "register", raw, require_uv=True)
+        key = await self._new_keys.verify(flow, "register", raw, require_uv=True)
         name = str(body.get("webauthn_register_displayname") or "")[:64] or "Security key"
         credential = wk.add_key(None, KIND, wk.key_record(key, name, True), tuple(ids), handle)
         return await create_with_credential(self._identities, dict(traits), schema.id, credential, kept)
-
-    async def _verify_new(self, flow: Flow, purpose: str, raw: Any, *, require_uv: bool) -> NewKey:
-        return await wk.verify_new_key(
-            self._rp,
-            self._challenges,
-            self._identities,
-            KIND,
-            flow,
-            purpose,
-            raw,
-            require_uv=require_uv,
-            noun="security key",
-        )
 
     # --- settings ---------------------------------------------------------------------------------
 
@@ -324,7 +311,7 @@ class WebAuthnStrategy:
         raw = body.get("webauthn_register")
         if not raw:
             raise FlowInvalid(node_messages={"webauthn_register": [messages.required("webauthn_register")]})
-        new_key = await self._verify_new(flow, "settings", raw, require_uv=self.first_factor)
+        new_key = await self._new_keys.verify(flow, "settings", raw, require_uv=self.first_factor)
         name = str(body.get("webauthn_register_displayname") or "")[:64] or "Security key"
         schema = self._schemas.get(identity.schema_id)
         handle = wk.user_handle_of(credential) or identity.id.bytes

@@ -149,27 +149,26 @@ def registration_input(
     return traits, kept, raw
 
 
-async def verify_new_key(
-    rp: RelyingParty,
-    challenges: Challenges,
-    identities: KeyIdentities,
-    kind: str,
-    flow: Flow,
-    purpose: str,
-    raw: Any,
-    *,
-    require_uv: bool,
-    noun: str,
-) -> NewKey:
-    """The key a creation response registers, once its challenge is spent and no identity holds it."""
-    challenge = await challenges.spend(flow, purpose)
-    try:
-        key = verify_creation(rp, parse_response(raw), challenge, require_uv=require_uv)
-    except WebAuthnError as exc:
-        raise refused(f"The {noun} could not be registered: {exc}") from None
-    if await identities.find_by_credential(kind, key_identifier(key.id)) is not None:
-        raise refused(f"This {noun} is registered already.")
-    return key
+@dataclass(frozen=True, slots=True)
+class NewKeys:
+    """Checks a creation response: its challenge is spent, it verifies, and no identity holds the
+    key yet. ``noun`` names the key in messages ("passkey", "security key")."""
+
+    rp: RelyingParty
+    challenges: Challenges
+    identities: KeyIdentities
+    kind: str
+    noun: str
+
+    async def verify(self, flow: Flow, purpose: str, raw: Any, *, require_uv: bool) -> NewKey:
+        challenge = await self.challenges.spend(flow, purpose)
+        try:
+            key = verify_creation(self.rp, parse_response(raw), challenge, require_uv=require_uv)
+        except WebAuthnError as exc:
+            raise refused(f"The {self.noun} could not be registered: {exc}") from None
+        if await self.identities.find_by_credential(self.kind, key_identifier(key.id)) is not None:
+            raise refused(f"This {self.noun} is registered already.")
+        return key
 
 
 async def remove_key(

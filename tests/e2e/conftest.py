@@ -22,7 +22,8 @@ from playwright.sync_api import BrowserContext, ConsoleMessage, Page, sync_playw
 from starlette.types import ASGIApp
 
 from sidecar.config.model import Config
-from tests.conftest import make_config
+from tests.conftest import free_port, make_config
+from tests.mail import SmtpServer
 
 CHROMIUM = os.environ.get("SIDECAR_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -86,6 +87,15 @@ def browser(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Browser]
             yield state
         finally:
             context.close()
+
+
+@pytest.fixture(scope="module")
+def smtp() -> Iterator[SmtpServer]:
+    """A mail catcher for one test module."""
+    server = SmtpServer(free_port())
+    server.start()
+    yield server
+    server.stop()
 
 
 class _Server(uvicorn.Server):

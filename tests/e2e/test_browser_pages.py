@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import Page, expect
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -146,14 +146,19 @@ def test_error_and_welcome_pages(browser: Browser, fake_site: tuple[str, list[An
     assert browser.problems == []
 
 
-def test_login_form_posts_and_shows_the_error(browser: Browser, fake_site: tuple[str, list[Any]]) -> None:
-    base, submitted = fake_site
-    page = browser.page
+def _sign_in_with_wrong_password(page: Page, base: str) -> None:
+    """Submit the fake login page with a wrong password; the error is shown."""
     page.goto(f"{base}/ui/login")
     page.get_by_label("ID").fill("ada@example.com")
     page.get_by_label("Password").fill("wrong-password")
     page.get_by_role("button", name="Sign in with password").click()
     expect(page.get_by_role("alert")).to_contain_text("credentials are invalid")
+
+
+def test_login_form_posts_and_shows_the_error(browser: Browser, fake_site: tuple[str, list[Any]]) -> None:
+    base, submitted = fake_site
+    page = browser.page
+    _sign_in_with_wrong_password(page, base)
     assert submitted[-1]["method"] == ["password"]
     assert submitted[-1]["identifier"] == ["ada@example.com"]
     assert submitted[-1]["password"] == ["wrong-password"]
@@ -195,11 +200,7 @@ def test_mobile_layout(browser: Browser, fake_site: tuple[str, list[Any]]) -> No
 def test_pages_work_without_javascript(browser: Browser, fake_site: tuple[str, list[Any]]) -> None:
     base, submitted = fake_site
     page = browser.page
-    page.goto(f"{base}/ui/login")
-    page.get_by_label("ID").fill("ada@example.com")
-    page.get_by_label("Password").fill("wrong-password")
-    page.get_by_role("button", name="Sign in with password").click()
-    expect(page.get_by_role("alert")).to_contain_text("credentials are invalid")
+    _sign_in_with_wrong_password(page, base)
     assert submitted[-1]["password"] == ["wrong-password"]
     assert browser.problems == []
 

@@ -15,21 +15,13 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.conftest import free_port, make_config
+from tests.conftest import make_config
 from tests.e2e.conftest import Browser
 from tests.live import LiveSidecar, live_sidecar
 from tests.mail import SmtpServer, code_in, link_in
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "correct-Horse-battery-staple-42"
-
-
-@pytest.fixture(scope="module")
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer(free_port())
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -54,14 +54,6 @@ def code_config(dsn: str, smtp: SmtpServer, *, mitigate: bool, lifespan: str = "
     )
 
 
-@pytest.fixture(scope="module")
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer(free_port())
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture(scope="module", params=[False, True], ids=["mitigate-off", "mitigate-on"])
 def live(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer

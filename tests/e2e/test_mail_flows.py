@@ -51,14 +51,6 @@ def mail_config(dsn: str, smtp: SmtpServer, **selfservice: Any) -> Any:
 
 
 @pytest.fixture(scope="module")
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer(free_port())
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer) -> Iterator[LiveSidecar]:
     dsn = f"sqlite:///{tmp_path_factory.mktemp('mail')}/sidecar.db"
     with live_sidecar(mail_config(dsn, smtp)) as server:

@@ -439,6 +439,27 @@ async def test_provider_error_is_shown(h: Harness, net: httpx.AsyncClient) -> No
 # --- existing accounts: never taken over, linked only after signing in --------------------------------
 
 
+async def login_flow_after(h: Harness, done: httpx.Response) -> dict[str, Any]:
+    """The login flow a callback redirected to (``/ui/login?flow=<id>``)."""
+    flow_id = parse_qs(urlsplit(done.headers["location"]).query)["flow"][0]
+    flow: dict[str, Any] = (
+        await h.client.get("/.auth/self-service/login/flows", params={"id": flow_id})
+    ).json()
+    return flow
+
+
+async def sign_in_with_password(
+    h: Harness, flow: dict[str, Any], identifier: str, password: str
+) -> httpx.Response:
+    body = {
+        "csrf_token": node_value(flow, "csrf_token"),
+        "method": "password",
+        "identifier": identifier,
+        "password": password,
+    }
+    return await h.client.post(f"/.auth/self-service/login?flow={flow['id']}", data=body, headers=JSON)
+
+
 async def test_existing_email_is_not_taken_over(
     h: Harness, fake: FakeProvider, net: httpx.AsyncClient
 ) -> None:
@@ -447,18 +468,11 @@ async def test_existing_email_is_not_taken_over(
     done = await sign_in(h, net)
     assert done.status_code == 303 and "/ui/login?flow=" in done.headers["location"]
     assert (await whoami(h.client)).status_code == 401
-    flow_id = parse_qs(urlsplit(done.headers["location"]).query)["flow"][0]
-    flow = (await h.client.get("/.auth/self-service/login/flows", params={"id": flow_id})).json()
+    flow = await login_flow_after(h, done)
     assert 1010016 in message_ids(flow)
 
     # The attacker cannot sign in to the victim's account, so nothing gets linked.
-    body = {
-        "csrf_token": node_value(flow, "csrf_token"),
-        "method": "password",
-        "identifier": "victim@example.com",
-        "password": "not-the-password-1234",
-    }
-    r = await h.client.post(f"/.auth/self-service/login?flow={flow_id}", data=body, headers=JSON)
+    r = await sign_in_with_password(h, flow, "victim@example.com", "not-the-password-1234")
     assert r.status_code == 400 and 4000006 in message_ids(r.json())
     [victim] = await identities(h)
     assert "oidc" not in victim.get("credentials", {})
@@ -471,15 +485,7 @@ async def test_owner_links_the_provider_by_signing_in(
     assert (await register_browser(h.new_client(), "owner@example.com")).status_code == 200
     fake.next_user = {"sub": "owner-at-fake", "email": "owner@example.com"}
     done = await sign_in(h, net)
-    flow_id = parse_qs(urlsplit(done.headers["location"]).query)["flow"][0]
-    flow = (await h.client.get("/.auth/self-service/login/flows", params={"id": flow_id})).json()
-    body = {
-        "csrf_token": node_value(flow, "csrf_token"),
-        "method": "password",
-        "identifier": "owner@example.com",
-        "password": PASSWORD,
-    }
-    r = await h.client.post(f"/.auth/self-service/login?flow={flow_id}", data=body, headers=JSON)
+    r = await sign_in_with_password(h, await login_flow_after(h, done), "owner@example.com", PASSWORD)
     assert r.status_code == 200, r.text
     [owner] = await identities(h)
     assert owner["credentials"]["oidc"]["identifiers"] == ["fake:owner-at-fake"]
@@ -496,15 +502,7 @@ async def test_link_flow_refuses_another_account(
     assert (await register_browser(h.new_client(), "intruder@example.com")).status_code == 200
     fake.next_user = {"sub": "t", "email": "target@example.com"}
     done = await sign_in(h, net)
-    flow_id = parse_qs(urlsplit(done.headers["location"]).query)["flow"][0]
-    flow = (await h.client.get("/.auth/self-service/login/flows", params={"id": flow_id})).json()
-    body = {
-        "csrf_token": node_value(flow, "csrf_token"),
-        "method": "password",
-        "identifier": "intruder@example.com",
-        "password": PASSWORD,
-    }
-    r = await h.client.post(f"/.auth/self-service/login?flow={flow_id}", data=body, headers=JSON)
+    r = await sign_in_with_password(h, await login_flow_after(h, done), "intruder@example.com", PASSWORD)
     assert r.status_code == 400 and 4010009 in message_ids(r.json())
     assert all("oidc" not in i.get("credentials", {}) for i in await identities(h))
 
