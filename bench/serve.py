@@ -4,7 +4,7 @@
 [--login-user EMAIL:PASSWORD] [--hash-nice N]``
 
 The TTL flags tune the resolver after wiring, to force the cache-miss scenario. ``--access-log``
-wraps the app as ``sidecar serve`` does (``sidecar.server.wrap_apps``: request id, metrics and one
+wraps the app as ``sidecar serve`` does (``sidecar.app.wrap_apps``: request id, metrics and one
 JSON access line per request, written to stderr). ``--login-user`` creates an identity with that
 password (hashed with the configured argon2 parameters) for the login-storm scenario;
 ``--hash-nice`` runs the hashing threads at that niceness (an experiment the bench reports). The
@@ -22,7 +22,7 @@ from typing import Any
 import uvicorn
 import uvloop
 
-from sidecar.app import build_services, create_public_app
+from sidecar.app import build_services, create_public_app, wrap_apps
 from sidecar.config.loader import load_config
 
 
@@ -33,8 +33,6 @@ async def main(args: argparse.Namespace) -> None:
     await services.start()
     app: Any = create_public_app(services, manage_lifespan=False)
     if args.access_log:
-        from sidecar.server import wrap_apps
-
         app, _ = wrap_apps(services, app, app)
         app.enabled = True
     if args.login_user:

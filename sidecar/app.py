@@ -1,8 +1,13 @@
-"""The single wiring point: builds every service once from ``Config`` and mounts the two apps.
+"""The composition root: the one place that builds every service from ``Config`` and the two apps.
+
+``build_services`` constructs everything in dependency order and hands each constructor only what
+it uses, so no object is changed after it was built: stores → hasher → metrics → schemas →
+session cache → revocations → sessions → identities (whose changes the sessions follow) →
+courier → strategies → flows. ``create_public_app`` and ``create_admin_app`` then give each route
+builder the few collaborators it calls, and ``wrap_apps`` puts both inside the access log.
 
 Construction is synchronous and connects to nothing (engines and clients are lazy); ``start``
-runs migrations in dev mode and background tasks, ``stop`` closes pools. Each constructor gets
-only the narrow protocols it uses.
+runs migrations in dev mode and background tasks, ``stop`` closes pools.
 """
 
 from __future__ import annotations
@@ -12,34 +17,52 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.applications import Starlette
+from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from sidecar.api import respond
-from sidecar.config.model import Config
+from sidecar.config.model import Config, RateLimit
 from sidecar.courier.service import Courier
 from sidecar.courier.smtp import SmtpSender
+from sidecar.courier.store import CourierStore
 from sidecar.courier.templates import Templates
 from sidecar.courier.worker import CourierWorker
-from sidecar.flows.service import SelfServiceFlows, build_flows
+from sidecar.flows.login import LoginFlows
+from sidecar.flows.logout import LogoutFlows
+from sidecar.flows.recovery import RecoveryFlows, SettingsAfterRecovery
+from sidecar.flows.registration import RegistrationFlows
+from sidecar.flows.service import SelfServiceFlows
+from sidecar.flows.settings import SettingsFlows
+from sidecar.flows.store import FlowStore
+from sidecar.flows.verification import VerificationFlows
 from sidecar.hashing.hasher import PasswordHasher
 from sidecar.identity.manager import IdentityManager
 from sidecar.identity.store import IdentityStore
 from sidecar.kv.store import KeyValueStore
 from sidecar.metrics import Metrics
 from sidecar.schema.registry import SchemaRegistry
+from sidecar.security.ratelimit import RateLimiter
 from sidecar.session.invalidation import Invalidation, create_invalidation
-from sidecar.session.manager import SessionManager, publish_to
+from sidecar.session.manager import SessionManager
 from sidecar.session.resolver import SessionResolver
 from sidecar.session.store import SessionStore
 from sidecar.storage.sql.database import SqlDatabase
+from sidecar.strategies.challenge import AddressDirectory, ChallengeDeps, Mailer
+from sidecar.strategies.oidc.callback import oidc_callbacks
+from sidecar.strategies.registry import StrategyDeps, build_registry
 
 log = logging.getLogger("sidecar")
+
+Closer = Callable[[], Awaitable[None]]
 
 
 @dataclass
 class Services:
+    """Every long-lived object of one worker, built once by ``build_services``."""
+
     config: Config
     database: SqlDatabase
     identity_store: IdentityStore
@@ -55,18 +78,13 @@ class Services:
     invalidation: Invalidation
     courier: Courier
     courier_worker: CourierWorker | None
-    _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    readiness_checks: dict[str, Callable[[], Awaitable[None]]]
+    _closers: list[Closer] = field(default_factory=list)
     _shutting_down: bool = False
     _courier_task: asyncio.Task[None] | None = None
     _courier_stop: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def readiness_checks(self) -> dict[str, Callable[[], Awaitable[None]]]:
-        checks: dict[str, Callable[[], Awaitable[None]]] = {"database": self.database.ping}
-        if self.config.redis is not None:
-            checks["redis"] = self.kv.ping
-        return checks
-
-    def on_stop(self, close: Callable[[], Awaitable[None]]) -> None:
+    def on_stop(self, close: Closer) -> None:
         """Run ``close`` at stop; closers run last-registered first, like nested context managers."""
         self._closers.append(close)
 
@@ -99,9 +117,74 @@ class Services:
                 log.exception("error while closing a service")
 
 
+def send_limits(config: Config) -> RateLimit:
+    """Mail-bombing limits: messages per address and per client IP in the rate-limit window."""
+    rl = config.security.rate_limit
+    return rl.model_copy(update={"per_identifier": rl.send_per_address, "per_ip": rl.send_per_ip})
+
+
+def _courier_queue_depth(store: CourierStore) -> Callable[[], Awaitable[int]]:
+    async def depth() -> int:
+        counts = await store.count_by_status()
+        return sum(n for status, n in counts.items() if status in ("queued", "processing"))
+
+    return depth
+
+
+def build_flows(
+    config: Config,
+    kv: KeyValueStore,
+    identities: IdentityManager,
+    schemas: SchemaRegistry,
+    sessions: SessionManager,
+    *,
+    courier: Mailer | None = None,
+    addresses: AddressDirectory | None = None,
+) -> tuple[SelfServiceFlows, list[Closer]]:
+    """The strategies, then the flows in the order they need each other; and what to close."""
+    store = FlowStore(kv)
+    limiter = RateLimiter(kv, config.security.rate_limit)
+    challenge = None
+    if courier is not None and addresses is not None:
+        challenge = ChallengeDeps(addresses, courier, kv, RateLimiter(kv, send_limits(config)))
+    registry = build_registry(StrategyDeps(config, identities, schemas, limiter, kv=kv, challenge=challenge))
+    verification = VerificationFlows(config, store, registry.verification, kv=kv)
+    registration = RegistrationFlows(
+        config, store, registry.registration, sessions, after_registration=verification.after_registration
+    )
+    settings = SettingsFlows(config, store, registry.settings, sessions, identities.get)
+    recovery = RecoveryFlows(
+        config, store, registry.recovery, sessions=sessions, settings=SettingsAfterRecovery(settings), kv=kv
+    )
+    oidc = registry.oidc
+    login = LoginFlows(
+        config,
+        store,
+        registry.login,
+        sessions,
+        identities.get,
+        after_authentication=(oidc.after_login,) if oidc is not None else (),
+    )
+    callbacks = (
+        oidc_callbacks(config, oidc, kv, store, login, registration, settings) if oidc is not None else None
+    )
+    flows = SelfServiceFlows(
+        login=login,
+        registration=registration,
+        logout=LogoutFlows(config, sessions),
+        limiter=limiter,
+        recovery=recovery,
+        verification=verification,
+        settings=settings,
+        oidc=callbacks,
+    )
+    return flows, ([oidc.client.aclose] if oidc is not None else [])
+
+
 def build_services(config: Config, *, courier_worker: bool = True) -> Services:
     database = SqlDatabase(config.dsn)
-    closers: list[Callable[[], Awaitable[None]]] = [database.close]
+    closers: list[Closer] = [database.close]
+    readiness: dict[str, Callable[[], Awaitable[None]]] = {"database": database.ping}
     session_store: SessionStore
     kv: KeyValueStore
     redis_client = None
@@ -111,34 +194,29 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         redis = RedisBackend(config.redis.url, config.redis.key_prefix)
         session_store, kv, redis_client = redis.sessions, redis.kv, redis.client
         closers.append(redis.close)
+        readiness["redis"] = kv.ping
     else:
         session_store, kv = database.sessions, database.kv
     hasher = PasswordHasher(config.hashers)
     closers.append(hasher.close)
-    metrics = Metrics()
-    metrics.track_hashing_queue(lambda: hasher.queue_depth)
-    schemas = SchemaRegistry(config.identity, base_url=config.public_base_url)
-    identities = IdentityManager(database.identities, schemas, hasher)
-    sessions = SessionManager(session_store, config.session)
-    courier = Courier(database.courier, Templates(config.courier.template_override_path))
-    selfservice = build_flows(
-        config, kv, identities, schemas, sessions, courier=courier, addresses=database.identities
+    metrics = Metrics(
+        hashing_queue=lambda: hasher.queue_depth, courier_queue=_courier_queue_depth(database.courier)
     )
-    if selfservice.oidc is not None:
-        closers.append(selfservice.oidc.strategy.client.aclose)
-    # The proxy's session cache and the revocations that clear it on every worker.
+    schemas = SchemaRegistry(config.identity, base_url=config.public_base_url)
+    # The proxy's session cache, and the revocations that clear it in every worker.
     resolver = SessionResolver(
         session_store, database.identities, ttl=config.session.cache_ttl, on_lookup=metrics.session_cache
     )
-    redis_prefix = config.redis.key_prefix if config.redis else ""
-    invalidation = create_invalidation(kv, redis_client, prefix=redis_prefix)
-    sessions.set_on_revoke(publish_to(invalidation))
-
-    async def courier_queue_depth() -> int:
-        counts = await database.courier.count_by_status()
-        return sum(n for status, n in counts.items() if status in ("queued", "processing"))
-
-    metrics.track_courier_queue(courier_queue_depth)
+    invalidation = create_invalidation(
+        kv, resolver, redis_client, prefix=config.redis.key_prefix if config.redis else ""
+    )
+    sessions = SessionManager(session_store, config.session, revocations=invalidation)
+    identities = IdentityManager(database.identities, schemas, hasher, observer=sessions)
+    courier = Courier(database.courier, Templates(config.courier.template_override_path))
+    selfservice, flow_closers = build_flows(
+        config, kv, identities, schemas, sessions, courier=courier, addresses=database.identities
+    )
+    closers += flow_closers
     worker = (
         CourierWorker(database.courier, SmtpSender(config.courier.smtp), config.courier)
         if courier_worker
@@ -160,8 +238,12 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         invalidation=invalidation,
         courier=courier,
         courier_worker=worker,
+        readiness_checks=readiness,
         _closers=closers,
     )
+
+
+# --- the two ASGI apps ----------------------------------------------------------------------------
 
 
 def _lifespan(services: Services) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
@@ -176,16 +258,53 @@ def _lifespan(services: Services) -> Callable[[Starlette], contextlib.AbstractAs
     return lifespan
 
 
+def _health(services: Services) -> list[Route]:
+    from sidecar.api.health import health_routes
+
+    return health_routes(services.readiness_checks, ready=services.is_ready)
+
+
 def create_admin_app(services: Services, *, manage_lifespan: bool = True) -> ASGIApp:
     from sidecar.api.admin.auth import AdminKey
+    from sidecar.api.admin.identities import IdentityHandlers
     from sidecar.api.admin.routes import admin_routes
+    from sidecar.api.pagination import PageTokens, pagination_secret
+    from sidecar.identity.codec import identity_to_json
+    from sidecar.identity.model import Identity
 
+    config = services.config
+    schemas = services.schemas
+
+    def admin_json(identity: Identity) -> dict[str, Any]:
+        return identity_to_json(identity, schema_url=schemas.schema_url(identity.schema_id), admin=True)
+
+    routes = admin_routes(
+        identities=IdentityHandlers(
+            services.identities,
+            services.identity_store,
+            schemas,
+            PageTokens.from_config(config, "identities"),
+            config.serve.admin.max_body_size,
+        ),
+        sessions=services.sessions,
+        find_identity=services.identity_store.get,
+        identity_json=admin_json,
+        session_tokens=PageTokens.from_config(config, "admin-sessions"),
+        recovery=services.selfservice.recovery,
+        courier_store=services.database.courier,
+        courier_secret=pagination_secret(config),
+        render_metrics=services.metrics.render,
+        health=_health(services),
+        admin_base_url=config.admin_base_url,
+        public_base_url=config.public_base_url,
+        max_body=config.serve.admin.max_body_size,
+    )
     app: ASGIApp = Starlette(
-        routes=admin_routes(services),
+        routes=routes,
         exception_handlers=respond.EXCEPTION_HANDLERS,
         lifespan=_lifespan(services) if manage_lifespan else None,
     )
-    key = services.config.serve.admin.api_key
+    key = config.serve.admin.api_key
     return AdminKey(app, key) if key else app
 
 
@@ -193,19 +312,52 @@ def create_public_app(services: Services, *, manage_lifespan: bool = True, gatew
     """The public listener: the proxy gateway around the Starlette app (``gateway=False``: the plain app)."""
     from starlette.routing import Mount
 
+    from sidecar.api.pagination import PageTokens
+    from sidecar.api.public.errors_flow import ErrorFlows
+    from sidecar.api.public.flow_http import HttpContext
     from sidecar.api.public.routes import public_routes
+    from sidecar.api.public.selfservice import selfservice_routes
+    from sidecar.identity.codec import identity_to_json
+    from sidecar.identity.model import Identity
+    from sidecar.proxy.headers import TrustedProxies
     from sidecar.strategies.oidc.providers import form_action_origins as oidc_origins
     from sidecar.ui.api_client import PublicApiClient, in_process
     from sidecar.ui.pages import page_routes
 
     config = services.config
     prefix = config.serve.public.prefix
+    schemas = services.schemas
+
+    def public_identity(identity: Identity) -> dict[str, Any]:
+        return identity_to_json(identity, schema_url=schemas.schema_url(identity.schema_id), admin=False)
+
+    ctx = HttpContext(
+        config,
+        services.sessions,
+        TrustedProxies.parse(config.serve.public.trusted_proxies),
+        public_identity,
+        services.metrics,
+    )
+    selfservice = selfservice_routes(
+        ctx,
+        services.selfservice,
+        ErrorFlows(config, services.kv),
+        services.identities.get,
+        PageTokens.from_config(config, "sessions"),
+        config.serve.public.max_body_size,
+    )
     # The built-in pages read flows through the public API, in process, exactly as an external
     # UI would over the network: one contract, and the pages never reach around it.
     pages_api = PublicApiClient(config.public_base_url, transport=in_process(lambda: app))
     services.on_stop(pages_api.aclose)
     routes = [
-        *public_routes(services),
+        *public_routes(
+            health=_health(services),
+            schemas=schemas,
+            selfservice=selfservice,
+            admin_base_url=config.admin_base_url,
+            prefix=prefix,
+        ),
         *page_routes(
             fetch_flow=pages_api.fetch_flow,
             fetch_error=pages_api.fetch_error,
@@ -246,3 +398,27 @@ def create_public_app(services: Services, *, manage_lifespan: bool = True, gatew
     )
     services.on_stop(public.stop)  # registered last, so stopped before the pools it uses
     return public
+
+
+def wrap_apps(services: Services, public: Any, admin: Any) -> tuple[Any, Any]:
+    """Both apps inside the access log (request id, one JSON line, request metrics)."""
+    from sidecar.logs import AccessLog, admin_route_classifier, public_route_classifier
+    from sidecar.proxy.headers import TrustedProxies
+
+    config = services.config
+    trusted = TrustedProxies.parse(config.serve.public.trusted_proxies).trusts
+    options: dict[str, Any] = {
+        "trusted": trusted,
+        "metrics": services.metrics,
+        "text": config.log.format == "text",
+        "enabled": config.log.level in ("trace", "debug", "info"),
+    }
+    return (
+        AccessLog(
+            public,
+            listener="public",
+            classify=public_route_classifier(config.serve.public.prefix),
+            **options,
+        ),
+        AccessLog(admin, listener="admin", classify=admin_route_classifier, **options),
+    )

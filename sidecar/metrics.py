@@ -51,7 +51,15 @@ class Metrics:
     HTTP statuses, short error kinds): each distinct combination is a time series forever.
     """
 
-    def __init__(self, *, refresh_interval: float = 5.0) -> None:
+    def __init__(
+        self,
+        *,
+        refresh_interval: float = 5.0,
+        hashing_queue: Callable[[], int] | None = None,
+        courier_queue: Callable[[], Awaitable[int]] | None = None,
+    ) -> None:
+        """``hashing_queue`` returns this process's hashing queue (``lambda: hasher.queue_depth``);
+        ``courier_queue`` counts queued courier messages (one cheap SQL count, run at scrape time)."""
         self.multiprocess = multiprocess_enabled()
         self.refresh_interval = refresh_interval
         self.registry = CollectorRegistry(auto_describe=True)
@@ -105,8 +113,8 @@ class Metrics:
         self._children: dict[tuple[Any, ...], Any] = {}
         self._hit = self._session_cache.labels("hit")
         self._miss = self._session_cache.labels("miss")
-        self._hashing_source: Callable[[], int] | None = None
-        self._courier_source: Callable[[], Awaitable[int]] | None = None
+        self._hashing_source = hashing_queue
+        self._courier_source = courier_queue
 
     # --- hot path: called per request; cached label children, no string formatting ------------
 
@@ -146,14 +154,6 @@ class Metrics:
         child.inc()
 
     # --- gauges sampled from their owners ----------------------------------------------------
-
-    def track_hashing_queue(self, source: Callable[[], int]) -> None:
-        """``source`` returns this process's hashing queue (e.g. ``lambda: hasher.queue_depth``)."""
-        self._hashing_source = source
-
-    def track_courier_queue(self, source: Callable[[], Awaitable[int]]) -> None:
-        """``source`` counts queued courier messages (one cheap SQL count, run at scrape time)."""
-        self._courier_source = source
 
     def refresh_local(self) -> None:
         if self._hashing_source is not None:

@@ -40,8 +40,6 @@ from sidecar.config.model import Config
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
 
-    from sidecar.app import Services
-
 log = logging.getLogger("sidecar")
 
 SHUTDOWN_GRACE = 25.0
@@ -87,32 +85,8 @@ def _uvicorn_config(app: Any) -> uvicorn.Config:
     )
 
 
-def wrap_apps(services: Services, public: Any, admin: Any) -> tuple[Any, Any]:
-    """Both apps inside the access log (request id, one JSON line, request metrics)."""
-    from sidecar.logs import AccessLog, admin_route_classifier, public_route_classifier
-    from sidecar.proxy.headers import TrustedProxies
-
-    config = services.config
-    trusted = TrustedProxies.parse(config.serve.public.trusted_proxies).trusts
-    options: dict[str, Any] = {
-        "trusted": trusted,
-        "metrics": services.metrics,
-        "text": config.log.format == "text",
-        "enabled": config.log.level in ("trace", "debug", "info"),
-    }
-    return (
-        AccessLog(
-            public,
-            listener="public",
-            classify=public_route_classifier(config.serve.public.prefix),
-            **options,
-        ),
-        AccessLog(admin, listener="admin", classify=admin_route_classifier, **options),
-    )
-
-
 async def serve_app(config: Config, sockets: tuple[socket.socket, socket.socket]) -> None:
-    from sidecar.app import build_services, create_admin_app, create_public_app
+    from sidecar.app import build_services, create_admin_app, create_public_app, wrap_apps
 
     services = build_services(config)
     await services.start()

@@ -44,15 +44,16 @@ class LoginFlows:
         strategies: Sequence[LoginStrategy],
         sessions: SessionManager,
         get_identity: Callable[[uuid.UUID], Awaitable[Identity]] | None = None,
+        after_authentication: Sequence[AfterAuthentication] = (),
     ) -> None:
+        """``after_authentication``: steps after a strategy accepted the credentials and before the
+        session is issued (the oidc strategy links a provider account here); may raise FlowInvalid."""
         self.life = FlowLifecycle("login", config, config.selfservice.flows.login, store)
         self._strategies = tuple(strategies)
         self._sessions = sessions
         self._get_identity = get_identity
         self._required_aal = config.session.whoami.required_aal
-        self.after_authentication: list[AfterAuthentication] = []
-        """Set by the wiring: steps after a strategy accepted the credentials and before the
-        session is issued (the oidc strategy links a provider account here); may raise FlowInvalid."""
+        self._after_authentication = tuple(after_authentication)
 
     def _strategies_for(self, flow: Flow) -> list[LoginStrategy]:
         """An aal2 flow offers only the second factors the identity has; aal1 only first factors."""
@@ -177,7 +178,7 @@ class LoginFlows:
         for strategy in self._strategies_for(flow):
             result = await strategy.login(flow, body, client)
             if not isinstance(result, NotResponsible):
-                for step in self.after_authentication:
+                for step in self._after_authentication:
                     await step(flow, result, strategy.id)
                 return result
         raise FlowInvalid([messages.no_strategy("login")])

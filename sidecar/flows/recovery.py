@@ -5,8 +5,8 @@ Recovery only starts without a session. Success issues a fresh ``aal1`` session 
 ``code_recovery`` / ``link_recovery``): recovery never lowers MFA requirements, so an identity with
 a second factor still meets the usual aal2 checks afterwards. The browser goes on to the settings
 UI; an SPA gets 422 ``browser_location_change_required`` unless the feature flag
-``use_continue_with_transitions`` is on. ``settings`` (set by the wiring) creates the settings
-flow; without one the browser is sent to ``/self-service/settings/browser``.
+``use_continue_with_transitions`` is on. ``settings`` creates the settings flow; without one the
+browser is sent to ``/self-service/settings/browser``.
 """
 
 from __future__ import annotations
@@ -106,12 +106,16 @@ class AdminRecovery:
 class RecoveryFlows(ChallengeFlows):
     kind = "recovery"
 
-    settings: SettingsStarter | None = None
-    sessions: SessionManager
-
-    def __init__(self, *args: Any, sessions: SessionManager, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        sessions: SessionManager,
+        settings: SettingsStarter | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.sessions = sessions
+        self.settings = settings
 
     def _strategy_nodes(self, strategy: Any, flow: Flow) -> list[Node]:
         return list(strategy.recovery_nodes(flow))

@@ -39,13 +39,14 @@ class RegistrationFlows:
         store: FlowStore,
         strategies: Sequence[RegistrationStrategy],
         sessions: SessionManager,
+        after_registration: AfterRegistration | None = None,
     ) -> None:
+        """``after_registration``: the verification hook (mails, ``show_verification_ui`` items)."""
         self._flow_config = config.selfservice.flows.registration
         self.life = FlowLifecycle("registration", config, self._flow_config, store)
         self._strategies = tuple(strategies)
         self._sessions = sessions
-        self.after_registration: AfterRegistration | None = None
-        """Set by the wiring: the verification hook (mails, ``show_verification_ui`` items)."""
+        self._after_registration = after_registration
 
     def _ensure_enabled(self) -> None:
         if not self._flow_config.enabled:
@@ -118,7 +119,8 @@ class RegistrationFlows:
         flow.ui.messages = []
         await self.life.store.save(flow)
         redirect_to = self.life.after_url(flow, method)
-        continue_with = await self.after_registration(identity, flow) if self.after_registration else []
+        hook = self._after_registration
+        continue_with = await hook(identity, flow) if hook is not None else []
         if "show_verification_ui" in self.life.hooks(method):
             redirect_to = next((c["flow"]["url"] for c in continue_with if c["flow"].get("url")), redirect_to)
         return Completed(flow, identity, redirect_to, session, token, tuple(continue_with))

@@ -1,25 +1,29 @@
-"""The self-service flows, built once from config and the narrow services they use."""
+"""The self-service flows as one value, for the API layer (built in ``sidecar.app``)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
-from sidecar.config.model import Config, RateLimit
 from sidecar.flows.login import LoginFlows
 from sidecar.flows.logout import LogoutFlows
-from sidecar.flows.recovery import RecoveryFlows, SettingsAfterRecovery
+from sidecar.flows.model import FlowKind
+from sidecar.flows.outcome import Client, Outcome
+from sidecar.flows.recovery import RecoveryFlows
 from sidecar.flows.registration import RegistrationFlows
 from sidecar.flows.settings import SettingsFlows
-from sidecar.flows.store import FlowStore
 from sidecar.flows.verification import VerificationFlows
-from sidecar.kv.store import KeyValueStore
-from sidecar.schema.registry import SchemaRegistry
 from sidecar.security.ratelimit import RateLimiter
-from sidecar.session.manager import SessionManager
-from sidecar.strategies.challenge import AddressDirectory, ChallengeDeps, Mailer
-from sidecar.strategies.oidc.callback import OidcCallbacks, oidc_callbacks
-from sidecar.strategies.password import PasswordIdentities
-from sidecar.strategies.registry import StrategyDeps, build_registry
+
+
+class ProviderCallbacks(Protocol):
+    """Where a social sign-in comes back from the provider (``sidecar.strategies.oidc.callback``):
+    the flow it continues in, and that flow's outcome."""
+
+    async def handle(
+        self, provider_id: str, params: Mapping[str, str], client: Client
+    ) -> tuple[FlowKind, Outcome]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,46 +35,4 @@ class SelfServiceFlows:
     recovery: RecoveryFlows | None = None
     verification: VerificationFlows | None = None
     settings: SettingsFlows | None = None
-    oidc: OidcCallbacks | None = None
-
-
-def build_flows(
-    config: Config,
-    kv: KeyValueStore,
-    identities: PasswordIdentities,
-    schemas: SchemaRegistry,
-    sessions: SessionManager,
-    *,
-    courier: Mailer | None = None,
-    addresses: AddressDirectory | None = None,
-) -> SelfServiceFlows:
-    store = FlowStore(kv)
-    limiter = RateLimiter(kv, config.security.rate_limit)
-    challenge = None
-    if courier is not None and addresses is not None:
-        challenge = ChallengeDeps(addresses, courier, kv, RateLimiter(kv, send_limits(config)))
-    registry = build_registry(StrategyDeps(config, identities, schemas, limiter, kv=kv, challenge=challenge))
-    recovery = RecoveryFlows(config, store, registry.recovery, sessions=sessions, kv=kv)
-    verification = VerificationFlows(config, store, registry.verification, kv=kv)
-    registration = RegistrationFlows(config, store, registry.registration, sessions)
-    registration.after_registration = verification.after_registration
-    settings = SettingsFlows(config, store, registry.settings, sessions, identities.get)
-    recovery.settings = SettingsAfterRecovery(settings)
-    login = LoginFlows(config, store, registry.login, sessions, identities.get)
-    oidc = oidc_callbacks(config, registry.login, kv, store, login, registration, settings)
-    return SelfServiceFlows(
-        login=login,
-        registration=registration,
-        logout=LogoutFlows(config, sessions),
-        limiter=limiter,
-        recovery=recovery,
-        verification=verification,
-        settings=settings,
-        oidc=oidc,
-    )
-
-
-def send_limits(config: Config) -> RateLimit:
-    """Mail-bombing limits: messages per address and per client IP in the rate-limit window."""
-    rl = config.security.rate_limit
-    return rl.model_copy(update={"per_identifier": rl.send_per_address, "per_ip": rl.send_per_ip})
+    oidc: ProviderCallbacks | None = None

@@ -3,7 +3,8 @@
 Every write goes through ``_build``: traits are validated against the identity's schema, then
 credential identifiers and addresses are derived from the ``ory.sh/kratos`` extension (Kratos'
 ``identity/extension_*.go``), so an identity can never be stored with identifiers that disagree
-with its traits.
+with its traits. Every change to a stored identity is told to the ``IdentityObserver`` (the
+session manager: sessions follow their identity).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import jsonpatch
 import jsonpointer
@@ -22,6 +23,8 @@ from sidecar import errors
 from sidecar.hashing.hasher import PasswordHasher
 from sidecar.identity import codec
 from sidecar.identity.model import (
+    CREDENTIAL_TYPES,
+    FIRST_FACTOR_TYPES,
     Credential,
     Identity,
     IdentityState,
@@ -37,6 +40,8 @@ log = logging.getLogger("sidecar.identity")
 
 _FORBIDDEN_PATCH = ("/id", "/stateChangedAt", "/state_changed_at", "/credentials")
 _PASSWORD_PATCH = "/credentials/password/config/password"
+# Second factors and keys: an admin may always remove them (a first factor only if another is left).
+_ALWAYS_DELETABLE = ("totp", "lookup_secret", "webauthn", "passkey")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +65,34 @@ class IdentitySpec:
     password_plain: str | None = None
 
 
+class IdentityObserver(Protocol):
+    """Told after a stored identity changed or was deleted (``SessionManager`` implements it)."""
+
+    async def identity_changed(self, identity_id: uuid.UUID) -> None: ...
+
+    async def identity_deleted(self, identity_id: uuid.UUID) -> None: ...
+
+
+class _Unobserved:
+    async def identity_changed(self, identity_id: uuid.UUID) -> None:
+        return None
+
+    async def identity_deleted(self, identity_id: uuid.UUID) -> None:
+        return None
+
+
 class IdentityManager:
-    def __init__(self, store: IdentityStore, schemas: SchemaRegistry, hasher: PasswordHasher) -> None:
+    def __init__(
+        self,
+        store: IdentityStore,
+        schemas: SchemaRegistry,
+        hasher: PasswordHasher,
+        observer: IdentityObserver | None = None,
+    ) -> None:
         self._store = store
         self._schemas = schemas
         self._hasher = hasher
+        self._observer = observer or _Unobserved()
 
     # --- reads --------------------------------------------------------------------------------
 
@@ -99,7 +127,9 @@ class IdentityManager:
     async def update(self, identity_id: uuid.UUID, spec: IdentitySpec) -> Identity:
         """PUT semantics: traits, state and metadata replaced; credentials merged as Kratos does."""
         current = await self.get(identity_id)
-        return await self._store.update(await self._build(spec, current))
+        updated = await self._store.update(await self._build(spec, current))
+        await self._observer.identity_changed(identity_id)
+        return updated
 
     async def patch(self, identity_id: uuid.UUID, operations: Any) -> Identity:
         """RFC 6902 over the admin JSON view; ``/credentials/password/config/password`` sets a password."""
@@ -138,11 +168,38 @@ class IdentityManager:
             recovery_addresses=codec.address_list(patched.get("recovery_addresses")),
             credentials={"password": {"config": {"password": password}}} if password is not None else None,
         )
-        return await self._store.update(await self._build(spec, current))
+        updated = await self._store.update(await self._build(spec, current))
+        await self._observer.identity_changed(identity_id)
+        return updated
 
     async def delete(self, identity_id: uuid.UUID) -> None:
+        """The identity and, through the observer, its sessions."""
         if not await self._store.delete(identity_id):
             raise errors.NotFound("Unable to locate the resource")
+        await self._observer.identity_deleted(identity_id)
+
+    async def delete_credential(self, identity_id: uuid.UUID, credential_type: str) -> None:
+        """Kratos' admin ``DELETE /identities/{id}/credentials/{type}``: second factors and keys
+        always go; a first factor only while another way to sign in is left."""
+        if credential_type not in CREDENTIAL_TYPES:
+            raise errors.BadRequest(f"unknown credential type {credential_type[:32]!r}")
+        identity = await self.get(identity_id)
+        if credential_type not in identity.credentials:
+            raise errors.NotFound(f"the identity has no {credential_type} credential")
+        if credential_type in FIRST_FACTOR_TYPES and credential_type != "webauthn":
+            others = [
+                t
+                for t in identity.credentials
+                if t != credential_type and t in FIRST_FACTOR_TYPES and t != "code"
+            ]
+            if not others:
+                raise errors.BadRequest(
+                    f"cannot remove the {credential_type} credential: it is the only first factor left"
+                )
+        elif credential_type not in _ALWAYS_DELETABLE:
+            raise errors.BadRequest(f"credentials of type {credential_type} cannot be deleted")
+        await self._store.delete_credential(identity_id, credential_type)
+        await self._observer.identity_changed(identity_id)
 
     async def set_password(self, identity_id: uuid.UUID, password: str) -> Identity:
         """Store a new password (settings and recovery flows); the identity needs an identifier."""

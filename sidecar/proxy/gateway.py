@@ -114,7 +114,7 @@ class Gateway:
         self._started = True
         self.access.rules.start()
         if self.invalidation is not None:
-            await self.invalidation.start(self.access.resolver)
+            await self.invalidation.start()
 
     async def stop(self) -> None:
         self._started = False

@@ -23,12 +23,21 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 from sidecar.kv.store import KeyValueStore
-from sidecar.session.resolver import SessionResolver
 
 log = logging.getLogger("sidecar.session")
 
 CHANNEL = "sidecar:session-revocations"
 EPOCH_KEY = "sidecar:session-revocations:epoch"
+
+
+class SessionCache(Protocol):
+    """The in-process cache a revocation clears (``sidecar.session.resolver.SessionResolver``)."""
+
+    def invalidate_session(self, session_id: uuid.UUID) -> None: ...
+
+    def invalidate_identity(self, identity_id: uuid.UUID) -> None: ...
+
+    def invalidate_all(self) -> None: ...
 
 
 class Invalidation(Protocol):
@@ -38,35 +47,37 @@ class Invalidation(Protocol):
         self, session_id: uuid.UUID | None = None, identity_id: uuid.UUID | None = None
     ) -> None: ...
 
-    async def start(self, resolver: SessionResolver) -> None: ...
+    async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
 
 
-def _apply(resolver: SessionResolver | None, session_id: Any, identity_id: Any) -> None:
-    if resolver is None:
+def _apply(cache: SessionCache | None, session_id: Any, identity_id: Any) -> None:
+    if cache is None:
         return
     if session_id:
-        resolver.invalidate_session(uuid.UUID(str(session_id)))
+        cache.invalidate_session(uuid.UUID(str(session_id)))
     if identity_id:
-        resolver.invalidate_identity(uuid.UUID(str(identity_id)))
+        cache.invalidate_identity(uuid.UUID(str(identity_id)))
     if not session_id and not identity_id:
-        resolver.invalidate_all()
+        cache.invalidate_all()
 
 
 class RedisInvalidation:
-    def __init__(self, client: Any, *, channel: str = CHANNEL, retry: float = 1.0) -> None:
+    def __init__(
+        self, client: Any, cache: SessionCache | None, *, channel: str = CHANNEL, retry: float = 1.0
+    ) -> None:
         self.client = client  # redis.asyncio.Redis
         self.channel = channel
         self.retry = retry
-        self._resolver: SessionResolver | None = None
+        self._cache = cache
         self._task: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
 
     async def publish(
         self, session_id: uuid.UUID | None = None, identity_id: uuid.UUID | None = None
     ) -> None:
-        _apply(self._resolver, session_id, identity_id)
+        _apply(self._cache, session_id, identity_id)
         message = json.dumps(
             {
                 "session_id": str(session_id) if session_id else None,
@@ -83,8 +94,8 @@ class RedisInvalidation:
             pubsub = self.client.pubsub()
             try:
                 await pubsub.subscribe(self.channel)
-                if self._resolver is not None:
-                    self._resolver.invalidate_all()  # anything published while we were away is lost
+                if self._cache is not None:
+                    self._cache.invalidate_all()  # anything published while we were away is lost
                 self.subscribed.set()
                 while True:
                     # Polling with a timeout, not listen(): the client's socket_timeout would
@@ -94,7 +105,7 @@ class RedisInvalidation:
                         continue
                     try:
                         data = json.loads(message["data"])
-                        _apply(self._resolver, data.get("session_id"), data.get("identity_id"))
+                        _apply(self._cache, data.get("session_id"), data.get("identity_id"))
                     except (ValueError, TypeError, AttributeError):
                         log.warning("ignoring a malformed revocation message")
             except asyncio.CancelledError:
@@ -107,8 +118,7 @@ class RedisInvalidation:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
 
-    async def start(self, resolver: SessionResolver) -> None:
-        self._resolver = resolver
+    async def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._listen(), name="session-revocations")
 
@@ -124,6 +134,7 @@ class PollingInvalidation:
     def __init__(
         self,
         kv: KeyValueStore,
+        cache: SessionCache | None,
         *,
         key: str = EPOCH_KEY,
         interval: float = 1.0,
@@ -133,14 +144,14 @@ class PollingInvalidation:
         self.key = key
         self.interval = interval
         self.keep = keep
-        self._resolver: SessionResolver | None = None
+        self._cache = cache
         self._task: asyncio.Task[None] | None = None
         self._seen: bytes | None = None
 
     async def publish(
         self, session_id: uuid.UUID | None = None, identity_id: uuid.UUID | None = None
     ) -> None:
-        _apply(self._resolver, session_id, identity_id)
+        _apply(self._cache, session_id, identity_id)
         value = secrets.token_hex(16).encode()
         try:
             await self.kv.set(self.key, value, self.keep)
@@ -151,8 +162,8 @@ class PollingInvalidation:
         value = await self.kv.get(self.key)
         if value != self._seen:
             self._seen = value
-            if self._resolver is not None:
-                self._resolver.invalidate_all()
+            if self._cache is not None:
+                self._cache.invalidate_all()
 
     async def _poll(self) -> None:
         while True:
@@ -164,8 +175,7 @@ class PollingInvalidation:
             except Exception as exc:
                 log.warning("revocation poll failed (%s); the cache TTL bounds staleness", exc)
 
-    async def start(self, resolver: SessionResolver) -> None:
-        self._resolver = resolver
+    async def start(self) -> None:
         with contextlib.suppress(Exception):
             self._seen = await self.kv.get(self.key)
         if self._task is None:
@@ -180,9 +190,9 @@ class PollingInvalidation:
 
 
 def create_invalidation(
-    kv: KeyValueStore, redis_client: Any | None = None, *, prefix: str = ""
+    kv: KeyValueStore, cache: SessionCache, redis_client: Any | None = None, *, prefix: str = ""
 ) -> Invalidation:
     """Redis pub/sub when a Redis client is available, else polling the key-value store."""
     if redis_client is not None:
-        return RedisInvalidation(redis_client, channel=prefix + CHANNEL)
-    return PollingInvalidation(kv)
+        return RedisInvalidation(redis_client, cache, channel=prefix + CHANNEL)
+    return PollingInvalidation(kv, cache)

@@ -1,14 +1,17 @@
 """Session lifecycle: issue, resolve, refresh, extend, revoke (kratos-api.md §3.2, §6).
 
 Tokens come from ``security.tokens`` (CSPRNG, ``ory_st_`` + 32 alphanumerics); stores keep only
-their SHA-256 digest. Every revocation calls ``on_revoke`` so in-process caches in front of the
-store (the access proxy's resolver) drop the session at once.
+their SHA-256 digest. Every revocation is published on ``revocations`` so in-process caches in
+front of the store (the access proxy's resolver, in every worker) drop the session at once.
+
+Sessions follow their identity: the identity manager tells this manager (``IdentityObserver``)
+when an identity changed, so cached copies are dropped, and when it was deleted, so its sessions
+go with it (Kratos deletes them in the same transaction).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
@@ -19,8 +22,6 @@ from sidecar.security import tokens
 from sidecar.session.model import AuthenticationMethod, Device, Session
 from sidecar.session.store import SessionStore
 
-OnRevoke = Callable[[Sequence[Session]], Awaitable[None]]
-
 
 class RevocationChannel(Protocol):
     """``sidecar.session.invalidation.Invalidation``: tells every worker's session cache."""
@@ -30,16 +31,13 @@ class RevocationChannel(Protocol):
     ) -> None: ...
 
 
-def publish_to(channel: RevocationChannel) -> OnRevoke:
-    async def on_revoke(sessions: Sequence[Session]) -> None:
-        for session in sessions:
-            await channel.publish(session_id=session.id)
+class _NoCache:
+    """For a manager with no cache in front of its store (tools, tests)."""
 
-    return on_revoke
-
-
-async def _ignore(sessions: Sequence[Session]) -> None:
-    return None
+    async def publish(
+        self, session_id: uuid.UUID | None = None, identity_id: uuid.UUID | None = None
+    ) -> None:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,18 +47,20 @@ class IssuedSession:
 
 
 class SessionManager:
-    def __init__(self, store: SessionStore, config: SessionConfig, on_revoke: OnRevoke | None = None) -> None:
+    def __init__(
+        self, store: SessionStore, config: SessionConfig, revocations: RevocationChannel | None = None
+    ) -> None:
         self._store = store
         self._config = config
-        self._on_revoke = on_revoke or _ignore
+        self._revocations = revocations or _NoCache()
 
     @property
     def config(self) -> SessionConfig:
         return self._config
 
-    def set_on_revoke(self, callback: OnRevoke) -> None:
-        """For wiring: the proxy's cache is built after the session manager."""
-        self._on_revoke = callback
+    async def _revoked(self, sessions: list[Session]) -> None:
+        for session in sessions:
+            await self._revocations.publish(session_id=session.id)
 
     async def issue(
         self, identity_id: uuid.UUID, method: str, *, aal: str = "aal1", device: Device | None = None
@@ -148,31 +148,35 @@ class SessionManager:
 
     async def revoke(self, session: Session) -> bool:
         changed = await self._store.revoke(session.id)
-        await self._on_revoke([session])
+        await self._revoked([session])
         return changed
-
-    async def revoke_by_id(self, session_id: uuid.UUID) -> bool:
-        session = await self._store.get(session_id)
-        if session is None:
-            return False
-        return await self.revoke(session)
 
     async def revoke_others(self, identity_id: uuid.UUID, except_id: uuid.UUID | None) -> int:
         victims = [
             s for s in await self._store.list_by_identity(identity_id, active_only=True) if s.id != except_id
         ]
         count = await self._store.revoke_all(identity_id, except_id=except_id)
-        if victims:
-            await self._on_revoke(victims)
+        await self._revoked(victims)
         return count
 
     async def delete_for_identity(self, identity_id: uuid.UUID) -> int:
         """Kratos' admin "delete all sessions of an identity": rows go, caches are told."""
         victims = await self._store.list_by_identity(identity_id)
         count = await self._store.delete_by_identity(identity_id)
-        if victims:
-            await self._on_revoke(victims)
+        await self._revoked(victims)
         return count
+
+    # --- sessions follow their identity (``sidecar.identity.manager.IdentityObserver``) ----------
+
+    async def identity_changed(self, identity_id: uuid.UUID) -> None:
+        """Cached sessions of the identity are dropped everywhere: a disabled identity stops
+        passing the proxy now, not after ``session.cache_ttl``, and new traits show at once."""
+        await self._revocations.publish(identity_id=identity_id)
+
+    async def identity_deleted(self, identity_id: uuid.UUID) -> None:
+        """A deleted identity's sessions go with it."""
+        await self._store.delete_by_identity(identity_id)
+        await self._revocations.publish(identity_id=identity_id)
 
     async def list_for_identity(self, identity_id: uuid.UUID, *, active_only: bool = False) -> list[Session]:
         return await self._store.list_by_identity(identity_id, active_only=active_only)

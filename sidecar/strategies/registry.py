@@ -88,6 +88,8 @@ class StrategyRegistry:
     settings: tuple[SettingsStrategy, ...] = ()
     recovery: tuple[RecoveryStrategy, ...] = ()
     verification: tuple[VerificationStrategy, ...] = ()
+    oidc: OidcStrategy | None = None
+    """Social sign-in, when enabled: its callback handler and HTTP client are wired apart."""
 
 
 def _enabled(config: Config, name: str) -> bool:
@@ -104,4 +106,5 @@ def build_registry(deps: StrategyDeps) -> StrategyRegistry:
         settings=tuple(s for s in built if hasattr(s, "settings_nodes")),
         recovery=tuple(s for s in built if hasattr(s, "recovery_nodes")),
         verification=tuple(s for s in built if hasattr(s, "verification_nodes")),
+        oidc=next((s for s in built if isinstance(s, OidcStrategy)), None),
     )

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from sidecar.app import send_limits
 from sidecar.config.model import Config
 from sidecar.flows.recovery import RecoveryFlows
-from sidecar.flows.service import send_limits
 from sidecar.flows.store import FlowStore
 from sidecar.flows.verification import VerificationFlows
 from sidecar.identity.manager import IdentitySpec

@@ -9,7 +9,7 @@ import pytest
 
 from sidecar import errors
 from sidecar.flows.outcome import Completed, FlowReplaced, ShowFlow
-from sidecar.flows.service import build_flows
+from sidecar.app import build_flows
 from sidecar.identity.model import Identity
 from tests.flows.challenge_helpers import PASSWORD, Kit, Outbox, make_kit
 from tests.flows.conftest import FLOW_TYPES, client_for
@@ -116,7 +116,7 @@ async def test_unknown_address_answers_sent(kit: Kit) -> None:
 
 def _wired(services: Any, config_hooks: Any = None) -> tuple[Any, Outbox]:
     outbox = Outbox()
-    flows = build_flows(
+    flows, _ = build_flows(
         services.config,
         services.kv,
         services.identities,

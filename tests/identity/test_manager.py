@@ -194,3 +194,38 @@ async def test_set_password_get_delete(env: Env) -> None:
         await env.manager.get(created.id)
     with pytest.raises(errors.NotFound):
         await env.manager.delete(created.id)
+
+
+class Observer:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, uuid.UUID]] = []
+
+    async def identity_changed(self, identity_id: uuid.UUID) -> None:
+        self.events.append(("changed", identity_id))
+
+    async def identity_deleted(self, identity_id: uuid.UUID) -> None:
+        self.events.append(("deleted", identity_id))
+
+
+async def test_observer_hears_changes_and_deletion(env: Env) -> None:
+    """Sessions follow their identity: the manager tells its observer after each stored change."""
+    observer = Observer()
+    schemas = SchemaRegistry(IdentityConfig(), base_url="http://127.0.0.1:4433/.auth")
+    await schemas.load()
+    manager = IdentityManager(env.db.identities, schemas, env.hasher, observer=observer)
+    created = await manager.create(person(credentials=with_password()))
+    assert observer.events == []  # a new identity has no sessions to follow it
+    await manager.update(created.id, person(state="inactive"))
+    await manager.patch(created.id, [{"op": "replace", "path": "/state", "value": "active"}])
+    await manager.delete(created.id)
+    assert observer.events == [("changed", created.id), ("changed", created.id), ("deleted", created.id)]
+
+
+async def test_admin_credential_deletion_keeps_a_way_in(env: Env) -> None:
+    created = await env.manager.create(person(credentials=with_password()))
+    with pytest.raises(errors.BadRequest):  # the only first factor
+        await env.manager.delete_credential(created.id, "password")
+    with pytest.raises(errors.NotFound):
+        await env.manager.delete_credential(created.id, "totp")
+    with pytest.raises(errors.BadRequest):
+        await env.manager.delete_credential(created.id, "nonsense")

@@ -27,7 +27,10 @@ def value(text: str, name: str, **labels: str) -> float:
 
 
 async def test_every_recording_method_shows_up() -> None:
-    m = Metrics()
+    async def courier() -> int:
+        return 7
+
+    m = Metrics(hashing_queue=lambda: 3, courier_queue=courier)
     m.request("proxy", 200)
     m.request("proxy", 200)
     m.observe_decision("api", "allow", 0.0003)
@@ -37,12 +40,6 @@ async def test_every_recording_method_shows_up() -> None:
     m.observe_upstream(0.05)
     m.observe_upstream(2.0, error="timeout")
     m.flow_submission("login", "password", "success")
-    m.track_hashing_queue(lambda: 3)
-
-    async def courier() -> int:
-        return 7
-
-    m.track_courier_queue(courier)
     body, content_type = await m.render()
     text = body.decode()
     assert content_type.startswith("text/plain")
@@ -62,12 +59,10 @@ async def test_every_recording_method_shows_up() -> None:
 
 
 async def test_a_failing_gauge_source_does_not_break_the_scrape() -> None:
-    m = Metrics()
-
     async def broken() -> int:
         raise ConnectionError("database down")
 
-    m.track_courier_queue(broken)
+    m = Metrics(courier_queue=broken)
     body, _ = await m.render()
     assert value(body.decode(), "sidecar_courier_queue_depth") == 0
 

@@ -246,7 +246,7 @@ async def revoke(config: Config, session: Session) -> None:
         try:
             await redis.sessions.revoke(session.id)
             await RedisInvalidation(
-                redis.client, channel=config.redis.key_prefix + "sidecar:session-revocations"
+                redis.client, None, channel=config.redis.key_prefix + "sidecar:session-revocations"
             ).publish(session_id=session.id)
         finally:
             await redis.close()
@@ -257,7 +257,7 @@ async def revoke(config: Config, session: Session) -> None:
         db = SqlDatabase(config.dsn)
         try:
             await db.sessions.revoke(session.id)
-            await PollingInvalidation(db.kv).publish(session_id=session.id)
+            await PollingInvalidation(db.kv, None).publish(session_id=session.id)
         finally:
             await db.close()
 

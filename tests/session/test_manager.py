@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -14,7 +14,7 @@ from sidecar.config.model import SessionConfig
 from sidecar.identity.model import utcnow
 from sidecar.security import tokens
 from sidecar.session.manager import SessionManager
-from sidecar.session.model import Device, Session
+from sidecar.session.model import Device
 from sidecar.session.store import SessionStore
 
 
@@ -46,11 +46,19 @@ async def store(backend: tuple[str, str, str]) -> AsyncIterator[SessionStore]:
 
 
 class Recorder:
+    """A revocation channel that records what was published."""
+
     def __init__(self) -> None:
         self.seen: list[uuid.UUID] = []
+        self.identities: list[uuid.UUID] = []
 
-    async def __call__(self, sessions: Sequence[Session]) -> None:
-        self.seen.extend(s.id for s in sessions)
+    async def publish(
+        self, session_id: uuid.UUID | None = None, identity_id: uuid.UUID | None = None
+    ) -> None:
+        if session_id is not None:
+            self.seen.append(session_id)
+        if identity_id is not None:
+            self.identities.append(identity_id)
 
 
 def _manager(store: SessionStore, recorder: Recorder | None = None, **config: Any) -> SessionManager:
@@ -142,3 +150,20 @@ async def test_logout_token_is_bound_to_its_session(store: SessionStore) -> None
     assert reloaded.logout_token_digest != token
     assert not manager.logout_token_matches(other.session, token)
     assert not manager.logout_token_matches(reloaded, "ory_lo_" + "x" * 32)
+
+
+async def test_sessions_follow_their_identity(store: SessionStore) -> None:
+    """``IdentityObserver``: a changed identity is published; a deleted one takes its sessions."""
+    recorder = Recorder()
+    manager = _manager(store, recorder)
+    owner, bystander = uuid.uuid4(), uuid.uuid4()
+    mine = [await manager.issue(owner, "password") for _ in range(2)]
+    theirs = await manager.issue(bystander, "password")
+    await manager.identity_changed(owner)
+    assert recorder.identities == [owner]
+    assert all([await manager.resolve(m.token) for m in mine])
+    await manager.identity_deleted(owner)
+    assert recorder.identities == [owner, owner]
+    assert [await manager.resolve(m.token) for m in mine] == [None, None]
+    assert await store.list_by_identity(owner) == []
+    assert await manager.resolve(theirs.token) is not None

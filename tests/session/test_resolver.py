@@ -164,10 +164,10 @@ async def test_redis_pubsub_invalidation_reaches_other_workers(
     _, session, token = await signed_in(db)
     a, b = RedisBackend(redis_url, unique_prefix), RedisBackend(redis_url, unique_prefix)
     worker = SessionResolver(db.sessions, db.identities, ttl=timedelta(seconds=60))
-    sub = RedisInvalidation(b.client, channel=unique_prefix + "revocations")
-    pub = RedisInvalidation(a.client, channel=unique_prefix + "revocations")
+    sub = RedisInvalidation(b.client, worker, channel=unique_prefix + "revocations")
+    pub = RedisInvalidation(a.client, None, channel=unique_prefix + "revocations")
     try:
-        await sub.start(worker)
+        await sub.start()
         await asyncio.wait_for(sub.subscribed.wait(), 5)
         assert await worker.resolve(token) is not None
         await db.sessions.revoke(session.id)
@@ -186,12 +186,12 @@ async def test_redis_pubsub_invalidation_reaches_other_workers(
 async def test_sql_polling_invalidation(db: Any) -> None:
     _, session, token = await signed_in(db)
     worker = SessionResolver(db.sessions, db.identities, ttl=timedelta(seconds=60))
-    sub = PollingInvalidation(db.kv, interval=0.05)
-    await sub.start(worker)
+    sub = PollingInvalidation(db.kv, worker, interval=0.05)
+    await sub.start()
     try:
         assert await worker.resolve(token) is not None
         await db.sessions.revoke(session.id)
-        await PollingInvalidation(db.kv).publish(session_id=session.id)
+        await PollingInvalidation(db.kv, None).publish(session_id=session.id)
         await asyncio.sleep(0.3)
         assert await worker.resolve(token) is None
     finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -17,7 +16,7 @@ from sidecar.api.pagination import PageTokens, link_header, parse_page_size, par
 from sidecar.api.respond import json_response
 from sidecar.identity.codec import identity_to_json
 from sidecar.identity.manager import IdentityManager
-from sidecar.identity.model import CREDENTIAL_TYPES, FIRST_FACTOR_TYPES, Identity
+from sidecar.identity.model import CREDENTIAL_TYPES, Identity
 from sidecar.identity.store import IdentityStore
 from sidecar.schema.registry import SchemaRegistry
 
@@ -34,11 +33,7 @@ class IdentityHandlers:
         schemas: SchemaRegistry,
         tokens: PageTokens,
         max_body: int,
-        on_change: Callable[[uuid.UUID], Awaitable[None]] | None = None,
     ) -> None:
-        # Told after an identity changed, so every worker's session cache drops it at once
-        # (a disabled identity stops passing the proxy now, not after session.cache_ttl).
-        self.on_change = on_change
         self.manager = manager
         self.store = store
         self.schemas = schemas
@@ -143,53 +138,27 @@ class IdentityHandlers:
             raise errors.NotFound("Unable to locate the resource")
         return json_response(self._json(identity, self._include(request)))
 
-    async def _changed(self, identity_id: uuid.UUID) -> None:
-        if self.on_change is not None:
-            await self.on_change(identity_id)
-
     async def update(self, request: Request) -> Response:
         identity_id = await self._identity(request)
         body = await read_json(request, self.max_body)
         current = await self.manager.get(identity_id)
         spec = bodies.identity_spec(body, require_state=True, default_schema_id=current.schema_id)
         identity = await self.manager.update(identity_id, spec)
-        await self._changed(identity_id)
         return json_response(self._json(identity))
 
     async def patch(self, request: Request) -> Response:
         identity_id = await self._identity(request)
         ops = bodies.json_patch(await read_json(request, self.max_body))
         identity = await self.manager.patch(identity_id, ops)
-        await self._changed(identity_id)
         return json_response(self._json(identity))
 
     async def delete(self, request: Request) -> Response:
         identity_id = await self._identity(request)
         await self.manager.delete(identity_id)
-        await self._changed(identity_id)
         return Response(status_code=204)
 
     async def delete_credential(self, request: Request) -> Response:
-        identity_id = await self._identity(request)
-        kind = request.path_params["type"]
-        if kind not in CREDENTIAL_TYPES:
-            raise errors.BadRequest(f"unknown credential type {kind[:32]!r}")
-        identity = await self.manager.get(identity_id)
-        if kind not in identity.credentials:
-            raise errors.NotFound(f"the identity has no {kind} credential")
-        if kind in FIRST_FACTOR_TYPES and kind != "webauthn":
-            # Kratos refuses to remove the last way to sign in (security keys always go).
-            others = [
-                t for t in identity.credentials if t != kind and t in FIRST_FACTOR_TYPES and t != "code"
-            ]
-            if not others:
-                raise errors.BadRequest(
-                    f"cannot remove the {kind} credential: it is the only first factor left"
-                )
-        elif kind not in ("totp", "lookup_secret", "webauthn", "passkey"):
-            raise errors.BadRequest(f"credentials of type {kind} cannot be deleted")
-        await self.store.delete_credential(identity_id, kind)
-        await self._changed(identity_id)
+        await self.manager.delete_credential(await self._identity(request), request.path_params["type"])
         return Response(status_code=204)
 
 

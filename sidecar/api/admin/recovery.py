@@ -10,7 +10,9 @@ flow it then shows the code form.
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from starlette.requests import Request
@@ -22,9 +24,17 @@ from sidecar.api.body import read_json
 from sidecar.api.respond import json_response
 from sidecar.config.model import parse_duration
 from sidecar.flows.model import FlowType
+from sidecar.flows.recovery import AdminRecovery
+from sidecar.identity.model import Identity
 
-if TYPE_CHECKING:
-    from sidecar.app import Services
+
+class AdminRecoveryFlows(Protocol):
+    """The part of ``sidecar.flows.recovery.RecoveryFlows`` the admin API uses."""
+
+    async def create_for_admin(
+        self, identity: Identity, *, kind: str, flow_type: FlowType, expires_in: timedelta | None
+    ) -> AdminRecovery: ...
+
 
 NO_STORE = {"Cache-Control": "private, no-cache, no-store, must-revalidate"}
 
@@ -33,9 +43,12 @@ def _time(value: Any) -> str:
     return str(value.isoformat().replace("+00:00", "Z"))
 
 
-def admin_recovery_routes(services: Services) -> list[Route]:
-    config = services.config
-    max_body = config.serve.admin.max_body_size
+def admin_recovery_routes(
+    recovery: AdminRecoveryFlows | None,
+    find_identity: Callable[[uuid.UUID], Awaitable[Identity | None]],
+    public_base_url: str,
+    max_body: int,
+) -> list[Route]:
 
     async def parse(request: Request) -> tuple[uuid.UUID, Any]:
         body = await read_json(request, max_body)
@@ -60,7 +73,6 @@ def admin_recovery_routes(services: Services) -> list[Route]:
         return identity_id, (expires_in, body)
 
     async def create(request: Request, kind: str) -> tuple[Any, FlowType]:
-        recovery = services.selfservice.recovery
         if recovery is None:
             raise errors.BadRequest("Recovery is not available.")
         identity_id, (expires_in, body) = await parse(request)
@@ -68,7 +80,9 @@ def admin_recovery_routes(services: Services) -> list[Route]:
         if raw_type not in ("browser", "api"):
             raise errors.BadRequest("flow_type must be browser or api")
         flow_type: FlowType = "api" if raw_type == "api" else "browser"
-        identity = await services.identities.get(identity_id)  # 404 when unknown
+        identity = await find_identity(identity_id)
+        if identity is None:
+            raise errors.NotFound("Unable to locate the resource")
         made = await recovery.create_for_admin(
             identity, kind=kind, flow_type=flow_type, expires_in=expires_in
         )
@@ -78,7 +92,7 @@ def admin_recovery_routes(services: Services) -> list[Route]:
         made, _ = await create(request, "link")
         query = urlencode({"flow": str(made.flow.id), "token": made.secret})
         body = {
-            "recovery_link": f"{config.public_base_url}/self-service/recovery?{query}",
+            "recovery_link": f"{public_base_url}/self-service/recovery?{query}",
             "expires_at": _time(made.expires_at),
         }
         return json_response(body, 200, NO_STORE)
@@ -86,7 +100,7 @@ def admin_recovery_routes(services: Services) -> list[Route]:
     async def code(request: Request) -> Response:
         made, _ = await create(request, "code")
         body = {
-            "recovery_link": f"{config.public_base_url}/self-service/recovery?flow={made.flow.id}",
+            "recovery_link": f"{public_base_url}/self-service/recovery?flow={made.flow.id}",
             "recovery_code": made.secret,
             "expires_at": _time(made.expires_at),
         }

@@ -6,7 +6,8 @@ Routes are given without ``/admin``; ``sidecar.api.admin.routes`` mounts them wi
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -15,13 +16,13 @@ from starlette.routing import Route
 from sidecar import errors
 from sidecar.api.pagination import PageTokens, link_header, parse_page_size, parse_uuid
 from sidecar.api.respond import json_response
-from sidecar.identity.codec import identity_to_json
+from sidecar.identity.model import Identity
 from sidecar.session.codec import session_to_json
+from sidecar.session.manager import SessionManager
 from sidecar.session.model import Session
 
-if TYPE_CHECKING:
-    from sidecar.app import Services
-
+FindIdentity = Callable[[uuid.UUID], Awaitable[Identity | None]]
+IdentityJson = Callable[[Identity], dict[str, Any]]
 NO_STORE = {"Cache-Control": "private, no-cache, no-store, must-revalidate"}
 
 
@@ -35,20 +36,21 @@ def _active(raw: str | None) -> bool | None:
     raise errors.BadRequest(f"active must be true or false, got {raw[:16]!r}")
 
 
-def admin_session_routes(services: Services) -> list[Route]:
-    sessions = services.sessions
-    identities = services.identities
-    tokens = PageTokens.from_config(services.config, "admin-sessions")
-    base = services.config.admin_base_url
+def admin_session_routes(
+    sessions: SessionManager,
+    find_identity: FindIdentity,
+    identity_json: IdentityJson,
+    tokens: PageTokens,
+    base: str,
+) -> list[Route]:
+    """``identity_json``: the admin view of an identity; ``base``: the admin base URL (Link header)."""
 
     async def render(session: Session, expand: list[str]) -> dict[str, Any]:
         identity = None
         if "identity" in expand:
-            found = await services.identity_store.get(session.identity_id)
+            found = await find_identity(session.identity_id)
             if found is not None:
-                identity = identity_to_json(
-                    found, schema_url=services.schemas.schema_url(found.schema_id), admin=True
-                )
+                identity = identity_json(found)
         return session_to_json(session, identity, include_devices="devices" in expand)
 
     async def list_all(request: Request) -> Response:
@@ -87,7 +89,8 @@ def admin_session_routes(services: Services) -> list[Route]:
 
     async def identity_id(request: Request) -> uuid.UUID:
         value = parse_uuid(request.path_params["id"])
-        await identities.get(value)  # 404 when the identity does not exist
+        if await find_identity(value) is None:
+            raise errors.NotFound("Unable to locate the resource")
         return value
 
     async def list_for_identity(request: Request) -> Response:

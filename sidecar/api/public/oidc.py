@@ -20,7 +20,7 @@ from sidecar.api.public.errors_flow import ErrorFlows
 from sidecar.api.public.flow_http import HttpContext, read_submission, see_other
 from sidecar.flows.lifecycle import FlowLifecycle
 from sidecar.flows.outcome import AlreadySignedIn, Completed, FlowReplaced, ShowFlow
-from sidecar.strategies.oidc.callback import OidcCallbacks
+from sidecar.flows.service import ProviderCallbacks
 
 CALLBACK_PATH = "/self-service/methods/oidc/callback/{provider}"
 _PARAMS = ("state", "code", "error", "error_description")
@@ -28,7 +28,7 @@ _PARAMS = ("state", "code", "error", "error_description")
 
 def oidc_routes(
     ctx: HttpContext,
-    callbacks: OidcCallbacks,
+    callbacks: ProviderCallbacks,
     lifecycles: Mapping[str, FlowLifecycle],
     error_flows: ErrorFlows,
     max_body: int,

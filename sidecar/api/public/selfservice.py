@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import uuid
+from collections.abc import Awaitable, Callable
 
 from starlette.routing import Route
 
@@ -18,14 +19,9 @@ from sidecar.api.public.sessions import session_routes
 from sidecar.api.public.settings import settings_routes
 from sidecar.api.public.verification import verification_routes
 from sidecar.api.public.webauthn_js import webauthn_js_routes
-from sidecar.identity.codec import identity_to_json
+from sidecar.flows.lifecycle import FlowLifecycle
+from sidecar.flows.service import SelfServiceFlows
 from sidecar.identity.model import Identity
-from sidecar.proxy.headers import TrustedProxies
-
-if TYPE_CHECKING:
-    from sidecar.app import Services
-    from sidecar.flows.lifecycle import FlowLifecycle
-    from sidecar.flows.service import SelfServiceFlows
 
 
 def _lifecycles(flows: SelfServiceFlows) -> dict[str, FlowLifecycle]:
@@ -35,23 +31,14 @@ def _lifecycles(flows: SelfServiceFlows) -> dict[str, FlowLifecycle]:
     return found
 
 
-def selfservice_routes(services: Services) -> list[Route]:
-    config = services.config
-    schemas = services.schemas
-
-    def public_identity(identity: Identity) -> dict[str, Any]:
-        return identity_to_json(identity, schema_url=schemas.schema_url(identity.schema_id), admin=False)
-
-    ctx = HttpContext(
-        config,
-        services.sessions,
-        TrustedProxies.parse(config.serve.public.trusted_proxies),
-        public_identity,
-        services.metrics,
-    )
-    error_flows = ErrorFlows(config, services.kv)
-    flows = services.selfservice
-    max_body = config.serve.public.max_body_size
+def selfservice_routes(
+    ctx: HttpContext,
+    flows: SelfServiceFlows,
+    error_flows: ErrorFlows,
+    get_identity: Callable[[uuid.UUID], Awaitable[Identity]],
+    session_tokens: PageTokens,
+    max_body: int,
+) -> list[Route]:
     return [
         *login_routes(ctx, flows.login, error_flows, max_body),
         *registration_routes(ctx, flows.registration, error_flows, max_body),
@@ -59,11 +46,11 @@ def selfservice_routes(services: Services) -> list[Route]:
         *(recovery_routes(ctx, flows.recovery, error_flows, max_body) if flows.recovery else []),
         *(verification_routes(ctx, flows.verification, error_flows, max_body) if flows.verification else []),
         *(
-            settings_routes(ctx, flows.settings, services.identities.get, error_flows, max_body)
+            settings_routes(ctx, flows.settings, get_identity, error_flows, max_body)
             if flows.settings
             else []
         ),
-        *session_routes(ctx, services.identities.get, PageTokens.from_config(config, "sessions")),
+        *session_routes(ctx, get_identity, session_tokens),
         *(oidc_routes(ctx, flows.oidc, _lifecycles(flows), error_flows, max_body) if flows.oidc else []),
         *error_routes(error_flows),
         *webauthn_js_routes(),

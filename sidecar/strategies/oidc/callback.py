@@ -11,7 +11,7 @@ asks the user to sign in to that account first (message 1010016), then links the
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -61,9 +61,6 @@ class OidcCallbacks:
     @property
     def strategy(self) -> OidcStrategy:
         return self._strategy
-
-    async def after_login(self, flow: Flow, identity: Any, method: str) -> None:
-        await self._strategy.after_login(flow, identity, method)
 
     async def handle(
         self, provider_id: str, params: Mapping[str, str], client: Client
@@ -144,18 +141,15 @@ class OidcCallbacks:
 
 def oidc_callbacks(
     config: Config,
-    strategies: Sequence[object],
+    strategy: OidcStrategy,
     kv: KeyValueStore,
     store: FlowStore,
     login: StartsBrowserFlow,
     registration: StartsBrowserFlow,
     settings: Submits | None,
-) -> OidcCallbacks | None:
-    """The callback handler when the oidc strategy is enabled; links it into the login flow."""
-    strategy = next((s for s in strategies if isinstance(s, OidcStrategy)), None)
-    if strategy is None:
-        return None
-    callbacks = OidcCallbacks(
+) -> OidcCallbacks:
+    """The callback handler of the enabled oidc strategy."""
+    return OidcCallbacks(
         strategy,
         StateStore(kv),
         store,
@@ -165,7 +159,3 @@ def oidc_callbacks(
         base_url=config.public_base_url,
         registration_enabled=config.selfservice.flows.registration.enabled,
     )
-    after = getattr(login, "after_authentication", None)
-    if isinstance(after, list):
-        after.append(callbacks.after_login)
-    return callbacks

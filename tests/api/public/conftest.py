@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -31,30 +31,6 @@ class Harness:
 HarnessFactory = Callable[..., Awaitable[Harness]]
 
 
-def _on_redis(services: Any, prefix: str) -> Any:
-    """The same services with sessions, flows and counters on Redis under a test-only prefix."""
-    from sidecar.flows.service import build_flows
-    from sidecar.session.manager import SessionManager
-    from sidecar.storage.redis.backend import RedisBackend
-    from tests.conftest import REDIS_URL
-
-    backend = RedisBackend(REDIS_URL, prefix)
-    services._closers.append(backend.close)
-    sessions = SessionManager(backend.sessions, services.config.session)
-    flows = build_flows(
-        services.config,
-        backend.kv,
-        services.identities,
-        services.schemas,
-        sessions,
-        courier=services.courier,
-        addresses=services.identity_store,
-    )
-    return replace(
-        services, session_store=backend.sessions, kv=backend.kv, sessions=sessions, selfservice=flows
-    )
-
-
 @contextlib.asynccontextmanager
 async def harnesses(services_factory: Any, sqlite_dsn: str) -> AsyncIterator[HarnessFactory]:
     """Builds harnesses on demand; their clients are closed on exit (services by ``services_factory``)."""
@@ -65,13 +41,16 @@ async def harnesses(services_factory: Any, sqlite_dsn: str) -> AsyncIterator[Har
     async def factory(*, redis_prefix: str | None = None, **overrides: Any) -> Harness:
         overrides.setdefault("dsn", sqlite_dsn)
         overrides.setdefault("dev", True)
+        if redis_prefix is not None:
+            # Sessions, flows and counters on Redis under a test-only prefix.
+            from tests.conftest import REDIS_URL
+
+            overrides["redis"] = {"url": REDIS_URL, "key_prefix": redis_prefix}
         overrides.setdefault(
             "selfservice",
             {"allowed_return_urls": ["http://127.0.0.1:4433/app", "https://app.example.test/"]},
         )
         services = await services_factory(make_config(**overrides))
-        if redis_prefix is not None:
-            services = _on_redis(services, redis_prefix)
         public = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=create_public_app(services, manage_lifespan=False)),
             base_url=BASE,
