@@ -45,14 +45,17 @@ from sidecar.kv.store import KeyValueStore
 from sidecar.metrics import Metrics
 from sidecar.schema.registry import SchemaRegistry
 from sidecar.security.ratelimit import RateLimiter
+from sidecar.session.aal import Assurance
 from sidecar.session.invalidation import Invalidation, create_invalidation
 from sidecar.session.manager import SessionManager
 from sidecar.session.resolver import SessionResolver
 from sidecar.session.store import SessionStore
 from sidecar.storage.sql.database import SqlDatabase
 from sidecar.strategies.challenge import AddressDirectory, ChallengeDeps, Mailer
+from sidecar.strategies.deps import StrategyDeps
 from sidecar.strategies.oidc.callback import oidc_callbacks
-from sidecar.strategies.registry import StrategyDeps, build_registry
+from sidecar.strategies.registry import assurance as strategy_assurance
+from sidecar.strategies.registry import build_registry
 
 log = logging.getLogger("sidecar")
 
@@ -71,6 +74,7 @@ class Services:
     hasher: PasswordHasher
     schemas: SchemaRegistry
     identities: IdentityManager
+    assurance: Assurance
     metrics: Metrics
     sessions: SessionManager
     selfservice: SelfServiceFlows
@@ -137,6 +141,7 @@ def build_flows(
     identities: IdentityManager,
     schemas: SchemaRegistry,
     sessions: SessionManager,
+    assurance: Assurance,
     *,
     courier: Mailer | None = None,
     addresses: AddressDirectory | None = None,
@@ -152,19 +157,12 @@ def build_flows(
     registration = RegistrationFlows(
         config, store, registry.registration, sessions, after_registration=verification.after_registration
     )
-    settings = SettingsFlows(config, store, registry.settings, sessions, identities.get)
+    settings = SettingsFlows(config, store, registry.settings, sessions, assurance, identities.get)
     recovery = RecoveryFlows(
         config, store, registry.recovery, sessions=sessions, settings=SettingsAfterRecovery(settings), kv=kv
     )
     oidc = registry.oidc
-    login = LoginFlows(
-        config,
-        store,
-        registry.login,
-        sessions,
-        identities.get,
-        after_authentication=(oidc.after_login,) if oidc is not None else (),
-    )
+    login = LoginFlows(config, store, registry.login, sessions, assurance, identities.get)
     callbacks = (
         oidc_callbacks(config, oidc, kv, store, login, registration, settings) if oidc is not None else None
     )
@@ -203,9 +201,14 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         hashing_queue=lambda: hasher.queue_depth, courier_queue=_courier_queue_depth(database.courier)
     )
     schemas = SchemaRegistry(config.identity, base_url=config.public_base_url)
+    assurance = strategy_assurance()
     # The proxy's session cache, and the revocations that clear it in every worker.
     resolver = SessionResolver(
-        session_store, database.identities, ttl=config.session.cache_ttl, on_lookup=metrics.session_cache
+        session_store,
+        database.identities,
+        ttl=config.session.cache_ttl,
+        on_lookup=metrics.session_cache,
+        available_aal=assurance.available_aal,
     )
     invalidation = create_invalidation(
         kv, resolver, redis_client, prefix=config.redis.key_prefix if config.redis else ""
@@ -214,7 +217,7 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
     identities = IdentityManager(database.identities, schemas, hasher, observer=sessions)
     courier = Courier(database.courier, Templates(config.courier.template_override_path))
     selfservice, flow_closers = build_flows(
-        config, kv, identities, schemas, sessions, courier=courier, addresses=database.identities
+        config, kv, identities, schemas, sessions, assurance, courier=courier, addresses=database.identities
     )
     closers += flow_closers
     worker = (
@@ -231,6 +234,7 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         hasher=hasher,
         schemas=schemas,
         identities=identities,
+        assurance=assurance,
         metrics=metrics,
         sessions=sessions,
         selfservice=selfservice,
@@ -343,6 +347,7 @@ def create_public_app(services: Services, *, manage_lifespan: bool = True, gatew
         services.selfservice,
         ErrorFlows(config, services.kv),
         services.identities.get,
+        services.assurance,
         PageTokens.from_config(config, "sessions"),
         config.serve.public.max_body_size,
     )

@@ -13,7 +13,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from sidecar import errors
 from sidecar.config.model import Config
@@ -22,24 +22,28 @@ from sidecar.flows.lifecycle import FlowLifecycle, apply_invalid, check_submitte
 from sidecar.flows.model import Flow, FlowType
 from sidecar.flows.outcome import Client, FlowInvalid, FlowReplaced, Outcome, ShowFlow
 from sidecar.flows.store import FlowStore
-from sidecar.identity.model import utcnow
-from sidecar.kv.store import KeyValueStore
-from sidecar.strategies.base import (
+from sidecar.flows.strategy import (
     ChallengePassed,
     ChallengeResult,
     ChallengeSent,
     NotResponsible,
+    RecoveryStrategy,
     SecretExpired,
+    VerificationStrategy,
 )
+from sidecar.identity.model import utcnow
+from sidecar.kv.store import KeyValueStore
 
 Kind = Literal["recovery", "verification"]
 LOCK_TTL = timedelta(seconds=15)
 LOCK_POLL = 0.02
 LOCK_WAIT_STEPS = 500  # 10 s
 
+S = TypeVar("S", RecoveryStrategy, VerificationStrategy)
 
-class ChallengeFlows:
-    """Base of ``RecoveryFlows`` and ``VerificationFlows``."""
+
+class ChallengeFlows(Generic[S]):
+    """Base of ``RecoveryFlows`` and ``VerificationFlows``, over their strategy protocol ``S``."""
 
     kind: Kind
 
@@ -47,7 +51,7 @@ class ChallengeFlows:
         self,
         config: Config,
         store: FlowStore,
-        strategies: Sequence[Any],
+        strategies: Sequence[S],
         *,
         kv: KeyValueStore,
         clock: Callable[[], datetime] = utcnow,
@@ -57,8 +61,8 @@ class ChallengeFlows:
         self.flow_config = flow_config
         self.life = FlowLifecycle(self.kind, config, flow_config, store)
         # Kratos shows and accepts only the strategy named by ``selfservice.flows.<kind>.use``.
-        self._strategies = tuple(s for s in strategies if s.id == flow_config.use)
-        self._all_strategies = tuple(strategies)
+        self._strategies: tuple[S, ...] = tuple(s for s in strategies if s.id == flow_config.use)
+        self._all_strategies: tuple[S, ...] = tuple(strategies)
         self.clock = clock
         self._kv = kv
 
@@ -76,15 +80,15 @@ class ChallengeFlows:
             )
 
     @property
-    def strategy(self) -> Any:
+    def strategy(self) -> S:
         self.ensure_enabled()
         return self._strategies[0]
 
-    def _strategy_nodes(self, strategy: Any, flow: Flow) -> list[nodes.Node]:
+    def _strategy_nodes(self, strategy: S, flow: Flow) -> list[nodes.Node]:
         raise NotImplementedError
 
     async def _run(
-        self, strategy: Any, flow: Flow, body: Mapping[str, Any], client: Client
+        self, strategy: S, flow: Flow, body: Mapping[str, Any], client: Client
     ) -> ChallengeResult | NotResponsible:
         raise NotImplementedError
 

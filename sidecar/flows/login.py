@@ -25,13 +25,12 @@ from sidecar.flows.outcome import (
     ShowFlow,
 )
 from sidecar.flows.store import FlowStore
+from sidecar.flows.strategy import LoginStrategy, NotResponsible
 from sidecar.identity.model import Identity
-from sidecar.session import aal as assurance
+from sidecar.session.aal import Assurance, step_up_url
 from sidecar.session.manager import SessionManager
-from sidecar.strategies.base import LoginStrategy, NotResponsible
 
 AAL_LEVELS = ("aal1", "aal2")
-AfterAuthentication = Callable[[Flow, Identity, str], Awaitable[None]]
 SECOND_FACTOR_METHODS = "aal2_methods"
 """``flow.internal`` key: the second factors the identity had set up when an aal2 flow began."""
 
@@ -43,35 +42,31 @@ class LoginFlows:
         store: FlowStore,
         strategies: Sequence[LoginStrategy],
         sessions: SessionManager,
+        assurance: Assurance,
         get_identity: Callable[[uuid.UUID], Awaitable[Identity]] | None = None,
-        after_authentication: Sequence[AfterAuthentication] = (),
     ) -> None:
-        """``after_authentication``: steps after a strategy accepted the credentials and before the
-        session is issued (the oidc strategy links a provider account here); may raise FlowInvalid."""
         self.life = FlowLifecycle("login", config, config.selfservice.flows.login, store)
         self._strategies = tuple(strategies)
+        self._second_factors = frozenset(s.id for s in self._strategies if s.second_factor)
         self._sessions = sessions
+        self._assurance = assurance
         self._get_identity = get_identity
         self._required_aal = config.session.whoami.required_aal
-        self._after_authentication = tuple(after_authentication)
 
     def _strategies_for(self, flow: Flow) -> list[LoginStrategy]:
         """An aal2 flow offers only the second factors the identity has; aal1 only first factors."""
         if flow.requested_aal == "aal2":
             allowed = flow.internal.get(SECOND_FACTOR_METHODS)
+            counted = self._assurance.methods
             return [
                 s
                 for s in self._strategies
-                if (s.id in assurance.SECOND_FACTORS and (not isinstance(allowed, list) or s.id in allowed))
-                # A method that is a second factor only by configuration (code with mfa_enabled).
-                or getattr(s, "second_factor", False)
+                if s.second_factor
+                # Methods that count toward AAL only once set up; others (code) always.
+                and (s.id not in counted or not isinstance(allowed, list) or s.id in allowed)
             ]
         # A second-factor method may also sign in on its own (passwordless WebAuthn).
-        return [
-            s
-            for s in self._strategies
-            if s.id not in assurance.SECOND_FACTORS or getattr(s, "first_factor", False)
-        ]
+        return [s for s in self._strategies if s.first_factor]
 
     def _build(
         self,
@@ -124,7 +119,7 @@ class LoginFlows:
         identity = None
         if requested == "aal2" and session is not None and self._get_identity is not None:
             identity = await self._get_identity(session.identity_id)
-            second_factors = assurance.second_factors(identity)
+            second_factors = self._assurance.second_factors(identity)
         flow = self._build(
             flow_type,
             request_url=request_url,
@@ -137,9 +132,7 @@ class LoginFlows:
         if identity is not None:
             for strategy in self._strategies_for(flow):
                 # Second factors whose nodes depend on the identity (WebAuthn's allowed keys).
-                prepare = getattr(strategy, "prepare_login", None)
-                if prepare is not None:
-                    await prepare(flow, identity)
+                await strategy.prepare_login(flow, identity)
         await self.life.store.save(flow)
         return ShowFlow(flow)
 
@@ -178,15 +171,14 @@ class LoginFlows:
         for strategy in self._strategies_for(flow):
             result = await strategy.login(flow, body, client)
             if not isinstance(result, NotResponsible):
-                for step in self._after_authentication:
-                    await step(flow, result, strategy.id)
+                for step in self._strategies:
+                    await step.after_login(flow, result, strategy.id)
                 return result
         raise FlowInvalid([messages.no_strategy("login")])
 
     async def _complete(self, flow: Flow, identity: Identity, client: Client, method: str) -> Completed:
         current = client.session
-        extra = {s.id for s in self._strategies if getattr(s, "second_factor", False)}
-        if flow.requested_aal == "aal2" and (method in assurance.SECOND_FACTORS or method in extra):
+        if flow.requested_aal == "aal2" and method in self._second_factors:
             # A second factor upgrades the session it was asked for: same id, same token.
             if current is None:
                 raise errors.SessionAAL1Required()
@@ -212,7 +204,7 @@ class LoginFlows:
         flow.ui.messages = []
         await self.life.store.save(flow)
         redirect = self.life.after_url(flow, method)
-        if not assurance.satisfies(session, identity, self._required_aal):
+        if not self._assurance.satisfies(session, identity, self._required_aal):
             # The identity has a second factor: a first factor alone does not finish the sign-in.
-            redirect = assurance.step_up_url(self.life.base_url, flow.return_to)
+            redirect = step_up_url(self.life.base_url, flow.return_to)
         return Completed(flow, identity, redirect, session, token)

@@ -6,9 +6,8 @@ from typing import Any, Literal, TypedDict
 
 from sidecar.flows.messages import Text
 
-Group = Literal[
-    "default", "password", "oidc", "profile", "code", "link", "totp", "lookup_secret", "webauthn", "passkey"
-]
+Group = str
+"""``default``, or the id of the strategy that owns the node (``password``, ``totp``, ...)."""
 InputType = Literal[
     "text", "password", "number", "checkbox", "hidden", "email", "tel", "submit", "button", "date", "url"
 ]

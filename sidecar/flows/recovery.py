@@ -25,11 +25,11 @@ from sidecar.flows.messages import Text
 from sidecar.flows.model import Flow, FlowType
 from sidecar.flows.nodes import Node
 from sidecar.flows.outcome import AlreadySignedIn, Client, Completed, Outcome, ShowFlow
+from sidecar.flows.strategy import ChallengePassed, ChallengeResult, NotResponsible, RecoveryStrategy
 from sidecar.identity.model import Identity
 from sidecar.security.onetime import Grant
 from sidecar.session.manager import SessionManager
 from sidecar.session.model import Session
-from sidecar.strategies.base import ChallengePassed, ChallengeResult, NotResponsible
 
 
 class SettingsStarter(Protocol):
@@ -103,7 +103,7 @@ class AdminRecovery:
     expires_at: datetime
 
 
-class RecoveryFlows(ChallengeFlows):
+class RecoveryFlows(ChallengeFlows[RecoveryStrategy]):
     kind = "recovery"
 
     def __init__(
@@ -117,14 +117,13 @@ class RecoveryFlows(ChallengeFlows):
         self.sessions = sessions
         self.settings = settings
 
-    def _strategy_nodes(self, strategy: Any, flow: Flow) -> list[Node]:
+    def _strategy_nodes(self, strategy: RecoveryStrategy, flow: Flow) -> list[Node]:
         return list(strategy.recovery_nodes(flow))
 
     async def _run(
-        self, strategy: Any, flow: Flow, body: Mapping[str, Any], client: Client
+        self, strategy: RecoveryStrategy, flow: Flow, body: Mapping[str, Any], client: Client
     ) -> ChallengeResult | NotResponsible:
-        result: ChallengeResult | NotResponsible = await strategy.recover(flow, body, client)
-        return result
+        return await strategy.recover(flow, body, client)
 
     async def init(
         self, flow_type: FlowType, client: Client, *, request_url: str, return_to: str | None = None
@@ -206,11 +205,8 @@ class RecoveryFlows(ChallengeFlows):
             now + lifespan,
             address.id if address else None,
         )
-        secret = strategy.new_secret()
-        await strategy.secrets("recovery").store(strategy.kind, secret, grant, now)
+        secret = await strategy.issue_for_admin(flow, grant, now)
         flow.state = "sent_email"
         flow.active = kind
-        if kind == "code":
-            flow.ui.nodes.extend(strategy.code_nodes("recovery", None))
         await self.life.store.save(flow)
         return AdminRecovery(flow, secret, grant.expires_at)

@@ -25,9 +25,9 @@ from sidecar.flows.outcome import (
     ShowFlow,
 )
 from sidecar.flows.store import FlowStore
+from sidecar.flows.strategy import NotResponsible, RegistrationStrategy
 from sidecar.identity.model import Identity
 from sidecar.session.manager import SessionManager
-from sidecar.strategies.base import NotResponsible, RegistrationStrategy
 
 AfterRegistration = Callable[[Identity, Flow], Awaitable[list[dict[str, Any]]]]
 

@@ -21,11 +21,11 @@ from sidecar.flows.lifecycle import FlowLifecycle, refuse_nul
 from sidecar.flows.model import Flow, FlowType
 from sidecar.flows.outcome import Client, Completed, FlowInvalid, FlowReplaced, Outcome, ShowFlow
 from sidecar.flows.store import FlowStore
+from sidecar.flows.strategy import NotResponsible, SettingsContext, SettingsStrategy, SettingsUpdate
 from sidecar.identity.model import Identity, utcnow
-from sidecar.session import aal
+from sidecar.session.aal import Assurance, aal2_required, refresh_url
 from sidecar.session.manager import SessionManager
 from sidecar.session.model import Session
-from sidecar.strategies.base import NotResponsible, SettingsContext, SettingsStrategy, SettingsUpdate
 
 GetIdentity = Callable[[uuid.UUID], Awaitable[Identity]]
 
@@ -37,12 +37,14 @@ class SettingsFlows:
         store: FlowStore,
         strategies: Sequence[SettingsStrategy],
         sessions: SessionManager,
+        assurance: Assurance,
         get_identity: GetIdentity,
     ) -> None:
         self._flow_config = config.selfservice.flows.settings
         self.life = FlowLifecycle("settings", config, self._flow_config, store)
         self._strategies = tuple(strategies)
         self._sessions = sessions
+        self._assurance = assurance
         self._get_identity = get_identity
 
     # --- who may use the flow -----------------------------------------------------------------
@@ -60,14 +62,14 @@ class SettingsFlows:
         return session, identity
 
     def _check_aal(self, session: Session, identity: Identity, return_to: str) -> None:
-        if not aal.satisfies(session, identity, self._flow_config.required_aal):
-            raise aal.aal2_required(self.life.base_url, return_to)
+        if not self._assurance.satisfies(session, identity, self._flow_config.required_aal):
+            raise aal2_required(self.life.base_url, return_to)
 
     def is_privileged(self, session: Session) -> bool:
         return utcnow() - session.authenticated_at < self._flow_config.privileged_session_max_age
 
     def refresh_required(self, flow: Flow) -> errors.RefreshRequired:
-        target = aal.refresh_url(self.life.base_url, self.life.ui_redirect(flow))
+        target = refresh_url(self.life.base_url, self.life.ui_redirect(flow))
         return errors.RefreshRequired(extra={"redirect_browser_to": target})
 
     # --- nodes ----------------------------------------------------------------------------------

@@ -15,8 +15,8 @@ from sidecar.flows.challenge import ChallengeFlows
 from sidecar.flows.model import Flow, FlowType
 from sidecar.flows.nodes import Node
 from sidecar.flows.outcome import Client, Outcome, ShowFlow
+from sidecar.flows.strategy import ChallengePassed, ChallengeResult, NotResponsible, VerificationStrategy
 from sidecar.identity.model import Identity
-from sidecar.strategies.base import ChallengePassed, ChallengeResult, NotResponsible
 
 
 def continue_node(href: str) -> Node:
@@ -29,17 +29,16 @@ def continue_node(href: str) -> Node:
     }
 
 
-class VerificationFlows(ChallengeFlows):
+class VerificationFlows(ChallengeFlows[VerificationStrategy]):
     kind = "verification"
 
-    def _strategy_nodes(self, strategy: Any, flow: Flow) -> list[Node]:
+    def _strategy_nodes(self, strategy: VerificationStrategy, flow: Flow) -> list[Node]:
         return list(strategy.verification_nodes(flow))
 
     async def _run(
-        self, strategy: Any, flow: Flow, body: Mapping[str, Any], client: Client
+        self, strategy: VerificationStrategy, flow: Flow, body: Mapping[str, Any], client: Client
     ) -> ChallengeResult | NotResponsible:
-        result: ChallengeResult | NotResponsible = await strategy.verify(flow, body, client)
-        return result
+        return await strategy.verify(flow, body, client)
 
     async def init(
         self, flow_type: FlowType, client: Client, *, request_url: str, return_to: str | None = None

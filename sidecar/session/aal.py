@@ -2,52 +2,42 @@
 
 ``aal1`` is one factor; ``aal2`` a second factor completed in the same session. The level an
 identity *can* reach is computed from all of its credentials, so that with ``required_aal:
-highest_available`` no first factor skips a second factor the user has set up.
+highest_available`` no first factor skips a second factor the user has set up. Which methods are
+second factors, and when one is set up, is for the strategies to say: ``Assurance`` is built from
+their declarations (``sidecar.strategies.registry.assurance``) and names none of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Sequence
 from urllib.parse import urlencode
 
 from sidecar import errors
-from sidecar.identity.model import Credential, Identity
+from sidecar.identity.model import Identity
 from sidecar.session.model import Session
 
-SECOND_FACTORS = ("totp", "lookup_secret", "webauthn")
-"""Credential types that lift a session to aal2 (webauthn only when not passwordless)."""
+SecondFactorReady = Callable[[Identity], bool]
 
 
-def _usable(credential: Credential) -> bool:
-    config: Mapping[str, Any] = credential.config
-    if credential.type == "totp":
-        return bool(config.get("totp_url"))
-    if credential.type == "lookup_secret":
-        codes = config.get("recovery_codes")
-        return isinstance(codes, list) and any(isinstance(c, Mapping) and not c.get("used_at") for c in codes)
-    if credential.type == "webauthn":
-        keys = config.get("credentials")
-        return isinstance(keys, list) and any(
-            isinstance(k, Mapping) and not k.get("is_passwordless") for k in keys
-        )
-    return False
+class Assurance:
+    def __init__(self, second_factors: Sequence[tuple[str, SecondFactorReady]]) -> None:
+        """``second_factors``: (method, "is it set up for this identity?") in a stable order."""
+        self._second_factors = tuple(second_factors)
+        self.methods = frozenset(method for method, _ in self._second_factors)
+        """The methods whose credentials count toward the level an identity can reach."""
 
+    def second_factors(self, identity: Identity) -> list[str]:
+        """The second-factor methods ``identity`` has set up and can use now, in a stable order."""
+        return [method for method, ready in self._second_factors if ready(identity)]
 
-def second_factors(identity: Identity) -> list[str]:
-    """The second-factor methods ``identity`` has set up and can use now, in a stable order."""
-    return [t for t in SECOND_FACTORS if t in identity.credentials and _usable(identity.credentials[t])]
+    def available_aal(self, identity: Identity) -> str:
+        return "aal2" if any(ready(identity) for _, ready in self._second_factors) else "aal1"
 
-
-def available_aal(identity: Identity) -> str:
-    return "aal2" if second_factors(identity) else "aal1"
-
-
-def satisfies(session: Session, identity: Identity, required: str) -> bool:
-    """Kratos' ``DoesSessionSatisfy``: ``aal1`` always; ``highest_available`` needs the top level."""
-    if required == "highest_available":
-        return session.aal >= available_aal(identity)
-    return True
+    def satisfies(self, session: Session, identity: Identity, required: str) -> bool:
+        """Kratos' ``DoesSessionSatisfy``: ``aal1`` always; ``highest_available`` needs the top level."""
+        if required == "highest_available":
+            return session.aal >= self.available_aal(identity)
+        return True
 
 
 def step_up_url(public_base_url: str, return_to: str | None = None) -> str:

@@ -22,7 +22,6 @@ from sidecar import errors
 from sidecar.identity.model import Identity
 from sidecar.identity.store import IdentityStore
 from sidecar.security.tokens import digest
-from sidecar.session.aal import available_aal
 from sidecar.session.model import Session
 from sidecar.session.store import SessionStore
 
@@ -42,7 +41,7 @@ class ResolvedSession:
     expires_at: datetime
     authenticated_at: datetime
     available_aal: str = "aal1"
-    """The highest level the identity's credentials allow (``sidecar.session.aal``)."""
+    """The highest level the identity's credentials allow (``sidecar.session.aal.Assurance``)."""
     # Per-rule rendered headers, memoised by (rules generation, rule id): rendering is pure.
     memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -83,7 +82,7 @@ def _email_of(identity: Identity) -> str | None:
     return None
 
 
-def resolved(session: Session, identity: Identity) -> ResolvedSession:
+def resolved(session: Session, identity: Identity, available_aal: str = "aal1") -> ResolvedSession:
     return ResolvedSession(
         session_id=session.id,
         identity_id=identity.id,
@@ -95,7 +94,7 @@ def resolved(session: Session, identity: Identity) -> ResolvedSession:
         verified=any(a.verified for a in identity.verifiable_addresses),
         expires_at=session.expires_at,
         authenticated_at=session.authenticated_at,
-        available_aal=available_aal(identity),
+        available_aal=available_aal,
     )
 
 
@@ -123,10 +122,14 @@ class SessionResolver:
         clock: Callable[[], datetime] = _utcnow,
         monotonic: Callable[[], float] = time.monotonic,
         on_lookup: Callable[[bool], None] | None = None,
+        available_aal: Callable[[Identity], str] | None = None,
     ) -> None:
+        """``available_aal``: the level an identity can reach (``Assurance.available_aal``);
+        without it every identity counts as aal1 at most."""
         self.sessions = sessions
         self.on_lookup = on_lookup  # called with True on a cache hit, False on a miss (metrics)
         self.identities = identities
+        self._available_aal = available_aal
         self.ttl = ttl.total_seconds()
         self.max_entries = max_entries
         self.clock = clock
@@ -189,7 +192,8 @@ class SessionResolver:
             raise errors.ServiceUnavailable("the session store is unavailable") from exc
         if identity is None or identity.state != "active":
             return None
-        return resolved(session, identity)
+        level = self._available_aal(identity) if self._available_aal is not None else "aal1"
+        return resolved(session, identity, level)
 
     async def _identity(self, identity_id: uuid.UUID) -> Identity | None:
         hit = self._identities.get(identity_id)

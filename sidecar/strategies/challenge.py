@@ -27,17 +27,19 @@ from sidecar.flows.messages import Text
 from sidecar.flows.model import Flow
 from sidecar.flows.nodes import Node
 from sidecar.flows.outcome import Client, FlowInvalid
+from sidecar.flows.strategy import (
+    ChallengePassed,
+    ChallengeResult,
+    NotResponsible,
+    RecoveryStrategy,
+    SecretExpired,
+    VerificationStrategy,
+)
 from sidecar.identity.model import Identity, utcnow
 from sidecar.identity.normalize import normalize_identifier
 from sidecar.kv.store import KeyValueStore
 from sidecar.security.onetime import Grant, OneTimeSecrets, SecretKind
 from sidecar.security.ratelimit import RateLimiter
-from sidecar.strategies.base import (
-    ChallengePassed,
-    ChallengeResult,
-    NotResponsible,
-    SecretExpired,
-)
 
 Purpose = Literal["recovery", "verification"]
 MAX_ADDRESS_LENGTH = 320
@@ -94,10 +96,9 @@ def _rate_limited(retry_after: int, email: str) -> FlowInvalid:
     )
 
 
-class AddressChallenge:
+class AddressChallenge(RecoveryStrategy, VerificationStrategy):
     """Base of ``CodeStrategy`` and ``LinkStrategy``: one secret kind, both purposes."""
 
-    id: str
     kind: SecretKind
 
     def __init__(self, config: Config, deps: ChallengeDeps) -> None:
@@ -130,6 +131,10 @@ class AddressChallenge:
         """Turn ``flow`` into its "sent" step for ``email``."""
         raise NotImplementedError
 
+    def admin_nodes(self) -> list[Node]:
+        """The nodes an admin-made recovery flow adds in its "sent" step (a link needs none)."""
+        return []
+
     async def _handle(
         self, purpose: Purpose, flow: Flow, body: Mapping[str, Any], client: Client
     ) -> ChallengeResult | NotResponsible:
@@ -160,6 +165,12 @@ class AddressChallenge:
     ) -> None:
         await self.issue("verification", flow, identity, address, via, address_id)
         self.show_sent(flow, "verification", address)
+
+    async def issue_for_admin(self, flow: Flow, grant: Grant, now: datetime) -> str:
+        secret = self.new_secret()
+        await self.secrets("recovery").store(self.kind, secret, grant, now)
+        flow.ui.nodes.extend(self.admin_nodes())
+        return secret
 
     def secrets(self, purpose: Purpose) -> OneTimeSecrets:
         return self._secrets[purpose]

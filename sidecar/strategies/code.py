@@ -23,14 +23,15 @@ from sidecar.flows import messages, nodes
 from sidecar.flows.model import Flow
 from sidecar.flows.nodes import Node
 from sidecar.flows.outcome import Client, FlowInvalid
-from sidecar.security.onetime import CODE_DIGITS, new_code
-from sidecar.strategies.base import (
+from sidecar.flows.strategy import (
     NOT_RESPONSIBLE,
     ChallengeResult,
     ChallengeSent,
     NotResponsible,
 )
+from sidecar.security.onetime import CODE_DIGITS, new_code
 from sidecar.strategies.challenge import AddressChallenge, ChallengeDeps, Purpose, clean_address
+from sidecar.strategies.deps import Roles, StrategyDeps
 
 TOO_OFTEN = "The request was submitted too often. Please request another code."
 
@@ -38,6 +39,13 @@ TOO_OFTEN = "The request was submitted too often. Please request another code."
 class CodeStrategy(AddressChallenge):
     id = "code"
     kind = "code"
+
+    @classmethod
+    def build(cls, deps: StrategyDeps) -> Roles | None:
+        if not deps.config.selfservice.methods.code.enabled or deps.challenge is None:
+            return None
+        strategy = cls(deps.config, deps.challenge)
+        return Roles(recovery=strategy, verification=strategy)
 
     def __init__(self, config: Config, deps: ChallengeDeps) -> None:
         super().__init__(config, deps)
@@ -73,6 +81,9 @@ class CodeStrategy(AddressChallenge):
             ),
             nodes.submit_node("code", "code", messages.label_submit()),
         ]
+
+    def admin_nodes(self) -> list[Node]:
+        return self.code_nodes("recovery", None)
 
     @staticmethod
     def code_nodes(purpose: Purpose, email: str | None) -> list[Node]:

@@ -34,13 +34,14 @@ from sidecar.flows.messages import Text
 from sidecar.flows.model import Flow
 from sidecar.flows.nodes import Node
 from sidecar.flows.outcome import Client, FlowInvalid
+from sidecar.flows.strategy import NOT_RESPONSIBLE, LoginStrategy, NotResponsible, RegistrationStrategy
 from sidecar.identity.manager import IdentitySpec
 from sidecar.identity.model import Identity
 from sidecar.identity.normalize import normalize_identifier
 from sidecar.schema.registry import SchemaRegistry
 from sidecar.security.onetime import CODE_DIGITS, Grant, OneTimeSecrets, new_code
-from sidecar.strategies.base import NOT_RESPONSIBLE, NotResponsible
 from sidecar.strategies.challenge import ChallengeDeps
+from sidecar.strategies.deps import Roles, StrategyDeps
 from sidecar.strategies.settings_rules import rate_limited
 from sidecar.strategies.traits import flatten, validation_messages
 from sidecar.strategies.webauthn_keys import KeyIdentities
@@ -100,10 +101,18 @@ def t_traits_changed() -> Text:
     )
 
 
-class CodeLoginStrategy:
+class CodeLoginStrategy(LoginStrategy, RegistrationStrategy):
     """Login and registration by emailed code; recovery and verification are ``CodeStrategy``'s."""
 
     id = KIND
+
+    @classmethod
+    def build(cls, deps: StrategyDeps) -> Roles | None:
+        code = deps.config.selfservice.methods.code
+        if not code.enabled or deps.challenge is None or not (code.passwordless_enabled or code.mfa_enabled):
+            return None
+        strategy = cls(deps.config, deps.identities, deps.schemas, deps.challenge)
+        return Roles(login=strategy, registration=strategy)
 
     def __init__(
         self, config: Config, identities: KeyIdentities, schemas: SchemaRegistry, deps: ChallengeDeps

@@ -18,19 +18,27 @@ from sidecar.flows import messages, nodes
 from sidecar.flows.model import Flow
 from sidecar.flows.nodes import Node
 from sidecar.flows.outcome import Client
-from sidecar.security.onetime import new_link_token
-from sidecar.strategies.base import (
+from sidecar.flows.strategy import (
     NOT_RESPONSIBLE,
     ChallengeResult,
     ChallengeSent,
     NotResponsible,
 )
+from sidecar.security.onetime import new_link_token
 from sidecar.strategies.challenge import AddressChallenge, ChallengeDeps, Purpose, clean_address
+from sidecar.strategies.deps import Roles, StrategyDeps
 
 
 class LinkStrategy(AddressChallenge):
     id = "link"
     kind = "link"
+
+    @classmethod
+    def build(cls, deps: StrategyDeps) -> Roles | None:
+        if not deps.config.selfservice.methods.link.enabled or deps.challenge is None:
+            return None
+        strategy = cls(deps.config, deps.challenge)
+        return Roles(recovery=strategy, verification=strategy)
 
     def __init__(self, config: Config, deps: ChallengeDeps) -> None:
         super().__init__(config, deps)

@@ -26,10 +26,18 @@ from sidecar.flows import messages, nodes
 from sidecar.flows.model import Flow
 from sidecar.flows.nodes import Node
 from sidecar.flows.outcome import Client, FlowInvalid
+from sidecar.flows.strategy import (
+    NOT_RESPONSIBLE,
+    LoginStrategy,
+    NotResponsible,
+    SettingsContext,
+    SettingsStrategy,
+    SettingsUpdate,
+)
 from sidecar.identity.model import Credential, Identity, utcnow
 from sidecar.kv.store import KeyValueStore
 from sidecar.security.ratelimit import RateLimiter
-from sidecar.strategies.base import NOT_RESPONSIBLE, NotResponsible, SettingsContext, SettingsUpdate
+from sidecar.strategies.deps import Roles, StrategyDeps
 from sidecar.strategies.settings_rules import flag, rate_limited, require_privileged
 from sidecar.strategies.totp import CredentialIdentities
 
@@ -83,8 +91,24 @@ def _button(name: str, id_: int, label: str) -> Node:
     return nodes.input_node(name, "lookup_secret", "submit", value=True, label=messages.text(id_, label))
 
 
-class LookupSecretStrategy:
+class LookupSecretStrategy(LoginStrategy, SettingsStrategy):
     id = "lookup_secret"
+    first_factor = False
+    second_factor = True
+    counts_toward_aal = True
+
+    @staticmethod
+    def second_factor_ready(identity: Identity) -> bool:
+        credential = identity.credentials.get("lookup_secret")
+        codes = credential.config.get("recovery_codes") if credential is not None else None
+        return isinstance(codes, list) and any(isinstance(c, Mapping) and not c.get("used_at") for c in codes)
+
+    @classmethod
+    def build(cls, deps: StrategyDeps) -> Roles | None:
+        if not deps.config.selfservice.methods.lookup_secret.enabled:
+            return None
+        strategy = cls(deps.identities, deps.kv, deps.limiter)
+        return Roles(login=strategy, settings=strategy)
 
     def __init__(self, identities: CredentialIdentities, kv: KeyValueStore, limiter: RateLimiter) -> None:
         self._identities = identities

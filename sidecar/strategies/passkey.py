@@ -19,6 +19,15 @@ from sidecar.flows import messages, nodes
 from sidecar.flows.model import Flow
 from sidecar.flows.nodes import Node
 from sidecar.flows.outcome import Client, FlowInvalid
+from sidecar.flows.strategy import (
+    NOT_RESPONSIBLE,
+    LoginStrategy,
+    NotResponsible,
+    RegistrationStrategy,
+    SettingsContext,
+    SettingsStrategy,
+    SettingsUpdate,
+)
 from sidecar.identity.model import Identity
 from sidecar.kv.store import KeyValueStore
 from sidecar.schema.model import IdentitySchema
@@ -37,7 +46,7 @@ from sidecar.security.webauthn_rp import (
     verify_assertion,
 )
 from sidecar.strategies import webauthn_keys as wk
-from sidecar.strategies.base import NOT_RESPONSIBLE, NotResponsible, SettingsContext, SettingsUpdate
+from sidecar.strategies.deps import Roles, StrategyDeps
 from sidecar.strategies.settings_rules import rate_limited, require_privileged
 from sidecar.strategies.traits import flatten
 from sidecar.strategies.webauthn import create_with_credential, other_first_factor
@@ -57,8 +66,15 @@ def display_field(schema: IdentitySchema) -> str | None:
     return named.path if named else None
 
 
-class PasskeyStrategy:
+class PasskeyStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
     id = KIND
+
+    @classmethod
+    def build(cls, deps: StrategyDeps) -> Roles | None:
+        if not deps.config.selfservice.methods.passkey.enabled:
+            return None
+        strategy = cls(deps.config, deps.identities, deps.schemas, deps.kv, deps.limiter)
+        return Roles(login=strategy, registration=strategy, settings=strategy)
 
     def __init__(
         self,

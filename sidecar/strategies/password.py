@@ -18,12 +18,21 @@ from sidecar.flows.messages import Text
 from sidecar.flows.model import Flow
 from sidecar.flows.nodes import Node
 from sidecar.flows.outcome import Client, FlowInvalid
+from sidecar.flows.strategy import (
+    NOT_RESPONSIBLE,
+    LoginStrategy,
+    NotResponsible,
+    RegistrationStrategy,
+    SettingsContext,
+    SettingsStrategy,
+    SettingsUpdate,
+)
 from sidecar.identity.manager import IdentitySpec
 from sidecar.identity.model import Credential, Identity
 from sidecar.schema.registry import SchemaRegistry
 from sidecar.security.passwords import check_password
 from sidecar.security.ratelimit import RateLimiter
-from sidecar.strategies.base import NOT_RESPONSIBLE, NotResponsible, SettingsContext, SettingsUpdate
+from sidecar.strategies.deps import Roles, StrategyDeps
 from sidecar.strategies.settings_rules import require_privileged
 from sidecar.strategies.traits import flatten, traits_refused, validation_messages
 
@@ -52,8 +61,15 @@ def _rate_limited(retry_after: int) -> FlowInvalid:
     )
 
 
-class PasswordStrategy:
+class PasswordStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
     id = "password"
+
+    @classmethod
+    def build(cls, deps: StrategyDeps) -> Roles | None:
+        if not deps.config.selfservice.methods.password.enabled:
+            return None
+        strategy = cls(deps.config, deps.identities, deps.schemas, deps.limiter)
+        return Roles(login=strategy, registration=strategy, settings=strategy)
 
     def __init__(
         self, config: Config, identities: PasswordIdentities, schemas: SchemaRegistry, limiter: RateLimiter

@@ -23,12 +23,20 @@ from sidecar.flows import messages, nodes
 from sidecar.flows.model import Flow
 from sidecar.flows.nodes import Node
 from sidecar.flows.outcome import Client, FlowInvalid
+from sidecar.flows.strategy import (
+    NOT_RESPONSIBLE,
+    NotResponsible,
+    RegistrationStrategy,
+    SettingsContext,
+    SettingsStrategy,
+    SettingsUpdate,
+)
 from sidecar.identity.manager import IdentitySpec
 from sidecar.identity.model import Identity
 from sidecar.schema.extension import values_at
 from sidecar.schema.model import IdentitySchema
 from sidecar.schema.registry import SchemaRegistry
-from sidecar.strategies.base import NOT_RESPONSIBLE, NotResponsible, SettingsContext, SettingsUpdate
+from sidecar.strategies.deps import Roles, StrategyDeps
 from sidecar.strategies.settings_rules import require_privileged
 from sidecar.strategies.traits import flatten, trait_nodes, traits_refused, validation_messages
 
@@ -46,8 +54,15 @@ def protected_changed(schema: IdentitySchema, old: Mapping[str, Any], new: Mappi
     return False
 
 
-class ProfileStrategy:
+class ProfileStrategy(RegistrationStrategy, SettingsStrategy):
     id = "profile"
+
+    @classmethod
+    def build(cls, deps: StrategyDeps) -> Roles | None:
+        if not deps.config.selfservice.methods.profile.enabled:
+            return None
+        strategy = cls(deps.config, deps.schemas, deps.identities)
+        return Roles(registration=strategy, settings=strategy)
 
     def __init__(
         self, config: Config, schemas: SchemaRegistry, identities: ProfileIdentities | None = None

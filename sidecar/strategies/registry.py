@@ -1,84 +1,63 @@
 """The ordered list of strategies, filtered by ``selfservice.methods.<name>.enabled``.
 
-Order matters: it is the order of the UI nodes and of asking "is this submission yours?".
-A new strategy is one module plus one line in ``_FACTORIES``.
+Order matters: it is the order of the UI nodes and of asking "is this submission yours?". Each
+class builds itself from ``StrategyDeps`` (``None`` when its method is disabled) and declares the
+flows it serves (``Roles``). A new strategy is one module plus one line in ``STRATEGIES``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import ClassVar, Protocol
 
-from sidecar.config.model import Config
-from sidecar.kv.store import KeyValueStore
-from sidecar.schema.registry import SchemaRegistry
-from sidecar.security.ratelimit import RateLimiter
-from sidecar.strategies.base import (
+from sidecar.flows.strategy import (
     LoginStrategy,
     RecoveryStrategy,
     RegistrationStrategy,
     SettingsStrategy,
     VerificationStrategy,
 )
-from sidecar.strategies.challenge import ChallengeDeps
+from sidecar.identity.model import Identity
+from sidecar.session.aal import Assurance
 from sidecar.strategies.code import CodeStrategy
 from sidecar.strategies.code_login import CodeLoginStrategy
+from sidecar.strategies.deps import Roles, StrategyDeps
 from sidecar.strategies.link import LinkStrategy
 from sidecar.strategies.lookup_secret import LookupSecretStrategy
-from sidecar.strategies.oidc.accounts import OidcIdentities
 from sidecar.strategies.oidc.strategy import OidcStrategy
 from sidecar.strategies.passkey import PasskeyStrategy
-from sidecar.strategies.password import PasswordIdentities, PasswordStrategy
+from sidecar.strategies.password import PasswordStrategy
 from sidecar.strategies.profile import ProfileStrategy
 from sidecar.strategies.totp import TotpStrategy
 from sidecar.strategies.webauthn import WebAuthnStrategy
 
 
-@dataclass(frozen=True, slots=True)
-class StrategyDeps:
-    config: Config
-    identities: PasswordIdentities
-    schemas: SchemaRegistry
-    limiter: RateLimiter
-    kv: KeyValueStore | None = None
-    """One-time state of second factors (consumed TOTP steps, used backup codes)."""
+class StrategyClass(Protocol):
+    """What the registry asks of a strategy class."""
 
-    @property
-    def store(self) -> KeyValueStore:
-        if self.kv is None:
-            raise RuntimeError("the totp and lookup_secret strategies need a KeyValueStore")
-        return self.kv
+    id: ClassVar[str]
+    counts_toward_aal: ClassVar[bool]
 
-    challenge: ChallengeDeps | None = None
-    """Addresses, courier and one-time secrets for recovery and verification (code, link)."""
+    @staticmethod
+    def second_factor_ready(identity: Identity) -> bool: ...
+
+    @classmethod
+    def build(cls, deps: StrategyDeps) -> Roles | None: ...
 
 
-_FACTORIES: tuple[tuple[str, Callable[[StrategyDeps], Any]], ...] = (
-    ("profile", lambda d: ProfileStrategy(d.config, d.schemas, d.identities)),
-    ("password", lambda d: PasswordStrategy(d.config, d.identities, d.schemas, d.limiter)),
-    # IdentityManager is both PasswordIdentities and OidcIdentities.
-    ("oidc", lambda d: OidcStrategy(d.config, cast(OidcIdentities, d.identities), d.schemas, d.store)),
-    ("totp", lambda d: TotpStrategy(d.config, d.identities, d.schemas, d.store, d.limiter)),
-    ("lookup_secret", lambda d: LookupSecretStrategy(d.identities, d.store, d.limiter)),
-    # IdentityManager is also the KeyIdentities the WebAuthn strategies use.
-    (
-        "webauthn",
-        lambda d: WebAuthnStrategy(d.config, cast(Any, d.identities), d.schemas, d.store, d.limiter),
-    ),
-    ("passkey", lambda d: PasskeyStrategy(d.config, cast(Any, d.identities), d.schemas, d.store, d.limiter)),
-    ("code", lambda d: CodeStrategy(d.config, d.challenge) if d.challenge else None),
-    ("link", lambda d: LinkStrategy(d.config, d.challenge) if d.challenge else None),
-    # Passwordless login and registration by code (recovery/verification is CodeStrategy's).
-    ("code", lambda d: _code_login(d)),
+STRATEGIES: tuple[type[StrategyClass], ...] = (
+    ProfileStrategy,
+    PasswordStrategy,
+    OidcStrategy,
+    TotpStrategy,
+    LookupSecretStrategy,
+    WebAuthnStrategy,
+    PasskeyStrategy,
+    CodeStrategy,  # recovery and verification by code
+    LinkStrategy,
+    CodeLoginStrategy,  # passwordless login and registration by code
 )
-
-
-def _code_login(d: StrategyDeps) -> CodeLoginStrategy | None:
-    code = d.config.selfservice.methods.code
-    if d.challenge is None or not (code.passwordless_enabled or code.mfa_enabled):
-        return None
-    return CodeLoginStrategy(d.config, cast(Any, d.identities), d.schemas, d.challenge)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,19 +71,21 @@ class StrategyRegistry:
     """Social sign-in, when enabled: its callback handler and HTTP client are wired apart."""
 
 
-def _enabled(config: Config, name: str) -> bool:
-    method = getattr(config.selfservice.methods, name, None)
-    return bool(getattr(method, "enabled", False))
-
-
-def build_registry(deps: StrategyDeps) -> StrategyRegistry:
-    built = [factory(deps) for name, factory in _FACTORIES if _enabled(deps.config, name)]
-    built = [s for s in built if s is not None]
+def build_registry(
+    deps: StrategyDeps, strategies: Sequence[type[StrategyClass]] = STRATEGIES
+) -> StrategyRegistry:
+    built = [roles for cls in strategies if (roles := cls.build(deps)) is not None]
     return StrategyRegistry(
-        login=tuple(s for s in built if hasattr(s, "login_nodes")),
-        registration=tuple(s for s in built if hasattr(s, "registration_nodes")),
-        settings=tuple(s for s in built if hasattr(s, "settings_nodes")),
-        recovery=tuple(s for s in built if hasattr(s, "recovery_nodes")),
-        verification=tuple(s for s in built if hasattr(s, "verification_nodes")),
-        oidc=next((s for s in built if isinstance(s, OidcStrategy)), None),
+        login=tuple(r.login for r in built if r.login is not None),
+        registration=tuple(r.registration for r in built if r.registration is not None),
+        settings=tuple(r.settings for r in built if r.settings is not None),
+        recovery=tuple(r.recovery for r in built if r.recovery is not None),
+        verification=tuple(r.verification for r in built if r.verification is not None),
+        oidc=next((r.login for r in built if isinstance(r.login, OidcStrategy)), None),
     )
+
+
+def assurance(strategies: Sequence[type[StrategyClass]] = STRATEGIES) -> Assurance:
+    """The levels identities can reach, from every method that counts toward AAL, enabled or not
+    (Kratos counts every strategy: a disabled second factor still holds its user to aal2)."""
+    return Assurance([(cls.id, cls.second_factor_ready) for cls in strategies if cls.counts_toward_aal])

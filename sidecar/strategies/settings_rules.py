@@ -8,7 +8,7 @@ from typing import Any
 from sidecar import errors
 from sidecar.flows import messages
 from sidecar.flows.outcome import FlowInvalid
-from sidecar.strategies.base import SettingsContext
+from sidecar.flows.strategy import SettingsContext
 
 
 def require_privileged(ctx: SettingsContext) -> None:

@@ -32,11 +32,19 @@ from sidecar.flows import messages, nodes
 from sidecar.flows.model import Flow
 from sidecar.flows.nodes import Node
 from sidecar.flows.outcome import Client, FlowInvalid
+from sidecar.flows.strategy import (
+    NOT_RESPONSIBLE,
+    LoginStrategy,
+    NotResponsible,
+    SettingsContext,
+    SettingsStrategy,
+    SettingsUpdate,
+)
 from sidecar.identity.model import Credential, Identity
 from sidecar.kv.store import KeyValueStore
 from sidecar.schema.registry import SchemaRegistry
 from sidecar.security.ratelimit import RateLimiter
-from sidecar.strategies.base import NOT_RESPONSIBLE, NotResponsible, SettingsContext, SettingsUpdate
+from sidecar.strategies.deps import Roles, StrategyDeps
 from sidecar.strategies.settings_rules import flag, rate_limited, require_privileged
 
 PENDING_KEY = "totp_url"
@@ -82,8 +90,23 @@ def _code_node(label: messages.Text) -> Node:
     )
 
 
-class TotpStrategy:
+class TotpStrategy(LoginStrategy, SettingsStrategy):
     id = "totp"
+    first_factor = False
+    second_factor = True
+    counts_toward_aal = True
+
+    @staticmethod
+    def second_factor_ready(identity: Identity) -> bool:
+        credential = identity.credentials.get("totp")
+        return credential is not None and bool(credential.config.get("totp_url"))
+
+    @classmethod
+    def build(cls, deps: StrategyDeps) -> Roles | None:
+        if not deps.config.selfservice.methods.totp.enabled:
+            return None
+        strategy = cls(deps.config, deps.identities, deps.schemas, deps.kv, deps.limiter)
+        return Roles(login=strategy, settings=strategy)
 
     def __init__(
         self,

@@ -23,6 +23,15 @@ from sidecar.flows import messages, nodes
 from sidecar.flows.model import Flow
 from sidecar.flows.nodes import Node
 from sidecar.flows.outcome import Client, FlowInvalid
+from sidecar.flows.strategy import (
+    NOT_RESPONSIBLE,
+    LoginStrategy,
+    NotResponsible,
+    RegistrationStrategy,
+    SettingsContext,
+    SettingsStrategy,
+    SettingsUpdate,
+)
 from sidecar.identity.manager import IdentitySpec
 from sidecar.identity.model import Identity
 from sidecar.identity.normalize import normalize_identifier
@@ -41,7 +50,7 @@ from sidecar.security.webauthn_rp import (
     verify_assertion,
 )
 from sidecar.strategies import webauthn_keys as wk
-from sidecar.strategies.base import NOT_RESPONSIBLE, NotResponsible, SettingsContext, SettingsUpdate
+from sidecar.strategies.deps import Roles, StrategyDeps
 from sidecar.strategies.settings_rules import rate_limited, require_privileged
 from sidecar.strategies.traits import traits_refused
 
@@ -50,8 +59,26 @@ IDENTITY_KEY = "webauthn_identity"
 HANDLE_KEY = "webauthn_user_handle"
 
 
-class WebAuthnStrategy:
+class WebAuthnStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
     id = KIND
+    second_factor = True
+    counts_toward_aal = True
+
+    @staticmethod
+    def second_factor_ready(identity: Identity) -> bool:
+        """A security key that is not a passwordless one (those are a first factor)."""
+        credential = identity.credentials.get(KIND)
+        keys = credential.config.get("credentials") if credential is not None else None
+        return isinstance(keys, list) and any(
+            isinstance(k, Mapping) and not k.get("is_passwordless") for k in keys
+        )
+
+    @classmethod
+    def build(cls, deps: StrategyDeps) -> Roles | None:
+        if not deps.config.selfservice.methods.webauthn.enabled:
+            return None
+        strategy = cls(deps.config, deps.identities, deps.schemas, deps.kv, deps.limiter)
+        return Roles(login=strategy, registration=strategy, settings=strategy)
 
     def __init__(
         self,

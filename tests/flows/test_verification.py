@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from sidecar import errors
-from sidecar.flows.outcome import Completed, FlowReplaced, ShowFlow
 from sidecar.app import build_flows
+from sidecar.flows.outcome import Completed, FlowReplaced, ShowFlow
 from sidecar.identity.model import Identity
 from tests.flows.challenge_helpers import PASSWORD, Kit, Outbox, make_kit
 from tests.flows.conftest import FLOW_TYPES, client_for
@@ -122,6 +122,7 @@ def _wired(services: Any, config_hooks: Any = None) -> tuple[Any, Outbox]:
         services.identities,
         services.schemas,
         services.sessions,
+        services.assurance,
         courier=outbox,
         addresses=services.identity_store,
     )

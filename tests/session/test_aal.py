@@ -9,6 +9,10 @@ import pytest
 from sidecar.identity.model import Credential, Identity, utcnow
 from sidecar.session import aal
 from sidecar.session.model import Session
+from sidecar.strategies.registry import assurance
+
+# The strategies' own declarations (totp, lookup_secret, webauthn), as the app builds it.
+ASSURANCE = assurance()
 
 
 def _identity(*credentials: Credential) -> Identity:
@@ -32,15 +36,29 @@ SECURITY_KEY = Credential(type="webauthn", config={"credentials": [{"is_password
     ],
 )
 def test_available_aal(credentials: tuple[Credential, ...], expected: str) -> None:
-    assert aal.available_aal(_identity(*credentials)) == expected
+    assert ASSURANCE.available_aal(_identity(*credentials)) == expected
+
+
+def test_second_factors_in_declared_order() -> None:
+    codes = Credential(type="lookup_secret", config={"recovery_codes": [{"code": "x"}, {"used_at": "t"}]})
+    identity = _identity(PASSWORD, SECURITY_KEY, codes, TOTP)
+    assert ASSURANCE.second_factors(identity) == ["totp", "lookup_secret", "webauthn"]
+    used_up = Credential(type="lookup_secret", config={"recovery_codes": [{"used_at": "t"}]})
+    assert ASSURANCE.second_factors(_identity(PASSWORD, used_up)) == []
+
+
+def test_assurance_knows_only_what_it_is_given() -> None:
+    """``sidecar.session.aal`` names no method: with no second factors declared, all is aal1."""
+    nothing = aal.Assurance([])
+    assert nothing.available_aal(_identity(PASSWORD, TOTP)) == "aal1" and nothing.methods == frozenset()
 
 
 def test_satisfies() -> None:
     session = Session(identity_id=_identity().id, expires_at=utcnow() + timedelta(hours=1), aal="aal1")
     with_totp = _identity(PASSWORD, TOTP)
-    assert aal.satisfies(session, with_totp, "aal1")
-    assert not aal.satisfies(session, with_totp, "highest_available")
-    assert aal.satisfies(session, _identity(PASSWORD), "highest_available")
+    assert ASSURANCE.satisfies(session, with_totp, "aal1")
+    assert not ASSURANCE.satisfies(session, with_totp, "highest_available")
+    assert ASSURANCE.satisfies(session, _identity(PASSWORD), "highest_available")
 
 
 def test_urls() -> None:
@@ -90,6 +108,7 @@ def test_proxy_uses_available_aal(
     assert rule is not None
     identity = _identity(PASSWORD, TOTP)
     session = Session(identity_id=identity.id, expires_at=utcnow() + timedelta(hours=1), aal=session_aal)
-    outcome = Access.judge(rule, resolved(session, identity), False, required)
+    subject = resolved(session, identity, ASSURANCE.available_aal(identity))
+    outcome = Access.judge(rule, subject, False, required)
     assert outcome.verdict.value == expected
     assert (outcome.session is None) == anonymous

@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 
 from sidecar.identity.model import Identity
-from sidecar.session.aal import available_aal
-from sidecar.strategies.lookup_secret import code_digest, new_codes, new_credential
+from sidecar.strategies.lookup_secret import LookupSecretStrategy, code_digest, new_codes, new_credential
 
 
 def test_twelve_codes_of_eight_lowercase_alphanumerics() -> None:
@@ -28,7 +27,7 @@ def test_credential_keeps_only_salted_digests() -> None:
 def test_all_codes_used_means_no_second_factor() -> None:
     credential = new_credential(new_codes())
     identity = Identity(schema_id="default", traits={}, credentials={"lookup_secret": credential})
-    assert available_aal(identity) == "aal2"
+    assert LookupSecretStrategy.second_factor_ready(identity)
     for entry in credential.config["recovery_codes"]:
         entry["used_at"] = "2026-01-01T00:00:00+00:00"
-    assert available_aal(identity) == "aal1"
+    assert not LookupSecretStrategy.second_factor_ready(identity)

@@ -22,6 +22,7 @@ from sidecar.api.public.webauthn_js import webauthn_js_routes
 from sidecar.flows.lifecycle import FlowLifecycle
 from sidecar.flows.service import SelfServiceFlows
 from sidecar.identity.model import Identity
+from sidecar.session.aal import Assurance
 
 
 def _lifecycles(flows: SelfServiceFlows) -> dict[str, FlowLifecycle]:
@@ -36,6 +37,7 @@ def selfservice_routes(
     flows: SelfServiceFlows,
     error_flows: ErrorFlows,
     get_identity: Callable[[uuid.UUID], Awaitable[Identity]],
+    assurance: Assurance,
     session_tokens: PageTokens,
     max_body: int,
 ) -> list[Route]:
@@ -50,7 +52,7 @@ def selfservice_routes(
             if flows.settings
             else []
         ),
-        *session_routes(ctx, get_identity, session_tokens),
+        *session_routes(ctx, get_identity, assurance, session_tokens),
         *(oidc_routes(ctx, flows.oidc, _lifecycles(flows), error_flows, max_body) if flows.oidc else []),
         *error_routes(error_flows),
         *webauthn_js_routes(),

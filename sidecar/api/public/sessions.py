@@ -14,14 +14,16 @@ from sidecar.api.pagination import PageTokens, link_header, parse_page_size, par
 from sidecar.api.public.flow_http import NO_STORE, HttpContext
 from sidecar.api.respond import json_response
 from sidecar.identity.model import Identity
-from sidecar.session import aal
+from sidecar.session.aal import Assurance, step_up_url
 from sidecar.session.codec import session_to_json
 from sidecar.session.model import Session
 
 GetIdentity = Callable[[uuid.UUID], Awaitable[Identity]]
 
 
-def session_routes(ctx: HttpContext, get_identity: GetIdentity, tokens: PageTokens) -> list[Route]:
+def session_routes(
+    ctx: HttpContext, get_identity: GetIdentity, assurance: Assurance, tokens: PageTokens
+) -> list[Route]:
     config = ctx.config
 
     async def require(request: Request) -> tuple[Session, Identity]:
@@ -38,9 +40,9 @@ def session_routes(ctx: HttpContext, get_identity: GetIdentity, tokens: PageToke
 
     async def whoami(request: Request) -> Response:
         session, identity = await require(request)
-        if not aal.satisfies(session, identity, config.session.whoami.required_aal):
+        if not assurance.satisfies(session, identity, config.session.whoami.required_aal):
             raise errors.AAL2Required(
-                extra={"redirect_browser_to": aal.step_up_url(config.public_base_url)}, headers=NO_STORE
+                extra={"redirect_browser_to": step_up_url(config.public_base_url)}, headers=NO_STORE
             )
         headers = {**NO_STORE, "X-Kratos-Authenticated-Identity-Id": str(identity.id)}
         body = session_to_json(session, ctx.public_identity(identity))

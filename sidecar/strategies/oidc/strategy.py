@@ -21,11 +21,20 @@ from sidecar.flows import nodes
 from sidecar.flows.model import Flow
 from sidecar.flows.nodes import Node
 from sidecar.flows.outcome import Client, FlowInvalid
+from sidecar.flows.strategy import (
+    NOT_RESPONSIBLE,
+    LoginStrategy,
+    NotResponsible,
+    RegistrationStrategy,
+    SettingsContext,
+    SettingsStrategy,
+    SettingsUpdate,
+)
 from sidecar.identity.manager import IdentitySpec
 from sidecar.identity.model import Identity
 from sidecar.kv.store import KeyValueStore
 from sidecar.schema.registry import SchemaRegistry
-from sidecar.strategies.base import NOT_RESPONSIBLE, NotResponsible, SettingsContext, SettingsUpdate
+from sidecar.strategies.deps import Roles, StrategyDeps
 from sidecar.strategies.oidc import accounts, texts
 from sidecar.strategies.oidc.accounts import CALLBACK, OidcIdentities, Verified
 from sidecar.strategies.oidc.providers import Provider
@@ -50,8 +59,15 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-class OidcStrategy:
+class OidcStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
     id = "oidc"
+
+    @classmethod
+    def build(cls, deps: StrategyDeps) -> Roles | None:
+        if not deps.config.selfservice.methods.oidc.enabled:
+            return None
+        strategy = cls(deps.config, deps.identities, deps.schemas, deps.kv)
+        return Roles(login=strategy, registration=strategy, settings=strategy)
 
     def __init__(
         self,

@@ -1,8 +1,15 @@
 """What a flow asks of a strategy (Kratos ``selfservice/flow/login/strategy.go`` and friends).
 
+The flows own these contracts; strategies implement them (``class TotpStrategy(LoginStrategy,
+SettingsStrategy)``), so the import arrow points from ``sidecar.strategies`` to here, never back.
 A strategy adds its UI nodes to a new flow and handles a submission whose ``method`` names it;
 for any other submission it returns ``NOT_RESPONSIBLE`` so the flow asks the next one. A rejected
-submission raises ``sidecar.flows.outcome.FlowInvalid``. Flows only know these protocols.
+submission raises ``sidecar.flows.outcome.FlowInvalid``.
+
+Optional abilities are declared members with a default here (a strategy that subclasses the
+protocol inherits it and overrides what applies): ``first_factor`` / ``second_factor``,
+``prepare_login``, ``after_login`` and ``counts_toward_aal``. Flows read them; nothing probes a
+strategy with ``getattr`` or ``hasattr``.
 """
 
 from __future__ import annotations
@@ -10,14 +17,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Final, Protocol
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, Final, Protocol
 
 from sidecar.flows.messages import Text
 from sidecar.flows.model import Flow
 from sidecar.flows.nodes import Node
 from sidecar.flows.outcome import Client
 from sidecar.identity.model import Identity
+from sidecar.security.onetime import Grant
 from sidecar.session.model import Session
 
 
@@ -39,18 +47,45 @@ NOT_RESPONSIBLE: Final = NotResponsible()
 
 
 class Strategy(Protocol):
-    @property
-    def id(self) -> str:
-        """The ``method`` value this strategy answers to (``password``, ``profile``, ...)."""
-        ...
+    id: ClassVar[str]
+    """The ``method`` value this strategy answers to (``password``, ``profile``, ...), also its key
+    under ``selfservice.methods``."""
+
+    counts_toward_aal: ClassVar[bool] = False
+    """Whether a credential of this method, once set up, lifts the level an identity can reach to
+    aal2 (Kratos' ``ActiveCredentialsCounter``); then ``second_factor_ready`` says if it is."""
+
+    @staticmethod
+    def second_factor_ready(identity: Identity) -> bool:
+        """Whether ``identity`` has this method set up as a usable second factor. Asked of every
+        method, enabled or not, as Kratos counts every strategy (``sidecar.session.aal``)."""
+        return False
 
 
 class LoginStrategy(Strategy, Protocol):
+    first_factor: bool = True
+    """Signs in on its own: offered by aal1 flows."""
+
+    second_factor: bool = False
+    """Completes an ``aal=aal2`` flow and lifts the session to aal2. A method that also
+    ``counts_toward_aal`` is offered only to identities that have it set up."""
+
     def login_nodes(self, flow: Flow) -> list[Node]: ...
+
+    async def prepare_login(self, flow: Flow, identity: Identity) -> None:
+        """An aal2 flow for ``identity`` was built: add nodes that depend on it (WebAuthn's allowed
+        keys, the code addresses). Most methods need nothing."""
+        return None
 
     async def login(self, flow: Flow, body: Mapping[str, Any], client: Client) -> Identity | NotResponsible:
         """The authenticated identity, or NOT_RESPONSIBLE; raises FlowInvalid when rejected."""
         ...
+
+    async def after_login(self, flow: Flow, identity: Identity, method: str) -> None:
+        """Runs after any method (``method``) accepted the credentials of ``identity`` in ``flow``,
+        before the session is issued; may raise FlowInvalid (social sign-in links the provider
+        account that found an existing one here). Most methods need nothing."""
+        return None
 
 
 class RegistrationStrategy(Strategy, Protocol):
@@ -93,12 +128,22 @@ ChallengeResult = ChallengeSent | ChallengePassed
 
 
 class RecoveryStrategy(Strategy, Protocol):
+    @property
+    def lifespan(self) -> timedelta:
+        """How long a secret it sends stays good (``selfservice.methods.<id>.config.lifespan``)."""
+        ...
+
     def recovery_nodes(self, flow: Flow) -> list[Node]: ...
 
     async def recover(
         self, flow: Flow, body: Mapping[str, Any], client: Client
     ) -> ChallengeResult | NotResponsible:
         """Send (state ``sent_email``) or check a secret; raises FlowInvalid or SecretExpired."""
+        ...
+
+    async def issue_for_admin(self, flow: Flow, grant: Grant, now: datetime) -> str:
+        """A secret for ``grant`` that nobody is mailed (Kratos' admin recovery): stored like a sent
+        one, ``flow`` turned into its "sent" step; returns the secret for the admin to hand over."""
         ...
 
 
