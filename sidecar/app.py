@@ -15,16 +15,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
-from starlette.routing import Route
+from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
 from sidecar.api import respond
-from sidecar.config.model import Config, RateLimit
+from sidecar.api.admin.auth import AdminKey
+from sidecar.api.admin.identities import IdentityHandlers
+from sidecar.api.admin.routes import admin_routes
+from sidecar.api.health import health_routes
+from sidecar.api.pagination import PageTokens, pagination_secret
+from sidecar.api.public.errors_flow import ErrorFlows
+from sidecar.api.public.flow_http import HttpContext
+from sidecar.api.public.routes import public_routes
+from sidecar.api.public.selfservice import selfservice_routes
+from sidecar.config.model import Config, RateLimit, Timeouts
 from sidecar.courier.service import Courier
 from sidecar.courier.smtp import SmtpSender
 from sidecar.courier.store import CourierStore
@@ -39,25 +51,48 @@ from sidecar.flows.settings import SettingsFlows
 from sidecar.flows.store import FlowStore
 from sidecar.flows.verification import VerificationFlows
 from sidecar.hashing.hasher import PasswordHasher
+from sidecar.identity.codec import identity_to_json
 from sidecar.identity.manager import IdentityManager
+from sidecar.identity.model import Identity
 from sidecar.identity.store import IdentityStore
 from sidecar.kv.store import KeyValueStore
+from sidecar.logs import AccessLog, admin_route_classifier, public_route_classifier
 from sidecar.metrics import Metrics
+from sidecar.proxy.access import Access
+from sidecar.proxy.aiohttp_client import AiohttpUpstream
+from sidecar.proxy.aiohttp_websocket import AiohttpWebSockets
+from sidecar.proxy.decisions import DecisionEndpoints
+from sidecar.proxy.deny import Denials
+from sidecar.proxy.gateway import Gateway
+from sidecar.proxy.http1 import Http1Client
+from sidecar.proxy.identity_headers import IdentityHeaders
+from sidecar.proxy.prefix import OwnPaths
+from sidecar.proxy.upstream import Upstream
+from sidecar.proxy.websocket import WebSocketProxy
+from sidecar.rules.holder import RulesHolder
 from sidecar.schema.registry import SchemaRegistry
+from sidecar.security.jwt import JwtSigner
 from sidecar.security.ratelimit import RateLimiter
+from sidecar.security.trusted_proxies import TrustedProxies
 from sidecar.session.aal import Assurance
 from sidecar.session.invalidation import Invalidation, create_invalidation
 from sidecar.session.manager import SessionManager
 from sidecar.session.resolver import SessionResolver
 from sidecar.session.store import SessionStore
+from sidecar.storage.redis.backend import RedisBackend
 from sidecar.storage.sql.database import SqlDatabase
 from sidecar.strategies.challenge import AddressDirectory, ChallengeDeps, Mailer
 from sidecar.strategies.deps import StrategyDeps
 from sidecar.strategies.oidc.callback import oidc_callbacks
+from sidecar.strategies.oidc.providers import form_action_origins as oidc_origins
 from sidecar.strategies.registry import assurance as strategy_assurance
 from sidecar.strategies.registry import build_registry
+from sidecar.ui.api_client import PublicApiClient, in_process
+from sidecar.ui.pages import page_routes
 
 log = logging.getLogger("sidecar")
+
+UPSTREAM_CLIENT_ENV = "SIDECAR_UPSTREAM_CLIENT"
 
 Closer = Callable[[], Awaitable[None]]
 
@@ -187,8 +222,6 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
     kv: KeyValueStore
     redis_client = None
     if config.redis is not None:
-        from sidecar.storage.redis.backend import RedisBackend
-
         redis = RedisBackend(config.redis.url, config.redis.key_prefix)
         session_store, kv, redis_client = redis.sessions, redis.kv, redis.client
         closers.append(redis.close)
@@ -263,19 +296,10 @@ def _lifespan(services: Services) -> Callable[[Starlette], contextlib.AbstractAs
 
 
 def _health(services: Services) -> list[Route]:
-    from sidecar.api.health import health_routes
-
     return health_routes(services.readiness_checks, ready=services.is_ready)
 
 
 def create_admin_app(services: Services, *, manage_lifespan: bool = True) -> ASGIApp:
-    from sidecar.api.admin.auth import AdminKey
-    from sidecar.api.admin.identities import IdentityHandlers
-    from sidecar.api.admin.routes import admin_routes
-    from sidecar.api.pagination import PageTokens, pagination_secret
-    from sidecar.identity.codec import identity_to_json
-    from sidecar.identity.model import Identity
-
     config = services.config
     schemas = services.schemas
 
@@ -314,19 +338,6 @@ def create_admin_app(services: Services, *, manage_lifespan: bool = True) -> ASG
 
 def create_public_app(services: Services, *, manage_lifespan: bool = True, gateway: bool = True) -> ASGIApp:
     """The public listener: the proxy gateway around the Starlette app (``gateway=False``: the plain app)."""
-    from starlette.routing import Mount
-
-    from sidecar.api.pagination import PageTokens
-    from sidecar.api.public.errors_flow import ErrorFlows
-    from sidecar.api.public.flow_http import HttpContext
-    from sidecar.api.public.routes import public_routes
-    from sidecar.api.public.selfservice import selfservice_routes
-    from sidecar.identity.codec import identity_to_json
-    from sidecar.identity.model import Identity
-    from sidecar.proxy.headers import TrustedProxies
-    from sidecar.strategies.oidc.providers import form_action_origins as oidc_origins
-    from sidecar.ui.api_client import PublicApiClient, in_process
-    from sidecar.ui.pages import page_routes
 
     config = services.config
     prefix = config.serve.public.prefix
@@ -383,8 +394,6 @@ def create_public_app(services: Services, *, manage_lifespan: bool = True, gatew
     cors = config.serve.public.cors
     if cors.enabled:
         # Only the API under the prefix: proxied app traffic keeps whatever CORS the app answers.
-        from starlette.middleware.cors import CORSMiddleware
-
         app = CORSMiddleware(
             app,
             allow_origins=cors.allowed_origins,
@@ -396,20 +405,88 @@ def create_public_app(services: Services, *, manage_lifespan: bool = True, gatew
         )
     if not gateway:
         return app
-    from sidecar.proxy.gateway import build_gateway
-
-    public = build_gateway(
-        services.config, services.resolver, app, invalidation=services.invalidation, metrics=services.metrics
-    )
+    public = _gateway(services, app)
     services.on_stop(public.stop)  # registered last, so stopped before the pools it uses
     return public
 
 
+def create_upstream(timeouts: Timeouts, kind: str | None = None) -> Upstream:
+    """The HTTP client to the app: ``http1`` (ours, the default) or ``aiohttp``, picked by
+    ``SIDECAR_UPSTREAM_CLIENT`` so the benchmark can run both (DESIGN §6)."""
+    kind = kind or os.environ.get(UPSTREAM_CLIENT_ENV) or "http1"
+    if kind == "http1":
+        return Http1Client(timeouts.connect.total_seconds(), timeouts.read.total_seconds())
+    if kind == "aiohttp":
+        return AiohttpUpstream(timeouts)
+    raise ValueError(f"unknown upstream client {kind!r} (http1, aiohttp)")
+
+
+def _gateway(services: Services, public_app: ASGIApp) -> Gateway:
+    """The access path around ``public_app``. Loads the rules now, so a bad rule file fails the
+    start (``RulesError``); connects to nothing until a request is proxied."""
+
+    config = services.config
+    proxy = config.proxy
+    rules = RulesHolder(config.rules)
+    rules.load()
+    signer = None
+    if proxy.jwt.enabled or any(r.upstream_jwt for r in rules.current.rules):
+        signer = JwtSigner(
+            config.secrets.default or config.secrets.cookie,
+            alg=proxy.jwt.alg,
+            issuer=proxy.jwt.issuer or config.public_base_url,
+            default_audience=proxy.jwt.audience,
+        )
+    # Lazy: no connection until a request is proxied (rules may gain an upstream on reload).
+    upstream = create_upstream(proxy.timeouts)
+    connector = AiohttpWebSockets(proxy.timeouts)
+    services.on_stop(connector.close)
+    trusted = TrustedProxies.parse(config.serve.public.trusted_proxies)
+    paths = OwnPaths(config.serve.public.prefix, reject_parameters=proxy.reject_path_parameters)
+    access = Access(config, services.resolver, rules, services.metrics)
+    identity = IdentityHeaders(proxy, rules, signer)
+    denials = Denials(config.public_base_url)
+    upstream_base = proxy.upstream.rstrip("/") if proxy.upstream else None
+    base = urlsplit(config.public_base_url)
+    base_origin = f"{base.scheme}://{base.netloc}"
+    return Gateway(
+        public_app,
+        paths=paths,
+        access=access,
+        identity=identity,
+        denials=denials,
+        decisions=DecisionEndpoints(
+            access,
+            identity,
+            denials,
+            trusted,
+            public_base_url=config.public_base_url,
+            reject_path_parameters=proxy.reject_path_parameters,
+        ),
+        websockets=WebSocketProxy(
+            enabled=proxy.websockets,
+            paths=paths,
+            access=access,
+            resolver=services.resolver,
+            identity=identity,
+            trusted=trusted,
+            connector=connector,
+            upstream_base=upstream_base,
+            base_origin=base_origin,
+            allowed_origins=proxy.allowed_ws_origins,
+        ),
+        trusted=trusted,
+        rules=rules,
+        upstream=upstream,
+        upstream_base=upstream_base,
+        base_origin=base_origin,
+        invalidation=services.invalidation,
+        metrics=services.metrics,
+    )
+
+
 def wrap_apps(services: Services, public: Any, admin: Any) -> tuple[Any, Any]:
     """Both apps inside the access log (request id, one JSON line, request metrics)."""
-    from sidecar.logs import AccessLog, admin_route_classifier, public_route_classifier
-    from sidecar.proxy.headers import TrustedProxies
-
     config = services.config
     trusted = TrustedProxies.parse(config.serve.public.trusted_proxies).trusts
     options: dict[str, Any] = {

@@ -17,8 +17,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sidecar.config.loader import load_config
-from sidecar.proxy.access import Access, Verdict
 from sidecar.proxy.paths import BadPath, normalise_path
+from sidecar.rules.decision import Verdict, judge
 from sidecar.rules.loader import RulesError, expand_paths, load_rules
 from sidecar.rules.model import Rule, RuleSet, normalise_host
 from sidecar.session.resolver import ResolvedSession
@@ -147,7 +147,7 @@ def explain(ruleset: RuleSet, method: str, url: str, session: ResolvedSession | 
     elif session is None:
         verdict = Verdict.ALLOW if level == "optional" else Verdict.LOGIN
     else:
-        verdict = Access.judge(matched, session, api=True).verdict
+        verdict = judge(matched, session)[0]
     who = f"identity {session.identity_id} ({session.aal})" if session else "anonymous"
     print(f"decision for {who}: {_OUTCOMES[verdict]}", file=out)
     return 0 if verdict is Verdict.ALLOW else 1

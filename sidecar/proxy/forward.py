@@ -16,17 +16,16 @@ from starlette.types import Receive, Send
 
 from sidecar import errors
 from sidecar.metrics import Metrics
-from sidecar.proxy.access import new_request_id
 from sidecar.proxy.headers import (
     FORWARDED,
     HOP_BY_HOP,
     IDENTITY_PREFIX,
     METHOD_OVERRIDES,
-    canonical,
+    connection_options,
     drop_cookie,
 )
-from sidecar.proxy.responses import send_error
-from sidecar.proxy.upstream import ClientGone, UpstreamClient, UpstreamError, UpstreamTimeout
+from sidecar.proxy.responses import new_request_id, send_error
+from sidecar.proxy.upstream import ClientGone, Upstream, UpstreamError, UpstreamTimeout
 
 log = logging.getLogger("sidecar.proxy")
 
@@ -55,7 +54,7 @@ def rewrite_request_headers_raw(
     for name, value in headers:
         if name.lower() == b"connection":
             listed = listed or set()
-            listed.update(canonical(t.strip()) for t in value.split(b","))
+            listed.update(connection_options(value))
     out: list[tuple[bytes, bytes]] = []
     host = b""
     xff: list[bytes] = []
@@ -140,7 +139,7 @@ _TITLE = {
 
 
 async def forward_http(
-    client: UpstreamClient,
+    client: Upstream,
     method: str,
     base: str,
     target: bytes,

@@ -7,10 +7,6 @@ both to ``HTTP_X_USER_ID``) is removed before ours are added (proxy-conventions.
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-
 HOP_BY_HOP = frozenset(
     {
         b"connection",
@@ -43,66 +39,15 @@ def canonical(name: bytes) -> bytes:
     return name.lower().replace(b"_", b"-")
 
 
-def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    tokens: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            tokens.update(canonical(t.strip()) for t in value.split(b",") if t.strip())
-    return frozenset(tokens)
-
-
-def is_identity_header(canon: bytes, strip: frozenset[bytes]) -> bool:
-    return canon in strip or canon.startswith(IDENTITY_PREFIX)
+def connection_options(value: bytes) -> list[bytes]:
+    """The field names one ``Connection`` header lists (RFC 9110 §7.6.1), in canonical form: each
+    of them is hop-by-hop and ends at this hop, whichever way round the message goes."""
+    return [canonical(token.strip()) for token in value.split(b",") if token.strip()]
 
 
 def header_value_ok(value: str) -> bool:
     """No CR, LF, NUL or other control characters: a trait must not inject a header."""
     return all(c == "\t" or (c >= " " and c != "\x7f") for c in value)
-
-
-@dataclass(frozen=True, slots=True)
-class TrustedProxies:
-    """``serve.public.trusted_proxies``; an empty list means loopback only (the documented default)."""
-
-    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-    # Parsing an address costs more than the rest of a cached decision; peers repeat (keep-alive,
-    # a front proxy), so the answer is memoised per peer (keyed by the peer alone: hashing the
-    # networks on every lookup cost as much as the lookup).
-    _memo: dict[str, bool] = field(default_factory=dict, compare=False, hash=False, repr=False)
-
-    @classmethod
-    def parse(cls, cidrs: Sequence[str]) -> TrustedProxies:
-        items = list(cidrs) or ["127.0.0.0/8", "::1/128"]
-        return cls(tuple(ipaddress.ip_network(c, strict=False) for c in items))
-
-    def trusts(self, peer: str | None) -> bool:
-        if not peer:
-            return False
-        memo = self._memo
-        known = memo.get(peer)
-        if known is not None:
-            return known
-        try:
-            addr = ipaddress.ip_address(peer)
-        except ValueError:
-            return False
-        result = any(addr in net for net in self.networks)
-        if len(memo) > 4096:  # bounded: peers are many only under attack
-            memo.clear()
-        memo[peer] = result
-        return result
-
-    def client_address(self, peer: str | None, xff: bytes | None) -> str:
-        """Walk ``X-Forwarded-For`` from the right past trusted hops (werkzeug ProxyFix)."""
-        if not peer:
-            return ""
-        if not xff or not self.trusts(peer):
-            return peer
-        hops = [h.strip().decode("latin-1") for h in xff.split(b",") if h.strip()]
-        current = peer
-        while hops and self.trusts(current):
-            current = hops.pop()
-        return current
 
 
 def parse_cookie(header: bytes, name: bytes) -> bytes | None:

@@ -8,6 +8,7 @@ the proxy and decision endpoints, which have no ``Request`` object (STYLE §4). 
 from __future__ import annotations
 
 import json
+import uuid
 
 from starlette.types import Send
 
@@ -23,6 +24,11 @@ FORBIDDEN_PAGE = (
     b"<body><h1>Access denied</h1><p>You are signed in, but this page is not available to your account."
     b"</p></body></html>"
 )
+
+
+def new_request_id() -> str:
+    """For an error answer that has none yet: made only on failure, it costs on the hot path."""
+    return uuid.uuid4().hex
 
 
 def error_body(exc: errors.SidecarError, request_id: str | None = None) -> bytes:

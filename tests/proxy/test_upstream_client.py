@@ -19,7 +19,9 @@ import pytest
 
 from sidecar.config.model import Timeouts
 from sidecar.proxy.forward import forward_http
-from sidecar.proxy.upstream import UpstreamAborted, UpstreamClient, create_upstream
+from sidecar.app import create_upstream
+from sidecar.proxy.upstream import Upstream as UpstreamClient
+from sidecar.proxy.upstream import UpstreamAborted
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"

@@ -100,7 +100,7 @@ def test_proxy_uses_available_aal(
     path: str, session_aal: str, required: str, expected: str, anonymous: bool
 ) -> None:
     """No first factor skips a configured second factor on the access path either."""
-    from sidecar.proxy.access import Access
+    from sidecar.rules.decision import judge
     from sidecar.rules.loader import parse_rules
     from sidecar.session.resolver import resolved
 
@@ -109,6 +109,6 @@ def test_proxy_uses_available_aal(
     identity = _identity(PASSWORD, TOTP)
     session = Session(identity_id=identity.id, expires_at=utcnow() + timedelta(hours=1), aal=session_aal)
     subject = resolved(session, identity, ASSURANCE.available_aal(identity))
-    outcome = Access.judge(rule, subject, False, required)
-    assert outcome.verdict.value == expected
-    assert (outcome.session is None) == anonymous
+    verdict, _, identified = judge(rule, subject, required)
+    assert verdict.value == expected
+    assert (not identified) == anonymous

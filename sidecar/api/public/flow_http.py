@@ -24,8 +24,8 @@ from sidecar.flows.model import Flow, flow_to_json
 from sidecar.flows.outcome import Client, FlowReplaced, ShowFlow
 from sidecar.identity.model import Identity, utcnow
 from sidecar.metrics import Metrics
-from sidecar.proxy.headers import TrustedProxies
 from sidecar.security import csrf
+from sidecar.security.trusted_proxies import TrustedProxies
 from sidecar.session.manager import SessionManager
 from sidecar.session.model import Session
 

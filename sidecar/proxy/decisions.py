@@ -1,0 +1,229 @@
+"""Decision endpoints for a proxy in front of the app (proxy-conventions.md), raw ASGI.
+
+They run normalisation, rules, session and decision (DESIGN §5 steps 1-4) on the *original*
+request, which each proxy describes in its own headers, and answer in that proxy's dialect with
+status and headers (a body only on denial). Each dialect is a small object: how to read the
+original request, which headers allow it, how a denial must look. Forwarded headers are read only
+when the TCP peer is in ``serve.public.trusted_proxies``. Also serves the upstream-JWT key set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+from urllib.parse import urlsplit
+
+from starlette.types import Scope, Send
+
+from sidecar import errors
+from sidecar.proxy.access import Access, RequestFacts
+from sidecar.proxy.deny import Denials
+from sidecar.proxy.identity_headers import IdentityHeaders
+from sidecar.proxy.paths import BadPath, normalise_path
+from sidecar.proxy.responses import JSON, NO_STORE, send_error, send_response
+from sidecar.rules.model import normalise_host
+from sidecar.security.trusted_proxies import TrustedProxies
+
+Headers = list[tuple[bytes, bytes]]
+
+
+@dataclass(slots=True)
+class Original:
+    method: str
+    scheme: str
+    host: str
+    path: bytes
+    query: bytes
+
+
+class Dialect:
+    """nginx-like by default; subclasses change what differs."""
+
+    always_json: ClassVar[bool] = False
+    """Every denial in Kratos JSON, whatever the client (Oathkeeper's API)."""
+    redirects: ClassVar[bool] = True
+    """False when the proxy cannot pass a 3xx on: 401 + ``Location`` instead."""
+
+    def original(
+        self, sub: bytes, scope: Scope, h: dict[bytes, bytes], trusted: bool, host: str, scheme: str
+    ) -> Original | None:
+        """The request the proxy asks about; None when missing or not from a trusted proxy.
+
+        ``sub`` is the path below the public prefix, ``h`` the first ``host``, ``x-original-*`` and
+        ``x-forwarded-*`` values (lower-case names), ``trusted`` whether the peer is a trusted proxy,
+        ``host`` and ``scheme`` the request's own (forwarded ones when trusted)."""
+        raise NotImplementedError
+
+    def allow_headers(self, ours: dict[bytes, bytes], names: tuple[bytes, ...]) -> Headers:
+        # nginx and Caddy/Traefik: every configured header, empty when anonymous, so the
+        # proxy's copy replaces (or removes) the client's (Caddy GHSA-7r4p-vjf4-gxv4).
+        return [(n, ours.get(n, b"")) for n in names]
+
+
+def _uri(path: bytes, query: bytes) -> bytes:
+    return path + b"?" + query if query else path
+
+
+class Nginx(Dialect):
+    """nginx ``auth_request``: ``X-Original-URI`` (or ``X-Original-URL``) and ``X-Original-Method``."""
+
+    # nginx turns a 3xx from auth_request into a 500: 401 + Location for error_page.
+    redirects = False
+
+    def original(
+        self, sub: bytes, scope: Scope, h: dict[bytes, bytes], trusted: bool, host: str, scheme: str
+    ) -> Original | None:
+        if not trusted:
+            return None
+        uri = h.get(b"x-original-uri")
+        if uri is None and b"x-original-url" in h:
+            parts = urlsplit(h[b"x-original-url"].decode("latin-1"))
+            if b"x-forwarded-host" not in h and parts.netloc:
+                host = parts.netloc
+            uri = _uri((parts.path or "/").encode("latin-1"), parts.query.encode())
+        if uri is None:
+            return None
+        method = h.get(b"x-original-method", b"GET").decode("latin-1")
+        path, _, query = uri.partition(b"?")
+        return Original(method.upper(), scheme, host, path, query)
+
+
+class ForwardAuth(Dialect):
+    """Traefik ForwardAuth and Caddy ``forward_auth``: ``X-Forwarded-Method/Proto/Host/Uri``."""
+
+    def original(
+        self, sub: bytes, scope: Scope, h: dict[bytes, bytes], trusted: bool, host: str, scheme: str
+    ) -> Original | None:
+        if not trusted or b"x-forwarded-uri" not in h:
+            return None
+        method = h.get(b"x-forwarded-method", b"GET").decode("latin-1")
+        path, _, query = h[b"x-forwarded-uri"].partition(b"?")
+        return Original(method.upper(), scheme, host, path, query)
+
+
+class Envoy(Dialect):
+    """Envoy ext_authz (HTTP service): the original path is appended to ours; only 200 allows."""
+
+    def original(
+        self, sub: bytes, scope: Scope, h: dict[bytes, bytes], trusted: bool, host: str, scheme: str
+    ) -> Original | None:
+        path = sub[len(b"/authz/envoy") :] or b"/"
+        return Original(scope["method"].upper(), scheme, host, path, scope.get("query_string", b""))
+
+    def allow_headers(self, ours: dict[bytes, bytes], names: tuple[bytes, ...]) -> Headers:
+        # Envoy keeps a client copy of any header we omit: name every unset one for removal.
+        headers = [(n, v) for n, v in ours.items() if v]
+        missing = [n for n in names if not ours.get(n)]
+        if missing:
+            headers.append((b"x-envoy-auth-headers-to-remove", b", ".join(missing)))
+        return headers
+
+
+class Oathkeeper(Dialect):
+    """Oathkeeper's ``/decisions/<path>``: the path is appended, or sent in forwarded headers."""
+
+    always_json = True
+
+    def original(
+        self, sub: bytes, scope: Scope, h: dict[bytes, bytes], trusted: bool, host: str, scheme: str
+    ) -> Original | None:
+        method: str = scope["method"]
+        path = sub[len(b"/decisions") :] or b"/"
+        if trusted:
+            method = h.get(b"x-forwarded-method", method.encode()).decode("latin-1")
+            path = h.get(b"x-forwarded-uri", path).split(b"?", 1)[0]
+        return Original(method.upper(), scheme, host, path, b"")
+
+
+NGINX, FORWARD_AUTH, ENVOY, OATHKEEPER = Nginx(), ForwardAuth(), Envoy(), Oathkeeper()
+
+
+def dialect_for(sub: bytes) -> Dialect | None:
+    if sub == b"/authz/nginx":
+        return NGINX
+    if sub == b"/authz/forward-auth":
+        return FORWARD_AUTH
+    if sub.startswith(b"/authz/envoy/") or sub == b"/authz/envoy":
+        return ENVOY
+    if sub.startswith(b"/decisions/") or sub == b"/decisions":
+        return OATHKEEPER
+    return None
+
+
+class DecisionEndpoints:
+    def __init__(
+        self,
+        access: Access,
+        identity: IdentityHeaders,
+        denials: Denials,
+        trusted: TrustedProxies,
+        *,
+        public_base_url: str,
+        reject_path_parameters: bool,
+    ) -> None:
+        self.access = access
+        self.identity = identity
+        self.denials = denials
+        self.trusted = trusted
+        self.reject_params = reject_path_parameters
+        base = urlsplit(public_base_url)
+        self.base_scheme, self.base_host = base.scheme, base.netloc
+
+    async def handle(self, sub: bytes, scope: Scope, send: Send) -> bool:
+        """Answer when ``sub`` (the path below the prefix) is one of ours; False otherwise."""
+        dialect = dialect_for(sub)
+        if dialect is not None:
+            await self._decide(dialect, sub, scope, send)
+            return True
+        if sub == b"/.well-known/jwks.json":
+            signer = self.identity.signer
+            body = signer.jwks_body if signer is not None else b'{"keys":[]}'
+            await send_response(send, 200, [JSON, (b"cache-control", b"public, max-age=300")], body)
+            return True
+        return False
+
+    def _original(self, dialect: Dialect, sub: bytes, scope: Scope) -> Original | None:
+        peer = scope["client"][0] if scope.get("client") else None
+        trusted = self.trusted.trusts(peer)
+        h: dict[bytes, bytes] = {}
+        for name, value in scope["headers"]:
+            n = name.lower()
+            if n.startswith((b"x-original-", b"x-forwarded-", b"host")):
+                h.setdefault(n, value)
+        host = h.get(b"host", b"").decode("latin-1")
+        scheme = self.base_scheme
+        if trusted:
+            host = h.get(b"x-forwarded-host", b"").decode("latin-1").split(",")[0].strip() or host
+            proto = h.get(b"x-forwarded-proto", b"").decode("latin-1").split(",")[0].strip()
+            scheme = proto if proto in ("http", "https") else scheme
+        return dialect.original(sub, scope, h, trusted, host, scheme)
+
+    async def _decide(self, dialect: Dialect, sub: bytes, scope: Scope, send: Send) -> None:
+        original = self._original(dialect, sub, scope)
+        if original is None:
+            await send_error(
+                send, errors.BadRequest("the original request is missing or not from a trusted proxy")
+            )
+            return
+        host = original.host or self.base_host
+        try:
+            path = normalise_path(original.path, reject_parameters=self.reject_params)
+        except BadPath as exc:
+            await send_error(send, errors.BadRequest(f"ambiguous or malformed path: {exc}"))
+            return
+        facts = RequestFacts.read(scope["headers"], self.access.cookie_name)
+        outcome = await self.access.check(original.method, normalise_host(host), path, facts, scope)
+        if outcome.allowed:
+            ours = dict(self.identity.render(outcome))
+            _, names = self.identity.names()
+            await send_response(send, 200, [NO_STORE, *dialect.allow_headers(ours, names)])
+            return
+        query = ("?" + original.query.decode("latin-1")) if original.query else ""
+        await self.denials.send(
+            send,
+            outcome.verdict,
+            api=outcome.api or dialect.always_json,
+            method=original.method,
+            return_to=f"{original.scheme}://{host}{path}{query}",
+            redirects=dialect.redirects,
+        )

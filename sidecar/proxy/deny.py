@@ -1,0 +1,76 @@
+"""How a denied request is answered, for the gateway and every decision dialect (DESIGN §5.4).
+
+API clients get Kratos JSON (401 ``session_inactive`` with ``WWW-Authenticate``, 403
+``session_aal2_required`` carrying where a browser would step up, 403, 503); browser navigations
+get a redirect to the login page with ``return_to`` (302 for GET/HEAD, 303 otherwise; 303 for a
+step-up) or the 403 page. A dialect whose proxy cannot pass a redirect on (nginx turns a 3xx from
+``auth_request`` into a 500) answers 401 with the login URL in ``Location`` instead.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from starlette.types import Send
+
+from sidecar import errors
+from sidecar.proxy.responses import (
+    FORBIDDEN_PAGE,
+    HTML,
+    NO_STORE,
+    WWW_AUTHENTICATE,
+    new_request_id,
+    send_error,
+    send_response,
+)
+from sidecar.rules.decision import Verdict
+
+
+class Denials:
+    def __init__(self, public_base_url: str) -> None:
+        self.login_url = public_base_url + "/self-service/login/browser"
+
+    def login_location(self, return_to: str, *, aal2: bool = False) -> str:
+        query = "aal=aal2&" if aal2 else ""
+        return f"{self.login_url}?{query}return_to={quote(return_to, safe='')}"
+
+    async def send(
+        self,
+        send: Send,
+        verdict: Verdict,
+        *,
+        api: bool,
+        method: str,
+        return_to: str,
+        redirects: bool = True,
+        head: bool = False,
+    ) -> None:
+        """Answer a ``verdict`` other than ALLOW. ``api``: a JSON client (never redirected);
+        ``redirects``: False for a proxy that needs 401 + ``Location`` instead of a 3xx."""
+        if verdict is Verdict.UNAVAILABLE:
+            await send_error(send, errors.ServiceUnavailable(), request_id=new_request_id(), head=head)
+        elif verdict is Verdict.LOGIN:
+            if api:
+                await send_error(send, errors.SessionInactive(), extra=[WWW_AUTHENTICATE], head=head)
+                return
+            location = self.login_location(return_to).encode()
+            if redirects:
+                status = 302 if method in ("GET", "HEAD") else 303
+                await send_response(send, status, [(b"location", location), NO_STORE])
+            else:
+                extra = [WWW_AUTHENTICATE, (b"location", location)]
+                await send_error(send, errors.SessionInactive(), extra=extra, head=head)
+        elif verdict is Verdict.STEP_UP:
+            step_up = self.login_location(return_to, aal2=True)
+            if api:
+                # Kratos' session_aal2_required carries where a browser would step up.
+                await send_error(send, errors.AAL2Required(extra={"redirect_browser_to": step_up}), head=head)
+            elif redirects:
+                await send_response(send, 303, [(b"location", step_up.encode()), NO_STORE])
+            else:
+                extra = [(b"location", step_up.encode())]
+                await send_error(send, errors.SessionInactive(), extra=extra, head=head)
+        elif api:
+            await send_error(send, errors.Forbidden(), head=head)
+        else:
+            await send_response(send, 403, [HTML, NO_STORE], FORBIDDEN_PAGE, head=head)
