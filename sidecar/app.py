@@ -51,7 +51,7 @@ from sidecar.flows.settings import SettingsFlows
 from sidecar.flows.store import FlowStore
 from sidecar.flows.verification import VerificationFlows
 from sidecar.hashing.hasher import PasswordHasher
-from sidecar.identity.codec import identity_to_json
+from sidecar.identity.identity_json import identity_to_json
 from sidecar.identity.manager import IdentityManager
 from sidecar.identity.model import Identity
 from sidecar.identity.store import IdentityStore
@@ -81,7 +81,7 @@ from sidecar.session.resolver import SessionResolver
 from sidecar.session.store import SessionStore
 from sidecar.storage.redis.backend import RedisBackend
 from sidecar.storage.sql.database import SqlDatabase
-from sidecar.strategies.challenge import AddressDirectory, ChallengeDeps, Mailer
+from sidecar.strategies.address_challenge import AddressDirectory, ChallengeDeps, Mailer
 from sidecar.strategies.deps import StrategyDeps
 from sidecar.strategies.oidc.callback import oidc_callbacks
 from sidecar.strategies.oidc.providers import form_action_origins as oidc_origins

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from sidecar import __version__
+from sidecar.cli_rules import add_rules_parser
 from sidecar.config.loader import ConfigError, load_config
 
 
@@ -103,12 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=_cmd_version)
 
-    try:
-        from sidecar.cli_rules import add_rules_parser
-    except ImportError:  # the rules CLI ships with the access-path package
-        pass
-    else:
-        add_rules_parser(sub)
+    add_rules_parser(sub)
     return parser
 
 

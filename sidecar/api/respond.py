@@ -52,14 +52,16 @@ def error_response(exc: errors.SidecarError, request: Request | None = None) -> 
 
 
 async def handle_sidecar_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, errors.SidecarError)
+    if not isinstance(exc, errors.SidecarError):  # registered for SidecarError only
+        return await handle_unexpected(request, exc)
     if exc.code >= 500:
         log.warning("request failed: %s %s -> %s %s", request.method, request.url.path, exc.code, exc.message)
     return error_response(exc, request)
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
+    if not isinstance(exc, HTTPException):  # registered for HTTPException only
+        return await handle_unexpected(request, exc)
     cls = _HTTP_STATUS_ERRORS.get(exc.status_code, errors.SidecarError)
     err = cls(exc.detail if isinstance(exc.detail, str) and exc.detail else None)
     if cls is errors.SidecarError:

@@ -1,7 +1,10 @@
 """UI texts with Kratos' stable numeric ids (kratos-api.md §5; English from ory/kratos ``text/``).
 
-Clients must key on ``id``; the English is for people. 4000429 is sidecar-only (brute-force
-lockout) and sits in the generic-validation range where Kratos defines no such id.
+The one place for the texts flows and strategies put in ``ui.messages`` and node labels (the
+password policy's own findings, ``sidecar.security.passwords``, carry their ids and are passed on
+as they are); the pages' own words are ``sidecar.ui.wording``. Clients must key on ``id``; the
+English is for people. 4000429 is sidecar-only (brute-force lockout) and sits in the
+generic-validation range where Kratos defines no such id.
 """
 
 from __future__ import annotations
@@ -194,10 +197,6 @@ def label_submit() -> Text:
     return text(1070005, "Submit")
 
 
-def label_verify_code() -> Text:
-    return text(1070006, "Verify code")
-
-
 def label_email() -> Text:
     return text(1070007, "Email")
 
@@ -354,3 +353,234 @@ def lookup_missing() -> Text:
 
 def lookup_invalid() -> Text:
     return text(LOOKUP_INVALID, "The backup recovery code is not valid.", "error")
+
+
+# --- social sign-in (Kratos text/message_login.go, message_registration.go, message_settings.go) ---
+
+
+def oidc_sign_in_with(label: str, provider_id: str) -> Text:
+    return text(1010002, f"Sign in with {label}", provider=label, provider_id=provider_id)
+
+
+def oidc_sign_up_with(label: str, provider_id: str) -> Text:
+    return text(1040002, f"Sign up with {label}", provider=label, provider_id=provider_id)
+
+
+def oidc_link(label: str, provider_id: str) -> Text:
+    return text(1050002, f"Link {label}", provider=label, provider_id=provider_id)
+
+
+def oidc_unlink(label: str, provider_id: str) -> Text:
+    return text(1050003, f"Unlink {label}", provider=label, provider_id=provider_id)
+
+
+def oidc_link_notice(duplicate: str, label: str) -> Text:
+    """1010016: the provider's address belongs to an existing account; sign in to link it."""
+    return text(
+        1010016,
+        f'You tried to sign in with "{label}", but the address "{duplicate}" is already used by another '
+        f'account. Sign in to that account with one of the options below to add "{label}" as another '
+        "way to sign in.",
+        duplicateIdentifier=duplicate,
+        provider=label,
+    )
+
+
+def oidc_duplicate_sign_in_to_link() -> Text:
+    return text(
+        4000027,
+        "An account with the same identifier (email, phone, username, ...) exists already. Please sign "
+        "in to your existing account and link your social profile in the settings page.",
+        "error",
+    )
+
+
+def oidc_linked_elsewhere(label: str) -> Text:
+    return text(
+        4000007,
+        f"This {label} account is already linked to another account.",
+        "error",
+    )
+
+
+def oidc_link_mismatch() -> Text:
+    return text(
+        4010009,
+        "Linked credentials do not match: sign in with the account that owns this address.",
+        "error",
+    )
+
+
+def oidc_unlink_last() -> Text:
+    reason = "You cannot remove this sign-in method: it is the only way left to sign in to your account."
+    return text(4000001, reason, "error", reason=reason)
+
+
+# --- sign-in and sign-up by code (Kratos text/message_login.go, message_registration.go) ---------
+CodePurpose = Literal["login", "registration"]
+
+
+def code_sent(purpose: CodePurpose) -> Text:
+    hint = "If you have not received an email, check the spelling of the address and retry the"
+    if purpose == "login":
+        return text(
+            1010014,
+            f"An email containing a code has been sent to the email address you provided. {hint} login.",
+        )
+    return text(
+        1040005,
+        f"An email containing a code has been sent to the email address you provided. {hint} registration.",
+    )
+
+
+def code_send(purpose: CodePurpose) -> Text:
+    return text(1010015, "Send sign in code") if purpose == "login" else text(1040006, "Send sign up code")
+
+
+def code_label(purpose: CodePurpose) -> Text:
+    return text(1070013, "Login code") if purpose == "login" else text(1070012, "Registration code")
+
+
+def code_invalid(purpose: CodePurpose) -> Text:
+    id_ = 4010008 if purpose == "login" else 4040003
+    return text(id_, f"The {purpose} code is invalid or has already been used. Please try again.", "error")
+
+
+def code_no_account() -> Text:
+    return text(4000035, "This account does not exist or has not setup sign in with code.", "error")
+
+
+def code_traits_changed() -> Text:
+    return text(
+        4000036, "The provided traits do not match the traits previously associated with this flow.", "error"
+    )
+
+
+def code_send_to(address: str) -> Text:
+    return text(1010023, f"Send code to {address}", address=address)
+
+
+def code_not_your_address() -> Text:
+    return text(4010010, "This address is not a code address of your account.", "error")
+
+
+def no_login_identifiers() -> Text:
+    return text(4000009, "Could not find any login identifiers.", "error")
+
+
+# --- security keys and passkeys (Kratos text/message_login.go, message_registration.go, ...) ----
+
+
+def webauthn_login() -> Text:
+    return text(1010008, "Sign in with hardware key")
+
+
+def webauthn_login_continue() -> Text:
+    return text(1010011, "Continue with hardware key")
+
+
+def passkey_login() -> Text:
+    return text(1010021, "Sign in with passkey")
+
+
+def webauthn_register() -> Text:
+    return text(1040004, "Sign up with security key")
+
+
+def passkey_register() -> Text:
+    return text(1040007, "Sign up with passkey")
+
+
+def webauthn_add_key() -> Text:
+    return text(1050012, "Add security key")
+
+
+def webauthn_key_name() -> Text:
+    return text(1050013, "Name of the security key")
+
+
+def webauthn_remove_key(name: str, added_at: str) -> Text:
+    return text(1050018, f'Remove security key "{name}"', display_name=name, added_at=added_at)
+
+
+def passkey_add() -> Text:
+    return text(1050019, "Add passkey")
+
+
+def passkey_remove(name: str, added_at: str) -> Text:
+    return text(1050020, f'Remove passkey "{name}"', display_name=name, added_at=added_at)
+
+
+def webauthn_no_keys() -> Text:
+    return text(4000013, "You have no WebAuthn device set up.", "error")
+
+
+def webauthn_no_user_or_key() -> Text:
+    return text(
+        4000015, "The user has no security key set up, or no account with this identifier exists.", "error"
+    )
+
+
+def totp_code_label() -> Text:
+    return text(LOGIN_TOTP_LABEL, "Authentication code")
+
+
+def totp_use() -> Text:
+    return text(LOGIN_TOTP, "Use Authenticator")
+
+
+def totp_unlink() -> Text:
+    return text(SETTINGS_TOTP_UNLINK, "Unlink TOTP Authenticator App")
+
+
+def totp_qr() -> Text:
+    return text(SETTINGS_TOTP_QR, "Authenticator app QR code")
+
+
+def totp_secret(secret: str) -> Text:
+    return text(SETTINGS_TOTP_SECRET, secret, secret=secret)
+
+
+def label_verify_code() -> Text:
+    return text(LABEL_VERIFY_CODE, "Verify code")
+
+
+def lookup_label() -> Text:
+    return text(LOGIN_LOOKUP_LABEL, "Backup recovery code")
+
+
+def lookup_use() -> Text:
+    return text(LOGIN_LOOKUP, "Use backup recovery code")
+
+
+def totp_secret_label() -> Text:
+    return text(
+        SETTINGS_TOTP_SECRET_LABEL,
+        "This is your authenticator app secret. Use it if you can not scan the QR code.",
+    )
+
+
+def lookup_secret(code: str) -> Text:
+    return text(SETTINGS_LOOKUP_SECRET, code, secret=code)
+
+
+def lookup_codes(codes: list[str], secrets: list[Text]) -> Text:
+    return text(SETTINGS_LOOKUP_CODES, ", ".join(codes), secrets=secrets)
+
+
+def lookup_keep_safe() -> Text:
+    return text(
+        SETTINGS_LOOKUP_KEEP_SAFE, "These are your back up recovery codes. Please keep them in a safe place!"
+    )
+
+
+def lookup_confirm() -> Text:
+    return text(SETTINGS_LOOKUP_CONFIRM, "Confirm backup recovery codes")
+
+
+def lookup_regenerate() -> Text:
+    return text(SETTINGS_LOOKUP_REGENERATE, "Generate new backup recovery codes")
+
+
+def lookup_disable() -> Text:
+    return text(SETTINGS_LOOKUP_DISABLE, "Disable this method")

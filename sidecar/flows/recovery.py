@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from sidecar import errors
 from sidecar.flows import messages, nodes
-from sidecar.flows.challenge import ChallengeFlows
+from sidecar.flows.challenge_flow import ChallengeFlows
 from sidecar.flows.lifecycle import FlowLifecycle
 from sidecar.flows.messages import Text
 from sidecar.flows.model import Flow, FlowType

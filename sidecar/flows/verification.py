@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sidecar.flows import messages, nodes
-from sidecar.flows.challenge import ChallengeFlows
+from sidecar.flows.challenge_flow import ChallengeFlows
 from sidecar.flows.model import Flow, FlowType
 from sidecar.flows.nodes import Node
 from sidecar.flows.outcome import Client, Outcome, ShowFlow

@@ -21,7 +21,7 @@ import jsonpointer
 
 from sidecar import errors
 from sidecar.hashing.hasher import PasswordHasher
-from sidecar.identity import codec
+from sidecar.identity import identity_json
 from sidecar.identity.model import (
     CREDENTIAL_TYPES,
     FIRST_FACTOR_TYPES,
@@ -32,9 +32,9 @@ from sidecar.identity.model import (
     VerifiableAddress,
     utcnow,
 )
-from sidecar.identity.normalize import normalize_identifier
 from sidecar.identity.store import IdentityStore
 from sidecar.schema.registry import IdentitySchema, SchemaRegistry
+from sidecar.security.identifiers import normalize_identifier
 
 log = logging.getLogger("sidecar.identity")
 
@@ -149,7 +149,7 @@ class IdentityManager:
                 if isinstance(pointer, str) and _forbidden(pointer):
                     raise errors.ValidationError(f"patching {pointer} is not allowed")
             remaining.append(op)
-        view = codec.identity_to_json(current, schema_url="", admin=True)
+        view = identity_json.identity_to_json(current, schema_url="", admin=True)
         try:
             patched = jsonpatch.JsonPatch(remaining).apply(view)
         except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException, TypeError) as exc:
@@ -163,9 +163,9 @@ class IdentityManager:
             metadata_public=patched.get("metadata_public"),
             metadata_admin=patched.get("metadata_admin"),
             external_id=patched.get("external_id"),
-            organization_id=codec.parse_uuid(patched.get("organization_id"), "organization_id"),
-            verifiable_addresses=codec.address_list(patched.get("verifiable_addresses")),
-            recovery_addresses=codec.address_list(patched.get("recovery_addresses")),
+            organization_id=identity_json.parse_uuid(patched.get("organization_id"), "organization_id"),
+            verifiable_addresses=identity_json.address_list(patched.get("verifiable_addresses")),
+            recovery_addresses=identity_json.address_list(patched.get("recovery_addresses")),
             credentials={"password": {"config": {"password": password}}} if password is not None else None,
         )
         updated = await self._store.update(await self._build(spec, current))
@@ -286,8 +286,8 @@ class IdentityManager:
     async def _imported_credentials(
         self, spec: IdentitySpec, existing: Mapping[str, Credential], schema: IdentitySchema, traits: Any
     ) -> dict[str, Credential]:
-        out = codec.parse_import(spec.credentials, existing)
-        password = codec.plain_password(spec.credentials)
+        out = identity_json.parse_import(spec.credentials, existing)
+        password = identity_json.plain_password(spec.credentials)
         if spec.password_plain is not None:
             password = spec.password_plain
         if password is not None:
@@ -341,7 +341,7 @@ def _addresses(
     schema: IdentitySchema, traits: Any, spec: IdentitySpec, current: Identity | None, now: datetime
 ) -> tuple[tuple[VerifiableAddress, ...], tuple[RecoveryAddress, ...]]:
     """Schema-derived addresses; kept records (ids, verified status) when the value is unchanged."""
-    given_v = codec.given_addresses(spec.verifiable_addresses)
+    given_v = identity_json.given_addresses(spec.verifiable_addresses)
     old_v = {(a.via, a.value): a for a in (current.verifiable_addresses if current else ())}
     verifiable = []
     for via, value in schema.verifiable_addresses(traits):

@@ -11,8 +11,8 @@ import jsonschema.exceptions
 import jsonschema.validators
 
 from sidecar import errors
-from sidecar.identity.normalize import normalize_identifier
 from sidecar.schema.extension import TraitField, trait_fields, values_at
+from sidecar.security.identifiers import normalize_identifier
 
 
 def _message_path(error: jsonschema.exceptions.ValidationError) -> list[str]:

@@ -118,10 +118,6 @@ class SchemaRegistry:
             raise errors.InternalError("identity schemas are not loaded")
         return schema
 
-    @property
-    def default_id(self) -> str:
-        return self.default().id
-
     def all(self) -> list[IdentitySchema]:
         return list(self._schemas.values())
 

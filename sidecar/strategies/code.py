@@ -30,7 +30,7 @@ from sidecar.flows.strategy import (
     NotResponsible,
 )
 from sidecar.security.onetime import CODE_DIGITS, new_code
-from sidecar.strategies.challenge import AddressChallenge, ChallengeDeps, Purpose, clean_address
+from sidecar.strategies.address_challenge import AddressChallenge, ChallengeDeps, Purpose, clean_address
 from sidecar.strategies.deps import Roles, StrategyDeps
 
 TOO_OFTEN = "The request was submitted too often. Please request another code."

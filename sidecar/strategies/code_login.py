@@ -30,17 +30,16 @@ from sidecar import errors
 from sidecar.config.model import Config
 from sidecar.courier.model import TemplateType
 from sidecar.flows import messages, nodes
-from sidecar.flows.messages import Text
 from sidecar.flows.model import Flow
 from sidecar.flows.nodes import Node
 from sidecar.flows.outcome import Client, FlowInvalid
 from sidecar.flows.strategy import NOT_RESPONSIBLE, LoginStrategy, NotResponsible, RegistrationStrategy
 from sidecar.identity.manager import IdentitySpec
 from sidecar.identity.model import Identity
-from sidecar.identity.normalize import normalize_identifier
 from sidecar.schema.registry import SchemaRegistry
+from sidecar.security.identifiers import normalize_identifier
 from sidecar.security.onetime import CODE_DIGITS, Grant, OneTimeSecrets, new_code
-from sidecar.strategies.challenge import ChallengeDeps
+from sidecar.strategies.address_challenge import ChallengeDeps
 from sidecar.strategies.deps import Roles, StrategyDeps
 from sidecar.strategies.settings_rules import rate_limited
 from sidecar.strategies.traits import flatten, validation_messages
@@ -52,53 +51,6 @@ DECOY = uuid.UUID(int=0)
 ADDRESS_KEY = "code_address"
 TRAITS_KEY = "code_traits"
 TOO_OFTEN = "The request was submitted too often. Please request another code."
-
-
-# --- texts (Kratos text/message_login.go, message_registration.go, message_validation.go) -------
-def t_sent(purpose: Purpose) -> Text:
-    hint = "If you have not received an email, check the spelling of the address and retry the"
-    if purpose == "login":
-        return messages.text(
-            1010014,
-            f"An email containing a code has been sent to the email address you provided. {hint} login.",
-        )
-    return messages.text(
-        1040005,
-        f"An email containing a code has been sent to the email address you provided. {hint} registration.",
-    )
-
-
-def t_send(purpose: Purpose) -> Text:
-    return (
-        messages.text(1010015, "Send sign in code")
-        if purpose == "login"
-        else messages.text(1040006, "Send sign up code")
-    )
-
-
-def t_code_label(purpose: Purpose) -> Text:
-    return (
-        messages.text(1070013, "Login code")
-        if purpose == "login"
-        else messages.text(1070012, "Registration code")
-    )
-
-
-def t_invalid(purpose: Purpose) -> Text:
-    id_ = 4010008 if purpose == "login" else 4040003
-    return messages.text(
-        id_, f"The {purpose} code is invalid or has already been used. Please try again.", "error"
-    )
-
-
-def t_no_account() -> Text:
-    return messages.text(4000035, "This account does not exist or has not setup sign in with code.", "error")
-
-
-def t_traits_changed() -> Text:
-    return messages.text(
-        4000036, "The provided traits do not match the traits previously associated with this flow.", "error"
-    )
 
 
 class CodeLoginStrategy(LoginStrategy, RegistrationStrategy):
@@ -141,19 +93,19 @@ class CodeLoginStrategy(LoginStrategy, RegistrationStrategy):
                     "identifier", "default", "text", required=True, label=messages.label_identifier()
                 )
             )
-        return [*out, nodes.submit_node(KIND, KIND, t_send("login"))]
+        return [*out, nodes.submit_node(KIND, KIND, messages.code_send("login"))]
 
     async def prepare_login(self, flow: Flow, identity: Identity) -> None:
         if not self.second_factor:
             return
         for address in _addresses(identity):
-            label = messages.text(1010023, f"Send code to {address}", address=address)
+            label = messages.code_send_to(address)
             flow.ui.nodes.append(nodes.input_node("address", KIND, "submit", value=address, label=label))
 
     def registration_nodes(self, flow: Flow) -> list[Node]:
         if not self._passwordless:
             return []
-        return [nodes.submit_node(KIND, KIND, t_send("registration"))]
+        return [nodes.submit_node(KIND, KIND, messages.code_send("registration"))]
 
     def _code_step(self, flow: Flow, purpose: Purpose) -> None:
         """``sent_email``: the shared inputs stay (the login identifier hidden), the code is asked."""
@@ -175,7 +127,7 @@ class CodeLoginStrategy(LoginStrategy, RegistrationStrategy):
             autocomplete="one-time-code",
             pattern="[0-9]+",
             maxlength=CODE_DIGITS,
-            label=t_code_label(purpose),
+            label=messages.code_label(purpose),
         )
         resend = nodes.input_node("resend", KIND, "submit", value=KIND, label=messages.label_resend_code())
         # The hidden method rides along with the "resend" button of a plain HTML form.
@@ -219,7 +171,7 @@ class CodeLoginStrategy(LoginStrategy, RegistrationStrategy):
             raise FlowInvalid([messages.generic(TOO_OFTEN)])
         grant = await secrets.take(KIND, flow.id, code.strip())
         if grant is None or grant.identity_id == DECOY or grant.is_expired(self._deps.clock()):
-            raise FlowInvalid([t_invalid(purpose)])
+            raise FlowInvalid([messages.code_invalid(purpose)])
         return grant
 
     # --- login ------------------------------------------------------------------------------------
@@ -236,7 +188,7 @@ class CodeLoginStrategy(LoginStrategy, RegistrationStrategy):
             await self._login_send(flow, body, client)
             self._code_step(flow, "login")
             # Kratos answers "code sent" to JSON clients with the flow and 400 (not done yet).
-            raise FlowInvalid([t_sent("login")])
+            raise FlowInvalid([messages.code_sent("login")])
         grant = await self._take("login", flow, body.get("code"))
         identity = await self._identities.get(grant.identity_id)
         if identity.state != "active":
@@ -261,17 +213,15 @@ class CodeLoginStrategy(LoginStrategy, RegistrationStrategy):
             known = _addresses(identity)
             address = wanted if isinstance(wanted, str) and wanted in known else None
             if address is None:
-                raise FlowInvalid(
-                    [messages.text(4010010, "This address is not a code address of your account.", "error")]
-                )
+                raise FlowInvalid([messages.code_not_your_address()])
             flow.internal[ADDRESS_KEY] = address
             data = {"identity": _template_identity(identity)}
             await self._send("login", flow, address, identity.id, client, data)
             self._code_step(flow, "login")
-            raise FlowInvalid([t_sent("login")])
+            raise FlowInvalid([messages.code_sent("login")])
         grant = await self._take("login", flow, body.get("code"))
         if grant.identity_id != identity.id:
-            raise FlowInvalid([t_invalid("login")])
+            raise FlowInvalid([messages.code_invalid("login")])
         return identity
 
     async def _login_send(self, flow: Flow, body: Mapping[str, Any], client: Client) -> None:
@@ -283,7 +233,7 @@ class CodeLoginStrategy(LoginStrategy, RegistrationStrategy):
         identity = await self._identities.find_by_credential(KIND, address)
         if identity is None or identity.state != "active":
             if not self._mitigate:
-                raise FlowInvalid([t_no_account()], values={"identifier": identifier})
+                raise FlowInvalid([messages.code_no_account()], values={"identifier": identifier})
             identity_id = DECOY
         else:
             identity_id = identity.id
@@ -310,12 +260,12 @@ class CodeLoginStrategy(LoginStrategy, RegistrationStrategy):
             )
         if flow.state == "sent_email" and body.get("resend") != KIND:
             if dict(traits) != flow.internal.get(TRAITS_KEY):
-                raise FlowInvalid([t_traits_changed()], values=kept)
+                raise FlowInvalid([messages.code_traits_changed()], values=kept)
             await self._take("registration", flow, body.get("code"))
             return await self._create(flow, schema.id, dict(traits), kept)
         addresses = schema.code_identifiers(traits)
         if not addresses:
-            raise FlowInvalid([messages.text(4000009, "Could not find any login identifiers.", "error")])
+            raise FlowInvalid([messages.no_login_identifiers()])
         address = addresses[0][0]
         taken = await self._identities.find_by_credential(KIND, address) is not None
         if taken and not self._mitigate:
@@ -325,7 +275,7 @@ class CodeLoginStrategy(LoginStrategy, RegistrationStrategy):
         data = {"traits": dict(traits)}
         await self._send("registration", flow, address, DECOY if taken else uuid.uuid4(), client, data)
         self._code_step(flow, "registration")
-        raise FlowInvalid([t_sent("registration")], values=kept)
+        raise FlowInvalid([messages.code_sent("registration")], values=kept)
 
     async def _create(
         self, flow: Flow, schema_id: str, traits: dict[str, Any], kept: dict[str, Any]

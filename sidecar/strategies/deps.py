@@ -16,7 +16,7 @@ from sidecar.identity.manager import IdentityManager
 from sidecar.kv.store import KeyValueStore
 from sidecar.schema.registry import SchemaRegistry
 from sidecar.security.ratelimit import RateLimiter
-from sidecar.strategies.challenge import ChallengeDeps
+from sidecar.strategies.address_challenge import ChallengeDeps
 
 
 @dataclass(frozen=True, slots=True)

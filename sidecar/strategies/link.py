@@ -25,7 +25,7 @@ from sidecar.flows.strategy import (
     NotResponsible,
 )
 from sidecar.security.onetime import new_link_token
-from sidecar.strategies.challenge import AddressChallenge, ChallengeDeps, Purpose, clean_address
+from sidecar.strategies.address_challenge import AddressChallenge, ChallengeDeps, Purpose, clean_address
 from sidecar.strategies.deps import Roles, StrategyDeps
 
 

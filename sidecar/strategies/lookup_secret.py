@@ -38,8 +38,7 @@ from sidecar.identity.model import Credential, Identity, utcnow
 from sidecar.kv.store import KeyValueStore
 from sidecar.security.ratelimit import RateLimiter
 from sidecar.strategies.deps import Roles, StrategyDeps
-from sidecar.strategies.settings_rules import flag, rate_limited, require_privileged
-from sidecar.strategies.totp import CredentialIdentities
+from sidecar.strategies.settings_rules import CredentialIdentities, flag, rate_limited, require_privileged
 
 CODE_COUNT = 12
 CODE_LENGTH = 8
@@ -68,27 +67,22 @@ def _entries(credential: Credential | None) -> list[dict[str, Any]]:
 
 
 def _codes_node(codes: list[str]) -> Node:
-    secret_texts = [messages.text(messages.SETTINGS_LOOKUP_SECRET, c, secret=c) for c in codes]
+    secret_texts = [messages.lookup_secret(c) for c in codes]
     return {
         "type": "text",
         "group": "lookup_secret",
         "attributes": {
             "id": "lookup_secret_codes",
-            "text": messages.text(messages.SETTINGS_LOOKUP_CODES, ", ".join(codes), secrets=secret_texts),
+            "text": messages.lookup_codes(codes, secret_texts),
             "node_type": "text",
         },
         "messages": [],
-        "meta": {
-            "label": messages.text(
-                messages.SETTINGS_LOOKUP_KEEP_SAFE,
-                "These are your back up recovery codes. Please keep them in a safe place!",
-            )
-        },
+        "meta": {"label": messages.lookup_keep_safe()},
     }
 
 
-def _button(name: str, id_: int, label: str) -> Node:
-    return nodes.input_node(name, "lookup_secret", "submit", value=True, label=messages.text(id_, label))
+def _button(name: str, label: messages.Text) -> Node:
+    return nodes.input_node(name, "lookup_secret", "submit", value=True, label=label)
 
 
 class LookupSecretStrategy(LoginStrategy, SettingsStrategy):
@@ -118,13 +112,13 @@ class LookupSecretStrategy(LoginStrategy, SettingsStrategy):
     # --- login (second factor) ----------------------------------------------------------------
 
     def login_nodes(self, flow: Flow) -> list[Node]:
-        label = messages.text(messages.LOGIN_LOOKUP_LABEL, "Backup recovery code")
+        label = messages.lookup_label()
         return [
             nodes.input_node("lookup_secret", "lookup_secret", "text", required=True, label=label),
             nodes.submit_node(
                 "lookup_secret",
                 "lookup_secret",
-                messages.text(messages.LOGIN_LOOKUP, "Use backup recovery code"),
+                messages.lookup_use(),
             ),
         ]
 
@@ -188,18 +182,12 @@ class LookupSecretStrategy(LoginStrategy, SettingsStrategy):
     def settings_nodes(self, flow: Flow, identity: Identity) -> list[Node]:
         pending = flow.internal.get(PENDING_KEY)
         if isinstance(pending, list) and pending:
-            confirm = _button(
-                "lookup_secret_confirm", messages.SETTINGS_LOOKUP_CONFIRM, "Confirm backup recovery codes"
-            )
+            confirm = _button("lookup_secret_confirm", messages.lookup_confirm())
             return [_codes_node([str(c) for c in pending]), confirm]
-        regenerate = _button(
-            "lookup_secret_regenerate",
-            messages.SETTINGS_LOOKUP_REGENERATE,
-            "Generate new backup recovery codes",
-        )
+        regenerate = _button("lookup_secret_regenerate", messages.lookup_regenerate())
         if "lookup_secret" not in identity.credentials:
             return [regenerate]
-        disable = _button("lookup_secret_disable", messages.SETTINGS_LOOKUP_DISABLE, "Disable this method")
+        disable = _button("lookup_secret_disable", messages.lookup_disable())
         return [regenerate, disable]
 
     async def update_settings(

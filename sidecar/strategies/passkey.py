@@ -47,9 +47,9 @@ from sidecar.security.webauthn_rp import (
 )
 from sidecar.strategies import webauthn_keys as wk
 from sidecar.strategies.deps import Roles, StrategyDeps
+from sidecar.strategies.key_accounts import create_with_credential, other_first_factor
 from sidecar.strategies.settings_rules import rate_limited, require_privileged
 from sidecar.strategies.traits import flatten
-from sidecar.strategies.webauthn import create_with_credential, other_first_factor
 
 KIND: Final = "passkey"
 HANDLE_KEY = "passkey_user_handle"
@@ -100,7 +100,7 @@ class PasskeyStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         challenge = self._challenges.issue(flow, "login")
         options = request_options(self._rp, challenge, user_verification=True)
         identifier = flow.ui.node("identifier")
-        button = wk.trigger("passkey_login_trigger", KIND, "oryPasskeyLogin", wk.t_login_passkey())
+        button = wk.trigger("passkey_login_trigger", KIND, "oryPasskeyLogin", messages.passkey_login())
         if identifier is not None:
             # The identifier field offers passkeys in the browser's autofill (conditional mediation).
             identifier["attributes"]["autocomplete"] = "username webauthn"
@@ -182,7 +182,9 @@ class PasskeyStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         out = [
             wk.hidden("passkey_create_data", KIND, self._create_data(flow, schema)),
             wk.hidden("passkey_register", KIND),
-            wk.trigger("passkey_register_trigger", KIND, "oryPasskeyRegistration", wk.t_register_passkey()),
+            wk.trigger(
+                "passkey_register_trigger", KIND, "oryPasskeyRegistration", messages.passkey_register()
+            ),
         ]
         wk.add_script(out, flow, self._base, KIND)
         return out
@@ -224,7 +226,7 @@ class PasskeyStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
                 KIND,
                 "submit",
                 value=k.id.hex(),
-                label=wk.t_remove_passkey(k.display_name or "unnamed", k.added_at),
+                label=messages.passkey_remove(k.display_name or "unnamed", k.added_at),
             )
             for k in keys
         ]
@@ -247,7 +249,9 @@ class PasskeyStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         out += [
             wk.hidden("passkey_create_data", KIND, wk.options_json(options)),
             wk.hidden("passkey_settings_register", KIND),
-            wk.trigger("passkey_create_trigger", KIND, "oryPasskeySettingsRegistration", wk.t_add_passkey()),
+            wk.trigger(
+                "passkey_create_trigger", KIND, "oryPasskeySettingsRegistration", messages.passkey_add()
+            ),
         ]
         wk.add_script(out, flow, self._base, KIND)
         return out
@@ -275,7 +279,7 @@ class PasskeyStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
                 wanted = b""
             key = next((k for k in wk.stored_keys(credential) if k.id == wanted), None)
             if credential is None or key is None:
-                raise FlowInvalid([wk.t_no_keys()])
+                raise FlowInvalid([messages.webauthn_no_keys()])
             if not other_first_factor(identity, KIND, key.id):
                 raise wk.refused("You cannot remove the last way to sign in.")
             return SettingsUpdate(await wk.remove_key(self._identities, identity, KIND, credential, key.id))

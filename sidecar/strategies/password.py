@@ -158,9 +158,10 @@ class PasswordStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         else:
             for text in self._policy_violations(password, identifiers):
                 problems.setdefault("password", []).append(text)
-        if problems:
-            raise FlowInvalid(node_messages=problems, values=kept)
-        assert isinstance(traits, Mapping) and isinstance(password, str)
+        if problems or not isinstance(traits, Mapping) or not isinstance(password, str):
+            raise FlowInvalid(
+                node_messages=problems or {"traits": [messages.required("traits")]}, values=kept
+            )
         spec = IdentitySpec(traits=dict(traits), schema_id=schema.id, password_plain=password)
         try:
             return await self._identities.create(spec)

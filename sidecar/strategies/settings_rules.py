@@ -1,14 +1,27 @@
-"""Small rules the settings strategies share: privileged changes, form booleans, lockouts."""
+"""Small rules the settings strategies share: privileged changes, form booleans, lockouts, and
+what the second-factor strategies need of the identity manager."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from sidecar import errors
 from sidecar.flows import messages
 from sidecar.flows.outcome import FlowInvalid
 from sidecar.flows.strategy import SettingsContext
+from sidecar.identity.model import Credential, Identity
+
+
+class CredentialIdentities(Protocol):
+    """The part of ``IdentityManager`` the second-factor strategies use."""
+
+    async def get(self, identity_id: uuid.UUID) -> Identity: ...
+
+    async def save_credential(self, identity_id: uuid.UUID, credential: Credential) -> Identity: ...
+
+    async def remove_credential(self, identity_id: uuid.UUID, credential_type: str) -> Identity: ...
 
 
 def require_privileged(ctx: SettingsContext) -> None:

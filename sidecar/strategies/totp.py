@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 import pyotp
@@ -45,20 +45,10 @@ from sidecar.kv.store import KeyValueStore
 from sidecar.schema.registry import SchemaRegistry
 from sidecar.security.ratelimit import RateLimiter
 from sidecar.strategies.deps import Roles, StrategyDeps
-from sidecar.strategies.settings_rules import flag, rate_limited, require_privileged
+from sidecar.strategies.settings_rules import CredentialIdentities, flag, rate_limited, require_privileged
 
 PENDING_KEY = "totp_url"
 QR_SIZE = 256
-
-
-class CredentialIdentities(Protocol):
-    """The part of ``IdentityManager`` the second-factor strategies use."""
-
-    async def get(self, identity_id: uuid.UUID) -> Identity: ...
-
-    async def save_credential(self, identity_id: uuid.UUID, credential: Credential) -> Identity: ...
-
-    async def remove_credential(self, identity_id: uuid.UUID, credential_type: str) -> Identity: ...
 
 
 def matching_step(secret: str, code: str, now: float, skew: int) -> int | None:
@@ -150,8 +140,8 @@ class TotpStrategy(LoginStrategy, SettingsStrategy):
 
     def login_nodes(self, flow: Flow) -> list[Node]:
         return [
-            _code_node(messages.text(messages.LOGIN_TOTP_LABEL, "Authentication code")),
-            nodes.submit_node("totp", "totp", messages.text(messages.LOGIN_TOTP, "Use Authenticator")),
+            _code_node(messages.totp_code_label()),
+            nodes.submit_node("totp", "totp", messages.totp_use()),
         ]
 
     async def login(self, flow: Flow, body: Mapping[str, Any], client: Client) -> Identity | NotResponsible:
@@ -182,7 +172,7 @@ class TotpStrategy(LoginStrategy, SettingsStrategy):
                 "totp",
                 "submit",
                 value=True,
-                label=messages.text(messages.SETTINGS_TOTP_UNLINK, "Unlink TOTP Authenticator App"),
+                label=messages.totp_unlink(),
             )
             return [unlink]
         url = flow.internal.get(PENDING_KEY)
@@ -200,25 +190,20 @@ class TotpStrategy(LoginStrategy, SettingsStrategy):
                 "node_type": "img",
             },
             "messages": [],
-            "meta": {"label": messages.text(messages.SETTINGS_TOTP_QR, "Authenticator app QR code")},
+            "meta": {"label": messages.totp_qr()},
         }
         secret_node: Node = {
             "type": "text",
             "group": "totp",
             "attributes": {
                 "id": "totp_secret_key",
-                "text": messages.text(messages.SETTINGS_TOTP_SECRET, secret, secret=secret),
+                "text": messages.totp_secret(secret),
                 "node_type": "text",
             },
             "messages": [],
-            "meta": {
-                "label": messages.text(
-                    messages.SETTINGS_TOTP_SECRET_LABEL,
-                    "This is your authenticator app secret. Use it if you can not scan the QR code.",
-                )
-            },
+            "meta": {"label": messages.totp_secret_label()},
         }
-        code = _code_node(messages.text(messages.LABEL_VERIFY_CODE, "Verify code"))
+        code = _code_node(messages.label_verify_code())
         return [qr, secret_node, code, nodes.submit_node("totp", "totp", messages.label_save())]
 
     async def update_settings(

@@ -32,11 +32,10 @@ from sidecar.flows.strategy import (
     SettingsStrategy,
     SettingsUpdate,
 )
-from sidecar.identity.manager import IdentitySpec
 from sidecar.identity.model import Identity
-from sidecar.identity.normalize import normalize_identifier
 from sidecar.kv.store import KeyValueStore
 from sidecar.schema.registry import SchemaRegistry
+from sidecar.security.identifiers import normalize_identifier
 from sidecar.security.ratelimit import RateLimiter
 from sidecar.security.webauthn_rp import (
     RelyingParty,
@@ -51,8 +50,8 @@ from sidecar.security.webauthn_rp import (
 )
 from sidecar.strategies import webauthn_keys as wk
 from sidecar.strategies.deps import Roles, StrategyDeps
+from sidecar.strategies.key_accounts import create_with_credential, other_first_factor
 from sidecar.strategies.settings_rules import rate_limited, require_privileged
-from sidecar.strategies.traits import traits_refused
 
 KIND: Final = "webauthn"
 IDENTITY_KEY = "webauthn_identity"
@@ -113,7 +112,7 @@ class WebAuthnStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
                     "identifier", "default", "text", required=True, label=messages.label_identifier()
                 )
             )
-        out.append(nodes.submit_node(KIND, KIND, wk.t_login_webauthn()))
+        out.append(nodes.submit_node(KIND, KIND, messages.webauthn_login()))
         return out
 
     def _assertion_nodes(self, flow: Flow, keys: list[wk.StoredKey]) -> None:
@@ -127,7 +126,7 @@ class WebAuthnStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
                 "webauthn_login_trigger",
                 KIND,
                 "oryWebAuthnLogin",
-                wk.t_login_webauthn_continue(),
+                messages.webauthn_login_continue(),
                 wk.options_json(options),
             ),
         ]
@@ -148,7 +147,7 @@ class WebAuthnStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
             identity = await self._identities.get(client.session.identity_id)
             keys = self._keys(identity, passwordless=False)
             if not keys:
-                raise FlowInvalid([wk.t_no_keys()])
+                raise FlowInvalid([messages.webauthn_no_keys()])
         else:
             if not self.first_factor:
                 return NOT_RESPONSIBLE
@@ -176,7 +175,7 @@ class WebAuthnStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         keys = self._keys(identity, passwordless=True) if identity else []
         if identity is None or not keys:
             if not self._mitigate:
-                raise FlowInvalid([wk.t_no_user_or_key()], values={"identifier": identifier})
+                raise FlowInvalid([messages.webauthn_no_user_or_key()], values={"identifier": identifier})
             # Enumeration mitigation: the same next step, for a key that does not exist.
             flow.internal[IDENTITY_KEY] = str(uuid.UUID(int=0))
             flow.internal["webauthn_decoy"] = b64url(secrets.token_bytes(32))
@@ -232,13 +231,15 @@ class WebAuthnStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
             self._rp, challenge, user_id=handle, user_name="", display_name="", resident_key=True
         )
         out = [
-            nodes.input_node("webauthn_register_displayname", KIND, "text", label=wk.t_key_name()),
+            nodes.input_node(
+                "webauthn_register_displayname", KIND, "text", label=messages.webauthn_key_name()
+            ),
             wk.hidden("webauthn_register", KIND),
             wk.trigger(
                 "webauthn_register_trigger",
                 KIND,
                 "oryWebAuthnRegistration",
-                wk.t_register_webauthn(),
+                messages.webauthn_register(),
                 wk.options_json(options),
             ),
         ]
@@ -280,7 +281,7 @@ class WebAuthnStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
                 KIND,
                 "submit",
                 value=k.id.hex(),
-                label=wk.t_remove_key(k.display_name or "unnamed", k.added_at),
+                label=messages.webauthn_remove_key(k.display_name or "unnamed", k.added_at),
             )
             for k in keys
         ]
@@ -299,12 +300,14 @@ class WebAuthnStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
             resident_key=self.first_factor,
         )
         out += [
-            nodes.input_node("webauthn_register_displayname", KIND, "text", label=wk.t_key_name()),
+            nodes.input_node(
+                "webauthn_register_displayname", KIND, "text", label=messages.webauthn_key_name()
+            ),
             wk.trigger(
                 "webauthn_register_trigger",
                 KIND,
                 "oryWebAuthnRegistration",
-                wk.t_add_key(),
+                messages.webauthn_add_key(),
                 wk.options_json(options),
             ),
             wk.hidden("webauthn_register", KIND),
@@ -331,7 +334,7 @@ class WebAuthnStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         if remove:
             key = _key_by_hex(wk.stored_keys(credential), remove)
             if credential is None or key is None:
-                raise FlowInvalid([wk.t_no_keys()])
+                raise FlowInvalid([messages.webauthn_no_keys()])
             if key.is_passwordless and not other_first_factor(identity, KIND, key.id):
                 raise wk.refused("You cannot remove the last way to sign in.")
             return SettingsUpdate(await wk.remove_key(self._identities, identity, KIND, credential, key.id))
@@ -359,36 +362,3 @@ def _key_by_hex(keys: list[wk.StoredKey], value: Any) -> wk.StoredKey | None:
     except ValueError:
         return None
     return next((k for k in keys if k.id == wanted), None)
-
-
-def other_first_factor(identity: Identity, kind: str, key_id: bytes) -> bool:
-    """Would ``identity`` still have a way to sign in without the key ``key_id`` of ``kind``?"""
-    for other, credential in identity.credentials.items():
-        if other in ("password", "oidc", "saml") and (credential.identifiers or credential.config):
-            return True
-        if other in ("webauthn", "passkey"):
-            keys = wk.stored_keys(credential)
-            usable = [k for k in keys if other == "passkey" or k.is_passwordless]
-            if any(not (other == kind and k.id == key_id) for k in usable):
-                return True
-    return False
-
-
-async def create_with_credential(
-    identities: wk.KeyIdentities,
-    traits: dict[str, Any],
-    schema_id: str,
-    credential: Any,
-    kept: dict[str, Any],
-) -> Identity:
-    """A new identity holding ``credential``; a duplicate (trait or key id) is one message, and an
-    identity whose key could not be stored is removed again."""
-    try:
-        identity = await identities.create(IdentitySpec(traits=traits, schema_id=schema_id))
-    except (errors.Conflict, errors.ValidationError) as exc:
-        raise traits_refused(exc, kept) from None
-    try:
-        return await identities.save_credential(identity.id, credential)
-    except errors.Conflict:
-        await identities.delete(identity.id)
-        raise FlowInvalid([messages.duplicate_credentials()], values=kept) from None

@@ -70,59 +70,6 @@ class KeyIdentities(Protocol):
     async def remove_credential(self, identity_id: uuid.UUID, credential_type: str) -> Identity: ...
 
 
-# --- texts (Kratos text/message_login.go, message_registration.go, message_settings.go) ---------
-
-
-def t_login_webauthn() -> Text:
-    return messages.text(1010008, "Sign in with hardware key")
-
-
-def t_login_webauthn_continue() -> Text:
-    return messages.text(1010011, "Continue with hardware key")
-
-
-def t_login_passkey() -> Text:
-    return messages.text(1010021, "Sign in with passkey")
-
-
-def t_register_webauthn() -> Text:
-    return messages.text(1040004, "Sign up with security key")
-
-
-def t_register_passkey() -> Text:
-    return messages.text(1040007, "Sign up with passkey")
-
-
-def t_add_key() -> Text:
-    return messages.text(1050012, "Add security key")
-
-
-def t_key_name() -> Text:
-    return messages.text(1050013, "Name of the security key")
-
-
-def t_remove_key(name: str, added_at: str) -> Text:
-    return messages.text(1050018, f'Remove security key "{name}"', display_name=name, added_at=added_at)
-
-
-def t_add_passkey() -> Text:
-    return messages.text(1050019, "Add passkey")
-
-
-def t_remove_passkey(name: str, added_at: str) -> Text:
-    return messages.text(1050020, f'Remove passkey "{name}"', display_name=name, added_at=added_at)
-
-
-def t_no_keys() -> Text:
-    return messages.text(4000013, "You have no WebAuthn device set up.", "error")
-
-
-def t_no_user_or_key() -> Text:
-    return messages.text(
-        4000015, "The user has no security key set up, or no account with this identifier exists.", "error"
-    )
-
-
 def refused(reason: str) -> FlowInvalid:
     return FlowInvalid([messages.generic(reason)])
 

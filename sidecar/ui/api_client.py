@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sidecar import errors
-from sidecar.ui.nodes import as_mapping
+from sidecar.ui.node_view import as_mapping
 
 _BY_STATUS: dict[int, type[errors.SidecarError]] = {
     400: errors.BadRequest,

@@ -10,7 +10,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sidecar.ui.nodes import DomIds, Message, Node, as_list, convert_nodes, safe_href
+from sidecar.ui.node_view import DomIds, Message, Node, as_list, convert_nodes, safe_href
+from sidecar.ui.wording import GROUP_HEADINGS
 
 # Kratos' group order as users expect to read a form: the shared inputs, first-factor methods,
 # social sign-in, then second factors. Groups not listed (future strategies) go last, in flow order.
@@ -29,19 +30,6 @@ GROUP_ORDER = (
     "webauthn",
     "passkey",
 )
-
-# Settings shows one form per method (Kratos submits one method at a time); these are their headings.
-GROUP_HEADINGS = {
-    "profile": "Profile",
-    "password": "Change password",
-    "oidc": "Linked accounts",
-    "saml": "Linked accounts",
-    "code": "Sign-in codes",
-    "totp": "Authenticator app",
-    "lookup_secret": "Backup codes",
-    "webauthn": "Security keys",
-    "passkey": "Passkeys",
-}
 
 # Groups whose submit buttons need none of the default-group inputs (e.g. the identifier).
 _STANDALONE_GROUPS = frozenset({"oidc", "saml"})

@@ -23,9 +23,9 @@ from starlette.routing import BaseRoute, Route
 
 from sidecar import __version__, errors
 from sidecar.config.model import SelfService
-from sidecar.ui import headers, wording
+from sidecar.ui import page_headers, wording
 from sidecar.ui.forms import build_forms
-from sidecar.ui.nodes import as_mapping, messages_of, safe_href, same_origin_check
+from sidecar.ui.node_view import as_mapping, messages_of, safe_href, same_origin_check
 
 log = logging.getLogger("sidecar.ui")
 
@@ -35,7 +35,7 @@ Whoami = Callable[[Request], Awaitable[dict[str, Any] | None]]
 LogoutUrl = Callable[[Request], Awaitable[str | None]]
 
 FLOW_KINDS = ("login", "registration", "settings", "recovery", "verification")
-# Pages whose URLs or forms may carry one-time tokens and codes (see headers.REFERRER_TOKEN_PAGES).
+# Pages whose URLs or forms may carry one-time tokens and codes (see page_headers.REFERRER_TOKEN_PAGES).
 _TOKEN_PAGES = frozenset({"recovery", "verification", "error"})
 _STATIC_FILES = {"style.css": "text/css; charset=utf-8", "nodes.js": "text/javascript; charset=utf-8"}
 
@@ -92,8 +92,8 @@ def page_routes(
         recovery_enabled=selfservice.flows.recovery.enabled if selfservice else True,
         verification_enabled=selfservice.flows.verification.enabled if selfservice else True,
     )
-    csp = headers.content_security_policy(
-        headers.form_action_sources(public_base_url, selfservice, form_action_origins)
+    csp = page_headers.content_security_policy(
+        page_headers.form_action_sources(public_base_url, selfservice, form_action_origins)
     )
     pages = _Pages(
         settings=settings,
@@ -177,14 +177,14 @@ class _Pages:
         return HTMLResponse(
             html,
             status_code=status,
-            headers=headers.page_headers(self.csp, carries_tokens=page in _TOKEN_PAGES),
+            headers=page_headers.page_headers(self.csp, carries_tokens=page in _TOKEN_PAGES),
         )
 
     def redirect(self, url: str, *, page: str) -> Response:
         response = RedirectResponse(url, status_code=303)
         # Even a redirect can leak its own URL (with a token) through Referer on the next hop.
         response.headers["Referrer-Policy"] = (
-            headers.REFERRER_TOKEN_PAGES if page in _TOKEN_PAGES else headers.REFERRER_DEFAULT
+            page_headers.REFERRER_TOKEN_PAGES if page in _TOKEN_PAGES else page_headers.REFERRER_DEFAULT
         )
         response.headers["Cache-Control"] = "no-store"
         return response
@@ -368,7 +368,7 @@ class _Pages:
         found = self.static_files.get(request.path_params["name"])
         if found is None:
             return Response(
-                "not found", status_code=404, media_type="text/plain", headers=headers.static_headers()
+                "not found", status_code=404, media_type="text/plain", headers=page_headers.static_headers()
             )
         body, media_type = found
-        return Response(body, media_type=media_type, headers=headers.static_headers())
+        return Response(body, media_type=media_type, headers=page_headers.static_headers())

@@ -1,4 +1,6 @@
-"""The words on the pages that are not in the flow: titles, subtitles, error headings."""
+"""The words on the pages that are not in the flow: titles, subtitles, form and error headings.
+
+The flows' own texts (labels, messages, with Kratos' ids) are ``sidecar.flows.messages``."""
 
 from __future__ import annotations
 
@@ -6,7 +8,20 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sidecar.ui.nodes import as_mapping
+from sidecar.ui.node_view import as_mapping
+
+# Settings shows one form per method (Kratos submits one method at a time); these are their headings.
+GROUP_HEADINGS = {
+    "profile": "Profile",
+    "password": "Change password",
+    "oidc": "Linked accounts",
+    "saml": "Linked accounts",
+    "code": "Sign-in codes",
+    "totp": "Authenticator app",
+    "lookup_secret": "Backup codes",
+    "webauthn": "Security keys",
+    "passkey": "Passkeys",
+}
 
 
 def flow_title(kind: str, flow: Mapping[str, Any]) -> str:

@@ -45,3 +45,23 @@ async def backend(
     if keys:
         await redis.client.delete(*keys)
     await redis.close()
+
+
+@pytest.fixture
+async def down_backend(backend_target: tuple[str, str]) -> AsyncIterator[SqlDatabase | RedisBackend]:
+    """The same kind of backend, pointed where nothing answers: every call must fail closed."""
+    from tests.conftest import free_port
+
+    kind, address = backend_target
+    if kind == "redis":
+        redis = RedisBackend(f"redis://127.0.0.1:{free_port()}/0", prefix="down:")
+        yield redis
+        await redis.close()
+        return
+    if address.startswith("sqlite"):
+        dead = "sqlite:////nonexistent-sidecar-dir/unreachable.db"
+    else:
+        dead = f"postgresql://postgres@127.0.0.1:{free_port()}/unreachable"
+    db = SqlDatabase(dead)
+    yield db
+    await db.close()

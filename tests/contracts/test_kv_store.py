@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 
+from sidecar import errors
 from sidecar.kv.store import KeyValueStore
 from sidecar.storage.redis.backend import RedisBackend
 from sidecar.storage.sql.database import SqlDatabase
@@ -82,5 +83,11 @@ async def test_concurrent_incr_counts_every_call_and_resets_after_window(kv: Key
     assert await kv.incr("hits", timedelta(seconds=1.5)) == 1
 
 
-async def test_ping(kv: KeyValueStore) -> None:
-    await kv.ping()
+async def test_ping_answers_only_when_the_store_does(
+    kv: KeyValueStore, down_backend: SqlDatabase | RedisBackend
+) -> None:
+    await kv.ping()  # raises when it cannot answer
+    with pytest.raises(errors.ServiceUnavailable):
+        await down_backend.kv.ping()
+    with pytest.raises(errors.ServiceUnavailable):  # an outage is never "no value"
+        await down_backend.kv.get("k")

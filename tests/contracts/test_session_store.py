@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from sidecar import errors
 from sidecar.errors import Conflict
 from sidecar.session.model import AuthenticationMethod, Device, Session
 from sidecar.session.store import SessionStore
@@ -151,5 +152,11 @@ async def test_list_all_pages_by_id_and_filters_active(store: SessionStore) -> N
     assert len(await store.list_all(page_size=10, active=True)) == 4
 
 
-async def test_ping(store: SessionStore) -> None:
-    await store.ping()
+async def test_ping_answers_only_when_the_store_does(
+    store: SessionStore, down_backend: SqlDatabase | RedisBackend
+) -> None:
+    await store.ping()  # raises when it cannot answer
+    with pytest.raises(errors.ServiceUnavailable):
+        await down_backend.sessions.ping()
+    with pytest.raises(errors.ServiceUnavailable):  # an outage is never "no session"
+        await down_backend.sessions.get_by_token("digest")

@@ -54,7 +54,8 @@ async def test_signed_in_user_reaches_upstream_with_identity(stack: Any) -> None
 
 @pytest.mark.parametrize("name", ["X-User-ID", "x-user-id", "X-USER-ID"])
 async def test_spoofed_user_id_never_reaches_upstream(stack: Any, name: str) -> None:
-    await assert_spoofed_user_id_dropped(*stack, name)
+    sidecar, proxy = stack
+    await assert_spoofed_user_id_dropped(sidecar, proxy, name)
 
 
 def test_forward_auth_needs_a_trusted_peer_and_the_original_uri(stack: Any) -> None:

@@ -77,7 +77,8 @@ async def test_signed_in_user_reaches_upstream_with_identity(stack: Any) -> None
 
 @pytest.mark.parametrize("name", ["X-User-ID", "x-user-id", "X-USER-ID", "X_User_ID"])
 async def test_spoofed_user_id_never_reaches_upstream(stack: Any, name: str) -> None:
-    await assert_spoofed_user_id_dropped(*stack, name)
+    sidecar, proxy = stack
+    await assert_spoofed_user_id_dropped(sidecar, proxy, name)
 
 
 def test_untrusted_peer_cannot_use_the_nginx_endpoint_directly(stack: Any, tmp_path: Any) -> None:

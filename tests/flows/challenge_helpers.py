@@ -16,7 +16,7 @@ from sidecar.flows.verification import VerificationFlows
 from sidecar.identity.manager import IdentitySpec
 from sidecar.identity.model import Identity, utcnow
 from sidecar.security.ratelimit import RateLimiter
-from sidecar.strategies.challenge import ChallengeDeps
+from sidecar.strategies.address_challenge import ChallengeDeps
 from sidecar.strategies.code import CodeStrategy
 from sidecar.strategies.link import LinkStrategy
 from tests.conftest import make_config

@@ -61,7 +61,9 @@ def validate(docs: list[dict[str, Any]]) -> None:
 
 @pytest.mark.parametrize("path", ["base", "demo", *(f"overlays/{o}" for o in OVERLAYS)])
 def test_kustomizations_render_and_validate(path: str) -> None:
-    validate(render(K8S / path))
+    docs = render(K8S / path)
+    assert "Deployment" in kinds(docs), f"{path} renders no Deployment"
+    validate(docs)
 
 
 def test_ingress_nginx_example_validates_and_points_at_the_nginx_endpoint() -> None:

@@ -14,7 +14,7 @@ from sidecar.api.admin import bodies
 from sidecar.api.body import read_json
 from sidecar.api.pagination import PageTokens, link_header, parse_page_size, parse_uuid
 from sidecar.api.respond import json_response
-from sidecar.identity.codec import identity_to_json
+from sidecar.identity.identity_json import identity_to_json
 from sidecar.identity.manager import IdentityManager
 from sidecar.identity.model import CREDENTIAL_TYPES, Identity
 from sidecar.identity.store import IdentityStore

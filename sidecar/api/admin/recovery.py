@@ -3,7 +3,7 @@
 
 Nothing is mailed: the admin gets the link (and code) to hand over. ``expires_in`` (Go duration,
 e.g. ``1h``) defaults to the method's ``lifespan``. The link opens the submit URL with a GET, which
-binds the flow to the browser that opens it first (see ``sidecar.flows.challenge``); for a code
+binds the flow to the browser that opens it first (see ``sidecar.flows.challenge_flow``); for a code
 flow it then shows the code form.
 """
 

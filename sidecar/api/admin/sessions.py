@@ -17,9 +17,9 @@ from sidecar import errors
 from sidecar.api.pagination import PageTokens, link_header, parse_page_size, parse_uuid
 from sidecar.api.respond import json_response
 from sidecar.identity.model import Identity
-from sidecar.session.codec import session_to_json
 from sidecar.session.manager import SessionManager
 from sidecar.session.model import Session
+from sidecar.session.session_json import session_to_json
 
 FindIdentity = Callable[[uuid.UUID], Awaitable[Identity | None]]
 IdentityJson = Callable[[Identity], dict[str, Any]]

@@ -160,8 +160,7 @@ class HttpContext:
     def ensure_csrf(self, request: Request) -> tuple[str, bool]:
         """The browser's CSRF base token, and whether it is new (and must be set as a cookie)."""
         cookie = request.cookies.get(self.csrf_cookie)
-        if csrf.is_well_formed(cookie):
-            assert cookie is not None
+        if cookie is not None and csrf.is_well_formed(cookie):
             return cookie, False
         return csrf.new_token(), True
 

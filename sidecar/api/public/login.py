@@ -8,6 +8,7 @@ from typing import Any
 from starlette.responses import Response
 from starlette.routing import Route
 
+from sidecar import errors
 from sidecar.api.public.errors_flow import ErrorFlows
 from sidecar.api.public.flow_http import NO_STORE, HttpContext, see_other
 from sidecar.api.public.flow_routes import flow_routes, truthy
@@ -15,7 +16,7 @@ from sidecar.api.respond import json_response
 from sidecar.flows.login import LoginFlows
 from sidecar.flows.model import FlowType
 from sidecar.flows.outcome import AlreadySignedIn, Client, Completed, ShowFlow
-from sidecar.session.codec import session_to_json
+from sidecar.session.session_json import session_to_json
 
 
 def login_routes(ctx: HttpContext, flows: LoginFlows, error_flows: ErrorFlows, max_body: int) -> list[Route]:
@@ -32,7 +33,8 @@ def login_routes(ctx: HttpContext, flows: LoginFlows, error_flows: ErrorFlows, m
         )
 
     def complete(done: Completed, json_req: bool) -> Response:
-        assert done.session is not None and done.token is not None
+        if done.session is None or done.token is None:
+            raise errors.InternalError("the login completed without a session")
         session = session_to_json(done.session, ctx.public_identity(done.identity))
         if done.flow.type == "api":
             body: dict[str, Any] = {

@@ -58,7 +58,8 @@ def oidc_routes(
             return see_other(life.ui_redirect(outcome.flow))
         if isinstance(outcome, AlreadySignedIn):
             return see_other(outcome.redirect_to)
-        assert isinstance(outcome, Completed)
+        if not isinstance(outcome, Completed):
+            raise errors.InternalError(f"unexpected outcome of a provider callback: {type(outcome).__name__}")
         response = see_other(outcome.redirect_to)
         if outcome.session is not None and outcome.token is not None:
             ctx.set_session_cookie(response, outcome.token, outcome.session)

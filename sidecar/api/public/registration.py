@@ -15,7 +15,7 @@ from sidecar.api.respond import json_response
 from sidecar.flows.model import FlowType
 from sidecar.flows.outcome import AlreadySignedIn, Client, Completed, ShowFlow
 from sidecar.flows.registration import RegistrationFlows
-from sidecar.session.codec import session_to_json
+from sidecar.session.session_json import session_to_json
 
 
 def registration_routes(

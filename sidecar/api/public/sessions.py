@@ -15,8 +15,8 @@ from sidecar.api.public.flow_http import NO_STORE, HttpContext
 from sidecar.api.respond import json_response
 from sidecar.identity.model import Identity
 from sidecar.session.aal import Assurance, step_up_url
-from sidecar.session.codec import session_to_json
 from sidecar.session.model import Session
+from sidecar.session.session_json import session_to_json
 
 GetIdentity = Callable[[uuid.UUID], Awaitable[Identity]]
 

@@ -49,6 +49,11 @@ def settings_routes(
         body = {**flow_to_json(flow), "identity": ctx.public_identity(identity)}
         return json_response(body, status, {**NO_STORE, **(headers or {})})
 
+    async def owner(flow: Flow) -> Identity:
+        if flow.identity_id is None:  # settings flows are made for an identity, always
+            raise errors.InternalError("a settings flow without an identity")
+        return await get_identity(flow.identity_id)
+
     async def browser_error(exc: errors.SidecarError, request: Request, return_to: str) -> Response:
         """A plain browser is sent where it can fix the problem, or to the error page."""
         target = exc.extra.get("redirect_browser_to")
@@ -72,12 +77,7 @@ def settings_routes(
                 raise
             return await browser_error(exc, request, url)
         flow = outcome.flow
-        response: Response
-        if json_req:
-            assert flow.identity_id is not None
-            response = as_json(flow, await get_identity(flow.identity_id))
-        else:
-            response = see_other(life.ui_redirect(flow))
+        response = as_json(flow, await owner(flow)) if json_req else see_other(life.ui_redirect(flow))
         if is_new:
             ctx.set_csrf_cookie(response, token)
         return response
@@ -85,8 +85,7 @@ def settings_routes(
     async def init_api(request: Request) -> Response:
         client = await ctx.client(request, cookie_session=False)
         outcome = await flows.init("api", client, request_url=ctx.public_url(request))
-        assert outcome.flow.identity_id is not None
-        return as_json(outcome.flow, await get_identity(outcome.flow.identity_id))
+        return as_json(outcome.flow, await owner(outcome.flow))
 
     async def fetch(request: Request) -> Response:
         client = await ctx.client(request)
@@ -120,13 +119,11 @@ def settings_routes(
             if browser:
                 return see_other(outcome.redirect_to)
             return as_json(outcome.flow, outcome.identity)
-        assert isinstance(outcome, ShowFlow)
+        if not isinstance(outcome, ShowFlow):
+            raise errors.InternalError(f"unexpected settings outcome: {type(outcome).__name__}")
         if browser:
             return see_other(life.ui_redirect(outcome.flow), outcome.headers)
-        assert outcome.flow.identity_id is not None
-        return as_json(
-            outcome.flow, await get_identity(outcome.flow.identity_id), outcome.status, outcome.headers
-        )
+        return as_json(outcome.flow, await owner(outcome.flow), outcome.status, outcome.headers)
 
     return [
         Route("/self-service/settings/browser", init_browser, methods=["GET"]),

@@ -19,8 +19,8 @@ import redis.asyncio as redis
 
 from sidecar.errors import Conflict, ServiceUnavailable
 from sidecar.session.model import Session
-from sidecar.storage.codec import dumps_session, loads_session
 from sidecar.storage.redis.client import as_bytes, milliseconds_until, translate_errors
+from sidecar.storage.session_records import dumps_session, loads_session
 
 _CREATE = """
 if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end

@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from sidecar.session.model import Session
-from sidecar.storage.codec import session_from_dict, session_to_dict
+from sidecar.storage.session_records import session_from_dict, session_to_dict
 from sidecar.storage.sql.engine import Connector
 from sidecar.storage.sql.kv import Purger
 from sidecar.storage.sql.tables import sessions

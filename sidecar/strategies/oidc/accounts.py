@@ -9,10 +9,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from sidecar import errors
 from sidecar.identity.manager import IdentitySpec
 from sidecar.identity.model import Credential, Identity, utcnow
-from sidecar.identity.normalize import normalize_identifier
 from sidecar.schema.model import IdentitySchema
+from sidecar.security.identifiers import normalize_identifier
 from sidecar.strategies.oidc.mapper import MappedIdentity
 
 CALLBACK = "oidc_callback"
@@ -50,6 +51,12 @@ class Verified:
     @property
     def identifier(self) -> str:
         return f"{self.provider}:{self.subject}"
+
+    def require_mapped(self) -> MappedIdentity:
+        """The claims as traits and metadata; ``map_claims`` must have run first."""
+        if self.mapped is None:
+            raise errors.InternalError("the provider's claims were used before they were mapped")
+        return self.mapped
 
     def to_record(self) -> dict[str, Any]:
         mapped = self.mapped

@@ -17,12 +17,12 @@ from typing import Any, Protocol
 
 from sidecar import errors
 from sidecar.config.model import Config
+from sidecar.flows import messages
 from sidecar.flows.model import Flow, FlowKind, FlowType
 from sidecar.flows.outcome import AlreadySignedIn, Client, Outcome, ShowFlow
 from sidecar.flows.store import FlowStore
 from sidecar.kv.store import KeyValueStore
 from sidecar.security import csrf
-from sidecar.strategies.oidc import texts
 from sidecar.strategies.oidc.accounts import CALLBACK
 from sidecar.strategies.oidc.state import StateStore
 from sidecar.strategies.oidc.strategy import OidcStrategy
@@ -111,7 +111,9 @@ class OidcCallbacks:
             if not isinstance(login, Flow):
                 return target, login
             self._strategy.remember_link(login, owner, verified)
-            login.ui.messages.append(texts.link_notice(value, self._strategy.providers[provider_id].label))
+            login.ui.messages.append(
+                messages.oidc_link_notice(value, self._strategy.providers[provider_id].label)
+            )
             await self._store.save(login)
             return "login", ShowFlow(login)
         return await self._continue(flow, "registration", body, trusted)

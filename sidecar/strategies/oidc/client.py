@@ -101,11 +101,15 @@ class OidcClient:
     # --- discovery and keys ---------------------------------------------------------------------
 
     async def _discover(self, provider: Provider) -> dict[str, Any]:
-        assert provider.issuer is not None
-        cached = self._discovery.get(provider.issuer)
+        issuer = provider.issuer
+        if issuer is None:
+            raise errors.InternalError(
+                f"The identity provider {provider.label} has no issuer URL to discover."
+            )
+        cached = self._discovery.get(issuer)
         if cached and cached[0] > time.monotonic():
             return cached[1]
-        doc = await self._json(provider, "GET", provider.issuer + "/.well-known/openid-configuration")
+        doc = await self._json(provider, "GET", issuer + "/.well-known/openid-configuration")
         if not isinstance(doc, dict) or not isinstance(doc.get("issuer"), str):
             raise errors.BadGateway(
                 f"The identity provider {provider.label} has no valid discovery document."
@@ -116,7 +120,7 @@ class OidcClient:
                 f"The identity provider {provider.label} announced issuer {doc['issuer']!r}, "
                 f"expected {provider.issuer!r}."
             )
-        self._discovery[provider.issuer] = (time.monotonic() + DISCOVERY_TTL, doc)
+        self._discovery[issuer] = (time.monotonic() + DISCOVERY_TTL, doc)
         return doc
 
     async def endpoints(self, provider: Provider) -> Endpoints:

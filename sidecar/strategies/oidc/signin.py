@@ -12,12 +12,12 @@ import httpx
 
 from sidecar import errors
 from sidecar.config.model import Config
+from sidecar.flows import messages
 from sidecar.flows.model import Flow
 from sidecar.flows.outcome import FlowInvalid
 from sidecar.identity.model import utcnow
 from sidecar.kv.store import KeyValueStore
 from sidecar.security.cipher import cipher_from
-from sidecar.strategies.oidc import texts
 from sidecar.strategies.oidc.accounts import Verified
 from sidecar.strategies.oidc.client import OidcClient, TokenInvalid, TokenSet
 from sidecar.strategies.oidc.mapper import MapperError, load_mapper, run_mapper
@@ -53,7 +53,7 @@ class ProviderSignIn:
     def provider(self, provider_id: Any) -> Provider:
         found = self.providers.get(provider_id) if isinstance(provider_id, str) else None
         if found is None:
-            raise FlowInvalid([texts.generic(f"Unknown sign-in provider {str(provider_id)[:64]!r}.")])
+            raise FlowInvalid([messages.generic(f"Unknown sign-in provider {str(provider_id)[:64]!r}.")])
         return found
 
     async def start(
@@ -139,14 +139,14 @@ class ProviderSignIn:
         id_token, nonce = body.get("id_token"), body.get("id_token_nonce")
         if not provider.native_id_token:
             raise FlowInvalid(
-                [texts.generic(f"{provider.label} does not support signing in with an ID token.")]
+                [messages.generic(f"{provider.label} does not support signing in with an ID token.")]
             )
         if not isinstance(id_token, str) or not id_token:
             raise FlowInvalid(
-                [texts.generic("API flows sign in with the provider's id_token (and id_token_nonce).")]
+                [messages.generic("API flows sign in with the provider's id_token (and id_token_nonce).")]
             )
         if not isinstance(nonce, str) or not nonce:
-            raise FlowInvalid([texts.generic("id_token_nonce is required with id_token.")])
+            raise FlowInvalid([messages.generic("id_token_nonce is required with id_token.")])
         endpoints = await self.client.endpoints(provider)
         try:
             claims = await self.client.verify_id_token(
@@ -158,7 +158,7 @@ class ProviderSignIn:
                 hashed_nonce=provider.hashed_nonce,
             )
         except TokenInvalid as exc:
-            raise FlowInvalid([texts.generic(exc.message)]) from None
+            raise FlowInvalid([messages.generic(exc.message)]) from None
         return Verified(provider.id, str(claims["sub"]), claims, self._seal(provider, None, id_token))
 
     async def map_claims(self, verified: Verified) -> Verified:

@@ -17,7 +17,7 @@ import httpx
 
 from sidecar import errors
 from sidecar.config.model import Config
-from sidecar.flows import nodes
+from sidecar.flows import messages, nodes
 from sidecar.flows.model import Flow
 from sidecar.flows.nodes import Node
 from sidecar.flows.outcome import Client, FlowInvalid
@@ -35,7 +35,7 @@ from sidecar.identity.model import Identity
 from sidecar.kv.store import KeyValueStore
 from sidecar.schema.registry import SchemaRegistry
 from sidecar.strategies.deps import Roles, StrategyDeps
-from sidecar.strategies.oidc import accounts, texts
+from sidecar.strategies.oidc import accounts
 from sidecar.strategies.oidc.accounts import CALLBACK, OidcIdentities, Verified
 from sidecar.strategies.oidc.providers import Provider
 from sidecar.strategies.oidc.signin import ProviderSignIn
@@ -96,7 +96,7 @@ class OidcStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
     def login_nodes(self, flow: Flow) -> list[Node]:
         return [
             nodes.input_node(
-                "provider", "oidc", "submit", value=p.id, label=texts.sign_in_with(p.label, p.id)
+                "provider", "oidc", "submit", value=p.id, label=messages.oidc_sign_in_with(p.label, p.id)
             )
             for p in self.providers.values()
         ]
@@ -104,7 +104,7 @@ class OidcStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
     def registration_nodes(self, flow: Flow) -> list[Node]:
         return [
             nodes.input_node(
-                "provider", "oidc", "submit", value=p.id, label=texts.sign_up_with(p.label, p.id)
+                "provider", "oidc", "submit", value=p.id, label=messages.oidc_sign_up_with(p.label, p.id)
             )
             for p in self.providers.values()
         ]
@@ -115,12 +115,14 @@ class OidcStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         for p in self.providers.values():
             if p.id not in linked:
                 out.append(
-                    nodes.input_node("link", "oidc", "submit", value=p.id, label=texts.link(p.label, p.id))
+                    nodes.input_node(
+                        "link", "oidc", "submit", value=p.id, label=messages.oidc_link(p.label, p.id)
+                    )
                 )
             elif accounts.other_first_factors(identity, p.id, code_login=self._code_login) > 0:
                 out.append(
                     nodes.input_node(
-                        "unlink", "oidc", "submit", value=p.id, label=texts.unlink(p.label, p.id)
+                        "unlink", "oidc", "submit", value=p.id, label=messages.oidc_unlink(p.label, p.id)
                     )
                 )
         return out
@@ -135,9 +137,9 @@ class OidcStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         return await self._identities.find_by_credential("oidc", verified.identifier)
 
     async def find_duplicate(self, flow: Flow, verified: Verified) -> tuple[Identity, str] | None:
-        assert verified.mapped is not None
+        mapped = verified.require_mapped()
         schema = self._schemas.get(flow.identity_schema) if flow.identity_schema else self._schemas.default()
-        traits = _merge(verified.mapped.traits, verified.form_traits)
+        traits = _merge(mapped.traits, verified.form_traits)
         return await accounts.find_existing_owner(self._identities, schema, traits)
 
     def remember_link(self, flow: Flow, owner: Identity, verified: Verified) -> None:
@@ -158,10 +160,12 @@ class OidcStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         identity = await self.find_identity(verified)
         if identity is None:
             if flow.type != "api" or not self._registration_enabled:
-                raise FlowInvalid([texts.generic(f"No account is linked to this {provider.label} account.")])
+                raise FlowInvalid(
+                    [messages.generic(f"No account is linked to this {provider.label} account.")]
+                )
             identity = await self._create(flow, await self.map_claims(verified), {})
         if identity.state != "active":
-            raise FlowInvalid([texts.generic("Your account is disabled.")])
+            raise FlowInvalid([messages.generic("Your account is disabled.")])
         return identity
 
     async def after_login(self, flow: Flow, identity: Identity, method: str) -> None:
@@ -170,7 +174,7 @@ class OidcStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         if not isinstance(pending, Mapping):
             return
         if pending.get("identity_id") != str(identity.id):
-            raise FlowInvalid([texts.link_mismatch()])
+            raise FlowInvalid([messages.oidc_link_mismatch()])
         verified = Verified.from_record(pending)
         try:
             await self._identities.save_credential(identity.id, accounts.credential_with(identity, verified))
@@ -178,7 +182,7 @@ class OidcStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
             label = (
                 self.providers[verified.provider].label if verified.provider in self.providers else "provider"
             )
-            raise FlowInvalid([texts.linked_elsewhere(label)]) from None
+            raise FlowInvalid([messages.oidc_linked_elsewhere(label)]) from None
         flow.internal.pop(LINK, None)
 
     # --- registration -----------------------------------------------------------------------------
@@ -202,14 +206,14 @@ class OidcStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
             else:
                 verified = await self.signin.verify_native(provider, body)
                 if await self.find_identity(verified) is not None:
-                    raise FlowInvalid([texts.linked_elsewhere(provider.label)])
+                    raise FlowInvalid([messages.oidc_linked_elsewhere(provider.label)])
         return await self._create(flow, await self.map_claims(verified), form_traits)
 
     async def _create(self, flow: Flow, verified: Verified, form_traits: Mapping[str, Any]) -> Identity:
-        assert verified.mapped is not None
+        mapped = verified.require_mapped()
         provider = self.providers[verified.provider]
         schema = self._schemas.get(flow.identity_schema) if flow.identity_schema else self._schemas.default()
-        traits = _merge(_merge(verified.mapped.traits, verified.form_traits), form_traits)
+        traits = _merge(_merge(mapped.traits, verified.form_traits), form_traits)
         problems = validation_messages(schema, traits)
         if problems:
             # Kratos: the registration form comes back, pre-filled, for the user to complete.
@@ -222,17 +226,17 @@ class OidcStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
                     "oidc",
                     "submit",
                     value=provider.id,
-                    label=texts.sign_up_with(provider.label, provider.id),
+                    label=messages.oidc_sign_up_with(provider.label, provider.id),
                 )
             )
             raise FlowInvalid(node_messages=problems, values=flatten(traits))
         if await accounts.find_existing_owner(self._identities, schema, traits) is not None:
-            raise FlowInvalid([texts.duplicate_sign_in_to_link()], values=flatten(traits))
+            raise FlowInvalid([messages.oidc_duplicate_sign_in_to_link()], values=flatten(traits))
         spec = IdentitySpec(
             traits=traits,
             schema_id=schema.id,
-            metadata_public=verified.mapped.metadata_public,
-            metadata_admin=verified.mapped.metadata_admin,
+            metadata_public=mapped.metadata_public,
+            metadata_admin=mapped.metadata_admin,
             credentials={
                 "oidc": {"config": {"providers": [{"provider": provider.id, "subject": verified.subject}]}}
             },
@@ -243,9 +247,9 @@ class OidcStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         try:
             identity = await self._identities.create(spec)
         except errors.Conflict:
-            raise FlowInvalid([texts.duplicate_sign_in_to_link()], values=flatten(traits)) from None
+            raise FlowInvalid([messages.oidc_duplicate_sign_in_to_link()], values=flatten(traits)) from None
         except errors.ValidationError as exc:
-            raise FlowInvalid([texts.generic(exc.reason or exc.message)], values=flatten(traits)) from None
+            raise FlowInvalid([messages.generic(exc.reason or exc.message)], values=flatten(traits)) from None
         flow.internal.pop(PENDING, None)
         if verified.tokens:
             identity = await self._identities.save_credential(
@@ -267,22 +271,22 @@ class OidcStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
             owner = await self.find_identity(verified)
             label = self.providers[verified.provider].label
             if owner is not None and owner.id != identity.id:
-                raise FlowInvalid([texts.linked_elsewhere(label)])
+                raise FlowInvalid([messages.oidc_linked_elsewhere(label)])
             try:
                 updated = await self._identities.save_credential(
                     identity.id, accounts.credential_with(identity, verified)
                 )
             except errors.Conflict:
-                raise FlowInvalid([texts.linked_elsewhere(label)]) from None
+                raise FlowInvalid([messages.oidc_linked_elsewhere(label)]) from None
             return SettingsUpdate(updated)
         unlink = body.get("unlink")
         if unlink not in (None, ""):
             provider = self.provider(unlink)
             require_privileged(ctx)
             if provider.id not in accounts.linked_providers(identity):
-                raise FlowInvalid([texts.generic(f"{provider.label} is not linked to your account.")])
+                raise FlowInvalid([messages.generic(f"{provider.label} is not linked to your account.")])
             if accounts.other_first_factors(identity, provider.id, code_login=self._code_login) == 0:
-                raise FlowInvalid([texts.unlink_last()])
+                raise FlowInvalid([messages.oidc_unlink_last()])
             remaining = accounts.credential_without(identity, provider.id)
             if remaining is None:
                 updated = await self._identities.remove_credential(identity.id, "oidc")
@@ -292,5 +296,5 @@ class OidcStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         provider = self.provider(body.get("link"))
         require_privileged(ctx)
         if provider.id in accounts.linked_providers(identity):
-            raise FlowInvalid([texts.generic(f"{provider.label} is already linked to your account.")])
+            raise FlowInvalid([messages.generic(f"{provider.label} is already linked to your account.")])
         await self.signin.start(flow, provider, body)

@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from tests.conftest import free_port
-from tests.e2e.test_browser_pages import serve
+from tests.e2e.conftest import serve
 
 
 def _key(kid: str) -> RSAKey:

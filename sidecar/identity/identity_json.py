@@ -16,7 +16,7 @@ from typing import Any
 
 from sidecar import errors
 from sidecar.identity.model import Credential, Identity, RecoveryAddress, VerifiableAddress, utcnow
-from sidecar.identity.normalize import normalize_identifier
+from sidecar.security.identifiers import normalize_identifier
 
 # Config keys that may hold secrets a caller must never see, even an admin (Kratos never emits them).
 _NEVER_EMITTED = frozenset({"password"})
@@ -206,7 +206,3 @@ def parse_import(body: Mapping[str, Any] | None, existing: Mapping[str, Credenti
                 config={"providers": kept},
             )
     return out
-
-
-def _is_provider(value: Any) -> bool:
-    return isinstance(value, dict) and all(isinstance(value.get(k), str) for k in ("provider", "subject"))

@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 from sidecar.session.model import AuthenticationMethod, Device, Session
-from sidecar.storage.codec import decode_datetime, dumps_session, encode_datetime, loads_session
+from sidecar.storage.session_records import decode_datetime, dumps_session, encode_datetime, loads_session
 
 
 def test_round_trip_with_envelope() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from sidecar.identity.codec import identity_to_json, rfc3339
+from sidecar.identity.identity_json import identity_to_json, rfc3339
 from sidecar.identity.model import Credential, Identity, RecoveryAddress, VerifiableAddress
 
 T = datetime(2026, 1, 2, 3, 4, 5, 123000, tzinfo=UTC)

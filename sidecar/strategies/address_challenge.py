@@ -36,8 +36,8 @@ from sidecar.flows.strategy import (
     VerificationStrategy,
 )
 from sidecar.identity.model import Identity, utcnow
-from sidecar.identity.normalize import normalize_identifier
 from sidecar.kv.store import KeyValueStore
+from sidecar.security.identifiers import normalize_identifier
 from sidecar.security.onetime import Grant, OneTimeSecrets, SecretKind
 from sidecar.security.ratelimit import RateLimiter
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.identity.normalize import normalize_identifier
+from sidecar.security.identifiers import normalize_identifier
 
 
 @pytest.mark.parametrize(
