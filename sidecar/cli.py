@@ -1,4 +1,4 @@
-"""The ``sidecar`` command: serve, migrate, config check, rules, demo, version."""
+"""The ``sidecar`` command: serve, migrate, config check/schema/docs, rules, demo, version."""
 
 from __future__ import annotations
 
@@ -69,6 +69,34 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_config_schema(args: argparse.Namespace) -> int:
+    from sidecar.config.reference import json_schema_text
+
+    sys.stdout.write(json_schema_text())
+    return 0
+
+
+def _cmd_config_docs(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sidecar.config.reference import markdown
+
+    text = markdown()
+    if args.check is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        current = Path(args.check).read_text(encoding="utf-8")
+    except OSError as exc:
+        print(f"{args.check}: cannot read: {exc.strerror}", file=sys.stderr)
+        return 1
+    if current != text:
+        print(f"{args.check} is out of date: run `sidecar config docs > {args.check}`", file=sys.stderr)
+        return 1
+    print(f"{args.check} is current")
+    return 0
+
+
 def _cmd_version(args: argparse.Namespace) -> int:
     print(f"sidecar {__version__}")
     return 0
@@ -100,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("files", nargs="+", metavar="FILE")
     check.add_argument("--dev", action="store_true")
     check.set_defaults(func=_cmd_config_check)
+    schema = config_sub.add_parser("schema", help="print the JSON Schema of the configuration")
+    schema.set_defaults(func=_cmd_config_schema)
+    docs = config_sub.add_parser("docs", help="print the configuration reference (docs/CONFIG.md)")
+    docs.add_argument("--check", metavar="FILE", help="fail when FILE is not what would be printed")
+    docs.set_defaults(func=_cmd_config_docs)
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=_cmd_version)

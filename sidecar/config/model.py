@@ -11,7 +11,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -52,18 +52,33 @@ def parse_bytes(value: Any) -> int:
     raise ValueError(f"invalid size {value!r}: expected e.g. 64MB")
 
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-ByteSize = Annotated[int, BeforeValidator(parse_bytes)]
+# What the YAML may hold, for the JSON Schema (``sidecar config schema``): the validators accept more
+# than the Python types say.
+_DURATION_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?(ns|us|µs|ms|s|m|h|d))+\s*$"},
+        {"type": "number", "minimum": 0},
+    ]
+}
+_SIZE_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "pattern": r"^\s*\d+\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$"},
+        {"type": "integer", "minimum": 0},
+    ]
+}
+Duration = Annotated[timedelta, BeforeValidator(parse_duration), WithJsonSchema(_DURATION_SCHEMA)]
+ByteSize = Annotated[int, BeforeValidator(parse_bytes), WithJsonSchema(_SIZE_SCHEMA)]
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Each field's docstring is its description: in ``sidecar config schema`` and docs/CONFIG.md.
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
 
 class Loose(BaseModel):
     """Kratos sections we accept for compatibility but do not interpret (yet)."""
 
-    model_config = ConfigDict(frozen=True, extra="allow")
+    model_config = ConfigDict(frozen=True, extra="allow", use_attribute_docstrings=True)
 
 
 # --- serve -----------------------------------------------------------------------------------
@@ -71,8 +86,12 @@ class Loose(BaseModel):
 
 class Cors(Model):
     enabled: bool = False
+    """Answer CORS preflights and add CORS headers on the public API under the prefix (proxied app traffic
+    keeps the app's own CORS)."""
     allowed_origins: list[str] = ["*"]
+    """Origins allowed to call the public API from a browser (``*`` for any; Kratos' key)."""
     allowed_methods: list[str] = ["POST", "GET", "PUT", "PATCH", "DELETE"]
+    """Methods allowed in cross-origin requests."""
     allowed_headers: list[str] = [
         "Authorization",
         "Content-Type",
@@ -81,20 +100,35 @@ class Cors(Model):
         "X-XSRF-TOKEN",
         "X-CSRF-TOKEN",
     ]
+    """Request headers a cross-origin request may send."""
     exposed_headers: list[str] = ["Content-Type"]
+    """Response headers a cross-origin caller may read."""
     allow_credentials: bool = True
+    """Allow cookies on cross-origin requests (``Access-Control-Allow-Credentials``)."""
     max_age: int = 0
+    """Seconds browsers may cache a preflight answer; 0 means 600."""
     debug: bool = False
+    """Kratos' CORS debug logging; accepted from kratos.yml, sidecar does not act on it."""
 
 
 class PublicServe(Model):
     host: str = "0.0.0.0"  # noqa: S104 - the public listener is meant to be reachable
+    """Address the public listener binds (all interfaces by default)."""
     port: int = Field(4433, ge=0, le=65535)
+    """Port of the public listener: Kratos' public API, the pages, the decision endpoints and the proxy."""
     base_url: str | None = None
+    """The URL browsers use to reach the public API, including the prefix; drives flow ``ui.action``s,
+    ``schema_url``, redirects and the CSRF cookie name. Default: ``http://<host>:<port><prefix>``."""
     prefix: str = "/.auth"
+    """Path prefix of the Kratos API, pages and decision endpoints on the app's own origin (``/.auth``);
+    empty puts them at the root beside the app."""
     trusted_proxies: list[str] = []
+    """Peers (addresses or CIDRs) whose ``X-Forwarded-*`` / ``X-Original-*`` / ``X-Request-ID`` headers are
+    believed; empty means loopback only."""
     cors: Cors = Cors()
+    """Cross-origin access to the public API (Kratos' ``serve.public.cors``)."""
     max_body_size: ByteSize = 1024 * 1024
+    """Largest request body the public API reads (e.g. ``1MB``); more is refused with 413."""
 
     @field_validator("prefix")
     @classmethod
@@ -106,16 +140,23 @@ class PublicServe(Model):
 
 class AdminServe(Model):
     host: str = "127.0.0.1"
+    """Address the admin listener binds; keep it off the network (loopback by default)."""
     port: int = Field(4434, ge=0, le=65535)
+    """Port of the admin listener: Kratos' admin API, ``/metrics`` and health."""
     base_url: str | None = None
+    """The URL of the admin API as its callers see it (``Link`` headers, the public port's redirects).
+    Default: ``http://<host>:<port>``."""
     api_key: str | None = None
     """Optional bearer key required on every admin call except health (on top of network isolation)."""
     max_body_size: ByteSize = 4 * 1024 * 1024
+    """Largest request body the admin API reads (batch imports may use eight times this)."""
 
 
 class Serve(Model):
     public: PublicServe = PublicServe()
+    """The public listener."""
     admin: AdminServe = AdminServe()
+    """The admin listener."""
 
 
 # --- identity --------------------------------------------------------------------------------
@@ -124,16 +165,26 @@ class Serve(Model):
 class SchemaRef(Model):
     """``url`` is ``file://``, ``base64://`` or a path; ``schema`` holds the JSON Schema inline."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", populate_by_name=True, use_attribute_docstrings=True
+    )
     id: str
+    """The schema id identities name in ``schema_id``."""
     url: str | None = None
+    """Where the JSON Schema is: ``file://``, ``base64://`` or a plain path."""
     inline: dict[str, Any] | None = Field(None, alias="schema")
+    """The JSON Schema itself, under the key ``schema`` (instead of ``url``)."""
     selfservice_selectable: bool = False
+    """Kratos' flag for schemas a registration may choose; accepted, sidecar registers with the default
+    schema."""
 
 
 class IdentityConfig(Model):
     default_schema_id: str = "default"
+    """The schema new identities use unless they name another."""
     schemas: list[SchemaRef] = []
+    """The identity schemas (JSON Schema with Kratos' ``ory.sh/kratos`` extension); empty: the built-in
+    default (email, name)."""
 
 
 # --- selfservice ------------------------------------------------------------------------------
@@ -141,13 +192,22 @@ class IdentityConfig(Model):
 
 class Hook(Model):
     hook: str
+    """The hook's name: ``session`` (sign in after registration), ``show_verification_ui``,
+    ``require_verified_address`` (login), ``revoke_active_sessions``; other Kratos names are accepted and
+    do nothing."""
     config: dict[str, Any] = {}
+    """The hook's own settings (Kratos' ``web_hook`` config); sidecar's hooks take none."""
 
 
 class AfterHooks(Model):
-    model_config = ConfigDict(frozen=True, extra="allow")  # per-method sections: password, oidc, ...
+    # Per-method sections (``password``, ``oidc``, ...) are extra keys.
+    model_config = ConfigDict(frozen=True, extra="allow", use_attribute_docstrings=True)
     default_browser_return_url: str | None = None
+    """Where a browser goes after the flow succeeds, unless ``return_to`` says otherwise; per method under
+    ``after.<method>.default_browser_return_url``."""
     hooks: list[Hook] = []
+    """Hooks run after the flow succeeds; per method under ``after.<method>.hooks`` (which then replaces
+    these)."""
 
     def for_method(self, method: str) -> list[Hook]:
         """Hooks of ``after.<method>.hooks`` when present, else ``after.hooks`` (Kratos' precedence)."""
@@ -166,123 +226,187 @@ class AfterHooks(Model):
 
 class BeforeHooks(Model):
     hooks: list[Hook] = []
+    """Kratos' hooks before a flow starts; accepted, sidecar runs none."""
 
 
 class FlowConfig(Model):
     ui_url: str | None = None
+    """The UI that shows this flow (``?flow=<id>`` is appended). Default: the built-in page
+    ``<base_url>/ui/<flow>``."""
     lifespan: Duration = timedelta(hours=1)
+    """How long a flow can be submitted after it was created (e.g. ``1h``); an expired one is replaced."""
     before: BeforeHooks = BeforeHooks()
+    """Before the flow starts."""
     after: AfterHooks = AfterHooks()
+    """After the flow succeeds: return URL and hooks."""
 
 
 class LoginFlowConfig(FlowConfig):
     style: Literal["unified", "identifier_first"] = "unified"
+    """Kratos' login form style; accepted, sidecar shows the unified form."""
 
 
 class RegistrationFlowConfig(FlowConfig):
     enabled: bool = True
+    """Allow self-service registration."""
     style: Literal["profile_first", "unified"] = "unified"
+    """``unified``: traits and credentials in one form (with ``enable_legacy_one_step``);
+    ``profile_first``: traits under the ``default`` group."""
     enable_legacy_one_step: bool = True
+    """With the unified style, put the trait fields in the password group so one submit registers."""
     login_hints: bool = False
+    """Kratos' hint about how an existing account signs in; accepted, sidecar gives none."""
     after: AfterHooks = AfterHooks(hooks=[Hook(hook="session")])
+    """After registration succeeds: return URL and hooks (default: ``session``, sign the user in)."""
 
 
 class SettingsFlowConfig(FlowConfig):
     privileged_session_max_age: Duration = timedelta(hours=1)
+    """How recent the sign-in must be for password, second-factor and protected-trait changes; older
+    sessions must sign in again."""
     required_aal: Literal["aal1", "highest_available"] = "highest_available"
+    """``highest_available``: an identity with a second factor must have used it to change settings;
+    ``aal1``: one factor is enough."""
 
 
 class RecoveryFlowConfig(FlowConfig):
     enabled: bool = False
+    """Allow account recovery."""
     use: Literal["code", "link"] = "code"
+    """How recovery proves an address: ``code`` (6 digits) or ``link``."""
     notify_unknown_recipients: bool = False
+    """Mail unknown addresses that they have no account (else nothing is sent; the answer is the same)."""
 
 
 class VerificationFlowConfig(FlowConfig):
     enabled: bool = False
+    """Allow address verification (and mail unverified addresses after registration)."""
     use: Literal["code", "link"] = "code"
+    """How verification proves an address: ``code`` or ``link``."""
     notify_unknown_recipients: bool = False
+    """Mail unknown addresses that they have no account."""
 
 
 class LogoutAfter(Model):
     default_browser_return_url: str | None = None
+    """Where a browser goes after logout, unless ``return_to`` says otherwise."""
 
 
 class LogoutFlowConfig(Model):
     after: LogoutAfter = LogoutAfter()
+    """After logout."""
 
 
 class ErrorFlowConfig(Model):
     ui_url: str | None = None
+    """The UI that shows self-service errors (``?id=<error id>`` is appended). Default: the built-in error
+    page."""
 
 
 class Flows(Model):
     login: LoginFlowConfig = LoginFlowConfig()
+    """Login (Kratos' ``selfservice.flows.login``)."""
     registration: RegistrationFlowConfig = RegistrationFlowConfig()
+    """Registration."""
     settings: SettingsFlowConfig = SettingsFlowConfig()
+    """Account settings."""
     recovery: RecoveryFlowConfig = RecoveryFlowConfig()
+    """Account recovery."""
     verification: VerificationFlowConfig = VerificationFlowConfig()
+    """Address verification."""
     logout: LogoutFlowConfig = LogoutFlowConfig()
+    """Logout."""
     error: ErrorFlowConfig = ErrorFlowConfig()
+    """The self-service error page."""
 
 
 class PasswordMethodConfig(Model):
     min_password_length: int = Field(8, ge=1, le=1024)
+    """Shortest password accepted."""
     max_password_length: int = Field(1024, ge=8, le=4096)
+    """Longest password accepted (bcrypt itself stops at 72 bytes)."""
     identifier_similarity_check_enabled: bool = True
+    """Refuse passwords too similar to the identifier."""
     haveibeenpwned_enabled: bool = False
+    """Kratos' online breach check; accepted, sidecar checks the bundled offline list of common passwords
+    instead."""
     haveibeenpwned_host: str = "api.pwnedpasswords.com"
+    """Kratos' breach-check host; accepted, not contacted."""
     max_breaches: int = 0
+    """Kratos' breach-count threshold; accepted, not used."""
     ignore_network_errors: bool = True
+    """Kratos' breach-check error policy; accepted, not used."""
     migrate_hook: dict[str, Any] = {}
+    """Kratos' password migration web hook; accepted, not called."""
 
 
 class PasswordMethod(Model):
     enabled: bool = True
+    """Passwords for registration, login and settings."""
     config: PasswordMethodConfig = PasswordMethodConfig()
+    """Password policy."""
 
 
 class ToggleMethod(Model):
     enabled: bool = True
+    """The method is on."""
     config: dict[str, Any] = {}
+    """Method settings; this method takes none."""
 
 
 class CodeMethodConfig(Model):
     lifespan: Duration = timedelta(hours=1)
+    """How long a mailed code (or recovery code) stays good."""
     max_submissions: int = 5
+    """Code submissions per flow before it takes no code at all."""
     missing_credential_fallback_enabled: bool = False
+    """Kratos' fallback for identities without a code credential; accepted, not used."""
 
 
 class CodeMethod(Model):
     enabled: bool = True
+    """Codes for recovery and verification (with ``selfservice.flows.<flow>.use: code``)."""
     passwordless_enabled: bool = False
+    """Registration and login by a code mailed to the schema's code identifier."""
     mfa_enabled: bool = False
+    """A mailed code as second factor (``aal=aal2`` logins), unless the first factor was a code too."""
     config: CodeMethodConfig = CodeMethodConfig()
+    """Code settings."""
 
 
 class LinkMethodConfig(Model):
     lifespan: Duration = timedelta(hours=1)
+    """How long a mailed link stays good."""
     base_url: str | None = None
+    """Base of the links in mails. Default: ``serve.public.base_url``."""
 
 
 class LinkMethod(Model):
     enabled: bool = False
+    """Links for recovery and verification (with ``selfservice.flows.<flow>.use: link``)."""
     config: LinkMethodConfig = LinkMethodConfig()
+    """Link settings."""
 
 
 class TotpMethodConfig(Model):
     issuer: str | None = None
+    """The issuer authenticator apps show. Default: the host of ``serve.public.base_url``."""
     skew_steps: int = Field(1, ge=0, le=5)
+    """Sidecar-only: 30-second steps accepted either side of now (RFC 6238 §5.2)."""
 
 
 class TotpMethod(Model):
     enabled: bool = False
+    """Authenticator apps (TOTP) as second factor."""
     config: TotpMethodConfig = TotpMethodConfig()
+    """TOTP settings."""
 
 
 class OffMethod(Model):
     enabled: bool = False
+    """The method is on."""
     config: dict[str, Any] = {}
+    """Method settings; this method takes none."""
 
 
 class WebAuthnRp(Model):
@@ -293,9 +417,13 @@ class WebAuthnRp(Model):
     """
 
     id: str | None = None
+    """The relying party id (a registrable domain). Default: the host of ``serve.public.base_url``."""
     display_name: str = "sidecar"
+    """The name authenticators show."""
     origin: str | None = None
+    """Kratos' single allowed origin (added to ``origins``)."""
     origins: list[str] = []
+    """Origins allowed to use the keys. Default: the origin of ``serve.public.base_url``."""
 
     def origin_list(self) -> list[str]:
         return [*self.origins, *([self.origin] if self.origin else [])]
@@ -303,21 +431,28 @@ class WebAuthnRp(Model):
 
 class WebAuthnMethodConfig(Model):
     passwordless: bool = False
+    """Security keys sign in on their own (identifier, then the key) instead of being a second factor."""
     rp: WebAuthnRp = WebAuthnRp()
+    """The relying party."""
 
 
 class WebAuthnMethod(Model):
     enabled: bool = False
+    """Security keys (WebAuthn)."""
     config: WebAuthnMethodConfig = WebAuthnMethodConfig()
+    """WebAuthn settings."""
 
 
 class PasskeyMethodConfig(Model):
     rp: WebAuthnRp = WebAuthnRp()
+    """The relying party."""
 
 
 class PasskeyMethod(Model):
     enabled: bool = False
+    """Passkeys (discoverable credentials) for sign-up and sign-in."""
     config: PasskeyMethodConfig = PasskeyMethodConfig()
+    """Passkey settings."""
 
 
 class OidcProvider(Model):
@@ -330,29 +465,52 @@ class OidcProvider(Model):
     """
 
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    """The provider's id in URLs and forms (``/self-service/methods/oidc/callback/<id>``)."""
     provider: str = "generic"
+    """The preset: ``generic`` (OIDC discovery at ``issuer_url``), ``google``, ``github``, ``microsoft``,
+    ``apple``, ..."""
     label: str | None = None
+    """The name on the buttons. Default: the preset's."""
     client_id: str
+    """The OAuth 2.0 client id registered with the provider."""
     client_secret: str | None = None
+    """The OAuth 2.0 client secret (Apple: derived from the private key instead)."""
     issuer_url: str | None = None
+    """The OpenID Connect issuer (``generic``: discovery happens here)."""
     auth_url: str | None = None
+    """Overrides the preset's authorization endpoint."""
     token_url: str | None = None
+    """Overrides the preset's token endpoint."""
     api_url: str | None = None
+    """Sidecar-only: GitHub's REST API base (GitHub Enterprise)."""
     scope: list[str] = []
+    """Scopes to request besides the preset's."""
     mapper_url: str | None = None
+    """The Jsonnet claims mapper (``file://``, ``base64://``); default: email and name from standard
+    claims."""
     requested_claims: dict[str, Any] | None = None
+    """OpenID Connect ``claims`` request parameter."""
     microsoft_tenant: str | None = None
+    """Microsoft: the tenant (``common``, ``organizations``, a tenant id)."""
     apple_team_id: str | None = None
+    """Apple: the team id signing the client secret."""
     apple_private_key_id: str | None = None
+    """Apple: the key id of the signing key."""
     apple_private_key: str | None = None
+    """Apple: the PEM private key that signs the client secret."""
     additional_id_token_audiences: list[str] = []
+    """Further ``aud`` values accepted in ID tokens (native apps' client ids)."""
     trust_email_verified: bool = False
+    """Sidecar-only: a verified email claim marks the address verified."""
     store_tokens: bool = True
+    """Sidecar-only: keep the provider's tokens on the credential, encrypted with ``secrets.cipher``."""
 
 
 class OidcMethodConfig(Model):
     base_redirect_uri: str | None = None
+    """Base of the callback URL registered with providers. Default: ``serve.public.base_url``."""
     providers: list[OidcProvider] = []
+    """The providers."""
     mapper_timeout: Duration = timedelta(seconds=2)
     """Sidecar-only: the longest a Jsonnet claims mapper may run."""
 
@@ -367,27 +525,44 @@ class OidcMethodConfig(Model):
 
 class OidcMethod(Model):
     enabled: bool = False
+    """Social sign-in (OpenID Connect / OAuth 2.0)."""
     config: OidcMethodConfig = OidcMethodConfig()
+    """Providers and callback settings."""
 
 
 class Methods(Model):
     password: PasswordMethod = PasswordMethod()
+    """Passwords."""
     profile: ToggleMethod = ToggleMethod()
+    """Traits in registration and settings."""
     code: CodeMethod = CodeMethod()
+    """Mailed codes."""
     link: LinkMethod = LinkMethod()
+    """Mailed links."""
     totp: TotpMethod = TotpMethod()
+    """Authenticator apps."""
     lookup_secret: OffMethod = OffMethod()
+    """Backup recovery codes as second factor."""
     webauthn: WebAuthnMethod = WebAuthnMethod()
+    """Security keys."""
     passkey: PasskeyMethod = PasskeyMethod()
+    """Passkeys."""
     oidc: OidcMethod = OidcMethod()
+    """Social sign-in."""
     saml: OffMethod = OffMethod()
+    """Kratos' SAML method; accepted from kratos.yml, sidecar has no SAML strategy."""
 
 
 class SelfService(Model):
     default_browser_return_url: str | None = None
+    """Where browsers go after a flow when nothing more specific is configured or asked for."""
     allowed_return_urls: list[str] = []
+    """URLs (prefixes; ``*.`` wildcard hosts) a ``return_to`` may point at; anything else is refused (no
+    open redirects)."""
     methods: Methods = Methods()
+    """The strategies, each on or off (``selfservice.methods.<name>.enabled``)."""
     flows: Flows = Flows()
+    """The flows."""
 
 
 # --- session, secrets, hashers, courier ---------------------------------------------------------
@@ -395,39 +570,63 @@ class SelfService(Model):
 
 class SessionCookie(Model):
     name: str = "ory_kratos_session"
+    """Name of the session cookie."""
     persistent: bool = True
+    """A cookie that outlives the browser (``Max-Age`` = the session's remaining life); false: a
+    browser-session cookie."""
     domain: str | None = None
+    """Cookie ``Domain``. Default: ``cookies.domain`` (else host-only)."""
     path: str = "/"
+    """Cookie ``Path``."""
     same_site: Literal["Lax", "Strict", "None"] = "Lax"
+    """Cookie ``SameSite``."""
     secure: bool | None = None
+    """Cookie ``Secure``. Default: true, except over http in ``--dev``."""
 
 
 class Whoami(Model):
     required_aal: Literal["aal1", "highest_available"] = "highest_available"
+    """``highest_available``: whoami (and the proxy) refuse a session whose identity has an unused second
+    factor; ``aal1``: one factor is enough."""
     tokenizer: Loose = Loose()
+    """Kratos' session-to-JWT templates; accepted, not used (see ``proxy.jwt``)."""
 
 
 class SessionConfig(Model):
     lifespan: Duration = timedelta(hours=24)
+    """How long a session lasts."""
     earliest_possible_extend: Duration | None = None
+    """An extend request is a no-op until the session has at most this long left. Default: always extends."""
     cookie: SessionCookie = SessionCookie()
+    """The session cookie."""
     whoami: Whoami = Whoami()
+    """``/sessions/whoami`` and the access proxy's AAL requirement."""
     cache_ttl: Duration = timedelta(seconds=5)
     """Sidecar-only: how long a resolved session may be served from the in-process cache."""
 
 
 class Cookies(Model):
     domain: str | None = None
+    """``Domain`` of the cookies sidecar sets (CSRF, and the session cookie unless
+    ``session.cookie.domain``)."""
     path: str = "/"
+    """``Path`` of the cookies sidecar sets."""
     same_site: Literal["Lax", "Strict", "None"] = "Lax"
+    """``SameSite`` of the CSRF cookie."""
     secure: bool | None = None
+    """``Secure`` of the cookies. Default: true, except over http in ``--dev``."""
 
 
 class Secrets(Model):
     default: list[str] = []
+    """Fallback for every other secret list (16+ characters each, newest first)."""
     cookie: list[str] = []
+    """Signing secrets for cookies and tokens (16+ characters each); the first signs, all verify, so
+    rotation keeps old ones valid. Required outside ``--dev``."""
     cipher: list[str] = []
+    """Encryption keys for stored provider tokens (exactly 32 characters each); the first encrypts."""
     pagination: list[str] = []
+    """Signing secrets for page tokens. Default: ``default``, then ``cookie``."""
 
     @field_validator("default", "cookie", "pagination")
     @classmethod
@@ -448,53 +647,86 @@ class Secrets(Model):
 
 class Argon2Config(Model):
     memory: ByteSize = 64 * 1024 * 1024
+    """Memory per hash (e.g. ``64MB``)."""
     iterations: int = Field(3, ge=1, le=10)
+    """Passes over the memory."""
     parallelism: int = Field(2, ge=1, le=16)
+    """Lanes (threads) per hash."""
     salt_length: int = Field(16, ge=8, le=64)
+    """Salt bytes."""
     key_length: int = Field(32, ge=16, le=128)
+    """Hash bytes."""
     expected_duration: Duration = timedelta(milliseconds=500)
+    """Kratos' calibration target; accepted, sidecar does not calibrate."""
     expected_deviation: Duration = timedelta(milliseconds=500)
+    """Kratos' calibration tolerance; accepted, not used."""
     dedicated_memory: ByteSize = 1024**3
+    """Kratos' calibration memory budget; accepted, not used."""
 
 
 class BcryptConfig(Model):
     cost: int = Field(12, ge=4, le=31)
+    """bcrypt cost (log2 of rounds)."""
 
 
 class Hashers(Model):
     algorithm: Literal["argon2", "bcrypt"] = "argon2"
+    """The hash for new passwords; imported hashes of other kinds verify and are rehashed after a good
+    login."""
     argon2: Argon2Config = Argon2Config()
+    """argon2id parameters."""
     bcrypt: BcryptConfig = BcryptConfig()
+    """bcrypt parameters."""
     max_concurrent: int = Field(0, ge=0, le=256)
     """Sidecar-only: cap on hashes computed at once (0 = number of CPUs)."""
 
 
 class Smtp(Model):
     connection_uri: str = "smtp://127.0.0.1:25/?disable_starttls=true"
+    """The mail server: ``smtp://`` / ``smtps://``, optional user:password, ``?disable_starttls=true`` /
+    ``skip_ssl_verify=true``."""
     from_address: str = "no-reply@sidecar.local"
+    """``From`` address of every message."""
     from_name: str | None = None
+    """``From`` display name."""
     headers: dict[str, str] = {}
+    """Extra headers on every message."""
     local_name: str = "localhost"
+    """The name sent in ``EHLO``."""
 
 
 class Courier(Model):
     smtp: Smtp = Smtp()
+    """The SMTP connection."""
     message_retries: int = Field(5, ge=0, le=100)
+    """Delivery attempts per message before it is abandoned (with backoff in between)."""
     delivery_strategy: Literal["smtp"] = "smtp"
+    """How messages are delivered; only ``smtp``."""
     templates: Loose = Loose()
+    """Kratos' remote/inline template settings; accepted, sidecar uses ``template_override_path`` and its
+    built-in templates."""
     template_override_path: str | None = None
+    """Directory laid out like the bundled templates (``<template_type>/email.subject.txt``,
+    ``email.body.txt``, ``email.body.html``); any file there replaces the bundled one."""
     worker_interval: Duration = timedelta(seconds=1)
+    """How often the courier worker looks for queued messages."""
 
 
 class AccountEnumeration(Model):
     mitigate: bool = False
+    """Answer alike whether an account exists (login codes, registration by code), at the cost of less
+    helpful messages."""
 
 
 class RateLimit(Model):
     enabled: bool = True
+    """Limit credential submissions (login, registration, second factors, recovery sends)."""
     per_identifier: int = Field(10, ge=1)
+    """Attempts per identifier (email, account) per window."""
     per_ip: int = Field(50, ge=1)
+    """Attempts per client IP per window."""
     window: Duration = timedelta(minutes=15)
+    """The counting window."""
     send_per_address: int = Field(5, ge=1)
     """Sidecar-only: recovery/verification messages per address per window (mail bombing)."""
     send_per_ip: int = Field(30, ge=1)
@@ -503,7 +735,9 @@ class RateLimit(Model):
 
 class Security(Model):
     account_enumeration: AccountEnumeration = AccountEnumeration()
+    """Account enumeration defences."""
     rate_limit: RateLimit = RateLimit()
+    """Rate limits on credentials and mail sends."""
 
 
 # --- sidecar-only ------------------------------------------------------------------------------
@@ -511,74 +745,124 @@ class Security(Model):
 
 class Timeouts(Model):
     connect: Duration = timedelta(seconds=2)
+    """Connecting to the upstream; past it: 504."""
     read: Duration = timedelta(seconds=60)
+    """Waiting for upstream bytes (between reads); past it: 504 before the response started, an aborted
+    connection after."""
 
 
 class IdentityHeaders(Model):
     id: str = "X-User-ID"
+    """Header carrying the identity id to the app."""
     email: str = "X-User-Email"
+    """Header carrying the identity's email (from the ``email`` trait or the first email address)."""
     aal: str = "X-User-AAL"
+    """Header carrying the session's assurance level (``aal1`` / ``aal2``)."""
 
 
 class JwtConfig(Model):
     enabled: bool = False
+    """Send a short-lived signed JWT of the identity on every allowed request (per rule: ``upstream_jwt``)."""
     header: str = "Authorization"
+    """The header carrying it (``Authorization`` gets ``Bearer <jwt>``)."""
     alg: Literal["ES256", "RS256", "EdDSA"] = "ES256"
+    """Signing algorithm; the public keys are at ``<base_url>/.well-known/jwks.json``."""
     ttl: Duration = timedelta(minutes=1)
+    """Lifetime of each JWT."""
     issuer: str | None = None
+    """``iss`` claim. Default: ``serve.public.base_url``."""
     audience: str | None = None
+    """``aud`` claim (per rule: ``upstream_jwt.audience``)."""
 
 
 class ProxyConfig(Model):
     upstream: str | None = None
+    """The app behind sidecar (``http://127.0.0.1:8080``). Absent: no proxying, a standalone identity
+    server (rules may still name their own upstream)."""
     timeouts: Timeouts = Timeouts()
+    """Upstream timeouts."""
     identity_headers: IdentityHeaders = IdentityHeaders()
+    """Names of the identity headers added to allowed requests (client copies are always stripped)."""
     headers: dict[str, str] = {}
     """Extra headers from templates over the session, e.g. ``X-User-Roles: "{{ metadata_public.roles }}"``."""
     jwt: JwtConfig = JwtConfig()
+    """An optional signed JWT for the app."""
     websockets: bool = True
+    """Proxy WebSocket upgrades (judged like a GET; closed when the session ends)."""
     reject_path_parameters: bool = True
+    """Refuse ``;`` path parameters with 400 (Java servers strip them, so ``/admin;x`` would be ``/admin``
+    to them)."""
     allowed_ws_origins: list[str] = []
+    """Origins besides the request's own and ``serve.public.base_url``'s that may open WebSockets."""
 
 
 class RedisConfig(Model):
     url: str
+    """The Redis server (``redis://host:6379/0``, ``rediss://`` for TLS)."""
     key_prefix: str = "sidecar:"
     """Sidecar-only: namespace for every key and channel, so several sidecars can share one Redis."""
 
 
 class LogConfig(Model):
     level: Literal["trace", "debug", "info", "warning", "warn", "error", "fatal", "panic"] = "info"
+    """Log level (Kratos' names); ``info`` and below write the access log."""
     format: Literal["json", "text"] = "json"
+    """``json`` lines, or ``text`` for people (the default in ``--dev``)."""
     leak_sensitive_values: bool = False
+    """Kratos' switch to log secrets; accepted, sidecar never logs them."""
 
 
 class Config(Model):
     """The whole configuration. Build it with ``load_config``; never mutate it."""
 
     version: str | None = None
+    """The kratos.yml schema version; accepted, not used."""
     dev: bool = False
+    """Development mode (``--dev``): secrets generated when none are set, cookies over http allowed,
+    migrations applied on start, text logs."""
     dsn: str = "sqlite:///sidecar.db"
+    """The SQL database for identities, credentials and the courier queue (and sessions without Redis):
+    ``sqlite:///file.db``, ``sqlite:///:memory:``, ``postgres://user:pass@host:5432/db``."""
     serve: Serve = Serve()
+    """The two listeners."""
     identity: IdentityConfig = IdentityConfig()
+    """Identity schemas."""
     selfservice: SelfService = SelfService()
+    """Self-service methods and flows."""
     session: SessionConfig = SessionConfig()
+    """Sessions."""
     cookies: Cookies = Cookies()
+    """Defaults for every cookie sidecar sets."""
     secrets: Secrets = Secrets()
+    """Secrets."""
     hashers: Hashers = Hashers()
+    """Password hashing."""
     courier: Courier = Courier()
+    """Outgoing mail."""
     security: Security = Security()
+    """Abuse defences."""
     feature_flags: Loose = Loose()
+    """Kratos feature flags; ``use_continue_with_transitions`` is honoured, others are accepted."""
     log: LogConfig = LogConfig()
+    """Logging."""
     proxy: ProxyConfig = ProxyConfig()
+    """Sidecar-only: the access proxy in front of the app."""
     rules: list[str] = []
+    """Sidecar-only: access rule files (globs), read in name order, rules top to bottom, first match wins;
+    hot-reloaded."""
     redis: RedisConfig | None = None
+    """Sidecar-only: Redis for sessions, flows and counters. Absent: they live in the SQL database."""
     # Kratos sections we accept so an existing kratos.yml loads; not interpreted.
     organizations: list[Any] = []
+    """Kratos' organizations; accepted so an existing kratos.yml loads, not used."""
     clients: Loose = Loose()
+    """Kratos' HTTP client settings; accepted, not used."""
     ciphers: Loose = Loose()
+    """Kratos' cipher settings; accepted, not used (see ``secrets.cipher``)."""
     oauth2_provider: Loose = Loose()
+    """Kratos' Hydra integration; accepted, not used."""
     tracing: Loose = Loose()
+    """Kratos' tracing settings; accepted, not used."""
 
     @property
     def public_base_url(self) -> str:
