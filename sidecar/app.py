@@ -28,6 +28,7 @@ from sidecar.identity.manager import IdentityManager
 from sidecar.identity.store import IdentityStore
 from sidecar.kv.store import KeyValueStore
 from sidecar.metrics import Metrics
+from sidecar.rules.holder import RulesHolder
 from sidecar.schema.registry import SchemaRegistry
 from sidecar.session.invalidation import Invalidation, create_invalidation
 from sidecar.session.manager import SessionManager, publish_to
@@ -56,6 +57,7 @@ class Services:
     courier: Courier
     courier_worker: CourierWorker | None
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    rules: RulesHolder = field(default_factory=lambda: RulesHolder([]))
     _shutting_down: bool = False
     _courier_task: asyncio.Task[None] | None = None
     _courier_stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -139,6 +141,9 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         return sum(n for status, n in counts.items() if status in ("queued", "processing"))
 
     metrics.track_courier_queue(courier_queue_depth)
+    # Loaded by create_public_app; the admin API reads its coverage counts.
+    rules = RulesHolder(config.rules, order=config.rules_order, reserved_prefix=config.serve.public.prefix)
+    metrics.track_rule_matches(rules.matches_since_start)
     worker = (
         CourierWorker(database.courier, SmtpSender(config.courier.smtp), config.courier)
         if courier_worker
@@ -161,6 +166,7 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         courier=courier,
         courier_worker=worker,
         _closers=closers,
+        rules=rules,
     )
 
 
@@ -241,8 +247,14 @@ def create_public_app(services: Services, *, manage_lifespan: bool = True, gatew
         return app
     from sidecar.proxy.gateway import build_gateway
 
+    services.rules.load()  # a bad rule file (RulesError) fails the start here
     public = build_gateway(
-        services.config, services.resolver, app, invalidation=services.invalidation, metrics=services.metrics
+        services.config,
+        services.resolver,
+        app,
+        rules=services.rules,
+        invalidation=services.invalidation,
+        metrics=services.metrics,
     )
     services.on_stop(public.stop)  # registered last, so stopped before the pools it uses
     return public

@@ -572,6 +572,7 @@ class Config(Model):
     log: LogConfig = LogConfig()
     proxy: ProxyConfig = ProxyConfig()
     rules: list[str] = []
+    rules_order: Literal["first_match", "most_specific"] = "first_match"
     redis: RedisConfig | None = None
     # Kratos sections we accept so an existing kratos.yml loads; not interpreted.
     organizations: list[Any] = []

@@ -294,7 +294,9 @@ def build_gateway(
 ) -> Gateway:
     """The public ASGI app. Loads the rules now, so a bad rule file fails the start (``RulesError``)."""
     if rules is None:
-        rules = RulesHolder(config.rules)
+        rules = RulesHolder(
+            config.rules, order=config.rules_order, reserved_prefix=config.serve.public.prefix
+        )
         rules.load()
     if signer is None and (config.proxy.jwt.enabled or any(r.upstream_jwt for r in rules.current.rules)):
         signer = JwtSigner(

@@ -12,6 +12,7 @@ from starlette.routing import Route
 from sidecar.api.admin.courier import courier_routes
 from sidecar.api.admin.identities import IdentityHandlers, identity_routes
 from sidecar.api.admin.recovery import admin_recovery_routes
+from sidecar.api.admin.rules import rules_coverage_routes
 from sidecar.api.admin.sessions import admin_session_routes
 from sidecar.api.health import health_routes
 from sidecar.api.pagination import PageTokens, pagination_secret
@@ -49,4 +50,5 @@ def admin_routes(services: Services) -> list[Route]:
     routes += [Route("/admin" + r.path, r.endpoint, methods=list(r.methods or ())) for r in routes]
     # courier_routes already answers on both /admin/courier/... and /courier/...
     routes += courier_routes(services.database.courier, pagination_secret(config))
+    routes += rules_coverage_routes(services.rules, services.metrics)
     return [*routes, Route("/metrics", metrics, methods=["GET"])]
