@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import glob
 import json
 import os
 import re
@@ -116,7 +117,8 @@ def cmd_test(args: argparse.Namespace) -> int:
     # Without a config: the defaults (header names, prefix); the secret is never used to sign.
     placeholder = None if args.config else {"secrets": {"cookie": ["rules-test-unused-secret"]}}
     config = load_config(args.config, environ=os.environ, dev=args.dev, overrides=placeholder)
-    results, problems = run_files(expand_paths(args.files), config)
+    files = [Path(p) for f in args.files for p in (sorted(glob.glob(f)) if glob.has_magic(f) else [f])]
+    results, problems = run_files(files, config)
     for problem in problems:
         print(f"ERROR {problem}", file=sys.stderr)
     for result in results:

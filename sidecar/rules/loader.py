@@ -45,6 +45,7 @@ _RULE_KEYS = {
 _MATCH_KEYS = {"methods", "hosts", "paths"}
 _REQUIRE_KEYS = {"level", "aal", "verified", "roles", "traits"}
 _LINE = "__line__"
+_TEST_SUFFIXES = (".test.yaml", ".test.yml")
 
 
 class RulesError(Exception):
@@ -69,12 +70,13 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _con
 
 
 def expand_paths(patterns: Iterable[str], base: Path | None = None) -> list[Path]:
-    """Config ``rules`` entries in order; a glob expands in name order."""
+    """Config ``rules`` entries in order; a glob expands in name order and skips policy test
+    tables (``*.test.yaml``, ``*.test.yml``), which live next to the rules they test."""
     out: list[Path] = []
     for pattern in patterns:
         full = str(base / pattern) if base and not Path(pattern).is_absolute() else pattern
         if any(ch in full for ch in "*?["):
-            out.extend(Path(p) for p in sorted(glob.glob(full)))
+            out.extend(Path(p) for p in sorted(glob.glob(full)) if not p.endswith(_TEST_SUFFIXES))
         else:
             out.append(Path(full))
     return out

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -40,13 +39,17 @@ def test_a_shadowed_rule_file_refuses_the_start(tmp_path: Path) -> None:
     public_port, admin_port = ports()
     rules = tmp_path / "rules.yaml"
     rules.write_text(SHADOWED)
-    path = write_config(tmp_path / "cfg.yaml", base_config(tmp_path, public_port, admin_port, rules=[str(rules)]))
+    path = write_config(
+        tmp_path / "cfg.yaml", base_config(tmp_path, public_port, admin_port, rules=[str(rules)])
+    )
     done = subprocess.run(
         serve_argv(path), cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 2
     assert "access rules refused" in done.stderr
-    assert f"{rules}:4: rule 'admin' match: never matches: shadowed by 'everything' ({rules}:3)" in done.stderr
+    assert (
+        f"{rules}:4: rule 'admin' match: never matches: shadowed by 'everything' ({rules}:3)" in done.stderr
+    )
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{public_port}/", timeout=1)
 
