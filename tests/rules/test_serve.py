@@ -71,6 +71,10 @@ def test_reload_refuses_shadowing_and_coverage_counts_traffic(tmp_path: Path, wo
         migrate(path, tmp_path)
         argv = serve_argv(path, "--workers", str(workers))
         with running(argv, cwd=tmp_path, public_port=public_port, admin_port=admin_port) as proc:
+            # Every worker has loaded its rules (two uvicorn servers each) before the file changes.
+            deadline = time.monotonic() + 60
+            while proc.log().count("Started server process") < 2 * workers and time.monotonic() < deadline:
+                time.sleep(0.2)
             with httpx.Client(base_url=proc.public_url, timeout=10) as c:
                 for _ in range(5):
                     assert c.get("/public/x").status_code == 200
