@@ -118,6 +118,8 @@ class Services:
     courier: Courier
     courier_worker: CourierWorker | None
     readiness_checks: dict[str, Callable[[], Awaitable[None]]]
+    rules: RulesHolder
+    """The access rules; loaded by ``create_public_app``, counted per rule for coverage."""
     _closers: list[Closer] = field(default_factory=list)
     _shutting_down: bool = False
     _courier_task: asyncio.Task[None] | None = None
@@ -230,8 +232,13 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         session_store, kv = database.sessions, database.kv
     hasher = PasswordHasher(config.hashers)
     closers.append(hasher.close)
+    # Loaded by create_public_app (a bad rule file fails the start there); the admin API and the
+    # metrics read its coverage counts.
+    rules = RulesHolder(config.rules, order=config.rules_order, reserved_prefix=config.serve.public.prefix)
     metrics = Metrics(
-        hashing_queue=lambda: hasher.queue_depth, courier_queue=_courier_queue_depth(database.courier)
+        hashing_queue=lambda: hasher.queue_depth,
+        courier_queue=_courier_queue_depth(database.courier),
+        rule_matches=rules.matches_since_start,
     )
     schemas = SchemaRegistry(config.identity, base_url=config.public_base_url)
     assurance = strategy_assurance()
@@ -277,6 +284,7 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         courier_worker=worker,
         readiness_checks=readiness,
         _closers=closers,
+        rules=rules,
     )
 
 
@@ -321,7 +329,8 @@ def create_admin_app(services: Services, *, manage_lifespan: bool = True) -> ASG
         recovery=services.selfservice.recovery,
         courier_store=services.database.courier,
         courier_secret=pagination_secret(config),
-        render_metrics=services.metrics.render,
+        metrics=services.metrics,
+        rules=services.rules,
         health=_health(services),
         admin_base_url=config.admin_base_url,
         public_base_url=config.public_base_url,
@@ -405,6 +414,7 @@ def create_public_app(services: Services, *, manage_lifespan: bool = True, gatew
         )
     if not gateway:
         return app
+    services.rules.load()  # a bad rule file (RulesError) fails the start here
     public = _gateway(services, app)
     services.on_stop(public.stop)  # registered last, so stopped before the pools it uses
     return public
@@ -422,13 +432,12 @@ def create_upstream(timeouts: Timeouts, kind: str | None = None) -> Upstream:
 
 
 def _gateway(services: Services, public_app: ASGIApp) -> Gateway:
-    """The access path around ``public_app``. Loads the rules now, so a bad rule file fails the
-    start (``RulesError``); connects to nothing until a request is proxied."""
+    """The access path around ``public_app``, over the loaded rules; connects to nothing until a
+    request is proxied."""
 
     config = services.config
     proxy = config.proxy
-    rules = RulesHolder(config.rules)
-    rules.load()
+    rules = services.rules
     signer = None
     if proxy.jwt.enabled or any(r.upstream_jwt for r in rules.current.rules):
         signer = JwtSigner(

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from sidecar import __version__
 from sidecar.cli_rules import add_rules_parser
 from sidecar.config.loader import ConfigError, load_config
+from sidecar.rules.loader import RulesError
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -148,6 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
+        return 2
+    except RulesError as exc:
+        print(f"access rules refused:\n{exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -57,9 +57,11 @@ class Metrics:
         refresh_interval: float = 5.0,
         hashing_queue: Callable[[], int] | None = None,
         courier_queue: Callable[[], Awaitable[int]] | None = None,
+        rule_matches: Callable[[], dict[str, int]] | None = None,
     ) -> None:
         """``hashing_queue`` returns this process's hashing queue (``lambda: hasher.queue_depth``);
-        ``courier_queue`` counts queued courier messages (one cheap SQL count, run at scrape time)."""
+        ``courier_queue`` counts queued courier messages (one cheap SQL count, run at scrape time);
+        ``rule_matches`` returns this process's matches per rule id since start (``RulesHolder``)."""
         self.multiprocess = multiprocess_enabled()
         self.refresh_interval = refresh_interval
         self.registry = CollectorRegistry(auto_describe=True)
@@ -108,6 +110,13 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        # Filled from the rules' plain per-rule counters at scrape time (``rule_matches``),
+        # so the hot path never touches a label child for it.
+        self._rule_matches = Counter(
+            "sidecar_rule_matches", "Requests each access rule decided, since start", ["rule"], registry=r
+        )
+        self._rule_source = rule_matches
+        self._rule_synced: dict[str, int] = {}
         if not self.multiprocess:
             ProcessCollector(registry=r)  # not supported in multi-process mode
         self._children: dict[tuple[Any, ...], Any] = {}
@@ -155,9 +164,41 @@ class Metrics:
 
     # --- gauges sampled from their owners ----------------------------------------------------
 
+    def _sync_rule_matches(self) -> None:
+        if self._rule_source is None:
+            return
+        for rule_id, count in self._rule_source().items():
+            synced = self._rule_synced.get(rule_id)
+            if synced is None or count > synced:
+                # A zero child is created too: never-matched rules show up as 0.
+                self._rule_matches.labels(rule_id).inc(count - (synced or 0))
+                self._rule_synced[rule_id] = count
+
     def refresh_local(self) -> None:
         if self._hashing_source is not None:
             self._hashing_queue.set(self._hashing_source())
+        self._sync_rule_matches()
+
+    async def rule_matches(self) -> dict[str, int]:
+        """Matches per rule id since start, summed over every worker in multi-process mode
+        (each worker folds its own counts in every ``refresh_interval`` and at its scrapes)."""
+        self.refresh_local()
+
+        def read() -> dict[str, int]:
+            registry = self.registry
+            if self.multiprocess:
+                registry = CollectorRegistry()
+                MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            counts: dict[str, int] = {}
+            for family in registry.collect():
+                if family.name == "sidecar_rule_matches":
+                    for sample in family.samples:
+                        if sample.name == "sidecar_rule_matches_total":
+                            rule = sample.labels["rule"]
+                            counts[rule] = counts.get(rule, 0) + int(sample.value)
+            return counts
+
+        return await asyncio.to_thread(read) if self.multiprocess else read()
 
     async def refresh(self) -> None:
         """Sample every gauge source; a failing source keeps its last value and is logged."""

@@ -218,6 +218,15 @@ def supervise(procs: list[BaseProcess], listeners: Sequence[socket.socket], metr
     return code
 
 
+def _check_rules(config: Config) -> None:
+    """Refuse to start (``RulesError``, printed by the CLI) before binding or spawning workers."""
+    from sidecar.rules.loader import expand_paths, load_rules
+
+    load_rules(
+        expand_paths(config.rules), order=config.rules_order, reserved_prefix=config.serve.public.prefix
+    )
+
+
 def run(
     config_paths: Sequence[str], *, dev: bool, workers: int, overrides: dict[str, Any] | None = None
 ) -> int:
@@ -225,6 +234,7 @@ def run(
 
     config = load_config(config_paths, environ=os.environ, dev=dev, overrides=overrides)
     configure_logging(config.log)
+    _check_rules(config)
     if config.dev:
         _migrate_dev(config)
     public = bind(config.serve.public.host, config.serve.public.port)

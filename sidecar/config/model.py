@@ -848,8 +848,11 @@ class Config(Model):
     proxy: ProxyConfig = ProxyConfig()
     """Sidecar-only: the access proxy in front of the app."""
     rules: list[str] = []
-    """Sidecar-only: access rule files (globs), read in name order, rules top to bottom, first match wins;
-    hot-reloaded."""
+    """Sidecar-only: access rule files (globs), read in name order; hot-reloaded (a bad edit keeps the
+    old rules). docs/RULES.md."""
+    rules_order: Literal["first_match", "most_specific"] = "first_match"
+    """Sidecar-only: which rule decides a request: ``first_match`` (rules in file order, the first that
+    matches) or ``most_specific`` (the matching rule with the most specific path pattern). docs/RULES.md."""
     redis: RedisConfig | None = None
     """Sidecar-only: Redis for sessions, flows and counters. Absent: they live in the SQL database."""
     # Kratos sections we accept so an existing kratos.yml loads; not interpreted.

@@ -119,9 +119,11 @@ class Access:
         return outcome
 
     async def _check(self, method: str, host: str, path: str, facts: RequestFacts) -> Outcome:
-        rule = self.rules.current.match(method, host, path)
+        ruleset = self.rules.current
+        rule = ruleset.match(method, host, path)
         if rule is None:
             return Outcome(Verdict.FORBIDDEN, None, None, facts.api, "no rule matched (default deny)")
+        ruleset.hits[rule.position] += 1  # coverage: a list slot, no label lookup or lock
         api = facts.api if rule.on_unauthenticated is None else rule.on_unauthenticated == "json"
         req = rule.require
         if req.level == "deny":

@@ -2,7 +2,13 @@
 
 A background task polls the files' (size, mtime_ns) every ``interval``: polling needs no inotify
 dependency, works on bind mounts and Kubernetes ConfigMap symlink swaps, and costs one ``stat``
-per file per second. A bad edit is logged with file, rule and key and the previous rules stay.
+per file per second. A bad edit is logged with file, rule and key and the previous rules stay;
+so is an edit the analysis refuses (a shadowed rule, a tie), with the rules it names. Warnings
+(overlaps) are logged and the new rules go live.
+
+Coverage: each ``RuleSet`` counts its rules' matches in ``hits``; when a reload replaces it, its
+counts are folded into ``retired`` (by rule id) on the event loop, the only thread that counts,
+so no match is lost between the swap and the fold.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sidecar.rules.loader import RulesError, expand_paths, load_rules
-from sidecar.rules.model import RuleSet
+from sidecar.rules.model import Order, RuleSet
 
 log = logging.getLogger("sidecar.rules")
 
@@ -25,11 +31,22 @@ _Fingerprint = tuple[tuple[str, int, int], ...]
 class RulesHolder:
     """``current`` is read on every request (a plain attribute: no lock, no copy)."""
 
-    def __init__(self, patterns: Sequence[str], *, base: Path | None = None, interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        patterns: Sequence[str],
+        *,
+        base: Path | None = None,
+        interval: float = 1.0,
+        order: Order = "first_match",
+        reserved_prefix: str | None = None,
+    ) -> None:
         self.patterns = list(patterns)
         self.base = base
         self.interval = interval
+        self.order: Order = order
+        self.reserved_prefix = reserved_prefix
         self.current = RuleSet(())
+        self.retired: dict[str, int] = {}
         self._fingerprint: _Fingerprint = ()
         self._task: asyncio.Task[None] | None = None
         self._generation = 0
@@ -50,36 +67,70 @@ class RulesHolder:
 
     def load(self) -> RuleSet:
         """Load now; raises ``RulesError`` and keeps the previous set on any problem."""
-        files = self._files()
-        fingerprint = self._stat(files)
-        rules = load_rules(files)
-        self._generation += 1
-        self.current = dataclasses.replace(rules, generation=self._generation)
-        self._fingerprint = fingerprint
+        self._install(*self._read())
+        for warning in self.current.warnings:
+            log.warning("access rules: %s", warning)
         return self.current
 
-    def reload_if_changed(self) -> bool:
-        """True when the files changed and the new rules were installed."""
+    def _read(self) -> tuple[RuleSet, _Fingerprint]:
+        files = self._files()
+        fingerprint = self._stat(files)
+        rules = load_rules(files, order=self.order, reserved_prefix=self.reserved_prefix)
+        return rules, fingerprint
+
+    def _install(self, rules: RuleSet, fingerprint: _Fingerprint) -> None:
+        old = self.current
+        for rule in old.rules:
+            if old.hits and old.hits[rule.position]:
+                self.retired[rule.id] = self.retired.get(rule.id, 0) + old.hits[rule.position]
+        self._generation += 1
+        self.current = dataclasses.replace(rules, generation=self._generation, hits=[0] * len(rules.rules))
+        self._fingerprint = fingerprint
+
+    def matches_since_start(self) -> dict[str, int]:
+        """Matches per rule id over every rule set since start (this process); call on the loop."""
+        counts = dict(self.retired)
+        current = self.current
+        for rule in current.rules:
+            counts[rule.id] = counts.get(rule.id, 0) + (current.hits[rule.position] if current.hits else 0)
+        return counts
+
+    def _prepare(self) -> tuple[RuleSet, _Fingerprint] | None:
+        """The new rules when the files changed and they load (off the loop: reads and analyses)."""
         fingerprint = self._stat(self._files())
         if fingerprint == self._fingerprint:
-            return False
+            return None
         try:
-            self.load()
+            return self._read()
         except RulesError as exc:
             # Remember the bad state so it is logged once, not every second.
             self._fingerprint = fingerprint
             log.error("access rules not reloaded, keeping the previous rules:\n%s", exc)
-            return False
+            return None
+
+    def _installed(self, prepared: tuple[RuleSet, _Fingerprint]) -> None:
+        self._install(*prepared)
+        for warning in self.current.warnings:
+            log.warning("access rules: %s", warning)
         log.info(
             "access rules reloaded: %d rules from %d files", len(self.current.rules), len(self.current.files)
         )
+
+    def reload_if_changed(self) -> bool:
+        """True when the files changed and the new rules were installed."""
+        prepared = self._prepare()
+        if prepared is None:
+            return False
+        self._installed(prepared)
         return True
 
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
             try:
-                await asyncio.to_thread(self.reload_if_changed)
+                prepared = await asyncio.to_thread(self._prepare)
+                if prepared is not None:
+                    self._installed(prepared)  # on the loop: see the module docstring
             except Exception:  # the watcher must survive anything a file system does
                 log.exception("access rules watcher failed; retrying")
 

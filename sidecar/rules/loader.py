@@ -6,6 +6,7 @@ collected before failing, so one ``sidecar rules check`` run shows the whole lis
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
@@ -15,8 +16,10 @@ from typing import Any
 import yaml
 
 from sidecar.config.model import parse_duration
+from sidecar.rules.analysis import analyse
 from sidecar.rules.model import (
     Level,
+    Order,
     PathMatcher,
     Requirement,
     Rule,
@@ -24,6 +27,7 @@ from sidecar.rules.model import (
     UpstreamJwt,
     compile_paths,
 )
+from sidecar.rules.order import compiled_entries
 from sidecar.rules.templates import Template, TemplateError, compile_template
 
 _LEVELS = ("public", "optional", "authenticated", "deny")
@@ -41,6 +45,7 @@ _RULE_KEYS = {
 _MATCH_KEYS = {"methods", "hosts", "paths"}
 _REQUIRE_KEYS = {"level", "aal", "verified", "roles", "traits"}
 _LINE = "__line__"
+_TEST_SUFFIXES = (".test.yaml", ".test.yml")
 
 
 class RulesError(Exception):
@@ -65,12 +70,13 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _con
 
 
 def expand_paths(patterns: Iterable[str], base: Path | None = None) -> list[Path]:
-    """Config ``rules`` entries in order; a glob expands in name order."""
+    """Config ``rules`` entries in order; a glob expands in name order and skips policy test
+    tables (``*.test.yaml``, ``*.test.yml``), which live next to the rules they test."""
     out: list[Path] = []
     for pattern in patterns:
         full = str(base / pattern) if base and not Path(pattern).is_absolute() else pattern
         if any(ch in full for ch in "*?["):
-            out.extend(Path(p) for p in sorted(glob.glob(full)))
+            out.extend(Path(p) for p in sorted(glob.glob(full)) if not p.endswith(_TEST_SUFFIXES))
         else:
             out.append(Path(full))
     return out
@@ -148,7 +154,9 @@ def _compile_rule(raw: Any, where: str, index: int, errs: _Collector) -> Rule | 
     for key in match.keys() - _MATCH_KEYS - {_LINE}:
         errs.add(where, rid, f"match.{key}", "unknown key (allowed: hosts, methods, paths)")
     methods: frozenset[str] | None = None
-    if "methods" in match:
+    if match.get("methods") == []:
+        errs.add(where, rid, "match.methods", "an empty method list matches no request (omit it for any)")
+    elif "methods" in match:
         lst = _str_list(match["methods"], where, rid, "match.methods", errs) or []
         upper = {m.upper() for m in lst}
         for m in sorted(upper - _METHODS):
@@ -236,27 +244,16 @@ def _compile_rule(raw: Any, where: str, index: int, errs: _Collector) -> Rule | 
     )
 
 
-def _covers(earlier: Rule, later: Rule) -> bool:
-    """Conservative: True only when ``earlier`` matches every request ``later`` could match."""
-    if earlier.methods is not None and (later.methods is None or not later.methods <= earlier.methods):
-        return False
-    if earlier.hosts is not None and (
-        later.hosts is None
-        or not later.hosts <= earlier.hosts
-        or set(later.host_suffixes) - set(earlier.host_suffixes)
-    ):
-        return False
-    for p in later.path_patterns:
-        if p.startswith("regex:") or "*" in p or "?" in p:
-            if not earlier.paths.any_path:
-                return False
-        elif not earlier.paths.matches(p):
-            return False
-    return True
+def parse_rules(
+    sources: Iterable[tuple[str, str]], *, order: Order = "first_match", reserved_prefix: str | None = None
+) -> RuleSet:
+    """Compile ``(file name, YAML text)`` pairs; raises ``RulesError`` listing every problem.
 
-
-def parse_rules(sources: Iterable[tuple[str, str]]) -> RuleSet:
-    """Compile ``(file name, YAML text)`` pairs; raises ``RulesError`` listing every problem."""
+    After the per-rule checks, ``rules/analysis.py`` looks at the set as a whole: rules that can
+    never match, shadowed rules and (``most_specific``) ties are errors; overlaps are warnings,
+    kept on the returned ``RuleSet``. ``reserved_prefix`` is the sidecar's own path prefix, which
+    never reaches the rules.
+    """
     errs = _Collector()
     rules: list[Rule] = []
     files: list[str] = []
@@ -289,22 +286,26 @@ def parse_rules(sources: Iterable[tuple[str, str]]) -> RuleSet:
         if rule.id in seen:
             errs.add(rule.source, rule.id, "id", f"duplicate id (first defined at {seen[rule.id].source})")
         seen.setdefault(rule.id, rule)
-    for i, later in enumerate(rules):
-        for earlier in rules[:i]:
-            if _covers(earlier, later):
-                errs.add(
-                    later.source,
-                    later.id,
-                    "match",
-                    f"never matches: shadowed by {earlier.id!r} ({earlier.source})",
-                )
-                break
     if errs.problems:
         raise RulesError(errs.problems)
-    return RuleSet(tuple(rules), tuple(files))
+    rules = [dataclasses.replace(rule, position=i) for i, rule in enumerate(rules)]
+    findings = analyse(tuple(rules), order, reserved_prefix=reserved_prefix)
+    errors = [str(f) for f in findings if f.severity == "error"]
+    if errors:
+        raise RulesError(errors)
+    return RuleSet(
+        tuple(rules),
+        tuple(files),
+        order=order,
+        entries=compiled_entries(tuple(rules)) if order == "most_specific" else (),
+        warnings=tuple(str(f) for f in findings if f.severity == "warning"),
+        hits=[0] * len(rules),
+    )
 
 
-def load_rules(paths: Iterable[Path]) -> RuleSet:
+def load_rules(
+    paths: Iterable[Path], *, order: Order = "first_match", reserved_prefix: str | None = None
+) -> RuleSet:
     sources: list[tuple[str, str]] = []
     problems: list[str] = []
     for path in paths:
@@ -314,4 +315,4 @@ def load_rules(paths: Iterable[Path]) -> RuleSet:
             problems.append(f"{path}: cannot read: {exc.strerror}")
     if problems:
         raise RulesError(problems)
-    return parse_rules(sources)
+    return parse_rules(sources, order=order, reserved_prefix=reserved_prefix)

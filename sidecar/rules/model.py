@@ -17,6 +17,8 @@ from sidecar.rules.templates import Template
 
 Level = Literal["public", "optional", "authenticated", "deny"]
 OnUnauthenticated = Literal["redirect", "json"] | None
+Order = Literal["first_match", "most_specific"]
+ORDERS: tuple[Order, ...] = ("first_match", "most_specific")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,41 +120,71 @@ class Rule:
     headers: tuple[tuple[str, Template], ...] = ()
     upstream_jwt: UpstreamJwt | None = None
     upstream: str | None = None
+    position: int = 0  # index in file order over all files: coverage counters use it
 
-    def matches(self, method: str, host: str, path: str) -> bool:
+    def admits(self, method: str, host: str) -> bool:
+        """The method and host conditions (the path is checked apart)."""
         if self.methods is not None and method not in self.methods:
             return False
-        if self.hosts is not None and host not in self.hosts and not host.endswith(self.host_suffixes):
-            return False
-        return self.paths.matches(path)
+        return self.hosts is None or host in self.hosts or host.endswith(self.host_suffixes)
+
+    def matches(self, method: str, host: str, path: str) -> bool:
+        return self.admits(method, host) and self.paths.matches(path)
 
 
 @dataclass(frozen=True, slots=True)
 class RuleSet:
+    """``rules`` in file order. With ``most_specific``, ``entries`` holds one (rule, pattern) per
+    path pattern, most specific first (``rules/order.py``), and matching walks those instead.
+
+    ``hits[rule.position]`` counts the requests each rule decided (coverage): a plain list the
+    event loop increments, read at scrape time, so counting costs one index and one add.
+    """
+
     rules: tuple[Rule, ...]
     files: tuple[str, ...] = ()
     generation: int = 0
+    order: Order = "first_match"
+    entries: tuple[tuple[Rule, PathMatcher], ...] = ()
+    warnings: tuple[str, ...] = ()
+    hits: list[int] = field(default_factory=list, compare=False)
+
+    def __post_init__(self) -> None:
+        if len(self.hits) != len(self.rules):
+            object.__setattr__(self, "hits", [0] * len(self.rules))
 
     def match(self, method: str, host: str, path: str) -> Rule | None:
-        """First match wins; None means no rule matched, which is a deny."""
+        """The deciding rule (first match, or the most specific); None is a deny."""
+        if self.entries:
+            for rule, paths in self.entries:
+                if rule.admits(method, host) and paths.matches(path):
+                    return rule
+            return None
         for rule in self.rules:
             if rule.matches(method, host, path):
                 return rule
         return None
 
     def explain(self, method: str, host: str, path: str) -> list[tuple[Rule, str]]:
-        """Why each rule up to the first match did or did not match (for ``sidecar rules explain``)."""
+        """Why each rule did or did not match, up to the deciding one (``most_specific``: all of
+        them, since a later rule can win); "matched" marks the deciding rule."""
+        winner = self.match(method, host, path)
         out: list[tuple[Rule, str]] = []
         for rule in self.rules:
             if rule.methods is not None and method not in rule.methods:
                 out.append((rule, f"method {method} not in {sorted(rule.methods)}"))
-            elif rule.hosts is not None and host not in rule.hosts and not host.endswith(rule.host_suffixes):
-                out.append((rule, f"host {host!r} not in {sorted(rule.hosts)}"))
+            elif not rule.admits(method, host):
+                hosts = sorted(rule.hosts or ()) + [f"*{s}" for s in rule.host_suffixes]
+                out.append((rule, f"host {host!r} not in {hosts}"))
             elif not rule.paths.matches(path):
                 out.append((rule, f"path {path!r} not matched by {list(rule.path_patterns)}"))
-            else:
+            elif rule is winner:
                 out.append((rule, "matched"))
-                break
+                if self.order == "first_match":
+                    break
+            else:
+                assert winner is not None
+                out.append((rule, f"matches too, but {winner.id!r} is more specific"))
         return out
 
 

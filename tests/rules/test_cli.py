@@ -35,7 +35,7 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 def test_check_valid_and_invalid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     good = tmp_path / "good.yaml"
     good.write_text(RULES)
-    assert run(["rules", "check", str(good)], capsys) == (0, "2 rules in 1 files: valid\n", "")
+    assert run(["rules", "check", str(good)], capsys) == (0, "2 rules in 1 files (first_match): valid\n", "")
     bad = tmp_path / "bad.yaml"
     bad.write_text("version: 1\nrules:\n  - {id: x, match: {paths: [nope]}, require: public}\n")
     code, _, err = run(["rules", "check", str(good), str(bad)], capsys)
@@ -78,3 +78,105 @@ async def test_explain_as_identity(tmp_path: Path, capsys: pytest.CaptureFixture
     assert code == 1 and "step-up required" in out
     code, out, _ = await asyncio.to_thread(run, [*argv, "--aal", "aal2"], capsys)
     assert code == 0 and f"decision for identity {identity.id} (aal2): allow" in out
+
+
+def test_check_prints_warnings_and_strict_fails_on_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    f = tmp_path / "r.yaml"
+    f.write_text(
+        "version: 1\nrules:\n"
+        '  - {id: csv, match: {paths: ["/**/*.csv"]}, require: public}\n'
+        '  - {id: admin, match: {paths: ["/admin/**"]}, require: authenticated}\n'
+    )
+    code, out, err = run(["rules", "check", str(f)], capsys)
+    assert code == 0 and out == "2 rules in 1 files (first_match): valid, 1 warnings\n"
+    assert f"warning: {f}:4: rule 'admin' match: overlaps 'csv' ({f}:3): e.g. GET /admin/a.csv" in err
+    assert run(["rules", "check", "--strict", str(f)], capsys)[0] == 1
+    code, out, _ = run(["rules", "check", "--order", "most_specific", str(f)], capsys)
+    assert code == 0 and "(most_specific): valid\n" in out
+
+
+def test_shipped_policy_tests_pass_through_the_cli() -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sidecar",
+            "rules",
+            "test",
+            "rules/example.test.yaml",
+            "sidecar/demo_rules.test.yaml",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip().endswith("21 passed, 0 failed")
+
+
+def test_a_failing_policy_test_shows_the_difference(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "r.yaml").write_text(RULES)
+    t = tmp_path / "r.test.yaml"
+    t.write_text(
+        "identities:\n"
+        "  fin: {id: 6f1c2a6e-0000-4000-8000-000000000009, metadata_public: {roles: [finance]}, aal: aal2}\n"
+        "tests:\n"
+        "  - name: finance gets in\n"
+        "    request: {url: /billing/x, identity: fin}\n"
+        "    expect:\n"
+        "      {decision: allow, rule: billing, headers: {X-User-ID: 6f1c2a6e-0000-4000-8000-000000000009}}\n"
+        "  - name: wrong on purpose\n"
+        "    request: {url: /billing/x, client: browser}\n"
+        "    expect: {decision: 401, rule: static, headers: {X-User-AAL: aal2}}\n"
+    )
+    code, out, _ = run(["rules", "test", str(t)], capsys)
+    assert code == 1
+    assert out.splitlines() == [
+        f"FAIL {t}:8 wrong on purpose",
+        "  request: GET /billing/x anonymous (browser)",
+        "  decision: expected 401, got redirect (no valid session)",
+        "  rule: expected 'static', got 'billing'",
+        "  header X-User-AAL: expected 'aal2', got not sent",
+        "1 passed, 1 failed",
+    ]
+    bad = tmp_path / "bad.test.yaml"
+    bad.write_text("tests:\n  - {request: {url: nope}, expect: {decision: maybe}}\n")
+    code, out, err = run(["rules", "test", str(bad)], capsys)
+    assert code == 1 and f"ERROR {bad}:2: request.url: a path (/x) or an absolute URL" in err
+
+
+def test_explain_a_request_id_from_the_access_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "r.yaml"
+    f.write_text(RULES)
+    log = tmp_path / "access.log"
+    log.write_text(
+        '{"level":"info","logger":"sidecar","msg":"listening"}\n'
+        '{"logger":"sidecar.access","request_id":"aaa111","method":"GET","path":"/billing/q",'
+        '"status":401,"rule":"billing","decision":"login","identity_id":null}\n'
+        "POST /assets/x 200 1.0ms 3B rid=bbb222 rule=static decision=allow\n"
+    )
+    cfg = tmp_path / "sidecar.yml"
+    cfg.write_text(f"rules: [{f}]\nsecrets: {{cookie: [0123456789abcdef0123]}}\n")
+    code, out, _ = run(
+        ["rules", "explain", "--request-id", "aaa111", "--log", str(log), "-c", str(cfg)], capsys
+    )
+    assert code == 1
+    assert "request aaa111: logged rule 'billing', decision 'login', identity None" in out
+    assert "MATCH billing" in out and "decision for anonymous: login required" in out
+    code, out, _ = run(
+        ["rules", "explain", "--request-id", "bbb222", "--log", str(log), "-c", str(cfg)], capsys
+    )
+    assert code == 0 and "POST http://127.0.0.1:4433/assets/x" in out and "MATCH static" in out
+    code, _, err = run(
+        ["rules", "explain", "--request-id", "nope", "--log", str(log), "-c", str(cfg)], capsys
+    )
+    assert code == 2 and "request id nope not found" in err

@@ -80,3 +80,16 @@ async def test_running_sidecar_reloads_without_restart(tmp_path: Path) -> None:
         await asyncio.sleep(2.5)
         assert get(port, "/b")[0] == 200  # the old rules stay
         assert "access rules not reloaded" in sidecar.proc.output()
+
+
+def test_coverage_counts_survive_a_reload(tmp_path: Path) -> None:
+    f = tmp_path / "r.yaml"
+    f.write_text(V1)
+    holder = RulesHolder([str(f)])
+    holder.load()
+    holder.current.hits[0] += 3
+    touch(f, V1.replace("'/a'", "'/a', '/c'") + "  - {id: two, match: {paths: ['/b']}, require: public}\n")
+    assert holder.reload_if_changed() is True
+    holder.current.hits[1] += 2
+    holder.current.hits[0] += 1
+    assert holder.matches_since_start() == {"one": 4, "two": 2}

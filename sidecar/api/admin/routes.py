@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -11,12 +9,13 @@ from starlette.routing import Route
 from sidecar.api.admin.courier import courier_routes
 from sidecar.api.admin.identities import IdentityHandlers, identity_routes
 from sidecar.api.admin.recovery import AdminRecoveryFlows, admin_recovery_routes
+from sidecar.api.admin.rules import rules_coverage_routes
 from sidecar.api.admin.sessions import FindIdentity, IdentityJson, admin_session_routes
 from sidecar.api.pagination import PageTokens
 from sidecar.courier.store import CourierStore
+from sidecar.metrics import Metrics
+from sidecar.rules.holder import RulesHolder
 from sidecar.session.manager import SessionManager
-
-RenderMetrics = Callable[[], Awaitable[tuple[bytes, str]]]
 
 
 def admin_routes(
@@ -29,7 +28,8 @@ def admin_routes(
     recovery: AdminRecoveryFlows | None,
     courier_store: CourierStore,
     courier_secret: str,
-    render_metrics: RenderMetrics,
+    metrics: Metrics,
+    rules: RulesHolder,
     health: list[Route],
     admin_base_url: str,
     public_base_url: str,
@@ -40,11 +40,12 @@ def admin_routes(
     routes += admin_session_routes(sessions, find_identity, identity_json, session_tokens, admin_base_url)
     routes += admin_recovery_routes(recovery, find_identity, public_base_url, max_body)
 
-    async def metrics(request: Request) -> Response:
-        body, content_type = await render_metrics()
+    async def scrape(request: Request) -> Response:
+        body, content_type = await metrics.render()
         return Response(body, headers={"Content-Type": content_type})
 
     routes += [Route("/admin" + r.path, r.endpoint, methods=list(r.methods or ())) for r in routes]
     # courier_routes already answers on both /admin/courier/... and /courier/...
     routes += courier_routes(courier_store, courier_secret)
-    return [*routes, Route("/metrics", metrics, methods=["GET"])]
+    routes += rules_coverage_routes(rules, metrics)
+    return [*routes, Route("/metrics", scrape, methods=["GET"])]
