@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 SERVER_CORE, LOAD_CORE = "0", "1"
-ENV_CLIENT = "SIDECAR_UPSTREAM_CLIENT"  # sidecar.proxy.upstream.ENV_CLIENT
+ENV_CLIENT = "SIDECAR_UPSTREAM_CLIENT"  # sidecar.app.UPSTREAM_CLIENT_ENV
 LOGIN_EMAIL, LOGIN_PASSWORD = "storm@example.com", "Storm-login-bench-4-argon2!"
 RULES = "version: 1\nrules:\n  - {id: private, match: {paths: ['/private/**']}, require: authenticated}\n"
 
