@@ -66,12 +66,16 @@ async def test_smtp_down_retries_with_backoff_then_delivers(
     store: SqlCourierStore, smtp_down: SmtpServer, make_courier_config: MakeConfig
 ) -> None:
     ids = await enqueue_codes(store, 3)
-    worker = make_worker(store, make_courier_config(smtp_down.uri, message_retries=50), "w1")
+    # A backoff long enough that a busy machine cannot finish the first pass after it is over.
+    config = make_courier_config(smtp_down.uri, message_retries=50)
+    worker = make_worker(
+        store, config, "w1", backoff_base=timedelta(seconds=1), backoff_cap=timedelta(seconds=4)
+    )
     assert await worker.run_once() == 3
     assert await worker.run_once() == 0  # every message waits out its backoff
     queued = await store.list(page_size=10, status="queued")
     assert len(queued) == 3 and all(m.send_count == 1 and m.last_error for m in queued)
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(1.2)
     assert await worker.run_once() == 3  # second attempt, still down: backoff doubles
     smtp_down.start()
     stop = asyncio.Event()
