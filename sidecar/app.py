@@ -34,6 +34,7 @@ from sidecar.session.invalidation import Invalidation, create_invalidation
 from sidecar.session.manager import SessionManager, publish_to
 from sidecar.session.resolver import SessionResolver
 from sidecar.session.store import SessionStore
+from sidecar.storage.monitor import StoreMonitor
 from sidecar.storage.sql.database import SqlDatabase
 
 log = logging.getLogger("sidecar")
@@ -61,6 +62,7 @@ class Services:
     _shutting_down: bool = False
     _courier_task: asyncio.Task[None] | None = None
     _courier_stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _monitor_task: asyncio.Task[None] | None = None
 
     def readiness_checks(self) -> dict[str, Callable[[], Awaitable[None]]]:
         checks: dict[str, Callable[[], Awaitable[None]]] = {"database": self.database.ping}
@@ -83,11 +85,17 @@ class Services:
         if self.config.dev:
             await self.database.migrate()
         await self.schemas.load()
+        self._monitor_task = asyncio.create_task(StoreMonitor(self.readiness_checks()).run())
         if self.courier_worker is not None:
             self._courier_stop = asyncio.Event()
             self._courier_task = asyncio.create_task(self.courier_worker.run(self._courier_stop))
 
     async def stop(self) -> None:
+        if self._monitor_task is not None:
+            self._monitor_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor_task
+            self._monitor_task = None
         if self.courier_worker is not None and self._courier_task is not None:
             # Hand unsent claims back to the queue before the database pool closes.
             await self.courier_worker.stop()

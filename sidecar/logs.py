@@ -56,8 +56,14 @@ def configure_logging(config: LogConfig) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(_LEVELS[config.level])
-    for noisy in ("uvicorn.access",):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Libraries' info lines say nothing an operator needs at start or per request: uvicorn's
+    # "Started server process" (once per listener), alembic's plugin and context lines, and
+    # httpx's "HTTP Request: GET <url with query string>" (a query string may carry a token).
+    quiet = logging.DEBUG if config.level in ("trace", "debug") else logging.WARNING
+    for noisy in ("uvicorn.error", "alembic"):
+        logging.getLogger(noisy).setLevel(quiet)
+    for leaky in ("uvicorn.access", "httpx", "httpcore"):
+        logging.getLogger(leaky).setLevel(logging.WARNING)
 
 
 # --- access log ---------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
-from sidecar.config.loader import load_config
+from sidecar.config.loader import ConfigError, load_config
 from sidecar.config.model import Config
 
 if TYPE_CHECKING:
@@ -156,19 +156,6 @@ def _worker(config: Config, public: socket.socket, admin: socket.socket) -> None
     uvloop.run(serve_app(config, (public, admin)))
 
 
-def _migrate_dev(config: Config) -> None:
-    from sidecar.storage.sql.database import SqlDatabase
-
-    async def migrate() -> None:
-        db = SqlDatabase(config.dsn)
-        try:
-            await db.migrate()
-        finally:
-            await db.close()
-
-    asyncio.run(migrate())
-
-
 @contextlib.contextmanager
 def multiprocess_metrics_dir(environ: dict[str, str] | os._Environ[str]) -> Iterator[Path]:
     """A clean ``PROMETHEUS_MULTIPROC_DIR`` for this run, inherited by the spawned workers.
@@ -253,18 +240,52 @@ def _check_rules(config: Config) -> None:
     )
 
 
+def _listen(config: Config) -> tuple[socket.socket, socket.socket]:
+    from sidecar.preflight import StartupError
+
+    sockets: list[socket.socket] = []
+    for name, listener in (("public", config.serve.public), ("admin", config.serve.admin)):
+        try:
+            sockets.append(bind(listener.host, listener.port))
+        except OSError as exc:
+            for sock in sockets:
+                sock.close()
+            keys = f"serve.{name}.host, serve.{name}.port"
+            reason = exc.strerror or str(exc)
+            raise StartupError(
+                f"cannot listen on {listener.host}:{listener.port} ({keys}): {reason}"
+            ) from None
+    return sockets[0], sockets[1]
+
+
 def run(
-    config_paths: Sequence[str], *, dev: bool, workers: int, overrides: dict[str, Any] | None = None
+    config_paths: Sequence[str],
+    *,
+    dev: bool,
+    workers: int,
+    overrides: dict[str, Any] | None = None,
+    migrate: bool = False,
 ) -> int:
+    """Check everything (``sidecar.preflight``), bind, and serve until SIGTERM.
+
+    Start-up failures raise ``ConfigError`` or ``preflight.StartupError``, which the CLI prints
+    as lines naming the key, before anything listens.
+    """
+    from sidecar import preflight
     from sidecar.logs import configure_logging
 
     config = load_config(config_paths, environ=os.environ, dev=dev, overrides=overrides)
     configure_logging(config.log)
-    _check_rules(config)
-    if config.dev:
-        _migrate_dev(config)
-    public = bind(config.serve.public.host, config.serve.public.port)
-    admin = bind(config.serve.admin.host, config.serve.admin.port)
+    _check_rules(config)  # RulesError, printed by the CLI as "access rules refused"
+    report = preflight.check_config(config)
+    if report.problems:
+        raise ConfigError(report.problems)
+    for key, reason in report.warnings:
+        log.warning("%s: %s", key, reason)
+    newer = preflight.prepare_database(config, migrate=migrate or config.dev)
+    if newer:
+        log.warning(newer)
+    public, admin = _listen(config)
     log.info(
         "sidecar listening: public http://%s:%d%s, admin http://%s:%d (%d worker%s)",
         config.serve.public.host,

@@ -54,7 +54,11 @@ def error_response(exc: errors.SidecarError, request: Request | None = None) -> 
 async def handle_sidecar_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.SidecarError)
     if exc.code >= 500:
-        log.warning("request failed: %s %s -> %s %s", request.method, request.url.path, exc.code, exc.message)
+        # A store outage is logged once by the store monitor; one warning per request would bury it.
+        level = logging.DEBUG if isinstance(exc, errors.ServiceUnavailable) else logging.WARNING
+        log.log(
+            level, "request failed: %s %s -> %s %s", request.method, request.url.path, exc.code, exc.message
+        )
     return error_response(exc, request)
 
 

@@ -20,6 +20,7 @@ from sidecar.config.model import Courier as CourierConfig
 from sidecar.courier.model import Message, utcnow
 from sidecar.courier.sender import PermanentDeliveryError, Sender
 from sidecar.courier.store import CourierStore
+from sidecar.errors import ServiceUnavailable
 
 log = logging.getLogger("sidecar.courier")
 
@@ -117,7 +118,11 @@ class CourierWorker:
         while not (stop_event.is_set() or self._stopping.is_set()):
             try:
                 attempted = await self.run_once()
-            except Exception:  # a database blip must not kill the worker; retry next tick
+            except ServiceUnavailable:
+                # The store monitor logs the outage once; a line (or a traceback) per tick would bury it.
+                log.debug("courier worker %s: database unavailable, retrying", self.worker_id)
+                attempted = 0
+            except Exception:  # anything else must not kill the worker either; retry next tick
                 log.exception("courier worker %s: batch failed", self.worker_id)
                 attempted = 0
             if attempted:
