@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import free_port, wait_until_ready
+from tests.test_preflight import listening_addresses
 
 
 def test_demo_forwards_identity_headers(tmp_path: Path) -> None:
@@ -23,6 +24,9 @@ def test_demo_forwards_identity_headers(tmp_path: Path) -> None:
     base = f"http://127.0.0.1:{public}"
     try:
         wait_until_ready(f"{base}/.auth/health/ready", proc)
+        # Both the sidecar and the demo app stay on loopback.
+        assert listening_addresses(public) == {"0100007F"}
+        assert listening_addresses(upstream) == {"0100007F"}
         # A browser is sent to the login page, with the page it wanted as return_to.
         nav = httpx.get(base + "/orders?x=1", headers={"Accept": "text/html"}, follow_redirects=False)
         assert nav.status_code in (302, 303)

@@ -251,7 +251,7 @@ def test_migrate_flag_then_readiness_follows_the_schema(tmp_path: Path, postgres
 # --- safer defaults and a quiet start ----------------------------------------------------------------------
 
 
-def _listening_addresses(port: int) -> set[str]:
+def listening_addresses(port: int) -> set[str]:
     """Local addresses with a listening TCP socket on ``port``, from the kernel's own table."""
     found = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
@@ -271,7 +271,7 @@ def test_dev_listens_on_loopback_only_and_starts_quietly(tmp_path: Path) -> None
     proc = _serve(["serve", "--dev"], tmp_path, env)
     try:
         wait_until_ready(f"http://127.0.0.1:{public}/.auth/health/ready", proc)
-        assert _listening_addresses(public) == {"0100007F"}  # 127.0.0.1, not 0.0.0.0
+        assert listening_addresses(public) == {"0100007F"}  # 127.0.0.1, not 0.0.0.0
         # A page renders through the in-process API client (httpx): no request lines in the log.
         page = httpx.get(f"http://127.0.0.1:{public}/.auth/ui/login", follow_redirects=True)
         assert page.status_code == 200 and "?flow=" in str(page.url)
