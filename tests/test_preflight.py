@@ -240,7 +240,7 @@ def test_migrate_flag_then_readiness_follows_the_schema(tmp_path: Path, postgres
             "run `sidecar migrate up` (or start with `sidecar serve --migrate`)"
         )
         assert httpx.get(f"http://127.0.0.1:{admin}/health/ready").status_code == 503
-        time.sleep(INTERVAL * 2)  # the store monitor's turns: it logs the change once
+        time.sleep(INTERVAL + 0.5)  # the store monitor's turn: it logs the change once
     finally:
         out = _stop(proc)
     assert proc.returncode == 0, out

@@ -88,7 +88,7 @@ def test_redis_outage_through_sidecar_serve(tmp_path: Path) -> None:
             cookie = {"Cookie": "ory_kratos_session=ory_st_abc"}
             assert httpx.get(whoami, headers=cookie).status_code == 401
             redis.stop()
-            deadline = time.monotonic() + 3 * INTERVAL
+            deadline = time.monotonic() + INTERVAL + 1
             while time.monotonic() < deadline:  # traffic during the outage: 503s, not log lines
                 assert httpx.get(whoami, headers=cookie).status_code == 503
                 time.sleep(0.1)
