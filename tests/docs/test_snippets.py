@@ -27,6 +27,8 @@ TESTED_BY = {
     "examples/oidc/oidc.corp.jsonnet": "tests/e2e/test_oidc_example.py",
     "examples/kratos_sdk.py": "tests/docs/test_readme.py",  # the official SDK, a live sidecar
     "k8s/ingress-nginx/ingress.yaml": "tests/ops/test_k8s.py",  # schema-validated manifests
+    "examples/rules/format.yaml": "tests/docs/test_rules_examples.py",  # the real proxy
+    "examples/rules/format.test.yaml": "tests/docs/test_rules_examples.py",  # sidecar rules test
 }
 
 
