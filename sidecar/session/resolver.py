@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sidecar import errors
+from sidecar.identity.email import InvalidEmail, canonical_email
 from sidecar.identity.model import Identity
 from sidecar.identity.store import IdentityStore
 from sidecar.security.tokens import digest
@@ -74,9 +75,17 @@ class ResolvedSession:
 
 
 def _email_of(identity: Identity) -> str | None:
+    """The canonical form (``sidecar.identity.email``) of the ``email`` trait or first email address.
+
+    The canonical form is what the identity is known by, and it is safe in a header: no controls,
+    no invisible characters, an ASCII domain. A trait that is no valid address is not passed on.
+    """
     email = identity.traits.get("email") if isinstance(identity.traits, dict) else None
     if isinstance(email, str):
-        return email
+        try:
+            return canonical_email(email)
+        except InvalidEmail:
+            pass
     for address in identity.verifiable_addresses:
         if address.via == "email":
             return address.value
