@@ -10,6 +10,7 @@ flow it then shows the code form.
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from sidecar.app import Services
 
 NO_STORE = {"Cache-Control": "private, no-cache, no-store, must-revalidate"}
+MAX_EXPIRES_IN = timedelta(days=365)
+"""Beyond this a link is no one-time secret any more (and past a few thousand years, no date)."""
 
 
 def _time(value: Any) -> str:
@@ -55,8 +58,10 @@ def admin_recovery_routes(services: Services) -> list[Route]:
                 expires_in = parse_duration(raw) if isinstance(raw, str) else None
             except ValueError:
                 expires_in = None
-            if expires_in is None or expires_in.total_seconds() <= 0:
-                raise errors.BadRequest("expires_in must be a positive duration such as 15m or 1h")
+            if expires_in is None or not timedelta(0) < expires_in <= MAX_EXPIRES_IN:
+                raise errors.BadRequest(
+                    "expires_in must be a positive duration of at most 365 days, such as 15m or 1h"
+                )
         return identity_id, (expires_in, body)
 
     async def create(request: Request, kind: str) -> tuple[Any, FlowType]:
