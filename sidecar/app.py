@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -242,9 +243,11 @@ def create_public_app(services: Services, *, manage_lifespan: bool = True, gatew
         # Only the API under the prefix: proxied app traffic keeps whatever CORS the app answers.
         from starlette.middleware.cors import CORSMiddleware
 
+        exact, pattern = cors_origins(cors.allowed_origins)
         app = CORSMiddleware(
             app,
-            allow_origins=cors.allowed_origins,
+            allow_origins=exact,
+            allow_origin_regex=pattern,
             allow_methods=cors.allowed_methods,
             allow_headers=cors.allowed_headers,
             expose_headers=cors.exposed_headers,
@@ -266,3 +269,14 @@ def create_public_app(services: Services, *, manage_lifespan: bool = True, gatew
     )
     services.on_stop(public.stop)  # registered last, so stopped before the pools it uses
     return public
+
+
+def cors_origins(origins: list[str]) -> tuple[list[str], str | None]:
+    """Exact origins, and one regex for Kratos-style wildcards (``https://*.example.com``).
+
+    A ``*`` inside an origin stands for one DNS label, never a dot or another scheme, so
+    ``https://*.example.com`` cannot match ``https://evil.test/.example.com``.
+    """
+    exact = [o for o in origins if o == "*" or "*" not in o]
+    wild = [re.escape(o).replace(r"\*", "[A-Za-z0-9-]+") for o in origins if o != "*" and "*" in o]
+    return exact, ("^(?:" + "|".join(wild) + ")$") if wild else None

@@ -69,14 +69,17 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _uvicorn_config(app: Any) -> uvicorn.Config:
+def _uvicorn_config(app: Any, max_request_line: int = 8 * 1024) -> uvicorn.Config:
+    from sidecar.http_protocol import guarded_protocol
+
     return uvicorn.Config(
         app,
         loop="uvloop",
         # uvicorn would otherwise rewrite the peer address from X-Forwarded-For sent by any
         # loopback client; trust is decided by serve.public.trusted_proxies alone.
         proxy_headers=False,
-        http="httptools",
+        # httptools, with the request-target guard (414 / 400 before any app runs).
+        http=guarded_protocol(max_request_line),
         lifespan="off",
         log_config=None,
         access_log=False,  # sidecar.logs.AccessLog writes the one line per request
@@ -121,8 +124,8 @@ async def serve_app(config: Config, sockets: tuple[socket.socket, socket.socket]
         create_public_app(services, manage_lifespan=False),
         create_admin_app(services, manage_lifespan=False),
     )
-    public = _Server(_uvicorn_config(public_app))
-    admin = _Server(_uvicorn_config(admin_app))
+    public = _Server(_uvicorn_config(public_app, config.serve.public.max_request_line_size))
+    admin = _Server(_uvicorn_config(admin_app, config.serve.admin.max_request_line_size))
 
     loop = asyncio.get_running_loop()
 

@@ -32,9 +32,11 @@ def public_routes(services: Services) -> list[BaseRoute]:
     routes += health_routes(services.readiness_checks(), ready=services.is_ready)
     routes += schema_routes(services.schemas)
     routes += selfservice_routes(services)
-    routes += [
-        Route("/admin/{rest:path}", to_admin, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
-        Route("/identities", to_admin, methods=["GET", "POST", "PATCH"]),
-        Route("/identities/{rest:path}", to_admin, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
-    ]
+    if services.config.serve.public.redirect_admin_paths:
+        # Off by default: the Location would tell anyone on the internet where the admin API is.
+        routes += [
+            Route("/admin/{rest:path}", to_admin, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+            Route("/identities", to_admin, methods=["GET", "POST", "PATCH"]),
+            Route("/identities/{rest:path}", to_admin, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+        ]
     return routes
