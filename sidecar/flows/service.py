@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
+from typing import Protocol
 
 from sidecar.config.model import Config, RateLimit
 from sidecar.flows.login import LoginFlows
@@ -15,6 +17,7 @@ from sidecar.flows.verification import VerificationFlows
 from sidecar.kv.store import KeyValueStore
 from sidecar.schema.registry import SchemaRegistry
 from sidecar.security.ratelimit import RateLimiter
+from sidecar.security.throttle import Throttle
 from sidecar.session.manager import SessionManager
 from sidecar.strategies.challenge import AddressDirectory, ChallengeDeps, Mailer
 from sidecar.strategies.oidc.callback import OidcCallbacks, oidc_callbacks
@@ -22,12 +25,18 @@ from sidecar.strategies.password import PasswordIdentities
 from sidecar.strategies.registry import StrategyDeps, build_registry
 
 
+class FlowIdentities(PasswordIdentities, Protocol):
+    """What the flows and strategies use of ``IdentityManager``."""
+
+    async def delete(self, identity_id: uuid.UUID) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class SelfServiceFlows:
     login: LoginFlows
     registration: RegistrationFlows
     logout: LogoutFlows
-    limiter: RateLimiter
+    throttle: Throttle
     recovery: RecoveryFlows | None = None
     verification: VerificationFlows | None = None
     settings: SettingsFlows | None = None
@@ -37,7 +46,7 @@ class SelfServiceFlows:
 def build_flows(
     config: Config,
     kv: KeyValueStore,
-    identities: PasswordIdentities,
+    identities: FlowIdentities,
     schemas: SchemaRegistry,
     sessions: SessionManager,
     *,
@@ -45,14 +54,16 @@ def build_flows(
     addresses: AddressDirectory | None = None,
 ) -> SelfServiceFlows:
     store = FlowStore(kv)
-    limiter = RateLimiter(kv, config.security.rate_limit)
+    throttle = Throttle(kv, config.security.rate_limit)
     challenge = None
     if courier is not None and addresses is not None:
         challenge = ChallengeDeps(addresses, courier, kv, RateLimiter(kv, send_limits(config)))
-    registry = build_registry(StrategyDeps(config, identities, schemas, limiter, kv=kv, challenge=challenge))
+    registry = build_registry(StrategyDeps(config, identities, schemas, throttle, kv=kv, challenge=challenge))
     recovery = RecoveryFlows(config, store, registry.recovery, sessions=sessions, kv=kv)
     verification = VerificationFlows(config, store, registry.verification, kv=kv)
-    registration = RegistrationFlows(config, store, registry.registration, sessions)
+    registration = RegistrationFlows(
+        config, store, registry.registration, sessions, discard=identities.delete
+    )
     registration.after_registration = verification.after_registration
     settings = SettingsFlows(config, store, registry.settings, sessions, identities.get)
     recovery.settings = SettingsAfterRecovery(settings)
@@ -62,7 +73,7 @@ def build_flows(
         login=login,
         registration=registration,
         logout=LogoutFlows(config, sessions),
-        limiter=limiter,
+        throttle=throttle,
         recovery=recovery,
         verification=verification,
         settings=settings,

@@ -13,7 +13,7 @@ from typing import Any, cast
 from sidecar.config.model import Config
 from sidecar.kv.store import KeyValueStore
 from sidecar.schema.registry import SchemaRegistry
-from sidecar.security.ratelimit import RateLimiter
+from sidecar.security.throttle import Throttle
 from sidecar.strategies.base import (
     LoginStrategy,
     RecoveryStrategy,
@@ -40,7 +40,7 @@ class StrategyDeps:
     config: Config
     identities: PasswordIdentities
     schemas: SchemaRegistry
-    limiter: RateLimiter
+    throttle: Throttle
     kv: KeyValueStore | None = None
     """One-time state of second factors (consumed TOTP steps, used backup codes)."""
 
@@ -56,17 +56,17 @@ class StrategyDeps:
 
 _FACTORIES: tuple[tuple[str, Callable[[StrategyDeps], Any]], ...] = (
     ("profile", lambda d: ProfileStrategy(d.config, d.schemas, d.identities)),
-    ("password", lambda d: PasswordStrategy(d.config, d.identities, d.schemas, d.limiter)),
+    ("password", lambda d: PasswordStrategy(d.config, d.identities, d.schemas, d.throttle)),
     # IdentityManager is both PasswordIdentities and OidcIdentities.
     ("oidc", lambda d: OidcStrategy(d.config, cast(OidcIdentities, d.identities), d.schemas, d.store)),
-    ("totp", lambda d: TotpStrategy(d.config, d.identities, d.schemas, d.store, d.limiter)),
-    ("lookup_secret", lambda d: LookupSecretStrategy(d.identities, d.store, d.limiter)),
+    ("totp", lambda d: TotpStrategy(d.config, d.identities, d.schemas, d.store, d.throttle)),
+    ("lookup_secret", lambda d: LookupSecretStrategy(d.identities, d.store, d.throttle)),
     # IdentityManager is also the KeyIdentities the WebAuthn strategies use.
     (
         "webauthn",
-        lambda d: WebAuthnStrategy(d.config, cast(Any, d.identities), d.schemas, d.store, d.limiter),
+        lambda d: WebAuthnStrategy(d.config, cast(Any, d.identities), d.schemas, d.store, d.throttle),
     ),
-    ("passkey", lambda d: PasskeyStrategy(d.config, cast(Any, d.identities), d.schemas, d.store, d.limiter)),
+    ("passkey", lambda d: PasskeyStrategy(d.config, cast(Any, d.identities), d.schemas, d.store, d.throttle)),
     ("code", lambda d: CodeStrategy(d.config, d.challenge) if d.challenge else None),
     ("link", lambda d: LinkStrategy(d.config, d.challenge) if d.challenge else None),
     # Passwordless login and registration by code (recovery/verification is CodeStrategy's).

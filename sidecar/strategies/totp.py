@@ -35,7 +35,7 @@ from sidecar.flows.outcome import Client, FlowInvalid
 from sidecar.identity.model import Credential, Identity
 from sidecar.kv.store import KeyValueStore
 from sidecar.schema.registry import SchemaRegistry
-from sidecar.security.ratelimit import RateLimiter
+from sidecar.security.throttle import Throttle
 from sidecar.strategies.base import NOT_RESPONSIBLE, NotResponsible, SettingsContext, SettingsUpdate
 from sidecar.strategies.settings_rules import flag, rate_limited, require_privileged
 
@@ -91,7 +91,7 @@ class TotpStrategy:
         identities: CredentialIdentities,
         schemas: SchemaRegistry,
         kv: KeyValueStore,
-        limiter: RateLimiter,
+        throttle: Throttle,
         clock: Callable[[], float] = time.time,
     ) -> None:
         totp = config.selfservice.methods.totp.config
@@ -100,7 +100,7 @@ class TotpStrategy:
         self._identities = identities
         self._schemas = schemas
         self._kv = kv
-        self._limiter = limiter
+        self._throttle = throttle
         self._clock = clock
 
     # --- checking a code --------------------------------------------------------------------
@@ -110,8 +110,10 @@ class TotpStrategy:
     ) -> None:
         if not isinstance(code, str) or not code.strip():
             raise FlowInvalid(node_messages={"totp_code": [messages.required("totp_code")]})
-        for scope, key in (("totp", str(identity_id)), ("totp-flow", str(flow.id))):
-            verdict = await self._limiter.hit(scope, identifier=key, ip=ip if scope == "totp" else None)
+        # Guesses per identity (and IP), and per flow (``sidecar.security.throttle``).
+        scopes = (("totp", str(identity_id), ip), ("totp-flow", str(flow.id), None))
+        for scope, key, scope_ip in scopes:
+            verdict = await self._throttle.admit(scope, identifier=key, ip=scope_ip)
             if not verdict.allowed:
                 raise rate_limited(verdict.retry_after)
         code = code.strip()
@@ -121,7 +123,11 @@ class TotpStrategy:
         # The step is consumed atomically: of concurrent submissions of one code, one wins.
         ttl = timedelta(seconds=30 * (2 * self._skew + 2))
         if step is None or not await self._kv.add(f"totp-step:{identity_id}:{step}", b"1", ttl):
+            for scope, key, scope_ip in scopes:
+                await self._throttle.failed(scope, identifier=key, ip=scope_ip)
             raise FlowInvalid(node_messages={"totp_code": [messages.totp_invalid()]})
+        for scope, key, scope_ip in scopes:
+            await self._throttle.succeeded(scope, identifier=key, ip=scope_ip)
 
     # --- login (second factor) ----------------------------------------------------------------
 
@@ -142,7 +148,6 @@ class TotpStrategy:
         if not isinstance(url, str) or not url:
             raise FlowInvalid([messages.totp_missing()])
         await self._verify(flow, identity.id, secret_of(url), body.get("totp_code"), client.ip)
-        await self._limiter.forget_identifier("totp", str(identity.id))
         return identity
 
     # --- settings (enrol, unlink) --------------------------------------------------------------
@@ -220,6 +225,5 @@ class TotpStrategy:
         await self._verify(flow, identity.id, secret_of(url), body.get("totp_code"), ctx.client.ip)
         credential = Credential(type="totp", identifiers=(str(identity.id),), config={"totp_url": url})
         identity = await self._identities.save_credential(identity.id, credential)
-        await self._limiter.forget_identifier("totp", str(identity.id))
         flow.internal.pop(PENDING_KEY, None)
         return SettingsUpdate(identity, second_factor="totp")

@@ -13,7 +13,7 @@ from tests.conftest import make_config
 
 def _deps(services: Any, **overrides: Any) -> StrategyDeps:
     return StrategyDeps(
-        make_config(**overrides), services.identities, services.schemas, services.selfservice.limiter
+        make_config(**overrides), services.identities, services.schemas, services.selfservice.throttle
     )
 
 

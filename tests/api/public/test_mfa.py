@@ -121,7 +121,11 @@ async def test_totp_code_wins_once_under_concurrency(mfa: Harness) -> None:
             for f, t in zip(flows, tokens, strict=True)
         )
     )
-    assert sorted(r.status_code for r in results) == [200] + [400] * 9
+    statuses = sorted(r.status_code for r in results)
+    # One wins; of the rest, those the brute-force throttle let through (security.rate_limit
+    # free_failures: 5 in flight per identity and IP) lose on the used step, the others wait.
+    assert statuses.count(200) == 1 and statuses.count(400) >= 4, statuses
+    assert set(statuses) <= {200, 400, 429}
 
 
 @pytest.mark.parametrize(
@@ -263,7 +267,9 @@ async def test_lookup_code_wins_once_under_concurrency(mfa: Harness) -> None:
             for f, t in zip(flows, tokens, strict=True)
         )
     )
-    assert sorted(r.status_code for r in results) == [200] + [400] * 9
+    statuses = sorted(r.status_code for r in results)
+    assert statuses.count(200) == 1 and statuses.count(400) >= 4, statuses  # as for TOTP above
+    assert set(statuses) <= {200, 400, 429}
 
 
 async def test_lookup_regenerate_replaces_and_disable_removes(mfa: Harness) -> None:
@@ -311,7 +317,10 @@ async def test_lookup_reveal_and_confirm_without_codes(mfa: Harness) -> None:
 
 
 async def test_code_guessing_is_capped(harness_factory: HarnessFactory) -> None:
-    h = await harness_factory(selfservice=mfa_selfservice(), security={"rate_limit": {"per_identifier": 3}})
+    h = await harness_factory(
+        selfservice=mfa_selfservice(),
+        security={"rate_limit": {"free_failures": 3, "initial_delay": "60s"}},
+    )
     email, first = await _user(h)
     secret = await enrol_totp(h.client, first)
     codes = await enrol_codes(h.client, first)
