@@ -139,6 +139,35 @@ def test_crlf_in_a_registration_email_is_a_400_and_writes_nothing(default: Proc,
     assert len(_messages(default)) == messages
 
 
+def test_crlf_email_is_refused_on_every_write_path(default: Proc) -> None:
+    """Admin create, admin update and a settings profile change refuse it too."""
+    bad = "eve@example.test\r\nBcc: victim@evil.test"
+    count = len(identities(default))
+    admin = default.admin_url
+    created = httpx.post(
+        f"{admin}/admin/identities", json={"schema_id": "default", "traits": {"email": bad}}, timeout=10
+    )
+    assert created.status_code == 400 and len(identities(default)) == count
+    email = _email("settings")
+    with api(default) as c:
+        signed_up = register(c, email).json()
+        identity_id, token = signed_up["identity"]["id"], signed_up["session_token"]
+        update = {"schema_id": "default", "state": "active", "traits": {"email": bad}}
+        assert (
+            httpx.put(f"{admin}/admin/identities/{identity_id}", json=update, timeout=10).status_code == 400
+        )
+        flow = c.get("/self-service/settings/api", headers={"X-Session-Token": token}).json()
+        r = c.post(
+            f"/self-service/settings?flow={flow['id']}",
+            json={"method": "profile", "traits": {"email": bad}},
+            headers={"X-Session-Token": token},
+        )
+        assert r.status_code == 400, r.text
+    stored = httpx.get(f"{admin}/admin/identities/{identity_id}", timeout=10).json()
+    assert stored["traits"]["email"] == email
+    assert [a["value"] for a in stored["verifiable_addresses"]] == [email]
+
+
 def test_registration_whose_hook_fails_leaves_nothing_behind(tmp_path: Path, upstream: Recorder) -> None:
     """The verification hook's courier fails after the identity is written (a template that cannot
     render): the answer is an error, and the identity and its session are gone."""
@@ -320,6 +349,21 @@ def test_bad_request_targets_are_refused_and_never_forwarded(
     answer = raw_request(port, b"GET " + target + b" HTTP/1.1")
     assert status_of(answer) == status, answer[:200]
     assert not [t for t in upstream.targets() if t.startswith(target.split(b"#")[0][:20])]
+
+
+def test_decision_endpoints_refuse_the_same_paths(default: Proc) -> None:
+    for uri in ("/x%C0%AF", "/x%FF", "/x/%2e%2e%2fadmin"):
+        r = httpx.get(
+            f"{default.public_url}/.auth/authz/forward-auth",
+            headers={
+                "X-Forwarded-Method": "GET",
+                "X-Forwarded-Proto": "http",
+                "X-Forwarded-Host": "app.test",
+                "X-Forwarded-Uri": uri,
+            },
+            timeout=10,
+        )
+        assert r.status_code == 400, (uri, r.status_code)
 
 
 def test_request_line_limit_is_configurable(strict: Proc, default: Proc, upstream: Recorder) -> None:
