@@ -47,12 +47,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._refused = False
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._refused = False
-
     def _refuse(self, status: int, reason: str) -> None:
-        """Answer ``status`` and close; later parser callbacks of this request do nothing."""
+        """Answer ``status`` and close. Sticky for the connection: the parser goes on through the
+        bytes already received, and a request pipelined behind a refused one must not run."""
         self._refused = True
         body = reason.encode("ascii")
         self.transport.write(
@@ -62,6 +59,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
         # The reason only: the target itself is attacker-chosen and stays out of the log.
         log.warning("request refused before routing: %d %s", status, reason)
+
+    def _should_upgrade(self) -> bool:
+        return not self._refused and super()._should_upgrade()
+
+    def on_message_begin(self) -> None:
+        if not self._refused:
+            super().on_message_begin()
 
     def on_url(self, url: bytes) -> None:
         if self._refused:

@@ -351,6 +351,18 @@ def test_bad_request_targets_are_refused_and_never_forwarded(
     assert not [t for t in upstream.targets() if t.startswith(target.split(b"#")[0][:20])]
 
 
+def test_a_request_pipelined_behind_a_refused_one_never_runs(default: Proc, upstream: Recorder) -> None:
+    port = int(default.public_url.rsplit(":", 1)[1])
+    smuggled = b"/pipelined-after-refusal"
+    for refused in (b"/pipe%FF", b"/pipe#x", b"/pipe/" + b"e" * 9000):
+        head = b"GET " + refused + b" HTTP/1.1\r\nHost: a\r\n\r\nGET " + smuggled + b" HTTP/1.1"
+        assert status_of(raw_request(port, head)) in (400, 414)
+    upgrade = b"GET /ws%FF HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13"
+    assert status_of(raw_request(port, upgrade + b"\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==")) == 400
+    assert smuggled not in upstream.targets()
+    assert not [t for t in upstream.targets() if t.startswith(b"/ws")]
+
+
 def test_decision_endpoints_refuse_the_same_paths(default: Proc) -> None:
     for uri in ("/x%C0%AF", "/x%FF", "/x/%2e%2e%2fadmin"):
         r = httpx.get(
