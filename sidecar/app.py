@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,18 +68,20 @@ from sidecar.proxy.gateway import Gateway
 from sidecar.proxy.http1 import Http1Client
 from sidecar.proxy.identity_headers import IdentityHeaders
 from sidecar.proxy.prefix import OwnPaths
-from sidecar.proxy.upstream import Upstream
+from sidecar.proxy.upstream import Upstream, WebSocketConnector
 from sidecar.proxy.websocket import WebSocketProxy
 from sidecar.rules.holder import RulesHolder
 from sidecar.schema.registry import SchemaRegistry
 from sidecar.security.jwt import JwtSigner
 from sidecar.security.ratelimit import RateLimiter
+from sidecar.security.throttle import Throttle
 from sidecar.security.trusted_proxies import TrustedProxies
 from sidecar.session.aal import Assurance
 from sidecar.session.invalidation import Invalidation, create_invalidation
 from sidecar.session.manager import SessionManager
 from sidecar.session.resolver import SessionResolver
 from sidecar.session.store import SessionStore
+from sidecar.storage.monitor import StoreMonitor
 from sidecar.storage.redis.backend import RedisBackend
 from sidecar.storage.sql.database import SqlDatabase
 from sidecar.strategies.address_challenge import AddressDirectory, ChallengeDeps, Mailer
@@ -118,12 +121,15 @@ class Services:
     courier: Courier
     courier_worker: CourierWorker | None
     readiness_checks: dict[str, Callable[[], Awaitable[None]]]
+    monitor: StoreMonitor
+    """Logs each store's outages and recoveries (``readiness_checks``, run in the background)."""
     rules: RulesHolder
     """The access rules; loaded by ``create_public_app``, counted per rule for coverage."""
     _closers: list[Closer] = field(default_factory=list)
     _shutting_down: bool = False
     _courier_task: asyncio.Task[None] | None = None
     _courier_stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _monitor_task: asyncio.Task[None] | None = None
 
     def on_stop(self, close: Closer) -> None:
         """Run ``close`` at stop; closers run last-registered first, like nested context managers."""
@@ -140,11 +146,17 @@ class Services:
         if self.config.dev:
             await self.database.migrate()
         await self.schemas.load()
+        self._monitor_task = asyncio.create_task(self.monitor.run())
         if self.courier_worker is not None:
             self._courier_stop = asyncio.Event()
             self._courier_task = asyncio.create_task(self.courier_worker.run(self._courier_stop))
 
     async def stop(self) -> None:
+        if self._monitor_task is not None:
+            self._monitor_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor_task
+            self._monitor_task = None
         if self.courier_worker is not None and self._courier_task is not None:
             # Hand unsent claims back to the queue before the database pool closes.
             await self.courier_worker.stop()
@@ -185,14 +197,19 @@ def build_flows(
 ) -> tuple[SelfServiceFlows, list[Closer]]:
     """The strategies, then the flows in the order they need each other; and what to close."""
     store = FlowStore(kv)
-    limiter = RateLimiter(kv, config.security.rate_limit)
+    throttle = Throttle(kv, config.security.rate_limit)
     challenge = None
     if courier is not None and addresses is not None:
         challenge = ChallengeDeps(addresses, courier, kv, RateLimiter(kv, send_limits(config)))
-    registry = build_registry(StrategyDeps(config, identities, schemas, limiter, kv=kv, challenge=challenge))
+    registry = build_registry(StrategyDeps(config, identities, schemas, throttle, kv=kv, challenge=challenge))
     verification = VerificationFlows(config, store, registry.verification, kv=kv)
     registration = RegistrationFlows(
-        config, store, registry.registration, sessions, after_registration=verification.after_registration
+        config,
+        store,
+        registry.registration,
+        sessions,
+        after_registration=verification.after_registration,
+        discard=identities.delete,
     )
     settings = SettingsFlows(config, store, registry.settings, sessions, assurance, identities.get)
     recovery = RecoveryFlows(
@@ -207,7 +224,7 @@ def build_flows(
         login=login,
         registration=registration,
         logout=LogoutFlows(config, sessions),
-        limiter=limiter,
+        throttle=throttle,
         recovery=recovery,
         verification=verification,
         settings=settings,
@@ -283,6 +300,7 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         courier=courier,
         courier_worker=worker,
         readiness_checks=readiness,
+        monitor=StoreMonitor(readiness),
         _closers=closers,
         rules=rules,
     )
@@ -382,6 +400,7 @@ def create_public_app(services: Services, *, manage_lifespan: bool = True, gatew
             selfservice=selfservice,
             admin_base_url=config.admin_base_url,
             prefix=prefix,
+            redirect_admin_paths=config.serve.public.redirect_admin_paths,
         ),
         *page_routes(
             fetch_flow=pages_api.fetch_flow,
@@ -403,9 +422,11 @@ def create_public_app(services: Services, *, manage_lifespan: bool = True, gatew
     cors = config.serve.public.cors
     if cors.enabled:
         # Only the API under the prefix: proxied app traffic keeps whatever CORS the app answers.
+        exact, pattern = cors_origins(cors.allowed_origins)
         app = CORSMiddleware(
             app,
-            allow_origins=cors.allowed_origins,
+            allow_origins=exact,
+            allow_origin_regex=pattern,
             allow_methods=cors.allowed_methods,
             allow_headers=cors.allowed_headers,
             expose_headers=cors.exposed_headers,
@@ -415,7 +436,14 @@ def create_public_app(services: Services, *, manage_lifespan: bool = True, gatew
     if not gateway:
         return app
     services.rules.load()  # a bad rule file (RulesError) fails the start here
-    public = _gateway(services, app)
+    public = build_gateway(
+        config,
+        app,
+        resolver=services.resolver,
+        rules=services.rules,
+        metrics=services.metrics,
+        invalidation=services.invalidation,
+    )
     services.on_stop(public.stop)  # registered last, so stopped before the pools it uses
     return public
 
@@ -431,13 +459,20 @@ def create_upstream(timeouts: Timeouts, kind: str | None = None) -> Upstream:
     raise ValueError(f"unknown upstream client {kind!r} (http1, aiohttp)")
 
 
-def _gateway(services: Services, public_app: ASGIApp) -> Gateway:
-    """The access path around ``public_app``, over the loaded rules; connects to nothing until a
-    request is proxied."""
-
-    config = services.config
+def build_gateway(
+    config: Config,
+    public_app: ASGIApp,
+    *,
+    resolver: SessionResolver,
+    rules: RulesHolder,
+    metrics: Metrics | None = None,
+    invalidation: Invalidation | None = None,
+    upstream: Upstream | None = None,
+    websockets: WebSocketConnector | None = None,
+) -> Gateway:
+    """The access path around ``public_app``, over loaded ``rules``; connects to nothing until a
+    request is proxied. ``upstream`` and ``websockets`` default to the configured clients."""
     proxy = config.proxy
-    rules = services.rules
     signer = None
     if proxy.jwt.enabled or any(r.upstream_jwt for r in rules.current.rules):
         signer = JwtSigner(
@@ -446,13 +481,9 @@ def _gateway(services: Services, public_app: ASGIApp) -> Gateway:
             issuer=proxy.jwt.issuer or config.public_base_url,
             default_audience=proxy.jwt.audience,
         )
-    # Lazy: no connection until a request is proxied (rules may gain an upstream on reload).
-    upstream = create_upstream(proxy.timeouts)
-    connector = AiohttpWebSockets(proxy.timeouts)
-    services.on_stop(connector.close)
     trusted = TrustedProxies.parse(config.serve.public.trusted_proxies)
     paths = OwnPaths(config.serve.public.prefix, reject_parameters=proxy.reject_path_parameters)
-    access = Access(config, services.resolver, rules, services.metrics)
+    access = Access(config, resolver, rules, metrics)
     identity = IdentityHeaders(proxy, rules, signer)
     denials = Denials(config.public_base_url)
     upstream_base = proxy.upstream.rstrip("/") if proxy.upstream else None
@@ -476,21 +507,22 @@ def _gateway(services: Services, public_app: ASGIApp) -> Gateway:
             enabled=proxy.websockets,
             paths=paths,
             access=access,
-            resolver=services.resolver,
+            resolver=resolver,
             identity=identity,
             trusted=trusted,
-            connector=connector,
+            # Lazy, both: no connection until a request is proxied (rules may gain an upstream).
+            connector=websockets or AiohttpWebSockets(proxy.timeouts),
             upstream_base=upstream_base,
             base_origin=base_origin,
             allowed_origins=proxy.allowed_ws_origins,
         ),
         trusted=trusted,
         rules=rules,
-        upstream=upstream,
+        upstream=upstream or create_upstream(proxy.timeouts),
         upstream_base=upstream_base,
         base_origin=base_origin,
-        invalidation=services.invalidation,
-        metrics=services.metrics,
+        invalidation=invalidation,
+        metrics=metrics,
     )
 
 
@@ -513,3 +545,14 @@ def wrap_apps(services: Services, public: Any, admin: Any) -> tuple[Any, Any]:
         ),
         AccessLog(admin, listener="admin", classify=admin_route_classifier, **options),
     )
+
+
+def cors_origins(origins: list[str]) -> tuple[list[str], str | None]:
+    """Exact origins, and one regex for Kratos-style wildcards (``https://*.example.com``).
+
+    A ``*`` inside an origin stands for one DNS label, never a dot or another scheme, so
+    ``https://*.example.com`` cannot match ``https://evil.test/.example.com``.
+    """
+    exact = [o for o in origins if o == "*" or "*" not in o]
+    wild = [re.escape(o).replace(r"\*", "[A-Za-z0-9-]+") for o in origins if o != "*" and "*" in o]
+    return exact, ("^(?:" + "|".join(wild) + ")$") if wild else None

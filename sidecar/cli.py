@@ -29,7 +29,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from sidecar import server
 
-    return server.run(args.config, dev=args.dev, workers=args.workers)
+    return server.run(args.config, dev=args.dev, workers=args.workers, migrate=args.migrate)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -39,39 +39,55 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
+    from sidecar.preflight import StartupError, database_problem, open_sqlite
     from sidecar.storage.sql.database import SqlDatabase
 
-    config = load_config(args.config, environ=os.environ, dev=args.dev)
+    # Migrations sign nothing: no secrets needed, so a CI job can run them with the DSN alone.
+    config = load_config(args.config, environ=os.environ, dev=args.dev, require_secrets=False)
 
-    async def go() -> int:
+    async def go() -> list[tuple[str, str, bool]]:
         db = SqlDatabase(config.dsn)
         try:
             if args.action == "up":
                 await db.migrate()
-                print("migrations applied")
-            status = await db.migration_status()
-            for revision, description, applied in status:
-                print(f"{'applied' if applied else 'pending':8} {revision}  {description}")
-            return 0
+            return await db.migration_status()
         finally:
             await db.close()
 
-    return asyncio.run(go())
+    open_sqlite(config.dsn)
+    try:
+        status = asyncio.run(go())
+    except Exception as exc:  # any driver error: one line naming the DSN
+        raise StartupError(database_problem(config.dsn, exc)) from None
+    if args.action == "up":
+        print("migrations applied")
+    for revision, description, applied in status:
+        print(f"{'applied' if applied else 'pending':8} {revision}  {description}")
+    return 0
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
+    from sidecar.preflight import check_config
+
     try:
-        load_config(args.files, environ=os.environ, dev=args.dev)
+        config = load_config(args.files, environ=os.environ, dev=args.dev)
     except ConfigError as exc:
         for key, reason in exc.problems:
             print(f"{key}: {reason}", file=sys.stderr)
+        return 1
+    report = check_config(config)
+    for key, reason in report.problems:
+        print(f"{key}: {reason}", file=sys.stderr)
+    for key, reason in report.warnings:
+        print(f"warning: {key}: {reason}", file=sys.stderr)
+    if report.problems:
         return 1
     print("configuration is valid")
     return 0
 
 
 def _cmd_config_schema(args: argparse.Namespace) -> int:
-    from sidecar.config.reference import json_schema_text
+    from sidecar.config.describe import json_schema_text
 
     sys.stdout.write(json_schema_text())
     return 0
@@ -80,7 +96,7 @@ def _cmd_config_schema(args: argparse.Namespace) -> int:
 def _cmd_config_docs(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from sidecar.config.reference import markdown
+    from sidecar.config.describe import markdown
 
     text = markdown()
     if args.check is None:
@@ -110,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the public and admin listeners")
     _add_config_args(serve)
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve.add_argument(
+        "--migrate",
+        action="store_true",
+        help="apply database migrations before serving (as `sidecar migrate up`; --dev always does)",
+    )
     serve.set_defaults(func=_cmd_serve)
 
     demo = sub.add_parser("demo", help="run sidecar (--dev) in front of a demo app that shows its headers")
@@ -145,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from sidecar.preflight import StartupError
+
     try:
         return int(args.func(args))
     except ConfigError as exc:
@@ -153,5 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RulesError as exc:
         print(f"access rules refused:\n{exc}", file=sys.stderr)
         return 2
+    except StartupError as exc:
+        print(f"sidecar: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130

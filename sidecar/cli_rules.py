@@ -95,10 +95,10 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 def cmd_check(args: argparse.Namespace) -> int:
     config = None
     if args.config or not args.files:
-        config = load_config(args.config, environ=os.environ, dev=args.dev)
+        config = load_config(args.config, environ=os.environ, dev=args.dev, require_secrets=False)
     files = expand_paths(args.files) if args.files else expand_paths(config.rules if config else [])
     if not files:
-        print("no rule files configured (config key: rules)", file=sys.stderr)
+        print("no rule files found (config key `rules` matches no file, or none is set)", file=sys.stderr)
         return 1
     try:
         ruleset = load_rules(files, order=_order(args, config), reserved_prefix=_prefix(config))
@@ -265,13 +265,20 @@ def cmd_explain(args: argparse.Namespace) -> int:
     identity = args.identity or (logged.get("identity_id") if logged and not args.anonymous else None)
     config = None
     if identity or not args.rules or logged is not None:
-        config = load_config(args.config, environ=os.environ, dev=args.dev)
+        config = load_config(args.config, environ=os.environ, dev=args.dev, require_secrets=False)
     files = expand_paths(args.rules) if args.rules else expand_paths(config.rules if config else [])
     try:
         ruleset = load_rules(files, order=_order(args, config), reserved_prefix=_prefix(config))
     except RulesError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
+        return 2
+    if not ruleset.rules:
+        where = "--rules FILE" if args.rules else "the config key `rules` (-c FILE)"
+        print(
+            f"no rules are loaded (from {where}): every request is denied (403, default deny)",
+            file=sys.stderr,
+        )
         return 2
     method, url = args.method, args.url
     if logged is not None:

@@ -32,6 +32,41 @@ _LEVELS = {
 _STANDARD = set(vars(logging.makeLogRecord({})))
 
 
+# Characters that could end a log line, start a forged one, or reorder what a terminal shows:
+# C0 and C1 controls, DEL, the Unicode line and paragraph separators, bidi overrides and isolates.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every unsafe character as a visible escape (``\\x0a``): one record, one line."""
+    return _UNSAFE.sub(_escape_char, text) if _UNSAFE.search(text) else text
+
+
+class TextFormatter(logging.Formatter):
+    """The readable format, with request-controlled text unable to forge lines.
+
+    The message is escaped whole. A traceback keeps its line breaks (it is ours), but every other
+    control character in it is escaped and each of its lines is indented, so even an exception
+    message carrying a newline cannot start what looks like a new record.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape_controls(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:
+        text = super().formatException(ei)
+        lines = (escape_controls(line) for line in text.replace("\r", "\n").split("\n"))
+        return "\n".join("    " + line for line in lines)
+
+    def formatStack(self, stack_info: str) -> str:
+        return "\n".join("    " + escape_controls(line) for line in stack_info.split("\n"))
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -52,12 +87,18 @@ def configure_logging(config: LogConfig) -> None:
     if config.format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(_LEVELS[config.level])
-    for noisy in ("uvicorn.access",):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Libraries' info lines say nothing an operator needs at start or per request: uvicorn's
+    # "Started server process" (once per listener), alembic's plugin and context lines, and
+    # httpx's "HTTP Request: GET <url with query string>" (a query string may carry a token).
+    quiet = logging.DEBUG if config.level in ("trace", "debug") else logging.WARNING
+    for noisy in ("uvicorn.error", "alembic"):
+        logging.getLogger(noisy).setLevel(quiet)
+    for leaky in ("uvicorn.access", "httpx", "httpcore"):
+        logging.getLogger(leaky).setLevel(logging.WARNING)
 
 
 # --- access log ---------------------------------------------------------------------------------
@@ -225,7 +266,8 @@ class AccessLog:
             extra = "".join(
                 f" {k}={v}" for k, v in (("rule", rule), ("decision", decision), ("identity", identity)) if v
             )
-            line = f"{method} {path} {status} {ms}ms {size}B rid={request_id}{extra}\n"
+            # The path is the client's, decoded: a %0d%0a in it must not end the line.
+            line = f"{method} {escape_controls(path)} {status} {ms}ms {size}B rid={request_id}{extra}\n"
         else:
             client = scope.get("client")
             # The same line ``json.dumps(entry, default=str, separators=(",", ":"))`` writes, with

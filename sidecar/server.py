@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
-from sidecar.config.loader import load_config
+from sidecar.config.loader import ConfigError, load_config
 from sidecar.config.model import Config
 
 if TYPE_CHECKING:
@@ -67,14 +67,17 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _uvicorn_config(app: Any) -> uvicorn.Config:
+def _uvicorn_config(app: Any, max_request_line: int = 8 * 1024) -> uvicorn.Config:
+    from sidecar.http_protocol import guarded_protocol
+
     return uvicorn.Config(
         app,
         loop="uvloop",
         # uvicorn would otherwise rewrite the peer address from X-Forwarded-For sent by any
         # loopback client; trust is decided by serve.public.trusted_proxies alone.
         proxy_headers=False,
-        http="httptools",
+        # httptools, with the request-target guard (414 / 400 before any app runs).
+        http=guarded_protocol(max_request_line),
         lifespan="off",
         log_config=None,
         access_log=False,  # sidecar.logs.AccessLog writes the one line per request
@@ -95,8 +98,8 @@ async def serve_app(config: Config, sockets: tuple[socket.socket, socket.socket]
         create_public_app(services, manage_lifespan=False),
         create_admin_app(services, manage_lifespan=False),
     )
-    public = _Server(_uvicorn_config(public_app))
-    admin = _Server(_uvicorn_config(admin_app))
+    public = _Server(_uvicorn_config(public_app, config.serve.public.max_request_line_size))
+    admin = _Server(_uvicorn_config(admin_app, config.serve.admin.max_request_line_size))
 
     loop = asyncio.get_running_loop()
 
@@ -128,19 +131,6 @@ def _worker(config: Config, public: socket.socket, admin: socket.socket) -> None
 
     configure_logging(config.log)
     uvloop.run(serve_app(config, (public, admin)))
-
-
-def _migrate_dev(config: Config) -> None:
-    from sidecar.storage.sql.database import SqlDatabase
-
-    async def migrate() -> None:
-        db = SqlDatabase(config.dsn)
-        try:
-            await db.migrate()
-        finally:
-            await db.close()
-
-    asyncio.run(migrate())
 
 
 @contextlib.contextmanager
@@ -227,18 +217,52 @@ def _check_rules(config: Config) -> None:
     )
 
 
+def _listen(config: Config) -> tuple[socket.socket, socket.socket]:
+    from sidecar.preflight import StartupError
+
+    sockets: list[socket.socket] = []
+    for name, listener in (("public", config.serve.public), ("admin", config.serve.admin)):
+        try:
+            sockets.append(bind(listener.host, listener.port))
+        except OSError as exc:
+            for sock in sockets:
+                sock.close()
+            keys = f"serve.{name}.host, serve.{name}.port"
+            reason = exc.strerror or str(exc)
+            raise StartupError(
+                f"cannot listen on {listener.host}:{listener.port} ({keys}): {reason}"
+            ) from None
+    return sockets[0], sockets[1]
+
+
 def run(
-    config_paths: Sequence[str], *, dev: bool, workers: int, overrides: dict[str, Any] | None = None
+    config_paths: Sequence[str],
+    *,
+    dev: bool,
+    workers: int,
+    overrides: dict[str, Any] | None = None,
+    migrate: bool = False,
 ) -> int:
+    """Check everything (``sidecar.preflight``), bind, and serve until SIGTERM.
+
+    Start-up failures raise ``ConfigError`` or ``preflight.StartupError``, which the CLI prints
+    as lines naming the key, before anything listens.
+    """
+    from sidecar import preflight
     from sidecar.logs import configure_logging
 
     config = load_config(config_paths, environ=os.environ, dev=dev, overrides=overrides)
     configure_logging(config.log)
-    _check_rules(config)
-    if config.dev:
-        _migrate_dev(config)
-    public = bind(config.serve.public.host, config.serve.public.port)
-    admin = bind(config.serve.admin.host, config.serve.admin.port)
+    _check_rules(config)  # RulesError, printed by the CLI as "access rules refused"
+    report = preflight.check_config(config)
+    if report.problems:
+        raise ConfigError(report.problems)
+    for key, reason in report.warnings:
+        log.warning("%s: %s", key, reason)
+    newer = preflight.prepare_database(config, migrate=migrate or config.dev)
+    if newer:
+        log.warning(newer)
+    public, admin = _listen(config)
     log.info(
         "sidecar listening: public http://%s:%d%s, admin http://%s:%d (%d worker%s)",
         config.serve.public.host,

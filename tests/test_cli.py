@@ -75,3 +75,21 @@ def test_serve_dev_in_empty_directory(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
     assert proc.returncode == 0
+
+
+def test_migrate_needs_only_the_dsn(tmp_path: Path) -> None:
+    """As printed in the README: no secrets, no --dev, just where the database is."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_") and k != "DSN"} | {
+        "DSN": f"sqlite:///{tmp_path}/m.db"
+    }
+    status = subprocess.run(
+        [*SIDECAR, "migrate", "status"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert status.returncode == 0, status.stderr
+    assert status.stderr == ""
+    up = subprocess.run(
+        [*SIDECAR, "migrate", "up"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert up.returncode == 0, up.stderr
+    assert up.stdout.splitlines()[0] == "migrations applied"
+    assert up.stderr == ""  # no alembic chatter

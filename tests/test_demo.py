@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import free_port, wait_until_ready
+from tests.test_preflight import listening_addresses
 
 
 def test_demo_forwards_identity_headers(tmp_path: Path) -> None:
@@ -23,6 +26,9 @@ def test_demo_forwards_identity_headers(tmp_path: Path) -> None:
     base = f"http://127.0.0.1:{public}"
     try:
         wait_until_ready(f"{base}/.auth/health/ready", proc)
+        # Both the sidecar and the demo app stay on loopback.
+        assert listening_addresses(public) == {"0100007F"}
+        assert listening_addresses(upstream) == {"0100007F"}
         # A browser is sent to the login page, with the page it wanted as return_to.
         nav = httpx.get(base + "/orders?x=1", headers={"Accept": "text/html"}, follow_redirects=False)
         assert nav.status_code in (302, 303)
@@ -50,3 +56,17 @@ def test_demo_forwards_identity_headers(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+
+
+@pytest.mark.parametrize("flag", ["--port", "--upstream-port"])
+def test_demo_port_in_use_is_one_line(tmp_path: Path, flag: str) -> None:
+    """Never a sidecar in front of somebody else's app on a taken port."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ports = {"--port": str(free_port()), "--upstream-port": str(free_port()), flag: str(port)}
+        argv = [sys.executable, "-m", "sidecar", "demo", *(x for kv in ports.items() for x in kv)]
+        out = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert out.stderr == f"sidecar: cannot listen on 127.0.0.1:{port} ({flag}): Address already in use\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from starlette.requests import Request
@@ -10,6 +11,44 @@ from starlette.requests import Request
 from sidecar import errors
 
 MAX_DEPTH = 64
+MAX_NUMBER_DIGITS = 100
+"""Longest integer accepted in a JSON body; no identity field needs more, and Python refuses
+past 4300 digits with a ValueError that is not a JSON error (it was a 500)."""
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_NUMBER_DIGITS:
+        raise ValueError(f"a number has more than {MAX_NUMBER_DIGITS} digits")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    if len(text) > MAX_NUMBER_DIGITS * 4:
+        raise ValueError("a number is too long")
+    value = float(text)
+    if not math.isfinite(value):
+        # 1e999 is infinity to Python and not representable in JSON (or PostgreSQL jsonb).
+        raise ValueError("a number is out of range")
+    return value
+
+
+def _parse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """``json.loads`` for request bodies: every way a body can be bad is a ``BadRequest``.
+
+    Numbers are bounded (digits, finite) and NaN/Infinity refused; ``check_document`` is the
+    caller's (self-service flows answer NUL with a UI message instead).
+    """
+    try:
+        value = json.loads(
+            raw, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant
+        )
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError are ValueErrors
+        raise errors.BadRequest(f"the request body is not valid JSON: {exc}") from None
+    return value
 
 
 def check_document(value: Any, limit: int = MAX_DEPTH) -> None:
@@ -63,9 +102,6 @@ async def read_json(request: Request, max_size: int, *, allow_empty: bool = Fals
         raise errors.BadRequest("the request body must not be empty")
     if ctype and ctype != "application/json" and not ctype.endswith("+json"):
         raise errors.UnsupportedMediaType(f"expected Content-Type application/json, got {ctype}")
-    try:
-        value = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise errors.BadRequest(f"the request body is not valid JSON: {exc}") from None
+    value = parse_json(raw)
     check_document(value)
     return value

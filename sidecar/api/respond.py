@@ -55,7 +55,11 @@ async def handle_sidecar_error(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, errors.SidecarError):  # registered for SidecarError only
         return await handle_unexpected(request, exc)
     if exc.code >= 500:
-        log.warning("request failed: %s %s -> %s %s", request.method, request.url.path, exc.code, exc.message)
+        # A store outage is logged once by the store monitor; one warning per request would bury it.
+        level = logging.DEBUG if isinstance(exc, errors.ServiceUnavailable) else logging.WARNING
+        log.log(
+            level, "request failed: %s %s -> %s %s", request.method, request.url.path, exc.code, exc.message
+        )
     return error_response(exc, request)
 
 

@@ -11,7 +11,8 @@ log = logging.getLogger("sidecar.config")
 
 
 def relax(config: Config) -> Config:
-    """Fill in what a developer on a laptop should not have to write: generated secrets, text logs."""
+    """Fill in what a developer on a laptop should not have to write: generated secrets, text logs,
+    and a public listener on 127.0.0.1."""
     updates: dict[str, object] = {}
     if not (config.secrets.cookie or config.secrets.default):
         generated = secrets.token_urlsafe(32)
@@ -22,6 +23,11 @@ def relax(config: Config) -> Config:
         updates["secrets"] = config.secrets.model_copy(update={"cookie": [generated], "default": [generated]})
     if config.log.format == "json" and "format" not in config.log.model_fields_set:
         updates["log"] = config.log.model_copy(update={"format": "text"})
+    if "host" not in config.serve.public.model_fields_set:
+        # A laptop's dev server (generated secrets, http cookies) stays off the network unless
+        # serve.public.host says otherwise (a container needs 0.0.0.0).
+        public = config.serve.public.model_copy(update={"host": "127.0.0.1"})
+        updates["serve"] = config.serve.model_copy(update={"public": public})
     return config.model_copy(update=updates) if updates else config
 
 

@@ -11,7 +11,15 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -24,7 +32,10 @@ def parse_duration(value: Any) -> timedelta:
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 30s, 15m or 1h")
     if isinstance(value, int | float):
-        return timedelta(seconds=value)
+        try:
+            return timedelta(seconds=value)
+        except (OverflowError, ValueError):  # ValueError: NaN
+            raise ValueError(f"duration {value!r} is out of range") from None
     if not isinstance(value, str):
         raise ValueError("expected a duration such as 30s, 15m or 1h")
     text = value.strip()
@@ -36,7 +47,10 @@ def parse_duration(value: Any) -> timedelta:
         pos = match.end()
     if pos != len(text) or not text:
         raise ValueError(f"invalid duration {value!r}: expected e.g. 30s, 15m, 1h30m")
-    return timedelta(seconds=total)
+    try:
+        return timedelta(seconds=total)
+    except OverflowError:
+        raise ValueError(f"duration {value!r} is too long") from None
 
 
 def parse_bytes(value: Any) -> int:
@@ -85,11 +99,18 @@ class Loose(BaseModel):
 
 
 class Cors(Model):
+    """``serve.public.cors`` (Kratos' keys). No origin is allowed unless listed; ``*`` is refused
+    with ``allow_credentials`` (it would hand any site a signed-in user's session JSON)."""
+
     enabled: bool = False
     """Answer CORS preflights and add CORS headers on the public API under the prefix (proxied app traffic
     keeps the app's own CORS)."""
-    allowed_origins: list[str] = ["*"]
-    """Origins allowed to call the public API from a browser (``*`` for any; Kratos' key)."""
+    # Before allowed_origins: its validator reads this one.
+    allow_credentials: bool = True
+    """Allow cookies on cross-origin requests (``Access-Control-Allow-Credentials``)."""
+    allowed_origins: list[str] = []
+    """Origins allowed to call the public API from a browser; ``https://*.example.com`` matches one DNS
+    label. ``*`` (any) only with ``allow_credentials: false``."""
     allowed_methods: list[str] = ["POST", "GET", "PUT", "PATCH", "DELETE"]
     """Methods allowed in cross-origin requests."""
     allowed_headers: list[str] = [
@@ -103,12 +124,20 @@ class Cors(Model):
     """Request headers a cross-origin request may send."""
     exposed_headers: list[str] = ["Content-Type"]
     """Response headers a cross-origin caller may read."""
-    allow_credentials: bool = True
-    """Allow cookies on cross-origin requests (``Access-Control-Allow-Credentials``)."""
     max_age: int = 0
     """Seconds browsers may cache a preflight answer; 0 means 600."""
     debug: bool = False
     """Kratos' CORS debug logging; accepted from kratos.yml, sidecar does not act on it."""
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _no_wildcard_with_credentials(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        if info.data.get("enabled") and info.data.get("allow_credentials", True) and "*" in v:
+            raise ValueError(
+                "'*' cannot be combined with allow_credentials: true "
+                "(list the origins, or set allow_credentials: false)"
+            )
+        return v
 
 
 class PublicServe(Model):
@@ -122,13 +151,18 @@ class PublicServe(Model):
     prefix: str = "/.auth"
     """Path prefix of the Kratos API, pages and decision endpoints on the app's own origin (``/.auth``);
     empty puts them at the root beside the app."""
-    trusted_proxies: list[str] = []
+    trusted_proxies: list[str] | None = None
     """Peers (addresses or CIDRs) whose ``X-Forwarded-*`` / ``X-Original-*`` / ``X-Request-ID`` headers are
-    believed; empty means loopback only."""
+    believed. Absent: loopback only (127.0.0.0/8, ::1); ``[]``: nobody."""
     cors: Cors = Cors()
     """Cross-origin access to the public API (Kratos' ``serve.public.cors``)."""
     max_body_size: ByteSize = 1024 * 1024
     """Largest request body the public API reads (e.g. ``1MB``); more is refused with 413."""
+    max_request_line_size: ByteSize = Field(8 * 1024, ge=256, le=1024 * 1024)
+    """Sidecar-only: a longer request line (method, target, version) is answered 414, never read on."""
+    redirect_admin_paths: bool = False
+    """Sidecar-only: answer admin paths on this listener with Kratos' 307 to the admin listener
+    (which reveals its URL); by default they are 404."""
 
     @field_validator("prefix")
     @classmethod
@@ -150,6 +184,8 @@ class AdminServe(Model):
     """Optional bearer key required on every admin call except health (on top of network isolation)."""
     max_body_size: ByteSize = 4 * 1024 * 1024
     """Largest request body the admin API reads (batch imports may use eight times this)."""
+    max_request_line_size: ByteSize = Field(8 * 1024, ge=256, le=1024 * 1024)
+    """Sidecar-only: a longer request line (method, target, version) is answered 414, never read on."""
 
 
 class Serve(Model):
@@ -719,18 +755,42 @@ class AccountEnumeration(Model):
 
 
 class RateLimit(Model):
+    """``security.rate_limit``: brute-force throttling (``sidecar.security.throttle``) and mail limits.
+
+    Only failed credential checks count and a success clears them; past a threshold each attempt
+    waits ``initial_delay``, doubled per further failure up to ``max_delay`` (429 + Retry-After).
+    Nothing locks an account.
+    """
+
     enabled: bool = True
-    """Limit credential submissions (login, registration, second factors, recovery sends)."""
-    per_identifier: int = Field(10, ge=1)
-    """Attempts per identifier (email, account) per window."""
-    per_ip: int = Field(50, ge=1)
-    """Attempts per client IP per window."""
+    """Throttle credential submissions (login, registration, second factors, codes) and mail sends."""
+    free_failures: int = Field(5, ge=1)
+    """Failures per identifier from one client IP before the delay starts."""
+    per_identifier: int = Field(100, ge=1)
+    """Failures per identifier from all IPs together before the delay applies to every attempt on
+    it (NIST SP 800-63B §5.2.2 allows at most 100 consecutive failures)."""
+    per_ip: int = Field(100, ge=1)
+    """Failures from one client IP (IPv6: its /64) across all identifiers (credential stuffing)
+    before the delay applies to that IP. Successes never count."""
+    initial_delay: Duration = timedelta(seconds=1)
+    """The first delay past a threshold; it doubles with each further failure."""
+    max_delay: Duration = timedelta(minutes=15)
+    """The longest delay between attempts (429 with ``Retry-After``)."""
+    failure_window: Duration = timedelta(hours=12)
+    """How long failures are remembered: counters start over this long after their first failure."""
     window: Duration = timedelta(minutes=15)
-    """The counting window."""
+    """The window of the mail limits below."""
     send_per_address: int = Field(5, ge=1)
-    """Sidecar-only: recovery/verification messages per address per window (mail bombing)."""
+    """Sidecar-only: recovery/verification/code messages per address per window (mail bombing)."""
     send_per_ip: int = Field(30, ge=1)
-    """Sidecar-only: recovery/verification messages per client IP per window."""
+    """Sidecar-only: recovery/verification/code messages per client IP per window."""
+
+    @field_validator("initial_delay", "max_delay", "failure_window", "window")
+    @classmethod
+    def _positive(cls, v: timedelta) -> timedelta:
+        if v <= timedelta(0):
+            raise ValueError("must be longer than zero")
+        return v
 
 
 class Security(Model):

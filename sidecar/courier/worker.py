@@ -20,6 +20,7 @@ from sidecar.config.model import Courier as CourierConfig
 from sidecar.courier.model import Message, utcnow
 from sidecar.courier.sender import PermanentDeliveryError, Sender
 from sidecar.courier.store import CourierStore
+from sidecar.errors import ServiceUnavailable
 
 log = logging.getLogger("sidecar.courier")
 
@@ -114,12 +115,24 @@ class CourierWorker:
     async def run(self, stop_event: asyncio.Event) -> None:
         """Process batches until ``stop_event`` (or ``stop()``); sleeps ``worker_interval`` when idle."""
         interval = self.config.worker_interval.total_seconds()
+        failing: str | None = None  # the error of the last failed batch, logged once until a success
         while not (stop_event.is_set() or self._stopping.is_set()):
             try:
                 attempted = await self.run_once()
-            except Exception:  # a database blip must not kill the worker; retry next tick
-                log.exception("courier worker %s: batch failed", self.worker_id)
+            except ServiceUnavailable:
+                # The store monitor logs the outage once; a line (or a traceback) per tick would bury it.
+                log.debug("courier worker %s: database unavailable, retrying", self.worker_id)
                 attempted = 0
+            except Exception as exc:  # anything else must not kill the worker either; retry next tick
+                error = f"{type(exc).__name__}: {exc}"
+                if error != failing:
+                    log.exception("courier worker %s: batch failed (retrying every tick)", self.worker_id)
+                    failing = error
+                attempted = 0
+            else:
+                if failing is not None:
+                    log.warning("courier worker %s: batches succeed again", self.worker_id)
+                    failing = None
             if attempted:
                 continue
             await self._wait(stop_event, interval)

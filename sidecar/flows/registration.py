@@ -2,10 +2,15 @@
 
 Only the ``session`` after hook signs the new identity in (Kratos: without it, registration
 returns no session). Other hook names are accepted and, for now, do nothing.
+
+Registration is all or nothing: when anything after the identity is written fails (a hook, the
+courier refusing an address, a store), the identity and any session issued for it are removed
+again before the error is answered, so a failed registration never leaves an account behind.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -30,6 +35,9 @@ from sidecar.identity.model import Identity
 from sidecar.session.manager import SessionManager
 
 AfterRegistration = Callable[[Identity, Flow], Awaitable[list[dict[str, Any]]]]
+DiscardIdentity = Callable[[uuid.UUID], Awaitable[None]]
+
+log = logging.getLogger("sidecar.flows")
 
 
 class RegistrationFlows:
@@ -39,7 +47,9 @@ class RegistrationFlows:
         store: FlowStore,
         strategies: Sequence[RegistrationStrategy],
         sessions: SessionManager,
+        *,
         after_registration: AfterRegistration | None = None,
+        discard: DiscardIdentity | None = None,
     ) -> None:
         """``after_registration``: the verification hook (mails, ``show_verification_ui`` items)."""
         self._flow_config = config.selfservice.flows.registration
@@ -47,6 +57,8 @@ class RegistrationFlows:
         self._strategies = tuple(strategies)
         self._sessions = sessions
         self._after_registration = after_registration
+        self._discard = discard
+        """Deletes an identity whose registration did not complete (``IdentityManager.delete``)."""
 
     def _ensure_enabled(self) -> None:
         if not self._flow_config.enabled:
@@ -101,7 +113,25 @@ class RegistrationFlows:
             identity = await self._register(flow, body, client)
         except FlowInvalid as exc:
             return await self.life.show_invalid(flow, exc)
-        return await self._complete(flow, identity, client, flow.active or "password")
+        state = flow.state
+        try:
+            return await self._complete(flow, identity, client, flow.active or "password")
+        except Exception as exc:
+            await self._undo(identity)
+            if not isinstance(exc, FlowInvalid):
+                raise
+            flow.state = state
+            return await self.life.show_invalid(flow, exc)
+
+    async def _undo(self, identity: Identity) -> None:
+        """Remove what a failed registration wrote: the identity's sessions, then the identity."""
+        try:
+            await self._sessions.delete_for_identity(identity.id)
+            if self._discard is not None:
+                await self._discard(identity.id)
+        except Exception:
+            # The original error is what the client gets; this one is for the operator.
+            log.exception("could not remove identity %s after its registration failed", identity.id)
 
     async def _register(self, flow: Flow, body: Mapping[str, Any], client: Client) -> Identity:
         for strategy in self._strategies:

@@ -14,7 +14,7 @@ from sidecar.flows.recovery import RecoveryFlows
 from sidecar.flows.registration import RegistrationFlows
 from sidecar.flows.settings import SettingsFlows
 from sidecar.flows.verification import VerificationFlows
-from sidecar.security.ratelimit import RateLimiter
+from sidecar.security.throttle import Throttle
 
 
 class ProviderCallbacks(Protocol):
@@ -31,7 +31,7 @@ class SelfServiceFlows:
     login: LoginFlows
     registration: RegistrationFlows
     logout: LogoutFlows
-    limiter: RateLimiter
+    throttle: Throttle
     recovery: RecoveryFlows | None = None
     verification: VerificationFlows | None = None
     settings: SettingsFlows | None = None

@@ -109,6 +109,7 @@ class Gateway:
             await self.invalidation.stop()
         if self.upstream is not None:
             await self.upstream.close()
+        await self.websockets.close()
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def wrapped_receive() -> Message:

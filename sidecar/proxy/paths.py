@@ -4,9 +4,10 @@ The rules match, and the upstream receives, the same string: the raw path with p
 unreserved characters decoded (RFC 3986 §6.2.2.2), hex digits upper-cased, duplicate slashes
 collapsed and dot segments removed (§5.2.4). Anything a later decoder could read differently
 from us is refused instead of guessed at: encoded ``/`` and ``\\`` (``%2f``, ``%5c``), double
-encoding (``%25xx``), NUL and other control bytes, raw ``\\``, malformed escapes, non-ASCII bytes
-and, unless configured otherwise, ``;`` path parameters (Java containers strip them, so
-``/admin;x`` and ``/admin`` would be two paths to us and one to them).
+encoding (``%25xx``), NUL and other control bytes, raw ``\\``, malformed escapes, non-ASCII bytes,
+escapes that do not decode (once) to UTF-8 (``%C0%AF`` is an overlong ``/`` that lenient decoders
+accept, ``%FF`` is nothing at all) and, unless configured otherwise, ``;`` path parameters (Java
+containers strip them, so ``/admin;x`` and ``/admin`` would be two paths to us and one to them).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def normalise_path(raw: bytes, *, reject_parameters: bool = True) -> str:
     ):
         return raw.decode("ascii")
     out = bytearray()
+    decoded = bytearray()  # the path after one percent-decode: it must be UTF-8
+    non_ascii = False
     i, n = 0, len(raw)
     while i < n:
         c = raw[i]
@@ -61,6 +64,8 @@ def normalise_path(raw: bytes, *, reject_parameters: bool = True) -> str:
                 out.append(value)
             else:
                 out += b"%" + raw[i + 1 : i + 3].upper()
+            decoded.append(value)
+            non_ascii = non_ascii or value >= 0x80
             i += 3
             continue
         if c not in _PCHAR:
@@ -68,7 +73,13 @@ def normalise_path(raw: bytes, *, reject_parameters: bool = True) -> str:
         if c == 0x3B and reject_parameters:
             raise BadPath("';' path parameters are not accepted")
         out.append(c)
+        decoded.append(c)
         i += 1
+    if non_ascii:
+        try:
+            decoded.decode("utf-8")  # strict: overlong forms, surrogates and stray bytes fail
+        except UnicodeDecodeError:
+            raise BadPath("the path is not UTF-8 after percent-decoding") from None
     return _remove_dot_segments(out.decode("ascii"))
 
 

@@ -66,7 +66,7 @@ class WebSocketProxy:
         resolver: SessionResolver,
         identity: IdentityHeaders,
         trusted: TrustedProxies,
-        connector: WebSocketConnector | None,
+        connector: WebSocketConnector,
         upstream_base: str | None,
         base_origin: str,
         allowed_origins: list[str],
@@ -114,7 +114,7 @@ class WebSocketProxy:
             return
         rule = outcome.rule
         base = (rule.upstream if rule else None) or self._upstream_base
-        if base is None or self._connector is None:
+        if base is None:
             await _reject(send, scope, 404)
             return
         peer = scope["client"][0] if scope.get("client") else ""
@@ -143,6 +143,9 @@ class WebSocketProxy:
         await send({"type": "websocket.accept", "subprotocol": upstream.protocol})
         expires = outcome.session.expires_at if outcome.session else None
         await self._pump(upstream, facts.token, expires, receive, send)
+
+    async def close(self) -> None:
+        await self._connector.close()
 
     async def _pump(
         self,

@@ -80,10 +80,16 @@ def compile_paths(patterns: list[str]) -> PathMatcher:
             regexes.append(f"(?:{_glob_to_regex(p)})")
     pattern = None
     if regexes:
+        # RE2 would also print its own "Error parsing" lines (via absl) straight to stderr.
+        options = re2.Options()
+        options.log_errors = False
         try:
-            pattern = re2.compile("|".join(regexes))
+            pattern = re2.compile("|".join(regexes), options)
         except re2.error as exc:
-            raise ValueError(str(exc)) from None
+            reason = exc.args[0] if exc.args else exc
+            raise ValueError(
+                reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
+            ) from None
     return PathMatcher(frozenset(literals), tuple(prefixes), pattern, any_path)
 
 

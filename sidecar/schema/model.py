@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from functools import cached_property
 from typing import Any
@@ -12,6 +13,7 @@ import jsonschema.validators
 
 from sidecar import errors
 from sidecar.schema.extension import TraitField, trait_fields, values_at
+from sidecar.security.emails import InvalidEmail, canonical_email
 from sidecar.security.identifiers import normalize_identifier
 
 
@@ -24,6 +26,36 @@ def _message_path(error: jsonschema.exceptions.ValidationError) -> list[str]:
     return [".".join(parts)]
 
 
+_EMAIL_FORMATS = ("email", "idn-email")
+# Invisible or line-breaking characters make look-alike identifiers and forge log lines.
+_REFUSED_IN_IDENTIFIERS = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
+def _format_checker(base: jsonschema.FormatChecker) -> jsonschema.FormatChecker:
+    """The validator's format checks, with "email" meaning sidecar's canonical address rules."""
+    checker = jsonschema.FormatChecker()
+    checker.checkers = dict(base.checkers)
+
+    def is_email(instance: object) -> bool:
+        if isinstance(instance, str):
+            canonical_email(instance)
+        return True
+
+    for name in _EMAIL_FORMATS:
+        checker.checks(name, raises=InvalidEmail)(is_email)
+    return checker
+
+
+def _is_email_field(f: TraitField) -> bool:
+    """A trait holding an email: its format says so, or the extension sends mail to it."""
+    if f.format in _EMAIL_FORMATS:
+        return True
+    if any(_ext(f, section).get("via") == "email" for section in ("verification", "recovery")):
+        return True
+    code = _ext(f, "credentials", "code")  # Kratos: a code identifier is an email unless via says
+    return code.get("identifier") is True and code.get("via", "email") == "email"
+
+
 class IdentitySchema:
     """One loaded schema. ``document`` is the raw JSON served at ``GET /schemas/{id}``."""
 
@@ -32,9 +64,13 @@ class IdentitySchema:
         self.document = document
         cls = jsonschema.validators.validator_for(document, default=jsonschema.Draft7Validator)
         cls.check_schema(document)
-        # Format checking is on so "format": "email" rejects a value without "@" (as Kratos does).
-        self._validator = cls(document, format_checker=cls.FORMAT_CHECKER)
+        # Format checking is on, with sidecar's address rules for "email" (sidecar.security.emails).
+        self._validator = cls(document, format_checker=_format_checker(cls.FORMAT_CHECKER))
         self._fields = trait_fields(document)
+        self._email_fields = [f for f in self._fields if _is_email_field(f)]
+        self._identifier_fields = [
+            f for f in self._fields if f.identifier_for and f not in self._email_fields
+        ]
 
     def validate_traits(self, traits: Any) -> None:
         """``ValidationError`` with ``messages`` keyed by ``traits.<path>`` when traits are invalid."""
@@ -44,13 +80,32 @@ class IdentitySchema:
             )
         messages: dict[str, list[str]] = {}
         for error in self._validator.iter_errors({"traits": traits}):
+            text = str(error.cause) if isinstance(error.cause, InvalidEmail) else error.message
             for path in _message_path(error):
-                messages.setdefault(path or "traits", []).append(error.message)
+                messages.setdefault(path or "traits", []).append(text)
+        for path, problem in self._identifier_problems(traits):
+            if path not in messages:
+                messages[path] = [problem]
         if messages:
             first = next(iter(messages))
             raise errors.ValidationError(
                 f"{first}: {messages[first][0]}" if first else "traits are invalid", messages=messages
             )
+
+    def _identifier_problems(self, traits: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """Identifiers and addresses the schema's keywords cannot refuse on their own."""
+        found: list[tuple[str, str]] = []
+        for f in self._email_fields:
+            for value in values_at(traits, f):
+                try:
+                    canonical_email(value)
+                except InvalidEmail as exc:
+                    found.append((f"traits.{f.path}", str(exc)))
+        for f in self._identifier_fields:
+            for value in values_at(traits, f):
+                if any(unicodedata.category(ch) in _REFUSED_IN_IDENTIFIERS for ch in value):
+                    found.append((f"traits.{f.path}", "the identifier has an invisible or control character"))
+        return found
 
     def trait_fields(self) -> list[TraitField]:
         return list(self._fields)

@@ -77,21 +77,27 @@ class SchemaRegistry:
         self._schemas: dict[str, IdentitySchema] = {}
 
     async def load(self) -> None:
-        """Read and check every schema; ``ConfigError`` names the schema id and the reason."""
+        """Read and check every schema; ``ConfigError`` names each schema's id and problem."""
         loaded: dict[str, IdentitySchema] = {}
+        problems: list[tuple[str, str]] = []
         for index, ref in enumerate(self._config.schemas):
             key = f"identity.schemas[{index}] (id={ref.id!r})"
             if ref.id in loaded:
-                raise ConfigError([(key, "duplicate schema id")])
+                problems.append((key, "duplicate schema id"))
+                continue
             try:
                 document = await asyncio.to_thread(_read_source, ref)
                 if not isinstance(document, dict):
                     raise ValueError("a schema must be a JSON object")
                 loaded[ref.id] = IdentitySchema(ref.id, document)
             except jsonschema.exceptions.SchemaError as exc:
-                raise ConfigError([(key, f"invalid JSON Schema: {exc.message}")]) from exc
-            except (OSError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
-                raise ConfigError([(key, str(exc))]) from exc
+                problems.append((key, f"invalid JSON Schema: {exc.message}"))
+            except OSError as exc:
+                problems.append((key, f"cannot read {exc.filename or ref.url}: {exc.strerror}"))
+            except ValueError as exc:  # json.JSONDecodeError is a ValueError
+                problems.append((key, str(exc)))
+        if problems:
+            raise ConfigError(problems)
         if not loaded:
             loaded[DEFAULT_SCHEMA_ID] = IdentitySchema(DEFAULT_SCHEMA_ID, _default_document())
         if self._config.default_schema_id not in loaded and self._config.schemas:

@@ -1,15 +1,18 @@
 """Identifier normalisation, as Kratos stores credential identifiers and addresses.
 
 Kratos (``x.GracefulNormalization``) turns a valid phone number into E.164 and otherwise trims
-and lower-cases. We go a little further towards PRECIS (RFC 8265): NFKC first, so full-width and
-compatibility forms of the same address map to one identifier, then Unicode case folding. Without
-this, ``Alice@Example.com`` and ``alice@example.com`` would be two accounts.
+and lower-cases. We go further: an email address gets its one canonical form
+(``sidecar.security.emails``: NFKC, case folding, IDNA 2008 domain), and anything else NFKC plus
+case folding (towards PRECIS, RFC 8265). Without this, ``Alice@Example.com``,
+``alice@example.com.`` and ``alice@EXAMPLE.com`` would be three accounts.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+
+from sidecar.security.emails import InvalidEmail, canonical_email
 
 # Credential types whose identifiers are user-typed strings (OIDC/SAML use provider:subject as is).
 NORMALISED_TYPES = frozenset({"password", "code", "webauthn", "passkey", "totp", "lookup_secret"})
@@ -41,7 +44,10 @@ def normalize_identifier(value: str, credential_type: str = "password", *, via: 
     """The form an identifier is stored and looked up in.
 
     ``via="sms"`` (or a value starting with ``+`` that is a plausible phone number) gives E.164;
-    everything else gets NFKC + case folding + trimming.
+    a value with ``@`` that is a valid address gets the canonical email form (whatever ``via``
+    says: a typed login identifier has no ``via``, and it must meet the stored form); everything
+    else gets NFKC + case folding + trimming. Invalid addresses never reach the store: trait
+    validation refuses them (``sidecar.schema.model``).
     """
     if credential_type not in NORMALISED_TYPES:
         return value
@@ -49,4 +55,9 @@ def normalize_identifier(value: str, credential_type: str = "password", *, via: 
         phone = normalize_phone(value)
         if phone is not None:
             return phone
+    if "@" in value:
+        try:
+            return canonical_email(value)
+        except InvalidEmail:
+            pass
     return unicodedata.normalize("NFKC", value).casefold().strip()

@@ -1,10 +1,11 @@
-"""Brute-force protection for login and registration submissions.
+"""Mail-bombing limits: messages sent per address and per client IP in a fixed window.
 
-Counters live in the ``KeyValueStore`` and use its atomic ``incr``: every submission is counted
-*before* the password is checked, so thirty parallel guesses are thirty counts and a lockout
-answers the same whether or not the password is right. Windows are fixed (the first hit starts
-the TTL). Identifiers are stored as digests, never in clear.
+Every send counts (each one costs the recipient a mail), counted before anything is looked up
+with the store's atomic ``incr``, so parallel requests are each counted. Windows are fixed (the
+first send starts the TTL). Addresses are stored as digests, never in clear. Built by
+``flows.service.send_limits`` from ``security.rate_limit.send_per_address`` / ``send_per_ip``.
 
+Credential guessing is throttled elsewhere, by failures only: ``sidecar.security.throttle``.
 Over the limit the flow shows message 4000429 (a sidecar id in Kratos' generic-validation range,
 unused by Kratos) and the HTTP answer is 429 with ``Retry-After``.
 """
@@ -40,7 +41,8 @@ def _ip_key(flow: str, ip: str) -> str:
 
 
 class RateLimiter:
-    """Fixed-window counters per identifier and per client IP (``security.rate_limit``)."""
+    """Fixed-window counters per address and per client IP (``per_identifier`` / ``per_ip`` of the
+    ``RateLimit`` it is given, set from the ``send_*`` keys)."""
 
     def __init__(self, kv: KeyValueStore, config: RateLimit) -> None:
         self._kv = kv
@@ -65,7 +67,3 @@ class RateLimiter:
             waits.append(await self._over(_identifier_key(flow, identifier), self._config.per_identifier))
         wait = max(waits, default=0)
         return Verdict(False, wait) if wait else ALLOWED
-
-    async def forget_identifier(self, flow: str, identifier: str) -> None:
-        """A successful sign-in clears the identifier's failures (the IP window stays)."""
-        await self._kv.delete(_identifier_key(flow, identifier))

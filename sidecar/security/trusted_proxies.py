@@ -11,10 +11,13 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+DEFAULT_TRUSTED_PROXIES = ("127.0.0.0/8", "::1/128")
+
 
 @dataclass(frozen=True, slots=True)
 class TrustedProxies:
-    """``serve.public.trusted_proxies``; an empty list means loopback only (the documented default)."""
+    """``serve.public.trusted_proxies``: absent means loopback only (the documented default), an
+    explicit empty list means nobody."""
 
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     # Parsing an address costs more than the rest of a cached decision; peers repeat (keep-alive,
@@ -23,8 +26,8 @@ class TrustedProxies:
     _memo: dict[str, bool] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @classmethod
-    def parse(cls, cidrs: Sequence[str]) -> TrustedProxies:
-        items = list(cidrs) or ["127.0.0.0/8", "::1/128"]
+    def parse(cls, cidrs: Sequence[str] | None) -> TrustedProxies:
+        items = list(DEFAULT_TRUSTED_PROXIES if cidrs is None else cidrs)
         return cls(tuple(ipaddress.ip_network(c, strict=False) for c in items))
 
     def trusts(self, peer: str | None) -> bool:

@@ -90,6 +90,7 @@ class RedisInvalidation:
             log.warning("could not publish a session revocation; other workers drop it within the cache TTL")
 
     async def _listen(self) -> None:
+        lost = False
         while True:
             pubsub = self.client.pubsub()
             try:
@@ -97,6 +98,9 @@ class RedisInvalidation:
                 if self._cache is not None:
                     self._cache.invalidate_all()  # anything published while we were away is lost
                 self.subscribed.set()
+                if lost:
+                    log.info("revocation subscription restored")
+                    lost = False
                 while True:
                     # Polling with a timeout, not listen(): the client's socket_timeout would
                     # otherwise turn every quiet spell into a reconnect and a full cache drop.
@@ -112,7 +116,10 @@ class RedisInvalidation:
                 raise
             except Exception as exc:
                 self.subscribed.clear()
-                log.warning("revocation subscription lost (%s); retrying in %.1fs", exc, self.retry)
+                # Once per outage: the store monitor already says why Redis is down.
+                if not lost:
+                    log.warning("revocation subscription lost (%s); retrying every %.1fs", exc, self.retry)
+                    lost = True
                 await asyncio.sleep(self.retry)
             finally:
                 with contextlib.suppress(Exception):
@@ -166,6 +173,7 @@ class PollingInvalidation:
                 self._cache.invalidate_all()
 
     async def _poll(self) -> None:
+        failing = False
         while True:
             await asyncio.sleep(self.interval)
             try:
@@ -173,7 +181,12 @@ class PollingInvalidation:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("revocation poll failed (%s); the cache TTL bounds staleness", exc)
+                # Once per outage: the store monitor already says why the store is down.
+                if not failing:
+                    log.warning("revocation poll failed (%s); the cache TTL bounds staleness", exc)
+                    failing = True
+            else:
+                failing = False
 
     async def start(self) -> None:
         with contextlib.suppress(Exception):

@@ -21,6 +21,7 @@ from typing import Any
 from sidecar import errors
 from sidecar.identity.model import Identity
 from sidecar.identity.store import IdentityStore
+from sidecar.security.emails import InvalidEmail, canonical_email
 from sidecar.security.tokens import digest
 from sidecar.session.model import Session
 from sidecar.session.store import SessionStore
@@ -73,9 +74,17 @@ class ResolvedSession:
 
 
 def _email_of(identity: Identity) -> str | None:
+    """The canonical form (``sidecar.security.emails``) of the ``email`` trait or first email address.
+
+    The canonical form is what the identity is known by, and it is safe in a header: no controls,
+    no invisible characters, an ASCII domain. A trait that is no valid address is not passed on.
+    """
     email = identity.traits.get("email") if isinstance(identity.traits, dict) else None
     if isinstance(email, str):
-        return email
+        try:
+            return canonical_email(email)
+        except InvalidEmail:
+            pass
     for address in identity.verifiable_addresses:
         if address.via == "email":
             return address.value

@@ -7,13 +7,15 @@ this whatever ``security.account_enumeration.mitigate`` says). An unknown addres
 path also does the same store work as the known one (a decoy secret, a rendered message) so the
 answer takes as long.
 
-An address must be one line of printable text: CR, LF or any other control character is refused
-before it gets near a lookup or an SMTP header.
+An address must be a valid address in sidecar's sense (``sidecar.security.emails``): CR, LF, any
+other control or invisible character is refused before it gets near a lookup or an SMTP header.
+Mail about an account goes to the address *as stored* on it, never to the string typed into the
+form: a look-alike that normalises to a stored address (``carol@example.te\u017ft``, with a long
+s) finds the account, and the code must still reach only the stored mailbox.
 """
 
 from __future__ import annotations
 
-import unicodedata
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +39,7 @@ from sidecar.flows.strategy import (
 )
 from sidecar.identity.model import Identity, utcnow
 from sidecar.kv.store import KeyValueStore
+from sidecar.security.emails import InvalidEmail, canonical_email
 from sidecar.security.identifiers import normalize_identifier
 from sidecar.security.onetime import Grant, OneTimeSecrets, SecretKind
 from sidecar.security.ratelimit import RateLimiter
@@ -75,16 +78,27 @@ class ChallengeDeps:
 
 
 def clean_address(value: Any) -> str:
-    """The submitted email, or FlowInvalid (missing, too long, not one printable line)."""
+    """The submitted email, or FlowInvalid (missing, too long, not a valid address)."""
     if not isinstance(value, str) or not value.strip():
         raise FlowInvalid(node_messages={"email": [messages.required("email")]})
-    if (
-        len(value) > MAX_ADDRESS_LENGTH
-        or any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in value)
-        or "@" not in value
-    ):
+    if len(value) > MAX_ADDRESS_LENGTH:
         raise FlowInvalid(node_messages={"email": [messages.invalid_email()]})
+    try:
+        canonical_email(value)
+    except InvalidEmail:
+        raise FlowInvalid(node_messages={"email": [messages.invalid_email()]}) from None
     return value.strip()
+
+
+def stored_address(identity: Identity, address_id: uuid.UUID, fallback: str) -> str:
+    """The value of the identity's address ``address_id`` as stored (``fallback`` if it is gone)."""
+    for recovery in identity.recovery_addresses:
+        if recovery.id == address_id:
+            return recovery.value
+    for verifiable in identity.verifiable_addresses:
+        if verifiable.id == address_id:
+            return verifiable.value
+    return fallback
 
 
 def _rate_limited(retry_after: int, email: str) -> FlowInvalid:
@@ -195,7 +209,8 @@ class AddressChallenge(RecoveryStrategy, VerificationStrategy):
         found = await self._lookup(purpose, email)
         if found is not None:
             identity, address_id = found
-            await self.issue(purpose, flow, identity, email, "email", address_id)
+            stored = stored_address(identity, address_id, normalize_identifier(email, "code", via="email"))
+            await self.issue(purpose, flow, identity, stored, "email", address_id)
             return
         flows = self._config.selfservice.flows
         notify = (flows.recovery if purpose == "recovery" else flows.verification).notify_unknown_recipients
@@ -204,7 +219,8 @@ class AddressChallenge(RecoveryStrategy, VerificationStrategy):
             decoy = Grant(flow.id, uuid.UUID(int=0), email, "email", self.now() + self.lifespan)
             await self.secrets(purpose).store(self.kind, self.new_secret(), decoy, self.now())
         if notify:
-            await self._mail(self.template(purpose, known=False), email, {})
+            # No account, so no stored address: the typed one in its canonical form (checked).
+            await self._mail(self.template(purpose, known=False), canonical_email(email), {})
 
     async def issue(
         self,

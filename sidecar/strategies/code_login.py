@@ -284,7 +284,11 @@ class CodeLoginStrategy(LoginStrategy, RegistrationStrategy):
             identity = await self._identities.create(IdentitySpec(traits=traits, schema_id=schema_id))
         except errors.Conflict:
             raise FlowInvalid([messages.duplicate_credentials()], values=kept) from None
-        return await self._verified(identity, str(flow.internal.get(ADDRESS_KEY)))
+        try:
+            return await self._verified(identity, str(flow.internal.get(ADDRESS_KEY)))
+        except Exception:
+            await self._identities.delete(identity.id)  # all or nothing (flows/registration.py)
+            raise
 
     async def _verified(self, identity: Identity, address: str) -> Identity:
         """The code proved control of ``address``: it is verified now (Kratos does the same)."""

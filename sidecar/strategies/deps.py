@@ -15,7 +15,7 @@ from sidecar.flows.strategy import (
 from sidecar.identity.manager import IdentityManager
 from sidecar.kv.store import KeyValueStore
 from sidecar.schema.registry import SchemaRegistry
-from sidecar.security.ratelimit import RateLimiter
+from sidecar.security.throttle import Throttle
 from sidecar.strategies.address_challenge import ChallengeDeps
 
 
@@ -27,8 +27,8 @@ class StrategyDeps:
     config: Config
     identities: IdentityManager
     schemas: SchemaRegistry
-    limiter: RateLimiter
-    """Credential submissions per identifier and per client IP."""
+    throttle: Throttle
+    """Brute-force defence on credential submissions (per identifier and per client IP)."""
     kv: KeyValueStore
     """One-time state: consumed TOTP steps, used backup codes, WebAuthn challenges, OIDC states."""
     challenge: ChallengeDeps | None = None

@@ -45,3 +45,6 @@ async def create_with_credential(
     except errors.Conflict:
         await identities.delete(identity.id)
         raise FlowInvalid([messages.duplicate_credentials()], values=kept) from None
+    except Exception:
+        await identities.delete(identity.id)  # all or nothing (flows/registration.py)
+        raise

@@ -36,7 +36,7 @@ from sidecar.flows.strategy import (
 )
 from sidecar.identity.model import Credential, Identity, utcnow
 from sidecar.kv.store import KeyValueStore
-from sidecar.security.ratelimit import RateLimiter
+from sidecar.security.throttle import Throttle
 from sidecar.strategies.deps import Roles, StrategyDeps
 from sidecar.strategies.settings_rules import CredentialIdentities, flag, rate_limited, require_privileged
 
@@ -101,13 +101,13 @@ class LookupSecretStrategy(LoginStrategy, SettingsStrategy):
     def build(cls, deps: StrategyDeps) -> Roles | None:
         if not deps.config.selfservice.methods.lookup_secret.enabled:
             return None
-        strategy = cls(deps.identities, deps.kv, deps.limiter)
+        strategy = cls(deps.identities, deps.kv, deps.throttle)
         return Roles(login=strategy, settings=strategy)
 
-    def __init__(self, identities: CredentialIdentities, kv: KeyValueStore, limiter: RateLimiter) -> None:
+    def __init__(self, identities: CredentialIdentities, kv: KeyValueStore, throttle: Throttle) -> None:
         self._identities = identities
         self._kv = kv
-        self._limiter = limiter
+        self._throttle = throttle
 
     # --- login (second factor) ----------------------------------------------------------------
 
@@ -135,10 +135,9 @@ class LookupSecretStrategy(LoginStrategy, SettingsStrategy):
         code = body.get("lookup_secret")
         if not isinstance(code, str) or not code.strip():
             raise FlowInvalid(node_messages={"lookup_secret": [messages.required("lookup_secret")]})
-        for scope, key in (("lookup", str(identity.id)), ("lookup-flow", str(flow.id))):
-            verdict = await self._limiter.hit(
-                scope, identifier=key, ip=client.ip if scope == "lookup" else None
-            )
+        scopes = (("lookup", str(identity.id), client.ip), ("lookup-flow", str(flow.id), None))
+        for scope, key, scope_ip in scopes:
+            verdict = await self._throttle.admit(scope, identifier=key, ip=scope_ip)
             if not verdict.allowed:
                 raise rate_limited(verdict.retry_after)
         digest = code_digest(salt, code.strip().lower()[:64])
@@ -147,14 +146,17 @@ class LookupSecretStrategy(LoginStrategy, SettingsStrategy):
             if hmac.compare_digest(str(entry.get("digest", "")), digest):
                 match = entry
         if match is None:
+            for scope, key, scope_ip in scopes:
+                await self._throttle.failed(scope, identifier=key, ip=scope_ip)
             raise FlowInvalid(node_messages={"lookup_secret": [messages.lookup_invalid()]})
+        for scope, key, scope_ip in scopes:
+            await self._throttle.succeeded(scope, identifier=key, ip=scope_ip)
         used = messages.lookup_used()
         if match.get("used_at"):
             raise FlowInvalid(node_messages={"lookup_secret": [used]})
         now = utcnow().isoformat()
         if not await self._kv.add(f"lookup-used:{identity.id}:{digest}", now.encode(), USED_TTL):
             raise FlowInvalid(node_messages={"lookup_secret": [used]})
-        await self._limiter.forget_identifier("lookup", str(identity.id))
         return await self._mark_used(identity.id, salt, digest, now)
 
     async def _mark_used(self, identity_id: uuid.UUID, salt: str, digest: str, when: str) -> Identity:

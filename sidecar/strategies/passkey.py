@@ -32,7 +32,7 @@ from sidecar.identity.model import Identity
 from sidecar.kv.store import KeyValueStore
 from sidecar.schema.model import IdentitySchema
 from sidecar.schema.registry import SchemaRegistry
-from sidecar.security.ratelimit import RateLimiter
+from sidecar.security.throttle import Throttle
 from sidecar.security.webauthn_rp import (
     RelyingParty,
     WebAuthnError,
@@ -73,7 +73,7 @@ class PasskeyStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
     def build(cls, deps: StrategyDeps) -> Roles | None:
         if not deps.config.selfservice.methods.passkey.enabled:
             return None
-        strategy = cls(deps.config, deps.identities, deps.schemas, deps.kv, deps.limiter)
+        strategy = cls(deps.config, deps.identities, deps.schemas, deps.kv, deps.throttle)
         return Roles(login=strategy, registration=strategy, settings=strategy)
 
     def __init__(
@@ -82,7 +82,7 @@ class PasskeyStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         identities: wk.KeyIdentities,
         schemas: SchemaRegistry,
         kv: KeyValueStore,
-        limiter: RateLimiter,
+        throttle: Throttle,
     ) -> None:
         self._rp = RelyingParty.from_config(
             config.selfservice.methods.passkey.config.rp, config.public_base_url
@@ -90,7 +90,7 @@ class PasskeyStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         self._base = config.public_base_url
         self._identities = identities
         self._schemas = schemas
-        self._limiter = limiter
+        self._throttle = throttle
         self._challenges = wk.Challenges(kv, KIND)
         self._new_keys = wk.NewKeys(self._rp, self._challenges, identities, KIND, "passkey")
 
@@ -132,9 +132,16 @@ class PasskeyStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         raw = body.get("passkey_login")
         if not raw:
             raise FlowInvalid(node_messages={"passkey_login": [messages.required("passkey_login")]})
-        verdict = await self._limiter.hit("login", identifier=None, ip=client.ip)
+        verdict = await self._throttle.admit("login", identifier=None, ip=client.ip)
         if not verdict.allowed:
             raise rate_limited(verdict.retry_after)
+        try:
+            return await self._assert(flow, raw)
+        except FlowInvalid:
+            await self._throttle.failed("login", identifier=None, ip=client.ip)
+            raise
+
+    async def _assert(self, flow: Flow, raw: Any) -> Identity:
         challenge = await self._challenges.spend(flow, "login")
         try:
             response = parse_response(raw)
@@ -204,9 +211,28 @@ class PasskeyStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         schema = self._schemas.get(flow.identity_schema) if flow.identity_schema else self._schemas.default()
         traits, kept, raw = wk.registration_input(schema, body, "passkey_register")
         ids = [i for f in ("password", "webauthn", "code") for i in schema.identifiers(traits, f)]
-        verdict = await self._limiter.hit("registration", identifier=ids[0] if ids else None, ip=client.ip)
+        identifier = ids[0] if ids else None
+        verdict = await self._throttle.admit("registration", identifier=identifier, ip=client.ip)
         if not verdict.allowed:
             raise rate_limited(verdict.retry_after)
+        try:
+            identity = await self._create(flow, body, schema, traits, kept, raw, ids)
+        except FlowInvalid:
+            await self._throttle.failed("registration", identifier=identifier, ip=client.ip)
+            raise
+        await self._throttle.succeeded("registration", identifier=identifier, ip=client.ip)
+        return identity
+
+    async def _create(
+        self,
+        flow: Flow,
+        body: Mapping[str, Any],
+        schema: IdentitySchema,
+        traits: Mapping[str, Any],
+        kept: dict[str, Any],
+        raw: Any,
+        ids: list[str],
+    ) -> Identity:
         handle = from_b64url(str(flow.internal.get(HANDLE_KEY) or ""))
         key = await self._new_keys.verify(flow, "register", raw, require_uv=True)
         field = display_field(schema)

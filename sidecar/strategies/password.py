@@ -1,8 +1,11 @@
 """The ``password`` strategy: identifier + password login, traits + password registration.
 
-Every submission is counted by the rate limiter before any password is hashed or checked, so a
-lockout answers the same for right and wrong passwords. Wrong credentials give one message
-(4000006) whether or not the identifier exists; ``authenticate_password`` equalises the time.
+Brute force (``sidecar.security.throttle``): an attempt is admitted before any password is hashed
+or checked, so a delayed attempt answers the same (429) for right and wrong passwords; a wrong
+password counts as a failure, a right one clears the identifier's failures. Wrong credentials
+give one message (4000006) whether or not the identifier exists; ``authenticate_password``
+equalises the time. Registration counts only refusals (a taken identifier, invalid traits) as
+failures, so an end-to-end suite signing up many users is never slowed.
 """
 
 from __future__ import annotations
@@ -31,9 +34,9 @@ from sidecar.identity.manager import IdentitySpec
 from sidecar.identity.model import Credential, Identity
 from sidecar.schema.registry import SchemaRegistry
 from sidecar.security.passwords import check_password
-from sidecar.security.ratelimit import RateLimiter
+from sidecar.security.throttle import Throttle
 from sidecar.strategies.deps import Roles, StrategyDeps
-from sidecar.strategies.settings_rules import require_privileged
+from sidecar.strategies.settings_rules import rate_limited, require_privileged
 from sidecar.strategies.traits import flatten, traits_refused, validation_messages
 
 
@@ -55,12 +58,6 @@ class PasswordIdentities(Protocol):
     async def remove_credential(self, identity_id: uuid.UUID, credential_type: str) -> Identity: ...
 
 
-def _rate_limited(retry_after: int) -> FlowInvalid:
-    return FlowInvalid(
-        [messages.rate_limited(retry_after)], status=429, headers={"Retry-After": str(retry_after)}
-    )
-
-
 class PasswordStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
     id = "password"
 
@@ -68,16 +65,16 @@ class PasswordStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
     def build(cls, deps: StrategyDeps) -> Roles | None:
         if not deps.config.selfservice.methods.password.enabled:
             return None
-        strategy = cls(deps.config, deps.identities, deps.schemas, deps.limiter)
+        strategy = cls(deps.config, deps.identities, deps.schemas, deps.throttle)
         return Roles(login=strategy, registration=strategy, settings=strategy)
 
     def __init__(
-        self, config: Config, identities: PasswordIdentities, schemas: SchemaRegistry, limiter: RateLimiter
+        self, config: Config, identities: PasswordIdentities, schemas: SchemaRegistry, throttle: Throttle
     ) -> None:
         self._policy = config.selfservice.methods.password.config
         self._identities = identities
         self._schemas = schemas
-        self._limiter = limiter
+        self._throttle = throttle
 
     # --- login ----------------------------------------------------------------------------------
 
@@ -117,17 +114,18 @@ class PasswordStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         kept = {"identifier": identifier if isinstance(identifier, str) else None}
         if missing or not isinstance(identifier, str) or not isinstance(password, str):
             raise FlowInvalid(node_messages=missing, values=kept)
-        verdict = await self._limiter.hit("login", identifier=identifier, ip=client.ip)
+        verdict = await self._throttle.admit("login", identifier=identifier, ip=client.ip)
         if not verdict.allowed:
-            raise _rate_limited(verdict.retry_after)
+            raise rate_limited(verdict.retry_after)
         identity = None
         if len(password) <= self._policy.max_password_length:
             identity = await self._identities.authenticate_password(identifier, password)
         if identity is None:
+            await self._throttle.failed("login", identifier=identifier, ip=client.ip)
             raise FlowInvalid([messages.invalid_credentials()], values=kept)
+        await self._throttle.succeeded("login", identifier=identifier, ip=client.ip)
         if identity.state != "active":
             raise FlowInvalid([messages.account_disabled()], values=kept)
-        await self._limiter.forget_identifier("login", identifier)
         return identity
 
     # --- registration ---------------------------------------------------------------------------
@@ -148,25 +146,29 @@ class PasswordStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         identifiers: list[str] = []
         if not problems and isinstance(traits, Mapping):
             identifiers = schema.identifiers(traits, "password")
-        verdict = await self._limiter.hit(
-            "registration", identifier=identifiers[0] if identifiers else None, ip=client.ip
-        )
+        identifier = identifiers[0] if identifiers else None
+        verdict = await self._throttle.admit("registration", identifier=identifier, ip=client.ip)
         if not verdict.allowed:
-            raise _rate_limited(verdict.retry_after)
+            raise rate_limited(verdict.retry_after)
         if not isinstance(password, str) or not password:
             problems.setdefault("password", []).append(messages.required("password"))
         else:
             for text in self._policy_violations(password, identifiers):
                 problems.setdefault("password", []).append(text)
         if problems or not isinstance(traits, Mapping) or not isinstance(password, str):
+            await self._throttle.failed("registration", identifier=identifier, ip=client.ip)
             raise FlowInvalid(
                 node_messages=problems or {"traits": [messages.required("traits")]}, values=kept
             )
         spec = IdentitySpec(traits=dict(traits), schema_id=schema.id, password_plain=password)
         try:
-            return await self._identities.create(spec)
+            identity = await self._identities.create(spec)
         except (errors.Conflict, errors.ValidationError) as exc:
+            # A taken identifier is what an enumeration run probes for: it counts.
+            await self._throttle.failed("registration", identifier=identifier, ip=client.ip)
             raise traits_refused(exc, kept) from None
+        await self._throttle.succeeded("registration", identifier=identifier, ip=client.ip)
+        return identity
 
     def _policy_violations(self, password: str, identifiers: list[str]) -> list[Text]:
         return [

@@ -43,7 +43,7 @@ from sidecar.flows.strategy import (
 from sidecar.identity.model import Credential, Identity
 from sidecar.kv.store import KeyValueStore
 from sidecar.schema.registry import SchemaRegistry
-from sidecar.security.ratelimit import RateLimiter
+from sidecar.security.throttle import Throttle
 from sidecar.strategies.deps import Roles, StrategyDeps
 from sidecar.strategies.settings_rules import CredentialIdentities, flag, rate_limited, require_privileged
 
@@ -95,7 +95,7 @@ class TotpStrategy(LoginStrategy, SettingsStrategy):
     def build(cls, deps: StrategyDeps) -> Roles | None:
         if not deps.config.selfservice.methods.totp.enabled:
             return None
-        strategy = cls(deps.config, deps.identities, deps.schemas, deps.kv, deps.limiter)
+        strategy = cls(deps.config, deps.identities, deps.schemas, deps.kv, deps.throttle)
         return Roles(login=strategy, settings=strategy)
 
     def __init__(
@@ -104,7 +104,7 @@ class TotpStrategy(LoginStrategy, SettingsStrategy):
         identities: CredentialIdentities,
         schemas: SchemaRegistry,
         kv: KeyValueStore,
-        limiter: RateLimiter,
+        throttle: Throttle,
         clock: Callable[[], float] = time.time,
     ) -> None:
         totp = config.selfservice.methods.totp.config
@@ -113,7 +113,7 @@ class TotpStrategy(LoginStrategy, SettingsStrategy):
         self._identities = identities
         self._schemas = schemas
         self._kv = kv
-        self._limiter = limiter
+        self._throttle = throttle
         self._clock = clock
 
     # --- checking a code --------------------------------------------------------------------
@@ -123,8 +123,10 @@ class TotpStrategy(LoginStrategy, SettingsStrategy):
     ) -> None:
         if not isinstance(code, str) or not code.strip():
             raise FlowInvalid(node_messages={"totp_code": [messages.required("totp_code")]})
-        for scope, key in (("totp", str(identity_id)), ("totp-flow", str(flow.id))):
-            verdict = await self._limiter.hit(scope, identifier=key, ip=ip if scope == "totp" else None)
+        # Guesses per identity (and IP), and per flow (``sidecar.security.throttle``).
+        scopes = (("totp", str(identity_id), ip), ("totp-flow", str(flow.id), None))
+        for scope, key, scope_ip in scopes:
+            verdict = await self._throttle.admit(scope, identifier=key, ip=scope_ip)
             if not verdict.allowed:
                 raise rate_limited(verdict.retry_after)
         code = code.strip()
@@ -134,7 +136,11 @@ class TotpStrategy(LoginStrategy, SettingsStrategy):
         # The step is consumed atomically: of concurrent submissions of one code, one wins.
         ttl = timedelta(seconds=30 * (2 * self._skew + 2))
         if step is None or not await self._kv.add(f"totp-step:{identity_id}:{step}", b"1", ttl):
+            for scope, key, scope_ip in scopes:
+                await self._throttle.failed(scope, identifier=key, ip=scope_ip)
             raise FlowInvalid(node_messages={"totp_code": [messages.totp_invalid()]})
+        for scope, key, scope_ip in scopes:
+            await self._throttle.succeeded(scope, identifier=key, ip=scope_ip)
 
     # --- login (second factor) ----------------------------------------------------------------
 
@@ -155,7 +161,6 @@ class TotpStrategy(LoginStrategy, SettingsStrategy):
         if not isinstance(url, str) or not url:
             raise FlowInvalid([messages.totp_missing()])
         await self._verify(flow, identity.id, secret_of(url), body.get("totp_code"), client.ip)
-        await self._limiter.forget_identifier("totp", str(identity.id))
         return identity
 
     # --- settings (enrol, unlink) --------------------------------------------------------------
@@ -228,6 +233,5 @@ class TotpStrategy(LoginStrategy, SettingsStrategy):
         await self._verify(flow, identity.id, secret_of(url), body.get("totp_code"), ctx.client.ip)
         credential = Credential(type="totp", identifiers=(str(identity.id),), config={"totp_url": url})
         identity = await self._identities.save_credential(identity.id, credential)
-        await self._limiter.forget_identifier("totp", str(identity.id))
         flow.internal.pop(PENDING_KEY, None)
         return SettingsUpdate(identity, second_factor="totp")

@@ -34,9 +34,10 @@ from sidecar.flows.strategy import (
 )
 from sidecar.identity.model import Identity
 from sidecar.kv.store import KeyValueStore
+from sidecar.schema.model import IdentitySchema
 from sidecar.schema.registry import SchemaRegistry
 from sidecar.security.identifiers import normalize_identifier
-from sidecar.security.ratelimit import RateLimiter
+from sidecar.security.throttle import Throttle
 from sidecar.security.webauthn_rp import (
     RelyingParty,
     WebAuthnError,
@@ -76,7 +77,7 @@ class WebAuthnStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
     def build(cls, deps: StrategyDeps) -> Roles | None:
         if not deps.config.selfservice.methods.webauthn.enabled:
             return None
-        strategy = cls(deps.config, deps.identities, deps.schemas, deps.kv, deps.limiter)
+        strategy = cls(deps.config, deps.identities, deps.schemas, deps.kv, deps.throttle)
         return Roles(login=strategy, registration=strategy, settings=strategy)
 
     def __init__(
@@ -85,7 +86,7 @@ class WebAuthnStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         identities: wk.KeyIdentities,
         schemas: SchemaRegistry,
         kv: KeyValueStore,
-        limiter: RateLimiter,
+        throttle: Throttle,
     ) -> None:
         method = config.selfservice.methods.webauthn.config
         self.first_factor = method.passwordless
@@ -94,7 +95,7 @@ class WebAuthnStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         self._mitigate = config.security.account_enumeration.mitigate
         self._identities = identities
         self._schemas = schemas
-        self._limiter = limiter
+        self._throttle = throttle
         self._challenges = wk.Challenges(kv, KIND)
         self._new_keys = wk.NewKeys(self._rp, self._challenges, identities, KIND, "security key")
 
@@ -168,11 +169,17 @@ class WebAuthnStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         identifier = body.get("identifier")
         if not isinstance(identifier, str) or not identifier.strip():
             raise FlowInvalid(node_messages={"identifier": [messages.required("identifier")]})
-        verdict = await self._limiter.hit("login", identifier=identifier, ip=client.ip)
+        # Probing identifiers is what this step allows: an unknown one (or one without a key)
+        # counts as a failure; the key itself cannot be guessed.
+        verdict = await self._throttle.admit("login", identifier=identifier, ip=client.ip)
         if not verdict.allowed:
             raise rate_limited(verdict.retry_after)
         identity = await self._identities.find_by_credential(KIND, normalize_identifier(identifier))
         keys = self._keys(identity, passwordless=True) if identity else []
+        if identity is None or not keys:
+            await self._throttle.failed("login", identifier=identifier, ip=client.ip)
+        else:
+            await self._throttle.succeeded("login", identifier=identifier, ip=client.ip)
         if identity is None or not keys:
             if not self._mitigate:
                 raise FlowInvalid([messages.webauthn_no_user_or_key()], values={"identifier": identifier})
@@ -261,9 +268,28 @@ class WebAuthnStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         schema = self._schemas.get(flow.identity_schema) if flow.identity_schema else self._schemas.default()
         traits, kept, raw = wk.registration_input(schema, body, "webauthn_register")
         ids = schema.identifiers(traits, KIND)
-        verdict = await self._limiter.hit("registration", identifier=ids[0] if ids else None, ip=client.ip)
+        identifier = ids[0] if ids else None
+        verdict = await self._throttle.admit("registration", identifier=identifier, ip=client.ip)
         if not verdict.allowed:
             raise rate_limited(verdict.retry_after)
+        try:
+            identity = await self._create(flow, body, schema, traits, kept, raw, ids)
+        except FlowInvalid:
+            await self._throttle.failed("registration", identifier=identifier, ip=client.ip)
+            raise
+        await self._throttle.succeeded("registration", identifier=identifier, ip=client.ip)
+        return identity
+
+    async def _create(
+        self,
+        flow: Flow,
+        body: Mapping[str, Any],
+        schema: IdentitySchema,
+        traits: Mapping[str, Any],
+        kept: dict[str, Any],
+        raw: Any,
+        ids: list[str],
+    ) -> Identity:
         handle = from_b64url(str(flow.internal.get(HANDLE_KEY) or ""))
         key = await self._new_keys.verify(flow, "register", raw, require_uv=True)
         name = str(body.get("webauthn_register_displayname") or "")[:64] or "Security key"

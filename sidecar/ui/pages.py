@@ -65,7 +65,8 @@ def page_routes(
     ``flow`` they 303 to ``{prefix}/self-service/<kind>/browser`` (other query parameters such as
     ``return_to``, ``refresh`` and ``aal`` are kept), which creates a flow and comes back with
     ``?flow=``. ``GET /ui/error?id=`` draws a stored error, ``GET /ui/welcome`` the signed-in landing
-    page, ``GET /ui/static/<file>`` the stylesheet and script.
+    page, ``GET /ui/static/<file>`` the stylesheet and script, ``GET /`` (the prefix itself) an
+    index of the pages and endpoints.
 
     The callables are the seam to the core (all may raise ``sidecar.errors.SidecarError``):
 
@@ -104,11 +105,13 @@ def page_routes(
         fetch_error=fetch_error,
         whoami=whoami,
         logout_url=logout_url,
+        base_url=public_base_url.rstrip("/"),
     )
     routes: list[BaseRoute] = [
         Route(f"/ui/{kind}", pages.flow_endpoint(kind), methods=["GET"]) for kind in FLOW_KINDS
     ]
     routes += [
+        Route("/", pages.index, methods=["GET"]),
         Route("/ui/error", pages.error_page, methods=["GET"]),
         Route("/ui/welcome", pages.welcome, methods=["GET"]),
         Route("/ui/static/{name}", pages.static, methods=["GET"]),
@@ -138,6 +141,7 @@ class _Pages:
         fetch_error: FetchError,
         whoami: Whoami,
         logout_url: LogoutUrl,
+        base_url: str = "",
     ) -> None:
         self.settings = settings
         self.csp = csp
@@ -147,6 +151,7 @@ class _Pages:
         self.fetch_error = fetch_error
         self.whoami = whoami
         self.logout_url_of = logout_url
+        self.base_url = base_url
         self.static_files: dict[str, tuple[bytes, str]] = {}
         for name, media_type in _STATIC_FILES.items():
             body = resources.files("sidecar.ui").joinpath("static", name).read_bytes()
@@ -363,6 +368,34 @@ class _Pages:
             "links": [],
         }
         return self.render("welcome.html", context, page="welcome")
+
+    async def index(self, request: Request) -> Response:
+        """``GET {prefix}/``: where the README's first link lands; the flows, health and API."""
+        s = self.settings
+        actions = [("Sign in", self.init_url("login"), True)]
+        if s.registration_enabled:
+            actions.append(("Create an account", self.init_url("registration"), False))
+        actions.append(("Your account", f"{s.prefix}/ui/welcome", False))
+        if s.recovery_enabled:
+            actions.append(("Recover your account", self.init_url("recovery"), False))
+        if s.verification_enabled:
+            actions.append(("Verify an email address", self.init_url("verification"), False))
+        endpoints = [
+            ("Readiness", f"{s.prefix}/health/ready"),
+            ("Liveness", f"{s.prefix}/health/alive"),
+            ("Version", f"{s.prefix}/version"),
+            ("Session", f"{s.prefix}/sessions/whoami"),
+            ("JWT keys", f"{s.prefix}/.well-known/jwks.json"),
+        ]
+        context = {
+            "title": "Sign-in and accounts",
+            "subtitle": "Start here to sign in, create an account or manage yours.",
+            "actions": actions,
+            "endpoints": endpoints,
+            "base_url": self.base_url,
+            "links": [],
+        }
+        return self.render("index.html", context, page="index")
 
     async def static(self, request: Request) -> Response:
         found = self.static_files.get(request.path_params["name"])

@@ -155,3 +155,70 @@ feature_flags: {use_continue_with_transitions: true}
     hooks = c.selfservice.flows.registration.after.for_method("password")
     assert [h.hook for h in hooks] == ["session", "show_verification_ui"]
     assert c.hashers.algorithm == "bcrypt"
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "key", "expected"),
+    [
+        pytest.param("SIDECAR_REDIS__KEY_PREFIX", "nctest:", ("redis", "key_prefix"), "nctest:", id="colon"),
+        pytest.param(
+            "SIDECAR_SERVE__PUBLIC__PREFIX", "/auth", ("serve", "public", "prefix"), "/auth", id="path"
+        ),
+        pytest.param(
+            "SIDECAR_SERVE__ADMIN__API_KEY", "0123", ("serve", "admin", "api_key"), "0123", id="digits"
+        ),
+        pytest.param(
+            "SIDECAR_SERVE__ADMIN__API_KEY", "no", ("serve", "admin", "api_key"), "no", id="yaml-bool"
+        ),
+        pytest.param("SIDECAR_DSN", "sqlite:///x.db#a", ("dsn",), "sqlite:///x.db#a", id="hash"),
+        pytest.param("SIDECAR_LOG__FORMAT", "text", ("log", "format"), "text", id="literal"),
+    ],
+)
+def test_env_values_for_text_keys_are_taken_as_they_are(
+    name: str, raw: str, key: tuple[str, ...], expected: str
+) -> None:
+    env = {name: raw, "SIDECAR_REDIS__URL": "redis://127.0.0.1:6379/0"}
+    node: object = load_config(environ=env, overrides=SECRET)
+    for part in key:
+        node = getattr(node, part)
+    assert node == expected
+
+
+def test_env_values_for_other_keys_are_yaml() -> None:
+    c = load_config(
+        environ={
+            "SIDECAR_SERVE__PUBLIC__PORT": "8443",
+            "SIDECAR_SECRETS__COOKIE": "[first-secret-of-16-chars, second-secret-16-chars]",
+            "SIDECAR_SELFSERVICE__METHODS__TOTP__ENABLED": "true",
+            "SIDECAR_RULES": "[/etc/rules/a.yaml]",
+        }
+    )
+    assert c.serve.public.port == 8443
+    assert c.secrets.cookie == ["first-secret-of-16-chars", "second-secret-16-chars"]
+    assert c.selfservice.methods.totp.enabled is True
+    assert c.rules == ["/etc/rules/a.yaml"]
+
+
+def test_commands_that_sign_nothing_need_no_secrets() -> None:
+    c = load_config(require_secrets=False)
+    assert c.secrets.cookie == []
+    # Other production checks still apply.
+    with pytest.raises(ConfigError) as exc:
+        load_config(
+            overrides={"session": {"cookie": {"same_site": "None", "secure": False}}}, require_secrets=False
+        )
+    assert list(_problems(exc)) == ["session.cookie.secure"]
+
+
+def test_dev_binds_loopback_unless_told_otherwise(tmp_path: Path) -> None:
+    assert load_config(dev=True).serve.public.host == "127.0.0.1"
+    assert load_config(dev=True, environ={"SIDECAR_SERVE__PUBLIC__PORT": "8443"}).serve.public.host == (
+        "127.0.0.1"
+    )
+    told = load_config(dev=True, environ={"SIDECAR_SERVE__PUBLIC__HOST": "0.0.0.0"})
+    assert told.serve.public.host == "0.0.0.0"
+    f = tmp_path / "c.yaml"
+    f.write_text("serve: {public: {host: 0.0.0.0}}\n")
+    assert load_config([f], dev=True).serve.public.host == "0.0.0.0"
+    # Production keeps the documented default: all interfaces.
+    assert load_config(overrides=SECRET).serve.public.host == "0.0.0.0"

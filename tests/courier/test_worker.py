@@ -234,3 +234,61 @@ async def test_cancelled_worker_releases_its_batch(
         await batch
     counts = await store.count_by_status()
     assert (counts["queued"], counts["processing"]) == (3, 0)
+
+
+async def test_database_outage_is_not_a_traceback_per_tick(
+    make_courier_config: MakeConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store monitor logs an outage once; the worker's loop only retries, quietly."""
+    import logging
+
+    from tests.conftest import free_port
+
+    database = SqlDatabase(f"postgres://postgres@127.0.0.1:{free_port()}/gone")
+    try:
+        worker = make_worker(database.courier, make_courier_config("smtp://127.0.0.1:1"), "w-outage")
+        stop = asyncio.Event()
+        with caplog.at_level(logging.DEBUG, "sidecar.courier"):
+            task = asyncio.create_task(worker.run(stop))
+            await asyncio.sleep(0.5)
+            stop.set()
+            await task
+    finally:
+        await database.close()
+    mine = [r for r in caplog.records if r.name == "sidecar.courier"]
+    assert len(mine) >= 3  # it kept trying, every tick
+    assert all(r.levelno == logging.DEBUG and r.exc_info is None for r in mine)
+
+
+async def test_a_persistent_error_is_logged_once_until_it_clears(
+    make_courier_config: MakeConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A schema dropped under the worker (an error that is no outage): one traceback, not one a tick."""
+    import logging
+
+    class Flaky:
+        """Just the part of a store an empty queue needs, failing as PostgreSQL does without tables."""
+
+        fail = True
+
+        async def claim_batch(self, *args: object, **kwargs: object) -> list[Message]:
+            if self.fail:
+                raise RuntimeError('relation "courier_messages" does not exist')
+            return []
+
+    store = Flaky()
+    config = make_courier_config("smtp://127.0.0.1:1")
+    worker = CourierWorker(store, SmtpSender(config.smtp), config, "w-broken")  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    with caplog.at_level(logging.DEBUG, "sidecar.courier"):
+        task = asyncio.create_task(worker.run(stop))
+        await asyncio.sleep(0.4)
+        store.fail = False
+        await asyncio.sleep(0.2)
+        stop.set()
+        await task
+    mine = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "sidecar.courier"]
+    assert mine == [
+        ("ERROR", "courier worker w-broken: batch failed (retrying every tick)"),
+        ("WARNING", "courier worker w-broken: batches succeed again"),
+    ]

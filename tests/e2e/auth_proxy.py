@@ -48,6 +48,29 @@ def proxied_stack(
         yield sidecar, proxy
 
 
+@contextlib.contextmanager
+def example_stack(
+    tmp: Path,
+    proxy_server: Callable[[Path, Callable[[int], str]], contextlib.AbstractContextManager[Proc]],
+    render: Callable[[int, int, int], str],
+) -> Iterator[tuple[Sidecar, Proc]]:
+    """As ``proxied_stack``, for a whole shipped config file: ``render(sidecar, upstream, proxy)``
+    turns the example into this run's config (its ports swapped for free ones, nothing else)."""
+    (tmp / "rules.yaml").write_text(RULES)
+    with (
+        upstream_server() as upstream,
+        sidecar_server(tmp, rules=[str(tmp / "rules.yaml")]) as sidecar,
+        proxy_server(tmp, lambda port: render(sidecar.proc.port, upstream.port, port)) as proxy,
+    ):
+        yield sidecar, proxy
+
+
+def replace_once(text: str, old: str, new: str) -> str:
+    """``text`` with ``old`` replaced; fails when the example no longer has exactly one ``old``."""
+    assert text.count(old) == 1, f"expected exactly one {old!r} in the example"
+    return text.replace(old, new)
+
+
 def assert_browser_sent_to_login(sidecar: Sidecar, proxy: Proc) -> None:
     status, headers, _ = get(
         proxy.port, "/private/page?x=1", {"Accept": "text/html", "Sec-Fetch-Mode": "navigate"}

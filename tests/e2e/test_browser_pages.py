@@ -13,7 +13,7 @@ import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
@@ -342,3 +342,20 @@ def test_real_registration_errors_are_shown(browser: Browser, real_site: str) ->
     expect(page.locator("input[name=password]")).to_have_value("")
     browser.screenshot("real-registration-failed")
     assert browser.problems == []
+
+
+def test_index_at_the_prefix_leads_into_the_flows(browser: Browser, real_site: str) -> None:
+    """The README's first link: a page, not a 404; its buttons start the flows."""
+    base, page = real_site, browser.page
+    page.goto(f"{base}/")
+    expect(page.get_by_role("heading", name="Sign-in and accounts")).to_be_visible()
+    browser.screenshot("real-index")
+    page.get_by_role("link", name="Create an account").click()
+    page.wait_for_url(re.compile(r"/\.auth/ui/registration\?flow="))
+    page.goto(f"{base}/")
+    page.get_by_role("link", name="Sign in").click()
+    page.wait_for_url(re.compile(r"/\.auth/ui/login\?flow="))
+    page.goto(f"{base}/")
+    assert browser.problems == []
+    page.get_by_role("link", name=f"{urlsplit(base).path}/health/ready").click()
+    assert json.loads(page.locator("body").inner_text()) == {"status": "ok"}

@@ -73,7 +73,9 @@ class OidcProvider:
 
 
 @contextlib.contextmanager
-def oidc_provider(redirect_uris: list[str]) -> Iterator[OidcProvider]:
+def oidc_provider(
+    redirect_uris: list[str], *, client_id: str = CLIENT_ID, client_secret: str = CLIENT_SECRET
+) -> Iterator[OidcProvider]:
     ensure_node_modules()
     port = free_port()
     issuer = f"http://127.0.0.1:{port}"
@@ -82,7 +84,7 @@ def oidc_provider(redirect_uris: list[str]) -> Iterator[OidcProvider]:
         "PORT": str(port),
         "NODE_ENV": "test",
         "OIDC_CLIENTS": json.dumps(
-            [{"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "redirect_uris": redirect_uris}]
+            [{"client_id": client_id, "client_secret": client_secret, "redirect_uris": redirect_uris}]
         ),
         "OIDC_ACCOUNTS": json.dumps(ACCOUNTS),
     }
@@ -253,14 +255,14 @@ def _flow_csrf(flow: dict[str, Any]) -> str:
     )
 
 
-def _to_provider_and_back(client: httpx.Client, site: Site, login: str) -> str:
+def _to_provider_and_back(client: httpx.Client, site: Site, login: str, provider: str = "op") -> str:
     """From the sidecar's 303 to the provider, through its login form, to our callback URL."""
     flow = client.get(
         f"{site.base}/self-service/login/browser", headers={"Accept": "application/json"}
     ).json()
     leave = client.post(
         f"{site.base}/self-service/login?flow={flow['id']}",
-        data={"csrf_token": _flow_csrf(flow), "provider": "op"},
+        data={"csrf_token": _flow_csrf(flow), "provider": provider},
     )
     assert leave.status_code == 303, leave.text
     url = leave.headers["location"]

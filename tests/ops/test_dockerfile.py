@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import yaml
 
 from tests.ops.serve import COOKIE_SECRET, base_config, clean_env, migrate, ports, running, write_config
 
@@ -115,3 +116,95 @@ def healthcheck_command() -> list[str]:
     rest = [rest for word, rest in final_stage() if word == "HEALTHCHECK"][-1]
     _, _, command = rest.partition(" CMD ")
     return list(json.loads(command))
+
+
+def _docker_run_words(command: str) -> list[str]:
+    """The words bash makes of ``docker run ...`` (so ``$(openssl rand -hex 32)`` and ``$PWD``
+    expand as they would for the reader, in the repository's folder)."""
+    assert command.startswith("docker run "), command
+    out = subprocess.run(
+        ["bash", "-c", "printf '%s\\0' " + command.removeprefix("docker run ")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.split("\0")[:-1]
+
+
+def documented_docker_runs() -> dict[str, list[str]]:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    [line] = [line.strip() for line in readme.splitlines() if "docker run " in line]
+    deploy = (ROOT / "docs" / "DEPLOY.md").read_text(encoding="utf-8").replace("\\\n", " ")
+    [block] = [line.strip() for line in deploy.splitlines() if line.strip().startswith("docker run --rm -p")]
+    return {
+        "README.md": _docker_run_words(line.strip("`")),
+        "docs/DEPLOY.md": _docker_run_words(" ".join(block.split())),
+    }
+
+
+def test_documented_docker_run_works_as_written(tmp_path: Path) -> None:
+    """README's one-liner (and DEPLOY's copy of it): each option checked against the image, then
+    the image's command run with exactly what the options give it."""
+    runs = documented_docker_runs()
+    words = runs["README.md"]
+    secret = next(w for w in words if w.startswith("SIDECAR_SECRETS__COOKIE="))
+    assert [w for w in runs["docs/DEPLOY.md"] if not w.startswith("SIDECAR_SECRETS__COOKIE=")] == [
+        w for w in words if w != secret
+    ]
+    options: dict[str, list[str]] = {"-p": [], "-v": [], "-e": []}
+    rest = list(words)
+    while rest and rest[0].startswith("-"):
+        flag = rest.pop(0)
+        if flag != "--rm":
+            options[flag].append(rest.pop(0))
+    image, args = rest[0], rest[1:]
+    assert image == "sidecar"  # the tag of the documented `docker build -t sidecar .`
+    assert options["-p"] == ["4433:4433"]
+    exposed = {p for word, rest_ in final_stage() if word == "EXPOSE" for p in rest_.split()}
+    assert "4433" in exposed
+    [mount] = options["-v"]
+    source, target, mode = mount.split(":")
+    entry, cmd = exec_form("ENTRYPOINT"), exec_form("CMD")
+    assert target in entry + cmd and mode == "ro"
+    assert Path(source).is_file(), source
+    config = yaml.safe_load(Path(source).read_text())
+    assert config["serve"]["public"]["base_url"] == "http://127.0.0.1:4433/.auth"  # matches -p
+    env_pairs = dict(e.split("=", 1) for e in options["-e"])
+    cookie = env_pairs["SIDECAR_SECRETS__COOKIE"]
+    assert cookie.startswith("[") and len(cookie) == 66  # [ + 64 hex digits + ]
+
+    public_port, admin_port = ports()
+    argv = [source if a == target else a for a in entry + cmd + args]
+    env = clean_env(
+        **env_pairs,
+        # Inside the container the image listens on 0.0.0.0:4433; here, free loopback ports.
+        SIDECAR_SERVE__PUBLIC__HOST="127.0.0.1",
+        SIDECAR_SERVE__PUBLIC__PORT=str(public_port),
+        SIDECAR_SERVE__PUBLIC__BASE_URL=f"http://127.0.0.1:{public_port}/.auth",
+        SIDECAR_SERVE__ADMIN__PORT=str(admin_port),
+    )
+    for word, rest_ in final_stage():
+        if word == "ENV":
+            for name, value in re.findall(r"(\w+)=(\S+)", rest_):
+                if name != "PATH":
+                    env[name] = value
+    workdir = tmp_path / "var-lib-sidecar"  # the image's WORKDIR: empty, writable by the user
+    workdir.mkdir()
+    with running(argv, cwd=workdir, public_port=public_port, admin_port=admin_port, env=env) as proc:
+        base = f"{proc.public_url}/.auth"
+        assert httpx.get(f"{base}/health/ready", timeout=5).status_code == 200
+        assert httpx.get(f"{base}/", timeout=5).status_code == 200
+        flow = httpx.get(f"{base}/self-service/registration/api").json()
+        done = httpx.post(
+            f"{base}/self-service/registration?flow={flow['id']}",
+            json={
+                "method": "password",
+                "password": "a-long-docker-passphrase",
+                "traits": {"email": "d@example.test"},
+            },
+        )
+        assert done.status_code == 200, done.text
+        log = proc.log()
+    assert (workdir / "sidecar.db").exists()  # the default dsn, in WORKDIR
+    assert "Traceback" not in log

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -318,6 +318,18 @@ def header_values(doc: dict[str, Any], name: str) -> list[str]:
 @contextlib.contextmanager
 def nginx_server(tmp: Path, server_block: str) -> Iterator[Proc]:
     """Debian's nginx in the foreground with a config written here; stopped by PID."""
+
+    def http_block(port: int) -> str:
+        return f"  server {{\n    listen 127.0.0.1:{port};\n{server_block}\n  }}"
+
+    with nginx_http_server(tmp, http_block) as proc:
+        yield proc
+
+
+@contextlib.contextmanager
+def nginx_http_server(tmp: Path, http_block: Callable[[int], str]) -> Iterator[Proc]:
+    """nginx whose ``http {}`` block holds ``http_block(port)`` (e.g. a shipped example file,
+    included as its comment says), which must listen on 127.0.0.1:port."""
     port = free_port()
     root = tmp / f"nginx-{port}"
     root.mkdir()
@@ -335,10 +347,7 @@ events {{ worker_connections 512; }}
 http {{
   access_log off;
 {temps}
-  server {{
-    listen 127.0.0.1:{port};
-{server_block}
-  }}
+{http_block(port)}
 }}
 """
     (root / "nginx.conf").write_text(conf)
@@ -355,18 +364,27 @@ http {{
 @contextlib.contextmanager
 def caddy_server(tmp: Path, site_block: str) -> Iterator[Proc]:
     """Caddy in the foreground with a Caddyfile written here (no admin API, no HTTPS)."""
+
+    def sites(port: int) -> str:
+        return f"{{\n  auto_https off\n}}\nhttp://127.0.0.1:{port} {{\n{site_block}\n}}\n"
+
+    with caddy_file_server(tmp, sites) as proc:
+        yield proc
+
+
+@contextlib.contextmanager
+def caddy_file_server(tmp: Path, caddyfile: Callable[[int], str]) -> Iterator[Proc]:
+    """Caddy running ``caddyfile(port)`` (e.g. a shipped example), which must serve 127.0.0.1:port.
+    The admin API is switched off (a global options block is merged in)."""
     port = free_port()
     root = tmp / f"caddy-{port}"
     root.mkdir()
-    caddyfile = f"""{{
-  admin off
-  auto_https off
-}}
-http://127.0.0.1:{port} {{
-{site_block}
-}}
-"""
-    (root / "Caddyfile").write_text(caddyfile)
+    text = caddyfile(port)
+    if text.lstrip().startswith("{"):
+        text = text.lstrip().replace("{", "{\n  admin off", 1)
+    else:
+        text = "{\n  admin off\n}\n" + text
+    (root / "Caddyfile").write_text(text)
     env = {
         **os.environ,
         "XDG_DATA_HOME": str(root / "data"),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import io
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from sidecar.cli_rules import add_rules_parser, explain
 from sidecar.rules.loader import parse_rules
 from tests.conftest import free_port
+from tests.ops.serve import clean_env
 from tests.proxy.harness import make_user, sidecar_config
 
 RULES = """
@@ -180,3 +183,64 @@ def test_explain_a_request_id_from_the_access_log(tmp_path: Path, capsys: pytest
         ["rules", "explain", "--request-id", "nope", "--log", str(log), "-c", str(cfg)], capsys
     )
     assert code == 2 and "request id nope not found" in err
+
+
+# --- as printed in the README, in a fresh shell: no secrets, no config, clear words -----------------
+
+
+def _sidecar(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sidecar", *args],
+        cwd=cwd,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_rules_commands_need_no_secrets(tmp_path: Path) -> None:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "app.yaml").write_text(RULES)
+    (tmp_path / "sidecar.yml").write_text("rules: [rules/*.yaml]\n")  # no secrets.cookie
+    check = _sidecar(["rules", "check", "-c", "sidecar.yml"], tmp_path)
+    assert (check.returncode, check.stdout, check.stderr) == (
+        0,
+        "2 rules in 1 files (first_match): valid\n",
+        "",
+    )
+    explain = _sidecar(
+        [
+            "rules",
+            "explain",
+            "GET",
+            "https://app.example.com/assets/a.css",
+            "--anonymous",
+            "-c",
+            "sidecar.yml",
+        ],
+        tmp_path,
+    )
+    assert explain.returncode == 0, explain.stderr
+    assert "decision for anonymous: allow" in explain.stdout
+
+
+def test_explain_says_when_no_rules_are_loaded(tmp_path: Path) -> None:
+    out = _sidecar(["rules", "explain", "GET", "https://app.example.com/billing", "--anonymous"], tmp_path)
+    assert out.returncode == 2
+    assert out.stdout == ""
+    assert out.stderr == (
+        "no rules are loaded (from the config key `rules` (-c FILE)): "
+        "every request is denied (403, default deny)\n"
+    )
+    check = _sidecar(["rules", "check"], tmp_path)
+    assert check.returncode == 1
+    assert check.stderr == "no rule files found (config key `rules` matches no file, or none is set)\n"
+
+
+def test_regex_errors_without_library_noise(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nrules:\n  - {id: r, match: {paths: ['regex:^/a(b$']}, require: public}\n")
+    out = _sidecar(["rules", "check", str(bad)], tmp_path)
+    assert out.returncode == 1
+    assert out.stderr == f"{bad}:3: rule 'r' match.paths: invalid pattern: missing ): (?:^/a(b$)\n"

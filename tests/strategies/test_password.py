@@ -1,4 +1,4 @@
-"""The password strategy's brute-force protection (sidecar/security/ratelimit.py on real stores)."""
+"""The password strategy's brute-force answers, and the mail-send limiter, on real stores."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from sidecar.config.model import RateLimit
 from sidecar.flows.outcome import FlowInvalid
 from sidecar.security.ratelimit import RateLimiter
+from sidecar.security.throttle import Throttle
 from tests.flows.conftest import api_client
 
 
@@ -35,35 +36,34 @@ async def kv(kv_kind: tuple[str, str], services: Any) -> Any:
     await backend.close()
 
 
-async def test_parallel_hits_are_counted_atomically(kv: Any) -> None:
+async def test_parallel_sends_are_counted_atomically(kv: Any) -> None:
     limiter = RateLimiter(kv, RateLimit(per_identifier=10, per_ip=1000, window=timedelta(minutes=5)))
     verdicts = await asyncio.gather(
-        *(limiter.hit("login", identifier="Ann@Example.test", ip="198.51.100.1") for _ in range(30))
+        *(limiter.hit("recovery_send", identifier="Ann@Example.test", ip="198.51.100.1") for _ in range(30))
     )
     assert sum(v.allowed for v in verdicts) == 10
     assert all(0 < v.retry_after <= 300 for v in verdicts if not v.allowed)
-    # Case-folded identifier: the same account.
-    assert not (await limiter.hit("login", identifier="ann@example.test", ip="198.51.100.2")).allowed
-    assert (await limiter.hit("registration", identifier="ann@example.test", ip="198.51.100.2")).allowed
-    await limiter.forget_identifier("login", "ann@example.test")
-    assert (await limiter.hit("login", identifier="ann@example.test", ip="198.51.100.3")).allowed
+    # Case-folded address: the same mailbox.
+    assert not (await limiter.hit("recovery_send", identifier="ann@example.test", ip="198.51.100.2")).allowed
+    assert (await limiter.hit("verification_send", identifier="ann@example.test", ip="198.51.100.2")).allowed
 
 
-async def test_ip_limit(kv: Any) -> None:
+async def test_send_ip_limit(kv: Any) -> None:
     limiter = RateLimiter(kv, RateLimit(per_identifier=100, per_ip=2))
-    results = [(await limiter.hit("login", identifier=f"u{i}", ip="198.51.100.9")).allowed for i in range(3)]
+    results = [(await limiter.hit("send", identifier=f"u{i}", ip="198.51.100.9")).allowed for i in range(3)]
     assert results == [True, True, False]
 
 
-async def test_lockout_hides_a_right_password(services: Any) -> None:
+async def test_a_delay_hides_a_right_password(services: Any) -> None:
     from sidecar.identity.manager import IdentitySpec
     from sidecar.strategies.password import PasswordStrategy
     from tests.conftest import make_config
     from tests.flows.conftest import PASSWORD
 
-    config = make_config(security={"rate_limit": {"per_identifier": 1}})
-    limiter = RateLimiter(services.kv, config.security.rate_limit)
-    strategy = PasswordStrategy(config, services.identities, services.schemas, limiter)
+    config = make_config(security={"rate_limit": {"free_failures": 1, "initial_delay": "60s"}})
+    strategy = PasswordStrategy(
+        config, services.identities, services.schemas, Throttle(services.kv, config.security.rate_limit)
+    )
     await services.identities.create(
         IdentitySpec(traits={"email": "lock@example.test"}, password_plain=PASSWORD)
     )
@@ -75,3 +75,4 @@ async def test_lockout_hides_a_right_password(services: Any) -> None:
     with pytest.raises(FlowInvalid) as right:
         await strategy.login(flow, {**body, "password": PASSWORD}, api_client())
     assert right.value.status == 429 and [m["id"] for m in right.value.messages] == [4000429]
+    assert 55 <= int(right.value.headers["Retry-After"]) <= 60

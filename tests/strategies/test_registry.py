@@ -28,7 +28,7 @@ def _deps(services: Any, **overrides: Any) -> StrategyDeps:
         make_config(**overrides),
         services.identities,
         services.schemas,
-        services.selfservice.limiter,
+        services.selfservice.throttle,
         services.kv,
     )
 

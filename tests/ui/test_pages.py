@@ -447,3 +447,26 @@ async def test_templates_dir_overrides_one_template(core: fakes.FakeCore, tmp_pa
         assert "custom: This error does not exist" in r.text
         r = await c.get("/.auth/ui/login", params={"flow": fakes.login_flow()["id"]})
         assert r.status_code == 200 and "csrf_token" in r.text
+
+
+async def test_index_at_the_prefix_root_links_the_enabled_flows() -> None:
+    """The README's first link, ``/.auth/``: the flows, health and the API, never a 404."""
+    selfservice = SelfService.model_validate(
+        {"flows": {"recovery": {"enabled": True}, "registration": {"enabled": False}}}
+    )
+    app = make_app(fakes.FakeCore(), selfservice=selfservice)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:4433"
+    ) as c:
+        r = await c.get("/.auth/")
+    assert r.status_code == 200
+    assert r.headers["content-security-policy"] == CSP
+    page = Elements(r.text)
+    hrefs = [a["href"] for a in page.find("a")]
+    assert "/.auth/self-service/login/browser" in hrefs
+    assert "/.auth/self-service/recovery/browser" in hrefs
+    assert "/.auth/self-service/registration/browser" not in hrefs  # disabled
+    assert "/.auth/self-service/verification/browser" not in hrefs  # disabled by default
+    for endpoint in ("/.auth/health/ready", "/.auth/health/alive", "/.auth/version"):
+        assert endpoint in hrefs
+    assert fakes.BASE in r.text  # where to point the SDK

@@ -101,14 +101,18 @@ class IdentityHandlers:
         results: list[dict[str, Any]] = []
         specs: list[tuple[int, Any]] = []
         for i, item in enumerate(items):
-            patch_id = item.get("patch_id") if isinstance(item, dict) else None
+            # Kratos leaves patch_id out when none was given (never null); it is a UUID.
+            given = item.get("patch_id") if isinstance(item, dict) else None
+            echo = {"patch_id": given} if given is not None and _is_uuid(given) else {}
             try:
+                if given is not None and not echo:
+                    raise errors.BadRequest("patch_id must be a UUID")
                 if not isinstance(item, dict) or "create" not in item:
                     raise errors.BadRequest("each item needs a create object")
                 specs.append((i, bodies.identity_spec(item["create"])))
-                results.append({"action": "create", "patch_id": patch_id})
+                results.append({"action": "create", **echo})
             except errors.SidecarError as exc:
-                results.append({"action": "error", "patch_id": patch_id, "error": exc.to_dict()["error"]})
+                results.append({"action": "error", **echo, "error": exc.to_dict()["error"]})
         # Each item is its own transaction: one bad item never rolls back or blocks the others.
         for i, spec in specs:
             try:
@@ -116,11 +120,8 @@ class IdentityHandlers:
             except errors.ServiceUnavailable:
                 raise
             except errors.SidecarError as exc:
-                results[i] = {
-                    "action": "error",
-                    "patch_id": results[i]["patch_id"],
-                    "error": exc.to_dict()["error"],
-                }
+                echo = {"patch_id": results[i]["patch_id"]} if "patch_id" in results[i] else {}
+                results[i] = {"action": "error", **echo, "error": exc.to_dict()["error"]}
             else:
                 results[i]["identity"] = str(identity.id)
         return json_response({"identities": results})
@@ -175,3 +176,13 @@ def identity_routes(handlers: IdentityHandlers, base: str) -> list[Route]:
         Route(f"{base}/identities/{{id}}", h.delete, methods=["DELETE"]),
         Route(f"{base}/identities/{{id}}/credentials/{{type}}", h.delete_credential, methods=["DELETE"]),
     ]
+
+
+def _is_uuid(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True

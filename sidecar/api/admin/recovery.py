@@ -37,6 +37,8 @@ class AdminRecoveryFlows(Protocol):
 
 
 NO_STORE = {"Cache-Control": "private, no-cache, no-store, must-revalidate"}
+MAX_EXPIRES_IN = timedelta(days=365)
+"""Beyond this a link is no one-time secret any more (and past a few thousand years, no date)."""
 
 
 def _time(value: Any) -> str:
@@ -68,8 +70,10 @@ def admin_recovery_routes(
                 expires_in = parse_duration(raw) if isinstance(raw, str) else None
             except ValueError:
                 expires_in = None
-            if expires_in is None or expires_in.total_seconds() <= 0:
-                raise errors.BadRequest("expires_in must be a positive duration such as 15m or 1h")
+            if expires_in is None or not timedelta(0) < expires_in <= MAX_EXPIRES_IN:
+                raise errors.BadRequest(
+                    "expires_in must be a positive duration of at most 365 days, such as 15m or 1h"
+                )
         return identity_id, (expires_in, body)
 
     async def create(request: Request, kind: str) -> tuple[Any, FlowType]:

@@ -4,7 +4,6 @@ flow outcomes into Kratos responses (303 for browsers, JSON for API flows and JS
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -15,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from sidecar import errors
-from sidecar.api.body import read_body
+from sidecar.api.body import parse_json, read_body
 from sidecar.api.respond import json_response
 from sidecar.config.dev import cookie_secure
 from sidecar.config.model import Config
@@ -232,10 +231,7 @@ async def read_submission(request: Request, max_size: int) -> dict[str, Any]:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     raw = await read_body(request, max_size)
     if ctype == "application/json" or ctype.endswith("+json"):
-        try:
-            value = json.loads(raw) if raw.strip() else {}
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-            raise errors.BadRequest("the request body is not valid JSON") from None
+        value = parse_json(raw) if raw.strip() else {}
         if not isinstance(value, dict):
             raise errors.BadRequest("the request body must be a JSON object")
         return value

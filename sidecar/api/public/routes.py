@@ -17,6 +17,7 @@ def public_routes(
     selfservice: list[Route],
     admin_base_url: str,
     prefix: str,
+    redirect_admin_paths: bool = False,
 ) -> list[BaseRoute]:
     async def to_admin(request: Request) -> Response:
         # Kratos answers admin paths on the public port with a 307 to the admin listener.
@@ -30,9 +31,11 @@ def public_routes(
     routes += health
     routes += schema_routes(schemas)
     routes += selfservice
-    routes += [
-        Route("/admin/{rest:path}", to_admin, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
-        Route("/identities", to_admin, methods=["GET", "POST", "PATCH"]),
-        Route("/identities/{rest:path}", to_admin, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
-    ]
+    if redirect_admin_paths:
+        # Off by default: the Location would tell anyone on the internet where the admin API is.
+        routes += [
+            Route("/admin/{rest:path}", to_admin, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+            Route("/identities", to_admin, methods=["GET", "POST", "PATCH"]),
+            Route("/identities/{rest:path}", to_admin, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+        ]
     return routes

@@ -30,7 +30,7 @@ def translate_errors() -> Iterator[None]:
     try:
         yield
     except _OUTAGES as exc:
-        log.warning("redis unavailable: %s", type(exc).__name__)
+        log.debug("redis unavailable: %s", type(exc).__name__)  # the store monitor logs outages
         raise ServiceUnavailable("the session and key-value store is unavailable") from exc
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -11,6 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from sidecar.errors import ServiceUnavailable
 from sidecar.storage.sql.courier_store import SqlCourierStore
 from sidecar.storage.sql.engine import Connector, create_engine, parse_dsn
 from sidecar.storage.sql.identities import SqlIdentityStore
@@ -36,6 +38,37 @@ def _upgrade(connection: sa.Connection) -> None:
     command.upgrade(_alembic_config(connection), "head")
 
 
+def _current(connection: sa.Connection) -> tuple[str, ...]:
+    return tuple(MigrationContext.configure(connection).get_current_heads())
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaVersion:
+    """Where the database's schema stands against the migrations this sidecar ships."""
+
+    current: tuple[str, ...]
+    head: str
+    known: frozenset[str]
+
+    @property
+    def behind(self) -> bool:
+        """True when migrations are pending. A revision we do not know is a newer sidecar's
+        (a rollout in progress): not behind."""
+        if self.head in self.current:
+            return False
+        return not self.current or all(rev in self.known for rev in self.current)
+
+    @property
+    def shown(self) -> str:
+        return ", ".join(self.current) or "none"
+
+    def problem(self) -> str:
+        return (
+            f"database schema is at version {self.shown}, this sidecar needs {self.head}: "
+            "run `sidecar migrate up` (or start with `sidecar serve --migrate`)"
+        )
+
+
 def _status(connection: sa.Connection) -> list[tuple[str, str, bool]]:
     script = ScriptDirectory.from_config(_alembic_config())
     current = MigrationContext.configure(connection).get_current_heads()
@@ -59,6 +92,7 @@ class SqlDatabase:
         self.sessions = SqlSessionStore(self._connector)
         self.kv = SqlKeyValueStore(self._connector)
         self.courier = SqlCourierStore(self._connector)
+        self._script: tuple[str, frozenset[str]] | None = None
 
     async def migrate(self) -> None:
         """Upgrade to the newest revision; a no-op when already there."""
@@ -70,10 +104,25 @@ class SqlDatabase:
         async with self._connector.read() as conn:
             return await conn.run_sync(_status)
 
-    async def ping(self) -> None:
-        """Raise ``ServiceUnavailable`` when the database cannot be reached."""
+    async def schema_version(self) -> SchemaVersion:
+        """The applied revision(s) next to the newest one shipped; one small query."""
+        if self._script is None:
+            script = ScriptDirectory.from_config(_alembic_config())
+            self._script = (
+                str(script.get_current_head()),
+                frozenset(r.revision for r in script.walk_revisions()),
+            )
+        head, known = self._script
         async with self._connector.read() as conn:
-            await conn.execute(sa.text("SELECT 1"))
+            current = await conn.run_sync(_current)
+        return SchemaVersion(current, head, known)
+
+    async def ping(self) -> None:
+        """Raise ``ServiceUnavailable`` when the database cannot be reached or its schema is
+        behind this sidecar's migrations (every query would fail: not ready)."""
+        version = await self.schema_version()
+        if version.behind:
+            raise ServiceUnavailable(version.problem())
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -116,7 +116,7 @@ def translate_errors(conflict: ConflictMessage = Conflict.default_message) -> It
         asyncpg.InterfaceError,
         OSError,
     ) as exc:
-        log.warning("database unavailable: %s", type(exc).__name__)
+        log.debug("database unavailable: %s", type(exc).__name__)  # the store monitor logs outages
         raise ServiceUnavailable("the database is unavailable") from exc
     except sa.exc.DBAPIError as exc:
         if exc.connection_invalidated:

@@ -252,9 +252,13 @@ class OidcStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
             raise FlowInvalid([messages.generic(exc.reason or exc.message)], values=flatten(traits)) from None
         flow.internal.pop(PENDING, None)
         if verified.tokens:
-            identity = await self._identities.save_credential(
-                identity.id, accounts.credential_with(identity, verified)
-            )
+            try:
+                identity = await self._identities.save_credential(
+                    identity.id, accounts.credential_with(identity, verified)
+                )
+            except Exception:
+                await self._identities.delete(identity.id)  # all or nothing (flows/registration.py)
+                raise
         return identity
 
     # --- settings ---------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import uuid
 from typing import Any
 
@@ -89,8 +90,11 @@ async def test_totp_step_up_to_aal2(mfa: Harness) -> None:
 
 async def test_totp_clock_skew_and_replay(mfa: Harness) -> None:
     email, first = await _user(mfa)
+    # Enrol and test in one 30 s step: enrolling consumes its step, so a test that crossed into
+    # the next one would find "one step back" already used (a flake under load).
+    fresh_step(margin=20)
     secret = await enrol_totp(mfa.client, first)
-    now = fresh_step(margin=8)
+    now = time.time()
     token = await _aal1(mfa, email)
     for offset in (-90, 90):  # three steps away: refused
         r = await _totp_login(mfa, token, oathtool(secret, now + offset))
@@ -121,7 +125,11 @@ async def test_totp_code_wins_once_under_concurrency(mfa: Harness) -> None:
             for f, t in zip(flows, tokens, strict=True)
         )
     )
-    assert sorted(r.status_code for r in results) == [200] + [400] * 9
+    statuses = sorted(r.status_code for r in results)
+    # One wins; of the rest, those the brute-force throttle let through (security.rate_limit
+    # free_failures: 5 in flight per identity and IP) lose on the used step, the others wait.
+    assert statuses.count(200) == 1 and statuses.count(400) >= 4, statuses
+    assert set(statuses) <= {200, 400, 429}
 
 
 @pytest.mark.parametrize(
@@ -263,7 +271,9 @@ async def test_lookup_code_wins_once_under_concurrency(mfa: Harness) -> None:
             for f, t in zip(flows, tokens, strict=True)
         )
     )
-    assert sorted(r.status_code for r in results) == [200] + [400] * 9
+    statuses = sorted(r.status_code for r in results)
+    assert statuses.count(200) == 1 and statuses.count(400) >= 4, statuses  # as for TOTP above
+    assert set(statuses) <= {200, 400, 429}
 
 
 async def test_lookup_regenerate_replaces_and_disable_removes(mfa: Harness) -> None:
@@ -311,7 +321,10 @@ async def test_lookup_reveal_and_confirm_without_codes(mfa: Harness) -> None:
 
 
 async def test_code_guessing_is_capped(harness_factory: HarnessFactory) -> None:
-    h = await harness_factory(selfservice=mfa_selfservice(), security={"rate_limit": {"per_identifier": 3}})
+    h = await harness_factory(
+        selfservice=mfa_selfservice(),
+        security={"rate_limit": {"free_failures": 3, "initial_delay": "60s"}},
+    )
     email, first = await _user(h)
     secret = await enrol_totp(h.client, first)
     codes = await enrol_codes(h.client, first)

@@ -157,7 +157,9 @@ async def test_planted_session_cookie_never_authenticates(harness: Harness) -> N
 
 
 async def test_parallel_wrong_passwords_are_all_counted(harness_factory: HarnessFactory) -> None:
-    h = await harness_factory(security={"rate_limit": {"per_identifier": 10, "per_ip": 1000}})
+    h = await harness_factory(
+        security={"rate_limit": {"free_failures": 10, "per_ip": 1000, "initial_delay": "60s"}}
+    )
     email = _email()
     assert (await register_api(h.client, email)).status_code == 200
     results = await asyncio.gather(*(login_api(h.client, email, f"wrong-Password-{i}") for i in range(30)))
@@ -166,20 +168,20 @@ async def test_parallel_wrong_passwords_are_all_counted(harness_factory: Harness
     limited = next(r for r in results if r.status_code == 429)
     assert int(limited.headers["retry-after"]) > 0
     assert message_ids(limited.json()) == [4000429]
-    # The right password during the lockout gets the same answer.
+    # The right password during the delay gets the same answer.
     right = await login_api(h.client, email, PASSWORD)
     assert right.status_code == 429 and message_ids(right.json()) == [4000429]
     assert "session_token" not in right.json()
 
 
 async def test_per_ip_limit(harness_factory: HarnessFactory) -> None:
-    h = await harness_factory(security={"rate_limit": {"per_identifier": 100, "per_ip": 3}})
+    h = await harness_factory(security={"rate_limit": {"per_ip": 3, "initial_delay": "60s"}})
     codes = [(await login_api(h.client, _email(), "wrong-Password-1")).status_code for _ in range(4)]
     assert codes == [400, 400, 400, 429]
 
 
 async def test_disabled_rate_limit(harness_factory: HarnessFactory) -> None:
-    h = await harness_factory(security={"rate_limit": {"enabled": False, "per_identifier": 1, "per_ip": 1}})
+    h = await harness_factory(security={"rate_limit": {"enabled": False, "free_failures": 1, "per_ip": 1}})
     codes = [(await login_api(h.client, "x@example.test", "wrong-Password-1")).status_code for _ in range(3)]
     assert codes == [400, 400, 400]
 

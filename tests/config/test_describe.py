@@ -1,4 +1,4 @@
-"""sidecar/config/reference.py: the configuration describes itself, and docs/CONFIG.md is current."""
+"""sidecar/config/describe.py: the configuration describes itself, and docs/CONFIG.md is current."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
+from sidecar.config.describe import json_schema, markdown
 from sidecar.config.model import Config
-from sidecar.config.reference import json_schema, markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 
