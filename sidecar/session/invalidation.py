@@ -52,6 +52,30 @@ class Invalidation(Protocol):
     async def stop(self) -> None: ...
 
 
+STOP_WAIT = 3.0
+"""Seconds a listener gets to end by itself at stop, and again after a cancellation."""
+
+
+async def _settle(task: asyncio.Future[Any], what: str, *, cancel_after: float | None = None) -> bool:
+    """Wait for ``task`` to finish (cancelled once after ``cancel_after`` seconds), never forever.
+
+    Whatever it ends with is consumed here, so nothing is logged as "never retrieved"."""
+    done, _ = await asyncio.wait({task}, timeout=cancel_after or STOP_WAIT)
+    if not done and cancel_after is not None:
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=STOP_WAIT)
+
+    def consume(finished: asyncio.Future[Any]) -> None:
+        if not finished.cancelled() and finished.exception() is not None:
+            log.debug("error while %s", what, exc_info=finished.exception())
+
+    if not done:
+        task.add_done_callback(consume)
+        return False
+    consume(task)
+    return True
+
+
 def _apply(cache: SessionCache | None, session_id: Any, identity_id: Any) -> None:
     if cache is None:
         return
@@ -72,6 +96,7 @@ class RedisInvalidation:
         self.retry = retry
         self._cache = cache
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.subscribed = asyncio.Event()
 
     async def publish(
@@ -91,7 +116,7 @@ class RedisInvalidation:
 
     async def _listen(self) -> None:
         lost = False
-        while True:
+        while not self._stopping:
             pubsub = self.client.pubsub()
             try:
                 await pubsub.subscribe(self.channel)
@@ -101,9 +126,10 @@ class RedisInvalidation:
                 if lost:
                     log.info("revocation subscription restored")
                     lost = False
-                while True:
+                while not self._stopping:
                     # Polling with a timeout, not listen(): the client's socket_timeout would
-                    # otherwise turn every quiet spell into a reconnect and a full cache drop.
+                    # otherwise turn every quiet spell into a reconnect and a full cache drop,
+                    # and ``stop`` needs a turn of this loop to end it without a cancellation.
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is None or message.get("type") != "message":
                         continue
@@ -122,19 +148,22 @@ class RedisInvalidation:
                     lost = True
                 await asyncio.sleep(self.retry)
             finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                await _settle(asyncio.ensure_future(pubsub.aclose()), "closing the revocation subscription")
 
     async def start(self) -> None:
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.get_running_loop().create_task(self._listen(), name="session-revocations")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Ends the listener without relying on a cancellation: redis-py's pub/sub read can hold a
+        cancelled task forever, which hung shutdown. The loop sees ``_stopping`` within a second."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping = True
+        if not await _settle(task, "stopping the revocation listener", cancel_after=STOP_WAIT):
+            log.warning("the revocation listener did not stop in time; leaving it behind")
 
 
 class PollingInvalidation:
