@@ -33,7 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 SERVER_CORE, LOAD_CORE = "0", "1"
-ENV_CLIENT = "SIDECAR_UPSTREAM_CLIENT"  # sidecar.app.UPSTREAM_CLIENT_ENV
 LOGIN_EMAIL, LOGIN_PASSWORD = "storm@example.com", "Storm-login-bench-4-argon2!"
 RULES = "version: 1\nrules:\n  - {id: private, match: {paths: ['/private/**']}, require: authenticated}\n"
 
@@ -323,13 +322,12 @@ def main() -> int:
                     }
                 },
                 "log": {"level": "warning"},
-                "proxy": {"upstream": f"http://127.0.0.1:{up_port}"},
+                "proxy": {"upstream": f"http://127.0.0.1:{up_port}", "upstream_client": client},
                 "rules": [str(tmp / "rules.yaml")],
                 "redis": {"url": redis_url, "key_prefix": prefix},
                 # The login storm logs one user in again and again: no brute-force limit here.
                 "security": {"rate_limit": {"enabled": False}},
             }
-            os.environ[ENV_CLIENT] = client
             p = procs.start(
                 [sys.executable, str(ROOT / "bench" / "serve.py"), json.dumps(config), *extra],
                 port,
@@ -500,7 +498,7 @@ def write_results(state: list[str], r: dict[str, dict[str, float]], args: argpar
         "and a valid `X-Session-Token` (rule: authenticated). The cache-miss run sets the session-cache",
         "TTL to 0 so every request reads the session from Redis (the identity stays cached, as in",
         "production where many sessions share identities). The proxy runs stream to the same upstream",
-        "app the nginx baseline uses; the upstream client is picked with `SIDECAR_UPSTREAM_CLIENT`.",
+        "app the nginx baseline uses; the upstream client is picked with `proxy.upstream_client`.",
         "The login storm runs `bench/logins.py` on the load core: API password logins (argon2id with",
         "the default parameters, in the sidecar's hashing pool on the server core) in a loop.",
         "The main rows run the gateway without the access-log wrapper (as in earlier runs); the",

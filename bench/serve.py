@@ -8,7 +8,7 @@ wraps the app as ``sidecar serve`` does (``sidecar.app.wrap_apps``: request id, 
 JSON access line per request, written to stderr). ``--login-user`` creates an identity with that
 password (hashed with the configured argon2 parameters) for the login-storm scenario;
 ``--hash-nice`` runs the hashing threads at that niceness (an experiment the bench reports). The
-upstream client is ``create_upstream``'s choice: ``SIDECAR_UPSTREAM_CLIENT`` picks it.
+upstream client is ``proxy.upstream_client`` in the config.
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -94,8 +93,6 @@ from sidecar.ui.api_client import PublicApiClient, in_process
 from sidecar.ui.pages import page_routes
 
 log = logging.getLogger("sidecar")
-
-UPSTREAM_CLIENT_ENV = "SIDECAR_UPSTREAM_CLIENT"
 
 Closer = Callable[[], Awaitable[None]]
 
@@ -448,10 +445,9 @@ def create_public_app(services: Services, *, manage_lifespan: bool = True, gatew
     return public
 
 
-def create_upstream(timeouts: Timeouts, kind: str | None = None) -> Upstream:
-    """The HTTP client to the app: ``http1`` (ours, the default) or ``aiohttp``, picked by
-    ``SIDECAR_UPSTREAM_CLIENT`` so the benchmark can run both (DESIGN §6)."""
-    kind = kind or os.environ.get(UPSTREAM_CLIENT_ENV) or "http1"
+def create_upstream(timeouts: Timeouts, kind: str = "http1") -> Upstream:
+    """The HTTP client to the app (``proxy.upstream_client``): ``http1`` (ours, the default) or
+    ``aiohttp``; the benchmark runs both (DESIGN §6)."""
     if kind == "http1":
         return Http1Client(timeouts.connect.total_seconds(), timeouts.read.total_seconds())
     if kind == "aiohttp":
@@ -518,7 +514,7 @@ def build_gateway(
         ),
         trusted=trusted,
         rules=rules,
-        upstream=upstream or create_upstream(proxy.timeouts),
+        upstream=upstream or create_upstream(proxy.timeouts, proxy.upstream_client),
         upstream_base=upstream_base,
         base_origin=base_origin,
         invalidation=invalidation,

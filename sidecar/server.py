@@ -273,6 +273,10 @@ def run(
         workers,
         "" if workers == 1 else "s",
     )
+    if config.proxy.upstream:
+        log.info(
+            "proxying to %s (proxy.upstream_client: %s)", config.proxy.upstream, config.proxy.upstream_client
+        )
     if workers <= 1:
         _worker(config, public, admin)
         return 0

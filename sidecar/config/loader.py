@@ -10,7 +10,9 @@ types). Examples::
     SIDECAR_SECRETS__COOKIE='[a-long-secret-of-32-chars....]' -> secrets.cookie
     SIDECAR_REDIS__URL=redis://127.0.0.1:6379/0                 -> redis.url
 
-Kratos' own ``DSN`` variable is honoured too, so a Kratos deployment's env keeps working.
+Kratos' own ``DSN`` variable is honoured too, so a Kratos deployment's env keeps working, and so is
+``SIDECAR_UPSTREAM_CLIENT`` (the benchmark's old switch) for ``proxy.upstream_client``; the full
+key path (``SIDECAR_DSN``, ``SIDECAR_PROXY__UPSTREAM_CLIENT``) wins over an alias.
 
 In config files, relative file references resolve against the file's folder
 (``sidecar.config.paths``) and ``${NAME}`` in a string value is replaced by the environment
@@ -34,6 +36,11 @@ from sidecar.config.paths import resolve_relative_paths
 from sidecar.config.references import expand_references
 
 ENV_PREFIX = "SIDECAR_"
+ENV_ALIASES: dict[str, tuple[str, str]] = {
+    "DSN": ("", "dsn"),
+    "SIDECAR_UPSTREAM_CLIENT": ("proxy", "upstream_client"),
+}
+"""Variables that set a key their name does not spell (section, key); both take text values."""
 
 
 class ConfigError(Exception):
@@ -119,10 +126,12 @@ def _is_text(path: list[str]) -> bool:
 
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    if "DSN" in environ:
-        out["dsn"] = environ["DSN"]
+    for alias, (section, key) in ENV_ALIASES.items():
+        if alias in environ:
+            node = out.setdefault(section, {}) if section else out
+            node[key] = environ[alias]
     for name, raw in sorted(environ.items()):
-        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX:
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX or name in ENV_ALIASES:
             continue
         path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
         if not path:

@@ -854,6 +854,9 @@ class ProxyConfig(Model):
     to them)."""
     allowed_ws_origins: list[str] = []
     """Origins besides the request's own and ``serve.public.base_url``'s that may open WebSockets."""
+    upstream_client: Literal["http1", "aiohttp"] = "http1"
+    """Sidecar-only: the HTTP client that forwards to the app: ``http1`` (sidecar's own pooled keep-alive
+    client, the fastest in ``bench/``) or ``aiohttp``. ``SIDECAR_UPSTREAM_CLIENT`` sets it too."""
 
 
 class RedisConfig(Model):

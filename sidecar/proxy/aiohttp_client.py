@@ -2,7 +2,7 @@
 
 One ``aiohttp.ClientSession`` per worker, created on the running loop at first use: no cookie jar
 (cookies belong to the browser), no automatic decompression (bytes pass through untouched, so
-``Content-Length`` stays true), no default headers added. ``SIDECAR_UPSTREAM_CLIENT=aiohttp``
+``Content-Length`` stays true), no default headers added. ``proxy.upstream_client: aiohttp``
 selects it instead of ``sidecar.proxy.http1`` (the benchmark runs both).
 """
 

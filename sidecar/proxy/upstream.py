@@ -3,7 +3,7 @@ of a client that talks to the app, and the errors it may raise. No client librar
 
 - ``Upstream``: one HTTP exchange, streamed both ways. Implementations: ``sidecar.proxy.http1``
   (the default, httptools on asyncio protocols) and ``sidecar.proxy.aiohttp_client``; the
-  composition root picks one (``SIDECAR_UPSTREAM_CLIENT``, the benchmark runs both).
+  composition root picks one (``proxy.upstream_client``; the benchmark runs both).
 - ``WebSocketConnector``: opens the upstream side of a proxied WebSocket
   (``sidecar.proxy.aiohttp_websocket``).
 

@@ -222,3 +222,29 @@ def test_dev_binds_loopback_unless_told_otherwise(tmp_path: Path) -> None:
     assert load_config([f], dev=True).serve.public.host == "0.0.0.0"
     # Production keeps the documented default: all interfaces.
     assert load_config(overrides=SECRET).serve.public.host == "0.0.0.0"
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        pytest.param({}, "http1", id="default"),
+        pytest.param({"SIDECAR_PROXY__UPSTREAM_CLIENT": "aiohttp"}, "aiohttp", id="key-path"),
+        pytest.param({"SIDECAR_UPSTREAM_CLIENT": "aiohttp"}, "aiohttp", id="alias"),
+        pytest.param(
+            {"SIDECAR_UPSTREAM_CLIENT": "aiohttp", "SIDECAR_PROXY__UPSTREAM_CLIENT": "http1"},
+            "http1",
+            id="key-path-wins",
+        ),
+        pytest.param(
+            {"DSN": "sqlite:///a.db", "SIDECAR_UPSTREAM_CLIENT": "aiohttp"}, "aiohttp", id="two-aliases"
+        ),
+    ],
+)
+def test_upstream_client_key_and_its_alias(env: dict[str, str], expected: str) -> None:
+    assert load_config(environ=env, overrides=SECRET).proxy.upstream_client == expected
+
+
+def test_an_unknown_upstream_client_names_the_key() -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(environ={"SIDECAR_UPSTREAM_CLIENT": "httpx"}, overrides=SECRET)
+    assert [key for key, _ in exc.value.problems] == ["proxy.upstream_client"]
