@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import event
 
 from sidecar.errors import Conflict, NotFound
 from sidecar.identity.model import Credential, Identity, RecoveryAddress, VerifiableAddress
@@ -223,3 +226,105 @@ async def test_concurrent_registrations_of_one_identifier(store: IdentityStore) 
     assert sum(isinstance(r, Identity) for r in results) == 1
     assert sum(isinstance(r, Conflict) for r in results) == 19
     assert await store.count() == 1
+
+
+def rich_identity(email: str) -> Identity:
+    """Every child kind, several of each, and values JSON must carry exactly (quotes, unicode,
+    nested config, an unset and a set ``verified_at``)."""
+    base = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    return make_identity(
+        email,
+        traits={"email": email, "name": {"first": 'Zoë "Z" \\ O\'Neil'}, "tags": ["a", "b"]},
+        metadata_public=None,
+        metadata_admin={"note": "ünïcode ✓", "n": [1, 2.5, None, True]},
+        credentials={
+            "password": Credential(
+                type="password",
+                identifiers=(email, f"alias-{email}"),
+                config={"hashed_password": "$argon2id$v=19$m=65536,t=3,p=2$c2FsdA$aGFzaA"},
+                version=1,
+                created_at=base,
+                updated_at=base + timedelta(seconds=1),
+            ),
+            "totp": Credential(type="totp", config={"totp_url": "otpauth://totp/x?secret=ABC&issuer=y"}),
+            "webauthn": Credential(
+                type="webauthn",
+                identifiers=(),
+                config={"credentials": [{"id": "AQID", "is_passwordless": False, "nested": {"k": []}}]},
+            ),
+        },
+        verifiable_addresses=(
+            VerifiableAddress(value=email, created_at=base + timedelta(seconds=5)),
+            VerifiableAddress(
+                value=f"second-{email}",
+                verified=True,
+                status="completed",
+                verified_at=base + timedelta(microseconds=7),
+                created_at=base,
+            ),
+        ),
+        recovery_addresses=(
+            RecoveryAddress(value=f"r2-{email}", created_at=base),
+            RecoveryAddress(value=email, created_at=base + timedelta(hours=1)),
+        ),
+    )
+
+
+def in_load_order(identity: Identity) -> Identity:
+    """What a load returns: addresses by (created_at, id), identifiers sorted."""
+    return replace(
+        identity,
+        credentials={
+            t: replace(c, identifiers=tuple(sorted(c.identifiers))) for t, c in identity.credentials.items()
+        },
+        verifiable_addresses=tuple(sorted(identity.verifiable_addresses, key=lambda a: (a.created_at, a.id))),
+        recovery_addresses=tuple(sorted(identity.recovery_addresses, key=lambda a: (a.created_at, a.id))),
+    )
+
+
+async def test_rich_identities_round_trip_without_mixing_children(store: IdentityStore) -> None:
+    a, b = rich_identity("a@example.com"), rich_identity("b@example.com")
+    bare = Identity(schema_id="default", traits={"email": "bare@example.com"})
+    for identity in (a, b, bare):
+        await store.create(identity)
+    for identity in (a, b, bare):
+        assert await store.get(identity.id) == in_load_order(identity)
+    listed = await store.list(page_size=10)
+    assert sorted(listed, key=lambda i: i.id) == sorted(map(in_load_order, (a, b, bare)), key=lambda i: i.id)
+    found = await store.find_verifiable_address("email", "second-b@example.com")
+    assert found is not None and found == (in_load_order(b), b.verifiable_addresses[1].id)
+    stored = await store.get(a.id)
+    assert stored is not None
+    assert [c.type for c in stored.credentials.values()] == ["password", "totp", "webauthn"]
+
+
+@pytest.fixture
+def statements(database: SqlDatabase) -> Iterator[list[str]]:
+    """The SQL statements sent to the database, transaction control left out."""
+    sent: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.split()[0].upper() not in ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE"):
+            sent.append(statement)
+
+    event.listen(database.engine.sync_engine, "before_cursor_execute", record)
+    yield sent
+    event.remove(database.engine.sync_engine, "before_cursor_execute", record)
+
+
+async def test_every_identity_load_is_one_statement(store: IdentityStore, statements: list[str]) -> None:
+    identity = replace(rich_identity("ada@example.com"), external_id="ext-ada")
+    await store.create(identity)
+    loads: dict[str, Callable[[], Awaitable[object]]] = {
+        "get": lambda: store.get(identity.id),
+        "get_by_external_id": lambda: store.get_by_external_id("ext-ada"),
+        "find_by_identifier": lambda: store.find_by_identifier("password", "ada@example.com"),
+        "find_verifiable_address": lambda: store.find_verifiable_address("email", "ada@example.com"),
+        "find_recovery_address": lambda: store.find_recovery_address("email", "ada@example.com"),
+        "list": lambda: store.list(page_size=10),
+        "list by identifier": lambda: store.list(page_size=10, credentials_identifier="ada@example.com"),
+    }
+    for name, load in loads.items():
+        statements.clear()
+        assert await load(), name
+        assert len(statements) == 1, (name, statements)

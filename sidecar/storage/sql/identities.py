@@ -18,12 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sidecar.errors import Conflict, NotFound
 from sidecar.identity.model import Credential, Identity, utcnow
 from sidecar.storage.sql.engine import Connector
+from sidecar.storage.sql.identity_query import identity_from_row, select_identities
 from sidecar.storage.sql.identity_rows import (
     delete_children,
     identity_values,
     insert_children,
     insert_credential,
-    load_identities,
 )
 from sidecar.storage.sql.tables import (
     credential_identifiers,
@@ -93,9 +93,8 @@ class SqlIdentityStore:
         *where: sa.ColumnElement[bool],
         limit: int | None = None,
     ) -> builtins.list[Identity]:
-        query = sa.select(identities).where(*where).order_by(identities.c.id).limit(limit)
-        rows = (await conn.execute(query)).all()
-        return await load_identities(conn, rows)
+        query = select_identities(self._db.dialect).where(*where).order_by(identities.c.id).limit(limit)
+        return [identity_from_row(row) for row in await conn.execute(query)]
 
     async def _find(self, *where: sa.ColumnElement[bool]) -> Identity | None:
         async with self._db.read() as conn:
@@ -176,13 +175,14 @@ class SqlIdentityStore:
             return deleted > 0
 
     async def _find_address(self, table: sa.Table, via: str, value: str) -> tuple[Identity, uuid.UUID] | None:
-        query = sa.select(table.c.id, table.c.identity_id).where(table.c.via == via, table.c.value == value)
+        query = (
+            select_identities(self._db.dialect, table.c.id.label("address_id"))
+            .join(table, table.c.identity_id == identities.c.id)
+            .where(table.c.via == via, table.c.value == value)
+        )
         async with self._db.read() as conn:
-            address = (await conn.execute(query)).first()
-            if address is None:
-                return None
-            found = await self._select(conn, identities.c.id == address.identity_id)
-        return (found[0], address.id) if found else None
+            row = (await conn.execute(query)).first()
+        return (identity_from_row(row), row.address_id) if row is not None else None
 
     async def find_verifiable_address(self, via: str, value: str) -> tuple[Identity, uuid.UUID] | None:
         return await self._find_address(verifiable_addresses, via, value)

@@ -1,16 +1,14 @@
-"""Identity <-> rows across the five identity tables: insert one whole, load many at once."""
+"""Identity -> rows across the five identity tables, inserted whole (loading: ``identity_query``)."""
 
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
-from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from sidecar.identity.model import Credential, Identity, RecoveryAddress, VerifiableAddress, new_id
+from sidecar.identity.model import Credential, Identity, new_id
 from sidecar.storage.sql.tables import (
     credential_identifiers,
     credentials,
@@ -103,79 +101,3 @@ async def delete_children(conn: AsyncConnection, identity_id: uuid.UUID) -> None
     # Explicit rather than relying on ON DELETE CASCADE, which SQLite only honours with a pragma.
     for table in (credential_identifiers, credentials, verifiable_addresses, recovery_addresses):
         await conn.execute(sa.delete(table).where(table.c.identity_id == identity_id))
-
-
-async def _rows_by_identity(
-    conn: AsyncConnection, table: sa.Table, ids: Sequence[uuid.UUID], *order: sa.ColumnElement[Any]
-) -> dict[uuid.UUID, list[sa.Row[Any]]]:
-    grouped: dict[uuid.UUID, list[sa.Row[Any]]] = defaultdict(list)
-    result = await conn.execute(sa.select(table).where(table.c.identity_id.in_(ids)).order_by(*order))
-    for row in result:
-        grouped[row.identity_id].append(row)
-    return grouped
-
-
-async def load_identities(conn: AsyncConnection, rows: Sequence[sa.Row[Any]]) -> list[Identity]:
-    """Assemble full identities for ``identities`` rows with four queries, whatever their number."""
-    if not rows:
-        return []
-    ids = [row.id for row in rows]
-    creds = await _rows_by_identity(conn, credentials, ids, credentials.c.type)
-    idents = await _rows_by_identity(conn, credential_identifiers, ids, credential_identifiers.c.identifier)
-    verifiable = await _rows_by_identity(
-        conn, verifiable_addresses, ids, verifiable_addresses.c.created_at, verifiable_addresses.c.id
-    )
-    recovery = await _rows_by_identity(
-        conn, recovery_addresses, ids, recovery_addresses.c.created_at, recovery_addresses.c.id
-    )
-    by_credential: dict[uuid.UUID, list[str]] = defaultdict(list)
-    for identity_rows in idents.values():
-        for row in identity_rows:
-            by_credential[row.credential_id].append(row.identifier)
-    return [
-        Identity(
-            id=row.id,
-            schema_id=row.schema_id,
-            traits=row.traits,
-            state=row.state,
-            state_changed_at=row.state_changed_at,
-            metadata_public=row.metadata_public,
-            metadata_admin=row.metadata_admin,
-            external_id=row.external_id,
-            organization_id=row.organization_id,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            credentials={
-                c.type: Credential(
-                    id=c.id,
-                    type=c.type,
-                    identifiers=tuple(by_credential.get(c.id, ())),
-                    config=c.config,
-                    version=c.version,
-                    created_at=c.created_at,
-                    updated_at=c.updated_at,
-                )
-                for c in creds.get(row.id, ())
-            },
-            verifiable_addresses=tuple(
-                VerifiableAddress(
-                    id=a.id,
-                    via=a.via,
-                    value=a.value,
-                    verified=a.verified,
-                    status=a.status,
-                    verified_at=a.verified_at,
-                    created_at=a.created_at,
-                    updated_at=a.updated_at,
-                )
-                for a in verifiable.get(row.id, ())
-            ),
-            recovery_addresses=tuple(
-                RecoveryAddress(
-                    id=a.id, via=a.via, value=a.value, created_at=a.created_at, updated_at=a.updated_at
-                )
-                for a in recovery.get(row.id, ())
-            ),
-        )
-        for row in rows
-    ]

@@ -1,0 +1,190 @@
+"""Whole identities in one statement: the identity row with its children aggregated as JSON.
+
+An identity spans five tables. Loading them table by table costs a round trip each (and on
+SQLite a hop through aiosqlite's worker thread each), which dominated a session check's store
+miss (issue 21). Here the credentials (with their identifiers), verifiable and recovery addresses
+come back as JSON arrays from correlated subqueries in the same SELECT: ``json_agg`` /
+``json_build_object`` on PostgreSQL, ``json_group_array`` / ``json_object`` on SQLite. The
+children are ordered here, not in SQL, so both backends return the same order (SQLite before
+3.44 has no ORDER BY inside an aggregate, and PostgreSQL would sort text by its collation).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from sidecar.identity.model import Credential, Identity, RecoveryAddress, VerifiableAddress
+from sidecar.storage.sql.tables import (
+    credential_identifiers,
+    credentials,
+    identities,
+    recovery_addresses,
+    verifiable_addresses,
+)
+
+Expr = sa.ColumnElement[Any]
+
+
+class _Json:
+    """The dialect's JSON builders. SQLite stores JSON as text, so JSON-typed values are wrapped
+    in ``json()`` there to be embedded as JSON rather than as a string."""
+
+    def __init__(self, dialect: str) -> None:
+        if dialect == "postgresql":
+            self.array: Callable[[Expr], Expr] = sa.func.json_agg
+            self.object_fn: Callable[..., Expr] = sa.func.json_build_object
+            self.embed: Callable[[Expr], Expr] = lambda value: value
+        else:
+            self.array = sa.func.json_group_array
+            self.object_fn = sa.func.json_object
+            self.embed = sa.func.json
+
+    def object(self, **fields: Expr) -> Expr:
+        # Keys inline: PostgreSQL cannot infer a type for a bound key of json_build_object(VARIADIC "any").
+        args: list[Expr] = []
+        for key, value in fields.items():
+            args += [sa.literal_column(f"'{key}'"), value]
+        return self.object_fn(*args)
+
+
+def _children(json: _Json) -> dict[str, Expr]:
+    identifiers = (
+        sa.select(json.array(credential_identifiers.c.identifier))
+        .where(credential_identifiers.c.credential_id == credentials.c.id)
+        .correlate(credentials)
+        .scalar_subquery()
+    )
+    c = credentials.c
+    creds = (
+        sa.select(
+            json.array(
+                json.object(
+                    id=c.id,
+                    type=c.type,
+                    config=json.embed(c.config),
+                    version=c.version,
+                    created_at=c.created_at,
+                    updated_at=c.updated_at,
+                    identifiers=json.embed(identifiers),
+                )
+            )
+        )
+        .where(c.identity_id == identities.c.id)
+        .correlate(identities)
+        .scalar_subquery()
+    )
+    v = verifiable_addresses.c
+    verifiable = (
+        sa.select(
+            json.array(
+                json.object(
+                    id=v.id,
+                    via=v.via,
+                    value=v.value,
+                    verified=v.verified,
+                    status=v.status,
+                    verified_at=v.verified_at,
+                    created_at=v.created_at,
+                    updated_at=v.updated_at,
+                )
+            )
+        )
+        .where(v.identity_id == identities.c.id)
+        .correlate(identities)
+        .scalar_subquery()
+    )
+    r = recovery_addresses.c
+    recovery = (
+        sa.select(
+            json.array(
+                json.object(
+                    id=r.id, via=r.via, value=r.value, created_at=r.created_at, updated_at=r.updated_at
+                )
+            )
+        )
+        .where(r.identity_id == identities.c.id)
+        .correlate(identities)
+        .scalar_subquery()
+    )
+    return {"j_credentials": creds, "j_verifiable": verifiable, "j_recovery": recovery}
+
+
+def select_identities(dialect: str, *extra: Expr) -> sa.Select[Any]:
+    """``SELECT identities.*, <children as JSON>, *extra FROM identities``; add WHERE, JOIN, LIMIT."""
+    columns = [sa.type_coerce(expr, sa.JSON).label(name) for name, expr in _children(_Json(dialect)).items()]
+    return sa.select(identities, *columns, *extra)
+
+
+def _moment(value: str) -> datetime:
+    # PostgreSQL's JSON carries an offset; SQLite's text timestamps are UTC without one.
+    moment = datetime.fromisoformat(value)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _maybe_moment(value: str | None) -> datetime | None:
+    return None if value is None else _moment(value)
+
+
+def _credential(item: Mapping[str, Any]) -> Credential:
+    return Credential(
+        id=uuid.UUID(item["id"]),
+        type=item["type"],
+        identifiers=tuple(sorted(item["identifiers"] or ())),
+        config=item["config"],
+        version=int(item["version"]),
+        created_at=_moment(item["created_at"]),
+        updated_at=_moment(item["updated_at"]),
+    )
+
+
+def _verifiable(item: Mapping[str, Any]) -> VerifiableAddress:
+    return VerifiableAddress(
+        id=uuid.UUID(item["id"]),
+        via=item["via"],
+        value=item["value"],
+        verified=bool(item["verified"]),  # SQLite: 0/1
+        status=item["status"],
+        verified_at=_maybe_moment(item["verified_at"]),
+        created_at=_moment(item["created_at"]),
+        updated_at=_moment(item["updated_at"]),
+    )
+
+
+def _recovery(item: Mapping[str, Any]) -> RecoveryAddress:
+    return RecoveryAddress(
+        id=uuid.UUID(item["id"]),
+        via=item["via"],
+        value=item["value"],
+        created_at=_moment(item["created_at"]),
+        updated_at=_moment(item["updated_at"]),
+    )
+
+
+def _in_order(addresses: Sequence[Any]) -> tuple[Any, ...]:
+    return tuple(sorted(addresses, key=lambda a: (a.created_at, a.id)))
+
+
+def identity_from_row(row: sa.Row[Any]) -> Identity:
+    """The identity of one row of ``select_identities``."""
+    creds = sorted((_credential(c) for c in row.j_credentials or ()), key=lambda c: c.type)
+    return Identity(
+        id=row.id,
+        schema_id=row.schema_id,
+        traits=row.traits,
+        state=row.state,
+        state_changed_at=row.state_changed_at,
+        metadata_public=row.metadata_public,
+        metadata_admin=row.metadata_admin,
+        external_id=row.external_id,
+        organization_id=row.organization_id,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        credentials={c.type: c for c in creds},
+        verifiable_addresses=_in_order([_verifiable(a) for a in row.j_verifiable or ()]),
+        recovery_addresses=_in_order([_recovery(a) for a in row.j_recovery or ()]),
+    )
