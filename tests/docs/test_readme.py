@@ -49,7 +49,7 @@ def test_readme_admin_curl_commands_work_as_written() -> None:
         assert created["traits"]["email"] == "ann@example.test"
         assert "HTTP/1.1 200" in out.stdout and "bob@example.test" in out.stdout.split("HTTP/1.1 200", 1)[1]
         # The imported bcrypt hash is real: bob signs in with the password the comment names.
-        with httpx.Client(base_url=live.public_url) as public:
+        with httpx.Client(base_url=live.public_url, timeout=30) as public:  # a busy CI machine
             flow = public.get("/self-service/login/api").json()
             body = {
                 "method": "password",

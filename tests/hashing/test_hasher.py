@@ -97,8 +97,9 @@ async def test_hashing_does_not_block_the_event_loop() -> None:
     finally:
         task.cancel()
         await h.close()
-    # A blocked loop would tick about once in total; a free one ticks roughly every millisecond.
-    assert ticks >= max(3, int(elapsed * 1000 / 4))
+    # A blocked loop ticks at most once in total (after the hash); a free one keeps ticking while
+    # the hash runs in its thread. A tick rate would measure the machine's load, not the hasher.
+    assert elapsed > 0.01 and ticks >= 3
 
 
 async def test_concurrency_cap_and_queue_depth() -> None:

@@ -103,7 +103,7 @@ def test_entrypoint_serves_with_mounted_config_and_env(tmp_path: Path) -> None:
                 if name != "PATH":  # /opt/sidecar/bin is this venv's bin, already first on PATH
                     env[name] = value
     with running(argv, cwd=tmp_path, public_port=public_port, admin_port=admin_port, env=env) as proc:
-        assert httpx.get(f"{proc.public_url}/.auth/health/ready", timeout=5).status_code == 200
+        assert httpx.get(f"{proc.public_url}/.auth/health/ready", timeout=30).status_code == 200
         check = healthcheck_command()
         assert subprocess.run(check, env=env, cwd=tmp_path, timeout=10).returncode == 0
         os.kill(proc.process.pid, signal.SIGTERM)
@@ -193,9 +193,9 @@ def test_documented_docker_run_works_as_written(tmp_path: Path) -> None:
     workdir.mkdir()
     with running(argv, cwd=workdir, public_port=public_port, admin_port=admin_port, env=env) as proc:
         base = f"{proc.public_url}/.auth"
-        assert httpx.get(f"{base}/health/ready", timeout=5).status_code == 200
-        assert httpx.get(f"{base}/", timeout=5).status_code == 200
-        flow = httpx.get(f"{base}/self-service/registration/api").json()
+        assert httpx.get(f"{base}/health/ready", timeout=30).status_code == 200
+        assert httpx.get(f"{base}/", timeout=30).status_code == 200
+        flow = httpx.get(f"{base}/self-service/registration/api", timeout=30).json()
         done = httpx.post(
             f"{base}/self-service/registration?flow={flow['id']}",
             json={
@@ -203,6 +203,7 @@ def test_documented_docker_run_works_as_written(tmp_path: Path) -> None:
                 "password": "a-long-docker-passphrase",
                 "traits": {"email": "d@example.test"},
             },
+            timeout=30,  # a default-cost argon2 hash on a busy machine
         )
         assert done.status_code == 200, done.text
         log = proc.log()
