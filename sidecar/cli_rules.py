@@ -22,11 +22,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sidecar.config.loader import load_config
-from sidecar.policy_tests import decide, run_files
-from sidecar.proxy.paths import BadPath, normalise_path
+from sidecar.policy_tests import run_files
+from sidecar.proxy.explain import describe, explain_request
 from sidecar.rules.decision import Verdict
 from sidecar.rules.loader import RulesError, expand_paths, load_rules
-from sidecar.rules.model import ORDERS, Order, Rule, RuleSet, normalise_host
+from sidecar.rules.model import ORDERS, Order, RuleSet
 from sidecar.session.resolver import ResolvedSession
 
 
@@ -138,28 +138,6 @@ def cmd_test(args: argparse.Namespace) -> int:
     return 1 if failed or problems or not results else 0
 
 
-def describe(rule: Rule) -> str:
-    req = rule.require
-    parts: list[str] = [req.level]
-    if req.aal2:
-        parts.append("aal2")
-    if req.verified:
-        parts.append("a verified address")
-    if req.roles is not None:
-        parts.append(f"one of roles {sorted(req.roles)}")
-    parts += [f"trait {k} == {v!r}" for k, v in req.traits.items()]
-    return ", ".join(parts)
-
-
-_OUTCOMES = {
-    Verdict.ALLOW: "allow",
-    Verdict.LOGIN: "login required (browser: redirect to login; API: 401 session_inactive)",
-    Verdict.STEP_UP: "step-up required (browser: login with aal=aal2; API: 403 session_aal2_required)",
-    Verdict.FORBIDDEN: "forbidden (403)",
-    Verdict.UNAVAILABLE: "session store unavailable (503)",
-}
-
-
 async def _identity_session(config: Any, identity_id: str, aal: str) -> ResolvedSession | None:
     from sidecar.session.model import Session
     from sidecar.session.resolver import resolved
@@ -186,32 +164,24 @@ def explain(
 ) -> int:
     """Print the walk over the rules and the decision; returns the exit status (0 = allowed)."""
     out = out or sys.stdout
-    parts = urlsplit(url)
-    if not parts.scheme or not parts.netloc:
-        print(f"not an absolute URL: {url}", file=out)
-        return 2
-    try:
-        path = normalise_path((parts.path or "/").encode("latin-1"))
-    except BadPath as exc:
-        print(f"{method} {url}\n  400: the path is ambiguous or malformed: {exc}", file=out)
+    found = explain_request(ruleset, method, url, session, required_aal)
+    if found.problem is not None:
+        if found.problem_status == 2:
+            print(found.problem, file=out)
+            return 2
+        print(f"{found.method} {url}\n  {found.problem}", file=out)
         return 1
-    host = normalise_host(parts.netloc)
-    method = method.upper()
-    print(f"{method} {url}\n  matched as: host {host!r}, path {path!r}", file=out)
-    matched: Rule | None = None
-    for rule, why in ruleset.explain(method, host, path):
-        mark = "MATCH" if why == "matched" else "skip "
-        print(f"  {mark} {rule.id:<24} {rule.source:<28} {why}", file=out)
-        if why == "matched":
-            matched = rule
-    if matched is None:
+    print(f"{found.method} {url}\n  matched as: host {found.host!r}, path {found.path!r}", file=out)
+    for step in found.steps:
+        mark = "MATCH" if step.matched else "skip "
+        print(f"  {mark} {step.rule.id:<24} {step.rule.source:<28} {step.why}", file=out)
+    if found.matched is None:
         print("no rule matched: forbidden (403, default deny)", file=out)
         return 1
-    print(f"rule {matched.id!r} requires: {describe(matched)}", file=out)
-    verdict = decide(ruleset, method, host, path, session, True, required_aal).verdict
+    print(f"rule {found.matched.id!r} requires: {describe(found.matched)}", file=out)
     who = f"identity {session.identity_id} ({session.aal})" if session else "anonymous"
-    print(f"decision for {who}: {_OUTCOMES[verdict]}", file=out)
-    return 0 if verdict is Verdict.ALLOW else 1
+    print(f"decision for {who}: {found.outcome_text}", file=out)
+    return 0 if found.verdict is Verdict.ALLOW else 1
 
 
 _TEXT_LINE = re.compile(r"^(?P<method>\S+) (?P<path>\S+) \d{3} .* rid=(?P<rid>\S+)(?P<extra>.*)$")

@@ -35,9 +35,10 @@ import yaml
 
 from sidecar.config.model import Config
 from sidecar.proxy.access import Outcome
+from sidecar.proxy.explain import decide
 from sidecar.proxy.identity_headers import IdentityHeaders
 from sidecar.proxy.paths import BadPath, normalise_path
-from sidecar.rules.decision import Verdict, judge
+from sidecar.rules.decision import Verdict
 from sidecar.rules.holder import RulesHolder
 from sidecar.rules.loader import _LINE, RulesError, _LineLoader, load_rules
 from sidecar.rules.model import ORDERS, RuleSet, normalise_host
@@ -248,33 +249,6 @@ def _strip_lines(value: Any) -> Any:
 
 def read_test_file(path: Path) -> TestFile:
     return _Reader(path).read()
-
-
-def decide(
-    ruleset: RuleSet,
-    method: str,
-    host: str,
-    path: str,
-    session: ResolvedSession | None,
-    api: bool,
-    required_aal: str,
-) -> Outcome:
-    """``Access._check`` for a known session: the same branches, without the session store."""
-    rule = ruleset.match(method, host, path)
-    if rule is None:
-        return Outcome(Verdict.FORBIDDEN, None, None, api, "no rule matched (default deny)")
-    api = api if rule.on_unauthenticated is None else rule.on_unauthenticated == "json"
-    level = rule.require.level
-    if level == "deny":
-        return Outcome(Verdict.FORBIDDEN, rule, None, api, f"rule {rule.id!r} denies")
-    if level == "public":
-        return Outcome(Verdict.ALLOW, rule, None, api, f"rule {rule.id!r} is public")
-    if session is None:
-        if level == "optional":
-            return Outcome(Verdict.ALLOW, rule, None, api, f"rule {rule.id!r} allows anonymous access")
-        return Outcome(Verdict.LOGIN, rule, None, api, "no valid session")
-    verdict, reason, identified = judge(rule, session, required_aal)
-    return Outcome(verdict, rule, session if identified else None, api, reason)
 
 
 def decision_name(outcome: Outcome) -> str:

@@ -172,6 +172,16 @@ class PublicServe(Model):
         return v
 
 
+class Console(Model):
+    enabled: bool = True
+    """Sidecar-only: the admin console at ``/console`` on the admin listener (never on the public one).
+    Sign-in takes ``serve.admin.api_key``; without a key only loopback clients may sign in."""
+    session_lifespan: Duration = Field(timedelta(hours=1), gt=timedelta(0), le=timedelta(days=1))
+    """How long a console sign-in lasts (its cookie and server-side session), at most ``24h``."""
+    page_size: int = Field(25, ge=1, le=500)
+    """Identities (and courier messages) shown per console page."""
+
+
 class AdminServe(Model):
     host: str = "127.0.0.1"
     """Address the admin listener binds; keep it off the network (loopback by default)."""
@@ -186,6 +196,8 @@ class AdminServe(Model):
     """Largest request body the admin API reads (batch imports may use eight times this)."""
     max_request_line_size: ByteSize = Field(8 * 1024, ge=256, le=1024 * 1024)
     """Sidecar-only: a longer request line (method, target, version) is answered 414, never read on."""
+    console: Console = Console()
+    """Sidecar-only: the browser admin console (identities, sessions, recovery, courier, rules)."""
 
 
 class Serve(Model):

@@ -46,6 +46,13 @@ class IdentityStore(Protocol):
         """Identities ordered by id (keyset pagination: those with id > ``after``)."""
         ...
 
+    async def search_traits(
+        self, paths: Sequence[str], text: str, *, page_size: int, after: uuid.UUID | None = None
+    ) -> list[Identity]:
+        """Identities (ordered by id, keyset after ``after``) where the trait at any of ``paths``
+        (dotted, e.g. ``name.first``) is a string containing ``text``, ignoring case."""
+        ...
+
     async def delete(self, identity_id: uuid.UUID) -> bool: ...
 
     async def count(self) -> int: ...

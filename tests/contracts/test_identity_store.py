@@ -328,3 +328,24 @@ async def test_every_identity_load_is_one_statement(store: IdentityStore, statem
         statements.clear()
         assert await load(), name
         assert len(statements) == 1, (name, statements)
+
+
+async def test_search_traits_matches_part_of_a_trait_ignoring_case(store: IdentityStore) -> None:
+    ada = make_identity("ada@example.com", traits={"email": "ada@example.com", "name": {"first": "Ada"}})
+    bob = make_identity("bob@example.com", traits={"email": "bob@example.com", "name": {"first": "Bob_1%"}})
+    carl = make_identity("carl@example.org", traits={"email": "carl@example.org", "name": {"first": "Carla"}})
+    for identity in (ada, bob, carl):
+        await store.create(identity)
+    assert [i.id for i in await store.search_traits(["name.first"], "CARL", page_size=10)] == [carl.id]
+    found = await store.search_traits(["email", "name.first"], "example.com", page_size=10)
+    assert {i.id for i in found} == {ada.id, bob.id}
+    # LIKE wildcards in the search text are literal characters.
+    assert [i.id for i in await store.search_traits(["name.first"], "_1%", page_size=10)] == [bob.id]
+    assert await store.search_traits(["name.first"], "%", page_size=10) == [bob]
+    assert await store.search_traits(["name.last"], "a", page_size=10) == []
+    assert await store.search_traits([], "a", page_size=10) == []
+    # Keyset pages by id, like list().
+    everyone = sorted((ada.id, bob.id, carl.id))
+    first = await store.search_traits(["email"], "@", page_size=2)
+    rest = await store.search_traits(["email"], "@", page_size=2, after=first[-1].id)
+    assert [i.id for i in first + rest] == everyone

@@ -135,6 +135,24 @@ class SqlIdentityStore:
         async with self._db.read() as conn:
             return await self._select(conn, *where, limit=page_size)
 
+    async def search_traits(
+        self, paths: Sequence[str], text: str, *, page_size: int, after: uuid.UUID | None = None
+    ) -> builtins.list[Identity]:
+        if not paths or not text:
+            return []
+        # LIKE wildcards in the text are literal; the backslash is the escape character.
+        escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{escaped}%"
+        matches = [
+            sa.func.lower(identities.c.traits[tuple(path.split("."))].as_string()).like(pattern, escape="\\")
+            for path in paths
+        ]
+        where: builtins.list[sa.ColumnElement[bool]] = [sa.or_(*matches)]
+        if after is not None:
+            where.append(identities.c.id > after)
+        async with self._db.read() as conn:
+            return await self._select(conn, *where, limit=page_size)
+
     async def delete(self, identity_id: uuid.UUID) -> bool:
         async with self._db.write() as conn:
             await delete_children(conn, identity_id)

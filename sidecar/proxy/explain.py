@@ -1,0 +1,128 @@
+"""Why a request gets the answer it gets: the walk over the rules and the decision, as data.
+
+``sidecar rules explain`` prints it, the admin console draws it and ``sidecar rules test`` tables
+decide with ``decide``: all three use the proxy's own path normalisation, rule matching and
+judgement (``rules/decision.py``), so an explanation is what the proxy would answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from sidecar.proxy.access import Outcome
+from sidecar.proxy.paths import BadPath, normalise_path
+from sidecar.rules.decision import Verdict, judge
+from sidecar.rules.model import Rule, RuleSet, normalise_host
+from sidecar.session.resolver import ResolvedSession
+
+OUTCOMES = {
+    Verdict.ALLOW: "allow",
+    Verdict.LOGIN: "login required (browser: redirect to login; API: 401 session_inactive)",
+    Verdict.STEP_UP: "step-up required (browser: login with aal=aal2; API: 403 session_aal2_required)",
+    Verdict.FORBIDDEN: "forbidden (403)",
+    Verdict.UNAVAILABLE: "session store unavailable (503)",
+}
+
+
+def decide(
+    ruleset: RuleSet,
+    method: str,
+    host: str,
+    path: str,
+    session: ResolvedSession | None,
+    api: bool,
+    required_aal: str,
+) -> Outcome:
+    """``Access._check`` for a known session: the same branches, without the session store."""
+    rule = ruleset.match(method, host, path)
+    if rule is None:
+        return Outcome(Verdict.FORBIDDEN, None, None, api, "no rule matched (default deny)")
+    api = api if rule.on_unauthenticated is None else rule.on_unauthenticated == "json"
+    level = rule.require.level
+    if level == "deny":
+        return Outcome(Verdict.FORBIDDEN, rule, None, api, f"rule {rule.id!r} denies")
+    if level == "public":
+        return Outcome(Verdict.ALLOW, rule, None, api, f"rule {rule.id!r} is public")
+    if session is None:
+        if level == "optional":
+            return Outcome(Verdict.ALLOW, rule, None, api, f"rule {rule.id!r} allows anonymous access")
+        return Outcome(Verdict.LOGIN, rule, None, api, "no valid session")
+    verdict, reason, identified = judge(rule, session, required_aal)
+    return Outcome(verdict, rule, session if identified else None, api, reason)
+
+
+def describe(rule: Rule) -> str:
+    """What a rule requires, in words (``authenticated, aal2, one of roles ['admin']``)."""
+    req = rule.require
+    parts: list[str] = [req.level]
+    if req.aal2:
+        parts.append("aal2")
+    if req.verified:
+        parts.append("a verified address")
+    if req.roles is not None:
+        parts.append(f"one of roles {sorted(req.roles)}")
+    parts += [f"trait {k} == {v!r}" for k, v in req.traits.items()]
+    return ", ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    rule: Rule
+    why: str
+    """``matched`` for the deciding rule, else why the rule was passed over."""
+
+    @property
+    def matched(self) -> bool:
+        return self.why == "matched"
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    method: str
+    url: str
+    problem: str | None = None
+    """Set when the request never reaches the rules: not an absolute URL, or a path refused (400)."""
+    problem_status: int = 0
+    host: str = ""
+    path: str = ""
+    steps: tuple[Step, ...] = ()
+    matched: Rule | None = None
+    outcome: Outcome | None = None
+
+    @property
+    def verdict(self) -> Verdict | None:
+        return self.outcome.verdict if self.outcome is not None else None
+
+    @property
+    def outcome_text(self) -> str:
+        if self.outcome is None:
+            return ""
+        if self.matched is None:
+            return "forbidden (403, default deny)"
+        return OUTCOMES[self.outcome.verdict]
+
+
+def explain_request(
+    ruleset: RuleSet,
+    method: str,
+    url: str,
+    session: ResolvedSession | None,
+    required_aal: str = "aal1",
+) -> Explanation:
+    """Walk ``ruleset`` for ``method url`` as the proxy would, and decide for ``session``."""
+    method = method.upper()
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.netloc:
+        return Explanation(method, url, problem=f"not an absolute URL: {url}", problem_status=2)
+    try:
+        path = normalise_path((parts.path or "/").encode("latin-1"))
+    except (BadPath, UnicodeEncodeError) as exc:
+        return Explanation(
+            method, url, problem=f"400: the path is ambiguous or malformed: {exc}", problem_status=400
+        )
+    host = normalise_host(parts.netloc)
+    steps = tuple(Step(rule, why) for rule, why in ruleset.explain(method, host, path))
+    matched = next((s.rule for s in steps if s.matched), None)
+    outcome = decide(ruleset, method, host, path, session, True, required_aal)
+    return Explanation(method, url, host=host, path=path, steps=steps, matched=matched, outcome=outcome)
