@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp
 
 from sidecar.api import respond
@@ -37,6 +37,14 @@ from sidecar.api.public.flow_http import HttpContext
 from sidecar.api.public.routes import public_routes
 from sidecar.api.public.selfservice import selfservice_routes
 from sidecar.config.model import Config, RateLimit, Timeouts
+from sidecar.console.audit import Audit
+from sidecar.console.auth import ConsoleAuth
+from sidecar.console.identities import IdentityPages
+from sidecar.console.overview import Overview
+from sidecar.console.pages import PREFIX as CONSOLE_PREFIX
+from sidecar.console.pages import Pages
+from sidecar.console.routes import console_routes
+from sidecar.console.signin import SignIn
 from sidecar.courier.service import Courier
 from sidecar.courier.smtp import SmtpSender
 from sidecar.courier.store import CourierStore
@@ -329,35 +337,57 @@ def create_admin_app(services: Services, *, manage_lifespan: bool = True) -> ASG
     def admin_json(identity: Identity) -> dict[str, Any]:
         return identity_to_json(identity, schema_url=schemas.schema_url(identity.schema_id), admin=True)
 
-    routes = admin_routes(
-        identities=IdentityHandlers(
-            services.identities,
-            services.identity_store,
-            schemas,
-            PageTokens.from_config(config, "identities"),
-            config.serve.admin.max_body_size,
-        ),
-        sessions=services.sessions,
-        find_identity=services.identity_store.get,
-        identity_json=admin_json,
-        session_tokens=PageTokens.from_config(config, "admin-sessions"),
-        recovery=services.selfservice.recovery,
-        courier_store=services.database.courier,
-        courier_secret=pagination_secret(config),
-        metrics=services.metrics,
-        rules=services.rules,
-        health=_health(services),
-        admin_base_url=config.admin_base_url,
-        public_base_url=config.public_base_url,
-        max_body=config.serve.admin.max_body_size,
-    )
+    routes: list[BaseRoute] = [
+        *admin_routes(
+            identities=IdentityHandlers(
+                services.identities,
+                services.identity_store,
+                schemas,
+                PageTokens.from_config(config, "identities"),
+                config.serve.admin.max_body_size,
+            ),
+            sessions=services.sessions,
+            find_identity=services.identity_store.get,
+            identity_json=admin_json,
+            session_tokens=PageTokens.from_config(config, "admin-sessions"),
+            recovery=services.selfservice.recovery,
+            courier_store=services.database.courier,
+            courier_secret=pagination_secret(config),
+            metrics=services.metrics,
+            rules=services.rules,
+            health=_health(services),
+            admin_base_url=config.admin_base_url,
+            public_base_url=config.public_base_url,
+            max_body=config.serve.admin.max_body_size,
+        )
+    ]
+    console = config.serve.admin.console
+    if console.enabled:
+        routes += build_console(services)
     app: ASGIApp = Starlette(
         routes=routes,
         exception_handlers=respond.EXCEPTION_HANDLERS,
         lifespan=_lifespan(services) if manage_lifespan else None,
     )
     key = config.serve.admin.api_key
-    return AdminKey(app, key) if key else app
+    return AdminKey(app, key, own_sign_in=CONSOLE_PREFIX if console.enabled else None) if key else app
+
+
+def build_console(services: Services) -> list[BaseRoute]:
+    """The admin console's routes (``/console``), over the same services as the admin API."""
+    config = services.config
+    admin = config.serve.admin
+    auth = ConsoleAuth(services.kv, admin.api_key, admin.console.session_lifespan)
+    pages = Pages(auth, Audit(), admin.max_body_size)
+    identities = IdentityPages(
+        pages,
+        services.identities,
+        services.identity_store,
+        services.schemas,
+        PageTokens.from_config(config, "console-identities"),
+        admin.console.page_size,
+    )
+    return console_routes(pages, SignIn(pages, auth), identities, Overview(pages, services.identity_store))
 
 
 def create_public_app(services: Services, *, manage_lifespan: bool = True, gateway: bool = True) -> ASGIApp:

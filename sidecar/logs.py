@@ -99,6 +99,8 @@ def configure_logging(config: LogConfig) -> None:
         logging.getLogger(noisy).setLevel(quiet)
     for leaky in ("uvicorn.access", "httpx", "httpcore"):
         logging.getLogger(leaky).setLevel(logging.WARNING)
+    # The console's audit lines (sidecar/console/audit.py) are written at any log level.
+    logging.getLogger("sidecar.audit").setLevel(logging.INFO)
 
 
 # --- access log ---------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from collections.abc import Sequence
 from typing import Protocol
@@ -48,7 +49,7 @@ class IdentityStore(Protocol):
 
     async def search_traits(
         self, paths: Sequence[str], text: str, *, page_size: int, after: uuid.UUID | None = None
-    ) -> list[Identity]:
+    ) -> builtins.list[Identity]:
         """Identities (ordered by id, keyset after ``after``) where the trait at any of ``paths``
         (dotted, e.g. ``name.first``) is a string containing ``text``, ignoring case."""
         ...

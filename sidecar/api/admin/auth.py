@@ -18,14 +18,22 @@ _OPEN_PREFIXES = ("/health/", "/admin/health/")
 
 
 class AdminKey:
-    def __init__(self, app: ASGIApp, key: str) -> None:
+    def __init__(self, app: ASGIApp, key: str, *, own_sign_in: str | None = None) -> None:
+        """``own_sign_in``: a path prefix (the console's) that checks the key itself, at its sign-in
+        form, and then by its own session cookie; a browser cannot send a bearer header."""
         self.app = app
+        self.own_sign_in = own_sign_in
         self.expected = b"bearer " + key.encode()
         body = errors.Unauthorized("a valid admin API key is required").to_dict()
         self.denied = json.dumps(body, separators=(",", ":")).encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(_OPEN_PREFIXES):
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path.startswith(_OPEN_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        own = self.own_sign_in
+        if own is not None and (path == own or path.startswith(own + "/")):
             await self.app(scope, receive, send)
             return
         presented = b""

@@ -1,0 +1,385 @@
+"""Identity pages: search and pages, the detail page and its forms, create, delete.
+
+Every write goes through ``IdentityManager`` (the API's PATCH and POST paths and their schema
+validation), so the console can store nothing the admin API would refuse. Each write is one
+audit line, refused ones included.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from sidecar import errors
+from sidecar.api.admin import bodies
+from sidecar.api.pagination import PageTokens
+from sidecar.console import traits_form
+from sidecar.console.auth import ConsoleSession
+from sidecar.console.pages import PREFIX, Form, Pages
+from sidecar.identity.manager import IdentityManager
+from sidecar.identity.model import Identity
+from sidecar.identity.store import IdentityStore
+from sidecar.schema.registry import SchemaRegistry
+from sidecar.security.identifiers import normalize_identifier
+from sidecar.ui.wording import primary_identifier
+
+MAX_QUERY = 256
+
+
+def identity_url(identity_id: uuid.UUID | str, anchor: str = "") -> str:
+    return f"{PREFIX}/identities/{identity_id}" + (f"#{anchor}" if anchor else "")
+
+
+def _uuid(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise errors.NotFound("There is no identity with that id.") from None
+
+
+def _pretty(value: Any) -> str:
+    return "" if value is None else json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
+
+
+class IdentityPages:
+    def __init__(
+        self,
+        pages: Pages,
+        manager: IdentityManager,
+        store: IdentityStore,
+        schemas: SchemaRegistry,
+        tokens: PageTokens,
+        page_size: int,
+        extras: Sequence[Any] = (),
+    ) -> None:
+        """``extras``: sections drawn on the detail page by other modules (sessions, recovery); each
+        has ``async def detail_context(identity) -> dict``, merged into the page's context."""
+        self.pages = pages
+        self.manager = manager
+        self.store = store
+        self.schemas = schemas
+        self.tokens = tokens
+        self.page_size = page_size
+        self.extras = list(extras)
+
+    # --- search ---------------------------------------------------------------------------------
+
+    def _search_paths(self) -> list[str]:
+        paths: list[str] = []
+        for schema in self.schemas.all():
+            for f in schema.trait_fields():
+                if not f.is_array and f.type == "string" and f.path not in paths:
+                    paths.append(f.path)
+        return paths
+
+    async def search(self, request: Request, signed_in: ConsoleSession) -> Response:
+        q = (request.query_params.get("q") or "").strip()[:MAX_QUERY]
+        token = request.query_params.get("page_token")
+        after = self.tokens.open(token) if token else None
+        size = self.page_size
+        found: list[Identity] = []
+        scope = "all identities"
+        if q:
+            try:
+                by_id = uuid.UUID(q)
+            except ValueError:
+                by_id = None
+            if by_id is not None:
+                identity = await self.store.get(by_id)
+                if identity is not None:
+                    return self.pages.redirect(identity_url(identity.id))
+            path, sep, value = q.partition("=")
+            known = self._search_paths()
+            if sep and path.removeprefix("traits.") in known:
+                paths, text = [path.removeprefix("traits.")], value.strip()
+                scope = f"trait {path.removeprefix('traits.')} contains {text!r}"
+            else:
+                paths, text = known, q
+                scope = f"identifier, id, external id or trait containing {q!r}"
+                if after is None:
+                    # Exact matches first: identifiers that are no trait (oidc subjects), external ids.
+                    exact = await self.store.list(
+                        page_size=10, credentials_identifier=normalize_identifier(q)
+                    )
+                    external = await self.store.get_by_external_id(q)
+                    found = exact + ([external] if external else [])
+            rows = await self.store.search_traits(paths, text, page_size=size + 1, after=after)
+        else:
+            rows = await self.store.list(page_size=size + 1, after=after)
+        page, more = rows[:size], len(rows) > size
+        seen = {i.id for i in found}
+        found += [i for i in page if i.id not in seen]
+        next_url = None
+        if more and page:
+            next_url = f"{PREFIX}/identities?" + urlencode(
+                {"q": q, "page_token": self.tokens.seal(page[-1].id)}
+            )
+        context = {
+            "title": "Identities",
+            "q": q,
+            "scope": scope,
+            "rows": [self._row(i) for i in found],
+            "next_url": next_url,
+            "first_url": f"{PREFIX}/identities?" + urlencode({"q": q}) if token else None,
+            "total": await self.store.count() if not q else None,
+        }
+        return self.pages.render("identities.html", context, signed_in=signed_in, section="identities")
+
+    @staticmethod
+    def _row(identity: Identity) -> dict[str, Any]:
+        verified = any(a.verified for a in identity.verifiable_addresses)
+        return {
+            "id": str(identity.id),
+            "url": identity_url(identity.id),
+            "identifier": primary_identifier(identity.traits) or "(no identifier)",
+            "schema_id": identity.schema_id,
+            "state": identity.state,
+            "verified": verified,
+            "methods": sorted(identity.credentials),
+            "created_at": identity.created_at,
+        }
+
+    # --- detail ---------------------------------------------------------------------------------
+
+    async def detail(self, request: Request, signed_in: ConsoleSession) -> Response:
+        identity = await self.manager.get(_uuid(request.path_params["id"]))
+        return await self._detail(identity, signed_in, notice=_notice(request.query_params.get("done")))
+
+    async def _detail(
+        self,
+        identity: Identity,
+        signed_in: ConsoleSession,
+        *,
+        notice: str = "",
+        trait_errors: Mapping[str, list[str]] | None = None,
+        posted: Mapping[str, Any] | None = None,
+        problem: str = "",
+        metadata_posted: Mapping[str, str] | None = None,
+        status: int = 200,
+    ) -> Response:
+        schema = self.schemas.get(identity.schema_id)
+        fields = traits_form.fields(schema, posted if posted is not None else identity.traits)
+        known = {f.path for f in schema.trait_fields()}
+        context: dict[str, Any] = {
+            "title": primary_identifier(identity.traits) or str(identity.id),
+            "identity": identity,
+            "fields": fields,
+            "trait_errors": dict(trait_errors or {}),
+            "unlisted_traits": sorted(
+                k for k in identity.traits if not any(p.split(".")[0] == k for p in known)
+            ),
+            "notice": notice,
+            "problem": problem,
+            "metadata_public": (metadata_posted or {}).get(
+                "metadata_public", _pretty(identity.metadata_public)
+            ),
+            "metadata_admin": (metadata_posted or {}).get("metadata_admin", _pretty(identity.metadata_admin)),
+            "credentials": [
+                {
+                    "type": c.type,
+                    "identifiers": [i for i in c.identifiers if i],
+                    "created_at": c.created_at,
+                    "updated_at": c.updated_at,
+                }
+                for c in sorted(identity.credentials.values(), key=lambda c: c.type)
+            ],
+        }
+        for extra in self.extras:
+            context.update(await extra.detail_context(identity))
+        return self.pages.render(
+            "identity.html", context, signed_in=signed_in, section="identities", status=status
+        )
+
+    # --- edits ----------------------------------------------------------------------------------
+
+    async def update_traits(self, request: Request, signed_in: ConsoleSession, form: Form) -> Response:
+        identity = await self.manager.get(_uuid(request.path_params["id"]))
+        schema = self.schemas.get(identity.schema_id)
+        traits, problems = traits_form.read(schema, form, identity.traits)
+        audit = self.pages.audit
+        if not problems:
+            try:
+                await self.manager.patch(identity.id, [{"op": "replace", "path": "/traits", "value": traits}])
+            except errors.ValidationError as exc:
+                problems = exc.messages or {"traits": [exc.reason or exc.message]}
+            except errors.Conflict as exc:
+                audit.record(
+                    signed_in.actor, "identity.update_traits", identity_id=identity.id, result="refused"
+                )
+                return await self._detail(identity, signed_in, problem=exc.message, posted=traits, status=409)
+        if problems:
+            audit.record(
+                signed_in.actor,
+                "identity.update_traits",
+                identity_id=identity.id,
+                result="refused",
+                detail="invalid",
+            )
+            return await self._detail(identity, signed_in, trait_errors=problems, posted=traits, status=400)
+        audit.record(signed_in.actor, "identity.update_traits", identity_id=identity.id)
+        return self.pages.redirect(f"{identity_url(identity.id)}?done=traits#traits")
+
+    async def update_state(self, request: Request, signed_in: ConsoleSession, form: Form) -> Response:
+        identity_id = _uuid(request.path_params["id"])
+        state = form.get("state", "")
+        if state not in ("active", "inactive"):
+            raise errors.BadRequest("state must be active or inactive")
+        await self.manager.patch(identity_id, [{"op": "replace", "path": "/state", "value": state}])
+        self.pages.audit.record(signed_in.actor, "identity.set_state", identity_id=identity_id, detail=state)
+        return self.pages.redirect(f"{identity_url(identity_id)}?done=state")
+
+    async def update_metadata(self, request: Request, signed_in: ConsoleSession, form: Form) -> Response:
+        identity = await self.manager.get(_uuid(request.path_params["id"]))
+        ops: list[dict[str, Any]] = []
+        posted = {k: form.get(k, "") for k in ("metadata_public", "metadata_admin")}
+        for key, raw in posted.items():
+            try:
+                value = json.loads(raw) if raw.strip() else None
+            except ValueError as exc:
+                self.pages.audit.record(
+                    signed_in.actor, "identity.update_metadata", identity_id=identity.id, result="refused"
+                )
+                return await self._detail(
+                    identity,
+                    signed_in,
+                    problem=f"{key} is not valid JSON: {exc}",
+                    metadata_posted=posted,
+                    status=400,
+                )
+            # "add" sets an object member whether or not it exists yet (RFC 6902 §4.1).
+            ops.append({"op": "add", "path": f"/{key}", "value": value})
+        await self.manager.patch(identity.id, ops)
+        self.pages.audit.record(signed_in.actor, "identity.update_metadata", identity_id=identity.id)
+        return self.pages.redirect(f"{identity_url(identity.id)}?done=metadata#metadata")
+
+    async def delete_credential(self, request: Request, signed_in: ConsoleSession, form: Form) -> Response:
+        identity_id = _uuid(request.path_params["id"])
+        kind = request.path_params["type"]
+        try:
+            await self.manager.delete_credential(identity_id, kind)
+        except errors.BadRequest as exc:
+            self.pages.audit.record(
+                signed_in.actor,
+                "identity.delete_credential",
+                identity_id=identity_id,
+                result="refused",
+                detail=kind,
+            )
+            identity = await self.manager.get(identity_id)
+            return await self._detail(identity, signed_in, problem=exc.message, status=400)
+        self.pages.audit.record(
+            signed_in.actor, "identity.delete_credential", identity_id=identity_id, detail=kind
+        )
+        return self.pages.redirect(f"{identity_url(identity_id)}?done=credential#credentials")
+
+    # --- delete ---------------------------------------------------------------------------------
+
+    async def confirm_delete(self, request: Request, signed_in: ConsoleSession) -> Response:
+        identity = await self.manager.get(_uuid(request.path_params["id"]))
+        context = {
+            "title": "Delete this identity?",
+            "identity": identity,
+            "identifier": primary_identifier(identity.traits) or str(identity.id),
+        }
+        return self.pages.render("delete.html", context, signed_in=signed_in, section="identities")
+
+    async def delete(self, request: Request, signed_in: ConsoleSession, form: Form) -> Response:
+        identity_id = _uuid(request.path_params["id"])
+        if form.get("confirm") != str(identity_id):
+            raise errors.BadRequest("Deleting needs the confirmation from the delete page.")
+        await self.manager.delete(identity_id)
+        self.pages.audit.record(signed_in.actor, "identity.delete", identity_id=identity_id)
+        return self.pages.redirect(f"{PREFIX}/identities?done=deleted")
+
+    # --- create ---------------------------------------------------------------------------------
+
+    def _schema_for(self, raw: str | None) -> Any:
+        if not raw:
+            return self.schemas.default()
+        schema = self.schemas.find(raw)
+        if schema is None:
+            raise errors.BadRequest(f"there is no identity schema {raw[:64]!r}")
+        return schema
+
+    async def new(self, request: Request, signed_in: ConsoleSession) -> Response:
+        schema = self._schema_for(request.query_params.get("schema"))
+        return self._new_page(signed_in, schema)
+
+    def _new_page(
+        self,
+        signed_in: ConsoleSession,
+        schema: Any,
+        *,
+        posted: Mapping[str, Any] | None = None,
+        trait_errors: Mapping[str, list[str]] | None = None,
+        problem: str = "",
+        state: str = "active",
+        status: int = 200,
+    ) -> Response:
+        context = {
+            "title": "New identity",
+            "schema": schema,
+            "schemas": [s.id for s in self.schemas.all()],
+            "fields": traits_form.fields(schema, posted),
+            "trait_errors": dict(trait_errors or {}),
+            "problem": problem,
+            "state": state,
+        }
+        return self.pages.render(
+            "new.html", context, signed_in=signed_in, section="identities", status=status
+        )
+
+    async def create(self, request: Request, signed_in: ConsoleSession, form: Form) -> Response:
+        schema = self._schema_for(form.get("schema_id"))
+        traits, problems = traits_form.read(schema, form, None)
+        state = form.get("state", "active")
+        body: dict[str, Any] = {"schema_id": schema.id, "traits": traits, "state": state}
+        password = form.get("password", "")
+        if password:
+            body["credentials"] = {"password": {"config": {"password": password}}}
+        audit = self.pages.audit
+        if not problems:
+            try:
+                identity = await self.manager.create(bodies.identity_spec(body))
+            except errors.ValidationError as exc:
+                problems = exc.messages or {"traits": [exc.reason or exc.message]}
+            except errors.Conflict as exc:
+                audit.record(signed_in.actor, "identity.create", result="refused", detail="conflict")
+                return self._new_page(
+                    signed_in, schema, posted=traits, problem=exc.message, state=state, status=409
+                )
+            else:
+                audit.record(signed_in.actor, "identity.create", identity_id=identity.id)
+                return self.pages.redirect(f"{identity_url(identity.id)}?done=created")
+        audit.record(signed_in.actor, "identity.create", result="refused", detail="invalid")
+        general = [m for k, v in problems.items() if not k.startswith("traits.") for m in v]
+        return self._new_page(
+            signed_in,
+            schema,
+            posted=traits,
+            trait_errors=problems,
+            problem="; ".join(general),
+            state=state,
+            status=400,
+        )
+
+
+_NOTICES = {
+    "traits": "Traits saved.",
+    "state": "State changed.",
+    "metadata": "Metadata saved.",
+    "credential": "Credential removed.",
+    "created": "Identity created.",
+    "session": "Session revoked.",
+    "sessions": "All sessions revoked.",
+}
+
+
+def _notice(key: str | None) -> str:
+    return _NOTICES.get(key or "", "")

@@ -1,0 +1,84 @@
+"""``/console/login`` and ``/console/logout``: the console session's start and end."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from sidecar import errors
+from sidecar.console.auth import (
+    LOGIN_CSRF_COOKIE,
+    ConsoleAuth,
+    ConsoleSession,
+    SignInRefused,
+    client_ip,
+    same_origin,
+    token_matches,
+)
+from sidecar.console.pages import PREFIX, Form, Pages
+
+
+def _next(raw: str | None) -> str:
+    """Only a console path may be the place to go back to (no open redirect)."""
+    if raw and raw.startswith(f"{PREFIX}/") and not raw.startswith("//") and "\\" not in raw:
+        return raw
+    return PREFIX
+
+
+class SignIn:
+    def __init__(self, pages: Pages, auth: ConsoleAuth) -> None:
+        self.pages = pages
+        self.auth = auth
+
+    def _form(self, request: Request, *, message: str = "", status: int = 200) -> Response:
+        token, fresh = self.auth.login_csrf(request)
+        context = {
+            "title": "Sign in to the console",
+            "needs_key": self.auth.needs_key,
+            "allowed": self.auth.may_try(request),
+            "message": message,
+            "login_csrf": token,
+            "next": _next(request.query_params.get("next")),
+        }
+        response = self.pages.render("login.html", context, signed_in=None, status=status)
+        if fresh:
+            self.auth.set_login_csrf(request, response, token)
+        return response
+
+    async def show(self, request: Request) -> Response:
+        if await self.auth.current(request) is not None:
+            return self.pages.redirect(_next(request.query_params.get("next")))
+        return self._form(request)
+
+    async def submit(self, request: Request) -> Response:
+        try:
+            form = await self.pages.read_form(request)
+        except errors.SidecarError as exc:
+            return self._form(request, message=exc.message, status=exc.code)
+        audit = self.pages.audit
+        if not same_origin(request) or not token_matches(
+            request.cookies.get(LOGIN_CSRF_COOKIE, ""), form.get("csrf_token")
+        ):
+            audit.record(
+                None, "console.sign_in", result="refused", detail="csrf", client_ip=client_ip(request)
+            )
+            return self._form(request, message="The sign-in form was stale; please try again.", status=403)
+        try:
+            token, session = await self.auth.sign_in(request, form.get("api_key", ""), form.get("name", ""))
+        except SignInRefused as exc:
+            audit.record(
+                None, "console.sign_in", result="refused", detail=str(exc), client_ip=client_ip(request)
+            )
+            return self._form(request, message=str(exc), status=exc.status)
+        audit.record(session.actor, "console.sign_in")
+        response = self.pages.redirect(_next(form.get("next")))
+        self.auth.set_cookie(request, response, token)
+        response.delete_cookie(LOGIN_CSRF_COOKIE, path=f"{PREFIX}")
+        return response
+
+    async def sign_out(self, request: Request, signed_in: ConsoleSession, form: Form) -> Response:
+        await self.auth.sign_out(request)
+        self.pages.audit.record(signed_in.actor, "console.sign_out")
+        response = self.pages.redirect(f"{PREFIX}/login")
+        self.auth.clear_cookie(request, response)
+        return response
