@@ -31,11 +31,13 @@ from sidecar.api.admin.auth import AdminKey
 from sidecar.api.admin.identities import IdentityHandlers
 from sidecar.api.admin.routes import admin_routes
 from sidecar.api.health import health_routes
+from sidecar.api.origin import RequestAudit
 from sidecar.api.pagination import PageTokens, pagination_secret
 from sidecar.api.public.errors_flow import ErrorFlows
 from sidecar.api.public.flow_http import HttpContext
 from sidecar.api.public.routes import public_routes
 from sidecar.api.public.selfservice import selfservice_routes
+from sidecar.audit import AuditLog
 from sidecar.config.model import Config, RateLimit, Timeouts
 from sidecar.console.audit import Audit
 from sidecar.console.auth import ConsoleAuth
@@ -130,6 +132,8 @@ class Services:
     """Logs each store's outages and recoveries (``readiness_checks``, run in the background)."""
     rules: RulesHolder
     """The access rules; loaded by ``create_public_app``, counted per rule for coverage."""
+    audit: AuditLog
+    """Security audit events (``log.audit``); flows and the session and admin endpoints write them."""
     _closers: list[Closer] = field(default_factory=list)
     _shutting_down: bool = False
     _courier_task: asyncio.Task[None] | None = None
@@ -148,6 +152,7 @@ class Services:
         self._shutting_down = True
 
     async def start(self) -> None:
+        self.audit.open()  # a path that cannot be written fails the start, not the first sign-in
         if self.config.dev:
             await self.database.migrate()
         await self.schemas.load()
@@ -173,6 +178,7 @@ class Services:
                 await close()
             except Exception:  # shutdown must go on even if one pool fails to close
                 log.exception("error while closing a service")
+        self.audit.close()
 
 
 def send_limits(config: Config) -> RateLimit:
@@ -199,6 +205,7 @@ def build_flows(
     *,
     courier: Mailer | None = None,
     addresses: AddressDirectory | None = None,
+    audit: AuditLog | None = None,
 ) -> tuple[SelfServiceFlows, list[Closer]]:
     """The strategies, then the flows in the order they need each other; and what to close."""
     store = FlowStore(kv)
@@ -207,7 +214,8 @@ def build_flows(
     if courier is not None and addresses is not None:
         challenge = ChallengeDeps(addresses, courier, kv, RateLimiter(kv, send_limits(config)))
     registry = build_registry(StrategyDeps(config, identities, schemas, throttle, kv=kv, challenge=challenge))
-    verification = VerificationFlows(config, store, registry.verification, kv=kv)
+    audit = audit or AuditLog.off()
+    verification = VerificationFlows(config, store, registry.verification, kv=kv, audit=audit)
     registration = RegistrationFlows(
         config,
         store,
@@ -215,20 +223,29 @@ def build_flows(
         sessions,
         after_registration=verification.after_registration,
         discard=identities.delete,
+        audit=audit,
     )
-    settings = SettingsFlows(config, store, registry.settings, sessions, assurance, identities.get)
+    settings = SettingsFlows(
+        config, store, registry.settings, sessions, assurance, identities.get, audit=audit
+    )
     recovery = RecoveryFlows(
-        config, store, registry.recovery, sessions=sessions, settings=SettingsAfterRecovery(settings), kv=kv
+        config,
+        store,
+        registry.recovery,
+        sessions=sessions,
+        settings=SettingsAfterRecovery(settings),
+        kv=kv,
+        audit=audit,
     )
     oidc = registry.oidc
-    login = LoginFlows(config, store, registry.login, sessions, assurance, identities.get)
+    login = LoginFlows(config, store, registry.login, sessions, assurance, identities.get, audit=audit)
     callbacks = (
         oidc_callbacks(config, oidc, kv, store, login, registration, settings) if oidc is not None else None
     )
     flows = SelfServiceFlows(
         login=login,
         registration=registration,
-        logout=LogoutFlows(config, sessions),
+        logout=LogoutFlows(config, sessions, audit=audit),
         throttle=throttle,
         recovery=recovery,
         verification=verification,
@@ -278,8 +295,17 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
     sessions = SessionManager(session_store, config.session, revocations=invalidation)
     identities = IdentityManager(database.identities, schemas, hasher, observer=sessions)
     courier = Courier(database.courier, Templates(config.courier.template_override_path))
+    audit = AuditLog(config.log.audit.path if config.log.audit.enabled else None)
     selfservice, flow_closers = build_flows(
-        config, kv, identities, schemas, sessions, assurance, courier=courier, addresses=database.identities
+        config,
+        kv,
+        identities,
+        schemas,
+        sessions,
+        assurance,
+        courier=courier,
+        addresses=database.identities,
+        audit=audit,
     )
     closers += flow_closers
     worker = (
@@ -308,6 +334,7 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         monitor=StoreMonitor(readiness),
         _closers=closers,
         rules=rules,
+        audit=audit,
     )
 
 
@@ -334,6 +361,8 @@ def create_admin_app(services: Services, *, manage_lifespan: bool = True) -> ASG
     config = services.config
     schemas = services.schemas
 
+    audit = RequestAudit(services.audit, TrustedProxies.parse(config.serve.public.trusted_proxies))
+
     def admin_json(identity: Identity) -> dict[str, Any]:
         return identity_to_json(identity, schema_url=schemas.schema_url(identity.schema_id), admin=True)
 
@@ -345,6 +374,7 @@ def create_admin_app(services: Services, *, manage_lifespan: bool = True) -> ASG
                 schemas,
                 PageTokens.from_config(config, "identities"),
                 config.serve.admin.max_body_size,
+                audit,
             ),
             sessions=services.sessions,
             find_identity=services.identity_store.get,
@@ -359,6 +389,7 @@ def create_admin_app(services: Services, *, manage_lifespan: bool = True) -> ASG
             admin_base_url=config.admin_base_url,
             public_base_url=config.public_base_url,
             max_body=config.serve.admin.max_body_size,
+            audit=audit,
         )
     ]
     console = config.serve.admin.console
@@ -406,6 +437,7 @@ def create_public_app(services: Services, *, manage_lifespan: bool = True, gatew
         TrustedProxies.parse(config.serve.public.trusted_proxies),
         public_identity,
         services.metrics,
+        services.audit,
     )
     selfservice = selfservice_routes(
         ctx,

@@ -116,6 +116,17 @@ def configure_logging(config: LogConfig) -> None:
 
 REQUEST_ID_HEADER = b"x-request-id"
 _REQUEST_ID_OK = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
+TRACEPARENT_HEADER = b"traceparent"
+# W3C Trace Context: version-traceid-parentid-flags; an all-zero trace or parent id is invalid.
+_TRACEPARENT = re.compile(rb"[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
+
+
+def trace_id_of(traceparent: bytes) -> str | None:
+    """The trace id of a well-formed ``traceparent`` value, else None."""
+    m = _TRACEPARENT.fullmatch(traceparent.strip())
+    if m is None or m.group(1) == b"0" * 32 or m.group(2) == b"0" * 16 or traceparent[:2] == b"ff":
+        return None
+    return m.group(1).decode("ascii")
 
 
 def new_request_id() -> str:
@@ -237,12 +248,18 @@ class AccessLog:
 
     def _request_id(self, scope: Any) -> str:
         headers = scope["headers"]
-        incoming = None
+        incoming = traceparent = None
         for name, value in headers:
-            if name == REQUEST_ID_HEADER:  # ASGI servers give lower-case names
+            if name == REQUEST_ID_HEADER and incoming is None:  # ASGI servers give lower-case names
                 incoming = value
-                break
+            elif name == TRACEPARENT_HEADER and traceparent is None:
+                traceparent = value
         client = scope.get("client")
+        if traceparent is not None and self.trusted(client[0] if client else None):
+            # The trace a trusted proxy started: audit events and the upstream share its id.
+            trace_id = trace_id_of(traceparent)
+            if trace_id is not None:
+                scope["sidecar.trace_id"] = trace_id
         if incoming is not None:
             if _REQUEST_ID_OK.fullmatch(incoming) and self.trusted(client[0] if client else None):
                 return str(incoming.decode("ascii"))

@@ -878,6 +878,15 @@ class RedisConfig(Model):
     """Sidecar-only: namespace for every key and channel, so several sidecars can share one Redis."""
 
 
+class AuditLogConfig(Model):
+    enabled: bool = False
+    """Sidecar-only: write security audit events (sign-ins, MFA changes, revocations, admin changes;
+    docs/AUDIT.md) as JSON lines to ``path``."""
+    path: str = "-"
+    """Where audit events go: ``-`` for standard output (the access and error logs go to standard
+    error), or a file, opened for appending (several workers may share it)."""
+
+
 class LogConfig(Model):
     level: Literal["trace", "debug", "info", "warning", "warn", "error", "fatal", "panic"] = "info"
     """Log level (Kratos' names); ``info`` and below write the access log."""
@@ -885,6 +894,8 @@ class LogConfig(Model):
     """``json`` lines, or ``text`` for people (the default in ``--dev``)."""
     leak_sensitive_values: bool = False
     """Kratos' switch to log secrets; accepted, sidecar never logs them."""
+    audit: AuditLogConfig = AuditLogConfig()
+    """Sidecar-only: the security audit log, a stream of its own."""
 
 
 class Config(Model):

@@ -7,11 +7,11 @@ against the file's folder makes ``sidecar serve -c /etc/sidecar/sidecar.yaml`` a
 ``cd /etc/sidecar && sidecar serve -c sidecar.yaml`` mean the same thing.
 
 Only keys that name files are touched: ``identity.schemas[].url`` (``file://`` URLs and plain
-paths), ``selfservice.methods.oidc.config.providers[].mapper_url``, ``courier.template_override_path``
-and ``rules[]``. ``dsn`` keeps Kratos' meaning (a relative SQLite file is relative to the working
-directory), and values from the environment or the command line are relative to the working
-directory as well. Symlinks are kept, not resolved: Kubernetes swaps mounted ConfigMaps by
-replacing a symlink, and the rules watcher must keep following it.
+paths), ``selfservice.methods.oidc.config.providers[].mapper_url``, ``courier.template_override_path``,
+``log.audit.path`` and ``rules[]``. ``dsn`` keeps Kratos' meaning (a relative SQLite file is
+relative to the working directory), and values from the environment or the command line are
+relative to the working directory as well. Symlinks are kept, not resolved: Kubernetes swaps
+mounted ConfigMaps by replacing a symlink, and the rules watcher must keep following it.
 """
 
 from __future__ import annotations
@@ -79,6 +79,9 @@ def resolve_relative_paths(data: dict[str, Any], base: Path) -> None:
     courier = _section(data, "courier")
     if courier is not None and "template_override_path" in courier:
         courier["template_override_path"] = resolve_path(courier["template_override_path"], base)
+    audit = _section(data, "log", "audit")
+    if audit is not None and audit.get("path") not in (None, "-"):
+        audit["path"] = resolve_path(audit["path"], base)
     rules = data.get("rules")
     if isinstance(rules, list):
         data["rules"] = [resolve_path(pattern, base) for pattern in rules]

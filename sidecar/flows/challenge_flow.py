@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Generic, Literal, TypeVar
 
 from sidecar import errors
+from sidecar.audit import AuditLog
 from sidecar.config.model import Config
 from sidecar.flows import messages, nodes
 from sidecar.flows.lifecycle import FlowLifecycle, apply_invalid, check_submitted
@@ -55,6 +56,7 @@ class ChallengeFlows(Generic[S]):
         *,
         kv: KeyValueStore,
         clock: Callable[[], datetime] = utcnow,
+        audit: AuditLog | None = None,
     ) -> None:
         flow_config = getattr(config.selfservice.flows, self.kind)
         self.config = config
@@ -65,6 +67,7 @@ class ChallengeFlows(Generic[S]):
         self._all_strategies: tuple[S, ...] = tuple(strategies)
         self.clock = clock
         self._kv = kv
+        self.audit = audit or AuditLog.off()
 
     @property
     def enabled(self) -> bool:
@@ -185,6 +188,10 @@ class ChallengeFlows(Generic[S]):
         except SecretExpired as exc:
             return await self._replace(flow, exc.expired_at)
         if isinstance(result, ChallengeSent):
+            # For an unknown address nothing was sent, and the event says no more than the answer.
+            self.audit.emit(
+                f"{self.kind}.started", client, method=flow.active, flow_id=flow.id, flow_type=flow.type
+            )
             return ShowFlow(await self._save_unless_passed(flow))
         if landing and flow.type == "browser" and client.csrf_token:
             # The mail may be opened in another browser: the finished flow follows the secret.

@@ -52,6 +52,14 @@ def refuse_nul(body: Mapping[str, Any]) -> None:
         raise FlowInvalid([messages.generic("The request contains a NUL character, which is not allowed.")])
 
 
+def failure_reason(exc: FlowInvalid) -> str:
+    """The message ids of a rejected submission (``4000006``, ``4000002``): what audit events carry,
+    never the text (which may quote what the user typed)."""
+    texts = [*exc.messages, *(t for ts in exc.node_messages.values() for t in ts)]
+    ids = sorted({str(t["id"]) for t in texts if t.get("type") == "error"} or {str(t["id"]) for t in texts})
+    return ",".join(ids) or "invalid"
+
+
 def apply_invalid(flow: Flow, exc: FlowInvalid) -> None:
     """Show a rejected submission: fresh messages, kept values, secrets never echoed."""
     flow.ui.messages = list(exc.messages)

@@ -11,9 +11,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from sidecar import errors
+from sidecar.audit import AuditLog
 from sidecar.config.model import Config
 from sidecar.flows import messages, nodes
-from sidecar.flows.lifecycle import FlowLifecycle, check_submitted
+from sidecar.flows.lifecycle import FlowLifecycle, check_submitted, failure_reason
 from sidecar.flows.model import Flow, FlowType
 from sidecar.flows.outcome import (
     AlreadySignedIn,
@@ -44,6 +45,8 @@ class LoginFlows:
         sessions: SessionManager,
         assurance: Assurance,
         get_identity: Callable[[uuid.UUID], Awaitable[Identity]] | None = None,
+        *,
+        audit: AuditLog | None = None,
     ) -> None:
         self.life = FlowLifecycle("login", config, config.selfservice.flows.login, store)
         self._strategies = tuple(strategies)
@@ -52,6 +55,7 @@ class LoginFlows:
         self._assurance = assurance
         self._get_identity = get_identity
         self._required_aal = config.session.whoami.required_aal
+        self._audit = audit or AuditLog.off()
 
     def _strategies_for(self, flow: Flow) -> list[LoginStrategy]:
         """An aal2 flow offers only the second factors the identity has; aal1 only first factors."""
@@ -164,8 +168,29 @@ class LoginFlows:
             check_submitted(flow, body)
             identity = await self._authenticate(flow, body, client)
         except FlowInvalid as exc:
+            if exc.status >= 400 and exc.status != 429:  # 429: the throttle's own event
+                self._audit.emit(
+                    "login.failed",
+                    client,
+                    identity_id=session.identity_id if session is not None else None,
+                    method=flow.active or (method if isinstance(method, str) else None),
+                    reason=failure_reason(exc),
+                    flow_id=flow.id,
+                    flow_type=flow.type,
+                )
             return await self.life.show_invalid(flow, exc)
-        return await self._complete(flow, identity, client, flow.active or "password")
+        done = await self._complete(flow, identity, client, flow.active or "password")
+        self._audit.emit(
+            "login.succeeded",
+            client,
+            identity_id=identity.id,
+            method=flow.active or "password",
+            aal=done.session.aal if done.session is not None else None,
+            session_id=done.session.id if done.session is not None else None,
+            flow_id=flow.id,
+            flow_type=flow.type,
+        )
+        return done
 
     async def _authenticate(self, flow: Flow, body: Mapping[str, Any], client: Client) -> Identity:
         for strategy in self._strategies_for(flow):

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from sidecar import errors
+from sidecar.audit import AuditLog, Origin
 from sidecar.config.model import Config
 from sidecar.security.return_to import resolve_return_to
 from sidecar.session.manager import SessionManager
@@ -23,8 +24,9 @@ class LogoutUrl:
 
 
 class LogoutFlows:
-    def __init__(self, config: Config, sessions: SessionManager) -> None:
+    def __init__(self, config: Config, sessions: SessionManager, *, audit: AuditLog | None = None) -> None:
         self._config = config
+        self._audit = audit or AuditLog.off()
         self._sessions = sessions
         self._base = config.public_base_url
 
@@ -54,7 +56,9 @@ class LogoutFlows:
             or self._base + "/ui/login"
         )
 
-    async def perform_browser(self, token: str | None, session: Session | None, return_to: str | None) -> str:
+    async def perform_browser(
+        self, token: str | None, session: Session | None, return_to: str | None, origin: Origin | None = None
+    ) -> str:
         """Revoke the cookie session when ``token`` was made for it; the URL to send the browser to."""
         if not token:
             raise errors.BadRequest("Please include a token in the URL query.", reason="missing logout token")
@@ -66,9 +70,10 @@ class LogoutFlows:
                 reason="The logout token does not belong to this session.",
             )
         await self._sessions.revoke(session)
+        self._audit.emit("logout", origin, identity_id=session.identity_id, session_id=session.id)
         return target
 
-    async def perform_api(self, session_token: object) -> None:
+    async def perform_api(self, session_token: object, origin: Origin | None = None) -> None:
         if not isinstance(session_token, str) or not session_token:
             raise errors.BadRequest("session_token must be a non-empty string", reason="malformed body")
         session = await self._sessions.resolve(session_token)
@@ -77,3 +82,4 @@ class LogoutFlows:
                 "The provided session token is unknown or no longer valid.", reason="unknown session token"
             )
         await self._sessions.revoke(session)
+        self._audit.emit("logout", origin, identity_id=session.identity_id, session_id=session.id)

@@ -28,6 +28,10 @@ class Client:
     session_token: str | None = None
     browser_markers: bool = False
     """The request carried cookies or an ``Origin`` header: API flows refuse it (Kratos does)."""
+    request_id: str | None = None
+    """The access log's request id (audit events carry it)."""
+    trace_id: str | None = None
+    """The W3C trace id of the request, when it is traced or a trusted proxy sent one."""
 
     def device(self) -> Device:
         return Device(ip_address=self.ip, user_agent=(self.user_agent or "")[:512] or None)

@@ -168,6 +168,15 @@ class RecoveryFlows(ChallengeFlows[RecoveryStrategy]):
                 continue_with.append({"action": "redirect_browser_to", "redirect_browser_to": settings_url})
             redirect_to = settings_url
         await self.life.store.save(flow)
+        self.audit.emit(
+            "recovery.completed",
+            client,
+            identity_id=identity.id,
+            method=flow.active or self.flow_config.use,
+            session_id=issued.session.id,
+            flow_id=flow.id,
+            flow_type=flow.type,
+        )
         return Completed(flow, identity, redirect_to, issued.session, issued.token, tuple(continue_with))
 
     async def create_for_admin(

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from sidecar import errors
+from sidecar.audit import AuditLog
 from sidecar.config.model import Config
 from sidecar.flows import messages, nodes
 from sidecar.flows.lifecycle import FlowLifecycle, check_submitted
@@ -50,6 +51,7 @@ class RegistrationFlows:
         *,
         after_registration: AfterRegistration | None = None,
         discard: DiscardIdentity | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         """``after_registration``: the verification hook (mails, ``show_verification_ui`` items)."""
         self._flow_config = config.selfservice.flows.registration
@@ -58,6 +60,7 @@ class RegistrationFlows:
         self._sessions = sessions
         self._after_registration = after_registration
         self._discard = discard
+        self._audit = audit or AuditLog.off()
         """Deletes an identity whose registration did not complete (``IdentityManager.delete``)."""
 
     def _ensure_enabled(self) -> None:
@@ -115,13 +118,23 @@ class RegistrationFlows:
             return await self.life.show_invalid(flow, exc)
         state = flow.state
         try:
-            return await self._complete(flow, identity, client, flow.active or "password")
+            done = await self._complete(flow, identity, client, flow.active or "password")
         except Exception as exc:
             await self._undo(identity)
             if not isinstance(exc, FlowInvalid):
                 raise
             flow.state = state
             return await self.life.show_invalid(flow, exc)
+        self._audit.emit(
+            "registration.succeeded",
+            client,
+            identity_id=identity.id,
+            method=flow.active or "password",
+            session_id=done.session.id if done.session is not None else None,
+            flow_id=flow.id,
+            flow_type=flow.type,
+        )
+        return done
 
     async def _undo(self, identity: Identity) -> None:
         """Remove what a failed registration wrote: the identity's sessions, then the identity."""

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from sidecar import errors
+from sidecar.audit import AuditLog
 from sidecar.config.model import Config
 from sidecar.flows import messages, nodes
 from sidecar.flows.lifecycle import FlowLifecycle, refuse_nul
@@ -22,12 +23,42 @@ from sidecar.flows.model import Flow, FlowType
 from sidecar.flows.outcome import Client, Completed, FlowInvalid, FlowReplaced, Outcome, ShowFlow
 from sidecar.flows.store import FlowStore
 from sidecar.flows.strategy import NotResponsible, SettingsContext, SettingsStrategy, SettingsUpdate
-from sidecar.identity.model import Identity, utcnow
+from sidecar.identity.model import Credential, Identity, utcnow
 from sidecar.session.aal import Assurance, aal2_required, refresh_url
 from sidecar.session.manager import SessionManager
 from sidecar.session.model import Session
 
 GetIdentity = Callable[[uuid.UUID], Awaitable[Identity]]
+
+SECOND_FACTOR_CREDENTIALS = ("totp", "lookup_secret", "webauthn")
+
+
+def _factor_count(credential: Credential | None) -> int:
+    if credential is None:
+        return 0
+    keys = credential.config.get("credentials")
+    return len(keys) if isinstance(keys, list) else 1
+
+
+def credential_changes(before: Identity, after: Identity) -> list[tuple[str, str | None]]:
+    """The audit events a settings change makes: ``(event, method)`` pairs, read from the
+    credentials before and after, whichever strategy made the change."""
+    changes: list[tuple[str, str | None]] = []
+    old_pw, new_pw = before.credentials.get("password"), after.credentials.get("password")
+    if new_pw is not None and new_pw.config.get("hashed_password") != (
+        old_pw.config.get("hashed_password") if old_pw is not None else None
+    ):
+        changes.append(("password.changed", None))
+    for kind in SECOND_FACTOR_CREDENTIALS:
+        old, new = before.credentials.get(kind), after.credentials.get(kind)
+        had, has = _factor_count(old), _factor_count(new)
+        # New backup codes confirmed in place of old ones are a new enrolment too.
+        renewed = old is not None and new is not None and old.config != new.config and kind == "lookup_secret"
+        if has > had or renewed:
+            changes.append(("mfa.enrolled", kind))
+        elif has < had:
+            changes.append(("mfa.removed", kind))
+    return changes
 
 
 class SettingsFlows:
@@ -39,6 +70,8 @@ class SettingsFlows:
         sessions: SessionManager,
         assurance: Assurance,
         get_identity: GetIdentity,
+        *,
+        audit: AuditLog | None = None,
     ) -> None:
         self._flow_config = config.selfservice.flows.settings
         self.life = FlowLifecycle("settings", config, self._flow_config, store)
@@ -46,6 +79,7 @@ class SettingsFlows:
         self._sessions = sessions
         self._assurance = assurance
         self._get_identity = get_identity
+        self._audit = audit or AuditLog.off()
 
     # --- who may use the flow -----------------------------------------------------------------
 
@@ -146,6 +180,11 @@ class SettingsFlows:
             return await self.life.show_invalid(flow, exc)
         except errors.RefreshRequired:
             raise self.refresh_required(flow) from None
+        for event, kind in credential_changes(identity, update.identity):
+            if event == "password.changed":
+                self._audit.emit(event, client, identity_id=identity.id, flow_id=flow.id)
+            else:
+                self._audit.emit(event, client, identity_id=identity.id, method=kind, flow_id=flow.id)
         return await self._finish(flow, update, used, session)
 
     async def _update(

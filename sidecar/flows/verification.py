@@ -57,6 +57,15 @@ class VerificationFlows(ChallengeFlows[VerificationStrategy]):
         flow.ui.nodes = [*keep, continue_node(href)]
         nodes.clear_messages(flow.ui.nodes)
         await self.life.store.save(flow)
+        self.audit.emit(
+            "verification.completed",
+            client,
+            identity_id=passed.identity.id,
+            method=flow.active or self.flow_config.use,
+            via=passed.via,
+            flow_id=flow.id,
+            flow_type=flow.type,
+        )
         return ShowFlow(flow)
 
     async def after_registration(self, identity: Identity, origin: Flow) -> list[dict[str, Any]]:

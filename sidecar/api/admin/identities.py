@@ -12,6 +12,7 @@ from starlette.routing import Route
 from sidecar import errors
 from sidecar.api.admin import bodies
 from sidecar.api.body import read_json
+from sidecar.api.origin import RequestAudit
 from sidecar.api.pagination import PageTokens, link_header, parse_page_size, parse_uuid
 from sidecar.api.respond import json_response
 from sidecar.identity.identity_json import identity_to_json
@@ -33,8 +34,10 @@ class IdentityHandlers:
         schemas: SchemaRegistry,
         tokens: PageTokens,
         max_body: int,
+        audit: RequestAudit | None = None,
     ) -> None:
         self.manager = manager
+        self.audit = audit or RequestAudit.off()
         self.store = store
         self.schemas = schemas
         self.tokens = tokens
@@ -88,6 +91,7 @@ class IdentityHandlers:
         body = await read_json(request, self.max_body)
         spec = bodies.identity_spec(body)
         identity = await self.manager.create(spec)
+        self.audit.emit("identity.created", request, identity_id=identity.id, actor="admin_api")
         location = f"{request.url.path.rstrip('/')}/{identity.id}"
         return json_response(self._json(identity), 201, headers={"Location": location})
 
@@ -124,6 +128,7 @@ class IdentityHandlers:
                 results[i] = {"action": "error", **echo, "error": exc.to_dict()["error"]}
             else:
                 results[i]["identity"] = str(identity.id)
+                self.audit.emit("identity.created", request, identity_id=identity.id, actor="admin_api")
         return json_response({"identities": results})
 
     async def _identity(self, request: Request) -> uuid.UUID:
@@ -145,21 +150,38 @@ class IdentityHandlers:
         current = await self.manager.get(identity_id)
         spec = bodies.identity_spec(body, require_state=True, default_schema_id=current.schema_id)
         identity = await self.manager.update(identity_id, spec)
+        self.audit.emit(
+            "identity.updated", request, identity_id=identity_id, actor="admin_api", operation="put"
+        )
         return json_response(self._json(identity))
 
     async def patch(self, request: Request) -> Response:
         identity_id = await self._identity(request)
         ops = bodies.json_patch(await read_json(request, self.max_body))
         identity = await self.manager.patch(identity_id, ops)
+        self.audit.emit(
+            "identity.updated", request, identity_id=identity_id, actor="admin_api", operation="patch"
+        )
         return json_response(self._json(identity))
 
     async def delete(self, request: Request) -> Response:
         identity_id = await self._identity(request)
         await self.manager.delete(identity_id)
+        self.audit.emit("identity.deleted", request, identity_id=identity_id, actor="admin_api")
         return Response(status_code=204)
 
     async def delete_credential(self, request: Request) -> Response:
-        await self.manager.delete_credential(await self._identity(request), request.path_params["type"])
+        identity_id = await self._identity(request)
+        kind = request.path_params["type"]
+        await self.manager.delete_credential(identity_id, kind)
+        # The manager checked the type: an unknown one or one the identity lacks never gets here.
+        self.audit.emit(
+            "identity.updated",
+            request,
+            identity_id=identity_id,
+            actor="admin_api",
+            operation=f"delete_credential:{kind}",
+        )
         return Response(status_code=204)
 
 

@@ -11,6 +11,7 @@ from sidecar.api.admin.identities import IdentityHandlers, identity_routes
 from sidecar.api.admin.recovery import AdminRecoveryFlows, admin_recovery_routes
 from sidecar.api.admin.rules import rules_coverage_routes
 from sidecar.api.admin.sessions import FindIdentity, IdentityJson, admin_session_routes
+from sidecar.api.origin import RequestAudit
 from sidecar.api.pagination import PageTokens
 from sidecar.courier.store import CourierStore
 from sidecar.metrics import Metrics
@@ -34,10 +35,13 @@ def admin_routes(
     admin_base_url: str,
     public_base_url: str,
     max_body: int,
+    audit: RequestAudit,
 ) -> list[Route]:
     routes = identity_routes(identities, "")
     routes += health
-    routes += admin_session_routes(sessions, find_identity, identity_json, session_tokens, admin_base_url)
+    routes += admin_session_routes(
+        sessions, find_identity, identity_json, session_tokens, admin_base_url, audit
+    )
     routes += admin_recovery_routes(recovery, find_identity, public_base_url, max_body)
 
     async def scrape(request: Request) -> Response:

@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sidecar import errors
+from sidecar.api.origin import RequestAudit
 from sidecar.api.pagination import PageTokens, link_header, parse_page_size, parse_uuid
 from sidecar.api.respond import json_response
 from sidecar.identity.model import Identity
@@ -42,6 +43,7 @@ def admin_session_routes(
     identity_json: IdentityJson,
     tokens: PageTokens,
     base: str,
+    audit: RequestAudit,
 ) -> list[Route]:
     """``identity_json``: the admin view of an identity; ``base``: the admin base URL (Link header)."""
 
@@ -78,7 +80,16 @@ def admin_session_routes(
         return json_response(await render(session, request.query_params.getlist("expand")), headers=NO_STORE)
 
     async def disable(request: Request) -> Response:
-        await sessions.revoke(await load(request))
+        session = await load(request)
+        await sessions.revoke(session)
+        audit.emit(
+            "session.revoked",
+            request,
+            identity_id=session.identity_id,
+            actor="admin_api",
+            session_id=session.id,
+            count=1,
+        )
         return Response(status_code=204)
 
     async def extend(request: Request) -> Response:
@@ -114,6 +125,7 @@ def admin_session_routes(
     async def delete_for_identity(request: Request) -> Response:
         owner = await identity_id(request)
         await sessions.delete_for_identity(owner)
+        audit.emit("session.revoked", request, identity_id=owner, actor="admin_api")
         return Response(status_code=204)
 
     return [

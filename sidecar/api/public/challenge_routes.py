@@ -68,7 +68,7 @@ def challenge_routes(
                 request, csrf_token=token, submitted=submitted if isinstance(submitted, str) else None
             )
             outcome = await flows.submit(flow_id, body, client, landing=landing)
-            ctx.count_submission(kind, body, outcome)
+            ctx.count_submission(kind, body, outcome, request)
             if isinstance(outcome, FlowReplaced):
                 response = replaced(outcome, life, json_req)
             elif isinstance(outcome, ShowFlow) and landing and not json_req:
@@ -83,7 +83,7 @@ def challenge_routes(
             else:
                 response = complete(outcome, json_req)
         except errors.SidecarError as exc:
-            ctx.count_submission(kind, body, exc)
+            ctx.count_submission(kind, body, exc, request)
             # API flows answer in JSON whatever the client accepts; only browsers go to the error UI.
             known = await life.store.get(kind, flow_id) if flow_id and not json_req else None
             if json_req or (known is not None and known.type == "api"):

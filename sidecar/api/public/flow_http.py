@@ -5,7 +5,7 @@ flow outcomes into Kratos responses (303 for browsers, JSON for API flows and JS
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl
@@ -15,7 +15,9 @@ from starlette.responses import RedirectResponse, Response
 
 from sidecar import errors
 from sidecar.api.body import parse_json, read_body
+from sidecar.api.origin import client_ip, request_origin
 from sidecar.api.respond import json_response
+from sidecar.audit import AuditLog, RequestOrigin
 from sidecar.config.dev import cookie_secure
 from sidecar.config.model import Config
 from sidecar.flows.lifecycle import FlowLifecycle
@@ -87,13 +89,28 @@ class HttpContext:
     public_identity: Callable[[Identity], dict[str, Any]]
     """The identity as self-service callers may see it (no credentials, no ``metadata_admin``)."""
     metrics: Metrics | None = None
+    audit: AuditLog = field(default_factory=AuditLog.off)
 
-    def count_submission(self, kind: str, body: Mapping[str, Any] | None, outcome: object) -> None:
-        """One ``sidecar_flow_submissions_total`` sample: flow, submitted method, what became of it."""
-        if self.metrics is None:
-            return
+    def count_submission(
+        self, kind: str, body: Mapping[str, Any] | None, outcome: object, request: Request
+    ) -> None:
+        """One ``sidecar_flow_submissions_total`` sample: flow, submitted method, what became of it;
+        and the audit event of a throttled attempt (a 429 error, or a flow shown again with 429)."""
         method = body.get("method") if body else None
         method = method if isinstance(method, str) and method.isidentifier() and len(method) <= 32 else "-"
+        status = outcome.code if isinstance(outcome, errors.SidecarError) else getattr(outcome, "status", 0)
+        if status == 429:
+            headers = outcome.headers if isinstance(outcome, ShowFlow | errors.SidecarError) else {}
+            retry = (headers or {}).get("Retry-After", "")
+            self.audit.emit(
+                "attempt.throttled",
+                self.origin(request),
+                flow=kind,
+                method=method,
+                retry_after=int(retry) if retry.isdigit() else None,
+            )
+        if self.metrics is None:
+            return
         if isinstance(outcome, errors.SidecarError):
             result = "rate_limited" if outcome.code == 429 else f"error_{outcome.code}"
         else:
@@ -114,9 +131,7 @@ class HttpContext:
         return csrf.cookie_name(self.config.public_base_url)
 
     def client_ip(self, request: Request) -> str | None:
-        peer = request.client.host if request.client else None
-        xff = request.headers.get("x-forwarded-for")
-        return self.proxies.client_address(peer, xff.encode("latin-1") if xff else None) or None
+        return client_ip(request, self.proxies)
 
     def presented_token(self, request: Request, *, cookie: bool = True) -> str | None:
         """X-Session-Token, then the session cookie, then ``Authorization: Bearer`` (Kratos' order)."""
@@ -154,7 +169,13 @@ class HttpContext:
             session=session,
             session_token=token,
             browser_markers=has_browser_markers(request),
+            request_id=request.scope.get("sidecar.request_id"),
+            trace_id=request.scope.get("sidecar.trace_id"),
         )
+
+    def origin(self, request: Request) -> RequestOrigin:
+        """Who and where, for an audit event outside a flow."""
+        return request_origin(request, self.proxies)
 
     def ensure_csrf(self, request: Request) -> tuple[str, bool]:
         """The browser's CSRF base token, and whether it is new (and must be set as a cookie)."""

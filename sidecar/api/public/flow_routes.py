@@ -105,11 +105,11 @@ def flow_routes(
             submitted = body.get("csrf_token")
             client = await ctx.client(request, submitted=submitted if isinstance(submitted, str) else None)
             outcome = await flows.submit(flow_id, body, client)
-            ctx.count_submission(kind, body, outcome)
+            ctx.count_submission(kind, body, outcome, request)
             if isinstance(outcome, FlowReplaced):
                 return replaced(outcome, life, json_req)
         except errors.SidecarError as exc:
-            ctx.count_submission(kind, body, exc)
+            ctx.count_submission(kind, body, exc, request)
             # API flows answer in JSON whatever the client accepts; only browsers go to the error UI.
             known = await life.store.get(kind, flow_id) if flow_id and not json_req else None
             return await as_browser_error(

@@ -29,7 +29,9 @@ def logout_routes(
         q = request.query_params
         try:
             session, _ = await ctx.current_session(request)
-            target = await flows.perform_browser(q.get("token"), session, q.get("return_to"))
+            target = await flows.perform_browser(
+                q.get("token"), session, q.get("return_to"), ctx.origin(request)
+            )
         except errors.SidecarError as exc:
             if json_req:
                 raise
@@ -42,7 +44,7 @@ def logout_routes(
         body = await read_json(request, max_body)
         if not isinstance(body, dict):
             raise errors.BadRequest("the body must be a JSON object with session_token")
-        await flows.perform_api(body.get("session_token"))
+        await flows.perform_api(body.get("session_token"), ctx.origin(request))
         return Response(status_code=204, headers=NO_STORE)
 
     return [

@@ -76,6 +76,9 @@ def session_routes(
     async def revoke_others(request: Request) -> Response:
         session, _ = await require(request)
         count = await ctx.sessions.revoke_others(session.identity_id, except_id=session.id)
+        ctx.audit.emit(
+            "session.revoked", ctx.origin(request), identity_id=session.identity_id, actor="self", count=count
+        )
         return json_response({"count": count}, headers=NO_STORE)
 
     async def revoke_one(request: Request) -> Response:
@@ -90,6 +93,14 @@ def session_routes(
         if target is None or target.identity_id != session.identity_id:
             raise errors.NotFound("Unable to locate the resource")
         await ctx.sessions.revoke(target)
+        ctx.audit.emit(
+            "session.revoked",
+            ctx.origin(request),
+            identity_id=session.identity_id,
+            actor="self",
+            session_id=target.id,
+            count=1,
+        )
         return Response(status_code=204, headers=NO_STORE)
 
     return [

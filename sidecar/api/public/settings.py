@@ -107,11 +107,11 @@ def settings_routes(
                 cookie_session=known is None or known.type == "browser",
             )
             outcome = await flows.submit(flow_id, body, client)
-            ctx.count_submission("settings", body, outcome)
+            ctx.count_submission("settings", body, outcome, request)
             if isinstance(outcome, FlowReplaced):
                 return replaced(outcome, life, json_req)
         except errors.SidecarError as exc:
-            ctx.count_submission("settings", body, exc)
+            ctx.count_submission("settings", body, exc, request)
             if not browser:
                 raise
             return await browser_error(exc, request, life.ui_redirect(known) if known else login_url)
