@@ -24,7 +24,7 @@ COPY --from=build /opt/sidecar /opt/sidecar
 ENV PATH=/opt/sidecar/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
-# The working directory is the sidecar user's: the default dsn (sqlite:///sidecar.db) lands here.
+# The working directory is the sidecar user's: the default dsn (sqlite://sidecar.db) lands here.
 WORKDIR /var/lib/sidecar
 USER 10001:10001
 EXPOSE 4433 4434

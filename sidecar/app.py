@@ -221,12 +221,13 @@ def build_flows(
         store,
         registry.registration,
         sessions,
+        schemas,
         after_registration=verification.after_registration,
         discard=identities.delete,
         audit=audit,
     )
     settings = SettingsFlows(
-        config, store, registry.settings, sessions, assurance, identities.get, audit=audit
+        config, store, registry.settings, sessions, assurance, identities.get, schemas, audit=audit
     )
     recovery = RecoveryFlows(
         config,

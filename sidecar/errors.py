@@ -225,6 +225,7 @@ class TooManyRequests(SidecarError):
 
 class InternalError(SidecarError):
     code = 500
+    default_message = "An internal server error occurred, please contact the system administrator"
 
 
 class BadGateway(SidecarError):

@@ -906,9 +906,10 @@ class Config(Model):
     dev: bool = False
     """Development mode (``--dev``): secrets generated when none are set, cookies over http allowed,
     migrations applied on start, text logs."""
-    dsn: str = "sqlite:///sidecar.db"
+    dsn: str = "sqlite://sidecar.db"
     """The SQL database for identities, credentials and the courier queue (and sessions without Redis):
-    ``sqlite:///file.db``, ``sqlite:///:memory:``, ``postgres://user:pass@host:5432/db``."""
+    ``sqlite://file.db`` (relative), ``sqlite:///var/lib/db.sqlite?_fk=true`` (absolute, as Kratos
+    reads it), ``memory``, ``postgres://user:pass@host:5432/db``."""
     serve: Serve = Serve()
     """The two listeners."""
     identity: IdentityConfig = IdentityConfig()

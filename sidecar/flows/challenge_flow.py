@@ -73,13 +73,29 @@ class ChallengeFlows(Generic[S]):
     def enabled(self) -> bool:
         return bool(self.flow_config.enabled) and bool(self._strategies)
 
-    def ensure_enabled(self) -> None:
+    def _ensure_flow_enabled(self) -> None:
         if not self.flow_config.enabled:
-            raise errors.FlowDisabled(f"The {self.kind} flow is disabled.")
+            raise errors.BadRequest(
+                reason=f"{self.kind.capitalize()} is not allowed because it was disabled."
+            )
+
+    def ensure_enabled(self) -> None:
+        """Kratos' answers, word for word (Ory's UIs print the reason): recovery/handler.go and
+        verification/handler.go for a disabled flow, driver/registry_default_recovery.go and
+        registry_default_verification.go for a ``use`` whose method is off."""
+        self._ensure_flow_enabled()
         if not self._strategies:
-            raise errors.FlowDisabled(
-                f"The {self.kind} method {self.flow_config.use!r} is not enabled "
-                f"(selfservice.methods.{self.flow_config.use}.enabled)."
+            use = self.flow_config.use
+            raise errors.BadRequest(
+                reason=(
+                    f"You attempted recovery using {use}, which is not enabled or does not exist. "
+                    "An administrator needs to enable this recovery method."
+                )
+                if self.kind == "recovery"
+                else (
+                    f"The active verification strategy {use} is not enabled. "
+                    "Please enable it in the configuration."
+                )
             )
 
     @property
@@ -121,6 +137,7 @@ class ChallengeFlows(Generic[S]):
         return flow
 
     async def fetch(self, flow_id: uuid.UUID | None, client: Client) -> Flow:
+        self._ensure_flow_enabled()  # Kratos' get{Recovery,Verification}Flow check this first
         return await self.life.fetch(flow_id, client.csrf_token)
 
     async def _replace(self, flow: Flow, expired_at: datetime) -> FlowReplaced:
@@ -161,7 +178,9 @@ class ChallengeFlows(Generic[S]):
     async def _submit(
         self, flow_id: uuid.UUID | None, body: Mapping[str, Any], client: Client, *, landing: bool
     ) -> Outcome:
-        flow = await self.life.load(flow_id)
+        flow = await self.life.load(
+            flow_id, not_found_reason=f"The {self.kind} request could not be found. Please restart the flow."
+        )
         carries_secret = any(isinstance(body.get(k), str) and body.get(k) for k in ("token", "code"))
         if landing and flow.type == "browser" and flow.csrf_token is None and client.csrf_token:
             # A flow made by the admin API belongs to no browser yet: the first one to open it.

@@ -123,12 +123,12 @@ class FlowLifecycle:
             ui=Ui(action=f"{self.base_url}/self-service/{self.kind}?flow={flow_id}"),
         )
 
-    async def load(self, flow_id: uuid.UUID | None) -> Flow:
+    async def load(self, flow_id: uuid.UUID | None, *, not_found_reason: str | None = None) -> Flow:
+        """The stored flow, or Kratos' 404 for a row that does not exist (``sqlcon.ErrNoRows``:
+        "Unable to locate the resource", no reason unless the caller names one)."""
         flow = await self.store.get(self.kind, flow_id) if flow_id else None
         if flow is None:
-            raise errors.NotFound(
-                f"Unable to locate the {self.kind} flow.", reason="The flow could not be found."
-            )
+            raise errors.NotFound("Unable to locate the resource", reason=not_found_reason)
         return flow
 
     @staticmethod
@@ -138,7 +138,10 @@ class FlowLifecycle:
             raise errors.CSRFViolation(details={"reject_reason": "The CSRF cookie does not match the flow."})
 
     async def fetch(self, flow_id: uuid.UUID | None, cookie_token: str | None) -> Flow:
-        flow = await self.load(flow_id)
+        return self.check_fetch(await self.load(flow_id), cookie_token)
+
+    def check_fetch(self, flow: Flow, cookie_token: str | None) -> Flow:
+        """A loaded flow as the get-flow endpoints hand it out: bound to its browser, not expired."""
         self.check_browser_binding(flow, cookie_token)
         if flow.is_expired():
             raise errors.FlowExpired(

@@ -19,6 +19,7 @@ from sidecar import errors
 from sidecar.audit import AuditLog
 from sidecar.config.model import Config
 from sidecar.flows import messages, nodes
+from sidecar.flows.form import decode_submission
 from sidecar.flows.lifecycle import FlowLifecycle, check_submitted
 from sidecar.flows.model import Flow, FlowType
 from sidecar.flows.outcome import (
@@ -33,6 +34,8 @@ from sidecar.flows.outcome import (
 from sidecar.flows.store import FlowStore
 from sidecar.flows.strategy import NotResponsible, RegistrationStrategy
 from sidecar.identity.model import Identity
+from sidecar.schema.model import IdentitySchema
+from sidecar.schema.registry import SchemaRegistry
 from sidecar.session.manager import SessionManager
 
 AfterRegistration = Callable[[Identity, Flow], Awaitable[list[dict[str, Any]]]]
@@ -48,6 +51,7 @@ class RegistrationFlows:
         store: FlowStore,
         strategies: Sequence[RegistrationStrategy],
         sessions: SessionManager,
+        schemas: SchemaRegistry,
         *,
         after_registration: AfterRegistration | None = None,
         discard: DiscardIdentity | None = None,
@@ -58,14 +62,21 @@ class RegistrationFlows:
         self.life = FlowLifecycle("registration", config, self._flow_config, store)
         self._strategies = tuple(strategies)
         self._sessions = sessions
+        self._schemas = schemas
         self._after_registration = after_registration
         self._discard = discard
         self._audit = audit or AuditLog.off()
         """Deletes an identity whose registration did not complete (``IdentityManager.delete``)."""
 
+    def schema(self, flow: Flow) -> IdentitySchema:
+        return self._schemas.get(flow.identity_schema) if flow.identity_schema else self._schemas.default()
+
     def _ensure_enabled(self) -> None:
         if not self._flow_config.enabled:
-            raise errors.FlowDisabled("Registration is not allowed because it was disabled.")
+            # registration/error.go ErrRegistrationDisabled
+            raise errors.FlowDisabled(
+                "registration flow disabled", reason="Registration is not allowed because it was disabled."
+            )
 
     def _build(
         self, flow_type: FlowType, *, request_url: str, return_to: str | None, csrf_token: str | None
@@ -107,6 +118,7 @@ class RegistrationFlows:
             return FlowReplaced(fresh, flow)
         if client.session is not None:
             return AlreadySignedIn(flow.return_to or self.life.after_url_default())
+        body = decode_submission(self.schema(flow), body)
         method = body.get("method")
         flow.active = (
             method if isinstance(method, str) and method in {s.id for s in self._strategies} else None

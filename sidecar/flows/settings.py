@@ -18,12 +18,14 @@ from sidecar import errors
 from sidecar.audit import AuditLog
 from sidecar.config.model import Config
 from sidecar.flows import messages, nodes
+from sidecar.flows.form import decode_submission
 from sidecar.flows.lifecycle import FlowLifecycle, refuse_nul
 from sidecar.flows.model import Flow, FlowType
 from sidecar.flows.outcome import Client, Completed, FlowInvalid, FlowReplaced, Outcome, ShowFlow
 from sidecar.flows.store import FlowStore
 from sidecar.flows.strategy import NotResponsible, SettingsContext, SettingsStrategy, SettingsUpdate
 from sidecar.identity.model import Credential, Identity, utcnow
+from sidecar.schema.registry import SchemaRegistry
 from sidecar.session.aal import Assurance, aal2_required, refresh_url
 from sidecar.session.manager import SessionManager
 from sidecar.session.model import Session
@@ -70,6 +72,7 @@ class SettingsFlows:
         sessions: SessionManager,
         assurance: Assurance,
         get_identity: GetIdentity,
+        schemas: SchemaRegistry,
         *,
         audit: AuditLog | None = None,
     ) -> None:
@@ -80,6 +83,7 @@ class SettingsFlows:
         self._assurance = assurance
         self._get_identity = get_identity
         self._audit = audit or AuditLog.off()
+        self._schemas = schemas
 
     # --- who may use the flow -----------------------------------------------------------------
 
@@ -145,8 +149,11 @@ class SettingsFlows:
         return ShowFlow(flow)
 
     async def fetch(self, flow_id: uuid.UUID | None, client: Client) -> tuple[Flow, Identity]:
+        # Kratos' getSettingsFlow (settings/handler.go) loads the flow before the session: an
+        # unknown id is a 404 even without one.
+        flow = await self.life.load(flow_id)
         session, identity = await self._require(client)
-        flow = await self.life.fetch(flow_id, client.csrf_token)
+        self.life.check_fetch(flow, client.csrf_token)
         if flow.identity_id != identity.id:
             raise errors.IdentityMismatch()
         self._check_aal(session, identity, self.life.ui_redirect(flow))
@@ -169,6 +176,7 @@ class SettingsFlows:
             await self.life.store.save(fresh)
             return FlowReplaced(fresh, flow)
         self._check_aal(session, identity, self.life.ui_redirect(flow))
+        body = decode_submission(self._schemas.get(identity.schema_id), body)
         method = body.get("method")
         known = {s.id for s in self._strategies}
         flow.active = method if isinstance(method, str) and method in known else flow.active

@@ -30,9 +30,23 @@ def unused_port() -> int:
         pytest.param(
             "sqlite:///:memory:", "sqlite+aiosqlite://", "sqlite-memory", id="sqlite-3-slash-memory"
         ),
-        pytest.param("sqlite:///rel/db.sqlite", "sqlite+aiosqlite:///rel/db.sqlite", "sqlite", id="relative"),
+        # Kratos (pop + go-sqlite3) takes everything after sqlite:// up to ? as the path.
+        pytest.param("sqlite://rel/db.sqlite", "sqlite+aiosqlite:///rel/db.sqlite", "sqlite", id="relative"),
         pytest.param(
-            "sqlite:////abs/db.sqlite?_fk=true", "sqlite+aiosqlite:////abs/db.sqlite", "sqlite", id="abs"
+            "sqlite:///abs/db.sqlite?_fk=true", "sqlite+aiosqlite:////abs/db.sqlite", "sqlite", id="abs"
+        ),
+        pytest.param(
+            "sqlite:////abs/db.sqlite", "sqlite+aiosqlite:////abs/db.sqlite", "sqlite", id="abs-four-slashes"
+        ),
+        pytest.param("sqlite://file:db.sqlite", "sqlite+aiosqlite:///db.sqlite", "sqlite", id="file-prefix"),
+        pytest.param(
+            "sqlite://file::memory:?_fk=true&cache=shared",
+            "sqlite+aiosqlite://",
+            "sqlite-memory",
+            id="kratos-memory",
+        ),
+        pytest.param(
+            "sqlite://foo.db?mode=memory&_fk=true", "sqlite+aiosqlite://", "sqlite-memory", id="mode-memory"
         ),
         pytest.param(
             "postgres://u:p@h:5432/d", "postgresql+asyncpg://u:***@h:5432/d", "postgresql", id="postgres"
@@ -51,6 +65,58 @@ def unused_port() -> int:
 def test_parse_dsn(dsn: str, url: str, flavour: str) -> None:
     spec = parse_dsn(dsn)
     assert (str(spec.url), spec.flavour) == (url, flavour)
+
+
+@pytest.mark.parametrize(
+    ("dsn", "pragmas"),
+    [
+        pytest.param(
+            "sqlite://a.db?_fk=true",
+            {"journal_mode": "WAL", "synchronous": "NORMAL", "busy_timeout": "5000"},
+            id="defaults",
+        ),
+        pytest.param(
+            "sqlite://a.db?_journal_mode=delete&_busy_timeout=250&_sync=2&_txlock=immediate&cache=shared",
+            {"journal_mode": "DELETE", "synchronous": "FULL", "busy_timeout": "250"},
+            id="go-sqlite3-options",
+        ),
+        pytest.param(
+            "sqlite://a.db?_journal=TRUNCATE&_timeout=10&_synchronous=off",
+            {"journal_mode": "TRUNCATE", "synchronous": "OFF", "busy_timeout": "10"},
+            id="aliases",
+        ),
+    ],
+)
+def test_sqlite_options_become_pragmas(dsn: str, pragmas: dict[str, str]) -> None:
+    assert dict(parse_dsn(dsn).pragmas) == pragmas
+
+
+@pytest.mark.parametrize(
+    ("dsn", "named"),
+    [
+        pytest.param("sqlite://a.db?_fk=false", "_fk=false", id="no-foreign-keys"),
+        pytest.param("sqlite://a.db?_journal_mode=fast", "_journal_mode=fast", id="bad-journal"),
+        pytest.param("sqlite://a.db?_busy_timeout=soon", "_busy_timeout=soon", id="bad-timeout"),
+        pytest.param("sqlite://a.db?_txlock=deferred", "_txlock=deferred", id="deferred"),
+        pytest.param("sqlite://a.db?mode=ro", "mode=ro", id="read-only"),
+        pytest.param("sqlite://a.db?_auth_user=x", "'_auth_user'", id="unknown"),
+    ],
+)
+def test_sqlite_options_sidecar_cannot_honour_are_refused(dsn: str, named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        parse_dsn(dsn)
+
+
+async def test_sqlite_options_apply_on_connect(tmp_path: Path) -> None:
+    db = SqlDatabase(f"sqlite://{tmp_path}/p.db?_journal_mode=TRUNCATE&_busy_timeout=1234&_fk=true")
+    try:
+        async with db.engine.connect() as conn:
+            journal = (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar()
+            timeout = (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar()
+            fks = (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar()
+        assert (journal, timeout, fks) == ("truncate", 1234, 1)
+    finally:
+        await db.engine.dispose()
 
 
 def test_unknown_scheme_is_refused() -> None:

@@ -21,10 +21,10 @@ from sidecar.kv.store import KeyValueStore
 
 ERROR_TTL = timedelta(hours=1)
 _STUBS: dict[str, errors.SidecarError] = {
-    "stub:500": errors.InternalError("This is a stub error."),
-    "stub:404": errors.NotFound("This is a stub error."),
-    "stub:403": errors.Forbidden("This is a stub error."),
-    "stub:400": errors.BadRequest("This is a stub error."),
+    "stub:500": errors.InternalError(reason="This is a stub error."),
+    "stub:404": errors.NotFound(reason="This is a stub error."),
+    "stub:403": errors.Forbidden(reason="This is a stub error."),
+    "stub:400": errors.BadRequest(reason="This is a stub error."),
 }
 
 
@@ -58,10 +58,11 @@ class ErrorFlows:
         try:
             error_id = uuid.UUID(raw_id or "")
         except ValueError:
-            raise errors.NotFound("Unable to locate the error.") from None
+            raise errors.NotFound("Unable to locate the resource") from None
         raw = await self._kv.get(f"selfservice_error:{error_id}")
         if raw is None:
-            raise errors.NotFound("Unable to locate the error.")
+            # Kratos' persister answers sqlcon.ErrNoRows (errorx/handler.go fetchError).
+            raise errors.NotFound("Unable to locate the resource")
         record: dict[str, Any] = json.loads(raw)
         return record
 

@@ -20,6 +20,7 @@ from sidecar.api.respond import json_response
 from sidecar.audit import AuditLog, RequestOrigin
 from sidecar.config.dev import cookie_secure
 from sidecar.config.model import Config
+from sidecar.flows.form import FormBody
 from sidecar.flows.lifecycle import FlowLifecycle
 from sidecar.flows.model import Flow, flow_to_json
 from sidecar.flows.outcome import Client, FlowReplaced, ShowFlow
@@ -246,9 +247,11 @@ def nest_form(pairs: list[tuple[str, str]]) -> dict[str, Any]:
 
 
 async def read_submission(request: Request, max_size: int) -> dict[str, Any]:
-    """A submit body: JSON object or form-urlencoded (GET: the query string)."""
+    """A submit body: JSON object or form-urlencoded (GET: the query string). A form is a
+    ``FormBody``, whose traits the flow decodes against the identity schema as Kratos does."""
     if request.method == "GET":
-        return nest_form([(k, v) for k, v in request.query_params.multi_items() if k != "flow"])
+        pairs = [(k, v) for k, v in request.query_params.multi_items() if k != "flow"]
+        return FormBody(nest_form(pairs), pairs)
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     raw = await read_body(request, max_size)
     if ctype == "application/json" or ctype.endswith("+json"):
@@ -263,7 +266,7 @@ async def read_submission(request: Request, max_size: int) -> dict[str, Any]:
             raise errors.BadRequest("the form body is not valid UTF-8") from None
         except ValueError:
             raise errors.BadRequest("the form body has too many fields") from None
-        return nest_form(pairs)
+        return FormBody(nest_form(pairs), pairs)
     raise errors.UnsupportedMediaType(f"unsupported Content-Type {ctype}")
 
 

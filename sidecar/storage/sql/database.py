@@ -80,7 +80,7 @@ def _status(connection: sa.Connection) -> list[tuple[str, str, bool]]:
 class SqlDatabase:
     """SQLite or PostgreSQL, picked by ``dsn``; constructing it connects to nothing.
 
-    DSNs: ``sqlite:///relative.db``, ``sqlite:////abs/path.db``, ``memory`` / ``sqlite://:memory:``
+    DSNs: ``sqlite://relative.db``, ``sqlite:///abs/path.db`` (Kratos' reading), ``memory`` / ``sqlite://:memory:``
     (one in-process database shared by every connection), ``postgres://`` / ``postgresql://``.
     """
 

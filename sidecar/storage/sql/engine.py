@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
+from urllib.parse import parse_qsl
 
 import asyncpg
 import sqlalchemy as sa
@@ -40,17 +41,98 @@ _BEGIN_OPTION = "sidecar_sqlite_begin"
 class EngineSpec:
     url: URL
     flavour: Flavour
+    pragmas: tuple[tuple[str, str], ...] = ()
+    """SQLite ``PRAGMA``s set on every connection, from the DSN's go-sqlite3 options."""
+
+
+_SQLITE_SCHEMES = ("sqlite://", "sqlite3://")
+_JOURNAL_MODES = frozenset({"DELETE", "TRUNCATE", "PERSIST", "MEMORY", "WAL", "OFF"})
+_SYNC_MODES = {"0": "OFF", "1": "NORMAL", "2": "FULL", "3": "EXTRA"}
+_GO_TRUE = frozenset({"1", "t", "true", "yes", "on"})  # go-sqlite3 accepts these (any case)
+_GO_FALSE = frozenset({"0", "f", "false", "no", "off"})
+
+
+def _sqlite_pragmas(params: list[tuple[str, str]]) -> tuple[bool, tuple[tuple[str, str], ...]]:
+    """(in memory?, pragmas) from go-sqlite3's DSN options; an option sidecar cannot honour is
+    refused by name rather than ignored."""
+    pragmas = {"journal_mode": "WAL", "synchronous": "NORMAL", "busy_timeout": str(_SQLITE_BUSY_TIMEOUT_MS)}
+    memory = False
+    for key, value in params:
+        low = value.lower()
+        if key in ("_fk", "_foreign_keys"):
+            if low in _GO_FALSE:
+                raise ValueError(
+                    f"dsn option {key}={value}: sidecar keeps SQLite foreign keys on (its tables "
+                    "delete credentials and addresses with their identity)"
+                )
+            if low not in _GO_TRUE:
+                raise ValueError(f"dsn option {key}={value}: expected true or false")
+        elif key in ("_journal_mode", "_journal"):
+            if value.upper() not in _JOURNAL_MODES:
+                raise ValueError(
+                    f"dsn option {key}={value}: expected one of {', '.join(sorted(_JOURNAL_MODES))}"
+                )
+            pragmas["journal_mode"] = value.upper()
+        elif key in ("_busy_timeout", "_timeout"):
+            if not value.isdigit():
+                raise ValueError(f"dsn option {key}={value}: expected milliseconds")
+            pragmas["busy_timeout"] = value
+        elif key in ("_synchronous", "_sync"):
+            mode = _SYNC_MODES.get(value, value.upper())
+            if mode not in _SYNC_MODES.values():
+                raise ValueError(f"dsn option {key}={value}: expected OFF, NORMAL, FULL or EXTRA")
+            pragmas["synchronous"] = mode
+        elif key == "_txlock":
+            if low != "immediate":
+                raise ValueError(
+                    f"dsn option _txlock={value}: sidecar's writers always take the lock up front "
+                    "(immediate), readers never do"
+                )
+        elif key == "cache":
+            if low not in ("shared", "private"):
+                raise ValueError(f"dsn option cache={value}: expected shared or private")
+        elif key == "mode":
+            if low == "memory":
+                memory = True
+            elif low != "rwc":
+                raise ValueError(
+                    f"dsn option mode={value}: sidecar needs a database it can create and write (rwc)"
+                )
+        else:
+            raise ValueError(f"dsn option {key!r} is not supported for SQLite")
+    return memory, tuple(pragmas.items())
+
+
+def parse_sqlite_dsn(dsn: str) -> EngineSpec:
+    """A SQLite DSN read as Kratos reads it (pop + go-sqlite3): everything after ``sqlite://`` up
+    to ``?`` is the file, so ``sqlite:///var/lib/db.sqlite`` is the absolute path
+    ``/var/lib/db.sqlite`` and ``sqlite://db.sqlite`` is relative to the working directory; a
+    ``file:`` prefix is allowed; ``:memory:`` or ``mode=memory`` is an in-memory database; the
+    query holds go-sqlite3 options (``_fk``, ``_journal_mode``, ``_busy_timeout``, ``_sync``,
+    ``_txlock``, ``cache``, ``mode``)."""
+    scheme = next(s for s in _SQLITE_SCHEMES if dsn.lower().startswith(s))
+    path, _, query = dsn[len(scheme) :].partition("?")
+    path = path.removeprefix("file:")
+    if path.startswith("//"):
+        path = "/" + path.lstrip("/")  # sidecar's older spelling of an absolute path, sqlite:////abs
+    try:
+        params = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        raise ValueError(f"the dsn's options {query!r} are not a query string") from None
+    memory, pragmas = _sqlite_pragmas(params)
+    if memory or path in ("", ":memory:"):
+        return EngineSpec(make_url("sqlite+aiosqlite://"), "sqlite-memory")
+    return EngineSpec(URL.create("sqlite+aiosqlite", database=path), "sqlite", pragmas)
 
 
 def parse_dsn(dsn: str) -> EngineSpec:
     """Map ``sqlite://``, ``memory``, ``postgres(ql)://`` DSNs onto async SQLAlchemy URLs."""
     if dsn in MEMORY_DSNS:
         return EngineSpec(make_url("sqlite+aiosqlite://"), "sqlite-memory")
+    if dsn.lower().startswith(_SQLITE_SCHEMES):
+        return parse_sqlite_dsn(dsn)
     url = make_url(dsn)
     backend = url.get_backend_name()
-    if backend == "sqlite":
-        # Kratos appends go-sqlite options such as ``?_fk=true``; pragmas are set on connect instead.
-        return EngineSpec(url.set(drivername="sqlite+aiosqlite", query={}), "sqlite")
     if backend in ("postgres", "postgresql"):
         query = dict(url.query)
         for option in _GO_POOL_OPTIONS:
@@ -73,22 +155,22 @@ def create_engine(spec: EngineSpec) -> AsyncEngine:
         )
     else:
         engine = create_async_engine(spec.url)
-    _install_sqlite_hooks(engine, wal=spec.flavour == "sqlite")
+    _install_sqlite_hooks(engine, spec.pragmas)
     return engine
 
 
-def _install_sqlite_hooks(engine: AsyncEngine, *, wal: bool) -> None:
+def _install_sqlite_hooks(engine: AsyncEngine, pragmas: tuple[tuple[str, str], ...]) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         # The driver's implicit BEGIN breaks SAVEPOINT and transactional DDL; we emit BEGIN ourselves.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
-            if wal:
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute("PRAGMA synchronous=NORMAL")
+            for name, value in pragmas:  # names and values checked by _sqlite_pragmas
+                cursor.execute(f"PRAGMA {name}={value}")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+            if not pragmas:
+                cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
         finally:
             cursor.close()
 

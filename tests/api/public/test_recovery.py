@@ -131,7 +131,14 @@ async def test_browser_submit_without_csrf_is_403(h: Harness) -> None:
 async def test_recovery_disabled(harness_factory: HarnessFactory) -> None:
     h = await harness_factory()
     r = await h.client.get("/.auth/self-service/recovery/api")
-    assert r.status_code == 400 and r.json()["error"]["id"] == "self_service_flow_disabled"
+    # Kratos: selfservice/flow/recovery/handler.go (a plain herodot.ErrBadRequest, no id)
+    assert r.status_code == 400 and r.json()["error"] == {
+        "code": 400,
+        "status": "Bad Request",
+        "message": "The request was malformed or contained invalid parameters",
+        "reason": "Recovery is not allowed because it was disabled.",
+        "request": r.json()["error"]["request"],
+    }
 
 
 async def test_fetch_and_ui_action(h: Harness) -> None:

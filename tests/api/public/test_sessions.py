@@ -151,7 +151,13 @@ async def test_registration_without_session_hook(harness_factory: HarnessFactory
 async def test_disabled_registration(harness_factory: HarnessFactory) -> None:
     h = await harness_factory(selfservice={"flows": {"registration": {"enabled": False}}})
     r = await h.client.get("/.auth/self-service/registration/api")
-    assert r.status_code == 400 and r.json()["error"]["id"] == "self_service_flow_disabled"
+    # Kratos: selfservice/flow/registration/error.go ErrRegistrationDisabled
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["id"] == "self_service_flow_disabled"
+    assert (error["message"], error["reason"]) == (
+        "registration flow disabled",
+        "Registration is not allowed because it was disabled.",
+    )
 
 
 async def test_sessions_on_redis(harness_factory: HarnessFactory, redis_url: str, unique_prefix: str) -> None:
