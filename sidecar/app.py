@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Mount, Route
@@ -30,6 +31,7 @@ from sidecar.api import respond
 from sidecar.api.admin.auth import AdminKey
 from sidecar.api.admin.identities import IdentityHandlers
 from sidecar.api.admin.routes import admin_routes
+from sidecar.api.cors_log import CorsDebugLog
 from sidecar.api.health import health_routes
 from sidecar.api.origin import RequestAudit
 from sidecar.api.pagination import PageTokens, pagination_secret
@@ -81,6 +83,7 @@ from sidecar.proxy.upstream import Upstream, WebSocketConnector
 from sidecar.proxy.websocket import WebSocketProxy
 from sidecar.rules.holder import RulesHolder
 from sidecar.schema.registry import SchemaRegistry
+from sidecar.security.breaches import BreachCheck
 from sidecar.security.jwt import JwtSigner
 from sidecar.security.ratelimit import RateLimiter
 from sidecar.security.throttle import Throttle
@@ -90,6 +93,7 @@ from sidecar.session.invalidation import Invalidation, create_invalidation
 from sidecar.session.manager import SessionManager
 from sidecar.session.resolver import SessionResolver
 from sidecar.session.store import SessionStore
+from sidecar.session.tokenizer import SessionTokenizer
 from sidecar.storage.monitor import StoreMonitor
 from sidecar.storage.redis.backend import RedisBackend
 from sidecar.storage.sql.database import SqlDatabase
@@ -134,6 +138,8 @@ class Services:
     """The access rules; loaded by ``create_public_app``, counted per rule for coverage."""
     audit: AuditLog
     """Security audit events (``log.audit``); flows and the session and admin endpoints write them."""
+    tokenizer: SessionTokenizer
+    """``/sessions/whoami?tokenize_as=``: the session as a JWT (``session.whoami.tokenizer``)."""
     _closers: list[Closer] = field(default_factory=list)
     _shutting_down: bool = False
     _courier_task: asyncio.Task[None] | None = None
@@ -213,7 +219,17 @@ def build_flows(
     challenge = None
     if courier is not None and addresses is not None:
         challenge = ChallengeDeps(addresses, courier, kv, RateLimiter(kv, send_limits(config)))
-    registry = build_registry(StrategyDeps(config, identities, schemas, throttle, kv=kv, challenge=challenge))
+    closers: list[Closer] = []
+    password = config.selfservice.methods.password
+    breaches = None
+    if password.enabled and password.config.haveibeenpwned_enabled:
+        # Kratos' resilient client: a 1 s connection timeout; the answer is small.
+        client = httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=1.0), follow_redirects=False)
+        closers.append(client.aclose)
+        breaches = BreachCheck(password.config, client)
+    registry = build_registry(
+        StrategyDeps(config, identities, schemas, throttle, kv=kv, challenge=challenge, breaches=breaches)
+    )
     audit = audit or AuditLog.off()
     verification = VerificationFlows(config, store, registry.verification, kv=kv, audit=audit)
     registration = RegistrationFlows(
@@ -253,7 +269,7 @@ def build_flows(
         settings=settings,
         oidc=callbacks,
     )
-    return flows, ([oidc.client.aclose] if oidc is not None else [])
+    return flows, closers + ([oidc.client.aclose] if oidc is not None else [])
 
 
 def build_services(config: Config, *, courier_worker: bool = True) -> Services:
@@ -294,7 +310,20 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         kv, resolver, redis_client, prefix=config.redis.key_prefix if config.redis else ""
     )
     sessions = SessionManager(session_store, config.session, revocations=invalidation)
-    identities = IdentityManager(database.identities, schemas, hasher, observer=sessions)
+    argon2 = config.hashers.argon2
+    identities = IdentityManager(
+        database.identities,
+        schemas,
+        hasher,
+        observer=sessions,
+        # Only when configured: by default the dummy hash already takes as long as a real check.
+        failed_check_delay=(
+            (argon2.expected_duration.total_seconds(), argon2.expected_deviation.total_seconds())
+            if {"expected_duration", "expected_deviation"} & argon2.model_fields_set
+            else None
+        ),
+        login_hints=config.selfservice.flows.registration.login_hints,
+    )
     courier = Courier(database.courier, Templates(config.courier.template_override_path))
     audit = AuditLog(config.log.audit.path if config.log.audit.enabled else None)
     selfservice, flow_closers = build_flows(
@@ -336,6 +365,7 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         _closers=closers,
         rules=rules,
         audit=audit,
+        tokenizer=SessionTokenizer(config.session.whoami.tokenizer.templates, issuer=config.public_base_url),
     )
 
 
@@ -448,6 +478,7 @@ def create_public_app(services: Services, *, manage_lifespan: bool = True, gatew
         services.assurance,
         PageTokens.from_config(config, "sessions"),
         config.serve.public.max_body_size,
+        services.tokenizer,
     )
     # The built-in pages read flows through the public API, in process, exactly as an external
     # UI would over the network: one contract, and the pages never reach around it.
@@ -493,6 +524,8 @@ def create_public_app(services: Services, *, manage_lifespan: bool = True, gatew
             allow_credentials=cors.allow_credentials,
             max_age=cors.max_age or 600,
         )
+        if cors.debug:
+            app = CorsDebugLog(app)
     if not gateway:
         return app
     services.rules.load()  # a bad rule file (RulesError) fails the start here
@@ -594,6 +627,7 @@ def wrap_apps(services: Services, public: Any, admin: Any) -> tuple[Any, Any]:
         "metrics": services.metrics,
         "text": config.log.format == "text",
         "enabled": config.log.level in ("trace", "debug", "info"),
+        "leak_sensitive_values": config.log.leak_sensitive_values,
     }
     return (
         AccessLog(

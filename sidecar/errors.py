@@ -14,7 +14,7 @@ an HTML page or a browser redirect.
     ├── Unauthorized (401)  ─ SessionInactive, SessionAAL1Required, AALAlreadyFulfilled
     ├── Forbidden (403)     ─ CSRFViolation, IdentityMismatch, AAL2Required, RefreshRequired
     ├── NotFound (404)
-    ├── Conflict (409)
+    ├── Conflict (409)      ─ DuplicateCredentials
     ├── FlowExpired (410)
     ├── PayloadTooLarge (413)
     ├── UnsupportedMediaType (415)
@@ -185,6 +185,16 @@ class MethodNotAllowed(SidecarError):
 class Conflict(SidecarError):
     code = 409
     default_message = "The resource could not be created due to a conflict"
+
+
+class DuplicateCredentials(Conflict):
+    """A new identity collided with an existing account; ``hints`` (``login_hints``) says how that
+    account signs in: Kratos' ``available_credential_types``, ``available_oidc_providers`` and
+    ``credential_identifier_hint``."""
+
+    def __init__(self, message: str | None = None, *, hints: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.hints = hints
 
 
 class FlowExpired(SidecarError):

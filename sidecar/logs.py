@@ -197,8 +197,12 @@ class AccessLog:
         stream: TextIO | None = None,
         enabled: bool = True,
         classify: Callable[[str], str] | None = None,
+        leak_sensitive_values: bool = False,
     ) -> None:
         self.app = app
+        # Kratos' log.leak_sensitive_values: the query string and every request header (cookies,
+        # tokens) go into the line. Off, nothing secret is ever written.
+        self.leak = leak_sensitive_values
         self.listener = listener
         self.trusted = trusted
         self.metrics = metrics
@@ -286,6 +290,9 @@ class AccessLog:
                 f" {k}={v}" for k, v in (("rule", rule), ("decision", decision), ("identity", identity)) if v
             )
             # The path is the client's, decoded: a %0d%0a in it must not end the line.
+            if self.leak:
+                leaked = _ENCODE(_headers(scope))
+                extra += f" query={escape_controls(_query(scope))} headers={escape_controls(leaked)}"
             line = f"{method} {escape_controls(path)} {status} {ms}ms {size}B rid={request_id}{extra}\n"
         else:
             client = scope.get("client")
@@ -297,12 +304,27 @@ class AccessLog:
                 f'"method":{_str(method)},"path":{_str(path)},"route_class":{_str(route_class)},'
                 f'"status":{_num(status)},"latency_ms":{_num(ms)},"bytes":{_num(size)},'
                 f'"client":{_str(client[0]) if client else "null"},"rule":{_json(rule)},'
-                f'"decision":{_json(decision)},"identity_id":{_json(identity)}}}\n'
+                f'"decision":{_json(decision)},"identity_id":{_json(identity)}'
             )
+            if self.leak:
+                line += f',"query":{_str(_query(scope))},"headers":{_ENCODE(_headers(scope))}'
+            line += "}\n"
         stream = self.stream or sys.stderr
         # A closed or broken log pipe must not fail requests.
         with contextlib.suppress(OSError, ValueError):
             stream.write(line)
+
+
+def _query(scope: Any) -> str:
+    return bytes(scope.get("query_string") or b"").decode("latin-1")
+
+
+def _headers(scope: Any) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in scope.get("headers", ()):
+        key = name.decode("latin-1")
+        out[key] = f"{out[key]}, {value.decode('latin-1')}" if key in out else value.decode("latin-1")
+    return out
 
 
 def public_route_classifier(prefix: str) -> Callable[[str], str]:

@@ -44,6 +44,7 @@ def check_config(config: Config) -> Report:
     _check_courier(config, report)
     _check_oidc(config, report)
     _check_proxy(config, report)
+    _check_tokenizer(config, report)
     return report
 
 
@@ -140,6 +141,17 @@ def _check_oidc(config: Config, report: Report) -> None:
         except ValueError as exc:
             key = f"selfservice.methods.oidc.config.providers.{index}.mapper_url"
             report.problems.append((key, str(exc).removeprefix("mapper_url: ")))
+
+
+def _check_tokenizer(config: Config, report: Report) -> None:
+    from sidecar.session.tokenizer import SessionTokenizer
+
+    for name, template in config.session.whoami.tokenizer.templates.items():
+        try:
+            SessionTokenizer({name: template}, issuer=config.public_base_url)
+        except ValueError as exc:
+            key, _, reason = str(exc).partition(": ")
+            report.problems.append((key, reason))
 
 
 def _check_proxy(config: Config, report: Report) -> None:

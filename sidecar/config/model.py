@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -19,7 +19,10 @@ from pydantic import (
     ValidationInfo,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
+
+from sidecar.config.hooks import check_flow_hooks
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -127,7 +130,8 @@ class Cors(Model):
     max_age: int = 0
     """Seconds browsers may cache a preflight answer; 0 means 600."""
     debug: bool = False
-    """Kratos' CORS debug logging; accepted from kratos.yml, sidecar does not act on it."""
+    """Log every cross-origin request's decision (origin, preflight or not, allowed or not) at
+    ``info``, as Kratos' CORS debug logging does."""
 
     @field_validator("allowed_origins")
     @classmethod
@@ -240,11 +244,11 @@ class IdentityConfig(Model):
 
 class Hook(Model):
     hook: str
-    """The hook's name: ``session`` (sign in after registration), ``show_verification_ui``,
-    ``require_verified_address`` (login), ``revoke_active_sessions``; other Kratos names are accepted and
-    do nothing."""
+    """The hook's name: ``session`` (sign in after registration), ``show_verification_ui``
+    (registration), ``require_verified_address`` (login), ``revoke_active_sessions`` (login, settings,
+    recovery). A hook Kratos does not allow in that place, or one sidecar does not run, fails the load."""
     config: dict[str, Any] = {}
-    """The hook's own settings (Kratos' ``web_hook`` config); sidecar's hooks take none."""
+    """The hook's own settings (Kratos' ``web_hook`` config); the other hooks take none."""
 
 
 class AfterHooks(Model):
@@ -274,7 +278,7 @@ class AfterHooks(Model):
 
 class BeforeHooks(Model):
     hooks: list[Hook] = []
-    """Kratos' hooks before a flow starts; accepted, sidecar runs none."""
+    """Hooks run when a flow is created (Kratos allows only ``web_hook`` here)."""
 
 
 class FlowConfig(Model):
@@ -288,13 +292,25 @@ class FlowConfig(Model):
     after: AfterHooks = AfterHooks()
     """After the flow succeeds: return URL and hooks."""
 
+    flow_name: ClassVar[str | None] = None
+
+    @model_validator(mode="after")
+    def _hooks_allowed(self) -> FlowConfig:
+        if self.flow_name is not None:
+            check_flow_hooks(
+                self.flow_name, self.before.hooks, self.after.hooks, self.after.model_extra or {}
+            )
+        return self
+
 
 class LoginFlowConfig(FlowConfig):
+    flow_name: ClassVar[str | None] = "login"
     style: Literal["unified", "identifier_first"] = "unified"
     """Kratos' login form style; accepted, sidecar shows the unified form."""
 
 
 class RegistrationFlowConfig(FlowConfig):
+    flow_name: ClassVar[str | None] = "registration"
     enabled: bool = True
     """Allow self-service registration."""
     style: Literal["profile_first", "unified"] = "unified"
@@ -303,12 +319,14 @@ class RegistrationFlowConfig(FlowConfig):
     enable_legacy_one_step: bool = True
     """With the unified style, put the trait fields in the password group so one submit registers."""
     login_hints: bool = False
-    """Kratos' hint about how an existing account signs in; accepted, sidecar gives none."""
+    """When a registration hits an existing account, say how that account signs in (message 4000028:
+    the identifier, its credential types and social sign-in providers) instead of the bare 4000007."""
     after: AfterHooks = AfterHooks(hooks=[Hook(hook="session")])
     """After registration succeeds: return URL and hooks (default: ``session``, sign the user in)."""
 
 
 class SettingsFlowConfig(FlowConfig):
+    flow_name: ClassVar[str | None] = "settings"
     privileged_session_max_age: Duration = timedelta(hours=1)
     """How recent the sign-in must be for password, second-factor and protected-trait changes; older
     sessions must sign in again."""
@@ -318,6 +336,7 @@ class SettingsFlowConfig(FlowConfig):
 
 
 class RecoveryFlowConfig(FlowConfig):
+    flow_name: ClassVar[str | None] = "recovery"
     enabled: bool = False
     """Allow account recovery."""
     use: Literal["code", "link"] = "code"
@@ -327,6 +346,7 @@ class RecoveryFlowConfig(FlowConfig):
 
 
 class VerificationFlowConfig(FlowConfig):
+    flow_name: ClassVar[str | None] = "verification"
     enabled: bool = False
     """Allow address verification (and mail unverified addresses after registration)."""
     use: Literal["code", "link"] = "code"
@@ -368,6 +388,25 @@ class Flows(Model):
     """The self-service error page."""
 
 
+class MigrateHook(Model):
+    enabled: bool = False
+    """Must stay false: sidecar has no password migration hook. Import the old hashes instead
+    (``credentials.password.config.hashed_password`` on the admin API: bcrypt, argon2, pbkdf2, scrypt,
+    firebase-scrypt, md5, sha); they are re-hashed on the next good login."""
+    config: dict[str, Any] = {}
+    """The hook's settings (url, method, headers, auth); refused together with ``enabled: true``."""
+
+    @field_validator("enabled")
+    @classmethod
+    def _refused(cls, v: bool) -> bool:
+        if v:
+            raise ValueError(
+                "sidecar has no password migration hook; import the existing hashes with the admin API "
+                "(credentials.password.config.hashed_password) instead"
+            )
+        return v
+
+
 class PasswordMethodConfig(Model):
     min_password_length: int = Field(8, ge=1, le=1024)
     """Shortest password accepted."""
@@ -376,16 +415,19 @@ class PasswordMethodConfig(Model):
     identifier_similarity_check_enabled: bool = True
     """Refuse passwords too similar to the identifier."""
     haveibeenpwned_enabled: bool = False
-    """Kratos' online breach check; accepted, sidecar checks the bundled offline list of common passwords
-    instead."""
+    """Ask the Have I Been Pwned range API about new passwords (k-anonymity: only the first 5 hex
+    digits of the SHA-1 leave the machine). Off by default, unlike Kratos: sidecar makes no outbound
+    calls unless told to; the bundled list of common passwords is always checked."""
     haveibeenpwned_host: str = "api.pwnedpasswords.com"
-    """Kratos' breach-check host; accepted, not contacted."""
-    max_breaches: int = 0
-    """Kratos' breach-count threshold; accepted, not used."""
+    """The range API host (``https://<host>/range/<prefix>``), for a self-hosted mirror. Sidecar-only:
+    a value with a scheme (``http://10.0.0.5:8080``) is used as the base URL as it is."""
+    max_breaches: int = Field(0, ge=0, le=100)
+    """How many breaches a password may appear in before it is refused (message 4000034)."""
     ignore_network_errors: bool = True
-    """Kratos' breach-check error policy; accepted, not used."""
-    migrate_hook: dict[str, Any] = {}
-    """Kratos' password migration web hook; accepted, not called."""
+    """Accept the password when the range API cannot be reached or answers an error; false: the
+    submission fails with 502 (Kratos' ``Leaked password server unavailable``)."""
+    migrate_hook: MigrateHook = MigrateHook()
+    """Kratos' password migration web hook; only ``enabled: false`` is accepted."""
 
 
 class PasswordMethod(Model):
@@ -408,7 +450,9 @@ class CodeMethodConfig(Model):
     max_submissions: int = 5
     """Code submissions per flow before it takes no code at all."""
     missing_credential_fallback_enabled: bool = False
-    """Kratos' fallback for identities without a code credential; accepted, not used."""
+    """Let identities without a code credential (their schema marks no ``code`` identifier) sign in
+    by code anyway: first factor to an identifier that is one of their email addresses, second factor
+    to their verifiable email addresses (Kratos' migration path)."""
 
 
 class CodeMethod(Model):
@@ -578,6 +622,15 @@ class OidcMethod(Model):
     """Providers and callback settings."""
 
 
+class SamlMethod(OffMethod):
+    @field_validator("enabled")
+    @classmethod
+    def _refused(cls, v: bool) -> bool:
+        if v:
+            raise ValueError("sidecar has no SAML strategy (use oidc, or a SAML-to-OIDC bridge)")
+        return v
+
+
 class Methods(Model):
     password: PasswordMethod = PasswordMethod()
     """Passwords."""
@@ -597,8 +650,8 @@ class Methods(Model):
     """Passkeys."""
     oidc: OidcMethod = OidcMethod()
     """Social sign-in."""
-    saml: OffMethod = OffMethod()
-    """Kratos' SAML method; accepted from kratos.yml, sidecar has no SAML strategy."""
+    saml: SamlMethod = SamlMethod()
+    """Kratos' SAML method; only ``enabled: false`` is accepted (sidecar has no SAML strategy)."""
 
 
 class SelfService(Model):
@@ -632,12 +685,34 @@ class SessionCookie(Model):
     """Cookie ``Secure``. Default: true, except over http in ``--dev``."""
 
 
+class TokenizerTemplate(Model):
+    """One ``session.whoami.tokenizer.templates.<name>`` (Kratos' ``session/tokenizer.go``)."""
+
+    jwks_url: str
+    """The private JSON Web Key Set that signs (``file://``, ``base64://``, or a path); its first key
+    signs, with the key's ``alg`` (ES256/384/512, RS256/384/512, PS256/384/512, EdDSA) and ``kid``."""
+    ttl: Duration = timedelta(minutes=1)
+    """Lifetime of each token (``exp`` = now + ttl)."""
+    claims_mapper_url: str | None = None
+    """Jsonnet (``file://``, ``base64://``) over ``std.extVar('session')`` and ``std.extVar('claims')``
+    returning ``{claims: {...}}``, merged into the token's claims (``sub`` always stays the subject)."""
+    subject_source: Literal["id", "external_id"] = "id"
+    """``sub`` is the identity id, or its ``external_id`` (a session of an identity without one is
+    refused with 400)."""
+
+
+class Tokenizer(Model):
+    templates: dict[Annotated[str, Field(pattern=r"^[a-zA-Z0-9_.-]+$")], TokenizerTemplate] = {}
+    """Templates by name, for ``GET /sessions/whoami?tokenize_as=<name>``."""
+
+
 class Whoami(Model):
     required_aal: Literal["aal1", "highest_available"] = "highest_available"
     """``highest_available``: whoami (and the proxy) refuse a session whose identity has an unused second
     factor; ``aal1``: one factor is enough."""
-    tokenizer: Loose = Loose()
-    """Kratos' session-to-JWT templates; accepted, not used (see ``proxy.jwt``)."""
+    tokenizer: Tokenizer = Tokenizer()
+    """Session-to-JWT templates: ``/sessions/whoami?tokenize_as=<name>`` answers with ``tokenized``, a
+    JWT signed with the template's key."""
 
 
 class SessionConfig(Model):
@@ -705,11 +780,20 @@ class Argon2Config(Model):
     key_length: int = Field(32, ge=16, le=128)
     """Hash bytes."""
     expected_duration: Duration = timedelta(milliseconds=500)
-    """Kratos' calibration target; accepted, sidecar does not calibrate."""
+    """When set, a failed password check (unknown identifier or wrong password) answers no sooner than
+    a random time within ``expected_duration`` ± ``expected_deviation`` (Kratos' delay for unknown
+    identifiers). Unset: sidecar verifies a dummy hash with the same parameters, which takes as long
+    as a real check."""
     expected_deviation: Duration = timedelta(milliseconds=500)
-    """Kratos' calibration tolerance; accepted, not used."""
+    """The spread of that random delay."""
     dedicated_memory: ByteSize = 1024**3
-    """Kratos' calibration memory budget; accepted, not used."""
+    """The memory set aside for hashing (Kratos' calibration budget); ``memory`` must fit in it."""
+
+    @model_validator(mode="after")
+    def _fits(self) -> Argon2Config:
+        if self.memory > self.dedicated_memory:
+            raise ValueError("memory is larger than dedicated_memory")
+        return self
 
 
 class BcryptConfig(Model):
@@ -893,7 +977,8 @@ class LogConfig(Model):
     format: Literal["json", "text"] = "json"
     """``json`` lines, or ``text`` for people (the default in ``--dev``)."""
     leak_sensitive_values: bool = False
-    """Kratos' switch to log secrets; accepted, sidecar never logs them."""
+    """Write request query strings and headers (cookies and tokens included) into the access log, as
+    Kratos does with this switch. For debugging only."""
     audit: AuditLogConfig = AuditLogConfig()
     """Sidecar-only: the security audit log, a stream of its own."""
 

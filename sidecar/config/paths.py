@@ -8,10 +8,11 @@ against the file's folder makes ``sidecar serve -c /etc/sidecar/sidecar.yaml`` a
 
 Only keys that name files are touched: ``identity.schemas[].url`` (``file://`` URLs and plain
 paths), ``selfservice.methods.oidc.config.providers[].mapper_url``, ``courier.template_override_path``,
-``log.audit.path`` and ``rules[]``. ``dsn`` keeps Kratos' meaning (a relative SQLite file is
-relative to the working directory), and values from the environment or the command line are
-relative to the working directory as well. Symlinks are kept, not resolved: Kubernetes swaps
-mounted ConfigMaps by replacing a symlink, and the rules watcher must keep following it.
+``log.audit.path``, ``session.whoami.tokenizer.templates.*.{jwks_url,claims_mapper_url}`` and
+``rules[]``. ``dsn`` keeps Kratos' meaning (a relative SQLite file is relative to the working
+directory), and values from the environment or the command line are relative to the working
+directory as well. Symlinks are kept, not resolved: Kubernetes swaps mounted ConfigMaps by
+replacing a symlink, and the rules watcher must keep following it.
 """
 
 from __future__ import annotations
@@ -85,3 +86,10 @@ def resolve_relative_paths(data: dict[str, Any], base: Path) -> None:
     rules = data.get("rules")
     if isinstance(rules, list):
         data["rules"] = [resolve_path(pattern, base) for pattern in rules]
+    templates = _section(data, "session", "whoami", "tokenizer", "templates")
+    if templates is not None:
+        for template in templates.values():
+            if isinstance(template, dict):
+                for key in ("jwks_url", "claims_mapper_url"):
+                    if key in template:
+                        template[key] = resolve_file_url(template[key], base)

@@ -45,6 +45,7 @@ GENERIC = 4000001
 REQUIRED = 4000002
 INVALID_CREDENTIALS = 4000006
 DUPLICATE_CREDENTIALS = 4000007
+DUPLICATE_CREDENTIALS_WITH_HINTS = 4000028
 PASSWORD_MIN_LENGTH = 4000032
 PASSWORD_MAX_LENGTH = 4000033
 RATE_LIMITED = 4000429
@@ -106,6 +107,11 @@ def duplicate_credentials() -> Text:
         "An account with the same identifier (email, phone, username, ...) exists already.",
         "error",
     )
+
+
+def duplicate_credentials_with_hints(reason: str, hints: dict[str, Any]) -> Text:
+    """4000028: the collision, and how the existing account signs in (``login_hints``)."""
+    return text(DUPLICATE_CREDENTIALS_WITH_HINTS, reason, "error", **hints)
 
 
 def rate_limited(retry_after: int) -> Text:

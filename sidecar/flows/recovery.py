@@ -140,6 +140,9 @@ class RecoveryFlows(ChallengeFlows[RecoveryStrategy]):
         identity = passed.identity
         method = f"{flow.active or self.flow_config.use}_recovery"
         issued = await self.sessions.issue(identity.id, method, device=client.device())
+        if "revoke_active_sessions" in self.life.hooks(method):
+            # Kratos' selfservice/hook/session_destroyer.go: whoever had the account loses it here.
+            await self.sessions.revoke_others(identity.id, except_id=issued.session.id)
         max_age = self.config.selfservice.flows.settings.privileged_session_max_age
         success = messages.recovery_successful(issued.session.authenticated_at + max_age)
         flow.state = "passed_challenge"

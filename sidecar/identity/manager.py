@@ -9,7 +9,10 @@ session manager: sessions follow their identity).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -22,6 +25,7 @@ import jsonpointer
 from sidecar import errors
 from sidecar.hashing.hasher import PasswordHasher
 from sidecar.identity import identity_json
+from sidecar.identity.login_hints import LoginHints, hints_for
 from sidecar.identity.model import (
     CREDENTIAL_TYPES,
     FIRST_FACTOR_TYPES,
@@ -88,11 +92,15 @@ class IdentityManager:
         schemas: SchemaRegistry,
         hasher: PasswordHasher,
         observer: IdentityObserver | None = None,
+        failed_check_delay: tuple[float, float] | None = None,
+        login_hints: bool = False,
     ) -> None:
+        self._login_hints = login_hints
         self._store = store
         self._schemas = schemas
         self._hasher = hasher
         self._observer = observer or _Unobserved()
+        self._failed_check_delay = failed_check_delay
 
     # --- reads --------------------------------------------------------------------------------
 
@@ -122,7 +130,41 @@ class IdentityManager:
     # --- writes -------------------------------------------------------------------------------
 
     async def create(self, spec: IdentitySpec) -> Identity:
-        return await self._store.create(await self._build(spec, None))
+        built = await self._build(spec, None)
+        try:
+            return await self._store.create(built)
+        except errors.Conflict as exc:
+            if not self._login_hints:
+                raise
+            hints = await self._hints(built)
+            if hints is None or not hints.any():
+                raise
+            raise errors.DuplicateCredentials(
+                exc.message,
+                hints={
+                    "available_credential_types": hints.available_credential_types,
+                    "available_oidc_providers": hints.available_oidc_providers,
+                    "credential_identifier_hint": hints.credential_identifier_hint,
+                },
+            ) from exc
+
+    async def _hints(self, new: Identity) -> LoginHints | None:
+        """Kratos ``ConflictingIdentity``: the account owning one of ``new``'s credential
+        identifiers, else one of its verifiable, else recovery addresses."""
+        for credential in new.credentials.values():
+            for identifier in credential.identifiers:
+                found = await self._store.find_by_identifier(credential.type, identifier)
+                if found is not None:
+                    return hints_for(found, identifier, credential.type)
+        for address in new.verifiable_addresses:
+            hit = await self._store.find_verifiable_address(address.via, address.value)
+            if hit is not None:
+                return hints_for(hit[0], address.value, address.via)
+        for recovery in new.recovery_addresses:
+            hit = await self._store.find_recovery_address(recovery.via, recovery.value)
+            if hit is not None:
+                return hints_for(hit[0], recovery.value, recovery.via)
+        return None
 
     async def update(self, identity_id: uuid.UUID, spec: IdentitySpec) -> Identity:
         """PUT semantics: traits, state and metadata replaced; credentials merged as Kratos does."""
@@ -231,13 +273,16 @@ class IdentityManager:
 
         The caller checks ``state`` (an inactive identity is refused with ``identity_disabled``).
         """
+        started = time.monotonic()
         identity = await self._store.find_by_identifier("password", normalize_identifier(identifier))
         credential = identity.credentials.get("password") if identity else None
         encoded = credential.config.get("hashed_password") if credential else None
         if identity is None or credential is None or not isinstance(encoded, str) or not encoded:
             await self._hasher.verify_dummy(password)
+            await self._delay_failure(started)
             return None
         if not await self._hasher.verify(password, encoded):
+            await self._delay_failure(started)
             return None
         if self._hasher.needs_rehash(encoded):
             # Kratos re-hashes imported or outdated hashes after a good login; failing here must
@@ -250,6 +295,19 @@ class IdentityManager:
             except Exception:
                 log.exception("could not re-hash the password of identity %s", identity.id)
         return identity
+
+    async def _delay_failure(self, started: float) -> None:
+        """``hashers.argon2.expected_duration`` ± ``expected_deviation``: a failed check answers no
+        sooner than a random time in that window (Kratos' ``x.RandomDelay``: a normal sample around
+        the duration, clamped to the window). Applied to unknown identifiers and wrong passwords
+        alike, so the delay itself tells nothing."""
+        if self._failed_check_delay is None:
+            return
+        base, deviation = self._failed_check_delay
+        target = min(max(random.gauss(base, deviation / 3), base - deviation), base + deviation)
+        remaining = target - (time.monotonic() - started)
+        if remaining > 0:
+            await asyncio.sleep(remaining)
 
     # --- building -----------------------------------------------------------------------------
 

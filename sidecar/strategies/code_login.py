@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 from sidecar import errors
 from sidecar.config.model import Config
@@ -42,7 +42,7 @@ from sidecar.security.onetime import CODE_DIGITS, Grant, OneTimeSecrets, new_cod
 from sidecar.strategies.address_challenge import ChallengeDeps
 from sidecar.strategies.deps import Roles, StrategyDeps
 from sidecar.strategies.settings_rules import rate_limited
-from sidecar.strategies.traits import flatten, validation_messages
+from sidecar.strategies.traits import flatten, traits_refused, validation_messages
 from sidecar.strategies.webauthn_keys import KeyIdentities
 
 Purpose = Literal["login", "registration"]
@@ -51,6 +51,10 @@ DECOY = uuid.UUID(int=0)
 ADDRESS_KEY = "code_address"
 TRAITS_KEY = "code_traits"
 TOO_OFTEN = "The request was submitted too often. Please request another code."
+
+
+class CodeIdentities(KeyIdentities, Protocol):
+    async def find_by_address(self, via: str, value: str) -> Identity | None: ...
 
 
 class CodeLoginStrategy(LoginStrategy, RegistrationStrategy):
@@ -67,9 +71,10 @@ class CodeLoginStrategy(LoginStrategy, RegistrationStrategy):
         return Roles(login=strategy, registration=strategy)
 
     def __init__(
-        self, config: Config, identities: KeyIdentities, schemas: SchemaRegistry, deps: ChallengeDeps
+        self, config: Config, identities: CodeIdentities, schemas: SchemaRegistry, deps: ChallengeDeps
     ) -> None:
         self._passwordless = config.selfservice.methods.code.passwordless_enabled
+        self._fallback = config.selfservice.methods.code.config.missing_credential_fallback_enabled
         self.second_factor = config.selfservice.methods.code.mfa_enabled
         self._method = config.selfservice.methods.code.config
         self._mitigate = config.security.account_enumeration.mitigate
@@ -98,7 +103,7 @@ class CodeLoginStrategy(LoginStrategy, RegistrationStrategy):
     async def prepare_login(self, flow: Flow, identity: Identity) -> None:
         if not self.second_factor:
             return
-        for address in _addresses(identity):
+        for address in self._addresses(identity):
             label = messages.code_send_to(address)
             flow.ui.nodes.append(nodes.input_node("address", KIND, "submit", value=address, label=label))
 
@@ -134,6 +139,13 @@ class CodeLoginStrategy(LoginStrategy, RegistrationStrategy):
         method = nodes.input_node("method", KIND, "hidden", value=KIND)
         submit = nodes.submit_node(KIND, KIND, messages.label_continue())
         flow.ui.nodes = [*kept, method, code, submit, resend]
+
+    def _addresses(self, identity: Identity) -> list[str]:
+        """Where a second-factor code may go: the code credential's addresses; with
+        ``missing_credential_fallback_enabled`` and none, every verifiable email address (Kratos
+        ``strategy_mfa.go`` ``FindCodeAddressCandidates``)."""
+        found = _addresses(identity)
+        return found if found or not self._fallback else _emails(identity)
 
     # --- sending ----------------------------------------------------------------------------------
 
@@ -210,7 +222,7 @@ class CodeLoginStrategy(LoginStrategy, RegistrationStrategy):
         identity = await self._identities.get(session.identity_id)
         if body.get("resend") == KIND or flow.state == "choose_method":
             wanted = flow.internal.get(ADDRESS_KEY) if body.get("resend") == KIND else body.get("address")
-            known = _addresses(identity)
+            known = self._addresses(identity)
             address = wanted if isinstance(wanted, str) and wanted in known else None
             if address is None:
                 raise FlowInvalid([messages.code_not_your_address()])
@@ -231,6 +243,13 @@ class CodeLoginStrategy(LoginStrategy, RegistrationStrategy):
             raise FlowInvalid(node_messages={"identifier": [messages.required("identifier")]})
         address = normalize_identifier(identifier.strip(), KIND, via="email")
         identity = await self._identities.find_by_credential(KIND, address)
+        if identity is None and self._fallback:
+            # Kratos' migration path (strategy_login.go findIdentityByIdentifier): an identity whose
+            # schema marks no code identifier may still get a code, here only at one of its own
+            # email addresses.
+            owner = await self._identities.find_by_address("email", address)
+            if owner is not None and not _addresses(owner) and address in _emails(owner):
+                identity = owner
         if identity is None or identity.state != "active":
             if not self._mitigate:
                 raise FlowInvalid([messages.code_no_account()], values={"identifier": identifier})
@@ -282,8 +301,8 @@ class CodeLoginStrategy(LoginStrategy, RegistrationStrategy):
     ) -> Identity:
         try:
             identity = await self._identities.create(IdentitySpec(traits=traits, schema_id=schema_id))
-        except errors.Conflict:
-            raise FlowInvalid([messages.duplicate_credentials()], values=kept) from None
+        except errors.Conflict as exc:
+            raise traits_refused(exc, kept) from None
         try:
             return await self._verified(identity, str(flow.internal.get(ADDRESS_KEY)))
         except Exception:
@@ -306,3 +325,7 @@ def _template_identity(identity: Identity) -> dict[str, Any]:
 def _addresses(identity: Identity) -> list[str]:
     credential = identity.credentials.get(KIND)
     return list(credential.identifiers) if credential else []
+
+
+def _emails(identity: Identity) -> list[str]:
+    return [a.value for a in identity.verifiable_addresses if a.via == "email" and a.value]

@@ -15,6 +15,7 @@ from sidecar.flows.strategy import (
 from sidecar.identity.manager import IdentityManager
 from sidecar.kv.store import KeyValueStore
 from sidecar.schema.registry import SchemaRegistry
+from sidecar.security.breaches import BreachCheck
 from sidecar.security.throttle import Throttle
 from sidecar.strategies.address_challenge import ChallengeDeps
 
@@ -33,6 +34,8 @@ class StrategyDeps:
     """One-time state: consumed TOTP steps, used backup codes, WebAuthn challenges, OIDC states."""
     challenge: ChallengeDeps | None = None
     """Addresses, courier and send limits for the methods that mail a secret (code, link)."""
+    breaches: BreachCheck | None = None
+    """The Have I Been Pwned range check, when ``haveibeenpwned_enabled``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ from sidecar.flows.strategy import (
 from sidecar.identity.manager import IdentitySpec
 from sidecar.identity.model import Credential, Identity
 from sidecar.schema.registry import SchemaRegistry
+from sidecar.security.breaches import BreachCheck
 from sidecar.security.passwords import check_password
 from sidecar.security.throttle import Throttle
 from sidecar.strategies.deps import Roles, StrategyDeps
@@ -65,13 +66,20 @@ class PasswordStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
     def build(cls, deps: StrategyDeps) -> Roles | None:
         if not deps.config.selfservice.methods.password.enabled:
             return None
-        strategy = cls(deps.config, deps.identities, deps.schemas, deps.throttle)
+        strategy = cls(deps.config, deps.identities, deps.schemas, deps.throttle, breaches=deps.breaches)
         return Roles(login=strategy, registration=strategy, settings=strategy)
 
     def __init__(
-        self, config: Config, identities: PasswordIdentities, schemas: SchemaRegistry, throttle: Throttle
+        self,
+        config: Config,
+        identities: PasswordIdentities,
+        schemas: SchemaRegistry,
+        throttle: Throttle,
+        *,
+        breaches: BreachCheck | None = None,
     ) -> None:
         self._policy = config.selfservice.methods.password.config
+        self._breaches = breaches
         self._identities = identities
         self._schemas = schemas
         self._throttle = throttle
@@ -153,7 +161,7 @@ class PasswordStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         if not isinstance(password, str) or not password:
             problems.setdefault("password", []).append(messages.required("password"))
         else:
-            for text in self._policy_violations(password, identifiers):
+            for text in await self._policy_violations(password, identifiers):
                 problems.setdefault("password", []).append(text)
         if problems or not isinstance(traits, Mapping) or not isinstance(password, str):
             await self._throttle.failed("registration", identifier=identifier, ip=client.ip)
@@ -170,11 +178,13 @@ class PasswordStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         await self._throttle.succeeded("registration", identifier=identifier, ip=client.ip)
         return identity
 
-    def _policy_violations(self, password: str, identifiers: list[str]) -> list[Text]:
-        return [
-            messages.text(v.id, v.text, "error", **v.context)
-            for v in check_password(password, identifiers, self._policy)
-        ]
+    async def _policy_violations(self, password: str, identifiers: list[str]) -> list[Text]:
+        found = check_password(password, identifiers, self._policy)
+        if not found and self._breaches is not None:
+            # Kratos asks the range API only once the offline rules pass (validator.go).
+            breached = await self._breaches.violation(password)
+            found = [breached] if breached is not None else []
+        return [messages.text(v.id, v.text, "error", **v.context) for v in found]
 
     # --- settings -------------------------------------------------------------------------------
 
@@ -193,7 +203,7 @@ class PasswordStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         identity = ctx.identity
         schema = self._schemas.get(identity.schema_id)
         identifiers = schema.identifiers(identity.traits, "password")
-        problems = self._policy_violations(password, identifiers)
+        problems = await self._policy_violations(password, identifiers)
         if problems:
             raise FlowInvalid(node_messages={"password": problems})
         try:

@@ -14,6 +14,7 @@ from sidecar.flows import messages
 from sidecar.flows.messages import Text
 from sidecar.flows.nodes import Group, InputType, Node, input_node
 from sidecar.flows.outcome import FlowInvalid
+from sidecar.identity.login_hints import LoginHints, hints_text
 from sidecar.schema.extension import TraitField
 from sidecar.schema.model import IdentitySchema
 
@@ -90,6 +91,9 @@ def validation_messages(schema: IdentitySchema, traits: Any) -> dict[str, list[T
 def traits_refused(exc: errors.Conflict | errors.ValidationError, kept: dict[str, Any]) -> FlowInvalid:
     """The store refused the traits: a duplicate is one message, a validation error sits at the
     fields it names (or at ``traits``)."""
+    if isinstance(exc, errors.DuplicateCredentials) and exc.hints:
+        reason = hints_text(LoginHints(**exc.hints))
+        return FlowInvalid([messages.duplicate_credentials_with_hints(reason, exc.hints)], values=kept)
     if isinstance(exc, errors.Conflict):
         return FlowInvalid([messages.duplicate_credentials()], values=kept)
     found = exc.messages or {"traits": [exc.reason or exc.message]}

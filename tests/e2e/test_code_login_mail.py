@@ -345,3 +345,80 @@ def test_code_as_second_factor_but_not_after_a_code(tmp_path: Any, smtp: SmtpSer
         assert 4000001 in _ids(refused)
         time.sleep(0.3)
         assert len(smtp.mailbox.to(email)) == 2
+
+
+# An email that signs in by password and is verifiable, but is no code identifier.
+NO_CODE_SCHEMA = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "type": "object",
+    "properties": {
+        "traits": {
+            "type": "object",
+            "properties": {
+                "email": {
+                    "type": "string",
+                    "format": "email",
+                    "ory.sh/kratos": {
+                        "credentials": {"password": {"identifier": True}},
+                        "verification": {"via": "email"},
+                    },
+                }
+            },
+            "required": ["email"],
+        }
+    },
+}
+
+
+@pytest.mark.parametrize("fallback", [True, False], ids=["fallback", "no-fallback"])
+def test_missing_credential_fallback(tmp_path: Any, smtp: SmtpServer, fallback: bool) -> None:
+    """Kratos ``selfservice/strategy/code/strategy_login.go`` and ``strategy_mfa.go``: an identity
+    without a code credential gets codes only with ``missing_credential_fallback_enabled``."""
+    from ory_kratos_client.models.update_registration_flow_with_password_method import (
+        UpdateRegistrationFlowWithPasswordMethod,
+    )
+
+    schema = tmp_path / "no-code.schema.json"
+    schema.write_text(json.dumps(NO_CODE_SCHEMA))
+    config = make_config(
+        dsn=f"sqlite:///{tmp_path}/sidecar.db",
+        identity={"default_schema_id": "nocode", "schemas": [{"id": "nocode", "url": f"file://{schema}"}]},
+        courier={"smtp": {"connection_uri": smtp.uri}, "worker_interval": "50ms"},
+        selfservice={
+            "methods": {
+                "code": {
+                    "passwordless_enabled": True,
+                    "mfa_enabled": True,
+                    "config": {"missing_credential_fallback_enabled": fallback},
+                }
+            },
+        },
+    )
+    email = fresh_email()
+    with live_sidecar(config) as server, ApiClient(Configuration(host=server.public_url)) as client:
+        fe = FrontendApi(client)
+        flow = fe.create_native_registration_flow()
+        body = UpdateRegistrationFlowBody(
+            UpdateRegistrationFlowWithPasswordMethod(
+                method="password", password="correct-Horse-battery-staple-42", traits={"email": email}
+            )
+        )
+        done = fe.update_registration_flow(flow=flow.id, update_registration_flow_body=body)
+        assert done.identity.credentials is None or "code" not in (done.identity.credentials or {})
+
+        # Second factor: the verifiable address is offered only with the fallback.
+        step_up = fe.create_native_login_flow(aal="aal2", x_session_token=done.session_token)
+        buttons = [n.to_dict()["attributes"] for n in step_up.ui.nodes if n.group == "code"]
+        assert [b.get("value") for b in buttons if b.get("name") == "address"] == (
+            [email] if fallback else []
+        )
+
+        # First factor: a code to the identity's own email, or Kratos' 4000035 without the fallback.
+        login = fe.create_native_login_flow()
+        sent = _expect_400(lambda: _login(fe, login.id, identifier=email))
+        if not fallback:
+            assert 4000035 in _ids(sent)
+            return
+        assert sent["state"] == "sent_email"
+        signed_in = _login(fe, login.id, code=code_in(smtp.mailbox.wait_for(email)[-1]), identifier=email)
+        assert signed_in.session.identity.id == done.identity.id

@@ -23,6 +23,7 @@ from sidecar.flows.lifecycle import FlowLifecycle
 from sidecar.flows.service import SelfServiceFlows
 from sidecar.identity.model import Identity
 from sidecar.session.aal import Assurance
+from sidecar.session.tokenizer import SessionTokenizer
 
 
 def _lifecycles(flows: SelfServiceFlows) -> dict[str, FlowLifecycle]:
@@ -40,6 +41,7 @@ def selfservice_routes(
     assurance: Assurance,
     session_tokens: PageTokens,
     max_body: int,
+    tokenizer: SessionTokenizer,
 ) -> list[Route]:
     return [
         *login_routes(ctx, flows.login, error_flows, max_body),
@@ -52,7 +54,7 @@ def selfservice_routes(
             if flows.settings
             else []
         ),
-        *session_routes(ctx, get_identity, assurance, session_tokens),
+        *session_routes(ctx, get_identity, assurance, session_tokens, tokenizer),
         *(oidc_routes(ctx, flows.oidc, _lifecycles(flows), error_flows, max_body) if flows.oidc else []),
         *error_routes(error_flows),
         *webauthn_js_routes(),

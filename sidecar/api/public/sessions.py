@@ -17,12 +17,17 @@ from sidecar.identity.model import Identity
 from sidecar.session.aal import Assurance, step_up_url
 from sidecar.session.model import Session
 from sidecar.session.session_json import session_to_json
+from sidecar.session.tokenizer import SessionTokenizer
 
 GetIdentity = Callable[[uuid.UUID], Awaitable[Identity]]
 
 
 def session_routes(
-    ctx: HttpContext, get_identity: GetIdentity, assurance: Assurance, tokens: PageTokens
+    ctx: HttpContext,
+    get_identity: GetIdentity,
+    assurance: Assurance,
+    tokens: PageTokens,
+    tokenizer: SessionTokenizer,
 ) -> list[Route]:
     config = ctx.config
 
@@ -48,6 +53,10 @@ def session_routes(
         body = session_to_json(session, ctx.public_identity(identity))
         if request.method == "HEAD":
             return Response(status_code=200, headers=headers)
+        template = request.query_params.get("tokenize_as")
+        if template:
+            # Kratos session/handler.go: the session as a JWT, under "tokenized".
+            body["tokenized"] = await tokenizer.tokenize(template, body)
         return json_response(body, headers=headers)
 
     async def list_mine(request: Request) -> Response:

@@ -181,3 +181,31 @@ async def test_recovery_on_redis(harness_factory: HarnessFactory, unique_prefix:
     assert done.status_code == 200 and done.json()["state"] == "passed_challenge"
     again = await h.client.post(url, json={"method": "code", "code": found.group(1)})
     assert again.status_code == 400 and message_ids(again.json()) == [4060001]
+
+
+@pytest.mark.parametrize("revoke", [True, False], ids=["revoke_active_sessions", "no-hook"])
+async def test_revoke_active_sessions_after_recovery(harness_factory: HarnessFactory, revoke: bool) -> None:
+    """Kratos ``selfservice/hook/session_destroyer.go`` as a recovery after-hook
+    (``selfServiceAfterRecoveryHooks``): whoever else was signed in is signed out."""
+    hooks = [{"hook": "revoke_active_sessions"}] if revoke else []
+    h = await harness_factory(
+        selfservice={
+            "flows": {
+                "recovery": {"enabled": True, "after": {"hooks": hooks}},
+                "verification": {"enabled": True},
+            }
+        }
+    )
+    registered_ = await register_api(h.new_client(), "stolen@example.test")
+    old_token = registered_.json()["session_token"]
+    flow = await api_flow(h.client, "recovery")
+    url = f"/.auth/self-service/recovery?flow={flow['id']}"
+    await h.client.post(url, json={"method": "code", "email": "stolen@example.test"})
+    r = await h.client.post(url, json={"method": "code", "code": await mail_secret(h, "stolen@example.test")})
+    [token] = [
+        c["ory_session_token"] for c in r.json()["continue_with"] if c["action"] == "set_ory_session_token"
+    ]
+    old = await h.client.get("/.auth/sessions/whoami", headers={"X-Session-Token": old_token})
+    assert old.status_code == (401 if revoke else 200)
+    new = await h.client.get("/.auth/sessions/whoami", headers={"X-Session-Token": token})
+    assert new.status_code == 200
