@@ -25,10 +25,10 @@ AFTER: dict[str, dict[str | None, frozenset[str]]] = {
         **{m: _LOGIN_METHOD for m in ("password", "webauthn", "passkey", "code", "totp", "lookup_secret")},
         "oidc": frozenset({"revoke_active_sessions", "web_hook", "require_verified_address"}),
     },
-    # Kratos allows only web_hook at the top; sidecar's own default puts ``session`` there, so a
-    # top-level ``session`` keeps working.
+    # Kratos allows only web_hook at the top; sidecar has always taken the per-method hooks there
+    # too (its default is a top-level ``session``), as the fallback for every method.
     "registration": {
-        None: frozenset({"web_hook", "session"}),
+        None: _REGISTRATION_METHOD,
         **{m: _REGISTRATION_METHOD for m in ("password", "webauthn", "passkey", "oidc", "code")},
     },
     "settings": {
