@@ -280,8 +280,8 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
     kv: KeyValueStore
     redis_client = None
     if config.redis is not None:
-        redis = RedisBackend(config.redis.url, config.redis.key_prefix)
-        session_store, kv, redis_client = redis.sessions, redis.kv, redis.client
+        redis = RedisBackend(config.redis)
+        session_store, kv, redis_client = redis.sessions, redis.kv, redis.channel
         closers.append(redis.close)
         readiness["redis"] = kv.ping
     else:

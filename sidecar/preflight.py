@@ -107,6 +107,8 @@ def _check_redis(config: Config, report: Report) -> None:
         return
     import redis.asyncio as redis
 
+    if not config.redis.url:
+        return  # sentinel mode without credentials: the sentinels' addresses were checked at load
     try:
         redis.ConnectionPool.from_url(config.redis.url)
     except ValueError as exc:

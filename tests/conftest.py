@@ -97,6 +97,16 @@ def make_config(**overrides: Any) -> Config:
     return load_config(overrides=deep_merge(base, overrides))
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A private 6-node Redis Cluster (3 masters, 3 replicas) shared by the tests that only use it;
+    tests that kill nodes start their own (tests/redis_topologies.py)."""
+    from tests.redis_topologies import redis_cluster as start
+
+    with start(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster
+
+
 @pytest.fixture
 def unique_prefix() -> str:
     """A Redis key prefix no other test (or concurrent test run) uses."""

@@ -956,10 +956,53 @@ class ProxyConfig(Model):
 
 
 class RedisConfig(Model):
-    url: str
-    """The Redis server (``redis://host:6379/0``, ``rediss://`` for TLS)."""
+    url: str = ""
+    """The Redis server (``redis://host:6379/0``, ``rediss://`` for TLS). With ``mode: cluster`` one
+    node of the cluster (more in ``nodes``); with ``mode: sentinel`` only its credentials, database
+    and scheme are used (``redis://:password@/0``), the master's address comes from the sentinels."""
+    mode: Literal["standalone", "cluster", "sentinel"] = "standalone"
+    """Sidecar-only: ``standalone`` (one server, or a managed endpoint that fails over behind one
+    address), ``cluster`` (Redis Cluster: the keys of one sidecar's sessions share a hash tag, flows
+    and counters spread over the slots, revocations use sharded pub/sub) or ``sentinel`` (the master
+    of ``sentinel_master``, found through ``sentinels`` and followed across failovers). docs/SCALING.md."""
+    nodes: list[str] = []
+    """Sidecar-only, ``mode: cluster``: further ``host:port`` start-up nodes besides ``url``'s, so a
+    sidecar starting while one node is down still finds the cluster."""
+    sentinels: list[str] = []
+    """Sidecar-only, ``mode: sentinel``: the sentinels' ``host:port`` addresses."""
+    sentinel_master: str = "mymaster"
+    """Sidecar-only, ``mode: sentinel``: the monitored master's name."""
     key_prefix: str = "sidecar:"
-    """Sidecar-only: namespace for every key and channel, so several sidecars can share one Redis."""
+    """Sidecar-only: namespace for every key and channel, so several sidecars can share one Redis.
+    No ``{`` or ``}``: sidecar chooses the cluster hash tags itself."""
+
+    @field_validator("nodes", "sentinels")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            host, sep, port = address.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{address!r} is not host:port")
+        return value
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _no_hash_tag(cls, value: str) -> str:
+        if "{" in value or "}" in value:
+            raise ValueError("must not contain { or } (sidecar sets the Redis Cluster hash tags)")
+        return value
+
+    @model_validator(mode="after")
+    def _mode_needs(self) -> RedisConfig:
+        if self.mode == "sentinel" and not self.sentinels:
+            raise ValueError("mode: sentinel needs the sentinels' addresses in redis.sentinels")
+        if self.mode != "sentinel" and not self.url and not (self.mode == "cluster" and self.nodes):
+            raise ValueError("redis.url is required (or redis.nodes with mode: cluster)")
+        if self.mode != "cluster" and self.nodes:
+            raise ValueError("redis.nodes is only for mode: cluster")
+        if self.mode != "sentinel" and self.sentinels:
+            raise ValueError("redis.sentinels is only for mode: sentinel")
+        return self
 
 
 class AuditLogConfig(Model):

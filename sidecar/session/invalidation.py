@@ -91,7 +91,9 @@ class RedisInvalidation:
     def __init__(
         self, client: Any, cache: SessionCache | None, *, channel: str = CHANNEL, retry: float = 1.0
     ) -> None:
-        self.client = client  # redis.asyncio.Redis
+        # ``publish(channel, message)`` and ``pubsub()``: a redis.asyncio.Redis, or the sharded
+        # channel of a cluster (sidecar.storage.redis.channel).
+        self.client = client
         self.channel = channel
         self.retry = retry
         self._cache = cache
@@ -130,8 +132,14 @@ class RedisInvalidation:
                     # Polling with a timeout, not listen(): the client's socket_timeout would
                     # otherwise turn every quiet spell into a reconnect and a full cache drop,
                     # and ``stop`` needs a turn of this loop to end it without a cancellation.
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if message is None or message.get("type") != "message":
+                    message = await pubsub.get_message(ignore_subscribe_messages=False, timeout=1.0)
+                    if message is None:
+                        continue
+                    if message.get("type") == "subscribe" and self._cache is not None:
+                        # The client re-subscribes by itself after a dropped connection; whatever
+                        # was published in between is lost, so nothing cached may be trusted.
+                        self._cache.invalidate_all()
+                    if message.get("type") != "message":
                         continue
                     try:
                         data = json.loads(message["data"])

@@ -248,3 +248,33 @@ def test_an_unknown_upstream_client_names_the_key() -> None:
     with pytest.raises(ConfigError) as exc:
         load_config(environ={"SIDECAR_UPSTREAM_CLIENT": "httpx"}, overrides=SECRET)
     assert [key for key, _ in exc.value.problems] == ["proxy.upstream_client"]
+
+
+@pytest.mark.parametrize(
+    ("redis", "key", "reason"),
+    [
+        ({"mode": "sentinel"}, "redis", "needs the sentinels' addresses"),
+        ({"mode": "cluster"}, "redis", "redis.url is required"),
+        ({"url": "redis://h:1", "nodes": ["h:2"]}, "redis", "only for mode: cluster"),
+        ({"url": "redis://h:1", "sentinels": ["h:2"]}, "redis", "only for mode: sentinel"),
+        ({"mode": "cluster", "nodes": ["h"]}, "redis.nodes", "not host:port"),
+        ({"mode": "sentinel", "sentinels": ["h:99999"]}, "redis.sentinels", "not host:port"),
+        ({"url": "redis://h:1", "key_prefix": "{app}:"}, "redis.key_prefix", "must not contain {"),
+        ({"url": "redis://h:1", "mode": "replicated"}, "redis.mode", ""),
+    ],
+)
+def test_redis_topologies_refused_by_name(redis: dict[str, object], key: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(overrides={**SECRET, "redis": redis})
+    problems = _problems(exc)
+    assert key in problems, problems
+    assert reason in problems[key]
+
+
+def test_redis_cluster_and_sentinel_load() -> None:
+    cluster = load_config(overrides={**SECRET, "redis": {"mode": "cluster", "nodes": ["10.0.0.1:7000"]}})
+    assert cluster.redis is not None and cluster.redis.nodes == ["10.0.0.1:7000"]
+    sentinel = load_config(
+        overrides={**SECRET, "redis": {"mode": "sentinel", "sentinels": ["s1:26379"], "sentinel_master": "m"}}
+    )
+    assert sentinel.redis is not None and sentinel.redis.sentinel_master == "m"

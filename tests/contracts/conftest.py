@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from sidecar.config.model import RedisConfig
 from sidecar.storage.redis.backend import RedisBackend
 from sidecar.storage.sql.database import SqlDatabase
 
@@ -18,13 +19,15 @@ async def database(dsn: str) -> AsyncIterator[SqlDatabase]:
     await db.close()
 
 
-@pytest.fixture(params=["sqlite", "postgres", "redis"])
+@pytest.fixture(params=["sqlite", "postgres", "redis", "redis-cluster"])
 def backend_target(request: pytest.FixtureRequest) -> tuple[str, str]:
     """(kind, address), resolved synchronously because the Postgres fixture runs its own loop."""
     if request.param == "sqlite":
         return "sql", str(request.getfixturevalue("sqlite_dsn"))
     if request.param == "postgres":
         return "sql", str(request.getfixturevalue("postgres_dsn"))
+    if request.param == "redis-cluster":
+        return "redis-cluster", str(request.getfixturevalue("redis_cluster").url())
     return "redis", str(request.getfixturevalue("redis_url"))
 
 
@@ -39,7 +42,8 @@ async def backend(
         yield db
         await db.close()
         return
-    redis = RedisBackend(address, prefix=unique_prefix)
+    mode = "cluster" if kind == "redis-cluster" else "standalone"
+    redis = RedisBackend(RedisConfig(url=address, mode=mode, key_prefix=unique_prefix))
     yield redis
     keys = [key async for key in redis.client.scan_iter(match=f"{unique_prefix}*")]
     if keys:
@@ -53,8 +57,11 @@ async def down_backend(backend_target: tuple[str, str]) -> AsyncIterator[SqlData
     from tests.conftest import free_port
 
     kind, address = backend_target
-    if kind == "redis":
-        redis = RedisBackend(f"redis://127.0.0.1:{free_port()}/0", prefix="down:")
+    if kind.startswith("redis"):
+        mode = "cluster" if kind == "redis-cluster" else "standalone"
+        redis = RedisBackend(
+            RedisConfig(url=f"redis://127.0.0.1:{free_port()}/0", mode=mode, key_prefix="down:")
+        )
         yield redis
         await redis.close()
         return

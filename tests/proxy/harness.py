@@ -224,7 +224,7 @@ async def make_user(
         if config.redis is not None:
             from sidecar.storage.redis.backend import RedisBackend
 
-            redis = RedisBackend(config.redis.url, config.redis.key_prefix)
+            redis = RedisBackend(config.redis)
             try:
                 await redis.sessions.create(session, digest(token))
             finally:
@@ -242,11 +242,11 @@ async def revoke(config: Config, session: Session) -> None:
         from sidecar.session.invalidation import RedisInvalidation
         from sidecar.storage.redis.backend import RedisBackend
 
-        redis = RedisBackend(config.redis.url, config.redis.key_prefix)
+        redis = RedisBackend(config.redis)
         try:
             await redis.sessions.revoke(session.id)
             await RedisInvalidation(
-                redis.client, None, channel=config.redis.key_prefix + "sidecar:session-revocations"
+                redis.channel, None, channel=config.redis.key_prefix + "sidecar:session-revocations"
             ).publish(session_id=session.id)
         finally:
             await redis.close()

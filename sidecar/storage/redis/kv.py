@@ -66,5 +66,7 @@ class RedisKeyValueStore:
         return None if left < 0 else timedelta(milliseconds=left)
 
     async def ping(self) -> None:
+        # A keyed command, not PING: a cluster client sends PING to every node, so one dead
+        # master would fail it even after its replica took over; EXISTS asks the slot's owner.
         with translate_errors():
-            await self._client.ping()
+            await self._client.exists(self._key("ping"))

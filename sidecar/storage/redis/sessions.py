@@ -4,8 +4,8 @@ Layout under the prefix: ``session:{id}`` holds the codec's JSON plus the token 
 ``session-token:{digest}`` points at the id, both expiring with the session;
 ``identity-sessions:{identity_id}`` is a set of ids living as long as its longest session, and
 ``sessions`` a sorted set (score: expiry in ms) for admin listing and pruning. Scripts that build
-keys from values read inside them (token lookup, bulk delete) assume a single Redis node or
-Sentinel, not Cluster.
+keys from values read inside them (token lookup, bulk delete) need every one of these keys on one
+node: on Redis Cluster the prefix carries one hash tag (``storage/redis/backend.py``).
 """
 
 from __future__ import annotations
@@ -216,5 +216,6 @@ class RedisSessionStore:
             return int(await self._delete_by_identity(keys=keys, args=[self._session, self._token]))
 
     async def ping(self) -> None:
+        # The owner of the sessions' slot (see RedisKeyValueStore.ping).
         with translate_errors():
-            await self._client.ping()
+            await self._client.exists(self._session + "ping")
