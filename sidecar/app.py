@@ -361,7 +361,7 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         courier=courier,
         courier_worker=worker,
         readiness_checks=readiness,
-        monitor=StoreMonitor(readiness),
+        monitor=StoreMonitor(readiness, on_check=metrics.store_up),
         _closers=closers,
         rules=rules,
         audit=audit,

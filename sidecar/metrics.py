@@ -103,6 +103,14 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemostrecent",
         )
+        # A store is down for the fleet when any live worker cannot reach it: the minimum.
+        self._store_up = Gauge(
+            "sidecar_store_up",
+            "1 when the last check of the store (database, redis) succeeded, else 0",
+            ["store"],
+            registry=r,
+            multiprocess_mode="livemin",
+        )
         # Each worker has its own hashing pool: the fleet-wide queue is the sum over live workers.
         self._hashing_queue = Gauge(
             "sidecar_hashing_queue_depth",
@@ -161,6 +169,10 @@ class Metrics:
         if child is None:
             child = self._children[key] = self._flows.labels(flow, method, result)
         child.inc()
+
+    def store_up(self, store: str, up: bool) -> None:
+        """The store monitor's verdict after each check (every few seconds, per worker)."""
+        self._store_up.labels(store).set(1 if up else 0)
 
     # --- gauges sampled from their owners ----------------------------------------------------
 

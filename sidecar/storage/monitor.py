@@ -49,12 +49,15 @@ class StoreMonitor:
         interval: float = INTERVAL,
         timeout: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        on_check: Callable[[str, bool], None] | None = None,
     ) -> None:
+        """``on_check(store, up)`` after every check (``Metrics.store_up``: the alerting signal)."""
         self.checks = dict(checks)
         self.interval = interval
         self.timeout = timeout
         self.clock = clock
         self.down_since: dict[str, float] = {}
+        self.on_check = on_check
 
     async def check_once(self) -> None:
         await asyncio.gather(*(self._check(name, check) for name, check in self.checks.items()))
@@ -65,12 +68,16 @@ class StoreMonitor:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # any failure of a check is an outage of that store
+            if self.on_check is not None:
+                self.on_check(name, False)
             if name not in self.down_since:
                 self.down_since[name] = self.clock()
                 timed_out = isinstance(exc, TimeoutError)
                 cause = f"no answer within {self.timeout:g} s" if timed_out else describe(exc)
                 log.error("%s unavailable: %s", name, cause, extra={"store": name})
             return
+        if self.on_check is not None:
+            self.on_check(name, True)
         since = self.down_since.pop(name, None)
         if since is not None:
             log.warning("%s available again after %.0f s", name, self.clock() - since, extra={"store": name})

@@ -112,8 +112,10 @@ class HttpContext:
             )
         if self.metrics is None:
             return
-        if isinstance(outcome, errors.SidecarError):
-            result = "rate_limited" if outcome.code == 429 else f"error_{outcome.code}"
+        if status == 429:  # a 429 error, or the flow shown again by the throttle
+            result = "rate_limited"
+        elif isinstance(outcome, errors.SidecarError):
+            result = f"error_{outcome.code}"
         else:
             result = SUBMISSION_RESULTS.get(type(outcome).__name__, "other")
         self.metrics.flow_submission(kind, method, result)
