@@ -29,6 +29,7 @@ from starlette.types import ASGIApp
 
 from sidecar.api import respond
 from sidecar.api.admin.auth import AdminKey
+from sidecar.api.admin.courier import CourierPageTokens
 from sidecar.api.admin.identities import IdentityHandlers
 from sidecar.api.admin.routes import admin_routes
 from sidecar.api.cors_log import CorsDebugLog
@@ -43,11 +44,15 @@ from sidecar.audit import AuditLog
 from sidecar.config.model import Config, RateLimit, Timeouts
 from sidecar.console.audit import Audit
 from sidecar.console.auth import ConsoleAuth
+from sidecar.console.courier import CourierPages
 from sidecar.console.identities import IdentityPages
 from sidecar.console.overview import Overview
 from sidecar.console.pages import PREFIX as CONSOLE_PREFIX
 from sidecar.console.pages import Pages
+from sidecar.console.recovery import RecoverySection
 from sidecar.console.routes import console_routes
+from sidecar.console.rules import RulesPages
+from sidecar.console.sessions import SessionSection
 from sidecar.console.signin import SignIn
 from sidecar.courier.service import Courier
 from sidecar.courier.smtp import SmtpSender
@@ -441,6 +446,13 @@ def build_console(services: Services) -> list[BaseRoute]:
     admin = config.serve.admin
     auth = ConsoleAuth(services.kv, admin.api_key, admin.console.session_lifespan)
     pages = Pages(auth, Audit(), admin.max_body_size)
+    sessions = SessionSection(pages, services.sessions)
+    flows = services.selfservice.recovery
+    recovery = (
+        RecoverySection(pages, flows, services.identities, config.selfservice, config.public_base_url)
+        if flows is not None
+        else None
+    )
     identities = IdentityPages(
         pages,
         services.identities,
@@ -448,8 +460,27 @@ def build_console(services: Services) -> list[BaseRoute]:
         services.schemas,
         PageTokens.from_config(config, "console-identities"),
         admin.console.page_size,
+        extras=[sessions, recovery] if recovery is not None else [sessions],
     )
-    return console_routes(pages, SignIn(pages, auth), identities, Overview(pages, services.identity_store))
+    courier_store = services.database.courier
+    return console_routes(
+        pages,
+        signin=SignIn(pages, auth),
+        overview=Overview(pages, services.identity_store, courier_store, services.metrics),
+        identities=identities,
+        sessions=sessions,
+        recovery=recovery,
+        courier=CourierPages(
+            pages, courier_store, CourierPageTokens(pagination_secret(config)), admin.console.page_size
+        ),
+        rules=RulesPages(
+            pages,
+            services.rules,
+            services.metrics,
+            services.identity_store,
+            config.session.whoami.required_aal,
+        ),
+    )
 
 
 def create_public_app(services: Services, *, manage_lifespan: bool = True, gateway: bool = True) -> ASGIApp:

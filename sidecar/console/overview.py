@@ -1,20 +1,106 @@
-"""``/console``: the first page after sign-in, with the counts an operator looks at first."""
+"""``/console``: counts and small charts drawn from the same numbers ``/metrics`` serves.
+
+The charts are inline SVG bars built on the server (no script, nothing fetched): access decisions by
+outcome, self-service sign-ins by result, the courier queue by status, session-cache hits. With
+several workers the metrics are the merged, fleet-wide ones (``Metrics.render``).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.requests import Request
 from starlette.responses import Response
 
 from sidecar.console.auth import ConsoleSession
 from sidecar.console.pages import Pages
+from sidecar.courier.store import CourierStore
 from sidecar.identity.store import IdentityStore
+from sidecar.metrics import Metrics
+
+BAR_HEIGHT = 22
+CHART_WIDTH = 300
+LABEL_WIDTH = 110
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    label: str
+    value: int
+    y: int
+    width: int
+
+
+@dataclass(frozen=True, slots=True)
+class Chart:
+    id: str
+    title: str
+    bars: tuple[Bar, ...]
+    height: int
+    total: int
+
+
+def chart(chart_id: str, title: str, values: Mapping[str, float]) -> Chart:
+    """Horizontal bars scaled to the largest value (a zero chart has no bars, and says so)."""
+    items = [(k, int(v)) for k, v in values.items()]
+    top = max((v for _, v in items), default=0)
+    span = CHART_WIDTH - LABEL_WIDTH - 50
+    bars = tuple(
+        Bar(label, value, i * BAR_HEIGHT, round(span * value / top) if top else 0)
+        for i, (label, value) in enumerate(items)
+    )
+    return Chart(chart_id, title, bars, max(len(bars), 1) * BAR_HEIGHT, sum(v for _, v in items))
+
+
+def _sum_by(
+    samples: Iterable[tuple[str, dict[str, str], float]], name: str, label: str, **where: str
+) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for sample_name, labels, value in samples:
+        if sample_name != name or any(labels.get(k) != v for k, v in where.items()):
+            continue
+        key = labels.get(label, "")
+        out[key] = out.get(key, 0.0) + value
+    return out
 
 
 class Overview:
-    def __init__(self, pages: Pages, identities: IdentityStore) -> None:
+    def __init__(
+        self, pages: Pages, identities: IdentityStore, courier: CourierStore, metrics: Metrics
+    ) -> None:
         self.pages = pages
         self.identities = identities
+        self.courier = courier
+        self.metrics = metrics
 
     async def show(self, request: Request, signed_in: ConsoleSession) -> Response:
-        context = {"title": "Overview", "identity_count": await self.identities.count()}
+        body, _ = await self.metrics.render()
+        samples = [
+            (s.name, dict(s.labels), float(s.value))
+            for family in text_string_to_metric_families(body.decode())
+            for s in family.samples
+        ]
+        courier = await self.courier.count_by_status()
+        decisions = _sum_by(samples, "sidecar_decisions_total", "decision")
+        logins = _sum_by(samples, "sidecar_flow_submissions_total", "result", flow="login")
+        cache = _sum_by(samples, "sidecar_session_cache_total", "result")
+        charts = [
+            chart("decisions", "Access decisions by outcome", dict(sorted(decisions.items()))),
+            chart("logins", "Sign-ins by result", dict(sorted(logins.items()))),
+            chart("courier", "Courier messages by status", {k: float(v) for k, v in courier.items()}),
+            chart("cache", "Session cache lookups", dict(sorted(cache.items()))),
+        ]
+        context = {
+            "title": "Overview",
+            "identity_count": await self.identities.count(),
+            "courier_waiting": courier.get("queued", 0) + courier.get("processing", 0),
+            "courier_abandoned": courier.get("abandoned", 0),
+            "decision_count": int(sum(decisions.values())),
+            "charts": charts,
+            "label_width": LABEL_WIDTH,
+            "chart_width": CHART_WIDTH,
+            "bar_height": BAR_HEIGHT,
+        }
         return self.pages.render("overview.html", context, signed_in=signed_in, section="overview")

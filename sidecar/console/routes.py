@@ -1,21 +1,37 @@
-"""The console's routes, all under ``/console`` on the admin listener."""
+"""The console's routes, all under ``/console`` on the admin listener.
+
+GET pages read; every POST is an action (session, same-origin and CSRF checked by ``Pages.action``)
+that answers with a redirect (post/redirect/get) or, for refused input, the page with the problem.
+"""
 
 from __future__ import annotations
 
 from starlette.routing import BaseRoute, Route
 
+from sidecar.console.courier import CourierPages
 from sidecar.console.identities import IdentityPages
 from sidecar.console.overview import Overview
 from sidecar.console.pages import PREFIX, Pages
+from sidecar.console.recovery import RecoverySection
+from sidecar.console.rules import RulesPages
+from sidecar.console.sessions import SessionSection
 from sidecar.console.signin import SignIn
 
 
 def console_routes(
-    pages: Pages, signin: SignIn, identities: IdentityPages, overview: Overview
+    pages: Pages,
+    *,
+    signin: SignIn,
+    overview: Overview,
+    identities: IdentityPages,
+    sessions: SessionSection,
+    recovery: RecoverySection | None,
+    courier: CourierPages,
+    rules: RulesPages,
 ) -> list[BaseRoute]:
     p, i = pages, identities
     one = f"{PREFIX}/identities/{{id}}"
-    return [
+    routes: list[BaseRoute] = [
         Route(PREFIX, p.page(overview.show), methods=["GET"]),
         Route(f"{PREFIX}/static/{{name}}", p.static, methods=["GET"]),
         Route(f"{PREFIX}/login", signin.show, methods=["GET"]),
@@ -31,4 +47,13 @@ def console_routes(
         Route(f"{one}/credentials/{{type}}/delete", p.action(i.delete_credential), methods=["POST"]),
         Route(f"{one}/delete", p.page(i.confirm_delete), methods=["GET"]),
         Route(f"{one}/delete", p.action(i.delete), methods=["POST"]),
+        Route(f"{one}/sessions/revoke-all", p.action(sessions.revoke_all), methods=["POST"]),
+        Route(f"{one}/sessions/{{session_id}}/revoke", p.action(sessions.revoke), methods=["POST"]),
+        Route(f"{PREFIX}/courier", p.page(courier.queue), methods=["GET"]),
+        Route(f"{PREFIX}/courier/{{id}}/retry", p.action(courier.retry), methods=["POST"]),
+        Route(f"{PREFIX}/courier/{{id}}/abandon", p.action(courier.abandon), methods=["POST"]),
+        Route(f"{PREFIX}/rules", p.page(rules.show), methods=["GET"]),
     ]
+    if recovery is not None:
+        routes.append(Route(f"{one}/recovery", p.action(recovery.create), methods=["POST"]))
+    return routes

@@ -44,6 +44,16 @@ class CourierStore(Protocol):
         """Give claims back unsent (no attempt counted), e.g. on shutdown. Returns how many."""
         ...
 
+    async def retry(self, message_id: uuid.UUID) -> bool:
+        """An operator's retry: a ``queued`` or ``abandoned`` message becomes due now. Its attempts
+        are kept, so a retried message that fails again is abandoned again (one more attempt).
+        False when the message is being sent, was sent, or does not exist."""
+        ...
+
+    async def abandon(self, message_id: uuid.UUID, reason: str) -> bool:
+        """An operator gives up on a ``queued`` message (``last_error`` says why). False otherwise."""
+        ...
+
     async def release_expired(self) -> int:
         """Put messages whose lease ran out back to ``queued``. Returns how many."""
         ...

@@ -190,3 +190,31 @@ async def test_migration_matches_the_store_tables(database: SqlDatabase) -> None
     async with database.engine.connect() as conn:
         found = await conn.run_sync(columns)
     assert found == {messages.name: set(messages.c.keys()), dispatches.name: set(dispatches.c.keys())}
+
+
+async def test_an_operator_retries_and_abandons(store: SqlCourierStore) -> None:
+    later = datetime.now(UTC) + timedelta(hours=1)
+    waiting = await store.enqueue(make_message("wait@example.test", next_attempt_at=later))
+    assert await store.claim_batch("w", limit=5, lease=LEASE) == []
+    assert await store.retry(waiting.id)  # due now
+    [claimed] = await store.claim_batch("w", limit=5, lease=LEASE)
+    assert claimed.id == waiting.id
+    # Being sent: neither retry nor abandon may touch it.
+    assert not await store.retry(waiting.id)
+    assert not await store.abandon(waiting.id, "no")
+    assert await store.mark_failed(waiting.id, "w", error="smtp down", retry_at=None)
+    assert not await store.abandon(waiting.id, "already")
+    assert await store.retry(waiting.id)
+    got = await store.get(waiting.id)
+    assert got is not None
+    assert (got.status, got.send_count, got.last_error) == ("queued", 1, "smtp down")  # attempts kept
+    assert await store.abandon(waiting.id, "abandoned by an operator")
+    got = await store.get(waiting.id)
+    assert got is not None and (got.status, got.last_error) == ("abandoned", "abandoned by an operator")
+    assert await store.claim_batch("w", limit=5, lease=LEASE) == []
+    assert await store.mark_sent(waiting.id, "w") is False
+    assert not await store.retry(uuid.uuid4()) and not await store.abandon(uuid.uuid4(), "x")
+    sent = await store.enqueue(make_message("sent@example.test"))
+    await store.claim_batch("w", limit=5, lease=LEASE)
+    assert await store.mark_sent(sent.id, "w")
+    assert not await store.retry(sent.id) and not await store.abandon(sent.id, "x")

@@ -169,6 +169,25 @@ class SqlCourierStore:
         async with self._db.write() as conn:
             return (await conn.execute(stmt)).rowcount
 
+    async def retry(self, message_id: uuid.UUID) -> bool:
+        now = self._clock()
+        stmt = (
+            messages.update()
+            .where(messages.c.id == message_id, messages.c.status.in_(("queued", "abandoned")))
+            .values(status="queued", next_attempt_at=now, claimed_by=None, claimed_until=None, updated_at=now)
+        )
+        async with self._db.write() as conn:
+            return bool((await conn.execute(stmt)).rowcount == 1)
+
+    async def abandon(self, message_id: uuid.UUID, reason: str) -> bool:
+        stmt = (
+            messages.update()
+            .where(messages.c.id == message_id, messages.c.status == "queued")
+            .values(status="abandoned", last_error=reason, updated_at=self._clock())
+        )
+        async with self._db.write() as conn:
+            return bool((await conn.execute(stmt)).rowcount == 1)
+
     async def release_expired(self) -> int:
         now = self._clock()
         stmt = (

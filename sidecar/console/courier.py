@@ -1,0 +1,87 @@
+"""The courier queue: messages newest first with status, attempts and last error; retry, abandon.
+
+Retry makes a queued or abandoned message due now (its attempts are kept, so a retried message that
+fails again is abandoned again); abandon gives up on a queued one. A message being sent belongs to
+its worker's lease and is left alone (``CourierStore.retry``/``abandon`` refuse it).
+"""
+
+from __future__ import annotations
+
+import uuid
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from sidecar import errors
+from sidecar.api.admin.courier import CourierPageTokens
+from sidecar.console.auth import ConsoleSession
+from sidecar.console.pages import PREFIX, Form, Pages
+from sidecar.courier.model import MESSAGE_STATUSES
+from sidecar.courier.store import CourierStore
+
+
+class CourierPages:
+    def __init__(self, pages: Pages, store: CourierStore, tokens: CourierPageTokens, page_size: int) -> None:
+        self.pages = pages
+        self.store = store
+        self.tokens = tokens
+        self.page_size = page_size
+
+    async def queue(self, request: Request, signed_in: ConsoleSession) -> Response:
+        q = request.query_params
+        status = q.get("status") or None
+        if status is not None and status not in MESSAGE_STATUSES:
+            raise errors.BadRequest(f"status must be one of {', '.join(MESSAGE_STATUSES)}")
+        token = q.get("page_token")
+        after = self.tokens.open(token) if token else None
+        rows = await self.store.list(page_size=self.page_size + 1, after=after, status=status)  # type: ignore[arg-type]
+        page, more = rows[: self.page_size], len(rows) > self.page_size
+        next_url = None
+        if more and page:
+            sealed = self.tokens.seal((page[-1].created_at, page[-1].id))
+            next_url = f"{PREFIX}/courier?" + urlencode(
+                {k: v for k, v in (("status", status), ("page_token", sealed)) if v}
+            )
+        context = {
+            "title": "Courier",
+            "messages": page,
+            "status": status or "",
+            "statuses": MESSAGE_STATUSES,
+            "counts": await self.store.count_by_status(),
+            "next_url": next_url,
+            "notice": {"retry": "Message queued to be sent now.", "abandon": "Message abandoned."}.get(
+                q.get("done", ""), ""
+            ),
+        }
+        return self.pages.render("courier.html", context, signed_in=signed_in, section="courier")
+
+    async def _act(self, request: Request, signed_in: ConsoleSession, action: str) -> Response:
+        try:
+            message_id = uuid.UUID(request.path_params["id"])
+        except ValueError:
+            raise errors.NotFound("There is no courier message with that id.") from None
+        if action == "retry":
+            done = await self.store.retry(message_id)
+        else:
+            done = await self.store.abandon(message_id, f"abandoned in the console by {signed_in.actor.name}")
+        self.pages.audit.record(
+            signed_in.actor,
+            f"courier.{action}",
+            result="ok" if done else "refused",
+            detail=f"message {message_id}",
+        )
+        if not done:
+            message = await self.store.get(message_id)
+            if message is None:
+                raise errors.NotFound("There is no courier message with that id.")
+            raise errors.Conflict(
+                f"A {message.status} message cannot be {'retried' if action == 'retry' else 'abandoned'}."
+            )
+        return self.pages.redirect(f"{PREFIX}/courier?done={action}")
+
+    async def retry(self, request: Request, signed_in: ConsoleSession, form: Form) -> Response:
+        return await self._act(request, signed_in, "retry")
+
+    async def abandon(self, request: Request, signed_in: ConsoleSession, form: Form) -> Response:
+        return await self._act(request, signed_in, "abandon")

@@ -1,0 +1,215 @@
+"""Console operations: an identity's sessions (revoke one, all), recovery made and shown once,
+the courier queue (retry, abandon), the access rules with "explain", and the overview charts."""
+
+from __future__ import annotations
+
+import html
+import re
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sidecar.courier.model import Message
+from sidecar.identity.manager import IdentitySpec
+from sidecar.session.model import Device
+from tests.console.conftest import Console, MakeConsole
+
+RULES = """\
+version: 1
+rules:
+  - id: probes
+    match: { methods: [GET], paths: [/livez] }
+    require: public
+  - id: billing
+    match: { paths: ["/billing/**"] }
+    require: { level: authenticated, roles: [finance] }
+  - id: app
+    match: { paths: ["/**"] }
+    require: authenticated
+"""
+
+
+@pytest.fixture
+async def console(make_console: MakeConsole, tmp_path: Path) -> Console:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    c = await make_console(
+        rules=[str(rules)],
+        selfservice={"flows": {"recovery": {"enabled": True, "use": "code"}}},
+    )
+    c.services.rules.load()  # as create_public_app does in `sidecar serve`
+    await c.sign_in()
+    return c
+
+
+async def make(console: Console, email: str = "ada@example.test", **kw: Any) -> uuid.UUID:
+    spec = IdentitySpec(
+        traits={"email": email}, credentials={"password": {"config": {"password": "x-Long-pass-99"}}}, **kw
+    )
+    return (await console.services.identities.create(spec)).id
+
+
+async def test_sessions_listed_and_revoked_one_then_all(
+    console: Console, audit: Callable[[], list[dict[str, Any]]]
+) -> None:
+    who = await make(console)
+    sessions = console.services.sessions
+    laptop = await sessions.issue(
+        who, "password", device=Device(ip_address="192.0.2.7", user_agent="Firefox on Linux")
+    )
+    phone = await sessions.issue(
+        who, "password", device=Device(ip_address="192.0.2.8", user_agent="Safari on iPhone")
+    )
+    page = await console.client.get(f"/console/identities/{who}")
+    assert "Firefox on Linux" in page.text and "Safari on iPhone" in page.text and "192.0.2.7" in page.text
+    assert page.text.count('<span class="badge active">active</span>') == 3  # state + two sessions
+
+    r = await console.post(f"/console/identities/{who}/sessions/{laptop.session.id}/revoke")
+    assert r.status_code == 303
+    assert await sessions.resolve(laptop.token) is None
+    assert await sessions.resolve(phone.token) is not None
+    # Another identity's session id under this identity is refused.
+    other = await make(console, "bob@example.test")
+    theirs = await sessions.issue(other, "password")
+    wrong = await console.post(f"/console/identities/{who}/sessions/{theirs.session.id}/revoke")
+    assert wrong.status_code == 404
+    assert await sessions.resolve(theirs.token) is not None
+
+    r = await console.post(f"/console/identities/{who}/sessions/revoke-all")
+    assert r.status_code == 303
+    assert await sessions.resolve(phone.token) is None
+    assert await sessions.resolve(theirs.token) is not None
+    page = await console.client.get(f"/console/identities/{who}")
+    assert page.text.count("ended</span>") == 2
+    actions = [(a["action"], a["identity_id"], a["detail"]) for a in audit()]
+    assert ("session.revoke", str(who), f"session {laptop.session.id}") in actions
+    assert ("session.revoke_all", str(who), "1 sessions") in actions
+
+
+async def test_recovery_code_is_shown_once_and_never_logged(
+    console: Console, audit: Callable[[], list[dict[str, Any]]], caplog: pytest.LogCaptureFixture
+) -> None:
+    who = await make(console)
+    page = await console.client.get(f"/console/identities/{who}")
+    assert 'action="/console/identities/' in page.text and "<option>code</option>" in page.text
+    made = await console.post(f"/console/identities/{who}/recovery", {"kind": "code", "expires_in": "15m"})
+    assert made.status_code == 200
+    assert made.headers["cache-control"] == "no-store"
+    code = re.search(r'id="recovery-code">(\d+)<', made.text)
+    link = re.search(r'id="recovery-link">([^<]+)<', made.text)
+    assert code and link
+    assert link.group(1).startswith("http://127.0.0.1:4433/.auth/self-service/recovery?flow=")
+    assert code.group(1) not in caplog.text
+    assert [a["action"] for a in audit()][-1] == "recovery.code"
+    # Not a method that is enabled; a nonsense duration.
+    assert (await console.post(f"/console/identities/{who}/recovery", {"kind": "link"})).status_code == 400
+    bad = await console.post(f"/console/identities/{who}/recovery", {"kind": "code", "expires_in": "forever"})
+    assert bad.status_code == 400
+
+
+def message(recipient: str, **kw: Any) -> Message:
+    return Message(recipient=recipient, subject="Hi", body="b", template_type="stub", **kw)
+
+
+async def test_courier_queue_retry_and_abandon(
+    console: Console, audit: Callable[[], list[dict[str, Any]]]
+) -> None:
+    store = console.services.database.courier
+    later = datetime.now(UTC) + timedelta(hours=1)
+    waiting = await store.enqueue(message("wait@example.test", next_attempt_at=later))
+    dead = await store.enqueue(message("dead@example.test"))
+    [claimed] = await store.claim_batch("w", limit=1, lease=timedelta(minutes=1))
+    assert claimed.id == dead.id
+    await store.mark_failed(dead.id, "w", error="550 mailbox unavailable", retry_at=None)
+
+    page = await console.client.get("/console/courier")
+    assert "wait@example.test" in page.text and "550 mailbox unavailable" in page.text
+    assert "abandoned (1)" in page.text and "queued (1)" in page.text
+    only = await console.client.get("/console/courier?status=abandoned")
+    assert "dead@example.test" in only.text and "wait@example.test" not in only.text
+    assert (await console.client.get("/console/courier?status=nonsense")).status_code == 400
+
+    assert (await console.post(f"/console/courier/{dead.id}/retry")).status_code == 303
+    got = await store.get(dead.id)
+    assert got is not None and got.status == "queued" and got.send_count == 1
+    assert (await console.post(f"/console/courier/{waiting.id}/abandon")).status_code == 303
+    got = await store.get(waiting.id)
+    assert got is not None and got.status == "abandoned" and "Ada Admin" in (got.last_error or "")
+    again = await console.post(f"/console/courier/{waiting.id}/abandon")
+    assert again.status_code == 409
+    assert (await console.post(f"/console/courier/{uuid.uuid4()}/retry")).status_code == 404
+    results = [(a["action"], a["result"]) for a in audit() if a["action"].startswith("courier.")]
+    assert results == [
+        ("courier.retry", "ok"),
+        ("courier.abandon", "ok"),
+        ("courier.abandon", "refused"),
+        ("courier.retry", "refused"),
+    ]
+
+
+async def test_rules_in_order_and_explained_by_the_proxy_engine(
+    console: Console, audit: Callable[[], list[dict[str, Any]]]
+) -> None:
+    page = await console.client.get("/console/rules")
+    assert [m for m in re.findall(r"<td><code>([a-z]+)</code>", page.text)] == ["probes", "billing", "app"]
+
+    anon = await console.client.get(
+        "/console/rules", params={"method": "GET", "url": "https://app.test/billing/x"}
+    )
+    assert "login required" in anon.text
+    text = html.unescape(anon.text)
+    assert re.search(r"skip</td><td><code>probes</code>.*path '/billing/x' not matched", text, re.S)
+    assert "MATCH</td><td><code>billing</code>" in anon.text
+
+    who = await make(console, metadata_public={"roles": ["finance"]})
+    ok = await console.client.get(
+        "/console/rules",
+        params={"method": "GET", "url": "https://app.test/billing/x/../y", "identity": str(who)},
+    )
+    assert (
+        'id="decision">Decision for' in ok.text
+        and ": allow" in ok.text
+        and "path <code>/billing/y</code>" in ok.text
+    )
+    other = await make(console, "bob@example.test")
+    refused = await console.client.get(
+        "/console/rules",
+        params={"method": "GET", "url": "https://app.test/billing/x", "identity": str(other)},
+    )
+    assert "forbidden (403)" in refused.text
+    bad = await console.client.get(
+        "/console/rules", params={"url": "https://app.test/x", "identity": "nobody"}
+    )
+    assert bad.status_code == 400 and "UUID" in bad.text
+    odd = await console.client.get("/console/rules", params={"url": "https://app.test/a%2fb"})
+    assert "ambiguous or malformed" in odd.text
+    relative = await console.client.get("/console/rules", params={"url": "/billing"})
+    assert "not an absolute URL" in relative.text
+    explained = [a for a in audit() if a["action"] == "rules.explain"]
+    assert explained[1]["identity_id"] == str(who) and explained[1]["detail"].endswith("-> allow")
+
+
+async def test_overview_counts_and_charts(console: Console) -> None:
+    await make(console)
+    console.services.metrics.observe_decision("app", "allow", 0.001)
+    console.services.metrics.observe_decision("app", "allow", 0.001)
+    console.services.metrics.observe_decision("billing", "403", 0.001)
+    console.services.metrics.flow_submission("login", "password", "success")
+    page = await console.client.get("/console")
+    assert 'id="identity-count">1<' in page.text
+    assert 'id="decision-count">3<' in page.text
+    chart = page.text.split('id="chart-decisions"')[1].split("</figure>")[0]
+    assert '<text x="' in chart and 'data-value="allow">2<' in chart and 'data-value="403">1<' in chart
+    logins = page.text.split('id="chart-logins"')[1].split("</figure>")[0]
+    assert 'data-value="success">1<' in logins
+
+
+async def test_step_two_pages_need_a_session(make_console: MakeConsole) -> None:
+    c = await make_console()
+    for path in ("/console", "/console/courier", "/console/rules"):
+        assert (await c.client.get(path)).status_code == 303, path
+    assert (await c.client.post(f"/console/courier/{uuid.uuid4()}/retry", data={})).status_code == 401
