@@ -186,15 +186,22 @@ class ConsoleAuth:
 
 
 def same_origin(request: Request) -> bool:
-    """False when the browser says the request comes from another site or origin."""
+    """False when the browser says the request comes from another site or origin.
+
+    ``Sec-Fetch-Site`` is the browser's own verdict; ``Origin`` must name this host. A browser
+    that sends ``Origin: null`` (privacy settings, some referrer policies) is believed only with
+    ``Sec-Fetch-Site: same-origin``. The CSRF token is checked after this in any case.
+    """
     site = request.headers.get("sec-fetch-site")
     if site is not None and site not in ("same-origin", "none"):
         return False
     origin = request.headers.get("origin")
-    if origin is not None and origin != "null":
-        host = request.headers.get("host", "")
-        return origin in (f"http://{host}", f"https://{host}")
-    return origin != "null"
+    if origin is None:
+        return True
+    if origin == "null":
+        return site == "same-origin"
+    host = request.headers.get("host", "")
+    return origin in (f"http://{host}", f"https://{host}")
 
 
 def token_matches(expected: str, presented: str | None) -> bool:

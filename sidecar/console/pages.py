@@ -36,7 +36,8 @@ HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # Same-origin only: no console URL leaves the console, and form posts keep their Origin header.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 _STATIC = {"console.css": "text/css; charset=utf-8"}

@@ -65,8 +65,8 @@ class RulesPages:
             {
                 "id": r.id,
                 "source": r.source,
-                "methods": sorted(r.methods) if r.methods is not None else ["any"],
-                "hosts": sorted(r.hosts or ()) + [f"*{s}" for s in r.host_suffixes] or ["any"],
+                "methods": sorted(r.methods) if r.methods is not None else ["any method"],
+                "hosts": sorted(r.hosts or ()) + [f"*{s}" for s in r.host_suffixes] or ["any host"],
                 "paths": list(r.path_patterns),
                 "requires": describe(r),
                 "matches": counts.get(r.id, 0),

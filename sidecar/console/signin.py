@@ -30,7 +30,9 @@ class SignIn:
         self.pages = pages
         self.auth = auth
 
-    def _form(self, request: Request, *, message: str = "", status: int = 200) -> Response:
+    def _form(
+        self, request: Request, *, message: str = "", status: int = 200, next_url: str | None = None
+    ) -> Response:
         token, fresh = self.auth.login_csrf(request)
         context = {
             "title": "Sign in to the console",
@@ -38,7 +40,7 @@ class SignIn:
             "allowed": self.auth.may_try(request),
             "message": message,
             "login_csrf": token,
-            "next": _next(request.query_params.get("next")),
+            "next": _next(next_url or request.query_params.get("next")),
         }
         response = self.pages.render("login.html", context, signed_in=None, status=status)
         if fresh:
@@ -62,14 +64,19 @@ class SignIn:
             audit.record(
                 None, "console.sign_in", result="refused", detail="csrf", client_ip=client_ip(request)
             )
-            return self._form(request, message="The sign-in form was stale; please try again.", status=403)
+            return self._form(
+                request,
+                message="The sign-in form was stale; please try again.",
+                status=403,
+                next_url=form.get("next"),
+            )
         try:
             token, session = await self.auth.sign_in(request, form.get("api_key", ""), form.get("name", ""))
         except SignInRefused as exc:
             audit.record(
                 None, "console.sign_in", result="refused", detail=str(exc), client_ip=client_ip(request)
             )
-            return self._form(request, message=str(exc), status=exc.status)
+            return self._form(request, message=str(exc), status=exc.status, next_url=form.get("next"))
         audit.record(session.actor, "console.sign_in")
         response = self.pages.redirect(_next(form.get("next")))
         self.auth.set_cookie(request, response, token)

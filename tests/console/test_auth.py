@@ -155,3 +155,17 @@ async def test_nothing_of_the_console_is_on_the_public_listener(make_console: Ma
             r = await c.get(path)
             assert r.status_code == 404, path
             assert "console" not in r.text.lower() or r.headers["content-type"].startswith("application/json")
+
+
+async def test_origin_null_is_believed_only_with_same_origin_fetch_metadata(
+    make_console: MakeConsole,
+) -> None:
+    console = await make_console()
+    await console.sign_in()
+    token = await console.csrf()
+    headers = {"Origin": "null"}
+    refused = await console.client.post("/console/logout", data={"csrf_token": token}, headers=headers)
+    assert refused.status_code == 403
+    headers["Sec-Fetch-Site"] = "same-origin"
+    ok = await console.client.post("/console/logout", data={"csrf_token": token}, headers=headers)
+    assert ok.status_code == 303
