@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,6 +74,7 @@ from sidecar.identity.manager import IdentityManager
 from sidecar.identity.model import Identity
 from sidecar.identity.store import IdentityStore
 from sidecar.kv.store import KeyValueStore
+from sidecar.line_writer import BufferedLineWriter
 from sidecar.logs import AccessLog, admin_route_classifier, public_route_classifier
 from sidecar.metrics import Metrics
 from sidecar.proxy.access import Access
@@ -653,11 +655,22 @@ def wrap_apps(services: Services, public: Any, admin: Any) -> tuple[Any, Any]:
     """Both apps inside the access log (request id, one JSON line, request metrics)."""
     config = services.config
     trusted = TrustedProxies.parse(config.serve.public.trusted_proxies).trusts
+    enabled = config.log.level in ("trace", "debug", "info")
+    write = None
+    if enabled and config.log.access_buffer > 0:
+        writer = BufferedLineWriter(
+            lambda: sys.stderr,
+            buffer_size=config.log.access_buffer,
+            flush_interval=config.log.access_flush_interval.total_seconds(),
+        )
+        services.on_stop(writer.aclose)  # the last lines are written at shutdown
+        write = writer.write
     options: dict[str, Any] = {
         "trusted": trusted,
         "metrics": services.metrics,
         "text": config.log.format == "text",
-        "enabled": config.log.level in ("trace", "debug", "info"),
+        "enabled": enabled,
+        "write": write,
         "leak_sensitive_values": config.log.leak_sensitive_values,
     }
     return (

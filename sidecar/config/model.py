@@ -811,6 +811,14 @@ class Hashers(Model):
     """bcrypt parameters."""
     max_concurrent: int = Field(0, ge=0, le=256)
     """Sidecar-only: cap on hashes computed at once (0 = number of CPUs)."""
+    max_queue: int = Field(64, ge=0, le=100_000)
+    """Sidecar-only: hashes that may wait for a free slot. Past that, a login, registration or password
+    change is answered 503 with ``Retry-After: 1``, so a sign-up storm costs neither unbounded memory nor
+    minutes-long waits."""
+    priority: Literal["idle", "low", "normal"] = "low"
+    """Sidecar-only: CPU priority of the hashing threads (Linux): ``idle`` (``SCHED_IDLE``: they run only
+    when nothing else on the core wants to), ``low`` (nice +10: the event loop wins the core, logins
+    still progress under a proxy flood), ``normal``."""
 
 
 class Smtp(Model):
@@ -1024,6 +1032,12 @@ class LogConfig(Model):
     Kratos does with this switch. For debugging only."""
     audit: AuditLogConfig = AuditLogConfig()
     """Sidecar-only: the security audit log, a stream of its own."""
+    access_buffer: ByteSize = Field(64 * 1024, ge=0, le=16 * 1024 * 1024)
+    """Sidecar-only: access-log lines are queued and written by a thread in chunks of about this size
+    (nginx's ``buffer=``), so no request waits on log I/O; ``0`` writes each line as it comes, from the
+    event loop."""
+    access_flush_interval: Duration = timedelta(seconds=1)
+    """Sidecar-only: the longest a queued access-log line waits before it is written (nginx's ``flush=``)."""
 
 
 class Config(Model):

@@ -31,6 +31,16 @@ class Proc:
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
+    def wait_log(self, text: str, timeout: float = 10) -> str:
+        """The log once it contains ``text``: access lines are written in chunks, up to a second
+        (``log.access_flush_interval``) after the request."""
+        deadline = time.monotonic() + timeout
+        while text not in (log := self.log()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not logged within {timeout}s:\n{log[-4000:]}")
+            time.sleep(0.05)
+        return log
+
     def terminate(self, timeout: float = 40) -> int:
         """SIGTERM by PID and wait; SIGKILL (and fail) if it does not stop in time."""
         if self.process.poll() is None:

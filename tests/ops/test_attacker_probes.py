@@ -409,7 +409,7 @@ def test_control_characters_are_escaped_in_every_log_format(
     raw_request(port, b"GET " + FORGE + b" HTTP/1.1")
     raw_request(port, b"GET /log-sep%E2%80%A8FORGED-SEPARATOR%E2%80%AE HTTP/1.1")
     raw_request(port, b"GET /log-bs%5c%0d%0aFORGED-BACKSLASH HTTP/1.1")
-    lines = proc.log().splitlines()
+    lines = proc.wait_log("FORGED-BACKSLASH").splitlines()
     assert not [line for line in lines if line.lstrip().startswith(("2026-01-01", "FORGED"))]
     assert not [line for line in lines if "\u2028" in line or "\u202e" in line]
     if which == "strict":

@@ -144,3 +144,37 @@ def test_route_classes() -> None:
     assert classify("/.auth/self-service/login/api") == "api"
     assert classify("/.authx") == "proxy"
     assert classify("/") == "proxy"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param("/plain", id="plain"),
+        pytest.param('/q"uote\\back', id="quote-backslash"),
+        pytest.param("/ctl\r\n\x00\x7f", id="controls"),
+        pytest.param("/ünï\u2028cøde\U0001f600", id="non-ascii"),
+    ],
+)
+async def test_json_line_is_exactly_what_json_dumps_writes(path: str) -> None:
+    out = io.StringIO()
+    wrapper = wrap(make_app({}), out)
+    for _ in range(2):  # the second line comes from the escaped-value cache
+        await call(wrapper, scope(path))
+    for line in out.getvalue().splitlines():
+        entry = json.loads(line)
+        assert entry["path"] == path
+        assert json.dumps(entry, default=str, separators=(",", ":")) == line
+
+
+async def test_client_chosen_paths_cannot_grow_the_escape_cache() -> None:
+    wrapper = wrap(make_app({}), io.StringIO())
+    for i in range(5000):
+        await call(wrapper, scope(f"/p/{i}"))
+    assert len(wrapper._escaped) <= wrapper._escaped.LIMIT
+
+
+async def test_lines_go_to_the_writer_when_one_is_given() -> None:
+    out, lines = io.StringIO(), list[str]()
+    await call(wrap(make_app({}), out, write=lines.append), scope())
+    assert out.getvalue() == ""
+    assert len(lines) == 1 and json.loads(lines[0])["path"] == "/api/orders"

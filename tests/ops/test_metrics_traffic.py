@@ -58,7 +58,7 @@ def test_decisions_cache_upstream_and_flows_are_counted(tmp_path: Path) -> None:
                     assert c.get("/members/x", headers={"X-Session-Token": token}).status_code == 200
                 assert c.get("/members/x", headers={"Accept": "application/json"}).status_code == 401
             text = httpx.get(f"{proc.admin_url}/metrics", timeout=5).text
-            log = proc.log()
+            log = proc.wait_log('"rule":"members","decision":"allow","identity_id":"')
     assert value(text, "sidecar_decisions_total", rule="open", decision="allow") == 3
     assert value(text, "sidecar_decisions_total", rule="members", decision="allow") == 4
     assert value(text, "sidecar_decisions_total", rule="members", decision="login") == 1
