@@ -1,8 +1,10 @@
 """The password hasher: argon2id (or bcrypt) for new hashes, every import format for checks.
 
 Hashing costs 20-150 ms of CPU, so it never runs on the event loop (DESIGN §6): each call goes to
-a bounded thread pool behind a semaphore, so a login storm queues instead of starving the proxy.
-argon2-cffi, bcrypt and hashlib release the GIL while they work.
+a bounded thread pool behind a semaphore, at a lower CPU priority (``hashers.priority``), so a
+login storm queues instead of starving the proxy; past ``hashers.max_queue`` waiting hashes the
+request is refused with 503 and ``Retry-After``. argon2-cffi, bcrypt and hashlib release the GIL
+while they work.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import TypeVar
 import argon2.low_level
 import bcrypt
 
+from sidecar import errors
 from sidecar.config.model import Hashers
 from sidecar.hashing import formats
 
@@ -26,19 +29,30 @@ T = TypeVar("T")
 
 
 HASHING_NICENESS = 10
+RETRY_AFTER_SECONDS = 1
 
 
-def _lower_priority() -> None:
-    """Run hashing threads at a lower CPU priority than the event loop.
+def _thread_priority(priority: str) -> Callable[[], None]:
+    """A pool initializer that lowers the CPU priority of the hashing thread it runs in.
 
-    A login storm is CPU-bound argon2; at equal priority it competes with the thread that serves
-    proxied requests and decisions. Niced, the decision path keeps its latency (bench/: median
-    0.1 ms instead of 0.5 ms during 20 concurrent logins) at some cost in logins per second.
-    Linux applies the niceness per thread; elsewhere this is a no-op.
+    A login storm is CPU-bound argon2; at equal priority it competes with the event-loop thread
+    that serves proxied requests and decisions. ``low`` renices the thread (+10: the loop gets
+    about ten times its share of the core, logins still progress under a proxy flood); ``idle``
+    makes it ``SCHED_IDLE``, run only when the core has nothing else to do, so the loop preempts
+    it at once. argon2's lane threads are created by this thread and inherit either setting.
+    Linux applies both per thread; elsewhere this is a no-op.
     """
-    with contextlib.suppress(OSError, AttributeError):
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(os.getpriority(os.PRIO_PROCESS, tid) + HASHING_NICENESS, 19))
+
+    def lower() -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            if priority == "idle":
+                os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            elif priority == "low":
+                tid = threading.get_native_id()
+                current = os.getpriority(os.PRIO_PROCESS, tid)
+                os.setpriority(os.PRIO_PROCESS, tid, min(current + HASHING_NICENESS, 19))
+
+    return lower
 
 
 class PasswordHasher:
@@ -48,10 +62,11 @@ class PasswordHasher:
         self._config = config
         workers = config.max_concurrent or os.cpu_count() or 1
         self._pool = ThreadPoolExecutor(
-            max_workers=workers, thread_name_prefix="hasher", initializer=_lower_priority
+            max_workers=workers, thread_name_prefix="hasher", initializer=_thread_priority(config.priority)
         )
         self._slots = asyncio.Semaphore(workers)
         self._waiting = 0
+        self._max_queue = config.max_queue
         self._dummy: str | None = None
         a = config.argon2
         self._argon2_params = (a.memory // 1024, a.iterations, a.parallelism, a.key_length)
@@ -62,6 +77,12 @@ class PasswordHasher:
         return self._waiting
 
     async def _run(self, fn: Callable[[], T]) -> T:
+        if self._slots.locked() and self._waiting >= self._max_queue:
+            # Each waiting hash holds a request and, once running, 64 MiB: refuse instead.
+            raise errors.ServiceUnavailable(
+                "Too many passwords are being checked right now, please retry in a moment",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
         self._waiting += 1
         try:
             await self._slots.acquire()

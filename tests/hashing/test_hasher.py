@@ -145,3 +145,51 @@ async def test_hashing_threads_run_niced() -> None:
         assert seen == min(base + HASHING_NICENESS, 19)
     finally:
         await hasher.close()
+
+
+@pytest.mark.parametrize(
+    ("priority", "policy", "nice_added"),
+    [
+        pytest.param("idle", "SCHED_IDLE", 0, id="idle"),
+        pytest.param("low", "SCHED_OTHER", 10, id="low"),
+        pytest.param("normal", "SCHED_OTHER", 0, id="normal"),
+    ],
+)
+async def test_hashing_thread_priority(priority: str, policy: str, nice_added: int) -> None:
+    import os
+    import threading
+
+    h = PasswordHasher(hashers(priority=priority))
+    try:
+        base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+        def seen() -> tuple[int, int]:
+            tid = threading.get_native_id()
+            return os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, tid)
+
+        got_policy, got_nice = await h._run(seen)
+        assert got_policy == getattr(os, policy)
+        assert got_nice == min(base + nice_added, 19)
+        # The event loop's own thread is never changed.
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
+    finally:
+        await h.close()
+
+
+async def test_past_max_queue_hashes_are_refused_with_503_and_retry_after() -> None:
+    from sidecar import errors
+
+    h = PasswordHasher(hashers(max_concurrent=1, max_queue=2))
+    try:
+        running = [asyncio.create_task(h.hash(f"pw{i}")) for i in range(3)]  # 1 hashing, 2 waiting
+        await asyncio.sleep(0)
+        assert h.queue_depth == 2
+        with pytest.raises(errors.ServiceUnavailable) as refused:
+            await h.verify("pw", "$argon2id$v=19$m=8192,t=1,p=1$c2FsdHNhbHQ$aGFzaA")
+        assert refused.value.code == 503 and refused.value.headers == {"Retry-After": "1"}
+        assert h.queue_depth == 2  # the refused call never joined the queue
+        assert all(isinstance(x, str) for x in await asyncio.gather(*running))
+        assert await h.hash("after the storm")  # room again
+    finally:
+        await h.close()
