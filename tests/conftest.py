@@ -132,8 +132,10 @@ async def services_factory() -> AsyncIterator[Any]:
         await s.stop()
 
 
-def wait_until_ready(url: str, proc: Any, timeout: float = 30) -> None:
-    """Poll ``url`` until it answers 200; fail with the process output if it exits first."""
+def wait_until_ready(url: str, proc: Any, timeout: float = 90) -> None:
+    """Poll ``url`` until it answers 200; fail with the process output if it exits first.
+
+    The bound is generous: a loaded CI machine can take tens of seconds to start a Python server."""
     import time
 
     import httpx

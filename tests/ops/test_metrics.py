@@ -4,7 +4,6 @@ recording is cheap; no secret reaches the logs of a real ``sidecar serve``."""
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import httpx
@@ -65,19 +64,6 @@ async def test_a_failing_gauge_source_does_not_break_the_scrape() -> None:
     m = Metrics(courier_queue=broken)
     body, _ = await m.render()
     assert value(body.decode(), "sidecar_courier_queue_depth") == 0
-
-
-def test_recording_costs_microseconds() -> None:
-    """The per-request calls stay far below the ~100 us a proxied request takes here."""
-    m = Metrics()
-    n = 20000
-    start = time.perf_counter()
-    for _ in range(n):
-        m.request("proxy", 200)
-        m.observe_decision("api", "allow", 0.0001)
-        m.session_cache(True)
-    per_request = (time.perf_counter() - start) / n
-    assert per_request < 20e-6, f"{per_request * 1e6:.1f} us per request"
 
 
 def test_metrics_move_and_logs_hold_no_secrets(tmp_path: Path) -> None:
