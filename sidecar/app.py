@@ -60,6 +60,7 @@ from sidecar.courier.smtp import SmtpSender
 from sidecar.courier.store import CourierStore
 from sidecar.courier.templates import Templates
 from sidecar.courier.worker import CourierWorker
+from sidecar.flows.identifier_first import IdentifierFirst, find_by_any_identifier
 from sidecar.flows.login import LoginFlows
 from sidecar.flows.logout import LogoutFlows
 from sidecar.flows.recovery import RecoveryFlows, SettingsAfterRecovery
@@ -262,7 +263,24 @@ def build_flows(
         audit=audit,
     )
     oidc = registry.oidc
-    login = LoginFlows(config, store, registry.login, sessions, assurance, identities.get, audit=audit)
+    idfirst = None
+    if config.selfservice.flows.login.style == "identifier_first":
+        mitigate = config.security.account_enumeration.mitigate
+
+        async def find_identity(identifier: str) -> Identity | None:
+            return await find_by_any_identifier(identifier, identities.find_by_credential)
+
+        idfirst = IdentifierFirst(schemas, find_identity, mitigate=mitigate)
+    login = LoginFlows(
+        config,
+        store,
+        registry.login,
+        sessions,
+        assurance,
+        identities.get,
+        audit=audit,
+        identifier_first=idfirst,
+    )
     callbacks = (
         oidc_callbacks(config, oidc, kv, store, login, registration, settings) if oidc is not None else None
     )

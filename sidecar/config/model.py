@@ -306,7 +306,9 @@ class FlowConfig(Model):
 class LoginFlowConfig(FlowConfig):
     flow_name: ClassVar[str | None] = "login"
     style: Literal["unified", "identifier_first"] = "unified"
-    """Kratos' login form style; accepted, sidecar shows the unified form."""
+    """``unified``: every method's fields on one screen. ``identifier_first``: the identifier
+    first, then the methods that identity can use (Kratos ``selfservice/strategy/idfirst``); an
+    unknown identifier gets the screen any account would, never "no such account"."""
 
 
 class RegistrationFlowConfig(FlowConfig):
@@ -314,10 +316,20 @@ class RegistrationFlowConfig(FlowConfig):
     enabled: bool = True
     """Allow self-service registration."""
     style: Literal["profile_first", "unified"] = "unified"
-    """``unified``: traits and credentials in one form (with ``enable_legacy_one_step``);
-    ``profile_first``: traits under the ``default`` group."""
-    enable_legacy_one_step: bool = True
-    """With the unified style, put the trait fields in the password group so one submit registers."""
+    """``unified``: traits and credentials in one form. ``profile_first``: two steps, as Kratos
+    (``selfservice/strategy/profile/registration.go``): the traits with ``method=profile``, then
+    the credential-selection screen (traits hidden, a ``screen=previous`` back button). Kratos'
+    default is ``profile_first``; sidecar's is ``unified`` (see README, compatibility)."""
+    enable_legacy_one_step: bool | None = None
+    """Kratos' deprecated switch: ``true`` forces one step whatever ``style`` says. Unset or
+    ``true`` with the unified style puts the trait fields in the ``password`` group; ``false``
+    puts them in ``default``."""
+
+    @property
+    def two_step(self) -> bool:
+        """Kratos' ``SelfServiceFlowRegistrationTwoSteps``: profile first unless legacy is on."""
+        return self.style == "profile_first" and self.enable_legacy_one_step is not True
+
     login_hints: bool = False
     """When a registration hits an existing account, say how that account signs in (message 4000028:
     the identifier, its credential types and social sign-in providers) instead of the bare 4000007."""

@@ -13,7 +13,8 @@ from typing import Any
 from sidecar import errors
 from sidecar.audit import AuditLog
 from sidecar.config.model import Config
-from sidecar.flows import messages, nodes
+from sidecar.flows import identifier_first, messages, nodes
+from sidecar.flows.identifier_first import IdentifierFirst
 from sidecar.flows.lifecycle import FlowLifecycle, check_submitted, failure_reason
 from sidecar.flows.model import Flow, FlowType
 from sidecar.flows.outcome import (
@@ -47,7 +48,10 @@ class LoginFlows:
         get_identity: Callable[[uuid.UUID], Awaitable[Identity]] | None = None,
         *,
         audit: AuditLog | None = None,
+        identifier_first: IdentifierFirst | None = None,
     ) -> None:
+        """``identifier_first``: given when ``login.style`` is ``identifier_first``."""
+        self._identifier_first = identifier_first
         self.life = FlowLifecycle("login", config, config.selfservice.flows.login, store)
         self._strategies = tuple(strategies)
         self._second_factors = frozenset(s.id for s in self._strategies if s.second_factor)
@@ -72,6 +76,13 @@ class LoginFlows:
         # A second-factor method may also sign in on its own (passwordless WebAuthn).
         return [s for s in self._strategies if s.first_factor]
 
+    def _two_screens(self, flow: Flow) -> IdentifierFirst | None:
+        """Identifier first applies to a first sign-in only: Kratos' refresh and aal2 flows keep
+        their one screen (login/handler.go, the populate switch)."""
+        if flow.requested_aal == "aal1" and not flow.refresh:
+            return self._identifier_first
+        return None
+
     def _build(
         self,
         flow_type: FlowType,
@@ -92,8 +103,12 @@ class LoginFlows:
             flow.internal[SECOND_FACTOR_METHODS] = second_factors
         if flow_type == "browser":
             flow.ui.nodes.append(nodes.csrf_node())
-        for strategy in self._strategies_for(flow):
-            flow.ui.nodes.extend(strategy.login_nodes(flow))
+        two_screens = self._two_screens(flow)
+        if two_screens is not None:
+            flow.ui.nodes.extend(two_screens.first_screen(flow, self._strategies_for(flow)))
+        else:
+            for strategy in self._strategies_for(flow):
+                flow.ui.nodes.extend(strategy.login_nodes(flow))
         if refresh:
             flow.ui.messages.append(messages.login_reauth())
         elif aal != "aal1":
@@ -166,6 +181,9 @@ class LoginFlows:
         flow.active = method if isinstance(method, str) and method in {s.id for s in offered} else None
         try:
             check_submitted(flow, body)
+            two_screens = self._two_screens(flow)
+            if method == identifier_first.METHOD and two_screens is not None:
+                await two_screens.second_screen(flow, body, offered)
             identity = await self._authenticate(flow, body, client)
         except FlowInvalid as exc:
             if exc.status >= 400 and exc.status != 429:  # 429: the throttle's own event

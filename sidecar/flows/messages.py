@@ -590,3 +590,18 @@ def lookup_regenerate() -> Text:
 
 def lookup_disable() -> Text:
     return text(SETTINGS_LOOKUP_DISABLE, "Disable this method")
+
+
+# --- two-step flows (Kratos text/message_registration.go, message_validation.go) --------------
+
+
+def registration_back() -> Text:
+    return text(1040008, "Back")
+
+
+def choose_credentials() -> Text:
+    return text(1040009, "Please choose a credential to authenticate yourself with.")
+
+
+def account_not_found() -> Text:
+    return text(4000037, "This account does not exist or has no login method configured.", "error")

@@ -87,8 +87,33 @@ class RegistrationFlows:
         if flow_type == "browser":
             flow.ui.nodes.append(nodes.csrf_node())
         for strategy in self._strategies:
-            flow.ui.nodes.extend(strategy.registration_nodes(flow))
+            if self._flow_config.two_step:
+                flow.ui.nodes.extend(strategy.profile_nodes(flow))
+            else:
+                flow.ui.nodes.extend(strategy.registration_nodes(flow))
         return flow
+
+    async def _move(self, flow: Flow, body: Mapping[str, Any]) -> ShowFlow | None:
+        """Two-step registration: a move between the profile and credential-selection screens
+        (Kratos ``profile/registration.go``), answered like Kratos: the flow with 400 for JSON
+        clients, a 303 to the UI for browsers. None when the submission registers instead."""
+        if not self._flow_config.two_step:
+            return None
+        for strategy in self._strategies:
+            step = await strategy.profile_step(flow, body)
+            if isinstance(step, NotResponsible):
+                continue
+            flow.ui.nodes = [n for n in flow.ui.nodes if n["attributes"].get("name") == "csrf_token"]
+            flow.state = "choose_method"
+            flow.active = None
+            for each in self._strategies:
+                if step.back:
+                    flow.ui.nodes.extend(each.profile_nodes(flow, step.traits))
+                else:
+                    flow.ui.nodes.extend(each.registration_credential_nodes(flow, step.traits))
+            shown = [] if step.back else [messages.choose_credentials()]
+            return await self.life.show_invalid(flow, FlowInvalid(shown))
+        return None
 
     async def init(
         self, flow_type: FlowType, client: Client, *, request_url: str, return_to: str | None = None
@@ -125,6 +150,9 @@ class RegistrationFlows:
         )
         try:
             check_submitted(flow, body)
+            moved = await self._move(flow, body)
+            if moved is not None:
+                return moved
             identity = await self._register(flow, body, client)
         except FlowInvalid as exc:
             return await self.life.show_invalid(flow, exc)

@@ -87,6 +87,19 @@ class LoginStrategy(Strategy, Protocol):
         account that found an existing one here). Most methods need nothing."""
         return None
 
+    def identification_nodes(self, flow: Flow) -> list[Node]:
+        """``login.style: identifier_first``, first screen: this method's nodes beside the
+        identifier (Kratos' ``PopulateLoginMethodIdentifierFirstIdentification``): social sign-in
+        buttons, the passkey button. Most methods show nothing there."""
+        return []
+
+    def login_credential_nodes(self, flow: Flow, identity: Identity | None) -> list[Node] | None:
+        """``identifier_first``, second screen (``PopulateLoginMethodIdentifierFirstCredentials``):
+        this method's nodes for ``identity``, or, when ``identity`` is None (an unknown identifier,
+        or account enumeration mitigated), the nodes any account would get. None: ``identity``
+        cannot sign in with this method. The default: not offered on that screen."""
+        return None
+
 
 class RegistrationStrategy(Strategy, Protocol):
     def registration_nodes(self, flow: Flow) -> list[Node]: ...
@@ -96,6 +109,31 @@ class RegistrationStrategy(Strategy, Protocol):
     ) -> Identity | NotResponsible:
         """The created (persisted) identity, or NOT_RESPONSIBLE; raises FlowInvalid when rejected."""
         ...
+
+    def profile_nodes(self, flow: Flow, traits: Mapping[str, Any] | None = None) -> list[Node]:
+        """Two-step registration (``registration.style: profile_first``), profile screen: Kratos'
+        ``PopulateRegistrationMethodProfile``. Only the traits (filled from ``traits`` when going
+        back) and social sign-up live there."""
+        return []
+
+    def registration_credential_nodes(self, flow: Flow, traits: Mapping[str, Any]) -> list[Node]:
+        """Two-step registration, credential-selection screen for the accepted ``traits``
+        (``PopulateRegistrationMethodCredentials``): by default this method's one-step nodes."""
+        return self.registration_nodes(flow)
+
+    async def profile_step(self, flow: Flow, body: Mapping[str, Any]) -> ProfileStep | NotResponsible:
+        """Two-step registration: a submission that moves between the screens (``method=profile``,
+        ``screen=credential-selection|previous``) instead of registering. Only ``profile`` answers."""
+        return NOT_RESPONSIBLE
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileStep:
+    """A move between the two registration screens, with the traits to carry along."""
+
+    traits: Mapping[str, Any]
+    back: bool = False
+    """True: back to the profile screen (``screen=previous``); else on to credential selection."""
 
 
 # --- recovery and verification (Kratos selfservice/flow/{recovery,verification}/strategy.go) ----

@@ -100,6 +100,12 @@ class CodeLoginStrategy(LoginStrategy, RegistrationStrategy):
             )
         return [*out, nodes.submit_node(KIND, KIND, messages.code_send("login"))]
 
+    def login_credential_nodes(self, flow: Flow, identity: Identity | None) -> list[Node] | None:
+        # Kratos code/strategy_login.go: with passwordless on, any account can get a code.
+        if not self._passwordless:
+            return None
+        return [nodes.submit_node(KIND, KIND, messages.code_send("login"))]
+
     async def prepare_login(self, flow: Flow, identity: Identity) -> None:
         if not self.second_factor:
             return

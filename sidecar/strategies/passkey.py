@@ -113,6 +113,15 @@ class PasskeyStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         wk.add_script(out, flow, self._base, KIND)
         return out
 
+    def identification_nodes(self, flow: Flow) -> list[Node]:
+        return self.login_nodes(flow) if flow.type == "browser" else []
+
+    def login_credential_nodes(self, flow: Flow, identity: Identity | None) -> list[Node] | None:
+        # Kratos passkey/passkey_login.go: browser flows, an identity with a passkey (or any).
+        if flow.type != "browser" or (identity is not None and KIND not in identity.credentials):
+            return None
+        return self.login_nodes(flow)
+
     def _renew_login(self, flow: Flow) -> None:
         challenge = self._challenges.issue(flow, "login")
         options = request_options(self._rp, challenge, user_verification=True)

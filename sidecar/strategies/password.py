@@ -109,6 +109,14 @@ class PasswordStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
             nodes.submit_node("password", "password", messages.login_with_password()),
         ]
 
+    def login_credential_nodes(self, flow: Flow, identity: Identity | None) -> list[Node] | None:
+        # Kratos password/login.go: offered when the identity has a password (or for any account).
+        if identity is not None:
+            credential = identity.credentials.get(self.id)
+            if credential is None or not credential.config.get("hashed_password"):
+                return None
+        return self.login_nodes(flow)[1:]
+
     async def login(self, flow: Flow, body: Mapping[str, Any], client: Client) -> Identity | NotResponsible:
         if body.get("method") != self.id:
             return NOT_RESPONSIBLE

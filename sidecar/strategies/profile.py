@@ -2,8 +2,11 @@
 
 In the one-step ("unified" with ``enable_legacy_one_step``) layout, Kratos puts the traits nodes in
 the ``password`` group and submits them with ``method=password``; otherwise they sit in ``default``.
-The two-step ``profile_first`` screens (``method=profile`` + ``screen``) are not implemented yet,
-so this strategy answers no registration submission.
+Two-step registration (``style: profile_first``, Kratos ``selfservice/strategy/profile/
+registration.go``): the profile screen has the traits and a ``method=profile`` "Sign up" button;
+that submission validates the traits and moves to credential selection, where the traits are
+hidden inputs and ``screen=previous`` goes back. This strategy never creates the identity: the
+credential method (password, code, passkey, social sign-in) does, with the carried traits.
 
 In the settings flow it updates the traits (``method=profile``, ``traits`` only: any other field
 such as ``metadata_admin`` or ``verifiable_addresses`` is ignored). A change to a protected trait
@@ -26,6 +29,7 @@ from sidecar.flows.outcome import Client, FlowInvalid
 from sidecar.flows.strategy import (
     NOT_RESPONSIBLE,
     NotResponsible,
+    ProfileStep,
     RegistrationStrategy,
     SettingsContext,
     SettingsStrategy,
@@ -74,13 +78,57 @@ class ProfileStrategy(RegistrationStrategy, SettingsStrategy):
 
     def registration_nodes(self, flow: Flow) -> list[Node]:
         schema = self._schemas.get(flow.identity_schema) if flow.identity_schema else self._schemas.default()
-        one_step = self._flow_config.style == "unified" and self._flow_config.enable_legacy_one_step
+        one_step = (
+            self._flow_config.style == "unified" and self._flow_config.enable_legacy_one_step is not False
+        )
         return trait_nodes(schema, "password" if one_step and self._password_enabled else "default")
 
     async def register(
         self, flow: Flow, body: Mapping[str, Any], client: Client
     ) -> Identity | NotResponsible:
         return NOT_RESPONSIBLE
+
+    # --- two-step registration ------------------------------------------------------------------
+
+    def _schema(self, flow: Flow) -> IdentitySchema:
+        return self._schemas.get(flow.identity_schema) if flow.identity_schema else self._schemas.default()
+
+    def profile_nodes(self, flow: Flow, traits: Mapping[str, Any] | None = None) -> list[Node]:
+        out = trait_nodes(self._schema(flow), "default")
+        for name, value in flatten(traits or {}).items():
+            nodes.set_value(out, name, value)
+        return [*out, nodes.submit_node("profile", "profile", messages.sign_up())]
+
+    def registration_credential_nodes(self, flow: Flow, traits: Mapping[str, Any]) -> list[Node]:
+        out = trait_nodes(self._schema(flow), "default")
+        for node in out:
+            node["attributes"]["type"] = "hidden"  # Kratos keeps them, hidden, for the credential submit
+        for name, value in flatten(traits).items():
+            nodes.set_value(out, name, value)
+        back = nodes.input_node(
+            "screen", "profile", "submit", value="previous", label=messages.registration_back()
+        )
+        return [*out, back]
+
+    async def profile_step(self, flow: Flow, body: Mapping[str, Any]) -> ProfileStep | NotResponsible:
+        if not self._flow_config.two_step:
+            return NOT_RESPONSIBLE
+        method, screen = body.get("method"), body.get("screen")
+        if method not in ("profile", "profile:back") and not screen:
+            return NOT_RESPONSIBLE
+        if screen not in (None, "", "credential-selection", "previous"):
+            # The strategy's body schema (profile/.schema/registration.schema.json) enumerates these.
+            raise FlowInvalid(
+                node_messages={"screen": [messages.generic("must be credential-selection or previous")]}
+            )
+        raw = body.get("traits")
+        traits: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+        if screen == "previous" or method == "profile:back":
+            return ProfileStep(dict(traits), back=True)
+        problems = validation_messages(self._schema(flow), traits)
+        if problems:
+            raise FlowInvalid(node_messages=problems, values=flatten(traits))
+        return ProfileStep(dict(traits))
 
     # --- settings -------------------------------------------------------------------------------
 

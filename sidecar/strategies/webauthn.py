@@ -116,6 +116,14 @@ class WebAuthnStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         out.append(nodes.submit_node(KIND, KIND, messages.webauthn_login()))
         return out
 
+    def login_credential_nodes(self, flow: Flow, identity: Identity | None) -> list[Node] | None:
+        # Kratos webauthn/login.go: passwordless keys in browser flows, for an identity with keys.
+        if not self.first_factor or flow.type != "browser":
+            return None
+        if identity is not None and KIND not in identity.credentials:
+            return None
+        return [nodes.submit_node(KIND, KIND, messages.webauthn_login())]
+
     def _assertion_nodes(self, flow: Flow, keys: list[wk.StoredKey]) -> None:
         challenge = self._challenges.issue(flow, "login")
         options = request_options(

@@ -31,6 +31,10 @@ GROUP_ORDER = (
     "passkey",
 )
 
+# Buttons that move between a flow's screens rather than submit a method (two-step registration's
+# ``screen=previous``): drawn last, after the methods, and never an alternative to them.
+_NAVIGATION = frozenset({"screen"})
+
 # Groups whose submit buttons need none of the default-group inputs (e.g. the identifier).
 _STANDALONE_GROUPS = frozenset({"oidc", "saml"})
 
@@ -42,7 +46,8 @@ class Section:
 
     @property
     def has_submit(self) -> bool:
-        return any(n.kind in ("submit", "button") for n in self.nodes)
+        """Whether the section is a way to submit (a method), for the "or" between methods."""
+        return any(n.kind in ("submit", "button") and n.name not in _NAVIGATION for n in self.nodes)
 
 
 @dataclass(frozen=True)
@@ -84,9 +89,14 @@ def _with_novalidate(nodes: Sequence[Node]) -> list[Node]:
 
 def _sections(nodes: Sequence[Node]) -> tuple[Section, ...]:
     by_group: dict[str, list[Node]] = {}
+    navigation = [n for n in nodes if n.name in _NAVIGATION]
     for node in sorted(nodes, key=lambda n: _group_rank(n.group)):  # stable: flow order within a group
-        by_group.setdefault(node.group, []).append(node)
-    return tuple(Section(group=g, nodes=tuple(ns)) for g, ns in by_group.items())
+        if node.name not in _NAVIGATION:
+            by_group.setdefault(node.group, []).append(node)
+    sections = [Section(group=g, nodes=tuple(ns)) for g, ns in by_group.items()]
+    if navigation:
+        sections.append(Section(group="navigation", nodes=tuple(navigation)))
+    return tuple(sections)
 
 
 def build_forms(

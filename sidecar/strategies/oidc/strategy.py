@@ -101,6 +101,17 @@ class OidcStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
             for p in self.providers.values()
         ]
 
+    def identification_nodes(self, flow: Flow) -> list[Node]:
+        return self.login_nodes(flow)
+
+    def login_credential_nodes(self, flow: Flow, identity: Identity | None) -> list[Node] | None:
+        # Kratos oidc/strategy_login.go: the providers linked to the identity, or all of them.
+        if identity is None:
+            return self.login_nodes(flow)
+        linked = accounts.linked_providers(identity)
+        shown = [n for n in self.login_nodes(flow) if n["attributes"].get("value") in linked]
+        return shown or None
+
     def registration_nodes(self, flow: Flow) -> list[Node]:
         return [
             nodes.input_node(
@@ -108,6 +119,10 @@ class OidcStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
             )
             for p in self.providers.values()
         ]
+
+    def profile_nodes(self, flow: Flow, traits: Mapping[str, Any] | None = None) -> list[Node]:
+        # Kratos (oidc/strategy_registration.go): social sign-up is offered on both screens.
+        return self.registration_nodes(flow)
 
     def settings_nodes(self, flow: Flow, identity: Identity) -> list[Node]:
         linked = accounts.linked_providers(identity)
