@@ -12,6 +12,7 @@ config key, never a traceback, so ``sidecar serve`` exits non-zero with somethin
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from urllib.parse import urlsplit
 
 from sidecar.config.loader import ConfigError
 from sidecar.config.model import Config
+
+log = logging.getLogger("sidecar")
 
 Problem = tuple[str, str]
 
@@ -182,7 +185,11 @@ async def _prepare(config: Config, migrate: bool) -> str | None:
     db = SqlDatabase(config.dsn)
     try:
         if migrate:
-            await db.migrate()
+            before, after = await db.migrate()
+            if before != after:
+                log.info("database migrated from %s to %s", ",".join(before) or "empty", ",".join(after))
+            else:
+                log.info("database schema already current (%s)", ",".join(after))
         version = await db.schema_version()
     finally:
         await db.close()

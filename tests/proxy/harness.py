@@ -327,10 +327,12 @@ def nginx_server(tmp: Path, server_block: str) -> Iterator[Proc]:
 
 
 @contextlib.contextmanager
-def nginx_http_server(tmp: Path, http_block: Callable[[int], str]) -> Iterator[Proc]:
+def nginx_http_server(
+    tmp: Path, http_block: Callable[[int], str], *, port: int | None = None
+) -> Iterator[Proc]:
     """nginx whose ``http {}`` block holds ``http_block(port)`` (e.g. a shipped example file,
-    included as its comment says), which must listen on 127.0.0.1:port."""
-    port = free_port()
+    included as its comment says), which must listen on 127.0.0.1:port (free unless given)."""
+    port = port or free_port()
     root = tmp / f"nginx-{port}"
     root.mkdir()
     temps = "\n".join(

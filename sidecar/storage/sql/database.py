@@ -32,10 +32,14 @@ def _alembic_config(connection: sa.Connection | None = None) -> AlembicConfig:
     return config
 
 
-def _upgrade(connection: sa.Connection) -> None:
+def _upgrade(connection: sa.Connection) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The revisions before and after, read under the lock: replicas that waited for another's
+    migration see the schema already current and apply nothing."""
     if connection.dialect.name == "postgresql":
         connection.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
+    before = _current(connection)
     command.upgrade(_alembic_config(connection), "head")
+    return before, _current(connection)
 
 
 def _current(connection: sa.Connection) -> tuple[str, ...]:
@@ -94,10 +98,11 @@ class SqlDatabase:
         self.courier = SqlCourierStore(self._connector)
         self._script: tuple[str, frozenset[str]] | None = None
 
-    async def migrate(self) -> None:
-        """Upgrade to the newest revision; a no-op when already there."""
+    async def migrate(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Upgrade to the newest revision; a no-op when already there. Returns the revisions
+        before and after (equal when another replica had just done it)."""
         async with self._connector.write() as conn:
-            await conn.run_sync(_upgrade)
+            return await conn.run_sync(_upgrade)
 
     async def migration_status(self) -> list[tuple[str, str, bool]]:
         """``(revision, description, applied)`` for every known revision, oldest first."""
