@@ -186,10 +186,15 @@ async def _prepare(config: Config, migrate: bool) -> str | None:
     try:
         if migrate:
             before, after = await db.migrate()
+            # Says which replica migrated when several start together; --dev migrates on every
+            # start, where the line would only be noise.
+            level = logging.DEBUG if config.dev else logging.INFO
             if before != after:
-                log.info("database migrated from %s to %s", ",".join(before) or "empty", ",".join(after))
+                log.log(
+                    level, "database migrated from %s to %s", ",".join(before) or "empty", ",".join(after)
+                )
             else:
-                log.info("database schema already current (%s)", ",".join(after))
+                log.log(level, "database schema already current (%s)", ",".join(after))
         version = await db.schema_version()
     finally:
         await db.close()
