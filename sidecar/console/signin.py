@@ -48,7 +48,11 @@ class SignIn:
         return response
 
     async def show(self, request: Request) -> Response:
-        if await self.auth.current(request) is not None:
+        try:
+            signed_in = await self.auth.current(request)
+        except errors.SidecarError as exc:  # the key-value store is down: say so, never a 500
+            return self._form(request, message=exc.message, status=exc.code)
+        if signed_in is not None:
             return self.pages.redirect(_next(request.query_params.get("next")))
         return self._form(request)
 
@@ -72,6 +76,11 @@ class SignIn:
             )
         try:
             token, session = await self.auth.sign_in(request, form.get("api_key", ""), form.get("name", ""))
+        except errors.SidecarError as exc:
+            audit.record(
+                None, "console.sign_in", result="failed", detail=exc.message, client_ip=client_ip(request)
+            )
+            return self._form(request, message=exc.message, status=exc.code, next_url=form.get("next"))
         except SignInRefused as exc:
             audit.record(
                 None, "console.sign_in", result="refused", detail=str(exc), client_ip=client_ip(request)

@@ -29,6 +29,7 @@ def csrf_of(html: str) -> str:
 class Console:
     client: httpx.AsyncClient
     services: Services
+    app: Any
 
     async def sign_in(self, key: str = KEY, name: str = "Ada Admin") -> httpx.Response:
         page = await self.client.get("/console/login")
@@ -59,7 +60,7 @@ async def make_console(services_factory: Any, tmp_path: Path) -> AsyncIterator[M
         transport = httpx.ASGITransport(app=app, client=(client_ip, 50000))
         client = httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:4434")
         clients.append(client)
-        return Console(client, services)
+        return Console(client, services, app)
 
     yield factory
     for c in clients:

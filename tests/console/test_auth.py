@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from sidecar.app import create_public_app
 from tests.console.conftest import KEY, MakeConsole, csrf_of
@@ -169,3 +170,70 @@ async def test_origin_null_is_believed_only_with_same_origin_fetch_metadata(
     headers["Sec-Fetch-Site"] = "same-origin"
     ok = await console.client.post("/console/logout", data={"csrf_token": token}, headers=headers)
     assert ok.status_code == 303
+
+
+async def raw_get(app: Any, path: str) -> tuple[int, bytes]:
+    """A request with exactly this path (httpx would resolve the dot segments first)."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1:4434")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 4434),
+    }
+    await app(scope, receive, send)
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return sent[0]["status"], body
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/console/../identities",
+        "/console/../admin/identities",
+        "/console/%2e%2e/identities",
+        "/console/..%2fidentities",
+        "/console/static/../../identities",
+        "/console/./../metrics",
+    ],
+)
+async def test_the_console_prefix_opens_no_way_around_the_admin_key(
+    make_console: MakeConsole, path: str
+) -> None:
+    console = await make_console()
+    status, body = await raw_get(console.app, path)
+    assert status in (401, 404), (path, status)
+    assert not body.startswith(b"[") and b"sidecar_" not in body  # no identity list, no metrics
+
+
+async def test_a_store_outage_is_a_503_page_never_a_500(
+    make_console: MakeConsole, unique_prefix: str
+) -> None:
+    from tests.conftest import free_port
+
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    console = await make_console(redis={"url": dead, "key_prefix": unique_prefix})
+    refused = await console.sign_in()
+    assert refused.status_code == 503 and "unavailable" in refused.text.lower()
+    console.client.cookies.set("sidecar_console", "x" * 43, domain="127.0.0.1", path="/console")
+    for path in ("/console", "/console/login"):
+        r = await console.client.get(path)
+        assert r.status_code == 503, path
+        assert r.headers["content-type"].startswith("text/html")
+    posted = await console.client.post("/console/logout", data={"csrf_token": "x"})
+    assert posted.status_code == 503
