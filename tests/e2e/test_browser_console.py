@@ -16,6 +16,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.conftest import free_port
 from tests.e2e.conftest import ARTIFACTS, Browser
 from tests.ops.serve import Proc, base_config, migrate, ports, running, serve_argv, write_config
 
@@ -49,6 +50,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
         rules=[str(tmp / "rules.yaml")],
         session={"cache_ttl": "1s"},
         log={"format": "json", "level": "warning"},  # audit lines are written whatever the level
+        # Nothing listens there: mail fails, so the courier view has a last error to show.
+        courier={
+            "smtp": {"connection_uri": f"smtp://127.0.0.1:{free_port()}/?disable_starttls=true"},
+            "message_retries": 0,
+            "worker_interval": "100ms",
+        },
         selfservice={
             "default_browser_return_url": f"http://127.0.0.1:{public_port}/",
             "flows": {"recovery": {"enabled": True, "use": "code"}},
@@ -176,6 +183,27 @@ def test_console_end_to_end(browser: Browser, site: Proc) -> None:
     user_page.screenshot(path=str(ARTIFACTS / "console-recovery-used.png"), full_page=True)
     user_page.close()
 
+    # A recovery mail the courier cannot deliver: abandoned with its error; retry it from the console.
+    flow = httpx.get(f"{site.public_url}/.auth/self-service/recovery/api", timeout=10).json()
+    sent = httpx.post(
+        f"{site.public_url}/.auth/self-service/recovery",
+        params={"flow": flow["id"]},
+        json={"method": "code", "email": email},
+        timeout=10,
+    )
+    assert sent.status_code == 200, sent.text
+    page.get_by_role("link", name="Courier").click()
+    row = page.locator("tr[data-message]", has_text=email)
+    deadline = time.monotonic() + 20
+    while "abandoned" not in row.inner_text() and time.monotonic() < deadline:
+        time.sleep(0.3)
+        page.reload()
+    expect(row).to_contain_text("abandoned")
+    expect(row.locator("td").nth(3)).not_to_be_empty()
+    browser.screenshot("console-courier")
+    row.get_by_role("button", name="Retry").click()
+    expect(page.get_by_role("status")).to_have_text("Message queued to be sent now.")
+
     # Explain a rule for this identity (no admin role) and anonymously.
     page.get_by_role("link", name="Access rules").click()
     expect(page.locator("#rules tbody tr")).to_have_count(3)
@@ -215,6 +243,7 @@ def test_console_end_to_end(browser: Browser, site: Proc) -> None:
         ("session.revoke", "ok", identity_id),
         ("recovery.code", "ok", identity_id),
         ("rules.explain", "ok", identity_id),
+        ("courier.retry", "ok", None),
         ("console.sign_out", "ok", None),
     ):
         assert expected in actions, (expected, actions)
