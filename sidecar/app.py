@@ -70,6 +70,7 @@ from sidecar.flows.settings import SettingsFlows
 from sidecar.flows.store import FlowStore
 from sidecar.flows.verification import VerificationFlows
 from sidecar.hashing.hasher import PasswordHasher
+from sidecar.identity.addresses import ObservedAddresses
 from sidecar.identity.identity_json import identity_to_json
 from sidecar.identity.manager import IdentityManager
 from sidecar.identity.model import Identity
@@ -89,6 +90,7 @@ from sidecar.proxy.identity_headers import IdentityHeaders
 from sidecar.proxy.prefix import OwnPaths
 from sidecar.proxy.upstream import Upstream, WebSocketConnector
 from sidecar.proxy.websocket import WebSocketProxy
+from sidecar.proxy.whoami import WhoamiEndpoint
 from sidecar.rules.holder import RulesHolder
 from sidecar.schema.registry import SchemaRegistry
 from sidecar.security.breaches import BreachCheck
@@ -102,6 +104,7 @@ from sidecar.session.manager import SessionManager
 from sidecar.session.resolver import SessionResolver
 from sidecar.session.store import SessionStore
 from sidecar.session.tokenizer import SessionTokenizer
+from sidecar.session.whoami import Whoami
 from sidecar.storage.monitor import StoreMonitor
 from sidecar.storage.redis.backend import RedisBackend
 from sidecar.storage.sql.database import SqlDatabase
@@ -359,7 +362,7 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         sessions,
         assurance,
         courier=courier,
-        addresses=database.identities,
+        addresses=ObservedAddresses(database.identities, sessions),
         audit=audit,
     )
     closers += flow_closers
@@ -521,12 +524,18 @@ def create_public_app(services: Services, *, manage_lifespan: bool = True, gatew
         services.metrics,
         services.audit,
     )
+    whoami = Whoami(
+        services.resolver,
+        required_aal=config.session.whoami.required_aal,
+        public_base_url=config.public_base_url,
+        public_identity=public_identity,
+    )
     selfservice = selfservice_routes(
         ctx,
         services.selfservice,
         ErrorFlows(config, services.kv),
         services.identities.get,
-        services.assurance,
+        whoami,
         PageTokens.from_config(config, "sessions"),
         config.serve.public.max_body_size,
         services.tokenizer,
@@ -587,6 +596,7 @@ def create_public_app(services: Services, *, manage_lifespan: bool = True, gatew
         rules=services.rules,
         metrics=services.metrics,
         invalidation=services.invalidation,
+        whoami=WhoamiEndpoint(whoami, config.session.cookie.name, cors=cors.enabled),
     )
     services.on_stop(public.stop)  # registered last, so stopped before the pools it uses
     return public
@@ -612,6 +622,7 @@ def build_gateway(
     invalidation: Invalidation | None = None,
     upstream: Upstream | None = None,
     websockets: WebSocketConnector | None = None,
+    whoami: WhoamiEndpoint | None = None,
 ) -> Gateway:
     """The access path around ``public_app``, over loaded ``rules``; connects to nothing until a
     request is proxied. ``upstream`` and ``websockets`` default to the configured clients."""
@@ -666,6 +677,7 @@ def build_gateway(
         base_origin=base_origin,
         invalidation=invalidation,
         metrics=metrics,
+        whoami=whoami,
     )
 
 

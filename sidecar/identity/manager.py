@@ -253,17 +253,23 @@ class IdentityManager:
         encoded = await _hash_plain(self._hasher, password)
         credential = _password_credential(identity.credentials.get("password"), identifiers, encoded)
         await self._store.save_credential(identity.id, credential)
+        await self._observer.identity_changed(identity.id)
         return identity.with_credential(credential)
 
     async def save_credential(self, identity_id: uuid.UUID, credential: Credential) -> Identity:
-        """Insert or replace one credential (TOTP, backup codes) of an existing identity."""
+        """Insert or replace one credential (TOTP, backup codes) of an existing identity.
+
+        Observed like every other change: a second factor set up or removed moves the level the
+        identity can reach, which the proxy and whoami enforce (``required_aal``)."""
         identity = await self.get(identity_id)
         await self._store.save_credential(identity.id, credential)
+        await self._observer.identity_changed(identity.id)
         return identity.with_credential(credential)
 
     async def remove_credential(self, identity_id: uuid.UUID, credential_type: str) -> Identity:
         identity = await self.get(identity_id)
         await self._store.delete_credential(identity.id, credential_type)
+        await self._observer.identity_changed(identity.id)
         return identity.without_credential(credential_type)
 
     # --- login --------------------------------------------------------------------------------

@@ -68,7 +68,9 @@ class IdentityStore(Protocol):
 
     async def find_recovery_address(self, via: str, value: str) -> tuple[Identity, uuid.UUID] | None: ...
 
-    async def mark_address_verified(self, address_id: uuid.UUID) -> None: ...
+    async def mark_address_verified(self, address_id: uuid.UUID) -> uuid.UUID | None:
+        """Idempotent; the owning identity's id when this call verified the address, else None."""
+        ...
 
     async def ping(self) -> None:
         """Raise ``ServiceUnavailable`` when the database cannot be reached."""

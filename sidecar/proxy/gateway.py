@@ -1,7 +1,8 @@
 """The public listener's raw-ASGI entry (DESIGN §1, §5).
 
-Requests under ``serve.public.prefix`` go to the decision endpoints or, unchanged, to the
-Starlette public app (which mounts its routes under the prefix itself).
+Requests under ``serve.public.prefix`` go to whoami (``GET``/``HEAD``, the call apps make on every
+request), the decision endpoints or, unchanged, to the Starlette public app (which mounts its
+routes under the prefix itself).
 Everything else is normalised, matched against the rules, judged with the session, and streamed
 to the upstream. No middleware and no ``Request`` object on that path (STYLE §4).
 
@@ -27,6 +28,7 @@ from sidecar.proxy.prefix import OwnPaths
 from sidecar.proxy.responses import send_error
 from sidecar.proxy.upstream import Upstream
 from sidecar.proxy.websocket import WebSocketProxy
+from sidecar.proxy.whoami import WhoamiEndpoint
 from sidecar.rules.holder import RulesHolder
 from sidecar.rules.model import normalise_host
 from sidecar.security.trusted_proxies import TrustedProxies
@@ -72,8 +74,10 @@ class Gateway:
         base_origin: str,
         invalidation: Invalidation | None = None,
         metrics: Metrics | None = None,
+        whoami: WhoamiEndpoint | None = None,
     ) -> None:
         self.public_app = public_app
+        self.whoami = whoami
         self.paths = paths
         self.access = access
         self.identity = identity
@@ -134,7 +138,10 @@ class Gateway:
         raw: bytes = scope.get("raw_path") or scope["path"].encode()
         sub = self.paths.below(raw)
         if sub is not None:
-            if kind == "http" and await self.decisions.handle(sub, scope, send):
+            if kind == "http" and (
+                (self.whoami is not None and await self.whoami.handle(sub, scope, send))
+                or await self.decisions.handle(sub, scope, send)
+            ):
                 return
             await self.public_app(scope, receive, send)
             return

@@ -58,6 +58,12 @@ class SessionManager:
     def config(self) -> SessionConfig:
         return self._config
 
+    async def _changed(self, session: Session) -> None:
+        """Store a changed session and drop cached copies everywhere: the proxy and whoami show
+        its AAL, methods and expiry, and a step-up must count on the very next request."""
+        await self._store.update(session)
+        await self._revocations.publish(session_id=session.id)
+
     async def _revoked(self, sessions: list[Session]) -> None:
         for session in sessions:
             await self._revocations.publish(session_id=session.id)
@@ -105,7 +111,7 @@ class SessionManager:
                 AuthenticationMethod(method=method, aal=level, completed_at=now),
             ),
         )
-        await self._store.update(updated)
+        await self._changed(updated)
         return updated
 
     async def add_authentication_method(self, session: Session, method: str, aal: str) -> Session:
@@ -120,7 +126,7 @@ class SessionManager:
                 AuthenticationMethod(method=method, aal=aal, completed_at=now),
             ),
         )
-        await self._store.update(updated)
+        await self._changed(updated)
         return updated
 
     async def extend(self, session_id: uuid.UUID) -> Session | None:
@@ -133,7 +139,7 @@ class SessionManager:
         if earliest is not None and session.expires_at - now > earliest:
             return session
         updated = replace(session, expires_at=now + self._config.lifespan)
-        await self._store.update(updated)
+        await self._changed(updated)
         return updated
 
     async def bind_logout_token(self, session: Session) -> str:

@@ -29,7 +29,8 @@ from sidecar.session.store import SessionStore
 
 @dataclass(frozen=True, slots=True)
 class ResolvedSession:
-    """What the access path needs of a session and its identity, and nothing secret."""
+    """What the access path needs of a session and its identity, flattened; and the two as loaded
+    (``session``, ``identity``) for whoami, which renders them (``sidecar.session.whoami``)."""
 
     session_id: uuid.UUID
     identity_id: uuid.UUID
@@ -43,7 +44,10 @@ class ResolvedSession:
     authenticated_at: datetime
     available_aal: str = "aal1"
     """The highest level the identity's credentials allow (``sidecar.session.aal.Assurance``)."""
-    # Per-rule rendered headers, memoised by (rules generation, rule id): rendering is pure.
+    session: Session | None = field(default=None, compare=False, repr=False)
+    identity: Identity | None = field(default=None, compare=False, repr=False)
+    # Renderings of this entry, which are pure: per-rule headers by (rules generation, rule id),
+    # the whoami body. They go with the entry when a revocation drops it.
     memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -104,6 +108,8 @@ def resolved(session: Session, identity: Identity, available_aal: str = "aal1") 
         expires_at=session.expires_at,
         authenticated_at=session.authenticated_at,
         available_aal=available_aal,
+        session=session,
+        identity=identity,
     )
 
 

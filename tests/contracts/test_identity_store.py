@@ -199,8 +199,9 @@ async def test_addresses(store: IdentityStore) -> None:
     assert recovery is not None and recovery[1] == identity.recovery_addresses[0].id
     assert await store.find_verifiable_address("sms", "ada@example.com") is None
 
-    await store.mark_address_verified(address_id)
-    await store.mark_address_verified(address_id)
+    assert await store.mark_address_verified(address_id) == identity.id  # the owner, to be told
+    assert await store.mark_address_verified(address_id) is None  # nothing changed
+    assert await store.mark_address_verified(uuid.uuid4()) is None
     stored = await store.get(identity.id)
     assert stored is not None
     address = stored.verifiable_addresses[0]

@@ -22,8 +22,8 @@ from sidecar.api.public.webauthn_js import webauthn_js_routes
 from sidecar.flows.lifecycle import FlowLifecycle
 from sidecar.flows.service import SelfServiceFlows
 from sidecar.identity.model import Identity
-from sidecar.session.aal import Assurance
 from sidecar.session.tokenizer import SessionTokenizer
+from sidecar.session.whoami import Whoami
 
 
 def _lifecycles(flows: SelfServiceFlows) -> dict[str, FlowLifecycle]:
@@ -38,7 +38,7 @@ def selfservice_routes(
     flows: SelfServiceFlows,
     error_flows: ErrorFlows,
     get_identity: Callable[[uuid.UUID], Awaitable[Identity]],
-    assurance: Assurance,
+    whoami: Whoami,
     session_tokens: PageTokens,
     max_body: int,
     tokenizer: SessionTokenizer,
@@ -54,7 +54,7 @@ def selfservice_routes(
             if flows.settings
             else []
         ),
-        *session_routes(ctx, get_identity, assurance, session_tokens, tokenizer),
+        *session_routes(ctx, whoami, get_identity, session_tokens, tokenizer),
         *(oidc_routes(ctx, flows.oidc, _lifecycles(flows), error_flows, max_body) if flows.oidc else []),
         *error_routes(error_flows),
         *webauthn_js_routes(),

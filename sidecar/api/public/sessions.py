@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -14,21 +15,24 @@ from sidecar.api.pagination import PageTokens, link_header, parse_page_size, par
 from sidecar.api.public.flow_http import NO_STORE, HttpContext
 from sidecar.api.respond import json_response
 from sidecar.identity.model import Identity
-from sidecar.session.aal import Assurance, step_up_url
 from sidecar.session.model import Session
 from sidecar.session.session_json import session_to_json
 from sidecar.session.tokenizer import SessionTokenizer
+from sidecar.session.whoami import Whoami
 
 GetIdentity = Callable[[uuid.UUID], Awaitable[Identity]]
 
 
 def session_routes(
     ctx: HttpContext,
+    whoami: Whoami,
     get_identity: GetIdentity,
-    assurance: Assurance,
     tokens: PageTokens,
     tokenizer: SessionTokenizer,
 ) -> list[Route]:
+    """Reads (whoami, the caller's sessions) resolve the caller through the proxy's session cache;
+    the calls that revoke sessions read the caller's session from the store. ``GET``/``HEAD``
+    whoami is normally answered before this app (``sidecar.proxy.whoami``), the same way."""
     config = ctx.config
 
     async def require(request: Request) -> tuple[Session, Identity]:
@@ -43,32 +47,29 @@ def session_routes(
             raise errors.SessionInactive(headers=NO_STORE)
         return session, identity
 
-    async def whoami(request: Request) -> Response:
-        session, identity = await require(request)
-        if not assurance.satisfies(session, identity, config.session.whoami.required_aal):
-            raise errors.AAL2Required(
-                extra={"redirect_browser_to": step_up_url(config.public_base_url)}, headers=NO_STORE
-            )
-        headers = {**NO_STORE, "X-Kratos-Authenticated-Identity-Id": str(identity.id)}
-        body = session_to_json(session, ctx.public_identity(identity))
+    async def whoami_route(request: Request) -> Response:
+        answer = await whoami.answer(ctx.presented_token(request))
+        headers = {**NO_STORE, "X-Kratos-Authenticated-Identity-Id": answer.identity_id}
         if request.method == "HEAD":
             return Response(status_code=200, headers=headers)
         template = request.query_params.get("tokenize_as")
         if template:
             # Kratos session/handler.go: the session as a JWT, under "tokenized".
+            body = json.loads(answer.body)
             body["tokenized"] = await tokenizer.tokenize(template, body)
-        return json_response(body, headers=headers)
+            return json_response(body, headers=headers)
+        return Response(answer.body, media_type="application/json", headers=headers)
 
     async def list_mine(request: Request) -> Response:
-        session, _ = await require(request)
+        caller = await whoami.current(ctx.presented_token(request))
         q = request.query_params
         size = parse_page_size(q.get("page_size") or q.get("per_page"), default=250, maximum=1000)
         after = tokens.open(q["page_token"]) if q.get("page_token") else None
         others = sorted(
             (
                 s
-                for s in await ctx.sessions.list_for_identity(session.identity_id, active_only=True)
-                if s.id != session.id
+                for s in await ctx.sessions.list_for_identity(caller.identity_id, active_only=True)
+                if s.id != caller.session_id
             ),
             key=lambda s: s.id.hex,
         )
@@ -113,7 +114,7 @@ def session_routes(
         return Response(status_code=204, headers=NO_STORE)
 
     return [
-        Route("/sessions/whoami", whoami, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]),
+        Route("/sessions/whoami", whoami_route, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]),
         Route("/sessions", list_mine, methods=["GET"]),
         Route("/sessions", revoke_others, methods=["DELETE"]),
         Route("/sessions/{id}", revoke_one, methods=["DELETE"]),

@@ -208,8 +208,8 @@ class SqlIdentityStore:
     async def find_recovery_address(self, via: str, value: str) -> tuple[Identity, uuid.UUID] | None:
         return await self._find_address(recovery_addresses, via, value)
 
-    async def mark_address_verified(self, address_id: uuid.UUID) -> None:
-        """Idempotent: verifying twice, or an address deleted meanwhile, is not an error."""
+    async def mark_address_verified(self, address_id: uuid.UUID) -> uuid.UUID | None:
+        """Idempotent: verifying twice, or an address deleted meanwhile, is not an error (None)."""
         now = utcnow()
         values: dict[str, Any] = {
             "verified": True,
@@ -221,9 +221,11 @@ class SqlIdentityStore:
             sa.update(verifiable_addresses)
             .where(verifiable_addresses.c.id == address_id, verifiable_addresses.c.verified.is_(False))
             .values(values)
+            .returning(verifiable_addresses.c.identity_id)
         )
         async with self._db.write() as conn:
-            await conn.execute(stmt)
+            owner: uuid.UUID | None = (await conn.execute(stmt)).scalar_one_or_none()
+        return owner
 
     async def ping(self) -> None:
         async with self._db.read() as conn:
