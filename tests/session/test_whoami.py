@@ -146,6 +146,7 @@ async def test_a_change_on_one_worker_reaches_whoami_on_the_other(
 
     before = await b.client.get(WHOAMI, headers=headers)  # B's cache holds the session now
     assert before.status_code == 200 and not seen(before)
+    assert (await b.client.get("/.auth/sessions", headers=headers)).status_code == 200
     assert (await b.client.get(WHOAMI, headers=headers)).json() == before.json()  # served again, cached
 
     await act(a, identity_id, session_id, token)
@@ -156,3 +157,5 @@ async def test_a_change_on_one_worker_reaches_whoami_on_the_other(
         await asyncio.sleep(0.05)
     for _ in range(3):  # and never the old answer again
         assert seen(await b.client.get(WHOAMI, headers=headers))
+    if seen is _inactive:  # the caller's session list resolves the caller the same way
+        assert _inactive(await b.client.get("/.auth/sessions", headers=headers))
