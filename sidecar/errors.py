@@ -168,7 +168,9 @@ class AAL2Required(Forbidden):
 
 class RefreshRequired(Forbidden):
     error_id = "session_refresh_required"
-    reason = "The login session is too old and thus not allowed to update these fields."
+    reason = (
+        "The login session is too old and thus not allowed to update these fields. Please re-authenticate."
+    )
     default_message = "The login session is too old and thus not allowed to update these fields."
 
 

@@ -31,6 +31,9 @@ from sidecar.session.manager import SessionManager
 from sidecar.session.model import Session
 
 GetIdentity = Callable[[uuid.UUID], Awaitable[Identity]]
+CONTINUITY = "continuity"
+"""``flow.internal`` key: a browser's settings change paused for a refresh login. It may hold a new
+password until the flow is resumed or expires, as Kratos' continuity container does."""
 
 SECOND_FACTOR_CREDENTIALS = ("totp", "lookup_secret", "webauthn")
 
@@ -107,8 +110,24 @@ class SettingsFlows:
         return utcnow() - session.authenticated_at < self._flow_config.privileged_session_max_age
 
     def refresh_required(self, flow: Flow) -> errors.RefreshRequired:
-        target = refresh_url(self.life.base_url, self.life.ui_redirect(flow))
-        return errors.RefreshRequired(extra={"redirect_browser_to": target})
+        """Kratos (settings/error.go ``reauthenticate``): the refresh login returns to this flow's
+        submit URL, where a browser's paused change is resumed (``_resume``)."""
+        resume = f"{self.life.base_url}/self-service/settings?flow={flow.id}"
+        return errors.RefreshRequired(extra={"redirect_browser_to": refresh_url(self.life.base_url, resume)})
+
+    @staticmethod
+    def _resume(flow: Flow, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The change a browser submitted before its refresh login (Kratos' continuity container,
+        ``settings.PrepareUpdate`` → ``ErrContinuePreviousAction``), taken once, when the browser
+        lands on the submit URL with nothing submitted."""
+        if (
+            flow.type != "browser"
+            or body.get("method")
+            or not isinstance(flow.internal.get(CONTINUITY), dict)
+        ):
+            return None
+        paused: dict[str, Any] = flow.internal.pop(CONTINUITY)
+        return paused
 
     # --- nodes ----------------------------------------------------------------------------------
 
@@ -160,7 +179,15 @@ class SettingsFlows:
         return flow, identity
 
     async def submit(self, flow_id: uuid.UUID | None, body: Mapping[str, Any], client: Client) -> Outcome:
-        flow = await self.life.load_submitted(flow_id, client)
+        flow = await self.life.load(flow_id)
+        resumed = self._resume(flow, body)
+        if resumed is not None:
+            # The browser is back from the refresh login (a GET carrying no token): the flow is
+            # bound to this browser's CSRF cookie, and the change was submitted with a token.
+            self.life.check_browser_binding(flow, client.csrf_token)
+            body = resumed
+        else:
+            self.life.check_submission(flow, client)
         session, identity = await self._require(client)
         if flow.identity_id != identity.id:
             raise errors.IdentityMismatch()
@@ -187,6 +214,9 @@ class SettingsFlows:
         except FlowInvalid as exc:
             return await self.life.show_invalid(flow, exc)
         except errors.RefreshRequired:
+            if flow.type == "browser":
+                flow.internal[CONTINUITY] = {k: v for k, v in body.items() if k != "csrf_token"}
+                await self.life.store.save(flow)
             raise self.refresh_required(flow) from None
         for event, kind in credential_changes(identity, update.identity):
             if event == "password.changed":

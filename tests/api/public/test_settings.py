@@ -165,7 +165,8 @@ async def test_privileged_changes_need_a_recent_session(harness_factory: Harness
         target = urlsplit(error["redirect_browser_to"])
         query = parse_qs(target.query)
         assert target.path == "/.auth/self-service/login/browser" and query["refresh"] == ["true"]
-        assert query["return_to"] == [f"http://127.0.0.1:4433/.auth/ui/settings?flow={flow['id']}"]
+        # Kratos settings/error.go reauthenticate: the settings submit URL, for API flows too.
+        assert query["return_to"] == [f"http://127.0.0.1:4433/.auth/self-service/settings?flow={flow['id']}"]
     # Other traits are no privileged change.
     body = {"method": "profile", "traits": {"email": email, "name": {"first": "Ada"}}}
     assert (await submit_settings(h.client, flow["id"], token, body)).status_code == 200
@@ -244,7 +245,8 @@ async def test_browser_refresh_and_step_up_redirects(harness_factory: HarnessFac
     # The refresh login flow is offered and returns to the settings page.
     r = await h.client.get(location.removeprefix("http://127.0.0.1:4433"), headers=JSON)
     assert r.status_code == 200 and r.json()["refresh"] is True
-    assert r.json()["return_to"] == f"http://127.0.0.1:4433/.auth/ui/settings?flow={flow['id']}"
+    # Kratos settings/error.go: back to the submit URL, where the paused change resumes.
+    assert r.json()["return_to"] == f"http://127.0.0.1:4433/.auth/self-service/settings?flow={flow['id']}"
 
 
 async def test_browser_aal2_required_redirect(h: Harness) -> None:
