@@ -69,6 +69,7 @@ from sidecar.flows.service import SelfServiceFlows
 from sidecar.flows.settings import SettingsFlows
 from sidecar.flows.store import FlowStore
 from sidecar.flows.verification import VerificationFlows
+from sidecar.flows.web_hooks import Dispatcher, WebHookServices, identity_updater
 from sidecar.hashing.hasher import PasswordHasher
 from sidecar.identity.addresses import ObservedAddresses
 from sidecar.identity.identity_json import identity_to_json
@@ -116,6 +117,8 @@ from sidecar.strategies.registry import assurance as strategy_assurance
 from sidecar.strategies.registry import build_registry
 from sidecar.ui.api_client import PublicApiClient, in_process
 from sidecar.ui.pages import page_routes
+from sidecar.webhooks.background import BackgroundDispatcher
+from sidecar.webhooks.runner import DEFAULT_HEADER_ALLOWLIST, WebHookRunner
 
 log = logging.getLogger("sidecar")
 
@@ -212,6 +215,13 @@ def _courier_queue_depth(store: CourierStore) -> Callable[[], Awaitable[int]]:
     return depth
 
 
+def web_hook_header_allowlist(config: Config) -> tuple[str, ...]:
+    """Kratos' ``clients.web_hook.header_allowlist``: request headers web hooks may see."""
+    section = (config.clients.model_extra or {}).get("web_hook") or {}
+    allow = section.get("header_allowlist") if isinstance(section, dict) else None
+    return tuple(str(h) for h in allow) if isinstance(allow, list) else DEFAULT_HEADER_ALLOWLIST
+
+
 def build_flows(
     config: Config,
     kv: KeyValueStore,
@@ -223,14 +233,24 @@ def build_flows(
     courier: Mailer | None = None,
     addresses: AddressDirectory | None = None,
     audit: AuditLog | None = None,
+    dispatcher: Dispatcher | None = None,
 ) -> tuple[SelfServiceFlows, list[Closer]]:
     """The strategies, then the flows in the order they need each other; and what to close."""
     store = FlowStore(kv)
+    hooks_client = httpx.AsyncClient(follow_redirects=False)
+    runner = WebHookRunner(hooks_client, header_allowlist=web_hook_header_allowlist(config))
+    if dispatcher is None:
+        background = BackgroundDispatcher(runner)
+        dispatcher = background
+        closers_first: list[Closer] = [hooks_client.aclose, background.close]
+    else:
+        closers_first = [hooks_client.aclose]
+    web_hooks = WebHookServices(runner, dispatcher)
     throttle = Throttle(kv, config.security.rate_limit)
     challenge = None
     if courier is not None and addresses is not None:
         challenge = ChallengeDeps(addresses, courier, kv, RateLimiter(kv, send_limits(config)))
-    closers: list[Closer] = []
+    closers: list[Closer] = closers_first
     password = config.selfservice.methods.password
     breaches = None
     if password.enabled and password.config.haveibeenpwned_enabled:
@@ -242,7 +262,9 @@ def build_flows(
         StrategyDeps(config, identities, schemas, throttle, kv=kv, challenge=challenge, breaches=breaches)
     )
     audit = audit or AuditLog.off()
-    verification = VerificationFlows(config, store, registry.verification, kv=kv, audit=audit)
+    verification = VerificationFlows(
+        config, store, registry.verification, kv=kv, audit=audit, web_hooks=web_hooks
+    )
     registration = RegistrationFlows(
         config,
         store,
@@ -252,9 +274,19 @@ def build_flows(
         after_registration=verification.after_registration,
         discard=identities.delete,
         audit=audit,
+        web_hooks=web_hooks,
+        update=identity_updater(identities),
     )
     settings = SettingsFlows(
-        config, store, registry.settings, sessions, assurance, identities.get, schemas, audit=audit
+        config,
+        store,
+        registry.settings,
+        sessions,
+        assurance,
+        identities.get,
+        schemas,
+        audit=audit,
+        web_hooks=web_hooks,
     )
     recovery = RecoveryFlows(
         config,
@@ -264,6 +296,7 @@ def build_flows(
         settings=SettingsAfterRecovery(settings),
         kv=kv,
         audit=audit,
+        web_hooks=web_hooks,
     )
     oidc = registry.oidc
     idfirst = None
@@ -283,6 +316,7 @@ def build_flows(
         identities.get,
         audit=audit,
         identifier_first=idfirst,
+        web_hooks=web_hooks,
     )
     callbacks = (
         oidc_callbacks(config, oidc, kv, store, login, registration, settings) if oidc is not None else None

@@ -49,10 +49,6 @@ NOT_YET: dict[tuple[str, str], str] = {
     ("login", "verification"): "sidecar does not send verification messages on login",
     ("login", "show_verification_ui"): "sidecar does not start verification on login",
     ("settings", "show_verification_ui"): "sidecar does not start verification from settings",
-    **{
-        (flow, "web_hook"): "web hooks are not supported yet"
-        for flow in ("login", "registration", "settings", "recovery", "verification")
-    },
 }
 
 
@@ -67,6 +63,8 @@ def _check_list(flow: str, where: str, hooks: Iterable[Any], allowed: frozenset[
             else None
         )
         if name in allowed and (flow, name) not in NOT_YET:
+            if name == "web_hook":
+                problems += _check_web_hook(flow, f"{where}[{i}]", hook)
             continue
         why = NOT_YET.get((flow, str(name))) if name in allowed else None
         why = (
@@ -80,6 +78,28 @@ def _check_list(flow: str, where: str, hooks: Iterable[Any], allowed: frozenset[
         )
         problems.append(f"{where}[{i}]: hook {name!r} is not supported here: {why}")
     return problems
+
+
+def _check_web_hook(flow: str, where: str, hook: Any) -> list[str]:
+    from pydantic import ValidationError
+
+    from sidecar.config.webhook import WebHookConfig
+
+    config = hook.config if hasattr(hook, "config") else (hook or {}).get("config")
+    try:
+        parsed = WebHookConfig.model_validate(config or {})
+    except ValidationError as exc:
+        return [
+            f"{where}.config.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}".replace(
+                ".config.: ", ".config: "
+            )
+            for e in exc.errors()
+        ]
+    if parsed.interrupts and flow == "settings" and where.startswith("after"):
+        # Settings saves inside the strategy; a hook that could veto must run before that, which
+        # sidecar does not do: refused rather than run too late.
+        return [f"{where}: response.parse / can_interrupt web hooks are not supported after settings"]
+    return []
 
 
 _ALL = frozenset().union(*(s for places in AFTER.values() for s in places.values()))

@@ -7,12 +7,13 @@ against the file's folder makes ``sidecar serve -c /etc/sidecar/sidecar.yaml`` a
 ``cd /etc/sidecar && sidecar serve -c sidecar.yaml`` mean the same thing.
 
 Only keys that name files are touched: ``identity.schemas[].url`` (``file://`` URLs and plain
-paths), ``selfservice.methods.oidc.config.providers[].mapper_url``, ``courier.template_override_path``,
-``log.audit.path``, ``session.whoami.tokenizer.templates.*.{jwks_url,claims_mapper_url}`` and
-``rules[]``. ``dsn`` keeps Kratos' meaning (a relative SQLite file is relative to the working
-directory), and values from the environment or the command line are relative to the working
-directory as well. Symlinks are kept, not resolved: Kubernetes swaps mounted ConfigMaps by
-replacing a symlink, and the rules watcher must keep following it.
+paths), ``selfservice.methods.oidc.config.providers[].mapper_url``,
+``courier.template_override_path``, ``log.audit.path``, web hooks' ``config.body``,
+``session.whoami.tokenizer.templates.*.{jwks_url,claims_mapper_url}`` and ``rules[]``. ``dsn``
+keeps Kratos' meaning (a relative SQLite file is relative to the working directory), and values
+from the environment or the command line are relative to the working directory as well. Symlinks
+are kept, not resolved: Kubernetes swaps mounted ConfigMaps by replacing a symlink, and the rules
+watcher must keep following it.
 """
 
 from __future__ import annotations
@@ -93,3 +94,27 @@ def resolve_relative_paths(data: dict[str, Any], base: Path) -> None:
                 for key in ("jwks_url", "claims_mapper_url"):
                     if key in template:
                         template[key] = resolve_file_url(template[key], base)
+    flows = _section(data, "selfservice", "flows")
+    if flows is not None:
+        for flow in flows.values():
+            for hook in _hooks_of(flow):
+                config = hook.get("config")
+                if hook.get("hook") == "web_hook" and isinstance(config, dict) and "body" in config:
+                    config["body"] = resolve_file_url(config["body"], base)
+
+
+def _hooks_of(flow: Any) -> list[dict[str, Any]]:
+    """Every hook of one ``selfservice.flows.<flow>``: before, after and after.<method>."""
+    if not isinstance(flow, dict):
+        return []
+    found: list[dict[str, Any]] = []
+    for phase in ("before", "after"):
+        section = flow.get(phase)
+        if not isinstance(section, dict):
+            continue
+        found += _each(section.get("hooks"))
+        if phase == "after":
+            for method in section.values():
+                if isinstance(method, dict):
+                    found += _each(method.get("hooks"))
+    return found

@@ -32,6 +32,7 @@ from sidecar.flows.strategy import (
     SecretExpired,
     VerificationStrategy,
 )
+from sidecar.flows.web_hooks import WebHookServices
 from sidecar.identity.model import utcnow
 from sidecar.kv.store import KeyValueStore
 
@@ -57,11 +58,12 @@ class ChallengeFlows(Generic[S]):
         kv: KeyValueStore,
         clock: Callable[[], datetime] = utcnow,
         audit: AuditLog | None = None,
+        web_hooks: WebHookServices | None = None,
     ) -> None:
         flow_config = getattr(config.selfservice.flows, self.kind)
         self.config = config
         self.flow_config = flow_config
-        self.life = FlowLifecycle(self.kind, config, flow_config, store)
+        self.life = FlowLifecycle(self.kind, config, flow_config, store, web_hooks)
         # Kratos shows and accepts only the strategy named by ``selfservice.flows.<kind>.use``.
         self._strategies: tuple[S, ...] = tuple(s for s in strategies if s.id == flow_config.use)
         self._all_strategies: tuple[S, ...] = tuple(strategies)

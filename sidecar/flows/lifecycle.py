@@ -14,6 +14,7 @@ from sidecar.flows import messages, nodes
 from sidecar.flows.model import Flow, FlowKind, FlowType, Ui
 from sidecar.flows.outcome import Client, FlowInvalid, ShowFlow
 from sidecar.flows.store import FlowStore
+from sidecar.flows.web_hooks import FlowWebHooks, WebHookServices
 from sidecar.identity.model import utcnow
 from sidecar.security import csrf
 from sidecar.security.return_to import resolve_return_to
@@ -73,8 +74,21 @@ def apply_invalid(flow: Flow, exc: FlowInvalid) -> None:
 
 
 class FlowLifecycle:
-    def __init__(self, kind: FlowKind, config: Config, flow_config: FlowConfig, store: FlowStore) -> None:
+    def __init__(
+        self,
+        kind: FlowKind,
+        config: Config,
+        flow_config: FlowConfig,
+        store: FlowStore,
+        web_hooks: WebHookServices | None = None,
+    ) -> None:
         self.kind = kind
+        self.web_hooks = FlowWebHooks(
+            config,
+            flow_config,
+            web_hooks.runner if web_hooks else None,
+            web_hooks.dispatcher if web_hooks else None,
+        )
         self.config = config
         self.flow_config = flow_config
         self.store = store

@@ -28,6 +28,7 @@ from sidecar.flows.outcome import (
 )
 from sidecar.flows.store import FlowStore
 from sidecar.flows.strategy import LoginStrategy, NotResponsible
+from sidecar.flows.web_hooks import WebHookServices
 from sidecar.identity.model import Identity
 from sidecar.session.aal import Assurance, step_up_url
 from sidecar.session.manager import SessionManager
@@ -49,10 +50,11 @@ class LoginFlows:
         *,
         audit: AuditLog | None = None,
         identifier_first: IdentifierFirst | None = None,
+        web_hooks: WebHookServices | None = None,
     ) -> None:
         """``identifier_first``: given when ``login.style`` is ``identifier_first``."""
         self._identifier_first = identifier_first
-        self.life = FlowLifecycle("login", config, config.selfservice.flows.login, store)
+        self.life = FlowLifecycle("login", config, config.selfservice.flows.login, store, web_hooks)
         self._strategies = tuple(strategies)
         self._second_factors = frozenset(s.id for s in self._strategies if s.second_factor)
         self._sessions = sessions
@@ -152,6 +154,7 @@ class LoginFlows:
             for strategy in self._strategies_for(flow):
                 # Second factors whose nodes depend on the identity (WebAuthn's allowed keys).
                 await strategy.prepare_login(flow, identity)
+        await self.life.web_hooks.before(flow, client)
         await self.life.store.save(flow)
         return ShowFlow(flow)
 
@@ -197,7 +200,23 @@ class LoginFlows:
                     flow_type=flow.type,
                 )
             return await self.life.show_invalid(flow, exc)
+        try:
+            # Kratos runs login post hooks before the session is kept: one that may interrupt
+            # (response.parse / can_interrupt) can refuse the sign-in with its messages.
+            await self.life.web_hooks.after(
+                flow, flow.active or "password", client, identity=identity, interrupting=True
+            )
+        except FlowInvalid as exc:
+            return await self.life.show_invalid(flow, exc)
         done = await self._complete(flow, identity, client, flow.active or "password")
+        await self.life.web_hooks.after(
+            flow,
+            flow.active or "password",
+            client,
+            identity=identity,
+            session=done.session,
+            interrupting=False,
+        )
         self._audit.emit(
             "login.succeeded",
             client,

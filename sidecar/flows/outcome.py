@@ -17,6 +17,16 @@ from sidecar.session.model import Device, Session
 
 
 @dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """The request as web hooks see it (Kratos' ``request_*`` ctx fields)."""
+
+    method: str
+    url: str
+    headers: tuple[tuple[str, str], ...] = ()
+    cookies: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Client:
     ip: str | None = None
     user_agent: str | None = None
@@ -32,6 +42,8 @@ class Client:
     """The access log's request id (audit events carry it)."""
     trace_id: str | None = None
     """The W3C trace id of the request, when it is traced or a trusted proxy sent one."""
+    request: RequestInfo | None = None
+    """Method, URL, headers and cookies, for web hooks' ``ctx``."""
 
     def device(self) -> Device:
         return Device(ip_address=self.ip, user_agent=(self.user_agent or "")[:512] or None)

@@ -133,6 +133,7 @@ class RecoveryFlows(ChallengeFlows[RecoveryStrategy]):
         if client.session is not None:
             return AlreadySignedIn(checked or self.life.after_url_default())
         flow = self.build(flow_type, request_url=request_url, return_to=checked, csrf_token=client.csrf_token)
+        await self.life.web_hooks.before(flow, client)
         await self.life.store.save(flow)
         return ShowFlow(flow)
 
@@ -180,6 +181,7 @@ class RecoveryFlows(ChallengeFlows[RecoveryStrategy]):
             flow_id=flow.id,
             flow_type=flow.type,
         )
+        await self.life.web_hooks.after(flow, method, client, identity=identity, session=issued.session)
         return Completed(flow, identity, redirect_to, issued.session, issued.token, tuple(continue_with))
 
     async def create_for_admin(

@@ -33,6 +33,7 @@ from sidecar.flows.outcome import (
 )
 from sidecar.flows.store import FlowStore
 from sidecar.flows.strategy import NotResponsible, RegistrationStrategy
+from sidecar.flows.web_hooks import UpdateIdentity, WebHookServices
 from sidecar.identity.model import Identity
 from sidecar.schema.model import IdentitySchema
 from sidecar.schema.registry import SchemaRegistry
@@ -56,15 +57,18 @@ class RegistrationFlows:
         after_registration: AfterRegistration | None = None,
         discard: DiscardIdentity | None = None,
         audit: AuditLog | None = None,
+        web_hooks: WebHookServices | None = None,
+        update: UpdateIdentity | None = None,
     ) -> None:
         """``after_registration``: the verification hook (mails, ``show_verification_ui`` items)."""
         self._flow_config = config.selfservice.flows.registration
-        self.life = FlowLifecycle("registration", config, self._flow_config, store)
+        self.life = FlowLifecycle("registration", config, self._flow_config, store, web_hooks)
         self._strategies = tuple(strategies)
         self._sessions = sessions
         self._schemas = schemas
         self._after_registration = after_registration
         self._discard = discard
+        self._update = update
         self._audit = audit or AuditLog.off()
         """Deletes an identity whose registration did not complete (``IdentityManager.delete``)."""
 
@@ -125,6 +129,7 @@ class RegistrationFlows:
         flow = self._build(
             flow_type, request_url=request_url, return_to=checked, csrf_token=client.csrf_token
         )
+        await self.life.web_hooks.before(flow, client)
         await self.life.store.save(flow)
         return ShowFlow(flow)
 
@@ -165,6 +170,10 @@ class RegistrationFlows:
                 raise
             flow.state = state
             return await self.life.show_invalid(flow, exc)
+        method = flow.active or "password"
+        await self.life.web_hooks.after(
+            flow, method, client, identity=done.identity, session=done.session, interrupting=False
+        )
         self._audit.emit(
             "registration.succeeded",
             client,
@@ -194,6 +203,11 @@ class RegistrationFlows:
         raise FlowInvalid([messages.no_strategy("registration")])
 
     async def _complete(self, flow: Flow, identity: Identity, client: Client, method: str) -> Completed:
+        # Kratos' pre-persist web hooks (parse / can_interrupt): they may change the identity or
+        # refuse it; a refusal undoes the registration (submit's except), nothing is left behind.
+        patch = await self.life.web_hooks.after(flow, method, client, identity=identity, interrupting=True)
+        if patch and self._update is not None:
+            identity = await self._update(identity, patch)
         session, token = None, None
         if "session" in self.life.hooks(method):
             issued = await self._sessions.issue(identity.id, method, device=client.device())

@@ -24,6 +24,7 @@ from sidecar.flows.model import Flow, FlowType
 from sidecar.flows.outcome import Client, Completed, FlowInvalid, FlowReplaced, Outcome, ShowFlow
 from sidecar.flows.store import FlowStore
 from sidecar.flows.strategy import NotResponsible, SettingsContext, SettingsStrategy, SettingsUpdate
+from sidecar.flows.web_hooks import WebHookServices
 from sidecar.identity.model import Credential, Identity, utcnow
 from sidecar.schema.registry import SchemaRegistry
 from sidecar.session.aal import Assurance, aal2_required, refresh_url
@@ -78,9 +79,10 @@ class SettingsFlows:
         schemas: SchemaRegistry,
         *,
         audit: AuditLog | None = None,
+        web_hooks: WebHookServices | None = None,
     ) -> None:
         self._flow_config = config.selfservice.flows.settings
-        self.life = FlowLifecycle("settings", config, self._flow_config, store)
+        self.life = FlowLifecycle("settings", config, self._flow_config, store, web_hooks)
         self._strategies = tuple(strategies)
         self._sessions = sessions
         self._assurance = assurance
@@ -164,6 +166,7 @@ class SettingsFlows:
         flow = self._new(
             flow_type, identity, request_url=request_url, return_to=checked, csrf_token=client.csrf_token
         )
+        await self.life.web_hooks.before(flow, client)
         await self.life.store.save(flow)
         return ShowFlow(flow)
 
@@ -223,7 +226,10 @@ class SettingsFlows:
                 self._audit.emit(event, client, identity_id=identity.id, flow_id=flow.id)
             else:
                 self._audit.emit(event, client, identity_id=identity.id, method=kind, flow_id=flow.id)
-        return await self._finish(flow, update, used, session)
+        outcome = await self._finish(flow, update, used, session)
+        if isinstance(outcome, Completed):
+            await self.life.web_hooks.after(flow, used, client, identity=update.identity, session=session)
+        return outcome
 
     async def _update(
         self, flow: Flow, body: Mapping[str, Any], ctx: SettingsContext

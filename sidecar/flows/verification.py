@@ -46,6 +46,7 @@ class VerificationFlows(ChallengeFlows[VerificationStrategy]):
         self.ensure_enabled()
         checked = self.life.check_return_to(return_to)
         flow = self.build(flow_type, request_url=request_url, return_to=checked, csrf_token=client.csrf_token)
+        await self.life.web_hooks.before(flow, client)
         await self.life.store.save(flow)
         return ShowFlow(flow)
 
@@ -57,6 +58,9 @@ class VerificationFlows(ChallengeFlows[VerificationStrategy]):
         flow.ui.nodes = [*keep, continue_node(href)]
         nodes.clear_messages(flow.ui.nodes)
         await self.life.store.save(flow)
+        await self.life.web_hooks.after(
+            flow, flow.active or self.flow_config.use, client, identity=passed.identity
+        )
         self.audit.emit(
             "verification.completed",
             client,

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from sidecar.config.model import parse_duration
+from sidecar.config.durations import parse_duration
 from sidecar.rules.analysis import analyse
 from sidecar.rules.model import (
     Level,

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from sidecar.config.durations import parse_duration
 from sidecar.config.loader import ConfigError, env_overrides, load_config
-from sidecar.config.model import parse_duration
 
 SECRET = {"secrets": {"cookie": ["a-secret-of-at-least-16-chars"]}}
 

@@ -22,7 +22,7 @@ from starlette.routing import Route
 from sidecar import errors
 from sidecar.api.body import read_json
 from sidecar.api.respond import json_response
-from sidecar.config.model import parse_duration
+from sidecar.config.durations import parse_duration
 from sidecar.flows.model import FlowType
 from sidecar.flows.recovery import AdminRecovery
 from sidecar.identity.model import Identity

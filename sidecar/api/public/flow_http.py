@@ -23,7 +23,7 @@ from sidecar.config.model import Config
 from sidecar.flows.form import FormBody
 from sidecar.flows.lifecycle import FlowLifecycle
 from sidecar.flows.model import Flow, flow_to_json
-from sidecar.flows.outcome import Client, FlowReplaced, ShowFlow
+from sidecar.flows.outcome import Client, FlowReplaced, RequestInfo, ShowFlow
 from sidecar.identity.model import Identity, utcnow
 from sidecar.metrics import Metrics
 from sidecar.security import csrf
@@ -174,6 +174,12 @@ class HttpContext:
             browser_markers=has_browser_markers(request),
             request_id=request.scope.get("sidecar.request_id"),
             trace_id=request.scope.get("sidecar.trace_id"),
+            request=RequestInfo(
+                method=request.method,
+                url=str(request.url),
+                headers=tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw),
+                cookies=tuple(request.cookies.items()),
+            ),
         )
 
     def origin(self, request: Request) -> RequestOrigin:

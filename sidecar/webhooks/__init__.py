@@ -1,0 +1,1 @@
+"""Kratos web hooks: calls to the operator's HTTP services around self-service flows."""

@@ -1,0 +1,269 @@
+"""One ``web_hook`` call, as Kratos' ``selfservice/hook/web_hook.go`` and ``request/builder.go`` make it.
+
+The body is the hook's Jsonnet called with ``ctx`` (the flow, the allowed request headers, method,
+URL and cookies, and the identity / session when there is one), in the same sandbox as the OIDC
+mappers; a snippet that ends in ``error 'cancel'`` skips the call. Headers, ``api_key`` (header or
+cookie) and ``basic_auth`` are applied; a JSON ``Content-Type`` is the default.
+
+The answer: 2xx is success; with ``response.parse`` a 200 body ``{"identity": {...}}`` may replace
+traits, metadata, state, addresses or ``external_id``; a 4xx/5xx from a ``parse``/``can_interrupt``
+hook with Kratos' ``{"messages": [{"instance_ptr", "messages": [{"id", "text", "type", "context"}]}]}``
+stops the flow with those messages; any other 4xx/5xx is Kratos' 502 "A third-party upstream service
+responded improperly"; a timeout is its 504.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+
+from sidecar import errors
+from sidecar.config.webhook import WebHookConfig
+from sidecar.security import jsonnet
+from sidecar.security.jsonnet import load_source
+
+log = logging.getLogger("sidecar.webhooks")
+
+DEFAULT_TIMEOUT = 30.0  # Kratos' webhook HTTP client timeout
+MAX_ANSWER = 5 << 20  # Kratos reads at most 5 MB of an answer
+BODY_TIMEOUT = 2.0
+# Kratos' clients.web_hook.header_allowlist default.
+DEFAULT_HEADER_ALLOWLIST = (
+    "Accept",
+    "Accept-Encoding",
+    "Accept-Language",
+    "Content-Length",
+    "Content-Type",
+    "Origin",
+    "Priority",
+    "Referer",
+    "Sec-Ch-Ua",
+    "Sec-Ch-Ua-Mobile",
+    "Sec-Ch-Ua-Platform",
+    "Sec-Fetch-Dest",
+    "Sec-Fetch-Mode",
+    "Sec-Fetch-Site",
+    "Sec-Fetch-User",
+    "True-Client-Ip",
+    "User-Agent",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HookMessage:
+    instance_ptr: str
+    messages: list[dict[str, Any]]
+
+
+class WebHookInterrupted(Exception):
+    """A ``parse``/``can_interrupt`` hook stopped the flow with Kratos' field messages."""
+
+    def __init__(self, found: list[HookMessage]) -> None:
+        super().__init__("a webhook target returned an error")
+        self.found = found
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedCall:
+    """What goes on the wire; the outbox stores exactly this for fire-and-forget hooks."""
+
+    method: str
+    url: str
+    headers: list[tuple[str, str]]
+    body: bytes | None
+    hook_id: str | None = None
+    timeout: float = DEFAULT_TIMEOUT
+
+
+@dataclass
+class CallResult:
+    identity_patch: dict[str, Any] | None = None
+    skipped: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class WebHookRunner:
+    def __init__(
+        self, client: httpx.AsyncClient, *, header_allowlist: Sequence[str] = DEFAULT_HEADER_ALLOWLIST
+    ) -> None:
+        self._client = client
+        self._allow = {h.lower() for h in header_allowlist}
+        self._bodies: dict[str, str] = {}
+
+    def context(
+        self,
+        flow: Mapping[str, Any],
+        request: Mapping[str, Any] | None,
+        *,
+        identity: Mapping[str, Any] | None = None,
+        session: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Kratos' ``templateContext``: request headers filtered by the allowlist."""
+        request = request or {}
+        headers: dict[str, list[str]] = {}
+        for name, value in request.get("headers", ()):
+            if name.lower() in self._allow:
+                headers.setdefault(_canonical(name), []).append(value)
+        ctx: dict[str, Any] = {
+            "flow": dict(flow),
+            "request_headers": headers,
+            "request_method": request.get("method", ""),
+            "request_url": request.get("url", ""),
+            "request_cookies": dict(request.get("cookies", {})),
+        }
+        if identity is not None:
+            ctx["identity"] = dict(identity)
+        if session is not None:
+            ctx["session"] = dict(session)
+        return ctx
+
+    async def prepare(self, hook: WebHookConfig, ctx: Mapping[str, Any]) -> PreparedCall | None:
+        """The request, or None when the body snippet cancelled the call."""
+        headers = {_canonical(k): v for k, v in hook.headers.items()}
+        headers.setdefault("Content-Type", "application/json")
+        cookies: list[str] = []
+        if hook.auth is not None:
+            cfg = hook.auth.config
+            if hook.auth.type == "basic_auth":
+                headers["Authorization"] = httpx.BasicAuth(cfg["user"], cfg["password"])._auth_header
+            elif cfg.get("in", "header") == "cookie":
+                cookies.append(f"{cfg['name']}={cfg['value']}")
+            else:
+                headers[_canonical(cfg["name"])] = cfg["value"]
+        body: bytes | None = None
+        if hook.method.upper() != "TRACE" and hook.body:
+            source = self._bodies.get(hook.body)
+            if source is None:
+                source = self._bodies[hook.body] = load_source(hook.body, "body")
+            try:
+                out = await jsonnet.evaluate(
+                    source, tla={"ctx": ctx}, timeout=BODY_TIMEOUT, name="body.jsonnet"
+                )
+            except jsonnet.JsonnetError as exc:
+                if "cancel" in str(exc):
+                    return None
+                raise errors.InternalError(reason=f"The web hook body Jsonnet failed: {exc}") from None
+            if headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
+                body = urlencode({k: str(v) for k, v in (out or {}).items()}).encode()
+            else:
+                body = json.dumps(out, separators=(",", ":")).encode()
+        if cookies:
+            headers["Cookie"] = "; ".join(cookies)
+        timeout = hook.timeout.total_seconds() if hook.timeout else DEFAULT_TIMEOUT
+        return PreparedCall(hook.method.upper(), hook.url, sorted(headers.items()), body, hook.id, timeout)
+
+    async def send(self, call: PreparedCall, extra_headers: Sequence[tuple[str, str]] = ()) -> httpx.Response:
+        """One attempt; transport failures become Kratos' 502, timeouts its 504."""
+        started = time.monotonic()
+        try:
+            response = await self._client.request(
+                call.method,
+                call.url,
+                headers=[*call.headers, *extra_headers],
+                content=call.body,
+                timeout=call.timeout,
+            )
+        except httpx.TimeoutException:
+            log.warning(
+                "web hook %s %s timed out after %.1fs", call.method, call.url, time.monotonic() - started
+            )
+            raise errors.GatewayTimeout(
+                reason="A third-party upstream service could not be reached. Please try again later."
+            ) from None
+        except httpx.HTTPError as exc:
+            log.warning("web hook %s %s failed: %s", call.method, call.url, type(exc).__name__)
+            raise errors.BadGateway(
+                reason="A third-party upstream service could not be reached. Please try again later."
+            ) from None
+        log.info(
+            "web hook %s %s answered %d in %.0f ms",
+            call.method,
+            call.url,
+            response.status_code,
+            (time.monotonic() - started) * 1000,
+        )
+        return response
+
+    async def call(self, hook: WebHookConfig, ctx: Mapping[str, Any]) -> CallResult:
+        """A synchronous hook (the flow waits): Kratos' ``execute`` without ``response.ignore``."""
+        prepared = await self.prepare(hook, ctx)
+        if prepared is None:
+            return CallResult(skipped=True)
+        response = await self.send(prepared)
+        body = response.content[:MAX_ANSWER]
+        if response.status_code >= 400:
+            if hook.interrupts:
+                raise WebHookInterrupted(_messages(body))
+            raise errors.BadGateway(
+                reason="A third-party upstream service responded improperly. Please try again later.",
+                details={"error": f"webhook failed with status code {response.status_code}"},
+            )
+        if hook.response.parse and response.status_code == 200:
+            return CallResult(identity_patch=_identity_patch(body))
+        return CallResult()
+
+
+def _canonical(name: str) -> str:
+    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
+
+
+def _messages(body: bytes) -> list[HookMessage]:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise errors.BadGateway(
+            reason="webhook response could not be unmarshalled properly from JSON"
+        ) from None
+    found = []
+    for entry in data.get("messages") or [] if isinstance(data, Mapping) else []:
+        if not isinstance(entry, Mapping):
+            continue
+        texts = []
+        for detail in entry.get("messages") or []:
+            if isinstance(detail, Mapping):
+                text: dict[str, Any] = {
+                    "id": int(detail.get("id") or 0),
+                    "text": str(detail.get("text") or ""),
+                    "type": "error" if detail.get("type") == "error" else "info",
+                }
+                if isinstance(detail.get("context"), Mapping):
+                    text["context"] = dict(detail["context"])
+                texts.append(text)
+        found.append(HookMessage(str(entry.get("instance_ptr") or "#/"), texts))
+    if not found:
+        raise errors.BadGateway(reason="error while parsing webhook response: got no validation errors")
+    return found
+
+
+_PATCHABLE = (
+    "traits",
+    "schema_id",
+    "state",
+    "verifiable_addresses",
+    "recovery_addresses",
+    "metadata_public",
+    "metadata_admin",
+)
+
+
+def _identity_patch(body: bytes) -> dict[str, Any] | None:
+    try:
+        data = json.loads(body) if body else {}
+    except ValueError:
+        raise errors.BadGateway(
+            reason="webhook response could not be unmarshalled properly from JSON"
+        ) from None
+    identity = data.get("identity") if isinstance(data, Mapping) else None
+    if not isinstance(identity, Mapping):
+        return None
+    patch = {k: identity[k] for k in _PATCHABLE if identity.get(k)}
+    if "external_id" in identity:
+        patch["external_id"] = identity["external_id"]
+    return patch
