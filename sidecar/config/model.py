@@ -19,7 +19,11 @@ from pydantic import (
     model_validator,
 )
 
-from sidecar.config.durations import ByteSize, Duration
+# Re-exported: other modules have always imported these from here.
+from sidecar.config.durations import ByteSize as ByteSize
+from sidecar.config.durations import Duration as Duration
+from sidecar.config.durations import parse_bytes as parse_bytes
+from sidecar.config.durations import parse_duration as parse_duration
 from sidecar.config.hooks import check_flow_hooks
 
 
