@@ -28,6 +28,10 @@ def _uuid(raw: str, what: str) -> uuid.UUID:
         raise errors.NotFound(f"There is no {what} with that id.") from None
 
 
+MAX_SHOWN = 50
+"""The newest sessions shown on the detail page; "revoke all" still reaches every one."""
+
+
 class SessionSection:
     def __init__(self, pages: Pages, sessions: SessionManager) -> None:
         self.pages = pages
@@ -44,6 +48,7 @@ class SessionSection:
             for m in s.authentication_methods:
                 if m.method not in last_used or m.completed_at > last_used[m.method]:
                     last_used[m.method] = m.completed_at
+        for s in found[:MAX_SHOWN]:
             device = s.devices[0] if s.devices else None
             rows.append(
                 {
@@ -57,7 +62,7 @@ class SessionSection:
                     "user_agent": device.user_agent if device else None,
                 }
             )
-        return {"sessions": rows, "last_used": last_used}
+        return {"sessions": rows, "sessions_hidden": max(len(found) - MAX_SHOWN, 0), "last_used": last_used}
 
     async def revoke(self, request: Request, signed_in: ConsoleSession, form: Form) -> Response:
         identity_id = _uuid(request.path_params["id"], "identity")

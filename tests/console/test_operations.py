@@ -213,3 +213,16 @@ async def test_step_two_pages_need_a_session(make_console: MakeConsole) -> None:
     for path in ("/console", "/console/courier", "/console/rules"):
         assert (await c.client.get(path)).status_code == 303, path
     assert (await c.client.post(f"/console/courier/{uuid.uuid4()}/retry", data={})).status_code == 401
+
+
+async def test_only_the_newest_sessions_are_listed(console: Console) -> None:
+    who = await make(console)
+    for _ in range(53):
+        await console.services.sessions.issue(who, "password")
+    page = await console.client.get(f"/console/identities/{who}")
+    assert page.text.count("data-session=") == 50
+    assert "3 older sessions are not shown." in page.text
+    r = await console.post(f"/console/identities/{who}/sessions/revoke-all")
+    assert r.status_code == 303
+    live = await console.services.sessions.list_for_identity(who, active_only=True)
+    assert live == []

@@ -39,7 +39,8 @@ rules:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+def site(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Proc]:
+    """Two workers sharing Redis: a console session made in one is honoured by the other."""
     tmp = tmp_path_factory.mktemp("console")
     (tmp / "rules.yaml").write_text(RULES)
     public_port, admin_port = ports()
@@ -49,6 +50,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
         admin_port,
         rules=[str(tmp / "rules.yaml")],
         session={"cache_ttl": "1s"},
+        redis={"url": redis_url, "key_prefix": f"sidecar-test:{uuid.uuid4().hex[:10]}:"},
         log={"format": "json", "level": "warning"},  # audit lines are written whatever the level
         # Nothing listens there: mail fails, so the courier view has a last error to show.
         courier={
@@ -64,7 +66,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
     config["serve"]["admin"]["api_key"] = KEY
     path = write_config(tmp / "sidecar.yaml", config)
     migrate(path, tmp)
-    with running(serve_argv(path), cwd=tmp, public_port=public_port, admin_port=admin_port) as proc:
+    with running(
+        serve_argv(path, "--workers", "2"), cwd=tmp, public_port=public_port, admin_port=admin_port
+    ) as proc:
         yield proc
 
 
