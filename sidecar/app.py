@@ -502,7 +502,9 @@ def build_console(services: Services) -> list[BaseRoute]:
     config = services.config
     admin = config.serve.admin
     auth = ConsoleAuth(services.kv, admin.api_key, admin.console.session_lifespan)
-    pages = Pages(auth, Audit(), admin.max_body_size)
+    # The admin listener trusts no forwarding header: the peer is the client (as for the admin API).
+    security = RequestAudit(services.audit, TrustedProxies.parse([]))
+    pages = Pages(auth, Audit(security), admin.max_body_size)
     sessions = SessionSection(pages, services.sessions)
     flows = services.selfservice.recovery
     recovery = (

@@ -60,7 +60,7 @@ class EventSpec:
 # Field meanings (docs/AUDIT.md): method = the Kratos method id (password, totp, code, oidc, ...);
 # aal = the session's assurance level after the fact; reason = a stable id (a Kratos UI message
 # id such as 4000006, or an error id), never free text a user typed; session_id and flow_id are
-# record ids, not tokens; actor = who did it (self, admin_api).
+# record ids, not tokens; actor = who did it (self, admin_api, console).
 EVENTS: dict[str, EventSpec] = {
     "login.succeeded": EventSpec(
         "A login flow completed: a session was issued, refreshed or raised to aal2.",

@@ -99,7 +99,7 @@ def configure_logging(config: LogConfig) -> None:
     for leaky in ("uvicorn.access", "httpx", "httpcore"):
         logging.getLogger(leaky).setLevel(logging.WARNING)
     # The console's audit lines (sidecar/console/audit.py) are written at any log level.
-    logging.getLogger("sidecar.audit").setLevel(logging.INFO)
+    logging.getLogger("sidecar.console.audit").setLevel(logging.INFO)
 
 
 # --- access log ---------------------------------------------------------------------------------

@@ -1,16 +1,25 @@
 """The console's audit trail: one log line per action, saying who did what to which identity.
 
-Lines go to the ``sidecar.audit`` logger, which ``configure_logging`` keeps at ``info`` whatever
-``log.level`` says: an operator may silence the access log, never the record of admin actions.
-In the JSON format each field is a key; in the text format the message carries them all.
+Lines go to the ``sidecar.console.audit`` logger, which ``configure_logging`` keeps at ``info``
+whatever ``log.level`` says: an operator may silence the access log, never the record of admin
+actions. In the JSON format each field is a key; in the text format the message carries them all.
+
+Changes to identities and sessions are also security audit events (``sidecar.audit``,
+``log.audit``), written exactly as the admin API writes them but with ``actor: console``, so one
+stream holds every change whichever door it came through.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
-log = logging.getLogger("sidecar.audit")
+from starlette.requests import Request
+
+from sidecar.api.origin import RequestAudit
+
+log = logging.getLogger("sidecar.console.audit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,8 +36,13 @@ class Actor:
 
 
 class Audit:
-    def __init__(self, logger: logging.Logger | None = None) -> None:
+    def __init__(self, security: RequestAudit | None = None, logger: logging.Logger | None = None) -> None:
         self._log = logger or log
+        self._security = security or RequestAudit.off()
+
+    def security(self, event: str, request: Request, *, identity_id: object, **fields: Any) -> None:
+        """A security audit event (``sidecar/audit.py``'s table) for a change made in the console."""
+        self._security.emit(event, request, identity_id=str(identity_id), actor="console", **fields)
 
     def record(
         self,

@@ -223,6 +223,7 @@ class IdentityPages:
             )
             return await self._detail(identity, signed_in, trait_errors=problems, posted=traits, status=400)
         audit.record(signed_in.actor, "identity.update_traits", identity_id=identity.id)
+        audit.security("identity.updated", request, identity_id=identity.id, operation="patch:traits")
         return self.pages.redirect(f"{identity_url(identity.id)}?done=traits#traits")
 
     async def update_state(self, request: Request, signed_in: ConsoleSession, form: Form) -> Response:
@@ -232,6 +233,9 @@ class IdentityPages:
             raise errors.BadRequest("state must be active or inactive")
         await self.manager.patch(identity_id, [{"op": "replace", "path": "/state", "value": state}])
         self.pages.audit.record(signed_in.actor, "identity.set_state", identity_id=identity_id, detail=state)
+        self.pages.audit.security(
+            "identity.updated", request, identity_id=identity_id, operation="patch:state"
+        )
         return self.pages.redirect(f"{identity_url(identity_id)}?done=state")
 
     async def update_metadata(self, request: Request, signed_in: ConsoleSession, form: Form) -> Response:
@@ -256,6 +260,9 @@ class IdentityPages:
             ops.append({"op": "add", "path": f"/{key}", "value": value})
         await self.manager.patch(identity.id, ops)
         self.pages.audit.record(signed_in.actor, "identity.update_metadata", identity_id=identity.id)
+        self.pages.audit.security(
+            "identity.updated", request, identity_id=identity.id, operation="patch:metadata"
+        )
         return self.pages.redirect(f"{identity_url(identity.id)}?done=metadata#metadata")
 
     async def delete_credential(self, request: Request, signed_in: ConsoleSession, form: Form) -> Response:
@@ -276,6 +283,9 @@ class IdentityPages:
         self.pages.audit.record(
             signed_in.actor, "identity.delete_credential", identity_id=identity_id, detail=kind
         )
+        self.pages.audit.security(
+            "identity.updated", request, identity_id=identity_id, operation=f"delete_credential:{kind}"
+        )
         return self.pages.redirect(f"{identity_url(identity_id)}?done=credential#credentials")
 
     # --- delete ---------------------------------------------------------------------------------
@@ -295,6 +305,7 @@ class IdentityPages:
             raise errors.BadRequest("Deleting needs the confirmation from the delete page.")
         await self.manager.delete(identity_id)
         self.pages.audit.record(signed_in.actor, "identity.delete", identity_id=identity_id)
+        self.pages.audit.security("identity.deleted", request, identity_id=identity_id)
         return self.pages.redirect(f"{PREFIX}/identities?done=deleted")
 
     # --- create ---------------------------------------------------------------------------------
@@ -356,6 +367,7 @@ class IdentityPages:
                 )
             else:
                 audit.record(signed_in.actor, "identity.create", identity_id=identity.id)
+                audit.security("identity.created", request, identity_id=identity.id)
                 return self.pages.redirect(f"{identity_url(identity.id)}?done=created")
         audit.record(signed_in.actor, "identity.create", result="refused", detail="invalid")
         general = [m for k, v in problems.items() if not k.startswith("traits.") for m in v]

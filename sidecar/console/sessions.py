@@ -73,6 +73,9 @@ class SessionSection:
         self.pages.audit.record(
             signed_in.actor, "session.revoke", identity_id=identity_id, detail=f"session {session.id}"
         )
+        self.pages.audit.security(
+            "session.revoked", request, identity_id=identity_id, session_id=str(session.id), count=1
+        )
         return self.pages.redirect(f"{identity_url(identity_id)}?done=session#sessions")
 
     async def revoke_all(self, request: Request, signed_in: ConsoleSession, form: Form) -> Response:
@@ -82,4 +85,5 @@ class SessionSection:
         self.pages.audit.record(
             signed_in.actor, "session.revoke_all", identity_id=identity_id, detail=f"{count} sessions"
         )
+        self.pages.audit.security("session.revoked", request, identity_id=identity_id, count=count)
         return self.pages.redirect(f"{identity_url(identity_id)}?done=sessions#sessions")

@@ -70,10 +70,14 @@ async def make_console(services_factory: Any, tmp_path: Path) -> AsyncIterator[M
 @pytest.fixture
 def audit(caplog: pytest.LogCaptureFixture) -> Callable[[], list[dict[str, Any]]]:
     """The audit lines written so far, as their structured fields."""
-    caplog.set_level(logging.INFO, logger="sidecar.audit")
+    caplog.set_level(logging.INFO, logger="sidecar.console.audit")
 
     def lines() -> list[dict[str, Any]]:
         keys = ("actor", "actor_via", "action", "identity_id", "result", "detail", "client_ip")
-        return [{k: getattr(r, k, None) for k in keys} for r in caplog.records if r.name == "sidecar.audit"]
+        return [
+            {k: getattr(r, k, None) for k in keys}
+            for r in caplog.records
+            if r.name == "sidecar.console.audit"
+        ]
 
     return lines

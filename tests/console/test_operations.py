@@ -226,3 +226,25 @@ async def test_only_the_newest_sessions_are_listed(console: Console) -> None:
     assert r.status_code == 303
     live = await console.services.sessions.list_for_identity(who, active_only=True)
     assert live == []
+
+
+async def test_changes_are_security_audit_events_too(make_console: MakeConsole, tmp_path: Path) -> None:
+    """The ``log.audit`` stream gets the console's changes as the admin API's, ``actor: console``."""
+    import json
+
+    stream = tmp_path / "audit.jsonl"
+    console = await make_console(log={"audit": {"enabled": True, "path": str(stream)}})
+    await console.sign_in()
+    who = await make(console)
+    issued = await console.services.sessions.issue(who, "password")
+    await console.post(f"/console/identities/{who}/traits", {"traits.email": "new@example.test"})
+    await console.post(f"/console/identities/{who}/sessions/{issued.session.id}/revoke")
+    await console.post(f"/console/identities/{who}/delete", {"confirm": str(who)})
+    events = [json.loads(line) for line in stream.read_text().splitlines()]
+    mine = [(e["event"], e.get("actor"), e.get("operation"), e["identity_id"]) for e in events]
+    assert mine == [
+        ("identity.updated", "console", "patch:traits", str(who)),
+        ("session.revoked", "console", None, str(who)),
+        ("identity.deleted", "console", None, str(who)),
+    ]
+    assert events[1]["session_id"] == str(issued.session.id) and events[0]["client_ip"] == "127.0.0.1"
