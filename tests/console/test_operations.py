@@ -248,3 +248,22 @@ async def test_changes_are_security_audit_events_too(make_console: MakeConsole, 
         ("identity.deleted", "console", None, str(who)),
     ]
     assert events[1]["session_id"] == str(issued.session.id) and events[0]["client_ip"] == "127.0.0.1"
+
+
+async def test_a_recovery_link_when_the_link_method_is_on(make_console: MakeConsole, tmp_path: Path) -> None:
+    console = await make_console(
+        selfservice={
+            "flows": {"recovery": {"enabled": True, "use": "link"}},
+            "methods": {"link": {"enabled": True}},
+        },
+    )
+    await console.sign_in()
+    who = await make(console)
+    page = await console.client.get(f"/console/identities/{who}")
+    assert "<option>code</option>" in page.text and "<option>link</option>" in page.text
+    made = await console.post(f"/console/identities/{who}/recovery", {"kind": "link"})
+    assert made.status_code == 200 and 'id="recovery-code"' not in made.text
+    link = html.unescape(re.search(r'id="recovery-link">([^<]+)<', made.text).group(1))  # type: ignore[union-attr]
+    assert re.fullmatch(
+        r"http://127\.0\.0\.1:4433/\.auth/self-service/recovery\?flow=[0-9a-f-]{36}&token=\S+", link
+    )
