@@ -6,6 +6,7 @@ import asyncio
 import socket
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -185,3 +186,29 @@ async def test_unreachable_postgres_is_service_unavailable() -> None:
             await db.kv.take("k")
     finally:
         await db.close()
+
+
+async def test_a_postgres_read_is_one_query_after_the_ping(postgres_dsn: str) -> None:
+    """No BEGIN/ROLLBACK around reads (two extra round trips each), a one-``;`` pool ping, and
+    writes still in a transaction (all or nothing, tested in the store contracts)."""
+    db = SqlDatabase(postgres_dsn)
+    await db.migrate()
+    identity = await db.identities.create(Identity(schema_id="default", traits={"email": "rt@example.test"}))
+    sent: list[str] = []  # what asyncpg sends outside prepared statements (not the SELECT itself)
+
+    def log(record: Any) -> None:
+        sent.append(" ".join(record.query.split()).upper())
+
+    @sa.event.listens_for(db.engine.sync_engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.driver_connection.add_query_logger(log)
+
+    await db.engine.dispose()  # new connections, each with the logger
+    assert await db.identities.get(identity.id) == identity  # a fresh connection: no ping
+    sent.clear()
+    assert await db.identities.get(identity.id) == identity  # from the pool: pinged first
+    assert sent == [";"]
+    sent.clear()
+    await db.identities.update(identity)
+    assert sent[0] == ";" and sent[1].startswith("BEGIN") and sent[-1].startswith("COMMIT"), sent
+    await db.close()

@@ -148,7 +148,13 @@ def create_engine(spec: EngineSpec) -> AsyncEngine:
     if spec.flavour == "postgresql":
         # Fail fast on an unreachable server instead of asyncpg's 60 s default; pre-ping drops
         # connections the server closed (restart, failover) before a request trips over them.
-        return create_async_engine(spec.url, pool_pre_ping=True, connect_args={"timeout": 5})
+        # Autocommit unless a writer asks for a transaction (``Connector``): a read is then its
+        # one statement, one round trip, where BEGIN and ROLLBACK around it cost two more (and a
+        # read transaction bought nothing: under READ COMMITTED each statement has its own
+        # snapshot), and the pre-ping is one ``;`` instead of BEGIN, ``;``, ROLLBACK.
+        return create_async_engine(
+            spec.url, pool_pre_ping=True, isolation_level="AUTOCOMMIT", connect_args={"timeout": 5}
+        )
     if spec.flavour == "sqlite-memory":
         engine = create_async_engine(
             spec.url, poolclass=StaticPool, connect_args={"check_same_thread": False}
@@ -221,7 +227,7 @@ class Connector:
         self._writer = (
             engine.execution_options(**{_BEGIN_OPTION: "BEGIN IMMEDIATE"})
             if flavour != "postgresql"
-            else engine
+            else engine.execution_options(isolation_level="READ COMMITTED")
         )
         self._lock: asyncio.Lock | None = None
 
@@ -250,6 +256,8 @@ class Connector:
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
+        """Statements that only read. On PostgreSQL each runs on its own (autocommit), so a
+        write here would stick: use ``write``. On SQLite they share one snapshot."""
         with translate_errors():
             async with self._gate(write=False), self.engine.connect() as conn:
                 yield conn
