@@ -1,6 +1,6 @@
 """The quickstart's demo upstream; it lives in the package so ``sidecar demo`` can run it.
 
-    python examples/demo_app.py --port 8080
+python examples/demo_app.py --port 8080
 """
 
 from sidecar.demo_app import app, main

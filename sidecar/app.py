@@ -117,7 +117,7 @@ from sidecar.strategies.registry import assurance as strategy_assurance
 from sidecar.strategies.registry import build_registry
 from sidecar.ui.api_client import PublicApiClient, in_process
 from sidecar.ui.pages import page_routes
-from sidecar.webhooks.background import BackgroundDispatcher
+from sidecar.webhooks.outbox import OutboxDispatcher, OutboxPolicy, OutboxWorker
 from sidecar.webhooks.runner import DEFAULT_HEADER_ALLOWLIST, WebHookRunner
 
 log = logging.getLogger("sidecar")
@@ -145,6 +145,8 @@ class Services:
     invalidation: Invalidation
     courier: Courier
     courier_worker: CourierWorker | None
+    outbox_worker: OutboxWorker | None
+    """Sends the web hook outbox (only when a ``web_hook`` has ``response.ignore``)."""
     readiness_checks: dict[str, Callable[[], Awaitable[None]]]
     monitor: StoreMonitor
     """Logs each store's outages and recoveries (``readiness_checks``, run in the background)."""
@@ -158,6 +160,7 @@ class Services:
     _shutting_down: bool = False
     _courier_task: asyncio.Task[None] | None = None
     _courier_stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _outbox_task: asyncio.Task[None] | None = None
     _monitor_task: asyncio.Task[None] | None = None
 
     def on_stop(self, close: Closer) -> None:
@@ -180,6 +183,8 @@ class Services:
         if self.courier_worker is not None:
             self._courier_stop = asyncio.Event()
             self._courier_task = asyncio.create_task(self.courier_worker.run(self._courier_stop))
+        if self.outbox_worker is not None:
+            self._outbox_task = asyncio.create_task(self.outbox_worker.run(self._courier_stop))
 
     async def stop(self) -> None:
         if self._monitor_task is not None:
@@ -193,6 +198,11 @@ class Services:
             self._courier_stop.set()
             await self._courier_task
             self._courier_task = None
+        if self.outbox_worker is not None and self._outbox_task is not None:
+            self._courier_stop.set()
+            await self._outbox_task
+            await self.outbox_worker.stop()
+            self._outbox_task = None
         for close in reversed(self._closers):
             try:
                 await close()
@@ -213,6 +223,24 @@ def _courier_queue_depth(store: CourierStore) -> Callable[[], Awaitable[int]]:
         return sum(n for status, n in counts.items() if status in ("queued", "processing"))
 
     return depth
+
+
+def outbox_policy(config: Config) -> OutboxPolicy:
+    hooks = config.webhooks
+    secret = hooks.signing_secret
+    if secret is None:  # only in --dev (config validation): sign with the cookie secret
+        log.warning(
+            "dev mode: webhooks.signing_secret is not set; outbox deliveries are signed with secrets.cookie"
+        )
+        secret = (config.secrets.cookie or config.secrets.default)[0]
+    return OutboxPolicy(
+        signing_secret=secret,
+        max_attempts=hooks.max_attempts,
+        initial_backoff=hooks.initial_backoff.total_seconds(),
+        max_backoff=hooks.max_backoff.total_seconds(),
+        interval=hooks.worker_interval.total_seconds(),
+        lease=hooks.lease.total_seconds(),
+    )
 
 
 def web_hook_header_allowlist(config: Config) -> tuple[str, ...]:
@@ -239,12 +267,9 @@ def build_flows(
     store = FlowStore(kv)
     hooks_client = httpx.AsyncClient(follow_redirects=False)
     runner = WebHookRunner(hooks_client, header_allowlist=web_hook_header_allowlist(config))
-    if dispatcher is None:
-        background = BackgroundDispatcher(runner)
-        dispatcher = background
-        closers_first: list[Closer] = [hooks_client.aclose, background.close]
-    else:
-        closers_first = [hooks_client.aclose]
+    if dispatcher is None and config.fire_and_forget_hooks():
+        raise ValueError("fire-and-forget web hooks need the outbox dispatcher")
+    closers_first: list[Closer] = [hooks_client.aclose]
     web_hooks = WebHookServices(runner, dispatcher)
     throttle = Throttle(kv, config.security.rate_limit)
     challenge = None
@@ -398,8 +423,14 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         courier=courier,
         addresses=ObservedAddresses(database.identities, sessions),
         audit=audit,
+        dispatcher=OutboxDispatcher(database.outbox),
     )
     closers += flow_closers
+    outbox_worker = None
+    if courier_worker and config.fire_and_forget_hooks():
+        outbox_client = httpx.AsyncClient(follow_redirects=False)
+        closers.append(outbox_client.aclose)
+        outbox_worker = OutboxWorker(database.outbox, WebHookRunner(outbox_client), outbox_policy(config))
     worker = (
         CourierWorker(database.courier, SmtpSender(config.courier.smtp), config.courier)
         if courier_worker
@@ -422,6 +453,7 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         invalidation=invalidation,
         courier=courier,
         courier_worker=worker,
+        outbox_worker=outbox_worker,
         readiness_checks=readiness,
         monitor=StoreMonitor(readiness, on_check=metrics.store_up),
         _closers=closers,
@@ -483,6 +515,7 @@ def create_admin_app(services: Services, *, manage_lifespan: bool = True) -> ASG
             public_base_url=config.public_base_url,
             max_body=config.serve.admin.max_body_size,
             audit=audit,
+            outbox=services.database.outbox,
         )
     ]
     console = config.serve.admin.console

@@ -992,6 +992,32 @@ class LogConfig(Model):
     """Sidecar-only: the longest a queued access-log line waits before it is written (nginx's ``flush=``)."""
 
 
+class WebhooksConfig(Model):
+    """Sidecar-only: the durable outbox for fire-and-forget web hooks (``response.ignore``)."""
+
+    signing_secret: str | None = None
+    """Key of the ``Webhook-Signature`` HMAC on every outbox delivery (16+ characters); required
+    once a ``web_hook`` has ``response.ignore``. README "Web hooks" shows how a receiver checks it."""
+    max_attempts: int = Field(10, ge=1, le=100)
+    """Attempts per delivery before it is ``dead`` (listed by ``/admin/webhooks/deliveries``)."""
+    initial_backoff: Duration = timedelta(seconds=1)
+    """The wait after the first failure; it doubles per failure (±20 % jitter)."""
+    max_backoff: Duration = timedelta(minutes=10)
+    """The longest wait between attempts."""
+    worker_interval: Duration = timedelta(seconds=1)
+    """How often an idle worker looks for due deliveries."""
+    lease: Duration = timedelta(seconds=45)
+    """How long a claimed delivery is a worker's; longer than any hook's ``timeout``, so no other
+    replica sends it meanwhile. A killed sidecar's delivery is sent again after it."""
+
+    @field_validator("signing_secret")
+    @classmethod
+    def _long_enough(cls, v: str | None) -> str | None:
+        if v is not None and len(v) < 16:
+            raise ValueError("must be at least 16 characters long")
+        return v
+
+
 class Config(Model):
     """The whole configuration. Build it with ``load_config``; never mutate it."""
 
@@ -1036,6 +1062,8 @@ class Config(Model):
     matches) or ``most_specific`` (the matching rule with the most specific path pattern). docs/RULES.md."""
     redis: RedisConfig | None = None
     """Sidecar-only: Redis for sessions, flows and counters. Absent: they live in the SQL database."""
+    webhooks: WebhooksConfig = WebhooksConfig()
+    """Sidecar-only: the durable outbox of fire-and-forget web hooks."""
     # Kratos sections we accept so an existing kratos.yml loads; not interpreted.
     organizations: list[Any] = []
     """Kratos' organizations; accepted so an existing kratos.yml loads, not used."""
@@ -1048,6 +1076,42 @@ class Config(Model):
     """Kratos' Hydra integration; accepted, not used."""
     tracing: Loose = Loose()
     """Kratos' tracing settings; accepted, not used."""
+
+    def fire_and_forget_hooks(self) -> list[dict[str, Any]]:
+        """The config of every ``web_hook`` with ``response.ignore`` (they use the outbox)."""
+        found = []
+        for name in type(self.selfservice.flows).model_fields:
+            flow = getattr(self.selfservice.flows, name)
+            before = getattr(flow, "before", None)
+            after = getattr(flow, "after", None)
+            hooks = list(before.hooks) if before is not None else []
+            if isinstance(after, AfterHooks):
+                hooks += after.hooks
+                for section in (after.model_extra or {}).values():
+                    if isinstance(section, dict):
+                        hooks += [Hook.model_validate(h) for h in section.get("hooks") or []]
+            for hook in hooks:
+                response = hook.config.get("response") if hook.hook == "web_hook" else None
+                if isinstance(response, dict) and response.get("ignore"):
+                    found.append(hook.config)
+        return found
+
+    @model_validator(mode="after")
+    def _outbox_ready(self) -> Config:
+        ignored = self.fire_and_forget_hooks()
+        if ignored and self.webhooks.signing_secret is None and not self.dev:
+            raise ValueError(
+                "webhooks.signing_secret: required when a web_hook has response.ignore (every outbox "
+                "delivery is signed with it)"
+            )
+        for hook in ignored:
+            timeout = parse_duration(hook.get("timeout") or 30)
+            if timeout >= self.webhooks.lease:
+                raise ValueError(
+                    f"webhooks.lease: must be longer than the timeout of web hook {hook.get('url')!r} "
+                    f"({timeout.total_seconds():g}s)"
+                )
+        return self
 
     @property
     def public_base_url(self) -> str:

@@ -30,6 +30,7 @@ TESTED_BY = {
     "examples/rules/format.yaml": "tests/docs/test_rules_examples.py",  # the real proxy
     "examples/rules/format.test.yaml": "tests/docs/test_rules_examples.py",  # sidecar rules test
     "examples/operations/observability.yaml": "tests/ops/test_audit.py",  # sidecar serve
+    "examples/webhook_receiver.py": "tests/webhooks/test_outbox.py",  # signed outbox deliveries
 }
 
 

@@ -11,12 +11,14 @@ from sidecar.api.admin.identities import IdentityHandlers, identity_routes
 from sidecar.api.admin.recovery import AdminRecoveryFlows, admin_recovery_routes
 from sidecar.api.admin.rules import rules_coverage_routes
 from sidecar.api.admin.sessions import FindIdentity, IdentityJson, admin_session_routes
+from sidecar.api.admin.webhooks import webhook_routes
 from sidecar.api.origin import RequestAudit
 from sidecar.api.pagination import PageTokens
 from sidecar.courier.store import CourierStore
 from sidecar.metrics import Metrics
 from sidecar.rules.holder import RulesHolder
 from sidecar.session.manager import SessionManager
+from sidecar.webhooks.outbox import OutboxStore
 
 
 def admin_routes(
@@ -36,6 +38,7 @@ def admin_routes(
     public_base_url: str,
     max_body: int,
     audit: RequestAudit,
+    outbox: OutboxStore,
 ) -> list[Route]:
     routes = identity_routes(identities, "")
     routes += health
@@ -52,4 +55,5 @@ def admin_routes(
     # courier_routes already answers on both /admin/courier/... and /courier/...
     routes += courier_routes(courier_store, courier_secret)
     routes += rules_coverage_routes(rules, metrics)
+    routes += webhook_routes(outbox)
     return [*routes, Route("/metrics", scrape, methods=["GET"])]

@@ -18,6 +18,7 @@ from sidecar.storage.sql.engine import Connector, create_engine, parse_dsn
 from sidecar.storage.sql.identities import SqlIdentityStore
 from sidecar.storage.sql.kv import SqlKeyValueStore
 from sidecar.storage.sql.sessions import SqlSessionStore
+from sidecar.storage.sql.webhook_outbox import SqlOutboxStore
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Arbitrary constant: every sidecar replica racing to migrate on start takes the same lock.
@@ -96,6 +97,7 @@ class SqlDatabase:
         self.sessions = SqlSessionStore(self._connector)
         self.kv = SqlKeyValueStore(self._connector)
         self.courier = SqlCourierStore(self._connector)
+        self.outbox = SqlOutboxStore(self._connector)
         self._script: tuple[str, frozenset[str]] | None = None
 
     async def migrate(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
