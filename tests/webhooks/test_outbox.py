@@ -48,6 +48,7 @@ def config_for(tmp: Path, dsn: str, hook_port: int, **webhooks: Any) -> tuple[Pa
         "max_backoff": "1s",
         "worker_interval": "100ms",
         "lease": "3s",
+        "max_attempts": 100,  # the receiver stays down for a while: nothing may die meanwhile
         **webhooks,
     }
     config["selfservice"]["flows"] = {
