@@ -802,6 +802,19 @@ class Courier(Model):
     ``email.body.txt``, ``email.body.html``); any file there replaces the bundled one."""
     worker_interval: Duration = timedelta(seconds=1)
     """How often the courier worker looks for queued messages."""
+    channels: list[Any] = []
+    """Kratos' extra courier channels (SMS through an HTTP ``request_config``): not supported yet,
+    so any channel stops the load; recovery and verification go by email."""
+
+    @field_validator("channels")
+    @classmethod
+    def _no_channels(cls, v: list[Any]) -> list[Any]:
+        if v:
+            raise ValueError(
+                "sidecar has no HTTP (SMS) courier channel yet; recovery and verification are sent "
+                "by email through courier.smtp"
+            )
+        return v
 
 
 class AccountEnumeration(Model):

@@ -302,3 +302,16 @@ def test_a_sqlite_option_sidecar_cannot_honour_stops_the_start(
     assert named in done.stderr and "dsn" in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
     assert not (tmp_path / "db.sqlite").exists()
+
+
+@pytest.mark.parametrize("kind", ["login", "registration"])
+def test_session_token_exchange_is_refused_by_name(server: Any, kind: str) -> None:
+    """Kratos (selfservice/flow/{login,registration}/handler.go) answers this parameter with a
+    ``session_token_exchange_code``; sidecar has no exchange yet and says so instead of ignoring it."""
+    r = httpx.get(
+        f"{server.public_url}/.auth/self-service/{kind}/api?return_session_token_exchange_code=true",
+        timeout=10,
+    )
+    assert r.status_code == 400
+    assert "return_session_token_exchange_code" in _error(r)["reason"]
+    assert httpx.get(f"{server.public_url}/.auth/self-service/{kind}/api", timeout=10).status_code == 200

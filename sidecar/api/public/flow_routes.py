@@ -85,6 +85,13 @@ def flow_routes(
         return response
 
     async def init_api(request: Request) -> Response:
+        if truthy(request.query_params.get("return_session_token_exchange_code")):
+            # Refused, not ignored: an app relying on the exchange would otherwise fail later
+            # and less clearly (README, compatibility).
+            raise errors.BadRequest(
+                reason="return_session_token_exchange_code is not supported by sidecar: native apps "
+                "finish social sign-in with the provider's id_token (method=oidc, id_token)."
+            )
         client = await ctx.client(request, cookie_session=False)
         outcome = await init("api", client, ctx.public_url(request), request.query_params)
         if isinstance(outcome, AlreadySignedIn):
