@@ -24,8 +24,8 @@ def test_no_5xx_and_every_response_matches_kratos_openapi(tmp_path: Path) -> Non
         seed=int(seed) if seed else None,
     )
     assert result.ok, result.summary() + "\n" + "\n".join(r.output[-6000:] for r in result.runs)
-    # Not a gate that passes by running nothing.
-    assert all(r.cases > 100 for r in result.runs), result.summary()
+    # Not a gate that passes by running nothing (a loaded machine runs fewer cases in the budget).
+    assert all(r.cases > 50 for r in result.runs), result.summary()
     assert {r.listener for r in result.runs} == {"public", "public-signed-in", "admin"}
 
 

@@ -123,9 +123,13 @@ async def test_verify_dummy_costs_like_a_real_verify(hasher: PasswordHasher) -> 
         await coro
         return time.perf_counter() - started
 
-    real = sorted([await timed(hasher.verify("wrong", encoded)) for _ in range(7)])[3]
-    dummy = sorted([await timed(hasher.verify_dummy("wrong")) for _ in range(7)])[3]
-    assert 0.5 < dummy / real < 2.0
+    # Interleaved pairs, so a burst of load elsewhere on the machine hits both sides alike.
+    ratios = []
+    for _ in range(9):
+        real = await timed(hasher.verify("wrong", encoded))
+        dummy = await timed(hasher.verify_dummy("wrong"))
+        ratios.append(dummy / real)
+    assert 0.5 < sorted(ratios)[4] < 2.0, ratios
 
 
 async def test_hashing_threads_run_niced() -> None:

@@ -78,13 +78,15 @@ def base_config(tmp: Path, public_port: int, admin_port: int, **extra: Any) -> d
     return config
 
 
-def wait_alive(admin_url: str, process: subprocess.Popen[bytes], log_path: Path, timeout: float = 60) -> None:
+def wait_alive(
+    admin_url: str, process: subprocess.Popen[bytes], log_path: Path, timeout: float = 120
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"sidecar exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{admin_url}/health/alive", timeout=1).status_code == 200:
+            if httpx.get(f"{admin_url}/health/alive", timeout=5).status_code == 200:
                 return
         time.sleep(0.2)
     raise AssertionError(f"sidecar did not come up in {timeout}s:\n{log_path.read_text()[-4000:]}")

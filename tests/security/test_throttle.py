@@ -66,14 +66,15 @@ async def test_the_delay_doubles_and_is_capped(kv: Any) -> None:
     t = throttle(kv, initial_delay="1s", max_delay="10s")
     assert [t.delay(i).total_seconds() for i in range(6)] == [1, 2, 4, 8, 10, 10]
     assert t.delay(10_000) == timedelta(seconds=10)
-    t = throttle(kv, free_failures=1, initial_delay="300ms")
-    assert await fail(t, "cy@example.test", A)  # sets a 300 ms gate (delay 0)
+    # Gates of seconds, not milliseconds: a loaded machine may take a second between two calls.
+    t = throttle(kv, free_failures=1, initial_delay="2s")
+    assert await fail(t, "cy@example.test", A)  # sets a 2 s gate (delay 0)
     assert not (await t.admit("login", identifier="cy@example.test", ip=A)).allowed
-    await asyncio.sleep(0.4)
-    assert await fail(t, "cy@example.test", A)  # sets a 600 ms gate (delay 1)
-    await asyncio.sleep(0.4)
+    await asyncio.sleep(2.2)
+    assert await fail(t, "cy@example.test", A)  # sets a 4 s gate (delay 1)
+    await asyncio.sleep(2.2)
     assert not (await t.admit("login", identifier="cy@example.test", ip=A)).allowed
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(2.2)
     assert (await t.admit("login", identifier="cy@example.test", ip=A)).allowed
 
 
