@@ -342,6 +342,7 @@ def build_flows(
         audit=audit,
         identifier_first=idfirst,
         web_hooks=web_hooks,
+        verify=verification.after_registration,
     )
     callbacks = (
         oidc_callbacks(config, oidc, kv, store, login, registration, settings) if oidc is not None else None

@@ -46,8 +46,6 @@ _NOT_HERE = {
 }
 # Kratos hooks sidecar does not run yet in a place Kratos allows them: refused, never ignored.
 NOT_YET: dict[tuple[str, str], str] = {
-    ("login", "verification"): "sidecar does not send verification messages on login",
-    ("login", "show_verification_ui"): "sidecar does not start verification on login",
     ("settings", "show_verification_ui"): "sidecar does not start verification from settings",
 }
 

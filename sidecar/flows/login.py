@@ -33,6 +33,9 @@ from sidecar.identity.model import Identity
 from sidecar.session.aal import Assurance, step_up_url
 from sidecar.session.manager import SessionManager
 
+SendVerification = Callable[[Identity, Flow], Awaitable[list[dict[str, Any]]]]
+"""Mails each unverified address of the identity; the ``show_verification_ui`` items."""
+
 AAL_LEVELS = ("aal1", "aal2")
 SECOND_FACTOR_METHODS = "aal2_methods"
 """``flow.internal`` key: the second factors the identity had set up when an aal2 flow began."""
@@ -51,7 +54,9 @@ class LoginFlows:
         audit: AuditLog | None = None,
         identifier_first: IdentifierFirst | None = None,
         web_hooks: WebHookServices | None = None,
+        verify: SendVerification | None = None,
     ) -> None:
+        self._verify = verify
         """``identifier_first``: given when ``login.style`` is ``identifier_first``."""
         self._identifier_first = identifier_first
         self.life = FlowLifecycle("login", config, config.selfservice.flows.login, store, web_hooks)
@@ -266,7 +271,16 @@ class LoginFlows:
         flow.ui.messages = []
         await self.life.store.save(flow)
         redirect = self.life.after_url(flow, method)
+        continue_with: list[dict[str, Any]] = []
+        hooks = self.life.hooks(method)
+        if "verification" in hooks and flow.requested_aal == "aal1" and self._verify is not None:
+            # Kratos selfservice/hook/verification.go ExecuteLoginPostHook: unverified addresses
+            # get a verification message and flow on an aal1 sign-in.
+            continue_with = await self._verify(identity, flow)
         if not self._assurance.satisfies(session, identity, self._required_aal):
             # The identity has a second factor: a first factor alone does not finish the sign-in.
             redirect = step_up_url(self.life.base_url, flow.return_to)
-        return Completed(flow, identity, redirect, session, token)
+        elif "show_verification_ui" in hooks:
+            # Kratos show_verification_ui.go: the browser goes to the verification flow.
+            redirect = next((c["flow"]["url"] for c in continue_with if c["flow"].get("url")), redirect)
+        return Completed(flow, identity, redirect, session, token, tuple(continue_with))

@@ -87,10 +87,10 @@ def flows(**sections: Any) -> dict[str, Any]:
             id="unknown-method-section",
         ),
         pytest.param(
-            flows(login={"after": {"hooks": [{"hook": "verification"}]}}),
-            "selfservice.flows.login",
-            "does not send verification messages on login",
-            id="verification-on-login",
+            flows(settings={"after": {"profile": {"hooks": [{"hook": "show_verification_ui"}]}}}),
+            "selfservice.flows.settings",
+            "does not start verification from settings",
+            id="show-verification-ui-in-settings",
         ),
     ],
 )

@@ -40,13 +40,18 @@ def login_routes(ctx: HttpContext, flows: LoginFlows, error_flows: ErrorFlows, m
             body: dict[str, Any] = {
                 "session": session,
                 "session_token": done.token,
-                "continue_with": [{"action": "set_ory_session_token", "ory_session_token": done.token}],
+                "continue_with": [
+                    {"action": "set_ory_session_token", "ory_session_token": done.token},
+                    *done.continue_with,
+                ],
             }
             return json_response(body, headers=NO_STORE)
         response: Response
         if json_req:
             redirect = {"action": "redirect_browser_to", "redirect_browser_to": done.redirect_to}
-            response = json_response({"session": session, "continue_with": [redirect]}, headers=NO_STORE)
+            response = json_response(
+                {"session": session, "continue_with": [*done.continue_with, redirect]}, headers=NO_STORE
+            )
         else:
             response = see_other(done.redirect_to)
         ctx.set_session_cookie(response, done.token, done.session)

@@ -12,6 +12,7 @@ from tests.api.public.helpers import (
     api_flow,
     browser_flow,
     login_api,
+    login_browser,
     message_ids,
     node_value,
     register_api,
@@ -107,3 +108,32 @@ async def test_verification_disabled(harness_factory: HarnessFactory) -> None:
     error = r.json()["error"]
     assert r.status_code == 400 and "id" not in error
     assert error["reason"] == "Verification is not allowed because it was disabled."
+
+
+@pytest.mark.parametrize("show", [False, True], ids=["verification", "verification+show_verification_ui"])
+async def test_login_hooks_verification_and_show_verification_ui(
+    harness_factory: HarnessFactory, show: bool
+) -> None:
+    """Kratos ``selfservice/hook/verification.go`` (ExecuteLoginPostHook, aal1 only) and
+    ``show_verification_ui.go`` as login after-hooks: an unverified address gets a new
+    verification message and flow; the browser is sent to it when ``show_verification_ui`` is on."""
+    hooks = [{"hook": "verification"}] + ([{"hook": "show_verification_ui"}] if show else [])
+    h = await harness_factory(
+        selfservice={"flows": {"verification": {"enabled": True}, "login": {"after": {"hooks": hooks}}}}
+    )
+    email = f"login-verify-{int(show)}@example.test"
+    assert (await register_api(h.new_client(), email)).status_code == 200
+    before = len(await h.services.database.courier.list(page_size=10, recipient=email))
+    r = await login_api(h.new_client(), email)
+    assert r.status_code == 200, r.text
+    [item] = [c for c in r.json()["continue_with"] if c["action"] == "show_verification_ui"]
+    assert item["flow"]["verifiable_address"] == email
+    assert len(await h.services.database.courier.list(page_size=10, recipient=email)) == before + 1
+
+    browser = h.new_client()
+    done = await login_browser(browser, email)
+    assert done.status_code == 200, done.text
+    actions = {c["action"]: c for c in done.json()["continue_with"]}
+    assert "show_verification_ui" in actions
+    target = actions["redirect_browser_to"]["redirect_browser_to"]
+    assert target.startswith(f"{PUBLIC}/ui/verification?flow=") == show
