@@ -115,6 +115,7 @@ from sidecar.strategies.oidc.callback import oidc_callbacks
 from sidecar.strategies.oidc.providers import form_action_origins as oidc_origins
 from sidecar.strategies.registry import assurance as strategy_assurance
 from sidecar.strategies.registry import build_registry
+from sidecar.tracing import Tracing
 from sidecar.ui.api_client import PublicApiClient, in_process
 from sidecar.ui.pages import page_routes
 from sidecar.webhooks.outbox import OutboxDispatcher, OutboxPolicy, OutboxWorker
@@ -152,6 +153,8 @@ class Services:
     """Logs each store's outages and recoveries (``readiness_checks``, run in the background)."""
     rules: RulesHolder
     """The access rules; loaded by ``create_public_app``, counted per rule for coverage."""
+    tracing: Tracing
+    """OpenTelemetry spans (``tracing``); off unless ``provider: otel``."""
     audit: AuditLog
     """Security audit events (``log.audit``); flows and the session and admin endpoints write them."""
     tokenizer: SessionTokenizer
@@ -361,8 +364,10 @@ def build_flows(
 
 
 def build_services(config: Config, *, courier_worker: bool = True) -> Services:
+    tracing = Tracing(config.tracing)
     database = SqlDatabase(config.dsn)
-    closers: list[Closer] = [database.close]
+    # Closers run last-registered first: the exporter flushes after everything else has stopped.
+    closers: list[Closer] = [tracing.shutdown, database.close]
     readiness: dict[str, Callable[[], Awaitable[None]]] = {"database": database.ping}
     session_store: SessionStore
     kv: KeyValueStore
@@ -374,7 +379,7 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         readiness["redis"] = kv.ping
     else:
         session_store, kv = database.sessions, database.kv
-    hasher = PasswordHasher(config.hashers)
+    hasher = PasswordHasher(config.hashers, tracing=tracing)
     closers.append(hasher.close)
     # Loaded by create_public_app (a bad rule file fails the start there); the admin API and the
     # metrics read its coverage counts.
@@ -393,6 +398,7 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         ttl=config.session.cache_ttl,
         on_lookup=metrics.session_cache,
         available_aal=assurance.available_aal,
+        tracing=tracing,
     )
     invalidation = create_invalidation(
         kv, resolver, redis_client, prefix=config.redis.key_prefix if config.redis else ""
@@ -411,6 +417,7 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
             else None
         ),
         login_hints=config.selfservice.flows.registration.login_hints,
+        tracing=tracing,
     )
     courier = Courier(database.courier, Templates(config.courier.template_override_path))
     audit = AuditLog(config.log.audit.path if config.log.audit.enabled else None)
@@ -433,7 +440,7 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         closers.append(outbox_client.aclose)
         outbox_worker = OutboxWorker(database.outbox, WebHookRunner(outbox_client), outbox_policy(config))
     worker = (
-        CourierWorker(database.courier, SmtpSender(config.courier.smtp), config.courier)
+        CourierWorker(database.courier, SmtpSender(config.courier.smtp), config.courier, tracing=tracing)
         if courier_worker
         else None
     )
@@ -460,6 +467,7 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         _closers=closers,
         rules=rules,
         audit=audit,
+        tracing=tracing,
         tokenizer=SessionTokenizer(config.session.whoami.tokenizer.templates, issuer=config.public_base_url),
     )
 
@@ -667,6 +675,7 @@ def create_public_app(services: Services, *, manage_lifespan: bool = True, gatew
         metrics=services.metrics,
         invalidation=services.invalidation,
         whoami=WhoamiEndpoint(whoami, config.session.cookie.name, cors=cors.enabled),
+        tracing=services.tracing,
     )
     services.on_stop(public.stop)  # registered last, so stopped before the pools it uses
     return public
@@ -693,6 +702,7 @@ def build_gateway(
     upstream: Upstream | None = None,
     websockets: WebSocketConnector | None = None,
     whoami: WhoamiEndpoint | None = None,
+    tracing: Tracing | None = None,
 ) -> Gateway:
     """The access path around ``public_app``, over loaded ``rules``; connects to nothing until a
     request is proxied. ``upstream`` and ``websockets`` default to the configured clients."""
@@ -707,7 +717,7 @@ def build_gateway(
         )
     trusted = TrustedProxies.parse(config.serve.public.trusted_proxies)
     paths = OwnPaths(config.serve.public.prefix, reject_parameters=proxy.reject_path_parameters)
-    access = Access(config, resolver, rules, metrics)
+    access = Access(config, resolver, rules, metrics, tracing)
     identity = IdentityHeaders(proxy, rules, signer)
     denials = Denials(config.public_base_url)
     upstream_base = proxy.upstream.rstrip("/") if proxy.upstream else None
@@ -748,6 +758,7 @@ def build_gateway(
         invalidation=invalidation,
         metrics=metrics,
         whoami=whoami,
+        tracing=tracing,
     )
 
 
@@ -768,6 +779,7 @@ def wrap_apps(services: Services, public: Any, admin: Any) -> tuple[Any, Any]:
     options: dict[str, Any] = {
         "trusted": trusted,
         "metrics": services.metrics,
+        "tracing": services.tracing,
         "text": config.log.format == "text",
         "enabled": enabled,
         "write": write,

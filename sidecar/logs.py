@@ -16,7 +16,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 from sidecar.config.model import LogConfig
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
     from sidecar.metrics import Metrics
+    from sidecar.tracing import Tracing
 
 _LEVELS = {
     "trace": logging.DEBUG,
@@ -113,6 +116,7 @@ def configure_logging(config: LogConfig) -> None:
 #   scope["sidecar.identity_id"]  the signed-in identity's id
 # Never put tokens, cookies, passwords, codes or query strings there: they are written verbatim.
 
+UNTRACED = ("health", "metrics")
 REQUEST_ID_HEADER = b"x-request-id"
 _REQUEST_ID_OK = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
 TRACEPARENT_HEADER = b"traceparent"
@@ -202,10 +206,13 @@ class AccessLog:
         classify: Callable[[str], str] | None = None,
         leak_sensitive_values: bool = False,
         write: Callable[[str], None] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         """``write`` takes each line (``BufferedLineWriter.write`` in ``sidecar serve``: no I/O on
         the event loop); without it, lines go straight to ``stream`` (default ``sys.stderr``)."""
         self.app = app
+        # None when off: the request pays one ``is None`` test for tracing.
+        self.tracing = tracing if tracing is not None and tracing.enabled else None
         # Kratos' log.leak_sensitive_values: the query string and every request header (cookies,
         # tokens) go into the line. Off, nothing secret is ever written.
         self.leak = leak_sensitive_values
@@ -232,6 +239,7 @@ class AccessLog:
         rid = request_id.encode()
         scope["sidecar.request_id"] = request_id
         state = [0, 0]  # status, body bytes
+        span = self._open_span(scope, request_id) if self.tracing is not None else None
 
         async def send_wrapper(message: Any) -> None:
             mtype = message["type"]
@@ -258,6 +266,53 @@ class AccessLog:
             raise
         finally:
             self._finish(scope, state[0], state[1], time.perf_counter() - started, request_id)
+            if span is not None:
+                self._close_span(span, scope, state[0])
+
+    def _open_span(self, scope: Any, request_id: str) -> tuple[Span, object] | None:
+        """The request's SERVER span, continuing a trusted proxy's trace; none for health and
+        metrics (scraped every few seconds, they would drown the traces that matter)."""
+        tracing = self.tracing
+        path = scope["path"]
+        if tracing is None:
+            return None
+        if scope["type"] != "http" or self.classify(path) in UNTRACED:
+            return None
+        client = scope.get("client")
+        span, token = tracing.start_request(
+            f"{scope['method']} {self.listener}",
+            scope.pop("sidecar.traceparent", None),
+            {
+                "http.request.method": scope["method"],
+                "url.path": path,
+                "url.scheme": scope.get("scheme", "http"),
+                "client.address": client[0] if client else None,
+                "sidecar.listener": self.listener,
+                "sidecar.request_id": request_id,
+            },
+        )
+        scope["sidecar.trace_id"] = tracing.trace_id(span)
+        return span, token
+
+    def _close_span(self, opened: tuple[Span, object], scope: Any, status: int) -> None:
+        tracing = self.tracing
+        if tracing is None:
+            return
+        span, token = opened
+        # The request's own path: a decision endpoint's ``sidecar.path`` is the original URI it judged.
+        route_class = scope.get("sidecar.route_class") or self.classify(scope["path"])
+        span.update_name(f"{scope['method']} {route_class}")
+        tracing.finish_request(
+            span,
+            token,
+            status or 500,
+            {
+                "sidecar.route_class": route_class,
+                "sidecar.rule": scope.get("sidecar.rule"),
+                "sidecar.decision": scope.get("sidecar.decision"),
+                "enduser.id": scope.get("sidecar.identity_id"),
+            },
+        )
 
     def _request_id(self, scope: Any) -> str:
         headers = scope["headers"]
@@ -273,6 +328,7 @@ class AccessLog:
             trace_id = trace_id_of(traceparent)
             if trace_id is not None:
                 scope["sidecar.trace_id"] = trace_id
+                scope["sidecar.traceparent"] = traceparent
         if incoming is not None:
             if _REQUEST_ID_OK.fullmatch(incoming) and self.trusted(client[0] if client else None):
                 return str(incoming.decode("ascii"))

@@ -7,6 +7,7 @@ keys, so a typo fails at start with its key path. Durations accept Kratos' Go sy
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -1031,6 +1032,75 @@ class WebhooksConfig(Model):
         return v
 
 
+class OtlpSampling(Model):
+    sampling_ratio: float = Field(1.0, ge=0.0, le=1.0)
+    """The share of new traces recorded (0 to 1; Kratos' key). A trace a trusted proxy started
+    keeps that proxy's sampling decision."""
+
+
+class OtlpProvider(Model):
+    server_url: str | None = None
+    """Where spans go, as Kratos has it: ``host:port`` of an OTLP/HTTP receiver (the exporter posts
+    to ``/v1/traces`` there), e.g. ``otel-collector:4318``."""
+    insecure: bool = False
+    """Plain HTTP to the receiver (Kratos' key); HTTPS when false."""
+    sampling: OtlpSampling = OtlpSampling()
+    """Sampling of new traces."""
+    authorization_header: str | None = None
+    """Sent as the ``Authorization`` header of each export (Kratos' key)."""
+
+    @field_validator("server_url")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}", value):
+            raise ValueError(f"expected host:port (as Kratos), e.g. otel-collector:4318; got {value!r}")
+        return value
+
+
+class TracingProviders(Model):
+    otlp: OtlpProvider = OtlpProvider()
+    """The OTLP/HTTP exporter (``provider: otel``)."""
+    jaeger: Loose = Loose()
+    """Kratos' Jaeger settings; accepted so a kratos.yml loads, but ``provider: jaeger`` is refused
+    (send OTLP: Jaeger receives it on port 4318)."""
+    zipkin: Loose = Loose()
+    """Kratos' Zipkin settings; accepted, ``provider: zipkin`` is refused (use ``otel``)."""
+
+
+class TracingConfig(Model):
+    provider: str | None = None
+    """``otel`` turns tracing on (OpenTelemetry over OTLP/HTTP to ``providers.otlp.server_url``);
+    absent or empty: off, at no cost. Kratos' ``jaeger`` and ``zipkin`` are refused by name."""
+    service_name: str = "sidecar"
+    """``service.name`` of every span (Kratos' key)."""
+    deployment_environment: str | None = None
+    """``deployment.environment`` of every span (Kratos' key)."""
+    providers: TracingProviders = TracingProviders()
+    """Exporter settings, by provider."""
+
+    @field_validator("provider")
+    @classmethod
+    def _supported(cls, value: str | None) -> str | None:
+        if value in (None, "", "otel"):
+            return value or None
+        raise ValueError(
+            f"tracing provider {value!r} is not supported: use 'otel' (OTLP/HTTP; Jaeger, Zipkin's "
+            "collectors and the OpenTelemetry Collector all receive it)"
+        )
+
+    @model_validator(mode="after")
+    def _has_receiver(self) -> TracingConfig:
+        if self.provider == "otel" and not self.providers.otlp.server_url:
+            raise ValueError(
+                "provider 'otel' needs providers.otlp.server_url (host:port of an OTLP/HTTP receiver)"
+            )
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.provider == "otel"
+
+
 class Config(Model):
     """The whole configuration. Build it with ``load_config``; never mutate it."""
 
@@ -1087,8 +1157,8 @@ class Config(Model):
     """Kratos' cipher settings; accepted, not used (see ``secrets.cipher``)."""
     oauth2_provider: Loose = Loose()
     """Kratos' Hydra integration; accepted, not used."""
-    tracing: Loose = Loose()
-    """Kratos' tracing settings; accepted, not used."""
+    tracing: TracingConfig = TracingConfig()
+    """OpenTelemetry tracing (Kratos' ``tracing`` keys); off unless ``provider: otel``."""
 
     def fire_and_forget_hooks(self) -> list[dict[str, Any]]:
         """The config of every ``web_hook`` with ``response.ignore`` (they use the outbox)."""

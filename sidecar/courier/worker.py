@@ -21,6 +21,7 @@ from sidecar.courier.model import Message, utcnow
 from sidecar.courier.sender import PermanentDeliveryError, Sender
 from sidecar.courier.store import CourierStore
 from sidecar.errors import ServiceUnavailable
+from sidecar.tracing import Tracing
 
 log = logging.getLogger("sidecar.courier")
 
@@ -44,6 +45,7 @@ class CourierWorker:
         backoff_base: timedelta = timedelta(seconds=1),
         backoff_cap: timedelta = timedelta(minutes=10),
         clock: Callable[[], datetime] = utcnow,
+        tracing: Tracing | None = None,
     ) -> None:
         if lease <= send_timeout:
             raise ValueError("the courier lease must outlast one send, or two workers could send a message")
@@ -57,6 +59,7 @@ class CourierWorker:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self._clock = clock
+        self._tracing = tracing or Tracing.off()
         self._stopping = asyncio.Event()
         self._busy = asyncio.Lock()
 
@@ -90,11 +93,21 @@ class CourierWorker:
             return attempted
 
     async def _attempt(self, message: Message) -> None:
-        try:
-            await asyncio.wait_for(self.sender.send(message), self.send_timeout.total_seconds())
-        except Exception as exc:
-            await self._failed(message, exc)
-            return
+        attrs = {
+            "sidecar.courier.message_id": str(message.id),
+            "sidecar.courier.template": message.template_type,
+        }
+        with self._tracing.span("sidecar.courier.send", attrs) as span:
+            try:
+                await asyncio.wait_for(self.sender.send(message), self.send_timeout.total_seconds())
+            except Exception as exc:
+                if span is not None:
+                    span.set_attribute("sidecar.courier.result", "failed")
+                    span.set_attribute("error.type", type(exc).__name__)
+                await self._failed(message, exc)
+                return
+            if span is not None:
+                span.set_attribute("sidecar.courier.result", "sent")
         if not await self.store.mark_sent(message.id, self.worker_id):
             log.warning("courier message %s was sent after its lease was taken over", message.id)
 

@@ -24,6 +24,7 @@ import bcrypt
 from sidecar import errors
 from sidecar.config.model import Hashers
 from sidecar.hashing import formats
+from sidecar.tracing import Tracing
 
 T = TypeVar("T")
 
@@ -58,8 +59,9 @@ def _thread_priority(priority: str) -> Callable[[], None]:
 class PasswordHasher:
     """Hashes and verifies passwords per ``hashers.*`` (Kratos' ``hash.Hasher``)."""
 
-    def __init__(self, config: Hashers) -> None:
+    def __init__(self, config: Hashers, *, tracing: Tracing | None = None) -> None:
         self._config = config
+        self._tracing = tracing or Tracing.off()
         workers = config.max_concurrent or os.cpu_count() or 1
         self._pool = ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="hasher", initializer=_thread_priority(config.priority)
@@ -113,18 +115,22 @@ class PasswordHasher:
     async def hash(self, password: str) -> str:
         """A new hash of ``password`` with the configured algorithm and parameters."""
         data = password.encode()
-        return await self._run(lambda: self._hash_sync(data))
+        with self._tracing.span("sidecar.password.hash", {"sidecar.hash.algorithm": self._config.algorithm}):
+            return await self._run(lambda: self._hash_sync(data))
 
     async def verify(self, password: str, encoded: str) -> bool:
         """True when ``password`` matches ``encoded`` (any supported format); never raises."""
-        return await self._run(lambda: formats.verify(password, encoded))
+        with self._tracing.span("sidecar.password.verify", {"sidecar.hash.operation": "verify"}):
+            return await self._run(lambda: formats.verify(password, encoded))
 
     async def verify_dummy(self, password: str) -> None:
         """Spend the time of a real ``verify`` so unknown identifiers cannot be told apart."""
         if self._dummy is None:
             self._dummy = await self.hash(secrets.token_urlsafe(16))
         dummy = self._dummy
-        await self._run(lambda: formats.verify(password, dummy))
+        # Named as a real verification: a trace must not tell unknown identifiers apart either.
+        with self._tracing.span("sidecar.password.verify", {"sidecar.hash.operation": "verify"}):
+            await self._run(lambda: formats.verify(password, dummy))
 
     def needs_rehash(self, encoded: str) -> bool:
         """True when ``encoded`` is not a hash the configured hasher would write today."""

@@ -39,6 +39,7 @@ from sidecar.identity.model import (
 from sidecar.identity.store import IdentityStore
 from sidecar.schema.registry import IdentitySchema, SchemaRegistry
 from sidecar.security.identifiers import normalize_identifier
+from sidecar.tracing import Tracing
 
 log = logging.getLogger("sidecar.identity")
 
@@ -94,9 +95,12 @@ class IdentityManager:
         observer: IdentityObserver | None = None,
         failed_check_delay: tuple[float, float] | None = None,
         login_hints: bool = False,
+        *,
+        tracing: Tracing | None = None,
     ) -> None:
         self._login_hints = login_hints
         self._store = store
+        self._tracing = tracing or Tracing.off()
         self._schemas = schemas
         self._hasher = hasher
         self._observer = observer or _Unobserved()
@@ -105,7 +109,10 @@ class IdentityManager:
     # --- reads --------------------------------------------------------------------------------
 
     async def get(self, identity_id: uuid.UUID) -> Identity:
-        identity = await self._store.get(identity_id)
+        with self._tracing.span("sidecar.identity.load") as span:
+            identity = await self._store.get(identity_id)
+            if span is not None:
+                span.set_attribute("sidecar.identity.found", identity is not None)
         if identity is None:
             raise errors.NotFound("Unable to locate the resource")
         return identity

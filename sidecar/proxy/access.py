@@ -20,6 +20,7 @@ from sidecar.rules.decision import Verdict, judge
 from sidecar.rules.holder import RulesHolder
 from sidecar.rules.model import Rule
 from sidecar.session.resolver import ResolvedSession, SessionResolver
+from sidecar.tracing import Tracing
 
 
 @dataclass(slots=True)
@@ -89,8 +90,10 @@ class Access:
         resolver: SessionResolver,
         rules: RulesHolder,
         metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.metrics = metrics
+        self.tracing = tracing if tracing is not None and tracing.enabled else None
         self.resolver = resolver
         self.rules = rules
         self.cookie_name = config.session.cookie.name.encode()
@@ -120,7 +123,13 @@ class Access:
 
     async def _check(self, method: str, host: str, path: str, facts: RequestFacts) -> Outcome:
         ruleset = self.rules.current
-        rule = ruleset.match(method, host, path)
+        if self.tracing is None:
+            rule = ruleset.match(method, host, path)
+        else:
+            with self.tracing.span("sidecar.rules.match") as span:
+                rule = ruleset.match(method, host, path)
+                if span is not None:
+                    span.set_attribute("sidecar.rule", rule.id if rule is not None else "-")
         if rule is None:
             return Outcome(Verdict.FORBIDDEN, None, None, facts.api, "no rule matched (default deny)")
         ruleset.hits[rule.position] += 1  # coverage: a list slot, no label lookup or lock

@@ -33,6 +33,9 @@ from sidecar.rules.holder import RulesHolder
 from sidecar.rules.model import normalise_host
 from sidecar.security.trusted_proxies import TrustedProxies
 from sidecar.session.invalidation import Invalidation
+from sidecar.tracing import Tracing
+
+TRACE_HEADERS = (b"traceparent", b"tracestate")
 
 
 def framing(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, bool]:
@@ -75,9 +78,11 @@ class Gateway:
         invalidation: Invalidation | None = None,
         metrics: Metrics | None = None,
         whoami: WhoamiEndpoint | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.public_app = public_app
         self.whoami = whoami
+        self.tracing = tracing if tracing is not None and tracing.enabled else None
         self.paths = paths
         self.access = access
         self.identity = identity
@@ -229,15 +234,37 @@ class Gateway:
         upstream_headers = rewrite_request_headers_raw(headers, ctx, identity.render(outcome))
         query = scope.get("query_string", b"")
         target = path.encode() + b"?" + query if query else path.encode()
-        await forward_http(
-            self.upstream,
-            method,
-            base,
-            target,
-            upstream_headers,
-            has_body,
-            receive,
-            send,
-            request_id=scope.get("sidecar.request_id"),
-            metrics=self.metrics,
-        )
+        tracing = self.tracing
+        if tracing is None:
+            await forward_http(
+                self.upstream,
+                method,
+                base,
+                target,
+                upstream_headers,
+                has_body,
+                receive,
+                send,
+                request_id=scope.get("sidecar.request_id"),
+                metrics=self.metrics,
+            )
+            return
+        attrs = {"http.request.method": method, "server.address": base.partition("://")[2]}
+        with tracing.span("sidecar.upstream", attrs, client=True):
+            # The app joins our trace: the upstream span is its parent, whatever the client sent.
+            traceparent = tracing.inject()
+            upstream_headers = [(k, v) for k, v in upstream_headers if k.lower() not in TRACE_HEADERS]
+            if traceparent is not None:
+                upstream_headers.append((b"traceparent", traceparent))
+            await forward_http(
+                self.upstream,
+                method,
+                base,
+                target,
+                upstream_headers,
+                has_body,
+                receive,
+                send,
+                request_id=scope.get("sidecar.request_id"),
+                metrics=self.metrics,
+            )

@@ -25,6 +25,7 @@ from sidecar.security.emails import InvalidEmail, canonical_email
 from sidecar.security.tokens import digest
 from sidecar.session.model import Session
 from sidecar.session.store import SessionStore
+from sidecar.tracing import Tracing
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,9 +139,13 @@ class SessionResolver:
         monotonic: Callable[[], float] = time.monotonic,
         on_lookup: Callable[[bool], None] | None = None,
         available_aal: Callable[[Identity], str] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         """``available_aal``: the level an identity can reach (``Assurance.available_aal``);
-        without it every identity counts as aal1 at most."""
+        without it every identity counts as aal1 at most. ``tracing``: spans for resolution,
+        the store and the identity load (none, and no cost, when off)."""
+        self.tracing = tracing if tracing is not None and tracing.enabled else None
+        self._spans = tracing or Tracing.off()
         self.sessions = sessions
         self.on_lookup = on_lookup  # called with True on a cache hit, False on a miss (metrics)
         self.identities = identities
@@ -162,6 +167,20 @@ class SessionResolver:
         self._epoch = 0
 
     async def resolve(self, token: str) -> ResolvedSession | None:
+        if self.tracing is None:
+            return await self._resolve(token)
+        with self.tracing.span("sidecar.session.resolve") as span:
+            entry = self._cache.get(digest(token))
+            hit = entry is not None and entry.until > self.monotonic()
+            if span is not None:
+                span.set_attribute("sidecar.session.cache", "hit" if hit else "miss")
+            value = await self._resolve(token)
+            if value is not None and span is not None:
+                span.set_attribute("sidecar.session.id", str(value.session_id))
+                span.set_attribute("enduser.id", str(value.identity_id))
+            return value
+
+    async def _resolve(self, token: str) -> ResolvedSession | None:
         key = digest(token)
         entry = self._cache.get(key)
         if entry is not None:
@@ -197,7 +216,8 @@ class SessionResolver:
 
     async def _load(self, key: str) -> ResolvedSession | None:
         try:
-            session = await self.sessions.get_by_token(key)
+            with self._spans.span("sidecar.session.store"):
+                session = await self.sessions.get_by_token(key)
             if session is None or not session.is_valid(self.clock()):
                 return None
             identity = await self._identity(session.identity_id)
@@ -216,7 +236,10 @@ class SessionResolver:
         if hit is not None and hit[1] > now:
             return hit[0]
         epoch = self._epoch
-        identity = await self.identities.get(identity_id)
+        with self._spans.span("sidecar.identity.load") as span:
+            identity = await self.identities.get(identity_id)
+            if span is not None:
+                span.set_attribute("sidecar.identity.found", identity is not None)
         if epoch == self._epoch and self.identity_ttl > 0:
             self._identities[identity_id] = (identity, now + self.identity_ttl)
             self._identities.move_to_end(identity_id)

@@ -29,7 +29,7 @@ TESTED_BY = {
     "k8s/ingress-nginx/ingress.yaml": "tests/ops/test_k8s.py",  # schema-validated manifests
     "examples/rules/format.yaml": "tests/docs/test_rules_examples.py",  # the real proxy
     "examples/rules/format.test.yaml": "tests/docs/test_rules_examples.py",  # sidecar rules test
-    "examples/operations/observability.yaml": "tests/ops/test_audit.py",  # sidecar serve
+    "examples/operations/observability.yaml": "tests/ops/test_tracing.py",  # sidecar serve, OTLP
     "examples/webhook_receiver.py": "tests/webhooks/test_outbox.py",  # signed outbox deliveries
 }
 
