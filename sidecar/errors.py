@@ -245,9 +245,20 @@ class BadGateway(SidecarError):
     default_message = "The upstream service could not be reached"
 
 
+RETRY_AFTER_SECONDS = 3
+"""What a 503 tells clients to wait: about one Redis failover or PostgreSQL restart
+(docs/SCALING.md, measured)."""
+
+
 class ServiceUnavailable(SidecarError):
     code = 503
     default_message = "A required backend is unavailable, please retry later"
+
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        # A store outage is transient: tell clients (and nginx, browsers, SDK retries) when to
+        # come back instead of leaving them to hammer a recovering backend.
+        self.headers.setdefault("Retry-After", str(RETRY_AFTER_SECONDS))
 
 
 class GatewayTimeout(SidecarError):

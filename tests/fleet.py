@@ -31,6 +31,7 @@ RULES = """
 version: 1
 rules:
   - {id: app, match: {paths: ["/app/**"]}, require: authenticated}
+  - {id: slow, match: {paths: ["/slow"]}, require: authenticated}
   - {id: public, match: {paths: ["/public/**"]}, require: public}
 """
 
@@ -138,8 +139,10 @@ def nginx_block(replicas: list[Replica]) -> Any:
     )
 
     def block(port: int) -> str:
-        # A replica that is shutting down refuses connections: nginx tries the next one
-        # (safe methods only, as nginx does by default).
+        # A replica that is shutting down refuses connections: nginx tries the next one (safe
+        # methods only, as nginx does by default). Not on 503: in a store outage every replica
+        # answers 503, and counting those as failures (max_fails) would mark all of them down
+        # and turn the sidecar's 503 + Retry-After into nginx's bare 502.
         return f"""
   upstream sidecars {{
 {servers}
@@ -150,7 +153,7 @@ def nginx_block(replicas: list[Replica]) -> Any:
       proxy_pass http://sidecars;
       proxy_set_header Host $http_host;
       proxy_set_header X-Forwarded-For $remote_addr;
-      proxy_next_upstream error timeout http_502 http_503;
+      proxy_next_upstream error timeout;
       proxy_next_upstream_tries 3;
       proxy_connect_timeout 2s;
     }}
@@ -174,7 +177,7 @@ def fleet(
             common = {
                 "dsn": dsn,
                 "redis": redis,
-                "proxy": {"upstream": upstream.url},
+                "proxy": {"upstream": upstream.url, **shared.pop("proxy", {})},
                 "courier": {"smtp": {"connection_uri": smtp.uri}, "worker_interval": "100ms"},
                 **shared,
             }

@@ -27,8 +27,9 @@ class KeyValueStore(Protocol):
         """Set only if absent (atomic); True when this call set it."""
         ...
 
-    async def incr(self, key: str, ttl: timedelta) -> int:
-        """Atomically add one; the first increment starts the TTL window. Returns the new count."""
+    async def incr(self, key: str, ttl: timedelta, by: int = 1) -> int:
+        """Atomically add ``by`` (one; -1 takes an increment back); the first increment starts the
+        TTL window. Returns the new count."""
         ...
 
     async def ttl(self, key: str) -> timedelta | None:

@@ -52,6 +52,7 @@ async def send_error(
     head: bool = False,
 ) -> None:
     headers = [JSON, NO_STORE, *(extra or [])]
+    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()]
     if request_id:
         headers.append((b"x-request-id", request_id.encode()))
     await send_response(send, exc.code, headers, error_body(exc, request_id), head=head)

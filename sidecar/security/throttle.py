@@ -29,6 +29,7 @@ Identifiers are stored as digests of their canonical form, never in clear.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import math
@@ -36,6 +37,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sidecar.config.model import RateLimit
+from sidecar.errors import ServiceUnavailable
 from sidecar.kv.store import KeyValueStore
 from sidecar.security.identifiers import normalize_identifier
 
@@ -145,6 +147,17 @@ class Throttle:
         for counter, _, on_admission in self._keys(scope, identifier, ip):
             if not on_admission:
                 await self._kv.incr(counter, self._config.failure_window)
+
+    async def abandoned(self, scope: str, *, identifier: str | None, ip: str | None) -> None:
+        """The credential could not be checked (a store was down): take back what ``admit``
+        counted, so an outage never pushes a user toward the throttle. Best effort: with the
+        store still down this fails too, and the count expires with its window."""
+        if not self._config.enabled:
+            return
+        for counter, _, on_admission in self._keys(scope, identifier, ip):
+            if on_admission:
+                with contextlib.suppress(ServiceUnavailable):
+                    await self._kv.incr(counter, self._config.failure_window, by=-1)
 
     async def succeeded(self, scope: str, *, identifier: str | None, ip: str | None) -> None:
         """The credential was right: this IP's and the identifier-wide failures are forgotten (a

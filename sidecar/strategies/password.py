@@ -135,7 +135,11 @@ class PasswordStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
             raise rate_limited(verdict.retry_after)
         identity = None
         if len(password) <= self._policy.max_password_length:
-            identity = await self._identities.authenticate_password(identifier, password)
+            try:
+                identity = await self._identities.authenticate_password(identifier, password)
+            except errors.ServiceUnavailable:
+                await self._throttle.abandoned("login", identifier=identifier, ip=client.ip)
+                raise
         if identity is None:
             await self._throttle.failed("login", identifier=identifier, ip=client.ip)
             raise FlowInvalid([messages.invalid_credentials()], values=kept)

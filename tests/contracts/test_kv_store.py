@@ -85,6 +85,13 @@ async def test_concurrent_incr_counts_every_call_and_resets_after_window(kv: Key
     assert await kv.incr("hits", window) == 1
 
 
+async def test_incr_by_a_step_and_back(kv: KeyValueStore) -> None:
+    assert await kv.incr("steps", HOUR) == 1
+    assert await kv.incr("steps", HOUR, by=5) == 6
+    assert await kv.incr("steps", HOUR, by=-1) == 5
+    assert await kv.get("steps") == b"5"
+
+
 async def test_ping_answers_only_when_the_store_does(
     kv: KeyValueStore, down_backend: SqlDatabase | RedisBackend
 ) -> None:

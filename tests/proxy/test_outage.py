@@ -40,6 +40,7 @@ async def test_redis_outage_fails_closed_and_recovers(tmp_path: Path) -> None:
             status, headers, body = get(port, "/private/x", auth)
             assert status == 503, body
             assert json.loads(body)["error"]["code"] == 503 and headers["x-request-id"]
+            assert headers["retry-after"] == "3"  # a transient outage says when to come back
             browser = {**auth, "Accept": "text/html", "Sec-Fetch-Mode": "navigate"}
             assert get(port, "/private/x", browser)[0] == 503  # never a login redirect: no logout
             assert get(port, "/public/x")[0] == 200

@@ -41,6 +41,17 @@ async def test_successes_never_count(kv: Any) -> None:
         await t.succeeded("login", identifier="ann@example.test", ip=A)
 
 
+async def test_attempts_a_store_outage_left_unjudged_never_count(kv: Any) -> None:
+    """admit() counts the attempt; when the credential check then meets a 503 the count is
+    taken back, so an outage never throttles the user who retries through it."""
+    t = throttle(kv, free_failures=2, per_identifier=2, per_ip=2)
+    for _ in range(10):
+        assert (await t.admit("login", identifier="bob@example.test", ip=A)).allowed
+        await t.abandoned("login", identifier="bob@example.test", ip=A)
+    assert await fail(t, "bob@example.test", A)  # the free failures are all still there
+    assert await fail(t, "bob@example.test", A)
+
+
 async def test_failures_delay_the_guesser_but_not_the_owner_elsewhere(kv: Any) -> None:
     t = throttle(kv, free_failures=3, per_identifier=100, per_ip=100)
     assert [await fail(t, "ann@example.test", A) for _ in range(4)] == [True, True, True, False]

@@ -212,3 +212,33 @@ async def test_a_postgres_read_is_one_query_after_the_ping(postgres_dsn: str) ->
     await db.identities.update(identity)
     assert sent[0] == ";" and sent[1].startswith("BEGIN") and sent[-1].startswith("COMMIT"), sent
     await db.close()
+
+
+class _PgError(Exception):
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(f"sqlstate {sqlstate}")
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "unavailable"),
+    [
+        ("57P03", True),  # cannot_connect_now: "the database system is shutting down"
+        ("57P01", True),  # admin_shutdown
+        ("08006", True),  # connection_failure
+        ("53300", True),  # too_many_connections
+        ("42P01", False),  # undefined_table: a bug, not an outage
+    ],
+)
+def test_server_side_outages_are_service_unavailable(sqlstate: str, unavailable: bool) -> None:
+    """What PostgreSQL answers while it restarts reaches sidecar as a plain DBAPIError; it must be
+    a 503 (seen as 500s in the fault test before)."""
+    import sqlalchemy as sa
+
+    from sidecar.errors import ServiceUnavailable
+    from sidecar.storage.sql.engine import translate_errors
+
+    wrapped = sa.exc.DBAPIError("SELECT 1", {}, _PgError(sqlstate))
+    expected = ServiceUnavailable if unavailable else sa.exc.DBAPIError
+    with pytest.raises(expected), translate_errors():
+        raise wrapped

@@ -11,7 +11,7 @@ from sidecar.storage.redis.client import as_bytes, milliseconds, translate_error
 # INCR and the window's expiry in one step: a crash between the two commands would otherwise
 # leave a counter without TTL, rate-limiting its key forever.
 _INCR = """
-local count = redis.call('INCR', KEYS[1])
+local count = redis.call('INCRBY', KEYS[1], ARGV[2])
 if count == 1 or redis.call('PTTL', KEYS[1]) < 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
 end
@@ -55,9 +55,9 @@ class RedisKeyValueStore:
         with translate_errors():
             return bool(await self._client.set(self._key(key), value, px=_px(ttl), nx=True))
 
-    async def incr(self, key: str, ttl: timedelta) -> int:
+    async def incr(self, key: str, ttl: timedelta, by: int = 1) -> int:
         with translate_errors():
-            return int(await self._incr(keys=[self._key(key)], args=[_px(ttl)]))
+            return int(await self._incr(keys=[self._key(key)], args=[_px(ttl), by]))
 
     async def ttl(self, key: str) -> timedelta | None:
         with translate_errors():

@@ -207,9 +207,27 @@ def translate_errors(conflict: ConflictMessage = Conflict.default_message) -> It
         log.debug("database unavailable: %s", type(exc).__name__)  # the store monitor logs outages
         raise ServiceUnavailable("the database is unavailable") from exc
     except sa.exc.DBAPIError as exc:
-        if exc.connection_invalidated:
+        if exc.connection_invalidated or _server_unavailable(exc):
             raise ServiceUnavailable("the database connection was lost") from exc
         raise
+
+
+# SQLSTATE classes that mean "the server cannot serve now", not "this statement is wrong":
+# 08 connection exception, 53 insufficient resources (too many connections), 57 operator
+# intervention (admin/crash shutdown, "the database system is shutting down / starting up").
+_UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57")
+
+
+def _server_unavailable(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        state = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
+        if isinstance(state, str) and state[:2] in _UNAVAILABLE_SQLSTATE_CLASSES:
+            return True
+        current = getattr(current, "orig", None) or current.__cause__
+    return False
 
 
 class Connector:

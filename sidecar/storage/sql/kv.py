@@ -88,14 +88,16 @@ class SqlKeyValueStore:
             await self._purger.maybe_purge(conn, now)
         return added
 
-    async def incr(self, key: str, ttl: timedelta) -> int:
+    async def incr(self, key: str, ttl: timedelta, by: int = 1) -> int:
         now = datetime.now(UTC)
         expired = kv.c.expires_at <= now
-        stmt = upsert(self._db.dialect, kv).values(key=key, value=b"1", counter=1, expires_at=now + ttl)
+        stmt = upsert(self._db.dialect, kv).values(
+            key=key, value=str(by).encode(), counter=by, expires_at=now + ttl
+        )
         stmt = stmt.on_conflict_do_update(
             index_elements=[kv.c.key],
             set_={
-                "counter": sa.case((expired, 1), else_=kv.c.counter + 1),
+                "counter": sa.case((expired, by), else_=kv.c.counter + by),
                 "expires_at": sa.case((expired, stmt.excluded.expires_at), else_=kv.c.expires_at),
             },
         ).returning(kv.c.counter)
