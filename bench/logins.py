@@ -2,7 +2,9 @@
 
 ``python bench/logins.py BASE_URL EMAIL PASSWORD --concurrency 20 --duration 12``; prints one JSON
 line with the number of completed logins and failures. Each login costs the sidecar one argon2id
-verification in its hashing thread pool.
+verification in its hashing thread pool. Loop ``i`` signs in as ``EMAIL`` with ``-i`` before the
+``@`` (``storm-3@example.com``), so with as many users as loops no brute-force counter is shared:
+a storm of many users, not one user guessing in parallel.
 """
 
 from __future__ import annotations
@@ -16,9 +18,16 @@ from typing import Any
 import aiohttp
 
 
-async def one_loop(session: aiohttp.ClientSession, args: argparse.Namespace, stats: dict[str, Any]) -> None:
+def user(email: str, i: int) -> str:
+    local, _, domain = email.partition("@")
+    return f"{local}-{i}@{domain}"
+
+
+async def one_loop(
+    i: int, session: aiohttp.ClientSession, args: argparse.Namespace, stats: dict[str, Any]
+) -> None:
     deadline = time.monotonic() + args.duration
-    body = {"method": "password", "identifier": args.email, "password": args.password}
+    body = {"method": "password", "identifier": user(args.email, i), "password": args.password}
     while time.monotonic() < deadline:
         try:
             async with session.get(f"{args.base}/self-service/login/api") as r:
@@ -42,7 +51,7 @@ async def main(args: argparse.Namespace) -> None:
     stats: dict[str, Any] = {"ok": 0, "failed": 0}
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        await asyncio.gather(*(one_loop(session, args, stats) for _ in range(args.concurrency)))
+        await asyncio.gather(*(one_loop(i, session, args, stats) for i in range(args.concurrency)))
     print(json.dumps(stats), flush=True)
 
 
