@@ -806,7 +806,15 @@ def write_results(
         "- Server CPU µs/req: user + system CPU time of the server process and its threads and children",
         "  during the row, over the requests wrk completed; other load moves it far less than req/s.",
     ]
-    (ROOT / "bench" / "RESULTS.md").write_text("\n".join(lines) + "\n")
+    path = ROOT / "bench" / "RESULTS.md"
+    kept = ""
+    if path.exists():
+        # Sections other scripts own (bench/whoami.py --write) are kept, after this run's.
+        old = path.read_text()
+        start = old.find("\n## whoami")
+        if start >= 0:
+            kept = "\n" + old[start + 1 :]
+    path.write_text("\n".join(lines) + "\n" + kept)
 
 
 if __name__ == "__main__":

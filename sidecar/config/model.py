@@ -768,10 +768,10 @@ class Hashers(Model):
     """Sidecar-only: hashes that may wait for a free slot. Past that, a login, registration or password
     change is answered 503 with ``Retry-After: 1``, so a sign-up storm costs neither unbounded memory nor
     minutes-long waits."""
-    priority: Literal["idle", "low", "normal"] = "low"
-    """Sidecar-only: CPU priority of the hashing threads (Linux): ``idle`` (``SCHED_IDLE``: they run only
-    when nothing else on the core wants to), ``low`` (nice +10: the event loop wins the core, logins
-    still progress under a proxy flood), ``normal``."""
+    priority: Literal["idle", "low", "normal"] = "idle"
+    """Sidecar-only: CPU priority of the hashing threads (Linux): ``idle`` (``SCHED_IDLE``: the event loop
+    preempts them at once; in bench/ the decision's p99 during a login storm stayed within 2x of idle and
+    logins still progressed under a proxy flood), ``low`` (nice +10), ``normal``."""
 
 
 class Smtp(Model):
