@@ -32,6 +32,7 @@ from sidecar.api import respond
 from sidecar.api.admin.auth import AdminKey
 from sidecar.api.admin.courier import CourierPageTokens
 from sidecar.api.admin.identities import IdentityHandlers
+from sidecar.api.admin.organizations import OrganizationHandlers
 from sidecar.api.admin.routes import admin_routes
 from sidecar.api.cors_log import CorsDebugLog
 from sidecar.api.health import health_routes
@@ -80,6 +81,7 @@ from sidecar.kv.store import KeyValueStore
 from sidecar.line_writer import BufferedLineWriter
 from sidecar.logs import AccessLog, admin_route_classifier, public_route_classifier
 from sidecar.metrics import Metrics
+from sidecar.organization.manager import OrganizationManager
 from sidecar.proxy.access import Access
 from sidecar.proxy.aiohttp_client import AiohttpUpstream
 from sidecar.proxy.aiohttp_websocket import AiohttpWebSockets
@@ -138,6 +140,7 @@ class Services:
     hasher: PasswordHasher
     schemas: SchemaRegistry
     identities: IdentityManager
+    organizations: OrganizationManager
     assurance: Assurance
     metrics: Metrics
     sessions: SessionManager
@@ -418,7 +421,9 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         ),
         login_hints=config.selfservice.flows.registration.login_hints,
         tracing=tracing,
+        organizations=database.organizations,
     )
+    organizations = OrganizationManager(database.organizations)
     courier = Courier(database.courier, Templates(config.courier.template_override_path))
     audit = AuditLog(config.log.audit.path if config.log.audit.enabled else None)
     selfservice, flow_closers = build_flows(
@@ -453,6 +458,7 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         hasher=hasher,
         schemas=schemas,
         identities=identities,
+        organizations=organizations,
         assurance=assurance,
         metrics=metrics,
         sessions=sessions,
@@ -509,6 +515,11 @@ def create_admin_app(services: Services, *, manage_lifespan: bool = True) -> ASG
                 PageTokens.from_config(config, "identities"),
                 config.serve.admin.max_body_size,
                 audit,
+            ),
+            organizations=OrganizationHandlers(
+                services.organizations,
+                PageTokens.from_config(config, "organizations"),
+                config.serve.admin.max_body_size,
             ),
             sessions=services.sessions,
             find_identity=services.identity_store.get,

@@ -37,6 +37,7 @@ from sidecar.identity.model import (
     utcnow,
 )
 from sidecar.identity.store import IdentityStore
+from sidecar.organization.model import Organization
 from sidecar.schema.registry import IdentitySchema, SchemaRegistry
 from sidecar.security.identifiers import normalize_identifier
 from sidecar.tracing import Tracing
@@ -86,6 +87,12 @@ class _Unobserved:
         return None
 
 
+class OrganizationLookup(Protocol):
+    """Whether an organization exists (``OrganizationStore`` is one)."""
+
+    async def get(self, organization_id: uuid.UUID) -> Organization | None: ...
+
+
 class IdentityManager:
     def __init__(
         self,
@@ -97,7 +104,10 @@ class IdentityManager:
         login_hints: bool = False,
         *,
         tracing: Tracing | None = None,
+        organizations: OrganizationLookup | None = None,
     ) -> None:
+        """``organizations``: without it, ``organization_id`` is stored unchecked (tests)."""
+        self._organizations = organizations
         self._login_hints = login_hints
         self._store = store
         self._tracing = tracing or Tracing.off()
@@ -331,6 +341,16 @@ class IdentityManager:
         traits = dict(spec.traits)
         if spec.state not in ("active", "inactive"):
             raise errors.ValidationError(f"state must be active or inactive, not {spec.state!r}")
+        if (
+            spec.organization_id is not None
+            and self._organizations is not None
+            and (current is None or current.organization_id != spec.organization_id)
+            and await self._organizations.get(spec.organization_id) is None
+        ):
+            raise errors.BadRequest(
+                "organization_id: no organization has this id",
+                reason="organization_id: no organization has this id",
+            )
         now = utcnow()
         credentials = dict(current.credentials) if current else {}
         credentials.update(await self._imported_credentials(spec, credentials, schema, traits))

@@ -43,6 +43,7 @@ class IdentityStore(Protocol):
         after: uuid.UUID | None = None,
         ids: Sequence[uuid.UUID] | None = None,
         credentials_identifier: str | None = None,
+        organization_id: uuid.UUID | None = None,
     ) -> list[Identity]:
         """Identities ordered by id (keyset pagination: those with id > ``after``)."""
         ...

@@ -72,16 +72,25 @@ class IdentityHandlers:
             ids = [parse_uuid(i, "ids") for i in raw_ids]
             found = await self.store.list(page_size=MAX_IDS, ids=ids)
             return json_response([self._json(i, include) for i in found])
+        raw_org = q.get("organization_id")
+        if raw_org and identifier:
+            raise errors.BadRequest("the organization_id and credentials_identifier filters cannot be combined")
+        organization_id = parse_uuid(raw_org, "organization_id") if raw_org else None
         page_size = parse_page_size(q.get("page_size") or q.get("per_page"), default=250, maximum=MAX_PAGE)
         token = q.get("page_token")
         after = self.tokens.open(token) if token else None
         # One extra row tells whether a next page exists without a COUNT.
         rows = await self.store.list(
-            page_size=page_size + 1, after=after, credentials_identifier=identifier or None
+            page_size=page_size + 1,
+            after=after,
+            credentials_identifier=identifier or None,
+            organization_id=organization_id,
         )
         page, more = rows[:page_size], len(rows) > page_size
         next_token = self.tokens.seal(page[-1].id) if more and page else None
         params = {"credentials_identifier": identifier} if identifier else {}
+        if organization_id is not None:
+            params["organization_id"] = str(organization_id)
         headers = {"Link": link_header(request.url.path, params, page_size, next_token)}
         if next_token:
             headers["X-Next-Page-Token"] = next_token

@@ -8,6 +8,7 @@ from starlette.routing import Route
 
 from sidecar.api.admin.courier import courier_routes
 from sidecar.api.admin.identities import IdentityHandlers, identity_routes
+from sidecar.api.admin.organizations import OrganizationHandlers, organization_routes
 from sidecar.api.admin.recovery import AdminRecoveryFlows, admin_recovery_routes
 from sidecar.api.admin.rules import rules_coverage_routes
 from sidecar.api.admin.sessions import FindIdentity, IdentityJson, admin_session_routes
@@ -24,6 +25,7 @@ from sidecar.webhooks.outbox import OutboxStore
 def admin_routes(
     *,
     identities: IdentityHandlers,
+    organizations: OrganizationHandlers,
     sessions: SessionManager,
     find_identity: FindIdentity,
     identity_json: IdentityJson,
@@ -41,6 +43,7 @@ def admin_routes(
     outbox: OutboxStore,
 ) -> list[Route]:
     routes = identity_routes(identities, "")
+    routes += organization_routes(organizations)
     routes += health
     routes += admin_session_routes(
         sessions, find_identity, identity_json, session_tokens, admin_base_url, audit

@@ -17,6 +17,7 @@ from sidecar.storage.sql.courier_store import SqlCourierStore
 from sidecar.storage.sql.engine import Connector, create_engine, parse_dsn
 from sidecar.storage.sql.identities import SqlIdentityStore
 from sidecar.storage.sql.kv import SqlKeyValueStore
+from sidecar.storage.sql.organizations import SqlOrganizationStore
 from sidecar.storage.sql.sessions import SqlSessionStore
 from sidecar.storage.sql.webhook_outbox import SqlOutboxStore
 
@@ -98,6 +99,7 @@ class SqlDatabase:
         self.kv = SqlKeyValueStore(self._connector)
         self.courier = SqlCourierStore(self._connector)
         self.outbox = SqlOutboxStore(self._connector)
+        self.organizations = SqlOrganizationStore(self._connector)
         self._script: tuple[str, frozenset[str]] | None = None
 
     async def migrate(self) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -121,8 +121,11 @@ class SqlIdentityStore:
         after: uuid.UUID | None = None,
         ids: Sequence[uuid.UUID] | None = None,
         credentials_identifier: str | None = None,
+        organization_id: uuid.UUID | None = None,
     ) -> builtins.list[Identity]:
         where: builtins.list[sa.ColumnElement[bool]] = []
+        if organization_id is not None:
+            where.append(identities.c.organization_id == organization_id)
         if after is not None:
             where.append(identities.c.id > after)
         if ids is not None:

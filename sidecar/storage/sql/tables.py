@@ -69,7 +69,7 @@ identities = sa.Table(
     sa.Column("metadata_public", _json(), nullable=True),
     sa.Column("metadata_admin", _json(), nullable=True),
     sa.Column("external_id", sa.String(255), nullable=True),
-    sa.Column("organization_id", sa.Uuid, nullable=True),
+    sa.Column("organization_id", sa.Uuid, nullable=True, index=True),
     *_timestamps(),
     sa.UniqueConstraint("external_id", name="uq_identities_external_id"),
 )
@@ -148,4 +148,28 @@ kv = sa.Table(
     # Separate integer so ``incr`` is one atomic upsert; ``value`` mirrors it as ASCII like Redis.
     sa.Column("counter", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("expires_at", UtcDateTime, nullable=False, index=True),
+)
+
+# Organizations (migration 0004). Slugs and domains are unique: the database settles races.
+organizations = sa.Table(
+    "organizations",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("label", sa.String(255), nullable=False),
+    sa.Column("slug", sa.String(63), nullable=False),
+    *_timestamps(),
+    sa.UniqueConstraint("slug", name="uq_organizations_slug"),
+)
+
+organization_domains = sa.Table(
+    "organization_domains",
+    metadata,
+    sa.Column("domain", sa.String(253), primary_key=True),
+    sa.Column(
+        "organization_id",
+        sa.Uuid,
+        sa.ForeignKey("organizations.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
 )
