@@ -402,6 +402,7 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         on_lookup=metrics.session_cache,
         available_aal=assurance.available_aal,
         tracing=tracing,
+        organizations=database.organizations,
     )
     invalidation = create_invalidation(
         kv, resolver, redis_client, prefix=config.redis.key_prefix if config.redis else ""

@@ -49,7 +49,10 @@ _TEST_KEYS = {"rules", "rules_order", "identities", "tests"}
 _CASE_KEYS = {"name", "request", "expect"}
 _REQUEST_KEYS = {"method", "url", "identity", "client"}
 _EXPECT_KEYS = {"decision", "rule", "headers"}
-_IDENTITY_KEYS = {"id", "traits", "metadata_public", "aal", "verified", "available_aal", "schema_id"}
+_IDENTITY_KEYS = {
+    *("id", "traits", "metadata_public", "aal", "verified", "available_aal", "schema_id"),
+    *("organization_id", "organization"),
+}
 DEFAULT_HOST = "app.example.com"
 
 
@@ -115,6 +118,8 @@ def _session(raw: dict[str, Any], name: str) -> ResolvedSession:
         expires_at=now + timedelta(hours=1),
         authenticated_at=now,
         available_aal=str(raw.get("available_aal", aal)),
+        organization_id=uuid.UUID(str(raw["organization_id"])) if raw.get("organization_id") else None,
+        organization_slug=str(raw["organization"]) if raw.get("organization") else None,
     )
 
 

@@ -888,6 +888,8 @@ class IdentityHeaders(Model):
     """Header carrying the identity's email (from the ``email`` trait or the first email address)."""
     aal: str = "X-User-AAL"
     """Header carrying the session's assurance level (``aal1`` / ``aal2``)."""
+    organization: str = "X-User-Organization"
+    """Header carrying the id of the identity's organization (absent when it belongs to none)."""
 
 
 class JwtConfig(Model):

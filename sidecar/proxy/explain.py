@@ -62,6 +62,8 @@ def describe(rule: Rule) -> str:
         parts.append("a verified address")
     if req.roles is not None:
         parts.append(f"one of roles {sorted(req.roles)}")
+    if req.organizations is not None:
+        parts.append(f"a member of organization {sorted(req.organizations)}")
     parts += [f"trait {k} == {v!r}" for k, v in req.traits.items()]
     return ", ".join(parts)
 

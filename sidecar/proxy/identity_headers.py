@@ -34,6 +34,7 @@ class IdentityHeaders:
             names.id.lower().encode(),
             names.email.lower().encode(),
             names.aal.lower().encode(),
+            names.organization.lower().encode(),
         )
         self.global_templates: tuple[tuple[str, Template], ...] = tuple(
             (k, compile_template(v)) for k, v in config.headers.items()
@@ -76,6 +77,8 @@ class IdentityHeaders:
             ]
             if session.email and header_value_ok(session.email):
                 headers.append((self.base_names[1], session.email.encode()))
+            if session.organization_id is not None:
+                headers.append((self.base_names[3], str(session.organization_id).encode()))
             templates = self.global_templates + rule.headers
             if templates:
                 context = session.template_context()
@@ -110,5 +113,7 @@ class IdentityHeaders:
         }
         if session.email:
             claims["email"] = session.email
+        if session.organization_id is not None:
+            claims["organization_id"] = str(session.organization_id)
         token = signer.sign(claims, audience=audience, ttl=ttl, cache_key=str(session.session_id))
         return (b"Bearer " + token.encode()) if self.jwt_header == b"authorization" else token.encode()

@@ -41,6 +41,14 @@ class Subject(Protocol):
     @property
     def verified(self) -> bool: ...
 
+    @property
+    def organization_id(self) -> Any:
+        """The identity's organization id (a UUID), or None."""
+        ...
+
+    @property
+    def organization_slug(self) -> str | None: ...
+
 
 Judgement = tuple[Verdict, str, bool]
 """(verdict, reason, whether the answer carries the identity: False serves the request anonymously)."""
@@ -61,6 +69,8 @@ def judge(rule: Rule, subject: Subject, required_aal: str = "aal1") -> Judgement
         if req.level == "optional" and not req.has_conditions:
             return _ANONYMOUS
         return _STEP_UP
+    if req.organizations is not None and not _member(req.organizations, subject):
+        return (Verdict.FORBIDDEN, f"needs membership of organization {sorted(req.organizations)}", True)
     if req.roles is not None and not (req.roles & subject.roles):
         return (Verdict.FORBIDDEN, f"needs one of the roles {sorted(req.roles)}", True)
     for key, expected in req.traits.items():
@@ -71,3 +81,10 @@ def judge(rule: Rule, subject: Subject, required_aal: str = "aal1") -> Judgement
     if req.aal2 and subject.aal != "aal2":
         return (Verdict.STEP_UP, "needs aal2, session is " + subject.aal, True)
     return ALLOWED
+
+
+def _member(organizations: frozenset[str], subject: Subject) -> bool:
+    org = subject.organization_id
+    if org is None:
+        return False
+    return str(org) in organizations or (subject.organization_slug or "") in organizations

@@ -43,7 +43,7 @@ _RULE_KEYS = {
     "upstream",
 }
 _MATCH_KEYS = {"methods", "hosts", "paths"}
-_REQUIRE_KEYS = {"level", "aal", "verified", "roles", "traits"}
+_REQUIRE_KEYS = {"level", "aal", "verified", "roles", "traits", "organization"}
 _LINE = "__line__"
 _TEST_SUFFIXES = (".test.yaml", ".test.yml")
 
@@ -125,12 +125,23 @@ def _compile_requirement(raw: Any, where: str, rid: str, errs: _Collector) -> Re
     if "roles" in raw:
         lst = _str_list(raw["roles"], where, rid, "require.roles", errs)
         roles = frozenset(lst) if lst else None
+    organizations = None
+    if "organization" in raw:
+        lst = _str_list(raw["organization"], where, rid, "require.organization", errs)
+        organizations = frozenset(lst) if lst else None
     traits = raw.get("traits", {})
     if not isinstance(traits, dict):
         errs.add(where, rid, "require.traits", "expected a mapping of trait name to value")
         traits = {}
     traits = {k: v for k, v in traits.items() if k != _LINE}
-    req = Requirement(level, aal2=aal == "aal2", verified=verified is True, roles=roles, traits=traits)
+    req = Requirement(
+        level,
+        aal2=aal == "aal2",
+        verified=verified is True,
+        roles=roles,
+        traits=traits,
+        organizations=organizations,
+    )
     if req.has_conditions and level in ("public", "deny"):
         errs.add(where, rid, "require", f"conditions need level authenticated (or optional), not {level}")
     return req

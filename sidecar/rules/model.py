@@ -100,10 +100,18 @@ class Requirement:
     verified: bool = False
     roles: frozenset[str] | None = None
     traits: Mapping[str, Any] = field(default_factory=dict)
+    organizations: frozenset[str] | None = None
+    """Ids or slugs: the identity must belong to one of these organizations."""
 
     @property
     def has_conditions(self) -> bool:
-        return self.aal2 or self.verified or self.roles is not None or bool(self.traits)
+        return (
+            self.aal2
+            or self.verified
+            or self.roles is not None
+            or bool(self.traits)
+            or self.organizations is not None
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from typing import Any
 from sidecar import errors
 from sidecar.identity.model import Identity
 from sidecar.identity.store import IdentityStore
+from sidecar.organization.store import OrganizationStore
 from sidecar.security.emails import InvalidEmail, canonical_email
 from sidecar.security.tokens import digest
 from sidecar.session.model import Session
@@ -45,6 +46,8 @@ class ResolvedSession:
     authenticated_at: datetime
     available_aal: str = "aal1"
     """The highest level the identity's credentials allow (``sidecar.session.aal.Assurance``)."""
+    organization_id: uuid.UUID | None = None
+    organization_slug: str | None = None
     session: Session | None = field(default=None, compare=False, repr=False)
     identity: Identity | None = field(default=None, compare=False, repr=False)
     # Renderings of this entry, which are pure: per-rule headers by (rules generation, rule id),
@@ -68,6 +71,8 @@ class ResolvedSession:
                 "email": self.email,
                 "traits": self.traits,
                 "metadata_public": self.metadata_public,
+                "organization_id": str(self.organization_id) if self.organization_id else None,
+                "organization": self.organization_slug,
             },
             "session": {
                 "id": str(self.session_id),
@@ -96,7 +101,9 @@ def _email_of(identity: Identity) -> str | None:
     return None
 
 
-def resolved(session: Session, identity: Identity, available_aal: str = "aal1") -> ResolvedSession:
+def resolved(
+    session: Session, identity: Identity, available_aal: str = "aal1", organization_slug: str | None = None
+) -> ResolvedSession:
     return ResolvedSession(
         session_id=session.id,
         identity_id=identity.id,
@@ -111,6 +118,8 @@ def resolved(session: Session, identity: Identity, available_aal: str = "aal1") 
         available_aal=available_aal,
         session=session,
         identity=identity,
+        organization_id=identity.organization_id,
+        organization_slug=organization_slug,
     )
 
 
@@ -140,6 +149,7 @@ class SessionResolver:
         on_lookup: Callable[[bool], None] | None = None,
         available_aal: Callable[[Identity], str] | None = None,
         tracing: Tracing | None = None,
+        organizations: OrganizationStore | None = None,
     ) -> None:
         """``available_aal``: the level an identity can reach (``Assurance.available_aal``);
         without it every identity counts as aal1 at most. ``tracing``: spans for resolution,
@@ -150,6 +160,9 @@ class SessionResolver:
         self.on_lookup = on_lookup  # called with True on a cache hit, False on a miss (metrics)
         self.identities = identities
         self._available_aal = available_aal
+        self._organizations = organizations
+        # id -> (slug, deadline): slugs change rarely; they follow within ``identity_ttl``.
+        self._slugs: dict[uuid.UUID, tuple[str | None, float]] = {}
         self.ttl = ttl.total_seconds()
         self.max_entries = max_entries
         self.clock = clock
@@ -221,6 +234,7 @@ class SessionResolver:
             if session is None or not session.is_valid(self.clock()):
                 return None
             identity = await self._identity(session.identity_id)
+            slug = await self._slug(identity.organization_id) if identity is not None else None
         except errors.SidecarError:
             raise
         except Exception as exc:  # a backend that leaked its own error type is still an outage
@@ -228,7 +242,21 @@ class SessionResolver:
         if identity is None or identity.state != "active":
             return None
         level = self._available_aal(identity) if self._available_aal is not None else "aal1"
-        return resolved(session, identity, level)
+        return resolved(session, identity, level, slug)
+
+    async def _slug(self, organization_id: uuid.UUID | None) -> str | None:
+        if organization_id is None or self._organizations is None:
+            return None
+        now = self.monotonic()
+        hit = self._slugs.get(organization_id)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        found = await self._organizations.get(organization_id)
+        slug = found.slug if found is not None else None
+        if len(self._slugs) >= self.max_entries:
+            self._slugs.clear()
+        self._slugs[organization_id] = (slug, now + self.identity_ttl)
+        return slug
 
     async def _identity(self, identity_id: uuid.UUID) -> Identity | None:
         hit = self._identities.get(identity_id)
@@ -292,6 +320,7 @@ class SessionResolver:
         self._by_session.clear()
         self._by_identity.clear()
         self._identities.clear()
+        self._slugs.clear()
         self._notify()
 
     def add_listener(self, listener: Callable[[], None]) -> None:
