@@ -115,6 +115,7 @@ from sidecar.strategies.address_challenge import AddressDirectory, ChallengeDeps
 from sidecar.strategies.deps import StrategyDeps
 from sidecar.strategies.oidc.callback import oidc_callbacks
 from sidecar.strategies.oidc.providers import form_action_origins as oidc_origins
+from sidecar.strategies.oidc.routing import OidcOrganizationRouter, OrganizationsByDomain
 from sidecar.strategies.registry import assurance as strategy_assurance
 from sidecar.strategies.registry import build_registry
 from sidecar.tracing import Tracing
@@ -268,6 +269,7 @@ def build_flows(
     addresses: AddressDirectory | None = None,
     audit: AuditLog | None = None,
     dispatcher: Dispatcher | None = None,
+    organizations: OrganizationsByDomain | None = None,
 ) -> tuple[SelfServiceFlows, list[Closer]]:
     """The strategies, then the flows in the order they need each other; and what to close."""
     store = FlowStore(kv)
@@ -338,6 +340,11 @@ def build_flows(
             return await find_by_any_identifier(identifier, identities.find_by_credential)
 
         idfirst = IdentifierFirst(schemas, find_identity, mitigate=mitigate)
+    sso = (
+        OidcOrganizationRouter(oidc.signin, organizations, config.public_base_url)
+        if oidc is not None and organizations is not None
+        else None
+    )
     login = LoginFlows(
         config,
         store,
@@ -349,6 +356,7 @@ def build_flows(
         identifier_first=idfirst,
         web_hooks=web_hooks,
         verify=verification.after_registration,
+        sso=sso,
     )
     callbacks = (
         oidc_callbacks(config, oidc, kv, store, login, registration, settings) if oidc is not None else None
@@ -438,6 +446,7 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         addresses=ObservedAddresses(database.identities, sessions),
         audit=audit,
         dispatcher=OutboxDispatcher(database.outbox),
+        organizations=organizations,
     )
     closers += flow_closers
     outbox_worker = None

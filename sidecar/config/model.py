@@ -549,6 +549,12 @@ class OidcProvider(Model):
     """Sidecar-only: a verified email claim marks the address verified."""
     store_tokens: bool = True
     """Sidecar-only: keep the provider's tokens on the credential, encrypted with ``secrets.cipher``."""
+    organization_id: str | None = Field(
+        default=None, pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )
+    """The organization this provider is the single sign-on of (Kratos' key): hidden from the
+    general login form; an identifier in one of the organization's email domains is sent here, and
+    accounts it creates belong to the organization. docs/SSO.md."""
 
 
 class OidcMethodConfig(Model):

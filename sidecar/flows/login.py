@@ -27,7 +27,7 @@ from sidecar.flows.outcome import (
     ShowFlow,
 )
 from sidecar.flows.store import FlowStore
-from sidecar.flows.strategy import LoginStrategy, NotResponsible
+from sidecar.flows.strategy import LoginStrategy, NotResponsible, SsoRouter
 from sidecar.flows.web_hooks import WebHookServices
 from sidecar.identity.model import Identity
 from sidecar.session.aal import Assurance, step_up_url
@@ -37,6 +37,8 @@ SendVerification = Callable[[Identity, Flow], Awaitable[list[dict[str, Any]]]]
 """Mails each unverified address of the identity; the ``show_verification_ui`` items."""
 
 AAL_LEVELS = ("aal1", "aal2")
+# Submissions that carry a typed identifier, and so are routed by its email domain first.
+ROUTED_METHODS = (None, "", "password", "identifier_first", "code")
 SECOND_FACTOR_METHODS = "aal2_methods"
 """``flow.internal`` key: the second factors the identity had set up when an aal2 flow began."""
 
@@ -55,10 +57,13 @@ class LoginFlows:
         identifier_first: IdentifierFirst | None = None,
         web_hooks: WebHookServices | None = None,
         verify: SendVerification | None = None,
+        sso: SsoRouter | None = None,
     ) -> None:
+        """``identifier_first``: given when ``login.style`` is ``identifier_first``; ``sso``: login
+        routing by email domain (without it every identifier signs in here)."""
         self._verify = verify
-        """``identifier_first``: given when ``login.style`` is ``identifier_first``."""
         self._identifier_first = identifier_first
+        self._sso = sso
         self.life = FlowLifecycle("login", config, config.selfservice.flows.login, store, web_hooks)
         self._strategies = tuple(strategies)
         self._second_factors = frozenset(s.id for s in self._strategies if s.second_factor)
@@ -80,6 +85,9 @@ class LoginFlows:
                 # Methods that count toward AAL only once set up; others (code) always.
                 and (s.id not in counted or not isinstance(allowed, list) or s.id in allowed)
             ]
+        if flow.organization_id is not None:
+            # Kratos: a flow for an organization offers only its single sign-on.
+            return [s for s in self._strategies if s.first_factor and s.organizations]
         # A second-factor method may also sign in on its own (passwordless WebAuthn).
         return [s for s in self._strategies if s.first_factor]
 
@@ -100,10 +108,12 @@ class LoginFlows:
         refresh: bool,
         aal: str,
         second_factors: list[str] | None = None,
+        organization_id: uuid.UUID | None = None,
     ) -> Flow:
         flow = self.life.new_flow(
             flow_type, request_url=request_url, return_to=return_to, csrf_token=csrf_token
         )
+        flow.organization_id = organization_id if aal == "aal1" else None
         flow.refresh = refresh
         flow.requested_aal = aal
         if second_factors is not None:
@@ -131,8 +141,15 @@ class LoginFlows:
         return_to: str | None = None,
         refresh: bool = False,
         aal: str | None = None,
+        organization: str | None = None,
     ) -> ShowFlow | AlreadySignedIn:
         checked = self.life.check_return_to(return_to)
+        organization_id = None
+        if organization:
+            try:
+                organization_id = uuid.UUID(organization)
+            except ValueError:
+                raise errors.BadRequest("organization must be a UUID") from None
         requested = aal or "aal1"
         if requested not in AAL_LEVELS:
             raise errors.BadRequest(f"Unknown authenticator assurance level {requested!r}.")
@@ -154,6 +171,7 @@ class LoginFlows:
             refresh=refresh and session is not None,
             aal=requested,
             second_factors=second_factors,
+            organization_id=organization_id,
         )
         if identity is not None:
             for strategy in self._strategies_for(flow):
@@ -177,6 +195,7 @@ class LoginFlows:
                 refresh=flow.refresh,
                 aal=flow.requested_aal,
                 second_factors=flow.internal.get(SECOND_FACTOR_METHODS),
+                organization_id=flow.organization_id,
             )
             self.life.expired_replacement(flow, fresh)
             await self.life.store.save(fresh)
@@ -189,6 +208,7 @@ class LoginFlows:
         flow.active = method if isinstance(method, str) and method in {s.id for s in offered} else None
         try:
             check_submitted(flow, body)
+            await self._route(flow, body)
             two_screens = self._two_screens(flow)
             if method == identifier_first.METHOD and two_screens is not None:
                 await two_screens.second_screen(flow, body, offered)
@@ -233,6 +253,19 @@ class LoginFlows:
             flow_type=flow.type,
         )
         return done
+
+    async def _route(self, flow: Flow, body: Mapping[str, Any]) -> None:
+        """Single sign-on by email domain first, before any password is looked at or any account
+        is looked up (so the answer reveals nothing)."""
+        identifier = body.get("identifier")
+        method = body.get("method")
+        if not isinstance(identifier, str) or not identifier or method not in ROUTED_METHODS:
+            return
+        if self._sso is not None and flow.requested_aal == "aal1" and not flow.refresh:
+            await self._sso.route(flow, identifier)
+        if method == identifier_first.METHOD and self._two_screens(flow) is None:
+            # The unified form: Kratos' identifier-first step shows the flow again, filled in.
+            raise FlowInvalid(values={"identifier": identifier})
 
     async def _authenticate(self, flow: Flow, body: Mapping[str, Any], client: Client) -> Identity:
         for strategy in self._strategies_for(flow):

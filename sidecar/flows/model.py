@@ -48,6 +48,8 @@ class Flow:
     requested_aal: str = "aal1"
     identity_id: uuid.UUID | None = None
     identity_schema: str | None = None
+    organization_id: uuid.UUID | None = None
+    """Kratos' ``organization_id``: the flow signs in through this organization's SSO."""
     csrf_token: str | None = None
     transient_payload: dict[str, Any] | None = None
     internal: dict[str, Any] = field(default_factory=dict)
@@ -72,6 +74,7 @@ class Flow:
             "requested_aal": self.requested_aal,
             "identity_id": str(self.identity_id) if self.identity_id else None,
             "identity_schema": self.identity_schema,
+            "organization_id": str(self.organization_id) if self.organization_id else None,
             "csrf_token": self.csrf_token,
             "transient_payload": self.transient_payload,
             "internal": self.internal,
@@ -100,6 +103,7 @@ class Flow:
             requested_aal=data.get("requested_aal", "aal1"),
             identity_id=uuid.UUID(data["identity_id"]) if data.get("identity_id") else None,
             identity_schema=data.get("identity_schema"),
+            organization_id=uuid.UUID(data["organization_id"]) if data.get("organization_id") else None,
             csrf_token=data.get("csrf_token"),
             transient_payload=data.get("transient_payload"),
             internal=dict(data.get("internal") or {}),
@@ -139,6 +143,8 @@ def flow_to_json(flow: Flow) -> dict[str, Any]:
         out["transient_payload"] = flow.transient_payload
     if flow.identity_schema:
         out["identity_schema"] = flow.identity_schema
+    if flow.organization_id:
+        out["organization_id"] = str(flow.organization_id)
     if flow.kind == "login":
         out["refresh"] = flow.refresh
         out["requested_aal"] = flow.requested_aal

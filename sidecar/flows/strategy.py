@@ -66,6 +66,10 @@ class LoginStrategy(Strategy, Protocol):
     first_factor: bool = True
     """Signs in on its own: offered by aal1 flows."""
 
+    organizations: bool = False
+    """Signs in members of an organization (single sign-on): the only methods a flow started for
+    one (``?organization=<id>``) offers."""
+
     second_factor: bool = False
     """Completes an ``aal=aal2`` flow and lifts the session to aal2. A method that also
     ``counts_toward_aal`` is offered only to identities that have it set up."""
@@ -99,6 +103,20 @@ class LoginStrategy(Strategy, Protocol):
         or account enumeration mitigated), the nodes any account would get. None: ``identity``
         cannot sign in with this method. The default: not offered on that screen."""
         return None
+
+
+class SsoRouter(Protocol):
+    """Login routing by email domain (docs/SSO.md): an identifier whose domain belongs to an
+    organization with single sign-on leaves for that organization's identity provider.
+
+    The decision rests on the domain alone, never on whether an account exists, so the answer is
+    the same for every address of the domain and reveals nothing.
+    """
+
+    async def route(self, flow: Flow, identifier: str) -> None:
+        """Return when the identifier stays here; raise ``BrowserLocationChangeRequired`` (with
+        ``redirect_browser_to``) when it goes to single sign-on."""
+        ...
 
 
 class RegistrationStrategy(Strategy, Protocol):

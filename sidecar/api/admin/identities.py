@@ -74,7 +74,9 @@ class IdentityHandlers:
             return json_response([self._json(i, include) for i in found])
         raw_org = q.get("organization_id")
         if raw_org and identifier:
-            raise errors.BadRequest("the organization_id and credentials_identifier filters cannot be combined")
+            raise errors.BadRequest(
+                "the organization_id and credentials_identifier filters cannot be combined"
+            )
         organization_id = parse_uuid(raw_org, "organization_id") if raw_org else None
         page_size = parse_page_size(q.get("page_size") or q.get("per_page"), default=250, maximum=MAX_PAGE)
         token = q.get("page_token")

@@ -30,6 +30,7 @@ def login_routes(ctx: HttpContext, flows: LoginFlows, error_flows: ErrorFlows, m
             return_to=query.get("return_to"),
             refresh=truthy(query.get("refresh")),
             aal=query.get("aal") or None,
+            organization=query.get("organization") or None,
         )
 
     def complete(done: Completed, json_req: bool) -> Response:

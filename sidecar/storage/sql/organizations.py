@@ -50,13 +50,19 @@ class SqlOrganizationStore:
         return organization
 
     async def update(self, organization: Organization) -> Organization:
-        values = {"label": organization.label, "slug": organization.slug, "updated_at": organization.updated_at}
+        values = {
+            "label": organization.label,
+            "slug": organization.slug,
+            "updated_at": organization.updated_at,
+        }
         async with self._db.write(_conflict) as conn:
             stmt = sa.update(organizations).where(organizations.c.id == organization.id).values(values)
             if (await conn.execute(stmt)).rowcount == 0:
                 raise NotFound("Unable to locate the resource")
             await conn.execute(
-                sa.delete(organization_domains).where(organization_domains.c.organization_id == organization.id)
+                sa.delete(organization_domains).where(
+                    organization_domains.c.organization_id == organization.id
+                )
             )
             await self._insert_domains(conn, organization)
             return (await self._select(conn, organizations.c.id == organization.id))[0]
@@ -101,7 +107,9 @@ class SqlOrganizationStore:
         return await self._one(organizations.c.slug == slug)
 
     async def find_by_domain(self, domain: str) -> Organization | None:
-        owner = sa.select(organization_domains.c.organization_id).where(organization_domains.c.domain == domain)
+        owner = sa.select(organization_domains.c.organization_id).where(
+            organization_domains.c.domain == domain
+        )
         return await self._one(organizations.c.id.in_(owner.scalar_subquery()))
 
     async def list(
@@ -125,7 +133,9 @@ class SqlOrganizationStore:
             stmt = sa.delete(organizations).where(organizations.c.id == organization_id, ~members.exists())
             if (await conn.execute(stmt)).rowcount > 0:
                 return True
-            exists = await conn.execute(sa.select(organizations.c.id).where(organizations.c.id == organization_id))
+            exists = await conn.execute(
+                sa.select(organizations.c.id).where(organizations.c.id == organization_id)
+            )
             if exists.first() is None:
                 return False
         raise Conflict("the organization still has identities: move or delete them first")

@@ -10,6 +10,7 @@ allow it. The credential identifier is ``provider:subject``: an email address ne
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -61,6 +62,7 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 class OidcStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
     id = "oidc"
+    organizations = True
 
     @classmethod
     def build(cls, deps: StrategyDeps) -> Roles | None:
@@ -93,12 +95,20 @@ class OidcStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
 
     # --- nodes ----------------------------------------------------------------------------------
 
+    def _offered(self, flow: Flow) -> list[Provider]:
+        """Kratos: an organization's providers only in a flow for that organization, and the
+        others only outside one."""
+        wanted = str(flow.organization_id) if flow.organization_id else None
+        return [
+            p for p in self.providers.values() if (p.config.organization_id or "").lower() == (wanted or "")
+        ]
+
     def login_nodes(self, flow: Flow) -> list[Node]:
         return [
             nodes.input_node(
                 "provider", "oidc", "submit", value=p.id, label=messages.oidc_sign_in_with(p.label, p.id)
             )
-            for p in self.providers.values()
+            for p in self._offered(flow)
         ]
 
     def identification_nodes(self, flow: Flow) -> list[Node]:
@@ -117,7 +127,7 @@ class OidcStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
             nodes.input_node(
                 "provider", "oidc", "submit", value=p.id, label=messages.oidc_sign_up_with(p.label, p.id)
             )
-            for p in self.providers.values()
+            for p in self._offered(flow)
         ]
 
     def profile_nodes(self, flow: Flow, traits: Mapping[str, Any] | None = None) -> list[Node]:
@@ -247,9 +257,12 @@ class OidcStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
             raise FlowInvalid(node_messages=problems, values=flatten(traits))
         if await accounts.find_existing_owner(self._identities, schema, traits) is not None:
             raise FlowInvalid([messages.oidc_duplicate_sign_in_to_link()], values=flatten(traits))
+        organization = provider.config.organization_id
         spec = IdentitySpec(
             traits=traits,
             schema_id=schema.id,
+            # Just-in-time: an account made by an organization's sign-on belongs to it.
+            organization_id=uuid.UUID(organization) if organization else None,
             metadata_public=mapped.metadata_public,
             metadata_admin=mapped.metadata_admin,
             credentials={
