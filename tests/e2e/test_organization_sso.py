@@ -23,12 +23,7 @@ from tests.proxy.harness import upstream_server
 pytestmark = pytest.mark.e2e
 
 ORG = "6f1c2a6e-0000-4000-8000-00000000ac3e"
-RULES = """
-version: 1
-rules:
-  - {id: acme, match: {paths: ["/acme/**"]}, require: {organization: acme}}
-  - {id: app, match: {paths: ["/**"]}, require: authenticated}
-"""
+RULES = Path(__file__).resolve().parents[2] / "examples" / "sso" / "rules.yaml"  # docs/SSO.md
 
 
 @dataclass
@@ -43,8 +38,6 @@ class Site:
 def site(tmp_path: Path, dsn: str) -> Iterator[Site]:
     public, admin = ports()
     base = f"http://127.0.0.1:{public}/.auth"
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES)
     with (
         oidc_provider([f"{base}/self-service/methods/oidc/callback/acme-sso"]) as provider,
         upstream_server() as app,
@@ -63,7 +56,7 @@ def site(tmp_path: Path, dsn: str) -> Iterator[Site]:
             public,
             admin,
             dsn=dsn,
-            rules=[str(rules)],
+            rules=[str(RULES)],
             proxy={"upstream": app.url, "jwt": {"enabled": True}},
             session={"cache_ttl": "1s"},
             dev=True,  # cookies over http
