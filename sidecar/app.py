@@ -270,11 +270,12 @@ def build_flows(
     audit: AuditLog | None = None,
     dispatcher: Dispatcher | None = None,
     organizations: OrganizationsByDomain | None = None,
+    tracing: Tracing | None = None,
 ) -> tuple[SelfServiceFlows, list[Closer]]:
     """The strategies, then the flows in the order they need each other; and what to close."""
     store = FlowStore(kv)
     hooks_client = httpx.AsyncClient(follow_redirects=False)
-    runner = WebHookRunner(hooks_client, header_allowlist=web_hook_header_allowlist(config))
+    runner = WebHookRunner(hooks_client, header_allowlist=web_hook_header_allowlist(config), tracing=tracing)
     if dispatcher is None and config.fire_and_forget_hooks():
         raise ValueError("fire-and-forget web hooks need the outbox dispatcher")
     closers_first: list[Closer] = [hooks_client.aclose]
@@ -447,13 +448,19 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         audit=audit,
         dispatcher=OutboxDispatcher(database.outbox),
         organizations=organizations,
+        tracing=tracing,
     )
     closers += flow_closers
     outbox_worker = None
     if courier_worker and config.fire_and_forget_hooks():
         outbox_client = httpx.AsyncClient(follow_redirects=False)
         closers.append(outbox_client.aclose)
-        outbox_worker = OutboxWorker(database.outbox, WebHookRunner(outbox_client), outbox_policy(config))
+        outbox_worker = OutboxWorker(
+            database.outbox,
+            WebHookRunner(outbox_client, tracing=tracing),
+            outbox_policy(config),
+            audit=audit,
+        )
     worker = (
         CourierWorker(database.courier, SmtpSender(config.courier.smtp), config.courier, tracing=tracing)
         if courier_worker

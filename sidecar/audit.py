@@ -106,6 +106,11 @@ EVENTS: dict[str, EventSpec] = {
         ("actor", "operation"),
     ),
     "identity.deleted": EventSpec("An identity was deleted through the admin API.", ("actor",)),
+    "webhook.dead_lettered": EventSpec(
+        "A fire-and-forget web hook delivery gave up after `webhooks.max_attempts` (it stays "
+        "listed at `/admin/webhooks/deliveries?status=dead`, where it can be retried).",
+        ("delivery_id", "hook_id", "attempts", "status_code"),
+    ),
 }
 
 Scalar = str | int | bool | None

@@ -56,6 +56,7 @@ ATTRIBUTES = frozenset(
         "sidecar.courier.message_id",
         "sidecar.courier.template",
         "sidecar.courier.result",
+        "sidecar.webhook.id",
     }
 )
 

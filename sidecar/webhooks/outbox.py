@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol
 
 from sidecar import errors
+from sidecar.audit import AuditLog
 from sidecar.webhooks.runner import PreparedCall, WebHookRunner
 
 log = logging.getLogger("sidecar.webhooks")
@@ -163,9 +164,11 @@ class OutboxWorker:
         policy: OutboxPolicy,
         *,
         clock: Callable[[], datetime] = utcnow,
+        audit: AuditLog | None = None,
     ) -> None:
         self._store = store
         self._runner = runner
+        self._audit = audit or AuditLog.off()
         self._policy = policy
         self._clock = clock
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -219,6 +222,15 @@ class OutboxWorker:
         else:
             log.warning(
                 "web hook delivery %s to %s is dead after %d attempts: %s", key, delivery.url, attempts, error
+            )
+            # No request behind it (the worker's own loop): no client address, agent or request id.
+            self._audit.emit(
+                "webhook.dead_lettered",
+                None,
+                delivery_id=delivery.id,
+                hook_id=delivery.hook_id,
+                attempts=attempts,
+                status_code=status_code,
             )
         await self._store.mark_failed(
             delivery.id, self.worker_id, error=error, status_code=status_code, retry_at=retry_at

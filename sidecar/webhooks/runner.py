@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 
@@ -28,6 +28,7 @@ from sidecar import errors
 from sidecar.config.webhook import WebHookConfig
 from sidecar.security import jsonnet
 from sidecar.security.jsonnet import load_source
+from sidecar.tracing import Tracing
 
 log = logging.getLogger("sidecar.webhooks")
 
@@ -91,9 +92,14 @@ class CallResult:
 
 class WebHookRunner:
     def __init__(
-        self, client: httpx.AsyncClient, *, header_allowlist: Sequence[str] = DEFAULT_HEADER_ALLOWLIST
+        self,
+        client: httpx.AsyncClient,
+        *,
+        header_allowlist: Sequence[str] = DEFAULT_HEADER_ALLOWLIST,
+        tracing: Tracing | None = None,
     ) -> None:
         self._client = client
+        self._tracing = tracing or Tracing.off()
         self._allow = {h.lower() for h in header_allowlist}
         self._bodies: dict[str, str] = {}
 
@@ -160,7 +166,23 @@ class WebHookRunner:
         return PreparedCall(hook.method.upper(), hook.url, sorted(headers.items()), body, hook.id, timeout)
 
     async def send(self, call: PreparedCall, extra_headers: Sequence[tuple[str, str]] = ()) -> httpx.Response:
-        """One attempt; transport failures become Kratos' 502, timeouts its 504."""
+        """One attempt; transport failures become Kratos' 502, timeouts its 504. Traced as a client
+        span whose ``traceparent`` the receiver gets (the host only: a URL may carry a secret)."""
+        attrs = {
+            "http.request.method": call.method,
+            "server.address": urlsplit(call.url).hostname,
+            "sidecar.webhook.id": call.hook_id,
+        }
+        with self._tracing.span("sidecar.webhook.call", attrs, client=True) as span:
+            traceparent = self._tracing.inject()
+            if traceparent is not None:
+                extra_headers = [*extra_headers, ("traceparent", traceparent.decode())]
+            response = await self._send(call, extra_headers)
+            if span is not None:
+                span.set_attribute("http.response.status_code", response.status_code)
+            return response
+
+    async def _send(self, call: PreparedCall, extra_headers: Sequence[tuple[str, str]]) -> httpx.Response:
         started = time.monotonic()
         try:
             response = await self._client.request(

@@ -10,6 +10,7 @@ test used anywhere in it.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,6 +73,15 @@ def audited(tmp_path: Path, smtp: SmtpServer) -> Iterator[tuple[Proc, Path]]:
         recovery={"enabled": True, "use": "code"}, verification={"enabled": True, "use": "code"}
     )
     selfservice["methods"]["code"] = {"enabled": True}
+    # A fire-and-forget web hook to a closed port, given one attempt: its delivery dead-letters.
+    dead_end = {
+        "url": f"http://127.0.0.1:{free_port()}/events",
+        "method": "POST",
+        "response": {"ignore": True},
+    }
+    selfservice["flows"]["registration"] = {
+        "after": {"password": {"hooks": [{"hook": "session"}, {"hook": "web_hook", "config": dead_end}]}}
+    }
     selfservice["default_browser_return_url"] = f"http://127.0.0.1:{public_port}/"
     cfg = base_config(
         tmp_path,
@@ -82,6 +92,11 @@ def audited(tmp_path: Path, smtp: SmtpServer) -> Iterator[tuple[Proc, Path]]:
         # The shipped example, with only the file moved into the test's folder.
         log={"audit": {**EXAMPLE["log"]["audit"], "path": str(audit)}},
         session={"whoami": {"required_aal": "aal1"}},
+        webhooks={
+            "signing_secret": "audit-test-signing-secret",
+            "max_attempts": 1,
+            "worker_interval": "100ms",
+        },
     )
     path = write_config(tmp_path / "sidecar.yaml", cfg)
     migrate(path, tmp_path)
@@ -216,17 +231,22 @@ async def test_every_security_fact_is_one_audit_line_without_secrets(
         assert (await admin.delete(f"/admin/identities/{identity_id}/sessions")).status_code == 204
         assert (await admin.delete(f"/admin/identities/{made}")).status_code == 204
 
+    deadline = time.monotonic() + 20
+    while '"event":"webhook.dead_lettered"' not in audit.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
     events = read_events(audit)
     # Every event of the table occurred, each line has the common fields and only its own.
     assert {e["event"] for e in events} == set(EVENTS)
+    background = [e for e in events if e["event"] == "webhook.dead_lettered"]
     for e in events:
         assert tuple(e) == (*COMMON, *EVENTS[e["event"]].fields), e
         assert e["version"] == 1 and e["service"] == "sidecar"
-        assert e["request_id"] and len(e["request_id"]) == 32
+        if e not in background:
+            assert e["request_id"] and len(e["request_id"]) == 32
     # The client address is the one the trusted proxy (loopback) reported: the user's or the guesser's.
     by_admin = [e for e in events if e["event"].startswith("identity.") or e.get("actor") == "admin_api"]
     for e in events:
-        if e not in by_admin:
+        if e not in by_admin and e not in background:
             assert e["client_ip"] in ("203.0.113.7", "198.51.100.99"), e
             assert e["user_agent"] == "audit-test/1.0" and e["trace_id"] == TRACE_ID, e
     assert one(events, "attempt.throttled")["client_ip"] == "198.51.100.99"
@@ -261,6 +281,10 @@ async def test_every_security_fact_is_one_audit_line_without_secrets(
     assert one(events, "identity.updated")["operation"] == "patch"
     assert one(events, "identity.deleted")["identity_id"] == made
     assert one(events, "session.revoked", actor="admin_api")["identity_id"] == identity_id
+
+    [dead] = background
+    assert dead["attempts"] == 1 and dead["status_code"] is None and dead["delivery_id"]
+    assert dead["identity_id"] is None and dead["client_ip"] is None and dead["request_id"] is None
 
     text = audit.read_text(encoding="utf-8")
     for secret in secrets:

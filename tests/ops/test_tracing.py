@@ -182,7 +182,19 @@ def test_spans_reach_a_real_otlp_receiver_with_parents_and_no_secrets(
                 "admin": {"host": "127.0.0.1", "port": admin_port},
             },
         )
-        cfg["selfservice"]["flows"] = {"verification": {"enabled": True, "use": "code"}}
+        # A fire-and-forget web hook on sign-up, delivered by the outbox to the recording upstream.
+        hook = {
+            "url": f"http://127.0.0.1:{upstream.port}/hook",
+            "method": "POST",
+            "response": {"ignore": True},
+        }
+        cfg["selfservice"]["flows"] = {
+            "verification": {"enabled": True, "use": "code"},
+            "registration": {
+                "after": {"password": {"hooks": [{"hook": "session"}, {"hook": "web_hook", "config": hook}]}}
+            },
+        }
+        cfg["webhooks"] = {"signing_secret": "tracing-test-signing-secret", "worker_interval": "100ms"}
         path = write_config(tmp_path / "sidecar.yaml", cfg)
         migrate(path, tmp_path)
         email = f"trace-{uuid.uuid4().hex[:8]}@example.test"
@@ -223,6 +235,7 @@ def test_spans_reach_a_real_otlp_receiver_with_parents_and_no_secrets(
                 assert s.status_code == 200
             # Spans are exported in batches every second; the courier's send comes in its own trace.
             receiver.wait(lambda sp: sp.name == "sidecar.courier.send")
+            receiver.wait(lambda sp: sp.name == "sidecar.webhook.call")
             receiver.wait(lambda sp: sp.attributes.get("sidecar.request_id") == s.headers["x-request-id"])
             proc.terminate()  # a clean stop flushes what is left
         spans = list(receiver.spans)
@@ -237,6 +250,7 @@ def test_spans_reach_a_real_otlp_receiver_with_parents_and_no_secrets(
         "sidecar.password.verify",
         "sidecar.courier.send",
         "sidecar.upstream",
+        "sidecar.webhook.call",
     } <= names, names
     assert {sp.resource["service.name"] for sp in spans} == {"sidecar"}
     assert {sp.resource["deployment.environment"] for sp in spans} == {"production"}
@@ -279,6 +293,18 @@ def test_spans_reach_a_real_otlp_receiver_with_parents_and_no_secrets(
     assert strange.trace_id != "1" * 32 and strange.parent_id == ""
     sent = dict(upstream.headers_of(b"/public/page"))
     assert sent["traceparent"].split(b"-")[1].decode() == strange.trace_id
+
+    # The outbox's web hook call is a client span; the receiver got its traceparent.
+    [hook_call] = [sp for sp in spans if sp.name == "sidecar.webhook.call"]
+    assert hook_call.kind == 3 and hook_call.attributes["http.response.status_code"] == 200
+    assert hook_call.attributes["server.address"] == "127.0.0.1"
+    sent = dict(upstream.headers_of(b"/hook"))
+    # (flags 03: sampled, and the trace id is random, W3C Trace Context level 2)
+    assert sent["traceparent"].split(b"-")[:3] == [
+        b"00",
+        hook_call.trace_id.encode(),
+        hook_call.span_id.encode(),
+    ]
 
     # Sign-in: the hash check is a child of the request; the audit event names the same trace.
     signin = root_of(login_request)
