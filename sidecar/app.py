@@ -34,6 +34,7 @@ from sidecar.api.admin.courier import CourierPageTokens
 from sidecar.api.admin.identities import IdentityHandlers
 from sidecar.api.admin.organizations import OrganizationHandlers
 from sidecar.api.admin.routes import admin_routes
+from sidecar.api.admin.scim_tokens import ScimTokenHandlers
 from sidecar.api.cors_log import CorsDebugLog
 from sidecar.api.health import health_routes
 from sidecar.api.origin import RequestAudit
@@ -42,6 +43,8 @@ from sidecar.api.public.errors_flow import ErrorFlows
 from sidecar.api.public.flow_http import HttpContext
 from sidecar.api.public.routes import public_routes
 from sidecar.api.public.selfservice import selfservice_routes
+from sidecar.api.scim.endpoint import ScimEndpoint, scim_routes
+from sidecar.api.scim.provisioning import Provisioning
 from sidecar.audit import AuditLog
 from sidecar.config.model import Config, RateLimit, Timeouts
 from sidecar.console.audit import Audit
@@ -538,6 +541,9 @@ def create_admin_app(services: Services, *, manage_lifespan: bool = True) -> ASG
                 PageTokens.from_config(config, "organizations"),
                 config.serve.admin.max_body_size,
             ),
+            scim_tokens=ScimTokenHandlers(
+                services.organizations, services.database.scim, config.public_base_url
+            ),
             sessions=services.sessions,
             find_identity=services.identity_store.get,
             identity_json=admin_json,
@@ -650,7 +656,22 @@ def create_public_app(services: Services, *, manage_lifespan: bool = True, gatew
     # UI would over the network: one contract, and the pages never reach around it.
     pages_api = PublicApiClient(config.public_base_url, transport=in_process(lambda: app))
     services.on_stop(pages_api.aclose)
+    scim = ScimEndpoint(
+        services.organizations.find,
+        services.database.scim,
+        Provisioning(
+            services.identities,
+            services.sessions,
+            services.database.scim,
+            config.scim.roles_field,
+            username_trait=lambda: "username" in schemas.default().trait_names,
+        ),
+        public_base_url=config.public_base_url,
+        secret=pagination_secret(config),
+        max_body=config.serve.public.max_body_size,
+    )
     routes = [
+        *scim_routes(scim),
         *public_routes(
             health=_health(services),
             schemas=schemas,

@@ -21,14 +21,6 @@ from tests.conftest import free_port
 from tests.proxy.harness import binary
 
 
-def pg_binary(name: str) -> str:
-    """``initdb``/``pg_ctl``: on PATH, or Debian's versioned folder (not on PATH by default)."""
-    if shutil.which(name):
-        return binary(name)
-    found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
-    return str(found[-1]) if found else binary(name)  # binary() fails the test loudly
-
-
 def _as_postgres(args: list[str]) -> list[str]:
     if os.geteuid() != 0:
         return args
@@ -50,7 +42,7 @@ class PrivatePostgres:
 
     def _pg_ctl(self, *args: str, timeout: float = 60) -> None:
         subprocess.run(
-            _as_postgres([pg_binary("pg_ctl"), "-D", str(self.data), *args]),
+            _as_postgres([binary("pg_ctl"), "-D", str(self.data), *args]),
             check=True,
             capture_output=True,
             timeout=timeout,
@@ -80,7 +72,7 @@ def private_postgres() -> Iterator[PrivatePostgres]:
     try:
         subprocess.run(
             _as_postgres(
-                [pg_binary("initdb"), "-D", str(pg.data), "-A", "trust", "-U", "postgres", "--no-sync"]
+                [binary("initdb"), "-D", str(pg.data), "-A", "trust", "-U", "postgres", "--no-sync"]
             ),
             check=True,
             capture_output=True,

@@ -191,7 +191,7 @@ def test_unusable_sqlite_path(tmp_path: Path, dsn: str, expected: str) -> None:
 def test_unmigrated_database_refuses_to_start_and_says_what_to_run(tmp_path: Path) -> None:
     line = one_line(run(["serve"], tmp_path, **SECRET_ENV, **ports_env()))
     assert line == (
-        "sidecar: database schema is at version none, this sidecar needs 0004: "
+        "sidecar: database schema is at version none, this sidecar needs 0005: "
         "run `sidecar migrate up` (or start with `sidecar serve --migrate`)"
     )
 
@@ -236,7 +236,7 @@ def test_migrate_flag_then_readiness_follows_the_schema(tmp_path: Path, postgres
         ready = httpx.get(f"http://127.0.0.1:{public}/.auth/health/ready")
         assert ready.status_code == 503
         assert ready.json()["errors"]["database"] == (
-            "database schema is at version none, this sidecar needs 0004: "
+            "database schema is at version none, this sidecar needs 0005: "
             "run `sidecar migrate up` (or start with `sidecar serve --migrate`)"
         )
         assert httpx.get(f"http://127.0.0.1:{admin}/health/ready").status_code == 503

@@ -937,6 +937,12 @@ class ProxyConfig(Model):
     client, the fastest in ``bench/``) or ``aiohttp``. ``SIDECAR_UPSTREAM_CLIENT`` sets it too."""
 
 
+class ScimConfig(Model):
+    roles_field: str = Field(default="roles", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    """The ``metadata_public`` key SCIM group membership is written to (the display names of the
+    user's groups); ``require: {roles: [...]}`` reads ``roles``. docs/SSO.md."""
+
+
 class RedisConfig(Model):
     url: str = ""
     """The Redis server (``redis://host:6379/0``, ``rediss://`` for TLS). With ``mode: cluster`` one
@@ -1155,6 +1161,8 @@ class Config(Model):
     """Sidecar-only: Redis for sessions, flows and counters. Absent: they live in the SQL database."""
     webhooks: WebhooksConfig = WebhooksConfig()
     """Sidecar-only: the durable outbox of fire-and-forget web hooks."""
+    scim: ScimConfig = ScimConfig()
+    """Sidecar-only: SCIM 2.0 provisioning per organization (``<base_url>/scim/v2/<org>``)."""
     # Kratos sections we accept so an existing kratos.yml loads; not interpreted.
     organizations: list[Any] = []
     """Kratos' organizations; accepted so an existing kratos.yml loads, not used."""

@@ -72,6 +72,13 @@ class IdentitySchema:
             f for f in self._fields if f.identifier_for and f not in self._email_fields
         ]
 
+    @property
+    def trait_names(self) -> frozenset[str]:
+        """The top-level trait properties the schema declares."""
+        traits = self.document.get("properties", {}).get("traits", {})
+        properties = traits.get("properties", {}) if isinstance(traits, dict) else {}
+        return frozenset(properties) if isinstance(properties, dict) else frozenset()
+
     def validate_traits(self, traits: Any) -> None:
         """``ValidationError`` with ``messages`` keyed by ``traits.<path>`` when traits are invalid."""
         if not isinstance(traits, dict):

@@ -11,6 +11,7 @@ from sidecar.api.admin.identities import IdentityHandlers, identity_routes
 from sidecar.api.admin.organizations import OrganizationHandlers, organization_routes
 from sidecar.api.admin.recovery import AdminRecoveryFlows, admin_recovery_routes
 from sidecar.api.admin.rules import rules_coverage_routes
+from sidecar.api.admin.scim_tokens import ScimTokenHandlers, scim_token_routes
 from sidecar.api.admin.sessions import FindIdentity, IdentityJson, admin_session_routes
 from sidecar.api.admin.webhooks import webhook_routes
 from sidecar.api.origin import RequestAudit
@@ -26,6 +27,7 @@ def admin_routes(
     *,
     identities: IdentityHandlers,
     organizations: OrganizationHandlers,
+    scim_tokens: ScimTokenHandlers,
     sessions: SessionManager,
     find_identity: FindIdentity,
     identity_json: IdentityJson,
@@ -44,6 +46,7 @@ def admin_routes(
 ) -> list[Route]:
     routes = identity_routes(identities, "")
     routes += organization_routes(organizations)
+    routes += scim_token_routes(scim_tokens)
     routes += health
     routes += admin_session_routes(
         sessions, find_identity, identity_json, session_tokens, admin_base_url, audit

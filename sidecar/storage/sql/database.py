@@ -18,6 +18,7 @@ from sidecar.storage.sql.engine import Connector, create_engine, parse_dsn
 from sidecar.storage.sql.identities import SqlIdentityStore
 from sidecar.storage.sql.kv import SqlKeyValueStore
 from sidecar.storage.sql.organizations import SqlOrganizationStore
+from sidecar.storage.sql.scim import SqlScimStore
 from sidecar.storage.sql.sessions import SqlSessionStore
 from sidecar.storage.sql.webhook_outbox import SqlOutboxStore
 
@@ -100,6 +101,7 @@ class SqlDatabase:
         self.courier = SqlCourierStore(self._connector)
         self.outbox = SqlOutboxStore(self._connector)
         self.organizations = SqlOrganizationStore(self._connector)
+        self.scim = SqlScimStore(self._connector)
         self._script: tuple[str, frozenset[str]] | None = None
 
     async def migrate(self) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -173,3 +173,30 @@ organization_domains = sa.Table(
         index=True,
     ),
 )
+
+# SCIM provisioning (migration 0005).
+scim_tokens = sa.Table(
+    "scim_tokens",
+    metadata,
+    sa.Column(
+        "organization_id", sa.Uuid, sa.ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("token_digest", sa.String(128), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("token_digest", name="uq_scim_tokens_token_digest"),
+)
+
+scim_resources = sa.Table(
+    "scim_resources",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column(
+        "organization_id", sa.Uuid, sa.ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("body", sa.JSON, nullable=False),
+    sa.Column("unique_key", sa.String(512), nullable=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    *_timestamps(),
+    sa.UniqueConstraint("organization_id", "kind", "unique_key", name="uq_scim_resources_unique_key"),
+)
