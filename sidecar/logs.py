@@ -340,7 +340,9 @@ class AccessLog:
 
     def _finish(self, scope: Any, status: int, size: int, seconds: float, request_id: str) -> None:
         path = scope.get("sidecar.path") or scope["path"]
-        route_class = scope.get("sidecar.route_class") or self.classify(path)
+        # Classified by the request's own path: a decision endpoint logs the URI it judged as the
+        # path, but the request is still a decision, not a proxied one.
+        route_class = scope.get("sidecar.route_class") or self.classify(scope["path"])
         if self.metrics is not None:
             self.metrics.request(route_class, status)
         if not self.enabled:

@@ -136,6 +136,24 @@ async def test_nested_wrappers_log_once_and_text_mode() -> None:
     assert lines[0].startswith("GET /.auth/authz/nginx 200 ") and "rule=api decision=allow" in lines[0]
 
 
+async def test_a_decision_is_counted_as_a_decision_under_the_uri_it_judged() -> None:
+    """The decision endpoints log the URI they judged as the path (what an operator searches
+    for); the route class and the request metric still say "decision", not "proxy"."""
+    inner = make_app({})
+
+    async def judge(s: Any, receive: Any, send: Any) -> None:
+        s["sidecar.path"] = "/members/one"
+        await inner(s, receive, send)
+
+    out = io.StringIO()
+    metrics = Metrics()
+    await call(wrap(judge, out, metrics=metrics), scope("/.auth/authz/nginx"))
+    entry = json.loads(out.getvalue())
+    assert (entry["path"], entry["route_class"]) == ("/members/one", "decision")
+    assert metrics._requests.labels("decision", "200")._value.get() == 1
+    assert metrics._requests.labels("proxy", "200")._value.get() == 0
+
+
 def test_route_classes() -> None:
     classify = public_route_classifier("/.auth")
     assert classify("/.auth/authz/nginx") == "decision"
