@@ -19,6 +19,7 @@ import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -37,6 +38,7 @@ from sidecar.api.admin.routes import admin_routes
 from sidecar.api.admin.scim_tokens import ScimTokenHandlers
 from sidecar.api.cors_log import CorsDebugLog
 from sidecar.api.health import health_routes
+from sidecar.api.languages import ApiLanguages
 from sidecar.api.origin import RequestAudit
 from sidecar.api.pagination import PageTokens, pagination_secret
 from sidecar.api.public.errors_flow import ErrorFlows
@@ -75,6 +77,7 @@ from sidecar.flows.store import FlowStore
 from sidecar.flows.verification import VerificationFlows
 from sidecar.flows.web_hooks import Dispatcher, WebHookServices, identity_updater
 from sidecar.hashing.hasher import PasswordHasher
+from sidecar.i18n import Catalogs
 from sidecar.identity.addresses import ObservedAddresses
 from sidecar.identity.identity_json import identity_to_json
 from sidecar.identity.manager import IdentityManager
@@ -166,6 +169,8 @@ class Services:
     """Security audit events (``log.audit``); flows and the session and admin endpoints write them."""
     tokenizer: SessionTokenizer
     """``/sessions/whoami?tokenize_as=``: the session as a JWT (``session.whoami.tokenizer``)."""
+    catalogs: Catalogs
+    """The gettext catalogs of pages, emails and (``translate_api``) API texts."""
     _closers: list[Closer] = field(default_factory=list)
     _shutting_down: bool = False
     _courier_task: asyncio.Task[None] | None = None
@@ -378,6 +383,20 @@ def build_flows(
     return flows, closers + ([oidc.client.aclose] if oidc is not None else [])
 
 
+def load_catalogs(config: Config) -> Catalogs:
+    """The built-in catalogs plus ``selfservice.languages.catalog_dir``; an unknown default refused."""
+    languages = config.selfservice.languages
+    if languages.catalog_dir and not Path(languages.catalog_dir).is_dir():
+        raise ValueError(f"selfservice.languages.catalog_dir: {languages.catalog_dir} is not a directory")
+    catalogs = Catalogs(languages.catalog_dir)
+    if languages.default not in catalogs.languages:
+        raise ValueError(
+            f"selfservice.languages.default: no catalog {languages.default!r} "
+            f"(available: {', '.join(catalogs.languages)})"
+        )
+    return catalogs
+
+
 def build_services(config: Config, *, courier_worker: bool = True) -> Services:
     tracing = Tracing(config.tracing)
     database = SqlDatabase(config.dsn)
@@ -394,6 +413,7 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         readiness["redis"] = kv.ping
     else:
         session_store, kv = database.sessions, database.kv
+    catalogs = load_catalogs(config)
     hasher = PasswordHasher(config.hashers, tracing=tracing)
     closers.append(hasher.close)
     # Loaded by create_public_app (a bad rule file fails the start there); the admin API and the
@@ -470,6 +490,7 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         else None
     )
     return Services(
+        catalogs=catalogs,
         config=config,
         database=database,
         identity_store=database.identities,
@@ -687,6 +708,7 @@ def create_public_app(services: Services, *, manage_lifespan: bool = True, gatew
             logout_url=pages_api.logout_url,
             public_base_url=config.public_base_url,
             selfservice=config.selfservice,
+            catalogs=services.catalogs,
             form_action_origins=oidc_origins(
                 config.selfservice.methods.oidc.enabled, config.selfservice.methods.oidc.config.providers
             ),
@@ -697,6 +719,10 @@ def create_public_app(services: Services, *, manage_lifespan: bool = True, gatew
         exception_handlers=respond.EXCEPTION_HANDLERS,
         lifespan=_lifespan(services) if manage_lifespan else None,
     )
+    if config.selfservice.languages.translate_api:
+        app = ApiLanguages(
+            app, catalogs=services.catalogs, languages=config.selfservice.languages, prefix=prefix
+        )
     cors = config.serve.public.cors
     if cors.enabled:
         # Only the API under the prefix: proxied app traffic keeps whatever CORS the app answers.

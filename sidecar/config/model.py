@@ -613,6 +613,33 @@ class Methods(Model):
     """Kratos' SAML method; only ``enabled: false`` is accepted (sidecar has no SAML strategy)."""
 
 
+class Languages(Model):
+    """The language of the built-in pages, the courier's emails and (optionally) API texts. A
+    language is one of the gettext catalogs shipped in ``sidecar/i18n/locales`` (en, de, fr, es,
+    pt_BR, ja) or added in ``catalog_dir``. The order: the identity's own field, else the browser's
+    ``Accept-Language``, else a ``?lang=`` choice (remembered in ``cookie``), else ``default``."""
+
+    default: str = Field(default="en", pattern=r"^[a-z]{2,3}(_[A-Z]{2})?$")
+    """The language when nothing else decides (a catalog name: ``en``, ``de``, ``pt_BR``, ...);
+    refused at start when no catalog of that name exists."""
+    identity_field: str | None = Field(
+        default="traits.locale", pattern=r"^(traits|metadata_public|metadata_admin)(\.[A-Za-z0-9_-]+)+$"
+    )
+    """Where an identity keeps its language (``traits.locale``, ``metadata_public.language``): a
+    language tag such as ``de``, ``fr-CA`` or ``pt-BR``. It decides the language of that identity's
+    emails and of pages that know the identity (settings, the signed-in page). ``null``: never."""
+    cookie: str = Field(default="sidecar_lang", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    """Cookie that remembers a ``?lang=`` choice on a built-in page (one year, SameSite=Lax)."""
+    translate_api: bool = False
+    """false (Kratos' behaviour): the JSON API keeps the English ``text`` of every message and label
+    (SDKs and Ory's UIs key on ``id``). true: ``text`` is in the negotiated language of the request
+    (``Accept-Language``, the ``lang`` cookie, the identity's field)."""
+    catalog_dir: str | None = None
+    """Directory of extra or replacing catalogs, laid out like the built-in ones
+    (``<lang>/LC_MESSAGES/sidecar.po``): an entry there replaces the built-in one; a new directory
+    adds a language."""
+
+
 class SelfService(Model):
     default_browser_return_url: str | None = None
     """Where browsers go after a flow when nothing more specific is configured or asked for."""
@@ -623,6 +650,8 @@ class SelfService(Model):
     """The strategies, each on or off (``selfservice.methods.<name>.enabled``)."""
     flows: Flows = Flows()
     """The flows."""
+    languages: Languages = Languages()
+    """Languages of pages, emails and (optionally) API texts (sidecar-only)."""
 
 
 # --- session, secrets, hashers, courier ---------------------------------------------------------
@@ -806,7 +835,9 @@ class Courier(Model):
     built-in templates."""
     template_override_path: str | None = None
     """Directory laid out like the bundled templates (``<template_type>/email.subject.txt``,
-    ``email.body.txt``, ``email.body.html``); any file there replaces the bundled one."""
+    ``email.body.txt``, ``email.body.html``); any file there replaces the bundled one. Per language:
+    ``<template_type>/<lang>/email.subject.txt`` (e.g. ``recovery_code_valid/fr/``) replaces that
+    language's file, before the language-neutral override and the bundled ones."""
     worker_interval: Duration = timedelta(seconds=1)
     """How often the courier worker looks for queued messages."""
     channels: list[Any] = []

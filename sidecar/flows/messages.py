@@ -9,9 +9,12 @@ generic-validation range where Kratos defines no such id.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal, NotRequired, TypedDict
 
+from sidecar.i18n import Translator
 from sidecar.identity.model import utcnow
 
 TextType = Literal["info", "error", "success"]
@@ -605,3 +608,227 @@ def choose_credentials() -> Text:
 
 def account_not_found() -> Text:
     return text(4000037, "This account does not exist or has no login method configured.", "error")
+
+
+# --- translation --------------------------------------------------------------------------------
+# Every text above as a template: ``{name}`` stands for a value the message carries. The templates are
+# the gettext ``msgid``s (``msgctxt`` = the Kratos id) that ``pybabel extract -k _m:1c,2`` collects
+# into ``sidecar/i18n/locales/sidecar.pot``; tests/flows/test_message_catalog.py checks that every
+# function above produces text one of its id's templates matches, so the two cannot drift apart.
+
+
+def _m(message_id: str, template: str) -> tuple[int, str]:
+    return int(message_id), template
+
+
+_TEMPLATES: tuple[tuple[int, str], ...] = (
+    _m("1010003", "Please confirm this action by verifying that it is you."),
+    _m("1010004", "Please complete the second authentication challenge."),
+    _m("1010022", "Sign in with password"),
+    _m("1040001", "Sign up"),
+    _m("1070001", "Password"),
+    _m("1070004", "ID"),
+    _m("4000002", "Property {property} is missing."),
+    _m(
+        "4000006",
+        "The provided credentials are invalid, check for spelling mistakes in your password or username, "
+        "email address, or phone number.",
+    ),
+    _m("4000007", "An account with the same identifier (email, phone, username, ...) exists already."),
+    _m("4000007", "This {provider} account is already linked to another account."),
+    _m("4000429", "Too many attempts, please wait {retry_after} seconds and try again."),
+    _m("4010011", "Your account is disabled."),
+    _m("4010002", "Could not find a strategy to log you in with. Did you fill out the form correctly?"),
+    _m("4010003", "Could not find a strategy to sign you up with. Did you fill out the form correctly?"),
+    _m("4010001", "The login flow expired {minutes} minutes ago, please try again."),
+    _m("4040001", "The registration flow expired {minutes} minutes ago, please try again."),
+    _m(
+        "1060001",
+        "You successfully recovered your account. Please change your password or set up an alternative "
+        "login method (e.g. social sign in) within the next {minutes} minutes.",
+    ),
+    _m(
+        "1060002",
+        "An email containing a recovery link has been sent to the email address you provided. If you have "
+        "not received an email, check the spelling of the address and make sure to use the address you "
+        "registered with.",
+    ),
+    _m(
+        "1060003",
+        "An email containing a recovery code has been sent to the email address you provided. If you have "
+        "not received an email, check the spelling of the address and make sure to use the address you "
+        "registered with.",
+    ),
+    _m(
+        "1080001",
+        "An email containing a verification link has been sent to the email address you provided. If you "
+        "have not received an email, check the spelling of the address and make sure to use the address "
+        "you registered with.",
+    ),
+    _m("1080002", "You successfully verified your email address."),
+    _m(
+        "1080003",
+        "An email containing a verification code has been sent to the email address you provided. If you "
+        "have not received an email, check the spelling of the address and make sure to use the address "
+        "you registered with.",
+    ),
+    _m("1070005", "Submit"),
+    _m("1070007", "Email"),
+    _m("1070008", "Resend code"),
+    _m("1070009", "Continue"),
+    _m("1070010", "Recovery code"),
+    _m("1070011", "Verification code"),
+    _m(
+        "4010004",
+        "Could not find a strategy to recover your account with. Did you fill out the form correctly?",
+    ),
+    _m(
+        "4010005",
+        "Could not find a strategy to verify your account with. Did you fill out the form correctly?",
+    ),
+    _m("4010007", "The request was already completed successfully and can not be retried."),
+    _m("4040002", "The request was already completed successfully and can not be retried."),
+    _m("4060001", "The request was already completed successfully and can not be retried."),
+    _m("4070002", "The request was already completed successfully and can not be retried."),
+    _m("4060004", "The recovery token is invalid or has already been used. Please retry the flow."),
+    _m("4070001", "The verification token is invalid or has already been used. Please retry the flow."),
+    _m("4060006", "The recovery code is invalid or has already been used. Please try again."),
+    _m("4070006", "The verification code is invalid or has already been used. Please try again."),
+    _m("4060005", "The recovery flow expired {minutes} minutes ago, please try again."),
+    _m("4070005", "The verification flow expired {minutes} minutes ago, please try again."),
+    _m("4000040", "The email address is invalid."),
+    _m("1050001", "Your changes have been saved!"),
+    _m("1070003", "Save"),
+    _m("4010004", "Could not find a strategy to update your settings. Did you fill out the form correctly?"),
+    _m("4050001", "The settings flow expired {minutes} minutes ago, please try again."),
+    _m("4000008", "The provided authentication code is invalid, please try again."),
+    _m("4000011", "You have no TOTP device set up."),
+    _m("4000012", "This backup recovery code has already been used."),
+    _m("4000014", "You have no backup recovery codes set up."),
+    _m("4000016", "The backup recovery code is not valid."),
+    _m("1010002", "Sign in with {provider}"),
+    _m("1040002", "Sign up with {provider}"),
+    _m("1050002", "Link {provider}"),
+    _m("1050003", "Unlink {provider}"),
+    _m(
+        "1010016",
+        'You tried to sign in with "{provider}", but the address "{duplicateIdentifier}" is already used '
+        'by another account. Sign in to that account with one of the options below to add "{provider}" '
+        "as another way to sign in.",
+    ),
+    _m(
+        "4000027",
+        "An account with the same identifier (email, phone, username, ...) exists already. Please sign in "
+        "to your existing account and link your social profile in the settings page.",
+    ),
+    _m("4010009", "Linked credentials do not match: sign in with the account that owns this address."),
+    _m(
+        "4000001",
+        "You cannot remove this sign-in method: it is the only way left to sign in to your account.",
+    ),
+    _m(
+        "1010014",
+        "An email containing a code has been sent to the email address you provided. If you have not "
+        "received an email, check the spelling of the address and retry the login.",
+    ),
+    _m(
+        "1040005",
+        "An email containing a code has been sent to the email address you provided. If you have not "
+        "received an email, check the spelling of the address and retry the registration.",
+    ),
+    _m("1010015", "Send sign in code"),
+    _m("1040006", "Send sign up code"),
+    _m("1070013", "Login code"),
+    _m("1070012", "Registration code"),
+    _m("4010008", "The login code is invalid or has already been used. Please try again."),
+    _m("4040003", "The registration code is invalid or has already been used. Please try again."),
+    _m("4000035", "This account does not exist or has not setup sign in with code."),
+    _m("4000036", "The provided traits do not match the traits previously associated with this flow."),
+    _m("1010023", "Send code to {address}"),
+    _m("4010010", "This address is not a code address of your account."),
+    _m("4000009", "Could not find any login identifiers."),
+    _m("1010008", "Sign in with hardware key"),
+    _m("1010011", "Continue with hardware key"),
+    _m("1010021", "Sign in with passkey"),
+    _m("1040004", "Sign up with security key"),
+    _m("1040007", "Sign up with passkey"),
+    _m("1050012", "Add security key"),
+    _m("1050013", "Name of the security key"),
+    _m("1050018", 'Remove security key "{display_name}"'),
+    _m("1050019", "Add passkey"),
+    _m("1050020", 'Remove passkey "{display_name}"'),
+    _m("4000013", "You have no WebAuthn device set up."),
+    _m("4000015", "The user has no security key set up, or no account with this identifier exists."),
+    _m("1010006", "Authentication code"),
+    _m("1010009", "Use Authenticator"),
+    _m("1050004", "Unlink TOTP Authenticator App"),
+    _m("1050005", "Authenticator app QR code"),
+    _m("1070006", "Verify code"),
+    _m("1010007", "Backup recovery code"),
+    _m("1010010", "Use backup recovery code"),
+    _m("1050017", "This is your authenticator app secret. Use it if you can not scan the QR code."),
+    _m("1050010", "These are your back up recovery codes. Please keep them in a safe place!"),
+    _m("1050011", "Confirm backup recovery codes"),
+    _m("1050008", "Generate new backup recovery codes"),
+    _m("1050016", "Disable this method"),
+    _m("1040008", "Back"),
+    _m("1040009", "Please choose a credential to authenticate yourself with."),
+    _m("4000037", "This account does not exist or has no login method configured."),
+)
+
+# Texts that are a value, not a sentence (a secret, a code list, a reason given by a hook): shown as
+# they are in every language. 1070002 is a trait's title from the identity schema: a catalog may
+# translate it with ``msgctxt "1070002"`` and the title as ``msgid``.
+_VALUE_TEXTS = frozenset({4000001, 4000028, 1050006, 1050009, 1050015})
+_NUMBERS = frozenset({"minutes", "retry_after"})
+
+
+def _pattern(template: str) -> re.Pattern[str]:
+    out, seen, last = [], set(), 0
+    for match in re.finditer(r"\{(\w+)\}", template):
+        out.append(re.escape(template[last : match.start()]))
+        name = match.group(1)
+        out.append(f"(?P={name})" if name in seen else f"(?P<{name}>.*?)")
+        seen.add(name)
+        last = match.end()
+    out.append(re.escape(template[last:]))
+    return re.compile("".join(out), re.DOTALL)
+
+
+TEMPLATES: dict[int, tuple[tuple[str, re.Pattern[str]], ...]] = {}
+for _id, _template in _TEMPLATES:
+    TEMPLATES[_id] = (*TEMPLATES.get(_id, ()), (_template, _pattern(_template)))
+
+
+def template_of(message_id: int, english: str) -> tuple[str, dict[str, str]] | None:
+    """The template that produced ``english`` and the values in it, or None (not a known text)."""
+    for template, pattern in TEMPLATES.get(message_id, ()):
+        match = pattern.fullmatch(english)
+        if match:
+            return template, match.groupdict()
+    return None
+
+
+def localise(message: Text | Mapping[str, Any], translator: Translator) -> str:
+    """The text of ``message`` in the translator's language; English when the catalog has no
+    translation for it (or it is not one of the texts above)."""
+    text_ = message.get("text")
+    message_id = message.get("id")
+    if not isinstance(text_, str) or not isinstance(message_id, int) or message_id in _VALUE_TEXTS:
+        return text_ if isinstance(text_, str) else ""
+    if message_id == LABEL_TRAIT:
+        return translator.pgettext(str(LABEL_TRAIT), text_)
+    found = template_of(message_id, text_)
+    if found is None:
+        return text_
+    template, values = found
+    translated = translator.pgettext(str(message_id), template)
+    if translated == template:
+        return text_
+    for name in _NUMBERS & values.keys():
+        values[name] = translator.number(values[name])
+    try:
+        return translated.format(**values)
+    except (KeyError, IndexError, ValueError):
+        # A catalog entry naming a value this text does not have: English beats a broken sentence.
+        return text_

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -22,7 +22,9 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from sidecar import __version__, errors
-from sidecar.config.model import SelfService
+from sidecar.config.model import Languages, SelfService
+from sidecar.flows.messages import localise
+from sidecar.i18n import N_, Catalogs, Translator, builtin_catalogs, identity_language, negotiate
 from sidecar.ui import page_headers, wording
 from sidecar.ui.forms import build_forms
 from sidecar.ui.node_view import as_mapping, messages_of, safe_href, same_origin_check
@@ -58,6 +60,7 @@ def page_routes(
     selfservice: SelfService | None = None,
     form_action_origins: Sequence[str] = (),
     templates_dir: str | None = None,
+    catalogs: Catalogs | None = None,
 ) -> list[BaseRoute]:
     """Routes of the built-in pages, relative to the public prefix (mount them under ``/.auth``).
 
@@ -86,6 +89,10 @@ def page_routes(
     ``selfservice`` decides which links are shown (registration, recovery) and adds the origins of the
     configured return URLs to the CSP ``form-action``, as does ``form_action_origins`` (e.g. OIDC
     providers). ``templates_dir`` holds templates that replace built-in ones of the same name.
+
+    Pages are in the negotiated language (``selfservice.languages``; ``catalogs`` are the gettext
+    catalogs, the built-in ones by default): the flow's messages and labels by their Kratos ids, the
+    pages' own words by their English text.
     """
     settings = _Settings(
         prefix=urlsplit(public_base_url).path.rstrip("/"),
@@ -99,7 +106,9 @@ def page_routes(
     pages = _Pages(
         settings=settings,
         csp=csp,
-        env=_environment(templates_dir),
+        templates_dir=templates_dir,
+        catalogs=catalogs or builtin_catalogs(),
+        languages=selfservice.languages if selfservice else Languages(),
         same_origin=same_origin_check(public_base_url),
         fetch_flow=fetch_flow,
         fetch_error=fetch_error,
@@ -119,14 +128,26 @@ def page_routes(
     return routes
 
 
-def _environment(templates_dir: str | None) -> jinja2.Environment:
+def _environment(templates_dir: str | None, translator: Translator) -> jinja2.Environment:
     loaders: list[jinja2.BaseLoader] = [jinja2.PackageLoader("sidecar.ui", "templates")]
     if templates_dir:
         loaders.insert(0, jinja2.FileSystemLoader(templates_dir))
     # Autoescape everywhere: every string in a flow may come from a user (traits, messages).
-    return jinja2.Environment(
-        loader=jinja2.ChoiceLoader(loaders), autoescape=True, trim_blocks=True, lstrip_blocks=True
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        extensions=["jinja2.ext.i18n"],
     )
+    # One environment per language: ``_()`` in the templates is that language's gettext.
+    env.install_gettext_callables(  # type: ignore[attr-defined]
+        gettext=translator.gettext,
+        ngettext=lambda one, many, n: translator.gettext(one if n == 1 else many),
+        pgettext=translator.pgettext,
+        newstyle=True,
+    )
+    return env
 
 
 class _Pages:
@@ -135,7 +156,9 @@ class _Pages:
         *,
         settings: _Settings,
         csp: str,
-        env: jinja2.Environment,
+        templates_dir: str | None,
+        catalogs: Catalogs,
+        languages: Languages,
         same_origin: Callable[[str], bool],
         fetch_flow: FetchFlow,
         fetch_error: FetchError,
@@ -145,7 +168,10 @@ class _Pages:
     ) -> None:
         self.settings = settings
         self.csp = csp
-        self.env = env
+        self.templates_dir = templates_dir
+        self.catalogs = catalogs
+        self.languages = languages
+        self.envs: dict[str, jinja2.Environment] = {}
         self.same_origin = same_origin
         self.fetch_flow = fetch_flow
         self.fetch_error = fetch_error
@@ -160,7 +186,6 @@ class _Pages:
         self.static_versions = {
             name: hashlib.sha256(body).hexdigest()[:12] for name, (body, _) in self.static_files.items()
         }
-        env.globals.update(static_url=self.static_url, prefix=settings.prefix, version=__version__)
 
     # --- URLs ------------------------------------------------------------------------------
 
@@ -177,13 +202,87 @@ class _Pages:
 
     # --- responses -------------------------------------------------------------------------
 
-    def render(self, template: str, context: dict[str, Any], *, page: str, status: int = 200) -> Response:
-        html = self.env.get_template(template).render(**context)
-        return HTMLResponse(
+    # --- language ---------------------------------------------------------------------------
+
+    def language(self, request: Request, identity: Mapping[str, Any] | None = None) -> tuple[str, str | None]:
+        """The page's language, and a ``?lang=`` choice to remember in the cookie (or None)."""
+        asked = request.query_params.get("lang")
+        chosen = self.catalogs.match(asked) if asked else None
+        return (
+            negotiate(
+                self.catalogs,
+                default=self.languages.default,
+                identity_tag=identity_language(identity, self.languages.identity_field),
+                accept=request.headers.get("accept-language"),
+                chosen=chosen or request.cookies.get(self.languages.cookie),
+            ),
+            chosen,
+        )
+
+    def environment(self, language: str) -> jinja2.Environment:
+        env = self.envs.get(language)
+        if env is None:
+            env = _environment(self.templates_dir, self.catalogs.translator(language))
+            env.globals.update(static_url=self.static_url, prefix=self.settings.prefix, version=__version__)
+            self.envs[language] = env
+        return env
+
+    def render(
+        self,
+        template: str,
+        context: dict[str, Any],
+        *,
+        page: str,
+        request: Request,
+        status: int = 200,
+        identity: Mapping[str, Any] | None = None,
+    ) -> Response:
+        language, remember = self.language(request, identity)
+        tr = self.catalogs.translator(language)
+        # The pages' own words are English msgids (marked with N_ where they are written).
+        for key in ("title", "subtitle", "message"):
+            if isinstance(context.get(key), str):
+                context[key] = tr.gettext(context[key])
+        for key in ("links", "actions", "endpoints"):
+            if isinstance(context.get(key), list):
+                context[key] = [(tr.gettext(item[0]), *item[1:]) for item in context[key]]
+        if "flow" in context:
+            context.update(self.localised_ui(context, tr))
+        context["html_lang"] = language.replace("_", "-")
+        html = self.environment(language).get_template(template).render(**context)
+        response = HTMLResponse(
             html,
             status_code=status,
             headers=page_headers.page_headers(self.csp, carries_tokens=page in _TOKEN_PAGES),
         )
+        response.headers["Content-Language"] = context["html_lang"]
+        response.headers["Vary"] = "Accept-Language, Cookie"
+        return self.remember(response, remember)
+
+    def remember(self, response: Response, chosen: str | None) -> Response:
+        if chosen:
+            response.set_cookie(
+                self.languages.cookie,
+                chosen,
+                max_age=365 * 24 * 3600,
+                path=self.settings.prefix or "/",
+                samesite="lax",
+                httponly=True,
+            )
+        return response
+
+    def localised_ui(self, context: dict[str, Any], tr: Translator) -> dict[str, Any]:
+        """The flow's messages and forms with every Kratos text in ``tr``'s language."""
+        flow = context["flow"]
+        ui = _localised(as_mapping(flow.get("ui")), tr)
+        kind = context["kind"]
+        forms = build_forms(ui, split_by_group=kind == "settings", same_origin=self.same_origin)
+        identity = as_mapping(flow.get("identity")) if "identity" in flow else None
+        return {
+            "messages": messages_of(ui.get("messages")),
+            "forms": [replace(f, heading=tr.gettext(f.heading)) if f.heading else f for f in forms],
+            "subtitle": wording.flow_subtitle(kind, flow, identity, tr.gettext),
+        }
 
     def redirect(self, url: str, *, page: str) -> Response:
         response = RedirectResponse(url, status_code=303)
@@ -203,6 +302,7 @@ class _Pages:
         retry_url: str | None,
         page: str,
         shown_code: int | None = None,
+        request: Request,
     ) -> Response:
         context = {
             "title": title,
@@ -211,7 +311,7 @@ class _Pages:
             "retry_url": retry_url,
             "links": [link for link in self.links("error", {}) if link[1] != retry_url],
         }
-        return self.render("error.html", context, page=page, status=status)
+        return self.render("error.html", context, page=page, status=status, request=request)
 
     # --- flow pages ------------------------------------------------------------------------
 
@@ -222,10 +322,12 @@ class _Pages:
         return endpoint
 
     async def flow_page(self, kind: str, request: Request) -> Response:
-        params = {k: v for k, v in request.query_params.items() if k != "flow"}
+        params = {k: v for k, v in request.query_params.items() if k not in ("flow", "lang")}
         flow_id = request.query_params.get("flow")
         if not flow_id:
-            return self.redirect(self.init_url(kind, params), page=kind)
+            # The flow is made first: a ``?lang=`` choice rides along in its cookie.
+            _, chosen = self.language(request)
+            return self.remember(self.redirect(self.init_url(kind, params), page=kind), chosen)
         try:
             flow = await self.fetch_flow(kind, flow_id, request)
         except (errors.FlowExpired, errors.FlowReplaced) as exc:
@@ -252,19 +354,23 @@ class _Pages:
                 message=exc.reason or exc.message,
                 retry_url=self.init_url(kind, params),
                 page=kind,
+                request=request,
             )
-        return self.render("flow.html", self.flow_context(kind, flow), page=kind)
+        return self.render(
+            "flow.html",
+            self.flow_context(kind, flow),
+            page=kind,
+            request=request,
+            identity=as_mapping(flow.get("identity")) or None,
+        )
 
     def flow_context(self, kind: str, flow: Mapping[str, Any]) -> dict[str, Any]:
-        ui = as_mapping(flow.get("ui"))
         identity = as_mapping(flow.get("identity")) if "identity" in flow else None
         return {
             "kind": kind,
             "flow": flow,
             "title": wording.flow_title(kind, flow),
             "subtitle": wording.flow_subtitle(kind, flow, identity),
-            "messages": messages_of(ui.get("messages")),
-            "forms": build_forms(ui, split_by_group=kind == "settings", same_origin=self.same_origin),
             "links": self.links(kind, flow),
         }
 
@@ -277,15 +383,15 @@ class _Pages:
         out: list[tuple[str, str]] = []
         if kind == "login" and not signed_in_step:
             if s.registration_enabled:
-                out.append(("Create an account", self.init_url("registration", keep)))
+                out.append((N_("Create an account"), self.init_url("registration", keep)))
             if s.recovery_enabled:
-                out.append(("Forgot your password?", self.init_url("recovery", keep)))
+                out.append((N_("Forgot your password?"), self.init_url("recovery", keep)))
         elif kind == "registration":
-            out.append(("Already have an account? Sign in", self.init_url("login", keep)))
+            out.append((N_("Already have an account? Sign in"), self.init_url("login", keep)))
         elif kind in ("recovery", "verification", "error"):
-            out.append(("Back to sign in", self.init_url("login", keep)))
+            out.append((N_("Back to sign in"), self.init_url("login", keep)))
         elif kind == "settings" or signed_in_step:
-            out.append(("Back to your account", f"{s.prefix}/ui/welcome"))
+            out.append((N_("Back to your account"), f"{s.prefix}/ui/welcome"))
         return out
 
     # --- error, welcome, static ----------------------------------------------------------------
@@ -303,23 +409,26 @@ class _Pages:
                 message=exc.message,
                 retry_url=None,
                 page="error",
+                request=request,
             )
         if flow_error is None:
             return self.error_response(
                 status=404,
-                title="Error not found",
-                message="This error does not exist or has been cleaned up.",
+                title=N_("Error not found"),
+                message=N_("This error does not exist or has been cleaned up."),
                 retry_url=None,
                 page="error",
+                request=request,
             )
         err = as_mapping(flow_error.get("error"))
         code = err["code"] if isinstance(err.get("code"), int) else 500
         return self.error_response(
             status=200,  # the page itself was found; the stored error's code is shown on it
             title=wording.error_title(code),
-            message=str(err.get("reason") or err.get("message") or "An unexpected error occurred."),
+            message=str(err.get("reason") or err.get("message") or N_("An unexpected error occurred.")),
             retry_url=None,
             page="error",
+            request=request,
             shown_code=code,
         )
 
@@ -340,6 +449,7 @@ class _Pages:
                 message=exc.message,
                 retry_url=None,
                 page="welcome",
+                request=request,
             )
         if not session:
             return self.redirect(self.init_url("login"), page="welcome")
@@ -348,7 +458,7 @@ class _Pages:
         methods = session.get("authentication_methods")
         identifier = wording.primary_identifier(traits)
         context = {
-            "title": "You are signed in",
+            "title": N_("You are signed in"),
             "session": session,
             "identity": identity,
             "identifier": identifier,
@@ -367,35 +477,35 @@ class _Pages:
             "verification_url": self.init_url("verification") if self.settings.verification_enabled else None,
             "links": [],
         }
-        return self.render("welcome.html", context, page="welcome")
+        return self.render("welcome.html", context, page="welcome", request=request, identity=identity)
 
     async def index(self, request: Request) -> Response:
         """``GET {prefix}/``: where the README's first link lands; the flows, health and API."""
         s = self.settings
-        actions = [("Sign in", self.init_url("login"), True)]
+        actions = [(N_("Sign in"), self.init_url("login"), True)]
         if s.registration_enabled:
-            actions.append(("Create an account", self.init_url("registration"), False))
-        actions.append(("Your account", f"{s.prefix}/ui/welcome", False))
+            actions.append((N_("Create an account"), self.init_url("registration"), False))
+        actions.append((N_("Your account"), f"{s.prefix}/ui/welcome", False))
         if s.recovery_enabled:
-            actions.append(("Recover your account", self.init_url("recovery"), False))
+            actions.append((N_("Recover your account"), self.init_url("recovery"), False))
         if s.verification_enabled:
-            actions.append(("Verify an email address", self.init_url("verification"), False))
+            actions.append((N_("Verify an email address"), self.init_url("verification"), False))
         endpoints = [
-            ("Readiness", f"{s.prefix}/health/ready"),
-            ("Liveness", f"{s.prefix}/health/alive"),
-            ("Version", f"{s.prefix}/version"),
-            ("Session", f"{s.prefix}/sessions/whoami"),
-            ("JWT keys", f"{s.prefix}/.well-known/jwks.json"),
+            (N_("Readiness"), f"{s.prefix}/health/ready"),
+            (N_("Liveness"), f"{s.prefix}/health/alive"),
+            (N_("Version"), f"{s.prefix}/version"),
+            (N_("Session"), f"{s.prefix}/sessions/whoami"),
+            (N_("JWT keys"), f"{s.prefix}/.well-known/jwks.json"),
         ]
         context = {
-            "title": "Sign-in and accounts",
-            "subtitle": "Start here to sign in, create an account or manage yours.",
+            "title": N_("Sign-in and accounts"),
+            "subtitle": N_("Start here to sign in, create an account or manage yours."),
             "actions": actions,
             "endpoints": endpoints,
             "base_url": self.base_url,
             "links": [],
         }
-        return self.render("index.html", context, page="index")
+        return self.render("index.html", context, page="index", request=request)
 
     async def static(self, request: Request) -> Response:
         found = self.static_files.get(request.path_params["name"])
@@ -405,3 +515,24 @@ class _Pages:
             )
         body, media_type = found
         return Response(body, media_type=media_type, headers=page_headers.static_headers())
+
+
+def _localised(ui: Mapping[str, Any], tr: Translator) -> dict[str, Any]:
+    """A copy of a flow's ``ui`` with ``text`` of its messages and node labels in ``tr``'s language."""
+
+    def texts(items: Any) -> Any:
+        if not isinstance(items, list):
+            return items
+        return [{**m, "text": localise(m, tr)} if isinstance(m, Mapping) else m for m in items]
+
+    nodes = []
+    for node in ui.get("nodes") or []:
+        if not isinstance(node, Mapping):
+            nodes.append(node)
+            continue
+        meta = as_mapping(node.get("meta"))
+        label = meta.get("label")
+        if isinstance(label, Mapping):
+            meta = {**meta, "label": {**label, "text": localise(label, tr)}}
+        nodes.append({**node, "messages": texts(node.get("messages")), "meta": meta})
+    return {**ui, "messages": texts(ui.get("messages")), "nodes": nodes if "nodes" in ui else ui.get("nodes")}
