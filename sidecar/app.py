@@ -457,7 +457,15 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         organizations=database.organizations,
     )
     organizations = OrganizationManager(database.organizations)
-    courier = Courier(database.courier, Templates(config.courier.template_override_path))
+    courier = Courier(
+        database.courier,
+        Templates(
+            config.courier.template_override_path,
+            catalogs=catalogs,
+            default_language=config.selfservice.languages.default,
+            identity_field=config.selfservice.languages.identity_field,
+        ),
+    )
     audit = AuditLog(config.log.audit.path if config.log.audit.enabled else None)
     selfservice, flow_closers = build_flows(
         config,

@@ -623,9 +623,9 @@ class Languages(Model):
     """The language when nothing else decides (a catalog name: ``en``, ``de``, ``pt_BR``, ...);
     refused at start when no catalog of that name exists."""
     identity_field: str | None = Field(
-        default="traits.locale", pattern=r"^(traits|metadata_public|metadata_admin)(\.[A-Za-z0-9_-]+)+$"
+        default="traits.locale", pattern=r"^(traits|metadata_public)(\.[A-Za-z0-9_-]+)+$"
     )
-    """Where an identity keeps its language (``traits.locale``, ``metadata_public.language``): a
+    """Where an identity keeps its language (``traits.<key>`` or ``metadata_public.<key>``): a
     language tag such as ``de``, ``fr-CA`` or ``pt-BR``. It decides the language of that identity's
     emails and of pages that know the identity (settings, the signed-in page). ``null``: never."""
     cookie: str = Field(default="sidecar_lang", pattern=r"^[A-Za-z0-9_-]{1,64}$")

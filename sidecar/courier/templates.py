@@ -7,6 +7,13 @@ Layout (bundled under ``sidecar/courier/templates/``, and the same inside
     <template_type>/email.body.txt
     <template_type>/email.body.html
 
+Languages: the bundled templates put their sentences through ``_()``, the gettext catalogs of
+``sidecar.i18n``. An override may be per language, ``<template_type>/<lang>/email.body.txt``
+(``recovery_code_valid/fr/``), which wins over a language-neutral override, which wins over the
+bundled template. The language is the recipient identity's ``selfservice.languages.identity_field``
+(e.g. ``traits.locale``) when the message has an identity and that names a language with a catalog,
+else ``selfservice.languages.default``.
+
 Templates are Jinja2 with the snake_case equivalents of Kratos' template data: ``to``,
 ``identity``, ``recovery_url``, ``recovery_code``, ``verification_url``, ``verification_code``,
 ``login_code``, ``registration_code``, ``traits``. A variable a template uses but the caller did not
@@ -23,6 +30,7 @@ from typing import Any
 import jinja2
 
 from sidecar.courier.model import TEMPLATE_TYPES, TemplateType
+from sidecar.i18n import SOURCE_LANGUAGE, Catalogs, builtin_catalogs, identity_language
 
 BUNDLED = Path(__file__).with_name("templates")
 
@@ -37,27 +45,67 @@ def _one_line(subject: str) -> str:
 class Templates:
     """Renders courier messages from the override directory first, then the bundled defaults."""
 
-    def __init__(self, override_path: str | Path | None = None) -> None:
-        searchpath = [str(override_path)] if override_path else []
+    def __init__(
+        self,
+        override_path: str | Path | None = None,
+        *,
+        catalogs: Catalogs | None = None,
+        default_language: str = SOURCE_LANGUAGE,
+        identity_field: str | None = "traits.locale",
+    ) -> None:
+        self._searchpath = [str(override_path)] if override_path else []
         if override_path and not Path(override_path).is_dir():
             raise ValueError(f"courier.template_override_path: {override_path} is not a directory")
-        searchpath.append(str(BUNDLED))
-        self._env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(searchpath),
-            # Only the HTML body is escaped: escaped plain text would show "&amp;" to the reader.
-            autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False),
-            undefined=jinja2.StrictUndefined,
-            keep_trailing_newline=True,
-        )
+        self._searchpath.append(str(BUNDLED))
+        self._catalogs = catalogs or builtin_catalogs()
+        self._default = default_language
+        self._identity_field = identity_field
+        self._envs: dict[str, jinja2.Environment] = {}
 
-    def render(self, template_type: TemplateType, data: Mapping[str, Any]) -> tuple[str, str, str]:
-        """Return ``(subject, text, html)``; raises ``ValueError`` for an unknown type or missing data."""
+    def _environment(self, language: str) -> jinja2.Environment:
+        env = self._envs.get(language)
+        if env is None:
+            translator = self._catalogs.translator(language)
+            env = jinja2.Environment(
+                loader=jinja2.FileSystemLoader(self._searchpath),
+                # Only the HTML body is escaped: escaped plain text would show "&amp;" to the reader.
+                autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False),
+                undefined=jinja2.StrictUndefined,
+                keep_trailing_newline=True,
+                extensions=["jinja2.ext.i18n"],
+            )
+            env.install_gettext_callables(  # type: ignore[attr-defined]
+                gettext=translator.gettext,
+                ngettext=lambda one, many, n: translator.gettext(one if n == 1 else many),
+                newstyle=True,
+            )
+            self._envs[language] = env
+        return env
+
+    def language_of(self, data: Mapping[str, Any]) -> str:
+        """The recipient's language: the identity's field when it names a catalog, else the default."""
+        identity = data.get("identity")
+        tag = identity_language(identity if isinstance(identity, Mapping) else None, self._identity_field)
+        return self._catalogs.match(tag) or self._default
+
+    def render(
+        self, template_type: TemplateType, data: Mapping[str, Any], language: str | None = None
+    ) -> tuple[str, str, str]:
+        """Return ``(subject, text, html)`` in ``language`` (default: ``language_of(data)``); raises
+        ``ValueError`` for an unknown type or missing data."""
         if template_type not in TEMPLATE_TYPES:
             raise ValueError(f"unknown courier template type {template_type!r}")
+        language = language or self.language_of(data)
+        env = self._environment(language)
+
+        def one(name: str) -> str:
+            # The language's own override first, then the shared one (bundled: translated by gettext).
+            return env.select_template(
+                [f"{template_type}/{language}/{name}", f"{template_type}/{name}"]
+            ).render(data)
+
         try:
-            subject = self._env.get_template(f"{template_type}/email.subject.txt").render(data)
-            text = self._env.get_template(f"{template_type}/email.body.txt").render(data)
-            html = self._env.get_template(f"{template_type}/email.body.html").render(data)
+            subject, text, html = one("email.subject.txt"), one("email.body.txt"), one("email.body.html")
         except jinja2.UndefinedError as exc:
             raise ValueError(f"courier template {template_type}: {exc.message}") from exc
         return _one_line(subject), text, html

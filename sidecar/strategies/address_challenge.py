@@ -269,4 +269,10 @@ class AddressChallenge(RecoveryStrategy, VerificationStrategy):
 
 def _template_identity(identity: Identity) -> dict[str, Any]:
     """What templates may show of the identity (Kratos passes it; we leave credentials out)."""
-    return {"id": str(identity.id), "traits": identity.traits, "schema_id": identity.schema_id}
+    return {
+        "id": str(identity.id),
+        "traits": identity.traits,
+        "schema_id": identity.schema_id,
+        # Public by definition; the courier may read the recipient's language from it.
+        "metadata_public": identity.metadata_public,
+    }

@@ -70,3 +70,30 @@ def test_missing_data_and_unknown_types_are_errors(tmp_path: Path) -> None:
         Templates().render("password_changed", DATA)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="not a directory"):
         Templates(tmp_path / "missing")
+
+
+def test_the_language_comes_from_the_configured_identity_field(tmp_path: Path) -> None:
+    templates = Templates(identity_field="metadata_public.language", default_language="es")
+    fr = {**DATA, "identity": {"traits": {"locale": "de"}, "metadata_public": {"language": "fr-BE"}}}
+    assert templates.language_of(fr) == "fr"
+    assert templates.language_of(DATA) == "es"  # no identity: the default
+    subject, text, _ = templates.render("login_code_valid", fr)
+    assert subject == "Connexion à votre compte" and text.startswith("Bonjour,")
+    # An explicit language wins; English is the untranslated source.
+    assert templates.render("login_code_valid", fr, language="en")[0] == "Login to your account"
+
+
+def test_a_per_language_override_replaces_only_that_language(tmp_path: Path) -> None:
+    (tmp_path / "login_code_valid" / "ja").mkdir(parents=True)
+    (tmp_path / "login_code_valid" / "ja" / "email.subject.txt").write_text(
+        "サインインコード {{ login_code }}"
+    )
+    (tmp_path / "login_code_valid" / "email.body.txt").write_text("Code: {{ login_code }}\n")
+    templates = Templates(tmp_path)
+    assert (
+        templates.render("login_code_valid", DATA, language="ja")[0]
+        == f"サインインコード {DATA['login_code']}"
+    )
+    assert templates.render("login_code_valid", DATA, language="de")[0] == "Bei Ihrem Konto anmelden"
+    # The language-neutral override beats the bundled (translated) template in every language.
+    assert templates.render("login_code_valid", DATA, language="de")[1] == f"Code: {DATA['login_code']}\n"
