@@ -56,7 +56,8 @@ class Browser:
 
 @pytest.fixture
 def browser(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Browser]:
-    """A fresh Chromium profile. Indirect parameters: ``javascript`` (bool), ``color_scheme``."""
+    """A fresh Chromium profile. Indirect parameters: ``javascript`` (bool), ``color_scheme``,
+    ``locale`` (the browser's language, sent as ``Accept-Language``)."""
     options = getattr(request, "param", {})
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"Chromium not found at {CHROMIUM} (apt-get install chromium)", pytrace=False)
@@ -69,7 +70,7 @@ def browser(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Browser]
             headless=True,
             args=CHROMIUM_ARGS,
             viewport={"width": 1024, "height": 800},
-            locale="en-US",
+            locale=options.get("locale", "en-US"),
             java_script_enabled=options.get("javascript", True),
             color_scheme=options.get("color_scheme", "light"),
         )
