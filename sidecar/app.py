@@ -127,6 +127,7 @@ from sidecar.strategies.registry import build_registry
 from sidecar.tracing import Tracing
 from sidecar.ui.api_client import PublicApiClient, in_process
 from sidecar.ui.pages import page_routes
+from sidecar.webhooks.audit_forward import OutboxAuditForwarder
 from sidecar.webhooks.outbox import OutboxDispatcher, OutboxPolicy, OutboxWorker
 from sidecar.webhooks.runner import DEFAULT_HEADER_ALLOWLIST, WebHookRunner
 
@@ -157,7 +158,8 @@ class Services:
     courier: Courier
     courier_worker: CourierWorker | None
     outbox_worker: OutboxWorker | None
-    """Sends the web hook outbox (only when a ``web_hook`` has ``response.ignore``)."""
+    """Sends the web hook outbox (only when a ``web_hook`` has ``response.ignore`` or
+    ``log.audit.webhook`` is set)."""
     readiness_checks: dict[str, Callable[[], Awaitable[None]]]
     monitor: StoreMonitor
     """Logs each store's outages and recoveries (``readiness_checks``, run in the background)."""
@@ -466,7 +468,17 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
             identity_field=config.selfservice.languages.identity_field,
         ),
     )
-    audit = AuditLog(config.log.audit.path if config.log.audit.enabled else None)
+    audit_hook = config.log.audit.webhook
+    forwarder = None
+    if audit_hook is not None and config.log.audit.enabled:
+        forwarder = OutboxAuditForwarder(
+            database.outbox,
+            audit_hook.url,
+            headers=audit_hook.headers,
+            events=audit_hook.events,
+            timeout=audit_hook.timeout.total_seconds(),
+        )
+    audit = AuditLog(config.log.audit.path if config.log.audit.enabled else None, forwarder=forwarder)
     selfservice, flow_closers = build_flows(
         config,
         kv,
@@ -482,8 +494,10 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         tracing=tracing,
     )
     closers += flow_closers
+    if forwarder is not None:
+        closers.append(forwarder.drain)  # closed in reverse: rows still being written, then the pool
     outbox_worker = None
-    if courier_worker and config.fire_and_forget_hooks():
+    if courier_worker and (config.fire_and_forget_hooks() or forwarder is not None):
         outbox_client = httpx.AsyncClient(follow_redirects=False)
         closers.append(outbox_client.aclose)
         outbox_worker = OutboxWorker(

@@ -8,6 +8,9 @@ report it, the user agent, the request id and the trace id (``Origin``).
 What an event may carry is closed: ``EVENTS`` lists each event's own fields, and ``emit``
 refuses any other name, so a token, cookie, password or code can only reach the audit log by
 someone adding a field to this table (docs/AUDIT.md is checked against it by a test).
+
+An ``AuditForwarder`` (``log.audit.webhook``: ``webhooks/audit_forward.py``), when given, gets
+each event too, as the same JSON object as the line, and enqueues it in the web hook outbox.
 """
 
 from __future__ import annotations
@@ -116,6 +119,14 @@ EVENTS: dict[str, EventSpec] = {
 Scalar = str | int | bool | None
 
 
+class AuditForwarder(Protocol):
+    """Where events go besides the line (the outbox for ``log.audit.webhook``)."""
+
+    def forward(self, event: str, entry: dict[str, object], body: bytes) -> None:
+        """``body`` is the line without its newline; must not raise, must not block."""
+        ...
+
+
 def _ident(value: UUID | str | None) -> str | None:
     return str(value) if value is not None else None
 
@@ -134,8 +145,10 @@ class AuditLog:
         *,
         clock: Callable[[], datetime] | None = None,
         service: str = "sidecar",
+        forwarder: AuditForwarder | None = None,
     ) -> None:
         self.path = path
+        self._forwarder = forwarder
         self.enabled = path is not None
         self._clock = clock or (lambda: datetime.now(UTC))
         self._service = service
@@ -193,6 +206,8 @@ class AuditLog:
             entry[name] = str(value) if isinstance(value, UUID) else value
         # ensure_ascii: a user agent's control characters come out escaped; one event, one line.
         line = json.dumps(entry, separators=(",", ":"), ensure_ascii=True) + "\n"
+        if self._forwarder is not None:
+            self._forwarder.forward(event, entry, line[:-1].encode("ascii"))
         self.open()
         if self._fd is None:
             return

@@ -3,7 +3,8 @@
 ``check_config`` loads everything the server would load at start, without starting it, and
 collects every problem by key: identity schemas, rule files (a pattern that matches no file is a
 problem, not a silent deny-all), claims mappers, the mail template folder, the ``dsn`` scheme and
-the SQLite file's folder, ``redis.url``, ``proxy.upstream``, the SMTP URI. ``prepare_database``
+the SQLite file's folder, ``redis.url``, ``proxy.upstream``, the SMTP URI, the audit web hook's
+event names. ``prepare_database``
 then reaches the database: it must answer, and its schema must be current (or be migrated now,
 with ``--migrate``). Any failure is a :class:`StartupError`: one line naming the cause and the
 config key, never a traceback, so ``sidecar serve`` exits non-zero with something to act on.
@@ -48,7 +49,19 @@ def check_config(config: Config) -> Report:
     _check_oidc(config, report)
     _check_proxy(config, report)
     _check_tokenizer(config, report)
+    _check_audit(config, report)
     return report
+
+
+def _check_audit(config: Config, report: Report) -> None:
+    from sidecar.audit import EVENTS
+
+    hook = config.log.audit.webhook
+    unknown = sorted(set(hook.events or ()) - set(EVENTS)) if hook is not None else []
+    if unknown:
+        report.problems.append(
+            ("log.audit.webhook.events", f"unknown event name(s) {unknown} (docs/AUDIT.md lists them)")
+        )
 
 
 def _check_schemas(config: Config, report: Report) -> None:

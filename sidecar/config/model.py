@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -1024,6 +1025,41 @@ class RedisConfig(Model):
         return self
 
 
+class AuditWebhookConfig(Model):
+    """Sidecar-only: send each audit event to a SIEM through the durable web hook outbox."""
+
+    url: str
+    """Where each event is POSTed (``application/json``, the same object as the log line), signed
+    with ``Webhook-Signature`` (``webhooks.signing_secret``) and keyed by ``Idempotency-Key``;
+    retried and dead-lettered as every outbox delivery (``/admin/webhooks/deliveries``)."""
+    headers: dict[str, str] = {}
+    """Extra request headers (e.g. the SIEM's ``Authorization``), stored with each delivery."""
+    events: list[str] | None = None
+    """Only these event names (docs/AUDIT.md); all events when unset. An unknown name is refused."""
+    timeout: Duration = timedelta(seconds=10)
+    """The longest one attempt waits for the receiver; shorter than ``webhooks.lease``."""
+
+    @field_validator("url")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an absolute http:// or https:// URL")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _header_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, header in value.items():
+            if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+                raise ValueError(f"{name!r} is not a header name")
+            if name.lower() in ("content-type", "idempotency-key", "webhook-signature", "content-length"):
+                raise ValueError(f"{name} is set by sidecar")
+            if "\r" in header or "\n" in header:
+                raise ValueError(f"the value of {name} has a line break")
+        return value
+
+
 class AuditLogConfig(Model):
     enabled: bool = False
     """Sidecar-only: write security audit events (sign-ins, MFA changes, revocations, admin changes;
@@ -1031,6 +1067,9 @@ class AuditLogConfig(Model):
     path: str = "-"
     """Where audit events go: ``-`` for standard output (the access and error logs go to standard
     error), or a file, opened for appending (several workers may share it)."""
+    webhook: AuditWebhookConfig | None = None
+    """Also enqueue each event in the web hook outbox as a delivery to ``webhook.url``, so a SIEM can
+    subscribe (needs ``enabled`` and ``webhooks.signing_secret``). docs/AUDIT.md has the details."""
 
 
 class LogConfig(Model):
@@ -1228,6 +1267,19 @@ class Config(Model):
 
     @model_validator(mode="after")
     def _outbox_ready(self) -> Config:
+        audit_hook = self.log.audit.webhook
+        if audit_hook is not None:
+            if not self.log.audit.enabled:
+                raise ValueError("log.audit.webhook: needs log.audit.enabled: true")
+            if self.webhooks.signing_secret is None and not self.dev:
+                raise ValueError(
+                    "log.audit.webhook: needs webhooks.signing_secret (every outbox delivery is signed with it)"
+                )
+            if audit_hook.timeout >= self.webhooks.lease:
+                raise ValueError(
+                    f"log.audit.webhook.timeout: must be shorter than webhooks.lease "
+                    f"({self.webhooks.lease.total_seconds():g}s)"
+                )
         ignored = self.fire_and_forget_hooks()
         if ignored and self.webhooks.signing_secret is None and not self.dev:
             raise ValueError(
