@@ -1273,7 +1273,7 @@ class Config(Model):
                 raise ValueError("log.audit.webhook: needs log.audit.enabled: true")
             if self.webhooks.signing_secret is None and not self.dev:
                 raise ValueError(
-                    "log.audit.webhook: needs webhooks.signing_secret (every outbox delivery is signed with it)"
+                    "log.audit.webhook: needs webhooks.signing_secret (every outbox delivery is signed)"
                 )
             if audit_hook.timeout >= self.webhooks.lease:
                 raise ValueError(

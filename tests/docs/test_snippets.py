@@ -31,6 +31,7 @@ TESTED_BY = {
     "examples/rules/format.test.yaml": "tests/docs/test_rules_examples.py",  # sidecar rules test
     "examples/operations/observability.yaml": "tests/ops/test_tracing.py",  # sidecar serve, OTLP
     "examples/webhook_receiver.py": "tests/webhooks/test_outbox.py",  # signed outbox deliveries
+    "examples/operations/audit-webhook.yaml": "tests/webhooks/test_audit_webhook.py",  # sidecar serve, a SIEM
     "examples/sso/rules.yaml": "tests/e2e/test_organization_sso.py",  # sidecar serve, a real OIDC provider
 }
 

@@ -16,9 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from sidecar.config.loader import ConfigError
 from tests.conftest import free_port, make_config
+from tests.docs.test_snippets import ROOT
 from tests.ops.serve import base_config, migrate, ports, running, serve_argv, write_config
 from tests.receiver import http_receiver
 from tests.webhooks.test_outbox import SECRET, deliveries, verify_signature, wait
@@ -72,13 +74,16 @@ def _lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
+EXAMPLE = yaml.safe_load((ROOT / "examples/operations/audit-webhook.yaml").read_text())
+
+
 def test_a_login_reaches_the_siem_signed_and_filtered(tmp_path: Path) -> None:
+    # docs/AUDIT.md's example, pointed at the local receiver.
+    example = EXAMPLE["log"]["audit"]["webhook"]
+    assert example["events"] == ["login.succeeded", "login.failed"]
     with http_receiver() as receiver:
         path, public, admin, audit_path = _config(
-            tmp_path,
-            f"{receiver.url}/siem",
-            headers={"Authorization": "Splunk 1234"},
-            events=["login.succeeded", "login.failed"],
+            tmp_path, f"{receiver.url}/siem", headers=example["headers"], events=example["events"]
         )
         migrate(path, tmp_path)
         with running(serve_argv(path), cwd=tmp_path, public_port=public, admin_port=admin) as proc:
@@ -95,7 +100,7 @@ def test_a_login_reaches_the_siem_signed_and_filtered(tmp_path: Path) -> None:
         for request, body in zip(received, bodies, strict=True):
             assert request.path == "/siem" and request.method == "POST"
             assert request.headers["content-type"] == "application/json"
-            assert request.headers["authorization"] == "Splunk 1234"
+            assert request.headers["authorization"] == example["headers"]["Authorization"]
             assert verify_signature(SECRET, request.headers, request.body)
             assert not verify_signature("another-secret-000000", request.headers, request.body)
             # The same object as the log line, byte for byte.
@@ -170,3 +175,9 @@ def test_unknown_event_names_stop_the_start(tmp_path: Path) -> None:
         done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode != 0
         assert "log.audit.webhook.events: unknown event name(s) ['login.suceeded']" in done.stderr
+
+
+def test_the_example_loads_as_it_is() -> None:
+    config = make_config(**EXAMPLE)
+    hook = config.log.audit.webhook
+    assert hook is not None and hook.timeout.total_seconds() == 5
