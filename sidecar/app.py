@@ -61,6 +61,7 @@ from sidecar.console.routes import console_routes
 from sidecar.console.rules import RulesPages
 from sidecar.console.sessions import SessionSection
 from sidecar.console.signin import SignIn
+from sidecar.console.webhooks import WebhookPages
 from sidecar.courier.service import Courier
 from sidecar.courier.smtp import SmtpSender
 from sidecar.courier.store import CourierStore
@@ -651,6 +652,7 @@ def build_console(services: Services) -> list[BaseRoute]:
         courier=CourierPages(
             pages, courier_store, CourierPageTokens(pagination_secret(config)), admin.console.page_size
         ),
+        webhooks=WebhookPages(pages, services.database.outbox, admin.console.page_size),
         rules=RulesPages(
             pages,
             services.rules,

@@ -45,6 +45,7 @@ NAV = (
     ("overview", "Overview", PREFIX),
     ("identities", "Identities", f"{PREFIX}/identities"),
     ("courier", "Courier", f"{PREFIX}/courier"),
+    ("webhooks", "Web hooks", f"{PREFIX}/webhooks"),
     ("rules", "Access rules", f"{PREFIX}/rules"),
 )
 

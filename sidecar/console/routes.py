@@ -16,6 +16,7 @@ from sidecar.console.recovery import RecoverySection
 from sidecar.console.rules import RulesPages
 from sidecar.console.sessions import SessionSection
 from sidecar.console.signin import SignIn
+from sidecar.console.webhooks import WebhookPages
 
 
 def console_routes(
@@ -27,6 +28,7 @@ def console_routes(
     sessions: SessionSection,
     recovery: RecoverySection | None,
     courier: CourierPages,
+    webhooks: WebhookPages,
     rules: RulesPages,
 ) -> list[BaseRoute]:
     p, i = pages, identities
@@ -52,6 +54,8 @@ def console_routes(
         Route(f"{PREFIX}/courier", p.page(courier.queue), methods=["GET"]),
         Route(f"{PREFIX}/courier/{{id}}/retry", p.action(courier.retry), methods=["POST"]),
         Route(f"{PREFIX}/courier/{{id}}/abandon", p.action(courier.abandon), methods=["POST"]),
+        Route(f"{PREFIX}/webhooks", p.page(webhooks.queue), methods=["GET"]),
+        Route(f"{PREFIX}/webhooks/{{id}}/retry", p.action(webhooks.retry), methods=["POST"]),
         Route(f"{PREFIX}/rules", p.page(rules.show), methods=["GET"]),
     ]
     if recovery is not None:

@@ -1,5 +1,6 @@
 """Console operations: an identity's sessions (revoke one, all), recovery made and shown once,
-the courier queue (retry, abandon), the access rules with "explain", and the overview charts."""
+the courier queue (retry, abandon), the web hook outbox (retry), the access rules with
+"explain", and the overview charts."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from sidecar.courier.model import Message
 from sidecar.identity.manager import IdentitySpec
 from sidecar.session.model import Device
+from sidecar.webhooks.outbox import Delivery
 from tests.console.conftest import Console, MakeConsole
 
 RULES = """\
@@ -151,6 +153,41 @@ async def test_courier_queue_retry_and_abandon(
     ]
 
 
+def delivery(url: str) -> Delivery:
+    return Delivery(
+        method="POST", url=url, headers=[], body=b"{}", timeout_seconds=5, hook_id="registration.after"
+    )
+
+
+async def test_webhook_outbox_listed_and_a_dead_delivery_retried(
+    console: Console, audit: Callable[[], list[dict[str, Any]]]
+) -> None:
+    store = console.services.database.outbox
+    dead, sent = delivery("https://hooks.example.test/dead"), delivery("https://hooks.example.test/sent")
+    for d in (dead, sent):
+        await store.enqueue(d)
+    claimed = await store.claim_batch("w", limit=2, lease=timedelta(minutes=1))
+    assert {d.id for d in claimed} == {dead.id, sent.id}
+    await store.mark_failed(dead.id, "w", error="receiver answered 500", status_code=500, retry_at=None)
+    await store.mark_delivered(sent.id, "w", status_code=204)
+
+    page = await console.client.get("/console/webhooks")
+    assert page.status_code == 200
+    assert "https://hooks.example.test/dead" in page.text and "HTTP 500 receiver answered 500" in page.text
+    assert "dead (1)" in page.text and "delivered (1)" in page.text
+    only = await console.client.get("/console/webhooks?status=dead")
+    assert "/dead" in only.text and "/sent" not in only.text
+    assert (await console.client.get("/console/webhooks?status=nonsense")).status_code == 400
+
+    assert (await console.post(f"/console/webhooks/{dead.id}/retry")).status_code == 303
+    got = await store.get(dead.id)
+    assert got is not None and got.status == "queued"
+    assert (await console.post(f"/console/webhooks/{sent.id}/retry")).status_code == 409  # delivered: done
+    assert (await console.post(f"/console/webhooks/{uuid.uuid4()}/retry")).status_code == 404
+    results = [(a["action"], a["result"]) for a in audit() if a["action"].startswith("webhook.")]
+    assert results == [("webhook.retry", "ok"), ("webhook.retry", "refused"), ("webhook.retry", "refused")]
+
+
 async def test_rules_in_order_and_explained_by_the_proxy_engine(
     console: Console, audit: Callable[[], list[dict[str, Any]]]
 ) -> None:
@@ -210,7 +247,7 @@ async def test_overview_counts_and_charts(console: Console) -> None:
 
 async def test_step_two_pages_need_a_session(make_console: MakeConsole) -> None:
     c = await make_console()
-    for path in ("/console", "/console/courier", "/console/rules"):
+    for path in ("/console", "/console/courier", "/console/webhooks", "/console/rules"):
         assert (await c.client.get(path)).status_code == 303, path
     assert (await c.client.post(f"/console/courier/{uuid.uuid4()}/retry", data={})).status_code == 401
 

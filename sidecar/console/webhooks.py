@@ -1,0 +1,60 @@
+"""The web hook outbox: deliveries newest first with status, attempts, last answer and error; retry.
+
+Retry makes a dead (or waiting) delivery due now with a fresh attempt budget, as the admin API's
+``POST /admin/webhooks/deliveries/{id}/retry`` does; a delivery in flight belongs to its worker's
+lease and a delivered one is done, so both are refused (``OutboxStore.retry`` says which it took).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from sidecar import errors
+from sidecar.console.auth import ConsoleSession
+from sidecar.console.pages import PREFIX, Form, Pages
+from sidecar.webhooks.outbox import STATUSES, OutboxStore
+
+
+class WebhookPages:
+    def __init__(self, pages: Pages, store: OutboxStore, page_size: int) -> None:
+        self.pages = pages
+        self.store = store
+        self.page_size = page_size
+
+    async def queue(self, request: Request, signed_in: ConsoleSession) -> Response:
+        q = request.query_params
+        status = q.get("status") or None
+        if status is not None and status not in STATUSES:
+            raise errors.BadRequest(f"status must be one of {', '.join(STATUSES)}")
+        context = {
+            "title": "Web hooks",
+            "deliveries": await self.store.list(status=status, limit=self.page_size),  # type: ignore[arg-type]
+            "status": status or "",
+            "statuses": STATUSES,
+            "counts": await self.store.count_by_status(),
+            "page_size": self.page_size,
+            "notice": "Delivery queued to be sent now." if q.get("done") == "retry" else "",
+        }
+        return self.pages.render("webhooks.html", context, signed_in=signed_in, section="webhooks")
+
+    async def retry(self, request: Request, signed_in: ConsoleSession, form: Form) -> Response:
+        try:
+            delivery_id = uuid.UUID(request.path_params["id"])
+        except ValueError:
+            raise errors.NotFound("There is no web hook delivery with that id.") from None
+        done = await self.store.retry(delivery_id)
+        self.pages.audit.record(
+            signed_in.actor,
+            "webhook.retry",
+            result="ok" if done else "refused",
+            detail=f"delivery {delivery_id}",
+        )
+        if not done:
+            delivery = await self.store.get(delivery_id)
+            if delivery is None:
+                raise errors.NotFound("There is no web hook delivery with that id.")
+            raise errors.Conflict(f"A {delivery.status} delivery cannot be retried.")
+        return self.pages.redirect(f"{PREFIX}/webhooks?done=retry")
