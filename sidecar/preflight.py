@@ -151,7 +151,7 @@ def _check_oidc(config: Config, report: Report) -> None:
     oidc = config.selfservice.methods.oidc
     if not oidc.enabled:
         return
-    from sidecar.strategies.oidc.mapper import load_mapper
+    from sidecar.strategies.federation.mapper import load_mapper
 
     for index, provider in enumerate(oidc.config.providers):
         try:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from sidecar.config.loader import read_files
-from sidecar.strategies.oidc.mapper import run_mapper
+from sidecar.strategies.federation.mapper import run_mapper
 from tests.conftest import free_port
 from tests.e2e.conftest import serve_public_app, site_config
 from tests.e2e.test_oidc_provider import ACCOUNTS, Site, _flow_csrf, _to_provider_and_back, oidc_provider

@@ -19,8 +19,8 @@ from joserfc.jwk import ECKey, KeySet, OctKey, RSAKey
 from sidecar import errors
 from sidecar.config.model import OidcProvider
 from sidecar.security.cipher import Cipher, CipherError
+from sidecar.strategies.federation.mapper import DEFAULT_MAPPER, MapperError, load_mapper, run_mapper
 from sidecar.strategies.oidc.client import OidcClient, TokenInvalid
-from sidecar.strategies.oidc.mapper import DEFAULT_MAPPER, MapperError, load_mapper, run_mapper
 from sidecar.strategies.oidc.providers import (
     PRESETS,
     client_secret,

@@ -15,8 +15,8 @@ from typing import Protocol
 from sidecar import errors
 from sidecar.flows.model import Flow
 from sidecar.organization.model import Organization
+from sidecar.strategies.federation.jit import linking
 from sidecar.strategies.oidc.signin import ProviderSignIn
-from sidecar.strategies.oidc.strategy import LINK
 
 
 class OrganizationsByDomain(Protocol):
@@ -34,7 +34,7 @@ class OidcOrganizationRouter:
                 self._by_org.setdefault(provider.config.organization_id.lower(), []).append(provider.id)
 
     async def route(self, flow: Flow, identifier: str) -> None:
-        if not self._by_org or LINK in flow.internal:
+        if not self._by_org or linking(flow):
             # Linking a provider account to an existing one: the user proves that account here.
             return
         organization = await self._organizations.for_identifier(identifier)

@@ -18,9 +18,9 @@ from sidecar.flows.outcome import FlowInvalid
 from sidecar.identity.model import utcnow
 from sidecar.kv.store import KeyValueStore
 from sidecar.security.cipher import cipher_from
-from sidecar.strategies.oidc.accounts import Verified
+from sidecar.strategies.federation.accounts import Verified
+from sidecar.strategies.federation.mapper import MapperError, load_mapper, run_mapper
 from sidecar.strategies.oidc.client import OidcClient, TokenInvalid, TokenSet
-from sidecar.strategies.oidc.mapper import MapperError, load_mapper, run_mapper
 from sidecar.strategies.oidc.providers import Provider, resolve
 from sidecar.strategies.oidc.state import RedirectState, StateStore, new_secret
 

@@ -1,6 +1,7 @@
-"""OIDC credentials on identities: ``provider:subject`` identifiers, linking, unlinking, and
-finding the existing account an address already belongs to (Kratos ``strategy/oidc`` + the
-``credentials.oidc.config.providers[]`` shape)."""
+"""Federated credentials on identities (``oidc`` and ``saml``): ``provider:subject``
+identifiers, linking, unlinking, and finding the existing account an address already belongs to
+(Kratos ``strategy/oidc`` + the ``credentials.<type>.config.providers[]`` shape, which Kratos'
+SAML credentials share)."""
 
 from __future__ import annotations
 
@@ -14,15 +15,15 @@ from sidecar.identity.manager import IdentitySpec
 from sidecar.identity.model import Credential, Identity, utcnow
 from sidecar.schema.model import IdentitySchema
 from sidecar.security.identifiers import normalize_identifier
-from sidecar.strategies.oidc.mapper import MappedIdentity
+from sidecar.strategies.federation.mapper import MappedIdentity
 
-CALLBACK = "oidc_callback"
-"""Body key under which the callback hands a ``Verified`` to the flow. Only in-process code can
+CALLBACK = "federated_callback"
+"""Body key under which a provider's way back hands a ``Verified`` to the flow. Only in-process code can
 put a Python object there: an HTTP body holds JSON values only, so it cannot be forged."""
 
 
-class OidcIdentities(Protocol):
-    """The part of ``IdentityManager`` the oidc strategy uses."""
+class FederatedIdentities(Protocol):
+    """The part of ``IdentityManager`` the federated strategies (oidc, saml) use."""
 
     async def create(self, spec: IdentitySpec) -> Identity: ...
 
@@ -99,53 +100,55 @@ class Verified:
         )
 
 
-def provider_entries(identity: Identity) -> list[dict[str, Any]]:
-    credential = identity.credentials.get("oidc")
+def provider_entries(identity: Identity, kind: str) -> list[dict[str, Any]]:
+    credential = identity.credentials.get(kind)
     entries = credential.config.get("providers") if credential else None
     return [dict(e) for e in entries if isinstance(e, Mapping)] if isinstance(entries, list) else []
 
 
-def linked_providers(identity: Identity) -> set[str]:
-    return {str(e.get("provider")) for e in provider_entries(identity)}
+def linked_providers(identity: Identity, kind: str) -> set[str]:
+    return {str(e.get("provider")) for e in provider_entries(identity, kind)}
 
 
-def credential_with(identity: Identity, verified: Verified) -> Credential:
+def credential_with(identity: Identity, verified: Verified, kind: str) -> Credential:
     entries = [
         e
-        for e in provider_entries(identity)
+        for e in provider_entries(identity, kind)
         if not (e.get("provider") == verified.provider and e.get("subject") == verified.subject)
     ]
     entries.append({"provider": verified.provider, "subject": verified.subject, **verified.tokens})
-    return _credential(identity, entries)
+    return _credential(identity, entries, kind)
 
 
-def credential_without(identity: Identity, provider: str) -> Credential | None:
-    entries = [e for e in provider_entries(identity) if e.get("provider") != provider]
-    return _credential(identity, entries) if entries else None
+def credential_without(identity: Identity, provider: str, kind: str) -> Credential | None:
+    entries = [e for e in provider_entries(identity, kind) if e.get("provider") != provider]
+    return _credential(identity, entries, kind) if entries else None
 
 
-def _credential(identity: Identity, entries: list[dict[str, Any]]) -> Credential:
+def _credential(identity: Identity, entries: list[dict[str, Any]], kind: str) -> Credential:
     identifiers = tuple(f"{e['provider']}:{e['subject']}" for e in entries)
-    old = identity.credentials.get("oidc")
+    old = identity.credentials.get(kind)
     if old is None:
-        return Credential(type="oidc", identifiers=identifiers, config={"providers": entries})
+        return Credential(type=kind, identifiers=identifiers, config={"providers": entries})
     return replace(old, identifiers=identifiers, config={"providers": entries}, updated_at=utcnow())
 
 
-def other_first_factors(identity: Identity, provider: str, *, code_login: bool) -> int:
-    """How many ways to sign in remain once ``provider`` is unlinked."""
-    count = len([e for e in provider_entries(identity) if e.get("provider") != provider])
+def other_first_factors(identity: Identity, kind: str, provider: str, *, code_login: bool) -> int:
+    """How many ways to sign in remain once ``provider`` (of credential type ``kind``) is unlinked."""
+    count = len([e for e in provider_entries(identity, kind) if e.get("provider") != provider])
     password = identity.credentials.get("password")
     if password is not None and password.config.get("hashed_password"):
         count += 1
-    count += sum(1 for t in ("passkey", "webauthn", "saml") if t in identity.credentials)
+    count += sum(
+        1 for t in ("passkey", "webauthn", "oidc", "saml") if t != kind and t in identity.credentials
+    )
     if code_login and "code" in identity.credentials:
         count += 1
     return count
 
 
 async def find_existing_owner(
-    identities: OidcIdentities, schema: IdentitySchema, traits: Mapping[str, Any]
+    identities: FederatedIdentities, schema: IdentitySchema, traits: Mapping[str, Any]
 ) -> tuple[Identity, str] | None:
     """An identity already holding one of these traits' identifiers or addresses, and which one."""
     for value in schema.identifiers(traits, "password"):
