@@ -129,6 +129,57 @@ def start_nginx(
     )
 
 
+@dataclass
+class Baseline:
+    """The nginx baseline every bench compares against: static nginx, proxy nginx in front, a Redis."""
+
+    static_port: int
+    ngx_port: int
+    redis_port: int
+    ngx: subprocess.Popen[bytes]
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+
+def start_baseline(procs: Procs, tmp: Path, routes: dict[str, int] | None = None) -> Baseline:
+    """Start the static nginx (load core), the proxy nginx (server core) and Redis (load core), and write
+    ``rules.yaml``. ``routes`` maps extra path prefixes of the proxy nginx to upstream ports."""
+    static_port, ngx_port, redis_port = free_port(), free_port(), free_port()
+    start_nginx(
+        procs,
+        tmp,
+        "static",
+        f"server {{ listen 127.0.0.1:{static_port}; location / {{ return 200 'ok\\n'; }} }}",
+        static_port,
+        LOAD_CORE,
+    )
+    extra = routes or {}
+    upstreams = "".join(
+        f"upstream r{i} {{ server 127.0.0.1:{port}; keepalive 64; }}\n"
+        for i, port in enumerate(extra.values())
+    )
+    locations = "".join(f"location {prefix} {{ proxy_pass http://r{i}; }} " for i, prefix in enumerate(extra))
+    ngx = start_nginx(
+        procs,
+        tmp,
+        "proxy",
+        f"upstream st {{ server 127.0.0.1:{static_port}; keepalive 64; }}\n{upstreams}"
+        f"server {{ listen 127.0.0.1:{ngx_port}; proxy_http_version 1.1; "
+        f"proxy_set_header Connection ''; {locations}location / {{ proxy_pass http://st; }} }}",
+        ngx_port,
+        SERVER_CORE,
+    )
+    procs.start(
+        ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--dir", str(tmp), *NO_DISK],
+        redis_port,
+        LOAD_CORE,
+    )
+    (tmp / "rules.yaml").write_text(RULES)
+    return Baseline(static_port, ngx_port, redis_port, ngx)
+
+
 def _family(pid: int) -> list[int]:
     """``pid`` and its descendants (nginx's worker, ``--workers`` processes)."""
     out, todo = [], [pid]
@@ -424,7 +475,7 @@ def main() -> int:
     extra: dict[str, Any] = {}
     r: dict[str, Row] = {}
     try:
-        py_port, static_port, ngx_port, redis_port = free_port(), free_port(), free_port(), free_port()
+        py_port = free_port()
         uvicorn_args = [
             "--loop",
             "uvloop",
@@ -440,37 +491,13 @@ def main() -> int:
             LOAD_CORE,
             cwd=ROOT,
         )
-        start_nginx(
-            procs,
-            tmp,
-            "static",
-            f"server {{ listen 127.0.0.1:{static_port}; location / {{ return 200 'ok\\n'; }} }}",
-            static_port,
-            LOAD_CORE,
-        )
-        ngx = start_nginx(
-            procs,
-            tmp,
-            "proxy",
-            f"upstream st {{ server 127.0.0.1:{static_port}; keepalive 64; }}\n"
-            f"upstream py {{ server 127.0.0.1:{py_port}; keepalive 64; }}\n"
-            f"server {{ listen 127.0.0.1:{ngx_port}; proxy_http_version 1.1; "
-            "proxy_set_header Connection ''; location /python/ { proxy_pass http://py; } "
-            "location / { proxy_pass http://st; } }",
-            ngx_port,
-            SERVER_CORE,
-        )
-        procs.start(
-            ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--dir", str(tmp), *NO_DISK],
-            redis_port,
-            LOAD_CORE,
-        )
-        (tmp / "rules.yaml").write_text(RULES)
+        baseline = start_baseline(procs, tmp, {"/python/": py_port})
+        ngx_port, ngx = baseline.ngx_port, baseline.ngx
         bench = Bench(
             procs,
             tmp,
-            upstream_port=static_port,
-            redis_url=f"redis://127.0.0.1:{redis_port}/0",
+            upstream_port=baseline.static_port,
+            redis_url=baseline.redis_url,
             dsn=args.dsn or f"sqlite:///{tmp}/bench.db",
         )
         migrate(bench)

@@ -32,21 +32,16 @@ sys.path.insert(0, str(ROOT))
 
 from bench.run import (  # noqa: E402
     LOAD_CORE,
-    RULES,
-    SERVER_CORE,
     Bench,
     Procs,
     Row,
-    free_port,
     machine_state,
     mean_row,
     migrate,
     sign_in,
-    start_nginx,
+    start_baseline,
     wrk,
 )
-
-NO_DISK = ["--save", "", "--appendonly", "no"]
 
 
 def otlp_sink() -> tuple[ThreadingHTTPServer, int]:
@@ -86,36 +81,13 @@ def main() -> int:
     r: dict[str, Any] = {"before": [], "off": []}
     d, c = args.duration, args.connections
     try:
-        static_port, ngx_port, redis_port = free_port(), free_port(), free_port()
-        start_nginx(
-            procs,
-            tmp,
-            "static",
-            f"server {{ listen 127.0.0.1:{static_port}; location / {{ return 200 'ok\\n'; }} }}",
-            static_port,
-            LOAD_CORE,
-        )
-        ngx = start_nginx(
-            procs,
-            tmp,
-            "proxy",
-            f"upstream st {{ server 127.0.0.1:{static_port}; keepalive 64; }}\n"
-            f"server {{ listen 127.0.0.1:{ngx_port}; proxy_http_version 1.1; "
-            "proxy_set_header Connection ''; location / { proxy_pass http://st; } }",
-            ngx_port,
-            SERVER_CORE,
-        )
-        procs.start(
-            ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--dir", str(tmp), *NO_DISK],
-            redis_port,
-            LOAD_CORE,
-        )
-        (tmp / "rules.yaml").write_text(RULES)
+        baseline = start_baseline(procs, tmp)
+        ngx_port, ngx = baseline.ngx_port, baseline.ngx
         bench = Bench(
             procs,
             tmp,
-            upstream_port=static_port,
-            redis_url=f"redis://127.0.0.1:{redis_port}/0",
+            upstream_port=baseline.static_port,
+            redis_url=baseline.redis_url,
             dsn=f"sqlite:///{tmp}/bench.db",
         )
         migrate(bench)

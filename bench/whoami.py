@@ -33,17 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.run import (  # noqa: E402 (after the path set-up, as in bench/run.py)
-    LOAD_CORE,
-    NO_DISK,
-    RULES,
-    SERVER_CORE,
     Bench,
     Procs,
-    free_port,
     machine_state,
     migrate,
     sign_in,
-    start_nginx,
+    start_baseline,
     wrk,
 )
 
@@ -82,40 +77,17 @@ def run(duration: int) -> tuple[list[str], dict[str, dict[str, Any]]]:
     results: dict[str, dict[str, Any]] = {}
     created = False
     try:
-        static_port, ngx_port, redis_port = free_port(), free_port(), free_port()
-        start_nginx(
-            procs,
-            tmp,
-            "static",
-            f"server {{ listen 127.0.0.1:{static_port}; location / {{ return 200 'ok\\n'; }} }}",
-            static_port,
-            LOAD_CORE,
-        )
-        ngx = start_nginx(
-            procs,
-            tmp,
-            "proxy",
-            f"upstream st {{ server 127.0.0.1:{static_port}; keepalive 64; }}\n"
-            f"server {{ listen 127.0.0.1:{ngx_port}; proxy_http_version 1.1; "
-            "proxy_set_header Connection ''; location / { proxy_pass http://st; } }",
-            ngx_port,
-            SERVER_CORE,
-        )
-        procs.start(
-            ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--dir", str(tmp), *NO_DISK],
-            redis_port,
-            LOAD_CORE,
-        )
-        (tmp / "rules.yaml").write_text(RULES)
+        baseline = start_baseline(procs, tmp)
+        ngx_port, ngx = baseline.ngx_port, baseline.ngx
         asyncio.run(_pg(f'CREATE DATABASE "{database}"'))
         created = True
-        redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        redis_url = baseline.redis_url
         stores: dict[str, tuple[str, dict[str, Any]]] = {
             "embedded": (f"sqlite:///{tmp}/whoami.db", {"redis": None}),
             "postgres_redis": (f"{PG_SERVER}/{database}", {}),
         }
         results["nginx_start"] = measure(f"http://127.0.0.1:{ngx_port}/x", {}, ngx.pid, duration)
-        bench = Bench(procs, tmp, upstream_port=static_port, redis_url=redis_url, dsn="")
+        bench = Bench(procs, tmp, upstream_port=baseline.static_port, redis_url=redis_url, dsn="")
         for name, (dsn, overrides) in stores.items():
             bench.dsn = dsn
             migrate(bench)
