@@ -1,9 +1,6 @@
 """``CourierStore`` over SQLAlchemy Core (async): SQLite and PostgreSQL.
 
-Claiming is one ``UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING`` statement. On PostgreSQL
-the sub-select takes ``FOR UPDATE SKIP LOCKED`` so concurrent workers split the queue instead of
-waiting on (or double-claiming) the same rows; SQLite has no row locks, but it runs the whole
-statement under its single database write lock, which gives the same guarantee.
+The messages table is a leased queue (claim, finish, release: ``leased_queue.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sidecar.courier.model import MESSAGE_STATUSES, Dispatch, Message, MessageStatus, utcnow
 from sidecar.courier.store import Cursor
 from sidecar.storage.sql.engine import Connector
+from sidecar.storage.sql.leased_queue import LeasedQueue
 from sidecar.storage.sql.tables import UtcDateTime
 
 metadata = sa.MetaData()
@@ -58,6 +56,8 @@ dispatches = sa.Table(
     sa.Column("updated_at", UtcDateTime, nullable=False),
 )
 
+queue = LeasedQueue(messages, attempts="send_count")
+
 _MESSAGE_FIELDS = (
     *("id", "type", "status", "recipient", "subject", "body", "html_body", "template_type"),
     *("template_data", "send_count", "last_error", "next_attempt_at", "claimed_by", "claimed_until"),
@@ -83,50 +83,15 @@ class SqlCourierStore:
         return dataclasses.replace(message, status="queued", claimed_by=None, claimed_until=None)
 
     async def claim_batch(self, worker_id: str, *, limit: int, lease: timedelta) -> list[Message]:
-        now = self._clock()
-        due = sa.or_(
-            sa.and_(messages.c.status == "queued", messages.c.next_attempt_at <= now),
-            sa.and_(messages.c.status == "processing", messages.c.claimed_until < now),
-        )
-        candidates = (
-            sa.select(messages.c.id)
-            .where(due)
-            .order_by(messages.c.next_attempt_at, messages.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)  # compiled away on SQLite
-        )
-        stmt = (
-            messages.update()
-            .where(messages.c.id.in_(candidates))
-            .values(status="processing", claimed_by=worker_id, claimed_until=now + lease, updated_at=now)
-            .returning(*messages.c)
-        )
+        stmt = queue.claim(worker_id, now=self._clock(), limit=limit, lease=lease)
         async with self._db.write() as conn:
             rows = (await conn.execute(stmt)).mappings().all()
         return sorted((_message(r) for r in rows), key=lambda m: (m.next_attempt_at, m.id))
 
-    def _held(self, message_id: uuid.UUID, worker_id: str) -> sa.ColumnElement[bool]:
-        return sa.and_(
-            messages.c.id == message_id,
-            messages.c.status == "processing",
-            messages.c.claimed_by == worker_id,
-        )
-
     async def _finish(self, message_id: uuid.UUID, worker_id: str, dispatch: Dispatch, **values: Any) -> bool:
         now = self._clock()
-        stmt = (
-            messages.update()
-            .where(self._held(message_id, worker_id))
-            .values(
-                send_count=messages.c.send_count + 1,
-                claimed_by=None,
-                claimed_until=None,
-                updated_at=now,
-                **values,
-            )
-        )
         async with self._db.write() as conn:
-            if (await conn.execute(stmt)).rowcount != 1:
+            if (await conn.execute(queue.finish(message_id, worker_id, now=now, **values))).rowcount != 1:
                 return False
             await conn.execute(
                 dispatches.insert().values(
@@ -157,25 +122,11 @@ class SqlCourierStore:
     async def release(self, message_ids: Sequence[uuid.UUID], worker_id: str) -> int:
         if not message_ids:
             return 0
-        stmt = (
-            messages.update()
-            .where(
-                messages.c.id.in_(list(message_ids)),
-                messages.c.status == "processing",
-                messages.c.claimed_by == worker_id,
-            )
-            .values(status="queued", claimed_by=None, claimed_until=None, updated_at=self._clock())
-        )
         async with self._db.write() as conn:
-            return (await conn.execute(stmt)).rowcount
+            return (await conn.execute(queue.release(message_ids, worker_id, now=self._clock()))).rowcount
 
     async def retry(self, message_id: uuid.UUID) -> bool:
-        now = self._clock()
-        stmt = (
-            messages.update()
-            .where(messages.c.id == message_id, messages.c.status.in_(("queued", "abandoned")))
-            .values(status="queued", next_attempt_at=now, claimed_by=None, claimed_until=None, updated_at=now)
-        )
+        stmt = queue.retry(message_id, now=self._clock(), given_up="abandoned")
         async with self._db.write() as conn:
             return bool((await conn.execute(stmt)).rowcount == 1)
 
@@ -189,14 +140,8 @@ class SqlCourierStore:
             return bool((await conn.execute(stmt)).rowcount == 1)
 
     async def release_expired(self) -> int:
-        now = self._clock()
-        stmt = (
-            messages.update()
-            .where(messages.c.status == "processing", messages.c.claimed_until < now)
-            .values(status="queued", claimed_by=None, claimed_until=None, updated_at=now)
-        )
         async with self._db.write() as conn:
-            return (await conn.execute(stmt)).rowcount
+            return (await conn.execute(queue.release_expired(now=self._clock()))).rowcount
 
     async def list(
         self,

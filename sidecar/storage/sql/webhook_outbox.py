@@ -1,8 +1,7 @@
 """``OutboxStore`` over SQLAlchemy Core (async): SQLite and PostgreSQL.
 
-Claiming is one ``UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING`` statement, as the
-courier's: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL so concurrent sidecars split the outbox, and
-SQLite's single write lock for the same guarantee there.
+The deliveries table is a leased queue, as the courier's messages (``leased_queue.py``): concurrent
+sidecars split the outbox.
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from sidecar.storage.sql.engine import Connector
+from sidecar.storage.sql.leased_queue import LeasedQueue
 from sidecar.storage.sql.tables import UtcDateTime
 from sidecar.webhooks.outbox import Delivery, DeliveryStatus, utcnow
 
@@ -45,6 +45,8 @@ deliveries = sa.Table(
     sa.Column("delivered_at", UtcDateTime, nullable=True),
 )
 
+queue = LeasedQueue(deliveries, attempts="attempts")
+
 _FIELDS = [c.name for c in deliveries.columns]
 
 
@@ -68,47 +70,13 @@ class SqlOutboxStore:
             await conn.execute(deliveries.insert().values(**values))
 
     async def claim_batch(self, worker_id: str, *, limit: int, lease: timedelta) -> list[Delivery]:
-        now = self._clock()
-        due = sa.or_(
-            sa.and_(deliveries.c.status == "queued", deliveries.c.next_attempt_at <= now),
-            sa.and_(deliveries.c.status == "processing", deliveries.c.claimed_until < now),
-        )
-        candidates = (
-            sa.select(deliveries.c.id)
-            .where(due)
-            .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)  # compiled away on SQLite
-        )
-        stmt = (
-            deliveries.update()
-            .where(deliveries.c.id.in_(candidates))
-            .values(status="processing", claimed_by=worker_id, claimed_until=now + lease, updated_at=now)
-            .returning(*deliveries.c)
-        )
+        stmt = queue.claim(worker_id, now=self._clock(), limit=limit, lease=lease)
         async with self._db.write() as conn:
             rows = (await conn.execute(stmt)).mappings().all()
         return sorted((_delivery(r) for r in rows), key=lambda d: (d.next_attempt_at, d.id))
 
-    def _held(self, delivery_id: uuid.UUID, worker_id: str) -> sa.ColumnElement[bool]:
-        return sa.and_(
-            deliveries.c.id == delivery_id,
-            deliveries.c.status == "processing",
-            deliveries.c.claimed_by == worker_id,
-        )
-
     async def _finish(self, delivery_id: uuid.UUID, worker_id: str, **values: Any) -> bool:
-        stmt = (
-            deliveries.update()
-            .where(self._held(delivery_id, worker_id))
-            .values(
-                attempts=deliveries.c.attempts + 1,
-                claimed_by=None,
-                claimed_until=None,
-                updated_at=self._clock(),
-                **values,
-            )
-        )
+        stmt = queue.finish(delivery_id, worker_id, now=self._clock(), **values)
         async with self._db.write() as conn:
             return bool((await conn.execute(stmt)).rowcount == 1)
 
@@ -147,32 +115,13 @@ class SqlOutboxStore:
     async def release(self, delivery_ids: Sequence[uuid.UUID], worker_id: str) -> int:
         if not delivery_ids:
             return 0
-        stmt = (
-            deliveries.update()
-            .where(
-                deliveries.c.id.in_(list(delivery_ids)),
-                deliveries.c.status == "processing",
-                deliveries.c.claimed_by == worker_id,
-            )
-            .values(status="queued", claimed_by=None, claimed_until=None, updated_at=self._clock())
-        )
         async with self._db.write() as conn:
-            return int((await conn.execute(stmt)).rowcount)
+            return int(
+                (await conn.execute(queue.release(delivery_ids, worker_id, now=self._clock()))).rowcount
+            )
 
     async def retry(self, delivery_id: uuid.UUID) -> bool:
-        now = self._clock()
-        stmt = (
-            deliveries.update()
-            .where(deliveries.c.id == delivery_id, deliveries.c.status.in_(("queued", "dead")))
-            .values(
-                status="queued",
-                attempts=0,
-                next_attempt_at=now,
-                claimed_by=None,
-                claimed_until=None,
-                updated_at=now,
-            )
-        )
+        stmt = queue.retry(delivery_id, now=self._clock(), given_up="dead", attempts=0)
         async with self._db.write() as conn:
             return bool((await conn.execute(stmt)).rowcount == 1)
 
