@@ -13,38 +13,19 @@ import pytest
 
 from sidecar.identity.manager import IdentitySpec
 from tests.console.conftest import KEY, Console, MakeConsole
+from tests.schemas import person_schema
 
-SCHEMA = {
-    "$id": "https://example.test/person.schema.json",
-    "$schema": "http://json-schema.org/draft-07/schema#",
-    "type": "object",
-    "properties": {
-        "traits": {
-            "type": "object",
-            "properties": {
-                "email": {
-                    "type": "string",
-                    "format": "email",
-                    "title": "E-Mail",
-                    "ory.sh/kratos": {
-                        "credentials": {"password": {"identifier": True}},
-                        "verification": {"via": "email"},
-                        "recovery": {"via": "email"},
-                    },
-                },
-                "name": {
-                    "type": "object",
-                    "properties": {"first": {"type": "string", "title": "First name", "maxLength": 20}},
-                },
-                "age": {"type": "integer", "minimum": 0},
-                "newsletter": {"type": "boolean"},
-                "plan": {"type": "string", "enum": ["free", "pro"]},
-                "tags": {"type": "array", "items": {"type": "string"}},
-            },
-            "required": ["email"],
-        }
+SCHEMA = person_schema(
+    email_title="E-Mail",
+    name={
+        "type": "object",
+        "properties": {"first": {"type": "string", "title": "First name", "maxLength": 20}},
     },
-}
+    age={"type": "integer", "minimum": 0},
+    newsletter={"type": "boolean"},
+    plan={"type": "string", "enum": ["free", "pro"]},
+    tags={"type": "array", "items": {"type": "string"}},
+)
 
 
 @pytest.fixture

@@ -17,34 +17,12 @@ import pytest
 
 from tests.mail import SmtpServer, code_in, text_of
 from tests.ops.serve import Proc, base_config, migrate, ports, running, serve_argv, write_config
+from tests.schemas import person_schema
 
 pytestmark = pytest.mark.e2e
 
 PASSWORD = "a-long-courier-language-passphrase"
-SCHEMA = {
-    "$id": "https://example.test/person.schema.json",
-    "$schema": "http://json-schema.org/draft-07/schema#",
-    "type": "object",
-    "properties": {
-        "traits": {
-            "type": "object",
-            "properties": {
-                "email": {
-                    "type": "string",
-                    "format": "email",
-                    "ory.sh/kratos": {
-                        "credentials": {"password": {"identifier": True}},
-                        "recovery": {"via": "email"},
-                        "verification": {"via": "email"},
-                    },
-                },
-                "locale": {"type": "string"},
-            },
-            "required": ["email"],
-            "additionalProperties": False,
-        }
-    },
-}
+SCHEMA = person_schema(closed=True, locale={"type": "string"})
 
 
 @pytest.fixture(scope="module")

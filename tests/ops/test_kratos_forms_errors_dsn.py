@@ -13,33 +13,19 @@ import httpx
 import pytest
 
 from tests.ops.serve import base_config, clean_env, migrate, ports, running, serve_argv, write_config
+from tests.schemas import person_schema
 
-SCHEMA = {
-    "$id": "https://example.test/person.schema.json",
-    "$schema": "http://json-schema.org/draft-07/schema#",
-    "type": "object",
-    "properties": {
-        "traits": {
-            "type": "object",
-            "properties": {
-                "email": {
-                    "type": "string",
-                    "format": "email",
-                    "ory.sh/kratos": {"credentials": {"password": {"identifier": True}}},
-                },
-                "website": {"type": "string", "format": "uri", "minLength": 10},
-                "age": {"type": "integer", "minimum": 1},
-                "newsletter": {"type": "boolean"},
-                "name": {
-                    "type": "object",
-                    "properties": {"first": {"type": "string", "minLength": 2}, "last": {"type": "string"}},
-                },
-            },
-            "required": ["email"],
-            "additionalProperties": False,
-        }
+SCHEMA = person_schema(
+    via_email=False,
+    closed=True,
+    website={"type": "string", "format": "uri", "minLength": 10},
+    age={"type": "integer", "minimum": 1},
+    newsletter={"type": "boolean"},
+    name={
+        "type": "object",
+        "properties": {"first": {"type": "string", "minLength": 2}, "last": {"type": "string"}},
     },
-}
+)
 PASSWORD = "a-long-parity-passphrase"
 
 

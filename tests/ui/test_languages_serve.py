@@ -16,33 +16,10 @@ import httpx
 import pytest
 
 from tests.ops.serve import Proc, base_config, migrate, ports, running, serve_argv, write_config
+from tests.schemas import person_schema
 
 PASSWORD = "a-long-language-passphrase"
-SCHEMA = {
-    "$id": "https://example.test/person.schema.json",
-    "$schema": "http://json-schema.org/draft-07/schema#",
-    "type": "object",
-    "properties": {
-        "traits": {
-            "type": "object",
-            "properties": {
-                "email": {
-                    "type": "string",
-                    "format": "email",
-                    "title": "E-Mail",
-                    "ory.sh/kratos": {
-                        "credentials": {"password": {"identifier": True}},
-                        "recovery": {"via": "email"},
-                        "verification": {"via": "email"},
-                    },
-                },
-                "locale": {"type": "string", "title": "Language"},
-            },
-            "required": ["email"],
-            "additionalProperties": False,
-        }
-    },
-}
+SCHEMA = person_schema(email_title="E-Mail", closed=True, locale={"type": "string", "title": "Language"})
 # An extra catalog: a language sidecar does not ship, with a single entry.
 ITALIAN = (
     'msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=utf-8\\n"\n\n'
