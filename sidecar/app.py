@@ -332,6 +332,7 @@ def build_flows(
         schemas,
         audit=audit,
         web_hooks=web_hooks,
+        update=identity_updater(identities),
     )
     recovery = RecoveryFlows(
         config,

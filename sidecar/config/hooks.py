@@ -62,7 +62,7 @@ def _check_list(flow: str, where: str, hooks: Iterable[Any], allowed: frozenset[
         )
         if name in allowed and (flow, name) not in NOT_YET:
             if name == "web_hook":
-                problems += _check_web_hook(flow, f"{where}[{i}]", hook)
+                problems += _check_web_hook(f"{where}[{i}]", hook)
             continue
         why = NOT_YET.get((flow, str(name))) if name in allowed else None
         why = (
@@ -78,14 +78,14 @@ def _check_list(flow: str, where: str, hooks: Iterable[Any], allowed: frozenset[
     return problems
 
 
-def _check_web_hook(flow: str, where: str, hook: Any) -> list[str]:
+def _check_web_hook(where: str, hook: Any) -> list[str]:
     from pydantic import ValidationError
 
     from sidecar.config.webhook import WebHookConfig
 
     config = hook.config if hasattr(hook, "config") else (hook or {}).get("config")
     try:
-        parsed = WebHookConfig.model_validate(config or {})
+        WebHookConfig.model_validate(config or {})
     except ValidationError as exc:
         return [
             f"{where}.config.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}".replace(
@@ -93,10 +93,6 @@ def _check_web_hook(flow: str, where: str, hook: Any) -> list[str]:
             )
             for e in exc.errors()
         ]
-    if parsed.interrupts and flow == "settings" and where.startswith("after"):
-        # Settings saves inside the strategy; a hook that could veto must run before that, which
-        # sidecar does not do: refused rather than run too late.
-        return [f"{where}: response.parse / can_interrupt web hooks are not supported after settings"]
     return []
 
 

@@ -23,8 +23,14 @@ from sidecar.flows.lifecycle import FlowLifecycle, refuse_nul
 from sidecar.flows.model import Flow, FlowType
 from sidecar.flows.outcome import Client, Completed, FlowInvalid, FlowReplaced, Outcome, ShowFlow
 from sidecar.flows.store import FlowStore
-from sidecar.flows.strategy import NotResponsible, SettingsContext, SettingsStrategy, SettingsUpdate
-from sidecar.flows.web_hooks import WebHookServices
+from sidecar.flows.strategy import (
+    BeforeSave,
+    NotResponsible,
+    SettingsContext,
+    SettingsStrategy,
+    SettingsUpdate,
+)
+from sidecar.flows.web_hooks import UpdateIdentity, WebHookServices, apply_patch
 from sidecar.identity.model import Credential, Identity, utcnow
 from sidecar.schema.registry import SchemaRegistry
 from sidecar.session.aal import Assurance, aal2_required, refresh_url
@@ -80,6 +86,7 @@ class SettingsFlows:
         *,
         audit: AuditLog | None = None,
         web_hooks: WebHookServices | None = None,
+        update: UpdateIdentity | None = None,
     ) -> None:
         self._flow_config = config.selfservice.flows.settings
         self.life = FlowLifecycle("settings", config, self._flow_config, store, web_hooks)
@@ -89,6 +96,7 @@ class SettingsFlows:
         self._get_identity = get_identity
         self._audit = audit or AuditLog.off()
         self._schemas = schemas
+        self._update_identity = update
 
     # --- who may use the flow -----------------------------------------------------------------
 
@@ -210,7 +218,13 @@ class SettingsFlows:
         method = body.get("method")
         known = {s.id for s in self._strategies}
         flow.active = method if isinstance(method, str) and method in known else flow.active
-        ctx = SettingsContext(identity, session, client, privileged=self.is_privileged(session))
+        ctx = SettingsContext(
+            identity,
+            session,
+            client,
+            privileged=self.is_privileged(session),
+            before_save=self._pre_persist(flow, method if isinstance(method, str) else "", client),
+        )
         try:
             refuse_nul(body)
             update, used = await self._update(flow, body, ctx)
@@ -228,8 +242,32 @@ class SettingsFlows:
                 self._audit.emit(event, client, identity_id=identity.id, method=kind, flow_id=flow.id)
         outcome = await self._finish(flow, update, used, session)
         if isinstance(outcome, Completed):
-            await self.life.web_hooks.after(flow, used, client, identity=update.identity, session=session)
+            await self.life.web_hooks.after(
+                flow, used, client, identity=update.identity, session=session, interrupting=False
+            )
         return outcome
+
+    def _pre_persist(self, flow: Flow, method: str, client: Client) -> BeforeSave:
+        """Kratos' ``PostSettingsPrePersistHooks``: the ``web_hook`` after hooks with
+        ``response.parse`` or ``can_interrupt`` see the identity about to be saved (a refusal
+        raises ``FlowInvalid`` with the hook's messages on the fields, nothing saved); their
+        changes to traits and metadata are kept."""
+
+        async def before_save(proposed: Identity, keeps_traits: bool) -> Identity:
+            # ``method`` of the submission; the settings hooks of Kratos are per method.
+            patch = await self.life.web_hooks.after(
+                flow, method or flow.active or "profile", client, identity=proposed, interrupting=True
+            )
+            if not patch:
+                return proposed
+            if keeps_traits or self._update_identity is None:
+                return apply_patch(proposed, patch)
+            try:
+                return await self._update_identity(proposed, patch)
+            except (errors.Conflict, errors.ValidationError) as exc:
+                raise FlowInvalid([messages.generic(exc.reason or exc.message)]) from None
+
+        return before_save
 
     async def _update(
         self, flow: Flow, body: Mapping[str, Any], ctx: SettingsContext

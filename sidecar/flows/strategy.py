@@ -15,7 +15,7 @@ strategy with ``getattr`` or ``hasattr``.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Final, Protocol
@@ -227,6 +227,22 @@ class SettingsContext:
     session: Session
     client: Client
     privileged: bool
+    before_save: BeforeSave | None = None
+    """Kratos' settings pre-persist hooks (``web_hook`` with ``response.parse`` / ``can_interrupt``,
+    ``selfservice/flow/settings/hook.go`` ``PostSettingsHook``): a strategy calls ``save_hooks``
+    with the identity it is about to write, before writing anything."""
+
+    async def save_hooks(self, proposed: Identity, *, keeps_traits: bool = False) -> Identity:
+        """Run the pre-persist hooks on ``proposed``: they may refuse it (``FlowInvalid`` with
+        messages on its fields) or change its traits and metadata. ``keeps_traits``: the caller
+        writes the returned identity's traits and metadata itself (profile); otherwise the hooks'
+        changes are saved here, before the caller writes its credential."""
+        if self.before_save is None:
+            return proposed
+        return await self.before_save(proposed, keeps_traits)
+
+
+BeforeSave = Callable[[Identity, bool], Awaitable[Identity]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from sidecar.config.model import Config, FlowConfig, Hook
@@ -47,6 +47,17 @@ def identity_updater(identities: IdentityManager) -> UpdateIdentity:
         return await identities.update(identity.id, spec)
 
     return update
+
+
+def apply_patch(identity: Identity, patch: Mapping[str, Any]) -> Identity:
+    """``identity`` with a ``response.parse`` answer's traits and metadata, not yet saved."""
+    return replace(
+        identity,
+        traits=patch.get("traits", identity.traits),
+        metadata_public=patch.get("metadata_public", identity.metadata_public),
+        metadata_admin=patch.get("metadata_admin", identity.metadata_admin),
+        external_id=patch.get("external_id", identity.external_id),
+    )
 
 
 class Dispatcher(Protocol):

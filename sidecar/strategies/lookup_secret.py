@@ -212,6 +212,7 @@ class LookupSecretStrategy(LoginStrategy, SettingsStrategy):
                         )
                     ]
                 )
+            await ctx.save_hooks(identity)
             identity = await self._identities.save_credential(
                 identity.id, new_credential([str(c) for c in pending])
             )
@@ -224,6 +225,7 @@ class LookupSecretStrategy(LoginStrategy, SettingsStrategy):
             if "lookup_secret" not in identity.credentials:
                 raise FlowInvalid([messages.lookup_missing()])
             flow.internal.pop(PENDING_KEY, None)
+            await ctx.save_hooks(identity)
             return SettingsUpdate(await self._identities.remove_credential(identity.id, "lookup_secret"))
         raise FlowInvalid(
             [

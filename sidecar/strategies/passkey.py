@@ -317,6 +317,7 @@ class PasskeyStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
                 raise FlowInvalid([messages.webauthn_no_keys()])
             if not other_first_factor(identity, KIND, key.id):
                 raise wk.refused("You cannot remove the last way to sign in.")
+            await ctx.save_hooks(identity)
             return SettingsUpdate(await wk.remove_key(self._identities, identity, KIND, credential, key.id))
         raw = body.get("passkey_settings_register")
         if not raw:
@@ -329,6 +330,7 @@ class PasskeyStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         name = str(flatten(identity.traits).get(f"traits.{field}") or "Passkey") if field else "Passkey"
         record = wk.key_record(new_key, name[:64], True)
         updated = wk.add_key(credential, KIND, record, (b64url(handle),), handle)
+        await ctx.save_hooks(identity)
         try:
             identity = await self._identities.save_credential(identity.id, updated)
         except errors.Conflict:

@@ -218,6 +218,7 @@ class PasswordStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         problems = await self._policy_violations(password, identifiers)
         if problems:
             raise FlowInvalid(node_messages={"password": problems})
+        await ctx.save_hooks(identity)
         try:
             updated = await self._identities.set_password(identity.id, password)
         except errors.ValidationError as exc:

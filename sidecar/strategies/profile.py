@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, Protocol
 
 from sidecar import errors
@@ -154,12 +155,18 @@ class ProfileStrategy(RegistrationStrategy, SettingsStrategy):
             )
         if protected_changed(schema, identity.traits, traits):
             require_privileged(ctx)
+        try:
+            proposed = await ctx.save_hooks(replace(identity, traits=dict(traits)), keeps_traits=True)
+        except FlowInvalid as exc:
+            # Kratos' HandleHookError draws the refused traits back into the form.
+            exc.values = {**kept, **exc.values}
+            raise
         spec = IdentitySpec(
-            traits=dict(traits),
+            traits=dict(proposed.traits),
             schema_id=identity.schema_id,
             state=identity.state,
-            metadata_public=identity.metadata_public,
-            metadata_admin=identity.metadata_admin,
+            metadata_public=proposed.metadata_public,
+            metadata_admin=proposed.metadata_admin,
             external_id=identity.external_id,
             organization_id=identity.organization_id,
         )

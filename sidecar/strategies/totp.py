@@ -222,6 +222,7 @@ class TotpStrategy(LoginStrategy, SettingsStrategy):
         if unlink:
             if "totp" not in identity.credentials:
                 raise FlowInvalid([messages.totp_missing()])
+            await ctx.save_hooks(identity)
             identity = await self._identities.remove_credential(identity.id, "totp")
             flow.internal.pop(PENDING_KEY, None)
             return SettingsUpdate(identity)
@@ -232,6 +233,7 @@ class TotpStrategy(LoginStrategy, SettingsStrategy):
             raise FlowInvalid(node_messages={"totp_code": [messages.totp_invalid()]})
         await self._verify(flow, identity.id, secret_of(url), body.get("totp_code"), ctx.client.ip)
         credential = Credential(type="totp", identifiers=(str(identity.id),), config={"totp_url": url})
+        await ctx.save_hooks(identity)
         identity = await self._identities.save_credential(identity.id, credential)
         flow.internal.pop(PENDING_KEY, None)
         return SettingsUpdate(identity, second_factor="totp")

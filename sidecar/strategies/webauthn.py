@@ -371,6 +371,7 @@ class WebAuthnStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
                 raise FlowInvalid([messages.webauthn_no_keys()])
             if key.is_passwordless and not other_first_factor(identity, KIND, key.id):
                 raise wk.refused("You cannot remove the last way to sign in.")
+            await ctx.save_hooks(identity)
             return SettingsUpdate(await wk.remove_key(self._identities, identity, KIND, credential, key.id))
         raw = body.get("webauthn_register")
         if not raw:
@@ -383,6 +384,7 @@ class WebAuthnStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         updated = wk.add_key(
             credential, KIND, record, tuple(schema.identifiers(identity.traits, KIND)), handle
         )
+        await ctx.save_hooks(identity)
         try:
             identity = await self._identities.save_credential(identity.id, updated)
         except errors.Conflict:

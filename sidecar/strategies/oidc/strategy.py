@@ -203,6 +203,7 @@ class OidcStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         identity = ctx.identity
         if isinstance(verified, Verified):
             require_privileged(ctx)
+            await ctx.save_hooks(identity)
             updated = await self.accounts.link_to(identity, verified)
             return SettingsUpdate(updated)
         unlink = body.get("unlink")
@@ -214,6 +215,7 @@ class OidcStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
             if accounts.other_first_factors(identity, self.id, provider.id, code_login=self._code_login) == 0:
                 raise FlowInvalid([messages.oidc_unlink_last()])
             remaining = accounts.credential_without(identity, provider.id, self.id)
+            await ctx.save_hooks(identity)
             if remaining is None:
                 updated = await self._identities.remove_credential(identity.id, "oidc")
             else:
