@@ -113,6 +113,7 @@ from sidecar.session.invalidation import Invalidation, create_invalidation
 from sidecar.session.manager import SessionManager
 from sidecar.session.resolver import SessionResolver
 from sidecar.session.store import SessionStore
+from sidecar.session.token_exchange import TokenExchanges
 from sidecar.session.tokenizer import SessionTokenizer
 from sidecar.session.whoami import Whoami
 from sidecar.storage.monitor import StoreMonitor
@@ -371,8 +372,13 @@ def build_flows(
         verify=verification.after_registration,
         sso=sso,
     )
+    # Kratos keeps an exchanger until its cleanup; here it lives as long as the longer flow.
+    flows_config = config.selfservice.flows
+    exchanges = TokenExchanges(kv, max(flows_config.login.lifespan, flows_config.registration.lifespan))
     callbacks = (
-        oidc_callbacks(config, oidc, kv, store, login, registration, settings) if oidc is not None else None
+        oidc_callbacks(config, oidc, kv, store, login, registration, settings, exchanges)
+        if oidc is not None
+        else None
     )
     flows = SelfServiceFlows(
         login=login,
@@ -383,6 +389,7 @@ def build_flows(
         verification=verification,
         settings=settings,
         oidc=callbacks,
+        exchanges=exchanges,
     )
     return flows, closers + ([oidc.client.aclose] if oidc is not None else [])
 

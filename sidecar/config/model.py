@@ -646,7 +646,7 @@ class SelfService(Model):
     """Where browsers go after a flow when nothing more specific is configured or asked for."""
     allowed_return_urls: list[str] = []
     """URLs (prefixes; ``*.`` wildcard hosts) a ``return_to`` may point at; anything else is refused (no
-    open redirects)."""
+    open redirects). A native app's own scheme (``myapp://signed-in``) is allowed when listed."""
     methods: Methods = Methods()
     """The strategies, each on or off (``selfservice.methods.<name>.enabled``)."""
     flows: Flows = Flows()

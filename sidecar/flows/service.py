@@ -15,6 +15,7 @@ from sidecar.flows.registration import RegistrationFlows
 from sidecar.flows.settings import SettingsFlows
 from sidecar.flows.verification import VerificationFlows
 from sidecar.security.throttle import Throttle
+from sidecar.session.token_exchange import TokenExchanges
 
 
 class ProviderCallbacks(Protocol):
@@ -36,3 +37,4 @@ class SelfServiceFlows:
     verification: VerificationFlows | None = None
     settings: SettingsFlows | None = None
     oidc: ProviderCallbacks | None = None
+    exchanges: TokenExchanges | None = None

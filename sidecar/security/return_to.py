@@ -4,18 +4,25 @@ An allowed entry matches when scheme, host (``*.example.com`` wildcards allowed)
 equal and the path lies under the entry's path, segment by segment (stricter than Kratos' plain
 string prefix: ``/app`` does not allow ``/application``). URLs under the public base URL are always
 allowed. Anything ambiguous is refused rather than guessed at: backslashes, control characters,
-userinfo (``https://good@evil``), scheme-relative ``//evil`` and non-http schemes. Dot segments are
-resolved before the path comparison, so ``/app/../admin`` cannot pass as ``/app``.
+userinfo (``https://good@evil``), scheme-relative ``//evil`` and script-capable schemes. Dot
+segments are resolved before the path comparison, so ``/app/../admin`` cannot pass as ``/app``.
+
+A native app's own scheme (``com.example.app:/callback``, ``myapp://signed-in``) passes only when an
+entry names that scheme, as in Kratos (``x/redir/secure_redirect.go`` compares scheme, host and
+path of each allowed URL): native social sign-in returns the browser to the app that way.
 """
 
 from __future__ import annotations
 
 import posixpath
+import re
 from urllib.parse import urlsplit, urlunsplit
 
 from sidecar.errors import ReturnToForbidden
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_NEVER = frozenset({"javascript", "data", "vbscript", "file", "blob", "about", "filesystem", "view-source"})
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")
 
 
 def _split(url: str) -> tuple[str, str, int, str, str] | None:
@@ -28,7 +35,15 @@ def _split(url: str) -> tuple[str, str, int, str, str] | None:
     except ValueError:
         return None
     scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS or not parts.hostname or "@" in parts.netloc:
+    if "@" in parts.netloc:
+        return None
+    if scheme not in _DEFAULT_PORTS:
+        # An app's own scheme: the host may be absent (RFC 8252 ``com.example.app:/path``).
+        if scheme in _NEVER or not _SCHEME.fullmatch(scheme) or url.startswith(("//", "/")):
+            return None
+        path = posixpath.normpath(parts.path) if parts.path else ""
+        return scheme, (parts.hostname or "").lower(), port or 0, path, parts.query
+    if not parts.hostname:
         return None
     path = parts.path or "/"
     normalized = posixpath.normpath(path)
@@ -88,5 +103,5 @@ def resolve_return_to(
         raise ReturnToForbidden()
     scheme, host, port, path, query = candidate
     shown = f"[{host}]" if ":" in host else host
-    netloc = shown if port == _DEFAULT_PORTS[scheme] else f"{shown}:{port}"
+    netloc = shown if port in (0, _DEFAULT_PORTS.get(scheme)) else f"{shown}:{port}"
     return urlunsplit((scheme, netloc, path, query, ""))

@@ -10,7 +10,14 @@ from sidecar.security import csrf
 from sidecar.security.return_to import resolve_return_to
 
 BASE = "http://127.0.0.1:4433/.auth"
-ALLOWED = ["https://app.example.test/dashboard", "https://*.tenant.example.test/", "http://localhost:3000"]
+ALLOWED = [
+    "https://app.example.test/dashboard",
+    "https://*.tenant.example.test/",
+    "http://localhost:3000",
+    # Native apps (Kratos x/redir/secure_redirect.go compares scheme, host and path of any scheme).
+    "myapp://signed-in",
+    "com.example.app:/oauth",
+]
 DEFAULT = "https://app.example.test/"
 
 
@@ -37,6 +44,8 @@ def _check(url: str | None) -> str | None:
         pytest.param(
             "https://app.example.test/dashboard#frag", "https://app.example.test/dashboard", id="fragment"
         ),
+        pytest.param("myapp://signed-in?x=1", "myapp://signed-in?x=1", id="app-scheme"),
+        pytest.param("com.example.app:/oauth/done", "com.example.app:/oauth/done", id="app-scheme-no-host"),
     ],
 )
 def test_allowed(url: str | None, expected: str | None) -> None:
@@ -59,6 +68,13 @@ def test_allowed(url: str | None, expected: str | None) -> None:
         "https://a.tenant.example.test.evil.example/",
         "ftp://app.example.test/dashboard",
         "javascript://app.example.test/dashboard",
+        "otherapp://signed-in",
+        "myapp://elsewhere",
+        "myapp://evil@signed-in",
+        "com.example.app:/oauthx",
+        "com.example.app:/oauth/../admin",
+        "javascript:alert(1)",
+        "data:text/html,hi",
         "https://app.example.test/dash\nboard",
         "https://app.example.test/dashboard\x00",
         "https://app.example.test:99999/dashboard",

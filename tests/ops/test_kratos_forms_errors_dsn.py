@@ -291,13 +291,16 @@ def test_a_sqlite_option_sidecar_cannot_honour_stops_the_start(
 
 
 @pytest.mark.parametrize("kind", ["login", "registration"])
-def test_session_token_exchange_is_refused_by_name(server: Any, kind: str) -> None:
-    """Kratos (selfservice/flow/{login,registration}/handler.go) answers this parameter with a
-    ``session_token_exchange_code``; sidecar has no exchange yet and says so instead of ignoring it."""
-    r = httpx.get(
-        f"{server.public_url}/.auth/self-service/{kind}/api?return_session_token_exchange_code=true",
-        timeout=10,
-    )
-    assert r.status_code == 400
-    assert "return_session_token_exchange_code" in _error(r)["reason"]
-    assert httpx.get(f"{server.public_url}/.auth/self-service/{kind}/api", timeout=10).status_code == 200
+def test_session_token_exchange_code_on_creation_only(server: Any, kind: str) -> None:
+    """Kratos (selfservice/flow/{login,registration}/handler.go): an API flow created with
+    ``return_session_token_exchange_code=true`` carries ``session_token_exchange_code`` (64
+    alphanumerics) in the creation answer only; without the parameter there is none. The whole
+    exchange is tested in tests/e2e/test_oidc_token_exchange.py."""
+    url = f"{server.public_url}/.auth/self-service/{kind}/api"
+    r = httpx.get(url, params={"return_session_token_exchange_code": "true"}, timeout=10)
+    assert r.status_code == 200, r.text
+    code = r.json()["session_token_exchange_code"]
+    assert len(code) == 64 and code.isalnum()
+    fetched = httpx.get(f"{url.removesuffix('/api')}/flows", params={"id": r.json()["id"]}, timeout=10)
+    assert fetched.status_code == 200 and "session_token_exchange_code" not in fetched.json()
+    assert "session_token_exchange_code" not in httpx.get(url, timeout=10).json()

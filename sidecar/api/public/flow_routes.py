@@ -17,6 +17,7 @@ from starlette.routing import Route
 from sidecar import errors
 from sidecar.api.public.errors_flow import ErrorFlows
 from sidecar.api.public.flow_http import (
+    NO_STORE,
     HttpContext,
     flow_json,
     is_json_request,
@@ -25,10 +26,12 @@ from sidecar.api.public.flow_http import (
     see_other,
     show_flow,
 )
+from sidecar.api.respond import json_response
 from sidecar.flows.lifecycle import FlowLifecycle
-from sidecar.flows.model import Flow, FlowType
+from sidecar.flows.model import Flow, FlowType, flow_to_json
 from sidecar.flows.outcome import AlreadySignedIn, Client, Completed, FlowReplaced, Outcome, ShowFlow
 from sidecar.flows.store import parse_flow_id
+from sidecar.session.token_exchange import FLOW_MARK, TokenExchanges
 
 
 class FlowManager(Protocol):
@@ -55,7 +58,10 @@ def flow_routes(
     complete: CompleteFn,
     error_flows: ErrorFlows,
     max_body: int,
+    exchanges: TokenExchanges | None = None,
 ) -> list[Route]:
+    """``exchanges``: login and registration, whose API flows may ask for a session-token
+    exchange code (native social sign-in)."""
     life = flows.life
     kind = life.kind
 
@@ -85,18 +91,21 @@ def flow_routes(
         return response
 
     async def init_api(request: Request) -> Response:
-        if truthy(request.query_params.get("return_session_token_exchange_code")):
-            # Refused, not ignored: an app relying on the exchange would otherwise fail later
-            # and less clearly (README, compatibility).
-            raise errors.BadRequest(
-                reason="return_session_token_exchange_code is not supported by sidecar: native apps "
-                "finish social sign-in with the provider's id_token (method=oidc, id_token)."
-            )
+        # Kratos reads the parameter in login and registration only; other flows ignore it.
+        wants_code = truthy(request.query_params.get("return_session_token_exchange_code"))
         client = await ctx.client(request, cookie_session=False)
         outcome = await init("api", client, ctx.public_url(request), request.query_params)
         if isinstance(outcome, AlreadySignedIn):
             raise errors.SessionAlreadyAvailable()
-        return flow_json(outcome.flow)
+        if not wants_code or exchanges is None:
+            return flow_json(outcome.flow)
+        # Kratos (login/handler.go, registration/handler.go): the init code, on creation only.
+        flow = outcome.flow
+        flow.internal[FLOW_MARK] = True
+        await life.store.save(flow)
+        body = flow_to_json(flow)
+        body["session_token_exchange_code"] = await exchanges.create(flow.id)
+        return json_response(body, 200, NO_STORE)
 
     async def fetch(request: Request) -> Response:
         client = await ctx.client(request)

@@ -17,9 +17,16 @@ from sidecar.flows.login import LoginFlows
 from sidecar.flows.model import FlowType
 from sidecar.flows.outcome import AlreadySignedIn, Client, Completed, ShowFlow
 from sidecar.session.session_json import session_to_json
+from sidecar.session.token_exchange import TokenExchanges
 
 
-def login_routes(ctx: HttpContext, flows: LoginFlows, error_flows: ErrorFlows, max_body: int) -> list[Route]:
+def login_routes(
+    ctx: HttpContext,
+    flows: LoginFlows,
+    error_flows: ErrorFlows,
+    max_body: int,
+    exchanges: TokenExchanges | None = None,
+) -> list[Route]:
     async def init(
         flow_type: FlowType, client: Client, request_url: str, query: Mapping[str, str]
     ) -> ShowFlow | AlreadySignedIn:
@@ -58,4 +65,4 @@ def login_routes(ctx: HttpContext, flows: LoginFlows, error_flows: ErrorFlows, m
         ctx.set_session_cookie(response, done.token, done.session)
         return response
 
-    return flow_routes(ctx, flows, init, complete, error_flows, max_body)
+    return flow_routes(ctx, flows, init, complete, error_flows, max_body, exchanges)

@@ -9,7 +9,7 @@ it is turned into a GET on the same URL first, as Kratos does.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,8 +19,9 @@ from sidecar import errors
 from sidecar.api.public.errors_flow import ErrorFlows
 from sidecar.api.public.flow_http import HttpContext, read_submission, see_other
 from sidecar.flows.lifecycle import FlowLifecycle
-from sidecar.flows.outcome import AlreadySignedIn, Completed, FlowReplaced, ShowFlow
+from sidecar.flows.outcome import AlreadySignedIn, Completed, FlowReplaced, Outcome, ShowFlow
 from sidecar.flows.service import ProviderCallbacks
+from sidecar.session.token_exchange import TokenExchanges
 
 CALLBACK_PATH = "/self-service/methods/oidc/callback/{provider}"
 _PARAMS = ("state", "code", "error", "error_description")
@@ -32,8 +33,30 @@ def oidc_routes(
     lifecycles: Mapping[str, FlowLifecycle],
     error_flows: ErrorFlows,
     max_body: int,
+    exchanges: TokenExchanges | None = None,
 ) -> list[Route]:
     base = ctx.config.public_base_url
+    default_return = ctx.config.selfservice.default_browser_return_url or f"{base}/ui/welcome"
+
+    async def to_app(outcome: Outcome) -> Response:
+        """An API flow's browser leg (native social sign-in) ends at the app's ``return_to``:
+        with ``?code=<return_to_code>`` when signed in (Kratos ``MaybeRedirectAPICodeFlow``),
+        without when the flow needs the app again (Kratos ``login/error.go``: the flow's
+        ``return_to``). No cookie: the app exchanges the codes for the session token."""
+        flow = outcome.flow if isinstance(outcome, ShowFlow | FlowReplaced | Completed) else None
+        target = (flow.return_to if flow is not None else None) or default_return
+        if isinstance(outcome, Completed) and outcome.session is not None and outcome.token is not None:
+            code = (
+                await exchanges.attach(outcome.flow.id, outcome.session.id, outcome.token)
+                if exchanges is not None
+                else None
+            )
+            if code is None:
+                raise errors.InternalError("an API flow finished in a browser without an exchange code")
+            parts = urlsplit(target)
+            query = "&".join(q for q in (parts.query, urlencode({"code": code})) if q)
+            target = urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+        return see_other(target)
 
     async def callback(request: Request) -> Response:
         provider = request.path_params["provider"]
@@ -54,6 +77,8 @@ def oidc_routes(
                 return see_other(target)
             return await error_flows.redirect(exc, request)
         life = lifecycles[kind]
+        if isinstance(outcome, FlowReplaced | ShowFlow | Completed) and outcome.flow.type == "api":
+            return await to_app(outcome)
         if isinstance(outcome, FlowReplaced | ShowFlow):
             return see_other(life.ui_redirect(outcome.flow))
         if isinstance(outcome, AlreadySignedIn):

@@ -16,10 +16,15 @@ from sidecar.flows.model import FlowType
 from sidecar.flows.outcome import AlreadySignedIn, Client, Completed, ShowFlow
 from sidecar.flows.registration import RegistrationFlows
 from sidecar.session.session_json import session_to_json
+from sidecar.session.token_exchange import TokenExchanges
 
 
 def registration_routes(
-    ctx: HttpContext, flows: RegistrationFlows, error_flows: ErrorFlows, max_body: int
+    ctx: HttpContext,
+    flows: RegistrationFlows,
+    error_flows: ErrorFlows,
+    max_body: int,
+    exchanges: TokenExchanges | None = None,
 ) -> list[Route]:
     async def init(
         flow_type: FlowType, client: Client, request_url: str, query: Mapping[str, str]
@@ -50,4 +55,4 @@ def registration_routes(
             ctx.set_session_cookie(response, done.token, done.session)
         return response
 
-    return flow_routes(ctx, flows, init, complete, error_flows, max_body)
+    return flow_routes(ctx, flows, init, complete, error_flows, max_body, exchanges)

@@ -17,6 +17,7 @@ from sidecar.api.public.recovery import recovery_routes
 from sidecar.api.public.registration import registration_routes
 from sidecar.api.public.sessions import session_routes
 from sidecar.api.public.settings import settings_routes
+from sidecar.api.public.token_exchange import token_exchange_routes
 from sidecar.api.public.verification import verification_routes
 from sidecar.api.public.webauthn_js import webauthn_js_routes
 from sidecar.flows.lifecycle import FlowLifecycle
@@ -44,8 +45,8 @@ def selfservice_routes(
     tokenizer: SessionTokenizer,
 ) -> list[Route]:
     return [
-        *login_routes(ctx, flows.login, error_flows, max_body),
-        *registration_routes(ctx, flows.registration, error_flows, max_body),
+        *login_routes(ctx, flows.login, error_flows, max_body, flows.exchanges),
+        *registration_routes(ctx, flows.registration, error_flows, max_body, flows.exchanges),
         *logout_routes(ctx, flows.logout, error_flows, max_body),
         *(recovery_routes(ctx, flows.recovery, error_flows, max_body) if flows.recovery else []),
         *(verification_routes(ctx, flows.verification, error_flows, max_body) if flows.verification else []),
@@ -54,8 +55,13 @@ def selfservice_routes(
             if flows.settings
             else []
         ),
+        *(token_exchange_routes(ctx, flows.exchanges, get_identity) if flows.exchanges else []),
         *session_routes(ctx, whoami, get_identity, session_tokens, tokenizer),
-        *(oidc_routes(ctx, flows.oidc, _lifecycles(flows), error_flows, max_body) if flows.oidc else []),
+        *(
+            oidc_routes(ctx, flows.oidc, _lifecycles(flows), error_flows, max_body, flows.exchanges)
+            if flows.oidc
+            else []
+        ),
         *error_routes(error_flows),
         *webauthn_js_routes(),
     ]

@@ -14,10 +14,11 @@ from dataclasses import replace
 from sidecar import errors
 from sidecar.config.model import Config
 from sidecar.flows.model import FlowKind
-from sidecar.flows.outcome import Client, Outcome
+from sidecar.flows.outcome import Client, Completed, FlowReplaced, Outcome, ShowFlow
 from sidecar.flows.store import FlowStore
 from sidecar.kv.store import KeyValueStore
 from sidecar.security import csrf
+from sidecar.session.token_exchange import TokenExchanges
 from sidecar.strategies.federation.continuation import SignInContinuation, StartsBrowserFlow, Submits
 from sidecar.strategies.oidc.state import StateStore
 from sidecar.strategies.oidc.strategy import OidcStrategy
@@ -25,8 +26,14 @@ from sidecar.strategies.oidc.strategy import OidcStrategy
 
 class OidcCallbacks:
     def __init__(
-        self, strategy: OidcStrategy, states: StateStore, store: FlowStore, continuation: SignInContinuation
+        self,
+        strategy: OidcStrategy,
+        states: StateStore,
+        store: FlowStore,
+        continuation: SignInContinuation,
+        exchanges: TokenExchanges | None = None,
     ) -> None:
+        self._exchanges = exchanges
         self._strategy = strategy
         self._states = states
         self._store = store
@@ -66,7 +73,13 @@ class OidcCallbacks:
         # The state proved this navigation continues the browser's own flow: it stands in for the
         # CSRF token a form would have sent.
         trusted = replace(client, csrf_submitted=csrf.mask(flow.csrf_token) if flow.csrf_token else None)
-        return await self._continuation.proceed(
+        if flow.type == "api":
+            # Native social sign-in: the browser only carries the app's API flow (the state was
+            # issued to it); its cookies, and any session they hold, are not the app's.
+            trusted = replace(
+                client, browser_markers=False, session=None, session_token=None, csrf_token=None
+            )
+        kind, outcome = await self._continuation.proceed(
             flow,
             verified,
             trusted,
@@ -74,6 +87,12 @@ class OidcCallbacks:
             self._strategy.map_claims,
             self._strategy.providers[provider_id].label,
         )
+        moved = outcome.flow if isinstance(outcome, ShowFlow | FlowReplaced | Completed) else None
+        if self._exchanges is not None and moved is not None and moved.id != flow.id:
+            # Kratos' MoveToNewFlow (oidc/strategy_login.go, strategy_registration.go): a login
+            # that became a registration, or back, keeps the app's exchange codes.
+            await self._exchanges.move(flow.id, moved.id)
+        return kind, outcome
 
 
 def oidc_callbacks(
@@ -84,6 +103,7 @@ def oidc_callbacks(
     login: StartsBrowserFlow,
     registration: StartsBrowserFlow,
     settings: Submits | None,
+    exchanges: TokenExchanges | None = None,
 ) -> OidcCallbacks:
     """The callback handler of the enabled oidc strategy."""
     continuation = SignInContinuation(
@@ -94,4 +114,4 @@ def oidc_callbacks(
         base_url=config.public_base_url,
         registration_enabled=config.selfservice.flows.registration.enabled,
     )
-    return OidcCallbacks(strategy, StateStore(kv), store, continuation)
+    return OidcCallbacks(strategy, StateStore(kv), store, continuation, exchanges)

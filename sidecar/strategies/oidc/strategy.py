@@ -32,6 +32,7 @@ from sidecar.flows.strategy import (
 from sidecar.identity.model import Identity
 from sidecar.kv.store import KeyValueStore
 from sidecar.schema.registry import SchemaRegistry
+from sidecar.session.token_exchange import FLOW_MARK
 from sidecar.strategies.deps import Roles, StrategyDeps
 from sidecar.strategies.federation import accounts
 from sidecar.strategies.federation.accounts import CALLBACK, FederatedIdentities, Verified
@@ -39,6 +40,14 @@ from sidecar.strategies.federation.jit import Connection, FederatedAccounts, act
 from sidecar.strategies.oidc.providers import Provider
 from sidecar.strategies.oidc.signin import ProviderSignIn
 from sidecar.strategies.settings_rules import require_privileged
+
+
+def _leaves_for_provider(flow: Flow, body: Mapping[str, Any]) -> bool:
+    """A browser flow goes to the provider; an API flow too when it was created with a session
+    token exchange code (Kratos' native social sign-in) and brings no ``id_token``."""
+    if flow.type == "browser":
+        return True
+    return bool(flow.internal.get(FLOW_MARK)) and not body.get("id_token")
 
 
 class OidcStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
@@ -157,7 +166,7 @@ class OidcStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         flow.active = self.id
         verified = body.get(CALLBACK)
         if not isinstance(verified, Verified):
-            if flow.type == "browser":
+            if _leaves_for_provider(flow, body):
                 await self.signin.start(flow, provider, body)
             verified = await self.signin.verify_native(provider, body)
         identity = await self.find_identity(verified)
@@ -184,7 +193,7 @@ class OidcStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
             pending = self.accounts.pending(flow, provider.id)
             if pending is not None:
                 verified = pending
-            elif flow.type == "browser":
+            elif _leaves_for_provider(flow, body):
                 await self.signin.start(flow, provider, body, form_traits)
             else:
                 verified = await self.signin.verify_native(provider, body)
