@@ -53,6 +53,7 @@ from sidecar.console.audit import Audit
 from sidecar.console.auth import ConsoleAuth
 from sidecar.console.courier import CourierPages
 from sidecar.console.identities import IdentityPages
+from sidecar.console.organizations import OrganizationPages, SsoConnection
 from sidecar.console.overview import Overview
 from sidecar.console.pages import PREFIX as CONSOLE_PREFIX
 from sidecar.console.pages import Pages
@@ -668,7 +669,27 @@ def build_console(services: Services) -> list[BaseRoute]:
             services.identity_store,
             config.session.whoami.required_aal,
         ),
+        organizations=OrganizationPages(
+            pages,
+            services.organizations,
+            services.identity_store,
+            services.database.scim,
+            PageTokens.from_config(config, "console-organizations"),
+            admin.console.page_size,
+            public_base_url=config.public_base_url,
+            sso=_sso_connections(config),
+        ),
     )
+
+
+def _sso_connections(config: Config) -> dict[str, list[SsoConnection]]:
+    """The configured single sign-on connections by organization id (lower-case)."""
+    found: dict[str, list[SsoConnection]] = {}
+    for p in config.selfservice.methods.oidc.config.providers:
+        if p.organization_id:
+            connection = SsoConnection("oidc", p.id, p.label or p.id)
+            found.setdefault(p.organization_id.lower(), []).append(connection)
+    return found
 
 
 def create_public_app(services: Services, *, manage_lifespan: bool = True, gateway: bool = True) -> ASGIApp:

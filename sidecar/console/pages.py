@@ -44,6 +44,7 @@ _STATIC = {"console.css": "text/css; charset=utf-8"}
 NAV = (
     ("overview", "Overview", PREFIX),
     ("identities", "Identities", f"{PREFIX}/identities"),
+    ("organizations", "Organizations", f"{PREFIX}/organizations"),
     ("courier", "Courier", f"{PREFIX}/courier"),
     ("webhooks", "Web hooks", f"{PREFIX}/webhooks"),
     ("rules", "Access rules", f"{PREFIX}/rules"),

@@ -10,6 +10,7 @@ from starlette.routing import BaseRoute, Route
 
 from sidecar.console.courier import CourierPages
 from sidecar.console.identities import IdentityPages
+from sidecar.console.organizations import OrganizationPages
 from sidecar.console.overview import Overview
 from sidecar.console.pages import PREFIX, Pages
 from sidecar.console.recovery import RecoverySection
@@ -30,9 +31,11 @@ def console_routes(
     courier: CourierPages,
     webhooks: WebhookPages,
     rules: RulesPages,
+    organizations: OrganizationPages,
 ) -> list[BaseRoute]:
-    p, i = pages, identities
+    p, i, o = pages, identities, organizations
     one = f"{PREFIX}/identities/{{id}}"
+    org = f"{PREFIX}/organizations/{{id}}"
     routes: list[BaseRoute] = [
         Route(PREFIX, p.page(overview.show), methods=["GET"]),
         Route(f"{PREFIX}/static/{{name}}", p.static, methods=["GET"]),
@@ -57,6 +60,15 @@ def console_routes(
         Route(f"{PREFIX}/webhooks", p.page(webhooks.queue), methods=["GET"]),
         Route(f"{PREFIX}/webhooks/{{id}}/retry", p.action(webhooks.retry), methods=["POST"]),
         Route(f"{PREFIX}/rules", p.page(rules.show), methods=["GET"]),
+        Route(f"{PREFIX}/organizations", p.page(o.list), methods=["GET"]),
+        Route(f"{PREFIX}/organizations/new", p.action(o.create), methods=["POST"]),
+        Route(org, p.page(o.detail), methods=["GET"]),
+        Route(org, p.action(o.update), methods=["POST"]),
+        Route(f"{org}/members", p.page(o.members), methods=["GET"]),
+        Route(f"{org}/scim-token", p.action(o.issue_scim_token), methods=["POST"]),
+        Route(f"{org}/scim-token/revoke", p.action(o.revoke_scim_token), methods=["POST"]),
+        Route(f"{org}/delete", p.page(o.confirm_delete), methods=["GET"]),
+        Route(f"{org}/delete", p.action(o.delete), methods=["POST"]),
     ]
     if recovery is not None:
         routes.append(Route(f"{one}/recovery", p.action(recovery.create), methods=["POST"]))

@@ -6,6 +6,7 @@ the id of the identity it made, so the two never drift apart.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -64,5 +65,9 @@ class ScimStore(Protocol):
         ...
 
     async def delete_token(self, organization_id: uuid.UUID) -> bool: ...
+
+    async def tokens_issued(self, organization_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, datetime]:
+        """When each of these organizations' current token was issued (those without one are absent)."""
+        ...
 
     async def organization_of_token(self, digest: str) -> uuid.UUID | None: ...

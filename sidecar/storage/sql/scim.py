@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import builtins
 import uuid
+from collections.abc import Sequence
 from dataclasses import replace
+from datetime import datetime
 
 import sqlalchemy as sa
 
@@ -138,6 +140,15 @@ class SqlScimStore:
                 sa.delete(scim_tokens).where(scim_tokens.c.organization_id == organization_id)
             )
             return result.rowcount > 0
+
+    async def tokens_issued(self, organization_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, datetime]:
+        if not organization_ids:
+            return {}
+        query = sa.select(scim_tokens.c.organization_id, scim_tokens.c.created_at).where(
+            scim_tokens.c.organization_id.in_(list(organization_ids))
+        )
+        async with self._db.read() as conn:
+            return {row.organization_id: row.created_at for row in await conn.execute(query)}
 
     async def organization_of_token(self, digest: str) -> uuid.UUID | None:
         query = sa.select(scim_tokens.c.organization_id).where(scim_tokens.c.token_digest == digest)

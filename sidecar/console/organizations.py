@@ -1,0 +1,333 @@
+"""Organization pages: list, create, edit (label, slug, domains), delete with confirmation, the
+members (identities whose ``organization_id`` is the organization) and the SCIM bearer token.
+
+Writes go through ``OrganizationManager``, the admin API's rules, so the console stores nothing the
+API would refuse. Single sign-on connections are configuration (an OIDC provider's
+``organization_id``), so they are shown here, not edited. A SCIM token is shown once, in the answer
+to the POST that issued it (``Cache-Control: no-store``); afterwards only when it was issued. The
+issuing form carries the state it was drawn with, so posting it again (a reload) cannot silently
+replace the token just handed out.
+Each write is one audit line, refused ones included.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from sidecar import errors
+from sidecar.api.admin.scim_tokens import issue_token, scim_base_url
+from sidecar.api.pagination import PageTokens
+from sidecar.console.auth import ConsoleSession
+from sidecar.console.identities import identity_url
+from sidecar.console.pages import PREFIX, Form, Pages
+from sidecar.identity.model import Identity
+from sidecar.identity.store import IdentityStore
+from sidecar.organization.manager import OrganizationManager
+from sidecar.organization.model import Organization
+from sidecar.organization.provisioning import ScimStore
+from sidecar.ui.wording import primary_identifier
+
+_SPLIT = re.compile(r"[\s,]+")
+
+
+@dataclass(frozen=True, slots=True)
+class SsoConnection:
+    """A single sign-on connection of an organization, as configured."""
+
+    kind: str
+    """``oidc`` (``selfservice.methods.oidc.config.providers[]``)."""
+    id: str
+    label: str
+
+
+def organization_url(organization_id: uuid.UUID | str, tail: str = "") -> str:
+    return f"{PREFIX}/organizations/{organization_id}{tail}"
+
+
+def _uuid(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise errors.NotFound("There is no organization with that id.") from None
+
+
+def _body(form: Form) -> dict[str, Any]:
+    """The form as the admin API's JSON body: domains one a line (or separated by commas)."""
+    body: dict[str, Any] = {
+        "label": form.get("label", ""),
+        "domains": [d for d in _SPLIT.split(form.get("domains", "")) if d],
+    }
+    if form.get("slug", "").strip():
+        body["slug"] = form["slug"].strip()
+    return body
+
+
+_NOTICES = {
+    "created": "Organization created.",
+    "saved": "Organization saved.",
+    "revoked": "SCIM token revoked: provisioning with it stops at once.",
+}
+
+
+class OrganizationPages:
+    def __init__(
+        self,
+        pages: Pages,
+        manager: OrganizationManager,
+        identities: IdentityStore,
+        scim: ScimStore,
+        tokens: PageTokens,
+        page_size: int,
+        *,
+        public_base_url: str,
+        sso: Mapping[str, Sequence[SsoConnection]],
+    ) -> None:
+        """``sso``: the configured connections by organization id (lower-case text)."""
+        self.pages = pages
+        self.manager = manager
+        self.identities = identities
+        self.scim = scim
+        self.tokens = tokens
+        self.page_size = page_size
+        self.public_base_url = public_base_url
+        self.sso = sso
+
+    # --- list and create ------------------------------------------------------------------------
+
+    async def list(self, request: Request, signed_in: ConsoleSession) -> Response:
+        return await self._list(request, signed_in)
+
+    async def _list(
+        self,
+        request: Request,
+        signed_in: ConsoleSession,
+        *,
+        posted: Mapping[str, str] | None = None,
+        problem: str = "",
+        status: int = 200,
+    ) -> Response:
+        q = request.query_params
+        token = q.get("page_token") if posted is None else None
+        after = self.tokens.open(token) if token else None
+        domain = (q.get("domain") or "").strip() if posted is None else ""
+        rows = await self.manager.list(page_size=self.page_size + 1, after=after, domain=domain or None)
+        page, more = rows[: self.page_size], len(rows) > self.page_size
+        issued = await self.scim.tokens_issued([o.id for o in page])
+        next_url = None
+        if more and page:
+            params = {"domain": domain, "page_token": self.tokens.seal(page[-1].id)}
+            next_url = f"{PREFIX}/organizations?" + urlencode({k: v for k, v in params.items() if v})
+        context = {
+            "title": "Organizations",
+            "rows": [
+                {
+                    "organization": o,
+                    "url": organization_url(o.id),
+                    "sso": self.sso.get(str(o.id), ()),
+                    "scim_issued": issued.get(o.id),
+                }
+                for o in page
+            ],
+            "domain": domain,
+            "next_url": next_url,
+            "first_url": f"{PREFIX}/organizations" if token else None,
+            "posted": posted or {},
+            "problem": problem,
+            "notice": "Organization deleted." if q.get("done") == "deleted" else "",
+        }
+        return self.pages.render(
+            "organizations.html", context, signed_in=signed_in, section="organizations", status=status
+        )
+
+    async def create(self, request: Request, signed_in: ConsoleSession, form: Form) -> Response:
+        audit = self.pages.audit
+        try:
+            organization = await self.manager.create(_body(form))
+        except (errors.BadRequest, errors.Conflict) as exc:
+            audit.record(signed_in.actor, "organization.create", result="refused", detail=exc.message[:200])
+            return await self._list(request, signed_in, posted=form, problem=exc.message, status=exc.code)
+        audit.record(signed_in.actor, "organization.create", detail=f"organization {organization.id}")
+        return self.pages.redirect(organization_url(organization.id, "?done=created"))
+
+    # --- detail and edit ------------------------------------------------------------------------
+
+    async def detail(self, request: Request, signed_in: ConsoleSession) -> Response:
+        organization = await self.manager.get(_uuid(request.path_params["id"]))
+        notice = _NOTICES.get(request.query_params.get("done") or "", "")
+        return await self._detail(organization, signed_in, notice=notice)
+
+    async def _detail(
+        self,
+        organization: Organization,
+        signed_in: ConsoleSession,
+        *,
+        notice: str = "",
+        problem: str = "",
+        posted: Mapping[str, str] | None = None,
+        new_token: str = "",
+        status: int = 200,
+    ) -> Response:
+        members = await self.identities.list(page_size=self.page_size + 1, organization_id=organization.id)
+        issued = (await self.scim.tokens_issued([organization.id])).get(organization.id)
+        form = posted or {
+            "label": organization.label,
+            "slug": organization.slug,
+            "domains": "\n".join(organization.domains),
+        }
+        context = {
+            "title": organization.label,
+            "organization": organization,
+            "form": form,
+            "sso": self.sso.get(str(organization.id), ()),
+            "scim_url": scim_base_url(self.public_base_url, organization),
+            "scim_issued": issued,
+            "scim_stamp": _stamp(issued),
+            "new_token": new_token,
+            "members": [_member(i) for i in members[: self.page_size]],
+            "more_members": len(members) > self.page_size,
+            "notice": notice,
+            "problem": problem,
+        }
+        return self.pages.render(
+            "organization.html", context, signed_in=signed_in, section="organizations", status=status
+        )
+
+    async def update(self, request: Request, signed_in: ConsoleSession, form: Form) -> Response:
+        organization = await self.manager.get(_uuid(request.path_params["id"]))
+        audit = self.pages.audit
+        body = _body(form)
+        body.setdefault("slug", organization.slug)
+        try:
+            await self.manager.update(organization.id, body)
+        except (errors.BadRequest, errors.Conflict) as exc:
+            audit.record(
+                signed_in.actor,
+                "organization.update",
+                result="refused",
+                detail=f"organization {organization.id}: {exc.message[:200]}",
+            )
+            return await self._detail(
+                organization, signed_in, problem=exc.message, posted=form, status=exc.code
+            )
+        audit.record(signed_in.actor, "organization.update", detail=f"organization {organization.id}")
+        return self.pages.redirect(organization_url(organization.id, "?done=saved"))
+
+    # --- members --------------------------------------------------------------------------------
+
+    async def members(self, request: Request, signed_in: ConsoleSession) -> Response:
+        organization = await self.manager.get(_uuid(request.path_params["id"]))
+        token = request.query_params.get("page_token")
+        after = self.tokens.open(token) if token else None
+        rows = await self.identities.list(
+            page_size=self.page_size + 1, after=after, organization_id=organization.id
+        )
+        page, more = rows[: self.page_size], len(rows) > self.page_size
+        base = organization_url(organization.id, "/members")
+        context = {
+            "title": f"Members of {organization.label}",
+            "organization": organization,
+            "members": [_member(i) for i in page],
+            "next_url": f"{base}?" + urlencode({"page_token": self.tokens.seal(page[-1].id)})
+            if more and page
+            else None,
+            "first_url": base if token else None,
+        }
+        return self.pages.render("members.html", context, signed_in=signed_in, section="organizations")
+
+    # --- SCIM token -----------------------------------------------------------------------------
+
+    async def issue_scim_token(self, request: Request, signed_in: ConsoleSession, form: Form) -> Response:
+        organization = await self.manager.get(_uuid(request.path_params["id"]))
+        issued = (await self.scim.tokens_issued([organization.id])).get(organization.id)
+        if form.get("current", "") != _stamp(issued):
+            # A stale form (or the browser posting it again on reload) would replace the token that
+            # was just handed out: only a form drawn with the current token's state may issue one.
+            self.pages.audit.record(
+                signed_in.actor,
+                "organization.scim_token.issue",
+                result="refused",
+                detail=f"organization {organization.id}: stale form",
+            )
+            raise errors.Conflict(
+                "The SCIM token changed since this page was drawn: reload it and issue again."
+            )
+        token = await issue_token(self.scim, organization.id)
+        self.pages.audit.record(
+            signed_in.actor, "organization.scim_token.issue", detail=f"organization {organization.id}"
+        )
+        # Drawn in the answer to this POST, never behind a URL: reloading cannot show it again.
+        return await self._detail(
+            organization,
+            signed_in,
+            notice="SCIM token issued. Copy it now: it is not shown again. Any older token stopped working.",
+            new_token=token,
+        )
+
+    async def revoke_scim_token(self, request: Request, signed_in: ConsoleSession, form: Form) -> Response:
+        organization = await self.manager.get(_uuid(request.path_params["id"]))
+        done = await self.scim.delete_token(organization.id)
+        self.pages.audit.record(
+            signed_in.actor,
+            "organization.scim_token.revoke",
+            result="ok" if done else "refused",
+            detail=f"organization {organization.id}",
+        )
+        if not done:
+            raise errors.NotFound("The organization has no SCIM token.")
+        return self.pages.redirect(organization_url(organization.id, "?done=revoked#scim"))
+
+    # --- delete ---------------------------------------------------------------------------------
+
+    async def confirm_delete(self, request: Request, signed_in: ConsoleSession) -> Response:
+        organization = await self.manager.get(_uuid(request.path_params["id"]))
+        members = await self.identities.list(page_size=1, organization_id=organization.id)
+        context = {
+            "title": "Delete this organization?",
+            "organization": organization,
+            "has_members": bool(members),
+        }
+        return self.pages.render(
+            "organization_delete.html", context, signed_in=signed_in, section="organizations"
+        )
+
+    async def delete(self, request: Request, signed_in: ConsoleSession, form: Form) -> Response:
+        organization_id = _uuid(request.path_params["id"])
+        if form.get("confirm") != str(organization_id):
+            raise errors.BadRequest("Deleting needs the confirmation from the delete page.")
+        try:
+            await self.manager.delete(organization_id)
+        except (errors.NotFound, errors.Conflict) as exc:
+            self.pages.audit.record(
+                signed_in.actor,
+                "organization.delete",
+                result="refused",
+                detail=f"organization {organization_id}: {exc.message[:200]}",
+            )
+            raise
+        self.pages.audit.record(
+            signed_in.actor, "organization.delete", detail=f"organization {organization_id}"
+        )
+        return self.pages.redirect(f"{PREFIX}/organizations?done=deleted")
+
+
+def _stamp(issued: datetime | None) -> str:
+    return issued.isoformat() if issued is not None else "none"
+
+
+def _member(identity: Identity) -> dict[str, Any]:
+    return {
+        "id": str(identity.id),
+        "url": identity_url(identity.id),
+        "identifier": primary_identifier(identity.traits) or "(no identifier)",
+        "state": identity.state,
+        "created_at": identity.created_at,
+    }
