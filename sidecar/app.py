@@ -45,6 +45,7 @@ from sidecar.api.public.errors_flow import ErrorFlows
 from sidecar.api.public.flow_http import HttpContext
 from sidecar.api.public.routes import public_routes
 from sidecar.api.public.selfservice import selfservice_routes
+from sidecar.api.scim.attributes import AttributeMapping
 from sidecar.api.scim.endpoint import ScimEndpoint, scim_routes
 from sidecar.api.scim.provisioning import Provisioning
 from sidecar.audit import AuditLog
@@ -739,6 +740,8 @@ def create_public_app(services: Services, *, manage_lifespan: bool = True, gatew
             services.database.scim,
             config.scim.roles_field,
             username_trait=lambda: "username" in schemas.default().trait_names,
+            attributes=AttributeMapping(config.scim),
+            organization=services.organizations.get,
         ),
         public_base_url=config.public_base_url,
         secret=pagination_secret(config),

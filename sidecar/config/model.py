@@ -969,10 +969,103 @@ class ProxyConfig(Model):
     client, the fastest in ``bench/``) or ``aiohttp``. ``SIDECAR_UPSTREAM_CLIENT`` sets it too."""
 
 
+SCIM_ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+# The SCIM User attributes ``scim.attributes`` may map (RFC 7643 §4.1, §4.3): single values, or the
+# primary (else first) value of a multi-valued one (``emails``, ``phoneNumbers``), or the manager's id.
+SCIM_SOURCE_ATTRIBUTES = (
+    *("userName", "displayName", "nickName", "title", "userType", "preferredLanguage", "locale"),
+    *("timezone", "externalId", "active", "profileUrl", "emails", "phoneNumbers"),
+    *("name.formatted", "name.givenName", "name.familyName", "name.middleName"),
+    *("name.honorificPrefix", "name.honorificSuffix"),
+    *(f"{SCIM_ENTERPRISE}:{a}" for a in ("employeeNumber", "costCenter", "organization")),
+    *(f"{SCIM_ENTERPRISE}:{a}" for a in ("division", "department", "manager")),
+)
+_SCIM_TARGET = re.compile(r"^(traits|metadata_public|metadata_admin)(\.[A-Za-z_][A-Za-z0-9_-]{0,63}){1,4}$")
+_SCIM_ORG = re.compile(
+    r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)$"
+)
+
+
+def _scim_attributes(value: dict[str, str]) -> dict[str, str]:
+    """Sources named by their full name (``enterprise:`` abbreviates the enterprise extension's
+    URN); each known, each target a distinct identity field outside the built-in ones."""
+    out: dict[str, str] = {}
+    for source, target in value.items():
+        name = (
+            source.replace("enterprise:", f"{SCIM_ENTERPRISE}:", 1)
+            if source.startswith("enterprise:")
+            else source
+        )
+        if name not in SCIM_SOURCE_ATTRIBUTES:
+            raise ValueError(f"{source!r} is not a SCIM User attribute sidecar maps (see docs/SSO.md)")
+        if not _SCIM_TARGET.fullmatch(target):
+            raise ValueError(
+                f"{source}: target {target!r} must be traits.<path>, metadata_public.<path> "
+                "or metadata_admin.<path>"
+            )
+        if target == "traits.email" or target == "traits.username":
+            raise ValueError(f"{source}: {target} is written by sidecar itself (the primary email, userName)")
+        out[name] = target
+    targets = list(out.values())
+    for t in targets:
+        if (
+            any(o != t and (o.startswith(t + ".") or t.startswith(o + ".")) for o in targets)
+            or targets.count(t) > 1
+        ):
+            raise ValueError(f"target {t!r} is written by two attributes, or inside another target")
+    return out
+
+
+class ScimOrganization(Model):
+    attributes: dict[str, str] = {}
+    """This organization's mapping, instead of ``scim.attributes`` (the same form)."""
+
+    @field_validator("attributes")
+    @classmethod
+    def _known(cls, v: dict[str, str]) -> dict[str, str]:
+        return _scim_attributes(v)
+
+
 class ScimConfig(Model):
     roles_field: str = Field(default="roles", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     """The ``metadata_public`` key SCIM group membership is written to (the display names of the
     user's groups); ``require: {roles: [...]}`` reads ``roles``. docs/SSO.md."""
+    attributes: dict[str, str] = {}
+    """SCIM User attribute -> identity field, besides the primary email (``traits.email``) and
+    ``userName`` (``traits.username`` when the schema has it): e.g. ``name.givenName:
+    traits.name.first``, ``phoneNumbers: traits.phone``, ``enterprise:department:
+    metadata_public.department``. Sources: ``userName``, ``displayName``, ``nickName``, ``title``,
+    ``userType``, ``preferredLanguage``, ``locale``, ``timezone``, ``externalId``, ``active``,
+    ``profileUrl``, ``emails`` and ``phoneNumbers`` (the primary value), ``name.*`` (``formatted``,
+    ``givenName``, ``familyName``, ``middleName``, ``honorificPrefix``, ``honorificSuffix``),
+    ``enterprise:*`` (the enterprise extension: ``employeeNumber``, ``costCenter``,
+    ``organization``, ``division``, ``department``, ``manager`` = the manager's id). Targets:
+    ``traits.*``, ``metadata_public.*``, ``metadata_admin.*``; an attribute the User no longer has
+    removes its field. Unknown sources are refused at load; docs/SSO.md."""
+    organizations: dict[str, ScimOrganization] = {}
+    """Per organization (its slug or id), a mapping that replaces ``attributes`` for it."""
+
+    @field_validator("attributes")
+    @classmethod
+    def _known(cls, v: dict[str, str]) -> dict[str, str]:
+        return _scim_attributes(v)
+
+    @field_validator("organizations")
+    @classmethod
+    def _org_keys(cls, v: dict[str, ScimOrganization]) -> dict[str, ScimOrganization]:
+        for key in v:
+            if not _SCIM_ORG.fullmatch(key):
+                raise ValueError(f"{key!r} is neither an organization slug nor an id (lower-case)")
+        return v
+
+    @model_validator(mode="after")
+    def _roles_kept(self) -> ScimConfig:
+        roles = f"metadata_public.{self.roles_field}"
+        for mapping in (self.attributes, *(o.attributes for o in self.organizations.values())):
+            for target in mapping.values():
+                if target == roles or target.startswith(roles + "."):
+                    raise ValueError(f"{target} holds the SCIM groups (scim.roles_field)")
+        return self
 
 
 class RedisConfig(Model):

@@ -2,7 +2,8 @@
 
 A User is an identity of the organization (same id): its primary email is the ``email`` trait
 (``userName`` is the ``username`` trait too when the identity schema has one),
-``active`` its state, a ``password`` (never stored in the SCIM record) its password credential.
+``active`` its state, a ``password`` (never stored in the SCIM record) its password credential;
+other attributes go where ``scim.attributes`` says (``attributes.py``).
 Group membership becomes ``metadata_public.<roles_field>``: the sorted display names of the
 groups the user is in. Deprovisioning (``active: false``) disables the identity and revokes its
 sessions at once, in every worker; DELETE deletes the identity, and its sessions with it.
@@ -12,14 +13,16 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from scim2_models import InvalidValueException, UniquenessException
 
 from sidecar import errors
+from sidecar.api.scim.attributes import AttributeMapping, Fields
 from sidecar.identity.manager import IdentityManager, IdentitySpec
 from sidecar.identity.model import Identity
+from sidecar.organization.model import Organization
 from sidecar.organization.provisioning import ScimRecord, ScimStore
 from sidecar.security.emails import InvalidEmail, canonical_email
 
@@ -68,10 +71,15 @@ class Provisioning:
         roles_field: str,
         *,
         username_trait: Callable[[], bool] = lambda: False,
+        attributes: AttributeMapping,
+        organization: Callable[[uuid.UUID], Awaitable[Organization]],
     ) -> None:
         """``username_trait``: whether the default identity schema has a ``username`` trait (asked
-        at each write: schemas load when the services start)."""
+        at each write: schemas load when the services start). ``attributes``: the other attributes'
+        mapping; ``organization``: an organization by id (its slug picks its own mapping)."""
         self._username = username_trait
+        self._attributes = attributes
+        self._organization = organization
         self._identities = identities
         self._sessions = sessions
         self._store = store
@@ -81,11 +89,21 @@ class Provisioning:
         self, organization_id: uuid.UUID, body: Mapping[str, Any], password: str | None
     ) -> Identity:
         credentials = {"password": {"config": {"password": password}}} if password else None
-        spec = IdentitySpec(
+        fields = await self._mapped(
+            organization_id,
+            body,
             # Without an address the identity schema decides: the default one requires it (400).
-            traits=self._traits({}, body),
+            {
+                "traits": self._traits({}, body),
+                "metadata_public": {self._roles_field: []},
+                "metadata_admin": {},
+            },
+        )
+        spec = IdentitySpec(
+            traits=fields["traits"],
             state="active" if body.get("active", True) is not False else "inactive",
-            metadata_public={self._roles_field: []},
+            metadata_public=fields["metadata_public"],
+            metadata_admin=fields["metadata_admin"] or None,
             organization_id=organization_id,
             credentials=credentials,
         )
@@ -101,11 +119,22 @@ class Provisioning:
     ) -> None:
         current = await self._identities.get(identity_id)
         active = body.get("active", True) is not False
-        traits = self._traits(current.traits, body)
+        before = {
+            "traits": self._traits(current.traits, body),
+            "metadata_public": _object(current.metadata_public),
+            "metadata_admin": _object(current.metadata_admin),
+        }
+        fields = (
+            await self._mapped(current.organization_id, body, before) if current.organization_id else before
+        )
         ops: list[dict[str, Any]] = [
-            {"op": "replace", "path": "/traits", "value": traits},
+            {"op": "replace", "path": "/traits", "value": fields["traits"]},
             {"op": "replace", "path": "/state", "value": "active" if active else "inactive"},
         ]
+        for key in ("metadata_public", "metadata_admin"):
+            if fields[key] != before[key]:
+                # "add" sets an object member whether or not it exists yet (RFC 6902 §4.1).
+                ops.append({"op": "add", "path": f"/{key}", "value": fields[key] or None})
         if password:
             ops.append({"op": "add", "path": "/credentials/password/config/password", "value": password})
         try:
@@ -116,6 +145,11 @@ class Provisioning:
             raise InvalidValueException(detail=exc.reason or exc.message) from None
         if not active:
             await self._sessions.revoke_others(identity_id, except_id=None)
+
+    async def _mapped(self, organization_id: uuid.UUID, body: Mapping[str, Any], fields: Fields) -> Fields:
+        organization = await self._organization(organization_id)
+        mapping = self._attributes.for_organization(str(organization.id), organization.slug)
+        return self._attributes.apply(mapping, body, fields)
 
     def _traits(self, current: Mapping[str, Any], body: Mapping[str, Any]) -> dict[str, Any]:
         traits = {k: v for k, v in current.items() if k not in ("email", "username")}
@@ -160,6 +194,10 @@ class Provisioning:
                 continue
             public[self._roles_field] = roles
             await self._identities.patch(user, [{"op": "add", "path": "/metadata_public", "value": public}])
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, Mapping) else {}
 
 
 def _fields(record: ScimRecord) -> dict[str, Any]:
