@@ -33,6 +33,7 @@ TESTED_BY = {
     "examples/webhook_receiver.py": "tests/webhooks/test_outbox.py",  # signed outbox deliveries
     "examples/operations/audit-webhook.yaml": "tests/webhooks/test_audit_webhook.py",  # sidecar serve, a SIEM
     "examples/sso/rules.yaml": "tests/e2e/test_organization_sso.py",  # sidecar serve, a real OIDC provider
+    "examples/sso/scim-attributes.yaml": "tests/api/scim/test_scim_attributes.py",  # a live sidecar, SCIM
 }
 
 

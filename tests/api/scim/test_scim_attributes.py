@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
+import yaml
 from scim2_client.engines.httpx2 import SyncSCIMClient
 from scim2_tester import Status, check_server
 
@@ -26,18 +27,10 @@ from tests.live import LiveSidecar, live_sidecar
 from tests.schemas import person_schema
 
 ENTERPRISE = SCIM_ENTERPRISE
-MAPPING = {
-    "name.givenName": "traits.name.first",
-    "name.familyName": "traits.name.last",
-    "name.formatted": "metadata_public.full_name",
-    "displayName": "metadata_public.display_name",
-    "phoneNumbers": "traits.phone",
-    "active": "metadata_admin.scim.active",
-    "externalId": "metadata_admin.scim.external_id",
-    "enterprise:department": "metadata_public.department",
-    "enterprise:employeeNumber": "metadata_admin.employee_number",
-    f"{ENTERPRISE}:manager": "metadata_admin.manager_id",
-}
+EXAMPLE = yaml.safe_load(
+    (Path(__file__).resolve().parents[3] / "examples/sso/scim-attributes.yaml").read_text()
+)
+MAPPING = EXAMPLE["scim"]["attributes"]
 SCHEMA = person_schema(
     via_email=False,
     closed=True,
@@ -95,16 +88,27 @@ def test_unknown_attributes_and_targets_are_refused_at_load() -> None:
 def test_the_enterprise_abbreviation_and_the_per_organization_choice() -> None:
     config = make_config(
         scim={
-            "attributes": {"enterprise:department": "metadata_public.department"},
-            "organizations": {"beta": {"attributes": {"title": "traits.team"}}},
+            "attributes": {
+                "enterprise:department": "metadata_public.department",
+                f"{ENTERPRISE}:manager": "metadata_admin.manager",
+            },
+            "organizations": {
+                "beta": {"attributes": {"title": "traits.team"}},
+                "0f8e1d2c-3b4a-4596-8877-66554433aabb": {"attributes": {"userType": "traits.kind"}},
+            },
         }
     )
-    assert config.scim.attributes == {f"{ENTERPRISE}:department": "metadata_public.department"}
+    assert config.scim.attributes == {
+        f"{ENTERPRISE}:department": "metadata_public.department",
+        f"{ENTERPRISE}:manager": "metadata_admin.manager",
+    }
     mapping = AttributeMapping(config.scim)
     assert mapping.for_organization("5b0c6f7e-3f0e-4a51-9a59-0d8f4e2a7c11", "acme") == config.scim.attributes
     assert mapping.for_organization("5b0c6f7e-3f0e-4a51-9a59-0d8f4e2a7c11", "beta") == {
         "title": "traits.team"
     }
+    by_id = mapping.for_organization("0F8E1D2C-3B4A-4596-8877-66554433AABB", "gamma")
+    assert by_id == {"userType": "traits.kind"}
 
 
 def test_every_source_attribute_is_read_from_a_user() -> None:
@@ -136,7 +140,7 @@ def mapped(tmp_path: Path, dsn: str) -> Iterator[LiveSidecar]:
     config = make_config(
         dsn=dsn,
         identity={"default_schema_id": "person", "schemas": [{"id": "person", "url": f"file://{schema}"}]},
-        scim={"attributes": MAPPING, "organizations": {"beta": {"attributes": {"title": "traits.team"}}}},
+        scim=EXAMPLE["scim"],
     )
     with live_sidecar(config) as live:
         yield live
@@ -229,8 +233,8 @@ def test_mapped_attributes_reach_the_identity_and_come_back_on_get(mapped: LiveS
 
 
 def test_an_organization_mapping_replaces_the_global_one(mapped: LiveSidecar) -> None:
-    beta = make_org(mapped, "beta")
-    with scim(beta) as c:
+    globex = make_org(mapped, "globex")
+    with scim(globex) as c:
         made = c.post(
             "/Users",
             json={
