@@ -31,6 +31,7 @@ def _as_postgres(args: list[str]) -> list[str]:
 class PrivatePostgres:
     root: Path
     port: int
+    fsync: bool = False
 
     @property
     def data(self) -> Path:
@@ -49,7 +50,9 @@ class PrivatePostgres:
         )
 
     def start(self) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+        if not self.fsync:
+            options += " -c fsync=off"
         self._pg_ctl("-l", str(self.root / "server.log"), "-o", options, "-w", "start")
 
     def stop(self) -> None:
@@ -64,11 +67,12 @@ class PrivatePostgres:
 
 
 @contextlib.contextmanager
-def private_postgres() -> Iterator[PrivatePostgres]:
+def private_postgres(*, fsync: bool = False) -> Iterator[PrivatePostgres]:
+    """``fsync``: durable commits, as in production (benchmarks); tests leave it off for speed."""
     root = Path(tempfile.mkdtemp(prefix="sidecar-pg-"))
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
-    pg = PrivatePostgres(root, free_port())
+    pg = PrivatePostgres(root, free_port(), fsync)
     try:
         subprocess.run(
             _as_postgres(

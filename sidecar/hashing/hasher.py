@@ -66,12 +66,18 @@ class PasswordHasher:
         self._pool = ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="hasher", initializer=_thread_priority(config.priority)
         )
+        self._workers = workers
         self._slots = asyncio.Semaphore(workers)
         self._waiting = 0
         self._max_queue = config.max_queue
         self._dummy: str | None = None
         a = config.argon2
         self._argon2_params = (a.memory // 1024, a.iterations, a.parallelism, a.key_length)
+
+    @property
+    def concurrency(self) -> int:
+        """Hashes that run at once (``hashers.max_concurrent``, else the CPU count)."""
+        return self._workers
 
     @property
     def queue_depth(self) -> int:

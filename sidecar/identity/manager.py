@@ -165,6 +165,42 @@ class IdentityManager:
                 },
             ) from exc
 
+    async def create_many(self, specs: Sequence[IdentitySpec]) -> list[Identity | errors.SidecarError]:
+        """Kratos' batch create: per spec the stored identity or why it was refused.
+
+        Each spec is built (and checked) on its own; a plaintext password is hashed in the
+        hasher's pool, at most ``hasher.concurrency`` of this batch at a time so a batch waits
+        for slots instead of overflowing ``hashers.max_queue``; a pre-hashed one is only
+        parsed. The valid identities are then stored in one transaction. ``ServiceUnavailable``
+        (a store or the hasher overloaded) fails the whole batch.
+        """
+        slots = asyncio.Semaphore(self._hasher.concurrency)
+
+        async def build(spec: IdentitySpec) -> Identity | errors.SidecarError:
+            try:
+                if spec.password_plain is None and identity_json.plain_password(spec.credentials) is None:
+                    return await self._build(spec, None)
+                async with slots:
+                    return await self._build(spec, None)
+            except errors.ServiceUnavailable:
+                raise
+            except errors.SidecarError as exc:
+                return exc
+
+        built = await asyncio.gather(*(build(spec) for spec in specs))
+        valid = [b for b in built if isinstance(b, Identity)]
+        stored = iter(await self._store.create_many(valid) if valid else [])
+        results: list[Identity | errors.SidecarError] = []
+        for item in built:
+            if isinstance(item, Identity):
+                outcome = next(stored)
+                if isinstance(outcome, Exception) and not isinstance(outcome, errors.SidecarError):
+                    raise outcome
+                results.append(outcome)
+            else:
+                results.append(item)
+        return results
+
     async def _hints(self, new: Identity) -> LoginHints | None:
         """Kratos ``ConflictingIdentity``: the account owning one of ``new``'s credential
         identifiers, else one of its verifiable, else recovery addresses."""

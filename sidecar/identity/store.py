@@ -21,7 +21,8 @@ class IdentityStore(Protocol):
     async def create(self, identity: Identity) -> Identity: ...
 
     async def create_many(self, identities: Sequence[Identity]) -> list[Identity | Exception]:
-        """Each identity in its own savepoint; returns the stored identity or the error per item."""
+        """New identities in one transaction; per item the stored identity or its error
+        (``Conflict``, ``BadRequest``): a bad item is left out, the others are stored."""
         ...
 
     async def update(self, identity: Identity) -> Identity:

@@ -9,12 +9,19 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import event
 
-from sidecar.errors import Conflict, NotFound
+from sidecar.errors import BadRequest, Conflict, NotFound
 from sidecar.identity.model import Credential, Identity, RecoveryAddress, VerifiableAddress
 from sidecar.identity.store import IdentityStore
 from sidecar.storage.sql.database import SqlDatabase
+from sidecar.storage.sql.tables import (
+    credential_identifiers,
+    credentials,
+    recovery_addresses,
+    verifiable_addresses,
+)
 
 
 @pytest.fixture
@@ -219,6 +226,80 @@ async def test_create_many_isolates_a_bad_item(store: IdentityStore) -> None:
     assert isinstance(results[1], Conflict)
     assert await store.count() == 2
     assert await store.get(dup.id) is None
+    assert await store.get(good.id) == good and await store.get(other.id) == other
+
+
+async def test_create_many_reports_each_kind_of_collision_alone(
+    store: IdentityStore, database: SqlDatabase
+) -> None:
+    """Collisions with stored identities and within the batch, on every unique key; the failed
+    items leave no row behind and every other item is stored whole."""
+    await store.create(make_identity("old@example.com", external_id="ext-old"))
+    other_address = replace(
+        make_identity("fresh@example.com"),
+        recovery_addresses=(RecoveryAddress(value="old@example.com"),),
+    )
+    batch = [
+        make_identity("n1@example.com"),
+        make_identity("old@example.com"),  # identifier (and addresses) of a stored identity
+        make_identity("n2@example.com", external_id="ext-old"),  # a stored external_id
+        other_address,  # only its recovery address collides
+        make_identity("n3@example.com", external_id="ext-new"),
+        make_identity("n4@example.com", external_id="ext-new"),  # external_id earlier in the batch
+        make_identity("n1@example.com"),  # identifier earlier in the batch
+        rich_identity("rich@example.com"),
+    ]
+    results = await store.create_many(batch)
+    outcome = ["ok" if isinstance(r, Identity) else str(r) for r in results]
+    assert outcome == [
+        "ok",
+        "an identity with this identifier already exists",
+        "an identity with this external_id already exists",
+        "an identity with this address already exists",
+        "ok",
+        "an identity with this external_id already exists",
+        "an identity with this identifier already exists",
+        "ok",
+    ]
+    for identity, result in zip(batch, results, strict=True):
+        assert await store.get(identity.id) == (in_load_order(identity) if result == identity else None)
+    assert await store.count() == 1 + 3
+    # No orphan child rows of the refused items.
+    failed = [i.id for i, r in zip(batch, results, strict=True) if isinstance(r, Conflict)]
+    async with database.engine.connect() as conn:
+        for table in (credentials, credential_identifiers, verifiable_addresses, recovery_addresses):
+            query = sa.select(sa.func.count()).select_from(table).where(table.c.identity_id.in_(failed))
+            assert (await conn.execute(query)).scalar_one() == 0, table.name
+    # The collided values still belong to the first owner.
+    owner = await store.find_recovery_address("email", "old@example.com")
+    assert owner is not None and owner[0].external_id == "ext-old"
+
+
+async def test_create_many_is_a_few_multi_row_statements(store: IdentityStore, statements: list[str]) -> None:
+    """Kratos' bulk insert: the statement count does not grow with the batch."""
+    counts = []
+    for size, tag in ((5, "a"), (200, "b")):
+        statements.clear()
+        results = await store.create_many([rich_identity(f"{tag}{k}@example.com") for k in range(size)])
+        assert all(isinstance(r, Identity) for r in results)
+        counts.append(len(statements))
+    assert counts[0] == counts[1] <= 6, (counts, statements)
+    assert await store.count() == 205
+
+
+async def test_create_many_isolates_a_value_the_database_rejects(store: IdentityStore, dsn: str) -> None:
+    """PostgreSQL refuses an over-long value (SQLite stores it): that item alone fails."""
+    good = make_identity("ok1@example.com")
+    long_id = make_identity("ok2@example.com", external_id="x" * 300)
+    later = make_identity("ok3@example.com")
+    results = await store.create_many([good, long_id, later])
+    assert results[0] == good and results[2] == later
+    if dsn.startswith("postgresql"):
+        assert isinstance(results[1], BadRequest)
+        assert await store.count() == 2
+    else:
+        assert results[1] == long_id
+        assert await store.count() == 3
 
 
 async def test_concurrent_registrations_of_one_identifier(store: IdentityStore) -> None:

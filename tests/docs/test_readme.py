@@ -48,6 +48,7 @@ def test_readme_admin_curl_commands_work_as_written() -> None:
         created = json.loads(out.stdout[: out.stdout.index("}{") + 1])
         assert created["traits"]["email"] == "ann@example.test"
         assert "HTTP/1.1 200" in out.stdout and "bob@example.test" in out.stdout.split("HTTP/1.1 200", 1)[1]
+        assert "cy@example.test" in out.stdout.split("HTTP/1.1 200", 1)[1]  # the batch import
         # The imported bcrypt hash is real: bob signs in with the password the comment names.
         with httpx.Client(base_url=live.public_url, timeout=30) as public:  # a busy CI machine
             flow = public.get("/self-service/login/api").json()

@@ -209,6 +209,10 @@ def translate_errors(conflict: ConflictMessage = Conflict.default_message) -> It
     except sa.exc.DBAPIError as exc:
         if exc.connection_invalidated or _server_unavailable(exc):
             raise ServiceUnavailable("the database connection was lost") from exc
+        # asyncpg's errors from a multi-row INSERT reach SQLAlchemy unclassified: the SQLSTATE
+        # says it is a data exception (class 22, e.g. a value too long), i.e. client input.
+        if _sqlstate_class(exc) == "22":
+            raise BadRequest("a value is too long or malformed") from exc
         raise
 
 
@@ -218,16 +222,21 @@ def translate_errors(conflict: ConflictMessage = Conflict.default_message) -> It
 _UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57")
 
 
-def _server_unavailable(exc: BaseException) -> bool:
+def _sqlstate_class(exc: BaseException) -> str | None:
+    """The first two characters of the SQLSTATE found along ``exc``'s causes, if any."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         state = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
-        if isinstance(state, str) and state[:2] in _UNAVAILABLE_SQLSTATE_CLASSES:
-            return True
+        if isinstance(state, str) and len(state) == 5:
+            return state[:2]
         current = getattr(current, "orig", None) or current.__cause__
-    return False
+    return None
+
+
+def _server_unavailable(exc: BaseException) -> bool:
+    return _sqlstate_class(exc) in _UNAVAILABLE_SQLSTATE_CLASSES
 
 
 class Connector:

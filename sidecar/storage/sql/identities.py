@@ -15,9 +15,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from sidecar.errors import Conflict, NotFound
+from sidecar.errors import BadRequest, Conflict, NotFound
 from sidecar.identity.model import Credential, Identity, utcnow
-from sidecar.storage.sql.engine import Connector
+from sidecar.storage.sql.engine import Connector, translate_errors
+from sidecar.storage.sql.identity_batch import insert_identities
 from sidecar.storage.sql.identity_query import identity_from_row, select_identities
 from sidecar.storage.sql.identity_rows import (
     delete_children,
@@ -63,14 +64,24 @@ class SqlIdentityStore:
         return identity
 
     async def create_many(self, identities: Sequence[Identity]) -> builtins.list[Identity | Exception]:
+        try:
+            async with self._db.write(conflict_message) as conn:
+                return await insert_identities(conn, identities)
+        except (Conflict, BadRequest):
+            # A row the bulk path cannot skip (an over-long value on PostgreSQL, a constraint
+            # other than uniqueness) rolled the whole batch back: now one savepoint per item.
+            return await self._create_each(identities)
+
+    async def _create_each(self, identities: Sequence[Identity]) -> builtins.list[Identity | Exception]:
         results: builtins.list[Identity | Exception] = []
         async with self._db.write(conflict_message) as conn:
             for identity in identities:
                 try:
-                    async with conn.begin_nested():
-                        await self._insert(conn, identity)
-                except sa.exc.IntegrityError as exc:
-                    results.append(Conflict(conflict_message(exc)))
+                    with translate_errors(conflict_message):
+                        async with conn.begin_nested():
+                            await self._insert(conn, identity)
+                except (Conflict, BadRequest) as exc:
+                    results.append(exc)
                 else:
                     results.append(identity)
         return results

@@ -32,30 +32,66 @@ def identity_values(identity: Identity) -> dict[str, Any]:
     }
 
 
+def credential_row(identity_id: uuid.UUID, credential: Credential) -> dict[str, Any]:
+    return {
+        "id": credential.id,
+        "identity_id": identity_id,
+        "type": credential.type,
+        "config": credential.config,
+        "version": credential.version,
+        "created_at": credential.created_at,
+        "updated_at": credential.updated_at,
+    }
+
+
+def identifier_rows(identity_id: uuid.UUID, credential: Credential) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": new_id(),
+            "identity_id": identity_id,
+            "credential_id": credential.id,
+            "type": credential.type,
+            "identifier": identifier,
+        }
+        for identifier in dict.fromkeys(credential.identifiers)
+    ]
+
+
+def verifiable_rows(identity: Identity) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": a.id,
+            "identity_id": identity.id,
+            "via": a.via,
+            "value": a.value,
+            "verified": a.verified,
+            "status": a.status,
+            "verified_at": a.verified_at,
+            "created_at": a.created_at,
+            "updated_at": a.updated_at,
+        }
+        for a in identity.verifiable_addresses
+    ]
+
+
+def recovery_rows(identity: Identity) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": a.id,
+            "identity_id": identity.id,
+            "via": a.via,
+            "value": a.value,
+            "created_at": a.created_at,
+            "updated_at": a.updated_at,
+        }
+        for a in identity.recovery_addresses
+    ]
+
+
 async def insert_credential(conn: AsyncConnection, identity_id: uuid.UUID, credential: Credential) -> None:
-    await conn.execute(
-        sa.insert(credentials).values(
-            id=credential.id,
-            identity_id=identity_id,
-            type=credential.type,
-            config=credential.config,
-            version=credential.version,
-            created_at=credential.created_at,
-            updated_at=credential.updated_at,
-        )
-    )
+    await conn.execute(sa.insert(credentials).values(credential_row(identity_id, credential)))
     if credential.identifiers:
-        rows = [
-            {
-                "id": new_id(),
-                "identity_id": identity_id,
-                "credential_id": credential.id,
-                "type": credential.type,
-                "identifier": identifier,
-            }
-            for identifier in dict.fromkeys(credential.identifiers)
-        ]
-        await conn.execute(sa.insert(credential_identifiers), rows)
+        await conn.execute(sa.insert(credential_identifiers), identifier_rows(identity_id, credential))
 
 
 async def insert_children(conn: AsyncConnection, identity: Identity) -> None:
@@ -63,38 +99,9 @@ async def insert_children(conn: AsyncConnection, identity: Identity) -> None:
     for credential in identity.credentials.values():
         await insert_credential(conn, identity.id, credential)
     if identity.verifiable_addresses:
-        await conn.execute(
-            sa.insert(verifiable_addresses),
-            [
-                {
-                    "id": a.id,
-                    "identity_id": identity.id,
-                    "via": a.via,
-                    "value": a.value,
-                    "verified": a.verified,
-                    "status": a.status,
-                    "verified_at": a.verified_at,
-                    "created_at": a.created_at,
-                    "updated_at": a.updated_at,
-                }
-                for a in identity.verifiable_addresses
-            ],
-        )
+        await conn.execute(sa.insert(verifiable_addresses), verifiable_rows(identity))
     if identity.recovery_addresses:
-        await conn.execute(
-            sa.insert(recovery_addresses),
-            [
-                {
-                    "id": a.id,
-                    "identity_id": identity.id,
-                    "via": a.via,
-                    "value": a.value,
-                    "created_at": a.created_at,
-                    "updated_at": a.updated_at,
-                }
-                for a in identity.recovery_addresses
-            ],
-        )
+        await conn.execute(sa.insert(recovery_addresses), recovery_rows(identity))
 
 
 async def delete_children(conn: AsyncConnection, identity_id: uuid.UUID) -> None:
