@@ -8,11 +8,13 @@ ports, one by one, for rolling restarts.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +23,7 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.conftest import FAST_ARGON2, free_port
+from tests.conftest import FAST_ARGON2, _pg_exec, free_port
 from tests.mail import SmtpServer
 from tests.ops.serve import clean_env, serve_argv
 from tests.proxy.harness import Proc, nginx_http_server, upstream_server
@@ -85,6 +87,12 @@ class Replica:
             os.kill(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
             raise AssertionError(f"replica {self.index} did not stop within {timeout}s") from None
+
+    def kill(self) -> None:
+        """SIGKILL by PID: the pod dies mid-work, with no drain and no release of its claims."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
 
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
@@ -197,3 +205,31 @@ def fleet(
             with contextlib.suppress(AssertionError):
                 r.stop()
         smtp.stop()
+
+
+async def _drop_redis_keys(url: str, prefix: str) -> None:
+    import redis.asyncio as redis
+
+    client = redis.Redis.from_url(url)
+    keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+@contextlib.contextmanager
+def fleet_on_shared_servers(
+    tmp: Path, postgres_server: str, redis_url: str, **shared: Any
+) -> Iterator[Fleet]:
+    """A fleet on a fresh database of the shared PostgreSQL and a fresh key prefix of the shared
+    Redis; both dropped afterwards (never the whole server)."""
+    name = f"sidecar_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_pg_exec(postgres_server, f'CREATE DATABASE "{name}"'))
+    dsn = postgres_server.rsplit("/", 1)[0] + "/" + name
+    prefix = f"sidecar-test:{uuid.uuid4().hex[:10]}:"
+    try:
+        with fleet(tmp, dsn, {"url": redis_url, "key_prefix": prefix}, **shared) as f:
+            yield f
+    finally:
+        asyncio.run(_pg_exec(postgres_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(_drop_redis_keys(redis_url, prefix))
