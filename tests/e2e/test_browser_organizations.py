@@ -14,6 +14,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.e2e.conftest import Browser
+from tests.e2e.test_browser_console import no_sideways_scroll
 from tests.ops.serve import Proc, base_config, migrate, ports, running, serve_argv, write_config
 
 pytestmark = pytest.mark.e2e
@@ -76,6 +77,18 @@ def test_organizations_in_the_console(browser: Browser, site: Proc) -> None:
     expect(page.locator("#scim")).to_contain_text("A token is in use, issued")
     expect(page.locator("#members")).to_contain_text("ada@acmecorp.com")
     browser.screenshot("console-organization")
+
+    # At a phone's width: no sideways scrolling on the list or the organization's page.
+    page.set_viewport_size({"width": 390, "height": 844})
+    for url in ("/console/organizations", f"/console/organizations/{organization_id}"):
+        page.goto(f"{site.admin_url}{url}")
+        assert no_sideways_scroll(page), url
+        clipped = page.evaluate(
+            "[...document.querySelectorAll('.panel')].some(p => p.scrollWidth > p.clientWidth + 1)"
+        )
+        assert not clipped, url  # nor inside a panel
+    browser.screenshot("console-organization-phone")
+    page.set_viewport_size({"width": 1024, "height": 800})
 
     # Revoke: SCIM refuses the token at once.
     page.get_by_role("button", name="Revoke token").click()
