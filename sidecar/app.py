@@ -437,6 +437,7 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         courier_queue=_courier_queue_depth(database.courier),
         rule_matches=rules.matches_since_start,
     )
+    closers.append(metrics.aclose)  # the last fold of this process's counts (multi-process mode)
     schemas = SchemaRegistry(config.identity, base_url=config.public_base_url)
     assurance = strategy_assurance()
     # The proxy's session cache, and the revocations that clear it in every worker.

@@ -1,22 +1,29 @@
 """Prometheus metrics, served on the admin listener at ``/metrics``.
 
 One ``Metrics`` object is built in ``app.build_services`` and handed to whoever records; nothing
-registers at import time. The recording methods are the hot path's: each is a dict lookup for the
-cached label child and one locked add (prometheus-client's own cost), so a proxied request pays
-a few microseconds in all.
+registers at import time. The recording methods are the hot path's: each is a dict lookup or two
+and a plain integer add into a ``_Tally`` (or a ``_Buckets``) of this process, with no lock and no
+label formatting. ``fold`` adds what the tallies counted since the last fold into
+prometheus-client's values; every scrape folds first, so a scrape of one process is exact.
 
 With ``sidecar serve --workers N`` (N > 1) the parent sets ``PROMETHEUS_MULTIPROC_DIR`` before
 spawning the workers; prometheus-client then keeps every value in per-process mmap files, and the
-worker that answers a scrape merges them all (prometheus-client's multi-process mode). Gauges
-sampled from callbacks are refreshed at scrape time in the answering process, and every
-``refresh_interval`` in each worker (``run_refresher``), because a scrape reaches only one worker.
+worker that answers a scrape merges them all (prometheus-client's multi-process mode). There each
+update of a value is a locked write into the mmap (0.7 µs, three or four per request), which is why
+requests only count in process: every worker folds every ``FOLD_INTERVAL`` (``run_refresher``), so
+a scrape shows the other workers' counts as of their last fold (at most a second old) and the
+answering worker's own up to the moment. Gauges sampled from callbacks are refreshed at scrape time
+in the answering process, and every ``refresh_interval`` in each worker, because a scrape reaches
+only one worker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -37,6 +44,61 @@ log = logging.getLogger("sidecar.metrics")
 # Decisions are in-process work (a rule match and usually a cache hit): sub-millisecond buckets.
 DECISION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 UPSTREAM_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+FOLD_INTERVAL = 1.0
+"""Seconds between two folds of a worker's tallies into the shared values (multi-process mode)."""
+
+
+class _Tally:
+    """One label child's count in this process: ``n`` grows per request, ``fold`` moves it on."""
+
+    __slots__ = ("child", "folded", "n")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.n = 0
+        self.folded = 0
+
+    def fold(self) -> None:
+        n = self.n
+        if n != self.folded:
+            self.child.inc(n - self.folded)
+            self.folded = n
+
+
+class _Buckets:
+    """A histogram's observations in this process: a count per bucket and the sum.
+
+    ``fold`` adds them to the histogram's own bucket and sum values: prometheus-client has no
+    public call to add many observations at once, so this uses its ``_buckets`` and ``_sum``
+    (there since its first releases; ``tests/ops/test_metrics.py`` renders them)."""
+
+    __slots__ = ("bounds", "counts", "folded", "folded_sum", "histogram", "sum")
+
+    def __init__(self, histogram: Histogram, buckets: tuple[float, ...]) -> None:
+        self.histogram = histogram
+        self.bounds = (*buckets, float("inf"))  # prometheus-client adds +Inf the same way
+        self.counts = [0] * len(self.bounds)
+        self.folded = [0] * len(self.bounds)
+        self.sum = 0.0
+        self.folded_sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        # The first bucket whose upper bound is >= the value, as ``Histogram.observe`` picks.
+        self.counts[bisect.bisect_left(self.bounds, seconds)] += 1
+        self.sum += seconds
+
+    def fold(self) -> None:
+        values = self.histogram._buckets  # see the class docstring
+        for i, n in enumerate(self.counts):
+            if n != self.folded[i]:
+                values[i].inc(n - self.folded[i])
+                self.folded[i] = n
+        total = self.sum
+        if total != self.folded_sum:
+            self.histogram._sum.inc(total - self.folded_sum)
+            self.folded_sum = total
 
 
 def multiprocess_enabled() -> bool:
@@ -127,48 +189,73 @@ class Metrics:
         self._rule_synced: dict[str, int] = {}
         if not self.multiprocess:
             ProcessCollector(registry=r)  # not supported in multi-process mode
-        self._children: dict[tuple[Any, ...], Any] = {}
-        self._hit = self._session_cache.labels("hit")
-        self._miss = self._session_cache.labels("miss")
+        # Hot-path counts of this process (see the module docstring), folded by ``fold``.
+        self._tallies: list[_Tally | _Buckets] = []
+        self._request_tallies: dict[str, dict[int, _Tally]] = {}
+        self._decision_tallies: dict[str, dict[str, _Tally]] = {}
+        self._children: dict[tuple[Any, ...], _Tally] = {}
+        self._hit = self._tally(self._session_cache.labels("hit"))
+        self._miss = self._tally(self._session_cache.labels("miss"))
+        self._decision_buckets = self._buckets(self._decision_seconds, DECISION_BUCKETS)
+        self._upstream_buckets = self._buckets(self._upstream_seconds, UPSTREAM_BUCKETS)
         self._hashing_source = hashing_queue
         self._courier_source = courier_queue
 
-    # --- hot path: called per request; cached label children, no string formatting ------------
+    def _tally(self, child: Any) -> _Tally:
+        tally = _Tally(child)
+        self._tallies.append(tally)
+        return tally
+
+    def _buckets(self, histogram: Histogram, buckets: tuple[float, ...]) -> _Buckets:
+        tally = _Buckets(histogram, buckets)
+        self._tallies.append(tally)
+        return tally
+
+    def fold(self) -> None:
+        """Add what this process counted since the last fold into prometheus-client's values."""
+        for tally in self._tallies:
+            tally.fold()
+
+    # --- hot path: called per request; plain counts, no lock, no string formatting ------------
 
     def request(self, route_class: str, status: int) -> None:
-        key = ("r", route_class, status)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self._requests.labels(route_class, str(status))
-        child.inc()
+        by_status = self._request_tallies.get(route_class)
+        if by_status is None:
+            by_status = self._request_tallies[route_class] = {}
+        tally = by_status.get(status)
+        if tally is None:
+            tally = by_status[status] = self._tally(self._requests.labels(route_class, str(status)))
+        tally.n += 1
 
     def observe_decision(self, rule_id: str, decision: str, seconds: float) -> None:
-        key = ("d", rule_id, decision)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self._decisions.labels(rule_id, decision)
-        child.inc()
-        self._decision_seconds.observe(seconds)
+        by_decision = self._decision_tallies.get(rule_id)
+        if by_decision is None:
+            by_decision = self._decision_tallies[rule_id] = {}
+        tally = by_decision.get(decision)
+        if tally is None:
+            tally = by_decision[decision] = self._tally(self._decisions.labels(rule_id, decision))
+        tally.n += 1
+        self._decision_buckets.observe(seconds)
 
     def session_cache(self, hit: bool) -> None:
-        (self._hit if hit else self._miss).inc()
+        (self._hit if hit else self._miss).n += 1
 
     def observe_upstream(self, seconds: float, error: str | None = None) -> None:
         """``error`` is a short kind (``connect``, ``timeout``, ``reset``), or None on success."""
-        self._upstream_seconds.observe(seconds)
+        self._upstream_buckets.observe(seconds)
         if error is not None:
             key = ("u", error)
-            child = self._children.get(key)
-            if child is None:
-                child = self._children[key] = self._upstream_errors.labels(error)
-            child.inc()
+            tally = self._children.get(key)
+            if tally is None:
+                tally = self._children[key] = self._tally(self._upstream_errors.labels(error))
+            tally.n += 1
 
     def flow_submission(self, flow: str, method: str, result: str) -> None:
         key = ("f", flow, method, result)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self._flows.labels(flow, method, result)
-        child.inc()
+        tally = self._children.get(key)
+        if tally is None:
+            tally = self._children[key] = self._tally(self._flows.labels(flow, method, result))
+        tally.n += 1
 
     def store_up(self, store: str, up: bool) -> None:
         """The store monitor's verdict after each check (every few seconds, per worker)."""
@@ -187,6 +274,7 @@ class Metrics:
                 self._rule_synced[rule_id] = count
 
     def refresh_local(self) -> None:
+        self.fold()
         if self._hashing_source is not None:
             self._hashing_queue.set(self._hashing_source())
         self._sync_rule_matches()
@@ -222,11 +310,22 @@ class Metrics:
                 log.warning("courier queue depth unavailable: %s", exc)
 
     async def run_refresher(self) -> None:
-        """Keep this worker's local gauges current for scrapes answered by other workers."""
+        """Keep this worker's counts and local gauges current for scrapes answered by other
+        workers: a fold every ``FOLD_INTERVAL``, the gauges every ``refresh_interval``."""
+        refreshed = 0.0
         while True:
             with contextlib.suppress(Exception):
-                self.refresh_local()
-            await asyncio.sleep(self.refresh_interval)
+                now = time.monotonic()
+                if now - refreshed >= self.refresh_interval:
+                    refreshed = now
+                    self.refresh_local()  # folds too
+                else:
+                    self.fold()
+            await asyncio.sleep(min(FOLD_INTERVAL, self.refresh_interval))
+
+    async def aclose(self) -> None:
+        """The last fold, at shutdown: a stopping worker's final counts reach the shared files."""
+        self.fold()
 
     async def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type; merges every worker in multi-process mode."""

@@ -97,6 +97,7 @@ async def test_one_json_line_with_the_handler_facts_and_no_query() -> None:
     # Forwarded upstream (the app's view of the headers) and returned to the client.
     assert (b"x-request-id", seen["request_id"].encode()) in seen["headers"]
     assert (b"x-request-id", seen["request_id"].encode()) in sent[0]["headers"]
+    metrics.fold()  # what every scrape does first
     assert metrics._requests.labels("proxy", "200")._value.get() == 1
 
 
@@ -150,6 +151,7 @@ async def test_a_decision_is_counted_as_a_decision_under_the_uri_it_judged() -> 
     await call(wrap(judge, out, metrics=metrics), scope("/.auth/authz/nginx"))
     entry = json.loads(out.getvalue())
     assert (entry["path"], entry["route_class"]) == ("/members/one", "decision")
+    metrics.fold()
     assert metrics._requests.labels("decision", "200")._value.get() == 1
     assert metrics._requests.labels("proxy", "200")._value.get() == 0
 

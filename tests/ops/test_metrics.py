@@ -4,13 +4,17 @@ recording is cheap; no secret reaches the logs of a real ``sidecar serve``."""
 from __future__ import annotations
 
 import asyncio
+import shutil
+import time
 from pathlib import Path
 
 import httpx
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar.metrics import Metrics
-from tests.ops.serve import base_config, migrate, ports, running, serve_argv, write_config
+from tests.ops.serve import base_config, clean_env, migrate, ports, running, serve_argv, write_config
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -108,24 +112,55 @@ def test_metrics_move_and_logs_hold_no_secrets(tmp_path: Path) -> None:
 
 
 def test_workers_add_up_in_one_scrape(tmp_path: Path) -> None:
+    """Each worker counts in process and folds into its own file every second: one scrape, from
+    whichever worker, shows every worker's requests, and each file holds a share of them."""
     public_port, admin_port = ports()
     config = write_config(tmp_path / "cfg.yaml", base_config(tmp_path, public_port, admin_port))
     migrate(config, tmp_path)
     argv = serve_argv(config, "--workers", "2")
-    with running(argv, cwd=tmp_path, public_port=public_port, admin_port=admin_port) as proc:
-        n = 40
+    shared = tmp_path / "prometheus"
+    env = clean_env(PROMETHEUS_MULTIPROC_DIR=str(shared))
+    with running(argv, cwd=tmp_path, public_port=public_port, admin_port=admin_port, env=env) as proc:
+        n = 60
 
-        async def hit() -> set[str]:
+        def health_count() -> float:
+            text = httpx.get(f"{proc.admin_url}/metrics", timeout=5).text
+            return value(text, "sidecar_requests_total", route_class="health", status="200")
+
+        # The readiness probes that started the server were counted too: wait until their last
+        # fold is in (two scrapes, more than a fold apart, agree).
+        before, now = -1.0, health_count()
+        while now != before:
+            time.sleep(1.5)
+            before, now = now, health_count()
+
+        async def hit() -> None:
             # A new connection per request so the kernel spreads them over both workers.
-            pids = set()
             for _ in range(n):
                 async with httpx.AsyncClient() as client:
                     r = await client.get(f"{proc.public_url}/.auth/health/alive")
                     assert r.status_code == 200
-                    pids.add(r.headers["x-request-id"])
-            return pids
 
         asyncio.run(hit())
-        text = httpx.get(f"{proc.admin_url}/metrics", timeout=5).text
-        assert value(text, "sidecar_requests_total", route_class="health", status="200") >= n
+        seen = 0.0
+        deadline = time.monotonic() + 10  # the other worker's fold is at most a second away
+        while seen < before + n and time.monotonic() < deadline:
+            seen = health_count()
+            time.sleep(0.2)
+        assert seen == before + n
+        per_worker = {}
+        for path in sorted(shared.glob("counter_*.db")):  # one file per worker process
+            alone = tmp_path / path.stem
+            alone.mkdir()
+            shutil.copy(path, alone / path.name)
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=str(alone))  # type: ignore[no-untyped-call]
+            per_worker[path.name] = value(
+                generate_latest(registry).decode(),
+                "sidecar_requests_total",
+                route_class="health",
+                status="200",
+            )
+        assert len([c for c in per_worker.values() if c > 0]) == 2, per_worker
+        assert sum(per_worker.values()) == before + n
         assert proc.terminate() == 0

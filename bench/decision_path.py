@@ -1,0 +1,230 @@
+"""The cached decision path in process: CPU µs per request and allocations per request.
+
+Builds the real public app of ``sidecar serve`` (``create_public_app`` inside ``wrap_apps``: the
+access log, metrics) over an embedded SQLite store, signs a user in (the session a login stores),
+and calls the app directly with the nginx decision request (``GET /.auth/authz/nginx``,
+``X-Original-URI: /private/x``, ``X-Session-Token``): no socket, no HTTP parser. Figures:
+
+- ``us``: CPU µs per request, best of ``--rounds`` rounds of ``--requests`` calls, for the access
+  log on (as shipped) and off (``log.level: warning``), and for ``Access.check`` alone (rule
+  match, session cache, judgement);
+- ``allocs``: memory blocks allocated per request and still alive afterwards (tracemalloc, over
+  ``--requests`` calls, after a warm-up): 0 means the path leaves nothing behind;
+- ``peak_bytes``: the most memory a single request had allocated at once (tracemalloc's peak),
+  the response and its headers included;
+- ``rules``: with ``--rules N``, N extra rules in front of the one that matches (other hosts,
+  other prefixes), to show the match does not scan them.
+
+``python bench/decision_path.py [--requests 20000] [--rounds 3] [--rules 0]``; prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import sys
+import tempfile
+import time
+import tracemalloc
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sidecar.config.loader import load_config
+from sidecar.identity.model import Identity, VerifiableAddress, utcnow
+from sidecar.security.tokens import digest, new_session_token
+from sidecar.session.model import Session
+
+RULE = "  - {id: private, match: {paths: ['/private/**']}, require: authenticated}\n"
+
+
+def rules_text(extra: int) -> str:
+    lines = ["version: 1", "rules:"]
+    for i in range(extra):
+        # Rules a real file has in front: other hosts, other path prefixes, other methods.
+        if i % 3 == 0:
+            match = f"{{hosts: [app{i}.example.com], paths: ['/**']}}"
+            lines.append(f"  - {{id: host{i}, match: {match}, require: public}}")
+        elif i % 3 == 1:
+            lines.append(f"  - {{id: api{i}, match: {{paths: ['/api/v{i}/**']}}, require: authenticated}}")
+        else:
+            lines.append(
+                f"  - {{id: post{i}, match: {{methods: [POST], paths: ['/forms/{i}/*']}}, require: optional}}"
+            )
+    return "\n".join(lines) + "\n" + RULE
+
+
+async def sign_in(services: Any) -> str:
+    email = "bench@example.com"
+    identity = Identity(
+        schema_id="default",
+        traits={"email": email},
+        verifiable_addresses=(VerifiableAddress(value=email, verified=True),),
+    )
+    identity = await services.database.identities.create(identity)
+    session = Session(identity_id=identity.id, expires_at=utcnow() + timedelta(hours=1), aal="aal1")
+    token = new_session_token()
+    await services.database.sessions.create(session, digest(token))
+    return token
+
+
+def decision_scope(token: str) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/.auth/authz/nginx",
+        "raw_path": b"/.auth/authz/nginx",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"127.0.0.1:4455"),
+            (b"user-agent", b"wrk"),
+            (b"x-original-method", b"GET"),
+            (b"x-original-uri", b"/private/x"),
+            (b"x-session-token", token.encode()),
+        ],
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 4455),
+    }
+
+
+async def receive() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+class Sink:
+    """The server's ``send``: keeps the status so the run can check every answer was a 200."""
+
+    status = 0
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+
+
+async def cpu_us(app: Any, token: str, n: int) -> float:
+    sink = Sink()
+    started = time.process_time()
+    for _ in range(n):
+        await app(decision_scope(token), receive, sink)
+    elapsed = time.process_time() - started
+    assert sink.status == 200, sink.status
+    return elapsed / n * 1e6
+
+
+async def check_us(access: Any, token: str, n: int) -> float:
+    from sidecar.proxy.access import RequestFacts
+
+    facts = RequestFacts(token=token, api=True)
+    started = time.process_time()
+    for _ in range(n):
+        outcome = await access.check("GET", "127.0.0.1", "/private/x", facts)
+    elapsed = time.process_time() - started
+    assert outcome.allowed
+    return elapsed / n * 1e6
+
+
+async def allocations(app: Any, token: str, n: int) -> dict[str, Any]:
+    sink = Sink()
+    scopes = [decision_scope(token) for _ in range(n)]  # made before tracing: the server's work
+    peaks: list[int] = []
+    gc.collect()
+    tracemalloc.start()
+    try:
+        await app(scopes.pop(), receive, sink)
+        before = tracemalloc.take_snapshot()
+        count = len(scopes)
+        while scopes:
+            scope = scopes.pop()  # the scope (which the app writes into) goes with the request
+            current = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            await app(scope, receive, sink)
+            peaks.append(tracemalloc.get_traced_memory()[1] - current)
+            del scope
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    ours = [tracemalloc.Filter(False, __file__), tracemalloc.Filter(False, tracemalloc.__file__)]
+    stats = after.filter_traces(ours).compare_to(before.filter_traces(ours), "lineno")
+    blocks = sum(s.count_diff for s in stats)
+    top = [
+        f"{s.traceback[0].filename.rsplit('/', 2)[-1]}:{s.traceback[0].lineno} {s.count_diff:+d}"
+        for s in sorted(stats, key=lambda s: -abs(s.count_diff))[:5]
+        if s.count_diff
+    ]
+    peaks.sort()
+    return {
+        "allocs_per_request": round(blocks / count, 3),
+        "peak_bytes_median": peaks[len(peaks) // 2],
+        "top": top,
+    }
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    from sidecar.app import build_services, create_public_app, wrap_apps
+
+    out: dict[str, Any] = {"requests": args.requests, "rules": args.rules + 1}
+    with tempfile.TemporaryDirectory() as tmp:
+        rules = Path(tmp) / "rules.yaml"
+        rules.write_text(rules_text(args.rules))
+        sys.stderr = Path(tmp, "stderr.log").open("w")  # noqa: SIM115, ASYNC230  # the JSON lines land here
+        try:
+            apps = {}
+            services_all = []
+            for name, level in (("on", "info"), ("off", "warning")):
+                config = load_config(
+                    overrides={
+                        "dsn": f"sqlite:///{tmp}/bench-{name}.db",
+                        "secrets": {"cookie": ["bench-cookie-secret-0123456789abcdef"]},
+                        "serve": {"public": {"base_url": "http://127.0.0.1:4455/.auth"}},
+                        "log": {"level": level, "format": "json"},
+                        "rules": [str(rules)],
+                    }
+                )
+                services = build_services(config)
+                await services.database.migrate()
+                await services.start()
+                services_all.append(services)
+                public, _ = wrap_apps(services, create_public_app(services, manage_lifespan=False), object())
+                token = await sign_in(services)
+                await cpu_us(public, token, 500)  # warm-up: the session is cached from here on
+                apps[name] = (public, token, services)
+            from sidecar.proxy.access import Access
+
+            _, _, services = apps["off"]
+            access = Access(services.config, services.resolver, services.rules, services.metrics)
+            best: dict[str, list[float]] = {"on": [], "off": [], "check": []}
+            for _ in range(args.rounds):  # interleaved: the machine's noise hits all alike
+                for name in ("on", "off"):
+                    app, token, _ = apps[name]
+                    best[name].append(await cpu_us(app, token, args.requests))
+                app, token, services = apps["off"]
+                best["check"].append(await check_us(access, token, args.requests))
+            out["us"] = {k: round(min(v), 2) for k, v in best.items()}
+            out["us"]["log_cost"] = round(out["us"]["on"] - out["us"]["off"], 2)
+            app, token, _ = apps["on"]
+            out["on"] = await allocations(app, token, min(args.requests, 5000))
+            app, token, _ = apps["off"]
+            out["off"] = await allocations(app, token, min(args.requests, 5000))
+            for services in services_all:
+                await services.stop()
+        finally:
+            sys.stderr.close()
+            sys.stderr = sys.__stderr__
+    return out
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rules", type=int, default=0, help="extra rules in front of the matching one")
+    print(json.dumps(asyncio.run(main(parser.parse_args()))), flush=True)
