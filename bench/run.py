@@ -202,6 +202,16 @@ def cpu_ticks(pid: int) -> int:
     return total
 
 
+def children_ticks(pid: int) -> dict[int, int]:
+    """CPU ticks of each child of ``pid`` (``--workers`` processes) and its own descendants."""
+    out = {}
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                out[int(child)] = cpu_ticks(int(child))
+    return out
+
+
 def memory_kib(pid: int, field_name: str) -> int:
     """``VmRSS`` or ``VmHWM`` (peak) of ``pid`` and its descendants, KiB."""
     total = 0
@@ -620,19 +630,29 @@ def main() -> int:
             r["granian_c1"] = wrk(decision, connections=1, duration=d, headers=auth, server=side.pid)
             procs.stop(side.proc)
 
-        # --workers: one worker and two, both free to use both cores (wrk shares them).
-        for workers in (1, 2):
-            side = bench.sidecar(workers=workers, core=f"{SERVER_CORE},{LOAD_CORE}")
-            decision = f"{side.base}/.auth/authz/nginx"
-            wrk(decision, connections=c, duration=2, headers=auth, cores=f"{SERVER_CORE},{LOAD_CORE}")
-            r[f"workers_{workers}"] = wrk(
-                decision,
-                connections=c,
-                duration=d,
-                headers=auth,
-                server=side.pid,
-                cores=f"{SERVER_CORE},{LOAD_CORE}",
-            )
+        # --workers: one worker and two, both free to use both cores (wrk shares them); both
+        # servers up at the same time and their rows alternated, like the log on/off rows.
+        both = f"{SERVER_CORE},{LOAD_CORE}"
+        by_workers = {n: bench.sidecar(workers=n, core=both) for n in (1, 2)}
+        for side in by_workers.values():
+            wrk(f"{side.base}/.auth/authz/nginx", connections=c, duration=2, headers=auth, cores=both)
+        for i in range(args.repeat):
+            for n, side in by_workers.items():
+                before_each = children_ticks(side.pid)
+                r[f"workers_{n}_{i}"] = wrk(
+                    f"{side.base}/.auth/authz/nginx",
+                    connections=c,
+                    duration=d,
+                    headers=auth,
+                    server=side.pid,
+                    cores=both,
+                )
+                if n == 2:
+                    # How evenly the kernel spread wrk's connections: the busiest worker's CPU share.
+                    after_each = children_ticks(side.pid)
+                    spent = [after_each[p] - before_each.get(p, 0) for p in after_each]
+                    r[f"workers_{n}_{i}"]["busiest_share"] = max(spent) / max(sum(spent), 1)
+        for side in by_workers.values():
             procs.stop(side.proc)
 
         # --- sign-ups: steady rate against the argon2 limit, then a burst -----------------------
@@ -652,6 +672,8 @@ def main() -> int:
         procs.stop(side.proc)
 
         extra["access_log_in_process"] = run_script("access_log.py")
+        extra["decision_path"] = run_script("decision_path.py")
+        extra["decision_path_300"] = run_script("decision_path.py", "--rules", "299", "--rounds", "2")
         r["ngx_end"] = nginx()
         r["ngx"] = mean_row([r["ngx_start"], r["ngx_end"]])
     finally:
@@ -743,7 +765,9 @@ def write_results(
         ]
     log_decision = cached["cpu_us"] - mean_row([r[f"decision_nolog_{i}"] for i in repeats])["cpu_us"]
     log_proxy = proxy["cpu_us"] - mean_row([r[f"proxy_nolog_{i}"] for i in repeats])["cpu_us"]
-    w1, w2 = r["workers_1"], r["workers_2"]
+    w1 = mean_row([r[f"workers_1_{i}"] for i in repeats])
+    w2 = mean_row([r[f"workers_2_{i}"] for i in repeats])
+    dp, dp300 = extra["decision_path"], extra["decision_path_300"]
     lines += [
         "",
         "Access log cost (server CPU, log on - log off, rows alternated between two servers up at"
@@ -759,19 +783,35 @@ def write_results(
         " (goal < 5: "
         f"{met(extra['access_log_in_process']['buffered'] - extra['access_log_in_process']['off'] < 5)}).",
         "",
+        "",
+        "In process, the whole public app as `sidecar serve` builds it (`bench/decision_path.py`: the"
+        " cached nginx decision called as ASGI, no socket; CPU µs/request, best of 3 interleaved"
+        f" rounds): access log on {dp['us']['on']:.2f}, off {dp['us']['off']:.2f} (the log costs"
+        f" {dp['us']['log_cost']:.2f} µs, goal < 5: {met(dp['us']['log_cost'] < 5)}); `Access.check`"
+        f" alone (rule, session cache, judgement) {dp['us']['check']:.2f} µs with 1 rule,"
+        f" {dp300['us']['check']:.2f} µs with 300 rules (299 of other hosts and prefixes in front of the"
+        f" matching one). Memory blocks a request leaves behind (tracemalloc): log on"
+        f" {dp['on']['allocs_per_request']:.3f} per request (the queued log line until the writer takes"
+        f" it), log off {dp['off']['allocs_per_request']:.3f}; the most a request holds at once (response"
+        f" and headers included): {dp['on']['peak_bytes_median']:,} bytes (median).",
+        "",
         "## `--workers` (decision, cached; server and wrk both free to use cores 0 and 1)",
         "",
-        "| workers | req/s | p50 ms | p99 ms | server CPU µs/req | load |",
-        "|---|---|---|---|---|---|",
+        f"Both servers up at once, rows alternated ({args.repeat} each, means below). 'busiest"
+        " worker' is the share of the 2-worker server's CPU its busier worker used (0.50 = even).",
+        "",
+        "| workers | req/s | p50 ms | p99 ms | server CPU µs/req | busiest worker | load |",
+        "|---|---|---|---|---|---|---|",
         *(
             f"| {n} | {x['rps']:,.0f} | {x['p50_ms']:.2f} | {x['p99_ms']:.2f} | {x['cpu_us']:.1f} "
-            f"| {x['load']:.2f} |"
+            f"| {x.get('busiest_share', 1.0):.2f} | {x['load']:.2f} |"
             for n, x in ((1, w1), (2, w2))
         ),
         "",
-        f"2 workers / 1 worker = {w2['rps'] / w1['rps']:.2f}x "
+        f"2 workers / 1 worker = {w2['rps'] / w1['rps']:.2f}x req/s "
         f"(goal >= 1.8x: {met(w2['rps'] / w1['rps'] >= 1.8)}; "
-        "wrk needs a core too, so on this 2-core machine the ceiling is below 2x).",
+        "wrk needs a core too, so on this 2-core machine the ceiling is below 2x); CPU per request"
+        f" with 2 workers / with 1 = {w2['cpu_us'] / w1['cpu_us']:.2f} (1.00 = no cost of sharing).",
     ]
     c1, n1 = r["decision_c1"], r["ngx_c1"]
     lines += [
