@@ -64,6 +64,8 @@ from sidecar.console.rules import RulesPages
 from sidecar.console.sessions import SessionSection
 from sidecar.console.signin import SignIn
 from sidecar.console.webhooks import WebhookPages
+from sidecar.courier.http import ChannelRouter, HttpChannel
+from sidecar.courier.sender import Sender
 from sidecar.courier.service import Courier
 from sidecar.courier.smtp import SmtpSender
 from sidecar.courier.store import CourierStore
@@ -396,6 +398,26 @@ def build_flows(
     return flows, closers + ([oidc.client.aclose] if oidc is not None else [])
 
 
+def courier_sender(config: Config) -> tuple[Sender, httpx.AsyncClient | None]:
+    """Emails by SMTP, or by HTTP with ``courier.delivery_strategy: http``; text messages through
+    the ``sms`` channel of ``courier.channels`` (Kratos ``courier/courier.go`` ``channels``)."""
+    courier = config.courier
+    sms = courier.channel("sms")
+    if courier.delivery_strategy == "smtp" and sms is None:
+        return SmtpSender(courier.smtp), None
+    # Kratos' courier HTTP client; the worker's send timeout bounds each request too.
+    client = httpx.AsyncClient(timeout=httpx.Timeout(20.0, connect=5.0), follow_redirects=False)
+    channels: dict[str, Sender] = {}
+    http_mail = courier.http.request_config
+    if courier.delivery_strategy == "http" and http_mail is not None:
+        channels["email"] = HttpChannel("email", http_mail, client)
+    else:
+        channels["email"] = SmtpSender(courier.smtp)
+    if sms is not None:
+        channels["sms"] = HttpChannel("sms", sms.request_config, client)
+    return ChannelRouter(channels), client
+
+
 def load_catalogs(config: Config) -> Catalogs:
     """The built-in catalogs plus ``selfservice.languages.catalog_dir``; an unknown default refused."""
     languages = config.selfservice.languages
@@ -518,11 +540,12 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
             outbox_policy(config),
             audit=audit,
         )
-    worker = (
-        CourierWorker(database.courier, SmtpSender(config.courier.smtp), config.courier, tracing=tracing)
-        if courier_worker
-        else None
-    )
+    worker = None
+    if courier_worker:
+        sender, courier_client = courier_sender(config)
+        if courier_client is not None:
+            closers.append(courier_client.aclose)
+        worker = CourierWorker(database.courier, sender, config.courier, tracing=tracing)
     return Services(
         catalogs=catalogs,
         config=config,

@@ -4,10 +4,10 @@
 collects every problem by key: identity schemas, rule files (a pattern that matches no file is a
 problem, not a silent deny-all), claims mappers, the mail template folder, the ``dsn`` scheme and
 the SQLite file's folder, ``redis.url``, ``proxy.upstream``, the SMTP URI, the audit web hook's
-event names. ``prepare_database``
-then reaches the database: it must answer, and its schema must be current (or be migrated now,
-with ``--migrate``). Any failure is a :class:`StartupError`: one line naming the cause and the
-config key, never a traceback, so ``sidecar serve`` exits non-zero with something to act on.
+event names, an ``sms`` courier channel for traits verified via sms, the HTTP courier bodies.
+``prepare_database`` then reaches the database: it must answer, and its schema must be current
+(or be migrated now, with ``--migrate``). Any failure is a :class:`StartupError`: one line naming
+the cause and the config key, never a traceback, so ``sidecar serve`` exits non-zero with something to act on.
 """
 
 from __future__ import annotations
@@ -67,10 +67,23 @@ def _check_audit(config: Config, report: Report) -> None:
 def _check_schemas(config: Config, report: Report) -> None:
     from sidecar.schema.registry import SchemaRegistry
 
+    registry = SchemaRegistry(config.identity, base_url=config.public_base_url)
     try:
-        asyncio.run(SchemaRegistry(config.identity, base_url=config.public_base_url).load())
+        asyncio.run(registry.load())
     except ConfigError as exc:
         report.problems += exc.problems
+        return
+    if config.courier.channel("sms") is None:
+        # Kratos would queue the text messages and fail every delivery ("no channel"): refused here.
+        for schema in registry.all():
+            for path in schema.fields_via("verification", "sms"):
+                report.problems.append(
+                    (
+                        "courier.channels",
+                        f"identity schema {schema.id!r}: {path} is verified via sms, but no courier "
+                        "channel with id sms is configured",
+                    )
+                )
 
 
 def _check_rules(config: Config, report: Report) -> None:
@@ -139,6 +152,16 @@ def _check_courier(config: Config, report: Report) -> None:
         parse_connection_uri(config.courier.smtp.connection_uri)
     except ValueError as exc:
         report.problems.append(("courier.smtp.connection_uri", str(exc).split(": ", 1)[-1]))
+    from sidecar.security.jsonnet import load_source
+
+    requests = [(f"courier.channels[{i}]", c.request_config) for i, c in enumerate(config.courier.channels)]
+    if config.courier.http.request_config is not None:
+        requests.append(("courier.http", config.courier.http.request_config))
+    for key, request in requests:
+        try:
+            load_source(request.body_source, f"{key}.request_config.body")
+        except ValueError as exc:
+            report.problems.append((f"{key}.request_config.body", str(exc).split(": ", 1)[-1]))
     path = config.courier.template_override_path
     if path:
         try:

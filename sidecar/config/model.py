@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from sidecar.config.courier_http import CourierChannel, CourierHttp
+
 # Re-exported: other modules have always imported these from here.
 from sidecar.config.durations import ByteSize as ByteSize
 from sidecar.config.durations import Duration as Duration
@@ -829,8 +831,11 @@ class Courier(Model):
     """The SMTP connection."""
     message_retries: int = Field(5, ge=0, le=100)
     """Delivery attempts per message before it is abandoned (with backoff in between)."""
-    delivery_strategy: Literal["smtp"] = "smtp"
-    """How messages are delivered; only ``smtp``."""
+    delivery_strategy: Literal["smtp", "http"] = "smtp"
+    """How emails are delivered: ``smtp`` (``courier.smtp``) or ``http`` (``courier.http.request_config``,
+    Kratos' HTTP mailer: one request per message, same queue, retries and backoff)."""
+    http: CourierHttp = CourierHttp()
+    """The HTTP API emails go to with ``delivery_strategy: http``."""
     templates: Loose = Loose()
     """Kratos' remote/inline template settings; accepted, sidecar uses ``template_override_path`` and its
     built-in templates."""
@@ -841,19 +846,27 @@ class Courier(Model):
     language's file, before the language-neutral override and the bundled ones."""
     worker_interval: Duration = timedelta(seconds=1)
     """How often the courier worker looks for queued messages."""
-    channels: list[Any] = []
-    """Kratos' extra courier channels (SMS through an HTTP ``request_config``): not supported yet,
-    so any channel stops the load; recovery and verification go by email."""
+    channels: list[CourierChannel] = []
+    """Kratos' extra courier channels: ``{id: sms, type: http, request_config: {url, method, headers,
+    body, auth}}`` sends the text messages (verification codes to a trait with ``verification.via:
+    sms``) to an SMS gateway's HTTP API, through the same queue and retries as email."""
 
     @field_validator("channels")
     @classmethod
-    def _no_channels(cls, v: list[Any]) -> list[Any]:
-        if v:
-            raise ValueError(
-                "sidecar has no HTTP (SMS) courier channel yet; recovery and verification are sent "
-                "by email through courier.smtp"
-            )
+    def _one_per_id(cls, v: list[CourierChannel]) -> list[CourierChannel]:
+        ids = [c.id for c in v]
+        if len(ids) != len(set(ids)):
+            raise ValueError("each channel id may appear once")
         return v
+
+    @model_validator(mode="after")
+    def _http_needs_a_request(self) -> Courier:
+        if self.delivery_strategy == "http" and self.http.request_config is None:
+            raise ValueError("delivery_strategy: http needs courier.http.request_config")
+        return self
+
+    def channel(self, channel_id: str) -> CourierChannel | None:
+        return next((c for c in self.channels if c.id == channel_id), None)
 
 
 class AccountEnumeration(Model):
@@ -1309,7 +1322,20 @@ class Config(Model):
     security: Security = Security()
     """Abuse defences."""
     feature_flags: Loose = Loose()
-    """Kratos feature flags; ``use_continue_with_transitions`` is honoured, others are accepted."""
+    """Kratos feature flags; ``use_continue_with_transitions`` is honoured, ``choose_recovery_address``
+    (Kratos' recovery v2: choosing among masked addresses, recovery by SMS) is refused, others are
+    accepted."""
+
+    @field_validator("feature_flags")
+    @classmethod
+    def _no_recovery_v2(cls, v: Loose) -> Loose:
+        if (v.model_extra or {}).get("choose_recovery_address") is True:
+            raise ValueError(
+                "choose_recovery_address: Kratos' recovery v2 (choosing among masked addresses, "
+                "recovery codes by SMS) is not supported; recovery goes to the email address typed"
+            )
+        return v
+
     log: LogConfig = LogConfig()
     """Logging."""
     proxy: ProxyConfig = ProxyConfig()

@@ -11,7 +11,7 @@ from sidecar.config.durations import Duration
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
 
 class WebHookResponse(_Strict):
@@ -34,7 +34,9 @@ class BasicAuthConfig(_Strict):
 
 class WebHookAuth(_Strict):
     type: Literal["api_key", "basic_auth"]
+    """``api_key`` (a header or cookie) or ``basic_auth``."""
     config: dict[str, Any]
+    """``{name, value, in: header|cookie}`` for ``api_key``, ``{user, password}`` for ``basic_auth``."""
 
     @model_validator(mode="after")
     def _config(self) -> WebHookAuth:

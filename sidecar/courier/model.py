@@ -8,6 +8,7 @@ which another worker may claim it again (the holder is presumed dead).
 
 from __future__ import annotations
 
+import re
 import unicodedata
 import uuid
 from dataclasses import dataclass, field
@@ -62,6 +63,21 @@ def validate_recipient(recipient: str) -> str:
     return recipient
 
 
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
+def is_phone(value: str) -> bool:
+    """An E.164 number (``+`` and 7 to 15 digits): what a text message may be sent to."""
+    return bool(_E164.fullmatch(value))
+
+
+def validate_phone(recipient: str) -> str:
+    """Return ``recipient`` or raise ``ValueError``: text messages go to E.164 numbers only."""
+    if not _E164.fullmatch(recipient):
+        raise ValueError("courier recipient must be a phone number in E.164 form such as +4915112345678")
+    return recipient
+
+
 def validate_subject(subject: str) -> str:
     """Return ``subject`` or raise ``ValueError``: it becomes the ``Subject`` header."""
     if _has_control_characters(subject):
@@ -91,7 +107,7 @@ class Message:
     template_type: TemplateType
     html_body: str | None = None
     template_data: dict[str, Any] = field(default_factory=dict)
-    type: Literal["email"] = "email"
+    type: Literal["email", "sms"] = "email"
     status: MessageStatus = "queued"
     send_count: int = 0
     last_error: str | None = None
@@ -104,8 +120,12 @@ class Message:
     dispatches: tuple[Dispatch, ...] = ()
 
     def validate(self) -> Message:
-        """Raise ``ValueError`` if a header-bound field could corrupt the SMTP message."""
-        validate_recipient(self.recipient)
+        """Raise ``ValueError`` if a header-bound field could corrupt the SMTP message (emails), or
+        the recipient is not an E.164 phone number (text messages)."""
+        if self.type == "sms":
+            validate_phone(self.recipient)
+        else:
+            validate_recipient(self.recipient)
         validate_subject(self.subject)
         if self.template_type not in TEMPLATE_TYPES:
             raise ValueError(f"unknown courier template type {self.template_type!r}")

@@ -21,12 +21,27 @@ class Courier:
         self._store = store
         self._templates = templates
 
-    async def send(self, template_type: TemplateType, recipient: str, data: Mapping[str, Any]) -> uuid.UUID:
-        """Render ``template_type`` with ``data`` (``to`` defaults to ``recipient``) and enqueue it.
+    async def send(
+        self, template_type: TemplateType, recipient: str, data: Mapping[str, Any], *, via: str = "email"
+    ) -> uuid.UUID:
+        """Render ``template_type`` with ``data`` (``to`` defaults to ``recipient``) and enqueue it,
+        as an email or (``via="sms"``, Kratos' ``QueueSMS``) a text message.
 
         Raises ``ValueError`` for an unsafe recipient, an unknown template type or missing data.
         """
         context = {"to": recipient, **data}
+        if via == "sms":
+            sms = Message(
+                recipient=recipient,
+                subject="",
+                body=self._templates.render_sms(template_type, context),
+                template_type=template_type,
+                template_data=json.loads(json.dumps(context, default=str)),
+                type="sms",
+            ).validate()
+            return (await self._store.enqueue(sms)).id
+        if via != "email":
+            raise ValueError(f"no courier channel for {via!r} messages")
         subject, text, html = self._templates.render(template_type, context)
         message = Message(
             recipient=recipient,

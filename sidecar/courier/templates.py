@@ -6,6 +6,7 @@ Layout (bundled under ``sidecar/courier/templates/``, and the same inside
     <template_type>/email.subject.txt
     <template_type>/email.body.txt
     <template_type>/email.body.html
+    <template_type>/sms.body.txt            (text messages: the code templates)
 
 Languages: the bundled templates put their sentences through ``_()``, the gettext catalogs of
 ``sidecar.i18n``. An override may be per language, ``<template_type>/<lang>/email.body.txt``
@@ -109,6 +110,25 @@ class Templates:
         except jinja2.UndefinedError as exc:
             raise ValueError(f"courier template {template_type}: {exc.message}") from exc
         return _one_line(subject), text, html
+
+    def render_sms(self, template_type: TemplateType, data: Mapping[str, Any]) -> str:
+        """The text message for ``template_type`` (``<template_type>/sms.body.txt``, overridable
+        like the email files); ``ValueError`` when there is none (Kratos has text messages for the
+        valid verification, recovery, login and registration codes only)."""
+        if template_type not in TEMPLATE_TYPES:
+            raise ValueError(f"unknown courier template type {template_type!r}")
+        language = self.language_of(data)
+        env = self._environment(language)
+        try:
+            template = env.select_template(
+                [f"{template_type}/{language}/sms.body.txt", f"{template_type}/sms.body.txt"]
+            )
+        except jinja2.TemplateNotFound:
+            raise ValueError(f"courier template {template_type} has no text message (sms.body.txt)") from None
+        try:
+            return template.render(data).strip()
+        except jinja2.UndefinedError as exc:
+            raise ValueError(f"courier template {template_type}: {exc.message}") from exc
 
 
 def render(

@@ -204,6 +204,10 @@ class RecoveryStrategy(Strategy, Protocol):
 
 
 class VerificationStrategy(Strategy, Protocol):
+    channels: ClassVar[frozenset[str]] = frozenset({"email"})
+    """The ``via`` values of the addresses it can send to (Kratos: links by email only, codes by
+    email and SMS)."""
+
     def verification_nodes(self, flow: Flow) -> list[Node]: ...
 
     async def verify(

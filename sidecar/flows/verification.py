@@ -79,7 +79,7 @@ class VerificationFlows(ChallengeFlows[VerificationStrategy]):
         strategy = self.strategy
         items: list[dict[str, Any]] = []
         for address in identity.verifiable_addresses:
-            if address.verified:
+            if address.verified or address.via not in strategy.channels:
                 continue
             flow = self.build(
                 origin.type,

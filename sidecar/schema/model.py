@@ -148,6 +148,10 @@ class IdentitySchema:
                     found.append(pair)
         return found
 
+    def fields_via(self, section: str, via: str) -> list[str]:
+        """The trait paths whose ``<section>.via`` is ``via`` (``verification``/``recovery``)."""
+        return [f"traits.{f.path}" for f in self._fields if _ext(f, section).get("via") == via]
+
     def verifiable_addresses(self, traits: Mapping[str, Any]) -> list[tuple[str, str]]:
         """``(via, value)`` for each trait with ``verification.via``."""
         return self._addresses(traits, "verification")

@@ -64,7 +64,7 @@ class Mailer(Protocol):
     """``sidecar.courier.service.Courier``: render and enqueue; the worker delivers."""
 
     async def send(
-        self, template_type: TemplateType, recipient: str, data: Mapping[str, Any]
+        self, template_type: TemplateType, recipient: str, data: Mapping[str, Any], *, via: str = "email"
     ) -> uuid.UUID: ...
 
 
@@ -141,7 +141,7 @@ class AddressChallenge(RecoveryStrategy, VerificationStrategy):
         """The first step's nodes: the address field and its submit button."""
         raise NotImplementedError
 
-    def show_sent(self, flow: Flow, purpose: Purpose, email: str) -> None:
+    def show_sent(self, flow: Flow, purpose: Purpose, email: str | None) -> None:
         """Turn ``flow`` into its "sent" step for ``email``."""
         raise NotImplementedError
 
@@ -178,7 +178,9 @@ class AddressChallenge(RecoveryStrategy, VerificationStrategy):
         self, flow: Flow, identity: Identity, address: str, via: str, address_id: uuid.UUID
     ) -> None:
         await self.issue("verification", flow, identity, address, via, address_id)
-        self.show_sent(flow, "verification", address)
+        # The form's resend takes an email address (Kratos' ``email`` field); a text message's
+        # flow has only the code input.
+        self.show_sent(flow, "verification", address if via == "email" else None)
 
     async def issue_for_admin(self, flow: Flow, grant: Grant, now: datetime) -> str:
         secret = self.new_secret()
@@ -239,12 +241,14 @@ class AddressChallenge(RecoveryStrategy, VerificationStrategy):
         grant = Grant(flow.id, identity.id, address, via, now + (lifespan or self.lifespan), address_id)
         await self.secrets(purpose).store(self.kind, secret, grant, now)
         data = {"identity": _template_identity(identity), **self.template_data(purpose, flow, secret)}
-        await self._mail(self.template(purpose, known=True), address, data)
+        await self._mail(self.template(purpose, known=True), address, data, via=via)
         return secret
 
-    async def _mail(self, template: TemplateType, to: str, data: dict[str, Any]) -> None:
+    async def _mail(
+        self, template: TemplateType, to: str, data: dict[str, Any], *, via: str = "email"
+    ) -> None:
         try:
-            await self._deps.courier.send(template, to, data)
+            await self._deps.courier.send(template, to, data, via=via)
         except ValueError:
             # The courier refuses recipients that are not a single safe address.
             raise FlowInvalid(node_messages={"email": [messages.invalid_email()]}) from None

@@ -39,6 +39,7 @@ TOO_OFTEN = "The request was submitted too often. Please request another code."
 class CodeStrategy(AddressChallenge):
     id = "code"
     kind = "code"
+    channels = frozenset({"email", "sms"})
 
     @classmethod
     def build(cls, deps: StrategyDeps) -> Roles | None:
@@ -70,6 +71,7 @@ class CodeStrategy(AddressChallenge):
         return {
             "verification_code": secret,
             "verification_url": f"{self._config.public_base_url}/self-service/verification?{query}",
+            "expires_in_minutes": int(self.lifespan.total_seconds() // 60),
         }
 
     # --- nodes -----------------------------------------------------------------------------------
@@ -111,7 +113,7 @@ class CodeStrategy(AddressChallenge):
         return out
 
     @staticmethod
-    def show_sent(flow: Flow, purpose: Purpose, email: str) -> None:
+    def show_sent(flow: Flow, purpose: Purpose, email: str | None) -> None:
         flow.state = "sent_email"
         flow.active = "code"
         keep = [n for n in flow.ui.nodes if n["group"] == "default"]

@@ -28,7 +28,7 @@ from typing import Any, Final, Literal, Protocol
 
 from sidecar import errors
 from sidecar.config.model import Config
-from sidecar.courier.model import TemplateType
+from sidecar.courier.model import TemplateType, is_phone
 from sidecar.flows import messages, nodes
 from sidecar.flows.model import Flow
 from sidecar.flows.nodes import Node
@@ -169,14 +169,17 @@ class CodeLoginStrategy(LoginStrategy, RegistrationStrategy):
             raise rate_limited(verdict.retry_after)
         code = new_code()
         now = self._deps.clock()
-        grant = Grant(flow.id, identity_id, address, "email", now + self._method.lifespan)
+        # Identifiers are stored normalised: a phone number (a code identifier ``via: sms``) is
+        # E.164, and gets its code by text message (Kratos' login_code / registration_code sms).
+        via = "sms" if is_phone(address) else "email"
+        grant = Grant(flow.id, identity_id, address, via, now + self._method.lifespan)
         await self._secrets[purpose].store(KIND, code, grant, now)
         if identity_id == DECOY:
             return  # enumeration mitigation: the same store work, and no mail for an unknown address
         template: TemplateType = "login_code_valid" if purpose == "login" else "registration_code_valid"
         key = "login_code" if purpose == "login" else "registration_code"
         try:
-            await self._deps.courier.send(template, address, {key: code, **data})
+            await self._deps.courier.send(template, address, {key: code, **data}, via=via)
         except ValueError:
             raise FlowInvalid([messages.invalid_email()]) from None
 

@@ -79,7 +79,7 @@ class LinkStrategy(AddressChallenge):
         ]
 
     @staticmethod
-    def show_sent(flow: Flow, purpose: Purpose, email: str) -> None:
+    def show_sent(flow: Flow, purpose: Purpose, email: str | None) -> None:
         flow.state = "sent_email"
         flow.active = "link"
         keep = [n for n in flow.ui.nodes if n["group"] == "default"]

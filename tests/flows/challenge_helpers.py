@@ -41,7 +41,9 @@ class Outbox:
 
     sent: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
-    async def send(self, template_type: str, recipient: str, data: Mapping[str, Any]) -> uuid.UUID:
+    async def send(
+        self, template_type: str, recipient: str, data: Mapping[str, Any], *, via: str = "email"
+    ) -> uuid.UUID:
         self.sent.append((template_type, recipient, dict(data)))
         return uuid.uuid4()
 
