@@ -71,7 +71,7 @@ def flows(**sections: Any) -> dict[str, Any]:
         pytest.param(
             flows(registration={"after": {"oidc": {"hooks": [{"hook": "b2b_sso", "config": {}}]}}}),
             "selfservice.flows.registration",
-            "no organizations",
+            "not in open-source Kratos",
             id="b2b_sso",
         ),
         pytest.param(

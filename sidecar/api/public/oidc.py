@@ -52,7 +52,9 @@ def oidc_routes(
                 else None
             )
             if code is None:
-                raise errors.InternalError("an API flow finished in a browser without an exchange code")
+                # The exchange ran out with the flow: back to the app, which finds nothing to
+                # exchange and starts again (never a 500 for a slow sign-in).
+                return see_other(target)
             parts = urlsplit(target)
             query = "&".join(q for q in (parts.query, urlencode({"code": code})) if q)
             target = urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
