@@ -12,6 +12,7 @@ import uuid
 from typing import Any, Union, cast
 
 from scim2_models import (
+    InvalidValueException,
     Meta,
     NotFoundException,
     PreconditionFailedException,
@@ -191,7 +192,20 @@ class OrganizationScimStorage(AsyncScimStorage):
         except errors.Conflict:
             raise UniquenessException(detail="userName is already taken in this organization") from None
         if kind == "User":
-            await self._provisioning.update_user(record_id, body, password)
+            try:
+                await self._provisioning.update_user(record_id, body, password)
+            except (InvalidValueException, UniquenessException):
+                # The identity refused the change: the User stays as the identity still is.
+                previous = ScimRecord(
+                    self._org,
+                    kind,
+                    current.body,
+                    current.unique_key,
+                    id=record_id,
+                    created_at=current.created_at,
+                )
+                await self._store.update(previous, expected_version=stored.version)
+                raise
         else:
             await self._provisioning.sync_roles(self._org, member_ids(current.body) | member_ids(body))
         return self._resource(resource_type, stored, await self._groups(kind))
@@ -221,8 +235,6 @@ class OrganizationScimStorage(AsyncScimStorage):
         users = {r.id for r in await self._store.list(self._org, "User")}
         unknown = member_ids(body) - users
         if unknown:
-            from scim2_models import InvalidValueException
-
             raise InvalidValueException(
                 detail=f"members {sorted(map(str, unknown))[:5]} are no users of this organization"
             )

@@ -208,6 +208,28 @@ def test_mapped_attributes_reach_the_identity_and_come_back_on_get(mapped: LiveS
         after = c.get(f"/Users/{ada_id}").json()
         assert after["name"]["givenName"] == "Augusta Ada" and "phoneNumbers" not in after
 
+        # A change the identity schema refuses: a SCIM 400, and the User stays as the identity is.
+        version = c.get(f"/Users/{ada_id}").json()["meta"]["version"]
+        refused = c.patch(
+            f"/Users/{ada_id}",
+            json={
+                "schemas": [PATCH],
+                "Operations": [
+                    {
+                        "op": "replace",
+                        "path": "phoneNumbers",
+                        "value": [{"value": "call me", "primary": True}],
+                    },
+                    {"op": "replace", "path": "name.familyName", "value": "Byron"},
+                ],
+            },
+        )
+        assert refused.status_code == 400 and refused.json()["scimType"] == "invalidValue", refused.text
+        kept = c.get(f"/Users/{ada_id}").json()
+        assert "phoneNumbers" not in kept and kept["name"]["familyName"] == "Lovelace"
+        assert kept["meta"]["version"] != version  # a new version: an ETag taken before stays stale
+        assert identity_of(mapped, ada_id)["traits"]["name"]["last"] == "Lovelace"
+
         # Deprovisioning: the state, and the mapped copy of active.
         gone = c.patch(
             f"/Users/{ada_id}",
