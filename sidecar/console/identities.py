@@ -47,6 +47,21 @@ def _pretty(value: Any) -> str:
     return "" if value is None else json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
 
 
+def identity_row(identity: Identity) -> dict[str, Any]:
+    """An identity as a row of a list (identities, an organization's members)."""
+    verified = any(a.verified for a in identity.verifiable_addresses)
+    return {
+        "id": str(identity.id),
+        "url": identity_url(identity.id),
+        "identifier": primary_identifier(identity.traits) or "(no identifier)",
+        "schema_id": identity.schema_id,
+        "state": identity.state,
+        "verified": verified,
+        "methods": sorted(identity.credentials),
+        "created_at": identity.created_at,
+    }
+
+
 class IdentityPages:
     def __init__(
         self,
@@ -124,26 +139,12 @@ class IdentityPages:
             "title": "Identities",
             "q": q,
             "scope": scope,
-            "rows": [self._row(i) for i in found],
+            "rows": [identity_row(i) for i in found],
             "next_url": next_url,
             "first_url": f"{PREFIX}/identities?" + urlencode({"q": q}) if token else None,
             "total": await self.store.count() if not q else None,
         }
         return self.pages.render("identities.html", context, signed_in=signed_in, section="identities")
-
-    @staticmethod
-    def _row(identity: Identity) -> dict[str, Any]:
-        verified = any(a.verified for a in identity.verifiable_addresses)
-        return {
-            "id": str(identity.id),
-            "url": identity_url(identity.id),
-            "identifier": primary_identifier(identity.traits) or "(no identifier)",
-            "schema_id": identity.schema_id,
-            "state": identity.state,
-            "verified": verified,
-            "methods": sorted(identity.credentials),
-            "created_at": identity.created_at,
-        }
 
     # --- detail ---------------------------------------------------------------------------------
 

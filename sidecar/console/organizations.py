@@ -27,14 +27,12 @@ from sidecar import errors
 from sidecar.api.admin.scim_tokens import issue_token, scim_base_url
 from sidecar.api.pagination import PageTokens
 from sidecar.console.auth import ConsoleSession
-from sidecar.console.identities import identity_url
+from sidecar.console.identities import identity_row
 from sidecar.console.pages import PREFIX, Form, Pages
-from sidecar.identity.model import Identity
 from sidecar.identity.store import IdentityStore
 from sidecar.organization.manager import OrganizationManager
 from sidecar.organization.model import Organization
 from sidecar.organization.provisioning import ScimStore
-from sidecar.ui.wording import primary_identifier
 
 _SPLIT = re.compile(r"[\s,]+")
 
@@ -192,7 +190,7 @@ class OrganizationPages:
             "scim_issued": issued,
             "scim_stamp": _stamp(issued),
             "new_token": new_token,
-            "members": [_member(i) for i in members[: self.page_size]],
+            "members": [identity_row(i) for i in members[: self.page_size]],
             "more_members": len(members) > self.page_size,
             "notice": notice,
             "problem": problem,
@@ -235,7 +233,7 @@ class OrganizationPages:
         context = {
             "title": f"Members of {organization.label}",
             "organization": organization,
-            "members": [_member(i) for i in page],
+            "members": [identity_row(i) for i in page],
             "next_url": f"{base}?" + urlencode({"page_token": self.tokens.seal(page[-1].id)})
             if more and page
             else None,
@@ -321,13 +319,3 @@ class OrganizationPages:
 
 def _stamp(issued: datetime | None) -> str:
     return issued.isoformat() if issued is not None else "none"
-
-
-def _member(identity: Identity) -> dict[str, Any]:
-    return {
-        "id": str(identity.id),
-        "url": identity_url(identity.id),
-        "identifier": primary_identifier(identity.traits) or "(no identifier)",
-        "state": identity.state,
-        "created_at": identity.created_at,
-    }
