@@ -188,21 +188,42 @@ class _Escaped(dict[Any, str]):
 
 
 class _Clock:
-    """``datetime.now(UTC).isoformat(timespec="milliseconds")``, formatting the date once a second."""
+    """``datetime.now(UTC).isoformat(timespec="milliseconds")``: the text is made once a
+    millisecond (requests in the same millisecond share it) and the date part once a second."""
 
-    __slots__ = ("_prefix", "_second")
+    __slots__ = ("_ms", "_prefix", "_second", "_text")
 
     def __init__(self) -> None:
+        self._ms = -1
+        self._text = ""
         self._second = -1
         self._prefix = ""
 
     def stamp(self) -> str:
-        now = time.time()
-        second = int(now)
+        ms = int(time.time() * 1000)
+        if ms == self._ms:
+            return self._text
+        self._ms = ms
+        second, frac = divmod(ms, 1000)
         if second != self._second:
             self._second = second
             self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        return f"{self._prefix}.{int((now - second) * 1000):03d}+00:00"
+        self._text = text = f"{self._prefix}.{frac:03d}+00:00"
+        return text
+
+
+class _Latencies(dict[int, str]):
+    """A latency in whole microseconds → its JSON text in milliseconds (``repr(us / 1000)``, as
+    ``json.dumps`` writes the float): kept for latencies under ``LIMIT`` µs, which repeat, so
+    most requests skip float formatting (~0.5 µs); at most ``LIMIT`` entries."""
+
+    LIMIT = 10_000
+
+    def __missing__(self, us: int) -> str:
+        text = repr(us / 1000)
+        if us < self.LIMIT:
+            self[us] = text
+        return text
 
 
 class AccessLog:
@@ -249,6 +270,7 @@ class AccessLog:
         self._clock = _Clock()
         self._head = f'"level":"info","logger":"sidecar.access","msg":"request","listener":{_str(listener)},'
         self._escaped = _Escaped()
+        self._latencies = _Latencies()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -370,7 +392,6 @@ class AccessLog:
         if not self.enabled:
             return
         method = scope.get("method", "GET") if scope["type"] == "http" else "WS"
-        ms = round(seconds * 1000, 3)
         rule = scope.get("sidecar.rule")
         decision = scope.get("sidecar.decision")
         identity = scope.get("sidecar.identity_id")
@@ -382,10 +403,12 @@ class AccessLog:
             if self.leak:
                 leaked = _ENCODE(_headers(scope))
                 extra += f" query={escape_controls(_query(scope))} headers={escape_controls(leaked)}"
+            ms = round(seconds * 1000, 3)
             line = f"{method} {escape_controls(path)} {status} {ms}ms {size}B rid={request_id}{extra}\n"
         else:
             client = scope.get("client")
             esc = self._escaped
+            latency = self._latencies[int(seconds * 1e6 + 0.5)]
             # The same line ``json.dumps(entry, default=str, separators=(",", ":"))`` writes, with
             # each string escaped once and then looked up (methods, paths, rules, decisions,
             # identities and clients repeat); the request id needs no escaping: it is ours (hex)
@@ -393,7 +416,7 @@ class AccessLog:
             line = (
                 f'{{"time":"{self._clock.stamp()}",{self._head}"request_id":"{request_id}",'
                 f'"method":{esc[method]},"path":{esc[path]},"route_class":{esc[route_class]},'
-                f'"status":{status:d},"latency_ms":{ms!r},"bytes":{size:d},'
+                f'"status":{status:d},"latency_ms":{latency},"bytes":{size:d},'
                 f'"client":{esc[client[0]] if client else "null"},"rule":{esc[rule]},'
                 f'"decision":{esc[decision]},"identity_id":{esc[identity]}'
             )

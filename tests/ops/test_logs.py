@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -198,3 +199,19 @@ async def test_lines_go_to_the_writer_when_one_is_given() -> None:
     await call(wrap(make_app({}), out, write=lines.append), scope())
     assert out.getvalue() == ""
     assert len(lines) == 1 and json.loads(lines[0])["path"] == "/api/orders"
+
+
+def test_the_line_clock_and_latency_texts_are_what_the_slow_calls_write() -> None:
+    from datetime import UTC, datetime
+
+    from sidecar.logs import _Clock, _Latencies
+
+    clock = _Clock()
+    first = clock.stamp()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", first)
+    assert abs((datetime.fromisoformat(first) - datetime.now(UTC)).total_seconds()) < 5
+    assert clock.stamp() >= first  # the cached text, or a later millisecond's
+    latencies = _Latencies()
+    for us in (0, 7, 321, 1500, 9_999, 10_000, 123_456_789):
+        assert latencies[us] == json.dumps(us / 1000)
+    assert set(latencies) == {0, 7, 321, 1500, 9_999}  # only the ones under LIMIT are kept
