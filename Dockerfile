@@ -16,6 +16,11 @@ COPY sidecar ./sidecar
 RUN /opt/sidecar/bin/pip install --no-cache-dir .
 
 FROM ${PYTHON_IMAGE}
+# xmlsec1 checks SAML signatures (selfservice.methods.saml); pysaml2 runs it as a child process.
+# Pinned to the version of the base image's Debian release (bookworm).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends xmlsec1=1.2.37-2 \
+    && rm -rf /var/lib/apt/lists/*
 # A fixed numeric uid so Kubernetes' runAsNonRoot can verify it without a passwd lookup.
 RUN groupadd --system --gid 10001 sidecar \
     && useradd --system --uid 10001 --gid sidecar --home-dir /var/lib/sidecar --create-home \

@@ -125,11 +125,14 @@ from sidecar.storage.redis.backend import RedisBackend
 from sidecar.storage.sql.database import SqlDatabase
 from sidecar.strategies.address_challenge import AddressDirectory, ChallengeDeps, Mailer
 from sidecar.strategies.deps import StrategyDeps
+from sidecar.strategies.federation.continuation import SignInContinuation
+from sidecar.strategies.federation.routing import OrganizationRouter, OrganizationsByDomain
 from sidecar.strategies.oidc.callback import oidc_callbacks
 from sidecar.strategies.oidc.providers import form_action_origins as oidc_origins
-from sidecar.strategies.oidc.routing import OidcOrganizationRouter, OrganizationsByDomain
 from sidecar.strategies.registry import assurance as strategy_assurance
 from sidecar.strategies.registry import build_registry
+from sidecar.strategies.saml.acs import SamlEndpoints
+from sidecar.strategies.saml.connections import form_action_origins as saml_origins
 from sidecar.tracing import Tracing
 from sidecar.ui.api_client import PublicApiClient, in_process
 from sidecar.ui.pages import page_routes
@@ -358,9 +361,14 @@ def build_flows(
             return await find_by_any_identifier(identifier, identities.find_by_credential)
 
         idfirst = IdentifierFirst(schemas, find_identity, mitigate=mitigate)
+    saml = registry.saml
+    starts = {
+        **(saml.sso_starts() if saml is not None else {}),
+        **(oidc.signin.sso_starts() if oidc is not None else {}),  # OIDC first where both exist
+    }
     sso = (
-        OidcOrganizationRouter(oidc.signin, organizations, config.public_base_url)
-        if oidc is not None and organizations is not None
+        OrganizationRouter(organizations, config.public_base_url, starts)
+        if starts and organizations is not None
         else None
     )
     login = LoginFlows(
@@ -384,16 +392,36 @@ def build_flows(
         if oidc is not None
         else None
     )
+    saml_endpoints = None
+    if saml is not None:
+        continuation = SignInContinuation(
+            store,
+            login,
+            registration,
+            settings,
+            base_url=config.public_base_url,
+            registration_enabled=config.selfservice.flows.registration.enabled,
+        )
+        saml_endpoints = SamlEndpoints(
+            saml,
+            store,
+            continuation,
+            sessions,
+            identities.get,
+            clock_skew=config.selfservice.methods.saml.config.clock_skew,
+        )
+        closers.append(saml.connections.aclose)
     flows = SelfServiceFlows(
         login=login,
         registration=registration,
-        logout=LogoutFlows(config, sessions, audit=audit),
+        logout=LogoutFlows(config, sessions, audit=audit, single_logout=saml_endpoints),
         throttle=throttle,
         recovery=recovery,
         verification=verification,
         settings=settings,
         oidc=callbacks,
         exchanges=exchanges,
+        saml=saml_endpoints,
     )
     return flows, closers + ([oidc.client.aclose] if oidc is not None else [])
 
@@ -714,6 +742,11 @@ def _sso_connections(config: Config) -> dict[str, list[SsoConnection]]:
         if p.organization_id:
             connection = SsoConnection("oidc", p.id, p.label or p.id)
             found.setdefault(p.organization_id.lower(), []).append(connection)
+    for s in config.selfservice.methods.saml.config.providers:
+        if s.organization_id:
+            found.setdefault(s.organization_id.lower(), []).append(
+                SsoConnection("saml", s.id, s.label or s.id)
+            )
     return found
 
 
@@ -789,9 +822,14 @@ def create_public_app(services: Services, *, manage_lifespan: bool = True, gatew
             public_base_url=config.public_base_url,
             selfservice=config.selfservice,
             catalogs=services.catalogs,
-            form_action_origins=oidc_origins(
-                config.selfservice.methods.oidc.enabled, config.selfservice.methods.oidc.config.providers
-            ),
+            form_action_origins=[
+                *oidc_origins(
+                    config.selfservice.methods.oidc.enabled, config.selfservice.methods.oidc.config.providers
+                ),
+                *saml_origins(
+                    config.selfservice.methods.saml.enabled, config.selfservice.methods.saml.config.providers
+                ),
+            ],
         ),
     ]
     app: ASGIApp = Starlette(

@@ -584,13 +584,92 @@ class OidcMethod(Model):
     """Providers and callback settings."""
 
 
-class SamlMethod(OffMethod):
-    @field_validator("enabled")
+_UUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+
+
+class SamlProvider(Model):
+    """One ``selfservice.methods.saml.config.providers[]`` entry: a SAML 2.0 connection to an
+    identity provider (Ory's key names: ``id``, ``label``, ``provider``, ``mapper_url``,
+    ``raw_idp_metadata_xml``, ``organization_id``). docs/SSO.md."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    """The connection's id in URLs and forms (``/self-service/methods/saml/acs/<id>``) and in
+    credential identifiers (``<id>:<NameID>``)."""
+    provider: Literal["generic"] = "generic"
+    """Ory's provider kind; only ``generic`` (any SAML 2.0 identity provider)."""
+    label: str | None = None
+    """The name on the buttons. Default: the id."""
+    idp_metadata_url: str | None = None
+    """Where the identity provider publishes its metadata (``https://``; fetched when first needed
+    and again after ``metadata_refresh``). Exactly one of this and ``raw_idp_metadata_xml``."""
+    raw_idp_metadata_xml: str | None = None
+    """The identity provider's metadata: the XML itself, ``base64://<xml>`` or ``file://<path>``
+    (read at start)."""
+    mapper_url: str | None = None
+    """The Jsonnet mapper from the assertion (``std.extVar('claims')``: ``sub`` = NameID,
+    ``name_id_format``, ``issuer``, ``attributes`` = name -> list of values) to traits;
+    ``file://`` or ``base64://``. Default: ``email`` from the ``email``/``mail`` attribute or an
+    email-format NameID."""
+    organization_id: str | None = Field(default=None, pattern=_UUID)
+    """The organization this connection is the single sign-on of: hidden from the general login
+    form, identifiers in the organization's email domains are sent here, and accounts it creates
+    belong to the organization."""
+    binding: Literal["redirect", "post"] = "redirect"
+    """How the authentication request reaches the identity provider: HTTP-Redirect or HTTP-POST
+    (the identity provider's metadata must list a single sign-on endpoint for it)."""
+    allow_idp_initiated: bool = False
+    """Accept unsolicited responses (identity-provider-initiated login, with no request of ours to
+    answer). Off: only responses to a request of one of our login flows are accepted."""
+    entity_id: str | None = None
+    """The service provider's entity id (audience) at the identity provider. Default: the metadata
+    URL, ``<serve.public.base_url>/self-service/methods/saml/metadata/<id>``."""
+
+    @model_validator(mode="after")
+    def _one_metadata(self) -> SamlProvider:
+        if (self.idp_metadata_url is None) == (self.raw_idp_metadata_xml is None):
+            raise ValueError("set exactly one of idp_metadata_url and raw_idp_metadata_xml")
+        return self
+
+
+class SamlSigning(Model):
+    """The service provider's own key pair: signs authentication and logout requests and is
+    published in the metadata. Absent: requests go unsigned (most identity providers accept that
+    for authentication requests; single logout needs it)."""
+
+    key_url: str
+    """The PEM private key: ``file://<path>`` (or a plain path)."""
+    certificate_url: str
+    """The PEM certificate of that key: ``file://<path>`` (or a plain path)."""
+
+
+class SamlMethodConfig(Model):
+    providers: list[SamlProvider] = []
+    """The SAML connections."""
+    clock_skew: Duration = timedelta(seconds=60)
+    """Sidecar-only: how far the identity provider's clock may be off (``NotBefore``,
+    ``NotOnOrAfter``, ``IssueInstant``)."""
+    mapper_timeout: Duration = timedelta(seconds=2)
+    """Sidecar-only: the longest a Jsonnet attribute mapper may run."""
+    metadata_refresh: Duration = timedelta(hours=24)
+    """Sidecar-only: how long metadata fetched from ``idp_metadata_url`` is used before it is
+    fetched again."""
+    signing: SamlSigning | None = None
+    """Sidecar-only: the service provider's key pair."""
+
+    @field_validator("providers")
     @classmethod
-    def _refused(cls, v: bool) -> bool:
-        if v:
-            raise ValueError("sidecar has no SAML strategy (use oidc, or a SAML-to-OIDC bridge)")
+    def _unique_ids(cls, v: list[SamlProvider]) -> list[SamlProvider]:
+        ids = [p.id for p in v]
+        if len(ids) != len(set(ids)):
+            raise ValueError("provider ids must be unique")
         return v
+
+
+class SamlMethod(Model):
+    enabled: bool = False
+    """Enterprise single sign-on with SAML 2.0 (service provider; browser flows)."""
+    config: SamlMethodConfig = SamlMethodConfig()
+    """The connections and their settings."""
 
 
 class Methods(Model):
@@ -613,7 +692,7 @@ class Methods(Model):
     oidc: OidcMethod = OidcMethod()
     """Social sign-in."""
     saml: SamlMethod = SamlMethod()
-    """Kratos' SAML method; only ``enabled: false`` is accepted (sidecar has no SAML strategy)."""
+    """Enterprise single sign-on with SAML 2.0 (docs/SSO.md)."""
 
 
 class Languages(Model):

@@ -2,10 +2,10 @@
 members (identities whose ``organization_id`` is the organization) and the SCIM bearer token.
 
 Writes go through ``OrganizationManager``, the admin API's rules, so the console stores nothing the
-API would refuse. Single sign-on connections are configuration (an OIDC provider's
-``organization_id``), so they are shown here, not edited. A SCIM token is shown once, in the answer
-to the POST that issued it (``Cache-Control: no-store``); afterwards only when it was issued. The
-issuing form carries the state it was drawn with, so posting it again (a reload) cannot silently
+API would refuse. Single sign-on connections are configuration (an OIDC provider's or a SAML
+connection's ``organization_id``), so they are shown here, not edited. A SCIM token is shown once,
+in the answer to the POST that issued it (``Cache-Control: no-store``); afterwards only when it was
+issued. The issuing form carries the state it was drawn with, so posting it again (a reload) cannot silently
 replace the token just handed out.
 Each write is one audit line, refused ones included.
 """
@@ -42,7 +42,8 @@ class SsoConnection:
     """A single sign-on connection of an organization, as configured."""
 
     kind: str
-    """``oidc`` (``selfservice.methods.oidc.config.providers[]``)."""
+    """``oidc`` (``selfservice.methods.oidc.config.providers[]``) or ``saml``
+    (``selfservice.methods.saml.config.providers[]``)."""
     id: str
     label: str
 

@@ -7,6 +7,7 @@ token is good only together with the session cookie it was made for.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlencode
 
 from sidecar import errors
@@ -23,9 +24,26 @@ class LogoutUrl:
     logout_token: str
 
 
+class SingleLogout(Protocol):
+    """Single logout at the identity provider the session came from (SAML SLO)."""
+
+    async def logout_url(self, session: Session, target: str) -> str | None:
+        """Where to send the browser after the local logout (the identity provider's logout, which
+        comes back to ``target``), or None to go to ``target`` at once."""
+        ...
+
+
 class LogoutFlows:
-    def __init__(self, config: Config, sessions: SessionManager, *, audit: AuditLog | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        sessions: SessionManager,
+        *,
+        audit: AuditLog | None = None,
+        single_logout: SingleLogout | None = None,
+    ) -> None:
         self._config = config
+        self._single_logout = single_logout
         self._audit = audit or AuditLog.off()
         self._sessions = sessions
         self._base = config.public_base_url
@@ -71,6 +89,8 @@ class LogoutFlows:
             )
         await self._sessions.revoke(session)
         self._audit.emit("logout", origin, identity_id=session.identity_id, session_id=session.id)
+        if self._single_logout is not None:
+            return await self._single_logout.logout_url(session, target) or target
         return target
 
     async def perform_api(self, session_token: object, origin: Origin | None = None) -> None:

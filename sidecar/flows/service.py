@@ -27,6 +27,30 @@ class ProviderCallbacks(Protocol):
     ) -> tuple[FlowKind, Outcome]: ...
 
 
+class SamlCallbacks(Protocol):
+    """The SAML service provider's endpoints (``sidecar.strategies.saml.acs``)."""
+
+    async def metadata(self, connection_id: str) -> str: ...
+
+    async def post_form(self, connection_id: str, relay_state: str | None) -> tuple[str, dict[str, str]]: ...
+
+    async def park(self, fields: dict[str, str]) -> str: ...
+
+    async def unpark(self, handle: str | None) -> dict[str, str]: ...
+
+    async def consume(
+        self, connection_id: str, saml_response: str | None, relay_state: str | None, client: Client
+    ) -> tuple[FlowKind, Outcome]: ...
+
+    async def logout_from_idp(self, connection_id: str, message: str, binding: str, query: str | None) -> str:
+        """Revoke the sessions a LogoutRequest names; the URL of the LogoutResponse."""
+        ...
+
+    async def logged_out(self, relay_state: str | None) -> str | None:
+        """Where the answer to our LogoutRequest sends the browser (None: the default)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class SelfServiceFlows:
     login: LoginFlows
@@ -38,3 +62,4 @@ class SelfServiceFlows:
     settings: SettingsFlows | None = None
     oidc: ProviderCallbacks | None = None
     exchanges: TokenExchanges | None = None
+    saml: SamlCallbacks | None = None

@@ -29,6 +29,7 @@ from sidecar.strategies.oidc.strategy import OidcStrategy
 from sidecar.strategies.passkey import PasskeyStrategy
 from sidecar.strategies.password import PasswordStrategy
 from sidecar.strategies.profile import ProfileStrategy
+from sidecar.strategies.saml.strategy import SamlStrategy
 from sidecar.strategies.totp import TotpStrategy
 from sidecar.strategies.webauthn import WebAuthnStrategy
 
@@ -50,6 +51,7 @@ STRATEGIES: tuple[type[StrategyClass], ...] = (
     ProfileStrategy,
     PasswordStrategy,
     OidcStrategy,
+    SamlStrategy,
     TotpStrategy,
     LookupSecretStrategy,
     WebAuthnStrategy,
@@ -69,6 +71,8 @@ class StrategyRegistry:
     verification: tuple[VerificationStrategy, ...] = ()
     oidc: OidcStrategy | None = None
     """Social sign-in, when enabled: its callback handler and HTTP client are wired apart."""
+    saml: SamlStrategy | None = None
+    """SAML single sign-on, when enabled: its endpoints are wired apart."""
 
 
 def build_registry(
@@ -82,6 +86,7 @@ def build_registry(
         recovery=tuple(r.recovery for r in built if r.recovery is not None),
         verification=tuple(r.verification for r in built if r.verification is not None),
         oidc=next((r.login for r in built if isinstance(r.login, OidcStrategy)), None),
+        saml=next((r.login for r in built if isinstance(r.login, SamlStrategy)), None),
     )
 
 

@@ -27,10 +27,26 @@ def flows(**sections: Any) -> dict[str, Any]:
     ("overrides", "key", "words"),
     [
         pytest.param(
-            {"selfservice": {"methods": {"saml": {"enabled": True}}}},
-            "selfservice.methods.saml.enabled",
-            "no SAML strategy",
-            id="saml",
+            {"selfservice": {"methods": {"saml": {"enabled": True, "config": {"providers": [{"id": "x"}]}}}}},
+            "selfservice.methods.saml.config.providers.0",
+            "exactly one of idp_metadata_url and raw_idp_metadata_xml",
+            id="saml-metadata",
+        ),
+        pytest.param(
+            {
+                "selfservice": {
+                    "methods": {
+                        "saml": {
+                            "config": {
+                                "providers": [{"id": "x", "idp_metadata_url": "https://i", "binding": "soap"}]
+                            }
+                        }
+                    }
+                }
+            },
+            "selfservice.methods.saml.config.providers.0.binding",
+            "",
+            id="saml-binding",
         ),
         pytest.param(
             {"selfservice": {"methods": {"password": {"config": {"migrate_hook": {"enabled": True}}}}}},

@@ -34,6 +34,8 @@ TESTED_BY = {
     "examples/operations/audit-webhook.yaml": "tests/webhooks/test_audit_webhook.py",  # sidecar serve, a SIEM
     "examples/sso/rules.yaml": "tests/e2e/test_organization_sso.py",  # sidecar serve, a real OIDC provider
     "examples/sso/scim-attributes.yaml": "tests/api/scim/test_scim_attributes.py",  # a live sidecar, SCIM
+    "examples/sso/saml.yaml": "tests/strategies/saml/test_saml_serve.py",  # sidecar serve, a real SAML IdP
+    "examples/sso/saml.jsonnet": "tests/strategies/saml/test_saml_serve.py",
 }
 
 

@@ -17,9 +17,10 @@ from starlette.routing import Route
 
 from sidecar import errors
 from sidecar.api.public.errors_flow import ErrorFlows
+from sidecar.api.public.federated import came_back
 from sidecar.api.public.flow_http import HttpContext, read_submission, see_other
 from sidecar.flows.lifecycle import FlowLifecycle
-from sidecar.flows.outcome import AlreadySignedIn, Completed, FlowReplaced, Outcome, ShowFlow
+from sidecar.flows.outcome import Completed, FlowReplaced, Outcome, ShowFlow
 from sidecar.flows.service import ProviderCallbacks
 from sidecar.session.token_exchange import TokenExchanges
 
@@ -78,18 +79,8 @@ def oidc_routes(
             if isinstance(target, str) and target:  # e.g. settings: sign in again first
                 return see_other(target)
             return await error_flows.redirect(exc, request)
-        life = lifecycles[kind]
         if isinstance(outcome, FlowReplaced | ShowFlow | Completed) and outcome.flow.type == "api":
             return await to_app(outcome)
-        if isinstance(outcome, FlowReplaced | ShowFlow):
-            return see_other(life.ui_redirect(outcome.flow))
-        if isinstance(outcome, AlreadySignedIn):
-            return see_other(outcome.redirect_to)
-        if not isinstance(outcome, Completed):
-            raise errors.InternalError(f"unexpected outcome of a provider callback: {type(outcome).__name__}")
-        response = see_other(outcome.redirect_to)
-        if outcome.session is not None and outcome.token is not None:
-            ctx.set_session_cookie(response, outcome.token, outcome.session)
-        return response
+        return came_back(ctx, lifecycles, kind, outcome)
 
     return [Route(CALLBACK_PATH, callback, methods=["GET", "POST"])]

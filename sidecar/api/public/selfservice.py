@@ -15,6 +15,7 @@ from sidecar.api.public.logout import logout_routes
 from sidecar.api.public.oidc import oidc_routes
 from sidecar.api.public.recovery import recovery_routes
 from sidecar.api.public.registration import registration_routes
+from sidecar.api.public.saml import saml_routes
 from sidecar.api.public.sessions import session_routes
 from sidecar.api.public.settings import settings_routes
 from sidecar.api.public.token_exchange import token_exchange_routes
@@ -62,6 +63,7 @@ def selfservice_routes(
             if flows.oidc
             else []
         ),
+        *(saml_routes(ctx, flows.saml, _lifecycles(flows), flows.logout, error_flows) if flows.saml else []),
         *error_routes(error_flows),
         *webauthn_js_routes(),
     ]

@@ -55,6 +55,13 @@ class SignInContinuation:
     def serves(self, kind: str) -> bool:
         return self._flows.get(kind) is not None
 
+    async def fresh_login(self, client: Client) -> Flow | AlreadySignedIn:
+        """A new browser login flow, for a sign-in the provider started (SAML IdP-initiated)."""
+        outcome = await self._flows["login"].init(
+            "browser", client, request_url=f"{self._base}/self-service/login/browser"
+        )
+        return outcome if isinstance(outcome, AlreadySignedIn) else outcome.flow
+
     async def proceed(
         self,
         flow: Flow,

@@ -4,7 +4,7 @@ apps' ID tokens, sealing the provider's tokens, and running the claims mapper.""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import Any, NoReturn
 
@@ -180,3 +180,18 @@ class ProviderSignIn:
             verified.form_traits,
             mapped,
         )
+
+    def sso_starts(self) -> dict[str, Callable[[Flow, str], Awaitable[None]]]:
+        """Per organization id, the sign-in with its (first) provider, with ``login_hint``."""
+        starts: dict[str, Callable[[Flow, str], Awaitable[None]]] = {}
+        for provider in self.providers.values():
+            org = (provider.config.organization_id or "").lower()
+            if org and org not in starts:
+                starts[org] = self._starter(provider)
+        return starts
+
+    def _starter(self, provider: Provider) -> Callable[[Flow, str], Awaitable[None]]:
+        async def start(flow: Flow, identifier: str) -> None:
+            await self.start(flow, provider, {"upstream_parameters": {"login_hint": identifier}})
+
+        return start

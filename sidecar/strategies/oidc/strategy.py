@@ -152,7 +152,10 @@ class OidcStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         method = body.get("method")
         if method == self.id:
             return True
-        return method in (None, "") and any(body.get(f) not in (None, "") for f in fields)
+        # Without ``method`` (a provider button), only a provider of ours: SAML buttons share the name.
+        return method in (None, "") and any(
+            isinstance(v := body.get(f), str) and v in self.providers for f in fields
+        )
 
     async def find_identity(self, verified: Verified) -> Identity | None:
         return await self.accounts.find_identity(verified)

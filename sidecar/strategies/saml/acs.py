@@ -1,0 +1,203 @@
+"""The ways back from a SAML identity provider: the assertion consumer service (ACS), its single
+logout service (SLO), and our metadata.
+
+ACS: the ``RelayState`` is taken (single use) and must name this connection; its flow must
+belong to this browser (the CSRF cookie), and the response must answer the request that flow
+sent. With no RelayState of ours the response is unsolicited (identity-provider-initiated): it
+is refused unless the connection has ``allow_idp_initiated``, and then it starts a new login
+flow. A checked assertion's ID is accepted once. The sign-in then continues as every federated
+one does (``federation.continuation``).
+
+SLO: a LogoutRequest signed by the identity provider revokes every session of the identity its
+NameID names, and is answered with a LogoutResponse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import timedelta
+from typing import Protocol
+
+from sidecar import errors
+from sidecar.flows.model import Flow, FlowKind
+from sidecar.flows.outcome import AlreadySignedIn, Client, Outcome
+from sidecar.flows.store import FlowStore
+from sidecar.identity.model import Identity
+from sidecar.security import csrf
+from sidecar.session.model import Session
+from sidecar.strategies.federation.accounts import Verified
+from sidecar.strategies.federation.continuation import SignInContinuation
+from sidecar.strategies.saml.connections import SamlConnection
+from sidecar.strategies.saml.protocol import (
+    LogoutOrder,
+    SamlRefused,
+    logout_request,
+    parse_logout_request,
+    parse_response,
+    sp_metadata,
+)
+from sidecar.strategies.saml.strategy import SamlStrategy, claims_of
+
+MIN_REPLAY_TTL = timedelta(minutes=10)
+
+
+class RevokesSessions(Protocol):
+    async def revoke_others(self, identity_id: uuid.UUID, except_id: uuid.UUID | None) -> int: ...
+
+
+def refused(exc: SamlRefused | str) -> errors.BadRequest:
+    text = "The identity provider's answer was refused. Please start again."
+    return errors.BadRequest(text, reason=text, details={"hint": str(exc)[:300]})
+
+
+class SamlEndpoints:
+    def __init__(
+        self,
+        strategy: SamlStrategy,
+        store: FlowStore,
+        continuation: SignInContinuation,
+        sessions: RevokesSessions,
+        identities: Callable[[uuid.UUID], Awaitable[Identity]],
+        *,
+        clock_skew: timedelta,
+    ) -> None:
+        self._strategy = strategy
+        self._connections = strategy.connections
+        self._states = strategy.states
+        self._store = store
+        self._continuation = continuation
+        self._sessions = sessions
+        self._identities = identities
+        self._skew = clock_skew
+
+    def _connection(self, connection_id: str) -> SamlConnection:
+        found = self._connections.find(connection_id)
+        if found is None:
+            raise errors.NotFound("No such SAML connection.")
+        return found
+
+    async def metadata(self, connection_id: str) -> str:
+        config = await self._connections.sp_config(self._connection(connection_id))
+        return await asyncio.to_thread(sp_metadata, config)
+
+    async def post_form(self, connection_id: str, relay_state: str | None) -> tuple[str, dict[str, str]]:
+        """The HTTP-POST AuthnRequest waiting under ``relay_state`` (once)."""
+        self._connection(connection_id)
+        found = await self._states.take_form(relay_state)
+        if found is None:
+            raise errors.BadRequest("The sign-in request is invalid or was already used. Please start again.")
+        return found
+
+    async def park(self, fields: dict[str, str]) -> str:
+        return await self._states.park(fields)
+
+    async def unpark(self, handle: str | None) -> dict[str, str]:
+        found = await self._states.unpark(handle)
+        if found is None:
+            raise refused("the posted response is unknown, expired or was already used")
+        return found
+
+    async def _flow(
+        self, connection: SamlConnection, relay_state: str | None, client: Client
+    ) -> tuple[Flow | AlreadySignedIn, str | None]:
+        record = await self._states.take(relay_state)
+        if record is None:
+            if not connection.provider.allow_idp_initiated:
+                raise refused("unsolicited response (identity-provider-initiated login is off)")
+            started = await self._continuation.fresh_login(client)
+            return started, None
+        if record.provider != connection.id:
+            raise refused("the RelayState belongs to another connection")
+        kind: FlowKind = record.flow_kind  # type: ignore[assignment]
+        flow = await self._store.get(kind, record.flow_uuid)
+        if flow is None or not self._continuation.serves(kind):
+            raise errors.NotFound("The sign-in flow could not be found. Please start again.")
+        if flow.type == "browser" and not csrf.same_token(flow.csrf_token, client.csrf_token):
+            raise errors.CSRFViolation(
+                details={"reject_reason": "The sign-in flow belongs to another browser."}
+            )
+        return flow, record.request_id
+
+    async def consume(
+        self, connection_id: str, saml_response: str | None, relay_state: str | None, client: Client
+    ) -> tuple[FlowKind, Outcome]:
+        connection = self._connection(connection_id)
+        if not saml_response:
+            raise refused("no SAMLResponse")
+        config = await self._connections.sp_config(connection)
+        flow, request_id = await self._flow(connection, relay_state, client)
+        if isinstance(flow, AlreadySignedIn):
+            return "login", flow
+        try:
+            assertion = await asyncio.to_thread(
+                parse_response, connection.settings, config, saml_response, request_id
+            )
+        except SamlRefused as exc:
+            raise refused(exc) from None
+        if not assertion.name_id:
+            raise refused("the assertion names no subject")
+        # Kept while the assertion could be accepted, and ten minutes at least (one without an
+        # expiry is refused by pysaml2, but the cache does not rely on that).
+        left = max(timedelta(seconds=assertion.not_on_or_after - time.time()) + self._skew, MIN_REPLAY_TTL)
+        if not await self._states.first_use(assertion.issuer, assertion.assertion_id, left):
+            raise refused("this assertion was already used")
+        claims = claims_of(
+            assertion.issuer, assertion.name_id, assertion.name_id_format, assertion.attributes
+        )
+        verified = Verified(connection.id, assertion.name_id, claims)
+        # The RelayState proved this navigation continues the browser's own flow: it stands in for
+        # the CSRF token a form would have sent.
+        trusted = replace(client, csrf_submitted=csrf.mask(flow.csrf_token) if flow.csrf_token else None)
+        return await self._continuation.proceed(
+            flow, verified, trusted, self._strategy.accounts, self._strategy.map_claims, connection.label
+        )
+
+    # --- single logout --------------------------------------------------------------------------------
+
+    async def logout_from_idp(self, connection_id: str, message: str, binding: str, query: str | None) -> str:
+        """An identity provider's LogoutRequest: sign the subject out everywhere; the answer to send."""
+        connection = self._connection(connection_id)
+        config = await self._connections.sp_config(connection)
+        try:
+            order: LogoutOrder = await asyncio.to_thread(
+                parse_logout_request, config, message, binding, query
+            )
+        except SamlRefused as exc:
+            raise refused(exc) from None
+        identity = await self._strategy.accounts.find_identity(Verified(connection.id, order.name_id, {}))
+        if identity is not None:
+            await self._sessions.revoke_others(identity.id, None)
+        return order.answer.url
+
+    async def logout_url(self, session: Session, target: str) -> str | None:
+        """SP-initiated single logout, after the local one, for a session signed in with SAML:
+        a LogoutRequest to the identity provider of the identity's connection, when it has a
+        single logout endpoint. Its answer comes back to ``slo/<id>`` and goes on to ``target``."""
+        if not any(m.method == "saml" for m in session.authentication_methods):
+            return None
+        try:
+            identity = await self._identities(session.identity_id)
+        except errors.NotFound:
+            return None
+        credential = identity.credentials.get("saml")
+        for identifier in credential.identifiers if credential else ():
+            connection_id, _, subject = identifier.partition(":")
+            connection = self._connections.find(connection_id)
+            if connection is None or not subject:
+                continue
+            config = await self._connections.sp_config(connection)
+            relay = await self._states.park_target(target)
+            try:
+                out = await asyncio.to_thread(logout_request, config, subject, None, relay)
+            except SamlRefused:
+                continue  # this identity provider has no single logout
+            return out.url
+        return None
+
+    async def logged_out(self, relay_state: str | None) -> str | None:
+        """Where the identity provider's LogoutResponse sends the browser: the logout's target."""
+        return await self._states.take_target(relay_state)

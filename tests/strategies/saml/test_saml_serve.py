@@ -1,0 +1,454 @@
+"""SAML 2.0 single sign-on through ``sidecar serve``, against a real pysaml2 identity provider
+(``idp.py``), over HTTP with every redirect followed by hand: SP-initiated login in both bindings,
+just-in-time membership, a second login, domain routing, linking to an existing account, single
+logout from the IdP, and the responses an attacker would send, each refused."""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urljoin, urlsplit
+
+import httpx
+import pytest
+import yaml
+from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
+
+from tests.ops.serve import base_config, ports, running, serve_argv, write_config
+from tests.strategies.saml.idp import IdentityProvider, Request, form_fields, identity_provider, key_pair
+
+pytestmark = pytest.mark.e2e
+
+ORG = "7a1c2a6e-0000-4000-8000-00000000a5a1"
+EXAMPLES = (
+    Path(__file__).resolve().parents[3] / "examples" / "sso"
+)  # docs/SSO.md's "saml.yaml", "saml.jsonnet"
+PASSWORD = "a long and unique password 42"
+
+
+@dataclass
+class Site:
+    base: str
+    admin: str
+    idp: IdentityProvider
+    tmp: Path
+
+    def acs(self, connection: str) -> str:
+        return f"{self.base}/self-service/methods/saml/acs/{connection}"
+
+    def entity(self, connection: str) -> str:
+        return f"{self.base}/self-service/methods/saml/metadata/{connection}"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    tmp = tmp_path_factory.mktemp("saml")
+    public, admin = ports()
+    base = f"http://127.0.0.1:{public}/.auth"
+    with identity_provider(tmp) as idp:
+        sp_key, sp_cert = key_pair(tmp, "sp")
+        config = base_config(tmp, public, admin, dev=True)
+        example = yaml.safe_load((EXAMPLES / "saml.yaml").read_text())["selfservice"]["methods"]["saml"]
+        acme = {
+            k: v
+            for k, v in example["config"]["providers"][0].items()
+            if k not in ("idp_metadata_url", "mapper_url")
+        }
+        config["selfservice"]["methods"] = {
+            "saml": {
+                **example,
+                "config": {
+                    **example["config"],
+                    "clock_skew": "30s",
+                    "signing": {"key_url": f"file://{sp_key}", "certificate_url": sp_cert},
+                    "providers": [
+                        {
+                            **acme,
+                            "organization_id": ORG,
+                            "raw_idp_metadata_xml": idp.metadata(),
+                            "mapper_url": f"file://{EXAMPLES / 'saml.jsonnet'}",
+                        },
+                        {
+                            "id": "partner",
+                            "label": "Partner",
+                            "idp_metadata_url": f"{idp.url}/metadata",
+                            "binding": "post",
+                            "allow_idp_initiated": True,
+                        },
+                    ],
+                },
+            }
+        }
+        path = write_config(tmp / "sidecar.yaml", config)
+        with running(serve_argv(path, "--migrate"), cwd=tmp, public_port=public, admin_port=admin) as p:
+            site = Site(base, p.admin_url, idp, tmp)
+            for connection in ("acme", "partner"):
+                metadata = httpx.get(site.entity(connection), timeout=15)
+                assert metadata.status_code == 200, metadata.text
+                assert metadata.headers["content-type"].startswith("application/samlmetadata+xml")
+                assert site.acs(connection) in metadata.text
+                idp.trust(metadata.text)
+            with httpx.Client(base_url=site.admin, timeout=15) as client:
+                made = client.post(
+                    "/admin/organizations",
+                    json={"id": ORG, "label": "ACME", "slug": "acme", "domains": ["acme.example"]},
+                )
+                assert made.status_code == 201, made.text
+            yield site
+
+
+def _csrf(flow: dict[str, Any]) -> str:
+    return str(
+        next(n["attributes"]["value"] for n in flow["ui"]["nodes"] if n["attributes"]["name"] == "csrf_token")
+    )
+
+
+def _submit(client: httpx.Client, site: Site, form: dict[str, str], query: str = "") -> httpx.Response:
+    flow = client.get(
+        f"{site.base}/self-service/login/browser{query}", headers={"Accept": "application/json"}
+    ).json()
+    return client.post(
+        f"{site.base}/self-service/login?flow={flow['id']}", data={"csrf_token": _csrf(flow), **form}
+    )
+
+
+def _request(client: httpx.Client, site: Site, leave: httpx.Response) -> Request:
+    """The AuthnRequest a 303 out of a login flow carries, as the IdP reads it."""
+    assert leave.status_code == 303, leave.text
+    url = leave.headers["location"]
+    if url.startswith(site.idp.url):  # HTTP-Redirect
+        query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+        return site.idp.read_request(query["SAMLRequest"], BINDING_HTTP_REDIRECT, query.get("RelayState"))
+    page = client.get(url)  # HTTP-POST: our page posts the request to the IdP
+    assert page.status_code == 200, page.text
+    assert "form-action " + site.idp.url in page.headers["content-security-policy"]
+    action, fields = form_fields(page.text)
+    assert action == f"{site.idp.url}/sso/post"
+    return site.idp.read_request(fields["SAMLRequest"], BINDING_HTTP_POST, fields.get("RelayState"))
+
+
+def _post_response(
+    client: httpx.Client, site: Site, connection: str, xml: str, relay: str | None
+) -> httpx.Response:
+    """The browser posts the IdP's answer to the ACS and follows our redirects home."""
+    fields = {
+        "SAMLResponse": base64.b64encode(xml.encode()).decode(),
+        **({"RelayState": relay} if relay else {}),
+    }
+    r = client.post(site.acs(connection), data=fields)
+    assert r.status_code == 303, r.text
+    assert r.headers["location"].startswith(site.acs(connection) + "?continue=")
+    return client.get(r.headers["location"])
+
+
+def _through_idp(client: httpx.Client, site: Site, leave: httpx.Response, email: str) -> httpx.Response:
+    """Through the IdP's login form (either binding) and back to the ACS; the ACS's answer."""
+    url = leave.headers["location"]
+    if not url.startswith(site.idp.url):
+        action, fields = form_fields(client.get(url).text)
+        page = client.post(action, data=fields)
+    else:
+        page = client.get(url)
+    assert page.status_code == 200 and 'name="username"' in page.text, page.text
+    action, fields = form_fields(page.text)
+    back = client.post(urljoin(site.idp.url, action), data={**fields, "username": email})
+    acs, answer = form_fields(back.text)
+    r = client.post(acs, data=answer)
+    assert r.status_code == 303, r.text
+    return client.get(r.headers["location"])
+
+
+def _whoami(client: httpx.Client, site: Site) -> dict[str, Any] | None:
+    r = client.get(f"{site.base}/sessions/whoami", headers={"Accept": "application/json"})
+    return r.json() if r.status_code == 200 else None
+
+
+def _error(client: httpx.Client, site: Site, r: httpx.Response) -> dict[str, Any]:
+    assert r.status_code == 303, r.text
+    error_id = parse_qs(urlsplit(r.headers["location"]).query)["id"][0]
+    return dict(client.get(f"{site.base}/self-service/errors", params={"id": error_id}).json()["error"])
+
+
+def test_sp_initiated_redirect_binding_creates_a_member_and_signs_in_again(site: Site) -> None:
+    with httpx.Client(timeout=20) as browser:
+        flow = browser.get(
+            f"{site.base}/self-service/login/browser",
+            params={"organization": ORG},
+            headers={"Accept": "application/json"},
+        ).json()
+        buttons = [
+            (n["group"], n["attributes"]["value"])
+            for n in flow["ui"]["nodes"]
+            if n["attributes"]["name"] == "provider"
+        ]
+        assert buttons == [("saml", "acme")]
+        general = browser.get(f"{site.base}/self-service/login/api").json()
+        assert [n["attributes"]["value"] for n in general["ui"]["nodes"] if n["group"] == "saml"] == [
+            "partner"
+        ]
+
+        leave = _submit(browser, site, {"method": "saml", "provider": "acme"})
+        assert leave.headers["location"].startswith(f"{site.idp.url}/sso/redirect?SAMLRequest=")
+        done = _through_idp(browser, site, leave, "alice@acme.example")
+        assert done.status_code == 303, done.text
+        me = _whoami(browser, site)
+        assert me is not None
+        assert me["identity"]["traits"]["email"] == "alice@acme.example"
+        assert me["identity"]["organization_id"] == ORG
+        assert me["identity"]["metadata_public"] == {"roles": []}  # the example mapper ran
+        assert [a["verified"] for a in me["identity"]["verifiable_addresses"]] == [True]
+        assert [m["method"] for m in me["authentication_methods"]] == ["saml"]
+        first = me["identity"]["id"]
+
+    with httpx.Client(base_url=site.admin, timeout=15) as admin:
+        identity = admin.get(f"/admin/identities/{first}", params={"include_credential": "saml"}).json()
+        assert identity["credentials"]["saml"]["identifiers"] == ["acme:alice@acme.example"]
+
+    with httpx.Client(timeout=20) as again:
+        leave = _submit(again, site, {"provider": "acme"}, f"?organization={ORG}")  # the button: no method
+        _through_idp(again, site, leave, "alice@acme.example")
+        me = _whoami(again, site)
+        assert me is not None and me["identity"]["id"] == first
+
+
+def test_post_binding_and_domain_routing(site: Site) -> None:
+    with httpx.Client(timeout=20) as browser:
+        leave = _submit(browser, site, {"method": "saml", "provider": "partner"})
+        assert urlsplit(leave.headers["location"]).path == "/.auth/self-service/methods/saml/auth/partner"
+        _through_idp(browser, site, leave, "pat@partner.test")
+        me = _whoami(browser, site)
+        assert me is not None and me["identity"]["traits"]["email"] == "pat@partner.test"
+        assert me["identity"].get("organization_id") is None
+
+    # An address of the organization's domain leaves for its IdP, the same way whether or not the
+    # account exists, before any password is looked at.
+    with httpx.Client(timeout=20) as browser:
+        answers = []
+        for who in ("alice@acme.example", "nobody@acme.example"):
+            r = _submit(browser, site, {"method": "password", "identifier": who, "password": "x"})
+            assert r.status_code == 303, r.text
+            url = urlsplit(r.headers["location"])
+            assert f"{url.scheme}://{url.netloc}{url.path}" == f"{site.idp.url}/sso/redirect"
+            answers.append(sorted(parse_qs(url.query)))
+        assert answers[0] == answers[1]
+        leave = _submit(browser, site, {"method": "identifier_first", "identifier": "carol@acme.example"})
+        _through_idp(browser, site, leave, "carol@acme.example")
+        me = _whoami(browser, site)
+        assert me is not None and me["identity"]["organization_id"] == ORG
+
+
+def test_existing_account_is_linked_only_after_signing_in_to_it(site: Site) -> None:
+    with httpx.Client(base_url=site.admin, timeout=15) as admin:
+        body = {
+            "schema_id": "default",
+            "traits": {"email": "dave@partner.test"},
+            "credentials": {"password": {"config": {"password": PASSWORD}}},
+        }
+        made = admin.post("/admin/identities", json=body)
+        assert made.status_code == 201, made.text
+        dave = made.json()["id"]
+
+    with httpx.Client(timeout=20) as browser:
+        leave = _submit(browser, site, {"method": "saml", "provider": "partner"})
+        back = _through_idp(browser, site, leave, "dave@partner.test")
+        assert _whoami(browser, site) is None  # the address alone signs nobody in
+        assert back.status_code == 303, back.text
+        flow_id = parse_qs(urlsplit(back.headers["location"]).query)["flow"][0]
+        flow = browser.get(f"{site.base}/self-service/login/flows", params={"id": flow_id}).json()
+        assert [m["id"] for m in flow["ui"]["messages"]] == [1010016]
+        done = browser.post(
+            f"{site.base}/self-service/login?flow={flow_id}",
+            data={
+                "csrf_token": _csrf(flow),
+                "method": "password",
+                "identifier": "dave@partner.test",
+                "password": PASSWORD,
+            },
+        )
+        assert done.status_code == 303, done.text
+        me = _whoami(browser, site)
+        assert me is not None and me["identity"]["id"] == dave
+
+    with httpx.Client(base_url=site.admin, timeout=15) as admin:
+        identity = admin.get(f"/admin/identities/{dave}", params={"include_credential": "saml"}).json()
+        assert identity["credentials"]["saml"]["identifiers"] == ["partner:dave@partner.test"]
+
+    with httpx.Client(timeout=20) as browser:  # now the IdP signs dave in directly
+        leave = _submit(browser, site, {"method": "saml", "provider": "partner"})
+        _through_idp(browser, site, leave, "dave@partner.test")
+        me = _whoami(browser, site)
+        assert me is not None and me["identity"]["id"] == dave
+
+
+def _tampered(xml: str) -> str:
+    return xml.replace("eve@acme.example</ns1:AttributeValue>", "root@acme.example</ns1:AttributeValue>", 1)
+
+
+def _wrapped(xml: str) -> str:
+    """XSW: the signed assertion stays, an unsigned one about someone else goes first."""
+    match = re.search(r"<ns1:Assertion .*?</ns1:Assertion>", xml, re.S)
+    assert match is not None, xml[:400]
+    signed = match.group(0)
+    evil = re.sub(r"<ns2:Signature.*?</ns2:Signature>", "", signed, flags=re.S)
+    evil = re.sub(r'ID="[^"]+"', 'ID="id-evil"', evil, count=1).replace(
+        "eve@acme.example", "root@acme.example"
+    )
+    return xml.replace(signed, evil + signed)
+
+
+@pytest.mark.parametrize(
+    ("make", "hint"),
+    [
+        pytest.param(
+            lambda idp, req, site: _tampered(idp.respond(req, "eve@acme.example")),
+            "signature",
+            id="forged-content",
+        ),
+        pytest.param(
+            lambda idp, req, site: idp.respond(
+                req, "eve@acme.example", key_file=key_pair(site.tmp, "mallory")[0]
+            ),
+            "signature",
+            id="forged-key",
+        ),
+        pytest.param(
+            lambda idp, req, site: idp.respond(req, "eve@acme.example", sp_entity_id=site.entity("partner")),
+            "audience",
+            id="wrong-audience",
+        ),
+        pytest.param(
+            lambda idp, req, site: idp.respond(req, "eve@acme.example", acs_url=site.acs("partner")),
+            "destination",
+            id="wrong-destination",
+        ),
+        pytest.param(
+            lambda idp, req, site: idp.respond(req, "eve@acme.example", lifetime_minutes=-5),
+            "expired",
+            id="expired",
+        ),
+        pytest.param(
+            lambda idp, req, site: idp.respond(req, "eve@acme.example", sign_assertion=False),
+            "signed",
+            id="unsigned",
+        ),
+        pytest.param(
+            lambda idp, req, site: _wrapped(idp.respond(req, "eve@acme.example")), "2 assertions", id="xsw"
+        ),
+        pytest.param(
+            lambda idp, req, site: idp.respond(req, "eve@acme.example", in_response_to="id-someone-elses"),
+            "request",
+            id="wrong-in-response-to",
+        ),
+    ],
+)
+def test_bad_responses_are_refused(site: Site, make: Any, hint: str) -> None:
+    with httpx.Client(timeout=20) as browser:
+        request = _request(browser, site, _submit(browser, site, {"method": "saml", "provider": "acme"}))
+        r = _post_response(browser, site, "acme", make(site.idp, request, site), request.relay_state)
+        error = _error(browser, site, r)
+        assert error["code"] == 400, error
+        assert hint in error["details"]["hint"].lower(), error
+        assert _whoami(browser, site) is None
+
+
+def test_replayed_and_unsolicited_responses(site: Site) -> None:
+    with httpx.Client(timeout=20) as browser:
+        # A correct answer used twice: the RelayState is gone, and so is the request it answered.
+        request = _request(browser, site, _submit(browser, site, {"method": "saml", "provider": "acme"}))
+        xml = site.idp.respond(request, "frank@acme.example")
+        assert _post_response(browser, site, "acme", xml, request.relay_state).status_code == 303
+        assert _whoami(browser, site) is not None
+    with httpx.Client(timeout=20) as attacker:
+        error = _error(attacker, site, _post_response(attacker, site, "acme", xml, request.relay_state))
+        assert "unsolicited" in error["details"]["hint"]
+        # IdP-initiated login is off for acme ...
+        unsolicited = site.idp.respond(
+            None, "frank@acme.example", acs_url=site.acs("acme"), sp_entity_id=site.entity("acme")
+        )
+        error = _error(attacker, site, _post_response(attacker, site, "acme", unsolicited, None))
+        assert "unsolicited" in error["details"]["hint"] and _whoami(attacker, site) is None
+
+    # ... and on for partner: accepted once; the same assertion again is a replay.
+    unsolicited = site.idp.respond(
+        None, "gina@partner.test", acs_url=site.acs("partner"), sp_entity_id=site.entity("partner")
+    )
+    with httpx.Client(timeout=20) as browser:
+        assert _post_response(browser, site, "partner", unsolicited, None).status_code == 303
+        me = _whoami(browser, site)
+        assert me is not None and me["identity"]["traits"]["email"] == "gina@partner.test"
+    with httpx.Client(timeout=20) as attacker:
+        error = _error(attacker, site, _post_response(attacker, site, "partner", unsolicited, None))
+        assert "already used" in error["details"]["hint"] and _whoami(attacker, site) is None
+        # An unsolicited answer to someone's request is refused too (InResponseTo without RelayState).
+        request = _request(attacker, site, _submit(attacker, site, {"method": "saml", "provider": "partner"}))
+        xml = site.idp.respond(request, "gina@partner.test")
+        error = _error(attacker, site, _post_response(attacker, site, "partner", xml, None))
+        assert "did not send" in error["details"]["hint"]
+
+
+def test_single_logout_from_the_idp_revokes_the_session(site: Site) -> None:
+    with httpx.Client(timeout=20) as browser:
+        leave = _submit(browser, site, {"method": "saml", "provider": "partner"})
+        _through_idp(browser, site, leave, "hank@partner.test")
+        assert _whoami(browser, site) is not None
+        url = site.idp.logout_request(
+            site.entity("partner"), f"{site.base}/self-service/methods/saml/slo/partner", "hank@partner.test"
+        )
+        with httpx.Client(timeout=20) as idp_side:  # the IdP's front channel carries no cookie of ours
+            answer = idp_side.get(url)
+        assert answer.status_code == 303, answer.text
+        assert answer.headers["location"].startswith(f"{site.idp.url}/slo?SAMLResponse=")
+        assert _whoami(browser, site) is None
+
+    slo = f"{site.base}/self-service/methods/saml/slo/partner"
+    with httpx.Client(timeout=20) as browser:
+        leave = _submit(browser, site, {"method": "saml", "provider": "partner"})
+        _through_idp(browser, site, leave, "hank@partner.test")
+        url = site.idp.logout_request(site.entity("partner"), slo, "hank@partner.test")
+        with httpx.Client(timeout=20) as idp_side:
+            # Unsigned, or with a signature that is not the IdP's, it changes nothing.
+            unsigned = re.sub(r"&(SigAlg|Signature)=[^&]*", "", url)
+            assert "not signed" in _error(idp_side, site, idp_side.get(unsigned))["details"]["hint"]
+            signature = parse_qs(urlsplit(url).query)["Signature"][0]
+            forged = url.replace(
+                httpx.QueryParams({"Signature": signature}).__str__(),
+                httpx.QueryParams({"Signature": "A" * 8 + signature[8:]}).__str__(),
+            )
+            assert forged != url
+            hint = _error(idp_side, site, idp_side.get(forged))["details"]["hint"]
+            assert "not the identity provider's" in hint
+            for sign in (False, True):  # HTTP-POST
+                xml = site.idp.logout_request_xml(site.entity("partner"), slo, "hank@partner.test", sign=sign)
+                posted = idp_side.post(slo, data={"SAMLRequest": base64.b64encode(xml.encode()).decode()})
+                if not sign:
+                    assert "not signed" in _error(idp_side, site, posted)["details"]["hint"]
+                    assert _whoami(browser, site) is not None
+                else:
+                    assert posted.status_code == 303, posted.text
+                    assert posted.headers["location"].startswith(f"{site.idp.url}/slo?SAMLResponse=")
+                    assert _whoami(browser, site) is None
+
+
+def test_single_logout_from_the_sidecar_goes_through_the_idp(site: Site) -> None:
+    with httpx.Client(timeout=20) as browser:
+        leave = _submit(browser, site, {"method": "saml", "provider": "partner"})
+        _through_idp(browser, site, leave, "ivy@partner.test")
+        assert _whoami(browser, site) is not None
+        made = browser.get(f"{site.base}/self-service/logout/browser", headers={"Accept": "application/json"})
+        out = browser.get(made.json()["logout_url"])
+        assert out.status_code == 303, out.text
+        assert out.headers["location"].startswith(f"{site.idp.url}/slo?SAMLRequest=")
+        query = parse_qs(urlsplit(out.headers["location"]).query)
+        assert "Signature" in query  # signed with signing.key_url
+        assert _whoami(browser, site) is None  # signed out here already
+        back = browser.get(out.headers["location"])  # the IdP signs out and answers
+        assert site.idp.logouts[-1] == "ivy@partner.test"
+        assert back.status_code == 303 and back.headers["location"].startswith(
+            f"{site.base}/self-service/methods/saml/slo/partner?SAMLResponse="
+        )
+        home = browser.get(back.headers["location"])
+        assert home.status_code == 303 and home.headers["location"] == site.base.removesuffix("/.auth") + "/"
