@@ -916,8 +916,22 @@ class Courier(Model):
     http: CourierHttp = CourierHttp()
     """The HTTP API emails go to with ``delivery_strategy: http``."""
     templates: Loose = Loose()
-    """Kratos' remote/inline template settings; accepted, sidecar uses ``template_override_path`` and its
-    built-in templates."""
+    """Kratos' per-template sources (``courier.templates.<type>.valid.email.body.html: https://...``):
+    Go templates, which sidecar cannot render, so any entry stops the load; put Jinja2 files in
+    ``template_override_path`` instead. Empty (the default) is accepted."""
+
+    @field_validator("templates")
+    @classmethod
+    def _no_go_templates(cls, v: Loose) -> Loose:
+        if v.model_extra:
+            names = ", ".join(sorted(v.model_extra))
+            raise ValueError(
+                f"Kratos' Go template sources ({names}) cannot be rendered by sidecar; put Jinja2 "
+                "templates (<template_type>/email.body.txt, sms.body.txt, ...) in "
+                "courier.template_override_path"
+            )
+        return v
+
     template_override_path: str | None = None
     """Directory laid out like the bundled templates (``<template_type>/email.subject.txt``,
     ``email.body.txt``, ``email.body.html``); any file there replaces the bundled one. Per language:

@@ -111,3 +111,18 @@ def test_a_trait_verified_via_sms_needs_an_sms_channel(tmp_path: Path) -> None:
     (tmp_path / "s.yaml").write_text(json.dumps(config))
     out = subprocess.run(argv, cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60)
     assert "courier.channels" not in out.stdout + out.stderr, out.stdout + out.stderr
+
+
+def test_kratos_go_template_sources_are_refused() -> None:
+    """Kratos' ``courier.templates`` (``embedx/config.schema.json`` ``courierTemplates``) point at Go
+    templates (``{{ .RecoveryCode }}``); sidecar renders Jinja2 and refuses them by key instead of
+    sending its own text while the config claims otherwise."""
+    source = {
+        "recovery_code": {
+            "valid": {"email": {"body": {"plaintext": "base64://e3sgLlJlY292ZXJ5Q29kZSB9fQ=="}}}
+        }
+    }
+    problems = _problems(templates=source)
+    assert "recovery_code" in problems["courier.templates"]
+    assert "courier.template_override_path" in problems["courier.templates"]
+    assert make_config(courier={"templates": {}}).courier.templates.model_extra == {}
