@@ -31,9 +31,20 @@ async def console(make_console: MakeConsole) -> Console:
         "store_tokens": False,
         "organization_id": SSO_ORG,
     }
+    saml = {
+        "id": "acme-saml",
+        "label": "Acme SAML",
+        "idp_metadata_url": "https://idp.acme.test/saml/metadata",  # fetched when first needed
+        "organization_id": SSO_ORG,
+    }
     c = await make_console(
         serve={"admin": {"api_key": KEY, "console": {"page_size": 2}}},
-        selfservice={"methods": {"oidc": {"enabled": True, "config": {"providers": [provider]}}}},
+        selfservice={
+            "methods": {
+                "oidc": {"enabled": True, "config": {"providers": [provider]}},
+                "saml": {"enabled": True, "config": {"providers": [saml]}},
+            }
+        },
     )
     await c.sign_in()
     return c
@@ -156,6 +167,7 @@ async def test_single_sign_on_connections_come_from_the_configuration(console: C
     assert "Acme Okta <span" in listing.text
     acme = await console.client.get(f"/console/organizations/{SSO_ORG}")
     assert "<td>Acme Okta</td><td>oidc</td>" in acme.text and "acme-okta" in acme.text
+    assert "<td>Acme SAML</td><td>saml</td>" in acme.text and "acme-saml" in acme.text
     other = await console.client.get(f"/console/organizations/{plain}")
     assert "No single sign-on connection" in other.text and "Acme Okta" not in other.text
 
