@@ -26,6 +26,7 @@ from sidecar import errors
 from sidecar.api.public.errors_flow import ErrorFlows
 from sidecar.api.public.federated import came_back
 from sidecar.api.public.flow_http import HttpContext, read_submission, see_other
+from sidecar.api.respond import error_response
 from sidecar.flows.lifecycle import FlowLifecycle
 from sidecar.flows.logout import LogoutFlows
 from sidecar.flows.service import SamlCallbacks
@@ -69,7 +70,7 @@ def saml_routes(
         try:
             xml = await endpoints.metadata(request.path_params["provider"])
         except errors.SidecarError as exc:
-            return await error_flows.redirect(exc, request)
+            return error_response(exc, request)  # read by programs (identity providers), not people
         return Response(
             xml, media_type="application/samlmetadata+xml", headers={"Cache-Control": "max-age=300"}
         )

@@ -92,6 +92,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                 assert metadata.headers["content-type"].startswith("application/samlmetadata+xml")
                 assert site.acs(connection) in metadata.text
                 idp.trust(metadata.text)
+            unknown = httpx.get(site.entity("nope"), timeout=15)
+            assert unknown.status_code == 404 and unknown.json()["error"]["code"] == 404
             with httpx.Client(base_url=site.admin, timeout=15) as client:
                 made = client.post(
                     "/admin/organizations",
