@@ -33,6 +33,9 @@ SCRYPT_MAX_N = 131072
 SCRYPT_MAX_R = 8
 SCRYPT_MAX_P = 10
 FIRESCRYPT_MAX_LN = 17
+# sha256-crypt / sha512-crypt accept up to 999,999,999 rounds: minutes of CPU for each sign-in
+# attempt. glibc's default is 5,000 and passlib's 535,000 / 656,000.
+SHA_CRYPT_MAX_ROUNDS = 1_000_000
 BCRYPT_MAX_BYTES = 72
 
 _DIGESTS = {"sha1": 20, "sha224": 28, "sha256": 32, "sha384": 48, "sha512": 64}
@@ -214,9 +217,12 @@ def _crypt(encoded: str, name: str) -> ParsedHash:
     if not handler.identify(rewritten):
         raise ValueError(f"malformed {name} hash")
     try:
-        handler.from_string(rewritten)
+        parsed = handler.from_string(rewritten)
     except ValueError as exc:
         raise ValueError(f"malformed {name} hash: {exc}") from exc
+    rounds = getattr(parsed, "rounds", None)  # md5-crypt has a fixed cost
+    if rounds is not None:
+        _limit("rounds", int(rounds), 1, SHA_CRYPT_MAX_ROUNDS)
 
     def check(password: bytes) -> bool:
         return bool(handler.verify(password, rewritten))

@@ -42,6 +42,9 @@ def _split(url: str) -> tuple[str, str, int, str, str] | None:
         if scheme in _NEVER or not _SCHEME.fullmatch(scheme) or url.startswith(("//", "/")):
             return None
         path = posixpath.normpath(parts.path) if parts.path else ""
+        if path.startswith("//"):
+            # ``myapp:////evil`` has no host; written back as ``myapp://evil`` it would have one.
+            path = "/" + path.lstrip("/")
         return scheme, (parts.hostname or "").lower(), port or 0, path, parts.query
     if not parts.hostname:
         return None

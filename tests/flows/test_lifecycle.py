@@ -87,6 +87,26 @@ def test_forbidden(url: str) -> None:
         _check(url)
 
 
+@pytest.mark.parametrize(
+    ("url", "allowed", "expected"),
+    [
+        pytest.param("myapp:////evil.example", "myapp:/", "myapp:/evil.example", id="four-slashes"),
+        pytest.param("myapp:////evil.example/x/..", "myapp:/", "myapp:/evil.example", id="dot-segment"),
+        pytest.param(
+            "myapp://signed-in//evil.example", "myapp://signed-in", "myapp://signed-in/evil.example"
+        ),
+    ],
+)
+def test_an_app_url_is_written_back_with_the_host_it_was_checked_with(
+    url: str, allowed: str, expected: str
+) -> None:
+    """The URL handed back must be the one checked: a path starting with "//" written after an
+    empty host would turn into a host of its own (``myapp:////evil`` -> ``myapp://evil``)."""
+    checked = resolve_return_to(url, allowed=[allowed], public_base_url=BASE, default_url=DEFAULT)
+    assert checked == expected
+    assert resolve_return_to(checked, allowed=[allowed], public_base_url=BASE, default_url=DEFAULT) == checked
+
+
 def test_csrf_mask_round_trip() -> None:
     token = csrf.new_token()
     masks = {csrf.mask(token) for _ in range(10)}

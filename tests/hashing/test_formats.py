@@ -155,6 +155,14 @@ def test_bcrypt_rejects_passwords_over_72_bytes() -> None:
         pytest.param("$scrypt$ln=262144,r=8,p=1$c2FsdA==$aGFzaA==", "ln=262144", id="scrypt-n"),
         pytest.param("$scrypt$ln=1024,r=9,p=1$c2FsdA==$aGFzaA==", "r=9", id="scrypt-r"),
         pytest.param("$firescrypt$ln=18,r=8,p=1$a$b$c$d", "ln=18", id="firescrypt-ln"),
+        pytest.param(
+            "$sha512-crypt$rounds=999999999$saltsalt$" + "a" * 86,
+            "rounds=999999999",
+            id="sha512-crypt-rounds",
+        ),
+        pytest.param(
+            "$sha256-crypt$rounds=1000001$saltsalt$" + "a" * 43, "rounds=1000001", id="sha256-crypt-rounds"
+        ),
         pytest.param("$sha1$pf=e1NBTFR9$c2FsdA==$aGFzaA==", "{PASSWORD}", id="sha-pattern"),
         pytest.param("{SSHA}aGFzaA==", "too short", id="ssha-short"),
         pytest.param("$whirlpool$abc", "unknown", id="unknown"),
