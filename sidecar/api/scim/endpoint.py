@@ -16,6 +16,7 @@ from scim2_models import (
     EnterpriseUser,
     External,
     Group,
+    InvalidValueException,
     Reference,
     ResourceType,
     ScimProvider,
@@ -38,6 +39,21 @@ from sidecar.organization.provisioning import ScimStore
 from sidecar.security.tokens import digest
 
 MAX_RESULTS = 200
+MAX_PATCH_OPERATIONS = 100
+"""Operations in one PATCH: scim2-server applies and validates them one by one on the event loop
+(5,000 took ~30 s, every other request of the worker waiting); identity providers send a few, a
+group's members in one operation's ``value`` list."""
+
+
+def _operation_count(body: bytes) -> int:
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return 0  # scim2-server answers the malformed body itself
+    operations = parsed.get("Operations") if isinstance(parsed, dict) else None
+    return len(operations) if isinstance(operations, list) else 0
+
+
 BEARER = AuthenticationScheme(
     type=AuthenticationScheme.Type.oauthbearertoken,
     name="OAuth Bearer Token",
@@ -88,6 +104,8 @@ class _OrganizationApp(ASGIApplication):
             owner = await self._token_owner(digest(token)) if scheme.lower() == "bearer" and token else None
             if self._organization_id is None or owner != self._organization_id:
                 raise UnauthorizedException(detail="a valid bearer token of this organization is required")
+        if request.method.upper() == "PATCH" and _operation_count(request.body) > MAX_PATCH_OPERATIONS:
+            raise InvalidValueException(detail=f"at most {MAX_PATCH_OPERATIONS} operations per PATCH")
         return await super().dispatch_request(request)
 
 

@@ -203,3 +203,29 @@ def test_provisioning_identities_roles_and_refusals(sidecar: LiveSidecar) -> Non
         assert (
             httpx.get(f"{acme.base}/Users", headers={"Authorization": f"Bearer {again}"}).status_code == 401
         )
+
+
+def test_a_patch_of_more_than_100_operations_is_refused_unapplied(sidecar: LiveSidecar) -> None:
+    """A PATCH is applied one operation at a time on the event loop: 5,000 of them held the worker
+    for ~30 s. Over 100 is a 400 (after the token check) and changes nothing; 100 still applies."""
+    acme = make_org(sidecar, "acme")
+    with scim(acme) as c:
+        user = c.post(
+            "/Users",
+            json={"schemas": [USER], "userName": "ada", "emails": [{"value": "ada@acmecorp.com"}]},
+        )
+        assert user.status_code == 201, user.text
+        path = f"/Users/{user.json()['id']}"
+
+        def ops(n: int) -> dict[str, object]:
+            replace = [{"op": "replace", "path": "displayName", "value": f"v{i}"} for i in range(n)]
+            return {"schemas": [PATCH], "Operations": replace}
+
+        refused = c.patch(path, json=ops(101))
+        assert refused.status_code == 400 and refused.json()["scimType"] == "invalidValue", refused.text
+        assert "displayName" not in c.get(path).json()
+        stranger = httpx.patch(f"{acme.base}{path}", json=ops(101), timeout=15)
+        assert stranger.status_code == 401, stranger.text
+        applied = c.patch(path, json=ops(100))
+        assert applied.status_code in (200, 204), applied.text
+        assert c.get(path).json()["displayName"] == "v99"
