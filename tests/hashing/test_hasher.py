@@ -123,13 +123,13 @@ async def test_verify_dummy_costs_like_a_real_verify(hasher: PasswordHasher) -> 
         await coro
         return time.perf_counter() - started
 
-    # Interleaved pairs, so a burst of load elsewhere on the machine hits both sides alike.
-    ratios = []
+    # Interleaved pairs, so a burst of load elsewhere on the machine hits both sides alike, and the
+    # fastest run of each side: load only ever adds time, so the minimum is the cost of the work itself.
+    reals, dummies = [], []
     for _ in range(9):
-        real = await timed(hasher.verify("wrong", encoded))
-        dummy = await timed(hasher.verify_dummy("wrong"))
-        ratios.append(dummy / real)
-    assert 0.5 < sorted(ratios)[4] < 2.0, ratios
+        reals.append(await timed(hasher.verify("wrong", encoded)))
+        dummies.append(await timed(hasher.verify_dummy("wrong")))
+    assert 0.5 < min(dummies) / min(reals) < 2.0, (reals, dummies)
 
 
 async def test_hashing_threads_default_to_sched_idle() -> None:
