@@ -14,28 +14,11 @@ evidence is gone or the harm is done:
 
 from __future__ import annotations
 
-import logging
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-log = logging.getLogger("sidecar.http")
-
-_REASONS = {400: b"Bad Request", 414: b"URI Too Long"}
-
-
-def target_problem(target: bytes) -> str | None:
-    """Why a complete request target (path and query) is refused, or None."""
-    if b"#" in target:
-        return "a '#' in the request target"
-    path = target.split(b"?", 1)[0]
-    if b"%" in path:
-        try:
-            unquote_to_bytes(path).decode("utf-8")
-        except UnicodeDecodeError:
-            return "the path is not UTF-8 after percent-decoding"
-    return None
+from sidecar.request_target import REASONS, log_refusal, target_problem
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -54,11 +37,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         body = reason.encode("ascii")
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
-            b"connection: close\r\n\r\n%s" % (status, _REASONS[status], len(body), body)
+            b"connection: close\r\n\r\n%s" % (status, REASONS[status], len(body), body)
         )
         self.transport.close()
-        # The reason only: the target itself is attacker-chosen and stays out of the log.
-        log.warning("request refused before routing: %d %s", status, reason)
+        log_refusal(status, reason)
 
     def _should_upgrade(self) -> bool:
         return not self._refused and super()._should_upgrade()

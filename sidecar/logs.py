@@ -94,10 +94,11 @@ def configure_logging(config: LogConfig) -> None:
     root.handlers[:] = [handler]
     root.setLevel(_LEVELS[config.level])
     # Libraries' info lines say nothing an operator needs at start or per request: uvicorn's
-    # "Started server process" (once per listener), alembic's plugin and context lines, and
+    # "Started server process" (once per listener), granian's "Started worker-1" (its Rust side
+    # logs as ``_granian.*``), alembic's plugin and context lines, and
     # httpx's "HTTP Request: GET <url with query string>" (a query string may carry a token).
     quiet = logging.DEBUG if config.level in ("trace", "debug") else logging.WARNING
-    for noisy in ("uvicorn.error", "alembic"):
+    for noisy in ("uvicorn.error", "granian", "_granian", "alembic"):
         logging.getLogger(noisy).setLevel(quiet)
     for leaky in ("uvicorn.access", "httpx", "httpcore"):
         logging.getLogger(leaky).setLevel(logging.WARNING)

@@ -1,5 +1,9 @@
 """Running the two listeners (public, admin) in one or more worker processes.
 
+Each listener is served by the HTTP server ``serve.<listener>.server`` names: uvicorn (httptools,
+the request-line guard in its parser: ``sidecar.http_protocol``) or granian
+(``sidecar.granian_listener``); both run on the worker's one uvloop event loop.
+
 Sockets are bound once in the parent and inherited by spawned workers, as uvicorn and gunicorn
 do; all shared state lives in the stores, so any worker can serve any user and a revocation in
 one is seen by all. With more than one worker the parent points ``PROMETHEUS_MULTIPROC_DIR`` at
@@ -30,7 +34,7 @@ import time
 from collections.abc import Iterator, Sequence
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import uvicorn
 
@@ -88,6 +92,35 @@ def _uvicorn_config(app: Any, max_request_line: int = 8 * 1024) -> uvicorn.Confi
     )
 
 
+class _UvicornListener:
+    """uvicorn with the request-line guard in its parser (``sidecar.http_protocol``)."""
+
+    def __init__(self, app: Any, sock: socket.socket, *, max_request_line: int) -> None:
+        self._server = _Server(_uvicorn_config(app, max_request_line))
+        self._sock = sock
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+
+    async def serve(self) -> None:
+        await self._server.serve(sockets=[self._sock])
+
+
+class _Listener(Protocol):
+    def stop(self) -> None: ...
+
+    async def serve(self) -> None: ...
+
+
+def _listener(server: str, app: Any, sock: socket.socket, max_request_line: int) -> _Listener:
+    """The HTTP server ``serve.<listener>.server`` names, serving ``app`` on ``sock``."""
+    if server == "granian":
+        from sidecar.granian_listener import GranianListener
+
+        return GranianListener(app, sock, max_request_line=max_request_line, grace=SHUTDOWN_GRACE)
+    return _UvicornListener(app, sock, max_request_line=max_request_line)
+
+
 async def serve_app(config: Config, sockets: tuple[socket.socket, socket.socket]) -> None:
     from sidecar.app import build_services, create_admin_app, create_public_app, wrap_apps
 
@@ -98,25 +131,29 @@ async def serve_app(config: Config, sockets: tuple[socket.socket, socket.socket]
         create_public_app(services, manage_lifespan=False),
         create_admin_app(services, manage_lifespan=False),
     )
-    public = _Server(_uvicorn_config(public_app, config.serve.public.max_request_line_size))
-    admin = _Server(_uvicorn_config(admin_app, config.serve.admin.max_request_line_size))
+    serve = config.serve
+    public = _listener(serve.public.server, public_app, sockets[0], serve.public.max_request_line_size)
+    admin = _listener(serve.admin.server, admin_app, sockets[1], serve.admin.max_request_line_size)
 
     loop = asyncio.get_running_loop()
+    stopping = False
 
     def on_signal() -> None:
-        if public.should_exit:
+        nonlocal stopping
+        if stopping:
             return
+        stopping = True
         log.info("shutdown requested: readiness is now false; draining in-flight requests")
         services.begin_shutdown()
-        public.should_exit = True
-        admin.should_exit = True
+        public.stop()
+        admin.stop()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
     metrics = services.metrics
     refresher = asyncio.create_task(metrics.run_refresher()) if metrics.multiprocess else None
     try:
-        await asyncio.gather(public.serve(sockets=[sockets[0]]), admin.serve(sockets=[sockets[1]]))
+        await asyncio.gather(public.serve(), admin.serve())
     finally:
         if refresher is not None:
             refresher.cancel()

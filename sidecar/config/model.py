@@ -88,6 +88,19 @@ class Cors(Model):
         return v
 
 
+HttpServer = Literal["uvicorn", "granian"]
+GRANIAN_MAX_REQUEST_LINE = 64 * 1024
+"""hyper refuses request targets over 65,534 bytes (414) whatever the configured limit."""
+
+
+def _check_request_line(server: str, size: int) -> None:
+    # ``server`` comes after ``max_request_line_size``: its validator sees the size.
+    if server == "granian" and size > GRANIAN_MAX_REQUEST_LINE:
+        raise ValueError(
+            "granian refuses request targets over 64KiB: set max_request_line_size to 64KiB or less"
+        )
+
+
 class PublicServe(Model):
     host: str = "0.0.0.0"  # noqa: S104 - the public listener is meant to be reachable
     """Address the public listener binds (all interfaces by default)."""
@@ -111,6 +124,20 @@ class PublicServe(Model):
     redirect_admin_paths: bool = False
     """Sidecar-only: answer admin paths on this listener with Kratos' 307 to the admin listener
     (which reveals its URL); by default they are 404."""
+    server: HttpServer = "uvicorn"
+    """Sidecar-only: the HTTP server of this listener. ``uvicorn`` (httptools) checks request targets
+    in its parser. ``granian`` (hyper, in Rust) uses less CPU per request (bench/RESULTS.md) and gives
+    the same 414 and non-UTF-8 400 from the ASGI layer, with these differences: a raw ``#`` is not
+    refused, hyper drops it and what follows before any check (``/a#/../admin`` is decided on and
+    forwarded as ``/a``; a front proxy reading the raw target may disagree); a request head over
+    ~408 KiB is 431; ``max_request_line_size`` at most ``64KiB``; answers carry ``server: granian``;
+    at shutdown open WebSockets are cut without uvicorn's 1012 close frame."""
+
+    @field_validator("server")
+    @classmethod
+    def _granian_request_line(cls, v: str, info: ValidationInfo) -> str:
+        _check_request_line(v, info.data.get("max_request_line_size", 0))
+        return v
 
     @field_validator("prefix")
     @classmethod
@@ -144,8 +171,16 @@ class AdminServe(Model):
     """Largest request body the admin API reads (batch imports may use eight times this)."""
     max_request_line_size: ByteSize = Field(8 * 1024, ge=256, le=1024 * 1024)
     """Sidecar-only: a longer request line (method, target, version) is answered 414, never read on."""
+    server: HttpServer = "uvicorn"
+    """Sidecar-only: the HTTP server of this listener, as ``serve.public.server``."""
     console: Console = Console()
     """Sidecar-only: the browser admin console (identities, sessions, recovery, courier, rules)."""
+
+    @field_validator("server")
+    @classmethod
+    def _granian_request_line(cls, v: str, info: ValidationInfo) -> str:
+        _check_request_line(v, info.data.get("max_request_line_size", 0))
+        return v
 
 
 class Serve(Model):

@@ -278,3 +278,21 @@ def test_redis_cluster_and_sentinel_load() -> None:
         overrides={**SECRET, "redis": {"mode": "sentinel", "sentinels": ["s1:26379"], "sentinel_master": "m"}}
     )
     assert sentinel.redis is not None and sentinel.redis.sentinel_master == "m"
+
+
+@pytest.mark.parametrize("listener", ["public", "admin"])
+def test_the_http_server_key_and_its_request_line_limit(listener: str) -> None:
+    assert getattr(load_config(environ={}, overrides=SECRET).serve, listener).server == "uvicorn"
+    env = {f"SIDECAR_SERVE__{listener.upper()}__SERVER": "granian"}
+    assert getattr(load_config(environ=env, overrides=SECRET).serve, listener).server == "granian"
+    with pytest.raises(ConfigError) as exc:
+        load_config(environ={f"SIDECAR_SERVE__{listener.upper()}__SERVER": "hypercorn"}, overrides=SECRET)
+    assert [key for key, _ in exc.value.problems] == [f"serve.{listener}.server"]
+    # hyper refuses targets over 64 KiB itself: a larger limit could not be honoured.
+    big = {"serve": {listener: {"server": "granian", "max_request_line_size": "100KiB"}}}
+    with pytest.raises(ConfigError) as exc:
+        load_config(environ={}, overrides={**SECRET, **big})
+    assert list(_problems(exc)) == [f"serve.{listener}.server"]
+    assert "64KiB" in _problems(exc)[f"serve.{listener}.server"]
+    fits = {"serve": {listener: {"server": "granian", "max_request_line_size": "64KiB"}}}
+    assert getattr(load_config(environ={}, overrides={**SECRET, **fits}).serve, listener).server == "granian"

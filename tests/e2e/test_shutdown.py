@@ -1,5 +1,5 @@
 """SIGTERM during a slow proxied download: the download finishes, new connections are refused
-at once, and ``sidecar serve`` exits 0."""
+at once, and ``sidecar serve`` exits 0, under each HTTP server (``serve.<listener>.server``)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from sidecar.config.loader import deep_merge
 from tests.conftest import free_port
-from tests.ops.serve import base_config, migrate, ports, running, serve_argv, write_config
+from tests.ops.serve import SERVERS, base_config, migrate, on_server, ports, running, serve_argv, write_config
 
 # Bodies up to 64 KiB with a Content-Length are forwarded in one read (sidecar/proxy/forward.py),
 # so the stream is larger than that to be streamed chunk by chunk.
@@ -55,17 +56,23 @@ def slow_upstream() -> Iterator[int]:
     thread.join(5)
 
 
+@pytest.mark.parametrize("server", SERVERS)
 @pytest.mark.parametrize("workers", ["1", "2"])
-def test_sigterm_drains_a_streaming_download(tmp_path: Path, slow_upstream: int, workers: str) -> None:
+def test_sigterm_drains_a_streaming_download(
+    tmp_path: Path, slow_upstream: int, workers: str, server: str
+) -> None:
     public_port, admin_port = ports()
     rules = tmp_path / "rules.yaml"
     rules.write_text("version: 1\nrules:\n  - id: all\n    match: {paths: ['/**']}\n    require: public\n")
-    config = base_config(
-        tmp_path,
-        public_port,
-        admin_port,
-        proxy={"upstream": f"http://127.0.0.1:{slow_upstream}"},
-        rules=[str(rules)],
+    config = deep_merge(
+        base_config(
+            tmp_path,
+            public_port,
+            admin_port,
+            proxy={"upstream": f"http://127.0.0.1:{slow_upstream}"},
+            rules=[str(rules)],
+        ),
+        on_server(server),
     )
     path = write_config(tmp_path / "cfg.yaml", config)
     migrate(path, tmp_path)

@@ -1,5 +1,6 @@
 """``sidecar serve --workers 2`` with Redis: workers share sessions, and a revocation made
-through the admin API is honoured by every worker within the session cache TTL."""
+through the admin API is honoured by every worker within the session cache TTL; under each
+HTTP server (``serve.<listener>.server``)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 
-from tests.ops.serve import base_config, migrate, ports, running, serve_argv, write_config
+from sidecar.config.loader import deep_merge
+from tests.ops.serve import SERVERS, base_config, migrate, on_server, ports, running, serve_argv, write_config
 
 CACHE_TTL = 1.0
 
@@ -24,14 +27,18 @@ def whoami_statuses(public_url: str, token: str, n: int) -> list[int]:
     return statuses
 
 
-def test_workers_share_sessions_and_revocations(tmp_path: Path, redis_url: str) -> None:
+@pytest.mark.parametrize("server", SERVERS)
+def test_workers_share_sessions_and_revocations(tmp_path: Path, redis_url: str, server: str) -> None:
     public_port, admin_port = ports()
-    config = base_config(
-        tmp_path,
-        public_port,
-        admin_port,
-        redis={"url": redis_url},
-        session={"cache_ttl": f"{CACHE_TTL}s"},
+    config = deep_merge(
+        base_config(
+            tmp_path,
+            public_port,
+            admin_port,
+            redis={"url": redis_url},
+            session={"cache_ttl": f"{CACHE_TTL}s"},
+        ),
+        on_server(server),
     )
     path = write_config(tmp_path / "cfg.yaml", config)
     migrate(path, tmp_path)

@@ -19,6 +19,13 @@ import yaml
 from tests.conftest import FAST_ARGON2, free_port
 
 COOKIE_SECRET = "ops-test-cookie-secret-0123456789"
+SERVERS = ("uvicorn", "granian")
+"""``serve.<listener>.server``: the tests of the HTTP server itself run under each."""
+
+
+def on_server(server: str) -> dict[str, Any]:
+    """Config keys putting both listeners on ``server`` (merge with ``deep_merge``)."""
+    return {"serve": {"public": {"server": server}, "admin": {"server": server}}}
 
 
 @dataclass

@@ -7,8 +7,10 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
-from tests.ops.serve import base_config, migrate, ports, running, serve_argv, write_config
+from sidecar.config.loader import deep_merge
+from tests.ops.serve import SERVERS, base_config, migrate, on_server, ports, running, serve_argv, write_config
 
 
 def _access_lines(log: str) -> list[dict[str, object]]:
@@ -19,9 +21,15 @@ def _access_lines(log: str) -> list[dict[str, object]]:
     ]
 
 
-def test_lines_arrive_within_the_flush_interval_and_all_are_written_at_shutdown(tmp_path: Path) -> None:
+@pytest.mark.parametrize("server", SERVERS)
+def test_lines_arrive_within_the_flush_interval_and_all_are_written_at_shutdown(
+    tmp_path: Path, server: str
+) -> None:
     public_port, admin_port = ports()
-    config = base_config(tmp_path, public_port, admin_port, log={"access_flush_interval": "300ms"})
+    config = deep_merge(
+        base_config(tmp_path, public_port, admin_port, log={"access_flush_interval": "300ms"}),
+        on_server(server),
+    )
     path = write_config(tmp_path / "sidecar.yaml", config)
     migrate(path, tmp_path)
     n = 200

@@ -9,12 +9,24 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
+from sidecar.config.loader import deep_merge
 from sidecar.metrics import Metrics
-from tests.ops.serve import base_config, clean_env, migrate, ports, running, serve_argv, write_config
+from tests.ops.serve import (
+    SERVERS,
+    base_config,
+    clean_env,
+    migrate,
+    on_server,
+    ports,
+    running,
+    serve_argv,
+    write_config,
+)
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -70,9 +82,11 @@ async def test_a_failing_gauge_source_does_not_break_the_scrape() -> None:
     assert value(body.decode(), "sidecar_courier_queue_depth") == 0
 
 
-def test_metrics_move_and_logs_hold_no_secrets(tmp_path: Path) -> None:
+@pytest.mark.parametrize("server", SERVERS)
+def test_metrics_move_and_logs_hold_no_secrets(tmp_path: Path, server: str) -> None:
     public_port, admin_port = ports()
-    config = write_config(tmp_path / "cfg.yaml", base_config(tmp_path, public_port, admin_port))
+    settings = deep_merge(base_config(tmp_path, public_port, admin_port), on_server(server))
+    config = write_config(tmp_path / "cfg.yaml", settings)
     migrate(config, tmp_path)
     password = "Zq8-unguessable-passphrase-417"
     token = "ory_st_secretTokenValue0123456789"
