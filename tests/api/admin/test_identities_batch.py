@@ -160,3 +160,19 @@ def test_overlapping_batches_in_parallel_store_each_email_once(
                 assert r["error"]["code"] == 409, r
     assert sorted(created) == emails
     assert _emails(admin) == emails
+
+
+def test_plaintext_passwords_of_a_batch_wait_for_hashing_slots_instead_of_overflowing(dsn: str) -> None:
+    """One hashing slot and no waiting room (``max_queue: 0``): a single login at a time would
+    get through, and 30 plaintext passwords in one batch are hashed one after the other in that
+    slot rather than refused with 503."""
+    config = make_config(dsn=dsn, hashers={"max_concurrent": 1, "max_queue": 0})
+    with live_sidecar(config) as live, httpx.Client(base_url=live.admin_url, timeout=120) as admin:
+        items = [
+            {"create": _create(f"q{k}@example.test", **_password(password=f"queue-pw-{k}"))}
+            for k in range(30)
+        ]
+        resp = admin.patch("/admin/identities", json={"identities": items})
+        assert resp.status_code == 200, resp.text
+        assert [r["action"] for r in resp.json()["identities"]] == ["create"] * 30
+        assert _login(live, "q29@example.test", "queue-pw-29") == 200
