@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -225,6 +226,7 @@ def bench(args: argparse.Namespace, server_dsn: str) -> None:
         proc.terminate()  # by PID
         proc.wait(30)
         asyncio.run(_sql(server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        shutil.rmtree(tmp, ignore_errors=True)  # the config and the server's log
 
 
 if __name__ == "__main__":
