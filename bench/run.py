@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import platform
@@ -316,12 +315,9 @@ class Bench:
             "rules": [str(self.tmp / "rules.yaml")],
             "redis": {"url": self.redis_url, "key_prefix": "bench:"},
         }
-        for key, value in overrides.items():
-            if isinstance(value, dict) and isinstance(config.get(key), dict):
-                config[key] = {**config[key], **value}
-            else:
-                config[key] = value
-        return config
+        from sidecar.config.loader import deep_merge
+
+        return deep_merge(config, overrides)
 
     def sidecar(self, *, workers: int = 1, core: str = SERVER_CORE, **overrides: Any) -> Sidecar:
         self.counter += 1
@@ -340,33 +336,6 @@ class Bench:
                     break
             time.sleep(0.1)
         return Sidecar(proc, port, admin_port, log)
-
-
-def granian(bench: Bench, **overrides: Any) -> Sidecar:
-    """The same public app under granian (``bench/granian_app.py``), one worker on the server core."""
-    bench.counter += 1
-    port, admin_port = free_port(), free_port()
-    folder = bench.tmp / f"granian-{bench.counter}"
-    folder.mkdir()
-    path = folder / "sidecar.yaml"
-    path.write_text(yaml.safe_dump(bench.config(port, admin_port, **overrides)))
-    log = folder / "sidecar.log"
-    argv = [
-        sys.executable,
-        "-m",
-        "granian",
-        "--interface",
-        "asgi",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    argv += ["--loop", "uvloop", "--workers", "1", "--runtime-mode", "st", "--no-access-log"]
-    argv += ["--log-level", "warning", "bench.granian_app:app"]
-    os.environ["BENCH_CONFIG"] = str(path)
-    proc = bench.procs.start(argv, port, SERVER_CORE, cwd=ROOT, log=log)
-    return Sidecar(proc, port, admin_port, log)
 
 
 def migrate(bench: Bench) -> None:
@@ -440,6 +409,7 @@ def machine_state() -> list[str]:
     wrk_v = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[0]
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     import aiohttp
+    import granian
     import uvicorn
 
     return [
@@ -447,7 +417,7 @@ def machine_state() -> list[str]:
         f"- CPU: {cpu}, {os.cpu_count()} cores; {mem.split(':')[1].strip()} RAM",
         f"- `uptime` before the run: {uptime}",
         f"- kernel {platform.release()}; Python {platform.python_version()}; uvicorn {uvicorn.__version__} "
-        f"(uvloop, httptools); aiohttp {aiohttp.__version__}",
+        f"(uvloop, httptools); granian {granian.__version__}; aiohttp {aiohttp.__version__}",
         f"- {nginx_v}; {wrk_v}",
         f"- pinning: server under test on core {SERVER_CORE}; "
         f"wrk, the upstreams, Redis and the load scripts on core {LOAD_CORE}",
@@ -548,8 +518,13 @@ def main() -> int:
         # measured): the rows alternate, so both see the same machine and the difference is the log.
         quiet = bench.sidecar(log={"level": "warning", "format": "json"})
         quiet_decision, quiet_proxied = f"{quiet.base}/.auth/authz/nginx", f"{quiet.base}/private/x"
+        # And the same with the public listener under granian (``serve.public.server``), also
+        # alternated with the headline rows (uvicorn, the default).
+        gran = bench.sidecar(serve={"public": {"server": "granian"}})
+        gran_decision, gran_proxied = f"{gran.base}/.auth/authz/nginx", f"{gran.base}/private/x"
         wrk(decision, connections=c, duration=2, headers=auth)  # warm-up
         wrk(quiet_decision, connections=c, duration=2, headers=auth)
+        wrk(gran_decision, connections=c, duration=2, headers=auth)
         for i in range(args.repeat):
             r[f"decision_cached_{i}"] = wrk(
                 decision, connections=c, duration=d, headers=auth, server=side.pid
@@ -563,7 +538,15 @@ def main() -> int:
             r[f"proxy_nolog_{i}"] = wrk(
                 quiet_proxied, connections=c, duration=d, headers=signed_in, server=quiet.pid
             )
+            r[f"granian_decision_{i}"] = wrk(
+                gran_decision, connections=c, duration=d, headers=auth, server=gran.pid
+            )
+            r[f"granian_proxy_{i}"] = wrk(
+                gran_proxied, connections=c, duration=d, headers=signed_in, server=gran.pid
+            )
         procs.stop(quiet.proc)
+        r["granian_c1"] = wrk(gran_decision, connections=1, duration=d, headers=auth, server=gran.pid)
+        procs.stop(gran.proc)
         r["decision_c1"] = wrk(decision, connections=1, duration=d, headers=auth, server=side.pid)
 
         def storms(side: Sidecar, tag: str) -> None:
@@ -621,15 +604,6 @@ def main() -> int:
         r["proxy_aiohttp"] = wrk(proxied, connections=c, duration=d, headers=signed_in, server=side.pid)
         procs.stop(side.proc)
 
-        if importlib.util.find_spec("granian") is not None:
-            side = granian(bench)
-            decision, proxied = f"{side.base}/.auth/authz/nginx", f"{side.base}/private/x"
-            wrk(decision, connections=c, duration=2, headers=auth)
-            r["granian_decision"] = wrk(decision, connections=c, duration=d, headers=auth, server=side.pid)
-            r["granian_proxy"] = wrk(proxied, connections=c, duration=d, headers=signed_in, server=side.pid)
-            r["granian_c1"] = wrk(decision, connections=1, duration=d, headers=auth, server=side.pid)
-            procs.stop(side.proc)
-
         # --workers: one worker and two, both free to use both cores (wrk shares them); both
         # servers up at the same time and their rows alternated, like the log on/off rows.
         both = f"{SERVER_CORE},{LOAD_CORE}"
@@ -682,6 +656,39 @@ def main() -> int:
     write_results(state, r, extra, args)
     print((ROOT / "bench" / "RESULTS.md").read_text())
     return 0
+
+
+def server_rows(
+    r: dict[str, Row], args: argparse.Namespace, row: Any, cached: Row, proxy: Row
+) -> tuple[list[str], str]:
+    """``serve.public.server: granian`` against the headline rows (uvicorn), alternated with them."""
+    repeats = range(args.repeat)
+    decision = mean_row([r[f"granian_decision_{i}"] for i in repeats])
+    proxied = mean_row([r[f"granian_proxy_{i}"] for i in repeats])
+    lines = [
+        row("decision endpoint, cached session, `serve.public.server: granian` (mean)", decision),
+        *(
+            row(f"decision endpoint, cached session, granian, run {i + 1}", r[f"granian_decision_{i}"])
+            for i in repeats
+        ),
+        row("full proxy, signed-in user, `serve.public.server: granian` (mean)", proxied),
+        *(row(f"full proxy, signed-in user, granian, run {i + 1}", r[f"granian_proxy_{i}"]) for i in repeats),
+        row("decision endpoint at c1, granian", r["granian_c1"]),
+    ]
+    saved = [
+        (name, 1 - g["cpu_us"] / u["cpu_us"], g["rps"] / u["rps"])
+        for name, g, u in (("decision", decision, cached), ("full proxy", proxied, proxy))
+    ]
+    sentence = (
+        "HTTP server (`serve.public.server`; its rows alternated with the headline rows, both servers up"
+        " at the same time):"
+        + ";".join(
+            f" {name}: granian {cut:.0%} less server CPU per request than uvicorn, {gain:.2f}x its req/s"
+            for name, cut, gain in saved
+        )
+        + "."
+    )
+    return lines, sentence
 
 
 def write_results(
@@ -757,12 +764,8 @@ def write_results(
         ),
         row("diagnostic: full proxy, `proxy.upstream_client: aiohttp`", r["proxy_aiohttp"]),
     ]
-    if "granian_decision" in r:
-        lines += [
-            row("diagnostic: decision, cached, under granian (bench/granian_app.py)", r["granian_decision"]),
-            row("diagnostic: full proxy under granian", r["granian_proxy"]),
-            row("diagnostic: decision at c1 under granian", r["granian_c1"]),
-        ]
+    granian_rows, server_sentence = server_rows(r, args, row, cached, proxy)
+    lines += granian_rows
     log_decision = cached["cpu_us"] - mean_row([r[f"decision_nolog_{i}"] for i in repeats])["cpu_us"]
     log_proxy = proxy["cpu_us"] - mean_row([r[f"proxy_nolog_{i}"] for i in repeats])["cpu_us"]
     w1 = mean_row([r[f"workers_1_{i}"] for i in repeats])
@@ -774,6 +777,8 @@ def write_results(
         f" the same time): decision {log_decision:.1f} µs/request, "
         f"proxy {log_proxy:.1f} µs/request (goal < 5: {met(max(log_decision, log_proxy) < 5)}); "
         f"{extra['log_lines']:,} JSON lines were written by the first server.",
+        "",
+        server_sentence,
         "",
         "In process (`bench/access_log.py`: AccessLog around a trivial app, CPU µs/request, best of 3"
         f" interleaved rounds): log off {extra['access_log_in_process']['off']:.2f}, on with one write per"
