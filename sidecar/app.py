@@ -665,6 +665,7 @@ def create_admin_app(services: Services, *, manage_lifespan: bool = True) -> ASG
             max_body=config.serve.admin.max_body_size,
             audit=audit,
             outbox=services.database.outbox,
+            faster_session_extend=config.feature_flags.faster_session_extend,
         )
     ]
     console = config.serve.admin.console

@@ -42,6 +42,98 @@ class Loose(BaseModel):
     model_config = ConfigDict(frozen=True, extra="allow", use_attribute_docstrings=True)
 
 
+class FeatureFlags(Model):
+    """``feature_flags`` (Kratos 25.4 ``driver/config/config.go``). A flag sidecar cannot honour is
+    accepted only with the value that matches what sidecar does; the other value is refused here."""
+
+    use_continue_with_transitions: bool = False
+    """SPAs finishing recovery get 200 + ``continue_with`` (``show_settings_ui``) instead of 422
+    ``browser_location_change_required``."""
+    faster_session_extend: bool = False
+    """``PATCH /admin/sessions/{id}/extend`` answers 204 with no body instead of 200 with the session."""
+    legacy_require_verified_login_error: bool | None = None
+    """Refused either way; leave it unset. Sidecar's ``require_verified_address`` login hook answers
+    the unverified-address error for every method: Kratos' ``true`` checks password sign-ins only,
+    its ``false`` lets the sign-in pass with a verification ``continue_with``."""
+    legacy_continue_with_verification_ui: bool | None = None
+    """Only ``true`` (a registration's ``continue_with`` lists ``show_verification_ui`` for every
+    unverified address whenever verification is on), which is what sidecar does."""
+    legacy_oidc_registration_node_group: bool | None = None
+    """Only ``true``: the trait fields of a social sign-up's second screen sit in the ``oidc`` group
+    (``saml`` for SAML), which is what sidecar does; ``false`` (Kratos: ``default``) is refused."""
+    password_profile_registration_node_group: Literal["password", "default"] | None = None
+    """Read by nothing in Kratos 25.4 (its password strategy reads
+    ``selfservice.methods.password.config.password_profile_registration_node_group``); accepted
+    for loading, as in Kratos. The group sidecar uses: ``registration.enable_legacy_one_step``."""
+    choose_recovery_address: bool = False
+    """Only ``false``: Kratos' recovery v2 (choosing among masked addresses, codes by SMS) is not built."""
+    cacheable_sessions: bool = False
+    """Only ``false``: the ``Ory-Session-Cache-For`` header (Ory Network's edge cache) is not sent."""
+    cacheable_sessions_max_age: Duration | None = None
+    """Refused: it only tunes ``cacheable_sessions``, which sidecar does not do."""
+
+    @field_validator("legacy_require_verified_login_error")
+    @classmethod
+    def _verified_login_error(cls, v: bool | None) -> bool | None:
+        if v is not None:
+            raise ValueError(
+                "legacy_require_verified_login_error: not supported (leave it unset); the "
+                "require_verified_address hook answers the unverified-address error for every "
+                "sign-in method (Kratos: true checks passwords only, false signs in with a "
+                "verification continue_with)"
+            )
+        return v
+
+    @field_validator("legacy_continue_with_verification_ui")
+    @classmethod
+    def _verification_ui(cls, v: bool | None) -> bool | None:
+        if v is False:
+            raise ValueError(
+                "legacy_continue_with_verification_ui: false is not supported; a registration's "
+                "continue_with always lists show_verification_ui for each address mailed"
+            )
+        return v
+
+    @field_validator("legacy_oidc_registration_node_group")
+    @classmethod
+    def _oidc_group(cls, v: bool | None) -> bool | None:
+        if v is False:
+            raise ValueError(
+                "legacy_oidc_registration_node_group: false (traits in the default group) is not "
+                "supported; a social sign-up's trait fields sit in the oidc (or saml) group"
+            )
+        return v
+
+    @field_validator("choose_recovery_address")
+    @classmethod
+    def _no_recovery_v2(cls, v: bool) -> bool:
+        if v:
+            raise ValueError(
+                "choose_recovery_address: Kratos' recovery v2 (choosing among masked addresses, "
+                "recovery codes by SMS) is not supported; recovery goes to the email address typed"
+            )
+        return v
+
+    @field_validator("cacheable_sessions")
+    @classmethod
+    def _no_cache(cls, v: bool) -> bool:
+        if v:
+            raise ValueError(
+                "cacheable_sessions: the Ory-Session-Cache-For header (Ory Network's edge cache) "
+                "is not sent by sidecar"
+            )
+        return v
+
+    @field_validator("cacheable_sessions_max_age")
+    @classmethod
+    def _no_cache_age(cls, v: timedelta | None) -> timedelta | None:
+        if v is not None:
+            raise ValueError(
+                "cacheable_sessions_max_age: only tunes cacheable_sessions, which sidecar refuses"
+            )
+        return v
+
+
 # --- serve -----------------------------------------------------------------------------------
 
 
@@ -1449,20 +1541,9 @@ class Config(Model):
     """Outgoing mail."""
     security: Security = Security()
     """Abuse defences."""
-    feature_flags: Loose = Loose()
-    """Kratos feature flags; ``use_continue_with_transitions`` is honoured, ``choose_recovery_address``
-    (Kratos' recovery v2: choosing among masked addresses, recovery by SMS) is refused, others are
-    accepted."""
-
-    @field_validator("feature_flags")
-    @classmethod
-    def _no_recovery_v2(cls, v: Loose) -> Loose:
-        if (v.model_extra or {}).get("choose_recovery_address") is True:
-            raise ValueError(
-                "choose_recovery_address: Kratos' recovery v2 (choosing among masked addresses, "
-                "recovery codes by SMS) is not supported; recovery goes to the email address typed"
-            )
-        return v
+    feature_flags: FeatureFlags = FeatureFlags()
+    """Kratos' feature flags (Kratos 25.4's keys only): each is honoured, or accepted only with the
+    value that is sidecar's behaviour and refused by name otherwise."""
 
     log: LogConfig = LogConfig()
     """Logging."""

@@ -75,7 +75,7 @@ def test_recovery_v2_flag_is_refused() -> None:
     ``selfservice/strategy/code/strategy_recovery.go``); sidecar has no recovery v2."""
     with pytest.raises(ConfigError) as refused:
         make_config(feature_flags={"choose_recovery_address": True})
-    assert "recovery v2" in dict(refused.value.problems)["feature_flags"]
+    assert "recovery v2" in dict(refused.value.problems)["feature_flags.choose_recovery_address"]
     assert make_config(feature_flags={"choose_recovery_address": False})
 
 

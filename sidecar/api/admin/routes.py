@@ -43,13 +43,14 @@ def admin_routes(
     max_body: int,
     audit: RequestAudit,
     outbox: OutboxStore,
+    faster_session_extend: bool = False,
 ) -> list[Route]:
     routes = identity_routes(identities, "")
     routes += organization_routes(organizations)
     routes += scim_token_routes(scim_tokens)
     routes += health
     routes += admin_session_routes(
-        sessions, find_identity, identity_json, session_tokens, admin_base_url, audit
+        sessions, find_identity, identity_json, session_tokens, admin_base_url, audit, faster_session_extend
     )
     routes += admin_recovery_routes(recovery, find_identity, public_base_url, max_body)
 

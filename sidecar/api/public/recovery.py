@@ -27,8 +27,7 @@ from sidecar.flows.recovery import RecoveryFlows
 def recovery_routes(
     ctx: HttpContext, flows: RecoveryFlows, error_flows: ErrorFlows, max_body: int
 ) -> list[Route]:
-    flags = ctx.config.feature_flags.model_extra or {}
-    transitions = bool(flags.get("use_continue_with_transitions"))
+    transitions = ctx.config.feature_flags.use_continue_with_transitions
 
     async def init(
         flow_type: FlowType, client: Client, request_url: str, query: Mapping[str, str]

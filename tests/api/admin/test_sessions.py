@@ -115,3 +115,19 @@ async def test_identity_sessions(harness: Harness, prefix: str) -> None:
 
     assert (await harness.admin.get(f"{prefix}/identities/{uuid.uuid4()}/sessions")).status_code == 404
     assert (await harness.admin.delete(f"{prefix}/identities/{uuid.uuid4()}/sessions")).status_code == 404
+
+
+@pytest.mark.parametrize("faster", [True, False])
+async def test_faster_session_extend(services_factory: Any, sqlite_dsn: str, faster: bool) -> None:
+    """Kratos' ``feature_flags.faster_session_extend`` (session/handler.go adminSessionExtend): 204
+    without a body; off, 200 with the session."""
+    async with harnesses(services_factory, sqlite_dsn) as factory:
+        h = await factory(feature_flags={"faster_session_extend": faster})
+        sid = (await _signed_in(h))["session"]["id"]
+        before = (await h.admin.get(f"/admin/sessions/{sid}")).json()["expires_at"]
+        extended = await h.admin.patch(f"/admin/sessions/{sid}/extend")
+        if faster:
+            assert extended.status_code == 204 and extended.content == b""
+        else:
+            assert extended.status_code == 200 and extended.json()["id"] == sid
+        assert (await h.admin.get(f"/admin/sessions/{sid}")).json()["expires_at"] > before
