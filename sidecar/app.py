@@ -133,6 +133,7 @@ from sidecar.strategies.registry import assurance as strategy_assurance
 from sidecar.strategies.registry import build_registry
 from sidecar.strategies.saml.acs import SamlEndpoints
 from sidecar.strategies.saml.connections import form_action_origins as saml_origins
+from sidecar.strategies.saml.gate import VerificationGate
 from sidecar.tracing import Tracing
 from sidecar.ui.api_client import PublicApiClient, in_process
 from sidecar.ui.pages import page_routes
@@ -409,6 +410,10 @@ def build_flows(
             sessions,
             identities.get,
             clock_skew=config.selfservice.methods.saml.config.clock_skew,
+            gate=VerificationGate(
+                config.selfservice.methods.saml.config.max_concurrent_verifications,
+                config.selfservice.methods.saml.config.max_queued_verifications,
+            ),
         )
         closers.append(saml.connections.aclose)
     flows = SelfServiceFlows(

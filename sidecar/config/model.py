@@ -782,6 +782,12 @@ class SamlMethodConfig(Model):
     fetched again."""
     signing: SamlSigning | None = None
     """Sidecar-only: the service provider's key pair."""
+    max_concurrent_verifications: int = Field(0, ge=0, le=256)
+    """Sidecar-only: signature checks of identity providers' responses and logout requests that
+    run at once (each costs about 135 ms of CPU); 0 means the CPU count."""
+    max_queued_verifications: int = Field(32, ge=0, le=100_000)
+    """Sidecar-only: checks that may wait for a free slot; past this the ACS and SLO answer 503
+    with ``Retry-After``."""
 
     @field_validator("providers")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -33,6 +34,14 @@ class SamlCallbacks(Protocol):
     async def metadata(self, connection_id: str) -> str: ...
 
     async def post_form(self, connection_id: str, relay_state: str | None) -> tuple[str, dict[str, str]]: ...
+
+    async def precheck(self, connection_id: str, saml_response: str | None) -> None:
+        """Refuse a malformed response cheaply, before it is parked."""
+        ...
+
+    def verifying(self) -> AbstractAsyncContextManager[None]:
+        """One slot of the bound on signature checks; 503 (``Retry-After``) when it is full."""
+        ...
 
     async def park(self, fields: dict[str, str]) -> str: ...
 

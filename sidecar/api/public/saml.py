@@ -36,6 +36,21 @@ from sidecar.strategies.saml.protocol import MAX_MESSAGE
 _SUBMIT = "document.forms[0].submit();"
 _SUBMIT_HASH = base64.b64encode(hashlib.sha256(_SUBMIT.encode()).digest()).decode()
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+_BUSY_PAGE = (
+    '<!doctype html><html><head><meta charset="utf-8"><title>Please wait</title></head><body>'
+    "<h1>Please wait a moment</h1><p>{message}.</p><p>Reload this page in a few seconds to "
+    "continue signing in.</p></body></html>"
+)
+
+
+def _busy(exc: errors.ServiceUnavailable, request: Request) -> Response:
+    """503 with ``Retry-After``: a page a person can read (reloading it retries, nothing was
+    taken yet), Kratos' JSON error for everything else."""
+    if "text/html" in request.headers.get("accept", ""):
+        headers = {**_NO_STORE, **exc.headers, "Content-Security-Policy": "default-src 'none'"}
+        page = _BUSY_PAGE.format(message=html.escape(exc.message))
+        return HTMLResponse(page, status_code=503, headers=headers)
+    return error_response(exc, request)
 
 
 def _post_page(url: str, fields: Mapping[str, str]) -> HTMLResponse:
@@ -94,14 +109,20 @@ def saml_routes(
                     for k, v in body.items()
                     if k in ("SAMLResponse", "RelayState") and isinstance(v, str)
                 }
+                if len(fields.get("SAMLResponse", "")) > MAX_MESSAGE:
+                    raise errors.PayloadTooLarge(f"the SAMLResponse exceeds {MAX_MESSAGE} bytes")
+                await endpoints.precheck(provider, fields.get("SAMLResponse"))
                 handle = await endpoints.park(fields)
                 return see_other(f"{base}{PATH}/acs/{provider}?{urlencode({'continue': handle})}")
-            fields = await endpoints.unpark(request.query_params.get("continue"))
-            csrf_token, new = ctx.ensure_csrf(request)
-            client = await ctx.client(request, csrf_token=csrf_token)
-            kind, outcome = await endpoints.consume(
-                provider, fields.get("SAMLResponse"), fields.get("RelayState"), client
-            )
+            async with endpoints.verifying():  # 503 before the parked response is taken
+                fields = await endpoints.unpark(request.query_params.get("continue"))
+                csrf_token, new = ctx.ensure_csrf(request)
+                client = await ctx.client(request, csrf_token=csrf_token)
+                kind, outcome = await endpoints.consume(
+                    provider, fields.get("SAMLResponse"), fields.get("RelayState"), client
+                )
+        except errors.ServiceUnavailable as exc:
+            return _busy(exc, request)
         except errors.SidecarError as exc:
             return await error_flows.redirect(exc, request)
         response = came_back(ctx, lifecycles, kind, outcome)
@@ -127,6 +148,8 @@ def saml_routes(
                 target = await endpoints.logged_out(fields.get("RelayState"))
                 return see_other(target or logout.after_url(None))
             raise errors.BadRequest("Neither a SAMLRequest nor a SAMLResponse was sent.")
+        except errors.ServiceUnavailable as exc:
+            return _busy(exc, request)
         except errors.SidecarError as exc:
             return await error_flows.redirect(exc, request)
 

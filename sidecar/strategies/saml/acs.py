@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
 from typing import Protocol
@@ -32,12 +33,14 @@ from sidecar.session.model import Session
 from sidecar.strategies.federation.accounts import Verified
 from sidecar.strategies.federation.continuation import SignInContinuation
 from sidecar.strategies.saml.connections import SamlConnection
+from sidecar.strategies.saml.gate import VerificationGate
 from sidecar.strategies.saml.protocol import (
     LogoutOrder,
     SamlRefused,
     logout_request,
     parse_logout_request,
     parse_response,
+    precheck_response,
     sp_metadata,
 )
 from sidecar.strategies.saml.strategy import SamlStrategy, claims_of
@@ -64,6 +67,7 @@ class SamlEndpoints:
         identities: Callable[[uuid.UUID], Awaitable[Identity]],
         *,
         clock_skew: timedelta,
+        gate: VerificationGate,
     ) -> None:
         self._strategy = strategy
         self._connections = strategy.connections
@@ -73,6 +77,7 @@ class SamlEndpoints:
         self._sessions = sessions
         self._identities = identities
         self._skew = clock_skew
+        self._gate = gate
 
     def _connection(self, connection_id: str) -> SamlConnection:
         found = self._connections.find(connection_id)
@@ -91,6 +96,23 @@ class SamlEndpoints:
         if found is None:
             raise errors.BadRequest("The sign-in request is invalid or was already used. Please start again.")
         return found
+
+    async def precheck(self, connection_id: str, saml_response: str | None) -> None:
+        """The cheap checks of a posted response, before it is parked: a malformed, unsigned or
+        misaddressed one is refused without spending a signature check (``precheck_response``)."""
+        connection = self._connection(connection_id)
+        if not saml_response:
+            raise refused("no SAMLResponse")
+        try:
+            await asyncio.to_thread(precheck_response, connection.settings, saml_response)
+        except SamlRefused as exc:
+            raise refused(exc) from None
+
+    @asynccontextmanager
+    async def verifying(self) -> AsyncIterator[None]:
+        """One slot of the verification gate for the block; 503 before anything is taken when full."""
+        async with self._gate.admitted():
+            yield
 
     async def park(self, fields: dict[str, str]) -> str:
         return await self._states.park(fields)
@@ -163,9 +185,10 @@ class SamlEndpoints:
         connection = self._connection(connection_id)
         config = await self._connections.sp_config(connection)
         try:
-            order: LogoutOrder = await asyncio.to_thread(
-                parse_logout_request, config, message, binding, query
-            )
+            async with self._gate.admitted():
+                order: LogoutOrder = await asyncio.to_thread(
+                    parse_logout_request, config, message, binding, query
+                )
         except SamlRefused as exc:
             raise refused(exc) from None
         identity = await self._strategy.accounts.find_identity(Verified(connection.id, order.name_id, {}))

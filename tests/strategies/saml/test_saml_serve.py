@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import base64
 import re
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                 "config": {
                     **example["config"],
                     "clock_skew": "30s",
+                    # The tightest bound: this module's requests come one at a time, except in
+                    # test_verifications_past_the_bound_are_answered_503_and_can_be_retried.
+                    "max_concurrent_verifications": 1,
+                    "max_queued_verifications": 0,
                     "signing": {"key_url": f"file://{sp_key}", "certificate_url": sp_cert},
                     "providers": [
                         {
@@ -143,7 +149,8 @@ def _post_response(
     }
     r = client.post(site.acs(connection), data=fields)
     assert r.status_code == 303, r.text
-    assert r.headers["location"].startswith(site.acs(connection) + "?continue=")
+    if not r.headers["location"].startswith(site.acs(connection) + "?continue="):
+        return r  # refused by the cheap checks, before it was parked: to the error page
     return client.get(r.headers["location"])
 
 
@@ -390,6 +397,85 @@ def test_replayed_and_unsolicited_responses(site: Site) -> None:
         xml = site.idp.respond(request, "gina@partner.test")
         error = _error(attacker, site, _post_response(attacker, site, "partner", xml, None))
         assert "did not send" in error["details"]["hint"]
+
+
+def test_malformed_and_oversized_responses_are_refused_before_they_are_parked(site: Site) -> None:
+    with httpx.Client(timeout=20) as browser:
+        request = _request(browser, site, _submit(browser, site, {"method": "saml", "provider": "acme"}))
+        for junk, hint in [("<Response", "well-formed"), ("<x/>", "not a saml response")]:
+            r = _post_response(browser, site, "acme", junk, request.relay_state)
+            assert "?continue=" not in r.headers["location"]
+            error = _error(browser, site, r)
+            assert error["code"] == 400 and hint in error["details"]["hint"].lower(), error
+        r = browser.post(site.acs("acme"), data={"SAMLResponse": "!not base64 at all!"})
+        assert _error(browser, site, r)["code"] == 400
+        # Past the 256 KiB message bound (and past the body bound), before any XML is read.
+        for size in (257 * 1024, 400 * 1024):
+            r = browser.post(site.acs("acme"), data={"SAMLResponse": "A" * size, "RelayState": "x"})
+            error = _error(browser, site, r)
+            assert error["code"] == 413, error
+        # The flow is untouched: the real answer still signs in.
+        xml = site.idp.respond(request, "hana@acme.example")
+        assert _post_response(browser, site, "acme", xml, request.relay_state).status_code == 303
+        assert _whoami(browser, site) is not None
+
+
+def test_verifications_past_the_bound_are_answered_503_and_can_be_retried(site: Site) -> None:
+    """One check at a time, none queued: of responses checked at once, all but one get 503 with
+    Retry-After (a page for browsers, Kratos' JSON otherwise). Nothing was taken, so the same URL
+    succeeds when retried; every sign-in completes and nothing answers 500."""
+    n = 6
+    browsers = [httpx.Client(timeout=60) for _ in range(n)]
+    try:
+        continues = []
+        for i, browser in enumerate(browsers):
+            request = _request(browser, site, _submit(browser, site, {"method": "saml", "provider": "acme"}))
+            xml = site.idp.respond(request, f"crowd{i}@acme.example")
+            r = browser.post(
+                site.acs("acme"),
+                data={
+                    "SAMLResponse": base64.b64encode(xml.encode()).decode(),
+                    "RelayState": request.relay_state,
+                },
+            )
+            assert r.status_code == 303 and "?continue=" in r.headers["location"], r.text
+            continues.append(r.headers["location"])
+        pending, busy = set(range(n)), {"page": 0, "json": 0}
+        for _ in range(n):  # at least one is admitted each round
+            if not pending:
+                break
+            batch = sorted(pending)
+            barrier = threading.Barrier(len(batch))
+
+            def get(i: int) -> tuple[int, httpx.Response]:
+                accept = "text/html,application/xhtml+xml" if i % 2 else "application/json"
+                barrier.wait()
+                return i, browsers[i].get(continues[i], headers={"Accept": accept})
+
+            with ThreadPoolExecutor(len(batch)) as pool:
+                for i, r in pool.map(get, batch):
+                    if r.status_code == 503:
+                        assert r.headers["retry-after"] == "1", r.headers
+                        if i % 2:
+                            assert "Reload this page" in r.text and r.headers["content-type"].startswith(
+                                "text/html"
+                            )
+                            busy["page"] += 1
+                        else:
+                            assert r.json()["error"]["code"] == 503, r.text
+                            busy["json"] += 1
+                        continue
+                    assert r.status_code == 303, (r.status_code, r.text)
+                    assert "/error" not in r.headers["location"], r.headers["location"]
+                    pending.discard(i)
+        assert not pending
+        assert busy["page"] + busy["json"] > 0, busy
+        for i, browser in enumerate(browsers):
+            me = _whoami(browser, site)
+            assert me is not None and me["identity"]["traits"]["email"] == f"crowd{i}@acme.example"
+    finally:
+        for browser in browsers:
+            browser.close()
 
 
 def test_single_logout_from_the_idp_revokes_the_session(site: Site) -> None:
