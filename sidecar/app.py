@@ -29,6 +29,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp
 
+from sidecar.admission import Admission
 from sidecar.api import respond
 from sidecar.api.admin.auth import AdminKey
 from sidecar.api.admin.courier import CourierPageTokens
@@ -133,7 +134,6 @@ from sidecar.strategies.registry import assurance as strategy_assurance
 from sidecar.strategies.registry import build_registry
 from sidecar.strategies.saml.acs import SamlEndpoints
 from sidecar.strategies.saml.connections import form_action_origins as saml_origins
-from sidecar.strategies.saml.gate import VerificationGate
 from sidecar.tracing import Tracing
 from sidecar.ui.api_client import PublicApiClient, in_process
 from sidecar.ui.pages import page_routes
@@ -410,9 +410,11 @@ def build_flows(
             sessions,
             identities.get,
             clock_skew=config.selfservice.methods.saml.config.clock_skew,
-            gate=VerificationGate(
+            gate=Admission(
                 config.selfservice.methods.saml.config.max_concurrent_verifications,
                 config.selfservice.methods.saml.config.max_queued_verifications,
+                refusal="Too many single sign-on answers are being checked right now, "
+                "please retry in a moment",
             ),
         )
         closers.append(saml.connections.aclose)

@@ -21,7 +21,7 @@ from typing import TypeVar
 import argon2.low_level
 import bcrypt
 
-from sidecar import errors
+from sidecar.admission import Admission
 from sidecar.config.model import Hashers
 from sidecar.hashing import formats
 from sidecar.tracing import Tracing
@@ -30,7 +30,6 @@ T = TypeVar("T")
 
 
 HASHING_NICENESS = 10
-RETRY_AFTER_SECONDS = 1
 
 
 def _thread_priority(priority: str) -> Callable[[], None]:
@@ -62,14 +61,17 @@ class PasswordHasher:
     def __init__(self, config: Hashers, *, tracing: Tracing | None = None) -> None:
         self._config = config
         self._tracing = tracing or Tracing.off()
-        workers = config.max_concurrent or os.cpu_count() or 1
-        self._pool = ThreadPoolExecutor(
-            max_workers=workers, thread_name_prefix="hasher", initializer=_thread_priority(config.priority)
+        # Each waiting hash holds a request and, once running, 64 MiB: past the queue, refuse instead.
+        self._admission = Admission(
+            config.max_concurrent,
+            config.max_queue,
+            refusal="Too many passwords are being checked right now, please retry in a moment",
         )
-        self._workers = workers
-        self._slots = asyncio.Semaphore(workers)
-        self._waiting = 0
-        self._max_queue = config.max_queue
+        self._pool = ThreadPoolExecutor(
+            max_workers=self._admission.concurrency,
+            thread_name_prefix="hasher",
+            initializer=_thread_priority(config.priority),
+        )
         self._dummy: str | None = None
         a = config.argon2
         self._argon2_params = (a.memory // 1024, a.iterations, a.parallelism, a.key_length)
@@ -77,29 +79,16 @@ class PasswordHasher:
     @property
     def concurrency(self) -> int:
         """Hashes that run at once (``hashers.max_concurrent``, else the CPU count)."""
-        return self._workers
+        return self._admission.concurrency
 
     @property
     def queue_depth(self) -> int:
         """Hashes waiting for a free slot (for metrics)."""
-        return self._waiting
+        return self._admission.queue_depth
 
     async def _run(self, fn: Callable[[], T]) -> T:
-        if self._slots.locked() and self._waiting >= self._max_queue:
-            # Each waiting hash holds a request and, once running, 64 MiB: refuse instead.
-            raise errors.ServiceUnavailable(
-                "Too many passwords are being checked right now, please retry in a moment",
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-            )
-        self._waiting += 1
-        try:
-            await self._slots.acquire()
-        finally:
-            self._waiting -= 1
-        try:
+        async with self._admission.admitted():
             return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
-        finally:
-            self._slots.release()
 
     def _hash_sync(self, password: bytes) -> str:
         if self._config.algorithm == "bcrypt":

@@ -24,6 +24,7 @@ from datetime import timedelta
 from typing import Protocol
 
 from sidecar import errors
+from sidecar.admission import Admission
 from sidecar.flows.model import Flow, FlowKind
 from sidecar.flows.outcome import AlreadySignedIn, Client, Outcome
 from sidecar.flows.store import FlowStore
@@ -33,7 +34,6 @@ from sidecar.session.model import Session
 from sidecar.strategies.federation.accounts import Verified
 from sidecar.strategies.federation.continuation import SignInContinuation
 from sidecar.strategies.saml.connections import SamlConnection
-from sidecar.strategies.saml.gate import VerificationGate
 from sidecar.strategies.saml.protocol import (
     LogoutOrder,
     SamlRefused,
@@ -67,7 +67,7 @@ class SamlEndpoints:
         identities: Callable[[uuid.UUID], Awaitable[Identity]],
         *,
         clock_skew: timedelta,
-        gate: VerificationGate,
+        gate: Admission,
     ) -> None:
         self._strategy = strategy
         self._connections = strategy.connections

@@ -1,4 +1,4 @@
-"""The bound on SAML signature checks: slots, the waiting queue, and 503 past it."""
+"""Admission for expensive work (password hashes, SAML checks): slots, the waiting queue, and 503 past it."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import asyncio
 import pytest
 
 from sidecar import errors
-from sidecar.strategies.saml.gate import VerificationGate
+from sidecar.admission import Admission
 
 
 async def test_past_the_slots_and_the_queue_the_gate_answers_503_with_retry_after() -> None:
-    gate = VerificationGate(max_concurrent=1, max_queue=1)
+    gate = Admission(1, 1, refusal="busy")
     release = asyncio.Event()
     entered: list[str] = []
 
@@ -29,6 +29,7 @@ async def test_past_the_slots_and_the_queue_the_gate_answers_503_with_retry_afte
         async with gate.admitted():
             pass
     assert refused.value.code == 503 and refused.value.headers["Retry-After"] == "1"
+    assert refused.value.message == "busy"
     release.set()
     await asyncio.gather(first, second)
     assert entered == ["first", "second"] and gate.queue_depth == 0
@@ -37,5 +38,5 @@ async def test_past_the_slots_and_the_queue_the_gate_answers_503_with_retry_afte
 
 
 async def test_zero_means_the_cpu_count() -> None:
-    assert VerificationGate(max_concurrent=0, max_queue=0).concurrency >= 1
-    assert VerificationGate(max_concurrent=3, max_queue=0).concurrency == 3
+    assert Admission(0, 0, refusal="busy").concurrency >= 1
+    assert Admission(3, 0, refusal="busy").concurrency == 3
