@@ -204,7 +204,10 @@ async def test_failed_logins_count_once_across_replicas(shared: Fleet) -> None:
         if statuses[-1] == 429:
             break
     assert statuses[-1] == 429, statuses
-    assert len(statuses) <= 7, statuses  # security.rate_limit.free_failures (5) counted fleet-wide
+    # security.rate_limit.free_failures (5) counted fleet-wide: the 429 comes after 6 or 7 attempts,
+    # or a little later on a slow machine, where an attempt may arrive after the 1 s, then 2 s delay
+    # has passed. Per-replica counters (5 each) would allow 15 and answer no 429 within these 12.
+    assert len(statuses) <= 9, statuses
     assert set(statuses[:-1]) == {400}, statuses
 
 
