@@ -17,6 +17,11 @@ request (user + system from /proc, every thread and child): the steadiest figure
 Writes bench/RESULTS.md (machine state and every row of the run).
 
     .venv/bin/python bench/run.py [--duration 10] [--connections 50] [--repeat 2]
+
+``--only GROUP[,GROUP...]`` runs the nginx baseline (first and last) and those row groups only
+(``GROUPS`` below), prints their rows as a table and leaves bench/RESULTS.md as it is (it keeps
+the last full run). The ``decision`` and ``proxy`` rows alternate with each other when both run,
+as in the full run.
 """
 
 from __future__ import annotations
@@ -53,6 +58,18 @@ LOGIN_EMAIL, LOGIN_PASSWORD = "storm@example.com", "Storm-login-bench-4-argon2!"
 COOKIE_SECRET = "bench-cookie-secret-0123456789abcdef"
 RULES = "version: 1\nrules:\n  - {id: private, match: {paths: ['/private/**']}, require: authenticated}\n"
 Row = dict[str, float]
+GROUPS = {
+    "calibration": "nginx -> Python upstream, bare ASGI app under uvicorn",
+    "decision": "cached decision: as shipped, access log off, granian (alternated)",
+    "proxy": "full proxy, signed in: as shipped, access log off, granian (alternated)",
+    "c1": "concurrency 1: nginx, the decision, granian's decision",
+    "storms": "decision during a login storm, logins during a proxy flood (both hashing priorities)",
+    "miss": "decision with the session cache off",
+    "aiohttp": "full proxy with proxy.upstream_client: aiohttp",
+    "workers": "--workers 1 and 2",
+    "signups": "sign-ups against the argon2 limit, and the burst",
+    "inprocess": "bench/access_log.py and bench/decision_path.py",
+}
 
 
 def free_port() -> int:
@@ -444,7 +461,21 @@ def main() -> int:
     parser.add_argument("--logins", type=int, default=20, help="concurrent logins in the storm scenario")
     parser.add_argument("--burst", type=int, default=200, help="simultaneous sign-ups in the burst")
     parser.add_argument("--dsn", help="the SQL database (default: a SQLite file in the run's folder)")
+    parser.add_argument(
+        "--only",
+        type=lambda v: [g.strip() for g in v.split(",") if g.strip()],
+        help="comma-separated row groups (with the nginx baseline); the table goes to stdout, not "
+        "RESULTS.md: " + "; ".join(f"{k}: {v}" for k, v in GROUPS.items()),
+    )
     args = parser.parse_args()
+    unknown = sorted(set(args.only or ()) - set(GROUPS))
+    if unknown:
+        print(f"unknown row group(s) {', '.join(unknown)}; known: {', '.join(GROUPS)}", file=sys.stderr)
+        return 2
+
+    def want(group: str) -> bool:
+        return args.only is None or group in args.only
+
     for tool in ("wrk", "taskset", "redis-server", "/usr/sbin/nginx"):
         if not shutil.which(tool):
             print(f"{tool} is required", file=sys.stderr)
@@ -493,19 +524,29 @@ def main() -> int:
             )
 
         r["ngx_start"] = nginx()
-        r["ngx_c1"] = nginx(connections=1)
-        r["ngx_python"] = nginx("/python/x")
-        bare_port = free_port()
-        bare = procs.start(
-            [sys.executable, "-m", "uvicorn", "bench.upstream:app", "--port", str(bare_port), *uvicorn_args],
-            bare_port,
-            SERVER_CORE,
-            cwd=ROOT,
-        )
-        r["bare_asgi"] = wrk(
-            f"http://127.0.0.1:{bare_port}/", connections=c, duration=d, headers={}, server=bare.pid
-        )
-        procs.stop(bare)
+        if want("c1"):
+            r["ngx_c1"] = nginx(connections=1)
+        if want("calibration"):
+            r["ngx_python"] = nginx("/python/x")
+            bare_port = free_port()
+            bare = procs.start(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "bench.upstream:app",
+                    "--port",
+                    str(bare_port),
+                    *uvicorn_args,
+                ],
+                bare_port,
+                SERVER_CORE,
+                cwd=ROOT,
+            )
+            r["bare_asgi"] = wrk(
+                f"http://127.0.0.1:{bare_port}/", connections=c, duration=d, headers={}, server=bare.pid
+            )
+            procs.stop(bare)
 
         # --- sidecar serve as shipped ----------------------------------------------------------
         side = bench.sidecar()
@@ -514,40 +555,43 @@ def main() -> int:
         signed_in = {"X-Session-Token": token}
         decision = f"{side.base}/.auth/authz/nginx"
         proxied = f"{side.base}/private/x"
-        # The same server with the access log off, up at the same time (idle while the other is
-        # measured): the rows alternate, so both see the same machine and the difference is the log.
-        quiet = bench.sidecar(log={"level": "warning", "format": "json"})
-        quiet_decision, quiet_proxied = f"{quiet.base}/.auth/authz/nginx", f"{quiet.base}/private/x"
-        # And the same with the public listener under granian (``serve.public.server``), also
-        # alternated with the headline rows (uvicorn, the default).
-        gran = bench.sidecar(serve={"public": {"server": "granian"}})
-        gran_decision, gran_proxied = f"{gran.base}/.auth/authz/nginx", f"{gran.base}/private/x"
-        wrk(decision, connections=c, duration=2, headers=auth)  # warm-up
-        wrk(quiet_decision, connections=c, duration=2, headers=auth)
-        wrk(gran_decision, connections=c, duration=2, headers=auth)
-        for i in range(args.repeat):
-            r[f"decision_cached_{i}"] = wrk(
-                decision, connections=c, duration=d, headers=auth, server=side.pid
-            )
-            r[f"decision_nolog_{i}"] = wrk(
-                quiet_decision, connections=c, duration=d, headers=auth, server=quiet.pid
-            )
-            r[f"proxy_signed_in_{i}"] = wrk(
-                proxied, connections=c, duration=d, headers=signed_in, server=side.pid
-            )
-            r[f"proxy_nolog_{i}"] = wrk(
-                quiet_proxied, connections=c, duration=d, headers=signed_in, server=quiet.pid
-            )
-            r[f"granian_decision_{i}"] = wrk(
-                gran_decision, connections=c, duration=d, headers=auth, server=gran.pid
-            )
-            r[f"granian_proxy_{i}"] = wrk(
-                gran_proxied, connections=c, duration=d, headers=signed_in, server=gran.pid
-            )
-        procs.stop(quiet.proc)
-        r["granian_c1"] = wrk(gran_decision, connections=1, duration=d, headers=auth, server=gran.pid)
-        procs.stop(gran.proc)
-        r["decision_c1"] = wrk(decision, connections=1, duration=d, headers=auth, server=side.pid)
+        alternated = [g for g in ("decision", "proxy") if want(g)]
+        if alternated or want("c1"):
+            # The same server with the access log off, up at the same time (idle while the other is
+            # measured): the rows alternate, so both see the same machine and the difference is the log.
+            quiet = bench.sidecar(log={"level": "warning", "format": "json"})
+            # And the same with the public listener under granian (``serve.public.server``), also
+            # alternated with the headline rows (uvicorn, the default).
+            gran = bench.sidecar(serve={"public": {"server": "granian"}})
+            # (row key, server, path, headers) of each group, run in this order in every repeat.
+            rows = {
+                "decision": [
+                    ("decision_cached", side, "/.auth/authz/nginx", auth),
+                    ("decision_nolog", quiet, "/.auth/authz/nginx", auth),
+                    ("granian_decision", gran, "/.auth/authz/nginx", auth),
+                ],
+                "proxy": [
+                    ("proxy_signed_in", side, "/private/x", signed_in),
+                    ("proxy_nolog", quiet, "/private/x", signed_in),
+                    ("granian_proxy", gran, "/private/x", signed_in),
+                ],
+            }
+            for s in (side, quiet, gran):  # warm-up
+                wrk(f"{s.base}/.auth/authz/nginx", connections=c, duration=2, headers=auth)
+            for i in range(args.repeat):
+                for group in alternated:
+                    for key, s, path, hdrs in rows[group]:
+                        r[f"{key}_{i}"] = wrk(
+                            f"{s.base}{path}", connections=c, duration=d, headers=hdrs, server=s.pid
+                        )
+            procs.stop(quiet.proc)
+            if want("c1"):
+                r["granian_c1"] = wrk(
+                    f"{gran.base}/.auth/authz/nginx", connections=1, duration=d, headers=auth, server=gran.pid
+                )
+            procs.stop(gran.proc)
+        if want("c1"):
+            r["decision_c1"] = wrk(decision, connections=1, duration=d, headers=auth, server=side.pid)
 
         def storms(side: Sidecar, tag: str) -> None:
             """Both directions: the decision's latency during a login storm, and the logins that
@@ -579,38 +623,42 @@ def main() -> int:
                 out, _ = logins.communicate(timeout=d + 120)
                 extra[f"{name}_{tag}"] = json.loads(out.decode().strip().splitlines()[-1])
 
-        storms(side, "low")
+        if want("storms"):
+            storms(side, "low")
         extra["log_lines"] = sum(1 for _ in side.log.open("rb"))
         procs.stop(side.proc)
 
-        side = bench.sidecar(hashers={"priority": "idle"})
-        wrk(f"{side.base}/.auth/authz/nginx", connections=c, duration=2, headers=auth)
-        r["decision_c1_idle"] = wrk(
-            f"{side.base}/.auth/authz/nginx", connections=1, duration=d, headers=auth, server=side.pid
-        )
-        storms(side, "idle")
-        procs.stop(side.proc)
+        if want("storms"):
+            side = bench.sidecar(hashers={"priority": "idle"})
+            wrk(f"{side.base}/.auth/authz/nginx", connections=c, duration=2, headers=auth)
+            r["decision_c1_idle"] = wrk(
+                f"{side.base}/.auth/authz/nginx", connections=1, duration=d, headers=auth, server=side.pid
+            )
+            storms(side, "idle")
+            procs.stop(side.proc)
 
-        side = bench.sidecar(session={"cache_ttl": "0s"})
-        decision = f"{side.base}/.auth/authz/nginx"
-        wrk(decision, connections=c, duration=2, headers=auth)
-        r["decision_miss"] = wrk(decision, connections=c, duration=d, headers=auth, server=side.pid)
-        procs.stop(side.proc)
+        if want("miss"):
+            side = bench.sidecar(session={"cache_ttl": "0s"})
+            decision = f"{side.base}/.auth/authz/nginx"
+            wrk(decision, connections=c, duration=2, headers=auth)
+            r["decision_miss"] = wrk(decision, connections=c, duration=d, headers=auth, server=side.pid)
+            procs.stop(side.proc)
 
         # --- diagnostics -----------------------------------------------------------------------
-        side = bench.sidecar(proxy={"upstream_client": "aiohttp"})
-        proxied = f"{side.base}/private/x"
-        wrk(proxied, connections=c, duration=2, headers=signed_in)
-        r["proxy_aiohttp"] = wrk(proxied, connections=c, duration=d, headers=signed_in, server=side.pid)
-        procs.stop(side.proc)
+        if want("aiohttp"):
+            side = bench.sidecar(proxy={"upstream_client": "aiohttp"})
+            proxied = f"{side.base}/private/x"
+            wrk(proxied, connections=c, duration=2, headers=signed_in)
+            r["proxy_aiohttp"] = wrk(proxied, connections=c, duration=d, headers=signed_in, server=side.pid)
+            procs.stop(side.proc)
 
         # --workers: one worker and two, both free to use both cores (wrk shares them); both
         # servers up at the same time and their rows alternated, like the log on/off rows.
         both = f"{SERVER_CORE},{LOAD_CORE}"
-        by_workers = {n: bench.sidecar(workers=n, core=both) for n in (1, 2)}
+        by_workers = {n: bench.sidecar(workers=n, core=both) for n in (1, 2)} if want("workers") else {}
         for side in by_workers.values():
             wrk(f"{side.base}/.auth/authz/nginx", connections=c, duration=2, headers=auth, cores=both)
-        for i in range(args.repeat):
+        for i in range(args.repeat if by_workers else 0):
             for n, side in by_workers.items():
                 before_each = children_ticks(side.pid)
                 r[f"workers_{n}_{i}"] = wrk(
@@ -630,32 +678,75 @@ def main() -> int:
             procs.stop(side.proc)
 
         # --- sign-ups: steady rate against the argon2 limit, then a burst -----------------------
-        extra["argon2_cpu_s"] = argon2_cpu_seconds()
-        side = bench.sidecar()
-        before = cpu_ticks(side.pid)
-        extra["signups"] = run_script(
-            "signups.py", f"{side.base}/.auth", "--concurrency", "8", "--duration", str(d)
-        )
-        extra["signups_cpu_s"] = (cpu_ticks(side.pid) - before) / os.sysconf("SC_CLK_TCK")
-        procs.stop(side.proc)
-        side = bench.sidecar()
-        extra["burst_rss_before_kib"] = memory_kib(side.pid, "VmRSS")
-        extra["burst"] = run_script("signups.py", f"{side.base}/.auth", "--burst", str(args.burst))
-        extra["burst_peak_kib"] = memory_kib(side.pid, "VmHWM")
-        extra["burst_alive"] = side.proc.poll() is None
-        procs.stop(side.proc)
+        if want("signups"):
+            extra["argon2_cpu_s"] = argon2_cpu_seconds()
+            side = bench.sidecar()
+            before = cpu_ticks(side.pid)
+            extra["signups"] = run_script(
+                "signups.py", f"{side.base}/.auth", "--concurrency", "8", "--duration", str(d)
+            )
+            extra["signups_cpu_s"] = (cpu_ticks(side.pid) - before) / os.sysconf("SC_CLK_TCK")
+            procs.stop(side.proc)
+            side = bench.sidecar()
+            extra["burst_rss_before_kib"] = memory_kib(side.pid, "VmRSS")
+            extra["burst"] = run_script("signups.py", f"{side.base}/.auth", "--burst", str(args.burst))
+            extra["burst_peak_kib"] = memory_kib(side.pid, "VmHWM")
+            extra["burst_alive"] = side.proc.poll() is None
+            procs.stop(side.proc)
 
-        extra["access_log_in_process"] = run_script("access_log.py")
-        extra["decision_path"] = run_script("decision_path.py")
-        extra["decision_path_300"] = run_script("decision_path.py", "--rules", "299", "--rounds", "2")
+        if want("inprocess"):
+            extra["access_log_in_process"] = run_script("access_log.py")
+            extra["decision_path"] = run_script("decision_path.py")
+            extra["decision_path_300"] = run_script("decision_path.py", "--rules", "299", "--rounds", "2")
         r["ngx_end"] = nginx()
         r["ngx"] = mean_row([r["ngx_start"], r["ngx_end"]])
     finally:
         procs.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
+    if args.only is not None:
+        print("\n".join(partial_results(state, r, extra, args)))
+        return 0
     write_results(state, r, extra, args)
     print((ROOT / "bench" / "RESULTS.md").read_text())
     return 0
+
+
+def partial_results(
+    state: list[str], r: dict[str, Row], extra: dict[str, Any], args: argparse.Namespace
+) -> list[str]:
+    """The rows an ``--only`` run measured, each as its key, against the same run's baseline."""
+    base = r["ngx"]
+    lines = [
+        f"`bench/run.py --only {','.join(args.only)} --duration {args.duration} "
+        f"--connections {args.connections} --repeat {args.repeat}`",
+        "",
+        *state,
+        "",
+        "| row | req/s | ratio | p50 ms | p99 ms | errors | server CPU µs/req "
+        "| CPU ratio (nginx µs / row's) | load |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    groups: dict[str, list[Row]] = {}
+    for key, x in r.items():
+        lines.append(
+            f"| {key} | {x['rps']:,.0f} | {x['rps'] / base['rps']:.3f} | {x['p50_ms']:.2f} "
+            f"| {x['p99_ms']:.2f} "
+            f"| {x['non2xx'] + x['errors']:.0f} | {x['cpu_us']:.1f} | {base['cpu_us'] / x['cpu_us']:.3f} "
+            f"| {x['load']:.2f} |"
+        )
+        stem, _, run = key.rpartition("_")
+        if run.isdigit() and stem:
+            groups.setdefault(stem, []).append(x)
+    for stem, rows in groups.items():
+        m = mean_row(rows)
+        lines.append(
+            f"| **{stem} (mean of {len(rows)})** | {m['rps']:,.0f} | {m['rps'] / base['rps']:.3f} "
+            f"| {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {m['non2xx'] + m['errors']:.0f} | {m['cpu_us']:.1f} "
+            f"| {base['cpu_us'] / m['cpu_us']:.3f} | {m['load']:.2f} |"
+        )
+    if extra:
+        lines += ["", "```json", json.dumps({k: v for k, v in extra.items()}, indent=1, default=str), "```"]
+    return lines
 
 
 def server_rows(
