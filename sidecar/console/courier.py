@@ -7,15 +7,13 @@ its worker's lease and is left alone (``CourierStore.retry``/``abandon`` refuse 
 
 from __future__ import annotations
 
-import uuid
-from urllib.parse import urlencode
-
 from starlette.requests import Request
 from starlette.responses import Response
 
 from sidecar import errors
 from sidecar.api.admin.courier import CourierPageTokens
 from sidecar.console.auth import ConsoleSession
+from sidecar.console.listing import Paging, path_id, status_filter
 from sidecar.console.pages import PREFIX, Form, Pages
 from sidecar.courier.model import MESSAGE_STATUSES
 from sidecar.courier.store import CourierStore
@@ -25,24 +23,16 @@ class CourierPages:
     def __init__(self, pages: Pages, store: CourierStore, tokens: CourierPageTokens, page_size: int) -> None:
         self.pages = pages
         self.store = store
-        self.tokens = tokens
-        self.page_size = page_size
+        self.paging = Paging(tokens, page_size)
 
     async def queue(self, request: Request, signed_in: ConsoleSession) -> Response:
         q = request.query_params
-        status = q.get("status") or None
-        if status is not None and status not in MESSAGE_STATUSES:
-            raise errors.BadRequest(f"status must be one of {', '.join(MESSAGE_STATUSES)}")
-        token = q.get("page_token")
-        after = self.tokens.open(token) if token else None
-        rows = await self.store.list(page_size=self.page_size + 1, after=after, status=status)  # type: ignore[arg-type]
-        page, more = rows[: self.page_size], len(rows) > self.page_size
-        next_url = None
-        if more and page:
-            sealed = self.tokens.seal((page[-1].created_at, page[-1].id))
-            next_url = f"{PREFIX}/courier?" + urlencode(
-                {k: v for k, v in (("status", status), ("page_token", sealed)) if v}
-            )
+        status = status_filter(q, MESSAGE_STATUSES)
+        after = self.paging.after(q.get("page_token"))
+        rows = await self.store.list(page_size=self.paging.fetch, after=after, status=status)
+        page, next_url = self.paging.cut(
+            rows, f"{PREFIX}/courier", {"status": status or ""}, lambda m: (m.created_at, m.id)
+        )
         context = {
             "title": "Courier",
             "messages": page,
@@ -57,10 +47,7 @@ class CourierPages:
         return self.pages.render("courier.html", context, signed_in=signed_in, section="courier")
 
     async def _act(self, request: Request, signed_in: ConsoleSession, action: str) -> Response:
-        try:
-            message_id = uuid.UUID(request.path_params["id"])
-        except ValueError:
-            raise errors.NotFound("There is no courier message with that id.") from None
+        message_id = path_id(request, "courier message")
         if action == "retry":
             done = await self.store.retry(message_id)
         else:

@@ -21,6 +21,7 @@ from sidecar.api.admin import bodies
 from sidecar.api.pagination import PageTokens
 from sidecar.console import traits_form
 from sidecar.console.auth import ConsoleSession
+from sidecar.console.listing import Paging, path_id
 from sidecar.console.pages import PREFIX, Form, Pages
 from sidecar.identity.manager import IdentityManager
 from sidecar.identity.model import Identity
@@ -34,13 +35,6 @@ MAX_QUERY = 256
 
 def identity_url(identity_id: uuid.UUID | str, anchor: str = "") -> str:
     return f"{PREFIX}/identities/{identity_id}" + (f"#{anchor}" if anchor else "")
-
-
-def _uuid(raw: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise errors.NotFound("There is no identity with that id.") from None
 
 
 def _pretty(value: Any) -> str:
@@ -79,8 +73,7 @@ class IdentityPages:
         self.manager = manager
         self.store = store
         self.schemas = schemas
-        self.tokens = tokens
-        self.page_size = page_size
+        self.paging = Paging(tokens, page_size)
         self.extras = list(extras)
 
     # --- search ---------------------------------------------------------------------------------
@@ -96,8 +89,7 @@ class IdentityPages:
     async def search(self, request: Request, signed_in: ConsoleSession) -> Response:
         q = (request.query_params.get("q") or "").strip()[:MAX_QUERY]
         token = request.query_params.get("page_token")
-        after = self.tokens.open(token) if token else None
-        size = self.page_size
+        after = self.paging.after(token)
         found: list[Identity] = []
         scope = "all identities"
         if q:
@@ -124,17 +116,12 @@ class IdentityPages:
                     )
                     external = await self.store.get_by_external_id(q)
                     found = exact + ([external] if external else [])
-            rows = await self.store.search_traits(paths, text, page_size=size + 1, after=after)
+            rows = await self.store.search_traits(paths, text, page_size=self.paging.fetch, after=after)
         else:
-            rows = await self.store.list(page_size=size + 1, after=after)
-        page, more = rows[:size], len(rows) > size
+            rows = await self.store.list(page_size=self.paging.fetch, after=after)
+        page, next_url = self.paging.cut(rows, f"{PREFIX}/identities", {"q": q}, lambda i: i.id)
         seen = {i.id for i in found}
         found += [i for i in page if i.id not in seen]
-        next_url = None
-        if more and page:
-            next_url = f"{PREFIX}/identities?" + urlencode(
-                {"q": q, "page_token": self.tokens.seal(page[-1].id)}
-            )
         context = {
             "title": "Identities",
             "q": q,
@@ -149,7 +136,7 @@ class IdentityPages:
     # --- detail ---------------------------------------------------------------------------------
 
     async def detail(self, request: Request, signed_in: ConsoleSession) -> Response:
-        identity = await self.manager.get(_uuid(request.path_params["id"]))
+        identity = await self.manager.get(path_id(request, "identity"))
         return await self._detail(identity, signed_in, notice=_notice(request.query_params.get("done")))
 
     async def _detail(
@@ -200,7 +187,7 @@ class IdentityPages:
     # --- edits ----------------------------------------------------------------------------------
 
     async def update_traits(self, request: Request, signed_in: ConsoleSession, form: Form) -> Response:
-        identity = await self.manager.get(_uuid(request.path_params["id"]))
+        identity = await self.manager.get(path_id(request, "identity"))
         schema = self.schemas.get(identity.schema_id)
         traits, problems = traits_form.read(schema, form, identity.traits)
         audit = self.pages.audit
@@ -228,7 +215,7 @@ class IdentityPages:
         return self.pages.redirect(f"{identity_url(identity.id)}?done=traits#traits")
 
     async def update_state(self, request: Request, signed_in: ConsoleSession, form: Form) -> Response:
-        identity_id = _uuid(request.path_params["id"])
+        identity_id = path_id(request, "identity")
         state = form.get("state", "")
         if state not in ("active", "inactive"):
             raise errors.BadRequest("state must be active or inactive")
@@ -240,7 +227,7 @@ class IdentityPages:
         return self.pages.redirect(f"{identity_url(identity_id)}?done=state")
 
     async def update_metadata(self, request: Request, signed_in: ConsoleSession, form: Form) -> Response:
-        identity = await self.manager.get(_uuid(request.path_params["id"]))
+        identity = await self.manager.get(path_id(request, "identity"))
         ops: list[dict[str, Any]] = []
         posted = {k: form.get(k, "") for k in ("metadata_public", "metadata_admin")}
         for key, raw in posted.items():
@@ -267,7 +254,7 @@ class IdentityPages:
         return self.pages.redirect(f"{identity_url(identity.id)}?done=metadata#metadata")
 
     async def delete_credential(self, request: Request, signed_in: ConsoleSession, form: Form) -> Response:
-        identity_id = _uuid(request.path_params["id"])
+        identity_id = path_id(request, "identity")
         kind = request.path_params["type"]
         try:
             await self.manager.delete_credential(identity_id, kind)
@@ -292,7 +279,7 @@ class IdentityPages:
     # --- delete ---------------------------------------------------------------------------------
 
     async def confirm_delete(self, request: Request, signed_in: ConsoleSession) -> Response:
-        identity = await self.manager.get(_uuid(request.path_params["id"]))
+        identity = await self.manager.get(path_id(request, "identity"))
         context = {
             "title": "Delete this identity?",
             "identity": identity,
@@ -301,7 +288,7 @@ class IdentityPages:
         return self.pages.render("delete.html", context, signed_in=signed_in, section="identities")
 
     async def delete(self, request: Request, signed_in: ConsoleSession, form: Form) -> Response:
-        identity_id = _uuid(request.path_params["id"])
+        identity_id = path_id(request, "identity")
         if form.get("confirm") != str(identity_id):
             raise errors.BadRequest("Deleting needs the confirmation from the delete page.")
         await self.manager.delete(identity_id)

@@ -18,7 +18,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,6 +27,7 @@ from sidecar.api.admin.scim_tokens import issue_token, scim_base_url
 from sidecar.api.pagination import PageTokens
 from sidecar.console.auth import ConsoleSession
 from sidecar.console.identities import identity_row
+from sidecar.console.listing import Paging, path_id
 from sidecar.console.pages import PREFIX, Form, Pages
 from sidecar.identity.store import IdentityStore
 from sidecar.organization.manager import OrganizationManager
@@ -50,13 +50,6 @@ class SsoConnection:
 
 def organization_url(organization_id: uuid.UUID | str, tail: str = "") -> str:
     return f"{PREFIX}/organizations/{organization_id}{tail}"
-
-
-def _uuid(raw: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise errors.NotFound("There is no organization with that id.") from None
 
 
 def _body(form: Form) -> dict[str, Any]:
@@ -95,8 +88,7 @@ class OrganizationPages:
         self.manager = manager
         self.identities = identities
         self.scim = scim
-        self.tokens = tokens
-        self.page_size = page_size
+        self.paging = Paging(tokens, page_size)
         self.public_base_url = public_base_url
         self.sso = sso
 
@@ -116,15 +108,11 @@ class OrganizationPages:
     ) -> Response:
         q = request.query_params
         token = q.get("page_token") if posted is None else None
-        after = self.tokens.open(token) if token else None
+        after = self.paging.after(token)
         domain = (q.get("domain") or "").strip() if posted is None else ""
-        rows = await self.manager.list(page_size=self.page_size + 1, after=after, domain=domain or None)
-        page, more = rows[: self.page_size], len(rows) > self.page_size
+        rows = await self.manager.list(page_size=self.paging.fetch, after=after, domain=domain or None)
+        page, next_url = self.paging.cut(rows, f"{PREFIX}/organizations", {"domain": domain}, lambda o: o.id)
         issued = await self.scim.tokens_issued([o.id for o in page])
-        next_url = None
-        if more and page:
-            params = {"domain": domain, "page_token": self.tokens.seal(page[-1].id)}
-            next_url = f"{PREFIX}/organizations?" + urlencode({k: v for k, v in params.items() if v})
         context = {
             "title": "Organizations",
             "rows": [
@@ -160,7 +148,7 @@ class OrganizationPages:
     # --- detail and edit ------------------------------------------------------------------------
 
     async def detail(self, request: Request, signed_in: ConsoleSession) -> Response:
-        organization = await self.manager.get(_uuid(request.path_params["id"]))
+        organization = await self.manager.get(path_id(request, "organization"))
         notice = _NOTICES.get(request.query_params.get("done") or "", "")
         return await self._detail(organization, signed_in, notice=notice)
 
@@ -175,7 +163,7 @@ class OrganizationPages:
         new_token: str = "",
         status: int = 200,
     ) -> Response:
-        members = await self.identities.list(page_size=self.page_size + 1, organization_id=organization.id)
+        members = await self.identities.list(page_size=self.paging.fetch, organization_id=organization.id)
         issued = (await self.scim.tokens_issued([organization.id])).get(organization.id)
         form = posted or {
             "label": organization.label,
@@ -191,8 +179,8 @@ class OrganizationPages:
             "scim_issued": issued,
             "scim_stamp": _stamp(issued),
             "new_token": new_token,
-            "members": [identity_row(i) for i in members[: self.page_size]],
-            "more_members": len(members) > self.page_size,
+            "members": [identity_row(i) for i in members[: self.paging.size]],
+            "more_members": len(members) > self.paging.size,
             "notice": notice,
             "problem": problem,
         }
@@ -201,7 +189,7 @@ class OrganizationPages:
         )
 
     async def update(self, request: Request, signed_in: ConsoleSession, form: Form) -> Response:
-        organization = await self.manager.get(_uuid(request.path_params["id"]))
+        organization = await self.manager.get(path_id(request, "organization"))
         audit = self.pages.audit
         body = _body(form)
         body.setdefault("slug", organization.slug)
@@ -223,21 +211,18 @@ class OrganizationPages:
     # --- members --------------------------------------------------------------------------------
 
     async def members(self, request: Request, signed_in: ConsoleSession) -> Response:
-        organization = await self.manager.get(_uuid(request.path_params["id"]))
+        organization = await self.manager.get(path_id(request, "organization"))
         token = request.query_params.get("page_token")
-        after = self.tokens.open(token) if token else None
         rows = await self.identities.list(
-            page_size=self.page_size + 1, after=after, organization_id=organization.id
+            page_size=self.paging.fetch, after=self.paging.after(token), organization_id=organization.id
         )
-        page, more = rows[: self.page_size], len(rows) > self.page_size
         base = organization_url(organization.id, "/members")
+        page, next_url = self.paging.cut(rows, base, {}, lambda i: i.id)
         context = {
             "title": f"Members of {organization.label}",
             "organization": organization,
             "members": [identity_row(i) for i in page],
-            "next_url": f"{base}?" + urlencode({"page_token": self.tokens.seal(page[-1].id)})
-            if more and page
-            else None,
+            "next_url": next_url,
             "first_url": base if token else None,
         }
         return self.pages.render("members.html", context, signed_in=signed_in, section="organizations")
@@ -245,7 +230,7 @@ class OrganizationPages:
     # --- SCIM token -----------------------------------------------------------------------------
 
     async def issue_scim_token(self, request: Request, signed_in: ConsoleSession, form: Form) -> Response:
-        organization = await self.manager.get(_uuid(request.path_params["id"]))
+        organization = await self.manager.get(path_id(request, "organization"))
         issued = (await self.scim.tokens_issued([organization.id])).get(organization.id)
         if form.get("current", "") != _stamp(issued):
             # A stale form (or the browser posting it again on reload) would replace the token that
@@ -272,7 +257,7 @@ class OrganizationPages:
         )
 
     async def revoke_scim_token(self, request: Request, signed_in: ConsoleSession, form: Form) -> Response:
-        organization = await self.manager.get(_uuid(request.path_params["id"]))
+        organization = await self.manager.get(path_id(request, "organization"))
         done = await self.scim.delete_token(organization.id)
         self.pages.audit.record(
             signed_in.actor,
@@ -287,7 +272,7 @@ class OrganizationPages:
     # --- delete ---------------------------------------------------------------------------------
 
     async def confirm_delete(self, request: Request, signed_in: ConsoleSession) -> Response:
-        organization = await self.manager.get(_uuid(request.path_params["id"]))
+        organization = await self.manager.get(path_id(request, "organization"))
         members = await self.identities.list(page_size=1, organization_id=organization.id)
         context = {
             "title": "Delete this organization?",
@@ -299,7 +284,7 @@ class OrganizationPages:
         )
 
     async def delete(self, request: Request, signed_in: ConsoleSession, form: Form) -> Response:
-        organization_id = _uuid(request.path_params["id"])
+        organization_id = path_id(request, "organization")
         if form.get("confirm") != str(organization_id):
             raise errors.BadRequest("Deleting needs the confirmation from the delete page.")
         try:

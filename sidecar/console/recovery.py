@@ -7,7 +7,6 @@ secret was made, never the secret.
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -19,6 +18,7 @@ from sidecar import errors
 from sidecar.api.admin.recovery import MAX_EXPIRES_IN, AdminRecoveryFlows
 from sidecar.config.model import SelfService, parse_duration
 from sidecar.console.auth import ConsoleSession
+from sidecar.console.listing import path_id
 from sidecar.console.pages import Form, Pages
 from sidecar.identity.manager import IdentityManager
 from sidecar.identity.model import Identity
@@ -48,10 +48,7 @@ class RecoverySection:
         return {"recovery_enabled": bool(self.kinds), "recovery_kinds": self.kinds}
 
     async def create(self, request: Request, signed_in: ConsoleSession, form: Form) -> Response:
-        try:
-            identity_id = uuid.UUID(request.path_params["id"])
-        except ValueError:
-            raise errors.NotFound("There is no identity with that id.") from None
+        identity_id = path_id(request, "identity")
         identity = await self.identities.get(identity_id)
         kind = form.get("kind", "")
         if kind not in self.kinds:

@@ -6,7 +6,6 @@ proxy stops honouring the session at once, as after the admin API's ``DELETE /ad
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,17 +15,10 @@ from starlette.responses import Response
 from sidecar import errors
 from sidecar.console.auth import ConsoleSession
 from sidecar.console.identities import identity_url
+from sidecar.console.listing import path_id
 from sidecar.console.pages import Form, Pages
 from sidecar.identity.model import Identity
 from sidecar.session.manager import SessionManager
-
-
-def _uuid(raw: str, what: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise errors.NotFound(f"There is no {what} with that id.") from None
-
 
 MAX_SHOWN = 50
 """The newest sessions shown on the detail page; "revoke all" still reaches every one."""
@@ -65,8 +57,8 @@ class SessionSection:
         return {"sessions": rows, "sessions_hidden": max(len(found) - MAX_SHOWN, 0), "last_used": last_used}
 
     async def revoke(self, request: Request, signed_in: ConsoleSession, form: Form) -> Response:
-        identity_id = _uuid(request.path_params["id"], "identity")
-        session = await self.sessions.get(_uuid(request.path_params["session_id"], "session"))
+        identity_id = path_id(request, "identity")
+        session = await self.sessions.get(path_id(request, "session", "session_id"))
         if session is None or session.identity_id != identity_id:
             raise errors.NotFound("This identity has no such session.")
         await self.sessions.revoke(session)
@@ -79,7 +71,7 @@ class SessionSection:
         return self.pages.redirect(f"{identity_url(identity_id)}?done=session#sessions")
 
     async def revoke_all(self, request: Request, signed_in: ConsoleSession, form: Form) -> Response:
-        identity_id = _uuid(request.path_params["id"], "identity")
+        identity_id = path_id(request, "identity")
         # Revoked, not deleted: the list keeps showing them, as inactive.
         count = await self.sessions.revoke_others(identity_id, None)
         self.pages.audit.record(

@@ -7,13 +7,12 @@ lease and a delivered one is done, so both are refused (``OutboxStore.retry`` sa
 
 from __future__ import annotations
 
-import uuid
-
 from starlette.requests import Request
 from starlette.responses import Response
 
 from sidecar import errors
 from sidecar.console.auth import ConsoleSession
+from sidecar.console.listing import path_id, status_filter
 from sidecar.console.pages import PREFIX, Form, Pages
 from sidecar.webhooks.outbox import STATUSES, OutboxStore
 
@@ -26,12 +25,10 @@ class WebhookPages:
 
     async def queue(self, request: Request, signed_in: ConsoleSession) -> Response:
         q = request.query_params
-        status = q.get("status") or None
-        if status is not None and status not in STATUSES:
-            raise errors.BadRequest(f"status must be one of {', '.join(STATUSES)}")
+        status = status_filter(q, STATUSES)
         context = {
             "title": "Web hooks",
-            "deliveries": await self.store.list(status=status, limit=self.page_size),  # type: ignore[arg-type]
+            "deliveries": await self.store.list(status=status, limit=self.page_size),
             "status": status or "",
             "statuses": STATUSES,
             "counts": await self.store.count_by_status(),
@@ -41,10 +38,7 @@ class WebhookPages:
         return self.pages.render("webhooks.html", context, signed_in=signed_in, section="webhooks")
 
     async def retry(self, request: Request, signed_in: ConsoleSession, form: Form) -> Response:
-        try:
-            delivery_id = uuid.UUID(request.path_params["id"])
-        except ValueError:
-            raise errors.NotFound("There is no web hook delivery with that id.") from None
+        delivery_id = path_id(request, "web hook delivery")
         done = await self.store.retry(delivery_id)
         self.pages.audit.record(
             signed_in.actor,

@@ -18,7 +18,7 @@ from sidecar.courier.model import Message
 from sidecar.identity.manager import IdentitySpec
 from sidecar.session.model import Device
 from sidecar.webhooks.outbox import Delivery
-from tests.console.conftest import Console, MakeConsole
+from tests.console.conftest import KEY, Console, MakeConsole
 
 RULES = """\
 version: 1
@@ -151,6 +151,31 @@ async def test_courier_queue_retry_and_abandon(
         ("courier.abandon", "refused"),
         ("courier.retry", "refused"),
     ]
+
+
+async def test_courier_queue_pages_keep_the_status_filter(make_console: MakeConsole) -> None:
+    c = await make_console(serve={"admin": {"api_key": KEY, "console": {"page_size": 2}}})
+    await c.sign_in()
+    store = c.services.database.courier
+    await store.enqueue(message("sent@example.test"))
+    [claimed] = await store.claim_batch("w", limit=1, lease=timedelta(minutes=1))
+    assert await store.mark_sent(claimed.id, "w")
+    queued = [f"queued-{n}@example.test" for n in range(3)]
+    for recipient in queued:
+        await store.enqueue(message(recipient))
+
+    first = await c.client.get("/console/courier?status=queued")
+    nxt = re.search(r'href="([^"]+)" rel="next"', first.text)
+    assert nxt is not None, first.text[:2000]
+    link = html.unescape(nxt.group(1))
+    assert link.startswith("/console/courier?status=queued&page_token=")
+    second = await c.client.get(link)
+    assert second.status_code == 200 and 'rel="next"' not in second.text
+    # Every queued message on exactly one of the two pages; the sent one on neither.
+    assert [(r in first.text) + (r in second.text) for r in queued] == [1, 1, 1]
+    assert "sent@example.test" not in first.text + second.text
+    forged = await c.client.get("/console/courier", params={"page_token": "forged"})
+    assert forged.status_code == 400
 
 
 def delivery(url: str) -> Delivery:
