@@ -22,9 +22,7 @@ from sidecar.flows.nodes import Node
 from sidecar.flows.outcome import Client, FlowInvalid
 from sidecar.flows.strategy import (
     NOT_RESPONSIBLE,
-    LoginStrategy,
     NotResponsible,
-    RegistrationStrategy,
     SettingsContext,
     SettingsStrategy,
     SettingsUpdate,
@@ -37,6 +35,7 @@ from sidecar.strategies.deps import Roles, StrategyDeps
 from sidecar.strategies.federation import accounts
 from sidecar.strategies.federation.accounts import CALLBACK, FederatedIdentities, Verified
 from sidecar.strategies.federation.jit import Connection, FederatedAccounts, active
+from sidecar.strategies.federation.strategy import FederatedStrategy, form_traits
 from sidecar.strategies.oidc.providers import Provider
 from sidecar.strategies.oidc.signin import ProviderSignIn
 from sidecar.strategies.settings_rules import require_privileged
@@ -50,9 +49,8 @@ def _leaves_for_provider(flow: Flow, body: Mapping[str, Any]) -> bool:
     return bool(flow.internal.get(FLOW_MARK)) and not body.get("id_token")
 
 
-class OidcStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
+class OidcStrategy(FederatedStrategy, SettingsStrategy):
     id = "oidc"
-    organizations = True
 
     @classmethod
     def build(cls, deps: StrategyDeps) -> Roles | None:
@@ -73,42 +71,21 @@ class OidcStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         self.providers = self.signin.providers
         self.client = self.signin.client
         self._identities = identities
-        self.accounts = FederatedAccounts("oidc", identities, schemas, self._connection)
+        self.facts = {
+            p.id: Connection(p.id, p.label, p.config.organization_id, p.trust_email_verified)
+            for p in self.providers.values()
+        }
+        self.accounts = FederatedAccounts("oidc", identities, schemas, self.facts.get)
         self._registration_enabled = config.selfservice.flows.registration.enabled
         self._code_login = config.selfservice.methods.code.passwordless_enabled
 
     def provider(self, provider_id: Any) -> Provider:
         return self.signin.provider(provider_id)
 
-    def _connection(self, provider_id: str) -> Connection | None:
-        p = self.providers.get(provider_id)
-        if p is None:
-            return None
-        return Connection(p.id, p.label, p.config.organization_id, p.trust_email_verified)
-
     async def map_claims(self, verified: Verified) -> Verified:
         return await self.signin.map_claims(verified)
 
     # --- nodes ----------------------------------------------------------------------------------
-
-    def _offered(self, flow: Flow) -> list[Provider]:
-        """Kratos: an organization's providers only in a flow for that organization, and the
-        others only outside one."""
-        wanted = str(flow.organization_id) if flow.organization_id else None
-        return [
-            p for p in self.providers.values() if (p.config.organization_id or "").lower() == (wanted or "")
-        ]
-
-    def login_nodes(self, flow: Flow) -> list[Node]:
-        return [
-            nodes.input_node(
-                "provider", "oidc", "submit", value=p.id, label=messages.oidc_sign_in_with(p.label, p.id)
-            )
-            for p in self._offered(flow)
-        ]
-
-    def identification_nodes(self, flow: Flow) -> list[Node]:
-        return self.login_nodes(flow)
 
     def login_credential_nodes(self, flow: Flow, identity: Identity | None) -> list[Node] | None:
         # Kratos oidc/strategy_login.go: the providers linked to the identity, or all of them.
@@ -117,18 +94,6 @@ class OidcStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         linked = accounts.linked_providers(identity, self.id)
         shown = [n for n in self.login_nodes(flow) if n["attributes"].get("value") in linked]
         return shown or None
-
-    def registration_nodes(self, flow: Flow) -> list[Node]:
-        return [
-            nodes.input_node(
-                "provider", "oidc", "submit", value=p.id, label=messages.oidc_sign_up_with(p.label, p.id)
-            )
-            for p in self._offered(flow)
-        ]
-
-    def profile_nodes(self, flow: Flow, traits: Mapping[str, Any] | None = None) -> list[Node]:
-        # Kratos (oidc/strategy_registration.go): social sign-up is offered on both screens.
-        return self.registration_nodes(flow)
 
     def settings_nodes(self, flow: Flow, identity: Identity) -> list[Node]:
         linked = accounts.linked_providers(identity, self.id)
@@ -148,22 +113,13 @@ class OidcStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
                 )
         return out
 
-    def _responsible(self, body: Mapping[str, Any], *fields: str) -> bool:
-        method = body.get("method")
-        if method == self.id:
-            return True
-        # Without ``method`` (a provider button), only a provider of ours: SAML buttons share the name.
-        return method in (None, "") and any(
-            isinstance(v := body.get(f), str) and v in self.providers for f in fields
-        )
-
     async def find_identity(self, verified: Verified) -> Identity | None:
         return await self.accounts.find_identity(verified)
 
     # --- login ------------------------------------------------------------------------------------
 
     async def login(self, flow: Flow, body: Mapping[str, Any], client: Client) -> Identity | NotResponsible:
-        if not self._responsible(body, "provider"):
+        if not self.responsible(body, "provider"):
             return NOT_RESPONSIBLE
         provider = self.provider(body.get("provider"))
         flow.active = self.id
@@ -177,32 +133,28 @@ class OidcStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
             return await self.accounts.create(flow, await self.map_claims(verified), {})
         return await self.accounts.signed_in(verified) if identity is None else active(identity)
 
-    async def after_login(self, flow: Flow, identity: Identity, method: str) -> None:
-        await self.accounts.link_pending(flow, identity)
-
     # --- registration -----------------------------------------------------------------------------
 
     async def register(
         self, flow: Flow, body: Mapping[str, Any], client: Client
     ) -> Identity | NotResponsible:
-        if not self._responsible(body, "provider"):
+        if not self.responsible(body, "provider"):
             return NOT_RESPONSIBLE
         provider = self.provider(body.get("provider"))
         flow.active = self.id
-        raw_traits = body.get("traits")
-        form_traits: Mapping[str, Any] = raw_traits if isinstance(raw_traits, Mapping) else {}
+        traits = form_traits(body)
         verified = body.get(CALLBACK)
         if not isinstance(verified, Verified):
             pending = self.accounts.pending(flow, provider.id)
             if pending is not None:
                 verified = pending
             elif _leaves_for_provider(flow, body):
-                await self.signin.start(flow, provider, body, form_traits)
+                await self.signin.start(flow, provider, body, traits)
             else:
                 verified = await self.signin.verify_native(provider, body)
                 if await self.find_identity(verified) is not None:
                     raise FlowInvalid([messages.oidc_linked_elsewhere(provider.label)])
-        return await self.accounts.create(flow, await self.map_claims(verified), form_traits)
+        return await self.accounts.create(flow, await self.map_claims(verified), traits)
 
     # --- settings ---------------------------------------------------------------------------------
 
@@ -210,7 +162,7 @@ class OidcStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         self, flow: Flow, body: Mapping[str, Any], ctx: SettingsContext
     ) -> SettingsUpdate | NotResponsible:
         verified = body.get(CALLBACK)
-        if not isinstance(verified, Verified) and not self._responsible(body, "link", "unlink"):
+        if not isinstance(verified, Verified) and not self.responsible(body, "link", "unlink"):
             return NOT_RESPONSIBLE
         identity = ctx.identity
         if isinstance(verified, Verified):

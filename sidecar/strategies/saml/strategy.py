@@ -19,26 +19,25 @@ from typing import Any, NoReturn
 
 from sidecar import errors
 from sidecar.config.model import Config
-from sidecar.flows import messages, nodes
+from sidecar.flows import messages
 from sidecar.flows.model import Flow
-from sidecar.flows.nodes import Node
 from sidecar.flows.outcome import Client, FlowInvalid
-from sidecar.flows.strategy import NOT_RESPONSIBLE, LoginStrategy, NotResponsible, RegistrationStrategy
+from sidecar.flows.strategy import NOT_RESPONSIBLE, NotResponsible
 from sidecar.identity.model import Identity, utcnow
 from sidecar.kv.store import KeyValueStore
 from sidecar.schema.registry import SchemaRegistry
 from sidecar.strategies.deps import Roles, StrategyDeps
 from sidecar.strategies.federation.accounts import CALLBACK, FederatedIdentities, Verified
-from sidecar.strategies.federation.jit import Connection, FederatedAccounts, active
+from sidecar.strategies.federation.jit import FederatedAccounts, active
 from sidecar.strategies.federation.mapper import MapperError, run_mapper
+from sidecar.strategies.federation.strategy import FederatedStrategy, form_traits
 from sidecar.strategies.saml.connections import PATH, SamlConnection, SamlConnections
 from sidecar.strategies.saml.protocol import SamlRefused, authn_request
 from sidecar.strategies.saml.state import RelayRecord, SamlStateStore
 
 
-class SamlStrategy(LoginStrategy, RegistrationStrategy):
+class SamlStrategy(FederatedStrategy):
     id = "saml"
-    organizations = True
 
     @classmethod
     def build(cls, deps: StrategyDeps) -> Roles | None:
@@ -57,12 +56,9 @@ class SamlStrategy(LoginStrategy, RegistrationStrategy):
     ) -> None:
         self.connections = connections or SamlConnections(config)
         self.states = SamlStateStore(kv)
-        self.accounts = FederatedAccounts("saml", identities, schemas, self._facts)
+        self.facts = {c.id: c.facts() for c in self.connections.by_id.values()}
+        self.accounts = FederatedAccounts("saml", identities, schemas, self.facts.get)
         self._base = config.public_base_url.rstrip("/")
-
-    def _facts(self, connection_id: str) -> Connection | None:
-        found = self.connections.find(connection_id)
-        return found.facts() if found is not None else None
 
     async def map_claims(self, verified: Verified) -> Verified:
         """Run the connection's Jsonnet mapper once over the assertion's claims."""
@@ -81,45 +77,6 @@ class SamlStrategy(LoginStrategy, RegistrationStrategy):
         return Verified(
             verified.provider, verified.subject, verified.claims, {}, verified.form_traits, mapped
         )
-
-    # --- nodes ----------------------------------------------------------------------------------
-
-    def _offered(self, flow: Flow) -> list[SamlConnection]:
-        """An organization's connections only in a flow for that organization, the others only
-        outside one (as for OIDC providers)."""
-        wanted = str(flow.organization_id) if flow.organization_id else ""
-        return [
-            c for c in self.connections.by_id.values() if (c.provider.organization_id or "").lower() == wanted
-        ]
-
-    def login_nodes(self, flow: Flow) -> list[Node]:
-        return [
-            nodes.input_node(
-                "provider", "saml", "submit", value=c.id, label=messages.oidc_sign_in_with(c.label, c.id)
-            )
-            for c in self._offered(flow)
-        ]
-
-    def identification_nodes(self, flow: Flow) -> list[Node]:
-        return self.login_nodes(flow)
-
-    def registration_nodes(self, flow: Flow) -> list[Node]:
-        return [
-            nodes.input_node(
-                "provider", "saml", "submit", value=c.id, label=messages.oidc_sign_up_with(c.label, c.id)
-            )
-            for c in self._offered(flow)
-        ]
-
-    def profile_nodes(self, flow: Flow, traits: Mapping[str, Any] | None = None) -> list[Node]:
-        return self.registration_nodes(flow)
-
-    def _responsible(self, body: Mapping[str, Any]) -> bool:
-        method = body.get("method")
-        if method == self.id:
-            return True
-        provider = body.get("provider")
-        return method in (None, "") and isinstance(provider, str) and provider in self.connections.by_id
 
     # --- leaving for the identity provider --------------------------------------------------------
 
@@ -148,7 +105,7 @@ class SamlStrategy(LoginStrategy, RegistrationStrategy):
     # --- login ------------------------------------------------------------------------------------
 
     async def login(self, flow: Flow, body: Mapping[str, Any], client: Client) -> Identity | NotResponsible:
-        if not self._responsible(body):
+        if not self.responsible(body, "provider"):
             return NOT_RESPONSIBLE
         connection = self.connections.get(body.get("provider"))
         flow.active = self.id
@@ -158,27 +115,22 @@ class SamlStrategy(LoginStrategy, RegistrationStrategy):
         identity = await self.accounts.find_identity(verified)
         return await self.accounts.signed_in(verified) if identity is None else active(identity)
 
-    async def after_login(self, flow: Flow, identity: Identity, method: str) -> None:
-        await self.accounts.link_pending(flow, identity)
-
     # --- registration -----------------------------------------------------------------------------
 
     async def register(
         self, flow: Flow, body: Mapping[str, Any], client: Client
     ) -> Identity | NotResponsible:
-        if not self._responsible(body):
+        if not self.responsible(body, "provider"):
             return NOT_RESPONSIBLE
         connection = self.connections.get(body.get("provider"))
         flow.active = self.id
-        raw_traits = body.get("traits")
-        form_traits: Mapping[str, Any] = raw_traits if isinstance(raw_traits, Mapping) else {}
         verified = body.get(CALLBACK)
         if not isinstance(verified, Verified):
             pending = self.accounts.pending(flow, connection.id)
             if pending is None:
                 await self.start(flow, connection)
             verified = pending
-        return await self.accounts.create(flow, await self.map_claims(verified), form_traits)
+        return await self.accounts.create(flow, await self.map_claims(verified), form_traits(body))
 
     def sso_starts(self) -> dict[str, Callable[[Flow, str], Awaitable[None]]]:
         """Per organization id, the sign-in with its (first) SAML connection."""
