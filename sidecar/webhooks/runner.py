@@ -157,7 +157,10 @@ class WebHookRunner:
                     return None
                 raise errors.InternalError(reason=f"The web hook body Jsonnet failed: {exc}") from None
             if headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
-                body = urlencode({k: str(v) for k, v in (out or {}).items()}).encode()
+                # As the courier and Kratos (a map[string]string): a null is an empty value, and a
+                # result that is no object an empty form, not a 500.
+                pairs = out.items() if isinstance(out, dict) else ()
+                body = urlencode({k: "" if v is None else str(v) for k, v in pairs}).encode()
             else:
                 body = json.dumps(out, separators=(",", ":")).encode()
         if cookies:
