@@ -11,29 +11,23 @@ backoff until ``courier.message_retries`` (Kratos retries every failure the same
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlencode
 
 import httpx
 
+from sidecar import request_builder
 from sidecar.config.courier_http import HttpRequestConfig
 from sidecar.courier.model import Message
 from sidecar.courier.sender import PermanentDeliveryError, Sender
 from sidecar.security import jsonnet
 
 log = logging.getLogger("sidecar.courier")
-BODY_TIMEOUT = 2.0
 
 
 class DeliveryFailed(Exception):
     """The HTTP API did not accept the message (retried)."""
-
-
-def _canonical(name: str) -> str:
-    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
 
 
 class HttpChannel:
@@ -43,20 +37,6 @@ class HttpChannel:
         self._client = client
         # Read once at start: a missing file stops the start, not a delivery.
         self._body = jsonnet.load_source(config.body_source, f"{channel_id}.request_config.body")
-
-    def _headers(self) -> dict[str, str]:
-        config = self._config
-        headers = {_canonical(k): v for k, v in config.headers.items()}
-        headers.setdefault("Content-Type", "application/json")
-        if config.auth is not None:
-            cfg = config.auth.config
-            if config.auth.type == "basic_auth":
-                headers["Authorization"] = httpx.BasicAuth(cfg["user"], cfg["password"])._auth_header
-            elif cfg.get("in", "header") == "cookie":
-                headers["Cookie"] = f"{cfg['name']}={cfg['value']}"
-            else:
-                headers[_canonical(cfg["name"])] = cfg["value"]
-        return headers
 
     @staticmethod
     def data_model(message: Message) -> dict[str, Any]:
@@ -74,26 +54,18 @@ class HttpChannel:
         return model
 
     async def send(self, message: Message) -> None:
-        headers = self._headers()
+        headers = request_builder.headers(self._config)
         content: bytes | None = None
         if self._config.method.upper() not in ("GET", "HEAD", "TRACE", "DELETE"):
             try:
-                out = await jsonnet.evaluate(
-                    self._body,
-                    tla={"ctx": self.data_model(message)},
-                    timeout=BODY_TIMEOUT,
-                    name="body.jsonnet",
+                content = await request_builder.body(
+                    self._body, self.data_model(message), headers["Content-Type"]
                 )
             except jsonnet.JsonnetError as exc:
                 # The same message would fail the same way on every retry.
                 raise PermanentDeliveryError(
                     f"courier channel {self.id}: the body Jsonnet failed: {exc}"
                 ) from None
-            if headers["Content-Type"].startswith("application/x-www-form-urlencoded"):
-                pairs = (out or {}).items() if isinstance(out, dict) else ()
-                content = urlencode({k: "" if v is None else str(v) for k, v in pairs}).encode()
-            else:
-                content = json.dumps(out, separators=(",", ":")).encode()
         response = await self._client.request(
             self._config.method.upper(), self._config.url, headers=headers, content=content
         )

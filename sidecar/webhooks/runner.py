@@ -20,12 +20,13 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 
-from sidecar import errors
+from sidecar import errors, request_builder
 from sidecar.config.webhook import WebHookConfig
+from sidecar.request_builder import canonical
 from sidecar.security import jsonnet
 from sidecar.security.jsonnet import load_source
 from sidecar.tracing import Tracing
@@ -34,7 +35,6 @@ log = logging.getLogger("sidecar.webhooks")
 
 DEFAULT_TIMEOUT = 30.0  # Kratos' webhook HTTP client timeout
 MAX_ANSWER = 5 << 20  # Kratos reads at most 5 MB of an answer
-BODY_TIMEOUT = 2.0
 # Kratos' clients.web_hook.header_allowlist default.
 DEFAULT_HEADER_ALLOWLIST = (
     "Accept",
@@ -116,7 +116,7 @@ class WebHookRunner:
         headers: dict[str, list[str]] = {}
         for name, value in request.get("headers", ()):
             if name.lower() in self._allow:
-                headers.setdefault(_canonical(name), []).append(value)
+                headers.setdefault(canonical(name), []).append(value)
         ctx: dict[str, Any] = {
             "flow": dict(flow),
             "request_headers": headers,
@@ -132,39 +132,19 @@ class WebHookRunner:
 
     async def prepare(self, hook: WebHookConfig, ctx: Mapping[str, Any]) -> PreparedCall | None:
         """The request, or None when the body snippet cancelled the call."""
-        headers = {_canonical(k): v for k, v in hook.headers.items()}
-        headers.setdefault("Content-Type", "application/json")
-        cookies: list[str] = []
-        if hook.auth is not None:
-            cfg = hook.auth.config
-            if hook.auth.type == "basic_auth":
-                headers["Authorization"] = httpx.BasicAuth(cfg["user"], cfg["password"])._auth_header
-            elif cfg.get("in", "header") == "cookie":
-                cookies.append(f"{cfg['name']}={cfg['value']}")
-            else:
-                headers[_canonical(cfg["name"])] = cfg["value"]
+        headers = request_builder.headers(hook)
         body: bytes | None = None
+        # Kratos: every method but TRACE may carry a body.
         if hook.method.upper() != "TRACE" and hook.body:
             source = self._bodies.get(hook.body)
             if source is None:
                 source = self._bodies[hook.body] = load_source(hook.body, "body")
             try:
-                out = await jsonnet.evaluate(
-                    source, tla={"ctx": ctx}, timeout=BODY_TIMEOUT, name="body.jsonnet"
-                )
+                body = await request_builder.body(source, ctx, headers["Content-Type"])
             except jsonnet.JsonnetError as exc:
                 if "cancel" in str(exc):
                     return None
                 raise errors.InternalError(reason=f"The web hook body Jsonnet failed: {exc}") from None
-            if headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
-                # As the courier and Kratos (a map[string]string): a null is an empty value, and a
-                # result that is no object an empty form, not a 500.
-                pairs = out.items() if isinstance(out, dict) else ()
-                body = urlencode({k: "" if v is None else str(v) for k, v in pairs}).encode()
-            else:
-                body = json.dumps(out, separators=(",", ":")).encode()
-        if cookies:
-            headers["Cookie"] = "; ".join(cookies)
         timeout = hook.timeout.total_seconds() if hook.timeout else DEFAULT_TIMEOUT
         return PreparedCall(hook.method.upper(), hook.url, sorted(headers.items()), body, hook.id, timeout)
 
@@ -233,10 +213,6 @@ class WebHookRunner:
         if hook.response.parse and response.status_code == 200:
             return CallResult(identity_patch=_identity_patch(body))
         return CallResult()
-
-
-def _canonical(name: str) -> str:
-    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
 
 
 def _messages(body: bytes) -> list[HookMessage]:
