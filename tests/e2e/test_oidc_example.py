@@ -14,9 +14,10 @@ import pytest
 
 from sidecar.config.loader import read_files
 from sidecar.strategies.federation.mapper import run_mapper
+from tests.api.public.helpers import node_value
 from tests.conftest import free_port
 from tests.e2e.conftest import serve_public_app, site_config
-from tests.e2e.test_oidc_provider import ACCOUNTS, Site, _flow_csrf, _to_provider_and_back, oidc_provider
+from tests.e2e.oidc_op import ACCOUNTS, oidc_provider, to_provider_and_back
 
 pytestmark = pytest.mark.e2e
 
@@ -44,8 +45,7 @@ def test_sign_in_with_the_example_config(tmp_path: Path) -> None:
     with oidc_provider([callback], client_id="sidecar", client_secret=SECRET) as provider:
         config = site_config(tmp_path, port, selfservice={"methods": example_methods(provider.issuer)})
         with serve_public_app(config), httpx.Client(timeout=10) as client:
-            site = Site(base, provider)
-            back = _to_provider_and_back(client, site, "alice", provider="corp")
+            back = to_provider_and_back(client, base, provider.issuer, "alice", provider="corp")
             assert urlsplit(back).path.endswith("/callback/corp")
             done = client.get(back)
             assert done.status_code == 303 and "/ui/error" not in done.headers["location"], done.text
@@ -59,7 +59,7 @@ def test_sign_in_with_the_example_config(tmp_path: Path) -> None:
             flow = client.get(f"{base}/self-service/login/browser", headers={"Accept": "application/json"})
             leave = client.post(
                 f"{base}/self-service/login?flow={flow.json()['id']}",
-                data={"csrf_token": _flow_csrf(flow.json()), "provider": "github"},
+                data={"csrf_token": node_value(flow.json(), "csrf_token"), "provider": "github"},
             )
             assert leave.status_code == 303
             target = urlsplit(leave.headers["location"])

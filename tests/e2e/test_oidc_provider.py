@@ -1,26 +1,18 @@
-"""Social sign-in against a real OpenID Connect provider: panva's ``oidc-provider`` (npm) on a
-free 127.0.0.1 port, with a test client and a few accounts.
+"""Social sign-in against a real OpenID Connect provider (``tests/e2e/oidc_op.py``: panva's
+``oidc-provider`` with a test client and a few accounts).
 
 In Chromium through the provider's own login page (screenshots in ``tests/artifacts/oidc-*.png``),
-and over raw HTTP with every redirect followed by hand. The provider's packages are installed into
-``tests/e2e/oidc/node_modules`` when missing (``npm install --no-audit --no-fund``, pinned by the lock
-file); a missing ``node`` or ``npm``, or a failed install, fails the run.
+and over raw HTTP with every redirect followed by hand.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import re
-import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urljoin, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -28,94 +20,16 @@ from playwright.sync_api import expect
 
 from tests.conftest import free_port
 from tests.e2e.conftest import Browser, serve_public_app, site_config
+from tests.e2e.oidc_op import (
+    CLIENT_ID,
+    MAPPER,
+    OidcProvider,
+    oidc_provider,
+    provider_config,
+    to_provider_and_back,
+)
 
 pytestmark = pytest.mark.e2e
-
-PROVIDER_DIR = Path(__file__).resolve().parent / "oidc"
-CLIENT_ID = "sidecar-e2e"
-CLIENT_SECRET = "sidecar-e2e-secret-0123456789"
-ACCOUNTS = {
-    "alice": {"email": "alice@example.com", "email_verified": True, "given_name": "Alice"},
-    "bob": {"given_name": "Bob"},  # no email: the sign-up form asks for it
-    "carol": {"email": "carol@example.com", "email_verified": False},
-    "dave": {"email": "dave@example.com", "email_verified": True},
-}
-MAPPER = """
-local claims = std.extVar('claims');
-{
-  identity: {
-    traits: {
-      [if 'email' in claims then 'email' else null]: claims.email,
-      [if 'given_name' in claims then 'name' else null]: { first: claims.given_name },
-    },
-  },
-}
-"""
-
-
-def ensure_node_modules() -> None:
-    """Install the pinned provider if it is not there yet."""
-    if (PROVIDER_DIR / "node_modules" / "oidc-provider").is_dir():
-        return
-    npm = shutil.which("npm")
-    if npm is None or shutil.which("node") is None:
-        pytest.fail("node and npm are required for the OIDC provider tests (apt-get install nodejs npm)")
-    command = [npm, "install", "--no-audit", "--no-fund"]  # pinned by package.json + package-lock.json
-    done = subprocess.run(command, cwd=PROVIDER_DIR, capture_output=True, text=True, timeout=300)
-    if done.returncode != 0:
-        pytest.fail(f"{' '.join(command)} failed in {PROVIDER_DIR}:\n{done.stdout}\n{done.stderr}")
-
-
-@dataclass
-class OidcProvider:
-    issuer: str
-    process: subprocess.Popen[str]
-
-
-@contextlib.contextmanager
-def oidc_provider(
-    redirect_uris: list[str], *, client_id: str = CLIENT_ID, client_secret: str = CLIENT_SECRET
-) -> Iterator[OidcProvider]:
-    ensure_node_modules()
-    port = free_port()
-    issuer = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "PORT": str(port),
-        "NODE_ENV": "test",
-        "OIDC_CLIENTS": json.dumps(
-            [{"client_id": client_id, "client_secret": client_secret, "redirect_uris": redirect_uris}]
-        ),
-        "OIDC_ACCOUNTS": json.dumps(ACCOUNTS),
-    }
-    process = subprocess.Popen(
-        ["node", "provider.mjs"],
-        cwd=PROVIDER_DIR,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            if process.poll() is not None:
-                output = process.stdout.read() if process.stdout else ""
-                pytest.fail(f"oidc-provider exited with {process.returncode}:\n{output}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{issuer}/.well-known/openid-configuration", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail("oidc-provider did not start within 20s")
-            time.sleep(0.1)
-        yield OidcProvider(issuer, process)
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
 
 
 @dataclass
@@ -142,16 +56,7 @@ def site(tmp_path: Path) -> Iterator[Site]:
                         "enabled": True,
                         "config": {
                             "providers": [
-                                {
-                                    "id": "op",
-                                    "provider": "generic",
-                                    "label": "Test OP",
-                                    "client_id": CLIENT_ID,
-                                    "client_secret": CLIENT_SECRET,
-                                    "issuer_url": provider.issuer,
-                                    "mapper_url": f"file://{mapper}",
-                                    "trust_email_verified": True,
-                                },
+                                provider_config(provider.issuer, mapper_url=f"file://{mapper}"),
                                 {
                                     "id": "gone",
                                     "provider": "generic",
@@ -249,42 +154,9 @@ def test_browser_provider_down_shows_an_error_page(browser: Browser, site: Site)
 # --- raw HTTP, every redirect by hand ------------------------------------------------------------------
 
 
-def _flow_csrf(flow: dict[str, Any]) -> str:
-    return str(
-        next(n["attributes"]["value"] for n in flow["ui"]["nodes"] if n["attributes"]["name"] == "csrf_token")
-    )
-
-
-def _to_provider_and_back(client: httpx.Client, site: Site, login: str, provider: str = "op") -> str:
-    """From the sidecar's 303 to the provider, through its login form, to our callback URL."""
-    flow = client.get(
-        f"{site.base}/self-service/login/browser", headers={"Accept": "application/json"}
-    ).json()
-    leave = client.post(
-        f"{site.base}/self-service/login?flow={flow['id']}",
-        data={"csrf_token": _flow_csrf(flow), "provider": provider},
-    )
-    assert leave.status_code == 303, leave.text
-    url = leave.headers["location"]
-    assert url.startswith(f"{site.provider.issuer}/auth?")
-    r = client.get(url)
-    for _ in range(10):
-        assert r.status_code in (302, 303), r.text
-        url = urljoin(url, r.headers["location"])
-        if url.startswith(site.base):
-            return url
-        r = client.get(url)
-        if r.status_code == 200 and 'name="login"' in r.text:
-            action = re.search(r'<form[^>]*action="([^"]+)"', r.text)
-            assert action is not None
-            form = {"prompt": "login", "login": login, "password": "x"}
-            r = client.post(urljoin(url, action.group(1)), data=form)
-    raise AssertionError("never came back from the provider")
-
-
 def test_raw_http_sign_in_and_replays(site: Site) -> None:
     with httpx.Client(timeout=10) as client:
-        callback = _to_provider_and_back(client, site, "carol")
+        callback = to_provider_and_back(client, site.base, site.provider.issuer, "carol")
         assert urlsplit(callback).path.endswith("/self-service/methods/oidc/callback/op")
         done = client.get(callback)
         assert done.status_code == 303 and done.headers["location"] == f"{site.base}/ui/welcome"
@@ -298,7 +170,7 @@ def test_raw_http_sign_in_and_replays(site: Site) -> None:
 
     with httpx.Client(timeout=10) as other:
         # A fresh state with the used code: the real provider refuses the code (invalid_grant).
-        fresh = urlsplit(_to_provider_and_back(other, site, "dave"))
+        fresh = urlsplit(to_provider_and_back(other, site.base, site.provider.issuer, "dave"))
         state = parse_qs(fresh.query)["state"][0]
         old_code = parse_qs(urlsplit(callback).query)["code"][0]
         r = other.get(

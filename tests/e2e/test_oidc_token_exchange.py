@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urljoin, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import ory_kratos_client
@@ -27,7 +27,7 @@ import pytest
 from ory_kratos_client.api.frontend_api import FrontendApi
 from ory_kratos_client.exceptions import ApiException
 
-from tests.e2e.test_oidc_provider import CLIENT_ID, CLIENT_SECRET, MAPPER, oidc_provider
+from tests.e2e.oidc_op import MAPPER, oidc_provider, provider_config, through_provider
 from tests.ops.serve import Proc, base_config, ports, running, serve_argv, write_config
 
 pytestmark = pytest.mark.e2e
@@ -56,18 +56,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             "oidc": {
                 "enabled": True,
                 "config": {
-                    "providers": [
-                        {
-                            "id": "op",
-                            "provider": "generic",
-                            "label": "Test OP",
-                            "client_id": CLIENT_ID,
-                            "client_secret": CLIENT_SECRET,
-                            "issuer_url": provider.issuer,
-                            "mapper_url": "file://./mapper.jsonnet",
-                            "trust_email_verified": True,
-                        }
-                    ]
+                    "providers": [provider_config(provider.issuer, mapper_url="file://./mapper.jsonnet")]
                 },
             }
         }
@@ -86,21 +75,8 @@ def _browser_round_trip(browser: httpx.Client, site: Site, url: str, login: str)
     """A browser from ``redirect_browser_to`` through the provider's login to the sidecar's callback
     and on: the URL the sidecar finally sends it to (the app's ``return_to``)."""
     assert url.startswith(f"{site.issuer}/auth?")
-    r = browser.get(url)
-    for _ in range(12):
-        if r.status_code == 200 and 'name="login"' in r.text:
-            action = re.search(r'<form[^>]*action="([^"]+)"', r.text)
-            assert action is not None
-            r = browser.post(
-                urljoin(url, action.group(1)), data={"prompt": "login", "login": login, "password": "x"}
-            )
-            continue
-        assert r.status_code in (302, 303), r.text
-        url = urljoin(url, r.headers["location"])
-        if not url.startswith(("http://", "https://")):
-            return url  # the app's own scheme: the browser hands it to the app
-        r = browser.get(url)
-    raise AssertionError("the browser never came back to the app")
+    # The app's own scheme: the browser hands it to the app.
+    return through_provider(browser, url, login, back=lambda u: not u.startswith(("http://", "https://")))
 
 
 def _leave(site: Site, flow: Any, kind: str = "login") -> str:

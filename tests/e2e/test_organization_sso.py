@@ -6,17 +6,17 @@ and the upstream JWT. Raw HTTP, every redirect followed by hand."""
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urljoin, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
-from tests.e2e.test_oidc_provider import CLIENT_ID, CLIENT_SECRET, oidc_provider
+from tests.api.public.helpers import node_value
+from tests.e2e.oidc_op import oidc_provider, provider_config, through_provider
 from tests.ops.serve import base_config, ports, running, serve_argv, write_config
 from tests.proxy.harness import upstream_server
 
@@ -42,15 +42,7 @@ def site(tmp_path: Path, dsn: str) -> Iterator[Site]:
         oidc_provider([f"{base}/self-service/methods/oidc/callback/acme-sso"]) as provider,
         upstream_server() as app,
     ):
-        sso = {
-            "id": "acme-sso",
-            "label": "ACME SSO",
-            "client_id": CLIENT_ID,
-            "client_secret": CLIENT_SECRET,
-            "issuer_url": provider.issuer,
-            "organization_id": ORG,
-            "trust_email_verified": True,
-        }
+        sso = provider_config(provider.issuer, id="acme-sso", label="ACME SSO", organization_id=ORG)
         config = base_config(
             tmp_path,
             public,
@@ -67,12 +59,6 @@ def site(tmp_path: Path, dsn: str) -> Iterator[Site]:
             yield Site(base, p.public_url, p.admin_url, provider.issuer)
 
 
-def _csrf(flow: dict[str, Any]) -> str:
-    return str(
-        next(n["attributes"]["value"] for n in flow["ui"]["nodes"] if n["attributes"]["name"] == "csrf_token")
-    )
-
-
 def _providers(flow: dict[str, Any]) -> list[str]:
     return [n["attributes"]["value"] for n in flow["ui"]["nodes"] if n["attributes"]["name"] == "provider"]
 
@@ -82,26 +68,9 @@ def _submit_browser(client: httpx.Client, site: Site, form: dict[str, str]) -> h
         f"{site.base}/self-service/login/browser", headers={"Accept": "application/json"}
     ).json()
     return client.post(
-        f"{site.base}/self-service/login?flow={flow['id']}", data={"csrf_token": _csrf(flow), **form}
+        f"{site.base}/self-service/login?flow={flow['id']}",
+        data={"csrf_token": node_value(flow, "csrf_token"), **form},
     )
-
-
-def _through_provider(client: httpx.Client, site: Site, url: str, login: str) -> str:
-    """From the provider's authorize URL, through its login form, to our callback URL."""
-    r = client.get(url)
-    for _ in range(10):
-        assert r.status_code in (302, 303), r.text
-        url = urljoin(url, r.headers["location"])
-        if url.startswith(site.base):
-            return url
-        r = client.get(url)
-        if r.status_code == 200 and 'name="login"' in r.text:
-            action = re.search(r'<form[^>]*action="([^"]+)"', r.text)
-            assert action is not None
-            r = client.post(
-                urljoin(url, action.group(1)), data={"prompt": "login", "login": login, "password": "x"}
-            )
-    raise AssertionError("never came back from the provider")
 
 
 def test_domain_routing_jit_membership_and_organization_rules(site: Site) -> None:
@@ -178,7 +147,9 @@ def test_domain_routing_jit_membership_and_organization_rules(site: Site) -> Non
             browser, site, {"method": "identifier_first", "identifier": "alice@example.com"}
         )
         assert leave.status_code == 303
-        callback = _through_provider(browser, site, leave.headers["location"], "alice")
+        callback = through_provider(
+            browser, leave.headers["location"], "alice", back=lambda u: u.startswith(site.base)
+        )
         done = browser.get(callback)
         assert done.status_code == 303, done.text
         me = browser.get(f"{site.base}/sessions/whoami").json()
