@@ -6,13 +6,16 @@ from typing import Any
 
 
 def person_schema(
-    *, email_title: str | None = None, via_email: bool = True, closed: bool = False, **traits: Any
+    *,
+    email_title: str | None = None,
+    email_for: tuple[str, ...] = ("recovery", "verification"),
+    closed: bool = False,
+    **traits: Any,
 ) -> dict[str, Any]:
-    """``traits.email`` is the password identifier (and, with ``via_email``, the recovery and
-    verification address); ``traits`` adds properties; ``closed`` refuses any other trait."""
+    """``traits.email`` is the password identifier and the address of each of ``email_for``
+    (``recovery``, ``verification``); ``traits`` adds properties; ``closed`` refuses any other trait."""
     extension: dict[str, Any] = {"credentials": {"password": {"identifier": True}}}
-    if via_email:
-        extension |= {"recovery": {"via": "email"}, "verification": {"via": "email"}}
+    extension |= {flow: {"via": "email"} for flow in email_for}
     email: dict[str, Any] = {"type": "string", "format": "email"}
     if email_title is not None:
         email["title"] = email_title

@@ -28,39 +28,23 @@ import pytest
 
 from tests.ops.serve import Proc, base_config, ports, running, serve_argv, write_config
 from tests.receiver import Answer, Received, Receiver, http_receiver
+from tests.schemas import person_schema
 
 PASSWORD = "correct-Horse-battery-staple-42"
 # Twilio-like: a form body with To and Body.
 SMS_BODY = "function(ctx) { To: ctx.recipient, Body: ctx.body, Kind: ctx.message_type }"
-SCHEMA = {
-    "$id": "https://example.test/phone.schema.json",
-    "$schema": "http://json-schema.org/draft-07/schema#",
-    "type": "object",
-    "properties": {
-        "traits": {
-            "type": "object",
-            "properties": {
-                "email": {
-                    "type": "string",
-                    "format": "email",
-                    "ory.sh/kratos": {
-                        "credentials": {"password": {"identifier": True}},
-                        "verification": {"via": "email"},
-                    },
-                },
-                "phone": {
-                    "type": "string",
-                    "format": "tel",
-                    "ory.sh/kratos": {
-                        "verification": {"via": "sms"},
-                        "credentials": {"code": {"identifier": True, "via": "sms"}},
-                    },
-                },
-            },
-            "required": ["email"],
-        }
+# The email verified by mail; the phone verified by SMS and a login code identifier.
+SCHEMA = person_schema(
+    email_for=("verification",),
+    phone={
+        "type": "string",
+        "format": "tel",
+        "ory.sh/kratos": {
+            "verification": {"via": "sms"},
+            "credentials": {"code": {"identifier": True, "via": "sms"}},
+        },
     },
-}
+)
 
 FAIL_ONCE: set[str] = set()
 _lock = threading.Lock()

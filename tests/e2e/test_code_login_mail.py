@@ -25,10 +25,14 @@ from ory_kratos_client.models.update_registration_flow_body import UpdateRegistr
 from ory_kratos_client.models.update_registration_flow_with_code_method import (
     UpdateRegistrationFlowWithCodeMethod,
 )
+from ory_kratos_client.models.update_registration_flow_with_password_method import (
+    UpdateRegistrationFlowWithPasswordMethod,
+)
 
 from tests.conftest import free_port, make_config
 from tests.live import LiveSidecar, live_sidecar
 from tests.mail import SmtpServer, code_in
+from tests.schemas import person_schema
 
 pytestmark = pytest.mark.e2e
 
@@ -85,9 +89,10 @@ def _ids(flow: dict[str, Any]) -> list[int]:
     ]
 
 
-def _login(fe: FrontendApi, flow_id: str, **values: Any) -> Any:
+def _login(fe: FrontendApi, flow_id: str, session_token: str | None = None, **values: Any) -> Any:
+    """A code submission to the native login flow; with ``session_token``, its aal2 step-up."""
     body = UpdateLoginFlowBody(UpdateLoginFlowWithCodeMethod(method="code", csrf_token="", **values))
-    return fe.update_login_flow(flow=flow_id, update_login_flow_body=body)
+    return fe.update_login_flow(flow=flow_id, update_login_flow_body=body, x_session_token=session_token)
 
 
 def _register(fe: FrontendApi, flow_id: str, email: str, **values: Any) -> Any:
@@ -95,6 +100,17 @@ def _register(fe: FrontendApi, flow_id: str, email: str, **values: Any) -> Any:
         UpdateRegistrationFlowWithCodeMethod(method="code", traits={"email": email}, **values)
     )
     return fe.update_registration_flow(flow=flow_id, update_registration_flow_body=body)
+
+
+def _register_by_password(fe: FrontendApi, email: str) -> Any:
+    """A native registration with a password (the code method then works as a second factor)."""
+    flow = fe.create_native_registration_flow()
+    body = UpdateRegistrationFlowBody(
+        UpdateRegistrationFlowWithPasswordMethod(
+            method="password", password="correct-Horse-battery-staple-42", traits={"email": email}
+        )
+    )
+    return fe.update_registration_flow(flow=flow.id, update_registration_flow_body=body)
 
 
 def _expect_400(call: Any) -> dict[str, Any]:
@@ -277,10 +293,6 @@ def test_code_sign_in_on_the_built_in_pages_without_javascript(tmp_path: Any, sm
 
 
 def test_code_as_second_factor_but_not_after_a_code(tmp_path: Any, smtp: SmtpServer) -> None:
-    from ory_kratos_client.models.update_registration_flow_with_password_method import (
-        UpdateRegistrationFlowWithPasswordMethod,
-    )
-
     config = make_config(
         dsn=f"sqlite:///{tmp_path}/sidecar.db",
         courier={"smtp": {"connection_uri": smtp.uri}, "worker_interval": "50ms"},
@@ -292,37 +304,16 @@ def test_code_as_second_factor_but_not_after_a_code(tmp_path: Any, smtp: SmtpSer
     email = fresh_email()
     with live_sidecar(config) as server, ApiClient(Configuration(host=server.public_url)) as client:
         fe = FrontendApi(client)
-        flow = fe.create_native_registration_flow()
-        body = UpdateRegistrationFlowBody(
-            UpdateRegistrationFlowWithPasswordMethod(
-                method="password", password="correct-Horse-battery-staple-42", traits={"email": email}
-            )
-        )
-        token = fe.update_registration_flow(flow=flow.id, update_registration_flow_body=body).session_token
+        token = _register_by_password(fe, email).session_token
         assert token
 
         # Password first, then a mailed code: aal2.
         step_up = fe.create_native_login_flow(aal="aal2", x_session_token=token)
         buttons = [n.to_dict()["attributes"] for n in step_up.ui.nodes if n.group == "code"]
         assert {"name": "address", "value": email}.items() <= buttons[0].items()
-        sent = _expect_400(
-            lambda: fe.update_login_flow(
-                flow=step_up.id,
-                update_login_flow_body=UpdateLoginFlowBody(
-                    UpdateLoginFlowWithCodeMethod(method="code", csrf_token="", address=email)
-                ),
-                x_session_token=token,
-            )
-        )
+        sent = _expect_400(lambda: _login(fe, step_up.id, token, address=email))
         assert sent["state"] == "sent_email"
-        code = code_in(smtp.mailbox.wait_for(email)[-1])
-        done = fe.update_login_flow(
-            flow=step_up.id,
-            update_login_flow_body=UpdateLoginFlowBody(
-                UpdateLoginFlowWithCodeMethod(method="code", csrf_token="", code=code)
-            ),
-            x_session_token=token,
-        )
+        done = _login(fe, step_up.id, token, code=code_in(smtp.mailbox.wait_for(email)[-1]))
         assert done.session.authenticator_assurance_level == "aal2"
         assert [m.method for m in done.session.authentication_methods or []] == ["password", "code"]
 
@@ -333,51 +324,20 @@ def test_code_as_second_factor_but_not_after_a_code(tmp_path: Any, smtp: SmtpSer
             fe, login.id, code=code_in(smtp.mailbox.wait_for(email, count=2)[-1])
         ).session_token
         step_up = fe.create_native_login_flow(aal="aal2", x_session_token=code_token)
-        refused = _expect_400(
-            lambda: fe.update_login_flow(
-                flow=step_up.id,
-                update_login_flow_body=UpdateLoginFlowBody(
-                    UpdateLoginFlowWithCodeMethod(method="code", csrf_token="", address=email)
-                ),
-                x_session_token=code_token,
-            )
-        )
+        refused = _expect_400(lambda: _login(fe, step_up.id, code_token, address=email))
         assert 4000001 in _ids(refused)
         time.sleep(0.3)
         assert len(smtp.mailbox.to(email)) == 2
 
 
 # An email that signs in by password and is verifiable, but is no code identifier.
-NO_CODE_SCHEMA = {
-    "$schema": "http://json-schema.org/draft-07/schema#",
-    "type": "object",
-    "properties": {
-        "traits": {
-            "type": "object",
-            "properties": {
-                "email": {
-                    "type": "string",
-                    "format": "email",
-                    "ory.sh/kratos": {
-                        "credentials": {"password": {"identifier": True}},
-                        "verification": {"via": "email"},
-                    },
-                }
-            },
-            "required": ["email"],
-        }
-    },
-}
+NO_CODE_SCHEMA = person_schema(email_for=("verification",))
 
 
 @pytest.mark.parametrize("fallback", [True, False], ids=["fallback", "no-fallback"])
 def test_missing_credential_fallback(tmp_path: Any, smtp: SmtpServer, fallback: bool) -> None:
     """Kratos ``selfservice/strategy/code/strategy_login.go`` and ``strategy_mfa.go``: an identity
     without a code credential gets codes only with ``missing_credential_fallback_enabled``."""
-    from ory_kratos_client.models.update_registration_flow_with_password_method import (
-        UpdateRegistrationFlowWithPasswordMethod,
-    )
-
     schema = tmp_path / "no-code.schema.json"
     schema.write_text(json.dumps(NO_CODE_SCHEMA))
     config = make_config(
@@ -397,13 +357,7 @@ def test_missing_credential_fallback(tmp_path: Any, smtp: SmtpServer, fallback: 
     email = fresh_email()
     with live_sidecar(config) as server, ApiClient(Configuration(host=server.public_url)) as client:
         fe = FrontendApi(client)
-        flow = fe.create_native_registration_flow()
-        body = UpdateRegistrationFlowBody(
-            UpdateRegistrationFlowWithPasswordMethod(
-                method="password", password="correct-Horse-battery-staple-42", traits={"email": email}
-            )
-        )
-        done = fe.update_registration_flow(flow=flow.id, update_registration_flow_body=body)
+        done = _register_by_password(fe, email)
         assert done.identity.credentials is None or "code" not in (done.identity.credentials or {})
 
         # Second factor: the verifiable address is offered only with the fallback.

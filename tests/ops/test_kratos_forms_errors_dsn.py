@@ -16,7 +16,7 @@ from tests.ops.serve import base_config, clean_env, migrate, ports, running, ser
 from tests.schemas import person_schema
 
 SCHEMA = person_schema(
-    via_email=False,
+    email_for=(),
     closed=True,
     website={"type": "string", "format": "uri", "minLength": 10},
     age={"type": "integer", "minimum": 1},

@@ -32,7 +32,7 @@ EXAMPLE = yaml.safe_load(
 )
 MAPPING = EXAMPLE["scim"]["attributes"]
 SCHEMA = person_schema(
-    via_email=False,
+    email_for=(),
     closed=True,
     name={"type": "object", "properties": {"first": {"type": "string"}, "last": {"type": "string"}}},
     phone={"type": "string", "pattern": "^\\+[0-9 ]{6,20}$"},
