@@ -85,6 +85,34 @@ def base_config(tmp: Path, public_port: int, admin_port: int, **extra: Any) -> d
     return config
 
 
+OPEN_AND_MEMBERS = """version: 1
+rules:
+  - id: open
+    match: {paths: ["/public/**"]}
+    require: public
+  - id: members
+    match: {paths: ["/**"]}
+    require: authenticated
+"""
+"""Access rules: ``/public/**`` is open, every other path needs a session."""
+
+
+def proxied_config(
+    tmp: Path,
+    public_port: int,
+    admin_port: int,
+    upstream_port: int,
+    rules: str = OPEN_AND_MEMBERS,
+    **extra: Any,
+) -> dict[str, Any]:
+    """``base_config`` of a sidecar in front of the app on ``upstream_port`` with the access
+    ``rules`` (written to ``tmp/rules.yaml``)."""
+    path = tmp / "rules.yaml"
+    path.write_text(rules)
+    proxy = {"upstream": f"http://127.0.0.1:{upstream_port}"}
+    return base_config(tmp, public_port, admin_port, proxy=proxy, rules=[str(path)], **extra)
+
+
 def wait_alive(
     admin_url: str, process: subprocess.Popen[bytes], log_path: Path, timeout: float = 120
 ) -> None:

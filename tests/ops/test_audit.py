@@ -56,16 +56,6 @@ TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
 
 
 @pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer(free_port())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 def audited(tmp_path: Path, smtp: SmtpServer) -> Iterator[tuple[Proc, Path]]:
     public_port, admin_port = ports()
     audit = tmp_path / "audit.jsonl"

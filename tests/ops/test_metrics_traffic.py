@@ -6,33 +6,15 @@ from pathlib import Path
 
 import httpx
 
-from tests.ops.serve import base_config, migrate, ports, running, serve_argv, write_config
+from tests.ops.serve import migrate, ports, proxied_config, running, serve_argv, write_config
 from tests.ops.test_metrics import value
 from tests.proxy.harness import upstream_server
-
-RULES = """version: 1
-rules:
-  - id: open
-    match: {paths: ["/public/**"]}
-    require: public
-  - id: members
-    match: {paths: ["/**"]}
-    require: authenticated
-"""
 
 
 def test_decisions_cache_upstream_and_flows_are_counted(tmp_path: Path) -> None:
     public_port, admin_port = ports()
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES)
     with upstream_server() as upstream:
-        cfg = base_config(
-            tmp_path,
-            public_port,
-            admin_port,
-            proxy={"upstream": f"http://127.0.0.1:{upstream.port}"},
-            rules=[str(rules)],
-        )
+        cfg = proxied_config(tmp_path, public_port, admin_port, upstream.port)
         path = write_config(tmp_path / "cfg.yaml", cfg)
         migrate(path, tmp_path)
         with running(serve_argv(path), cwd=tmp_path, public_port=public_port, admin_port=admin_port) as proc:

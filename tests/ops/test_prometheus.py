@@ -29,22 +29,21 @@ import yaml
 
 from tests.conftest import free_port
 from tests.ops.probes import Recorder, recording_upstream
-from tests.ops.serve import Proc, base_config, migrate, ports, running, serve_argv, write_config
+from tests.ops.serve import (
+    Proc,
+    migrate,
+    ports,
+    proxied_config,
+    running,
+    serve_argv,
+    write_config,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
 RULES_TEST = ROOT / "deploy" / "prometheus" / "rules.test.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "sidecar.json"
 PASSWORD = "a-long-prometheus-passphrase"
-ACCESS_RULES = """version: 1
-rules:
-  - id: open
-    match: {paths: ["/public/**"]}
-    require: public
-  - id: members
-    match: {paths: ["/**"]}
-    require: authenticated
-"""
 # What Grafana puts in place of the dashboard's variables: all instances, a window of 4 scrapes.
 GRAFANA_VARS = {"$__rate_interval": "15s", "$instance": ".*"}
 
@@ -255,18 +254,9 @@ def drive_traffic(proc: Proc, guesser: str) -> None:
 
 def test_a_real_prometheus_scrapes_sidecar_and_evaluates_rules_and_dashboard(tmp_path: Path) -> None:
     public_port, admin_port = ports()
-    rules = tmp_path / "access.yaml"
-    rules.write_text(ACCESS_RULES)
     with private_redis(tmp_path) as (redis_url, redis), recording_upstream() as upstream:
         assert isinstance(upstream, Recorder)
-        cfg = base_config(
-            tmp_path,
-            public_port,
-            admin_port,
-            proxy={"upstream": f"http://127.0.0.1:{upstream.port}"},
-            rules=[str(rules)],
-            redis={"url": redis_url},
-        )
+        cfg = proxied_config(tmp_path, public_port, admin_port, upstream.port, redis={"url": redis_url})
         path = write_config(tmp_path / "sidecar.yaml", cfg)
         migrate(path, tmp_path)
         with (

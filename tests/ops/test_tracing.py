@@ -23,32 +23,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import yaml
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 
-from tests.conftest import free_port
 from tests.mail import SmtpServer, code_in
 from tests.ops.probes import Recorder, recording_upstream
-from tests.ops.serve import base_config, migrate, ports, running, serve_argv, write_config
+from tests.ops.serve import migrate, ports, proxied_config, running, serve_argv, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = yaml.safe_load((ROOT / "examples" / "operations" / "observability.yaml").read_text())
 PASSWORD = "a-traced-passphrase-42"
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 PARENT_ID = "b7ad6b7169203331"
-RULES = """version: 1
-rules:
-  - id: open
-    match: {paths: ["/public/**"]}
-    require: public
-  - id: members
-    match: {paths: ["/**"]}
-    require: authenticated
-"""
 
 
 @dataclass
@@ -136,16 +125,6 @@ def otlp_receiver() -> Iterator[Receiver]:
         server.server_close()
 
 
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer(free_port())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def children(spans: list[Span], parent: Span) -> list[Span]:
     return [s for s in spans if s.parent_id == parent.span_id and s.trace_id == parent.trace_id]
 
@@ -154,20 +133,17 @@ def test_spans_reach_a_real_otlp_receiver_with_parents_and_no_secrets(
     tmp_path: Path, smtp: SmtpServer
 ) -> None:
     public_port, admin_port = ports()
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES)
     audit = tmp_path / "audit.jsonl"
     with otlp_receiver() as receiver, recording_upstream() as upstream:
         assert isinstance(upstream, Recorder)
         tracing = json.loads(json.dumps(EXAMPLE["tracing"]))
         tracing["providers"]["otlp"]["server_url"] = f"127.0.0.1:{receiver.port}"  # the test's receiver
         tracing["providers"]["otlp"]["sampling"]["sampling_ratio"] = 1.0  # every trace, not a tenth
-        cfg = base_config(
+        cfg = proxied_config(
             tmp_path,
             public_port,
             admin_port,
-            proxy={"upstream": f"http://127.0.0.1:{upstream.port}"},
-            rules=[str(rules)],
+            upstream.port,
             tracing=tracing,
             log={"audit": {"enabled": True, "path": str(audit)}},
             courier={"smtp": {"connection_uri": smtp.uri, "from_address": "sidecar@example.test"}},
