@@ -694,7 +694,14 @@ def build_console(services: Services) -> list[BaseRoute]:
     auth = ConsoleAuth(services.kv, admin.api_key, admin.console.session_lifespan)
     # The admin listener trusts no forwarding header: the peer is the client (as for the admin API).
     security = RequestAudit(services.audit, TrustedProxies.parse([]))
-    pages = Pages(auth, Audit(security), admin.max_body_size)
+    # The console speaks the self-service pages' languages, chosen the same way (selfservice.languages).
+    pages = Pages(
+        auth,
+        Audit(security),
+        admin.max_body_size,
+        catalogs=services.catalogs,
+        languages=config.selfservice.languages,
+    )
     sessions = SessionSection(pages, services.sessions)
     flows = services.selfservice.recovery
     recovery = (

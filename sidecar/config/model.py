@@ -829,10 +829,11 @@ class Methods(Model):
 
 
 class Languages(Model):
-    """The language of the built-in pages, the courier's emails and (optionally) API texts. A
-    language is one of the gettext catalogs shipped in ``sidecar/i18n/locales`` (en, de, fr, es,
-    pt_BR, ja) or added in ``catalog_dir``. The order: the identity's own field, else the browser's
-    ``Accept-Language``, else a ``?lang=`` choice (remembered in ``cookie``), else ``default``."""
+    """The language of the built-in pages, the admin console, the courier's emails and (optionally)
+    API texts. A language is one of the gettext catalogs shipped in ``sidecar/i18n/locales`` (en,
+    de, fr, es, pt_BR, ja) or added in ``catalog_dir``. The order: the identity's own field (not in
+    the console), else the browser's ``Accept-Language``, else a ``?lang=`` choice (remembered in
+    ``cookie``), else ``default``."""
 
     default: str = Field(default="en", pattern=r"^[a-z]{2,3}(_[A-Z]{2})?$")
     """The language when nothing else decides (a catalog name: ``en``, ``de``, ``pt_BR``, ...);
@@ -844,7 +845,8 @@ class Languages(Model):
     language tag such as ``de``, ``fr-CA`` or ``pt-BR``. It decides the language of that identity's
     emails and of pages that know the identity (settings, the signed-in page). ``null``: never."""
     cookie: str = Field(default="sidecar_lang", pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    """Cookie that remembers a ``?lang=`` choice on a built-in page (one year, SameSite=Lax)."""
+    """Cookie that remembers a ``?lang=`` choice on a built-in page or in the admin console (one
+    year, SameSite=Lax; path: the public prefix, ``/console`` for the console)."""
     translate_api: bool = False
     """false (Kratos' behaviour): the JSON API keeps the English ``text`` of every message and label
     (SDKs and Ory's UIs key on ``id``). true: ``text`` is in the negotiated language of the request

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from sidecar.console.audit import Actor
+from sidecar.i18n import N_
 from sidecar.kv.store import KeyValueStore
 
 COOKIE = "sidecar_console"
@@ -36,7 +37,8 @@ _FAILURES = "console:signin-failures:"
 
 
 class SignInRefused(Exception):
-    """The sign-in was refused; ``str()`` is what the form shows."""
+    """The sign-in was refused; ``str()`` is what the form shows (an English msgid, translated
+    there; the audit line keeps the English)."""
 
     def __init__(self, message: str, status: int = 401) -> None:
         super().__init__(message)
@@ -48,6 +50,8 @@ class ConsoleSession:
     actor: Actor
     csrf: str
     expires_at: datetime
+    language: str = ""
+    """The language of this request's pages (``Pages`` negotiates it per request; "" before)."""
 
 
 def client_ip(request: Request) -> str:
@@ -93,18 +97,20 @@ class ConsoleAuth:
         if self._key is None:
             if not is_loopback(ip):
                 raise SignInRefused(
-                    "No admin API key is configured (serve.admin.api_key), so the console only "
-                    "accepts sign-ins from this machine (loopback).",
+                    N_(
+                        "No admin API key is configured (serve.admin.api_key), so the console only "
+                        "accepts sign-ins from this machine (loopback)."
+                    ),
                     403,
                 )
             via = "loopback"
         else:
             seen = await self._kv.get(failures)
             if seen is not None and int(seen) >= MAX_FAILURES:
-                raise SignInRefused("Too many failed sign-ins from your address; try again later.", 429)
+                raise SignInRefused(N_("Too many failed sign-ins from your address; try again later."), 429)
             if not hmac.compare_digest(presented_key.encode(), self._key):
                 await self._kv.incr(failures, FAILURE_WINDOW)
-                raise SignInRefused("That is not the admin API key.")
+                raise SignInRefused(N_("That is not the admin API key."))
             await self._kv.delete(failures)
             via = "api_key"
         token = secrets.token_urlsafe(32)

@@ -14,9 +14,23 @@ from sidecar import errors
 from sidecar.api.admin.courier import CourierPageTokens
 from sidecar.console.auth import ConsoleSession
 from sidecar.console.listing import Paging, path_id, status_filter
-from sidecar.console.pages import PREFIX, Form, Pages
+from sidecar.console.pages import PREFIX, Form, Pages, Problem
 from sidecar.courier.model import MESSAGE_STATUSES
 from sidecar.courier.store import CourierStore
+from sidecar.i18n import N_, Phrase
+
+_NOTICES = {"retry": N_("Message queued to be sent now."), "abandon": N_("Message abandoned.")}
+_CANNOT = {
+    "retry": N_("A message that is {status} cannot be retried."),
+    "abandon": N_("A message that is {status} cannot be abandoned."),
+}
+# The statuses in words, for the refusal above (the template has its own, _labels.html).
+_STATUS = {
+    "queued": N_("queued"),
+    "processing": N_("processing"),
+    "sent": N_("sent"),
+    "abandoned": N_("abandoned"),
+}
 
 
 class CourierPages:
@@ -34,15 +48,13 @@ class CourierPages:
             rows, f"{PREFIX}/courier", {"status": status or ""}, lambda m: (m.created_at, m.id)
         )
         context = {
-            "title": "Courier",
+            "title": Phrase(N_("Courier")),
             "messages": page,
             "status": status or "",
             "statuses": MESSAGE_STATUSES,
             "counts": await self.store.count_by_status(),
             "next_url": next_url,
-            "notice": {"retry": "Message queued to be sent now.", "abandon": "Message abandoned."}.get(
-                q.get("done", ""), ""
-            ),
+            "notice": Phrase(_NOTICES.get(q.get("done", ""), "")),
         }
         return self.pages.render("courier.html", context, signed_in=signed_in, section="courier")
 
@@ -61,9 +73,9 @@ class CourierPages:
         if not done:
             message = await self.store.get(message_id)
             if message is None:
-                raise errors.NotFound("There is no courier message with that id.")
-            raise errors.Conflict(
-                f"A {message.status} message cannot be {'retried' if action == 'retry' else 'abandoned'}."
+                raise errors.NotFound(N_("There is no courier message with that id."))
+            raise Problem(
+                409, Phrase(_CANNOT[action], status=Phrase(_STATUS.get(message.status, message.status)))
             )
         return self.pages.redirect(f"{PREFIX}/courier?done={action}")
 

@@ -22,7 +22,8 @@ from sidecar.api.pagination import PageTokens
 from sidecar.console import traits_form
 from sidecar.console.auth import ConsoleSession
 from sidecar.console.listing import Paging, path_id
-from sidecar.console.pages import PREFIX, Form, Pages
+from sidecar.console.pages import PREFIX, Form, Pages, Problem
+from sidecar.i18n import N_, Phrase
 from sidecar.identity.manager import IdentityManager
 from sidecar.identity.model import Identity
 from sidecar.identity.store import IdentityStore
@@ -47,7 +48,7 @@ def identity_row(identity: Identity) -> dict[str, Any]:
     return {
         "id": str(identity.id),
         "url": identity_url(identity.id),
-        "identifier": primary_identifier(identity.traits) or "(no identifier)",
+        "identifier": primary_identifier(identity.traits) or Phrase(N_("(no identifier)")),
         "schema_id": identity.schema_id,
         "state": identity.state,
         "verified": verified,
@@ -91,7 +92,7 @@ class IdentityPages:
         token = request.query_params.get("page_token")
         after = self.paging.after(token)
         found: list[Identity] = []
-        scope = "all identities"
+        scope: Phrase | None = None
         if q:
             try:
                 by_id = uuid.UUID(q)
@@ -105,10 +106,16 @@ class IdentityPages:
             known = self._search_paths()
             if sep and path.removeprefix("traits.") in known:
                 paths, text = [path.removeprefix("traits.")], value.strip()
-                scope = f"trait {path.removeprefix('traits.')} contains {text!r}"
+                scope = Phrase(
+                    N_("Searching: trait {trait} contains “{text}”"),
+                    trait=path.removeprefix("traits."),
+                    text=text,
+                )
             else:
                 paths, text = known, q
-                scope = f"identifier, id, external id or trait containing {q!r}"
+                scope = Phrase(
+                    N_("Searching: identifier, id, external id or trait containing “{text}”"), text=q
+                )
                 if after is None:
                     # Exact matches first: identifiers that are no trait (oidc subjects), external ids.
                     exact = await self.store.list(
@@ -123,7 +130,8 @@ class IdentityPages:
         seen = {i.id for i in found}
         found += [i for i in page if i.id not in seen]
         context = {
-            "title": "Identities",
+            "title": Phrase(N_("Identities")),
+            "notice": _notice(request.query_params.get("done")),
             "q": q,
             "scope": scope,
             "rows": [identity_row(i) for i in found],
@@ -144,10 +152,10 @@ class IdentityPages:
         identity: Identity,
         signed_in: ConsoleSession,
         *,
-        notice: str = "",
+        notice: Phrase | None = None,
         trait_errors: Mapping[str, list[str]] | None = None,
         posted: Mapping[str, Any] | None = None,
-        problem: str = "",
+        problem: str | Phrase = "",
         metadata_posted: Mapping[str, str] | None = None,
         status: int = 200,
     ) -> Response:
@@ -158,12 +166,12 @@ class IdentityPages:
             "title": primary_identifier(identity.traits) or str(identity.id),
             "identity": identity,
             "fields": fields,
-            "trait_errors": dict(trait_errors or {}),
+            "trait_errors": _shown(trait_errors),
             "unlisted_traits": sorted(
                 k for k in identity.traits if not any(p.split(".")[0] == k for p in known)
             ),
             "notice": notice,
-            "problem": problem,
+            "problem": _phrase(problem),
             "metadata_public": (metadata_posted or {}).get(
                 "metadata_public", _pretty(identity.metadata_public)
             ),
@@ -218,7 +226,7 @@ class IdentityPages:
         identity_id = path_id(request, "identity")
         state = form.get("state", "")
         if state not in ("active", "inactive"):
-            raise errors.BadRequest("state must be active or inactive")
+            raise errors.BadRequest(N_("The state must be active or inactive."))
         await self.manager.patch(identity_id, [{"op": "replace", "path": "/state", "value": state}])
         self.pages.audit.record(signed_in.actor, "identity.set_state", identity_id=identity_id, detail=state)
         self.pages.audit.security(
@@ -240,7 +248,7 @@ class IdentityPages:
                 return await self._detail(
                     identity,
                     signed_in,
-                    problem=f"{key} is not valid JSON: {exc}",
+                    problem=Phrase(N_("{field} is not valid JSON: {error}"), field=key, error=str(exc)),
                     metadata_posted=posted,
                     status=400,
                 )
@@ -281,7 +289,7 @@ class IdentityPages:
     async def confirm_delete(self, request: Request, signed_in: ConsoleSession) -> Response:
         identity = await self.manager.get(path_id(request, "identity"))
         context = {
-            "title": "Delete this identity?",
+            "title": Phrase(N_("Delete this identity?")),
             "identity": identity,
             "identifier": primary_identifier(identity.traits) or str(identity.id),
         }
@@ -290,7 +298,7 @@ class IdentityPages:
     async def delete(self, request: Request, signed_in: ConsoleSession, form: Form) -> Response:
         identity_id = path_id(request, "identity")
         if form.get("confirm") != str(identity_id):
-            raise errors.BadRequest("Deleting needs the confirmation from the delete page.")
+            raise errors.BadRequest(N_("Deleting needs the confirmation from the delete page."))
         await self.manager.delete(identity_id)
         self.pages.audit.record(signed_in.actor, "identity.delete", identity_id=identity_id)
         self.pages.audit.security("identity.deleted", request, identity_id=identity_id)
@@ -303,7 +311,7 @@ class IdentityPages:
             return self.schemas.default()
         schema = self.schemas.find(raw)
         if schema is None:
-            raise errors.BadRequest(f"there is no identity schema {raw[:64]!r}")
+            raise Problem(400, Phrase(N_("There is no identity schema “{schema}”."), schema=raw[:64]))
         return schema
 
     async def new(self, request: Request, signed_in: ConsoleSession) -> Response:
@@ -322,12 +330,12 @@ class IdentityPages:
         status: int = 200,
     ) -> Response:
         context = {
-            "title": "New identity",
+            "title": Phrase(N_("New identity")),
             "schema": schema,
             "schemas": [s.id for s in self.schemas.all()],
             "fields": traits_form.fields(schema, posted),
-            "trait_errors": dict(trait_errors or {}),
-            "problem": problem,
+            "trait_errors": _shown(trait_errors),
+            "problem": _phrase(problem),
             "state": state,
         }
         return self.pages.render(
@@ -371,15 +379,26 @@ class IdentityPages:
 
 
 _NOTICES = {
-    "traits": "Traits saved.",
-    "state": "State changed.",
-    "metadata": "Metadata saved.",
-    "credential": "Credential removed.",
-    "created": "Identity created.",
-    "session": "Session revoked.",
-    "sessions": "All sessions revoked.",
+    "traits": N_("Traits saved."),
+    "state": N_("State changed."),
+    "metadata": N_("Metadata saved."),
+    "credential": N_("Credential removed."),
+    "created": N_("Identity created."),
+    "deleted": N_("Identity deleted."),
+    "session": N_("Session revoked."),
+    "sessions": N_("All sessions revoked."),
 }
 
 
-def _notice(key: str | None) -> str:
-    return _NOTICES.get(key or "", "")
+def _notice(key: str | None) -> Phrase:
+    return Phrase(_NOTICES.get(key or "", ""))
+
+
+def _phrase(text: str | Phrase) -> Phrase:
+    """A message as shown: the console's own are msgids; the core's (schema validation, the
+    managers' refusals) are English and stay so."""
+    return text if isinstance(text, Phrase) else Phrase(text)
+
+
+def _shown(trait_errors: Mapping[str, list[str]] | None) -> dict[str, list[Phrase]]:
+    return {path: [_phrase(m) for m in texts] for path, texts in (trait_errors or {}).items()}

@@ -17,6 +17,8 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 
 from sidecar import errors
+from sidecar.console.pages import Problem
+from sidecar.i18n import N_, Phrase
 
 C = TypeVar("C")
 T = TypeVar("T")
@@ -66,7 +68,17 @@ def status_filter(query: QueryParams, statuses: Sequence[S]) -> S | None:
     for status in statuses:
         if status == raw:
             return status
-    raise errors.BadRequest(f"status must be one of {', '.join(statuses)}")
+    raise Problem(400, Phrase(N_("The status must be one of {statuses}."), statuses=", ".join(statuses)))
+
+
+# What a 404 says, per kind of thing (msgids: the page shows them in the reader's language).
+_NO_SUCH = {
+    "identity": N_("There is no identity with that id."),
+    "session": N_("There is no session with that id."),
+    "organization": N_("There is no organization with that id."),
+    "courier message": N_("There is no courier message with that id."),
+    "web hook delivery": N_("There is no web hook delivery with that id."),
+}
 
 
 def path_id(request: Request, what: str, param: str = "id") -> uuid.UUID:
@@ -75,4 +87,4 @@ def path_id(request: Request, what: str, param: str = "id") -> uuid.UUID:
     try:
         return uuid.UUID(request.path_params[param])
     except ValueError:
-        raise errors.NotFound(f"There is no {what} with that id.") from None
+        raise errors.NotFound(_NO_SUCH.get(what, f"There is no {what} with that id.")) from None

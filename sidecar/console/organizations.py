@@ -29,6 +29,7 @@ from sidecar.console.auth import ConsoleSession
 from sidecar.console.identities import identity_row
 from sidecar.console.listing import Paging, path_id
 from sidecar.console.pages import PREFIX, Form, Pages
+from sidecar.i18n import N_, Phrase
 from sidecar.identity.store import IdentityStore
 from sidecar.organization.manager import OrganizationManager
 from sidecar.organization.model import Organization
@@ -64,9 +65,9 @@ def _body(form: Form) -> dict[str, Any]:
 
 
 _NOTICES = {
-    "created": "Organization created.",
-    "saved": "Organization saved.",
-    "revoked": "SCIM token revoked: provisioning with it stops at once.",
+    "created": N_("Organization created."),
+    "saved": N_("Organization saved."),
+    "revoked": N_("SCIM token revoked: provisioning with it stops at once."),
 }
 
 
@@ -106,6 +107,7 @@ class OrganizationPages:
         problem: str = "",
         status: int = 200,
     ) -> Response:
+        """``problem``: a manager's refusal, shown as it is (English, from the core)."""
         q = request.query_params
         token = q.get("page_token") if posted is None else None
         after = self.paging.after(token)
@@ -114,7 +116,7 @@ class OrganizationPages:
         page, next_url = self.paging.cut(rows, f"{PREFIX}/organizations", {"domain": domain}, lambda o: o.id)
         issued = await self.scim.tokens_issued([o.id for o in page])
         context = {
-            "title": "Organizations",
+            "title": Phrase(N_("Organizations")),
             "rows": [
                 {
                     "organization": o,
@@ -129,7 +131,7 @@ class OrganizationPages:
             "first_url": f"{PREFIX}/organizations" if token else None,
             "posted": posted or {},
             "problem": problem,
-            "notice": "Organization deleted." if q.get("done") == "deleted" else "",
+            "notice": Phrase(N_("Organization deleted.") if q.get("done") == "deleted" else ""),
         }
         return self.pages.render(
             "organizations.html", context, signed_in=signed_in, section="organizations", status=status
@@ -149,7 +151,7 @@ class OrganizationPages:
 
     async def detail(self, request: Request, signed_in: ConsoleSession) -> Response:
         organization = await self.manager.get(path_id(request, "organization"))
-        notice = _NOTICES.get(request.query_params.get("done") or "", "")
+        notice = Phrase(_NOTICES.get(request.query_params.get("done") or "", ""))
         return await self._detail(organization, signed_in, notice=notice)
 
     async def _detail(
@@ -157,7 +159,7 @@ class OrganizationPages:
         organization: Organization,
         signed_in: ConsoleSession,
         *,
-        notice: str = "",
+        notice: Phrase | None = None,
         problem: str = "",
         posted: Mapping[str, str] | None = None,
         new_token: str = "",
@@ -219,7 +221,7 @@ class OrganizationPages:
         base = organization_url(organization.id, "/members")
         page, next_url = self.paging.cut(rows, base, {}, lambda i: i.id)
         context = {
-            "title": f"Members of {organization.label}",
+            "title": Phrase(N_("Members of {organization}"), organization=organization.label),
             "organization": organization,
             "members": [identity_row(i) for i in page],
             "next_url": next_url,
@@ -242,7 +244,7 @@ class OrganizationPages:
                 detail=f"organization {organization.id}: stale form",
             )
             raise errors.Conflict(
-                "The SCIM token changed since this page was drawn: reload it and issue again."
+                N_("The SCIM token changed since this page was drawn: reload it and issue again.")
             )
         token = await issue_token(self.scim, organization.id)
         self.pages.audit.record(
@@ -252,7 +254,9 @@ class OrganizationPages:
         return await self._detail(
             organization,
             signed_in,
-            notice="SCIM token issued. Copy it now: it is not shown again. Any older token stopped working.",
+            notice=Phrase(
+                N_("SCIM token issued. Copy it now: it is not shown again. Any older token stopped working.")
+            ),
             new_token=token,
         )
 
@@ -266,7 +270,7 @@ class OrganizationPages:
             detail=f"organization {organization.id}",
         )
         if not done:
-            raise errors.NotFound("The organization has no SCIM token.")
+            raise errors.NotFound(N_("The organization has no SCIM token."))
         return self.pages.redirect(organization_url(organization.id, "?done=revoked#scim"))
 
     # --- delete ---------------------------------------------------------------------------------
@@ -275,7 +279,7 @@ class OrganizationPages:
         organization = await self.manager.get(path_id(request, "organization"))
         members = await self.identities.list(page_size=1, organization_id=organization.id)
         context = {
-            "title": "Delete this organization?",
+            "title": Phrase(N_("Delete this organization?")),
             "organization": organization,
             "has_members": bool(members),
         }
@@ -286,7 +290,7 @@ class OrganizationPages:
     async def delete(self, request: Request, signed_in: ConsoleSession, form: Form) -> Response:
         organization_id = path_id(request, "organization")
         if form.get("confirm") != str(organization_id):
-            raise errors.BadRequest("Deleting needs the confirmation from the delete page.")
+            raise errors.BadRequest(N_("Deleting needs the confirmation from the delete page."))
         try:
             await self.manager.delete(organization_id)
         except (errors.NotFound, errors.Conflict) as exc:

@@ -17,6 +17,7 @@ from starlette.responses import Response
 from sidecar.console.auth import ConsoleSession
 from sidecar.console.pages import Pages
 from sidecar.courier.store import CourierStore
+from sidecar.i18n import N_, Phrase
 from sidecar.identity.store import IdentityStore
 from sidecar.metrics import Metrics
 
@@ -25,9 +26,29 @@ CHART_WIDTH = 300
 LABEL_WIDTH = 110
 
 
+# The words for the metrics' label values; others (status codes, ``error_404``) are shown as they are.
+_BAR_LABELS = {
+    "allow": N_("allow"),
+    "success": N_("success"),
+    "shown": N_("shown again"),
+    "expired": N_("expired"),
+    "already_signed_in": N_("already signed in"),
+    "rate_limited": N_("rate limited"),
+    "other": N_("other"),
+    "queued": N_("queued"),
+    "processing": N_("processing"),
+    "sent": N_("sent"),
+    "abandoned": N_("abandoned"),
+    "hit": N_("hit"),
+    "miss": N_("miss"),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Bar:
-    label: str
+    key: str
+    """The metric's label value (``allow``, ``403``, ``hit``)."""
+    label: str | Phrase
     value: int
     y: int
     width: int
@@ -36,20 +57,26 @@ class Bar:
 @dataclass(frozen=True, slots=True)
 class Chart:
     id: str
-    title: str
+    title: str | Phrase
     bars: tuple[Bar, ...]
     height: int
     total: int
 
 
-def chart(chart_id: str, title: str, values: Mapping[str, float]) -> Chart:
+def chart(chart_id: str, title: str | Phrase, values: Mapping[str, float]) -> Chart:
     """Horizontal bars scaled to the largest value (a zero chart has no bars, and says so)."""
     items = [(k, int(v)) for k, v in values.items()]
     top = max((v for _, v in items), default=0)
     span = CHART_WIDTH - LABEL_WIDTH - 50
     bars = tuple(
-        Bar(label, value, i * BAR_HEIGHT, round(span * value / top) if top else 0)
-        for i, (label, value) in enumerate(items)
+        Bar(
+            key,
+            Phrase(_BAR_LABELS[key]) if key in _BAR_LABELS else key,
+            value,
+            i * BAR_HEIGHT,
+            round(span * value / top) if top else 0,
+        )
+        for i, (key, value) in enumerate(items)
     )
     return Chart(chart_id, title, bars, max(len(bars), 1) * BAR_HEIGHT, sum(v for _, v in items))
 
@@ -87,13 +114,17 @@ class Overview:
         logins = _sum_by(samples, "sidecar_flow_submissions_total", "result", flow="login")
         cache = _sum_by(samples, "sidecar_session_cache_total", "result")
         charts = [
-            chart("decisions", "Access decisions by outcome", dict(sorted(decisions.items()))),
-            chart("logins", "Sign-ins by result", dict(sorted(logins.items()))),
-            chart("courier", "Courier messages by status", {k: float(v) for k, v in courier.items()}),
-            chart("cache", "Session cache lookups", dict(sorted(cache.items()))),
+            chart("decisions", Phrase(N_("Access decisions by outcome")), dict(sorted(decisions.items()))),
+            chart("logins", Phrase(N_("Sign-ins by result")), dict(sorted(logins.items()))),
+            chart(
+                "courier",
+                Phrase(N_("Courier messages by status")),
+                {k: float(v) for k, v in courier.items()},
+            ),
+            chart("cache", Phrase(N_("Session cache lookups")), dict(sorted(cache.items()))),
         ]
         context = {
-            "title": "Overview",
+            "title": Phrase(N_("Overview")),
             "identity_count": await self.identities.count(),
             "courier_waiting": courier.get("queued", 0) + courier.get("processing", 0),
             "courier_abandoned": courier.get("abandoned", 0),

@@ -19,7 +19,8 @@ from sidecar.api.admin.recovery import MAX_EXPIRES_IN, AdminRecoveryFlows
 from sidecar.config.model import SelfService, parse_duration
 from sidecar.console.auth import ConsoleSession
 from sidecar.console.listing import path_id
-from sidecar.console.pages import Form, Pages
+from sidecar.console.pages import Form, Pages, Problem
+from sidecar.i18n import N_, Phrase
 from sidecar.identity.manager import IdentityManager
 from sidecar.identity.model import Identity
 from sidecar.ui.wording import primary_identifier
@@ -52,7 +53,7 @@ class RecoverySection:
         identity = await self.identities.get(identity_id)
         kind = form.get("kind", "")
         if kind not in self.kinds:
-            raise errors.BadRequest(f"The recovery method {kind[:16]!r} is not enabled.")
+            raise Problem(400, Phrase(N_("The recovery method “{kind}” is not enabled."), kind=kind[:16]))
         expires_in: timedelta | None = None
         raw = form.get("expires_in", "").strip()
         if raw:
@@ -62,7 +63,7 @@ class RecoverySection:
                 expires_in = None
             if expires_in is None or not timedelta(0) < expires_in <= MAX_EXPIRES_IN:
                 raise errors.BadRequest(
-                    "Valid for: a positive duration of at most 365 days, such as 15m or 1h."
+                    N_("Valid for: a positive duration of at most 365 days, such as 15m or 1h.")
                 )
         made = await self.recovery.create_for_admin(
             identity, kind=kind, flow_type="browser", expires_in=expires_in
@@ -79,7 +80,7 @@ class RecoverySection:
             signed_in.actor, f"recovery.{kind}", identity_id=identity.id, detail="shown once"
         )
         context = {
-            "title": "Recovery " + ("code" if code else "link"),
+            "title": Phrase(N_("Recovery code") if code else N_("Recovery link")),
             "identity": identity,
             "identifier": primary_identifier(identity.traits) or str(identity.id),
             "link": link,

@@ -13,9 +13,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sidecar import errors
 from sidecar.console.auth import ConsoleSession
-from sidecar.console.pages import Pages
+from sidecar.console.pages import Pages, Problem
+from sidecar.i18n import N_, Phrase
 from sidecar.identity.store import IdentityStore
 from sidecar.metrics import Metrics
 from sidecar.proxy.explain import Explanation, describe, explain_request
@@ -25,6 +25,15 @@ from sidecar.session.model import Session
 from sidecar.session.resolver import ResolvedSession, resolved
 
 MAX_URL = 2048
+# What an explanation ends with, in words (the same as ``sidecar rules explain`` prints in English).
+_OUTCOMES = {
+    Verdict.ALLOW: N_("allow"),
+    Verdict.LOGIN: N_("login required (browser: redirect to login; API: 401 session_inactive)"),
+    Verdict.STEP_UP: N_("step-up required (browser: login with aal=aal2; API: 403 session_aal2_required)"),
+    Verdict.FORBIDDEN: N_("forbidden (403)"),
+    Verdict.UNAVAILABLE: N_("session store unavailable (503)"),
+}
+_DEFAULT_DENY = N_("forbidden (403, default deny)")
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
@@ -43,17 +52,17 @@ class RulesPages:
         self.identities = identities
         self.required_aal = required_aal
 
-    async def _session(self, raw: str, aal: str) -> tuple[ResolvedSession | None, str]:
+    async def _session(self, raw: str, aal: str) -> tuple[ResolvedSession | None, str | Phrase]:
         """The identity's session for the explanation (signed in now at ``aal``), or a problem."""
         if not raw:
             return None, ""
         try:
             identity_id = uuid.UUID(raw)
         except ValueError:
-            return None, "The identity must be given by its id (a UUID)."
+            return None, Phrase(N_("The identity must be given by its id (a UUID)."))
         identity = await self.identities.get(identity_id)
         if identity is None:
-            return None, "There is no identity with that id."
+            return None, Phrase(N_("There is no identity with that id."))
         session = Session(identity_id=identity.id, expires_at=datetime.now(UTC) + timedelta(hours=1), aal=aal)
         return resolved(session, identity), ""
 
@@ -65,8 +74,9 @@ class RulesPages:
             {
                 "id": r.id,
                 "source": r.source,
-                "methods": sorted(r.methods) if r.methods is not None else ["any method"],
-                "hosts": sorted(r.hosts or ()) + [f"*{s}" for s in r.host_suffixes] or ["any host"],
+                "methods": sorted(r.methods) if r.methods is not None else [Phrase(N_("any method"))],
+                "hosts": sorted(r.hosts or ()) + [f"*{s}" for s in r.host_suffixes]
+                or [Phrase(N_("any host"))],
                 "paths": list(r.path_patterns),
                 "requires": describe(r),
                 "matches": counts.get(r.id, 0),
@@ -78,11 +88,13 @@ class RulesPages:
         identity = (q.get("identity") or "").strip()[:64]
         aal = "aal2" if q.get("aal") == "aal2" else "aal1"
         explanation: Explanation | None = None
-        problem = ""
+        problem: str | Phrase = ""
         status = 200
         if url:
             if method not in _METHODS:
-                raise errors.BadRequest(f"method must be one of {', '.join(_METHODS)}")
+                raise Problem(
+                    400, Phrase(N_("The method must be one of {methods}."), methods=", ".join(_METHODS))
+                )
             session, problem = await self._session(identity, aal)
             if not problem:
                 explanation = explain_request(current, method, url, session, self.required_aal)
@@ -96,7 +108,7 @@ class RulesPages:
             else:
                 status = 400
         context: dict[str, Any] = {
-            "title": "Access rules",
+            "title": Phrase(N_("Access rules")),
             "rules": rules,
             "order": current.order,
             "files": list(current.files),
@@ -109,5 +121,14 @@ class RulesPages:
             "explanation": explanation,
             "allowed": explanation is not None and explanation.verdict is Verdict.ALLOW,
             "requires": describe(explanation.matched) if explanation and explanation.matched else "",
+            "outcome_text": _outcome(explanation),
         }
         return self.pages.render("rules.html", context, signed_in=signed_in, section="rules", status=status)
+
+
+def _outcome(explanation: Explanation | None) -> Phrase:
+    if explanation is None or explanation.outcome is None:
+        return Phrase("")
+    if explanation.matched is None:
+        return Phrase(_DEFAULT_DENY)
+    return Phrase(_OUTCOMES[explanation.outcome.verdict])

@@ -17,6 +17,7 @@ from sidecar.console.auth import ConsoleSession
 from sidecar.console.identities import identity_url
 from sidecar.console.listing import path_id
 from sidecar.console.pages import Form, Pages
+from sidecar.i18n import N_
 from sidecar.identity.model import Identity
 from sidecar.session.manager import SessionManager
 
@@ -60,7 +61,7 @@ class SessionSection:
         identity_id = path_id(request, "identity")
         session = await self.sessions.get(path_id(request, "session", "session_id"))
         if session is None or session.identity_id != identity_id:
-            raise errors.NotFound("This identity has no such session.")
+            raise errors.NotFound(N_("This identity has no such session."))
         await self.sessions.revoke(session)
         self.pages.audit.record(
             signed_in.actor, "session.revoke", identity_id=identity_id, detail=f"session {session.id}"

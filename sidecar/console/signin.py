@@ -16,6 +16,7 @@ from sidecar.console.auth import (
     token_matches,
 )
 from sidecar.console.pages import PREFIX, Form, Pages
+from sidecar.i18n import N_, Phrase
 
 
 def _next(raw: str | None) -> str:
@@ -34,18 +35,20 @@ class SignIn:
         self, request: Request, *, message: str = "", status: int = 200, next_url: str | None = None
     ) -> Response:
         token, fresh = self.auth.login_csrf(request)
+        language, chosen = self.pages.language(request)
         context = {
-            "title": "Sign in to the console",
+            "title": Phrase(N_("Sign in to the console")),
             "needs_key": self.auth.needs_key,
             "allowed": self.auth.may_try(request),
-            "message": message,
+            # The console's refusals are msgids; a store's error is shown in English as it is.
+            "message": Phrase(message),
             "login_csrf": token,
             "next": _next(next_url or request.query_params.get("next")),
         }
-        response = self.pages.render("login.html", context, signed_in=None, status=status)
+        response = self.pages.render("login.html", context, signed_in=None, status=status, language=language)
         if fresh:
             self.auth.set_login_csrf(request, response, token)
-        return response
+        return self.pages.remember(response, chosen)
 
     async def show(self, request: Request) -> Response:
         try:
@@ -70,7 +73,7 @@ class SignIn:
             )
             return self._form(
                 request,
-                message="The sign-in form was stale; please try again.",
+                message=N_("The sign-in form was stale; please try again."),
                 status=403,
                 next_url=form.get("next"),
             )

@@ -15,8 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sidecar.i18n import N_, Phrase
 from sidecar.schema.extension import TraitField
 from sidecar.schema.model import IdentitySchema
+
+TRAIT_LABEL = "1070002"
+"""Kratos' id of a trait's label: a schema title is translated with this ``msgctxt`` (README)."""
 
 _FORMAT_TYPES = {
     "email": "email",
@@ -33,7 +37,9 @@ class Field:
     name: str
     """The form name, ``traits.<path>``."""
     path: str
-    label: str
+    label: str | Phrase
+    """The schema's ``title`` (translated as the self-service pages translate trait labels, by
+    ``msgctxt "1070002"``) or else the trait's path."""
     widget: str
     """``input``, ``select``, ``checkbox`` or ``lines``."""
     input_type: str = "text"
@@ -75,7 +81,7 @@ def fields(schema: IdentitySchema, traits: Mapping[str, Any] | None = None) -> l
         if not _editable(f):
             continue
         value = _leaf(traits, f.path) if traits is not None else None
-        label = f.title or f.path
+        label: str | Phrase = Phrase(f.title, context=TRAIT_LABEL) if f.title else f.path
         common: dict[str, Any] = {
             "name": f"traits.{f.path}",
             "path": f.path,
@@ -168,8 +174,9 @@ def read(
                 if isinstance(number, float) and not math.isfinite(number):
                     raise ValueError(text)
             except ValueError:
-                kind = "a whole number" if f.step == "1" else "a number"
-                problems.setdefault(f.name, []).append(f"must be {kind}")
+                problems.setdefault(f.name, []).append(
+                    N_("must be a whole number") if f.step == "1" else N_("must be a number")
+                )
                 continue
             if (
                 isinstance(number, float)

@@ -13,8 +13,17 @@ from starlette.responses import Response
 from sidecar import errors
 from sidecar.console.auth import ConsoleSession
 from sidecar.console.listing import path_id, status_filter
-from sidecar.console.pages import PREFIX, Form, Pages
+from sidecar.console.pages import PREFIX, Form, Pages, Problem
+from sidecar.i18n import N_, Phrase
 from sidecar.webhooks.outbox import STATUSES, OutboxStore
+
+# The statuses in words, for the refusal of a retry (the template has its own, _labels.html).
+_STATUS = {
+    "queued": N_("queued"),
+    "processing": N_("processing"),
+    "delivered": N_("delivered"),
+    "dead": N_("dead"),
+}
 
 
 class WebhookPages:
@@ -27,13 +36,13 @@ class WebhookPages:
         q = request.query_params
         status = status_filter(q, STATUSES)
         context = {
-            "title": "Web hooks",
+            "title": Phrase(N_("Web hooks")),
             "deliveries": await self.store.list(status=status, limit=self.page_size),
             "status": status or "",
             "statuses": STATUSES,
             "counts": await self.store.count_by_status(),
             "page_size": self.page_size,
-            "notice": "Delivery queued to be sent now." if q.get("done") == "retry" else "",
+            "notice": Phrase(N_("Delivery queued to be sent now.") if q.get("done") == "retry" else ""),
         }
         return self.pages.render("webhooks.html", context, signed_in=signed_in, section="webhooks")
 
@@ -49,6 +58,12 @@ class WebhookPages:
         if not done:
             delivery = await self.store.get(delivery_id)
             if delivery is None:
-                raise errors.NotFound("There is no web hook delivery with that id.")
-            raise errors.Conflict(f"A {delivery.status} delivery cannot be retried.")
+                raise errors.NotFound(N_("There is no web hook delivery with that id."))
+            raise Problem(
+                409,
+                Phrase(
+                    N_("A delivery that is {status} cannot be retried."),
+                    status=Phrase(_STATUS.get(delivery.status, delivery.status)),
+                ),
+            )
         return self.pages.redirect(f"{PREFIX}/webhooks?done=retry")

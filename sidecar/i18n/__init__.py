@@ -9,15 +9,18 @@ translation in the chosen language is shown in English, the source language.
 
 from __future__ import annotations
 
+import gettext as _gettext
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from babel import Locale, UnknownLocaleError
+from babel.dates import format_skeleton, format_time
 from babel.messages.pofile import read_po
 from babel.numbers import format_decimal
 
@@ -30,12 +33,20 @@ def N_(message: str) -> str:
     return message
 
 
+def _english_plural(n: int) -> int:
+    return 0 if n == 1 else 1
+
+
 @dataclass(frozen=True)
 class Translator:
-    """One language's catalog: ``gettext`` and ``pgettext`` fall back to the English ``msgid``."""
+    """One language's catalog: ``gettext``, ``ngettext`` and ``pgettext`` fall back to English."""
 
     language: str
     entries: Mapping[tuple[str | None, str], str] = field(default_factory=dict)
+    plurals: Mapping[tuple[str | None, str], tuple[str, ...]] = field(default_factory=dict)
+    """Plural messages by their singular ``msgid``: one text per plural form of the language."""
+    plural: Callable[[int], int] = _english_plural
+    """Which form a count takes (the catalog's ``Plural-Forms``)."""
 
     def gettext(self, message: str) -> str:
         return self.entries.get((None, message)) or message
@@ -43,8 +54,16 @@ class Translator:
     def pgettext(self, context: str, message: str) -> str:
         return self.entries.get((context, message)) or message
 
+    def ngettext(self, singular: str, plural: str, n: int) -> str:
+        forms = self.plurals.get((None, singular))
+        if forms:
+            index = self.plural(n)
+            if 0 <= index < len(forms) and forms[index]:
+                return forms[index]
+        return singular if n == 1 else plural
+
     def has(self, context: str | None, message: str) -> bool:
-        return bool(self.entries.get((context, message)))
+        return bool(self.entries.get((context, message)) or self.plurals.get((context, message)))
 
     def number(self, value: str) -> str:
         """A decimal as this language writes it (``3.50`` → ``3,50`` in German); other text unchanged."""
@@ -53,17 +72,111 @@ class Translator:
         except (ValueError, UnknownLocaleError):
             return value
 
+    def integer(self, value: int) -> str:
+        """A count as this language writes it (``12345`` → ``12.345`` in German)."""
+        try:
+            return format_decimal(value, locale=self.language)
+        except (ValueError, UnknownLocaleError):
+            return str(value)
 
-def _read_catalog(path: Path | Any) -> dict[tuple[str | None, str], str]:
+    def moment(self, value: datetime) -> str:
+        """A point in time, in UTC, as this language writes a date and a time
+        (``26 Nov 2026, 11:00 UTC`` → ``26. Nov. 2026, 11:00 UTC``, ``2026年11月26日 11:00 UTC``)."""
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        try:
+            locale = Locale.parse(self.language)
+            date = format_skeleton("yMMMd", value, tzinfo=UTC, locale=locale)
+            time = format_time(value, "short", tzinfo=UTC, locale=locale)
+            glue = str(locale.datetime_formats.get("medium", "{1}, {0}"))
+            return glue.replace("{1}", date).replace("{0}", time) + " UTC"
+        except (ValueError, UnknownLocaleError):
+            return value.astimezone(UTC).strftime("%d %b %Y, %H:%M UTC").lstrip("0")
+
+
+class Phrase:
+    """A text to show later in the reader's language: an English ``msgid`` (marked with ``N_``
+    where it is written, so it is extracted) and the values of its ``{placeholders}``, filled in
+    after translation (word order differs between languages). ``str()`` is the English text, for
+    logs and audit lines, which stay English."""
+
+    __slots__ = ("context", "msgid", "params")
+
+    def __init__(self, msgid: str, *, context: str | None = None, **params: object) -> None:
+        self.msgid = msgid
+        self.context = context
+        self.params = params
+
+    def __str__(self) -> str:
+        return self._fill(self.msgid)
+
+    def __repr__(self) -> str:
+        return f"Phrase({self.msgid!r})"
+
+    def __bool__(self) -> bool:
+        return bool(self.msgid)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Phrase):
+            return (self.msgid, self.context, self.params) == (other.msgid, other.context, other.params)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((self.msgid, self.context))
+
+    def translated(self, translator: Translator) -> str:
+        if self.context is not None:
+            template = translator.pgettext(self.context, self.msgid)
+        else:
+            template = translator.gettext(self.msgid)
+        # A value may be a phrase itself (a status word): it is said in the same language.
+        values = {k: v.translated(translator) if isinstance(v, Phrase) else v for k, v in self.params.items()}
+        return self._fill(template, values)
+
+    def _fill(self, template: str, values: Mapping[str, object] | None = None) -> str:
+        if not self.params:
+            return template
+        values = self.params if values is None else values
+        try:
+            return template.format(**values)
+        except (KeyError, IndexError, ValueError):  # a broken translation: the English text
+            return self.msgid.format(**values)
+
+
+@dataclass
+class _Read:
+    entries: dict[tuple[str | None, str], str] = field(default_factory=dict)
+    plurals: dict[tuple[str | None, str], tuple[str, ...]] = field(default_factory=dict)
+    plural_expr: str | None = None
+
+
+def _read_catalog(path: Path | Any) -> _Read:
     with path.open("rb") as handle:
         catalog = read_po(handle)
-    out: dict[tuple[str | None, str], str] = {}
+    out = _Read(plural_expr=catalog.plural_expr if catalog.locale is not None else None)
     for message in catalog:
-        if not message.id or not isinstance(message.id, str) or not isinstance(message.string, str):
+        if not message.id or message.fuzzy:
             continue
-        if message.string and not message.fuzzy:
-            out[(message.context, message.id)] = message.string
+        if isinstance(message.id, str) and isinstance(message.string, str):
+            if message.string:
+                out.entries[(message.context, message.id)] = message.string
+        elif (
+            isinstance(message.id, tuple | list)
+            and isinstance(message.string, tuple | list)
+            and all(message.string)
+        ):
+            out.plurals[(message.context, str(message.id[0]))] = tuple(str(s) for s in message.string)
     return out
+
+
+def _plural_rule(expression: str | None) -> Callable[[int], int]:
+    """The catalog's ``Plural-Forms`` C expression as a function (the standard library's parser)."""
+    if not expression:
+        return _english_plural
+    try:
+        return _gettext.c2py(expression)
+    except (ValueError, SyntaxError):
+        return _english_plural
 
 
 class Catalogs:
@@ -76,16 +189,23 @@ class Catalogs:
         sources: list[Any] = [builtin]
         if extra_dir is not None:
             sources.append(Path(extra_dir))
-        merged: dict[str, dict[tuple[str | None, str], str]] = {SOURCE_LANGUAGE: {}}
+        merged: dict[str, _Read] = {SOURCE_LANGUAGE: _Read()}
         for root in sources:
             if not root.is_dir():
                 continue
             for child in root.iterdir():
                 po = child.joinpath("LC_MESSAGES", f"{DOMAIN}.po")
                 if child.is_dir() and po.is_file():
-                    merged.setdefault(child.name, {}).update(_read_catalog(po))
-        for language, entries in merged.items():
-            self._translators[language] = Translator(language, entries)
+                    read = _read_catalog(po)
+                    into = merged.setdefault(child.name, _Read())
+                    into.entries.update(read.entries)
+                    into.plurals.update(read.plurals)
+                    # The first catalog of a language (the built-in one) says how it counts.
+                    into.plural_expr = into.plural_expr or read.plural_expr
+        for language, read in merged.items():
+            self._translators[language] = Translator(
+                language, read.entries, read.plurals, _plural_rule(read.plural_expr)
+            )
 
     @property
     def languages(self) -> tuple[str, ...]:

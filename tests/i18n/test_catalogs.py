@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from babel.messages.extract import extract_from_dir
+from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
+from babel.messages.frontend import parse_mapping_cfg
 from babel.messages.pofile import read_po
 
 from sidecar.i18n import (
     Catalogs,
+    Phrase,
+    Translator,
     accept_language,
     builtin_catalogs,
     identity_language,
@@ -21,47 +25,81 @@ from sidecar.i18n import (
 ROOT = Path(__file__).resolve().parents[2]
 LOCALES = ROOT / "sidecar" / "i18n" / "locales"
 LANGUAGES = ("de", "fr", "es", "pt_BR", "ja")
+PLURAL_FORMS = {"de": 2, "fr": 3, "es": 3, "pt_BR": 3, "ja": 1}
 _PLACEHOLDER = re.compile(r"\{\w+\}|%\(\w+\)s")
 
+Key = tuple[str | None, str]
+Texts = tuple[str, ...]
+"""A message's texts: one for a plain message, the singular and plural (``msgid``) or each plural
+form (``msgstr``) for a counted one."""
 
-def _extracted() -> set[tuple[str | None, str]]:
+
+def _extracted() -> dict[Key, Texts]:
     """What ``pybabel extract -F babel.cfg -k _m:1c,2`` finds in the sources today."""
-    method_map = [
-        ("sidecar/flows/messages.py", "python"),
-        ("sidecar/ui/**.py", "python"),
-        ("sidecar/courier/templates/**.txt", "jinja2"),
-        ("sidecar/courier/templates/**.html", "jinja2"),
-        ("sidecar/ui/templates/**.html", "jinja2"),
-    ]
-    options = {pattern: {"extensions": "jinja2.ext.i18n"} for pattern, kind in method_map if kind == "jinja2"}
-    keywords = {"_": None, "gettext": None, "pgettext": ((1, "c"), 2), "N_": None, "_m": ((1, "c"), 2)}
-    found = set()
+    with (ROOT / "babel.cfg").open() as cfg:
+        method_map, options = parse_mapping_cfg(cfg)  # type: ignore[no-untyped-call]
+    keywords = {**DEFAULT_KEYWORDS, "_m": ((1, "c"), 2)}
+    found = {}
     for _file, _line, message, _comments, context in extract_from_dir(
         str(ROOT), method_map, options, keywords=keywords
     ):
-        found.add((context, message if isinstance(message, str) else message[0]))
+        texts = (message,) if isinstance(message, str) else tuple(message)
+        found[(context, texts[0])] = texts
     return found
 
 
-def _catalog(path: Path) -> dict[tuple[str | None, str], str]:
+def _catalog(path: Path, part: str = "string") -> dict[Key, Texts]:
+    """``msgstr``s (or, with ``part="id"``, ``msgid``s) by context and singular ``msgid``."""
     with path.open("rb") as handle:
-        return {(m.context, str(m.id)): str(m.string) for m in read_po(handle) if m.id}
+        out = {}
+        for m in read_po(handle):
+            if not m.id:
+                continue
+            ids = (m.id,) if isinstance(m.id, str) else tuple(m.id)
+            value = getattr(m, part)
+            out[(m.context, ids[0])] = (value,) if isinstance(value, str) else tuple(value)
+        return out
 
 
 def test_the_template_is_what_the_code_says() -> None:
     # A text changed or added in code without ``pybabel extract`` fails here, not in a user's page.
-    pot = set(_catalog(LOCALES / "sidecar.pot"))
-    assert _extracted() == pot
+    assert _extracted() == _catalog(LOCALES / "sidecar.pot", "id")
+
+
+def test_the_console_is_extracted_with_the_pages() -> None:
+    # babel.cfg maps the admin console's Python and templates: its words are in every catalog too.
+    pot = _catalog(LOCALES / "sidecar.pot", "id")
+    for key in (
+        (None, "Revoke all sessions"),  # a template
+        (None, "Traits saved."),  # Python (N_)
+        (None, "That is not the admin API key."),  # a sign-in refusal
+        (None, "%(num)s identity"),  # ngettext
+    ):
+        assert key in pot, key
+    assert pot[(None, "%(num)s identity")] == ("%(num)s identity", "%(num)s identities")
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_every_text_is_translated_with_the_same_placeholders(language: str) -> None:
-    pot = _catalog(LOCALES / "sidecar.pot")
+    pot = _catalog(LOCALES / "sidecar.pot", "id")
     catalog = _catalog(LOCALES / language / "LC_MESSAGES" / "sidecar.po")
     assert set(catalog) == set(pot)
-    for (context, english), translated in catalog.items():
-        assert translated, (context, english)
-        assert sorted(_PLACEHOLDER.findall(translated)) == sorted(_PLACEHOLDER.findall(english)), english
+    for key, translated in catalog.items():
+        english = pot[key]
+        assert all(translated), key
+        if len(english) == 1:
+            assert sorted(_PLACEHOLDER.findall(translated[0])) == sorted(_PLACEHOLDER.findall(english[0])), (
+                key
+            )
+            continue
+        # Counted: one text per plural form of the language; a form may leave out the count
+        # (German "eine Identität"), never use a value the code does not give, and the last
+        # (the "many" form, Japanese's only one) says everything the English plural says.
+        assert len(translated) == PLURAL_FORMS[language], key
+        given = set(_PLACEHOLDER.findall(english[0])) | set(_PLACEHOLDER.findall(english[1]))
+        for form in translated:
+            assert set(_PLACEHOLDER.findall(form)) <= given, (key, form)
+        assert set(_PLACEHOLDER.findall(translated[-1])) == set(_PLACEHOLDER.findall(english[1])), key
 
 
 def test_the_shipped_languages() -> None:
@@ -132,3 +170,42 @@ def test_an_extra_catalog_replaces_entries_and_adds_languages(tmp_path: Path) ->
     assert catalogs.translator("it").gettext("Sign in") == "Accedi"
     assert catalogs.translator("it").gettext("Sign out") == "Sign out"  # no translation: English
     assert catalogs.translator("nope").gettext("Sign in") == "Sign in"
+
+
+@pytest.mark.parametrize(
+    ("language", "counts"),
+    [
+        ("de", {1: "1 Identität", 2: "2 Identitäten", 0: "0 Identitäten"}),
+        ("fr", {0: "0 identité", 1: "1 identité", 2: "2 identités"}),
+        ("ja", {1: "1 件のアイデンティティ", 5: "5 件のアイデンティティ"}),
+        ("en", {1: "1 identity", 3: "3 identities"}),
+    ],
+)
+def test_a_count_takes_the_plural_form_of_its_language(language: str, counts: dict[int, str]) -> None:
+    tr = builtin_catalogs().translator(language)
+    for n, expected in counts.items():
+        assert tr.ngettext("%(num)s identity", "%(num)s identities", n) % {"num": n} == expected
+
+
+def test_numbers_and_moments_are_written_as_the_language_writes_them() -> None:
+    catalogs = builtin_catalogs()
+    moment = datetime(2026, 11, 26, 9, 5, tzinfo=UTC)
+    assert catalogs.translator("de").integer(12345) == "12.345"
+    assert catalogs.translator("en").integer(12345) == "12,345"
+    assert catalogs.translator("de").moment(moment) == "26. Nov. 2026, 09:05 UTC"
+    assert catalogs.translator("ja").moment(moment) == "2026年11月26日 9:05 UTC"
+    assert catalogs.translator("en").moment(moment) == "Nov 26, 2026, 9:05\u202fAM UTC"
+    assert Translator("xx-nope").moment(moment) == "26 Nov 2026, 09:05 UTC"
+
+
+def test_a_phrase_is_english_until_it_is_shown_and_keeps_its_values() -> None:
+    de = builtin_catalogs().translator("de")
+    phrase = Phrase("Members of {organization}", organization="Acme")
+    assert str(phrase) == "Members of Acme"  # what an audit line or a log says
+    assert phrase.translated(de) == "Mitglieder von Acme"
+    nested = Phrase("A message that is {status} cannot be retried.", status=Phrase("sent"))
+    assert nested.translated(de) == "Eine Nachricht im Status „gesendet“ kann nicht erneut versucht werden."
+    assert Phrase("not a message {at} all", at="x").translated(de) == "not a message x all"
+    # A translation that names a value the code does not give falls back to English, never a 500.
+    broken = Translator("de", {(None, "Hello {name}"): "Hallo {nom}"})
+    assert Phrase("Hello {name}", name="Ada").translated(broken) == "Hello Ada"
