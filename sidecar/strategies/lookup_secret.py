@@ -37,8 +37,9 @@ from sidecar.flows.strategy import (
 from sidecar.identity.model import Credential, Identity, utcnow
 from sidecar.kv.store import KeyValueStore
 from sidecar.security.throttle import Throttle
+from sidecar.strategies.attempts import Scope, counted
 from sidecar.strategies.deps import Roles, StrategyDeps
-from sidecar.strategies.settings_rules import CredentialIdentities, flag, rate_limited, require_privileged
+from sidecar.strategies.settings_rules import CredentialIdentities, flag, require_privileged
 
 CODE_COUNT = 12
 CODE_LENGTH = 8
@@ -135,22 +136,18 @@ class LookupSecretStrategy(LoginStrategy, SettingsStrategy):
         code = body.get("lookup_secret")
         if not isinstance(code, str) or not code.strip():
             raise FlowInvalid(node_messages={"lookup_secret": [messages.required("lookup_secret")]})
-        scopes = (("lookup", str(identity.id), client.ip), ("lookup-flow", str(flow.id), None))
-        for scope, key, scope_ip in scopes:
-            verdict = await self._throttle.admit(scope, identifier=key, ip=scope_ip)
-            if not verdict.allowed:
-                raise rate_limited(verdict.retry_after)
-        digest = code_digest(salt, code.strip().lower()[:64])
-        match = None
-        for entry in _entries(credential):
-            if hmac.compare_digest(str(entry.get("digest", "")), digest):
-                match = entry
-        if match is None:
-            for scope, key, scope_ip in scopes:
-                await self._throttle.failed(scope, identifier=key, ip=scope_ip)
-            raise FlowInvalid(node_messages={"lookup_secret": [messages.lookup_invalid()]})
-        for scope, key, scope_ip in scopes:
-            await self._throttle.succeeded(scope, identifier=key, ip=scope_ip)
+        scopes: tuple[Scope, ...] = (
+            ("lookup", str(identity.id), client.ip),
+            ("lookup-flow", str(flow.id), None),
+        )
+        async with counted(self._throttle, *scopes):
+            digest = code_digest(salt, code.strip().lower()[:64])
+            match = None
+            for entry in _entries(credential):
+                if hmac.compare_digest(str(entry.get("digest", "")), digest):
+                    match = entry
+            if match is None:
+                raise FlowInvalid(node_messages={"lookup_secret": [messages.lookup_invalid()]})
         used = messages.lookup_used()
         if match.get("used_at"):
             raise FlowInvalid(node_messages={"lookup_secret": [used]})

@@ -46,9 +46,10 @@ from sidecar.security.webauthn_rp import (
     verify_assertion,
 )
 from sidecar.strategies import webauthn_keys as wk
+from sidecar.strategies.attempts import counted
 from sidecar.strategies.deps import Roles, StrategyDeps
 from sidecar.strategies.key_accounts import create_with_credential, other_first_factor
-from sidecar.strategies.settings_rules import rate_limited, require_privileged
+from sidecar.strategies.settings_rules import require_privileged
 from sidecar.strategies.traits import flatten
 
 KIND: Final = "passkey"
@@ -141,14 +142,8 @@ class PasskeyStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         raw = body.get("passkey_login")
         if not raw:
             raise FlowInvalid(node_messages={"passkey_login": [messages.required("passkey_login")]})
-        verdict = await self._throttle.admit("login", identifier=None, ip=client.ip)
-        if not verdict.allowed:
-            raise rate_limited(verdict.retry_after)
-        try:
+        async with counted(self._throttle, ("login", None, client.ip)):
             return await self._assert(flow, raw)
-        except FlowInvalid:
-            await self._throttle.failed("login", identifier=None, ip=client.ip)
-            raise
 
     async def _assert(self, flow: Flow, raw: Any) -> Identity:
         challenge = await self._challenges.spend(flow, "login")
@@ -221,16 +216,8 @@ class PasskeyStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         traits, kept, raw = wk.registration_input(schema, body, "passkey_register")
         ids = [i for f in ("password", "webauthn", "code") for i in schema.identifiers(traits, f)]
         identifier = ids[0] if ids else None
-        verdict = await self._throttle.admit("registration", identifier=identifier, ip=client.ip)
-        if not verdict.allowed:
-            raise rate_limited(verdict.retry_after)
-        try:
-            identity = await self._create(flow, body, schema, traits, kept, raw, ids)
-        except FlowInvalid:
-            await self._throttle.failed("registration", identifier=identifier, ip=client.ip)
-            raise
-        await self._throttle.succeeded("registration", identifier=identifier, ip=client.ip)
-        return identity
+        async with counted(self._throttle, ("registration", identifier, client.ip)):
+            return await self._create(flow, body, schema, traits, kept, raw, ids)
 
     async def _create(
         self,

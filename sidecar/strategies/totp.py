@@ -44,8 +44,9 @@ from sidecar.identity.model import Credential, Identity
 from sidecar.kv.store import KeyValueStore
 from sidecar.schema.registry import SchemaRegistry
 from sidecar.security.throttle import Throttle
+from sidecar.strategies.attempts import Scope, counted
 from sidecar.strategies.deps import Roles, StrategyDeps
-from sidecar.strategies.settings_rules import CredentialIdentities, flag, rate_limited, require_privileged
+from sidecar.strategies.settings_rules import CredentialIdentities, flag, require_privileged
 
 PENDING_KEY = "totp_url"
 QR_SIZE = 256
@@ -124,23 +125,16 @@ class TotpStrategy(LoginStrategy, SettingsStrategy):
         if not isinstance(code, str) or not code.strip():
             raise FlowInvalid(node_messages={"totp_code": [messages.required("totp_code")]})
         # Guesses per identity (and IP), and per flow (``sidecar.security.throttle``).
-        scopes = (("totp", str(identity_id), ip), ("totp-flow", str(flow.id), None))
-        for scope, key, scope_ip in scopes:
-            verdict = await self._throttle.admit(scope, identifier=key, ip=scope_ip)
-            if not verdict.allowed:
-                raise rate_limited(verdict.retry_after)
-        code = code.strip()
-        step = None
-        if len(code) == 6 and code.isascii() and code.isdigit():
-            step = matching_step(secret, code, self._clock(), self._skew)
-        # The step is consumed atomically: of concurrent submissions of one code, one wins.
-        ttl = timedelta(seconds=30 * (2 * self._skew + 2))
-        if step is None or not await self._kv.add(f"totp-step:{identity_id}:{step}", b"1", ttl):
-            for scope, key, scope_ip in scopes:
-                await self._throttle.failed(scope, identifier=key, ip=scope_ip)
-            raise FlowInvalid(node_messages={"totp_code": [messages.totp_invalid()]})
-        for scope, key, scope_ip in scopes:
-            await self._throttle.succeeded(scope, identifier=key, ip=scope_ip)
+        scopes: tuple[Scope, ...] = (("totp", str(identity_id), ip), ("totp-flow", str(flow.id), None))
+        async with counted(self._throttle, *scopes):
+            code = code.strip()
+            step = None
+            if len(code) == 6 and code.isascii() and code.isdigit():
+                step = matching_step(secret, code, self._clock(), self._skew)
+            # The step is consumed atomically: of concurrent submissions of one code, one wins.
+            ttl = timedelta(seconds=30 * (2 * self._skew + 2))
+            if step is None or not await self._kv.add(f"totp-step:{identity_id}:{step}", b"1", ttl):
+                raise FlowInvalid(node_messages={"totp_code": [messages.totp_invalid()]})
 
     # --- login (second factor) ----------------------------------------------------------------
 

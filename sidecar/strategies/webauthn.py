@@ -50,6 +50,7 @@ from sidecar.security.webauthn_rp import (
     verify_assertion,
 )
 from sidecar.strategies import webauthn_keys as wk
+from sidecar.strategies.attempts import counted
 from sidecar.strategies.deps import Roles, StrategyDeps
 from sidecar.strategies.key_accounts import create_with_credential, other_first_factor
 from sidecar.strategies.settings_rules import rate_limited, require_privileged
@@ -277,16 +278,8 @@ class WebAuthnStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         traits, kept, raw = wk.registration_input(schema, body, "webauthn_register")
         ids = schema.identifiers(traits, KIND)
         identifier = ids[0] if ids else None
-        verdict = await self._throttle.admit("registration", identifier=identifier, ip=client.ip)
-        if not verdict.allowed:
-            raise rate_limited(verdict.retry_after)
-        try:
-            identity = await self._create(flow, body, schema, traits, kept, raw, ids)
-        except FlowInvalid:
-            await self._throttle.failed("registration", identifier=identifier, ip=client.ip)
-            raise
-        await self._throttle.succeeded("registration", identifier=identifier, ip=client.ip)
-        return identity
+        async with counted(self._throttle, ("registration", identifier, client.ip)):
+            return await self._create(flow, body, schema, traits, kept, raw, ids)
 
     async def _create(
         self,
