@@ -146,9 +146,7 @@ class ChallengeFlows(Generic[S]):
         fresh = self.build(
             flow.type, request_url=flow.request_url, return_to=flow.return_to, csrf_token=flow.csrf_token
         )
-        fresh.ui.messages.append(messages.challenge_flow_expired(self.kind, expired_at))
-        await self.life.store.save(fresh)
-        return FlowReplaced(fresh, flow)
+        return await self.life.replace(flow, fresh, messages.challenge_flow_expired(self.kind, expired_at))
 
     @contextlib.asynccontextmanager
     async def _locked(self, flow_id: uuid.UUID | None) -> AsyncIterator[None]:

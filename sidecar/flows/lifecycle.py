@@ -11,8 +11,9 @@ from typing import Any
 from sidecar import errors
 from sidecar.config.model import Config, FlowConfig
 from sidecar.flows import messages, nodes
+from sidecar.flows.messages import Text
 from sidecar.flows.model import Flow, FlowKind, FlowType, Ui
-from sidecar.flows.outcome import Client, FlowInvalid, ShowFlow
+from sidecar.flows.outcome import Client, FlowInvalid, FlowReplaced, ShowFlow
 from sidecar.flows.store import FlowStore
 from sidecar.flows.web_hooks import FlowWebHooks, WebHookServices
 from sidecar.identity.model import utcnow
@@ -192,9 +193,18 @@ class FlowLifecycle:
         await self.store.save(flow)
         return ShowFlow(flow, exc.status, exc.headers)
 
-    def expired_replacement(self, expired: Flow, fresh: Flow) -> Flow:
-        fresh.ui.messages.append(messages.flow_expired(self.kind, expired.expires_at))
-        return fresh
+    async def show_new(self, flow: Flow, client: Client) -> ShowFlow:
+        """A new flow: the ``before`` web hooks (which may refuse it) ran, saved, to be shown."""
+        await self.web_hooks.before(flow, client)
+        await self.store.save(flow)
+        return ShowFlow(flow)
+
+    async def replace(self, expired: Flow, fresh: Flow, message: Text | None = None) -> FlowReplaced:
+        """``fresh`` in place of ``expired``, saved, with Kratos' "the flow expired" (40x0001, or
+        ``message``) on it."""
+        fresh.ui.messages.append(message or messages.flow_expired(self.kind, expired.expires_at))
+        await self.store.save(fresh)
+        return FlowReplaced(fresh, expired)
 
     def after_url(self, flow: Flow, method: str) -> str:
         return flow.return_to or self.flow_config.after.return_url_for(method) or self.after_url_default()

@@ -22,7 +22,6 @@ from sidecar.flows.outcome import (
     Client,
     Completed,
     FlowInvalid,
-    FlowReplaced,
     Outcome,
     ShowFlow,
 )
@@ -177,9 +176,7 @@ class LoginFlows:
             for strategy in self._strategies_for(flow):
                 # Second factors whose nodes depend on the identity (WebAuthn's allowed keys).
                 await strategy.prepare_login(flow, identity)
-        await self.life.web_hooks.before(flow, client)
-        await self.life.store.save(flow)
-        return ShowFlow(flow)
+        return await self.life.show_new(flow, client)
 
     async def fetch(self, flow_id: uuid.UUID | None, client: Client) -> Flow:
         return await self.life.fetch(flow_id, client.csrf_token)
@@ -197,9 +194,7 @@ class LoginFlows:
                 second_factors=flow.internal.get(SECOND_FACTOR_METHODS),
                 organization_id=flow.organization_id,
             )
-            self.life.expired_replacement(flow, fresh)
-            await self.life.store.save(fresh)
-            return FlowReplaced(fresh, flow)
+            return await self.life.replace(flow, fresh)
         session = client.session
         if session is not None and not flow.refresh and flow.requested_aal <= session.aal:
             return AlreadySignedIn(flow.return_to or self.life.after_url_default())

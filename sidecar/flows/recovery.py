@@ -133,9 +133,7 @@ class RecoveryFlows(ChallengeFlows[RecoveryStrategy]):
         if client.session is not None:
             return AlreadySignedIn(checked or self.life.after_url_default())
         flow = self.build(flow_type, request_url=request_url, return_to=checked, csrf_token=client.csrf_token)
-        await self.life.web_hooks.before(flow, client)
-        await self.life.store.save(flow)
-        return ShowFlow(flow)
+        return await self.life.show_new(flow, client)
 
     async def _passed(self, flow: Flow, passed: ChallengePassed, client: Client) -> Outcome:
         identity = passed.identity

@@ -27,7 +27,6 @@ from sidecar.flows.outcome import (
     Client,
     Completed,
     FlowInvalid,
-    FlowReplaced,
     Outcome,
     ShowFlow,
 )
@@ -129,9 +128,7 @@ class RegistrationFlows:
         flow = self._build(
             flow_type, request_url=request_url, return_to=checked, csrf_token=client.csrf_token
         )
-        await self.life.web_hooks.before(flow, client)
-        await self.life.store.save(flow)
-        return ShowFlow(flow)
+        return await self.life.show_new(flow, client)
 
     async def fetch(self, flow_id: uuid.UUID | None, client: Client) -> Flow:
         return await self.life.fetch(flow_id, client.csrf_token)
@@ -143,9 +140,7 @@ class RegistrationFlows:
             fresh = self._build(
                 flow.type, request_url=flow.request_url, return_to=flow.return_to, csrf_token=flow.csrf_token
             )
-            self.life.expired_replacement(flow, fresh)
-            await self.life.store.save(fresh)
-            return FlowReplaced(fresh, flow)
+            return await self.life.replace(flow, fresh)
         if client.session is not None:
             return AlreadySignedIn(flow.return_to or self.life.after_url_default())
         body = decode_submission(self.schema(flow), body)

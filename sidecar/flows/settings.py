@@ -21,7 +21,7 @@ from sidecar.flows import messages, nodes
 from sidecar.flows.form import decode_submission
 from sidecar.flows.lifecycle import FlowLifecycle, refuse_nul
 from sidecar.flows.model import Flow, FlowType
-from sidecar.flows.outcome import Client, Completed, FlowInvalid, FlowReplaced, Outcome, ShowFlow
+from sidecar.flows.outcome import Client, Completed, FlowInvalid, Outcome, ShowFlow
 from sidecar.flows.store import FlowStore
 from sidecar.flows.strategy import (
     BeforeSave,
@@ -174,9 +174,7 @@ class SettingsFlows:
         flow = self._new(
             flow_type, identity, request_url=request_url, return_to=checked, csrf_token=client.csrf_token
         )
-        await self.life.web_hooks.before(flow, client)
-        await self.life.store.save(flow)
-        return ShowFlow(flow)
+        return await self.life.show_new(flow, client)
 
     async def fetch(self, flow_id: uuid.UUID | None, client: Client) -> tuple[Flow, Identity]:
         # Kratos' getSettingsFlow (settings/handler.go) loads the flow before the session: an
@@ -210,9 +208,7 @@ class SettingsFlows:
                 return_to=flow.return_to,
                 csrf_token=flow.csrf_token,
             )
-            fresh.ui.messages.append(messages.settings_flow_expired(flow.expires_at))
-            await self.life.store.save(fresh)
-            return FlowReplaced(fresh, flow)
+            return await self.life.replace(flow, fresh, messages.settings_flow_expired(flow.expires_at))
         self._check_aal(session, identity, self.life.ui_redirect(flow))
         body = decode_submission(self._schemas.get(identity.schema_id), body)
         method = body.get("method")

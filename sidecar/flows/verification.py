@@ -46,9 +46,7 @@ class VerificationFlows(ChallengeFlows[VerificationStrategy]):
         self.ensure_enabled()
         checked = self.life.check_return_to(return_to)
         flow = self.build(flow_type, request_url=request_url, return_to=checked, csrf_token=client.csrf_token)
-        await self.life.web_hooks.before(flow, client)
-        await self.life.store.save(flow)
-        return ShowFlow(flow)
+        return await self.life.show_new(flow, client)
 
     async def _passed(self, flow: Flow, passed: ChallengePassed, client: Client) -> Outcome:
         flow.state = "passed_challenge"
