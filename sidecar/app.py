@@ -388,24 +388,20 @@ def build_flows(
     # Kratos keeps an exchanger until its cleanup; here it lives as long as the longer flow.
     flows_config = config.selfservice.flows
     exchanges = TokenExchanges(kv, max(flows_config.login.lifespan, flows_config.registration.lifespan))
-    callbacks = (
-        oidc_callbacks(config, oidc, kv, store, login, registration, settings, exchanges)
-        if oidc is not None
-        else None
+    # Where an OIDC callback or a SAML assertion continues: one for both protocols.
+    continuation = SignInContinuation(
+        store,
+        login,
+        registration,
+        settings,
+        base_url=config.public_base_url,
+        registration_enabled=config.selfservice.flows.registration.enabled,
     )
+    callbacks = oidc_callbacks(oidc, kv, continuation, exchanges) if oidc is not None else None
     saml_endpoints = None
     if saml is not None:
-        continuation = SignInContinuation(
-            store,
-            login,
-            registration,
-            settings,
-            base_url=config.public_base_url,
-            registration_enabled=config.selfservice.flows.registration.enabled,
-        )
         saml_endpoints = SamlEndpoints(
             saml,
-            store,
             continuation,
             sessions,
             identities.get,

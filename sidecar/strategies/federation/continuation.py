@@ -16,6 +16,7 @@ from sidecar.flows import messages
 from sidecar.flows.model import Flow, FlowKind, FlowType
 from sidecar.flows.outcome import AlreadySignedIn, Client, Outcome, ShowFlow
 from sidecar.flows.store import FlowStore
+from sidecar.security import csrf
 from sidecar.strategies.federation.accounts import CALLBACK, Verified
 from sidecar.strategies.federation.jit import FederatedAccounts
 
@@ -54,6 +55,19 @@ class SignInContinuation:
 
     def serves(self, kind: str) -> bool:
         return self._flows.get(kind) is not None
+
+    async def returning_to(self, kind: str, flow_id: uuid.UUID, client: Client) -> Flow:
+        """The flow a provider's answer comes back to (named by the state the answer carries): it
+        exists, is one this continuation serves, and a browser flow belongs to this browser (its
+        CSRF cookie), which stands in for the CSRF token a form would have sent."""
+        flow = await self._store.get(kind, flow_id)  # type: ignore[arg-type]
+        if flow is None or not self.serves(kind):
+            raise errors.NotFound("The sign-in flow could not be found. Please start again.")
+        if flow.type == "browser" and not csrf.same_token(flow.csrf_token, client.csrf_token):
+            raise errors.CSRFViolation(
+                details={"reject_reason": "The sign-in flow belongs to another browser."}
+            )
+        return flow
 
     async def fresh_login(self, client: Client) -> Flow | AlreadySignedIn:
         """A new browser login flow, for a sign-in the provider started (SAML IdP-initiated)."""

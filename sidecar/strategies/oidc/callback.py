@@ -12,14 +12,12 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from sidecar import errors
-from sidecar.config.model import Config
 from sidecar.flows.model import FlowKind
 from sidecar.flows.outcome import Client, Completed, FlowReplaced, Outcome, ShowFlow
-from sidecar.flows.store import FlowStore
 from sidecar.kv.store import KeyValueStore
 from sidecar.security import csrf
 from sidecar.session.token_exchange import TokenExchanges
-from sidecar.strategies.federation.continuation import SignInContinuation, StartsBrowserFlow, Submits
+from sidecar.strategies.federation.continuation import SignInContinuation
 from sidecar.strategies.oidc.state import StateStore
 from sidecar.strategies.oidc.strategy import OidcStrategy
 
@@ -29,14 +27,12 @@ class OidcCallbacks:
         self,
         strategy: OidcStrategy,
         states: StateStore,
-        store: FlowStore,
         continuation: SignInContinuation,
         exchanges: TokenExchanges | None = None,
     ) -> None:
         self._exchanges = exchanges
         self._strategy = strategy
         self._states = states
-        self._store = store
         self._continuation = continuation
 
     @property
@@ -54,14 +50,7 @@ class OidcCallbacks:
                 reason=text,
                 details={"hint": "the OAuth 2.0 state is missing, unknown, used or for another provider"},
             )
-        kind: FlowKind = record.flow_kind  # type: ignore[assignment]
-        flow = await self._store.get(kind, record.flow_uuid)
-        if flow is None or not self._continuation.serves(kind):
-            raise errors.NotFound("The sign-in flow could not be found. Please start again.")
-        if flow.type == "browser" and not csrf.same_token(flow.csrf_token, client.csrf_token):
-            raise errors.CSRFViolation(
-                details={"reject_reason": "The sign-in flow belongs to another browser."}
-            )
+        flow = await self._continuation.returning_to(record.flow_kind, record.flow_uuid, client)
         if params.get("error"):
             description = params.get("error_description") or params["error"]
             text = f"The identity provider did not sign you in: {description[:200]}"
@@ -96,22 +85,10 @@ class OidcCallbacks:
 
 
 def oidc_callbacks(
-    config: Config,
     strategy: OidcStrategy,
     kv: KeyValueStore,
-    store: FlowStore,
-    login: StartsBrowserFlow,
-    registration: StartsBrowserFlow,
-    settings: Submits | None,
+    continuation: SignInContinuation,
     exchanges: TokenExchanges | None = None,
 ) -> OidcCallbacks:
     """The callback handler of the enabled oidc strategy."""
-    continuation = SignInContinuation(
-        store,
-        login,
-        registration,
-        settings,
-        base_url=config.public_base_url,
-        registration_enabled=config.selfservice.flows.registration.enabled,
-    )
-    return OidcCallbacks(strategy, StateStore(kv), store, continuation, exchanges)
+    return OidcCallbacks(strategy, StateStore(kv), continuation, exchanges)

@@ -27,7 +27,6 @@ from sidecar import errors
 from sidecar.admission import Admission
 from sidecar.flows.model import Flow, FlowKind
 from sidecar.flows.outcome import AlreadySignedIn, Client, Outcome
-from sidecar.flows.store import FlowStore
 from sidecar.identity.model import Identity
 from sidecar.security import csrf
 from sidecar.session.model import Session
@@ -61,7 +60,6 @@ class SamlEndpoints:
     def __init__(
         self,
         strategy: SamlStrategy,
-        store: FlowStore,
         continuation: SignInContinuation,
         sessions: RevokesSessions,
         identities: Callable[[uuid.UUID], Awaitable[Identity]],
@@ -72,7 +70,6 @@ class SamlEndpoints:
         self._strategy = strategy
         self._connections = strategy.connections
         self._states = strategy.states
-        self._store = store
         self._continuation = continuation
         self._sessions = sessions
         self._identities = identities
@@ -134,14 +131,7 @@ class SamlEndpoints:
             return started, None
         if record.provider != connection.id:
             raise refused("the RelayState belongs to another connection")
-        kind: FlowKind = record.flow_kind  # type: ignore[assignment]
-        flow = await self._store.get(kind, record.flow_uuid)
-        if flow is None or not self._continuation.serves(kind):
-            raise errors.NotFound("The sign-in flow could not be found. Please start again.")
-        if flow.type == "browser" and not csrf.same_token(flow.csrf_token, client.csrf_token):
-            raise errors.CSRFViolation(
-                details={"reject_reason": "The sign-in flow belongs to another browser."}
-            )
+        flow = await self._continuation.returning_to(record.flow_kind, record.flow_uuid, client)
         return flow, record.request_id
 
     async def consume(
