@@ -7,13 +7,16 @@ forge or tamper with one: a forged token is a 400, never a scan from an arbitrar
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import TypeVar
 from urllib.parse import urlencode
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
 from sidecar import errors
 from sidecar.config.model import Config
+
+S = TypeVar("S", bound=str)
 
 
 def pagination_secret(config: Config) -> str:
@@ -65,6 +68,18 @@ def link_header(path: str, params: Mapping[str, str], page_size: int, next_token
     if next_token:
         links.append(f'<{path}?{urlencode({**base, "page_token": next_token})}>; rel="next"')
     return ",".join(links)
+
+
+def parse_status(raw: str | None, statuses: Sequence[S]) -> S | None:
+    """A list's ``status`` filter: none, or one of ``statuses`` (anything else is a 400)."""
+    if not raw:
+        return None
+    for status in statuses:
+        if status == raw:
+            return status
+    raise errors.BadRequest(
+        f"status must be one of {', '.join(statuses)}, got {raw[:32]!r}", reason="invalid status filter"
+    )
 
 
 def parse_uuid(raw: str, what: str = "id") -> uuid.UUID:

@@ -17,9 +17,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sidecar import errors
-from sidecar.api.pagination import link_header, parse_page_size, parse_uuid
+from sidecar.api.pagination import link_header, parse_page_size, parse_status, parse_uuid
 from sidecar.api.respond import json_response
-from sidecar.courier.model import MESSAGE_STATUSES, Dispatch, Message, MessageStatus
+from sidecar.courier.model import MESSAGE_STATUSES, Dispatch, Message
 from sidecar.courier.store import CourierStore, Cursor
 
 DEFAULT_PAGE_SIZE = 10
@@ -83,17 +83,6 @@ class CourierPageTokens:
             ) from None
 
 
-def _status(raw: str | None) -> MessageStatus | None:
-    if not raw:
-        return None
-    if raw not in MESSAGE_STATUSES:
-        raise errors.BadRequest(
-            f"status must be one of {', '.join(MESSAGE_STATUSES)}, got {raw[:32]!r}",
-            reason="invalid status filter",
-        )
-    return raw
-
-
 class CourierHandlers:
     def __init__(self, store: CourierStore, tokens: CourierPageTokens) -> None:
         self.store = store
@@ -102,7 +91,7 @@ class CourierHandlers:
     async def list_messages(self, request: Request) -> Response:
         q = request.query_params
         page_size = parse_page_size(q.get("page_size"), default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
-        status = _status(q.get("status"))
+        status = parse_status(q.get("status"), MESSAGE_STATUSES)
         recipient = q.get("recipient") or None
         token = q.get("page_token")
         after = self.tokens.open(token) if token else None

@@ -12,9 +12,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sidecar import errors
-from sidecar.api.pagination import parse_page_size, parse_uuid
+from sidecar.api.pagination import parse_page_size, parse_status, parse_uuid
 from sidecar.api.respond import json_response
-from sidecar.webhooks.outbox import STATUSES, Delivery, DeliveryStatus, OutboxStore
+from sidecar.webhooks.outbox import STATUSES, Delivery, OutboxStore
 
 # Headers a listing must not show: the receiver's credentials (api_key / basic_auth).
 _SECRET_HEADERS = {"authorization", "cookie", "proxy-authorization"}
@@ -44,21 +44,11 @@ def delivery_to_json(delivery: Delivery) -> dict[str, Any]:
     }
 
 
-def _status(raw: str | None) -> DeliveryStatus | None:
-    if not raw:
-        return None
-    if raw not in STATUSES:
-        raise errors.BadRequest(
-            f"status must be one of {', '.join(STATUSES)}, got {raw[:32]!r}", reason="invalid status filter"
-        )
-    return raw  # type: ignore[return-value]
-
-
 def webhook_routes(store: OutboxStore) -> list[Route]:
     async def list_deliveries(request: Request) -> Response:
         q = request.query_params
         limit = parse_page_size(q.get("page_size"), default=100, maximum=1000)
-        found = await store.list(status=_status(q.get("status")), limit=limit)
+        found = await store.list(status=parse_status(q.get("status"), STATUSES), limit=limit)
         return json_response([delivery_to_json(d) for d in found])
 
     async def get_delivery(request: Request) -> Response:
