@@ -72,7 +72,7 @@ class RegistrationFlows:
         """Deletes an identity whose registration did not complete (``IdentityManager.delete``)."""
 
     def schema(self, flow: Flow) -> IdentitySchema:
-        return self._schemas.get(flow.identity_schema) if flow.identity_schema else self._schemas.default()
+        return self._schemas.get_or_default(flow.identity_schema)
 
     def _ensure_enabled(self) -> None:
         if not self._flow_config.enabled:

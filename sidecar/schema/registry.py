@@ -124,6 +124,11 @@ class SchemaRegistry:
             raise errors.InternalError("identity schemas are not loaded")
         return schema
 
+    def get_or_default(self, schema_id: str | None) -> IdentitySchema:
+        """The schema ``schema_id`` names (a flow's ``identity_schema``), or the default when it
+        names none."""
+        return self.get(schema_id) if schema_id else self.default()
+
     def all(self) -> list[IdentitySchema]:
         return list(self._schemas.values())
 

@@ -276,7 +276,7 @@ class CodeLoginStrategy(LoginStrategy, RegistrationStrategy):
     ) -> Identity | NotResponsible:
         if body.get("method") != KIND or not self._passwordless:
             return NOT_RESPONSIBLE
-        schema = self._schemas.get(flow.identity_schema) if flow.identity_schema else self._schemas.default()
+        schema = self._schemas.get_or_default(flow.identity_schema)
         traits = body.get("traits")
         kept = flatten(traits)
         if body.get("resend") == KIND and isinstance(flow.internal.get(TRAITS_KEY), dict):

@@ -189,7 +189,7 @@ class PasskeyStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         )
 
     def registration_nodes(self, flow: Flow) -> list[Node]:
-        schema = self._schemas.get(flow.identity_schema) if flow.identity_schema else self._schemas.default()
+        schema = self._schemas.get_or_default(flow.identity_schema)
         out = [
             wk.hidden("passkey_create_data", KIND, self._create_data(flow, schema)),
             wk.hidden("passkey_register", KIND),
@@ -212,7 +212,7 @@ class PasskeyStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
             raise
 
     async def _register(self, flow: Flow, body: Mapping[str, Any], client: Client) -> Identity:
-        schema = self._schemas.get(flow.identity_schema) if flow.identity_schema else self._schemas.default()
+        schema = self._schemas.get_or_default(flow.identity_schema)
         traits, kept, raw = wk.registration_input(schema, body, "passkey_register")
         ids = [i for f in ("password", "webauthn", "code") for i in schema.identifiers(traits, f)]
         identifier = ids[0] if ids else None

@@ -88,7 +88,7 @@ class PasswordStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
 
     def _identifier_label(self, flow: Flow) -> Text:
         """The identifier trait's schema title when there is exactly one (as Kratos), else "ID"."""
-        schema = self._schemas.get(flow.identity_schema) if flow.identity_schema else self._schemas.default()
+        schema = self._schemas.get_or_default(flow.identity_schema)
         titles = {f.title for f in schema.trait_fields() if "password" in f.identifier_for}
         title = titles.pop() if len(titles) == 1 else None
         return messages.label_trait(title) if title else messages.label_identifier()
@@ -160,7 +160,7 @@ class PasswordStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
             return NOT_RESPONSIBLE
         traits = body.get("traits")
         password = body.get("password")
-        schema = self._schemas.get(flow.identity_schema) if flow.identity_schema else self._schemas.default()
+        schema = self._schemas.get_or_default(flow.identity_schema)
         kept = flatten(traits)
         problems = validation_messages(schema, traits)
         identifiers: list[str] = []

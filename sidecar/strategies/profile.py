@@ -78,7 +78,7 @@ class ProfileStrategy(RegistrationStrategy, SettingsStrategy):
         self._identities = identities
 
     def registration_nodes(self, flow: Flow) -> list[Node]:
-        schema = self._schemas.get(flow.identity_schema) if flow.identity_schema else self._schemas.default()
+        schema = self._schemas.get_or_default(flow.identity_schema)
         one_step = (
             self._flow_config.style == "unified" and self._flow_config.enable_legacy_one_step is not False
         )
@@ -92,7 +92,7 @@ class ProfileStrategy(RegistrationStrategy, SettingsStrategy):
     # --- two-step registration ------------------------------------------------------------------
 
     def _schema(self, flow: Flow) -> IdentitySchema:
-        return self._schemas.get(flow.identity_schema) if flow.identity_schema else self._schemas.default()
+        return self._schemas.get_or_default(flow.identity_schema)
 
     def profile_nodes(self, flow: Flow, traits: Mapping[str, Any] | None = None) -> list[Node]:
         out = trait_nodes(self._schema(flow), "default")

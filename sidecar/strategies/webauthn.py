@@ -274,7 +274,7 @@ class WebAuthnStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
             raise
 
     async def _register(self, flow: Flow, body: Mapping[str, Any], client: Client) -> Identity:
-        schema = self._schemas.get(flow.identity_schema) if flow.identity_schema else self._schemas.default()
+        schema = self._schemas.get_or_default(flow.identity_schema)
         traits, kept, raw = wk.registration_input(schema, body, "webauthn_register")
         ids = schema.identifiers(traits, KIND)
         identifier = ids[0] if ids else None

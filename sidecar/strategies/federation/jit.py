@@ -78,7 +78,7 @@ class FederatedAccounts:
         """``flow.internal``: a verified sign-up waiting for the user to complete missing traits."""
 
     def _schema(self, flow: Flow) -> IdentitySchema:
-        return self._schemas.get(flow.identity_schema) if flow.identity_schema else self._schemas.default()
+        return self._schemas.get_or_default(flow.identity_schema)
 
     def _label(self, provider: str) -> str:
         found = self._connection(provider)
