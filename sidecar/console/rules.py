@@ -122,8 +122,19 @@ class RulesPages:
             "allowed": explanation is not None and explanation.verdict is Verdict.ALLOW,
             "requires": describe(explanation.matched) if explanation and explanation.matched else "",
             "outcome_text": _outcome(explanation),
+            "explain_problem": _problem(explanation),
         }
         return self.pages.render("rules.html", context, signed_in=signed_in, section="rules", status=status)
+
+
+def _problem(explanation: Explanation | None) -> Phrase | None:
+    """Why a request never reached the rules, in words (``explain_request`` says it in English)."""
+    if explanation is None or not explanation.problem:
+        return None
+    if explanation.problem_status == 400:
+        detail = explanation.problem.partition("malformed: ")[2]
+        return Phrase(N_("400: the path is ambiguous or malformed: {detail}"), detail=detail)
+    return Phrase(N_("not an absolute URL: {url}"), url=explanation.url)
 
 
 def _outcome(explanation: Explanation | None) -> Phrase:

@@ -77,7 +77,7 @@ class Templates:
             )
             env.install_gettext_callables(  # type: ignore[attr-defined]
                 gettext=translator.gettext,
-                ngettext=lambda one, many, n: translator.gettext(one if n == 1 else many),
+                ngettext=translator.ngettext,  # the catalog's plural forms
                 newstyle=True,
             )
             self._envs[language] = env

@@ -143,7 +143,7 @@ def _environment(templates_dir: str | None, translator: Translator) -> jinja2.En
     # One environment per language: ``_()`` in the templates is that language's gettext.
     env.install_gettext_callables(  # type: ignore[attr-defined]
         gettext=translator.gettext,
-        ngettext=lambda one, many, n: translator.gettext(one if n == 1 else many),
+        ngettext=translator.ngettext,  # the catalog's plural forms (French 0 and 1, Japanese one)
         pgettext=translator.pgettext,
         newstyle=True,
     )

@@ -76,6 +76,8 @@ async def screens(console: Console) -> dict[str, str]:
         "rules": "/console/rules",
         "explain": f"/console/rules?{explain}",
         "explain-anonymous": "/console/rules?method=GET&url=https://app.test/nowhere",
+        "explain-relative": "/console/rules?url=/billing",
+        "explain-ambiguous": "/console/rules?url=https://app.test/a%252fb",
         "organizations": "/console/organizations",
         "organizations-none": "/console/organizations?domain=nobody.example",
         "organization": f"/console/organizations/{org}",
@@ -128,6 +130,10 @@ async def test_the_words_are_the_translations(console: Console) -> None:
     # A refusal with a value in it: translated, the value kept.
     assert bad.status_code == 400
     assert "Der Status muss einer von queued, processing, sent, abandoned sein." in bad.text
+    relative = await console.client.get("/console/rules?url=/billing", headers=de)
+    assert "keine absolute URL: /billing" in relative.text
+    odd = await console.client.get("/console/rules?url=https://app.test/a%252fb", headers=de)
+    assert "400: Der Pfad ist mehrdeutig oder fehlerhaft: " in odd.text
 
 
 async def test_counts_and_dates_as_the_language_writes_them(console: Console) -> None:
