@@ -35,6 +35,16 @@ _SKIP_CANONICAL = METHOD_OVERRIDES | FORWARDED
 
 
 @dataclass(slots=True)
+class Forward:
+    """Where an allowed request goes: the upstream base URL, the target (path and query) and the
+    rewritten headers. Built once (``Gateway``) for the ASGI path and the fast path alike."""
+
+    base: str
+    target: bytes
+    headers: list[tuple[bytes, bytes]]
+
+
+@dataclass(slots=True)
 class ForwardContext:
     """Per-request values the header rewrite needs."""
 
@@ -159,21 +169,26 @@ async def forward_http(
         await client.forward(method, base, target, headers, has_body, receive, send)
     except ClientGone:
         error = "client_gone"
-    except UpstreamTimeout as exc:
-        error = "timeout"
-        request_id = request_id or new_request_id()  # made only on failure: it costs on the hot path
-        shown = _shown(target)
-        log.warning("upstream timed out: %s %s%s: %s (request %s)", method, base, shown, exc, request_id)
-        await send_error(send, errors.GatewayTimeout(), request_id=request_id)
     except UpstreamError as exc:
-        error = "unreachable"
-        request_id = request_id or new_request_id()
-        shown = _shown(target)
-        log.warning("upstream unreachable: %s %s%s: %s (request %s)", method, base, shown, exc, request_id)
-        await send_error(send, errors.BadGateway(), request_id=request_id)
+        request_id = request_id or new_request_id()  # made only on failure: it costs on the hot path
+        error, answer = upstream_failure(exc, method, base, target, request_id)
+        await send_error(send, answer, request_id=request_id)
     finally:
         if metrics is not None:
             metrics.observe_upstream(time.perf_counter() - started, error)
+
+
+def upstream_failure(
+    exc: UpstreamError, method: str, base: str, target: bytes, request_id: str
+) -> tuple[str, errors.SidecarError]:
+    """Before the response started: the metrics' error kind and the answer (504 for a timeout,
+    else 502), with the warning logged; shared by the ASGI path and ``sidecar.proxy.fast``."""
+    shown = _shown(target)
+    if isinstance(exc, UpstreamTimeout):
+        log.warning("upstream timed out: %s %s%s: %s (request %s)", method, base, shown, exc, request_id)
+        return "timeout", errors.GatewayTimeout()
+    log.warning("upstream unreachable: %s %s%s: %s (request %s)", method, base, shown, exc, request_id)
+    return "unreachable", errors.BadGateway()
 
 
 def _shown(target: bytes) -> str:

@@ -18,10 +18,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sidecar import errors
 from sidecar.metrics import Metrics
-from sidecar.proxy.access import Access, RequestFacts
+from sidecar.proxy.access import Access, Outcome, RequestFacts
 from sidecar.proxy.decisions import DecisionEndpoints
 from sidecar.proxy.deny import Denials
-from sidecar.proxy.forward import ForwardContext, forward_http, rewrite_request_headers_raw
+from sidecar.proxy.forward import Forward, ForwardContext, forward_http, rewrite_request_headers_raw
 from sidecar.proxy.identity_headers import IdentityHeaders
 from sidecar.proxy.paths import BadPath
 from sidecar.proxy.prefix import OwnPaths
@@ -193,14 +193,9 @@ class Gateway:
         except BadPath as exc:
             await send_error(send, errors.BadRequest(f"ambiguous or malformed path: {exc}"), head=head)
             return
-        host = b""
-        for name, value in headers:
-            if name == b"host":
-                host = value
-                break
         access = self.access
         facts = RequestFacts.read(headers, access.cookie_name)
-        outcome = await access.check(method, self._host(host), path, facts, scope)
+        outcome = await access.check(method, self._request_host(headers), path, facts, scope)
         peer = scope["client"][0] if scope.get("client") else ""
         trusted = self.trusted.trusts(peer)
         if not outcome.allowed:
@@ -216,24 +211,11 @@ class Gateway:
                 head=head,
             )
             return
-        rule = outcome.rule
-        base = (rule.upstream if rule is not None else None) or self.upstream_base
-        if base is None or self.upstream is None:
+        planned = self._forward(scope, path, facts, outcome, peer, trusted)
+        if planned is None or self.upstream is None:
             await send_error(send, errors.NotFound(), head=head)
             return
-        identity = self.identity
-        strip, _ = identity.names()
-        ctx = ForwardContext(
-            peer=peer,
-            scheme=scope.get("scheme", "http"),
-            trusted=trusted,
-            strip=strip,
-            cookie_name=access.cookie_name,
-            strip_bearer=outcome.session is not None and facts.token_from_bearer,
-        )
-        upstream_headers = rewrite_request_headers_raw(headers, ctx, identity.render(outcome))
-        query = scope.get("query_string", b"")
-        target = path.encode() + b"?" + query if query else path.encode()
+        base, target, upstream_headers = planned.base, planned.target, planned.headers
         tracing = self.tracing
         if tracing is None:
             await forward_http(
@@ -268,3 +250,33 @@ class Gateway:
                 request_id=scope.get("sidecar.request_id"),
                 metrics=self.metrics,
             )
+
+    def _request_host(self, headers: list[tuple[bytes, bytes]]) -> str:
+        for name, value in headers:
+            if name == b"host":
+                return self._host(value)
+        return self._host(b"")
+
+    def _forward(
+        self, scope: Scope, path: str, facts: RequestFacts, outcome: Outcome, peer: str, trusted: bool
+    ) -> Forward | None:
+        """An allowed request's upstream base, target (path and query) and rewritten headers; None
+        when it has nowhere to go (404). One rewrite for the ASGI path and the fast path."""
+        rule = outcome.rule
+        base = (rule.upstream if rule is not None else None) or self.upstream_base
+        if base is None:
+            return None
+        identity = self.identity
+        strip, _ = identity.names()
+        ctx = ForwardContext(
+            peer=peer,
+            scheme=scope.get("scheme", "http"),
+            trusted=trusted,
+            strip=strip,
+            cookie_name=self.access.cookie_name,
+            strip_bearer=outcome.session is not None and facts.token_from_bearer,
+        )
+        upstream_headers = rewrite_request_headers_raw(scope["headers"], ctx, identity.render(outcome))
+        query = scope.get("query_string", b"")
+        target = path.encode() + b"?" + query if query else path.encode()
+        return Forward(base, target, upstream_headers)

@@ -28,8 +28,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from sidecar.proxy.headers import HOP_BY_HOP, canonical, connection_options
-from sidecar.proxy.http1_connection import Connection, Origin
+from sidecar.proxy.http1_connection import Connection, Origin, ReadClock
 from sidecar.proxy.upstream import (
     ClientGone,
     Headers,
@@ -51,18 +50,6 @@ class _Stale(UpstreamError):
     """A reused connection died before any byte of the response: safe to retry once."""
 
 
-def _response_headers(raw: Headers) -> Headers:
-    """Hop-by-hop headers and every name ``Connection`` lists end here (names are lower-case)."""
-    listed: set[bytes] | None = None
-    for name, value in raw:
-        if name == b"connection":
-            listed = listed or set()
-            listed.update(connection_options(value))
-    if listed is None:
-        return [h for h in raw if h[0] not in HOP_BY_HOP]
-    return [h for h in raw if h[0] not in HOP_BY_HOP and canonical(h[0]) not in listed]
-
-
 class Http1Client:
     """``sidecar.proxy.upstream.Upstream`` over pools of ``Connection``."""
 
@@ -81,21 +68,22 @@ class Http1Client:
         self.pool_size = pool_size
         self.keepalive = keepalive
         self._origins: dict[str, Origin] = {}
+        self.clock = ReadClock(self.read_timeout)
 
     # --- pool --------------------------------------------------------------------------------
 
-    def _origin(self, base: str) -> Origin:
+    def origin(self, base: str) -> Origin:
         origin = self._origins.get(base)
         if origin is None:
             origin = self._origins[base] = Origin(base)
         return origin
 
-    async def _connect(self, origin: Origin) -> Connection:
+    async def connect(self, origin: Origin) -> Connection:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, conn = await loop.create_connection(
-                    lambda: Connection(loop),
+                    lambda: Connection(loop, self.clock),
                     origin.host,
                     origin.port,
                     ssl=origin.ssl,
@@ -108,7 +96,7 @@ class Http1Client:
         conn.origin = origin
         return conn
 
-    def _checkout(self, origin: Origin) -> Connection | None:
+    def checkout(self, origin: Origin) -> Connection | None:
         idle = origin.idle
         if not idle:
             return None
@@ -121,16 +109,16 @@ class Http1Client:
             return conn
         return None
 
-    def _release(self, conn: Connection) -> None:
+    def release(self, conn: Connection) -> None:
         origin = conn.origin
-        conn.parser = None
+        conn.busy = False
         if origin is None or conn.closed or len(origin.idle) >= self.pool_size:
             conn.close()
             return
         conn.idle_since = time.monotonic()
         origin.idle.append(conn)
 
-    def _discard_idle(self, origin: Origin) -> None:
+    def discard_idle(self, origin: Origin) -> None:
         """After a stale connection: its idle siblings are likely stale too (upstream restart)."""
         idle, origin.idle = origin.idle, []
         for conn in idle:
@@ -138,10 +126,31 @@ class Http1Client:
 
     async def close(self) -> None:
         for origin in self._origins.values():
-            self._discard_idle(origin)
+            self.discard_idle(origin)
         self._origins.clear()
+        self.clock.close()
 
     # --- one request -------------------------------------------------------------------------
+
+    @staticmethod
+    def request_head(
+        method: str, origin: Origin, target: bytes, headers: Headers, extra: bytes = b""
+    ) -> bytes:
+        """The request line and headers, as written upstream (one ``bytes``); ``Host`` is the
+        client's when the rewritten headers carry it, else the upstream's own."""
+        host = b"host: " + origin.host_header + b"\r\n"
+        for name, _ in headers:
+            if name.lower() == b"host":
+                host = b""
+                break
+        return b"%s %s%s HTTP/1.1\r\n%s%s%s\r\n" % (
+            method.encode("latin-1"),
+            origin.prefix,
+            target,
+            b"".join([b"%s: %s\r\n" % h for h in headers]),
+            host,
+            extra,
+        )
 
     async def forward(
         self,
@@ -157,28 +166,22 @@ class Http1Client:
 
         ``headers`` are the rewritten request headers (``Host`` included when the client sent one).
         """
-        origin = self._origin(base)
+        origin = self.origin(base)
         head_request = method == "HEAD"
-        lines = [method.encode("latin-1"), b" ", origin.prefix, target, b" HTTP/1.1\r\n"]
-        host_seen = chunked = False
-        for name, value in headers:
-            lines += (name, b": ", value, b"\r\n")
-            if not host_seen and name.lower() == b"host":
-                host_seen = True
-        if not host_seen:
-            lines += (b"host: ", origin.host_header, b"\r\n")
+        chunked = False
         body = b""
         more = False
+        extra = b""
         if has_body:
             if not any(n.lower() == b"content-length" for n, _ in headers):
                 chunked = True
-                lines.append(b"transfer-encoding: chunked\r\n")
+                extra = b"transfer-encoding: chunked\r\n"
             message = await receive()
             if message["type"] == "http.disconnect":
                 raise ClientGone
             body = message.get("body", b"")
             more = message.get("more_body", False)
-        lines.append(b"\r\n")
+        lines = [self.request_head(method, origin, target, headers, extra)]
         if chunked:
             if body:
                 lines += (b"%x\r\n" % len(body), body, b"\r\n")
@@ -189,23 +192,23 @@ class Http1Client:
         payload = b"".join(lines)
         retry = method in _IDEMPOTENT and not more
 
-        conn = self._checkout(origin)
+        conn = self.checkout(origin)
         reused = conn is not None
         if conn is None:
-            conn = await self._connect(origin)
+            conn = await self.connect(origin)
         try:
             try:
                 await self._exchange(conn, reused, head_request, payload, more, chunked, receive)
             except _Stale:
                 conn.abort()
-                self._discard_idle(origin)
+                self.discard_idle(origin)
                 if not retry:
                     raise UpstreamError("the pooled upstream connection was closed") from None
-                conn = await self._connect(origin)
+                conn = await self.connect(origin)
                 await self._exchange(conn, False, head_request, payload, more, chunked, receive)
             await self._respond(conn, send)
         except BaseException:
-            if conn.parser is not None:  # not yet back in the pool (or closed) by _finish
+            if conn.busy:  # not yet back in the pool (or closed) by _finish
                 conn.abort()
             raise
 
@@ -246,7 +249,6 @@ class Http1Client:
             elif body:
                 transport.write(body)
             conn.request_sent = not more
-        timeout = self.read_timeout
         # Until the head, or the whole response when it is small and framed by Content-Length
         # (the common case: one message to the client, one wake-up less per request).
         while not (conn.complete or (conn.head_done and not conn.small)):
@@ -254,7 +256,7 @@ class Http1Client:
                 if reused and not conn.got_data and isinstance(conn.error, OSError):
                     raise _Stale
                 raise self._as_error(conn.error)
-            await conn.wait(timeout)
+            await conn.wait()
 
     @staticmethod
     def _as_error(exc: BaseException) -> BaseException:
@@ -266,18 +268,17 @@ class Http1Client:
         start = {
             "type": "http.response.start",
             "status": conn.status,
-            "headers": _response_headers(conn.headers),
+            "headers": conn.response_headers(),
         }
         if conn.complete:
             # The whole response is here (the common small case): one send for the body, and the
             # connection goes back to the pool before we yield to the client.
             body = conn.take() if conn.chunks else b""
-            self._finish(conn)
+            self.finish(conn)
             await send(start)
             await send({"type": "http.response.body", "body": body})
             return
         await send(start)
-        timeout = self.read_timeout
         try:
             while True:
                 if conn.chunks:
@@ -287,15 +288,15 @@ class Http1Client:
                 elif conn.error is not None:
                     raise self._as_error(conn.error)
                 else:
-                    await conn.wait(timeout)
+                    await conn.wait()
         except UpstreamError as exc:
             raise UpstreamAborted(f"upstream failed mid-response: {exc}") from exc
-        self._finish(conn)
+        self.finish(conn)
         await send({"type": "http.response.body", "body": b""})
 
-    def _finish(self, conn: Connection) -> None:
+    def finish(self, conn: Connection) -> None:
         if conn.keep_alive and conn.request_sent and not conn.closed and not conn.head_request:
-            self._release(conn)
+            self.release(conn)
         else:
-            conn.parser = None
+            conn.busy = False
             conn.close()

@@ -1,9 +1,15 @@
 """One upstream HTTP/1.1 connection of ``sidecar.proxy.http1``: an asyncio Protocol that writes a
-request and parses the response with httptools (llhttp, strict), plus the per-origin pool entry.
+request and parses the response with httptools (llhttp, strict), plus the per-origin pool entry
+and the coarse read-timeout clock.
 
 The response body is buffered in ``chunks`` with the socket paused past ``HIGH_WATER`` bytes,
-so memory stays flat whatever the size; ``wait`` sleeps until the protocol has news (head, body,
-end, error) or the read timeout passes.
+so memory stays flat whatever the size. Whoever drives the response is told of news (head,
+body, end, error) in one of two ways: ``wait`` (a coroutine, the ASGI path) or a ``listener``
+whose ``on_news`` is called from the protocol's callbacks (the protocol-level fast path,
+``sidecar.proxy.fast``); both read the same state.
+
+One parser per connection, reused for every response on it (llhttp starts the next message
+where the last one ended); hop-by-hop response headers are dropped as they are parsed.
 """
 
 from __future__ import annotations
@@ -11,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from httptools import HttpParserError, HttpResponseParser
 
+from sidecar.proxy.headers import HOP_BY_HOP, canonical, connection_options
 from sidecar.proxy.upstream import Headers, UpstreamError, UpstreamTimeout
 
 HIGH_WATER = 256 * 1024  # buffered response bytes before the upstream socket is paused
@@ -40,34 +48,87 @@ class Origin:
         self.idle: list[Connection] = []
 
 
-def _timed_out(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(UpstreamTimeout("upstream read timed out"))
+class Listener(Protocol):
+    """The fast path's side of a response: told of every change, synchronously."""
+
+    def on_news(self) -> None: ...
+
+    def on_timeout(self) -> None: ...
+
+
+class ReadClock:
+    """Read timeouts for every connection of one client on one coarse timer.
+
+    A ``call_later`` per wait (scheduled, then cancelled: nearly every wait ends well before its
+    timeout) cost more than a whole header rewrite; instead a waiting connection stores its
+    deadline and one timer, running only while some connection waits, fails those whose
+    deadline passed. A timeout fires up to ``tick`` seconds late (an eighth of it, at most half
+    a second): fine for a limit of seconds.
+    """
+
+    def __init__(self, timeout: float | None) -> None:
+        self.timeout = timeout
+        self.tick = max(0.005, min(0.5, timeout / 8)) if timeout else 0.0
+        self._waiting: set[Connection] = set()
+        self._handle: asyncio.TimerHandle | None = None
+
+    def arm(self, conn: Connection) -> None:
+        """``conn`` waits from now: it times out ``timeout`` seconds later unless it hears news."""
+        if self.timeout is None:
+            return
+        loop = conn.loop
+        conn.deadline = loop.time() + self.timeout
+        self._waiting.add(conn)
+        if self._handle is None:
+            self._handle = loop.call_later(self.tick, self._check, loop)
+
+    def _check(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._handle = None
+        now = loop.time()
+        expired = [c for c in self._waiting if not c.waiting or c.deadline <= now]
+        for conn in expired:
+            self._waiting.discard(conn)
+            if conn.waiting:
+                conn.time_out()
+        if self._waiting:
+            self._handle = loop.call_later(self.tick, self._check, loop)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._waiting.clear()
 
 
 class Connection(asyncio.Protocol):
     """One upstream TCP connection and the state of the response being read on it."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, clock: ReadClock | None = None) -> None:
         self.loop = loop
+        self.clock = clock or ReadClock(None)
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
+        self.deadline = 0.0
         self.origin: Origin | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._drain: asyncio.Future[None] | None = None
+        self.listener: Listener | None = None
+        self.waiting = False  # a reader (``wait`` or a listener) expects news within the timeout
         self.write_paused = False
-        self.parser: HttpResponseParser | None = None
+        self.parser = HttpResponseParser(self)
+        self.busy = False  # a request is in flight on it (not idle in the pool)
         self.begin(False)
-        self.parser = None
+        self.busy = False
 
     # --- per response ------------------------------------------------------------------------
 
     def begin(self, head_request: bool) -> None:
-        self.parser = HttpResponseParser(self)
+        self.busy = True
         self.head_request = head_request
         self.status = 0
         self.headers: Headers = []
+        self.listed: set[bytes] | None = None  # names a response ``Connection`` header lists
         self.head_done = False
         self.complete = False
         self.keep_alive = False
@@ -82,14 +143,20 @@ class Connection(asyncio.Protocol):
         self.error: BaseException | None = None
         self.reading_paused = False
 
+    def response_headers(self) -> Headers:
+        """The response headers less every hop-by-hop one (names lower-case)."""
+        listed = self.listed
+        if listed is None:
+            return self.headers
+        return [h for h in self.headers if canonical(h[0]) not in listed]
+
     # --- asyncio.Protocol --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        parser = self.parser
-        if parser is None or self.complete:
+        if not self.busy or self.complete:
             # Bytes on an idle connection, or after a complete response: the stream is out of
             # step with our requests; never reuse it.
             self.error = UpstreamError("unexpected data from the upstream")
@@ -98,7 +165,7 @@ class Connection(asyncio.Protocol):
             return
         self.got_data = True
         try:
-            parser.feed_data(data)
+            self.parser.feed_data(data)
         except HttpParserError as exc:
             if not (self.head_request and self.head_done):
                 self.error = UpstreamError(f"malformed upstream response: {exc}")
@@ -121,7 +188,7 @@ class Connection(asyncio.Protocol):
         self.closed = True
         self.keep_alive = False
         origin = self.origin
-        if origin is not None and self.parser is None:
+        if origin is not None and not self.busy:
             with contextlib.suppress(ValueError):
                 origin.idle.remove(self)
         if not self.complete and self.error is None:
@@ -144,23 +211,31 @@ class Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
+        if name in HOP_BY_HOP:
+            if name == b"transfer-encoding":
+                if b"chunked" in value.lower():
+                    self.framed = True
+            elif name == b"connection":
+                listed = self.listed
+                if listed is None:
+                    listed = self.listed = set()
+                listed.update(connection_options(value))
+            return
         if name == b"content-length":
             self.framed = True
             self.small = len(value) < 6 and int(value) <= SMALL  # llhttp checked it is digits
-        elif name == b"transfer-encoding" and b"chunked" in value.lower():
-            self.framed = True
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        parser = self.parser
-        if parser is None:  # httptools calls back only while feeding this connection's parser
+        if not self.busy:  # httptools calls back only while feeding this connection's parser
             raise UpstreamError("response head without a request")
-        status = parser.get_status_code()
+        status = self.parser.get_status_code()
         if status < 200:
             if status == 101:
                 raise UpstreamError("unexpected protocol switch from the upstream")
             self.interim = True  # 100 Continue, 103 Early Hints: skipped, the final one follows
             self.headers = []
+            self.listed = None
             self.framed = self.small = False
             return
         self.status = status
@@ -186,14 +261,28 @@ class Connection(asyncio.Protocol):
         if self.head_request:
             return
         self.complete = True
-        self.keep_alive = self.parser is not None and self.parser.should_keep_alive()
+        self.keep_alive = self.parser.should_keep_alive()
 
     # --- for the client ----------------------------------------------------------------------
 
     def wake(self) -> None:
+        listener = self.listener
+        if listener is not None:
+            listener.on_news()
+            return
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def time_out(self) -> None:
+        """The read timeout passed while someone waited (``ReadClock``)."""
+        self.waiting = False
+        waiter = self._waiter
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_exception(UpstreamTimeout("upstream read timed out"))
+        elif self.listener is not None:
+            self.listener.on_timeout()
 
     def close(self) -> None:
         if self.transport is not None:
@@ -204,17 +293,17 @@ class Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    async def wait(self, timeout: float | None) -> None:
+    async def wait(self) -> None:
         """Until the protocol reports anything (head, body, end, error) or the read timeout."""
         waiter: asyncio.Future[None] = self.loop.create_future()
         self._waiter = waiter
-        handle = self.loop.call_later(timeout, _timed_out, waiter) if timeout else None
+        self.waiting = True
+        self.clock.arm(self)
         try:
             await waiter
         finally:
             self._waiter = None
-            if handle is not None:
-                handle.cancel()
+            self.waiting = False
 
     async def drain(self) -> None:
         if self.write_paused and not self.closed:
