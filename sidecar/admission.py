@@ -19,9 +19,18 @@ from sidecar import errors
 RETRY_AFTER_SECONDS = 1
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (``taskset``, cgroup cpusets), not the machine's count:
+    pinned to one core, two blocks at once would only share it and double the memory held."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 class Admission:
     def __init__(self, max_concurrent: int, max_queue: int, *, refusal: str) -> None:
-        self._concurrency = max_concurrent or os.cpu_count() or 1
+        self._concurrency = max_concurrent or usable_cpus()
         self._slots = asyncio.Semaphore(self._concurrency)
         self._waiting = 0
         self._max_queue = max_queue
@@ -29,7 +38,7 @@ class Admission:
 
     @property
     def concurrency(self) -> int:
-        """Blocks that run at once (the configured number, else the CPU count)."""
+        """Blocks that run at once (the configured number, else the usable CPUs)."""
         return self._concurrency
 
     @property

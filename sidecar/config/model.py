@@ -784,7 +784,7 @@ class SamlMethodConfig(Model):
     """Sidecar-only: the service provider's key pair."""
     max_concurrent_verifications: int = Field(0, ge=0, le=256)
     """Sidecar-only: signature checks of identity providers' responses and logout requests that
-    run at once (each costs about 135 ms of CPU); 0 means the CPU count."""
+    run at once (each costs about 135 ms of CPU); 0 means the CPUs this process may run on."""
     max_queued_verifications: int = Field(32, ge=0, le=100_000)
     """Sidecar-only: checks that may wait for a free slot; past this the ACS and SLO answer 503
     with ``Retry-After``."""
@@ -1015,15 +1015,26 @@ class Hashers(Model):
     bcrypt: BcryptConfig = BcryptConfig()
     """bcrypt parameters."""
     max_concurrent: int = Field(0, ge=0, le=256)
-    """Sidecar-only: cap on hashes computed at once (0 = number of CPUs)."""
+    """Sidecar-only: cap on hashes computed at once in each server worker (0 = the CPUs this process
+    may run on). With ``pool: process`` it is also the number of hashing processes per worker, so
+    memory stays below ``max_concurrent`` x ``argon2.memory`` (+ about 20 MiB per process)."""
     max_queue: int = Field(64, ge=0, le=100_000)
     """Sidecar-only: hashes that may wait for a free slot. Past that, a login, registration or password
     change is answered 503 with ``Retry-After: 1``, so a sign-up storm costs neither unbounded memory nor
     minutes-long waits."""
+    pool: Literal["process", "thread"] = "process"
+    """Sidecar-only: where hashes run. ``process``: in hashing processes of their own (``python -m
+    sidecar.hashing.worker``, started at the first hash, replaced when one dies, stopped with the
+    server; a crash mid-hash answers 503), so no hash ever holds the server's GIL or maps its 64 MiB
+    in the server's address space. ``thread``: in threads of the server process (no extra processes,
+    about 20 MiB less per slot; but a hashing thread takes the server's GIL to start and to hand back
+    each hash, and at ``priority: idle`` the event loop then waits for it behind the other hashing
+    threads: about 4 ms per hash in bench/, see bench/RESULTS.md)."""
     priority: Literal["idle", "low", "normal"] = "idle"
-    """Sidecar-only: CPU priority of the hashing threads (Linux): ``idle`` (``SCHED_IDLE``: the event loop
-    preempts them at once; in bench/ the decision's p99 during a login storm stayed within 2x of idle and
-    logins still progressed under a proxy flood), ``low`` (nice +10), ``normal``."""
+    """Sidecar-only: CPU priority of the hashing processes or threads (Linux): ``idle``
+    (``SCHED_IDLE``: run only when the core has nothing else to do, preempted at once when the event
+    loop wakes; a core kept busy by the loop or by other processes starves them), ``low`` (nice +10:
+    about a tenth of a busy core), ``normal``."""
 
 
 class Smtp(Model):

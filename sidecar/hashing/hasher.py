@@ -1,58 +1,41 @@
 """The password hasher: argon2id (or bcrypt) for new hashes, every import format for checks.
 
-Hashing costs 20-150 ms of CPU, so it never runs on the event loop (DESIGN §6): each call goes to
-a bounded thread pool behind a semaphore, at a lower CPU priority (``hashers.priority``), so a
-login storm queues instead of starving the proxy; past ``hashers.max_queue`` waiting hashes the
-request is refused with 503 and ``Retry-After``. argon2-cffi, bcrypt and hashlib release the GIL
-while they work.
+Hashing costs 20-200 ms of CPU and 64 MiB, so it never runs on the event loop (DESIGN §6): each
+call waits for one of ``hashers.max_concurrent`` slots (past ``hashers.max_queue`` waiting hashes
+the request is refused with 503 and ``Retry-After``) and runs where ``hashers.pool`` says: in a
+hashing process of its own (``sidecar.hashing.processes``, the default) or in a thread of the
+server, at the CPU priority ``hashers.priority`` gives it, so a login storm queues instead of
+starving the proxy.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import secrets
-import threading
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any
 
 import argon2.low_level
-import bcrypt
 
 from sidecar.admission import Admission
 from sidecar.config.model import Hashers
 from sidecar.hashing import formats
+from sidecar.hashing.processes import HashingProcesses
+from sidecar.hashing.work import Params, Request, compute, lower_priority
 from sidecar.tracing import Tracing
 
-T = TypeVar("T")
 
-
-HASHING_NICENESS = 10
-
-
-def _thread_priority(priority: str) -> Callable[[], None]:
-    """A pool initializer that lowers the CPU priority of the hashing thread it runs in.
-
-    A login storm is CPU-bound argon2; at equal priority it competes with the event-loop thread
-    that serves proxied requests and decisions. ``low`` renices the thread (+10: the loop gets
-    about ten times its share of the core, logins still progress under a proxy flood); ``idle``
-    makes it ``SCHED_IDLE``, run only when the core has nothing else to do, so the loop preempts
-    it at once. argon2's lane threads are created by this thread and inherit either setting.
-    Linux applies both per thread; elsewhere this is a no-op.
-    """
-
-    def lower() -> None:
-        with contextlib.suppress(OSError, AttributeError):
-            if priority == "idle":
-                os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-            elif priority == "low":
-                tid = threading.get_native_id()
-                current = os.getpriority(os.PRIO_PROCESS, tid)
-                os.setpriority(os.PRIO_PROCESS, tid, min(current + HASHING_NICENESS, 19))
-
-    return lower
+def params_of(config: Hashers) -> Params:
+    a = config.argon2
+    return Params(
+        algorithm=config.algorithm,
+        memory_kib=a.memory // 1024,
+        iterations=a.iterations,
+        parallelism=a.parallelism,
+        key_length=a.key_length,
+        salt_length=a.salt_length,
+        bcrypt_cost=config.bcrypt.cost,
+    )
 
 
 class PasswordHasher:
@@ -67,11 +50,18 @@ class PasswordHasher:
             config.max_queue,
             refusal="Too many passwords are being checked right now, please retry in a moment",
         )
-        self._pool = ThreadPoolExecutor(
-            max_workers=self._admission.concurrency,
-            thread_name_prefix="hasher",
-            initializer=_thread_priority(config.priority),
-        )
+        self._params = params_of(config)
+        self._processes: HashingProcesses | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        if config.pool == "process":
+            self._processes = HashingProcesses(self._admission.concurrency, self._params, config.priority)
+        else:
+            self._pool = ThreadPoolExecutor(
+                max_workers=self._admission.concurrency,
+                thread_name_prefix="hasher",
+                initializer=lower_priority,
+                initargs=(config.priority,),
+            )
         self._dummy: str | None = None
         a = config.argon2
         self._argon2_params = (a.memory // 1024, a.iterations, a.parallelism, a.key_length)
@@ -86,37 +76,28 @@ class PasswordHasher:
         """Hashes waiting for a free slot (for metrics)."""
         return self._admission.queue_depth
 
-    async def _run(self, fn: Callable[[], T]) -> T:
-        async with self._admission.admitted():
-            return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+    def process_ids(self) -> list[int]:
+        """The hashing processes running now (``hashers.pool: process``; for tests and diagnostics)."""
+        return self._processes.pids() if self._processes else []
 
-    def _hash_sync(self, password: bytes) -> str:
-        if self._config.algorithm == "bcrypt":
-            if len(password) > formats.BCRYPT_MAX_BYTES:
-                # bcrypt ignores everything past 72 bytes: refuse instead of truncating.
-                raise ValueError(f"bcrypt cannot hash passwords longer than {formats.BCRYPT_MAX_BYTES} bytes")
-            return bcrypt.hashpw(password, bcrypt.gensalt(self._config.bcrypt.cost)).decode()
-        memory, iterations, parallelism, key_length = self._argon2_params
-        return argon2.low_level.hash_secret(
-            password,
-            secrets.token_bytes(self._config.argon2.salt_length),
-            time_cost=iterations,
-            memory_cost=memory,
-            parallelism=parallelism,
-            hash_len=key_length,
-            type=argon2.low_level.Type.ID,
-        ).decode()
+    async def _run(self, request: Request) -> Any:
+        async with self._admission.admitted():
+            if self._processes is not None:
+                return await self._processes.run(request)
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._pool, compute, self._params, request)
 
     async def hash(self, password: str) -> str:
         """A new hash of ``password`` with the configured algorithm and parameters."""
         data = password.encode()
         with self._tracing.span("sidecar.password.hash", {"sidecar.hash.algorithm": self._config.algorithm}):
-            return await self._run(lambda: self._hash_sync(data))
+            result: str = await self._run(("hash", data))
+            return result
 
     async def verify(self, password: str, encoded: str) -> bool:
         """True when ``password`` matches ``encoded`` (any supported format); never raises."""
         with self._tracing.span("sidecar.password.verify", {"sidecar.hash.operation": "verify"}):
-            return await self._run(lambda: formats.verify(password, encoded))
+            return bool(await self._run(("verify", password, encoded)))
 
     async def verify_dummy(self, password: str) -> None:
         """Spend the time of a real ``verify`` so unknown identifiers cannot be told apart."""
@@ -125,7 +106,7 @@ class PasswordHasher:
         dummy = self._dummy
         # Named as a real verification: a trace must not tell unknown identifiers apart either.
         with self._tracing.span("sidecar.password.verify", {"sidecar.hash.operation": "verify"}):
-            await self._run(lambda: formats.verify(password, dummy))
+            await self._run(("verify", password, dummy))
 
     def needs_rehash(self, encoded: str) -> bool:
         """True when ``encoded`` is not a hash the configured hasher would write today."""
@@ -151,4 +132,7 @@ class PasswordHasher:
         formats.parse(encoded)
 
     async def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._processes is not None:
+            await self._processes.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)

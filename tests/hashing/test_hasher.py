@@ -1,10 +1,14 @@
-"""PasswordHasher: configured algorithms, the thread pool and its cap, rehash and import rules."""
+"""PasswordHasher: algorithms, hashing processes or threads and their cap, rehash and import rules."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import threading
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import argon2
@@ -21,9 +25,9 @@ def hashers(**overrides: Any) -> Hashers:
     return Hashers.model_validate({"argon2": FAST, **overrides})
 
 
-@pytest.fixture
-async def hasher() -> AsyncIterator[PasswordHasher]:
-    h = PasswordHasher(hashers())
+@pytest.fixture(params=["process", "thread"])
+async def hasher(request: pytest.FixtureRequest) -> AsyncIterator[PasswordHasher]:
+    h = PasswordHasher(hashers(pool=request.param))
     yield h
     await h.close()
 
@@ -40,8 +44,9 @@ async def test_argon2id_with_configured_parameters(hasher: PasswordHasher) -> No
     assert not hasher.needs_rehash(encoded)
 
 
-async def test_bcrypt_when_configured() -> None:
-    h = PasswordHasher(hashers(algorithm="bcrypt", bcrypt={"cost": 4}))
+@pytest.mark.parametrize("pool", ["process", "thread"])
+async def test_bcrypt_when_configured(pool: str) -> None:
+    h = PasswordHasher(hashers(algorithm="bcrypt", bcrypt={"cost": 4}, pool=pool))
     try:
         encoded = await h.hash("pässword")
         assert encoded.startswith("$2b$04$")
@@ -79,8 +84,9 @@ def test_validate_import() -> None:
         h.validate_import("$2a$16$" + "a" * 53)
 
 
-async def test_hashing_does_not_block_the_event_loop() -> None:
-    h = PasswordHasher(Hashers.model_validate({"argon2": {"memory": "32MB", "iterations": 2}}))
+@pytest.mark.parametrize("pool", ["process", "thread"])
+async def test_hashing_does_not_block_the_event_loop(pool: str) -> None:
+    h = PasswordHasher(Hashers.model_validate({"argon2": {"memory": "32MB", "iterations": 2}, "pool": pool}))
     ticks = 0
 
     async def ticker() -> None:
@@ -102,8 +108,9 @@ async def test_hashing_does_not_block_the_event_loop() -> None:
     assert elapsed > 0.01 and ticks >= 3
 
 
-async def test_concurrency_cap_and_queue_depth() -> None:
-    h = PasswordHasher(hashers(max_concurrent=1))
+@pytest.mark.parametrize("pool", ["process", "thread"])
+async def test_concurrency_cap_and_queue_depth(pool: str) -> None:
+    h = PasswordHasher(hashers(max_concurrent=1, pool=pool))
     try:
         tasks = [asyncio.create_task(h.hash(f"pw{i}")) for i in range(4)]
         await asyncio.sleep(0)
@@ -132,13 +139,47 @@ async def test_verify_dummy_costs_like_a_real_verify(hasher: PasswordHasher) -> 
     assert 0.5 < min(dummies) / min(reals) < 2.0, (reals, dummies)
 
 
-async def test_hashing_threads_default_to_sched_idle() -> None:
-    """Hash threads yield the CPU to the event loop that serves the access path."""
-    import os
+def _policy_and_nice(pid: int, tid: int | None = None) -> tuple[int, int]:
+    """The scheduling policy and nice value the kernel reports for a process (or one of its threads)."""
+    path = f"/proc/{pid}/task/{tid}/stat" if tid else f"/proc/{pid}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
+    return int(fields[38]), int(fields[16])  # stat fields 41 (policy) and 19 (nice)
 
+
+async def test_hashes_run_in_sched_idle_processes_by_default() -> None:
+    """The default: processes of their own, never a thread of the server, at SCHED_IDLE."""
     h = PasswordHasher(hashers())
+    threads_before = threading.active_count()
     try:
-        assert await h._run(lambda: os.sched_getscheduler(0)) == os.SCHED_IDLE
+        assert await h.verify("pw", await h.hash("pw"))
+        pids = h.process_ids()
+        assert len(pids) == 1 and pids[0] != os.getpid()
+        assert os.sched_getscheduler(pids[0]) == os.SCHED_IDLE
+        assert _policy_and_nice(pids[0]) == (os.SCHED_IDLE, 0)
+        assert threading.active_count() <= threads_before  # no hashing thread in this process
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER
+    finally:
+        await h.close()
+
+
+@pytest.mark.parametrize(
+    ("priority", "policy", "nice_added"),
+    [
+        pytest.param("idle", "SCHED_IDLE", 0, id="idle"),
+        pytest.param("low", "SCHED_OTHER", 10, id="low"),
+        pytest.param("normal", "SCHED_OTHER", 0, id="normal"),
+    ],
+)
+async def test_hashing_process_priority(priority: str, policy: str, nice_added: int) -> None:
+    h = PasswordHasher(hashers(priority=priority))
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    try:
+        await h.hash("pw")  # the process lowers its priority before it reads its first request
+        (pid,) = h.process_ids()
+        assert _policy_and_nice(pid) == (getattr(os, policy), min(base + nice_added, 19))
+        # The event loop's own thread is never changed.
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
     finally:
         await h.close()
 
@@ -152,31 +193,109 @@ async def test_hashing_threads_default_to_sched_idle() -> None:
     ],
 )
 async def test_hashing_thread_priority(priority: str, policy: str, nice_added: int) -> None:
-    import os
-    import threading
-
-    h = PasswordHasher(hashers(priority=priority))
+    h = PasswordHasher(hashers(priority=priority, pool="thread"))
     try:
         base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
-        def seen() -> tuple[int, int]:
-            tid = threading.get_native_id()
-            return os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, tid)
-
-        got_policy, got_nice = await h._run(seen)
-        assert got_policy == getattr(os, policy)
-        assert got_nice == min(base + nice_added, 19)
-        # The event loop's own thread is never changed.
+        await h.hash("pw")
+        assert not h.process_ids()
+        (tid,) = [t.native_id for t in threading.enumerate() if t.name.startswith("hasher")]
+        assert tid is not None
+        assert _policy_and_nice(os.getpid(), tid) == (getattr(os, policy), min(base + nice_added, 19))
         assert os.sched_getscheduler(0) == os.SCHED_OTHER
         assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
     finally:
         await h.close()
 
 
-async def test_past_max_queue_hashes_are_refused_with_503_and_retry_after() -> None:
+def _gone(pid: int) -> bool:
+    """True once ``pid`` has exited and been reaped (no /proc entry, not even a zombie)."""
+    return not Path(f"/proc/{pid}").exists()
+
+
+async def test_close_stops_and_reaps_every_hashing_process() -> None:
+    h = PasswordHasher(hashers(max_concurrent=2))
+    await asyncio.gather(h.hash("a"), h.hash("b"))
+    pids = h.process_ids()
+    assert len(pids) == 2
+    await h.close()
+    assert all(_gone(pid) for pid in pids)
+    assert h.process_ids() == []
+
+
+async def test_a_killed_process_is_replaced() -> None:
+    h = PasswordHasher(hashers(max_concurrent=1))
+    try:
+        encoded = await h.hash("pw")
+        (first,) = h.process_ids()
+        os.kill(first, signal.SIGKILL)  # while idle
+        assert await h.verify("pw", encoded)
+        (second,) = h.process_ids()
+        assert second != first
+    finally:
+        await h.close()
+    assert _gone(first) and _gone(second)
+
+
+async def test_a_process_that_dies_mid_hash_answers_503_and_the_next_hash_works() -> None:
     from sidecar import errors
 
-    h = PasswordHasher(hashers(max_concurrent=1, max_queue=2))
+    slow = {"memory": "64MB", "iterations": 3, "parallelism": 1}
+    h = PasswordHasher(Hashers.model_validate({"argon2": slow, "max_concurrent": 1}))
+    try:
+        running = asyncio.create_task(h.hash("pw"))
+        while not h.process_ids():
+            await asyncio.sleep(0)
+        (pid,) = h.process_ids()
+        # Killed before it can even have started Python: the request is in flight either way.
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(errors.ServiceUnavailable) as refused:
+            await running
+        assert refused.value.code == 503 and refused.value.headers == {"Retry-After": "1"}
+        assert _gone(pid)
+        assert (await h.hash("again")).startswith("$argon2id$")
+    finally:
+        await h.close()
+
+
+async def test_a_cancelled_caller_leaves_the_process_in_step() -> None:
+    """One request, one answer, in order: a caller that gives up must not shift the answers."""
+    h = PasswordHasher(hashers(max_concurrent=1))
+    try:
+        encoded = await h.hash("right")
+        abandoned = asyncio.create_task(h.verify("right", encoded))
+        while not h.queue_depth and not abandoned.done():
+            await asyncio.sleep(0)
+            break
+        await asyncio.sleep(0)
+        abandoned.cancel()
+        assert await h.verify("wrong", encoded) is False
+        assert await h.verify("right", encoded) is True
+        assert len(h.process_ids()) == 1
+    finally:
+        await h.close()
+
+
+def test_a_new_event_loop_gets_new_processes() -> None:
+    """Sockets belong to one loop (tests run one per test): a second loop starts afresh."""
+    h = PasswordHasher(hashers())
+    encoded = asyncio.run(h.hash("pw"))
+    (first,) = h.process_ids()
+
+    async def second() -> bool:
+        try:
+            return await h.verify("pw", encoded)
+        finally:
+            await h.close()
+
+    assert asyncio.run(second())
+    assert _gone(first)
+
+
+@pytest.mark.parametrize("pool", ["process", "thread"])
+async def test_past_max_queue_hashes_are_refused_with_503_and_retry_after(pool: str) -> None:
+    from sidecar import errors
+
+    h = PasswordHasher(hashers(max_concurrent=1, max_queue=2, pool=pool))
     try:
         running = [asyncio.create_task(h.hash(f"pw{i}")) for i in range(3)]  # 1 hashing, 2 waiting
         await asyncio.sleep(0)

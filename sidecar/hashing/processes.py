@@ -1,0 +1,248 @@
+"""Hashing processes (``hashers.pool: process``): argon2 outside the server's process.
+
+In a thread of the server, a hash still shares the server's GIL and address space with the event
+loop: the thread takes the GIL to start and to hand back each hash, and at ``hashers.priority:
+idle`` it can be preempted while it holds the GIL, so the loop waits behind the other hashing
+threads of its own core (a priority inversion); its 64 MiB are mapped and unmapped in the loop's
+address space. In a process of its own it touches neither, and its scheduling class applies to
+all of its threads.
+
+At most ``size`` processes (``hashers.max_concurrent``), each computing one request at a time,
+started at the first hash that needs one (``python -m sidecar.hashing.worker``, see there),
+replaced when one dies, stopped by ``close``. Requests and answers travel over a socket pair,
+read by the event loop itself (no thread in the server). Memory stays bounded by the process
+count whatever the callers do: a caller that gives up (cancelled) leaves its request to finish
+in the background before the process takes another one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import marshal
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import sidecar
+from sidecar import errors
+from sidecar.hashing.work import Params, Request
+from sidecar.hashing.worker import HEADER, MAX_FRAME, encode
+
+log = logging.getLogger("sidecar.hashing")
+
+STOP_WAIT_SECONDS = 2.0
+"""How long ``close`` lets a process finish its hash after its socket closed, before SIGKILL."""
+
+
+class HashingProcessLost(Exception):
+    """The process died or broke the protocol while computing a request."""
+
+
+class _Process:
+    def __init__(self, params: Params, priority: str) -> None:
+        ours, theirs = socket.socketpair()
+        package_root = str(Path(sidecar.__file__).resolve().parent.parent)
+        env = dict(os.environ)
+        # The package as this server imported it, even when it runs from a checkout.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        argv = [sys.executable, "-m", "sidecar.hashing.worker", str(theirs.fileno())]
+        try:
+            # Our own interpreter and module, arguments built here: nothing comes from a request.
+            self.popen = subprocess.Popen(  # noqa: S603
+                [*argv, json.dumps(params.to_dict()), priority],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                env=env,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self.sock = ours
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    async def exchange(self, request: Request) -> Any:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.sock_sendall(self.sock, encode(request))
+            (size,) = HEADER.unpack(await self._read(loop, HEADER.size))
+            if size > MAX_FRAME:
+                raise HashingProcessLost(f"answer of {size} bytes")
+            # marshal: plain values only, from our own child over a private socket pair.
+            answer = marshal.loads(await self._read(loop, size))  # noqa: S302
+        except (OSError, EOFError, ValueError) as exc:
+            raise HashingProcessLost(repr(exc)) from exc
+        if answer[0] == "ok":
+            return answer[1]
+        # The worker reports exceptions by name: ValueError (a password bcrypt cannot take) is
+        # the caller's to handle; anything else is a bug in the worker, reported as such.
+        if answer[1] in ("ValueError", "UnicodeEncodeError"):
+            raise ValueError(answer[2])
+        raise RuntimeError(f"hashing process: {answer[1]}: {answer[2]}")
+
+    async def _read(self, loop: asyncio.AbstractEventLoop, n: int) -> bytes:
+        data = bytearray()
+        while len(data) < n:
+            chunk = await loop.sock_recv(self.sock, n - len(data))
+            if not chunk:
+                raise EOFError("the hashing process closed its socket")
+            data += chunk
+        return bytes(data)
+
+    def stop(self) -> None:
+        """Close the socket: the process exits once its current hash (if any) is done."""
+        self.sock.close()
+
+    def kill(self) -> None:
+        self.sock.close()
+        with contextlib.suppress(ProcessLookupError):
+            self.popen.send_signal(signal.SIGKILL)
+        self.popen.wait()
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+class HashingProcesses:
+    """Up to ``size`` hashing processes, one request each at a time."""
+
+    def __init__(self, size: int, params: Params, priority: str) -> None:
+        self._size = size
+        self._params = params
+        self._priority = priority
+        self._all: list[_Process] = []
+        self._idle: list[_Process] = []
+        self._waiters: collections.deque[asyncio.Future[_Process]] = collections.deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    def pids(self) -> list[int]:
+        """The running processes' ids (for tests and diagnostics)."""
+        return [p.pid for p in self._all]
+
+    async def run(self, request: Request) -> Any:
+        """The answer of a hashing process; 503 when the process died while computing it."""
+        self._follow_loop()
+        process, reused = await self._take()
+        for attempt in (1, 2):
+            # Shielded: if the caller is cancelled, the process still finishes and reads this
+            # answer before it takes another request (one request, one answer, in order).
+            exchange = asyncio.ensure_future(self._exchange(process, request))
+            exchange.add_done_callback(_retrieve)  # a lost process is logged below even if nobody waits
+            try:
+                return await asyncio.shield(exchange)
+            except HashingProcessLost as exc:
+                log.error("hashing process %d lost (%s): starting another", process.pid, exc)
+                if not reused or attempt == 2:
+                    raise errors.ServiceUnavailable(
+                        "A password check failed to complete, please retry", headers={"Retry-After": "1"}
+                    ) from None
+            # It died while idle (killed from outside, out of memory): the request never
+            # reached it, so it goes once to a fresh process.
+            process, reused = await self._take()
+        raise AssertionError("unreachable")
+
+    async def _exchange(self, process: _Process, request: Request) -> Any:
+        try:
+            result = await process.exchange(request)
+        except HashingProcessLost:
+            self._discard(process)
+            raise
+        except BaseException:
+            self._give_back(process)
+            raise
+        self._give_back(process)
+        return result
+
+    async def _take(self) -> tuple[_Process, bool]:
+        """A process for one request, and whether it has answered others before."""
+        if self._closed:
+            raise errors.ServiceUnavailable("The server is shutting down", headers={"Retry-After": "1"})
+        while self._idle:
+            process = self._idle.pop()
+            if process.popen.poll() is None:
+                return process, True
+            self._all.remove(process)  # died while idle (killed from outside): replace it
+            process.kill()
+        if len(self._all) < self._size:
+            return self._start(), False
+        waiter: asyncio.Future[_Process] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        return await waiter, True
+
+    def _give_back(self, process: _Process) -> None:
+        if self._closed:
+            process.stop()
+            return
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(process)
+                return
+        self._idle.append(process)
+
+    def _discard(self, process: _Process) -> None:
+        process.kill()
+        self._all.remove(process)
+        if self._waiters and not self._closed:
+            # Its slot is free again: the first waiter starts a new process.
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                try:
+                    waiter.set_result(self._start())
+                except errors.ServiceUnavailable as exc:
+                    waiter.set_exception(exc)
+
+    def _start(self) -> _Process:
+        try:
+            process = _Process(self._params, self._priority)
+        except OSError as exc:
+            log.error("cannot start a hashing process: %s", exc)
+            raise errors.ServiceUnavailable(
+                "Passwords cannot be checked right now, please retry", headers={"Retry-After": "1"}
+            ) from None
+        self._all.append(process)
+        return process
+
+    def _follow_loop(self) -> None:
+        """Sockets and futures belong to one event loop: a new loop (tests) starts afresh."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            if self._loop is not None:
+                for process in self._all:
+                    process.kill()
+                self._all, self._idle, self._waiters = [], [], collections.deque()
+            self._loop = loop
+
+    async def close(self) -> None:
+        """Stop every process (a hash in flight gets ``STOP_WAIT_SECONDS``), and reap them all."""
+        self._closed = True
+        for waiter in self._waiters:
+            waiter.cancel()
+        processes, self._all, self._idle = self._all, [], []
+        for process in processes:
+            process.stop()
+        deadline = time.monotonic() + STOP_WAIT_SECONDS
+        for process in processes:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                # Waiting blocks: a thread, so the loop keeps draining other requests meanwhile.
+                await asyncio.to_thread(process.popen.wait, max(0.0, deadline - time.monotonic()))
+            if process.popen.poll() is None:
+                process.kill()
