@@ -132,7 +132,7 @@ from sidecar.strategies.oidc.callback import oidc_callbacks
 from sidecar.strategies.oidc.providers import form_action_origins as oidc_origins
 from sidecar.strategies.registry import assurance as strategy_assurance
 from sidecar.strategies.registry import build_registry
-from sidecar.strategies.saml.acs import SamlEndpoints
+from sidecar.strategies.saml.acs import GateObserver, SamlEndpoints
 from sidecar.strategies.saml.connections import form_action_origins as saml_origins
 from sidecar.tracing import Tracing
 from sidecar.ui.api_client import PublicApiClient, in_process
@@ -244,6 +244,22 @@ def send_limits(config: Config) -> RateLimit:
     return rl.model_copy(update={"per_identifier": rl.send_per_address, "per_ip": rl.send_per_ip})
 
 
+def saml_limits(config: Config) -> RateLimit:
+    """``selfservice.methods.saml.config.rate_limit`` as the per-IP counters of a ``RateLimiter``."""
+    limit = config.selfservice.methods.saml.config.rate_limit
+    return RateLimit(enabled=limit.enabled, per_ip=limit.per_ip, window=limit.window)
+
+
+def saml_gate(config: Config) -> Admission:
+    """The bound on concurrent SAML signature checks (one per process)."""
+    method = config.selfservice.methods.saml.config
+    return Admission(
+        method.max_concurrent_verifications,
+        method.max_queued_verifications,
+        refusal="Too many single sign-on answers are being checked right now, please retry in a moment",
+    )
+
+
 def _courier_queue_depth(store: CourierStore) -> Callable[[], Awaitable[int]]:
     async def depth() -> int:
         counts = await store.count_by_status()
@@ -291,6 +307,8 @@ def build_flows(
     dispatcher: Dispatcher | None = None,
     organizations: OrganizationsByDomain | None = None,
     tracing: Tracing | None = None,
+    saml_admission: Admission | None = None,
+    saml_observer: GateObserver | None = None,
 ) -> tuple[SelfServiceFlows, list[Closer]]:
     """The strategies, then the flows in the order they need each other; and what to close."""
     store = FlowStore(kv)
@@ -406,12 +424,9 @@ def build_flows(
             sessions,
             identities.get,
             clock_skew=config.selfservice.methods.saml.config.clock_skew,
-            gate=Admission(
-                config.selfservice.methods.saml.config.max_concurrent_verifications,
-                config.selfservice.methods.saml.config.max_queued_verifications,
-                refusal="Too many single sign-on answers are being checked right now, "
-                "please retry in a moment",
-            ),
+            gate=saml_admission or saml_gate(config),
+            limiter=RateLimiter(kv, saml_limits(config)),
+            observer=saml_observer,
         )
         closers.append(saml.connections.aclose)
     flows = SelfServiceFlows(
@@ -485,8 +500,10 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
     # Loaded by create_public_app (a bad rule file fails the start there); the admin API and the
     # metrics read its coverage counts.
     rules = RulesHolder(config.rules, order=config.rules_order, reserved_prefix=config.serve.public.prefix)
+    saml_admission = saml_gate(config)
     metrics = Metrics(
         hashing_queue=lambda: hasher.queue_depth,
+        saml_queue=lambda: saml_admission.queue_depth,
         courier_queue=_courier_queue_depth(database.courier),
         rule_matches=rules.matches_since_start,
     )
@@ -557,6 +574,8 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         dispatcher=OutboxDispatcher(database.outbox),
         organizations=organizations,
         tracing=tracing,
+        saml_admission=saml_admission,
+        saml_observer=metrics,
     )
     closers += flow_closers
     if forwarder is not None:

@@ -43,6 +43,8 @@ log = logging.getLogger("sidecar.metrics")
 
 # Decisions are in-process work (a rule match and usually a cache hit): sub-millisecond buckets.
 DECISION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+# A SAML signature check runs xmlsec1 child processes: ~0.1 s each, seconds on a loaded machine.
+SAML_CHECK_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 UPSTREAM_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -120,8 +122,10 @@ class Metrics:
         hashing_queue: Callable[[], int] | None = None,
         courier_queue: Callable[[], Awaitable[int]] | None = None,
         rule_matches: Callable[[], dict[str, int]] | None = None,
+        saml_queue: Callable[[], int] | None = None,
     ) -> None:
-        """``hashing_queue`` returns this process's hashing queue (``lambda: hasher.queue_depth``);
+        """``hashing_queue`` returns this process's hashing queue (``lambda: hasher.queue_depth``),
+        ``saml_queue`` its SAML signature checks waiting for a slot;
         ``courier_queue`` counts queued courier messages (one cheap SQL count, run at scrape time);
         ``rule_matches`` returns this process's matches per rule id since start (``RulesHolder``)."""
         self.multiprocess = multiprocess_enabled()
@@ -180,6 +184,28 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        # The SAML service provider's gate (strategies.saml.acs): every identity provider message's
+        # fate, the time of each signature check, and the checks waiting for a slot.
+        self._saml_messages = Counter(
+            "sidecar_saml_verifications",
+            "SAML messages (response, logout_request) by outcome: ok, a refusal reason "
+            "(signature, audience, destination, expired, replay, inresponseto, unsigned, malformed, "
+            "too_large, other), busy (503) or rate_limited (429)",
+            ["message", "outcome"],
+            registry=r,
+        )
+        self._saml_check_seconds = Histogram(
+            "sidecar_saml_verification_seconds",
+            "Time of one SAML signature check (xmlsec1), the wait for a slot not included",
+            buckets=SAML_CHECK_BUCKETS,
+            registry=r,
+        )
+        self._saml_queue = Gauge(
+            "sidecar_saml_verification_queue_depth",
+            "SAML signature checks waiting for a free slot",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         # Filled from the rules' plain per-rule counters at scrape time (``rule_matches``),
         # so the hot path never touches a label child for it.
         self._rule_matches = Counter(
@@ -198,7 +224,9 @@ class Metrics:
         self._miss = self._tally(self._session_cache.labels("miss"))
         self._decision_buckets = self._buckets(self._decision_seconds, DECISION_BUCKETS)
         self._upstream_buckets = self._buckets(self._upstream_seconds, UPSTREAM_BUCKETS)
+        self._saml_check_buckets = self._buckets(self._saml_check_seconds, SAML_CHECK_BUCKETS)
         self._hashing_source = hashing_queue
+        self._saml_source = saml_queue
         self._courier_source = courier_queue
 
     def _tally(self, child: Any) -> _Tally:
@@ -257,6 +285,17 @@ class Metrics:
             tally = self._children[key] = self._tally(self._flows.labels(flow, method, result))
         tally.n += 1
 
+    def saml_message(self, message: str, outcome: str) -> None:
+        """An identity provider's ``response`` or ``logout_request`` and what became of it."""
+        key = ("s", message, outcome)
+        tally = self._children.get(key)
+        if tally is None:
+            tally = self._children[key] = self._tally(self._saml_messages.labels(message, outcome))
+        tally.n += 1
+
+    def observe_saml_check(self, seconds: float) -> None:
+        self._saml_check_buckets.observe(seconds)
+
     def store_up(self, store: str, up: bool) -> None:
         """The store monitor's verdict after each check (every few seconds, per worker)."""
         self._store_up.labels(store).set(1 if up else 0)
@@ -277,6 +316,8 @@ class Metrics:
         self.fold()
         if self._hashing_source is not None:
             self._hashing_queue.set(self._hashing_source())
+        if self._saml_source is not None:
+            self._saml_queue.set(self._saml_source())
         self._sync_rule_matches()
 
     async def rule_matches(self) -> dict[str, int]:

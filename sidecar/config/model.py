@@ -769,6 +769,29 @@ class SamlSigning(Model):
     """The PEM certificate of that key: ``file://<path>`` (or a plain path)."""
 
 
+class SamlRateLimit(Model):
+    """``selfservice.methods.saml.config.rate_limit``: requests to the ACS (``POST``) and SLO
+    endpoints per client IP (IPv6: its /64), counted in the key-value store, so every replica
+    shares one count. Each may cost a signature check: the verification bound caps the CPU they
+    take, this caps how much of it one address gets. Past it: 429 with ``Retry-After``."""
+
+    enabled: bool = True
+    """Count and limit ACS and SLO requests per client IP."""
+    per_ip: int = Field(120, ge=1, le=1_000_000)
+    """Requests per client IP per ``window``. The default, two a second on average, lets an office
+    behind one address sign in together while one address can keep at most about a quarter of a
+    core busy with signature checks."""
+    window: Duration = timedelta(minutes=1)
+    """The fixed window of ``per_ip`` (the first request starts it)."""
+
+    @field_validator("window")
+    @classmethod
+    def _positive(cls, v: timedelta) -> timedelta:
+        if v <= timedelta(0):
+            raise ValueError("must be longer than zero")
+        return v
+
+
 class SamlMethodConfig(Model):
     providers: list[SamlProvider] = []
     """The SAML connections."""
@@ -788,6 +811,8 @@ class SamlMethodConfig(Model):
     max_queued_verifications: int = Field(32, ge=0, le=100_000)
     """Sidecar-only: checks that may wait for a free slot; past this the ACS and SLO answer 503
     with ``Retry-After``."""
+    rate_limit: SamlRateLimit = SamlRateLimit()
+    """Sidecar-only: ACS and SLO requests per client IP (429 with ``Retry-After`` past it)."""
 
     @field_validator("providers")
     @classmethod

@@ -35,8 +35,17 @@ class SamlCallbacks(Protocol):
 
     async def post_form(self, connection_id: str, relay_state: str | None) -> tuple[str, dict[str, str]]: ...
 
+    async def admit(self, message: str, ip: str | None) -> None:
+        """Count one ACS (``response``) or SLO (``logout_request``) request from ``ip``;
+        ``TooManyRequests`` (429, ``Retry-After``) past the per-IP limit."""
+        ...
+
+    def refused_early(self, message: str, reason: str) -> None:
+        """Count a message the HTTP layer refused before handing it over (``too_large``)."""
+        ...
+
     async def precheck(self, connection_id: str, saml_response: str | None) -> None:
-        """Refuse a malformed response cheaply, before it is parked."""
+        """Refuse an oversized or malformed response cheaply, before it is parked."""
         ...
 
     def verifying(self) -> AbstractAsyncContextManager[None]:

@@ -45,7 +45,7 @@ async def test_every_recording_method_shows_up() -> None:
     async def courier() -> int:
         return 7
 
-    m = Metrics(hashing_queue=lambda: 3, courier_queue=courier)
+    m = Metrics(hashing_queue=lambda: 3, courier_queue=courier, saml_queue=lambda: 2)
     m.request("proxy", 200)
     m.request("proxy", 200)
     m.observe_decision("api", "allow", 0.0003)
@@ -55,6 +55,12 @@ async def test_every_recording_method_shows_up() -> None:
     m.observe_upstream(0.05)
     m.observe_upstream(2.0, error="timeout")
     m.flow_submission("login", "password", "success")
+    m.saml_message("response", "ok")
+    m.saml_message("response", "signature")
+    m.saml_message("response", "signature")
+    m.saml_message("logout_request", "busy")
+    m.observe_saml_check(0.12)
+    m.observe_saml_check(3.0)
     body, content_type = await m.render()
     text = body.decode()
     assert content_type.startswith("text/plain")
@@ -69,6 +75,12 @@ async def test_every_recording_method_shows_up() -> None:
     assert (
         value(text, "sidecar_flow_submissions_total", flow="login", method="password", result="success") == 1
     )
+    assert value(text, "sidecar_saml_verifications_total", message="response", outcome="ok") == 1
+    assert value(text, "sidecar_saml_verifications_total", message="response", outcome="signature") == 2
+    assert value(text, "sidecar_saml_verifications_total", message="logout_request", outcome="busy") == 1
+    assert value(text, "sidecar_saml_verification_seconds_count") == 2
+    assert value(text, "sidecar_saml_verification_seconds_bucket", le="0.25") == 1
+    assert value(text, "sidecar_saml_verification_queue_depth") == 2
     assert value(text, "sidecar_hashing_queue_depth") == 3
     assert value(text, "sidecar_courier_queue_depth") == 7
 

@@ -8,6 +8,9 @@
   and the browser continues with a same-site ``GET ...?continue=<handle>`` that does carry them.
 - ``GET|POST /self-service/methods/saml/slo/{id}``: single logout: an identity provider's
   LogoutRequest (answered with a LogoutResponse), or the LogoutResponse to ours.
+
+ACS posts and SLO requests are counted per client IP before their body is read (429 with
+``Retry-After`` past ``rate_limit.per_ip``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import base64
 import hashlib
 import html
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from starlette.requests import Request
@@ -36,20 +40,22 @@ from sidecar.strategies.saml.protocol import MAX_MESSAGE
 _SUBMIT = "document.forms[0].submit();"
 _SUBMIT_HASH = base64.b64encode(hashlib.sha256(_SUBMIT.encode()).digest()).decode()
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-_BUSY_PAGE = (
+_WAIT_PAGE = (
     '<!doctype html><html><head><meta charset="utf-8"><title>Please wait</title></head><body>'
-    "<h1>Please wait a moment</h1><p>{message}.</p><p>Reload this page in a few seconds to "
-    "continue signing in.</p></body></html>"
+    "<h1>Please wait a moment</h1><p>{message}.</p><p>Reload this page {when} to "
+    "continue.</p></body></html>"
 )
 
 
-def _busy(exc: errors.ServiceUnavailable, request: Request) -> Response:
-    """503 with ``Retry-After``: a page a person can read (reloading it retries, nothing was
-    taken yet), Kratos' JSON error for everything else."""
+def _retry_later(exc: errors.ServiceUnavailable | errors.TooManyRequests, request: Request) -> Response:
+    """503 (the verification bound) or 429 (the per-IP limit) with ``Retry-After``: a page a person
+    can read (reloading it retries, nothing was taken yet), Kratos' JSON error for everything else."""
     if "text/html" in request.headers.get("accept", ""):
         headers = {**_NO_STORE, **exc.headers, "Content-Security-Policy": "default-src 'none'"}
-        page = _BUSY_PAGE.format(message=html.escape(exc.message))
-        return HTMLResponse(page, status_code=503, headers=headers)
+        wait = exc.headers.get("Retry-After", "")
+        when = f"in {wait} seconds" if wait.isdigit() and int(wait) > 5 else "in a few seconds"
+        page = _WAIT_PAGE.format(message=html.escape(exc.message), when=when)
+        return HTMLResponse(page, status_code=exc.code, headers=headers)
     return error_response(exc, request)
 
 
@@ -99,18 +105,36 @@ def saml_routes(
             return await error_flows.redirect(exc, request)
         return _post_page(url, fields)
 
+    def throttled(exc: errors.TooManyRequests, request: Request) -> Response:
+        retry = exc.headers.get("Retry-After", "")
+        ctx.audit.emit(
+            "attempt.throttled",
+            ctx.origin(request),
+            flow="saml",
+            method="saml",
+            retry_after=int(retry) if retry.isdigit() else None,
+        )
+        return _retry_later(exc, request)
+
+    async def read(request: Request, message: str) -> dict[str, Any]:
+        try:
+            return await read_submission(request, max_body)
+        except errors.PayloadTooLarge:
+            endpoints.refused_early(message, "too_large")
+            raise
+
     async def acs(request: Request) -> Response:
         provider = request.path_params["provider"]
         try:
             if request.method == "POST":
-                body = await read_submission(request, max_body)
+                # Counted per client IP before the body is read: the count is what bounds a flood.
+                await endpoints.admit("response", ctx.client_ip(request))
+                body = await read(request, "response")
                 fields = {
                     k: v
                     for k, v in body.items()
                     if k in ("SAMLResponse", "RelayState") and isinstance(v, str)
                 }
-                if len(fields.get("SAMLResponse", "")) > MAX_MESSAGE:
-                    raise errors.PayloadTooLarge(f"the SAMLResponse exceeds {MAX_MESSAGE} bytes")
                 await endpoints.precheck(provider, fields.get("SAMLResponse"))
                 handle = await endpoints.park(fields)
                 return see_other(f"{base}{PATH}/acs/{provider}?{urlencode({'continue': handle})}")
@@ -121,8 +145,10 @@ def saml_routes(
                 kind, outcome = await endpoints.consume(
                     provider, fields.get("SAMLResponse"), fields.get("RelayState"), client
                 )
+        except errors.TooManyRequests as exc:
+            return throttled(exc, request)
         except errors.ServiceUnavailable as exc:
-            return _busy(exc, request)
+            return _retry_later(exc, request)
         except errors.SidecarError as exc:
             return await error_flows.redirect(exc, request)
         response = came_back(ctx, lifecycles, kind, outcome)
@@ -133,8 +159,9 @@ def saml_routes(
     async def slo(request: Request) -> Response:
         provider = request.path_params["provider"]
         try:
+            await endpoints.admit("logout_request", ctx.client_ip(request))
             if request.method == "POST":
-                body = await read_submission(request, max_body)
+                body = await read(request, "logout_request")
                 fields = {k: v for k, v in body.items() if isinstance(v, str)}
                 binding, query = "post", None
             else:
@@ -148,8 +175,10 @@ def saml_routes(
                 target = await endpoints.logged_out(fields.get("RelayState"))
                 return see_other(target or logout.after_url(None))
             raise errors.BadRequest("Neither a SAMLRequest nor a SAMLResponse was sent.")
+        except errors.TooManyRequests as exc:
+            return throttled(exc, request)
         except errors.ServiceUnavailable as exc:
-            return _busy(exc, request)
+            return _retry_later(exc, request)
         except errors.SidecarError as exc:
             return await error_flows.redirect(exc, request)
 

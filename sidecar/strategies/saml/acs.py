@@ -10,6 +10,10 @@ one does (``federation.continuation``).
 
 SLO: a LogoutRequest signed by the identity provider revokes every session of the identity its
 NameID names, and is answered with a LogoutResponse.
+
+Both count each request per client IP first (``rate_limit``: the kv store's fixed windows, shared
+by every replica), and report each message's fate to the gate metrics (``GateObserver``): ``ok``
+or the bucket of its refusal (``protocol.REFUSALS``), ``busy`` or ``rate_limited``.
 """
 
 from __future__ import annotations
@@ -18,10 +22,10 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from sidecar import errors
 from sidecar.admission import Admission
@@ -29,11 +33,15 @@ from sidecar.flows.model import Flow, FlowKind
 from sidecar.flows.outcome import AlreadySignedIn, Client, Outcome
 from sidecar.identity.model import Identity
 from sidecar.security import csrf
+from sidecar.security.ratelimit import RateLimiter
+from sidecar.security.throttle import ip_bucket
 from sidecar.session.model import Session
 from sidecar.strategies.federation.accounts import Verified
 from sidecar.strategies.federation.continuation import SignInContinuation
 from sidecar.strategies.saml.connections import SamlConnection
 from sidecar.strategies.saml.protocol import (
+    MAX_MESSAGE,
+    Assertion,
     LogoutOrder,
     SamlRefused,
     logout_request,
@@ -45,10 +53,35 @@ from sidecar.strategies.saml.protocol import (
 from sidecar.strategies.saml.strategy import SamlStrategy, claims_of
 
 MIN_REPLAY_TTL = timedelta(minutes=10)
+T = TypeVar("T")
+
+
+RESPONSE = "response"
+LOGOUT_REQUEST = "logout_request"
 
 
 class RevokesSessions(Protocol):
     async def revoke_others(self, identity_id: uuid.UUID, except_id: uuid.UUID | None) -> int: ...
+
+
+class GateObserver(Protocol):
+    """Where the gate's events go (``sidecar.metrics.Metrics``)."""
+
+    def saml_message(self, message: str, outcome: str) -> None:
+        """One ``response`` or ``logout_request``: ``ok``, a refusal bucket, ``busy``, ``rate_limited``."""
+        ...
+
+    def observe_saml_check(self, seconds: float) -> None:
+        """The time one signature check took (in its thread, the wait for a slot not included)."""
+        ...
+
+
+class _NoObserver:
+    def saml_message(self, message: str, outcome: str) -> None:
+        return None
+
+    def observe_saml_check(self, seconds: float) -> None:
+        return None
 
 
 def refused(exc: SamlRefused | str) -> errors.BadRequest:
@@ -66,6 +99,8 @@ class SamlEndpoints:
         *,
         clock_skew: timedelta,
         gate: Admission,
+        limiter: RateLimiter,
+        observer: GateObserver | None = None,
     ) -> None:
         self._strategy = strategy
         self._connections = strategy.connections
@@ -75,6 +110,8 @@ class SamlEndpoints:
         self._identities = identities
         self._skew = clock_skew
         self._gate = gate
+        self._limiter = limiter
+        self._observer = observer or _NoObserver()
 
     def _connection(self, connection_id: str) -> SamlConnection:
         found = self._connections.find(connection_id)
@@ -94,22 +131,55 @@ class SamlEndpoints:
             raise errors.BadRequest("The sign-in request is invalid or was already used. Please start again.")
         return found
 
+    async def admit(self, message: str, ip: str | None) -> None:
+        """Count one ACS or SLO request from ``ip`` (IPv6: its /64) before anything of it is read;
+        429 with ``Retry-After`` past ``rate_limit.per_ip`` in the window."""
+        verdict = await self._limiter.hit("saml", identifier=None, ip=ip_bucket(ip) if ip else "unknown")
+        if not verdict.allowed:
+            self._observer.saml_message(message, "rate_limited")
+            raise errors.TooManyRequests(
+                "Too many single sign-on requests from your network, "
+                f"please retry in {verdict.retry_after} seconds",
+                headers={"Retry-After": str(verdict.retry_after)},
+            )
+
+    def refused_early(self, message: str, reason: str) -> None:
+        """A message the HTTP layer refused before handing it here (a body over the size bound)."""
+        self._observer.saml_message(message, reason)
+
     async def precheck(self, connection_id: str, saml_response: str | None) -> None:
-        """The cheap checks of a posted response, before it is parked: a malformed, unsigned or
-        misaddressed one is refused without spending a signature check (``precheck_response``)."""
+        """The cheap checks of a posted response, before it is parked: an oversized, malformed,
+        unsigned or misaddressed one is refused without spending a signature check
+        (``precheck_response``)."""
         connection = self._connection(connection_id)
         if not saml_response:
+            self._observer.saml_message(RESPONSE, "malformed")
             raise refused("no SAMLResponse")
+        if len(saml_response) > MAX_MESSAGE:
+            self._observer.saml_message(RESPONSE, "too_large")
+            raise errors.PayloadTooLarge(f"the SAMLResponse exceeds {MAX_MESSAGE} bytes")
         try:
             await asyncio.to_thread(precheck_response, connection.settings, saml_response)
         except SamlRefused as exc:
+            self._observer.saml_message(RESPONSE, exc.reason)
             raise refused(exc) from None
 
     @asynccontextmanager
-    async def verifying(self) -> AsyncIterator[None]:
+    async def _slot(self, message: str) -> AsyncIterator[None]:
+        """One slot of the verification gate; its 503 (nothing taken yet) is counted ``busy``."""
+        admitted = False
+        try:
+            async with self._gate.admitted():
+                admitted = True
+                yield
+        except errors.ServiceUnavailable:
+            if not admitted:
+                self._observer.saml_message(message, "busy")
+            raise
+
+    def verifying(self) -> AbstractAsyncContextManager[None]:
         """One slot of the verification gate for the block; 503 before anything is taken when full."""
-        async with self._gate.admitted():
-            yield
+        return self._slot(RESPONSE)
 
     async def park(self, fields: dict[str, str]) -> str:
         return await self._states.park(fields)
@@ -117,8 +187,17 @@ class SamlEndpoints:
     async def unpark(self, handle: str | None) -> dict[str, str]:
         found = await self._states.unpark(handle)
         if found is None:
+            self._observer.saml_message(RESPONSE, "replay")
             raise refused("the posted response is unknown, expired or was already used")
         return found
+
+    async def _checked(self, check: Callable[[], T]) -> T:
+        """A signature check in a thread, timed for ``observe_saml_check``."""
+        started = time.perf_counter()
+        try:
+            return await asyncio.to_thread(check)
+        finally:
+            self._observer.observe_saml_check(time.perf_counter() - started)
 
     async def _flow(
         self, connection: SamlConnection, relay_state: str | None, client: Client
@@ -126,11 +205,13 @@ class SamlEndpoints:
         record = await self._states.take(relay_state)
         if record is None:
             if not connection.provider.allow_idp_initiated:
-                raise refused("unsolicited response (identity-provider-initiated login is off)")
+                raise SamlRefused(
+                    "unsolicited response (identity-provider-initiated login is off)", "inresponseto"
+                )
             started = await self._continuation.fresh_login(client)
             return started, None
         if record.provider != connection.id:
-            raise refused("the RelayState belongs to another connection")
+            raise SamlRefused("the RelayState belongs to another connection", "inresponseto")
         flow = await self._continuation.returning_to(record.flow_kind, record.flow_uuid, client)
         return flow, record.request_id
 
@@ -138,25 +219,18 @@ class SamlEndpoints:
         self, connection_id: str, saml_response: str | None, relay_state: str | None, client: Client
     ) -> tuple[FlowKind, Outcome]:
         connection = self._connection(connection_id)
-        if not saml_response:
-            raise refused("no SAMLResponse")
-        config = await self._connections.sp_config(connection)
-        flow, request_id = await self._flow(connection, relay_state, client)
-        if isinstance(flow, AlreadySignedIn):
-            return "login", flow
         try:
-            assertion = await asyncio.to_thread(
-                parse_response, connection.settings, config, saml_response, request_id
-            )
+            checked = await self._verify(connection, saml_response, relay_state, client)
         except SamlRefused as exc:
+            self._observer.saml_message(RESPONSE, exc.reason)
             raise refused(exc) from None
-        if not assertion.name_id:
-            raise refused("the assertion names no subject")
-        # Kept while the assertion could be accepted, and ten minutes at least (one without an
-        # expiry is refused by pysaml2, but the cache does not rely on that).
-        left = max(timedelta(seconds=assertion.not_on_or_after - time.time()) + self._skew, MIN_REPLAY_TTL)
-        if not await self._states.first_use(assertion.issuer, assertion.assertion_id, left):
-            raise refused("this assertion was already used")
+        except errors.SidecarError:
+            self._observer.saml_message(RESPONSE, "other")
+            raise
+        if isinstance(checked, AlreadySignedIn):
+            return "login", checked  # an unsolicited answer to a signed-in browser: nothing checked
+        flow, assertion = checked
+        self._observer.saml_message(RESPONSE, "ok")
         claims = claims_of(
             assertion.issuer, assertion.name_id, assertion.name_id_format, assertion.attributes
         )
@@ -168,6 +242,28 @@ class SamlEndpoints:
             flow, verified, trusted, self._strategy.accounts, self._strategy.map_claims, connection.label
         )
 
+    async def _verify(
+        self, connection: SamlConnection, saml_response: str | None, relay_state: str | None, client: Client
+    ) -> AlreadySignedIn | tuple[Flow, Assertion]:
+        """The flow the response continues and the assertion it proved; SamlRefused with its bucket."""
+        if not saml_response:
+            raise SamlRefused("no SAMLResponse", "malformed")
+        config = await self._connections.sp_config(connection)
+        flow, request_id = await self._flow(connection, relay_state, client)
+        if isinstance(flow, AlreadySignedIn):
+            return flow
+        assertion = await self._checked(
+            lambda: parse_response(connection.settings, config, saml_response, request_id)
+        )
+        if not assertion.name_id:
+            raise SamlRefused("the assertion names no subject", "malformed")
+        # Kept while the assertion could be accepted, and ten minutes at least (one without an
+        # expiry is refused by pysaml2, but the cache does not rely on that).
+        left = max(timedelta(seconds=assertion.not_on_or_after - time.time()) + self._skew, MIN_REPLAY_TTL)
+        if not await self._states.first_use(assertion.issuer, assertion.assertion_id, left):
+            raise SamlRefused("this assertion was already used", "replay")
+        return flow, assertion
+
     # --- single logout --------------------------------------------------------------------------------
 
     async def logout_from_idp(self, connection_id: str, message: str, binding: str, query: str | None) -> str:
@@ -175,12 +271,14 @@ class SamlEndpoints:
         connection = self._connection(connection_id)
         config = await self._connections.sp_config(connection)
         try:
-            async with self._gate.admitted():
-                order: LogoutOrder = await asyncio.to_thread(
-                    parse_logout_request, config, message, binding, query
+            async with self._slot(LOGOUT_REQUEST):
+                order: LogoutOrder = await self._checked(
+                    lambda: parse_logout_request(config, message, binding, query)
                 )
         except SamlRefused as exc:
+            self._observer.saml_message(LOGOUT_REQUEST, exc.reason)
             raise refused(exc) from None
+        self._observer.saml_message(LOGOUT_REQUEST, "ok")
         identity = await self._strategy.accounts.find_identity(Verified(connection.id, order.name_id, {}))
         if identity is not None:
             await self._sessions.revoke_others(identity.id, None)

@@ -27,9 +27,10 @@ from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
 from saml2.client import Saml2Client
 from saml2.config import SPConfig
 from saml2.metadata import entity_descriptor
-from saml2.response import AuthnResponse, UnsolicitedResponse
+from saml2.response import AuthnResponse, IncorrectlySigned, UnsolicitedResponse
 from saml2.s_utils import UnknownPrincipal, UnsupportedBinding
-from saml2.sigver import RSACrypto, verify_redirect_signature
+from saml2.sigver import RSACrypto, SigverError, verify_redirect_signature
+from saml2.validate import ResponseLifetimeExceed, ToEarly
 
 BINDINGS = {"redirect": BINDING_HTTP_REDIRECT, "post": BINDING_HTTP_POST}
 _SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
@@ -38,8 +39,47 @@ _DS = "http://www.w3.org/2000/09/xmldsig#"
 MAX_MESSAGE = 256 * 1024
 
 
+REFUSALS = (
+    "signature",
+    "audience",
+    "destination",
+    "expired",
+    "replay",
+    "inresponseto",
+    "unsigned",
+    "malformed",
+    "too_large",
+    "other",
+)
+"""Why a message was refused, in a few buckets (the ``outcome`` of ``sidecar_saml_verifications``)."""
+
+
 class SamlRefused(Exception):
-    """The identity provider's message is not acceptable; the text says why (for logs and hints)."""
+    """The identity provider's message is not acceptable; the text says why (for logs and hints),
+    ``reason`` in which of the ``REFUSALS`` buckets."""
+
+    def __init__(self, text: str, reason: str = "other") -> None:
+        super().__init__(text)
+        self.reason = reason if reason in REFUSALS else "other"
+
+
+def _reason_of(exc: Exception) -> str:
+    """The bucket of a pysaml2 refusal: it signals each with an exception type of its own, or a
+    plain ``Exception`` whose text names the check (the audience)."""
+    text = str(exc).lower()
+    if isinstance(exc, SigverError | IncorrectlySigned):
+        return "signature"
+    if "audience" in text:
+        return "audience"
+    if isinstance(exc, ResponseLifetimeExceed | ToEarly) or "expired" in text:
+        return "expired"
+    if isinstance(exc, UnsolicitedResponse):
+        return "inresponseto"
+    if "recipient" in text or "destination" in text:
+        return "destination"
+    if "signature" in text:
+        return "signature"
+    return "other"
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,11 +198,11 @@ def _form_fields(html: str) -> dict[str, str]:
 
 def _decode(message: str) -> bytes:
     if len(message) > MAX_MESSAGE:
-        raise SamlRefused("the SAML message is too large")
+        raise SamlRefused("the SAML message is too large", "too_large")
     try:
         return base64.b64decode(message, validate=False)
     except (binascii.Error, ValueError):
-        raise SamlRefused("the SAML message is not base64") from None
+        raise SamlRefused("the SAML message is not base64", "malformed") from None
 
 
 def _signed_ids(root: Element) -> set[str]:
@@ -189,51 +229,54 @@ def _instant(value: str | None) -> float | None:
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except ValueError:
-        raise SamlRefused(f"unreadable time {value[:40]!r}") from None
+        raise SamlRefused(f"unreadable time {value[:40]!r}", "malformed") from None
 
 
 def _addressed_and_current(root: Element, assertion: Element, acs_url: str, skew: int) -> None:
     """Destination, Recipient and the validity window, with clear reasons (pysaml2 checks them too)."""
     destination = root.get("Destination")
     if destination is not None and destination != acs_url:
-        raise SamlRefused("the response's Destination is not this connection's ACS URL")
+        raise SamlRefused("the response's Destination is not this connection's ACS URL", "destination")
     now = time.time()
     for confirmation in assertion.iter(f"{{{_SAML}}}SubjectConfirmationData"):
         recipient = confirmation.get("Recipient")
         if recipient is not None and recipient != acs_url:
-            raise SamlRefused("the assertion's Recipient is not this connection's ACS URL")
+            raise SamlRefused("the assertion's Recipient is not this connection's ACS URL", "destination")
         until = _instant(confirmation.get("NotOnOrAfter"))
         if until is not None and now - skew >= until:
-            raise SamlRefused("the assertion has expired (SubjectConfirmationData NotOnOrAfter)")
+            raise SamlRefused("the assertion has expired (SubjectConfirmationData NotOnOrAfter)", "expired")
     for conditions in assertion.iter(f"{{{_SAML}}}Conditions"):
         until = _instant(conditions.get("NotOnOrAfter"))
         if until is not None and now - skew >= until:
-            raise SamlRefused("the assertion has expired (Conditions NotOnOrAfter)")
+            raise SamlRefused("the assertion has expired (Conditions NotOnOrAfter)", "expired")
         since = _instant(conditions.get("NotBefore"))
         if since is not None and now + skew < since:
-            raise SamlRefused("the assertion is not valid yet (Conditions NotBefore)")
+            raise SamlRefused("the assertion is not valid yet (Conditions NotBefore)", "expired")
 
 
 def _one_signed_assertion(xml: bytes, acs_url: str, skew: int) -> None:
     try:
         root = ElementTree.fromstring(xml, forbid_dtd=True)
     except Exception:
-        raise SamlRefused("the SAML response is not well-formed XML") from None
+        raise SamlRefused("the SAML response is not well-formed XML", "malformed") from None
     if root.tag != f"{{{_SAMLP}}}Response":
-        raise SamlRefused("the message is not a SAML response")
+        raise SamlRefused("the message is not a SAML response", "malformed")
     assertions = [
         e for e in root.iter() if e.tag in (f"{{{_SAML}}}Assertion", f"{{{_SAML}}}EncryptedAssertion")
     ]
     if len(assertions) != 1:
-        raise SamlRefused(f"the response carries {len(assertions)} assertions; exactly one is accepted")
+        raise SamlRefused(
+            f"the response carries {len(assertions)} assertions; exactly one is accepted", "malformed"
+        )
     assertion = assertions[0]
     if assertion.tag != f"{{{_SAML}}}Assertion" or assertion not in list(root):
         raise SamlRefused(
-            "the assertion must be a plain child of the response (encrypted ones are not supported)"
+            "the assertion must be a plain child of the response (encrypted ones are not supported)",
+            "malformed",
         )
     signed = _signed_ids(root)
     if root.get("ID") not in signed and assertion.get("ID") not in signed:
-        raise SamlRefused("neither the response nor its assertion is signed")
+        raise SamlRefused("neither the response nor its assertion is signed", "unsigned")
     _addressed_and_current(root, assertion, acs_url, skew)
 
 
@@ -251,16 +294,18 @@ def parse_response(settings: SpSettings, config: SPConfig, message: str, request
     try:
         response = client.parse_authn_request_response(message, BINDING_HTTP_POST, outstanding=outstanding)
     except UnsolicitedResponse:
-        raise SamlRefused("the response answers another request than this sign-in's (InResponseTo)") from None
+        raise SamlRefused(
+            "the response answers another request than this sign-in's (InResponseTo)", "inresponseto"
+        ) from None
     except Exception as exc:  # pysaml2 signals every refusal with its own exception type
-        raise SamlRefused(f"{type(exc).__name__}: {exc}"[:300]) from None
+        raise SamlRefused(f"{type(exc).__name__}: {exc}"[:300], _reason_of(exc)) from None
     if not isinstance(response, AuthnResponse) or response.assertion is None or response.name_id is None:
         raise SamlRefused("the response holds no usable assertion (issuer, status or addressing)")
     answered = response.in_response_to
     if request_id is not None and answered != request_id:
-        raise SamlRefused("the response answers another request")
+        raise SamlRefused("the response answers another request", "inresponseto")
     if request_id is None and answered:
-        raise SamlRefused("the response answers a request this sign-in did not send")
+        raise SamlRefused("the response answers a request this sign-in did not send", "inresponseto")
     info = response.session_info()
     name_id = response.name_id
     return Assertion(
@@ -322,22 +367,22 @@ def parse_logout_request(config: SPConfig, message: str, binding: str, query: st
     if binding == "redirect":
         params = {k: v[0] for k, v in parse_qs(query or "", keep_blank_values=True).items()}
         if not params.get("Signature") or not params.get("SigAlg"):
-            raise SamlRefused("the logout request is not signed")
+            raise SamlRefused("the logout request is not signed", "unsigned")
     else:
         try:
             root = ElementTree.fromstring(_decode(message), forbid_dtd=True)
         except SamlRefused:
             raise
         except Exception:
-            raise SamlRefused("the logout request is not well-formed XML") from None
+            raise SamlRefused("the logout request is not well-formed XML", "malformed") from None
         if root.get("ID") not in _signed_ids(root):
-            raise SamlRefused("the logout request is not signed")
+            raise SamlRefused("the logout request is not signed", "unsigned")
     try:
         request = client.parse_logout_request(message, BINDINGS[binding])
     except Exception as exc:  # pysaml2 signals every refusal with its own exception type
-        raise SamlRefused(f"{type(exc).__name__}: {exc}"[:300]) from None
+        raise SamlRefused(f"{type(exc).__name__}: {exc}"[:300], _reason_of(exc)) from None
     if request is None or request.message is None:
-        raise SamlRefused("the logout request could not be read")
+        raise SamlRefused("the logout request could not be read", "malformed")
     body = request.message
     issuer = body.issuer.text if body.issuer is not None else None
     if issuer not in idp_entity_ids(config):
@@ -348,11 +393,11 @@ def parse_logout_request(config: SPConfig, message: str, binding: str, query: st
             signed["RelayState"] = params["RelayState"]
         certs = client.metadata.certs(issuer, "any", "signing")
         if not any(verify_redirect_signature(signed, RSACrypto(None), cert) for _name, cert in certs):
-            raise SamlRefused("the logout request's signature is not the identity provider's")
+            raise SamlRefused("the logout request's signature is not the identity provider's", "signature")
     elif not _post_signature_ok(client, message):
-        raise SamlRefused("the logout request's signature is not the identity provider's")
+        raise SamlRefused("the logout request's signature is not the identity provider's", "signature")
     if body.name_id is None or not body.name_id.text:
-        raise SamlRefused("the logout request names nobody")
+        raise SamlRefused("the logout request names nobody", "malformed")
     response = client.create_logout_response(body, [BINDING_HTTP_REDIRECT])
     destinations = client.metadata.single_logout_service(issuer, BINDING_HTTP_REDIRECT, "idpsso")
     if not destinations:

@@ -10,18 +10,26 @@ import re
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urljoin, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 import yaml
-from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
 
 from tests.ops.serve import base_config, ports, running, serve_argv, write_config
-from tests.strategies.saml.idp import IdentityProvider, Request, form_fields, identity_provider, key_pair
+from tests.strategies.saml.browser import (
+    Site,
+    authn_request_of,
+    csrf_of,
+    error_of,
+    post_response,
+    submit_login,
+    through_idp,
+    whoami,
+)
+from tests.strategies.saml.idp import identity_provider, key_pair
 
 pytestmark = pytest.mark.e2e
 
@@ -30,20 +38,6 @@ EXAMPLES = (
     Path(__file__).resolve().parents[3] / "examples" / "sso"
 )  # docs/SSO.md's "saml.yaml", "saml.jsonnet"
 PASSWORD = "a long and unique password 42"
-
-
-@dataclass
-class Site:
-    base: str
-    admin: str
-    idp: IdentityProvider
-    tmp: Path
-
-    def acs(self, connection: str) -> str:
-        return f"{self.base}/self-service/methods/saml/acs/{connection}"
-
-    def entity(self, connection: str) -> str:
-        return f"{self.base}/self-service/methods/saml/metadata/{connection}"
 
 
 @pytest.fixture(scope="module")
@@ -109,79 +103,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             yield site
 
 
-def _csrf(flow: dict[str, Any]) -> str:
-    return str(
-        next(n["attributes"]["value"] for n in flow["ui"]["nodes"] if n["attributes"]["name"] == "csrf_token")
-    )
-
-
-def _submit(client: httpx.Client, site: Site, form: dict[str, str], query: str = "") -> httpx.Response:
-    flow = client.get(
-        f"{site.base}/self-service/login/browser{query}", headers={"Accept": "application/json"}
-    ).json()
-    return client.post(
-        f"{site.base}/self-service/login?flow={flow['id']}", data={"csrf_token": _csrf(flow), **form}
-    )
-
-
-def _request(client: httpx.Client, site: Site, leave: httpx.Response) -> Request:
-    """The AuthnRequest a 303 out of a login flow carries, as the IdP reads it."""
-    assert leave.status_code == 303, leave.text
-    url = leave.headers["location"]
-    if url.startswith(site.idp.url):  # HTTP-Redirect
-        query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
-        return site.idp.read_request(query["SAMLRequest"], BINDING_HTTP_REDIRECT, query.get("RelayState"))
-    page = client.get(url)  # HTTP-POST: our page posts the request to the IdP
-    assert page.status_code == 200, page.text
-    assert "form-action " + site.idp.url in page.headers["content-security-policy"]
-    action, fields = form_fields(page.text)
-    assert action == f"{site.idp.url}/sso/post"
-    return site.idp.read_request(fields["SAMLRequest"], BINDING_HTTP_POST, fields.get("RelayState"))
-
-
-def _post_response(
-    client: httpx.Client, site: Site, connection: str, xml: str, relay: str | None
-) -> httpx.Response:
-    """The browser posts the IdP's answer to the ACS and follows our redirects home."""
-    fields = {
-        "SAMLResponse": base64.b64encode(xml.encode()).decode(),
-        **({"RelayState": relay} if relay else {}),
-    }
-    r = client.post(site.acs(connection), data=fields)
-    assert r.status_code == 303, r.text
-    if not r.headers["location"].startswith(site.acs(connection) + "?continue="):
-        return r  # refused by the cheap checks, before it was parked: to the error page
-    return client.get(r.headers["location"])
-
-
-def _through_idp(client: httpx.Client, site: Site, leave: httpx.Response, email: str) -> httpx.Response:
-    """Through the IdP's login form (either binding) and back to the ACS; the ACS's answer."""
-    url = leave.headers["location"]
-    if not url.startswith(site.idp.url):
-        action, fields = form_fields(client.get(url).text)
-        page = client.post(action, data=fields)
-    else:
-        page = client.get(url)
-    assert page.status_code == 200 and 'name="username"' in page.text, page.text
-    action, fields = form_fields(page.text)
-    back = client.post(urljoin(site.idp.url, action), data={**fields, "username": email})
-    acs, answer = form_fields(back.text)
-    r = client.post(acs, data=answer)
-    assert r.status_code == 303, r.text
-    return client.get(r.headers["location"])
-
-
-def _whoami(client: httpx.Client, site: Site) -> dict[str, Any] | None:
-    r = client.get(f"{site.base}/sessions/whoami", headers={"Accept": "application/json"})
-    return r.json() if r.status_code == 200 else None
-
-
-def _error(client: httpx.Client, site: Site, r: httpx.Response) -> dict[str, Any]:
-    assert r.status_code == 303, r.text
-    error_id = parse_qs(urlsplit(r.headers["location"]).query)["id"][0]
-    return dict(client.get(f"{site.base}/self-service/errors", params={"id": error_id}).json()["error"])
-
-
 def test_sp_initiated_redirect_binding_creates_a_member_and_signs_in_again(site: Site) -> None:
     with httpx.Client(timeout=20) as browser:
         flow = browser.get(
@@ -200,11 +121,11 @@ def test_sp_initiated_redirect_binding_creates_a_member_and_signs_in_again(site:
             "partner"
         ]
 
-        leave = _submit(browser, site, {"method": "saml", "provider": "acme"})
+        leave = submit_login(browser, site, {"method": "saml", "provider": "acme"})
         assert leave.headers["location"].startswith(f"{site.idp.url}/sso/redirect?SAMLRequest=")
-        done = _through_idp(browser, site, leave, "alice@acme.example")
+        done = through_idp(browser, site, leave, "alice@acme.example")
         assert done.status_code == 303, done.text
-        me = _whoami(browser, site)
+        me = whoami(browser, site)
         assert me is not None
         assert me["identity"]["traits"]["email"] == "alice@acme.example"
         assert me["identity"]["organization_id"] == ORG
@@ -218,18 +139,20 @@ def test_sp_initiated_redirect_binding_creates_a_member_and_signs_in_again(site:
         assert identity["credentials"]["saml"]["identifiers"] == ["acme:alice@acme.example"]
 
     with httpx.Client(timeout=20) as again:
-        leave = _submit(again, site, {"provider": "acme"}, f"?organization={ORG}")  # the button: no method
-        _through_idp(again, site, leave, "alice@acme.example")
-        me = _whoami(again, site)
+        leave = submit_login(
+            again, site, {"provider": "acme"}, f"?organization={ORG}"
+        )  # the button: no method
+        through_idp(again, site, leave, "alice@acme.example")
+        me = whoami(again, site)
         assert me is not None and me["identity"]["id"] == first
 
 
 def test_post_binding_and_domain_routing(site: Site) -> None:
     with httpx.Client(timeout=20) as browser:
-        leave = _submit(browser, site, {"method": "saml", "provider": "partner"})
+        leave = submit_login(browser, site, {"method": "saml", "provider": "partner"})
         assert urlsplit(leave.headers["location"]).path == "/.auth/self-service/methods/saml/auth/partner"
-        _through_idp(browser, site, leave, "pat@partner.test")
-        me = _whoami(browser, site)
+        through_idp(browser, site, leave, "pat@partner.test")
+        me = whoami(browser, site)
         assert me is not None and me["identity"]["traits"]["email"] == "pat@partner.test"
         assert me["identity"].get("organization_id") is None
 
@@ -238,15 +161,17 @@ def test_post_binding_and_domain_routing(site: Site) -> None:
     with httpx.Client(timeout=20) as browser:
         answers = []
         for who in ("alice@acme.example", "nobody@acme.example"):
-            r = _submit(browser, site, {"method": "password", "identifier": who, "password": "x"})
+            r = submit_login(browser, site, {"method": "password", "identifier": who, "password": "x"})
             assert r.status_code == 303, r.text
             url = urlsplit(r.headers["location"])
             assert f"{url.scheme}://{url.netloc}{url.path}" == f"{site.idp.url}/sso/redirect"
             answers.append(sorted(parse_qs(url.query)))
         assert answers[0] == answers[1]
-        leave = _submit(browser, site, {"method": "identifier_first", "identifier": "carol@acme.example"})
-        _through_idp(browser, site, leave, "carol@acme.example")
-        me = _whoami(browser, site)
+        leave = submit_login(
+            browser, site, {"method": "identifier_first", "identifier": "carol@acme.example"}
+        )
+        through_idp(browser, site, leave, "carol@acme.example")
+        me = whoami(browser, site)
         assert me is not None and me["identity"]["organization_id"] == ORG
 
 
@@ -262,9 +187,9 @@ def test_existing_account_is_linked_only_after_signing_in_to_it(site: Site) -> N
         dave = made.json()["id"]
 
     with httpx.Client(timeout=20) as browser:
-        leave = _submit(browser, site, {"method": "saml", "provider": "partner"})
-        back = _through_idp(browser, site, leave, "dave@partner.test")
-        assert _whoami(browser, site) is None  # the address alone signs nobody in
+        leave = submit_login(browser, site, {"method": "saml", "provider": "partner"})
+        back = through_idp(browser, site, leave, "dave@partner.test")
+        assert whoami(browser, site) is None  # the address alone signs nobody in
         assert back.status_code == 303, back.text
         flow_id = parse_qs(urlsplit(back.headers["location"]).query)["flow"][0]
         flow = browser.get(f"{site.base}/self-service/login/flows", params={"id": flow_id}).json()
@@ -272,14 +197,14 @@ def test_existing_account_is_linked_only_after_signing_in_to_it(site: Site) -> N
         done = browser.post(
             f"{site.base}/self-service/login?flow={flow_id}",
             data={
-                "csrf_token": _csrf(flow),
+                "csrf_token": csrf_of(flow),
                 "method": "password",
                 "identifier": "dave@partner.test",
                 "password": PASSWORD,
             },
         )
         assert done.status_code == 303, done.text
-        me = _whoami(browser, site)
+        me = whoami(browser, site)
         assert me is not None and me["identity"]["id"] == dave
 
     with httpx.Client(base_url=site.admin, timeout=15) as admin:
@@ -287,9 +212,9 @@ def test_existing_account_is_linked_only_after_signing_in_to_it(site: Site) -> N
         assert identity["credentials"]["saml"]["identifiers"] == ["partner:dave@partner.test"]
 
     with httpx.Client(timeout=20) as browser:  # now the IdP signs dave in directly
-        leave = _submit(browser, site, {"method": "saml", "provider": "partner"})
-        _through_idp(browser, site, leave, "dave@partner.test")
-        me = _whoami(browser, site)
+        leave = submit_login(browser, site, {"method": "saml", "provider": "partner"})
+        through_idp(browser, site, leave, "dave@partner.test")
+        me = whoami(browser, site)
         assert me is not None and me["identity"]["id"] == dave
 
 
@@ -356,68 +281,76 @@ def _wrapped(xml: str) -> str:
 )
 def test_bad_responses_are_refused(site: Site, make: Any, hint: str) -> None:
     with httpx.Client(timeout=20) as browser:
-        request = _request(browser, site, _submit(browser, site, {"method": "saml", "provider": "acme"}))
-        r = _post_response(browser, site, "acme", make(site.idp, request, site), request.relay_state)
-        error = _error(browser, site, r)
+        request = authn_request_of(
+            browser, site, submit_login(browser, site, {"method": "saml", "provider": "acme"})
+        )
+        r = post_response(browser, site, "acme", make(site.idp, request, site), request.relay_state)
+        error = error_of(browser, site, r)
         assert error["code"] == 400, error
         assert hint in error["details"]["hint"].lower(), error
-        assert _whoami(browser, site) is None
+        assert whoami(browser, site) is None
 
 
 def test_replayed_and_unsolicited_responses(site: Site) -> None:
     with httpx.Client(timeout=20) as browser:
         # A correct answer used twice: the RelayState is gone, and so is the request it answered.
-        request = _request(browser, site, _submit(browser, site, {"method": "saml", "provider": "acme"}))
+        request = authn_request_of(
+            browser, site, submit_login(browser, site, {"method": "saml", "provider": "acme"})
+        )
         xml = site.idp.respond(request, "frank@acme.example")
-        assert _post_response(browser, site, "acme", xml, request.relay_state).status_code == 303
-        assert _whoami(browser, site) is not None
+        assert post_response(browser, site, "acme", xml, request.relay_state).status_code == 303
+        assert whoami(browser, site) is not None
     with httpx.Client(timeout=20) as attacker:
-        error = _error(attacker, site, _post_response(attacker, site, "acme", xml, request.relay_state))
+        error = error_of(attacker, site, post_response(attacker, site, "acme", xml, request.relay_state))
         assert "unsolicited" in error["details"]["hint"]
         # IdP-initiated login is off for acme ...
         unsolicited = site.idp.respond(
             None, "frank@acme.example", acs_url=site.acs("acme"), sp_entity_id=site.entity("acme")
         )
-        error = _error(attacker, site, _post_response(attacker, site, "acme", unsolicited, None))
-        assert "unsolicited" in error["details"]["hint"] and _whoami(attacker, site) is None
+        error = error_of(attacker, site, post_response(attacker, site, "acme", unsolicited, None))
+        assert "unsolicited" in error["details"]["hint"] and whoami(attacker, site) is None
 
     # ... and on for partner: accepted once; the same assertion again is a replay.
     unsolicited = site.idp.respond(
         None, "gina@partner.test", acs_url=site.acs("partner"), sp_entity_id=site.entity("partner")
     )
     with httpx.Client(timeout=20) as browser:
-        assert _post_response(browser, site, "partner", unsolicited, None).status_code == 303
-        me = _whoami(browser, site)
+        assert post_response(browser, site, "partner", unsolicited, None).status_code == 303
+        me = whoami(browser, site)
         assert me is not None and me["identity"]["traits"]["email"] == "gina@partner.test"
     with httpx.Client(timeout=20) as attacker:
-        error = _error(attacker, site, _post_response(attacker, site, "partner", unsolicited, None))
-        assert "already used" in error["details"]["hint"] and _whoami(attacker, site) is None
+        error = error_of(attacker, site, post_response(attacker, site, "partner", unsolicited, None))
+        assert "already used" in error["details"]["hint"] and whoami(attacker, site) is None
         # An unsolicited answer to someone's request is refused too (InResponseTo without RelayState).
-        request = _request(attacker, site, _submit(attacker, site, {"method": "saml", "provider": "partner"}))
+        request = authn_request_of(
+            attacker, site, submit_login(attacker, site, {"method": "saml", "provider": "partner"})
+        )
         xml = site.idp.respond(request, "gina@partner.test")
-        error = _error(attacker, site, _post_response(attacker, site, "partner", xml, None))
+        error = error_of(attacker, site, post_response(attacker, site, "partner", xml, None))
         assert "did not send" in error["details"]["hint"]
 
 
 def test_malformed_and_oversized_responses_are_refused_before_they_are_parked(site: Site) -> None:
     with httpx.Client(timeout=20) as browser:
-        request = _request(browser, site, _submit(browser, site, {"method": "saml", "provider": "acme"}))
+        request = authn_request_of(
+            browser, site, submit_login(browser, site, {"method": "saml", "provider": "acme"})
+        )
         for junk, hint in [("<Response", "well-formed"), ("<x/>", "not a saml response")]:
-            r = _post_response(browser, site, "acme", junk, request.relay_state)
+            r = post_response(browser, site, "acme", junk, request.relay_state)
             assert "?continue=" not in r.headers["location"]
-            error = _error(browser, site, r)
+            error = error_of(browser, site, r)
             assert error["code"] == 400 and hint in error["details"]["hint"].lower(), error
         r = browser.post(site.acs("acme"), data={"SAMLResponse": "!not base64 at all!"})
-        assert _error(browser, site, r)["code"] == 400
+        assert error_of(browser, site, r)["code"] == 400
         # Past the 256 KiB message bound (and past the body bound), before any XML is read.
         for size in (257 * 1024, 400 * 1024):
             r = browser.post(site.acs("acme"), data={"SAMLResponse": "A" * size, "RelayState": "x"})
-            error = _error(browser, site, r)
+            error = error_of(browser, site, r)
             assert error["code"] == 413, error
         # The flow is untouched: the real answer still signs in.
         xml = site.idp.respond(request, "hana@acme.example")
-        assert _post_response(browser, site, "acme", xml, request.relay_state).status_code == 303
-        assert _whoami(browser, site) is not None
+        assert post_response(browser, site, "acme", xml, request.relay_state).status_code == 303
+        assert whoami(browser, site) is not None
 
 
 def test_verifications_past_the_bound_are_answered_503_and_can_be_retried(site: Site) -> None:
@@ -429,7 +362,9 @@ def test_verifications_past_the_bound_are_answered_503_and_can_be_retried(site: 
     try:
         continues = []
         for i, browser in enumerate(browsers):
-            request = _request(browser, site, _submit(browser, site, {"method": "saml", "provider": "acme"}))
+            request = authn_request_of(
+                browser, site, submit_login(browser, site, {"method": "saml", "provider": "acme"})
+            )
             xml = site.idp.respond(request, f"crowd{i}@acme.example")
             r = browser.post(
                 site.acs("acme"),
@@ -471,7 +406,7 @@ def test_verifications_past_the_bound_are_answered_503_and_can_be_retried(site: 
         assert not pending
         assert busy["page"] + busy["json"] > 0, busy
         for i, browser in enumerate(browsers):
-            me = _whoami(browser, site)
+            me = whoami(browser, site)
             assert me is not None and me["identity"]["traits"]["email"] == f"crowd{i}@acme.example"
     finally:
         for browser in browsers:
@@ -480,9 +415,9 @@ def test_verifications_past_the_bound_are_answered_503_and_can_be_retried(site: 
 
 def test_single_logout_from_the_idp_revokes_the_session(site: Site) -> None:
     with httpx.Client(timeout=20) as browser:
-        leave = _submit(browser, site, {"method": "saml", "provider": "partner"})
-        _through_idp(browser, site, leave, "hank@partner.test")
-        assert _whoami(browser, site) is not None
+        leave = submit_login(browser, site, {"method": "saml", "provider": "partner"})
+        through_idp(browser, site, leave, "hank@partner.test")
+        assert whoami(browser, site) is not None
         url = site.idp.logout_request(
             site.entity("partner"), f"{site.base}/self-service/methods/saml/slo/partner", "hank@partner.test"
         )
@@ -490,49 +425,49 @@ def test_single_logout_from_the_idp_revokes_the_session(site: Site) -> None:
             answer = idp_side.get(url)
         assert answer.status_code == 303, answer.text
         assert answer.headers["location"].startswith(f"{site.idp.url}/slo?SAMLResponse=")
-        assert _whoami(browser, site) is None
+        assert whoami(browser, site) is None
 
     slo = f"{site.base}/self-service/methods/saml/slo/partner"
     with httpx.Client(timeout=20) as browser:
-        leave = _submit(browser, site, {"method": "saml", "provider": "partner"})
-        _through_idp(browser, site, leave, "hank@partner.test")
+        leave = submit_login(browser, site, {"method": "saml", "provider": "partner"})
+        through_idp(browser, site, leave, "hank@partner.test")
         url = site.idp.logout_request(site.entity("partner"), slo, "hank@partner.test")
         with httpx.Client(timeout=20) as idp_side:
             # Unsigned, or with a signature that is not the IdP's, it changes nothing.
             unsigned = re.sub(r"&(SigAlg|Signature)=[^&]*", "", url)
-            assert "not signed" in _error(idp_side, site, idp_side.get(unsigned))["details"]["hint"]
+            assert "not signed" in error_of(idp_side, site, idp_side.get(unsigned))["details"]["hint"]
             signature = parse_qs(urlsplit(url).query)["Signature"][0]
             forged = url.replace(
                 httpx.QueryParams({"Signature": signature}).__str__(),
                 httpx.QueryParams({"Signature": "A" * 8 + signature[8:]}).__str__(),
             )
             assert forged != url
-            hint = _error(idp_side, site, idp_side.get(forged))["details"]["hint"]
+            hint = error_of(idp_side, site, idp_side.get(forged))["details"]["hint"]
             assert "not the identity provider's" in hint
             for sign in (False, True):  # HTTP-POST
                 xml = site.idp.logout_request_xml(site.entity("partner"), slo, "hank@partner.test", sign=sign)
                 posted = idp_side.post(slo, data={"SAMLRequest": base64.b64encode(xml.encode()).decode()})
                 if not sign:
-                    assert "not signed" in _error(idp_side, site, posted)["details"]["hint"]
-                    assert _whoami(browser, site) is not None
+                    assert "not signed" in error_of(idp_side, site, posted)["details"]["hint"]
+                    assert whoami(browser, site) is not None
                 else:
                     assert posted.status_code == 303, posted.text
                     assert posted.headers["location"].startswith(f"{site.idp.url}/slo?SAMLResponse=")
-                    assert _whoami(browser, site) is None
+                    assert whoami(browser, site) is None
 
 
 def test_single_logout_from_the_sidecar_goes_through_the_idp(site: Site) -> None:
     with httpx.Client(timeout=20) as browser:
-        leave = _submit(browser, site, {"method": "saml", "provider": "partner"})
-        _through_idp(browser, site, leave, "ivy@partner.test")
-        assert _whoami(browser, site) is not None
+        leave = submit_login(browser, site, {"method": "saml", "provider": "partner"})
+        through_idp(browser, site, leave, "ivy@partner.test")
+        assert whoami(browser, site) is not None
         made = browser.get(f"{site.base}/self-service/logout/browser", headers={"Accept": "application/json"})
         out = browser.get(made.json()["logout_url"])
         assert out.status_code == 303, out.text
         assert out.headers["location"].startswith(f"{site.idp.url}/slo?SAMLRequest=")
         query = parse_qs(urlsplit(out.headers["location"]).query)
         assert "Signature" in query  # signed with signing.key_url
-        assert _whoami(browser, site) is None  # signed out here already
+        assert whoami(browser, site) is None  # signed out here already
         back = browser.get(out.headers["location"])  # the IdP signs out and answers
         assert site.idp.logouts[-1] == "ivy@partner.test"
         assert back.status_code == 303 and back.headers["location"].startswith(
