@@ -13,7 +13,7 @@ from typing import Any
 from sidecar import errors
 from sidecar.audit import AuditLog
 from sidecar.config.model import Config
-from sidecar.flows import identifier_first, messages, nodes
+from sidecar.flows import identifier_first, messages, nodes, via
 from sidecar.flows.identifier_first import IdentifierFirst
 from sidecar.flows.lifecycle import FlowLifecycle, check_submitted, failure_reason
 from sidecar.flows.model import Flow, FlowType
@@ -263,6 +263,7 @@ class LoginFlows:
             raise FlowInvalid(values={"identifier": identifier})
 
     async def _authenticate(self, flow: Flow, body: Mapping[str, Any], client: Client) -> Identity:
+        via.take(flow)  # a record an earlier, failed attempt left is not this one's
         for strategy in self._strategies_for(flow):
             result = await strategy.login(flow, body, client)
             if not isinstance(result, NotResponsible):
@@ -273,6 +274,7 @@ class LoginFlows:
 
     async def _complete(self, flow: Flow, identity: Identity, client: Client, method: str) -> Completed:
         current = client.session
+        signed_in_via = via.take(flow)
         if flow.requested_aal == "aal2" and method in self._second_factors:
             # A second factor upgrades the session it was asked for: same id, same token.
             if current is None:
@@ -284,14 +286,16 @@ class LoginFlows:
         elif flow.refresh and current is not None:
             if current.identity_id != identity.id:
                 raise errors.IdentityMismatch()
-            session = await self._sessions.reauthenticate(current, method)
+            session = await self._sessions.reauthenticate(current, method, via=signed_in_via)
             token = client.session_token
         else:
             if "require_verified_address" in self.life.hooks(method) and not any(
                 a.verified for a in identity.verifiable_addresses
             ):
                 raise errors.VerifiedAddressRequired()
-            issued = await self._sessions.issue(identity.id, method, device=client.device())
+            issued = await self._sessions.issue(
+                identity.id, method, device=client.device(), via=signed_in_via
+            )
             session, token = issued.session, issued.token
             if "revoke_active_sessions" in self.life.hooks(method):
                 await self._sessions.revoke_others(identity.id, except_id=session.id)

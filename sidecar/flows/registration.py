@@ -18,7 +18,7 @@ from typing import Any
 from sidecar import errors
 from sidecar.audit import AuditLog
 from sidecar.config.model import Config
-from sidecar.flows import messages, nodes
+from sidecar.flows import messages, nodes, via
 from sidecar.flows.form import decode_submission
 from sidecar.flows.lifecycle import FlowLifecycle, check_submitted
 from sidecar.flows.model import Flow, FlowType
@@ -191,6 +191,7 @@ class RegistrationFlows:
             log.exception("could not remove identity %s after its registration failed", identity.id)
 
     async def _register(self, flow: Flow, body: Mapping[str, Any], client: Client) -> Identity:
+        via.take(flow)  # a record an earlier, failed attempt left is not this one's
         for strategy in self._strategies:
             result = await strategy.register(flow, body, client)
             if not isinstance(result, NotResponsible):
@@ -205,7 +206,9 @@ class RegistrationFlows:
             identity = await self._update(identity, patch)
         session, token = None, None
         if "session" in self.life.hooks(method):
-            issued = await self._sessions.issue(identity.id, method, device=client.device())
+            issued = await self._sessions.issue(
+                identity.id, method, device=client.device(), via=via.take(flow)
+            )
             session, token = issued.session, issued.token
         flow.state = "passed_challenge"
         flow.ui.messages = []

@@ -19,7 +19,7 @@ from typing import Protocol
 from sidecar.config.model import SessionConfig
 from sidecar.identity.model import utcnow
 from sidecar.security import tokens
-from sidecar.session.model import AuthenticationMethod, Device, Session
+from sidecar.session.model import AuthenticationMethod, Device, ProviderSignIn, Session
 from sidecar.session.store import SessionStore
 
 
@@ -69,9 +69,16 @@ class SessionManager:
             await self._revocations.publish(session_id=session.id)
 
     async def issue(
-        self, identity_id: uuid.UUID, method: str, *, aal: str = "aal1", device: Device | None = None
+        self,
+        identity_id: uuid.UUID,
+        method: str,
+        *,
+        aal: str = "aal1",
+        device: Device | None = None,
+        via: ProviderSignIn | None = None,
     ) -> IssuedSession:
-        """A brand-new session and token; an existing cookie is never reused (no fixation)."""
+        """A brand-new session and token; an existing cookie is never reused (no fixation).
+        ``via``: the provider sign-in that proved ``method`` (kept for its single logout)."""
         now = utcnow()
         session = Session(
             identity_id=identity_id,
@@ -79,7 +86,7 @@ class SessionManager:
             issued_at=now,
             authenticated_at=now,
             aal=aal,
-            authentication_methods=(AuthenticationMethod(method=method, aal=aal, completed_at=now),),
+            authentication_methods=(AuthenticationMethod.of(method, aal, now, via),),
             devices=(device,) if device else (),
         )
         token = tokens.new_session_token()
@@ -98,7 +105,9 @@ class SessionManager:
     async def get(self, session_id: uuid.UUID) -> Session | None:
         return await self._store.get(session_id)
 
-    async def reauthenticate(self, session: Session, method: str, *, aal: str | None = None) -> Session:
+    async def reauthenticate(
+        self, session: Session, method: str, *, aal: str | None = None, via: ProviderSignIn | None = None
+    ) -> Session:
         """``refresh=true`` or a step-up: same session id and token, new ``authenticated_at``."""
         now = utcnow()
         level = aal or session.aal
@@ -108,7 +117,7 @@ class SessionManager:
             aal=max(level, session.aal),
             authentication_methods=(
                 *session.authentication_methods,
-                AuthenticationMethod(method=method, aal=level, completed_at=now),
+                AuthenticationMethod.of(method, level, now, via),
             ),
         )
         await self._changed(updated)
@@ -164,6 +173,36 @@ class SessionManager:
         count = await self._store.revoke_all(identity_id, except_id=except_id)
         await self._revoked(victims)
         return count
+
+    async def revoke_provider_sessions(
+        self,
+        identity_id: uuid.UUID,
+        method: str,
+        provider: str,
+        subject: str,
+        session_indexes: tuple[str, ...],
+    ) -> int:
+        """An identity provider's single logout (SAML core §3.7.3.2): the identity's active sessions
+        that ``provider`` signed in for ``subject`` with one of ``session_indexes``; with none
+        given, every session of the identity."""
+        if not session_indexes:
+            return await self.revoke_others(identity_id, None)
+        wanted = set(session_indexes)
+        victims = [
+            s
+            for s in await self._store.list_by_identity(identity_id, active_only=True)
+            if any(
+                m.method == method
+                and m.provider == provider
+                and m.subject == subject
+                and m.session_index in wanted
+                for m in s.authentication_methods
+            )
+        ]
+        for session in victims:
+            await self._store.revoke(session.id)
+        await self._revoked(victims)
+        return len(victims)
 
     async def delete_for_identity(self, identity_id: uuid.UUID) -> int:
         """Kratos' admin "delete all sessions of an identity": rows go, caches are told."""

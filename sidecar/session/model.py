@@ -11,11 +11,46 @@ from sidecar.identity.model import new_id, utcnow
 
 
 @dataclass(frozen=True, slots=True)
+class ProviderSignIn:
+    """What a federated sign-in (SAML) tells the session it starts, for single logout later: which
+    connection, the subject it named, and the identity provider's own session."""
+
+    provider: str
+    subject: str | None = None
+    subject_format: str | None = None
+    session_index: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class AuthenticationMethod:
     method: str
     aal: str = "aal1"
     completed_at: datetime = field(default_factory=utcnow)
     provider: str | None = None
+    """Kratos: the provider (SAML connection) the method signed in with."""
+    subject: str | None = None
+    """Sidecar-only, stored but never shown: the subject the provider named (the SAML NameID)."""
+    subject_format: str | None = None
+    """Sidecar-only: the NameID's ``Format`` (a LogoutRequest must repeat it)."""
+    session_index: str | None = None
+    """Sidecar-only: the identity provider's session (the SAML ``SessionIndex``), so its single
+    logout ends this session and no other."""
+
+    @classmethod
+    def of(
+        cls, method: str, aal: str, completed_at: datetime, via: ProviderSignIn | None = None
+    ) -> AuthenticationMethod:
+        if via is None:
+            return cls(method=method, aal=aal, completed_at=completed_at)
+        return cls(
+            method=method,
+            aal=aal,
+            completed_at=completed_at,
+            provider=via.provider,
+            subject=via.subject,
+            subject_format=via.subject_format,
+            session_index=via.session_index,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,13 +27,22 @@ def decode_datetime(value: str) -> datetime:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
+_PROVIDER_SESSION = ("subject", "subject_format", "session_index")
+"""Written only when set: most methods have none, and older documents lack them."""
+
+
 def _method_to_dict(method: AuthenticationMethod) -> dict[str, Any]:
-    return {
+    out = {
         "method": method.method,
         "aal": method.aal,
         "completed_at": encode_datetime(method.completed_at),
         "provider": method.provider,
     }
+    for key in _PROVIDER_SESSION:
+        value = getattr(method, key)
+        if value is not None:
+            out[key] = value
+    return out
 
 
 def _method_from_dict(data: dict[str, Any]) -> AuthenticationMethod:
@@ -42,6 +51,9 @@ def _method_from_dict(data: dict[str, Any]) -> AuthenticationMethod:
         aal=data.get("aal", "aal1"),
         completed_at=decode_datetime(data["completed_at"]),
         provider=data.get("provider"),
+        subject=data.get("subject"),
+        subject_format=data.get("subject_format"),
+        session_index=data.get("session_index"),
     )
 
 

@@ -115,6 +115,32 @@ async def test_update_replaces_and_extends(store: SessionStore) -> None:
     assert [s.id for s in await store.list_by_identity(session.identity_id)] == [session.id]
 
 
+async def test_a_provider_sign_in_is_kept_with_the_session(store: SessionStore) -> None:
+    """What a SAML sign-in records for its single logout (connection, NameID, its format and the
+    SessionIndex) reads back by id, by token and in the identity's list, and after an update."""
+    saml = AuthenticationMethod(
+        "saml",
+        provider="partner",
+        subject="pat@partner.test",
+        subject_format="urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress",
+        session_index="id-idp-session-7",
+    )
+    session, token = make_session(authentication_methods=(saml,)), digest()
+    await store.create(session, token)
+    assert await store.get(session.id) == session
+    assert await store.get_by_token(token) == session
+    listed = await store.list_by_identity(session.identity_id, active_only=True)
+    assert [s.authentication_methods for s in listed] == [(saml,)]
+    again = replace(saml, session_index="id-idp-session-8")
+    refreshed = replace(session, authentication_methods=(saml, again))
+    await store.update(refreshed)
+    found = await store.get_by_token(token)
+    assert found is not None and [m.session_index for m in found.authentication_methods] == [
+        "id-idp-session-7",
+        "id-idp-session-8",
+    ]
+
+
 async def test_update_of_missing_session_stores_nothing(store: SessionStore) -> None:
     ghost = make_session()
     await store.update(ghost)

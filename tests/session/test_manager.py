@@ -14,7 +14,7 @@ from sidecar.config.model import SessionConfig
 from sidecar.identity.model import utcnow
 from sidecar.security import tokens
 from sidecar.session.manager import SessionManager
-from sidecar.session.model import Device
+from sidecar.session.model import Device, ProviderSignIn
 from sidecar.session.store import SessionStore
 
 
@@ -105,6 +105,45 @@ async def test_revoke_calls_back(store: SessionStore) -> None:
     assert await manager.delete_for_identity(identity) >= 1
     assert await manager.resolve(keep.token) is None
     assert keep.session.id in recorder.seen
+
+
+async def test_a_provider_logout_revokes_only_the_sessions_it_names(store: SessionStore) -> None:
+    """SAML core §3.7.3.2: the sessions of the NameID with one of the SessionIndex values (through
+    the connection that made them), every session of the identity when none is given."""
+    recorder = Recorder()
+    manager = _manager(store, recorder)
+    identity = uuid.uuid4()
+
+    def via(provider: str, index: str, subject: str = "ann@acme.example") -> ProviderSignIn:
+        return ProviderSignIn(provider, subject, None, index)
+
+    first = await manager.issue(identity, "saml", via=via("acme", "s1"))
+    second = await manager.issue(identity, "saml", via=via("acme", "s2"))
+    elsewhere = await manager.issue(
+        identity, "saml", via=via("partner", "s1")
+    )  # same index, other connection
+    other_subject = await manager.issue(identity, "saml", via=via("acme", "s1", "bob@acme.example"))
+    password = await manager.issue(identity, "password")
+    stranger = await manager.issue(uuid.uuid4(), "saml", via=via("acme", "s1"))
+    assert first.session.authentication_methods[0].session_index == "s1"
+
+    assert await manager.revoke_provider_sessions(identity, "saml", "acme", "ann@acme.example", ("s1",)) == 1
+    assert await manager.resolve(first.token) is None
+    assert recorder.seen == [first.session.id]
+    for kept in (second, elsewhere, other_subject, password, stranger):
+        assert await manager.resolve(kept.token) is not None
+    # A refresh through the same connection adds its sign-in: either index now names the session.
+    await manager.reauthenticate(second.session, "saml", via=via("acme", "s3"))
+    assert await manager.revoke_provider_sessions(identity, "saml", "acme", "ann@acme.example", ("s3",)) == 1
+    assert await manager.resolve(second.token) is None
+    assert (
+        await manager.revoke_provider_sessions(identity, "saml", "acme", "ann@acme.example", ("nope",)) == 0
+    )
+    # No SessionIndex: every session of the identity, whatever signed it in; nobody else's.
+    assert await manager.revoke_provider_sessions(identity, "saml", "acme", "ann@acme.example", ()) == 3
+    for gone in (elsewhere, other_subject, password):
+        assert await manager.resolve(gone.token) is None
+    assert await manager.resolve(stranger.token) is not None
 
 
 async def test_expired_sessions_do_not_resolve(store: SessionStore) -> None:

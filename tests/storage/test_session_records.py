@@ -35,3 +35,31 @@ def test_datetimes_are_utc_with_offset() -> None:
     assert encode_datetime(moment) == "2030-01-02T01:04:05.678901+00:00"
     assert decode_datetime(encode_datetime(moment)) == moment
     assert decode_datetime("2030-01-02T01:04:05").tzinfo == UTC
+
+
+def test_a_provider_sign_in_round_trips_and_older_documents_read_without_one() -> None:
+    """The SAML connection, NameID (and format) and SessionIndex a session keeps for its single
+    logout; a document written before they existed reads back with none."""
+    saml = AuthenticationMethod(
+        "saml",
+        provider="acme",
+        subject="ann@acme.example",
+        subject_format="urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress",
+        session_index="id-idp-session-1",
+    )
+    session = Session(
+        identity_id=uuid.uuid4(),
+        expires_at=datetime.now(UTC) + timedelta(hours=1),
+        authentication_methods=(AuthenticationMethod("password"), saml),
+    )
+    raw = dumps_session(session)
+    assert loads_session(raw)[0] == session
+    document = json.loads(raw)
+    assert "session_index" not in document["authentication_methods"][0]  # only written when set
+    assert document["authentication_methods"][1]["session_index"] == "id-idp-session-1"
+    for key in ("subject", "subject_format", "session_index"):
+        del document["authentication_methods"][1][key]
+    older = loads_session(json.dumps(document))[0]
+    assert older.authentication_methods[1] == AuthenticationMethod(
+        "saml", completed_at=saml.completed_at, provider="acme"
+    )

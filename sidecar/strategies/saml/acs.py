@@ -8,8 +8,10 @@ is refused unless the connection has ``allow_idp_initiated``, and then it starts
 flow. A checked assertion's ID is accepted once. The sign-in then continues as every federated
 one does (``federation.continuation``).
 
-SLO: a LogoutRequest signed by the identity provider revokes every session of the identity its
-NameID names, and is answered with a LogoutResponse.
+SLO: a LogoutRequest signed by the identity provider revokes the sessions its NameID and
+SessionIndex values name (every session of the identity when it has no SessionIndex), and is
+answered with a LogoutResponse. Our own LogoutRequest goes to the connection that signed the
+session in, for the NameID and SessionIndex of that sign-in (recorded with the session).
 
 Both count each request per client IP first (``rate_limit``: the kv store's fixed windows, shared
 by every replica), and report each message's fate to the gate metrics (``GateObserver``): ``ok``
@@ -35,7 +37,7 @@ from sidecar.identity.model import Identity
 from sidecar.security import csrf
 from sidecar.security.ratelimit import RateLimiter
 from sidecar.security.throttle import ip_bucket
-from sidecar.session.model import Session
+from sidecar.session.model import ProviderSignIn, Session
 from sidecar.strategies.federation.accounts import Verified
 from sidecar.strategies.federation.continuation import SignInContinuation
 from sidecar.strategies.saml.connections import SamlConnection
@@ -61,7 +63,14 @@ LOGOUT_REQUEST = "logout_request"
 
 
 class RevokesSessions(Protocol):
-    async def revoke_others(self, identity_id: uuid.UUID, except_id: uuid.UUID | None) -> int: ...
+    async def revoke_provider_sessions(
+        self,
+        identity_id: uuid.UUID,
+        method: str,
+        provider: str,
+        subject: str,
+        session_indexes: tuple[str, ...],
+    ) -> int: ...
 
 
 class GateObserver(Protocol):
@@ -232,7 +241,11 @@ class SamlEndpoints:
         flow, assertion = checked
         self._observer.saml_message(RESPONSE, "ok")
         claims = claims_of(
-            assertion.issuer, assertion.name_id, assertion.name_id_format, assertion.attributes
+            assertion.issuer,
+            assertion.name_id,
+            assertion.name_id_format,
+            assertion.attributes,
+            assertion.session_index,
         )
         verified = Verified(connection.id, assertion.name_id, claims)
         # The RelayState proved this navigation continues the browser's own flow: it stands in for
@@ -267,7 +280,8 @@ class SamlEndpoints:
     # --- single logout --------------------------------------------------------------------------------
 
     async def logout_from_idp(self, connection_id: str, message: str, binding: str, query: str | None) -> str:
-        """An identity provider's LogoutRequest: sign the subject out everywhere; the answer to send."""
+        """An identity provider's LogoutRequest: end the sessions it names (SAML core §3.7.3.2: those
+        of its SessionIndex values, every session of the subject when it has none); the answer."""
         connection = self._connection(connection_id)
         config = await self._connections.sp_config(connection)
         try:
@@ -281,33 +295,50 @@ class SamlEndpoints:
         self._observer.saml_message(LOGOUT_REQUEST, "ok")
         identity = await self._strategy.accounts.find_identity(Verified(connection.id, order.name_id, {}))
         if identity is not None:
-            await self._sessions.revoke_others(identity.id, None)
+            await self._sessions.revoke_provider_sessions(
+                identity.id, "saml", connection.id, order.name_id, order.session_indexes
+            )
         return order.answer.url
 
     async def logout_url(self, session: Session, target: str) -> str | None:
-        """SP-initiated single logout, after the local one, for a session signed in with SAML:
-        a LogoutRequest to the identity provider of the identity's connection, when it has a
-        single logout endpoint. Its answer comes back to ``slo/<id>`` and goes on to ``target``."""
-        if not any(m.method == "saml" for m in session.authentication_methods):
+        """SP-initiated single logout, after the local one, for a session signed in with SAML: a
+        LogoutRequest to the connection of its latest SAML sign-in, naming that sign-in's NameID
+        and SessionIndex, when the identity provider has a single logout endpoint. Its answer
+        comes back to ``slo/<id>`` and goes on to ``target``."""
+        signed_in = next((m for m in reversed(session.authentication_methods) if m.method == "saml"), None)
+        if signed_in is None:
             return None
+        if signed_in.provider is not None and signed_in.subject:
+            via = ProviderSignIn(
+                signed_in.provider, signed_in.subject, signed_in.subject_format, signed_in.session_index
+            )
+        else:
+            via = await self._only_connection(session)
+        connection = self._connections.find(via.provider) if via is not None else None
+        if via is None or via.subject is None or connection is None:
+            return None
+        config = await self._connections.sp_config(connection)
+        relay = await self._states.park_target(target)
+        try:
+            out = await asyncio.to_thread(
+                logout_request, config, via.subject, via.subject_format, relay, via.session_index
+            )
+        except SamlRefused:
+            return None  # this identity provider has no single logout
+        return out.url
+
+    async def _only_connection(self, session: Session) -> ProviderSignIn | None:
+        """A session from before sessions recorded their connection: the identity's SAML
+        connection if it has exactly one (with several, which one signed it in is unknown)."""
         try:
             identity = await self._identities(session.identity_id)
         except errors.NotFound:
             return None
         credential = identity.credentials.get("saml")
-        for identifier in credential.identifiers if credential else ():
-            connection_id, _, subject = identifier.partition(":")
-            connection = self._connections.find(connection_id)
-            if connection is None or not subject:
-                continue
-            config = await self._connections.sp_config(connection)
-            relay = await self._states.park_target(target)
-            try:
-                out = await asyncio.to_thread(logout_request, config, subject, None, relay)
-            except SamlRefused:
-                continue  # this identity provider has no single logout
-            return out.url
-        return None
+        linked = [i.partition(":") for i in (credential.identifiers if credential else ())]
+        if len(linked) != 1 or not linked[0][2]:
+            return None
+        return ProviderSignIn(linked[0][0], linked[0][2])
 
     async def logged_out(self, relay_state: str | None) -> str | None:
         """Where the identity provider's LogoutResponse sends the browser: the logout's target."""

@@ -320,8 +320,15 @@ def parse_response(settings: SpSettings, config: SPConfig, message: str, request
     )
 
 
-def logout_request(config: SPConfig, name_id: str, name_id_format: str | None, relay_state: str) -> Outbound:
-    """An SP-initiated LogoutRequest for ``name_id`` (HTTP-Redirect); SamlRefused when the identity
+def logout_request(
+    config: SPConfig,
+    name_id: str,
+    name_id_format: str | None,
+    relay_state: str,
+    session_index: str | None = None,
+) -> Outbound:
+    """An SP-initiated LogoutRequest for ``name_id`` (HTTP-Redirect), naming the identity
+    provider's session ``session_index`` when the sign-in had one; SamlRefused when the identity
     provider has no single logout endpoint."""
     from saml2.saml import NameID
 
@@ -335,7 +342,11 @@ def logout_request(config: SPConfig, name_id: str, name_id_format: str | None, r
         raise SamlRefused("the identity provider has no single logout endpoint")
     destination = destinations[0]["location"]
     request_id, request = client.create_logout_request(
-        destination, idp, name_id=NameID(format=name_id_format, text=name_id), sign=False
+        destination,
+        idp,
+        name_id=NameID(format=name_id_format, text=name_id),
+        session_indexes=[session_index] if session_index else None,
+        sign=False,
     )
     sign = config.key_file is not None
     info = client.apply_binding(
@@ -355,6 +366,8 @@ class LogoutOrder:
 
     name_id: str
     answer: Outbound
+    session_indexes: tuple[str, ...] = ()
+    """The identity provider's sessions to end; none: every session of ``name_id``."""
 
 
 def parse_logout_request(config: SPConfig, message: str, binding: str, query: str | None) -> LogoutOrder:
@@ -404,7 +417,8 @@ def parse_logout_request(config: SPConfig, message: str, binding: str, query: st
         raise SamlRefused("the identity provider has no single logout endpoint to answer")
     location = destinations[0].get("response_location") or destinations[0]["location"]
     info = client.apply_binding(BINDING_HTTP_REDIRECT, str(response), location, None, response=True)
-    return LogoutOrder(str(body.name_id.text).strip(), _outbound(str(body.id), info))
+    indexes = tuple(str(i.text).strip() for i in body.session_index or () if i is not None and i.text)
+    return LogoutOrder(str(body.name_id.text).strip(), _outbound(str(body.id), info), indexes)
 
 
 def _post_signature_ok(client: Saml2Client, message: str) -> bool:

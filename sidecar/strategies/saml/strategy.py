@@ -19,13 +19,14 @@ from typing import Any, NoReturn
 
 from sidecar import errors
 from sidecar.config.model import Config
-from sidecar.flows import messages
+from sidecar.flows import messages, via
 from sidecar.flows.model import Flow
 from sidecar.flows.outcome import Client, FlowInvalid
 from sidecar.flows.strategy import NOT_RESPONSIBLE, NotResponsible
 from sidecar.identity.model import Identity, utcnow
 from sidecar.kv.store import KeyValueStore
 from sidecar.schema.registry import SchemaRegistry
+from sidecar.session.model import ProviderSignIn
 from sidecar.strategies.deps import Roles, StrategyDeps
 from sidecar.strategies.federation.accounts import CALLBACK, FederatedIdentities, Verified
 from sidecar.strategies.federation.jit import FederatedAccounts, active
@@ -113,6 +114,7 @@ class SamlStrategy(FederatedStrategy):
         if not isinstance(verified, Verified):
             await self.start(flow, connection)
         identity = await self.accounts.find_identity(verified)
+        via.remember(flow, signed_in_via(verified))
         return await self.accounts.signed_in(verified) if identity is None else active(identity)
 
     # --- registration -----------------------------------------------------------------------------
@@ -130,6 +132,7 @@ class SamlStrategy(FederatedStrategy):
             if pending is None:
                 await self.start(flow, connection)
             verified = pending
+        via.remember(flow, signed_in_via(verified))
         return await self.accounts.create(flow, await self.map_claims(verified), form_traits(body))
 
     def sso_starts(self) -> dict[str, Callable[[Flow, str], Awaitable[None]]]:
@@ -149,7 +152,11 @@ class SamlStrategy(FederatedStrategy):
 
 
 def claims_of(
-    issuer: str, name_id: str, name_id_format: str | None, attributes: Mapping[str, list[str]]
+    issuer: str,
+    name_id: str,
+    name_id_format: str | None,
+    attributes: Mapping[str, list[str]],
+    session_index: str | None = None,
 ) -> dict[str, Any]:
     """What a mapper sees as ``std.extVar('claims')``."""
     return {
@@ -157,4 +164,17 @@ def claims_of(
         "name_id_format": name_id_format,
         "issuer": issuer,
         "attributes": dict(attributes),
+        "session_index": session_index,
     }
+
+
+def signed_in_via(verified: Verified) -> ProviderSignIn:
+    """The connection, NameID (and its format) and SessionIndex the session will keep, so its
+    single logout names the right connection and identity provider session."""
+    fmt, index = verified.claims.get("name_id_format"), verified.claims.get("session_index")
+    return ProviderSignIn(
+        provider=verified.provider,
+        subject=verified.subject,
+        subject_format=fmt if isinstance(fmt, str) else None,
+        session_index=index if isinstance(index, str) else None,
+    )

@@ -72,6 +72,16 @@ class Request:
 
 
 @dataclass
+class LogoutSeen:
+    """A LogoutRequest the IdP received from a service provider."""
+
+    issuer: str
+    name_id: str
+    name_id_format: str | None
+    session_indexes: list[str]
+
+
+@dataclass
 class IdentityProvider:
     url: str
     key_file: str
@@ -80,6 +90,10 @@ class IdentityProvider:
     users: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     logouts: list[str] = field(default_factory=list)
     """NameIDs of the LogoutRequests received."""
+    logout_requests: list[LogoutSeen] = field(default_factory=list)
+    """Every LogoutRequest received, in full."""
+    session_indexes: list[str] = field(default_factory=list)
+    """The SessionIndex of every response made, in order."""
 
     @property
     def entity_id(self) -> str:
@@ -152,13 +166,23 @@ class IdentityProvider:
             sign_assertion=sign_assertion,
             sign_response=sign_response,
         )
+        found = re.search(r'SessionIndex="([^"]+)"', str(response))
+        if found:
+            self.session_indexes.append(found.group(1))
         return str(response)
 
-    def logout_request(self, sp_entity_id: str, slo_url: str, email: str) -> str:
-        """An IdP-initiated LogoutRequest, signed, as the query of an HTTP-Redirect URL."""
+    def logout_request(
+        self, sp_entity_id: str, slo_url: str, email: str, session_indexes: list[str] | None = None
+    ) -> str:
+        """An IdP-initiated LogoutRequest, signed, as the query of an HTTP-Redirect URL; for the
+        given sessions (``SessionIndex``) only, or for every session of ``email``."""
         server = self.server()
         _id, request = server.create_logout_request(
-            slo_url, sp_entity_id, name_id=NameID(format=NAMEID_FORMAT_EMAILADDRESS, text=email), sign=False
+            slo_url,
+            sp_entity_id,
+            name_id=NameID(format=NAMEID_FORMAT_EMAILADDRESS, text=email),
+            session_indexes=session_indexes,
+            sign=False,
         )
         info = server.apply_binding(
             BINDING_HTTP_REDIRECT,
@@ -211,6 +235,14 @@ class IdentityProvider:
             server = self.server()
             parsed = server.parse_logout_request(params["SAMLRequest"], BINDING_HTTP_REDIRECT)
             self.logouts.append(str(parsed.message.name_id.text))
+            self.logout_requests.append(
+                LogoutSeen(
+                    str(parsed.message.issuer.text),
+                    str(parsed.message.name_id.text),
+                    parsed.message.name_id.format,
+                    [str(i.text) for i in parsed.message.session_index or ()],
+                )
+            )
             response = server.create_logout_response(parsed.message, [BINDING_HTTP_REDIRECT])
             destination = server.metadata.single_logout_service(
                 parsed.message.issuer.text, BINDING_HTTP_REDIRECT, "spsso"

@@ -475,3 +475,93 @@ def test_single_logout_from_the_sidecar_goes_through_the_idp(site: Site) -> None
         )
         home = browser.get(back.headers["location"])
         assert home.status_code == 303 and home.headers["location"] == site.base.removesuffix("/.auth") + "/"
+
+
+def test_single_logout_from_the_idp_ends_only_the_sessions_it_names(site: Site) -> None:
+    """Two sign-ins of one person (two browsers, two identity provider sessions): a LogoutRequest
+    with the first's SessionIndex ends that session only; one without a SessionIndex ends every
+    session of the person (SAML core §3.7.3.2)."""
+    slo = f"{site.base}/self-service/methods/saml/slo/partner"
+    email = "jill@partner.test"
+    with httpx.Client(timeout=20) as first, httpx.Client(timeout=20) as second:
+        indexes = []
+        for browser in (first, second):
+            through_idp(
+                browser, site, submit_login(browser, site, {"method": "saml", "provider": "partner"}), email
+            )
+            indexes.append(site.idp.session_indexes[-1])
+            me = whoami(browser, site)
+            assert me is not None
+            # Kratos' shape: the connection is shown; the NameID and SessionIndex are kept, not shown.
+            assert [sorted(m) for m in me["authentication_methods"]] == [
+                ["aal", "completed_at", "method", "provider"]
+            ]
+            assert me["authentication_methods"][0]["provider"] == "partner"
+        assert indexes[0] != indexes[1]
+
+        def idp_logout(session_indexes: list[str] | None) -> None:
+            with httpx.Client(timeout=20) as idp_side:  # the IdP's front channel: no cookie of ours
+                answer = idp_side.get(
+                    site.idp.logout_request(site.entity("partner"), slo, email, session_indexes)
+                )
+            assert answer.status_code == 303, answer.text
+            assert answer.headers["location"].startswith(f"{site.idp.url}/slo?SAMLResponse=")
+
+        idp_logout(["id-no-such-session"])
+        assert whoami(first, site) is not None and whoami(second, site) is not None
+        idp_logout([indexes[0]])
+        assert whoami(first, site) is None
+        assert whoami(second, site) is not None
+        idp_logout(None)
+        assert whoami(second, site) is None
+
+
+def test_single_logout_from_the_sidecar_names_the_connection_and_session_that_signed_in(site: Site) -> None:
+    """An identity linked to two connections (of one identity provider): signing out of a session
+    that came through the second sends the LogoutRequest from the second, for the NameID (with its
+    format) and the SessionIndex of that sign-in, not from the first linked connection."""
+    email = "lee@partner.test"
+    with httpx.Client(base_url=site.admin, timeout=15) as admin:
+        body = {
+            "schema_id": "default",
+            "traits": {"email": email},
+            "credentials": {
+                "saml": {
+                    "config": {
+                        "providers": [
+                            {"provider": "acme", "subject": email},
+                            {"provider": "partner", "subject": email},
+                        ]
+                    }
+                }
+            },
+        }
+        made = admin.post("/admin/identities", json=body)
+        assert made.status_code == 201, made.text
+        identity = admin.get(f"/admin/identities/{made.json()['id']}", params={"include_credential": "saml"})
+        assert identity.json()["credentials"]["saml"]["identifiers"] == [f"acme:{email}", f"partner:{email}"]
+
+    with httpx.Client(timeout=20) as browser:
+        through_idp(
+            browser, site, submit_login(browser, site, {"method": "saml", "provider": "partner"}), email
+        )
+        index = site.idp.session_indexes[-1]
+        me = whoami(browser, site)
+        assert me is not None and me["identity"]["id"] == made.json()["id"]
+        made_logout = browser.get(
+            f"{site.base}/self-service/logout/browser", headers={"Accept": "application/json"}
+        )
+        out = browser.get(made_logout.json()["logout_url"])
+        assert out.status_code == 303 and out.headers["location"].startswith(
+            f"{site.idp.url}/slo?SAMLRequest="
+        )
+        back = browser.get(out.headers["location"])
+        seen = site.idp.logout_requests[-1]
+        assert seen.issuer == site.entity("partner")
+        assert seen.name_id == email
+        assert seen.name_id_format == "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress"
+        assert seen.session_indexes == [index]
+        assert back.status_code == 303 and back.headers["location"].startswith(
+            f"{site.base}/self-service/methods/saml/slo/partner?SAMLResponse="
+        )
+        assert whoami(browser, site) is None
