@@ -688,6 +688,9 @@ def create_admin_app(services: Services, *, manage_lifespan: bool = True) -> ASG
             audit=audit,
             outbox=services.database.outbox,
             faster_session_extend=config.feature_flags.faster_session_extend,
+            saml_connections=saml.connections
+            if isinstance(saml := services.selfservice.saml, SamlEndpoints)
+            else None,
         )
     ]
     console = config.serve.admin.console

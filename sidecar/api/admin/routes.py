@@ -11,6 +11,7 @@ from sidecar.api.admin.identities import IdentityHandlers, identity_routes
 from sidecar.api.admin.organizations import OrganizationHandlers, organization_routes
 from sidecar.api.admin.recovery import AdminRecoveryFlows, admin_recovery_routes
 from sidecar.api.admin.rules import rules_coverage_routes
+from sidecar.api.admin.saml import saml_connection_routes
 from sidecar.api.admin.scim_tokens import ScimTokenHandlers, scim_token_routes
 from sidecar.api.admin.sessions import FindIdentity, IdentityJson, admin_session_routes
 from sidecar.api.admin.webhooks import webhook_routes
@@ -20,6 +21,7 @@ from sidecar.courier.store import CourierStore
 from sidecar.metrics import Metrics
 from sidecar.rules.holder import RulesHolder
 from sidecar.session.manager import SessionManager
+from sidecar.strategies.saml.connections import SamlConnections
 from sidecar.webhooks.outbox import OutboxStore
 
 
@@ -44,6 +46,7 @@ def admin_routes(
     audit: RequestAudit,
     outbox: OutboxStore,
     faster_session_extend: bool = False,
+    saml_connections: SamlConnections | None = None,
 ) -> list[Route]:
     routes = identity_routes(identities, "")
     routes += organization_routes(organizations)
@@ -63,4 +66,5 @@ def admin_routes(
     routes += courier_routes(courier_store, courier_secret)
     routes += rules_coverage_routes(rules, metrics)
     routes += webhook_routes(outbox)
+    routes += saml_connection_routes(saml_connections)
     return [*routes, Route("/metrics", scrape, methods=["GET"])]

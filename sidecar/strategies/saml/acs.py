@@ -40,7 +40,7 @@ from sidecar.security.throttle import ip_bucket
 from sidecar.session.model import ProviderSignIn, Session
 from sidecar.strategies.federation.accounts import Verified
 from sidecar.strategies.federation.continuation import SignInContinuation
-from sidecar.strategies.saml.connections import SamlConnection
+from sidecar.strategies.saml.connections import SamlConnection, SamlConnections
 from sidecar.strategies.saml.protocol import (
     MAX_MESSAGE,
     Assertion,
@@ -121,6 +121,10 @@ class SamlEndpoints:
         self._gate = gate
         self._limiter = limiter
         self._observer = observer or _NoObserver()
+
+    @property
+    def connections(self) -> SamlConnections:
+        return self._connections
 
     def _connection(self, connection_id: str) -> SamlConnection:
         found = self._connections.find(connection_id)

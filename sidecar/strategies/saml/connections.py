@@ -132,6 +132,12 @@ class SamlConnections:
     def find(self, connection_id: str) -> SamlConnection | None:
         return self.by_id.get(connection_id)
 
+    def loaded(self, connection: SamlConnection) -> SPConfig | None:
+        """The configuration as last loaded (stale or not); None before remote metadata was first
+        fetched. Never fetches: for read-only views."""
+        cached = self._configs.get(connection.id)
+        return cached[1] if cached is not None else None
+
     async def sp_config(self, connection: SamlConnection) -> SPConfig:
         """pysaml2's configuration for ``connection``; 502 when remote metadata cannot be had."""
         cached = self._configs.get(connection.id)

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import parse_qs
 from xml.etree.ElementTree import Element
 
+from cryptography import x509
 from defusedxml import ElementTree
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
 from saml2.client import Saml2Client
@@ -163,6 +164,49 @@ def sp_config(settings: SpSettings, idp_metadata: str) -> SPConfig:
 
 def idp_entity_ids(config: SPConfig) -> list[str]:
     return sorted(config.metadata.identity_providers())
+
+
+@dataclass(frozen=True, slots=True)
+class IdpFacts:
+    """What an identity provider's metadata says, for operators (``GET /admin/saml/connections``)."""
+
+    entity_id: str
+    single_sign_on: dict[str, str]
+    """Binding (``redirect``, ``post``) -> location."""
+    single_logout: dict[str, str]
+    signing_certificates_expire: list[str]
+    """The ``notAfter`` of each signing certificate (ISO 8601, UTC): an expired one fails every sign-in."""
+
+
+def idp_facts(config: SPConfig) -> IdpFacts:
+    """The (single) identity provider of ``config``: entity id, endpoints, certificate expiries."""
+    idp = idp_entity_ids(config)[0]
+    metadata = config.metadata
+
+    def endpoints(find: Any) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for name, binding in BINDINGS.items():
+            try:
+                found = find(idp, binding, "idpsso")
+            except UnknownPrincipal:
+                found = []
+            if found:
+                out[name] = str(found[0]["location"])
+        return out
+
+    expiries = []
+    for _name, text in metadata.certs(idp, "idpsso", "signing"):
+        try:
+            certificate = x509.load_der_x509_certificate(base64.b64decode("".join(text.split())))
+        except ValueError:
+            continue  # unreadable: pysaml2 cannot check signatures with it either
+        expiries.append(certificate.not_valid_after_utc.isoformat().replace("+00:00", "Z"))
+    return IdpFacts(
+        idp,
+        endpoints(metadata.single_sign_on_service),
+        endpoints(metadata.single_logout_service),
+        sorted(expiries),
+    )
 
 
 def sp_metadata(config: SPConfig) -> str:

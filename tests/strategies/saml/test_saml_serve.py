@@ -10,6 +10,7 @@ import re
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -565,3 +566,51 @@ def test_single_logout_from_the_sidecar_names_the_connection_and_session_that_si
             f"{site.base}/self-service/methods/saml/slo/partner?SAMLResponse="
         )
         assert whoami(browser, site) is None
+
+
+def test_the_admin_api_lists_the_connections_read_only(site: Site) -> None:
+    """``/admin/saml/connections`` (sidecar-specific): what to give the identity provider, and what
+    its metadata said when it was loaded (both were loaded by the fixture's metadata requests)."""
+    with httpx.Client(base_url=site.admin, timeout=15) as admin:
+        listed = admin.get("/admin/saml/connections")
+        assert listed.status_code == 200, listed.text
+        assert [c["id"] for c in listed.json()] == ["acme", "partner"]
+        acme = admin.get("/admin/saml/connections/acme").json()
+        assert acme == listed.json()[0]
+        assert (acme["label"], acme["provider"], acme["organization_id"], acme["binding"]) == (
+            "ACME SSO",
+            "generic",
+            ORG,
+            "redirect",
+        )
+        assert acme["service_provider"] == {
+            "entity_id": site.entity("acme"),
+            "metadata_url": site.entity("acme"),
+            "acs_url": site.acs("acme"),
+            "slo_url": f"{site.base}/self-service/methods/saml/slo/acme",
+            "signs_requests": True,
+        }
+        idp = acme["identity_provider"]
+        assert idp["metadata_url"] is None and idp["loaded"] is True  # inline metadata, read at start
+        assert idp["entity_id"] == site.idp.entity_id
+        assert idp["single_sign_on"] == {
+            "redirect": f"{site.idp.url}/sso/redirect",
+            "post": f"{site.idp.url}/sso/post",
+        }
+        assert idp["single_logout"] == {"redirect": f"{site.idp.url}/slo"}
+        [expires] = idp["signing_certificates_expire"]  # key_pair's certificate: 30 days
+        left = datetime.fromisoformat(expires) - datetime.now(UTC)
+        assert timedelta(days=29) < left <= timedelta(days=30), expires
+        partner = listed.json()[1]
+        assert partner["identity_provider"]["metadata_url"] == f"{site.idp.url}/metadata"
+        assert partner["identity_provider"]["loaded"] is True
+        assert (partner["binding"], partner["allow_idp_initiated"], partner["organization_id"]) == (
+            "post",
+            True,
+            None,
+        )
+
+        unknown = admin.get("/admin/saml/connections/nope")
+        assert unknown.status_code == 404 and unknown.json()["error"]["code"] == 404
+        assert admin.post("/admin/saml/connections", json={"id": "x"}).status_code == 405
+        assert admin.delete("/admin/saml/connections/acme").status_code == 405
