@@ -105,7 +105,10 @@ def pair(tmp_path_factory: pytest.TempPathFactory, postgres_server: str, redis_u
                         "max_queued_verifications": 0,
                         "rate_limit": {"per_ip": LIMIT, "window": "1h"},
                         "signing": {"key_url": f"file://{sp_key}", "certificate_url": sp_cert},
-                        "providers": [{"id": "acme", "raw_idp_metadata_xml": idp.metadata()}],
+                        "providers": [
+                            {"id": connection, "raw_idp_metadata_xml": idp.metadata()}
+                            for connection in ("acme", "other")
+                        ],
                     },
                 }
             }
@@ -121,9 +124,10 @@ def pair(tmp_path_factory: pytest.TempPathFactory, postgres_server: str, redis_u
                 running(serve_argv(second), cwd=tmp, public_port=p2, admin_port=a2) as two,
             ):
                 site = Site(base, one.admin_url, idp, tmp)
-                metadata = httpx.get(site.entity("acme"), timeout=15)
-                assert metadata.status_code == 200, metadata.text
-                idp.trust(metadata.text)
+                for connection in ("acme", "other"):
+                    metadata = httpx.get(site.entity(connection), timeout=15)
+                    assert metadata.status_code == 200, metadata.text
+                    idp.trust(metadata.text)
                 yield Pair(site, (one, two))
     finally:
         asyncio.run(_pg_exec(postgres_server, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
@@ -252,16 +256,14 @@ def test_a_scrape_shows_each_outcome_of_the_gate(pair: Pair) -> None:
         "signature"
         in attempt(lambda req: _tampered(site.idp.respond(req, "m1@acme.example")))["details"]["hint"].lower()
     )
-    hint = attempt(
-        lambda req: site.idp.respond(req, "m2@acme.example", sp_entity_id="https://elsewhere.example")
-    )
+    hint = attempt(lambda req: site.idp.respond(req, "m2@acme.example", sp_entity_id=site.entity("other")))
     assert "audience" in hint["details"]["hint"].lower()
     hint = attempt(lambda req: site.idp.respond(req, "m3@acme.example", in_response_to="id-someone-elses"))
     assert "request" in hint["details"]["hint"].lower()
     checks += 3
     # ... and by the cheap checks, before it was parked (no signature check).
     attempt(lambda req: site.idp.respond(req, "m4@acme.example", lifetime_minutes=-5))
-    attempt(lambda req: site.idp.respond(req, "m5@acme.example", acs_url=site.acs("elsewhere")))
+    attempt(lambda req: site.idp.respond(req, "m5@acme.example", acs_url=site.acs("other")))
     attempt(lambda req: site.idp.respond(req, "m6@acme.example", sign_assertion=False))
     attempt(lambda req: "<Response")
     with browser() as b:
