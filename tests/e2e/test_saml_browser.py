@@ -11,7 +11,8 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.e2e.conftest import Browser
-from tests.strategies.saml.test_saml_serve import ORG, Site, site  # noqa: F401 - the shared fixture
+from tests.strategies.saml.browser import Site
+from tests.strategies.saml.test_saml_serve import ORG, site  # noqa: F401 - the shared fixture
 
 pytestmark = pytest.mark.e2e
 

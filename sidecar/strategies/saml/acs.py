@@ -312,6 +312,7 @@ class SamlEndpoints:
         signed_in = next((m for m in reversed(session.authentication_methods) if m.method == "saml"), None)
         if signed_in is None:
             return None
+        via: ProviderSignIn | None
         if signed_in.provider is not None and signed_in.subject:
             via = ProviderSignIn(
                 signed_in.provider, signed_in.subject, signed_in.subject_format, signed_in.session_index
