@@ -188,7 +188,7 @@ def idp_facts(config: SPConfig) -> IdpFacts:
         for name, binding in BINDINGS.items():
             try:
                 found = find(idp, binding, "idpsso")
-            except UnknownPrincipal:
+            except (UnknownPrincipal, UnsupportedBinding):  # none for this binding
                 found = []
             if found:
                 out[name] = str(found[0]["location"])
