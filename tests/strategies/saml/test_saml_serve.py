@@ -6,7 +6,9 @@ logout from the IdP, and the responses an attacker would send, each refused."""
 from __future__ import annotations
 
 import base64
+import json
 import re
+import sqlite3
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -614,3 +616,62 @@ def test_the_admin_api_lists_the_connections_read_only(site: Site) -> None:
         assert unknown.status_code == 404 and unknown.json()["error"]["code"] == 404
         assert admin.post("/admin/saml/connections", json={"id": "x"}).status_code == 405
         assert admin.delete("/admin/saml/connections/acme").status_code == 405
+
+
+def _as_before_this_release(site: Site, browser: httpx.Client) -> None:
+    """The browser's session as sessions were stored before they recorded their connection: the
+    ``saml`` method only (the row rewritten in the SQLite database the server uses)."""
+    me = whoami(browser, site)
+    assert me is not None
+    with sqlite3.connect(site.tmp / "sidecar.db") as db:
+        (raw,) = db.execute("SELECT data FROM sessions WHERE id = ?", (me["id"].replace("-", ""),)).fetchone()
+        data = json.loads(raw)
+        for method in data["authentication_methods"]:
+            for key in ("provider", "subject", "subject_format", "session_index"):
+                method.pop(key, None)
+        db.execute("UPDATE sessions SET data = ? WHERE id = ?", (json.dumps(data), me["id"].replace("-", "")))
+    # An admin change of the identity drops its sessions from every cache (session.cache_ttl).
+    patch = [{"op": "add", "path": "/metadata_admin", "value": {"rewritten": True}}]
+    changed = httpx.patch(f"{site.admin}/admin/identities/{me['identity']['id']}", json=patch, timeout=15)
+    assert changed.status_code == 200, changed.text
+    after = whoami(browser, site)
+    assert after is not None and after["authentication_methods"] == [
+        {k: v for k, v in m.items() if k != "provider"} for m in me["authentication_methods"]
+    ]
+
+
+def test_single_logout_of_an_older_session_uses_the_only_connection_or_none(site: Site) -> None:
+    with httpx.Client(timeout=20) as browser:
+        email = "olga@partner.test"
+        through_idp(
+            browser, site, submit_login(browser, site, {"method": "saml", "provider": "partner"}), email
+        )
+        _as_before_this_release(site, browser)
+        made = browser.get(f"{site.base}/self-service/logout/browser", headers={"Accept": "application/json"})
+        out = browser.get(made.json()["logout_url"])
+        assert out.status_code == 303 and out.headers["location"].startswith(
+            f"{site.idp.url}/slo?SAMLRequest="
+        )
+        browser.get(out.headers["location"])
+        seen = site.idp.logout_requests[-1]
+        assert (seen.issuer, seen.name_id, seen.session_indexes) == (site.entity("partner"), email, [])
+
+    with httpx.Client(base_url=site.admin, timeout=15) as admin:  # linked to two connections
+        email = "otto@partner.test"
+        providers = [{"provider": c, "subject": email} for c in ("acme", "partner")]
+        body = {
+            "schema_id": "default",
+            "traits": {"email": email},
+            "credentials": {"saml": {"config": {"providers": providers}}},
+        }
+        assert admin.post("/admin/identities", json=body).status_code == 201
+    with httpx.Client(timeout=20) as browser:
+        through_idp(
+            browser, site, submit_login(browser, site, {"method": "saml", "provider": "partner"}), email
+        )
+        _as_before_this_release(site, browser)
+        made = browser.get(f"{site.base}/self-service/logout/browser", headers={"Accept": "application/json"})
+        out = browser.get(made.json()["logout_url"])
+        # Which connection signed it in is unknown: signed out here, no guess at the identity provider.
+        assert out.status_code == 303 and not out.headers["location"].startswith(site.idp.url), out.headers
+        assert whoami(browser, site) is None
