@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from sidecar.config.loader import deep_merge
-from tests.ops.serve import Proc, base_config, migrate, ports, running, serve_argv, write_config
+from tests.ops.serve import Proc, migrate, ports, proxied_config, running, serve_argv, write_config
 
 RULES = """version: 1
 rules:
@@ -95,15 +95,8 @@ def probed_sidecar(
 ) -> Iterator[Proc]:
     """``sidecar serve`` (production mode, migrated) in front of ``upstream`` with one open rule."""
     public_port, admin_port = ports()
-    rules = tmp / "rules.yaml"
-    rules.write_text(RULES)
-    sections: dict[str, Any] = {
-        "proxy": {"upstream": f"http://127.0.0.1:{upstream.port}"},
-        "rules": [str(rules)],
-    }
-    if redis is not None:
-        sections["redis"] = dict(redis)
-    config = deep_merge(base_config(tmp, public_port, admin_port, **sections), extra)
+    sections: dict[str, Any] = {} if redis is None else {"redis": dict(redis)}
+    config = deep_merge(proxied_config(tmp, public_port, admin_port, upstream.port, RULES, **sections), extra)
     path = write_config(tmp / "sidecar.yaml", config)
     migrate(path, tmp)
     with running(serve_argv(path), cwd=tmp, public_port=public_port, admin_port=admin_port) as proc:

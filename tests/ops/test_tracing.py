@@ -18,7 +18,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from tests.mail import SmtpServer, code_in
 from tests.ops.probes import Recorder, recording_upstream
 from tests.ops.serve import migrate, ports, proxied_config, running, serve_argv, write_config
+from tests.receiver import Answer, Received, http_receiver
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = yaml.safe_load((ROOT / "examples" / "operations" / "observability.yaml").read_text())
@@ -76,53 +76,40 @@ def _value(v: Any) -> Any:
 
 @contextlib.contextmanager
 def otlp_receiver() -> Iterator[Receiver]:
+    """OTLP/HTTP as the Collector speaks it, on a recording server (``tests/receiver.py``)."""
     receiver = Receiver()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            if self.headers.get("Content-Encoding") == "gzip":
-                body = gzip.decompress(body)
-            ok = self.path == "/v1/traces" and self.headers.get("Content-Type") == "application/x-protobuf"
-            if ok:
-                request = ExportTraceServiceRequest()
-                request.ParseFromString(body)
-                with receiver.lock:
-                    receiver.requests += 1
-                    for rs in request.resource_spans:
-                        resource = {a.key: _value(a.value) for a in rs.resource.attributes}
-                        for ss in rs.scope_spans:
-                            for s in ss.spans:
-                                receiver.spans.append(
-                                    Span(
-                                        s.name,
-                                        s.trace_id.hex(),
-                                        s.span_id.hex(),
-                                        s.parent_span_id.hex(),
-                                        s.kind,
-                                        {a.key: _value(a.value) for a in s.attributes},
-                                        resource,
-                                    )
+    def answer(request: Received) -> Answer:
+        body = request.body
+        if request.headers.get("content-encoding") == "gzip":
+            body = gzip.decompress(body)
+        ok = request.path == "/v1/traces" and request.headers.get("content-type") == "application/x-protobuf"
+        if ok:
+            export = ExportTraceServiceRequest()
+            export.ParseFromString(body)
+            with receiver.lock:
+                receiver.requests += 1
+                for rs in export.resource_spans:
+                    resource = {a.key: _value(a.value) for a in rs.resource.attributes}
+                    for ss in rs.scope_spans:
+                        for sp in ss.spans:
+                            receiver.spans.append(
+                                Span(
+                                    sp.name,
+                                    sp.trace_id.hex(),
+                                    sp.span_id.hex(),
+                                    sp.parent_span_id.hex(),
+                                    sp.kind,
+                                    {a.key: _value(a.value) for a in sp.attributes},
+                                    resource,
                                 )
-            answer = ExportTraceServiceResponse().SerializeToString()
-            self.send_response(200 if ok else 404)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
+                            )
+        reply = ExportTraceServiceResponse().SerializeToString()
+        return Answer(200 if ok else 404, reply, "application/x-protobuf")
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    receiver.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with http_receiver(answer) as server:
+        receiver.port = server.port
         yield receiver
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def children(spans: list[Span], parent: Span) -> list[Span]:
