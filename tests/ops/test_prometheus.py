@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -38,6 +37,7 @@ from tests.ops.serve import (
     serve_argv,
     write_config,
 )
+from tests.proxy.harness import redis_server
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
@@ -134,36 +134,6 @@ def test_the_dashboard_is_a_grafana_dashboard() -> None:
 
 
 @contextlib.contextmanager
-def private_redis(tmp: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = free_port()
-    argv = [
-        tool("redis-server"),
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ]
-    process = subprocess.Popen(
-        [*argv, "--dir", str(tmp)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-                break
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0", process
-    finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGTERM)
-            process.wait(15)
-
-
-@contextlib.contextmanager
 def prometheus(tmp: Path, target: str) -> Iterator[str]:
     port = free_port()
     config = {
@@ -254,9 +224,15 @@ def drive_traffic(proc: Proc, guesser: str) -> None:
 
 def test_a_real_prometheus_scrapes_sidecar_and_evaluates_rules_and_dashboard(tmp_path: Path) -> None:
     public_port, admin_port = ports()
-    with private_redis(tmp_path) as (redis_url, redis), recording_upstream() as upstream:
+    with redis_server(tmp_path) as redis, recording_upstream() as upstream:
         assert isinstance(upstream, Recorder)
-        cfg = proxied_config(tmp_path, public_port, admin_port, upstream.port, redis={"url": redis_url})
+        cfg = proxied_config(
+            tmp_path,
+            public_port,
+            admin_port,
+            upstream.port,
+            redis={"url": f"redis://127.0.0.1:{redis.port}/0"},
+        )
         path = write_config(tmp_path / "sidecar.yaml", cfg)
         migrate(path, tmp_path)
         with (
@@ -326,8 +302,7 @@ def test_a_real_prometheus_scrapes_sidecar_and_evaluates_rules_and_dashboard(tmp
             assert {s["metric"]["store"]: s["value"][1] for s in stores} == {"database": "1", "redis": "1"}
 
             # The Redis goes away: the store gauge drops and the alert is raised (pending for 1m).
-            os.kill(redis.pid, signal.SIGTERM)
-            redis.wait(15)
+            redis.stop()
             wait_for(prom, 'sidecar_store_up{store="redis"} == 0')
             deadline = time.monotonic() + 30
             while True:
