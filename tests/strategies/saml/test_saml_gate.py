@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -95,6 +96,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory, postgres_server: str, redis_u
             sp_key, sp_cert = key_pair(tmp, "sp")
             config = base_config(tmp, p1, a1, dev=True)
             config["dsn"] = dsn
+            config["log"] = {"audit": {"enabled": True, "path": str(tmp / "audit.jsonl")}}
             config["redis"] = {"url": REDIS_URL, "key_prefix": f"saml-gate-{uuid.uuid4().hex[:10]}:"}
             config["selfservice"]["methods"] = {
                 "saml": {
@@ -183,6 +185,15 @@ def test_acs_and_slo_requests_are_limited_per_ip_across_replicas(pair: Pair) -> 
         assert same_block.status_code == 429, same_block.text
         next_block = client.post(pair.acs(0), data=_junk(), headers={"X-Forwarded-For": "2001:db8:77:2::1"})
         assert next_block.status_code == 303, next_block.text
+
+    # Each 429 is an audit event naming the address (both replicas append to one file here).
+    throttled = [
+        e
+        for e in (json.loads(line) for line in (pair.site.tmp / "audit.jsonl").read_text().splitlines())
+        if e["event"] == "attempt.throttled" and e["client_ip"] == "198.51.100.77"
+    ]
+    assert [(e["flow"], e["method"]) for e in throttled] == [("saml", "saml")] * 3, throttled
+    assert all(1 <= e["retry_after"] <= 3600 for e in throttled), throttled
 
     # Each replica counted what it answered: refused as malformed, or rate limited.
     after = [verifications(pair.scrape(i), "response") for i in (0, 1)]
