@@ -267,11 +267,8 @@ class WebAuthnStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
     ) -> Identity | NotResponsible:
         if not self.first_factor or not wk.claims(body, KIND, "webauthn_register"):
             return NOT_RESPONSIBLE
-        try:
+        with wk.renewed_on_failure(flow, KIND, lambda: self.registration_nodes(flow)):
             return await self._register(flow, body, client)
-        except FlowInvalid:
-            wk.replace_nodes(flow, KIND, self.registration_nodes(flow))
-            raise
 
     async def _register(self, flow: Flow, body: Mapping[str, Any], client: Client) -> Identity:
         schema = self._schemas.get_or_default(flow.identity_schema)
@@ -348,11 +345,8 @@ class WebAuthnStrategy(LoginStrategy, RegistrationStrategy, SettingsStrategy):
         if not wk.claims(body, KIND, "webauthn_register", "webauthn_remove"):
             return NOT_RESPONSIBLE
         require_privileged(ctx)
-        try:
+        with wk.renewed_on_failure(flow, KIND, lambda: self.settings_nodes(flow, ctx.identity)):
             return await self._update(flow, body, ctx)
-        except FlowInvalid:
-            wk.replace_nodes(flow, KIND, self.settings_nodes(flow, ctx.identity))
-            raise
 
     async def _update(self, flow: Flow, body: Mapping[str, Any], ctx: SettingsContext) -> SettingsUpdate:
         identity = ctx.identity

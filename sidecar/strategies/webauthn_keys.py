@@ -15,11 +15,12 @@ submitted response finds it spent.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from importlib import resources
@@ -307,6 +308,17 @@ def hidden(name: str, group: Group, value: str = "") -> Node:
 
 def options_json(options: Mapping[str, Any]) -> str:
     return json.dumps(options, separators=(",", ":"))
+
+
+@contextlib.contextmanager
+def renewed_on_failure(flow: Flow, group: str, fresh: Callable[[], list[Node]]) -> Iterator[None]:
+    """A rejected ceremony (``FlowInvalid``) leaves ``group``'s nodes rebuilt by ``fresh``: its
+    challenge was spent, so the next attempt needs a new one."""
+    try:
+        yield
+    except FlowInvalid:
+        replace_nodes(flow, group, fresh())
+        raise
 
 
 def replace_nodes(flow: Flow, group: str, new: list[Node]) -> None:
