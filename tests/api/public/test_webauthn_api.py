@@ -142,6 +142,22 @@ async def test_passkey_registration_refuses_wrong_origin_and_duplicate_key(h: Ha
     assert r.json() == []
 
 
+async def test_a_refused_passkey_registration_gets_a_fresh_challenge_on_the_same_flow(h: Harness) -> None:
+    flow = await api_flow(h.client, "registration")
+    first = json.loads(_value(flow, "passkey_create_data"))["credentialOptions"]
+    email, device = _email(), SoftAuthenticator(origin="https://evil.example")
+    body = {"method": "passkey", "traits": {"email": email}, "passkey_register": device.create(first)}
+    refused = await h.client.post(f"/.auth/self-service/registration?flow={flow['id']}", json=body)
+    assert refused.status_code == 400 and 4000001 in message_ids(refused.json())
+    # The spent challenge is replaced on the flow shown again; the retry with it succeeds.
+    fresh = json.loads(_value(refused.json(), "passkey_create_data"))["credentialOptions"]
+    assert fresh["publicKey"]["challenge"] != first["publicKey"]["challenge"]
+    device.origin = "http://127.0.0.1:4433"
+    body["passkey_register"] = device.create(fresh)
+    done = await h.client.post(f"/.auth/self-service/registration?flow={flow['id']}", json=body)
+    assert done.status_code == 200, done.text
+
+
 async def _enrol_key(h: Harness, token: str, device: SoftAuthenticator, name: str = "yubi") -> dict[str, Any]:
     flow = await settings_api_flow(h.client, token)
     options = json.loads(_value(flow, "webauthn_register_trigger"))
