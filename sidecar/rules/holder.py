@@ -2,7 +2,11 @@
 
 A background task polls the files' (size, mtime_ns) every ``interval``: polling needs no inotify
 dependency, works on bind mounts and Kubernetes ConfigMap symlink swaps, and costs one ``stat``
-per file per second. A bad edit is logged with file, rule and key and the previous rules stay;
+per file per second. A changed file is read only once it has stayed unchanged for ``settle``
+seconds and did not change while it was read: an editor or ``kubectl cp`` writing in place
+(truncate, then write) shows a half-written file for a moment, and loading it would swap in a
+partial rule set. An empty file is refused on reload for the same reason (to remove every rule,
+write ``rules: []``). A bad edit is logged with file, rule and key and the previous rules stay;
 so is an edit the analysis refuses (a shadowed rule, a tie), with the rules it names. Warnings
 (overlaps) are logged and the new rules go live.
 
@@ -17,6 +21,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,12 +42,14 @@ class RulesHolder:
         *,
         base: Path | None = None,
         interval: float = 1.0,
+        settle: float = 0.2,
         order: Order = "first_match",
         reserved_prefix: str | None = None,
     ) -> None:
         self.patterns = list(patterns)
         self.base = base
         self.interval = interval
+        self.settle = settle
         self.order: Order = order
         self.reserved_prefix = reserved_prefix
         self.current = RuleSet(())
@@ -96,17 +103,30 @@ class RulesHolder:
         return counts
 
     def _prepare(self) -> tuple[RuleSet, _Fingerprint] | None:
-        """The new rules when the files changed and they load (off the loop: reads and analyses)."""
-        fingerprint = self._stat(self._files())
+        """The new rules when the files changed, settled and load (off the loop: reads, analyses)."""
+        files = self._files()
+        fingerprint = self._stat(files)
         if fingerprint == self._fingerprint:
             return None
+        if self.settle > 0:
+            time.sleep(self.settle)
+            if self._stat(files) != fingerprint:
+                return None  # still being written: the next poll looks again
+        empty = [name for name, size, _ in fingerprint if size == 0]
         try:
-            return self._read()
+            if empty:
+                raise RulesError(
+                    [f"{name}: the file is empty (to remove every rule, write 'rules: []')" for name in empty]
+                )
+            prepared = self._read()
         except RulesError as exc:
             # Remember the bad state so it is logged once, not every second.
             self._fingerprint = fingerprint
             log.error("access rules not reloaded, keeping the previous rules:\n%s", exc)
             return None
+        if prepared[1] != fingerprint or self._stat(files) != fingerprint:
+            return None  # changed while it was read: the next poll reads the settled files
+        return prepared
 
     def _installed(self, prepared: tuple[RuleSet, _Fingerprint]) -> None:
         self._install(*prepared)

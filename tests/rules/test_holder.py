@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,48 @@ def test_reload_good_then_bad(tmp_path: Path, caplog: pytest.LogCaptureFixture) 
     with caplog.at_level(logging.ERROR, "sidecar.rules"):
         assert holder.reload_if_changed() is False  # the same bad file is logged once
     assert caplog.text == ""
+
+
+def test_an_empty_file_is_not_reloaded(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A file truncated by an in-place write would otherwise swap in zero rules (deny everything)."""
+    f = tmp_path / "r.yaml"
+    f.write_text(V1)
+    holder = RulesHolder([str(f)], settle=0)
+    holder.load()
+    touch(f, "")
+    with caplog.at_level(logging.ERROR, "sidecar.rules"):
+        assert holder.reload_if_changed() is False
+    assert [r.id for r in holder.current.rules] == ["one"]
+    assert f"{f}: the file is empty (to remove every rule, write 'rules: []')" in caplog.text
+    touch(f, "version: 1\nrules: []\n")
+    assert holder.reload_if_changed() is True
+    assert holder.current.rules == ()
+
+
+def test_a_file_still_being_written_is_read_on_a_later_poll(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The half-written state an in-place write shows (here: a valid prefix, no rules yet) is
+    never installed: the file changed during the settle wait, so this poll loads nothing."""
+    f = tmp_path / "r.yaml"
+    f.write_text(V1)
+    holder = RulesHolder([str(f)], settle=0.01)
+    holder.load()
+    touch(f, "version: 1\nrules:\n")
+    real_sleep = time.sleep
+
+    def the_writer_finishes_meanwhile(seconds: float) -> None:
+        f.write_text(V2)
+        st = f.stat()
+        os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
+        real_sleep(seconds)
+
+    monkeypatch.setattr(time, "sleep", the_writer_finishes_meanwhile)
+    assert holder.reload_if_changed() is False
+    assert [r.id for r in holder.current.rules] == ["one"]
+    monkeypatch.setattr(time, "sleep", real_sleep)
+    assert holder.reload_if_changed() is True
+    assert [r.id for r in holder.current.rules] == ["two"]
 
 
 def test_a_new_file_matching_the_glob_is_loaded(tmp_path: Path) -> None:
