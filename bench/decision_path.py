@@ -8,6 +8,11 @@ and calls the app directly with the nginx decision request (``GET /.auth/authz/n
 - ``us``: CPU µs per request, best of ``--rounds`` rounds of ``--requests`` calls, for the access
   log on (as shipped) and off (``log.level: warning``), and for ``Access.check`` alone (rule
   match, session cache, judgement);
+- ``us.protocol_fast`` / ``us.protocol_asgi``: the same request as bytes through uvicorn's
+  httptools protocol as ``sidecar serve`` builds it (``sidecar.http_protocol``, a keep-alive
+  connection over a transport that drops what is written; no socket), with the synchronous
+  answers (``serve.public.fast_path``, the default) and without (every request an ASGI task): the
+  server's side of a request less the kernel's;
 - ``allocs``: memory blocks allocated per request and still alive afterwards (tracemalloc, over
   ``--requests`` calls, after a warm-up): 0 means the path leaves nothing behind;
 - ``peak_bytes``: the most memory a single request had allocated at once (tracemalloc's peak),
@@ -15,7 +20,13 @@ and calls the app directly with the nginx decision request (``GET /.auth/authz/n
 - ``rules``: with ``--rules N``, N extra rules in front of the one that matches (other hosts,
   other prefixes), to show the match does not scan them.
 
-``python bench/decision_path.py [--requests 20000] [--rounds 3] [--rules 0]``; prints one JSON line.
+``python bench/decision_path.py [--requests 20000] [--rounds 3] [--rules 0] [--measure NAME]``;
+prints one JSON line. ``--measure protocol_fast`` (or ``protocol_asgi``, ``on``, ``off``, ``check``)
+runs that loop alone, without the allocation figures. Instructions per request, which the
+machine's load does not move: ``valgrind --tool=callgrind --instr-atstart=no python
+bench/decision_path.py --measure protocol_fast --rounds 1 --requests 2000 --callgrind``, then the
+total ``Ir`` (``callgrind_annotate``) over the requests: only the measured rounds are
+instrumented. The event loop is uvloop's, as in ``sidecar serve``.
 """
 
 from __future__ import annotations
@@ -119,6 +130,83 @@ async def cpu_us(app: Any, token: str, n: int) -> float:
     return elapsed / n * 1e6
 
 
+DECISION_BYTES = (
+    b"GET /.auth/authz/nginx HTTP/1.1\r\nHost: 127.0.0.1:4455\r\nUser-Agent: wrk\r\n"
+    b"X-Original-Method: GET\r\nX-Original-URI: /private/x\r\nX-Session-Token: %s\r\n\r\n"
+)
+
+
+class Transport:
+    """A socket transport as the protocol sees it; what is written is counted and dropped."""
+
+    def __init__(self) -> None:
+        self.responses = 0
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 4455)}.get(name, default)
+
+    def write(self, data: bytes) -> None:
+        if data.startswith(b"HTTP/1.1 200 "):
+            self.responses += 1
+
+    def close(self) -> None:
+        raise AssertionError("the connection was closed")
+
+    def is_closing(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def connection(config: Any, public: Any, fast: bool) -> tuple[Any, Transport]:
+    """A connection of uvicorn's protocol as ``sidecar serve`` builds it, over ``Transport``."""
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from sidecar.app import fast_responders
+    from sidecar.http_protocol import guarded_protocol
+
+    responders = fast_responders(config, public) if fast else ()
+    assert bool(responders) == fast
+    uv = uvicorn.Config(
+        public,
+        http=guarded_protocol(8 * 1024, responders),
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
+        ws="websockets-sansio",
+    )
+    uv.load()
+    proto = uv.http_protocol_class(config=uv, server_state=ServerState(), app_state={})  # type: ignore[call-arg]
+    transport = Transport()
+    proto.connection_made(transport)
+    return proto, transport
+
+
+async def protocol_us(config: Any, public: Any, token: str, n: int, fast: bool) -> float:
+    proto, transport = connection(config, public, fast)
+    data = DECISION_BYTES % token.encode()
+    started = time.process_time()
+    for _ in range(n):
+        proto.data_received(data)
+        # The ASGI task runs on the next loop turn (a cached decision never suspends): a bare
+        # yield costs the least, an Event or a future would add its own work to the figure.
+        while proto.cycle is not None and not proto.cycle.response_complete:  # noqa: ASYNC110
+            await asyncio.sleep(0)
+    elapsed = time.process_time() - started
+    await asyncio.sleep(0)  # the last task's done-callbacks
+    assert transport.responses == n, (transport.responses, n)
+    proto._unset_keepalive_if_required()
+    return elapsed / n * 1e6
+
+
 async def check_us(access: Any, token: str, n: int) -> float:
     from sidecar.proxy.access import RequestFacts
 
@@ -168,6 +256,15 @@ async def allocations(app: Any, token: str, n: int) -> dict[str, Any]:
     }
 
 
+def callgrind(state: str) -> None:
+    """Switch callgrind's instrumentation of this process (run with ``--instr-atstart=no``): the
+    instruction count then covers the measured rounds alone, not start-up or warm-up."""
+    import os
+    import subprocess
+
+    subprocess.run(["callgrind_control", "-i", state, str(os.getpid())], check=True, capture_output=True)
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     from sidecar.app import build_services, create_public_app, wrap_apps
 
@@ -201,14 +298,43 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
             _, _, services = apps["off"]
             access = Access(services.config, services.resolver, services.rules, services.metrics)
-            best: dict[str, list[float]] = {"on": [], "off": [], "check": []}
+
+            async def measure(name: str) -> float:
+                if name == "check":
+                    return await check_us(access, apps["off"][1], args.requests)
+                if name.startswith("protocol_"):
+                    app, token, on = apps["on"]
+                    return await protocol_us(on.config, app, token, args.requests, name == "protocol_fast")
+                app, token, _ = apps[name]
+                return await cpu_us(app, token, args.requests)
+
+            names = (
+                [args.measure] if args.measure else ["on", "off", "check", "protocol_fast", "protocol_asgi"]
+            )
+            for name in names:  # a warm-up of each loop
+                await measure(name)
+            best: dict[str, list[float]] = {name: [] for name in names}
+            if args.callgrind:
+                # Background work (store monitor, courier and revocation polls) runs per second,
+                # not per request, and under valgrind a second holds few requests: it would swamp
+                # the count. Stopped for the count (the cached path needs none of it).
+                current = asyncio.current_task()
+                background = [t for t in asyncio.all_tasks() if t is not current]
+                for task in background:
+                    task.cancel()
+                await asyncio.gather(*background, return_exceptions=True)
+                callgrind("on")
             for _ in range(args.rounds):  # interleaved: the machine's noise hits all alike
-                for name in ("on", "off"):
-                    app, token, _ = apps[name]
-                    best[name].append(await cpu_us(app, token, args.requests))
-                app, token, services = apps["off"]
-                best["check"].append(await check_us(access, token, args.requests))
+                for name in names:
+                    best[name].append(await measure(name))
+            if args.callgrind:
+                callgrind("off")
             out["us"] = {k: round(min(v), 2) for k, v in best.items()}
+            if args.measure:
+                if not args.callgrind:  # (their background tasks were cancelled)
+                    for services in services_all:
+                        await services.stop()
+                return out
             out["us"]["log_cost"] = round(out["us"]["on"] - out["us"]["off"], 2)
             app, token, _ = apps["on"]
             out["on"] = await allocations(app, token, min(args.requests, 5000))
@@ -227,4 +353,16 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rules", type=int, default=0, help="extra rules in front of the matching one")
-    print(json.dumps(asyncio.run(main(parser.parse_args()))), flush=True)
+    parser.add_argument(
+        "--measure",
+        choices=["on", "off", "check", "protocol_fast", "protocol_asgi"],
+        help="that loop alone (with --rounds 1 --requests N: for instruction counts under callgrind)",
+    )
+    parser.add_argument(
+        "--callgrind",
+        action="store_true",
+        help="under `valgrind --tool=callgrind --instr-atstart=no`: instrument the measured rounds only",
+    )
+    import uvloop
+
+    print(json.dumps(uvloop.run(main(parser.parse_args()))), flush=True)

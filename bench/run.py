@@ -66,7 +66,7 @@ STORM_VARIANTS = (
 """``hashers.pool`` and ``hashers.priority`` in the storm rows: the default first."""
 GROUPS = {
     "calibration": "nginx -> Python upstream, bare ASGI app under uvicorn",
-    "decision": "cached decision: as shipped, access log off, granian (alternated)",
+    "decision": "cached decision: as shipped, access log off, fast path off, granian (alternated)",
     "proxy": "full proxy, signed in: as shipped, access log off, granian (alternated)",
     "c1": "concurrency 1: nginx, the decision, granian's decision",
     "storms": "decision during a login storm, logins during a proxy flood (hashers.pool x priority)",
@@ -569,11 +569,15 @@ def main() -> int:
             # And the same with the public listener under granian (``serve.public.server``), also
             # alternated with the headline rows (uvicorn, the default).
             gran = bench.sidecar(serve={"public": {"server": "granian"}})
+            # And with every request through ASGI (``serve.public.fast_path: false``): what the
+            # synchronous answers in the HTTP protocol save, same machine, same moment.
+            asgi = bench.sidecar(serve={"public": {"fast_path": False}})
             # (row key, server, path, headers) of each group, run in this order in every repeat.
             rows = {
                 "decision": [
                     ("decision_cached", side, "/.auth/authz/nginx", auth),
                     ("decision_nolog", quiet, "/.auth/authz/nginx", auth),
+                    ("decision_asgi", asgi, "/.auth/authz/nginx", auth),
                     ("granian_decision", gran, "/.auth/authz/nginx", auth),
                 ],
                 "proxy": [
@@ -582,7 +586,7 @@ def main() -> int:
                     ("granian_proxy", gran, "/private/x", signed_in),
                 ],
             }
-            for s in (side, quiet, gran):  # warm-up
+            for s in (side, quiet, asgi, gran):  # warm-up
                 wrk(f"{s.base}/.auth/authz/nginx", connections=c, duration=2, headers=auth)
             for i in range(args.repeat):
                 for group in alternated:
@@ -591,6 +595,7 @@ def main() -> int:
                             f"{s.base}{path}", connections=c, duration=d, headers=hdrs, server=s.pid
                         )
             procs.stop(quiet.proc)
+            procs.stop(asgi.proc)
             if want("c1"):
                 r["granian_c1"] = wrk(
                     f"{gran.base}/.auth/authz/nginx", connections=1, duration=d, headers=auth, server=gran.pid
@@ -868,6 +873,11 @@ def write_results(
             row(f"diagnostic: full proxy, access log off, run {i + 1}", r[f"proxy_nolog_{i}"])
             for i in repeats
         ),
+        row(
+            "diagnostic: decision, `serve.public.fast_path: false` (every request an ASGI task) (mean)",
+            mean_row([r[f"decision_asgi_{i}"] for i in repeats]),
+        ),
+        *(row(f"diagnostic: decision, fast path off, run {i + 1}", r[f"decision_asgi_{i}"]) for i in repeats),
         row("diagnostic: full proxy, `proxy.upstream_client: aiohttp`", r["proxy_aiohttp"]),
     ]
     granian_rows, server_sentence = server_rows(r, args, row, cached, proxy)
@@ -877,7 +887,16 @@ def write_results(
     w1 = mean_row([r[f"workers_1_{i}"] for i in repeats])
     w2 = mean_row([r[f"workers_2_{i}"] for i in repeats])
     dp, dp300 = extra["decision_path"], extra["decision_path_300"]
+    asgi_decision = mean_row([r[f"decision_asgi_{i}"] for i in repeats])
     lines += [
+        "",
+        "Synchronous answers in the HTTP protocol (`serve.public.fast_path`; rows alternated, both"
+        f" servers up at the same time): cached decision {cached['cpu_us']:.1f} µs/request as shipped,"
+        f" {asgi_decision['cpu_us']:.1f} with every request through ASGI; nginx → static nginx"
+        f" {r['ngx']['cpu_us']:.1f}: CPU ratio (nginx µs / ours) {r['ngx']['cpu_us'] / cached['cpu_us']:.2f}"
+        f" (goal 0.50: {met(r['ngx']['cpu_us'] / cached['cpu_us'] >= 0.5)}). In process, through uvicorn's"
+        f" protocol without a socket (`bench/decision_path.py`): {dp['us']['protocol_fast']:.2f} µs"
+        f" with, {dp['us']['protocol_asgi']:.2f} µs without.",
         "",
         "Access log cost (server CPU, log on - log off, rows alternated between two servers up at"
         f" the same time): decision {log_decision:.1f} µs/request, "

@@ -1022,6 +1022,20 @@ def wrap_apps(services: Services, public: Any, admin: Any) -> tuple[Any, Any]:
     )
 
 
+def fast_responders(config: Config, public: Any) -> tuple[Callable[[Any], Any], ...]:
+    """The public listener's synchronous answers (``sidecar.http_protocol``): the gateway's cached
+    decisions and whoami, inside the access log ``wrap_apps`` put around it. None with
+    ``serve.public.fast_path: false`` or tracing on (its spans are opened on the ASGI path)."""
+    if (
+        not config.serve.public.fast_path
+        or not isinstance(public, AccessLog)
+        or public.tracing is not None
+        or not isinstance(public.app, Gateway)
+    ):
+        return ()
+    return (public.answering(public.app.answer_cached),)
+
+
 def cors_origins(origins: list[str]) -> tuple[list[str], str | None]:
     """Exact origins, and one regex for Kratos-style wildcards (``https://*.example.com``).
 

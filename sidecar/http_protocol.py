@@ -1,4 +1,5 @@
-"""uvicorn's httptools protocol with a guard on the request target, before any app sees it.
+"""uvicorn's httptools protocol with a guard on the request target, before any app sees it, and
+synchronous answers for requests that need no I/O.
 
 Refused here, with the connection closed, because by the time a request reaches ASGI the
 evidence is gone or the harm is done:
@@ -10,25 +11,74 @@ evidence is gone or the harm is done:
   a proxy in front may have read something else;
 - a path that is not UTF-8 after one percent-decode (``%C0%AF``, ``%FF``): 400. Lenient decoders
   downstream turn such bytes into ``/`` or U+FFFD, so two readers would disagree on the path.
+
+**Synchronous answers** (``serve.public.fast_path``). A cached decision costs the app ~25 µs but
+uvicorn's ASGI machinery around it (a Task per request, the cycle object, ``send`` messages and
+their checks) about as much again. So the protocol first asks its ``responders``, in order, for an
+answer made on the spot, and writes it to the transport itself; only when none answers does the
+request go down uvicorn's ASGI path, unchanged.
+
+The contract of a responder (``Responder``), for whoever adds one:
+
+- it is called with the request's scope, complete as uvicorn would hand it to the app (``type``,
+  ``method``, ``path``, ``raw_path``, ``query_string``, ``headers`` with lower-case names,
+  ``client``, ``http_version``...), from the parser's callback, on the event loop: it must not
+  block, and it cannot await;
+- it is asked only when the answer cannot be out of order or need the request body: no response
+  in flight on the connection, no body (``transfer-encoding``, or a ``content-length`` other
+  than 0), no ``Expect``, no upgrade, an origin-form ASCII target, the transport open and not
+  paused for writing (otherwise it is the ASGI path, which waits for the drain);
+- it returns ``(status, headers, body)`` exactly as the ASGI app would send them (``content-length``
+  included, as its value; for ``HEAD`` the body may be the full one: it is not written, as
+  uvicorn does) or None: "not mine, or needs I/O". None must leave no trace: nothing logged,
+  counted or left in the scope, since the ASGI path then serves the same request;
+- what surrounds the app on the ASGI path (the access log, request id, metrics) surrounds the
+  responder too: ``AccessLog.answering`` wraps it (``sidecar.app.fast_responders``).
+
+The protocol then writes what uvicorn's ``RequestResponseCycle.send`` would (status line, default
+headers, the headers lower-cased and checked, ``connection: close`` when the connection is not
+kept alive, no body for ``HEAD``; uvicorn's access line if it has one), closes the connection
+when not kept alive, and does what ``on_response_complete`` does (the request count, the
+keep-alive timer). These are uvicorn internals: pyproject pins uvicorn's minor version and
+tests/proxy/test_fast_path.py fails loudly if the ones used here change. A responder that raises
+is a bug: logged, and the request goes down the ASGI path.
 """
 
 from __future__ import annotations
 
+import logging
+import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+import httptools
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    HttpToolsProtocol,
+)
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 from sidecar.request_target import REASONS, log_refusal, target_problem
 
+log = logging.getLogger("sidecar")
+
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+Responder = Callable[[Any], Answer | None]
+
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """Subclass per listener with ``max_request_line`` set (``guarded_protocol``)."""
+    """Subclass per listener with ``max_request_line`` and ``responders`` set (``guarded_protocol``)."""
 
     max_request_line = 8 * 1024
+    responders: tuple[Responder, ...] = ()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._refused = False
+        self._answered = False  # the current request was answered on the spot
+        self._framed = False  # the current request announced a body
 
     def _refuse(self, status: int, reason: str) -> None:
         """Answer ``status`` and close. Sticky for the connection: the parser goes on through the
@@ -47,6 +97,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         if not self._refused:
+            self._answered = False
+            self._framed = False
             super().on_message_begin()
 
     def on_url(self, url: bytes) -> None:
@@ -60,8 +112,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(400, "a '#' in the request target")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._refused:
-            super().on_header(name, value)
+        # uvicorn's on_header, inlined (it runs for every header of every request), noting a body.
+        if self._refused:
+            return
+        name = name.lower()
+        value = value.rstrip(b" \t")
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        elif (name == b"content-length" and value != b"0") or name == b"transfer-encoding":
+            self._framed = True
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         if self._refused:
@@ -70,19 +130,146 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if problem is not None:
             self._refuse(400, problem)
             return
+        if self.responders and self._answer_now():
+            self._answered = True
+            return
+        # A request answered on the spot earlier in this read armed the keep-alive timer: this
+        # one is in flight now (uvicorn disarms it for every read, before the parser runs).
+        self._unset_keepalive_if_required()
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
-        if not self._refused:
+        if not self._refused and not self._answered:
             super().on_body(body)
 
     def on_message_complete(self) -> None:
-        if not self._refused:
+        if not self._refused and not self._answered:
             super().on_message_complete()
 
+    # --- synchronous answers ---------------------------------------------------------------
 
-def guarded_protocol(max_request_line: int) -> type[GuardedHttpToolsProtocol]:
+    def _answer_now(self) -> bool:
+        """Ask the responders; True when the request is done with: one answered and the answer
+        went out (or, for a broken answer, the connection was closed), or the connection is closing.
+        The conditions are the module docstring's."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            return False
+        if self.transport.is_closing():
+            # Pipelined behind an answer that closed the connection: uvicorn would queue it behind
+            # that response and then never run it; neither do we.
+            return True
+        if (
+            self.expect_100_continue
+            or self._framed
+            or self.flow.write_paused
+            or self.limit_concurrency is not None
+            or self.root_path
+            or self.url[:1] != b"/"
+        ):
+            return False
+        parser = self.parser
+        if parser.should_upgrade():
+            return False
+        # The scope as uvicorn's on_headers_complete completes it.
+        parsed = httptools.parse_url(self.url)
+        raw_path: bytes = parsed.path
+        try:
+            path = raw_path.decode("ascii")
+        except UnicodeDecodeError:
+            return False
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        method = parser.get_method().decode("ascii")
+        http_version = parser.get_http_version()
+        scope = self.scope
+        scope["method"] = method
+        if http_version != "1.1":
+            scope["http_version"] = http_version
+        scope["path"] = path
+        scope["raw_path"] = raw_path
+        scope["query_string"] = parsed.query or b""
+        for responder in self.responders:
+            try:
+                answer = responder(scope)
+            except Exception:
+                log.exception("a synchronous responder failed; the request goes down the ASGI path")
+                return False
+            if answer is not None:
+                self._write(answer, scope, http_version != "1.0" and parser.should_keep_alive())
+                return True
+        return False
+
+    def _write(self, answer: Answer, scope: Any, keep_alive: bool) -> None:
+        """What ``RequestResponseCycle.send`` writes for a response in one body message, then what
+        it and ``on_response_complete`` do once the response is complete."""
+        status, headers, body = answer
+        method = scope["method"]
+        if self.access_log:  # uvicorn's own line (``sidecar serve`` turns it off)
+            self.access_logger.info(
+                '%s - "%s %s HTTP/%s" %d',
+                get_client_addr(scope),
+                method,
+                get_path_with_query_string(scope),
+                scope["http_version"],
+                status,
+            )
+        default = self.server_state.default_headers
+        if default:
+            headers = [*default, *headers]
+        # uvicorn checks each name and value with these patterns; one search over all the names
+        # (none of them may hold a character the name pattern refuses) and one over all the
+        # values joined by a tab (which values may hold) finds the same.
+        if HEADER_RE.search(b"".join([n for n, _ in headers])) or HEADER_VALUE_RE.search(
+            b"\t".join([v for _, v in headers])
+        ):
+            self._broken("an invalid header name or value")
+            return
+        content = [STATUS_LINE[status]]
+        length = -1
+        close = False
+        for name, value in headers:
+            name = name.lower()
+            if name == b"content-length":
+                if length < 0:
+                    length = int(value) if value.isdigit() else -2
+            elif name == b"connection" and b"close" in [t.lower().strip() for t in value.split(b",")]:
+                keep_alive = False
+                close = True
+            content += (name, b": ", value, b"\r\n")
+        if length < 0 or (method != "HEAD" and length != len(body)):
+            self._broken("no content-length, or not the body's")
+            return
+        if not keep_alive and not close:
+            content.append(b"connection: close\r\n")
+        content.append(b"\r\n")
+        if method != "HEAD":
+            content.append(body)
+        transport = self.transport
+        transport.write(b"".join(content))
+        if not keep_alive:
+            transport.close()
+        self.server_state.total_requests += 1
+        if transport.is_closing():
+            return
+        self._unset_keepalive_if_required()
+        self.flow.resume_reading()
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
+
+    def _broken(self, what: str) -> None:
+        # uvicorn raises in ``send`` after the response started: the app's error, the connection closed.
+        log.error("a synchronous answer was not valid HTTP (%s); connection closed", what)
+        self.transport.close()
+
+
+def guarded_protocol(
+    max_request_line: int, responders: tuple[Responder, ...] = ()
+) -> type[GuardedHttpToolsProtocol]:
     """The protocol class for one listener (uvicorn builds it with its own arguments)."""
     return type(
-        "GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {"max_request_line": max_request_line}
+        "GuardedHttpToolsProtocol",
+        (GuardedHttpToolsProtocol,),
+        {"max_request_line": max_request_line, "responders": responders},
     )

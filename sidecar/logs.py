@@ -118,6 +118,8 @@ def configure_logging(config: LogConfig) -> None:
 # Never put tokens, cookies, passwords, codes or query strings there: they are written verbatim.
 
 UNTRACED = ("health", "metrics")
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+"""(status, headers, body) of a response made without ASGI (``sidecar.proxy.responses.Answer``)."""
 REQUEST_ID_HEADER = b"x-request-id"
 _REQUEST_ID_OK = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
 TRACEPARENT_HEADER = b"traceparent"
@@ -313,6 +315,42 @@ class AccessLog:
             self._finish(scope, state[0], state[1], time.perf_counter() - started, request_id)
             if span is not None:
                 self._close_span(span, scope, state[0])
+
+    def answering(self, inner: Callable[[Any], Answer | None]) -> Callable[[Any], Answer | None]:
+        """``inner`` (a synchronous answer to an HTTP scope, or None: ``sidecar.http_protocol``'s
+        responders) inside this log, as ``__call__`` puts an ASGI app inside it: the same request
+        id (in the scope's headers and ``sidecar.request_id`` while ``inner`` runs, and on the
+        response), the same line and ``Metrics.request``. When ``inner`` answers None the scope is
+        given back as it came, for the ASGI path to start afresh. Not with tracing on (the
+        request's span is opened around the ASGI app): then this answers None at once."""
+
+        def answer(scope: Any) -> Answer | None:
+            if self.tracing is not None or scope["type"] != "http" or "sidecar.request_id" in scope:
+                return None
+            started = time.perf_counter()
+            headers = scope["headers"]
+            request_id = self._request_id(scope)
+            scope["sidecar.request_id"] = request_id
+            answered = None
+            try:
+                answered = inner(scope)
+            finally:
+                if answered is None:
+                    scope["headers"] = headers
+                    for key in ("sidecar.request_id", "sidecar.trace_id", "sidecar.traceparent"):
+                        scope.pop(key, None)
+            if answered is None:
+                return None
+            status, out, body = answered
+            for k, _ in out:
+                if k.lower() == REQUEST_ID_HEADER:
+                    break
+            else:
+                out = [*out, (REQUEST_ID_HEADER, request_id.encode())]
+            self._finish(scope, status, len(body), time.perf_counter() - started, request_id)
+            return status, out, body
+
+        return answer
 
     def _open_span(self, scope: Any, request_id: str) -> tuple[Span, object] | None:
         """The request's SERVER span, continuing a trusted proxy's trace; none for health and

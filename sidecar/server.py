@@ -71,7 +71,9 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _uvicorn_config(app: Any, max_request_line: int = 8 * 1024) -> uvicorn.Config:
+def _uvicorn_config(
+    app: Any, max_request_line: int = 8 * 1024, responders: tuple[Any, ...] = ()
+) -> uvicorn.Config:
     from sidecar.http_protocol import guarded_protocol
 
     return uvicorn.Config(
@@ -80,8 +82,9 @@ def _uvicorn_config(app: Any, max_request_line: int = 8 * 1024) -> uvicorn.Confi
         # uvicorn would otherwise rewrite the peer address from X-Forwarded-For sent by any
         # loopback client; trust is decided by serve.public.trusted_proxies alone.
         proxy_headers=False,
-        # httptools, with the request-target guard (414 / 400 before any app runs).
-        http=guarded_protocol(max_request_line),
+        # httptools, with the request-target guard (414 / 400 before any app runs) and the
+        # synchronous answers (serve.public.fast_path).
+        http=guarded_protocol(max_request_line, responders),
         lifespan="off",
         log_config=None,
         access_log=False,  # sidecar.logs.AccessLog writes the one line per request
@@ -93,10 +96,12 @@ def _uvicorn_config(app: Any, max_request_line: int = 8 * 1024) -> uvicorn.Confi
 
 
 class _UvicornListener:
-    """uvicorn with the request-line guard in its parser (``sidecar.http_protocol``)."""
+    """uvicorn with the request-line guard in its parser and ``responders`` (``sidecar.http_protocol``)."""
 
-    def __init__(self, app: Any, sock: socket.socket, *, max_request_line: int) -> None:
-        self._server = _Server(_uvicorn_config(app, max_request_line))
+    def __init__(
+        self, app: Any, sock: socket.socket, *, max_request_line: int, responders: tuple[Any, ...] = ()
+    ) -> None:
+        self._server = _Server(_uvicorn_config(app, max_request_line, responders))
         self._sock = sock
 
     def stop(self) -> None:
@@ -112,17 +117,20 @@ class _Listener(Protocol):
     async def serve(self) -> None: ...
 
 
-def _listener(server: str, app: Any, sock: socket.socket, max_request_line: int) -> _Listener:
-    """The HTTP server ``serve.<listener>.server`` names, serving ``app`` on ``sock``."""
+def _listener(
+    server: str, app: Any, sock: socket.socket, max_request_line: int, responders: tuple[Any, ...] = ()
+) -> _Listener:
+    """The HTTP server ``serve.<listener>.server`` names, serving ``app`` on ``sock``; uvicorn
+    also asks ``responders`` first (``sidecar.http_protocol``), granian always runs ``app``."""
     if server == "granian":
         from sidecar.granian_listener import GranianListener
 
         return GranianListener(app, sock, max_request_line=max_request_line, grace=SHUTDOWN_GRACE)
-    return _UvicornListener(app, sock, max_request_line=max_request_line)
+    return _UvicornListener(app, sock, max_request_line=max_request_line, responders=responders)
 
 
 async def serve_app(config: Config, sockets: tuple[socket.socket, socket.socket]) -> None:
-    from sidecar.app import build_services, create_admin_app, create_public_app, wrap_apps
+    from sidecar.app import build_services, create_admin_app, create_public_app, fast_responders, wrap_apps
 
     services = build_services(config)
     await services.start()
@@ -132,7 +140,12 @@ async def serve_app(config: Config, sockets: tuple[socket.socket, socket.socket]
         create_admin_app(services, manage_lifespan=False),
     )
     serve = config.serve
-    public = _listener(serve.public.server, public_app, sockets[0], serve.public.max_request_line_size)
+    responders = fast_responders(config, public_app) if serve.public.server == "uvicorn" else ()
+    if responders:
+        log.info("public listener: cached decisions and whoami answered in the HTTP protocol (fast_path)")
+    public = _listener(
+        serve.public.server, public_app, sockets[0], serve.public.max_request_line_size, responders
+    )
     admin = _listener(serve.admin.server, admin_app, sockets[1], serve.admin.max_request_line_size)
 
     loop = asyncio.get_running_loop()

@@ -224,6 +224,13 @@ class PublicServe(Model):
     forwarded as ``/a``; a front proxy reading the raw target may disagree); a request head over
     ~408 KiB is 431; ``max_request_line_size`` at most ``64KiB``; answers carry ``server: granian``;
     at shutdown open WebSockets are cut without uvicorn's 1012 close frame."""
+    fast_path: bool = True
+    """Sidecar-only, uvicorn only: answer the requests that need no I/O (a decision endpoint or
+    ``GET /sessions/whoami`` whose session is in the in-process cache, or needs none) inside the HTTP
+    protocol, without the ASGI machinery: about half the CPU per request (bench/RESULTS.md). Status,
+    headers, body, access log line and metrics are the ASGI path's, byte for byte but for the request
+    id. ``false``: every request through ASGI (for diagnosis). granian, and tracing when on, always
+    use the ASGI path."""
 
     @field_validator("server")
     @classmethod

@@ -16,11 +16,11 @@ from urllib.parse import urlsplit
 from starlette.types import Scope, Send
 
 from sidecar import errors
-from sidecar.proxy.access import Access, RequestFacts
+from sidecar.proxy.access import Access, Outcome, RequestFacts
 from sidecar.proxy.deny import Denials
 from sidecar.proxy.identity_headers import IdentityHeaders
 from sidecar.proxy.paths import BadPath, normalise_path
-from sidecar.proxy.responses import JSON, NO_STORE, send_error, send_response
+from sidecar.proxy.responses import JSON, NO_STORE, Answer, error_response, response, send_answer
 from sidecar.rules.model import normalise_host
 from sidecar.security.trusted_proxies import TrustedProxies
 
@@ -45,11 +45,19 @@ class Dialect:
     """False when the proxy cannot pass a 3xx on: 401 + ``Location`` instead."""
 
     def original(
-        self, sub: bytes, scope: Scope, h: dict[bytes, bytes], trusted: bool, host: str, scheme: str
+        self,
+        sub: bytes,
+        method: str,
+        query: bytes,
+        h: dict[bytes, bytes],
+        trusted: bool,
+        host: str,
+        scheme: str,
     ) -> Original | None:
         """The request the proxy asks about; None when missing or not from a trusted proxy.
 
-        ``sub`` is the path below the public prefix, ``h`` the first ``host``, ``x-original-*`` and
+        ``sub`` is the path below the public prefix, ``method`` and ``query`` the request's own,
+        ``h`` the first ``host``, ``x-original-*`` and
         ``x-forwarded-*`` values (lower-case names), ``trusted`` whether the peer is a trusted proxy,
         ``host`` and ``scheme`` the request's own (forwarded ones when trusted)."""
         raise NotImplementedError
@@ -71,7 +79,14 @@ class Nginx(Dialect):
     redirects = False
 
     def original(
-        self, sub: bytes, scope: Scope, h: dict[bytes, bytes], trusted: bool, host: str, scheme: str
+        self,
+        sub: bytes,
+        method: str,
+        query: bytes,
+        h: dict[bytes, bytes],
+        trusted: bool,
+        host: str,
+        scheme: str,
     ) -> Original | None:
         if not trusted:
             return None
@@ -92,7 +107,14 @@ class ForwardAuth(Dialect):
     """Traefik ForwardAuth and Caddy ``forward_auth``: ``X-Forwarded-Method/Proto/Host/Uri``."""
 
     def original(
-        self, sub: bytes, scope: Scope, h: dict[bytes, bytes], trusted: bool, host: str, scheme: str
+        self,
+        sub: bytes,
+        method: str,
+        query: bytes,
+        h: dict[bytes, bytes],
+        trusted: bool,
+        host: str,
+        scheme: str,
     ) -> Original | None:
         if not trusted or b"x-forwarded-uri" not in h:
             return None
@@ -105,10 +127,17 @@ class Envoy(Dialect):
     """Envoy ext_authz (HTTP service): the original path is appended to ours; only 200 allows."""
 
     def original(
-        self, sub: bytes, scope: Scope, h: dict[bytes, bytes], trusted: bool, host: str, scheme: str
+        self,
+        sub: bytes,
+        method: str,
+        query: bytes,
+        h: dict[bytes, bytes],
+        trusted: bool,
+        host: str,
+        scheme: str,
     ) -> Original | None:
         path = sub[len(b"/authz/envoy") :] or b"/"
-        return Original(scope["method"].upper(), scheme, host, path, scope.get("query_string", b""))
+        return Original(method.upper(), scheme, host, path, query)
 
     def allow_headers(self, ours: dict[bytes, bytes], names: tuple[bytes, ...]) -> Headers:
         # Envoy keeps a client copy of any header we omit: name every unset one for removal.
@@ -125,9 +154,15 @@ class Oathkeeper(Dialect):
     always_json = True
 
     def original(
-        self, sub: bytes, scope: Scope, h: dict[bytes, bytes], trusted: bool, host: str, scheme: str
+        self,
+        sub: bytes,
+        method: str,
+        query: bytes,
+        h: dict[bytes, bytes],
+        trusted: bool,
+        host: str,
+        scheme: str,
     ) -> Original | None:
-        method: str = scope["method"]
         path = sub[len(b"/decisions") :] or b"/"
         if trusted:
             method = h.get(b"x-forwarded-method", method.encode()).decode("latin-1")
@@ -150,7 +185,23 @@ def dialect_for(sub: bytes) -> Dialect | None:
     return None
 
 
+@dataclass(slots=True)
+class Asked:
+    """A decision request read and checked: what ``Access.check`` is asked, and for the answer."""
+
+    dialect: Dialect
+    original: Original
+    host: str
+    path: str
+    facts: RequestFacts
+
+
 class DecisionEndpoints:
+    """Two entries, one logic: ``handle`` (ASGI) and ``answer_cached`` (no I/O, for the HTTP
+    protocol's synchronous answers) both read the request with ``_asked``, judge it with
+    ``Access.check`` or ``Access.check_cached`` (the same steps) and phrase the answer with
+    ``answer`` (pure)."""
+
     def __init__(
         self,
         access: Access,
@@ -168,19 +219,57 @@ class DecisionEndpoints:
         self.reject_params = reject_path_parameters
         base = urlsplit(public_base_url)
         self.base_scheme, self.base_host = base.scheme, base.netloc
+        self._hosts: dict[str, str] = {}
+
+    def _host(self, host: str) -> str:
+        """``normalise_host`` memoised: few distinct hosts ask (bounded anyway)."""
+        known = self._hosts.get(host)
+        if known is None:
+            if len(self._hosts) > 1024:
+                self._hosts.clear()
+            known = self._hosts[host] = normalise_host(host)
+        return known
 
     async def handle(self, sub: bytes, scope: Scope, send: Send) -> bool:
         """Answer when ``sub`` (the path below the prefix) is one of ours; False otherwise."""
         dialect = dialect_for(sub)
         if dialect is not None:
-            await self._decide(dialect, sub, scope, send)
+            asked = self._asked(dialect, sub, scope)
+            if isinstance(asked, Asked):
+                original = asked.original
+                outcome = await self.access.check(
+                    original.method, self._host(asked.host), asked.path, asked.facts, scope
+                )
+                await send_answer(send, self.answer(asked, outcome))
+            else:
+                await send_answer(send, asked)
             return True
         if sub == b"/.well-known/jwks.json":
-            signer = self.identity.signer
-            body = signer.jwks_body if signer is not None else b'{"keys":[]}'
-            await send_response(send, 200, [JSON, (b"cache-control", b"public, max-age=300")], body)
+            await send_answer(send, self._jwks())
             return True
         return False
+
+    def answer_cached(self, sub: bytes, scope: Scope) -> Answer | None:
+        """``handle``'s answer when it needs no I/O (the session cached, or none needed); None for
+        a path not ours or an answer that needs the session store. Records what ``handle`` does."""
+        dialect = dialect_for(sub)
+        if dialect is not None:
+            asked = self._asked(dialect, sub, scope)
+            if not isinstance(asked, Asked):
+                return asked
+            original = asked.original
+            outcome = self.access.check_cached(
+                original.method, self._host(asked.host), asked.path, asked.facts, scope
+            )
+            return None if outcome is None else self.answer(asked, outcome)
+        if sub == b"/.well-known/jwks.json":
+            return self._jwks()
+        return None
+
+    def _jwks(self) -> Answer:
+        signer = self.identity.signer
+        body = signer.jwks_body if signer is not None else b'{"keys":[]}'
+        return response(200, [JSON, (b"cache-control", b"public, max-age=300")], body)
 
     def _original(self, dialect: Dialect, sub: bytes, scope: Scope) -> Original | None:
         peer = scope["client"][0] if scope.get("client") else None
@@ -196,34 +285,36 @@ class DecisionEndpoints:
             host = h.get(b"x-forwarded-host", b"").decode("latin-1").split(",")[0].strip() or host
             proto = h.get(b"x-forwarded-proto", b"").decode("latin-1").split(",")[0].strip()
             scheme = proto if proto in ("http", "https") else scheme
-        return dialect.original(sub, scope, h, trusted, host, scheme)
+        method: str = scope["method"]
+        return dialect.original(sub, method, scope.get("query_string", b""), h, trusted, host, scheme)
 
-    async def _decide(self, dialect: Dialect, sub: bytes, scope: Scope, send: Send) -> None:
+    def _asked(self, dialect: Dialect, sub: bytes, scope: Scope) -> Asked | Answer:
+        """The request to judge, or the 400 that refuses it. Pure: reads, records nothing."""
         original = self._original(dialect, sub, scope)
         if original is None:
-            await send_error(
-                send, errors.BadRequest("the original request is missing or not from a trusted proxy")
+            return error_response(
+                errors.BadRequest("the original request is missing or not from a trusted proxy")
             )
-            return
         host = original.host or self.base_host
         try:
             path = normalise_path(original.path, reject_parameters=self.reject_params)
         except BadPath as exc:
-            await send_error(send, errors.BadRequest(f"ambiguous or malformed path: {exc}"))
-            return
+            return error_response(errors.BadRequest(f"ambiguous or malformed path: {exc}"))
         facts = RequestFacts.read(scope["headers"], self.access.cookie_name)
-        outcome = await self.access.check(original.method, normalise_host(host), path, facts, scope)
+        return Asked(dialect, original, host, path, facts)
+
+    def answer(self, asked: Asked, outcome: Outcome) -> Answer:
+        """The dialect's answer to a judged request (pure)."""
+        dialect, original = asked.dialect, asked.original
         if outcome.allowed:
             ours = dict(self.identity.render(outcome))
             _, names = self.identity.names()
-            await send_response(send, 200, [NO_STORE, *dialect.allow_headers(ours, names)])
-            return
+            return response(200, [NO_STORE, *dialect.allow_headers(ours, names)])
         query = ("?" + original.query.decode("latin-1")) if original.query else ""
-        await self.denials.send(
-            send,
+        return self.denials.render(
             outcome.verdict,
             api=outcome.api or dialect.always_json,
             method=original.method,
-            return_to=f"{original.scheme}://{host}{path}{query}",
+            return_to=f"{original.scheme}://{asked.host}{asked.path}{query}",
             redirects=dialect.redirects,
         )

@@ -19,9 +19,11 @@ from sidecar.proxy.responses import (
     HTML,
     NO_STORE,
     WWW_AUTHENTICATE,
+    Answer,
+    error_response,
     new_request_id,
-    send_error,
-    send_response,
+    response,
+    send_answer,
 )
 from sidecar.rules.decision import Verdict
 
@@ -45,32 +47,43 @@ class Denials:
         redirects: bool = True,
         head: bool = False,
     ) -> None:
-        """Answer a ``verdict`` other than ALLOW. ``api``: a JSON client (never redirected);
+        await send_answer(
+            send,
+            self.render(verdict, api=api, method=method, return_to=return_to, redirects=redirects, head=head),
+        )
+
+    def render(
+        self,
+        verdict: Verdict,
+        *,
+        api: bool,
+        method: str,
+        return_to: str,
+        redirects: bool = True,
+        head: bool = False,
+    ) -> Answer:
+        """The answer to a ``verdict`` other than ALLOW. ``api``: a JSON client (never redirected);
         ``redirects``: False for a proxy that needs 401 + ``Location`` instead of a 3xx."""
         if verdict is Verdict.UNAVAILABLE:
-            await send_error(send, errors.ServiceUnavailable(), request_id=new_request_id(), head=head)
-        elif verdict is Verdict.LOGIN:
+            return error_response(errors.ServiceUnavailable(), request_id=new_request_id(), head=head)
+        if verdict is Verdict.LOGIN:
             if api:
-                await send_error(send, errors.SessionInactive(), extra=[WWW_AUTHENTICATE], head=head)
-                return
+                return error_response(errors.SessionInactive(), extra=[WWW_AUTHENTICATE], head=head)
             location = self.login_location(return_to).encode()
             if redirects:
                 status = 302 if method in ("GET", "HEAD") else 303
-                await send_response(send, status, [(b"location", location), NO_STORE])
-            else:
-                extra = [WWW_AUTHENTICATE, (b"location", location)]
-                await send_error(send, errors.SessionInactive(), extra=extra, head=head)
-        elif verdict is Verdict.STEP_UP:
+                return response(status, [(b"location", location), NO_STORE])
+            extra = [WWW_AUTHENTICATE, (b"location", location)]
+            return error_response(errors.SessionInactive(), extra=extra, head=head)
+        if verdict is Verdict.STEP_UP:
             step_up = self.login_location(return_to, aal2=True)
             if api:
                 # Kratos' session_aal2_required carries where a browser would step up.
-                await send_error(send, errors.AAL2Required(extra={"redirect_browser_to": step_up}), head=head)
-            elif redirects:
-                await send_response(send, 303, [(b"location", step_up.encode()), NO_STORE])
-            else:
-                extra = [(b"location", step_up.encode())]
-                await send_error(send, errors.SessionInactive(), extra=extra, head=head)
-        elif api:
-            await send_error(send, errors.Forbidden(), head=head)
-        else:
-            await send_response(send, 403, [HTML, NO_STORE], FORBIDDEN_PAGE, head=head)
+                return error_response(errors.AAL2Required(extra={"redirect_browser_to": step_up}), head=head)
+            if redirects:
+                return response(303, [(b"location", step_up.encode()), NO_STORE])
+            extra = [(b"location", step_up.encode())]
+            return error_response(errors.SessionInactive(), extra=extra, head=head)
+        if api:
+            return error_response(errors.Forbidden(), head=head)
+        return response(403, [HTML, NO_STORE], FORBIDDEN_PAGE, head=head)

@@ -25,9 +25,10 @@ from sidecar.proxy.forward import Forward, ForwardContext, forward_http, rewrite
 from sidecar.proxy.identity_headers import IdentityHeaders
 from sidecar.proxy.paths import BadPath
 from sidecar.proxy.prefix import OwnPaths
-from sidecar.proxy.responses import send_error
+from sidecar.proxy.responses import Answer, send_error
 from sidecar.proxy.upstream import Upstream
 from sidecar.proxy.websocket import WebSocketProxy
+from sidecar.proxy.whoami import PATH as WHOAMI_PATH
 from sidecar.proxy.whoami import WhoamiEndpoint
 from sidecar.rules.holder import RulesHolder
 from sidecar.rules.model import normalise_host
@@ -154,6 +155,22 @@ class Gateway:
             await self._http(scope, raw, receive, send)
         elif kind == "websocket":
             await self.websockets(scope, raw, receive, send)
+
+    def answer_cached(self, scope: Scope) -> Answer | None:
+        """The answer ``__call__`` would give to an HTTP request, when it needs no I/O: whoami and
+        the decision endpoints with the session in the resolver's cache (or none needed). None for
+        everything else, and before ``start`` has run (the revocation feed must be listening
+        before a cached session is trusted). Used by ``sidecar.http_protocol``."""
+        if not self._started:
+            return None
+        raw: bytes = scope.get("raw_path") or scope["path"].encode()
+        sub = self.paths.below(raw)
+        if sub is None:
+            return None
+        whoami = self.whoami
+        if whoami is not None and sub == WHOAMI_PATH:
+            return whoami.answer_cached(sub, scope)
+        return self.decisions.answer_cached(sub, scope)
 
     def _host(self, raw: bytes) -> str:
         """``normalise_host`` memoised: a site sees few distinct Host values (bounded anyway)."""

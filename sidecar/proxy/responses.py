@@ -35,12 +35,42 @@ def error_body(exc: errors.SidecarError, request_id: str | None = None) -> bytes
     return json.dumps(exc.to_dict(request_id), separators=(",", ":")).encode()
 
 
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+"""(status, headers, body) as the ASGI messages carry them: ``content-length`` included, and for
+``head`` the body already empty. The one shape both the ASGI path (``send_answer``) and the HTTP
+protocol's synchronous answers (``sidecar.http_protocol``) write."""
+
+
+def response(
+    status: int, headers: list[tuple[bytes, bytes]], body: bytes = b"", *, head: bool = False
+) -> Answer:
+    return status, [*headers, (b"content-length", str(len(body)).encode())], b"" if head else body
+
+
+def error_response(
+    exc: errors.SidecarError,
+    *,
+    request_id: str | None = None,
+    extra: list[tuple[bytes, bytes]] | None = None,
+    head: bool = False,
+) -> Answer:
+    headers = [JSON, NO_STORE, *(extra or [])]
+    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()]
+    if request_id:
+        headers.append((b"x-request-id", request_id.encode()))
+    return response(exc.code, headers, error_body(exc, request_id), head=head)
+
+
+async def send_answer(send: Send, answer: Answer) -> None:
+    status, headers, body = answer
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 async def send_response(
     send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes = b"", *, head: bool = False
 ) -> None:
-    headers = [*headers, (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if head else body})
+    await send_answer(send, response(status, headers, body, head=head))
 
 
 async def send_error(
@@ -51,8 +81,4 @@ async def send_error(
     extra: list[tuple[bytes, bytes]] | None = None,
     head: bool = False,
 ) -> None:
-    headers = [JSON, NO_STORE, *(extra or [])]
-    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()]
-    if request_id:
-        headers.append((b"x-request-id", request_id.encode()))
-    await send_response(send, exc.code, headers, error_body(exc, request_id), head=head)
+    await send_answer(send, error_response(exc, request_id=request_id, extra=extra, head=head))

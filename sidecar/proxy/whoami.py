@@ -3,19 +3,22 @@
 The answer is ``sidecar.session.whoami.Whoami``'s, shared with the Starlette route, which still
 serves what this leaves to it: other methods, ``tokenize_as``, and cross-origin calls when CORS is
 on (the CORS middleware wraps the Starlette app, not this). Everything else about the request is
-read straight from the ASGI scope: no ``Request`` object, no middleware (STYLE §4).
+read straight from the ASGI scope: no ``Request`` object, no middleware (STYLE §4). ``answer_cached``
+gives the same answer without I/O when the session is in the resolver's cache, for the HTTP
+protocol's synchronous answers (``sidecar.http_protocol``).
 """
 
 from __future__ import annotations
 
+from typing import Literal
 from urllib.parse import parse_qsl
 
 from starlette.types import Scope, Send
 
 from sidecar import errors
 from sidecar.proxy.headers import parse_cookie
-from sidecar.proxy.responses import JSON, NO_STORE, send_error, send_response
-from sidecar.session.whoami import Whoami
+from sidecar.proxy.responses import JSON, NO_STORE, Answer, error_response, response, send_answer
+from sidecar.session.whoami import Whoami, WhoamiAnswer
 
 PATH = b"/sessions/whoami"
 _IDENTITY_HEADER = b"x-kratos-authenticated-identity-id"
@@ -59,6 +62,30 @@ class WhoamiEndpoint:
 
     async def handle(self, sub: bytes, scope: Scope, send: Send) -> bool:
         """Answer ``scope`` when it is a whoami this endpoint serves; False to pass it on."""
+        token = self._asked(sub, scope)
+        if token is False:
+            return False
+        try:
+            answer: WhoamiAnswer | errors.SidecarError = await self.whoami.answer(token)
+        except errors.SidecarError as exc:
+            answer = exc
+        await send_answer(send, self._render(answer, scope))
+        return True
+
+    def answer_cached(self, sub: bytes, scope: Scope) -> Answer | None:
+        """``handle``'s answer when it needs no I/O (the session cached, or no token); None for a
+        request ``handle`` would pass on or one that needs the session store."""
+        token = self._asked(sub, scope)
+        if token is False:
+            return None
+        try:
+            answer: WhoamiAnswer | errors.SidecarError | None = self.whoami.answer_cached(token)
+        except errors.SidecarError as exc:
+            answer = exc
+        return None if answer is None else self._render(answer, scope)
+
+    def _asked(self, sub: bytes, scope: Scope) -> str | Literal[False] | None:
+        """The presented token (None: none) when this endpoint serves the request, else False."""
         if sub != PATH:
             return False
         method = scope["method"]
@@ -70,18 +97,19 @@ class WhoamiEndpoint:
         token, origin = presented_token(scope["headers"], self.cookie_name)
         if origin and self.cors:
             return False
-        head = method == "HEAD"
-        try:
-            answer = await self.whoami.answer(token)
-        except errors.SidecarError as exc:
+        return token
+
+    @staticmethod
+    def _render(answer: WhoamiAnswer | errors.SidecarError, scope: Scope) -> Answer:
+        """The answer's bytes; records the identity for the access log."""
+        head = scope["method"] == "HEAD"
+        if isinstance(answer, errors.SidecarError):
             extra = [
                 (k.lower().encode("latin-1"), v.encode("latin-1"))
-                for k, v in exc.headers.items()
+                for k, v in answer.headers.items()
                 if k.lower() != "cache-control"
             ]
-            await send_error(send, exc, request_id=scope.get("sidecar.request_id"), extra=extra, head=head)
-            return True
+            return error_response(answer, request_id=scope.get("sidecar.request_id"), extra=extra, head=head)
         scope["sidecar.identity_id"] = answer.identity_id
         headers = [JSON, NO_STORE, (_IDENTITY_HEADER, answer.identity_id.encode())]
-        await send_response(send, 200, headers, answer.body, head=head)
-        return True
+        return response(200, headers, answer.body, head=head)

@@ -193,16 +193,27 @@ class SessionResolver:
                 span.set_attribute("enduser.id", str(value.identity_id))
             return value
 
+    def cached(self, token: str) -> tuple[bool, ResolvedSession | None]:
+        """``resolve`` from the in-process cache alone, for answers made without I/O: (True, the
+        session, or None for a cached "no session") on a hit, counted as ``resolve`` counts it;
+        (False, None) when only the store can answer, with nothing counted or changed."""
+        return self._hit(digest(token))
+
+    def _hit(self, key: str) -> tuple[bool, ResolvedSession | None]:
+        entry = self._cache.get(key)
+        if entry is None or entry.until <= self.monotonic():
+            return False, None
+        self._cache.move_to_end(key)
+        if self.on_lookup is not None:
+            self.on_lookup(True)
+        return True, entry.value
+
     async def _resolve(self, token: str) -> ResolvedSession | None:
         key = digest(token)
-        entry = self._cache.get(key)
-        if entry is not None:
-            if entry.until > self.monotonic():
-                self._cache.move_to_end(key)
-                if self.on_lookup is not None:
-                    self.on_lookup(True)
-                return entry.value
-            self._drop(key)
+        found, value = self._hit(key)
+        if found:
+            return value
+        self._drop(key)  # expired (or absent: then nothing to drop)
         if self.on_lookup is not None:
             self.on_lookup(False)
         pending = self._inflight.get(key)

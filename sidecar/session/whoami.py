@@ -41,6 +41,18 @@ class WhoamiAnswer:
     """For ``X-Kratos-Authenticated-Identity-Id``."""
 
 
+def _checked(token: str | None) -> str:
+    if not token or len(token) > MAX_TOKEN_LENGTH:
+        raise errors.SessionInactive()
+    return token
+
+
+def _active(resolved: ResolvedSession | None) -> tuple[ResolvedSession, Session, Identity]:
+    if resolved is None or resolved.session is None or resolved.identity is None:
+        raise errors.SessionInactive()
+    return resolved, resolved.session, resolved.identity
+
+
 class Whoami:
     def __init__(
         self,
@@ -62,16 +74,19 @@ class Whoami:
         return (await self._resolve(token))[0]
 
     async def _resolve(self, token: str | None) -> tuple[ResolvedSession, Session, Identity]:
-        if not token or len(token) > MAX_TOKEN_LENGTH:
-            raise errors.SessionInactive()
-        resolved = await self._resolver.resolve(token)
-        if resolved is None or resolved.session is None or resolved.identity is None:
-            raise errors.SessionInactive()
-        return resolved, resolved.session, resolved.identity
+        return _active(await self._resolver.resolve(_checked(token)))
 
     async def answer(self, token: str | None) -> WhoamiAnswer:
         """Kratos' whoami: the session, or ``SessionInactive`` / ``AAL2Required``."""
-        resolved, session, identity = await self._resolve(token)
+        return self._answer(*await self._resolve(token))
+
+    def answer_cached(self, token: str | None) -> WhoamiAnswer | None:
+        """``answer`` without I/O: the same answer or error when the resolver's in-process cache
+        holds the token (or none is needed), None when only the session store can tell."""
+        found, resolved = self._resolver.cached(_checked(token))
+        return self._answer(*_active(resolved)) if found else None
+
+    def _answer(self, resolved: ResolvedSession, session: Session, identity: Identity) -> WhoamiAnswer:
         # Kratos' DoesSessionSatisfy: highest_available wants the top level the credentials allow.
         if self._required_aal == "highest_available" and resolved.aal < resolved.available_aal:
             raise errors.AAL2Required(extra={"redirect_browser_to": self._step_up})
