@@ -67,7 +67,7 @@ STORM_VARIANTS = (
 GROUPS = {
     "calibration": "nginx -> Python upstream, bare ASGI app under uvicorn",
     "decision": "cached decision: as shipped, access log off, fast path off, granian (alternated)",
-    "proxy": "full proxy, signed in: as shipped, access log off, granian (alternated)",
+    "proxy": "full proxy, signed in: as shipped, access log off, fast path off, granian (alternated)",
     "c1": "concurrency 1: nginx, the decision, granian's decision",
     "storms": "decision during a login storm, logins during a proxy flood (hashers.pool x priority)",
     "miss": "decision with the session cache off",
@@ -583,6 +583,7 @@ def main() -> int:
                 "proxy": [
                     ("proxy_signed_in", side, "/private/x", signed_in),
                     ("proxy_nolog", quiet, "/private/x", signed_in),
+                    ("proxy_asgi", asgi, "/private/x", signed_in),
                     ("granian_proxy", gran, "/private/x", signed_in),
                 ],
             }
@@ -878,6 +879,11 @@ def write_results(
             mean_row([r[f"decision_asgi_{i}"] for i in repeats]),
         ),
         *(row(f"diagnostic: decision, fast path off, run {i + 1}", r[f"decision_asgi_{i}"]) for i in repeats),
+        row(
+            "diagnostic: full proxy, `serve.public.fast_path: false` (every request an ASGI task) (mean)",
+            mean_row([r[f"proxy_asgi_{i}"] for i in repeats]),
+        ),
+        *(row(f"diagnostic: full proxy, fast path off, run {i + 1}", r[f"proxy_asgi_{i}"]) for i in repeats),
         row("diagnostic: full proxy, `proxy.upstream_client: aiohttp`", r["proxy_aiohttp"]),
     ]
     granian_rows, server_sentence = server_rows(r, args, row, cached, proxy)

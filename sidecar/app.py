@@ -99,6 +99,7 @@ from sidecar.proxy.aiohttp_client import AiohttpUpstream
 from sidecar.proxy.aiohttp_websocket import AiohttpWebSockets
 from sidecar.proxy.decisions import DecisionEndpoints
 from sidecar.proxy.deny import Denials
+from sidecar.proxy.fast import FastProxy
 from sidecar.proxy.gateway import Gateway
 from sidecar.proxy.http1 import Http1Client
 from sidecar.proxy.identity_headers import IdentityHeaders
@@ -1034,6 +1035,24 @@ def fast_responders(config: Config, public: Any) -> tuple[Callable[[Any], Any], 
     ):
         return ()
     return (public.answering(public.app.answer_cached),)
+
+
+def fast_relays(config: Config, public: Any) -> tuple[Callable[[Any, Any, bool], bool], ...]:
+    """The public listener's proxied GETs served from the HTTP protocol (``sidecar.proxy.fast``),
+    inside the access log, when ``fast_responders`` has responders (the same switch and
+    conditions) and the upstream client is ours (``proxy.upstream_client: http1``)."""
+    if not fast_responders(config, public):
+        return ()
+    gateway: Gateway = public.app
+    client = gateway.upstream
+    if not isinstance(client, Http1Client):
+        return ()
+    take = public.taking(FastProxy(gateway.plan_now, client, gateway.metrics).take)
+
+    def relay(proto: Any, scope: Any, keep_alive: bool) -> bool:
+        return take(scope, proto, keep_alive) is not None
+
+    return (relay,)
 
 
 def cors_origins(origins: list[str]) -> tuple[list[str], str | None]:

@@ -66,6 +66,11 @@ log = logging.getLogger("sidecar")
 
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 Responder = Callable[[Any], Answer | None]
+Relay = Callable[[Any, Any, bool], bool]
+"""``relay(protocol, scope, keep_alive)``: True when it took the request over (a GET without a body,
+nothing in flight): it sets ``protocol.cycle`` to a stand-in for uvicorn's cycle (its
+``response_complete``, ``keep_alive``, ``disconnected``), writes the response to the transport
+itself and calls ``protocol.on_response_complete()`` when done (``sidecar.proxy.fast``)."""
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -73,6 +78,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     max_request_line = 8 * 1024
     responders: tuple[Responder, ...] = ()
+    relays: tuple[Relay, ...] = ()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -130,7 +136,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if problem is not None:
             self._refuse(400, problem)
             return
-        if self.responders and self._answer_now():
+        if (self.responders or self.relays) and self._answer_now():
             self._answered = True
             return
         # A request answered on the spot earlier in this read armed the keep-alive timer: this
@@ -198,6 +204,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             if answer is not None:
                 self._write(answer, scope, http_version != "1.0" and parser.should_keep_alive())
                 return True
+        if method == "GET" and http_version == "1.1" and not self.access_log:
+            # Answered later, from callbacks (the proxy's upstream hop): the relay stands in for
+            # the cycle, so a pipelined request waits for it as for an ASGI response.
+            keep_alive = parser.should_keep_alive()
+            for relay in self.relays:
+                try:
+                    if relay(self, scope, keep_alive):
+                        return True
+                except Exception:
+                    log.exception("a relay failed; the request goes down the ASGI path")
+                    return False
         return False
 
     def _write(self, answer: Answer, scope: Any, keep_alive: bool) -> None:
@@ -265,11 +282,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
 
 def guarded_protocol(
-    max_request_line: int, responders: tuple[Responder, ...] = ()
+    max_request_line: int, responders: tuple[Responder, ...] = (), relays: tuple[Relay, ...] = ()
 ) -> type[GuardedHttpToolsProtocol]:
     """The protocol class for one listener (uvicorn builds it with its own arguments)."""
     return type(
         "GuardedHttpToolsProtocol",
         (GuardedHttpToolsProtocol,),
-        {"max_request_line": max_request_line, "responders": responders},
+        {"max_request_line": max_request_line, "responders": responders, "relays": relays},
     )

@@ -352,6 +352,37 @@ class AccessLog:
 
         return answer
 
+    def taking(self, inner: Callable[..., Any]) -> Callable[..., Any]:
+        """``inner(scope, done, *args)`` inside this log: a request taken over without ASGI and
+        answered later (``sidecar.proxy.fast``). As ``answering``: the same request id, in the
+        scope's headers and ``sidecar.request_id`` (the response's ``x-request-id`` is ``inner``'s
+        to add, as the ASGI wrapper adds it); ``done(status, body_bytes)``, called once the
+        response is complete, writes the line and ``Metrics.request``. None from ``inner`` gives
+        the scope back as it came."""
+
+        def take(scope: Any, *args: Any) -> Any:
+            if self.tracing is not None or scope["type"] != "http" or "sidecar.request_id" in scope:
+                return None
+            started = time.perf_counter()
+            headers = scope["headers"]
+            request_id = self._request_id(scope)
+            scope["sidecar.request_id"] = request_id
+
+            def done(status: int, size: int) -> None:
+                self._finish(scope, status, size, time.perf_counter() - started, request_id)
+
+            taken = None
+            try:
+                taken = inner(scope, done, *args)
+            finally:
+                if taken is None:
+                    scope["headers"] = headers
+                    for key in ("sidecar.request_id", "sidecar.trace_id", "sidecar.traceparent"):
+                        scope.pop(key, None)
+            return taken
+
+        return take
+
     def _open_span(self, scope: Any, request_id: str) -> tuple[Span, object] | None:
         """The request's SERVER span, continuing a trusted proxy's trace; none for health and
         metrics (scraped every few seconds, they would drown the traces that matter)."""

@@ -72,7 +72,10 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def _uvicorn_config(
-    app: Any, max_request_line: int = 8 * 1024, responders: tuple[Any, ...] = ()
+    app: Any,
+    max_request_line: int = 8 * 1024,
+    responders: tuple[Any, ...] = (),
+    relays: tuple[Any, ...] = (),
 ) -> uvicorn.Config:
     from sidecar.http_protocol import guarded_protocol
 
@@ -84,7 +87,7 @@ def _uvicorn_config(
         proxy_headers=False,
         # httptools, with the request-target guard (414 / 400 before any app runs) and the
         # synchronous answers (serve.public.fast_path).
-        http=guarded_protocol(max_request_line, responders),
+        http=guarded_protocol(max_request_line, responders, relays),
         lifespan="off",
         log_config=None,
         access_log=False,  # sidecar.logs.AccessLog writes the one line per request
@@ -99,9 +102,15 @@ class _UvicornListener:
     """uvicorn with the request-line guard in its parser and ``responders`` (``sidecar.http_protocol``)."""
 
     def __init__(
-        self, app: Any, sock: socket.socket, *, max_request_line: int, responders: tuple[Any, ...] = ()
+        self,
+        app: Any,
+        sock: socket.socket,
+        *,
+        max_request_line: int,
+        responders: tuple[Any, ...] = (),
+        relays: tuple[Any, ...] = (),
     ) -> None:
-        self._server = _Server(_uvicorn_config(app, max_request_line, responders))
+        self._server = _Server(_uvicorn_config(app, max_request_line, responders, relays))
         self._sock = sock
 
     def stop(self) -> None:
@@ -118,7 +127,12 @@ class _Listener(Protocol):
 
 
 def _listener(
-    server: str, app: Any, sock: socket.socket, max_request_line: int, responders: tuple[Any, ...] = ()
+    server: str,
+    app: Any,
+    sock: socket.socket,
+    max_request_line: int,
+    responders: tuple[Any, ...] = (),
+    relays: tuple[Any, ...] = (),
 ) -> _Listener:
     """The HTTP server ``serve.<listener>.server`` names, serving ``app`` on ``sock``; uvicorn
     also asks ``responders`` first (``sidecar.http_protocol``), granian always runs ``app``."""
@@ -126,11 +140,20 @@ def _listener(
         from sidecar.granian_listener import GranianListener
 
         return GranianListener(app, sock, max_request_line=max_request_line, grace=SHUTDOWN_GRACE)
-    return _UvicornListener(app, sock, max_request_line=max_request_line, responders=responders)
+    return _UvicornListener(
+        app, sock, max_request_line=max_request_line, responders=responders, relays=relays
+    )
 
 
 async def serve_app(config: Config, sockets: tuple[socket.socket, socket.socket]) -> None:
-    from sidecar.app import build_services, create_admin_app, create_public_app, fast_responders, wrap_apps
+    from sidecar.app import (
+        build_services,
+        create_admin_app,
+        create_public_app,
+        fast_relays,
+        fast_responders,
+        wrap_apps,
+    )
 
     services = build_services(config)
     await services.start()
@@ -141,10 +164,11 @@ async def serve_app(config: Config, sockets: tuple[socket.socket, socket.socket]
     )
     serve = config.serve
     responders = fast_responders(config, public_app) if serve.public.server == "uvicorn" else ()
+    relays = fast_relays(config, public_app) if serve.public.server == "uvicorn" else ()
     if responders:
         log.info("public listener: cached decisions and whoami answered in the HTTP protocol (fast_path)")
     public = _listener(
-        serve.public.server, public_app, sockets[0], serve.public.max_request_line_size, responders
+        serve.public.server, public_app, sockets[0], serve.public.max_request_line_size, responders, relays
     )
     admin = _listener(serve.admin.server, admin_app, sockets[1], serve.admin.max_request_line_size)
 

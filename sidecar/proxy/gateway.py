@@ -25,7 +25,7 @@ from sidecar.proxy.forward import Forward, ForwardContext, forward_http, rewrite
 from sidecar.proxy.identity_headers import IdentityHeaders
 from sidecar.proxy.paths import BadPath
 from sidecar.proxy.prefix import OwnPaths
-from sidecar.proxy.responses import Answer, send_error
+from sidecar.proxy.responses import Answer, error_response, send_error
 from sidecar.proxy.upstream import Upstream
 from sidecar.proxy.websocket import WebSocketProxy
 from sidecar.proxy.whoami import PATH as WHOAMI_PATH
@@ -297,3 +297,44 @@ class Gateway:
         query = scope.get("query_string", b"")
         target = path.encode() + b"?" + query if query else path.encode()
         return Forward(base, target, upstream_headers)
+
+    def plan_now(self, scope: Scope) -> Forward | Answer | None:
+        """The fast path's entry (``sidecar.proxy.fast``), for a GET without a body: what ``_http``
+        would do, decided without waiting. A ``Forward`` (the same base, target and headers) for
+        an allowed request, an ``Answer`` for a denial, or None, with nothing recorded, whenever
+        the ASGI path must serve it: ours (under the prefix), bad framing or path (its 400), a
+        session not in the resolver's cache, tracing on, or before ``start``."""
+        if self.tracing is not None or not self._started:
+            return None
+        raw: bytes = scope.get("raw_path") or scope["path"].encode()
+        if self.paths.below(raw) is not None:
+            return None
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        problem, has_body = framing(headers)
+        if problem or has_body:
+            return None
+        try:
+            path = self.paths.normalise(raw)
+        except BadPath:
+            return None
+        method: str = scope["method"]
+        access = self.access
+        facts = RequestFacts.read(headers, access.cookie_name)
+        outcome = access.check_cached(method, self._request_host(headers), path, facts, scope)
+        if outcome is None:
+            return None
+        peer = scope["client"][0] if scope.get("client") else ""
+        trusted = self.trusted.trusts(peer)
+        if not outcome.allowed:
+            if outcome.rule is None and self.upstream_base is None:
+                return error_response(errors.NotFound())
+            return self.denials.render(
+                outcome.verdict,
+                api=outcome.api,
+                method=method,
+                return_to=self.original_url(scope, path, trusted, headers),
+            )
+        planned = self._forward(scope, path, facts, outcome, peer, trusted)
+        if planned is None or self.upstream is None:
+            return error_response(errors.NotFound())
+        return planned

@@ -1,0 +1,603 @@
+"""The proxied request without ASGI: from the HTTP server's protocol straight to a pooled upstream
+connection, and the upstream's response straight back to the client's transport.
+
+The ASGI path spends most of a proxied request in machinery: a task per request, the scope's
+``receive``/``send`` callables, a dict per message, the access log's ``send`` wrapper, an
+``asyncio.Event`` per cycle, a future per upstream wait. Here the listener's protocol hands over
+an allowed request (no body, no upgrade, HTTP/1.1, nothing else in flight on the connection;
+see ``Gateway.plan_now`` for what else falls through) and the rest runs in callbacks:
+
+- the request head is the one the ASGI path writes (``Gateway`` builds the headers for both:
+  ``forward.rewrite_request_headers_raw``; ``http1.request_head`` frames them), on an idle pooled
+  connection, or on a new one (a task: connecting is the only wait that needs a coroutine);
+- the upstream ``Connection`` tells ``Relay.on_news`` of every change instead of waking a future;
+  its buffering, ``SMALL`` rule (a small response goes out in one write) and pooling are the
+  ASGI path's own;
+- the response head is encoded as uvicorn encodes what the ASGI path sends (``encode_head``):
+  the same status line, the same hop-by-hop filtering (``Connection.response_headers``), the
+  request id added the same way, ``connection: close`` and chunked framing on the same terms;
+- flow control both ways: the upstream socket pauses past ``HIGH_WATER`` buffered bytes, and
+  nothing is taken from it while the client's transport is paused (a task waits for it to drain);
+- a client that goes away: a small response is still read to its end (the connection goes back
+  to the pool, as on the ASGI path), a streamed one aborts the upstream connection;
+- failures before the head: the same 502 / 504 Kratos JSON, warning and metrics as
+  ``forward.forward_http`` (``forward.upstream_failure``); a reused connection found dead is
+  retried once on a new one, as ``Http1Client`` does;
+- the access log line and the request metrics are written by the access log itself
+  (``RequestLog``), from the same scope keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+import re
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from sidecar.metrics import Metrics
+from sidecar.proxy.forward import Forward, upstream_failure
+from sidecar.proxy.http1 import Http1Client
+from sidecar.proxy.http1_connection import Connection, Origin
+from sidecar.proxy.responses import Answer, error_response
+from sidecar.proxy.upstream import Headers, UpstreamError, UpstreamTimeout
+
+log = logging.getLogger("sidecar.proxy")
+
+# uvicorn's checks on the response head (an app's header must not split the response).
+_NAME_BAD = re.compile(b'[\x00-\x1f\x7f()<>@,;:\\[\\]={} \t\\\\"]')
+_VALUE_BAD = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
+REQUEST_ID_HEADER = b"x-request-id"
+
+
+def _status_line(code: int) -> bytes:
+    try:
+        phrase = http.HTTPStatus(code).phrase.encode()
+    except ValueError:
+        phrase = b""
+    return b"HTTP/1.1 %d %s\r\n" % (code, phrase)
+
+
+STATUS_LINE = {code: _status_line(code) for code in range(100, 600)}
+
+
+class BadHead(Exception):
+    """A response header uvicorn would refuse to write (it closes the connection instead)."""
+
+
+def encode_head(
+    status: int,
+    headers: Headers,
+    *,
+    request_id: bytes,
+    keep_alive: bool,
+    default_headers: Headers = (),  # type: ignore[assignment]
+) -> tuple[bytes, int, bool]:
+    """The response head uvicorn writes for ``http.response.start`` with these headers, after the
+    access log added ``x-request-id`` when missing: (head, Content-Length or -1 for chunked or
+    no body framing, keep-alive). GET only: a HEAD request never takes this path."""
+    if default_headers:
+        headers = [*default_headers, *headers]
+    # uvicorn checks each name and value; one search over the names and one over the values
+    # joined by a tab (which a value may hold, and a name may not) find the same.
+    if _NAME_BAD.search(b"".join([n for n, _ in headers])) or _VALUE_BAD.search(
+        b"\t".join([v for _, v in headers])
+    ):
+        raise BadHead("an invalid header name or value")
+    content = [STATUS_LINE[status]]
+    length = -2  # neither Content-Length nor chunked yet
+    close_sent = has_id = False
+    for name, value in headers:
+        name = name.lower()
+        if name == b"content-length":
+            if length == -2:
+                length = int(value.decode())
+        elif name == b"transfer-encoding":
+            if value.lower() == b"chunked":
+                length = -1
+        elif name == b"connection":
+            if b"close" in [t.lower().strip() for t in value.split(b",")]:
+                keep_alive = False
+                close_sent = True
+        elif name == REQUEST_ID_HEADER:
+            has_id = True
+        content += (name, b": ", value, b"\r\n")
+    if not has_id:
+        content += (REQUEST_ID_HEADER, b": ", request_id, b"\r\n")
+    if not keep_alive and not close_sent:
+        content.append(b"connection: close\r\n")
+    if length == -2:
+        if status in (204, 304):
+            length = 0
+        else:
+            length = -1
+            content.append(b"transfer-encoding: chunked\r\n")
+    content.append(b"\r\n")
+    return b"".join(content), length, keep_alive
+
+
+Done = Callable[[int, int], None]
+"""The access log's end of a request: (status, body bytes) once the response is complete."""
+
+
+class ClientSide(Protocol):
+    """What the relay needs of the client connection (the listener's protocol adapts itself)."""
+
+    transport: asyncio.Transport
+
+    @property
+    def paused(self) -> bool:
+        """The client's transport buffer is full: take nothing more from the upstream."""
+        ...
+
+    async def drain(self) -> None: ...
+
+    def finish(self, keep_alive: bool) -> bool:
+        """The response is complete; close when not ``keep_alive``, else serve what is queued.
+        Returns whether the connection stays open."""
+        ...
+
+
+_WAIT_HEAD, _STREAM, _DONE = 0, 1, 2
+
+
+class Relay:
+    """One proxied request on the fast path, from the upstream write to the access log line."""
+
+    __slots__ = (
+        "base",
+        "chunked",
+        "client",
+        "conn",
+        "default_headers",
+        "done",
+        "fast",
+        "gone",
+        "keep_alive",
+        "length",
+        "origin",
+        "payload",
+        "phase",
+        "request_id",
+        "retried",
+        "reused",
+        "scope",
+        "side",
+        "size",
+        "started",
+        "status",
+        "target",
+        "task",
+    )
+
+    def __init__(
+        self,
+        fast: FastProxy,
+        side: ClientSide,
+        scope: dict[str, Any],
+        origin: Origin | None,
+        payload: bytes,
+        base: str,
+        target: bytes,
+        keep_alive: bool,
+        default_headers: Headers,
+        done: Done,
+    ) -> None:
+        self.fast = fast
+        self.done = done
+        self.client = fast.client
+        self.side = side
+        self.scope = scope
+        self.origin = origin
+        self.payload = payload
+        self.base = base
+        self.target = target
+        self.keep_alive = keep_alive
+        self.default_headers = default_headers
+        self.request_id = scope["sidecar.request_id"]
+        self.started = time.perf_counter()
+        self.phase = _WAIT_HEAD
+        self.status = 0
+        self.size = 0
+        self.length = -1
+        self.chunked = False
+        self.gone = False
+        self.retried = False
+        self.reused = False
+        self.conn: Connection | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    # --- sending the request -------------------------------------------------------------------
+
+    def begin(self) -> None:
+        assert self.origin is not None  # an answer made on the spot never begins
+        conn = self.client.checkout(self.origin)
+        if conn is None:
+            self._connect()
+        else:
+            self._send(conn, reused=True)
+
+    def _connect(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._connect_then_send())
+
+    async def _connect_then_send(self) -> None:
+        assert self.origin is not None
+        try:
+            conn = await self.client.connect(self.origin)
+        except UpstreamError as exc:
+            self._fail(exc)
+            return
+        finally:
+            self.task = None
+        if self.phase == _DONE:  # the client went away and the request was given up meanwhile
+            self.client.release(conn)
+            return
+        self._send(conn, reused=False)
+
+    def _send(self, conn: Connection, *, reused: bool) -> None:
+        self.conn = conn
+        self.reused = reused
+        conn.begin(False)
+        transport = conn.transport
+        if transport is None or conn.closed or transport.is_closing():
+            conn.busy = False
+            conn.close()
+            if reused:
+                self._stale()
+            else:
+                self._fail(UpstreamError("upstream connection closed"))
+            return
+        conn.listener = self
+        transport.write(self.payload)
+        conn.request_sent = True
+        conn.waiting = True
+        conn.clock.arm(conn)
+
+    def _stale(self) -> None:
+        """A pooled connection died before any response byte: its siblings likely did too (an
+        upstream restart); one retry on a new connection (a GET: idempotent, no body)."""
+        assert self.origin is not None
+        self.client.discard_idle(self.origin)
+        if self.retried:
+            self._fail(UpstreamError("the pooled upstream connection was closed"))
+            return
+        self.retried = True
+        self._connect()
+
+    # --- the upstream's news (``Connection.wake``) ---------------------------------------------
+
+    def on_news(self) -> None:
+        conn = self.conn
+        if conn is None:
+            return
+        phase = self.phase
+        if phase == _WAIT_HEAD:
+            if conn.complete or (conn.head_done and not conn.small):
+                self._head(conn)
+            elif conn.error is not None:
+                conn.listener = None
+                conn.waiting = False
+                if self.reused and not conn.got_data and isinstance(conn.error, OSError):
+                    conn.abort()
+                    conn.busy = False
+                    self._stale()
+                else:
+                    conn.abort()
+                    conn.busy = False
+                    error = conn.error
+                    self._fail(error if isinstance(error, UpstreamError) else UpstreamError(str(error)))
+            else:
+                conn.clock.arm(conn)  # a read timeout counts from the last news
+        elif phase == _STREAM:
+            self._pump(conn)
+
+    def on_timeout(self) -> None:
+        conn = self.conn
+        if conn is None or self.phase == _DONE:
+            return
+        if self.phase == _WAIT_HEAD:
+            conn.listener = None
+            conn.abort()
+            conn.busy = False
+            self._fail(UpstreamTimeout("upstream read timed out"))
+        else:
+            self._abort_midway(conn, "upstream read timed out")
+
+    # --- the response ---------------------------------------------------------------------------
+
+    def _head(self, conn: Connection) -> None:
+        self.status = status = conn.status
+        try:
+            head, length, keep_alive = encode_head(
+                status,
+                conn.response_headers(),
+                request_id=self.request_id.encode(),
+                keep_alive=self.keep_alive,
+                default_headers=self.default_headers,
+            )
+        except BadHead as exc:
+            # What uvicorn does with such a header from an ASGI app: log it and close.
+            log.error("invalid response header from the upstream: %s (request %s)", exc, self.request_id)
+            conn.listener = None
+            conn.abort()
+            conn.busy = False
+            self._close_client()
+            self._done(conn_error=None)
+            return
+        self.keep_alive = keep_alive
+        self.length = length
+        self.chunked = length == -1
+        if conn.complete:
+            body = conn.take() if conn.chunks else b""
+            self._release(conn)
+            self._write_last(head, body)
+            return
+        self.phase = _STREAM
+        self._write(head)
+        self._pump(conn)
+
+    def _pump(self, conn: Connection) -> None:
+        side = self.side
+        if not self.gone and side.transport.is_closing():
+            # Gone without our cycle hearing of it (uvicorn tells only its current cycle, which
+            # may be a pipelined request queued behind this one).
+            self.gone = True
+        while conn.chunks:
+            if side.paused and not self.gone:
+                conn.waiting = False  # our client is the slow one: no read timeout meanwhile
+                if self.task is None:
+                    self.task = asyncio.get_running_loop().create_task(self._drained())
+                return
+            data = conn.take()
+            self.size += len(data)
+            if self.chunked:
+                self._write(b"%x\r\n%s\r\n" % (len(data), data))
+            else:
+                self._write(data)
+        if conn.complete:
+            self._release(conn)
+            if self.chunked:
+                self._write(b"0\r\n\r\n")
+            self._finish_response()
+        elif conn.error is not None:
+            self._abort_midway(conn, f"upstream failed mid-response: {conn.error}")
+        elif self.gone:
+            # Nobody reads the rest of a streamed response: drop the upstream connection.
+            self._abort_midway(conn, None)
+        else:
+            conn.waiting = True
+            conn.clock.arm(conn)
+
+    async def _drained(self) -> None:
+        try:
+            await self.side.drain()
+        finally:
+            self.task = None
+        conn = self.conn
+        if conn is not None and self.phase == _STREAM:
+            self._pump(conn)
+
+    def _write(self, data: bytes) -> None:
+        if not self.gone:
+            self.side.transport.write(data)
+
+    def _write_last(self, head: bytes, body: bytes) -> None:
+        """Head and whole body in one write, framed as uvicorn frames one final body message."""
+        self.size = len(body)
+        if self.chunked:
+            self._write(b"%s%x\r\n%s\r\n0\r\n\r\n" % (head, len(body), body) if body else head + b"0\r\n\r\n")
+        else:
+            self._write(head + body if body else head)
+            if len(body) != self.length:
+                # uvicorn refuses a body that disagrees with the Content-Length it was given (a
+                # 304 carrying the length of the full response does): it closes the connection.
+                log.error("response body of %d bytes for a content-length of %d", len(body), self.length)
+                self._close_client()
+        self._finish_response()
+
+    def _release(self, conn: Connection) -> None:
+        conn.listener = None
+        conn.waiting = False
+        self.client.finish(conn)
+
+    def _abort_midway(self, conn: Connection, why: str | None) -> None:
+        """After the head went out nothing honest is left but to cut the client connection."""
+        conn.listener = None
+        conn.waiting = False
+        conn.abort()
+        conn.busy = False
+        if why is not None:
+            log.warning("%s (request %s)", why, self.request_id)
+        self._close_client()
+        self._done(conn_error=None)
+
+    def _close_client(self) -> None:
+        self.keep_alive = False
+        transport = self.side.transport
+        if not transport.is_closing():
+            transport.close()
+
+    def _finish_response(self) -> None:
+        self._done(conn_error=None)
+
+    def _fail(self, exc: UpstreamError) -> None:
+        """Before the head: the same 502 / 504 (and warning) as ``forward_http``."""
+        kind, error = upstream_failure(exc, self.scope["method"], self.base, self.target, self.request_id)
+        status, headers, body = error_response(error, request_id=self.request_id)
+        self.status = status
+        try:
+            head, _, self.keep_alive = encode_head(
+                status,
+                headers,
+                request_id=self.request_id.encode(),
+                keep_alive=self.keep_alive,
+                default_headers=self.default_headers,
+            )
+        except BadHead:  # pragma: no cover - our own headers
+            head = b""
+        self.chunked = False
+        self.size = len(body)
+        self._write(head + body)
+        self._done(conn_error=kind)
+
+    def _done(self, conn_error: str | None, *, upstream: bool = True) -> None:
+        if self.phase == _DONE:
+            return
+        self.phase = _DONE
+        self.conn = None
+        metrics = self.fast.metrics
+        if upstream and metrics is not None:
+            metrics.observe_upstream(time.perf_counter() - self.started, conn_error)
+        self.done(self.status, self.size)
+        self.side.finish(self.keep_alive and not self.gone)
+
+    def answer(self, answer: Answer) -> None:
+        """A response made on the spot (a denial): written as uvicorn writes it, and logged."""
+        status, headers, body = answer
+        self.status = status
+        try:
+            head, _, self.keep_alive = encode_head(
+                status,
+                headers,
+                request_id=self.request_id.encode(),
+                keep_alive=self.keep_alive,
+                default_headers=self.default_headers,
+            )
+        except BadHead:  # pragma: no cover - our own headers
+            head = b""
+            self.keep_alive = False
+        self.size = len(body)
+        self._write(head + body)
+        self._done(None, upstream=False)
+
+    # --- the client went away (``ClientSide``'s owner calls this) ------------------------------
+
+    def client_gone(self) -> None:
+        if self.phase == _DONE:
+            return
+        self.gone = True
+        conn = self.conn
+        if self.phase == _STREAM and conn is not None:
+            self._abort_midway(conn, None)
+        # Waiting for the head: the response is still read (and a small one's connection pooled),
+        # as the ASGI path does; only nothing is written.
+
+
+class FastProxy:
+    """Built once per listener by the composition root over the gateway's ``plan_now`` and the
+    upstream client; ``take`` runs inside the access log (``AccessLog.taking``)."""
+
+    def __init__(
+        self,
+        plan: Callable[[dict[str, Any]], Forward | Answer | None],
+        client: Http1Client,
+        metrics: Metrics | None,
+    ) -> None:
+        self.plan = plan
+        self.client = client
+        self.metrics = metrics
+
+    def take(self, scope: dict[str, Any], done: Done, proto: Any, keep_alive: bool) -> Relay | None:
+        """Serve the request from uvicorn's protocol ``proto``, or None (nothing touched): the
+        ASGI path serves it. Asked only for a GET with no body and nothing in flight on the
+        connection (``sidecar.http_protocol``)."""
+        planned = self.plan(scope)
+        if planned is None:
+            return None
+        default_headers = proto.server_state.default_headers
+        cycle = FastCycle(keep_alive)
+        side = UvicornSide(proto, cycle)
+        if isinstance(planned, Forward):
+            origin = self.client.origin(planned.base)
+            payload = self.client.request_head("GET", origin, planned.target, planned.headers)
+            relay = Relay(
+                self,
+                side,
+                scope,
+                origin,
+                payload,
+                planned.base,
+                planned.target,
+                keep_alive,
+                default_headers,
+                done,
+            )
+        else:
+            relay = Relay(self, side, scope, None, b"", "", b"", keep_alive, default_headers, done)
+        cycle.relay = relay
+        # From here the protocol sees a response in flight: a pipelined request waits its turn.
+        proto.cycle = cycle
+        if isinstance(planned, Forward):
+            relay.begin()
+        else:
+            relay.answer(planned)
+        return relay
+
+
+class _NoEvent:
+    """uvicorn's protocol sets its cycle's ``message_event`` on connection loss: nobody waits here."""
+
+    __slots__ = ()
+
+    def set(self) -> None:
+        pass
+
+
+class FastCycle:
+    """Stands in for uvicorn's ``RequestResponseCycle`` while the fast path serves a request: the
+    protocol reads and writes these attributes (a pipelined request waits while
+    ``response_complete`` is false, ``shutdown`` clears ``keep_alive``, ``connection_lost`` sets
+    ``disconnected``), so keep-alive, pipelining order and graceful shutdown stay the server's."""
+
+    __slots__ = ("_gone", "body", "keep_alive", "more_body", "relay", "response_complete")
+    message_event = _NoEvent()
+
+    def __init__(self, keep_alive: bool) -> None:
+        self.keep_alive = keep_alive
+        self.response_complete = False
+        self.more_body = False
+        self.body = bytearray()
+        self.relay: Relay | None = None
+        self._gone = False
+
+    @property
+    def disconnected(self) -> bool:
+        return self._gone
+
+    @disconnected.setter
+    def disconnected(self, value: bool) -> None:
+        self._gone = value
+        if value and self.relay is not None:
+            self.relay.client_gone()
+
+
+class UvicornSide:
+    """``ClientSide`` over uvicorn's ``HttpToolsProtocol`` (its transport, flow control and
+    ``on_response_complete``, which serves the next pipelined request or arms keep-alive)."""
+
+    __slots__ = ("cycle", "flow", "proto", "transport")
+
+    def __init__(self, proto: Any, cycle: FastCycle) -> None:
+        self.proto = proto
+        self.transport: asyncio.Transport = proto.transport
+        self.flow = proto.flow
+        self.cycle = cycle
+
+    @property
+    def paused(self) -> bool:
+        return bool(self.flow.write_paused)
+
+    async def drain(self) -> None:
+        await self.flow.drain()
+
+    def finish(self, keep_alive: bool) -> bool:
+        cycle = self.cycle
+        cycle.response_complete = True
+        cycle.relay = None
+        open_ = keep_alive and cycle.keep_alive and not self.transport.is_closing()
+        if not open_:
+            self.transport.close()
+        self.proto.on_response_complete()
+        return open_
