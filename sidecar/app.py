@@ -110,6 +110,7 @@ from sidecar.proxy.whoami import WhoamiEndpoint
 from sidecar.rules.holder import RulesHolder
 from sidecar.schema.registry import SchemaRegistry
 from sidecar.security.breaches import BreachCheck
+from sidecar.security.jsonnet import JsonnetSandbox
 from sidecar.security.jwt import JwtSigner
 from sidecar.security.ratelimit import RateLimiter
 from sidecar.security.throttle import Throttle
@@ -310,14 +311,20 @@ def build_flows(
     tracing: Tracing | None = None,
     saml_admission: Admission | None = None,
     saml_observer: GateObserver | None = None,
+    sandbox: JsonnetSandbox | None = None,
 ) -> tuple[SelfServiceFlows, list[Closer]]:
     """The strategies, then the flows in the order they need each other; and what to close."""
     store = FlowStore(kv)
     hooks_client = httpx.AsyncClient(follow_redirects=False)
-    runner = WebHookRunner(hooks_client, header_allowlist=web_hook_header_allowlist(config), tracing=tracing)
+    closers_first: list[Closer] = [hooks_client.aclose]
+    if sandbox is None:
+        sandbox = JsonnetSandbox()
+        closers_first.append(sandbox.close)
+    runner = WebHookRunner(
+        hooks_client, sandbox, header_allowlist=web_hook_header_allowlist(config), tracing=tracing
+    )
     if dispatcher is None and config.fire_and_forget_hooks():
         raise ValueError("fire-and-forget web hooks need the outbox dispatcher")
-    closers_first: list[Closer] = [hooks_client.aclose]
     web_hooks = WebHookServices(runner, dispatcher)
     throttle = Throttle(kv, config.security.rate_limit)
     challenge = None
@@ -445,7 +452,7 @@ def build_flows(
     return flows, closers + ([oidc.client.aclose] if oidc is not None else [])
 
 
-def courier_sender(config: Config) -> tuple[Sender, httpx.AsyncClient | None]:
+def courier_sender(config: Config, sandbox: JsonnetSandbox) -> tuple[Sender, httpx.AsyncClient | None]:
     """Emails by SMTP, or by HTTP with ``courier.delivery_strategy: http``; text messages through
     the ``sms`` channel of ``courier.channels`` (Kratos ``courier/courier.go`` ``channels``)."""
     courier = config.courier
@@ -457,11 +464,11 @@ def courier_sender(config: Config) -> tuple[Sender, httpx.AsyncClient | None]:
     channels: dict[str, Sender] = {}
     http_mail = courier.http.request_config
     if courier.delivery_strategy == "http" and http_mail is not None:
-        channels["email"] = HttpChannel("email", http_mail, client)
+        channels["email"] = HttpChannel("email", http_mail, client, sandbox)
     else:
         channels["email"] = SmtpSender(courier.smtp)
     if sms is not None:
-        channels["sms"] = HttpChannel("sms", sms.request_config, client)
+        channels["sms"] = HttpChannel("sms", sms.request_config, client, sandbox)
     return ChannelRouter(channels), client
 
 
@@ -496,6 +503,10 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
     else:
         session_store, kv = database.sessions, database.kv
     catalogs = load_catalogs(config)
+    # One pool of Jsonnet sandbox processes for this server process: web hook and courier bodies,
+    # the session tokenizer. Started lazily, ended at shutdown.
+    sandbox = JsonnetSandbox()
+    closers.append(sandbox.close)
     hasher = PasswordHasher(config.hashers, tracing=tracing)
     closers.append(hasher.close)
     # Loaded by create_public_app (a bad rule file fails the start there); the admin API and the
@@ -577,6 +588,7 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         tracing=tracing,
         saml_admission=saml_admission,
         saml_observer=metrics,
+        sandbox=sandbox,
     )
     closers += flow_closers
     if forwarder is not None:
@@ -587,13 +599,13 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         closers.append(outbox_client.aclose)
         outbox_worker = OutboxWorker(
             database.outbox,
-            WebHookRunner(outbox_client, tracing=tracing),
+            WebHookRunner(outbox_client, sandbox, tracing=tracing),
             outbox_policy(config),
             audit=audit,
         )
     worker = None
     if courier_worker:
-        sender, courier_client = courier_sender(config)
+        sender, courier_client = courier_sender(config, sandbox)
         if courier_client is not None:
             closers.append(courier_client.aclose)
         worker = CourierWorker(database.courier, sender, config.courier, tracing=tracing)
@@ -623,7 +635,9 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         rules=rules,
         audit=audit,
         tracing=tracing,
-        tokenizer=SessionTokenizer(config.session.whoami.tokenizer.templates, issuer=config.public_base_url),
+        tokenizer=SessionTokenizer(
+            config.session.whoami.tokenizer.templates, issuer=config.public_base_url, sandbox=sandbox
+        ),
     )
 
 

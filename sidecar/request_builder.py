@@ -55,9 +55,9 @@ def headers(config: RequestConfig) -> dict[str, str]:
     return out
 
 
-async def body(source: str, ctx: Any, content_type: str) -> bytes:
+async def body(sandbox: jsonnet.JsonnetSandbox, source: str, ctx: Any, content_type: str) -> bytes:
     """The body ``source`` (Jsonnet) makes of ``ctx``; raises ``jsonnet.JsonnetError``."""
-    out = await jsonnet.evaluate(source, tla={"ctx": ctx}, timeout=BODY_TIMEOUT, name="body.jsonnet")
+    out = await sandbox.evaluate(source, tla={"ctx": ctx}, timeout=BODY_TIMEOUT, name="body.jsonnet")
     if content_type.startswith("application/x-www-form-urlencoded"):
         # Kratos decodes the result into map[string]string: a null is an empty value.
         pairs = out.items() if isinstance(out, dict) else ()

@@ -31,10 +31,17 @@ class DeliveryFailed(Exception):
 
 
 class HttpChannel:
-    def __init__(self, channel_id: str, config: HttpRequestConfig, client: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        channel_id: str,
+        config: HttpRequestConfig,
+        client: httpx.AsyncClient,
+        sandbox: jsonnet.JsonnetSandbox,
+    ) -> None:
         self.id = channel_id
         self._config = config
         self._client = client
+        self._sandbox = sandbox
         # Read once at start: a missing file stops the start, not a delivery.
         self._body = jsonnet.load_source(config.body_source, f"{channel_id}.request_config.body")
 
@@ -59,7 +66,7 @@ class HttpChannel:
         if self._config.method.upper() not in ("GET", "HEAD", "TRACE", "DELETE"):
             try:
                 content = await request_builder.body(
-                    self._body, self.data_model(message), headers["Content-Type"]
+                    self._sandbox, self._body, self.data_model(message), headers["Content-Type"]
                 )
             except jsonnet.JsonnetError as exc:
                 # The same message would fail the same way on every retry.

@@ -13,33 +13,68 @@ import base64
 import binascii
 import contextlib
 import json
+import signal
+import struct
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from sidecar.admission import Admission, usable_cpus
+
 MAX_OUTPUT = 1024 * 1024
 MEMORY_LIMIT = 512 * 1024 * 1024
 
-# The child: caps its own memory, evaluates, answers one JSON line. Kept tiny: it runs per call.
-_RUNNER = r"""
-import json, resource, sys
+# A worker: caps its own memory once, then answers length-prefixed JSON jobs until stdin closes
+# (so a parent that dies, even by SIGKILL, leaves no worker behind). The deadline counts the
+# snippet's CPU time, not wall time: ITIMER_PROF (and RLIMIT_CPU, a second guard a
+# blocked-signal bug cannot defeat) terminate the worker once the evaluation has used ``timeout``
+# seconds of CPU. On a machine at load 25 a good 5 ms snippet can wait seconds for a core; a wall
+# clock failed those (CI saw "did not finish within 2s" on registrations), while a loop still
+# dies after 2 s of its own work. The parent keeps a wall-clock backstop for a stopped worker.
+_WORKER = r"""
+import json, resource, signal, struct, sys
 limit = int(sys.argv[1])
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 import _jsonnet
 def refuse(base, rel):
     raise RuntimeError("imports are not allowed in Jsonnet snippets")
-job = json.loads(sys.stdin.read())
-try:
-    out = _jsonnet.evaluate_snippet(
-        job["name"], job["snippet"], ext_codes=job["ext_codes"], tla_codes=job["tla_codes"],
-        import_callback=refuse, max_stack=200,
-    )
-except (RuntimeError, MemoryError) as exc:
-    sys.stdout.write(json.dumps({"error": str(exc)[:1000]}))
-else:
-    sys.stdout.write(json.dumps({"result": out}))
+inp, out = sys.stdin.buffer, sys.stdout.buffer
+out.write(b"R")
+out.flush()
+while True:
+    head = inp.read(4)
+    if len(head) < 4:
+        break
+    job = json.loads(inp.read(struct.unpack(">I", head)[0]))
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    cap = int(use.ru_utime + use.ru_stime + job["timeout"]) + 2
+    resource.setrlimit(resource.RLIMIT_CPU, (cap, resource.RLIM_INFINITY))
+    retire = False
+    signal.setitimer(signal.ITIMER_PROF, job["timeout"])
+    try:
+        res = _jsonnet.evaluate_snippet(
+            job["name"], job["snippet"], ext_codes=job["ext_codes"], tla_codes=job["tla_codes"],
+            import_callback=refuse, max_stack=200,
+        )
+    except RuntimeError as exc:
+        answer = {"error": str(exc)[:1000]}
+    except MemoryError as exc:
+        answer = {"error": str(exc)[:1000], "retire": True}
+        retire = True
+    else:
+        answer = {"result": res}
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+    try:
+        data = json.dumps(answer).encode()
+    except MemoryError:
+        data, retire = b'{"error": "out of memory", "retire": true}', True
+    out.write(struct.pack(">I", len(data)) + data)
+    out.flush()
+    if retire:
+        break
 """
 
 
@@ -71,6 +106,197 @@ def load_source(url: str, key: str) -> str:
         raise ValueError(f"{key}: cannot read {path}: {exc.strerror}") from None
 
 
+def _job(
+    source: str, ext: Mapping[str, Any] | None, tla: Mapping[str, Any] | None, timeout: float, name: str
+) -> bytes:
+    data = json.dumps(
+        {
+            "name": name,
+            "snippet": source,
+            "ext_codes": {k: json.dumps(v, default=str) for k, v in (ext or {}).items()},
+            "tla_codes": {k: json.dumps(v, default=str) for k, v in (tla or {}).items()},
+            "timeout": timeout,
+        }
+    ).encode()
+    return struct.pack(">I", len(data)) + data
+
+
+def _parse(answer: Any) -> Any:
+    if "error" in answer:
+        raise JsonnetError(f"failed: {answer['error']}")
+    try:
+        return json.loads(answer["result"])
+    except (KeyError, ValueError):
+        raise JsonnetError("returned invalid JSON") from None
+
+
+class _Worker:
+    """One sandbox process; used by one evaluation at a time."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.retired = False
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.returncode is None and not self.retired
+
+    async def run(self, job: bytes, timeout: float) -> Any:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        # Wall-clock backstop only (the CPU deadline lives in the worker): a worker that is stopped
+        # or starved this long is treated as looping.
+        backstop = timeout * 5 + 5
+        try:
+            self.proc.stdin.write(job)
+            await self.proc.stdin.drain()
+            head = await asyncio.wait_for(self.proc.stdout.readexactly(4), backstop)
+            (size,) = struct.unpack(">I", head)
+            if size > MAX_OUTPUT:
+                self.retired = True
+                raise JsonnetError("returned too much data")
+            frame = await asyncio.wait_for(self.proc.stdout.readexactly(size), backstop)
+        except TimeoutError:
+            self.retired = True
+            raise JsonnetError(f"did not finish within {timeout:g}s") from None
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self.retired = True
+            code = await self.proc.wait()
+            if code in (-signal.SIGPROF, -signal.SIGXCPU):
+                raise JsonnetError(f"did not finish within {timeout:g}s") from None
+            raise JsonnetError(f"crashed (exit status {code})") from None
+        try:
+            answer = json.loads(frame)
+        except ValueError:
+            self.retired = True
+            raise JsonnetError("returned invalid JSON") from None
+        if not isinstance(answer, dict):
+            self.retired = True
+            raise JsonnetError("returned invalid JSON")
+        if answer.get("retire"):
+            self.retired = True  # it ran out of memory and exits: never reuse it
+        return answer
+
+    async def kill(self) -> None:
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+        await self.proc.wait()
+
+
+class JsonnetSandbox:
+    """A warm, bounded pool of sandbox processes: at most ``size`` workers, started on first use,
+    at most ``max_queue`` evaluations waiting for one (past that: 503). A worker that loops, runs
+    out of memory, crashes or is killed from outside is replaced; ``close`` ends them all.
+
+    Built once per server process (``app.build_services``) and passed to every Jsonnet caller:
+    asyncio pipes belong to the loop that made them, so each ``--workers`` process has its own."""
+
+    def __init__(
+        self,
+        size: int = 0,
+        max_queue: int = 256,
+        *,
+        memory_limit: int = MEMORY_LIMIT,
+        start_timeout: float = 60.0,
+    ) -> None:
+        # One worker per usable CPU, at most 4: evaluations are ms of CPU, more processes only
+        # cost memory (~20 MiB each).
+        self._admission = Admission(
+            size or min(4, usable_cpus()), max_queue, refusal="The Jsonnet sandbox is busy, try again."
+        )
+        self._idle: list[_Worker] = []
+        self._workers: set[_Worker] = set()
+        self._memory_limit = memory_limit
+        self._start_timeout = start_timeout
+        self._closed = False
+
+    @property
+    def size(self) -> int:
+        return self._admission.concurrency
+
+    def pids(self) -> list[int]:
+        """The live workers' process ids (for tests and metrics)."""
+        return [w.proc.pid for w in self._workers if w.proc.returncode is None]
+
+    async def evaluate(
+        self,
+        source: str,
+        *,
+        ext: Mapping[str, Any] | None = None,
+        tla: Mapping[str, Any] | None = None,
+        timeout: float,
+        name: str = "snippet.jsonnet",
+    ) -> Any:
+        """Evaluate ``source`` with ``ext`` as ``std.extVar`` and ``tla`` as top-level arguments
+        (both JSON values); the result, parsed. ``timeout`` is CPU seconds of the snippet."""
+        job = _job(source, ext, tla, timeout, name)
+        async with self._admission.admitted():
+            if self._closed:
+                raise JsonnetError("failed: the Jsonnet sandbox is shut down")
+            worker = await self._checkout()
+            try:
+                answer = await worker.run(job, timeout)
+            except BaseException:
+                # Cancelled or failed mid-job: the worker's state is unknown, replace it.
+                await self._discard(worker)
+                raise
+            await self._checkin(worker)
+        return _parse(answer)
+
+    async def _checkout(self) -> _Worker:
+        while self._idle:
+            worker = self._idle.pop()
+            if worker.alive:
+                return worker
+            await self._discard(worker)  # killed from outside while idle
+        return await self._spawn()
+
+    async def _checkin(self, worker: _Worker) -> None:
+        if self._closed or not worker.alive:
+            await self._discard(worker)
+            return
+        self._idle.append(worker)
+
+    async def _spawn(self) -> _Worker:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-I",
+            "-c",
+            _WORKER,
+            str(self._memory_limit),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        worker = _Worker(proc)
+        self._workers.add(worker)
+        assert proc.stdout is not None
+        try:
+            # Start-up is not the snippet's time: at load 25 it alone took over 2 s.
+            ready = await asyncio.wait_for(proc.stdout.readexactly(1), self._start_timeout)
+        except (TimeoutError, asyncio.IncompleteReadError):
+            await self._discard(worker)
+            raise JsonnetError("failed: the Jsonnet sandbox did not start") from None
+        except BaseException:
+            await self._discard(worker)
+            raise
+        if ready != b"R":
+            await self._discard(worker)
+            raise JsonnetError("failed: the Jsonnet sandbox did not start")
+        return worker
+
+    async def _discard(self, worker: _Worker) -> None:
+        self._workers.discard(worker)
+        await worker.kill()
+
+    async def close(self) -> None:
+        """End every worker (shutdown): none outlives the server."""
+        self._closed = True
+        workers, self._idle = list(self._workers), []
+        for worker in workers:
+            await self._discard(worker)
+
+
 async def evaluate(
     source: str,
     *,
@@ -79,44 +305,10 @@ async def evaluate(
     timeout: float,
     name: str = "snippet.jsonnet",
 ) -> Any:
-    """Evaluate ``source`` with ``ext`` as ``std.extVar`` and ``tla`` as top-level arguments (both
-    JSON values); the result, parsed."""
-    job = json.dumps(
-        {
-            "name": name,
-            "snippet": source,
-            "ext_codes": {k: json.dumps(v, default=str) for k, v in (ext or {}).items()},
-            "tla_codes": {k: json.dumps(v, default=str) for k, v in (tla or {}).items()},
-        }
-    ).encode()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-I",
-        "-c",
-        _RUNNER,
-        str(MEMORY_LIMIT),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    """One evaluation in a process of its own (a pool of one, closed after): for callers not yet
+    handed the service's ``JsonnetSandbox`` (the federation claims mappers)."""
+    sandbox = JsonnetSandbox(1, 0)
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(job), timeout)
-    except TimeoutError:
-        raise JsonnetError(f"did not finish within {timeout:g}s") from None
+        return await sandbox.evaluate(source, ext=ext, tla=tla, timeout=timeout, name=name)
     finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-    if len(out) > MAX_OUTPUT:
-        raise JsonnetError("returned too much data")
-    try:
-        answer = json.loads(out)
-    except ValueError:
-        raise JsonnetError(f"crashed (exit status {proc.returncode})") from None
-    if "error" in answer:
-        raise JsonnetError(f"failed: {answer['error']}")
-    try:
-        return json.loads(answer["result"])
-    except (KeyError, ValueError):
-        raise JsonnetError("returned invalid JSON") from None
+        await sandbox.close()

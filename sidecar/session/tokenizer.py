@@ -74,7 +74,10 @@ class SessionTokenizer:
         *,
         issuer: str,
         mapper_timeout: float = MAPPER_TIMEOUT,
+        sandbox: jsonnet.JsonnetSandbox | None = None,
     ) -> None:
+        # None: checked at load only (preflight); a mapper then runs in a one-shot process.
+        self._evaluate = sandbox.evaluate if sandbox is not None else jsonnet.evaluate
         self._issuer = issuer
         self._timeout = mapper_timeout
         self._templates: dict[str, _Template] = {}
@@ -107,7 +110,7 @@ class SessionTokenizer:
         claims["sub"] = subject
         if tpl.mapper is not None:
             try:
-                out = await jsonnet.evaluate(
+                out = await self._evaluate(
                     tpl.mapper,
                     ext={"session": session_json, "claims": claims},
                     timeout=self._timeout,

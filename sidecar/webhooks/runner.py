@@ -94,11 +94,13 @@ class WebHookRunner:
     def __init__(
         self,
         client: httpx.AsyncClient,
+        sandbox: jsonnet.JsonnetSandbox,
         *,
         header_allowlist: Sequence[str] = DEFAULT_HEADER_ALLOWLIST,
         tracing: Tracing | None = None,
     ) -> None:
         self._client = client
+        self._sandbox = sandbox
         self._tracing = tracing or Tracing.off()
         self._allow = {h.lower() for h in header_allowlist}
         self._bodies: dict[str, str] = {}
@@ -140,7 +142,7 @@ class WebHookRunner:
             if source is None:
                 source = self._bodies[hook.body] = load_source(hook.body, "body")
             try:
-                body = await request_builder.body(source, ctx, headers["Content-Type"])
+                body = await request_builder.body(self._sandbox, source, ctx, headers["Content-Type"])
             except jsonnet.JsonnetError as exc:
                 if "cancel" in str(exc):
                     return None

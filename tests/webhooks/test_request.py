@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from sidecar.config.webhook import WebHookConfig
+from sidecar.security.jsonnet import JsonnetSandbox
 from sidecar.webhooks.runner import WebHookRunner
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -35,8 +36,12 @@ def hook(body: str | None, **config: Any) -> WebHookConfig:
 
 @pytest.fixture
 async def runner() -> AsyncIterator[WebHookRunner]:
-    async with httpx.AsyncClient() as client:
-        yield WebHookRunner(client)
+    sandbox = JsonnetSandbox(1)
+    try:
+        async with httpx.AsyncClient() as client:
+            yield WebHookRunner(client, sandbox)
+    finally:
+        await sandbox.close()
 
 
 async def test_json_body_headers_and_basic_auth(runner: WebHookRunner) -> None:

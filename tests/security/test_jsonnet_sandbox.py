@@ -1,0 +1,134 @@
+"""The warm pool of Jsonnet sandbox processes (``security/jsonnet.py``): real worker processes,
+real rlimits and signals. No timed assertions: deadlines are CPU seconds inside the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from sidecar import errors
+from sidecar.security.jsonnet import JsonnetError, JsonnetSandbox
+
+SPIN = "std.foldl(function(a, b) a + b, std.range(0, 100000000000), 0)"
+BOMB = "std.length(std.makeArray(400000000, function(i) i))"
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+async def wait_until(check: object, *, limit: float = 60.0) -> None:
+    deadline = asyncio.get_running_loop().time() + limit
+    while not check():  # type: ignore[operator]
+        assert asyncio.get_running_loop().time() < deadline, "condition never held"
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[JsonnetSandbox]:
+    pool = JsonnetSandbox(2, 4)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def test_ext_vars_and_tlas_reach_the_snippet(sandbox: JsonnetSandbox) -> None:
+    out = await sandbox.evaluate(
+        "function(ctx) { a: ctx.x, b: std.extVar('e') }", ext={"e": [1]}, tla={"ctx": {"x": "y"}}, timeout=2
+    )
+    assert out == {"a": "y", "b": [1]}
+
+
+async def test_a_worker_is_reused_between_evaluations(sandbox: JsonnetSandbox) -> None:
+    await sandbox.evaluate("1", timeout=2)
+    first = sandbox.pids()
+    await sandbox.evaluate("2", timeout=2)
+    assert sandbox.pids() == first and len(first) == 1
+
+
+async def test_an_error_keeps_its_text(sandbox: JsonnetSandbox) -> None:
+    with pytest.raises(JsonnetError, match=r"^failed: RUNTIME ERROR: no"):
+        await sandbox.evaluate("error 'no'", timeout=2)
+
+
+async def test_imports_are_refused(sandbox: JsonnetSandbox) -> None:
+    with pytest.raises(JsonnetError, match="imports are not allowed"):
+        await sandbox.evaluate("import '/etc/passwd'", timeout=2)
+
+
+async def test_a_looping_snippet_times_out_and_the_next_runs_on_a_fresh_worker(
+    sandbox: JsonnetSandbox,
+) -> None:
+    await sandbox.evaluate("1", timeout=2)
+    (old,) = sandbox.pids()
+    with pytest.raises(JsonnetError, match=r"^did not finish within 0\.5s$"):
+        await sandbox.evaluate(SPIN, timeout=0.5)
+    assert not alive(old)
+    assert await sandbox.evaluate("{ ok: true }", timeout=2) == {"ok": True}
+    assert old not in sandbox.pids()
+
+
+async def test_a_memory_bomb_is_refused_and_the_pool_recovers() -> None:
+    pool = JsonnetSandbox(1, 0, memory_limit=256 * 1024 * 1024)
+    try:
+        with pytest.raises(JsonnetError):
+            await pool.evaluate(BOMB, timeout=30)
+        assert await pool.evaluate("[1, 2]", timeout=2) == [1, 2]
+    finally:
+        await pool.close()
+
+
+async def test_concurrency_above_the_pool_size_queues_and_completes(sandbox: JsonnetSandbox) -> None:
+    results = await asyncio.gather(*(sandbox.evaluate(f"{i} * 2", timeout=5) for i in range(6)))
+    assert results == [i * 2 for i in range(6)]
+    assert len(sandbox.pids()) <= 2
+
+
+async def test_past_the_queue_bound_an_evaluation_is_refused() -> None:
+    pool = JsonnetSandbox(1, 1)
+    try:
+        # One looping evaluation holds the only worker, one waits; the third is refused at once.
+        slow = asyncio.ensure_future(pool.evaluate(SPIN, timeout=30))
+        await wait_until(lambda: len(pool.pids()) == 1)
+        waiting = asyncio.ensure_future(pool.evaluate("1", timeout=5))
+        await wait_until(lambda: pool._admission.queue_depth == 1)
+        with pytest.raises(errors.ServiceUnavailable):
+            await pool.evaluate("2", timeout=5)
+        for pid in pool.pids():
+            os.kill(pid, signal.SIGKILL)
+        with pytest.raises(JsonnetError, match="crashed"):
+            await slow
+        assert await waiting == 1
+    finally:
+        await pool.close()
+
+
+async def test_a_worker_killed_from_outside_is_replaced(sandbox: JsonnetSandbox) -> None:
+    await sandbox.evaluate("1", timeout=2)
+    (victim,) = sandbox.pids()
+    os.kill(victim, signal.SIGKILL)
+    await wait_until(lambda: victim not in sandbox.pids())
+    assert await sandbox.evaluate("3", timeout=2) == 3
+    assert victim not in sandbox.pids() and len(sandbox.pids()) == 1
+
+
+async def test_close_leaves_no_worker_process() -> None:
+    pool = JsonnetSandbox(2, 4)
+    await asyncio.gather(pool.evaluate("1", timeout=5), pool.evaluate("2", timeout=5))
+    pids = pool.pids()
+    assert len(pids) == 2
+    await pool.close()
+    assert not any(alive(pid) for pid in pids)
+    assert pool.pids() == []
+    with pytest.raises(JsonnetError, match="shut down"):
+        await pool.evaluate("1", timeout=2)
