@@ -1,0 +1,88 @@
+"""The Jsonnet sandbox pool under ``sidecar serve --workers 2``: each server process starts its own
+workers on first use, and none outlives the server after SIGTERM (checked by PID)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.ops.serve import base_config, migrate, ports, running, serve_argv, write_config
+from tests.receiver import Answer, Received, http_receiver
+
+
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{p}/task").iterdir():
+                children = [int(c) for c in (task / "children").read_text().split()]
+                out += children
+                todo += children
+    return out
+
+
+def _sandboxes(server_pid: int) -> list[int]:
+    found = []
+    for pid in _descendants(server_pid):
+        with contextlib.suppress(OSError):
+            if b"import _jsonnet" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def _answer(request: Received) -> Answer:
+    return Answer(204)
+
+
+def test_sandbox_workers_never_outlive_the_server(tmp_path: Path) -> None:
+    body = "function(ctx) { flow: ctx.flow.id }"
+    with http_receiver(_answer) as receiver:
+        public_port, admin_port = ports()
+        config = base_config(tmp_path, public_port, admin_port)
+        config["selfservice"]["flows"] = {
+            "registration": {
+                "before": {
+                    "hooks": [
+                        {
+                            "hook": "web_hook",
+                            "config": {
+                                "url": receiver.url + "/before",
+                                "method": "POST",
+                                "body": "base64://" + base64.b64encode(body.encode()).decode(),
+                            },
+                        }
+                    ]
+                }
+            }
+        }
+        path = write_config(tmp_path / "sidecar.yaml", config)
+        migrate(path, tmp_path)
+        with running(
+            serve_argv(path, "--workers", "2"), cwd=tmp_path, public_port=public_port, admin_port=admin_port
+        ) as proc:
+            for _ in range(6):
+                # A new connection each time, so that both server processes are likely to take some.
+                with httpx.Client(base_url=f"{proc.public_url}/.auth", timeout=60) as client:
+                    answer = client.get("/self-service/registration/api")
+                    assert answer.status_code == 200, answer.text
+            assert len(receiver.wait_for(6, timeout=60)) >= 6
+            sandboxes = _sandboxes(proc.process.pid)
+            assert 1 <= len(sandboxes) <= 2 * 4
+            assert proc.terminate() == 0
+        deadline = time.monotonic() + 60
+        while (alive := [p for p in sandboxes if _running(p)]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert alive == []
