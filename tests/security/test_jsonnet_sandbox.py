@@ -106,7 +106,8 @@ async def test_past_the_queue_bound_an_evaluation_is_refused() -> None:
             await pool.evaluate("2", timeout=5)
         for pid in pool.pids():
             os.kill(pid, signal.SIGKILL)
-        with pytest.raises(JsonnetError, match="crashed"):
+        # Killed while starting or while evaluating, depending on how fast the worker came up.
+        with pytest.raises(JsonnetError, match="crashed|did not start"):
             await slow
         assert await waiting == 1
     finally:
