@@ -107,7 +107,7 @@ async def test_past_the_queue_bound_an_evaluation_is_refused() -> None:
         for pid in pool.pids():
             os.kill(pid, signal.SIGKILL)
         # Killed while starting or while evaluating, depending on how fast the worker came up.
-        with pytest.raises(JsonnetError, match="crashed|did not start"):
+        with pytest.raises(JsonnetError, match=r"crashed|did not start"):
             await slow
         assert await waiting == 1
     finally:
