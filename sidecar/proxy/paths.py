@@ -12,6 +12,8 @@ containers strip them, so ``/admin;x`` and ``/admin`` would be two paths to us a
 
 from __future__ import annotations
 
+import re
+
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 # Bytes that must never appear decoded or encoded: a decoder downstream would turn them into a
@@ -20,6 +22,8 @@ _FORBIDDEN_ESCAPES = frozenset({0x2F, 0x5C, 0x00})
 # Allowed raw in a path (RFC 3986 pchar + "/"), minus "%" which is handled separately.
 _PCHAR = _UNRESERVED | frozenset(b"!$&'()*+,;=:@/")
 _PCHAR_BYTES = bytes(sorted(_PCHAR))
+# An escape left after one percent-decode: a second decoder would decode it again.
+_ESCAPE_AFTER_ONE_DECODE = re.compile(rb"%[0-9A-Fa-f]{2}")
 
 
 class BadPath(ValueError):
@@ -56,8 +60,6 @@ def normalise_path(raw: bytes, *, reject_parameters: bool = True) -> str:
             value = int(raw[i + 1 : i + 3], 16)
             if value in _FORBIDDEN_ESCAPES or value < 0x20 or value == 0x7F:
                 raise BadPath("encoded '/', '\\' or control character in the path")
-            if value == 0x25 and i + 4 < n and raw[i + 3] in _HEX and raw[i + 4] in _HEX:
-                raise BadPath("double percent-encoding in the path")
             if value == 0x3B and reject_parameters:
                 raise BadPath("';' path parameters are not accepted")
             if value in _UNRESERVED:
@@ -75,6 +77,10 @@ def normalise_path(raw: bytes, *, reject_parameters: bool = True) -> str:
         out.append(c)
         decoded.append(c)
         i += 1
+    # Double encoding, checked on the decoded path: ``%2541`` and also ``%25%341``, whose second
+    # and third characters are themselves escapes (decoded once: ``%41``; twice: ``A``).
+    if 0x25 in decoded and _ESCAPE_AFTER_ONE_DECODE.search(decoded):
+        raise BadPath("double percent-encoding in the path")
     if non_ascii:
         try:
             decoded.decode("utf-8")  # strict: overlong forms, surrogates and stray bytes fail

@@ -47,6 +47,7 @@ def decoded_once(raw: bytes) -> bytes:
 @example(b"/public/%2e%2e/private")
 @example(b"/public/%252e%252e/private")
 @example(b"/a%C0%AF")
+@example(b"/%25%341")  # %25 then escaped hex digits: "%41" after one decode, "A" after two
 def test_normalising_twice_changes_nothing_and_nothing_is_decoded_twice(raw: bytes) -> None:
     for reject in (True, False):
         try:

@@ -34,6 +34,8 @@ BAD = [
     pytest.param(b"/a\x00", id="raw NUL"),
     pytest.param(b"/a%0d%0a", id="encoded CRLF"),
     pytest.param(b"/a%252e", id="double encoding"),
+    pytest.param(b"/a%25%341", id="double encoding with escaped hex digits"),
+    pytest.param(b"/a%25%32e", id="double encoding, one hex digit escaped"),
     pytest.param(b"/a;jsessionid=1", id="path parameter"),
     pytest.param(b"/a%3bx", id="encoded semicolon"),
     pytest.param(b"/a%", id="truncated escape"),
