@@ -1,9 +1,10 @@
 """The provider sign-in a strategy proved in this submission, for the session it leads to.
 
-A federated strategy (SAML) knows which connection signed the person in, the subject it named and
-the identity provider's session; the login or registration flow issues the session. The strategy
-leaves a ``ProviderSignIn`` in the flow's ``internal`` context and the flow takes it (once) when it
-issues or refreshes the session, which records it in ``authentication_methods`` for single logout.
+A federated strategy knows which connection signed the person in (SAML, OIDC), and for SAML the
+subject it named and the identity provider's session; the login or registration flow issues the
+session. The strategy leaves a ``ProviderSignIn`` in the flow's ``internal`` context and the flow
+takes it (once) when it issues or refreshes the session, which records it in
+``authentication_methods`` (Kratos' ``provider``; SAML's single logout).
 Taken before every attempt too, so a sign-in that failed later never lends its record to another.
 """
 

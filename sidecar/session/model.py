@@ -12,8 +12,9 @@ from sidecar.identity.model import new_id, utcnow
 
 @dataclass(frozen=True, slots=True)
 class ProviderSignIn:
-    """What a federated sign-in (SAML) tells the session it starts, for single logout later: which
-    connection, the subject it named, and the identity provider's own session."""
+    """What a federated sign-in tells the session it starts: which connection or provider (SAML,
+    OIDC), and for SAML's single logout the subject it named and the identity provider's own
+    session."""
 
     provider: str
     subject: str | None = None
@@ -27,7 +28,7 @@ class AuthenticationMethod:
     aal: str = "aal1"
     completed_at: datetime = field(default_factory=utcnow)
     provider: str | None = None
-    """Kratos: the provider (SAML connection) the method signed in with."""
+    """Kratos: the provider (SAML connection, OIDC provider id) the method signed in with."""
     subject: str | None = None
     """Sidecar-only, stored but never shown: the subject the provider named (the SAML NameID)."""
     subject_format: str | None = None

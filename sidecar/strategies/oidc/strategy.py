@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from sidecar.config.model import Config
-from sidecar.flows import messages, nodes
+from sidecar.flows import messages, nodes, via
 from sidecar.flows.model import Flow
 from sidecar.flows.nodes import Node
 from sidecar.flows.outcome import Client, FlowInvalid
@@ -30,6 +30,7 @@ from sidecar.flows.strategy import (
 from sidecar.identity.model import Identity
 from sidecar.kv.store import KeyValueStore
 from sidecar.schema.registry import SchemaRegistry
+from sidecar.session.model import ProviderSignIn as SignedInVia
 from sidecar.session.token_exchange import FLOW_MARK
 from sidecar.strategies.deps import Roles, StrategyDeps
 from sidecar.strategies.federation import accounts
@@ -128,6 +129,9 @@ class OidcStrategy(FederatedStrategy, SettingsStrategy):
             if _leaves_for_provider(flow, body):
                 await self.signin.start(flow, provider, body)
             verified = await self.signin.verify_native(provider, body)
+        # Kratos (oidc/strategy_login.go CompletedLoginForWithProvider): the session names the
+        # provider; the login flow takes this when it issues the session.
+        via.remember(flow, SignedInVia(provider=verified.provider))
         identity = await self.find_identity(verified)
         if identity is None and flow.type == "api" and self._registration_enabled:
             return await self.accounts.create(flow, await self.map_claims(verified), {})
@@ -154,6 +158,7 @@ class OidcStrategy(FederatedStrategy, SettingsStrategy):
                 verified = await self.signin.verify_native(provider, body)
                 if await self.find_identity(verified) is not None:
                     raise FlowInvalid([messages.oidc_linked_elsewhere(provider.label)])
+        via.remember(flow, SignedInVia(provider=verified.provider))
         return await self.accounts.create(flow, await self.map_claims(verified), traits)
 
     # --- settings ---------------------------------------------------------------------------------
