@@ -183,3 +183,28 @@ def migrate(config_path: Path, cwd: Path) -> None:
 
 def ports() -> tuple[int, int]:
     return free_port(), free_port()
+
+
+def children_with(server_pid: int, marker: bytes) -> list[int]:
+    """The server's descendant processes whose command line contains ``marker``."""
+    found, todo = [], [server_pid]
+    while todo:
+        parent = todo.pop()
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{parent}/task").iterdir():
+                children = [int(c) for c in (task / "children").read_text().split()]
+                todo += children
+                for pid in children:
+                    with contextlib.suppress(OSError):
+                        if marker in Path(f"/proc/{pid}/cmdline").read_bytes():
+                            found.append(pid)
+    return found
+
+
+def still_running(pid: int) -> bool:
+    """False once ``pid`` has exited (reaped, or a zombie left to an init that does not reap)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")

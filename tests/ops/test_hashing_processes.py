@@ -3,7 +3,6 @@ priority, and none outlives the server, whether it stops cleanly or is killed (c
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import time
@@ -12,42 +11,21 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.ops.serve import base_config, migrate, ports, running, serve_argv, write_config
-
-
-def _descendants(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        with contextlib.suppress(OSError):
-            for task in Path(f"/proc/{p}/task").iterdir():
-                children = [int(c) for c in (task / "children").read_text().split()]
-                out += children
-                todo += children
-    return out
-
-
-def _hashing_processes(server_pid: int) -> list[int]:
-    found = []
-    for pid in _descendants(server_pid):
-        with contextlib.suppress(OSError):
-            if b"sidecar.hashing.worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found.append(pid)
-    return found
-
-
-def _running(pid: int) -> bool:
-    """False once ``pid`` has exited (reaped, or a zombie left to an init that does not reap)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
+from tests.ops.serve import (
+    base_config,
+    children_with,
+    migrate,
+    ports,
+    running,
+    serve_argv,
+    still_running,
+    write_config,
+)
 
 
 def _wait_until_stopped(pids: list[int], timeout: float = 60) -> list[int]:
     deadline = time.monotonic() + timeout
-    while (alive := [p for p in pids if _running(p)]) and time.monotonic() < deadline:
+    while (alive := [p for p in pids if still_running(p)]) and time.monotonic() < deadline:
         time.sleep(0.1)
     return alive
 
@@ -87,7 +65,7 @@ def test_hashing_processes_follow_the_config_and_never_outlive_the_server(
     argv = serve_argv(path, "--workers", str(workers))
     with running(argv, cwd=tmp_path, public_port=public_port, admin_port=admin_port) as proc:
         _sign_up(f"{proc.public_url}/.auth", 4)
-        hashing = _hashing_processes(proc.process.pid)
+        hashing = children_with(proc.process.pid, b"sidecar.hashing.worker")
         assert 1 <= len(hashing) <= workers  # max_concurrent: 1 per worker
         for pid in hashing:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

@@ -4,43 +4,22 @@ workers on first use, and none outlives the server after SIGTERM (checked by PID
 from __future__ import annotations
 
 import base64
-import contextlib
 import time
 from pathlib import Path
 
 import httpx
 
-from tests.ops.serve import base_config, migrate, ports, running, serve_argv, write_config
+from tests.ops.serve import (
+    base_config,
+    children_with,
+    migrate,
+    ports,
+    running,
+    serve_argv,
+    still_running,
+    write_config,
+)
 from tests.receiver import Answer, Received, http_receiver
-
-
-def _descendants(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        with contextlib.suppress(OSError):
-            for task in Path(f"/proc/{p}/task").iterdir():
-                children = [int(c) for c in (task / "children").read_text().split()]
-                out += children
-                todo += children
-    return out
-
-
-def _sandboxes(server_pid: int) -> list[int]:
-    found = []
-    for pid in _descendants(server_pid):
-        with contextlib.suppress(OSError):
-            if b"import _jsonnet" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found.append(pid)
-    return found
-
-
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
 
 
 def _answer(request: Received) -> Answer:
@@ -79,10 +58,10 @@ def test_sandbox_workers_never_outlive_the_server(tmp_path: Path) -> None:
                     answer = client.get("/self-service/registration/api")
                     assert answer.status_code == 200, answer.text
             assert len(receiver.wait_for(6, timeout=60)) >= 6
-            sandboxes = _sandboxes(proc.process.pid)
+            sandboxes = children_with(proc.process.pid, b"import _jsonnet")
             assert 1 <= len(sandboxes) <= 2 * 4
             assert proc.terminate() == 0
         deadline = time.monotonic() + 60
-        while (alive := [p for p in sandboxes if _running(p)]) and time.monotonic() < deadline:
+        while (alive := [p for p in sandboxes if still_running(p)]) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert alive == []
