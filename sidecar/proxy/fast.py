@@ -425,21 +425,8 @@ class Relay:
     def _fail(self, exc: UpstreamError) -> None:
         """Before the head: the same 502 / 504 (and warning) as ``forward_http``."""
         kind, error = upstream_failure(exc, self.scope["method"], self.base, self.target, self.request_id)
-        status, headers, body = error_response(error, request_id=self.request_id)
-        self.status = status
-        try:
-            head, _, self.keep_alive = encode_head(
-                status,
-                headers,
-                request_id=self.request_id.encode(),
-                keep_alive=self.keep_alive,
-                default_headers=self.default_headers,
-            )
-        except BadHead:  # pragma: no cover - our own headers
-            head = b""
         self.chunked = False
-        self.size = len(body)
-        self._write(head + body)
+        self._write_whole(error_response(error, request_id=self.request_id))
         self._done(conn_error=kind)
 
     def _done(self, conn_error: str | None, *, upstream: bool = True) -> None:
@@ -455,6 +442,12 @@ class Relay:
 
     def answer(self, answer: Answer) -> None:
         """A response made on the spot (a denial): written as uvicorn writes it, and logged."""
+        self._write_whole(answer)
+        self._done(None, upstream=False)
+
+    def _write_whole(self, answer: Answer) -> None:
+        """A response we made (an upstream failure or a denial), head and body in one write, as
+        uvicorn writes it."""
         status, headers, body = answer
         self.status = status
         try:
@@ -470,7 +463,6 @@ class Relay:
             self.keep_alive = False
         self.size = len(body)
         self._write(head + body)
-        self._done(None, upstream=False)
 
     # --- the client went away (``ClientSide``'s owner calls this) ------------------------------
 
