@@ -52,6 +52,15 @@ def conflict_message(exc: sa.exc.IntegrityError) -> str:
 class SqlIdentityStore:
     def __init__(self, connector: Connector) -> None:
         self._db = connector
+        # Built once: the SELECT with its three JSON subqueries took 0.8 ms of CPU to build and
+        # its cache key 0.3 ms more, per call, on a session-cache miss (issue 15). ``select``
+        # adds a WHERE to this; ``get`` runs a finished statement with the id bound at execute.
+        self._base = select_identities(connector.dialect)
+        self._by_id = (
+            self._base.where(identities.c.id == sa.bindparam("identity_id", type_=identities.c.id.type))
+            .order_by(identities.c.id)
+            .limit(1)
+        )
 
     async def _insert(self, conn: AsyncConnection, identity: Identity) -> None:
         row = {"id": identity.id, "created_at": identity.created_at, **identity_values(identity)}
@@ -104,7 +113,7 @@ class SqlIdentityStore:
         *where: sa.ColumnElement[bool],
         limit: int | None = None,
     ) -> builtins.list[Identity]:
-        query = select_identities(self._db.dialect).where(*where).order_by(identities.c.id).limit(limit)
+        query = self._base.where(*where).order_by(identities.c.id).limit(limit)
         return [identity_from_row(row) for row in await conn.execute(query)]
 
     async def _find(self, *where: sa.ColumnElement[bool]) -> Identity | None:
@@ -113,7 +122,9 @@ class SqlIdentityStore:
         return found[0] if found else None
 
     async def get(self, identity_id: uuid.UUID) -> Identity | None:
-        return await self._find(identities.c.id == identity_id)
+        async with self._db.read() as conn:
+            row = (await conn.execute(self._by_id, {"identity_id": identity_id})).first()
+        return identity_from_row(row) if row is not None else None
 
     async def get_by_external_id(self, external_id: str) -> Identity | None:
         return await self._find(identities.c.external_id == external_id)
