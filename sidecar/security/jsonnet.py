@@ -1,9 +1,10 @@
 """The Jsonnet sandbox shared by the OIDC claims mappers, the session tokenizer and web hook
 bodies (Kratos runs all three through ``jsonnetsecure``).
 
-A snippet runs in a child process with a deadline, a memory cap and an output cap: a looping or
-exploding snippet costs one short-lived process, never a worker. Imports are refused (a snippet is
-one self-contained file). Sources come from ``file://``, ``base64://`` or a plain path.
+A snippet runs on go-jsonnet (Kratos' engine) in a worker process with a CPU deadline, a memory
+cap and an output cap: a looping or exploding snippet costs one worker, which is replaced, never
+the server. Imports are refused as Kratos refuses them (a snippet is one self-contained file).
+Sources come from ``file://``, ``base64://`` or a plain path.
 """
 
 from __future__ import annotations
@@ -25,21 +26,41 @@ from sidecar.admission import Admission, usable_cpus
 
 MAX_OUTPUT = 1024 * 1024
 MEMORY_LIMIT = 512 * 1024 * 1024
+# go-jsonnet's default, so that a mapper recursing as deep as Kratos allows runs here too.
+MAX_STACK = 500
 
-# A worker: caps its own memory once, then answers length-prefixed JSON jobs until stdin closes
-# (so a parent that dies, even by SIGKILL, leaves no worker behind). The deadline counts the
-# snippet's CPU time, not wall time: ITIMER_PROF (and RLIMIT_CPU, a second guard a
-# blocked-signal bug cannot defeat) terminate the worker once the evaluation has used ``timeout``
-# seconds of CPU. On a machine at load 25 a good 5 ms snippet can wait seconds for a core; a wall
-# clock failed those (CI saw "did not finish within 2s" on registrations), while a loop still
-# dies after 2 s of its own work. The parent keeps a wall-clock backstop for a stopped worker.
+# A worker evaluates with go-jsonnet, the implementation Kratos runs (``jsonnetsecure``), so
+# results and error texts are Kratos' own; it answers length-prefixed JSON jobs until stdin closes
+# (so a parent that dies, even by SIGKILL, leaves no worker behind).
+#
+# Memory: the Go runtime reserves ~1.5 GiB of address space when it starts, so the worker starts
+# it with a first evaluation and then caps the address space at that plus ``limit``; GOMEMLIMIT
+# (set by the parent) makes Go's collector work harder before the cap. Past the cap Go aborts the
+# process ("fatal error: out of memory"): the parent sees a crash and replaces the worker.
+#
+# Deadline: go-jsonnet has none, so the worker counts the snippet's CPU time, not wall time:
+# ITIMER_PROF (and RLIMIT_CPU, a second guard a blocked-signal bug cannot defeat) terminate the
+# worker once the evaluation has used ``timeout`` seconds of CPU. On a machine at load 25 a good
+# 5 ms snippet can wait seconds for a core; a wall clock failed those, while a loop still dies
+# after its own ``timeout`` of work. The parent keeps a wall-clock backstop for a stopped worker.
+#
+# Imports: Kratos refuses them ("import not available <path>"). The callback never reads a file:
+# it hands back a snippet that raises that error, and an evaluation that called it at all (an
+# ``importstr`` or ``importbin`` takes the text as data) fails. It never raises: gojsonnet 0.22
+# reads a callback's error text past its end (heap bytes, possibly an earlier job's data).
 _WORKER = r"""
 import json, resource, signal, struct, sys
+import _gojsonnet
 limit = int(sys.argv[1])
-resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-import _jsonnet
+max_stack = int(sys.argv[2])
+refused = []
 def refuse(base, rel):
-    raise RuntimeError("imports are not allowed in Jsonnet snippets")
+    refused.append(rel)
+    return rel, ("error " + json.dumps("import not available " + rel)).encode()
+_gojsonnet.evaluate_snippet("start.jsonnet", "{}")
+with open("/proc/self/statm") as statm:
+    started = int(statm.read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (started + limit, started + limit))
 inp, out = sys.stdin.buffer, sys.stdout.buffer
 out.write(b"R")
 out.flush()
@@ -52,21 +73,24 @@ while True:
     cap = int(use.ru_utime + use.ru_stime + job["timeout"]) + 2
     resource.setrlimit(resource.RLIMIT_CPU, (cap, resource.RLIM_INFINITY))
     retire = False
+    refused.clear()
     signal.setitimer(signal.ITIMER_PROF, job["timeout"])
     try:
-        res = _jsonnet.evaluate_snippet(
+        res = _gojsonnet.evaluate_snippet(
             job["name"], job["snippet"], ext_codes=job["ext_codes"], tla_codes=job["tla_codes"],
-            import_callback=refuse, max_stack=200,
+            import_callback=refuse, max_stack=max_stack,
         )
-    except RuntimeError as exc:
-        answer = {"error": str(exc)[:1000]}
     except MemoryError as exc:
         answer = {"error": str(exc)[:1000], "retire": True}
         retire = True
+    except Exception as exc:
+        answer = {"error": str(exc)[:1000]}
     else:
         answer = {"result": res}
     finally:
         signal.setitimer(signal.ITIMER_PROF, 0)
+    if refused and "result" in answer:
+        answer = {"error": "RUNTIME ERROR: import not available " + refused[0][:900]}
     try:
         data = json.dumps(answer).encode()
     except MemoryError:
@@ -264,9 +288,13 @@ class JsonnetSandbox:
             "-c",
             _WORKER,
             str(self._memory_limit),
+            str(MAX_STACK),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
+            # As Kratos starts its workers: one Go thread running Jsonnet at a time (an
+            # evaluation is single-threaded anyway), and the collector told about the cap.
+            env={"GOMAXPROCS": "1", "GOMEMLIMIT": str(self._memory_limit)},
         )
         worker = _Worker(proc)
         self._workers.add(worker)

@@ -144,7 +144,8 @@ class WebHookRunner:
             try:
                 body = await request_builder.body(self._sandbox, source, ctx, headers["Content-Type"])
             except jsonnet.JsonnetError as exc:
-                if "cancel" in str(exc):
+                # Kratos' test (request/builder.go): go-jsonnet's text of `error 'cancel'`.
+                if "RUNTIME ERROR: cancel" in str(exc):
                     return None
                 raise errors.InternalError(reason=f"The web hook body Jsonnet failed: {exc}") from None
         timeout = hook.timeout.total_seconds() if hook.timeout else DEFAULT_TIMEOUT

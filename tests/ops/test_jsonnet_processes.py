@@ -58,7 +58,7 @@ def test_sandbox_workers_never_outlive_the_server(tmp_path: Path) -> None:
                     answer = client.get("/self-service/registration/api")
                     assert answer.status_code == 200, answer.text
             assert len(receiver.wait_for(6, timeout=60)) >= 6
-            sandboxes = children_with(proc.process.pid, b"import _jsonnet")
+            sandboxes = children_with(proc.process.pid, b"import _gojsonnet")
             assert 1 <= len(sandboxes) <= 2 * 4
             assert proc.terminate() == 0
         deadline = time.monotonic() + 60

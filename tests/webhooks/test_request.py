@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl
 import httpx
 import pytest
 
+from sidecar import errors
 from sidecar.config.webhook import WebHookConfig
 from sidecar.security.jsonnet import JsonnetSandbox
 from sidecar.webhooks.runner import WebHookRunner
@@ -88,3 +89,10 @@ async def test_cancel_skips_the_call_and_trace_carries_no_body(runner: WebHookRu
     assert await runner.prepare(hook("function(ctx) error 'cancel'"), runner.context({}, None)) is None
     traced = await runner.prepare(hook("function(ctx) {a: 1}", method="TRACE"), runner.context({}, None))
     assert traced is not None and traced.body is None
+
+
+async def test_only_kratos_cancel_error_cancels(runner: WebHookRunner) -> None:
+    # Kratos (request/builder.go) looks for go-jsonnet's "RUNTIME ERROR: cancel" in the error.
+    with pytest.raises(errors.InternalError) as failed:
+        await runner.prepare(hook("function(ctx) error 'do not cancel'"), runner.context({}, None))
+    assert "RUNTIME ERROR: do not cancel" in str(failed.value.reason)
