@@ -42,6 +42,16 @@ when not kept alive, and does what ``on_response_complete`` does (the request co
 keep-alive timer). These are uvicorn internals: pyproject pins uvicorn's minor version and
 tests/proxy/test_fast_path.py fails loudly if the ones used here change. A responder that raises
 is a bug: logged, and the request goes down the ASGI path.
+
+**Remembered answers.** A responder's answer may come with ``scope["sidecar.replay"]``: a callable
+``replay(x_request_id) -> request_id | None`` saying that the same request (method, version,
+target, headers other than ``x-request-id`` and ``traceparent``, peer address) gets the same
+answer, ending with an ``x-request-id`` header of the id ``replay`` returns, for as long as
+``replay`` returns one (it makes the request's records, the log line and counters, itself; None:
+no longer, nothing recorded). The protocol then keeps the bytes it wrote, split around that id,
+in the listener's ``memo``; the same request again is answered from them: no scope, no
+responder, no header encoding or checks (they were checked once). A kept-alive answer only, with
+no default headers (``server_header``/``date_header`` off, as ``sidecar serve`` runs uvicorn).
 """
 
 from __future__ import annotations
@@ -67,6 +77,30 @@ log = logging.getLogger("sidecar")
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 Responder = Callable[[Any], Answer | None]
 Relay = Callable[[Any, Any, bool], bool]
+MemoKey = tuple[bytes, str, bytes, str | None, tuple[tuple[bytes, bytes], ...]]
+
+
+class Memo(dict[MemoKey, "Remembered"]):
+    """The remembered answers of one listener, by request; emptied when it reaches ``LIMIT``
+    entries, so clients choosing their headers cannot grow it without bound."""
+
+    LIMIT = 1024
+
+
+class Remembered:
+    """An answer as written, split around its request id, and the ``replay`` that vouches for it."""
+
+    __slots__ = ("head", "replay", "tail")
+
+    def __init__(self, head: bytes, tail: bytes, replay: Callable[[bytes | None], str | None]) -> None:
+        self.head = head
+        self.tail = tail
+        self.replay = replay
+
+
+# Request headers on_header looks at: framing, Expect, and the two a remembered answer is not keyed on.
+_NOTED = frozenset({b"expect", b"content-length", b"transfer-encoding", b"x-request-id", b"traceparent"})
+_UNKEYED = (b"x-request-id", b"traceparent")
 """``relay(protocol, scope, keep_alive)``: True when it took the request over (a GET without a body,
 nothing in flight): it sets ``protocol.cycle`` to a stand-in for uvicorn's cycle (its
 ``response_complete``, ``keep_alive``, ``disconnected``), writes the response to the transport
@@ -79,12 +113,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     max_request_line = 8 * 1024
     responders: tuple[Responder, ...] = ()
     relays: tuple[Relay, ...] = ()
+    memo: Memo | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._refused = False
         self._answered = False  # the current request was answered on the spot
         self._framed = False  # the current request announced a body
+        self._unkeyed = False  # the current request has an x-request-id or traceparent header
+        self._memo_key: MemoKey | None = None  # the current request's, once looked up
+        self._peer: str | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._peer = self.client[0] if self.client else None
 
     def _refuse(self, status: int, reason: str) -> None:
         """Answer ``status`` and close. Sticky for the connection: the parser goes on through the
@@ -105,6 +147,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if not self._refused:
             self._answered = False
             self._framed = False
+            self._unkeyed = False
+            self._memo_key = None
             super().on_message_begin()
 
     def on_url(self, url: bytes) -> None:
@@ -123,14 +167,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         name = name.lower()
         value = value.rstrip(b" \t")
-        if name == b"expect" and value.lower() == b"100-continue":
-            self.expect_100_continue = True
-        elif (name == b"content-length" and value != b"0") or name == b"transfer-encoding":
-            self._framed = True
+        if name in _NOTED:
+            if name == b"expect":
+                if value.lower() == b"100-continue":
+                    self.expect_100_continue = True
+            elif name == b"transfer-encoding" or name == b"content-length":
+                if value != b"0" or name == b"transfer-encoding":
+                    self._framed = True
+            else:
+                self._unkeyed = True
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         if self._refused:
+            return
+        if self.memo is not None and self._remembered():
+            self._answered = True
             return
         problem = target_problem(self.url)
         if problem is not None:
@@ -153,6 +205,55 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             super().on_message_complete()
 
     # --- synchronous answers ---------------------------------------------------------------
+
+    def _remembered(self) -> bool:
+        """Answer from the memo (module docstring); True when it did. An answer is remembered only
+        when every condition of ``_answer_now`` that the request decides held for it, so the same
+        request meets them again; what the connection decides is checked here."""
+        parser = self.parser
+        headers = self.headers
+        incoming = None
+        if self._unkeyed:
+            for name, value in headers:
+                if name == b"x-request-id":
+                    incoming = value
+                    break
+            keyed = tuple([h for h in headers if h[0] not in _UNKEYED])
+        else:
+            keyed = tuple(headers)
+        key = self._memo_key = (parser.get_method(), parser.get_http_version(), self.url, self._peer, keyed)
+        memo = self.memo
+        assert memo is not None
+        remembered = memo.get(key)
+        if remembered is None:
+            return False
+        cycle = self.cycle
+        transport = self.transport
+        if (
+            (cycle is not None and not cycle.response_complete)
+            or transport.is_closing()
+            or self.flow.write_paused
+            or self.server_state.default_headers
+        ):
+            return False
+        request_id = remembered.replay(incoming)
+        if request_id is None:
+            del memo[key]
+            return False
+        transport.write(b"%b%b%b" % (remembered.head, request_id.encode(), remembered.tail))
+        self._complete()
+        return True
+
+    def _remember(self, content: list[bytes], cut: int, scope: Any) -> None:
+        """Keep what ``_write`` wrote for the memo, when its responder offered a replay."""
+        replay = scope.pop("sidecar.replay", None)
+        key = self._memo_key
+        memo = self.memo
+        if replay is None or key is None or memo is None:
+            return
+        if len(memo) >= memo.LIMIT:
+            memo.clear()
+        memo[key] = Remembered(b"".join(content[:cut]), b"".join(content[cut + 1 :]), replay)
 
     def _answer_now(self) -> bool:
         """Ask the responders; True when the request is done with: one answered and the answer
@@ -257,6 +358,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if length < 0 or (method != "HEAD" and length != len(body)):
             self._broken("no content-length, or not the body's")
             return
+        # Where the last header's value is: the request id, when the answer may be remembered.
+        cut = len(content) - 2 if headers and headers[-1][0] == b"x-request-id" else -1
         if not keep_alive and not close:
             content.append(b"connection: close\r\n")
         content.append(b"\r\n")
@@ -264,9 +367,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             content.append(body)
         transport = self.transport
         transport.write(b"".join(content))
+        if keep_alive and not default and cut > 0:
+            self._remember(content, cut, scope)
         if not keep_alive:
             transport.close()
+        self._complete()
+
+    def _complete(self) -> None:
+        """What uvicorn's ``on_response_complete`` does after a response, with nothing pipelined
+        (a request answered on the spot has nothing queued behind it)."""
         self.server_state.total_requests += 1
+        transport = self.transport
         if transport.is_closing():
             return
         self._unset_keepalive_if_required()
@@ -288,5 +399,10 @@ def guarded_protocol(
     return type(
         "GuardedHttpToolsProtocol",
         (GuardedHttpToolsProtocol,),
-        {"max_request_line": max_request_line, "responders": responders, "relays": relays},
+        {
+            "max_request_line": max_request_line,
+            "responders": responders,
+            "relays": relays,
+            "memo": Memo() if responders else None,
+        },
     )

@@ -115,6 +115,9 @@ def configure_logging(config: LogConfig) -> None:
 #   scope["sidecar.rule"]         id of the access rule that matched
 #   scope["sidecar.decision"]     allow | redirect | unauthorized | forbidden | step_up | unavailable
 #   scope["sidecar.identity_id"]  the signed-in identity's id
+#   scope["sidecar.replay"]       set by a synchronous answer that may be remembered: a callable,
+#                                 True while the same request would get the same answer, with that
+#                                 answer's records made again (``AccessLog.answering``)
 # Never put tokens, cookies, passwords, codes or query strings there: they are written verbatim.
 
 UNTRACED = ("health", "metrics")
@@ -337,20 +340,67 @@ class AccessLog:
             finally:
                 if answered is None:
                     scope["headers"] = headers
-                    for key in ("sidecar.request_id", "sidecar.trace_id", "sidecar.traceparent"):
+                    for key in (
+                        "sidecar.request_id",
+                        "sidecar.trace_id",
+                        "sidecar.traceparent",
+                        "sidecar.replay",
+                    ):
                         scope.pop(key, None)
             if answered is None:
                 return None
             status, out, body = answered
+            replay = scope.pop("sidecar.replay", None)
             for k, _ in out:
                 if k.lower() == REQUEST_ID_HEADER:
+                    replay = None
                     break
             else:
                 out = [*out, (REQUEST_ID_HEADER, request_id.encode())]
             self._finish(scope, status, len(body), time.perf_counter() - started, request_id)
+            if replay is not None and not self.text and not self.leak:
+                scope["sidecar.replay"] = self._replaying(replay, scope, status, len(body))
             return status, out, body
 
         return answer
+
+    def _replaying(
+        self, inner: Callable[[], bool], scope: Any, status: int, size: int
+    ) -> Callable[[bytes | None], str | None]:
+        """For an answer ``answering`` gave whose inner ``replay`` (the scope's ``sidecar.replay``)
+        says when it holds, and which ends with our ``x-request-id``: ``replayed(x_request_id)``,
+        the request id of the same request asked again (its ``x-request-id`` header, the first,
+        or None) with the same line and ``Metrics.request`` as ``answer`` makes; None, with nothing
+        recorded, when ``inner`` no longer holds. The line's parts that only the request's method,
+        target, headers and peer decide are made here, once."""
+        route_class = scope.get("sidecar.route_class") or self.classify(scope["path"])
+        client = scope.get("client")
+        trusted = self.trusted(client[0] if client else None)
+        middle, tail = self._json_parts(scope, route_class, status, size)
+        metrics, clock, latencies, head = self.metrics, self._clock, self._latencies, self._head
+        enabled, write, stream = self.enabled, self.write, self.stream
+
+        def replayed(incoming: bytes | None) -> str | None:
+            started = time.perf_counter()
+            if not inner():
+                return None
+            if incoming is not None and trusted and _REQUEST_ID_OK.fullmatch(incoming):
+                request_id = str(incoming.decode("ascii"))
+            else:
+                request_id = new_request_id()
+            if metrics is not None:
+                metrics.request(route_class, status)
+            if enabled:
+                latency = latencies[int((time.perf_counter() - started) * 1e6 + 0.5)]
+                line = f'{{"time":"{clock.stamp()}",{head}"request_id":"{request_id}",{middle}{latency}{tail}'
+                if write is not None:
+                    write(line)
+                else:
+                    with contextlib.suppress(OSError, ValueError):
+                        (stream or sys.stderr).write(line)
+            return request_id
+
+        return replayed
 
     def taking(self, inner: Callable[..., Any]) -> Callable[..., Any]:
         """``inner(scope, done, *args)`` inside this log: a request taken over without ASGI and
@@ -453,7 +503,6 @@ class AccessLog:
         return request_id
 
     def _finish(self, scope: Any, status: int, size: int, seconds: float, request_id: str) -> None:
-        path = scope.get("sidecar.path") or scope["path"]
         # Classified by the request's own path: a decision endpoint logs the URI it judged as the
         # path, but the request is still a decision, not a proxied one.
         route_class = scope.get("sidecar.route_class") or self.classify(scope["path"])
@@ -461,11 +510,12 @@ class AccessLog:
             self.metrics.request(route_class, status)
         if not self.enabled:
             return
-        method = scope.get("method", "GET") if scope["type"] == "http" else "WS"
-        rule = scope.get("sidecar.rule")
-        decision = scope.get("sidecar.decision")
-        identity = scope.get("sidecar.identity_id")
         if self.text:
+            method = scope.get("method", "GET") if scope["type"] == "http" else "WS"
+            path = scope.get("sidecar.path") or scope["path"]
+            rule = scope.get("sidecar.rule")
+            decision = scope.get("sidecar.decision")
+            identity = scope.get("sidecar.identity_id")
             extra = "".join(
                 f" {k}={v}" for k, v in (("rule", rule), ("decision", decision), ("identity", identity)) if v
             )
@@ -476,23 +526,14 @@ class AccessLog:
             ms = round(seconds * 1000, 3)
             line = f"{method} {escape_controls(path)} {status} {ms}ms {size}B rid={request_id}{extra}\n"
         else:
-            client = scope.get("client")
-            esc = self._escaped
             latency = self._latencies[int(seconds * 1e6 + 0.5)]
-            # The same line ``json.dumps(entry, default=str, separators=(",", ":"))`` writes, with
-            # each string escaped once and then looked up (methods, paths, rules, decisions,
-            # identities and clients repeat); the request id needs no escaping: it is ours (hex)
-            # or matched _REQUEST_ID_OK, which admits no quote, backslash or control character.
+            middle, tail = self._json_parts(scope, route_class, status, size)
+            # The request id needs no escaping: it is ours (hex) or matched _REQUEST_ID_OK, which
+            # admits no quote, backslash or control character.
             line = (
                 f'{{"time":"{self._clock.stamp()}",{self._head}"request_id":"{request_id}",'
-                f'"method":{esc[method]},"path":{esc[path]},"route_class":{esc[route_class]},'
-                f'"status":{status:d},"latency_ms":{latency},"bytes":{size:d},'
-                f'"client":{esc[client[0]] if client else "null"},"rule":{esc[rule]},'
-                f'"decision":{esc[decision]},"identity_id":{esc[identity]}'
+                f"{middle}{latency}{tail}"
             )
-            if self.leak:
-                line += f',"query":{_str(_query(scope))},"headers":{_ENCODE(_headers(scope))}'
-            line += "}\n"
         if self.write is not None:
             self.write(line)
             return
@@ -500,6 +541,28 @@ class AccessLog:
         # A closed or broken log pipe must not fail requests.
         with contextlib.suppress(OSError, ValueError):
             stream.write(line)
+
+    def _json_parts(self, scope: Any, route_class: str, status: int, size: int) -> tuple[str, str]:
+        """The JSON line's text after the request id up to the latency, and after the latency to
+        the end: the same line ``json.dumps(entry, default=str, separators=(",", ":"))`` writes,
+        with each string escaped once and then looked up (methods, paths, rules, decisions,
+        identities and clients repeat)."""
+        method = scope.get("method", "GET") if scope["type"] == "http" else "WS"
+        path = scope.get("sidecar.path") or scope["path"]
+        client = scope.get("client")
+        esc = self._escaped
+        middle = (
+            f'"method":{esc[method]},"path":{esc[path]},"route_class":{esc[route_class]},'
+            f'"status":{status:d},"latency_ms":'
+        )
+        tail = (
+            f',"bytes":{size:d},"client":{esc[client[0]] if client else "null"},'
+            f'"rule":{esc[scope.get("sidecar.rule")]},"decision":{esc[scope.get("sidecar.decision")]},'
+            f'"identity_id":{esc[scope.get("sidecar.identity_id")]}'
+        )
+        if self.leak:
+            tail += f',"query":{_str(_query(scope))},"headers":{_ENCODE(_headers(scope))}'
+        return middle, tail + "}\n"
 
 
 def _query(scope: Any) -> str:

@@ -9,7 +9,7 @@ would need the session store), for answers made inside the HTTP protocol. Nothin
 from __future__ import annotations
 
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,8 @@ from sidecar.metrics import Metrics
 from sidecar.proxy.headers import parse_cookie
 from sidecar.rules.decision import Verdict, judge
 from sidecar.rules.holder import RulesHolder
-from sidecar.rules.model import Rule
+from sidecar.rules.model import Rule, RuleSet
+from sidecar.security.tokens import digest
 from sidecar.session.resolver import ResolvedSession, SessionResolver
 from sidecar.tracing import Tracing
 
@@ -128,11 +129,29 @@ class Access:
         the same outcome and the same records, or None, with nothing recorded or counted, when the
         answer needs the session store (the token is not in the resolver's cache) or tracing is on
         (its spans belong to the ASGI path)."""
+        checked = self.check_replayable(method, host, path, facts, scope)
+        return None if checked is None else checked[0]
+
+    def check_replayable(
+        self,
+        method: str,
+        host: str,
+        path: str,
+        facts: RequestFacts,
+        scope: MutableMapping[str, Any] | None = None,
+    ) -> tuple[Outcome, Callable[[], bool]] | None:
+        """``check_cached``, and with its outcome a ``replay`` for whoever remembers the answer made
+        from it (``sidecar.http_protocol``'s memo): ``replay()`` is True, with this check's records
+        made again (rule hit, session cache hit, decision metrics), while the same facts would
+        still give the same outcome: the same rule set, and the session cache entry that was read
+        (when one was) still there, unexpired and the same; else False, with nothing recorded."""
         if self.tracing is not None:
             return None
         started = time.perf_counter()
         ruleset = self.rules.current
         rule = ruleset.match(method, host, path)
+        key: str | None = None
+        session: ResolvedSession | None = None
         if rule is None:
             outcome = self._unmatched(facts)
         else:
@@ -143,11 +162,37 @@ class Access:
                 found, session = self.resolver.cached(facts.token)
                 if not found:
                     return None
+                key = digest(facts.token)
                 settled = self._judged(rule, api, session)
             outcome = settled
             ruleset.hits[rule.position] += 1
         self._record(outcome, path, started, scope)
-        return outcome
+        return outcome, self._replay(ruleset, rule, key, session, outcome)
+
+    def _replay(
+        self,
+        ruleset: RuleSet,
+        rule: Rule | None,
+        key: str | None,
+        session: ResolvedSession | None,
+        outcome: Outcome,
+    ) -> Callable[[], bool]:
+        rules, resolver, metrics = self.rules, self.resolver, self.metrics
+        position = rule.position if rule is not None else -1
+        rule_id = rule.id if rule is not None else "-"
+        verdict = outcome.verdict.value
+
+        def replay() -> bool:
+            started = time.perf_counter()
+            if rules.current is not ruleset or (key is not None and not resolver.still_cached(key, session)):
+                return False
+            if position >= 0:
+                ruleset.hits[position] += 1
+            if metrics is not None:
+                metrics.observe_decision(rule_id, verdict, time.perf_counter() - started)
+            return True
+
+        return replay
 
     def _record(
         self, outcome: Outcome, path: str, started: float, scope: MutableMapping[str, Any] | None

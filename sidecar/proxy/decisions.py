@@ -251,17 +251,28 @@ class DecisionEndpoints:
 
     def answer_cached(self, sub: bytes, scope: Scope) -> Answer | None:
         """``handle``'s answer when it needs no I/O (the session cached, or none needed); None for
-        a path not ours or an answer that needs the session store. Records what ``handle`` does."""
+        a path not ours or an answer that needs the session store. Records what ``handle`` does.
+        A judged answer is a function of the request's method, target and headers (bar
+        ``x-request-id`` and ``traceparent``, which it never reads) and its peer, as long as the
+        ``replay`` put in ``scope["sidecar.replay"]`` (``sidecar.logs``) holds: whoever keys on those may
+        remember it (``sidecar.http_protocol``)."""
         dialect = dialect_for(sub)
         if dialect is not None:
             asked = self._asked(dialect, sub, scope)
             if not isinstance(asked, Asked):
                 return asked
             original = asked.original
-            outcome = self.access.check_cached(
+            checked = self.access.check_replayable(
                 original.method, self._host(asked.host), asked.path, asked.facts, scope
             )
-            return None if outcome is None else self.answer(asked, outcome)
+            if checked is None:
+                return None
+            outcome, replay = checked
+            # The answer is the same for the same request while ``replay`` holds (``Access``),
+            # except for a signed JWT in an allowed one (its own expiry): that one is not offered.
+            if not (outcome.allowed and self.identity.signer is not None):
+                scope["sidecar.replay"] = replay
+            return self.answer(asked, outcome)
         if sub == b"/.well-known/jwks.json":
             return self._jwks()
         return None

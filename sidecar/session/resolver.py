@@ -199,6 +199,19 @@ class SessionResolver:
         (False, None) when only the store can answer, with nothing counted or changed."""
         return self._hit(digest(token))
 
+    def still_cached(self, key: str, value: ResolvedSession | None) -> bool:
+        """For an answer remembered from an earlier ``cached`` hit on the token whose digest is
+        ``key``: True, counted and refreshed as ``cached`` counts a hit, when the entry is unexpired
+        and still holds ``value`` (the same object: one loaded again after a revocation is
+        another); else False, with nothing counted or changed."""
+        entry = self._cache.get(key)
+        if entry is None or entry.value is not value or entry.until <= self.monotonic():
+            return False
+        self._cache.move_to_end(key)
+        if self.on_lookup is not None:
+            self.on_lookup(True)
+        return True
+
     def _hit(self, key: str) -> tuple[bool, ResolvedSession | None]:
         entry = self._cache.get(key)
         if entry is None or entry.until <= self.monotonic():

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import hypothesis.strategies as st
@@ -46,6 +47,7 @@ rules:
   - {id: mfa, match: {paths: ["/mfa/**"]}, require: {level: authenticated, aal: aal2}}
   - {id: admins, match: {paths: ["/admin-only/**"]}, require: {level: authenticated, roles: [admin]}}
   - {id: json, match: {paths: ["/json/**"]}, require: authenticated, on_unauthenticated: json}
+  - {id: walled, match: {hosts: [walled.test], paths: ["/form/**"]}, require: deny}
   - {id: posts, match: {methods: [POST], paths: ["/form/**"]}, require: authenticated}
   - id: tagged
     match: {paths: ["/tagged"]}
@@ -111,6 +113,19 @@ class CountingApp:
         await self.app(scope, receive, send)
 
 
+class CountingResponder:
+    """A responder as the protocol sees it, counting the requests it was asked (a remembered
+    answer is written without asking it)."""
+
+    def __init__(self, inner: Callable[[Any], Any]) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    def __call__(self, scope: Any) -> Any:
+        self.calls += 1
+        return self.inner(scope)
+
+
 @dataclass
 class Side:
     """One protocol class over the shared app: with the responders, or without (the ASGI path)."""
@@ -118,7 +133,13 @@ class Side:
     protocol: type[GuardedHttpToolsProtocol]
     config: uvicorn.Config
     counting: CountingApp
+    responders: tuple[CountingResponder, ...] = ()
     state: ServerState = field(default_factory=ServerState)
+
+    @property
+    def asked(self) -> int:
+        """How many times the responders were asked."""
+        return sum(r.calls for r in self.responders)
 
     async def exchange(self, chunks: list[bytes], peer: str = TRUSTED) -> tuple[bytes, bool]:
         """Feed ``chunks`` to one new connection; (everything written, whether it was closed)."""
@@ -215,7 +236,8 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         responders = fast_responders(config, public)
         assert len(responders) == 1
 
-        def side(responders: tuple[Callable[[Any], Any], ...]) -> Side:
+        def side(inner: tuple[Callable[[Any], Any], ...]) -> Side:
+            responders = tuple(CountingResponder(r) for r in inner)
             counting = CountingApp(public)
             uv = uvicorn.Config(
                 counting,
@@ -229,7 +251,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
                 ws="websockets-sansio",
             )
             uv.load()
-            return Side(uv.http_protocol_class, uv, counting)  # type: ignore[arg-type]
+            return Side(uv.http_protocol_class, uv, counting, responders)  # type: ignore[arg-type]
 
         yield Stack(
             fast=side(responders),
@@ -385,21 +407,24 @@ def log_entries(lines: list[str]) -> list[dict[str, Any]]:
     return out
 
 
+async def through(stack: Stack, side: Side, chunks: list[bytes], peer: str = TRUSTED) -> tuple[Any, int]:
+    """``chunks`` through one new connection of ``side``: ((raw, closed, log, metrics), and the
+    requests that reached the ASGI app)."""
+    before_calls = side.counting.calls
+    before = await stack.metrics()
+    del stack.lines[:]
+    raw, closed = await side.exchange(chunks, peer)
+    after = await stack.metrics()
+    delta = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+    return (normalised(raw), closed, log_entries(stack.lines), delta), side.counting.calls - before_calls
+
+
 async def both(stack: Stack, chunks: list[bytes], peer: str = TRUSTED) -> tuple[Any, Any, int, int]:
     """The same bytes through the ASGI path, then the fast one: ((raw, closed, log, metrics) of
     each, and the requests that reached the ASGI app on each side)."""
-    results = []
-    calls = []
-    for side in (stack.asgi, stack.fast):
-        before_calls = side.counting.calls
-        before = await stack.metrics()
-        del stack.lines[:]
-        raw, closed = await side.exchange(chunks, peer)
-        after = await stack.metrics()
-        delta = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
-        results.append((normalised(raw), closed, log_entries(stack.lines), delta))
-        calls.append(side.counting.calls - before_calls)
-    return results[0], results[1], calls[0], calls[1]
+    asgi, asgi_calls = await through(stack, stack.asgi, chunks, peer)
+    fast, fast_calls = await through(stack, stack.fast, chunks, peer)
+    return asgi, fast, asgi_calls, fast_calls
 
 
 async def warm(stack: Stack, chunks: list[bytes], peer: str) -> None:
@@ -442,6 +467,9 @@ async def test_the_fast_answers_are_the_asgi_answers(
     assert fast[2] == asgi[2]  # the access log lines
     assert fast[3] == asgi[3]  # requests, decisions, cache lookups counted
     assert fast_calls == 0, "every request here needs no I/O once warmed: none should reach ASGI"
+    # Again: what the protocol remembered of those answers is written now, with the same records.
+    again, again_calls = await through(stack, stack.fast, split(data, cuts), peer)
+    assert again == asgi and again_calls == 0
 
 
 async def test_a_cache_miss_goes_down_the_asgi_path_and_the_next_request_is_answered_at_once(
@@ -548,20 +576,138 @@ async def test_a_transport_paused_for_writing_sends_requests_down_the_asgi_path(
     await asyncio.sleep(0)
 
 
-async def test_a_revoked_session_is_not_answered_from_a_stale_cache(stack: Stack) -> None:
-    """Revocation drops the cache entry: the next decision goes to the store and says 401."""
-    token = await _user(stack.services, "aal1", f"revoked-{uuid.uuid4().hex[:8]}@example.com")
-    request = (
-        f"GET /.auth/authz/nginx HTTP/1.1\r\nHost: a\r\nX-Original-URI: /private/x\r\n"
-        f"X-Session-Token: {token}\r\n\r\n"
+def nginx(token: str = "", uri: str = "/private/x", extra: str = "") -> bytes:
+    """An nginx decision request; ``extra``: more header lines."""
+    credential = f"X-Session-Token: {token}\r\n" if token else ""
+    return (
+        f"GET /.auth/authz/nginx HTTP/1.1\r\nHost: a\r\nX-Original-URI: {uri}\r\n{credential}{extra}\r\n"
     ).encode()
-    raw, _ = await stack.fast.exchange([request])
+
+
+async def remembered(stack: Stack, request: bytes, peer: str = TRUSTED) -> bytes:
+    """``request`` answered by the fast side until it is answered from its memo (a first request
+    of a token goes to the store; the next is the responder's, which the memo keeps); that answer."""
+    for _ in range(2):
+        await stack.fast.exchange([request], peer)
+    asked = stack.fast.asked
+    raw, _ = await stack.fast.exchange([request], peer)
+    assert stack.fast.asked == asked, "the same request again is answered from the memo"
+    return raw
+
+
+async def test_a_revoked_session_is_not_answered_from_a_stale_cache(stack: Stack) -> None:
+    """Revocation drops the cache entry: the next decision, remembered or not, goes to the store
+    and says 401."""
+    token = await _user(stack.services, "aal1", f"revoked-{uuid.uuid4().hex[:8]}@example.com")
+    request = nginx(token)
+    raw = await remembered(stack, request)
     assert raw.startswith(b"HTTP/1.1 200 ")
     session = await stack.services.database.sessions.get_by_token(digest(token))
     await stack.services.database.sessions.revoke(session.id)
     stack.services.resolver.invalidate_session(session.id)
+    calls = stack.fast.counting.calls
     raw, _ = await stack.fast.exchange([request])
-    assert raw.startswith(b"HTTP/1.1 401 ")
+    assert raw.startswith(b"HTTP/1.1 401 ") and stack.fast.counting.calls == calls + 1
+
+
+# --- remembered answers -------------------------------------------------------------------------
+
+
+async def test_a_remembered_answer_needs_the_same_session_cache_entry(stack: Stack) -> None:
+    """A cache entry dropped (the identity changed, the cache cleared, or it expired) and loaded
+    again is another entry: the answer is made afresh, from the store's session."""
+    token = await _user(stack.services, "aal1", f"dropped-{uuid.uuid4().hex[:8]}@example.com")
+    request = nginx(token)
+    assert (await remembered(stack, request)).startswith(b"HTTP/1.1 200 ")
+    resolver = stack.services.resolver
+    found, session = resolver.cached(token)
+    assert found and session is not None
+    resolver.invalidate_identity(session.identity_id)
+    asked, calls = stack.fast.asked, stack.fast.counting.calls
+    raw, _ = await stack.fast.exchange([request])  # a cache miss: the ASGI path, the store
+    assert raw.startswith(b"HTTP/1.1 200 ") and stack.fast.counting.calls == calls + 1
+    assert stack.fast.asked == asked + 1  # the memo did not vouch for it: the responder was asked
+    raw, _ = await stack.fast.exchange([request])  # cached again: the responder answers, remembers
+    assert raw.startswith(b"HTTP/1.1 200 ") and stack.fast.asked == asked + 2
+    assert (await remembered(stack, request)).startswith(b"HTTP/1.1 200 ")
+
+
+async def test_a_remembered_answer_is_not_given_under_other_rules(stack: Stack) -> None:
+    token = await _user(stack.services, "aal1", f"rules-{uuid.uuid4().hex[:8]}@example.com")
+    request = nginx(token)
+    assert (await remembered(stack, request)).startswith(b"HTTP/1.1 200 ")
+    rules = stack.services.rules
+    (path,) = rules.current.files
+    original = Path(path).read_text()
+    try:
+        Path(path).write_text(original.replace("require: authenticated}", "require: deny}", 1))
+        rules.load()  # what a hot reload installs
+        asgi, fast, _, _ = await both(stack, [request])
+        assert fast == asgi and fast[0].startswith(b"HTTP/1.1 403 ")
+    finally:
+        Path(path).write_text(original)
+        rules.load()
+    assert (await remembered(stack, request)).startswith(b"HTTP/1.1 200 ")
+
+
+@pytest.mark.parametrize(
+    ("variant", "peer", "status"),
+    [
+        ("unknown-token", TRUSTED, b"401"),  # another credential
+        ("no-token", TRUSTED, b"401"),
+        ("cookie", TRUSTED, b"200"),  # the same token elsewhere: the same decision, another request
+        ("uri", TRUSTED, b"403"),  # another original path
+        ("method", TRUSTED, b"403"),  # the same path, a method its rule does not admit: no rule
+        ("host", TRUSTED, b"403"),  # a forwarded host another rule is for
+        ("peer", UNTRUSTED, b"400"),  # nginx's headers from an untrusted peer are not read
+        ("head", TRUSTED, b"200"),  # HEAD: no body
+    ],
+)
+async def test_a_request_that_differs_in_one_fact_gets_its_own_answer(
+    stack: Stack, variant: str, peer: str, status: bytes
+) -> None:
+    """Each variant of a remembered request, asked on the fast side after it, gets the ASGI
+    path's answer to that variant, not the remembered one."""
+    token = stack.token
+    base = nginx(token, "/form/x", "X-Original-Method: POST\r\n")
+    assert (await remembered(stack, base)).startswith(b"HTTP/1.1 200 ")
+    variants = {
+        "unknown-token": nginx(stack.unknown_token, "/form/x", "X-Original-Method: POST\r\n"),
+        "no-token": nginx("", "/form/x", "X-Original-Method: POST\r\nAccept: application/json\r\n"),
+        "cookie": nginx("", "/form/x", f"X-Original-Method: POST\r\nCookie: {stack.cookie}={token}\r\n"),
+        "uri": nginx(token, "/deny/x", "X-Original-Method: POST\r\n"),
+        "method": nginx(token, "/form/x", "X-Original-Method: GET\r\n"),
+        "host": nginx(token, "/form/x", "X-Original-Method: POST\r\nX-Forwarded-Host: walled.test\r\n"),
+        "peer": base,
+        "head": base.replace(b"GET ", b"HEAD ", 1),
+    }
+    request = variants[variant]
+    await warm(stack, [request], peer)
+    for _ in range(2):  # the second time, from the memo
+        asgi, fast, _, fast_calls = await both(stack, [request], peer)
+        assert fast == asgi and fast_calls == 0
+        assert fast[0].startswith(b"HTTP/1.1 " + status + b" "), fast[0][:60]
+
+
+async def test_a_remembered_answer_carries_each_request_s_own_id(stack: Stack) -> None:
+    """The request id is the one thing a remembered answer does not fix: a trusted proxy's
+    X-Request-ID is echoed, anyone else's replaced, and each answer without one gets a new one."""
+    plain = nginx(stack.token)
+    assert (await remembered(stack, plain)).startswith(b"HTTP/1.1 200 ")
+    asked = stack.fast.asked
+    raw, _ = await stack.fast.exchange([plain, plain])
+    ids = re.findall(rb"x-request-id: ([0-9a-f]{32})\r\n", raw)
+    assert len(ids) == 2 and ids[0] != ids[1]
+    for given_id in ("first-id", "second-id"):
+        raw, _ = await stack.fast.exchange([nginx(stack.token, extra=f"X-Request-ID: {given_id}\r\n")])
+        assert f"x-request-id: {given_id}\r\n".encode() in raw
+        assert stack.lines[-1].count(f'"request_id":"{given_id}"') == 1
+        untrusted, _ = await stack.fast.exchange(
+            [nginx(stack.token, extra=f"X-Request-ID: {given_id}\r\n")], UNTRUSTED
+        )
+        assert untrusted.startswith(b"HTTP/1.1 400 ") and given_id.encode() not in untrusted
+    # Only the untrusted peer's requests were asked (a refusal is not remembered): the ids are not keyed.
+    assert stack.fast.asked == asked + 2
 
 
 # --- uvicorn's internals ------------------------------------------------------------------------
@@ -617,6 +763,7 @@ async def test_the_protocol_attributes_the_fast_path_reads_exist(stack: Stack) -
         "headers",
         "scope",
         "server_state",
+        "client",
         "timeout_keep_alive_task",
         "timeout_keep_alive",
         "loop",

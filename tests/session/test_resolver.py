@@ -235,3 +235,32 @@ async def test_session_miss_reuses_the_cached_identity(db: Any) -> None:
     resolver.invalidate_identity(identity.id)
     await resolver.resolve(t1)
     assert CountingIdentities.calls == 2
+
+
+async def test_still_cached_vouches_only_for_the_entry_that_was_read(db: Any) -> None:
+    """What a remembered answer (``sidecar.http_protocol``) relies on: the same unexpired entry,
+    counted as a hit; anything else is False with nothing counted or refreshed."""
+    _, session, token = await signed_in(db)
+    clock, lookups = Clock(), list[bool]()
+    resolver = SessionResolver(
+        db.sessions, db.identities, ttl=timedelta(seconds=5), monotonic=clock, on_lookup=lookups.append
+    )
+    got = await resolver.resolve(token)
+    key = digest(token)
+    assert got is not None and lookups == [False]
+    assert resolver.still_cached(key, got) and lookups == [False, True]
+    assert not resolver.still_cached(key, replace(got))  # equal, but not the entry read
+    assert not resolver.still_cached(digest(new_session_token()), got)
+    assert lookups == [False, True]
+    resolver.invalidate_session(session.id)
+    assert not resolver.still_cached(key, got)
+    again = await resolver.resolve(token)
+    assert again == got and again is not got
+    assert not resolver.still_cached(key, got) and resolver.still_cached(key, again)
+    clock.now += 6  # expired
+    before = list(lookups)
+    assert not resolver.still_cached(key, again) and lookups == before
+    unknown = new_session_token()
+    assert await resolver.resolve(unknown) is None  # a cached "no session" is an entry too
+    assert resolver.still_cached(digest(unknown), None)
+    assert not resolver.still_cached(digest(unknown), again)
