@@ -23,11 +23,12 @@ from sidecar.console import traits_form
 from sidecar.console.auth import ConsoleSession
 from sidecar.console.listing import Paging, path_id
 from sidecar.console.pages import PREFIX, Form, Pages, Problem
-from sidecar.i18n import N_, Phrase
+from sidecar.i18n import N_, Phrase, Phrases
 from sidecar.identity.manager import IdentityManager
 from sidecar.identity.model import Identity
 from sidecar.identity.store import IdentityStore
 from sidecar.schema.registry import SchemaRegistry
+from sidecar.schema.violations import TraitsInvalid
 from sidecar.security.identifiers import normalize_identifier
 from sidecar.ui.wording import primary_identifier
 
@@ -153,7 +154,7 @@ class IdentityPages:
         signed_in: ConsoleSession,
         *,
         notice: Phrase | None = None,
-        trait_errors: Mapping[str, list[str]] | None = None,
+        trait_errors: Mapping[str, Sequence[str | Phrase]] | None = None,
         posted: Mapping[str, Any] | None = None,
         problem: str | Phrase = "",
         metadata_posted: Mapping[str, str] | None = None,
@@ -197,13 +198,14 @@ class IdentityPages:
     async def update_traits(self, request: Request, signed_in: ConsoleSession, form: Form) -> Response:
         identity = await self.manager.get(path_id(request, "identity"))
         schema = self.schemas.get(identity.schema_id)
-        traits, problems = traits_form.read(schema, form, identity.traits)
+        traits, found = traits_form.read(schema, form, identity.traits)
+        problems: Mapping[str, Sequence[str | Phrase]] = found
         audit = self.pages.audit
         if not problems:
             try:
                 await self.manager.patch(identity.id, [{"op": "replace", "path": "/traits", "value": traits}])
             except errors.ValidationError as exc:
-                problems = exc.messages or {"traits": [exc.reason or exc.message]}
+                problems = _problems(exc)
             except errors.Conflict as exc:
                 audit.record(
                     signed_in.actor, "identity.update_traits", identity_id=identity.id, result="refused"
@@ -324,8 +326,8 @@ class IdentityPages:
         schema: Any,
         *,
         posted: Mapping[str, Any] | None = None,
-        trait_errors: Mapping[str, list[str]] | None = None,
-        problem: str = "",
+        trait_errors: Mapping[str, Sequence[str | Phrase]] | None = None,
+        problem: str | Phrase = "",
         state: str = "active",
         status: int = 200,
     ) -> Response:
@@ -344,7 +346,8 @@ class IdentityPages:
 
     async def create(self, request: Request, signed_in: ConsoleSession, form: Form) -> Response:
         schema = self._schema_for(form.get("schema_id"))
-        traits, problems = traits_form.read(schema, form, None)
+        traits, found = traits_form.read(schema, form, None)
+        problems: Mapping[str, Sequence[str | Phrase]] = found
         state = form.get("state", "active")
         body: dict[str, Any] = {"schema_id": schema.id, "traits": traits, "state": state}
         password = form.get("password", "")
@@ -355,7 +358,7 @@ class IdentityPages:
             try:
                 identity = await self.manager.create(bodies.identity_spec(body))
             except errors.ValidationError as exc:
-                problems = exc.messages or {"traits": [exc.reason or exc.message]}
+                problems = _problems(exc)
             except errors.Conflict as exc:
                 audit.record(signed_in.actor, "identity.create", result="refused", detail="conflict")
                 return self._new_page(
@@ -372,7 +375,7 @@ class IdentityPages:
             schema,
             posted=traits,
             trait_errors=problems,
-            problem="; ".join(general),
+            problem=Phrases(general, "; ") if general else "",
             state=state,
             status=400,
         )
@@ -395,10 +398,19 @@ def _notice(key: str | None) -> Phrase:
 
 
 def _phrase(text: str | Phrase) -> Phrase:
-    """A message as shown: the console's own are msgids; the core's (schema validation, the
-    managers' refusals) are English and stay so."""
+    """A message as shown: the console's own are msgids, the schema's violations phrases with
+    their Kratos ids; a text from elsewhere in the core stays as it is (English)."""
     return text if isinstance(text, Phrase) else Phrase(text)
 
 
-def _shown(trait_errors: Mapping[str, list[str]] | None) -> dict[str, list[Phrase]]:
+def _problems(exc: errors.ValidationError) -> dict[str, list[str | Phrase]]:
+    """A refusal's messages by field: the schema's as phrases (said in the reader's language)."""
+    if isinstance(exc, TraitsInvalid):
+        return {path: list(found) for path, found in exc.violations.items()}
+    return {
+        path: list(texts) for path, texts in (exc.messages or {"traits": [exc.reason or exc.message]}).items()
+    }
+
+
+def _shown(trait_errors: Mapping[str, Sequence[str | Phrase]] | None) -> dict[str, list[Phrase]]:
     return {path: [_phrase(m) for m in texts] for path, texts in (trait_errors or {}).items()}

@@ -18,7 +18,7 @@ from sidecar.console.pages import Pages, Problem
 from sidecar.i18n import N_, Phrase
 from sidecar.identity.store import IdentityStore
 from sidecar.metrics import Metrics
-from sidecar.proxy.explain import Explanation, describe, explain_request
+from sidecar.proxy.explain import Explanation, describe, explain_request, reason_phrase
 from sidecar.rules.decision import Verdict
 from sidecar.rules.holder import RulesHolder
 from sidecar.session.model import Session
@@ -122,6 +122,9 @@ class RulesPages:
             "allowed": explanation is not None and explanation.verdict is Verdict.ALLOW,
             "requires": describe(explanation.matched) if explanation and explanation.matched else "",
             "outcome_text": _outcome(explanation),
+            "reason": reason_phrase(explanation.outcome.reason)
+            if explanation and explanation.outcome and explanation.outcome.reason
+            else "",
             "explain_problem": _problem(explanation),
         }
         return self.pages.render("rules.html", context, signed_in=signed_in, section="rules", status=status)

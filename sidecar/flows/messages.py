@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal, NotRequired, TypedDict
 
-from sidecar.i18n import Translator
+from sidecar.i18n import Phrase, Translator
 from sidecar.identity.model import utcnow
+from sidecar.schema import violations
 
 TextType = Literal["info", "error", "success"]
 
@@ -93,6 +94,12 @@ def generic(reason: str) -> Text:
 
 def required(prop: str) -> Text:
     return text(REQUIRED, f"Property {prop} is missing.", "error", property=prop)
+
+
+def schema_violation(violation: Phrase) -> Text:
+    """A trait the identity schema refuses (``sidecar.schema.violations``): its Kratos id, its
+    English text and its values as the message's context."""
+    return text(violations.message_id(violation), str(violation), "error", **violation.params)
 
 
 def invalid_credentials() -> Text:
@@ -774,12 +781,16 @@ _TEMPLATES: tuple[tuple[int, str], ...] = (
     _m("1040008", "Back"),
     _m("1040009", "Please choose a credential to authenticate yourself with."),
     _m("4000037", "This account does not exist or has no login method configured."),
+    # The identity schema's violations (their templates are extracted from that module).
+    *((int(id_), template) for id_, template in violations.TEMPLATES),
 )
 
-# Texts that are a value, not a sentence (a secret, a code list, a reason given by a hook): shown as
-# they are in every language. 1070002 is a trait's title from the identity schema: a catalog may
-# translate it with ``msgctxt "1070002"`` and the title as ``msgid``.
-_VALUE_TEXTS = frozenset({4000001, 4000028, 1050006, 1050009, 1050015})
+# Texts that are a value, not a sentence (a secret, a code list, the hints of 4000028): shown as
+# they are in every language. 4000001 is a reason: translated when it is one of the schema's
+# sentences above, shown as it is otherwise (a hook's, a validator keyword's without a Kratos id).
+# 1070002 is a trait's title from the identity schema: a catalog may translate it with
+# ``msgctxt "1070002"`` and the title as ``msgid``.
+_VALUE_TEXTS = frozenset({4000028, 1050006, 1050009, 1050015})
 _NUMBERS = frozenset({"minutes", "retry_after"})
 
 

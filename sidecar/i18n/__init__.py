@@ -143,6 +143,38 @@ class Phrase:
             return self.msgid.format(**values)
 
 
+class Phrases(Phrase):
+    """Phrases said one after another (a list of reasons, of requirements), each in the reader's
+    language, ``separator`` between them: a msgid too (``", "`` is ``"、"`` in Japanese)."""
+
+    __slots__ = ("parts", "separator")
+
+    def __init__(self, parts: Iterable[str | Phrase], separator: str = ", ") -> None:
+        super().__init__("")
+        self.parts = tuple(p if isinstance(p, Phrase) else Phrase(p) for p in parts)
+        self.separator = separator
+
+    def __str__(self) -> str:
+        return self.separator.join(str(p) for p in self.parts)
+
+    def __repr__(self) -> str:
+        return f"Phrases({self.parts!r})"
+
+    def __bool__(self) -> bool:
+        return any(self.parts)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Phrases):
+            return (self.parts, self.separator) == (other.parts, other.separator)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.parts)
+
+    def translated(self, translator: Translator) -> str:
+        return translator.gettext(self.separator).join(p.translated(translator) for p in self.parts)
+
+
 @dataclass
 class _Read:
     entries: dict[tuple[str | None, str], str] = field(default_factory=dict)

@@ -7,13 +7,16 @@ judgement (``rules/decision.py``), so an explanation is what the proxy would ans
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from functools import cache
 from urllib.parse import urlsplit
 
+from sidecar.i18n import N_, Phrase, Phrases
 from sidecar.proxy.access import Outcome
 from sidecar.proxy.paths import BadPath, normalise_path
-from sidecar.rules.decision import Verdict, judge
-from sidecar.rules.model import Rule, RuleSet, normalise_host
+from sidecar.rules.decision import REASONS, Verdict, judge
+from sidecar.rules.model import MATCHED, Rule, RuleSet, normalise_host
 from sidecar.session.resolver import ResolvedSession
 
 OUTCOMES = {
@@ -23,6 +26,28 @@ OUTCOMES = {
     Verdict.FORBIDDEN: "forbidden (403)",
     Verdict.UNAVAILABLE: "session store unavailable (503)",
 }
+
+
+# Why ``decide`` answers as it does before a rule is judged: msgids, like the judgement's own
+# (``rules.decision.REASONS``), so the console says them in the reader's language.
+NO_RULE = N_("no rule matched (default deny)")
+RULE_DENIES = N_("rule {rule} denies")
+RULE_PUBLIC = N_("rule {rule} is public")
+RULE_ANONYMOUS = N_("rule {rule} allows anonymous access")
+NO_SESSION = N_("no valid session")
+# What a rule requires (``describe``): the level as written in the rules file, then its conditions.
+_LEVELS = {
+    "public": N_("public"),
+    "optional": N_("optional"),
+    "authenticated": N_("authenticated"),
+    "deny": N_("deny"),
+}
+VERIFIED = N_("a verified address")
+ONE_OF_ROLES = N_("one of roles {roles}")
+MEMBER_OF = N_("a member of organization {organizations}")
+TRAIT_EQUALS = N_("trait {trait} == {value}")
+# Between two requirements: the language's list comma.
+AND = N_(", ")
 
 
 def decide(
@@ -37,46 +62,67 @@ def decide(
     """``Access._check`` for a known session: the same branches, without the session store."""
     rule = ruleset.match(method, host, path)
     if rule is None:
-        return Outcome(Verdict.FORBIDDEN, None, None, api, "no rule matched (default deny)")
+        return Outcome(Verdict.FORBIDDEN, None, None, api, NO_RULE)
     api = api if rule.on_unauthenticated is None else rule.on_unauthenticated == "json"
     level = rule.require.level
     if level == "deny":
-        return Outcome(Verdict.FORBIDDEN, rule, None, api, f"rule {rule.id!r} denies")
+        return Outcome(Verdict.FORBIDDEN, rule, None, api, RULE_DENIES.format(rule=repr(rule.id)))
     if level == "public":
-        return Outcome(Verdict.ALLOW, rule, None, api, f"rule {rule.id!r} is public")
+        return Outcome(Verdict.ALLOW, rule, None, api, RULE_PUBLIC.format(rule=repr(rule.id)))
     if session is None:
         if level == "optional":
-            return Outcome(Verdict.ALLOW, rule, None, api, f"rule {rule.id!r} allows anonymous access")
-        return Outcome(Verdict.LOGIN, rule, None, api, "no valid session")
+            return Outcome(Verdict.ALLOW, rule, None, api, RULE_ANONYMOUS.format(rule=repr(rule.id)))
+        return Outcome(Verdict.LOGIN, rule, None, api, NO_SESSION)
     verdict, reason, identified = judge(rule, session, required_aal)
     return Outcome(verdict, rule, session if identified else None, api, reason)
 
 
-def describe(rule: Rule) -> str:
-    """What a rule requires, in words (``authenticated, aal2, one of roles ['admin']``)."""
+def describe(rule: Rule) -> Phrases:
+    """What a rule requires, in words (``authenticated, aal2, one of roles ['admin']``): English
+    as ``str()``, the reader's language where the console prints it."""
     req = rule.require
-    parts: list[str] = [req.level]
+    parts: list[Phrase] = [Phrase(_LEVELS[req.level])]
     if req.aal2:
-        parts.append("aal2")
+        parts.append(Phrase("aal2"))
     if req.verified:
-        parts.append("a verified address")
+        parts.append(Phrase(VERIFIED))
     if req.roles is not None:
-        parts.append(f"one of roles {sorted(req.roles)}")
+        parts.append(Phrase(ONE_OF_ROLES, roles=str(sorted(req.roles))))
     if req.organizations is not None:
-        parts.append(f"a member of organization {sorted(req.organizations)}")
-    parts += [f"trait {k} == {v!r}" for k, v in req.traits.items()]
-    return ", ".join(parts)
+        parts.append(Phrase(MEMBER_OF, organizations=str(sorted(req.organizations))))
+    parts += [Phrase(TRAIT_EQUALS, trait=k, value=repr(v)) for k, v in req.traits.items()]
+    return Phrases(parts, AND)
+
+
+def reason_phrase(reason: str) -> Phrase:
+    """An outcome's English reason as the phrase it was made from (its values found again), so it
+    can be said in another language; a reason from elsewhere stays as it is."""
+    for template, pattern in _reason_patterns():
+        found = pattern.fullmatch(reason)
+        if found:
+            return Phrase(template, **found.groupdict())
+    return Phrase(reason)
+
+
+@cache
+def _reason_patterns() -> tuple[tuple[str, re.Pattern[str]], ...]:
+    out = []
+    for template in (*REASONS, NO_RULE, RULE_DENIES, RULE_PUBLIC, RULE_ANONYMOUS, NO_SESSION):
+        pieces = re.split(r"\{(\w+)\}", template)
+        regex = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>.*?)" for i, p in enumerate(pieces))
+        out.append((template, re.compile(regex, re.DOTALL)))
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
 class Step:
     rule: Rule
-    why: str
+    why: Phrase
     """``matched`` for the deciding rule, else why the rule was passed over."""
 
     @property
     def matched(self) -> bool:
-        return self.why == "matched"
+        return self.why.msgid == MATCHED
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ import enum
 from collections.abc import Mapping
 from typing import Any, Final, Protocol
 
+from sidecar.i18n import N_
 from sidecar.rules.model import Rule
 
 
@@ -53,11 +54,27 @@ class Subject(Protocol):
 Judgement = tuple[Verdict, str, bool]
 """(verdict, reason, whether the answer carries the identity: False serves the request anonymously)."""
 
+# A reason is English (logs, ``sidecar rules explain``) made from a msgid, so the console can say
+# it in the reader's language (``sidecar.proxy.explain.reason_phrase``).
+NEEDS_ORGANIZATION: Final = N_("needs membership of organization {organizations}")
+NEEDS_ROLE: Final = N_("needs one of the roles {roles}")
+TRAIT_DIFFERS: Final = N_("trait {trait} does not equal {expected}")
+NEEDS_AAL2: Final = N_("needs aal2, session is {aal}")
 # The common answers are constants: judging an allowed request allocates nothing.
-ALLOWED: Final[Judgement] = (Verdict.ALLOW, "allowed by the rule", True)
-_ANONYMOUS: Final[Judgement] = (Verdict.ALLOW, "second factor pending; served anonymously", False)
-_STEP_UP: Final[Judgement] = (Verdict.STEP_UP, "the identity has aal2 available", True)
-_UNVERIFIED: Final[Judgement] = (Verdict.FORBIDDEN, "needs a verified address", True)
+ALLOWED: Final[Judgement] = (Verdict.ALLOW, N_("allowed by the rule"), True)
+_ANONYMOUS: Final[Judgement] = (Verdict.ALLOW, N_("second factor pending; served anonymously"), False)
+_STEP_UP: Final[Judgement] = (Verdict.STEP_UP, N_("the identity has aal2 available"), True)
+_UNVERIFIED: Final[Judgement] = (Verdict.FORBIDDEN, N_("needs a verified address"), True)
+REASONS: Final = (
+    ALLOWED[1],
+    _ANONYMOUS[1],
+    _STEP_UP[1],
+    _UNVERIFIED[1],
+    NEEDS_ORGANIZATION,
+    NEEDS_ROLE,
+    TRAIT_DIFFERS,
+    NEEDS_AAL2,
+)
 
 
 def judge(rule: Rule, subject: Subject, required_aal: str = "aal1") -> Judgement:
@@ -70,16 +87,16 @@ def judge(rule: Rule, subject: Subject, required_aal: str = "aal1") -> Judgement
             return _ANONYMOUS
         return _STEP_UP
     if req.organizations is not None and not _member(req.organizations, subject):
-        return (Verdict.FORBIDDEN, f"needs membership of organization {sorted(req.organizations)}", True)
+        return (Verdict.FORBIDDEN, NEEDS_ORGANIZATION.format(organizations=sorted(req.organizations)), True)
     if req.roles is not None and not (req.roles & subject.roles):
-        return (Verdict.FORBIDDEN, f"needs one of the roles {sorted(req.roles)}", True)
+        return (Verdict.FORBIDDEN, NEEDS_ROLE.format(roles=sorted(req.roles)), True)
     for key, expected in req.traits.items():
         if subject.traits.get(key) != expected:
-            return (Verdict.FORBIDDEN, f"trait {key!r} does not equal {expected!r}", True)
+            return (Verdict.FORBIDDEN, TRAIT_DIFFERS.format(trait=repr(key), expected=repr(expected)), True)
     if req.verified and not subject.verified:
         return _UNVERIFIED
     if req.aal2 and subject.aal != "aal2":
-        return (Verdict.STEP_UP, "needs aal2, session is " + subject.aal, True)
+        return (Verdict.STEP_UP, NEEDS_AAL2.format(aal=subject.aal), True)
     return ALLOWED
 
 

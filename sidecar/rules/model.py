@@ -14,12 +14,21 @@ from typing import Any, Literal
 
 import re2
 
+from sidecar.i18n import N_, Phrase
 from sidecar.rules.templates import Template
 
 Level = Literal["public", "optional", "authenticated", "deny"]
 OnUnauthenticated = Literal["redirect", "json"] | None
 Order = Literal["first_match", "most_specific"]
 ORDERS: tuple[Order, ...] = ("first_match", "most_specific")
+
+# Why a rule did or did not match a request (``RuleSet.explain``): msgids, the values filled in
+# after translation. Values keep Python's spelling (``'app.test'``, ``['GET']``) in every language.
+MATCHED = N_("matched")
+METHOD_MISSED = N_("method {method} not in {methods}")
+HOST_MISSED = N_("host {host} not in {hosts}")
+PATH_MISSED = N_("path {path} not matched by {patterns}")
+LESS_SPECIFIC = N_("matches too, but {winner} is more specific")
 
 
 def head(path: str) -> str:
@@ -252,26 +261,29 @@ class RuleSet:
                 return rule
         return None
 
-    def explain(self, method: str, host: str, path: str) -> list[tuple[Rule, str]]:
+    def explain(self, method: str, host: str, path: str) -> list[tuple[Rule, Phrase]]:
         """Why each rule did or did not match, up to the deciding one (``most_specific``: all of
-        them, since a later rule can win); "matched" marks the deciding rule."""
+        them, since a later rule can win); ``MATCHED`` marks the deciding rule. A reason is a
+        ``Phrase``: English for ``sidecar rules explain``, the reader's language in the console."""
         winner = self.match(method, host, path)
-        out: list[tuple[Rule, str]] = []
+        out: list[tuple[Rule, Phrase]] = []
         for rule in self.rules:
             if rule.methods is not None and method not in rule.methods:
-                out.append((rule, f"method {method} not in {sorted(rule.methods)}"))
+                why = Phrase(METHOD_MISSED, method=method, methods=str(sorted(rule.methods)))
             elif not rule.admits(method, host):
                 hosts = sorted(rule.hosts or ()) + [f"*{s}" for s in rule.host_suffixes]
-                out.append((rule, f"host {host!r} not in {hosts}"))
+                why = Phrase(HOST_MISSED, host=repr(host), hosts=str(hosts))
             elif not rule.paths.matches(path):
-                out.append((rule, f"path {path!r} not matched by {list(rule.path_patterns)}"))
+                why = Phrase(PATH_MISSED, path=repr(path), patterns=str(list(rule.path_patterns)))
             elif rule is winner:
-                out.append((rule, "matched"))
+                out.append((rule, Phrase(MATCHED)))
                 if self.order == "first_match":
                     break
+                continue
             else:
                 assert winner is not None
-                out.append((rule, f"matches too, but {winner.id!r} is more specific"))
+                why = Phrase(LESS_SPECIFIC, winner=repr(winner.id))
+            out.append((rule, why))
         return out
 
 

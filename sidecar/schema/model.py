@@ -11,19 +11,30 @@ import jsonschema
 import jsonschema.exceptions
 import jsonschema.validators
 
-from sidecar import errors
+from sidecar.i18n import Phrase
 from sidecar.schema.extension import TraitField, trait_fields, values_at
+from sidecar.schema.violations import (
+    INVALID_EMAIL,
+    INVISIBLE,
+    NOT_AN_OBJECT,
+    TraitsInvalid,
+    Violations,
+    said,
+    violation,
+)
 from sidecar.security.emails import InvalidEmail, canonical_email
 from sidecar.security.identifiers import normalize_identifier
 
 
-def _message_path(error: jsonschema.exceptions.ValidationError) -> list[str]:
-    """Where a violation sits; a missing required property is reported on the property itself."""
+def _violations(error: jsonschema.exceptions.ValidationError) -> list[tuple[str, Phrase]]:
+    """Where a violation sits, and what it says; a missing required property is reported on the
+    property itself (as Kratos does: 4000002 at ``traits.<name>``)."""
     parts = [str(p) for p in error.absolute_path]
     if error.validator == "required" and isinstance(error.instance, dict):
-        missing = [p for p in error.validator_value if p not in error.instance]
-        return [".".join([*parts, str(m)]) for m in missing] or [".".join(parts)]
-    return [".".join(parts)]
+        missing = [str(p) for p in error.validator_value if p not in error.instance]
+        if missing:
+            return [(".".join([*parts, m]), violation(error, m)) for m in missing]
+    return [(".".join(parts), violation(error))]
 
 
 _EMAIL_FORMATS = ("email", "idn-email")
@@ -80,38 +91,34 @@ class IdentitySchema:
         return frozenset(properties) if isinstance(properties, dict) else frozenset()
 
     def validate_traits(self, traits: Any) -> None:
-        """``ValidationError`` with ``messages`` keyed by ``traits.<path>`` when traits are invalid."""
+        """``TraitsInvalid`` with its violations keyed by ``traits.<path>`` when traits are invalid."""
         if not isinstance(traits, dict):
-            raise errors.ValidationError(
-                "traits must be a JSON object", messages={"traits": ["traits must be a JSON object"]}
-            )
-        messages: dict[str, list[str]] = {}
+            problem = said(NOT_AN_OBJECT)
+            raise TraitsInvalid(str(problem), {"traits": [problem]})
+        found: Violations = {}
         for error in self._validator.iter_errors({"traits": traits}):
-            text = str(error.cause) if isinstance(error.cause, InvalidEmail) else error.message
-            for path in _message_path(error):
-                messages.setdefault(path or "traits", []).append(text)
+            for path, problem in _violations(error):
+                found.setdefault(path or "traits", []).append(problem)
         for path, problem in self._identifier_problems(traits):
-            if path not in messages:
-                messages[path] = [problem]
-        if messages:
-            first = next(iter(messages))
-            raise errors.ValidationError(
-                f"{first}: {messages[first][0]}" if first else "traits are invalid", messages=messages
-            )
+            if path not in found:
+                found[path] = [problem]
+        if found:
+            first = next(iter(found))
+            raise TraitsInvalid(f"{first}: {found[first][0]}" if first else "traits are invalid", found)
 
-    def _identifier_problems(self, traits: Mapping[str, Any]) -> list[tuple[str, str]]:
+    def _identifier_problems(self, traits: Mapping[str, Any]) -> list[tuple[str, Phrase]]:
         """Identifiers and addresses the schema's keywords cannot refuse on their own."""
-        found: list[tuple[str, str]] = []
+        found: list[tuple[str, Phrase]] = []
         for f in self._email_fields:
             for value in values_at(traits, f):
                 try:
                     canonical_email(value)
                 except InvalidEmail as exc:
-                    found.append((f"traits.{f.path}", str(exc)))
+                    found.append((f"traits.{f.path}", said(INVALID_EMAIL, reason=str(exc))))
         for f in self._identifier_fields:
             for value in values_at(traits, f):
                 if any(unicodedata.category(ch) in _REFUSED_IN_IDENTIFIERS for ch in value):
-                    found.append((f"traits.{f.path}", "the identifier has an invisible or control character"))
+                    found.append((f"traits.{f.path}", said(INVISIBLE)))
         return found
 
     def trait_fields(self) -> list[TraitField]:

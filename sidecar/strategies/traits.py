@@ -17,6 +17,7 @@ from sidecar.flows.outcome import FlowInvalid
 from sidecar.identity.login_hints import LoginHints, hints_text
 from sidecar.schema.extension import TraitField
 from sidecar.schema.model import IdentitySchema
+from sidecar.schema.violations import TraitsInvalid
 
 _FORMAT_TYPES: dict[str, InputType] = {
     "email": "email",
@@ -72,10 +73,13 @@ def flatten(traits: Any, prefix: str = "traits") -> dict[str, Any]:
     return out
 
 
-def _to_text(path: str, message: str) -> Text:
-    if message.endswith("is a required property"):
-        return messages.required(path.rsplit(".", 1)[-1])
-    return messages.generic(message)
+def _texts(exc: errors.ValidationError) -> dict[str, list[Text]]:
+    """Node name → messages: the schema's violations with their Kratos ids, any other refusal as
+    the generic 4000001 with its reason."""
+    if isinstance(exc, TraitsInvalid):
+        return {path: [messages.schema_violation(v) for v in found] for path, found in exc.violations.items()}
+    found_texts = exc.messages or {"traits": [exc.reason or exc.message]}
+    return {path: [messages.generic(m) for m in texts] for path, texts in found_texts.items()}
 
 
 def validation_messages(schema: IdentitySchema, traits: Any) -> dict[str, list[Text]]:
@@ -83,8 +87,7 @@ def validation_messages(schema: IdentitySchema, traits: Any) -> dict[str, list[T
     try:
         schema.validate_traits(traits)
     except errors.ValidationError as exc:
-        found = exc.messages or {"traits": [exc.reason or exc.message]}
-        return {path: [_to_text(path, m) for m in texts] for path, texts in found.items()}
+        return _texts(exc)
     return {}
 
 
@@ -96,7 +99,4 @@ def traits_refused(exc: errors.Conflict | errors.ValidationError, kept: dict[str
         return FlowInvalid([messages.duplicate_credentials_with_hints(reason, exc.hints)], values=kept)
     if isinstance(exc, errors.Conflict):
         return FlowInvalid([messages.duplicate_credentials()], values=kept)
-    found = exc.messages or {"traits": [exc.reason or exc.message]}
-    return FlowInvalid(
-        node_messages={k: [messages.generic(m) for m in v] for k, v in found.items()}, values=kept
-    )
+    return FlowInvalid(node_messages=_texts(exc), values=kept)

@@ -12,8 +12,15 @@ import pytest
 from sidecar.flows import messages
 from sidecar.i18n import builtin_catalogs
 from sidecar.identity.model import utcnow
+from sidecar.schema import violations
 
-_SAMPLES: dict[str, Any] = {"flow": "login", "purpose": "login", "retry_after": 42, "hints": {}}
+_SAMPLES: dict[str, Any] = {
+    "flow": "login",
+    "purpose": "login",
+    "retry_after": 42,
+    "hints": {},
+    "violation": violations.said(violations.MIN_LENGTH, min_length=8, actual_length=3),
+}
 
 
 def _arguments(function: Any, flow: str) -> dict[str, Any] | None:

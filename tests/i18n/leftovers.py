@@ -1,5 +1,6 @@
 """English left on a translated console page: the console's own msgids (extracted from its code and
-templates as ``pybabel extract`` does) that a page still shows in English.
+templates as ``pybabel extract`` does), and those of the core texts it shows (the identity schema's
+violations, the access rules' reasons, the managers' refusals), that a page still shows in English.
 
 A text counts as left over when its translation in the page's language differs from the English
 (``Status`` is ``Status`` in German, ``SCIM`` everywhere): either a whole text chunk of the page
@@ -25,26 +26,39 @@ _LONG = 12
 _ATTRIBUTES = ("title", "placeholder", "aria-label")
 
 
+# Where the texts a console page can show are written (babel.cfg maps each of them).
+SOURCES = (
+    ("sidecar/console/**.py", "python"),
+    ("sidecar/console/templates/**.html", "jinja2"),
+    ("sidecar/schema/violations.py", "python"),
+    ("sidecar/rules/model.py", "python"),
+    ("sidecar/rules/decision.py", "python"),
+    ("sidecar/proxy/explain.py", "python"),
+    ("sidecar/identity/refusals.py", "python"),
+)
+
+Text = tuple[str | None, tuple[str, ...]]
+"""A message's context (a Kratos id, or None) and its English forms (one, or singular and plural)."""
+
+
 @cache
-def console_texts() -> tuple[tuple[str, ...], ...]:
-    """Each console message as its English forms (one, or singular and plural)."""
-    method_map = [
-        ("sidecar/console/**.py", "python"),
-        ("sidecar/console/templates/**.html", "jinja2"),
-    ]
+def console_texts() -> tuple[Text, ...]:
+    """Each message a console page can show."""
     options = {"sidecar/console/templates/**.html": {"extensions": "jinja2.ext.i18n"}}
-    found: dict[str, tuple[str, ...]] = {}
-    for _f, _l, message, _c, _ctx in extract_from_dir(
-        str(ROOT), method_map, options, keywords=DEFAULT_KEYWORDS
+    keywords = {**DEFAULT_KEYWORDS, "_m": ((1, "c"), 2)}
+    found: dict[tuple[str | None, str], Text] = {}
+    for _f, _l, message, _c, context in extract_from_dir(
+        str(ROOT), list(SOURCES), options, keywords=keywords
     ):
         forms = (message,) if isinstance(message, str) else tuple(m for m in message if m)
-        found[forms[0]] = forms
+        found[(context, forms[0])] = (context, forms)
     return tuple(found.values())
 
 
-def _translations(tr: Translator, forms: tuple[str, ...]) -> list[str]:
+def _translations(tr: Translator, text: Text) -> list[str]:
+    context, forms = text
     if len(forms) == 1:
-        return [tr.gettext(forms[0])]
+        return [tr.pgettext(context, forms[0]) if context else tr.gettext(forms[0])]
     return [tr.ngettext(forms[0], forms[1], n) for n in (1, 2, 5, 1_000_000)]
 
 
@@ -81,8 +95,9 @@ def english_left(chunks: list[str], tr: Translator) -> list[str]:
     titles, placeholders and labels (a piece between two values never spans two of them)."""
     shown = {" ".join(unescape(c).split()) for c in chunks}
     left = []
-    for forms in console_texts():
-        said = _translations(tr, forms)
+    for text in console_texts():
+        forms = text[1]
+        said = _translations(tr, text)
         translated = " ".join(said)
         for english in forms:
             if english in said:

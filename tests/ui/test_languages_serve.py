@@ -19,7 +19,9 @@ from tests.ops.serve import Proc, base_config, migrate, ports, running, serve_ar
 from tests.schemas import person_schema
 
 PASSWORD = "a-long-language-passphrase"
-SCHEMA = person_schema(email_title="E-Mail", closed=True, locale={"type": "string", "title": "Language"})
+SCHEMA = person_schema(
+    email_title="E-Mail", closed=True, locale={"type": "string", "title": "Language", "minLength": 2}
+)
 # An extra catalog: a language sidecar does not ship, with a single entry.
 ITALIAN = (
     'msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=utf-8\\n"\n\n'
@@ -116,6 +118,25 @@ def test_the_login_page_in_german_by_accept_language(server: Proc) -> None:
         api = c.get(f"/.auth/self-service/login/flows?id={flow_id}", headers={"Accept-Language": "de"}).json()
         assert api["ui"]["messages"][0]["id"] == 4000006
         assert api["ui"]["messages"][0]["text"].startswith("The provided credentials are invalid")
+
+
+def test_schema_violations_in_japanese_on_the_page_and_kratos_ids_in_the_api(server: Proc) -> None:
+    with httpx.Client(base_url=server.public_url, timeout=15) as c:
+        page = _page(c, "/.auth/ui/registration", **{"Accept-Language": "ja"})
+        action, csrf = _form(page.text)
+        data = {"csrf_token": csrf, "method": "password", "traits.email": "ada", "traits.locale": "x"}
+        r = c.post(action, data={**data, "password": PASSWORD})
+        assert r.status_code == 303
+        page = _page(c, r.headers["location"], **{"Accept-Language": "ja"})
+        assert 'data-message-id="4000040">メールアドレスが正しくありません。' in page.text
+        assert 'data-message-id="4000003">長さは 2 以上にしてください\uff08現在 1\uff09' in page.text
+        # The JSON API: Kratos' ids, English texts and values, whatever the reader's language.
+        flow_id = parse_qs(urlsplit(str(page.url)).query)["flow"][0]
+        api = c.get(f"/.auth/self-service/registration/flows?id={flow_id}", headers={"Accept-Language": "ja"})
+        said = {m["id"]: m for n in api.json()["ui"]["nodes"] for m in n["messages"]}
+        assert said[4000003]["text"] == "length must be >= 2, but got 1"
+        assert said[4000003]["context"] == {"min_length": 2, "actual_length": 1}
+        assert said[4000040]["text"] == "The email address is invalid."
 
 
 def test_english_and_languages_nobody_has_stay_english(server: Proc) -> None:
