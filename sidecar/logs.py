@@ -377,7 +377,8 @@ class AccessLog:
         client = scope.get("client")
         trusted = self.trusted(client[0] if client else None)
         middle, tail = self._json_parts(scope, route_class, status, size)
-        metrics, clock, latencies, head = self.metrics, self._clock, self._latencies, self._head
+        count = self.metrics.request_counter(route_class, status) if self.metrics is not None else None
+        clock, latencies, head = self._clock, self._latencies, self._head
         enabled, write, stream = self.enabled, self.write, self.stream
 
         def replayed(incoming: bytes | None) -> str | None:
@@ -388,8 +389,8 @@ class AccessLog:
                 request_id = str(incoming.decode("ascii"))
             else:
                 request_id = new_request_id()
-            if metrics is not None:
-                metrics.request(route_class, status)
+            if count is not None:
+                count()
             if enabled:
                 latency = latencies[int((time.perf_counter() - started) * 1e6 + 0.5)]
                 line = f'{{"time":"{clock.stamp()}",{head}"request_id":"{request_id}",{middle}{latency}{tail}'

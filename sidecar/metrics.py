@@ -248,22 +248,56 @@ class Metrics:
 
     def request(self, route_class: str, status: int) -> None:
         by_status = self._request_tallies.get(route_class)
-        if by_status is None:
-            by_status = self._request_tallies[route_class] = {}
+        tally = by_status.get(status) if by_status is not None else None
+        if tally is None:
+            tally = self._request_tally(route_class, status)
+        tally.n += 1
+
+    def _request_tally(self, route_class: str, status: int) -> _Tally:
+        by_status = self._request_tallies.setdefault(route_class, {})
         tally = by_status.get(status)
         if tally is None:
             tally = by_status[status] = self._tally(self._requests.labels(route_class, str(status)))
-        tally.n += 1
+        return tally
+
+    def request_counter(self, route_class: str, status: int) -> Callable[[], None]:
+        """``request`` bound to one route class and status, for whoever counts the same pair again
+        and again (a remembered answer, ``sidecar.http_protocol``): the same count, no lookups."""
+        tally = self._request_tally(route_class, status)
+
+        def count() -> None:
+            tally.n += 1
+
+        return count
 
     def observe_decision(self, rule_id: str, decision: str, seconds: float) -> None:
         by_decision = self._decision_tallies.get(rule_id)
-        if by_decision is None:
-            by_decision = self._decision_tallies[rule_id] = {}
+        tally = by_decision.get(decision) if by_decision is not None else None
+        if tally is None:
+            tally = self._decision_tally(rule_id, decision)
+        tally.n += 1
+        self._decision_buckets.observe(seconds)
+
+    def _decision_tally(self, rule_id: str, decision: str) -> _Tally:
+        by_decision = self._decision_tallies.setdefault(rule_id, {})
         tally = by_decision.get(decision)
         if tally is None:
             tally = by_decision[decision] = self._tally(self._decisions.labels(rule_id, decision))
-        tally.n += 1
-        self._decision_buckets.observe(seconds)
+        return tally
+
+    def decision_counter(self, rule_id: str, decision: str) -> Callable[[float], None]:
+        """``observe_decision`` bound to one rule and decision (as ``request_counter``)."""
+        tally = self._decision_tally(rule_id, decision)
+        buckets = self._decision_buckets
+        counts, bounds = buckets.counts, buckets.bounds
+
+        def observe(seconds: float) -> None:
+            tally.n += 1
+            # ``_Buckets.observe``, inlined.
+            counts[bisect.bisect_left(bounds, seconds)] += 1
+            buckets.sum += seconds
+
+        return observe
 
     def session_cache(self, hit: bool) -> None:
         (self._hit if hit else self._miss).n += 1

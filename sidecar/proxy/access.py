@@ -177,19 +177,23 @@ class Access:
         session: ResolvedSession | None,
         outcome: Outcome,
     ) -> Callable[[], bool]:
-        rules, resolver, metrics = self.rules, self.resolver, self.metrics
+        rules, resolver = self.rules, self.resolver
         position = rule.position if rule is not None else -1
-        rule_id = rule.id if rule is not None else "-"
-        verdict = outcome.verdict.value
+        hits = ruleset.hits
+        observe = (
+            self.metrics.decision_counter(rule.id if rule is not None else "-", outcome.verdict.value)
+            if self.metrics is not None
+            else None
+        )
 
         def replay() -> bool:
             started = time.perf_counter()
             if rules.current is not ruleset or (key is not None and not resolver.still_cached(key, session)):
                 return False
             if position >= 0:
-                ruleset.hits[position] += 1
-            if metrics is not None:
-                metrics.observe_decision(rule_id, verdict, time.perf_counter() - started)
+                hits[position] += 1
+            if observe is not None:
+                observe(time.perf_counter() - started)
             return True
 
         return replay
