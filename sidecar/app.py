@@ -185,6 +185,8 @@ class Services:
     """``/sessions/whoami?tokenize_as=``: the session as a JWT (``session.whoami.tokenizer``)."""
     catalogs: Catalogs
     """The gettext catalogs of pages, emails and (``translate_api``) API texts."""
+    jsonnet: JsonnetSandbox
+    """This process's Jsonnet pool: every body, mapper and tokenizer evaluation runs on it."""
     _closers: list[Closer] = field(default_factory=list)
     _shutting_down: bool = False
     _courier_task: asyncio.Task[None] | None = None
@@ -339,7 +341,16 @@ def build_flows(
         closers.append(client.aclose)
         breaches = BreachCheck(password.config, client)
     registry = build_registry(
-        StrategyDeps(config, identities, schemas, throttle, kv=kv, challenge=challenge, breaches=breaches)
+        StrategyDeps(
+            config,
+            identities,
+            schemas,
+            throttle,
+            kv=kv,
+            jsonnet=sandbox,
+            challenge=challenge,
+            breaches=breaches,
+        )
     )
     audit = audit or AuditLog.off()
     verification = VerificationFlows(
@@ -504,7 +515,7 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         session_store, kv = database.sessions, database.kv
     catalogs = load_catalogs(config)
     # One pool of Jsonnet sandbox processes for this server process: web hook and courier bodies,
-    # the session tokenizer. Started lazily, ended at shutdown.
+    # the OIDC and SAML claims mappers, the session tokenizer. Started lazily, ended at shutdown.
     sandbox = JsonnetSandbox()
     closers.append(sandbox.close)
     hasher = PasswordHasher(config.hashers, tracing=tracing)
@@ -638,6 +649,7 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         tokenizer=SessionTokenizer(
             config.session.whoami.tokenizer.templates, issuer=config.public_base_url, sandbox=sandbox
         ),
+        jsonnet=sandbox,
     )
 
 

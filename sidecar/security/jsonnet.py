@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from sidecar import errors
 from sidecar.admission import Admission, usable_cpus
 
 MAX_OUTPUT = 1024 * 1024
@@ -102,8 +103,18 @@ while True:
 """
 
 
+OUTCOMES = ("ok", "error", "timeout", "crashed", "busy")
+"""How an evaluation ends: a result; the snippet's own error (or output that is not JSON); the
+CPU deadline; the worker died (out of memory, killed, too much output); refused, the queue full."""
+
+
 class JsonnetError(Exception):
-    """The snippet failed, looped, ran out of memory or returned something that is not JSON."""
+    """The snippet failed, looped, ran out of memory or returned something that is not JSON.
+    ``outcome`` is one of ``OUTCOMES`` (for the pool's counts)."""
+
+    def __init__(self, message: str, outcome: str = "error") -> None:
+        super().__init__(message)
+        self.outcome = outcome
 
 
 def load_source(url: str, key: str) -> str:
@@ -177,25 +188,25 @@ class _Worker:
             (size,) = struct.unpack(">I", head)
             if size > MAX_OUTPUT:
                 self.retired = True
-                raise JsonnetError("returned too much data")
+                raise JsonnetError("returned too much data", "crashed")
             frame = await asyncio.wait_for(self.proc.stdout.readexactly(size), backstop)
         except TimeoutError:
             self.retired = True
-            raise JsonnetError(f"did not finish within {timeout:g}s") from None
+            raise JsonnetError(f"did not finish within {timeout:g}s", "timeout") from None
         except (asyncio.IncompleteReadError, ConnectionError):
             self.retired = True
             code = await self.proc.wait()
             if code in (-signal.SIGPROF, -signal.SIGXCPU):
-                raise JsonnetError(f"did not finish within {timeout:g}s") from None
-            raise JsonnetError(f"crashed (exit status {code})") from None
+                raise JsonnetError(f"did not finish within {timeout:g}s", "timeout") from None
+            raise JsonnetError(f"crashed (exit status {code})", "crashed") from None
         try:
             answer = json.loads(frame)
         except ValueError:
             self.retired = True
-            raise JsonnetError("returned invalid JSON") from None
+            raise JsonnetError("returned invalid JSON", "crashed") from None
         if not isinstance(answer, dict):
             self.retired = True
-            raise JsonnetError("returned invalid JSON")
+            raise JsonnetError("returned invalid JSON", "crashed")
         if answer.get("retire"):
             self.retired = True  # it ran out of memory and exits: never reuse it
         return answer
@@ -233,10 +244,19 @@ class JsonnetSandbox:
         self._memory_limit = memory_limit
         self._start_timeout = start_timeout
         self._closed = False
+        # Plain counts since start, read by the metrics at scrape time (as the rules' matches are).
+        self.outcomes: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
+        self.replacements = 0
+        """Workers ended while the pool was open (deadline, crash, memory, killed from outside)."""
 
     @property
     def size(self) -> int:
         return self._admission.concurrency
+
+    @property
+    def queue_depth(self) -> int:
+        """Evaluations waiting for a free worker."""
+        return self._admission.queue_depth
 
     def pids(self) -> list[int]:
         """The live workers' process ids (for tests and metrics)."""
@@ -253,10 +273,21 @@ class JsonnetSandbox:
     ) -> Any:
         """Evaluate ``source`` with ``ext`` as ``std.extVar`` and ``tla`` as top-level arguments
         (both JSON values); the result, parsed. ``timeout`` is CPU seconds of the snippet."""
-        job = _job(source, ext, tla, timeout, name)
+        try:
+            result = await self._evaluate(_job(source, ext, tla, timeout, name), timeout)
+        except JsonnetError as exc:
+            self.outcomes[exc.outcome] += 1
+            raise
+        except errors.ServiceUnavailable:
+            self.outcomes["busy"] += 1
+            raise
+        self.outcomes["ok"] += 1
+        return result
+
+    async def _evaluate(self, job: bytes, timeout: float) -> Any:
         async with self._admission.admitted():
             if self._closed:
-                raise JsonnetError("failed: the Jsonnet sandbox is shut down")
+                raise JsonnetError("failed: the Jsonnet sandbox is shut down", "busy")
             worker = await self._checkout()
             try:
                 answer = await worker.run(job, timeout)
@@ -304,16 +335,18 @@ class JsonnetSandbox:
             ready = await asyncio.wait_for(proc.stdout.readexactly(1), self._start_timeout)
         except (TimeoutError, asyncio.IncompleteReadError):
             await self._discard(worker)
-            raise JsonnetError("failed: the Jsonnet sandbox did not start") from None
+            raise JsonnetError("failed: the Jsonnet sandbox did not start", "crashed") from None
         except BaseException:
             await self._discard(worker)
             raise
         if ready != b"R":
             await self._discard(worker)
-            raise JsonnetError("failed: the Jsonnet sandbox did not start")
+            raise JsonnetError("failed: the Jsonnet sandbox did not start", "crashed")
         return worker
 
     async def _discard(self, worker: _Worker) -> None:
+        if worker in self._workers and not self._closed:
+            self.replacements += 1
         self._workers.discard(worker)
         await worker.kill()
 

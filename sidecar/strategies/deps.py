@@ -16,6 +16,7 @@ from sidecar.identity.manager import IdentityManager
 from sidecar.kv.store import KeyValueStore
 from sidecar.schema.registry import SchemaRegistry
 from sidecar.security.breaches import BreachCheck
+from sidecar.security.jsonnet import JsonnetSandbox
 from sidecar.security.throttle import Throttle
 from sidecar.strategies.address_challenge import ChallengeDeps
 
@@ -32,6 +33,8 @@ class StrategyDeps:
     """Brute-force defence on credential submissions (per identifier and per client IP)."""
     kv: KeyValueStore
     """One-time state: consumed TOTP steps, used backup codes, WebAuthn challenges, OIDC states."""
+    jsonnet: JsonnetSandbox
+    """The server process's Jsonnet pool: the OIDC and SAML claims mappers run on it."""
     challenge: ChallengeDeps | None = None
     """Addresses, courier and send limits for the methods that mail a secret (code, link)."""
     breaches: BreachCheck | None = None

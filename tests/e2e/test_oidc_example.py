@@ -4,7 +4,6 @@ found next to it, and a provider that sends no ``picture`` claim."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
@@ -13,6 +12,7 @@ import httpx
 import pytest
 
 from sidecar.config.loader import read_files
+from sidecar.security.jsonnet import JsonnetSandbox
 from sidecar.strategies.federation.mapper import run_mapper
 from tests.api.public.helpers import node_value
 from tests.conftest import free_port
@@ -95,11 +95,15 @@ def test_sign_in_with_the_example_config(tmp_path: Path) -> None:
         pytest.param({"sub": "3"}, {}, (), id="nothing-but-sub"),
     ],
 )
-def test_the_corp_mapper_reads_only_claims_that_are_there(
+async def test_the_corp_mapper_reads_only_claims_that_are_there(
     claims: dict[str, Any], traits: dict[str, Any], verified: tuple[tuple[str, str], ...]
 ) -> None:
     source = (EXAMPLE / "oidc.corp.jsonnet").read_text()
-    mapped = asyncio.run(run_mapper(source, claims, timeout=10))
+    sandbox = JsonnetSandbox(1, 0)
+    try:
+        mapped = await run_mapper(sandbox, source, claims, timeout=10)
+    finally:
+        await sandbox.close()
     assert mapped.traits == traits
     assert mapped.verified_addresses == verified
     assert mapped.metadata_public == ({"picture": claims["picture"]} if "picture" in claims else None)

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -19,6 +20,7 @@ from joserfc.jwk import ECKey, KeySet, OctKey, RSAKey
 from sidecar import errors
 from sidecar.config.model import OidcProvider
 from sidecar.security.cipher import Cipher, CipherError
+from sidecar.security.jsonnet import JsonnetSandbox
 from sidecar.strategies.federation.mapper import DEFAULT_MAPPER, MapperError, load_mapper, run_mapper
 from sidecar.strategies.oidc.client import OidcClient, TokenInvalid
 from sidecar.strategies.oidc.providers import (
@@ -130,7 +132,16 @@ def test_cipher_round_trip_rotation_and_tampering() -> None:
 # --- mapper -----------------------------------------------------------------------------------------
 
 
-async def test_mapper_maps_claims(tmp_path: Path) -> None:
+@pytest.fixture
+async def sandbox() -> AsyncIterator[JsonnetSandbox]:
+    pool = JsonnetSandbox(1, 4)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def test_mapper_maps_claims(sandbox: JsonnetSandbox, tmp_path: Path) -> None:
     source = """
     local claims = std.extVar('claims');
     {identity: {traits: {email: claims.email}, metadata_public: {sub: claims.sub},
@@ -140,10 +151,12 @@ async def test_mapper_maps_claims(tmp_path: Path) -> None:
     path.write_text(source)
     encoded = "base64://" + base64.b64encode(source.encode()).decode()
     assert load_mapper(f"file://{path}") == source == load_mapper(encoded)
-    mapped = await run_mapper(load_mapper(f"file://{path}"), {"email": "a@x.test", "sub": "1"}, timeout=5)
+    mapped = await run_mapper(
+        sandbox, load_mapper(f"file://{path}"), {"email": "a@x.test", "sub": "1"}, timeout=5
+    )
     assert mapped.traits == {"email": "a@x.test"} and mapped.metadata_public == {"sub": "1"}
     assert mapped.verified_addresses == (("email", "a@x.test"),)
-    assert (await run_mapper(DEFAULT_MAPPER, {"sub": "1"}, timeout=5)).traits == {}
+    assert (await run_mapper(sandbox, DEFAULT_MAPPER, {"sub": "1"}, timeout=5)).traits == {}
 
 
 @pytest.mark.parametrize(
@@ -162,11 +175,13 @@ async def test_mapper_maps_claims(tmp_path: Path) -> None:
         pytest.param("{", "failed", id="syntax"),
     ],
 )
-async def test_mapper_failures_are_clean(source: str, message: str) -> None:
-    started = time.monotonic()
+async def test_mapper_failures_are_clean_and_the_pool_recovers(
+    sandbox: JsonnetSandbox, source: str, message: str
+) -> None:
     with pytest.raises(MapperError, match=message):
-        await run_mapper(source, {}, timeout=1)
-    assert time.monotonic() - started < 5
+        await run_mapper(sandbox, source, {}, timeout=1)
+    mapped = await run_mapper(sandbox, DEFAULT_MAPPER, {"email": "a@x.test"}, timeout=5)
+    assert mapped.traits == {"email": "a@x.test"}
 
 
 def test_mapper_url_errors(tmp_path: Path) -> None:

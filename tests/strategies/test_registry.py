@@ -30,6 +30,7 @@ def _deps(services: Any, **overrides: Any) -> StrategyDeps:
         services.schemas,
         services.selfservice.throttle,
         services.kv,
+        services.jsonnet,
     )
 
 

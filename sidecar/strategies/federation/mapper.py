@@ -1,8 +1,9 @@
 """Claims → identity through the provider's Jsonnet mapper (Kratos' ``mapper_url``).
 
 A mapper reads ``std.extVar('claims')`` and returns ``{identity: {traits, metadata_public,
-metadata_admin, verified_addresses}}``. It runs in the Jsonnet sandbox (``security/jsonnet.py``):
-a child process with a deadline, a memory cap and an output cap, imports refused.
+metadata_admin, verified_addresses}}``. It runs on the server's one Jsonnet sandbox
+(``security/jsonnet.py``, handed down from ``app.build_services``): a warm worker process with a
+CPU deadline, a memory cap and an output cap, imports refused.
 """
 
 from __future__ import annotations
@@ -64,9 +65,12 @@ def _parse(output: Any) -> MappedIdentity:
     )
 
 
-async def run_mapper(source: str, claims: Mapping[str, Any], *, timeout: float) -> MappedIdentity:
+async def run_mapper(
+    sandbox: jsonnet.JsonnetSandbox, source: str, claims: Mapping[str, Any], *, timeout: float
+) -> MappedIdentity:
+    """``claims`` through the mapper ``source`` as Kratos passes them (``std.extVar('claims')``)."""
     try:
-        output = await jsonnet.evaluate(
+        output = await sandbox.evaluate(
             source, ext={"claims": claims}, timeout=timeout, name="mapper.jsonnet"
         )
     except jsonnet.JsonnetError as exc:

@@ -18,6 +18,7 @@ from sidecar.flows.outcome import FlowInvalid
 from sidecar.identity.model import utcnow
 from sidecar.kv.store import KeyValueStore
 from sidecar.security.cipher import cipher_from
+from sidecar.security.jsonnet import JsonnetSandbox
 from sidecar.strategies.federation.accounts import Verified
 from sidecar.strategies.federation.mapper import MapperError, load_mapper, run_mapper
 from sidecar.strategies.oidc.client import OidcClient, TokenInvalid, TokenSet
@@ -35,8 +36,15 @@ def _load_mapper(provider_id: str, url: str | None) -> str:
 
 
 class ProviderSignIn:
-    def __init__(self, config: Config, kv: KeyValueStore, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        kv: KeyValueStore,
+        jsonnet: JsonnetSandbox,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
         method = config.selfservice.methods.oidc.config
+        self._jsonnet = jsonnet
         self.providers: dict[str, Provider] = {p.id: resolve(p) for p in method.providers}
         self._mappers = {p.id: _load_mapper(p.id, p.mapper_url) for p in method.providers}
         self._mapper_timeout = method.mapper_timeout.total_seconds()
@@ -167,7 +175,7 @@ class ProviderSignIn:
             return verified
         try:
             mapped = await run_mapper(
-                self._mappers[verified.provider], verified.claims, timeout=self._mapper_timeout
+                self._jsonnet, self._mappers[verified.provider], verified.claims, timeout=self._mapper_timeout
             )
         except MapperError as exc:
             text = "The sign-in provider's data could not be mapped to an account."

@@ -30,6 +30,7 @@ from sidecar.flows.strategy import (
 from sidecar.identity.model import Identity
 from sidecar.kv.store import KeyValueStore
 from sidecar.schema.registry import SchemaRegistry
+from sidecar.security.jsonnet import JsonnetSandbox
 from sidecar.session.model import ProviderSignIn as SignedInVia
 from sidecar.session.token_exchange import FLOW_MARK
 from sidecar.strategies.deps import Roles, StrategyDeps
@@ -57,7 +58,7 @@ class OidcStrategy(FederatedStrategy, SettingsStrategy):
     def build(cls, deps: StrategyDeps) -> Roles | None:
         if not deps.config.selfservice.methods.oidc.enabled:
             return None
-        strategy = cls(deps.config, deps.identities, deps.schemas, deps.kv)
+        strategy = cls(deps.config, deps.identities, deps.schemas, deps.kv, deps.jsonnet)
         return Roles(login=strategy, registration=strategy, settings=strategy)
 
     def __init__(
@@ -66,9 +67,10 @@ class OidcStrategy(FederatedStrategy, SettingsStrategy):
         identities: FederatedIdentities,
         schemas: SchemaRegistry,
         kv: KeyValueStore,
+        jsonnet: JsonnetSandbox,
         http: httpx.AsyncClient | None = None,
     ) -> None:
-        self.signin = ProviderSignIn(config, kv, http)
+        self.signin = ProviderSignIn(config, kv, jsonnet, http)
         self.providers = self.signin.providers
         self.client = self.signin.client
         self._identities = identities

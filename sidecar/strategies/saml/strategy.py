@@ -26,6 +26,7 @@ from sidecar.flows.strategy import NOT_RESPONSIBLE, NotResponsible
 from sidecar.identity.model import Identity, utcnow
 from sidecar.kv.store import KeyValueStore
 from sidecar.schema.registry import SchemaRegistry
+from sidecar.security.jsonnet import JsonnetSandbox
 from sidecar.session.model import ProviderSignIn
 from sidecar.strategies.deps import Roles, StrategyDeps
 from sidecar.strategies.federation.accounts import CALLBACK, FederatedIdentities, Verified
@@ -44,7 +45,7 @@ class SamlStrategy(FederatedStrategy):
     def build(cls, deps: StrategyDeps) -> Roles | None:
         if not deps.config.selfservice.methods.saml.enabled:
             return None
-        strategy = cls(deps.config, deps.identities, deps.schemas, deps.kv)
+        strategy = cls(deps.config, deps.identities, deps.schemas, deps.kv, deps.jsonnet)
         return Roles(login=strategy, registration=strategy)
 
     def __init__(
@@ -53,8 +54,10 @@ class SamlStrategy(FederatedStrategy):
         identities: FederatedIdentities,
         schemas: SchemaRegistry,
         kv: KeyValueStore,
+        jsonnet: JsonnetSandbox,
         connections: SamlConnections | None = None,
     ) -> None:
+        self._jsonnet = jsonnet
         self.connections = connections or SamlConnections(config)
         self.states = SamlStateStore(kv)
         self.facts = {c.id: c.facts() for c in self.connections.by_id.values()}
@@ -70,7 +73,7 @@ class SamlStrategy(FederatedStrategy):
             raise errors.BadRequest("The sign-in provider of this request is no longer configured.")
         try:
             mapped = await run_mapper(
-                connection.mapper, verified.claims, timeout=self.connections.mapper_timeout
+                self._jsonnet, connection.mapper, verified.claims, timeout=self.connections.mapper_timeout
             )
         except MapperError as exc:
             text = "The identity provider's attributes could not be mapped to an account."

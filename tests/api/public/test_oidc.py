@@ -415,16 +415,46 @@ async def test_provider_down_gives_a_clear_error(
     assert await identities(h) == []
 
 
-@pytest.mark.parametrize("provider_id", ["loop", "broken"])
-async def test_failing_mapper_gives_a_clean_error(
-    h: Harness, fake: FakeProvider, net: httpx.AsyncClient, provider_id: str
+async def test_the_mapper_runs_on_the_servers_jsonnet_pool(
+    h: Harness, fake: FakeProvider, net: httpx.AsyncClient
 ) -> None:
+    pool = h.services.jsonnet
+    before = dict(pool.outcomes)
+    fake.next_user = {"sub": "p", "email": "p@example.com"}
+    assert (await sign_in(h, net)).status_code == 303
+    assert pool.outcomes == {**before, "ok": before["ok"] + 1}
+
+
+@pytest.mark.parametrize(
+    ("provider_id", "outcome", "hint"),
+    [
+        pytest.param("loop", "timeout", "the claims mapper did not finish within 5s", id="loop"),
+        pytest.param(
+            "broken",
+            "error",
+            "the claims mapper failed: RUNTIME ERROR: no thanks\n\tmapper.jsonnet:1:1-18\t$\n\t"
+            "During evaluation\t\n",
+            id="error",
+        ),
+    ],
+)
+async def test_failing_mapper_gives_a_clean_error_and_the_pool_recovers(
+    h: Harness, fake: FakeProvider, net: httpx.AsyncClient, provider_id: str, outcome: str, hint: str
+) -> None:
+    pool = h.services.jsonnet
+    before, replaced = dict(pool.outcomes), pool.replacements
     fake.next_user = {"sub": "m", "email": "m@example.com"}
-    started = time.monotonic()
     error = await error_of(h.client, await sign_in(h, net, provider_id))
-    assert error["code"] == 400 and "mapped" in error["message"]
-    assert time.monotonic() - started < 30  # the 5 s mapper timeout stopped the loop
+    assert (error["code"], error["status"]) == (400, "Bad Request")
+    assert error["reason"] == "The sign-in provider's data could not be mapped to an account."
+    assert error["details"]["hint"] == hint  # go-jsonnet's text, as Kratos reports it
+    assert pool.outcomes[outcome] == before[outcome] + 1
+    # Only the looping mapper cost its worker (killed at the CPU deadline, replaced on next use).
+    assert pool.replacements == replaced + (provider_id == "loop")
     assert await identities(h) == []
+    fake.next_user = {"sub": "n", "email": "n@example.com"}
+    assert (await sign_in(h, net, client=h.new_client())).status_code == 303
+    assert pool.outcomes["ok"] == before["ok"] + 1
 
 
 async def test_provider_error_is_shown(h: Harness, net: httpx.AsyncClient) -> None:
