@@ -529,6 +529,7 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         saml_queue=lambda: saml_admission.queue_depth,
         courier_queue=_courier_queue_depth(database.courier),
         rule_matches=rules.matches_since_start,
+        jsonnet=sandbox,
     )
     closers.append(metrics.aclose)  # the last fold of this process's counts (multi-process mode)
     schemas = SchemaRegistry(config.identity, base_url=config.public_base_url)

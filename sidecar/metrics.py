@@ -24,8 +24,8 @@ import bisect
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -103,6 +103,19 @@ class _Buckets:
             self.folded_sum = total
 
 
+class JsonnetCounts(Protocol):
+    """What the metrics read of the Jsonnet pool (``security.jsonnet.JsonnetSandbox``)."""
+
+    @property
+    def queue_depth(self) -> int: ...
+
+    @property
+    def outcomes(self) -> Mapping[str, int]: ...
+
+    @property
+    def replacements(self) -> int: ...
+
+
 def multiprocess_enabled() -> bool:
     """True when prometheus-client was imported with ``PROMETHEUS_MULTIPROC_DIR`` set."""
     return values.ValueClass is not values.MutexValue
@@ -123,11 +136,13 @@ class Metrics:
         courier_queue: Callable[[], Awaitable[int]] | None = None,
         rule_matches: Callable[[], dict[str, int]] | None = None,
         saml_queue: Callable[[], int] | None = None,
+        jsonnet: JsonnetCounts | None = None,
     ) -> None:
         """``hashing_queue`` returns this process's hashing queue (``lambda: hasher.queue_depth``),
         ``saml_queue`` its SAML signature checks waiting for a slot;
         ``courier_queue`` counts queued courier messages (one cheap SQL count, run at scrape time);
-        ``rule_matches`` returns this process's matches per rule id since start (``RulesHolder``)."""
+        ``rule_matches`` returns this process's matches per rule id since start (``RulesHolder``);
+        ``jsonnet`` is this process's Jsonnet pool, its counts since start."""
         self.multiprocess = multiprocess_enabled()
         self.refresh_interval = refresh_interval
         self.registry = CollectorRegistry(auto_describe=True)
@@ -206,6 +221,27 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        # The Jsonnet pool (security.jsonnet): plain counts of its own, synced at scrape time.
+        self._jsonnet_evaluations = Counter(
+            "sidecar_jsonnet_evaluations",
+            "Jsonnet evaluations (web hook and courier bodies, claims mappers, tokenizer) by outcome: "
+            "ok, error (the snippet's), timeout (CPU deadline), crashed (memory cap, killed), busy (503)",
+            ["outcome"],
+            registry=r,
+        )
+        self._jsonnet_replacements = Counter(
+            "sidecar_jsonnet_worker_replacements",
+            "Jsonnet worker processes ended and replaced (timeout, crash, memory cap, killed)",
+            registry=r,
+        )
+        self._jsonnet_queue = Gauge(
+            "sidecar_jsonnet_queue_depth",
+            "Jsonnet evaluations waiting for a free worker",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self._jsonnet_source = jsonnet
+        self._jsonnet_synced: dict[str, int] = {}
         # Filled from the rules' plain per-rule counters at scrape time (``rule_matches``),
         # so the hot path never touches a label child for it.
         self._rule_matches = Counter(
@@ -346,8 +382,25 @@ class Metrics:
                 self._rule_matches.labels(rule_id).inc(count - (synced or 0))
                 self._rule_synced[rule_id] = count
 
+    def _sync_jsonnet(self) -> None:
+        pool = self._jsonnet_source
+        if pool is None:
+            return
+        self._jsonnet_queue.set(pool.queue_depth)
+        counts = {**pool.outcomes, "replacements": pool.replacements}
+        for key, count in counts.items():
+            synced = self._jsonnet_synced.get(key)
+            if synced is None or count > synced:
+                # Zero children too: every outcome shows up from the first scrape.
+                if key == "replacements":
+                    self._jsonnet_replacements.inc(count - (synced or 0))
+                else:
+                    self._jsonnet_evaluations.labels(key).inc(count - (synced or 0))
+                self._jsonnet_synced[key] = count
+
     def refresh_local(self) -> None:
         self.fold()
+        self._sync_jsonnet()
         if self._hashing_source is not None:
             self._hashing_queue.set(self._hashing_source())
         if self._saml_source is not None:

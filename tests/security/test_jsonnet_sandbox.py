@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from sidecar import errors
+from sidecar.metrics import Metrics
 from sidecar.security.jsonnet import JsonnetError, JsonnetSandbox
+from tests.ops.test_metrics import value
 
 SPIN = (  # 10^10 additions: only the deadline stops it
     "std.foldl(function(a, b) std.foldl(function(c, d) c + d, std.range(0, 100000), a),"
@@ -151,6 +153,50 @@ async def test_a_worker_killed_from_outside_is_replaced(sandbox: JsonnetSandbox)
     await wait_until(lambda: victim not in sandbox.pids())
     assert await sandbox.evaluate("3", timeout=2) == 3
     assert victim not in sandbox.pids() and len(sandbox.pids()) == 1
+
+
+async def test_outcomes_replacements_and_queue_reach_the_metrics(sandbox: JsonnetSandbox) -> None:
+    metrics = Metrics(jsonnet=sandbox)
+    assert await sandbox.evaluate("1", timeout=2) == 1
+    with pytest.raises(JsonnetError):
+        await sandbox.evaluate("error 'no'", timeout=2)
+    with pytest.raises(JsonnetError, match="did not finish"):
+        await sandbox.evaluate(SPIN, timeout=0.2)
+    text = (await metrics.render())[0].decode()
+    assert value(text, "sidecar_jsonnet_evaluations_total", outcome="ok") == 1
+    assert value(text, "sidecar_jsonnet_evaluations_total", outcome="error") == 1
+    assert value(text, "sidecar_jsonnet_evaluations_total", outcome="timeout") == 1
+    assert value(text, "sidecar_jsonnet_evaluations_total", outcome="busy") == 0
+    assert value(text, "sidecar_jsonnet_worker_replacements_total") == 1
+    assert value(text, "sidecar_jsonnet_queue_depth") == 0
+    # Counts are synced, not re-added, on the next scrape.
+    await sandbox.evaluate("2", timeout=2)
+    text = (await metrics.render())[0].decode()
+    assert value(text, "sidecar_jsonnet_evaluations_total", outcome="ok") == 2
+    assert value(text, "sidecar_jsonnet_worker_replacements_total") == 1
+
+
+async def test_a_refusal_counts_as_busy_and_the_wait_as_queue_depth() -> None:
+    pool = JsonnetSandbox(1, 1)
+    metrics = Metrics(jsonnet=pool)
+    try:
+        slow = asyncio.ensure_future(pool.evaluate(SPIN, timeout=30))
+        await wait_until(lambda: len(pool.pids()) == 1)
+        waiting = asyncio.ensure_future(pool.evaluate("1", timeout=5))
+        await wait_until(lambda: pool.queue_depth == 1)
+        with pytest.raises(errors.ServiceUnavailable):
+            await pool.evaluate("2", timeout=5)
+        text = (await metrics.render())[0].decode()
+        assert value(text, "sidecar_jsonnet_queue_depth") == 1
+        assert value(text, "sidecar_jsonnet_evaluations_total", outcome="busy") == 1
+        for pid in pool.pids():
+            os.kill(pid, signal.SIGKILL)
+        with pytest.raises(JsonnetError, match=r"crashed|did not start"):
+            await slow
+        assert await waiting == 1
+        assert pool.outcomes["crashed"] == 1
+    finally:
+        await pool.close()
 
 
 async def test_close_leaves_no_worker_process() -> None:

@@ -22,6 +22,7 @@ from tests.api.public.conftest import PASSWORD, Harness, HarnessFactory
 from tests.api.public.helpers import JSON, browser_flow, message_ids, node_value, register_browser
 from tests.api.public.oidc_fake import FakeProvider, fake_provider
 from tests.conftest import free_port
+from tests.ops.test_metrics import value
 
 CIPHER = "0123456789abcdef0123456789abcdef"
 LOOPING_MAPPER = (  # 10^9 additions: only the deadline stops it
@@ -423,6 +424,8 @@ async def test_the_mapper_runs_on_the_servers_jsonnet_pool(
     fake.next_user = {"sub": "p", "email": "p@example.com"}
     assert (await sign_in(h, net)).status_code == 303
     assert pool.outcomes == {**before, "ok": before["ok"] + 1}
+    text = (await h.services.metrics.render())[0].decode()
+    assert value(text, "sidecar_jsonnet_evaluations_total", outcome="ok") == pool.outcomes["ok"]
 
 
 @pytest.mark.parametrize(
