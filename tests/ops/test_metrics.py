@@ -4,6 +4,7 @@ recording is cheap; no secret reaches the logs of a real ``sidecar serve``."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import shutil
 import time
 from pathlib import Path
@@ -83,6 +84,51 @@ async def test_every_recording_method_shows_up() -> None:
     assert value(text, "sidecar_saml_verification_queue_depth") == 2
     assert value(text, "sidecar_hashing_queue_depth") == 3
     assert value(text, "sidecar_courier_queue_depth") == 7
+
+
+async def test_every_collection_of_the_garbage_collector_is_a_pause_observation() -> None:
+    m = Metrics()
+    gc.callbacks.append(m.on_gc)
+    try:
+        gc.collect()  # one full collection
+        gc.collect(0)
+    finally:
+        gc.callbacks.remove(m.on_gc)
+    m.heap_frozen(1234)
+    text = (await m.render())[0].decode()
+    assert value(text, "sidecar_gc_pause_seconds_count", generation="2") == 1
+    assert value(text, "sidecar_gc_pause_seconds_count", generation="0") >= 1
+    assert value(text, "sidecar_gc_pause_seconds_sum", generation="2") > 0
+    assert value(text, "sidecar_gc_frozen_objects") == 1234
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_each_worker_freezes_its_start_up_heap(tmp_path: Path, server: str) -> None:
+    """Every worker of ``sidecar serve --workers 2`` (spawned, each building its own services)
+    takes its start-up heap out of the collector's scans before it serves, and reports it: one
+    ``sidecar_gc_frozen_objects`` sample per worker process."""
+    public_port, admin_port = ports()
+    settings = deep_merge(base_config(tmp_path, public_port, admin_port), on_server(server))
+    config = write_config(tmp_path / "cfg.yaml", settings)
+    migrate(config, tmp_path)
+    argv = serve_argv(config, "--workers", "2")
+    env = clean_env(PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"))
+    with running(argv, cwd=tmp_path, public_port=public_port, admin_port=admin_port, env=env) as proc:
+        frozen: dict[str, float] = {}
+        deadline = time.monotonic() + 60  # a worker still starting shows 0 (its gauge, not set yet)
+        while not (len(frozen) == 2 and all(frozen.values())) and time.monotonic() < deadline:
+            text = httpx.get(f"{proc.admin_url}/metrics", timeout=5).text
+            frozen = {
+                dict(labels)["pid"]: v
+                for (name, labels), v in samples(text).items()
+                if name == "sidecar_gc_frozen_objects"
+            }
+            time.sleep(0.2)
+        assert len(frozen) == 2, frozen
+        assert str(proc.process.pid) not in frozen  # the workers, not the parent
+        # A worker's services, apps, schemas and modules: well over 100k objects (~250k).
+        assert all(n > 100_000 for n in frozen.values()), frozen
+        assert proc.terminate() == 0
 
 
 async def test_a_failing_gauge_source_does_not_break_the_scrape() -> None:
