@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from tests.ops.serve import base_config, ports, running, serve_argv, write_config
+from tests.ops.test_metrics import value
 from tests.strategies.saml.browser import (
     Site,
     authn_request_of,
@@ -106,6 +107,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             yield site
 
 
+def jsonnet_evaluations(site: Site) -> float:
+    """The server's Jsonnet evaluations that ended well, from its metrics."""
+    text = httpx.get(f"{site.admin}/metrics", timeout=15).text
+    return value(text, "sidecar_jsonnet_evaluations_total", outcome="ok")
+
+
 def test_sp_initiated_redirect_binding_creates_a_member_and_signs_in_again(site: Site) -> None:
     with httpx.Client(timeout=20) as browser:
         flow = browser.get(
@@ -124,10 +131,12 @@ def test_sp_initiated_redirect_binding_creates_a_member_and_signs_in_again(site:
             "partner"
         ]
 
+        evaluated = jsonnet_evaluations(site)
         leave = submit_login(browser, site, {"method": "saml", "provider": "acme"})
         assert leave.headers["location"].startswith(f"{site.idp.url}/sso/redirect?SAMLRequest=")
         done = through_idp(browser, site, leave, "alice@acme.example")
         assert done.status_code == 303, done.text
+        assert jsonnet_evaluations(site) == evaluated + 1  # the mapper, on the server's one pool
         me = whoami(browser, site)
         assert me is not None
         assert me["identity"]["traits"]["email"] == "alice@acme.example"
