@@ -58,6 +58,22 @@ LOGIN_EMAIL, LOGIN_PASSWORD = "storm@example.com", "Storm-login-bench-4-argon2!"
 COOKIE_SECRET = "bench-cookie-secret-0123456789abcdef"
 RULES = "version: 1\nrules:\n  - {id: private, match: {paths: ['/private/**']}, require: authenticated}\n"
 Row = dict[str, float]
+# The same signed-in user asking for a different URL on every request (as a browser walking a site
+# does): the session stays cached, but no two requests are the same, so nothing answered for one
+# request can be written again for the next (the protocol's remembered answers never hit).
+VARIED_URI = """local n = 0
+request = function()
+  n = n + 1
+  wrk.headers["X-Original-URI"] = "/private/" .. n
+  return wrk.format(nil)
+end
+"""
+VARIED_PATH = """local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, "/private/" .. n)
+end
+"""
 STORM_VARIANTS = (
     ("process_idle", {"pool": "process", "priority": "idle"}, "hashing processes, SCHED_IDLE (as shipped)"),
     ("thread_idle", {"pool": "thread", "priority": "idle"}, "hashing threads, SCHED_IDLE (before)"),
@@ -253,14 +269,17 @@ def wrk(
     headers: dict[str, str],
     server: int | None = None,
     cores: str = LOAD_CORE,
+    script: Path | None = None,
 ) -> Row:
     """wrk's figures, the load average when it started and, with ``server`` (a PID), the server's
-    CPU time per request."""
+    CPU time per request. ``script``: a wrk Lua script (``VARIED_URI``, ``VARIED_PATH``)."""
     load = os.getloadavg()[0]
     before = cpu_ticks(server) if server else 0
     args = ["taskset", "-c", cores, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
     for k, v in headers.items():
         args += ["-H", f"{k}: {v}"]
+    if script:
+        args += ["-s", str(script)]
     out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
 
@@ -573,27 +592,37 @@ def main() -> int:
             # synchronous answers in the HTTP protocol save, same machine, same moment.
             asgi = bench.sidecar(serve={"public": {"fast_path": False}})
             # (row key, server, path, headers) of each group, run in this order in every repeat.
+            varied_uri, varied_path = tmp / "varied_uri.lua", tmp / "varied_path.lua"
+            varied_uri.write_text(VARIED_URI)
+            varied_path.write_text(VARIED_PATH)
             rows = {
                 "decision": [
-                    ("decision_cached", side, "/.auth/authz/nginx", auth),
-                    ("decision_nolog", quiet, "/.auth/authz/nginx", auth),
-                    ("decision_asgi", asgi, "/.auth/authz/nginx", auth),
-                    ("granian_decision", gran, "/.auth/authz/nginx", auth),
+                    ("decision_cached", side, "/.auth/authz/nginx", auth, None),
+                    ("decision_varied", side, "/.auth/authz/nginx", auth, varied_uri),
+                    ("decision_nolog", quiet, "/.auth/authz/nginx", auth, None),
+                    ("decision_asgi", asgi, "/.auth/authz/nginx", auth, None),
+                    ("granian_decision", gran, "/.auth/authz/nginx", auth, None),
                 ],
                 "proxy": [
-                    ("proxy_signed_in", side, "/private/x", signed_in),
-                    ("proxy_nolog", quiet, "/private/x", signed_in),
-                    ("proxy_asgi", asgi, "/private/x", signed_in),
-                    ("granian_proxy", gran, "/private/x", signed_in),
+                    ("proxy_signed_in", side, "/private/x", signed_in, None),
+                    ("proxy_varied", side, "/private/x", signed_in, varied_path),
+                    ("proxy_nolog", quiet, "/private/x", signed_in, None),
+                    ("proxy_asgi", asgi, "/private/x", signed_in, None),
+                    ("granian_proxy", gran, "/private/x", signed_in, None),
                 ],
             }
             for s in (side, quiet, asgi, gran):  # warm-up
                 wrk(f"{s.base}/.auth/authz/nginx", connections=c, duration=2, headers=auth)
             for i in range(args.repeat):
                 for group in alternated:
-                    for key, s, path, hdrs in rows[group]:
+                    for key, s, path, hdrs, script in rows[group]:
                         r[f"{key}_{i}"] = wrk(
-                            f"{s.base}{path}", connections=c, duration=d, headers=hdrs, server=s.pid
+                            f"{s.base}{path}",
+                            connections=c,
+                            duration=d,
+                            headers=hdrs,
+                            server=s.pid,
+                            script=script,
                         )
             procs.stop(quiet.proc)
             procs.stop(asgi.proc)
@@ -852,6 +881,10 @@ def write_results(
         ),
         *(row(f"decision endpoint, cached session, run {i + 1}", r[f"decision_cached_{i}"]) for i in repeats),
         row(
+            "decision endpoint, cached session, a new X-Original-URI each request (mean)",
+            mean_row([r[f"decision_varied_{i}"] for i in repeats]),
+        ),
+        row(
             "decision endpoint, cache off (`session.cache_ttl: 0s`: Redis + SQL each request)",
             r["decision_miss"],
             f">= 0.25 ({met(r['decision_miss']['rps'] / base >= 0.25)})",
@@ -863,6 +896,10 @@ def write_results(
             f"({met(proxy['p99_ms'] <= 3 * ngx_p99)})",
         ),
         *(row(f"full proxy, signed-in user, run {i + 1}", r[f"proxy_signed_in_{i}"]) for i in repeats),
+        row(
+            "full proxy, signed-in user, a new path each request (mean)",
+            mean_row([r[f"proxy_varied_{i}"] for i in repeats]),
+        ),
         *(
             row(
                 f"diagnostic: decision, access log off (`log.level: warning`), run {i + 1}",
