@@ -23,6 +23,7 @@ from sidecar.console import traits_form
 from sidecar.console.auth import ConsoleSession
 from sidecar.console.listing import Paging, path_id
 from sidecar.console.pages import PREFIX, Form, Pages, Problem
+from sidecar.console.wording import said
 from sidecar.i18n import N_, Phrase, Phrases
 from sidecar.identity.manager import IdentityManager
 from sidecar.identity.model import Identity
@@ -399,8 +400,8 @@ def _notice(key: str | None) -> Phrase:
 
 def _phrase(text: str | Phrase) -> Phrase:
     """A message as shown: the console's own are msgids, the schema's violations phrases with
-    their Kratos ids; a text from elsewhere in the core stays as it is (English)."""
-    return text if isinstance(text, Phrase) else Phrase(text)
+    their Kratos ids, the managers' refusals found among their msgids (``wording.said``)."""
+    return said(text)
 
 
 def _problems(exc: errors.ValidationError) -> dict[str, list[str | Phrase]]:

@@ -29,6 +29,7 @@ from sidecar.console.auth import ConsoleSession
 from sidecar.console.identities import identity_row
 from sidecar.console.listing import Paging, path_id
 from sidecar.console.pages import PREFIX, Form, Pages
+from sidecar.console.wording import said
 from sidecar.i18n import N_, Phrase
 from sidecar.identity.store import IdentityStore
 from sidecar.organization.manager import OrganizationManager
@@ -107,7 +108,7 @@ class OrganizationPages:
         problem: str = "",
         status: int = 200,
     ) -> Response:
-        """``problem``: a manager's refusal, shown as it is (English, from the core)."""
+        """``problem``: a manager's refusal (English), said in the reader's language."""
         q = request.query_params
         token = q.get("page_token") if posted is None else None
         after = self.paging.after(token)
@@ -130,7 +131,7 @@ class OrganizationPages:
             "next_url": next_url,
             "first_url": f"{PREFIX}/organizations" if token else None,
             "posted": posted or {},
-            "problem": problem,
+            "problem": said(problem) if problem else "",
             "notice": Phrase(N_("Organization deleted.") if q.get("done") == "deleted" else ""),
         }
         return self.pages.render(
@@ -184,7 +185,7 @@ class OrganizationPages:
             "members": [identity_row(i) for i in members[: self.paging.size]],
             "more_members": len(members) > self.paging.size,
             "notice": notice,
-            "problem": problem,
+            "problem": said(problem) if problem else "",
         }
         return self.pages.render(
             "organization.html", context, signed_in=signed_in, section="organizations", status=status

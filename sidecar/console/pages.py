@@ -32,6 +32,7 @@ from sidecar.api.body import read_body
 from sidecar.config.model import Languages
 from sidecar.console.audit import Audit
 from sidecar.console.auth import ConsoleAuth, ConsoleSession, same_origin, token_matches
+from sidecar.console.wording import said
 from sidecar.i18n import N_, Catalogs, Phrase, Translator, builtin_catalogs, negotiate
 
 log = logging.getLogger("sidecar.console")
@@ -197,7 +198,7 @@ class Pages:
         """``title`` and a ``str`` ``message`` are English msgids (translated when drawn)."""
         context = {
             "title": Phrase(title),
-            "message": message if isinstance(message, Phrase) else Phrase(message),
+            "message": said(message),
             "code": status,
             "back": back,
         }
@@ -302,7 +303,7 @@ class Pages:
         if exc.code >= 500:
             log.warning("console: %s", exc.message)
         # A specific message beats the class's generic one; Kratos puts the detail in ``reason`` then.
-        # The console's own messages are msgids; the core's (English) are shown as they are.
+        # The console's own messages are msgids; the core's refusals are found among theirs.
         text = exc.message if exc.message != exc.default_message else (exc.reason or exc.message)
         return self.problem(signed_in, exc.code, _title(exc.code), text, language=language)
 

@@ -175,6 +175,25 @@ class Phrases(Phrase):
         return translator.gettext(self.separator).join(p.translated(translator) for p in self.parts)
 
 
+def recognise(text: str, templates: Iterable[str]) -> Phrase | None:
+    """The phrase an English ``text`` was made from (``template.format(...)``): the first of
+    ``templates`` it fits, its values found again, so a text the core wrote in English can be said
+    in another language; None when none fits."""
+    for template in templates:
+        found = _template_pattern(template).fullmatch(text)
+        if found:
+            return Phrase(template, **found.groupdict())
+    return None
+
+
+@cache
+def _template_pattern(template: str) -> re.Pattern[str]:
+    pieces = re.split(r"\{(\w+)\}", template)
+    return re.compile(
+        "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>.*?)" for i, p in enumerate(pieces)), re.DOTALL
+    )
+
+
 @dataclass
 class _Read:
     entries: dict[tuple[str | None, str], str] = field(default_factory=dict)

@@ -24,7 +24,7 @@ import jsonpointer
 
 from sidecar import errors
 from sidecar.hashing.hasher import PasswordHasher
-from sidecar.identity import identity_json
+from sidecar.identity import identity_json, refusals
 from sidecar.identity.login_hints import LoginHints, hints_for
 from sidecar.identity.model import (
     CREDENTIAL_TYPES,
@@ -124,13 +124,13 @@ class IdentityManager:
             if span is not None:
                 span.set_attribute("sidecar.identity.found", identity is not None)
         if identity is None:
-            raise errors.NotFound("Unable to locate the resource")
+            raise errors.NotFound(refusals.NOT_FOUND)
         return identity
 
     async def get_by_external_id(self, external_id: str) -> Identity:
         identity = await self._store.get_by_external_id(external_id)
         if identity is None:
-            raise errors.NotFound("Unable to locate the resource")
+            raise errors.NotFound(refusals.NOT_FOUND)
         return identity
 
     async def find_by_credential(self, credential_type: str, identifier: str) -> Identity | None:
@@ -270,17 +270,17 @@ class IdentityManager:
     async def delete(self, identity_id: uuid.UUID) -> None:
         """The identity and, through the observer, its sessions."""
         if not await self._store.delete(identity_id):
-            raise errors.NotFound("Unable to locate the resource")
+            raise errors.NotFound(refusals.NOT_FOUND)
         await self._observer.identity_deleted(identity_id)
 
     async def delete_credential(self, identity_id: uuid.UUID, credential_type: str) -> None:
         """Kratos' admin ``DELETE /identities/{id}/credentials/{type}``: second factors and keys
         always go; a first factor only while another way to sign in is left."""
         if credential_type not in CREDENTIAL_TYPES:
-            raise errors.BadRequest(f"unknown credential type {credential_type[:32]!r}")
+            raise errors.BadRequest(refusals.UNKNOWN_CREDENTIAL.format(type=repr(credential_type[:32])))
         identity = await self.get(identity_id)
         if credential_type not in identity.credentials:
-            raise errors.NotFound(f"the identity has no {credential_type} credential")
+            raise errors.NotFound(refusals.NO_CREDENTIAL.format(type=credential_type))
         if credential_type in FIRST_FACTOR_TYPES and credential_type != "webauthn":
             others = [
                 t
@@ -288,11 +288,9 @@ class IdentityManager:
                 if t != credential_type and t in FIRST_FACTOR_TYPES and t != "code"
             ]
             if not others:
-                raise errors.BadRequest(
-                    f"cannot remove the {credential_type} credential: it is the only first factor left"
-                )
+                raise errors.BadRequest(refusals.LAST_FIRST_FACTOR.format(type=credential_type))
         elif credential_type not in _ALWAYS_DELETABLE:
-            raise errors.BadRequest(f"credentials of type {credential_type} cannot be deleted")
+            raise errors.BadRequest(refusals.NOT_DELETABLE.format(type=credential_type))
         await self._store.delete_credential(identity_id, credential_type)
         await self._observer.identity_changed(identity_id)
 
@@ -376,17 +374,14 @@ class IdentityManager:
         schema.validate_traits(spec.traits)
         traits = dict(spec.traits)
         if spec.state not in ("active", "inactive"):
-            raise errors.ValidationError(f"state must be active or inactive, not {spec.state!r}")
+            raise errors.ValidationError(refusals.BAD_STATE.format(state=repr(spec.state)))
         if (
             spec.organization_id is not None
             and self._organizations is not None
             and (current is None or current.organization_id != spec.organization_id)
             and await self._organizations.get(spec.organization_id) is None
         ):
-            raise errors.BadRequest(
-                "organization_id: no organization has this id",
-                reason="organization_id: no organization has this id",
-            )
+            raise errors.BadRequest(refusals.NO_ORGANIZATION, reason=refusals.NO_ORGANIZATION)
         now = utcnow()
         credentials = dict(current.credentials) if current else {}
         credentials.update(await self._imported_credentials(spec, credentials, schema, traits))
@@ -427,7 +422,7 @@ class IdentityManager:
                 self._hasher.validate_import(hashed.config["hashed_password"])
             except ValueError as exc:
                 raise errors.ValidationError(
-                    f"unsupported hashed_password: {exc}",
+                    refusals.UNSUPPORTED_HASH.format(error=exc),
                     messages={"credentials.password.config.hashed_password": [str(exc)]},
                 ) from exc
         if "password" in out and not schema.identifiers(traits, "password"):
@@ -489,13 +484,12 @@ def _addresses(
 
 def _missing_identifier() -> errors.ValidationError:
     # Kratos 4000009: a password nobody can log in with is refused.
-    reason = "Could not find any login identifiers. Did you forget to set them?"
-    return errors.ValidationError(reason, messages={"traits": [reason]})
+    return errors.ValidationError(refusals.NO_IDENTIFIERS, messages={"traits": [refusals.NO_IDENTIFIERS]})
 
 
 async def _hash_plain(hasher: PasswordHasher, password: str) -> str:
     if not password:
-        raise errors.ValidationError("the password must not be empty")
+        raise errors.ValidationError(refusals.EMPTY_PASSWORD)
     try:
         return await hasher.hash(password)
     except ValueError as exc:  # bcrypt refuses more than 72 bytes (Kratos 4000033)

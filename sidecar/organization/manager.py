@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from sidecar import errors
+from sidecar.organization import refusals
 from sidecar.organization.model import (
     InvalidOrganization,
     Organization,
@@ -29,15 +30,16 @@ _KEYS = frozenset({"id", "label", "slug", "domains", "created_at", "updated_at"}
 
 
 def _invalid(exc: InvalidOrganization) -> errors.BadRequest:
-    return errors.BadRequest(f"{exc.field}: {exc}", reason=f"{exc.field}: {exc}")
+    text = refusals.FIELD.format(field=exc.field, reason=exc)
+    return errors.BadRequest(text, reason=text)
 
 
 def _fields(body: Any, *, partial: bool) -> dict[str, Any]:
     if not isinstance(body, Mapping):
-        raise errors.BadRequest("the body must be a JSON object")
+        raise errors.BadRequest(refusals.NOT_AN_OBJECT)
     unknown = sorted(str(k) for k in body.keys() - _KEYS)
     if unknown:
-        raise errors.BadRequest(f"unknown field(s): {', '.join(unknown)[:200]}")
+        raise errors.BadRequest(refusals.UNKNOWN_FIELDS.format(fields=", ".join(unknown)[:200]))
     out: dict[str, Any] = {}
     try:
         if "label" in body or not partial:
@@ -58,7 +60,7 @@ class OrganizationManager:
     async def get(self, organization_id: uuid.UUID) -> Organization:
         found = await self._store.get(organization_id)
         if found is None:
-            raise errors.NotFound("Unable to locate the resource")
+            raise errors.NotFound(refusals.NOT_FOUND)
         return found
 
     async def find(self, reference: str) -> Organization | None:
@@ -93,7 +95,7 @@ class OrganizationManager:
             try:
                 fields["id"] = uuid.UUID(str(body["id"]))
             except ValueError:
-                raise errors.BadRequest("id: must be a UUID") from None
+                raise errors.BadRequest(refusals.ID_NOT_UUID) from None
         fields.setdefault("slug", slug_from_label(fields["label"]))
         return await self._store.create(Organization(**fields))
 
@@ -102,7 +104,7 @@ class OrganizationManager:
         current = await self.get(organization_id)
         fields = _fields(body, partial=partial)
         if "id" in body and str(body["id"]) != str(organization_id):
-            raise errors.BadRequest("id: cannot be changed")
+            raise errors.BadRequest(refusals.ID_FIXED)
         return await self._store.update(replace(current, **fields, updated_at=utcnow()))
 
     async def add_domain(self, organization_id: uuid.UUID, domain: Any) -> Organization:
@@ -123,10 +125,10 @@ class OrganizationManager:
         except InvalidOrganization:
             canonical = domain
         if canonical not in current.domains:
-            raise errors.NotFound("the organization has no such domain")
+            raise errors.NotFound(refusals.NO_SUCH_DOMAIN)
         remaining = tuple(d for d in current.domains if d != canonical)
         return await self._store.update(replace(current, domains=remaining, updated_at=utcnow()))
 
     async def delete(self, organization_id: uuid.UUID) -> None:
         if not await self._store.delete(organization_id):
-            raise errors.NotFound("Unable to locate the resource")
+            raise errors.NotFound(refusals.NOT_FOUND)

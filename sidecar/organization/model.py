@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 
 import idna
 
+from sidecar.organization import refusals
+
 MAX_LABEL = 255
 MAX_DOMAINS = 100
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -42,18 +44,16 @@ class InvalidOrganization(ValueError):
 
 def check_label(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise InvalidOrganization("label", "must be a non-empty string")
+        raise InvalidOrganization("label", refusals.LABEL_EMPTY)
     label = value.strip()
     if len(label) > MAX_LABEL or any(ord(c) < 0x20 or ord(c) == 0x7F for c in label):
-        raise InvalidOrganization("label", f"at most {MAX_LABEL} printable characters")
+        raise InvalidOrganization("label", refusals.LABEL_TOO_LONG.format(max=MAX_LABEL))
     return label
 
 
 def check_slug(value: object) -> str:
     if not isinstance(value, str) or not _SLUG.fullmatch(value):
-        raise InvalidOrganization(
-            "slug", "lower-case letters, digits and inner '-', 1 to 63 characters (e.g. acme-corp)"
-        )
+        raise InvalidOrganization("slug", refusals.BAD_SLUG)
     return value
 
 
@@ -66,24 +66,24 @@ def slug_from_label(label: str) -> str:
 def canonical_domain(value: object) -> str:
     """The ASCII (IDNA 2008, UTS #46) lower-case form, the form ``canonical_email`` gives domains."""
     if not isinstance(value, str) or not value.strip():
-        raise InvalidOrganization("domains", "each domain must be a non-empty string")
+        raise InvalidOrganization("domains", refusals.DOMAIN_EMPTY)
     text = value.strip().rstrip(".")
     if "@" in text or "/" in text or ":" in text or "*" in text:
-        raise InvalidOrganization("domains", f"{value[:64]!r} is not a domain name (e.g. example.com)")
+        raise InvalidOrganization("domains", refusals.NOT_A_DOMAIN.format(value=repr(value[:64])))
     try:
         domain = idna.encode(text, uts46=True, std3_rules=True, transitional=False).decode("ascii")
     except (idna.IDNAError, UnicodeError):
-        raise InvalidOrganization("domains", f"{value[:64]!r} is not a valid domain name") from None
+        raise InvalidOrganization("domains", refusals.INVALID_DOMAIN.format(value=repr(value[:64]))) from None
     if "." not in domain:
-        raise InvalidOrganization("domains", f"{value[:64]!r}: a domain needs at least two labels")
+        raise InvalidOrganization("domains", refusals.ONE_LABEL.format(value=repr(value[:64])))
     return domain
 
 
 def check_domains(value: object) -> tuple[str, ...]:
     if not isinstance(value, list):
-        raise InvalidOrganization("domains", "must be a list of domain names")
+        raise InvalidOrganization("domains", refusals.DOMAINS_NOT_A_LIST)
     if len(value) > MAX_DOMAINS:
-        raise InvalidOrganization("domains", f"at most {MAX_DOMAINS} domains")
+        raise InvalidOrganization("domains", refusals.TOO_MANY_DOMAINS.format(max=MAX_DOMAINS))
     domains = tuple(dict.fromkeys(canonical_domain(v) for v in value))
     return domains
 

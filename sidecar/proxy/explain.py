@@ -7,12 +7,10 @@ judgement (``rules/decision.py``), so an explanation is what the proxy would ans
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from functools import cache
 from urllib.parse import urlsplit
 
-from sidecar.i18n import N_, Phrase, Phrases
+from sidecar.i18n import N_, Phrase, Phrases, recognise
 from sidecar.proxy.access import Outcome
 from sidecar.proxy.paths import BadPath, normalise_path
 from sidecar.rules.decision import REASONS, Verdict, judge
@@ -97,21 +95,8 @@ def describe(rule: Rule) -> Phrases:
 def reason_phrase(reason: str) -> Phrase:
     """An outcome's English reason as the phrase it was made from (its values found again), so it
     can be said in another language; a reason from elsewhere stays as it is."""
-    for template, pattern in _reason_patterns():
-        found = pattern.fullmatch(reason)
-        if found:
-            return Phrase(template, **found.groupdict())
-    return Phrase(reason)
-
-
-@cache
-def _reason_patterns() -> tuple[tuple[str, re.Pattern[str]], ...]:
-    out = []
-    for template in (*REASONS, NO_RULE, RULE_DENIES, RULE_PUBLIC, RULE_ANONYMOUS, NO_SESSION):
-        pieces = re.split(r"\{(\w+)\}", template)
-        regex = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>.*?)" for i, p in enumerate(pieces))
-        out.append((template, re.compile(regex, re.DOTALL)))
-    return tuple(out)
+    reasons = (*REASONS, NO_RULE, RULE_DENIES, RULE_PUBLIC, RULE_ANONYMOUS, NO_SESSION)
+    return recognise(reason, reasons) or Phrase(reason)
 
 
 @dataclass(frozen=True, slots=True)

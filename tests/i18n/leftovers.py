@@ -35,6 +35,7 @@ SOURCES = (
     ("sidecar/rules/decision.py", "python"),
     ("sidecar/proxy/explain.py", "python"),
     ("sidecar/identity/refusals.py", "python"),
+    ("sidecar/organization/refusals.py", "python"),
 )
 
 Text = tuple[str | None, tuple[str, ...]]

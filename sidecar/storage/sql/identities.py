@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sidecar.errors import BadRequest, Conflict, NotFound
+from sidecar.identity import refusals
 from sidecar.identity.model import Credential, Identity, utcnow
 from sidecar.storage.sql.engine import Connector, translate_errors
 from sidecar.storage.sql.identity_batch import insert_identities
@@ -39,14 +40,14 @@ def conflict_message(exc: sa.exc.IntegrityError) -> str:
     """Name what collided from the constraint, without echoing SQL or the conflicting value."""
     detail = str(exc.orig)
     if "credential_identifiers" in detail:
-        return "an identity with this identifier already exists"
+        return refusals.TAKEN_IDENTIFIER
     if "external_id" in detail:
-        return "an identity with this external_id already exists"
+        return refusals.TAKEN_EXTERNAL_ID
     if "addresses" in detail:
-        return "an identity with this address already exists"
+        return refusals.TAKEN_ADDRESS
     if "identity_credentials" in detail:
-        return "the identity already has a credential of this type"
-    return "an identity with this id already exists"
+        return refusals.TAKEN_CREDENTIAL
+    return refusals.TAKEN_ID
 
 
 class SqlIdentityStore:

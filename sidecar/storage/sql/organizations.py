@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sidecar.errors import Conflict, NotFound
+from sidecar.organization import refusals
 from sidecar.organization.model import Organization
 from sidecar.storage.sql.engine import Connector
 from sidecar.storage.sql.tables import identities, organization_domains, organizations
@@ -19,10 +20,10 @@ from sidecar.storage.sql.tables import identities, organization_domains, organiz
 def _conflict(exc: sa.exc.IntegrityError) -> str:
     detail = str(exc.orig)
     if "organization_domains" in detail or "domain" in detail:
-        return "a domain is already claimed by an organization"
+        return refusals.DOMAIN_CLAIMED
     if "slug" in detail:
-        return "an organization with this slug already exists"
-    return "an organization with this id already exists"
+        return refusals.TAKEN_SLUG
+    return refusals.TAKEN_ID
 
 
 class SqlOrganizationStore:
@@ -138,4 +139,4 @@ class SqlOrganizationStore:
             )
             if exists.first() is None:
                 return False
-        raise Conflict("the organization still has identities: move or delete them first")
+        raise Conflict(refusals.HAS_MEMBERS)
