@@ -16,54 +16,28 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.conftest import free_port
 from tests.e2e.conftest import ARTIFACTS, Browser
-from tests.ops.serve import Proc, base_config, migrate, ports, running, serve_argv, write_config
+from tests.e2e.console_site import console_config, identity_with_session, send_recovery_code
+from tests.ops.serve import Proc, migrate, ports, running, serve_argv, write_config
 
 pytestmark = pytest.mark.e2e
 KEY = "console-e2e-key-0123456789abcdef"
 PASSWORD = "Console-e2e-pass-42!"
-RULES = """\
-version: 1
-rules:
-  - id: public-home
-    match: { methods: [GET], paths: [/] }
-    require: public
-  - id: admin-area
-    match: { paths: ["/admin/**"] }
-    require: { level: authenticated, roles: [admin] }
-  - id: app
-    match: { paths: ["/**"] }
-    require: authenticated
-"""
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Proc]:
     """Two workers sharing Redis: a console session made in one is honoured by the other."""
     tmp = tmp_path_factory.mktemp("console")
-    (tmp / "rules.yaml").write_text(RULES)
     public_port, admin_port = ports()
-    config = base_config(
+    config = console_config(
         tmp,
         public_port,
         admin_port,
-        rules=[str(tmp / "rules.yaml")],
+        KEY,
         session={"cache_ttl": "1s"},
         redis={"url": redis_url, "key_prefix": f"sidecar-test:{uuid.uuid4().hex[:10]}:"},
-        log={"format": "json", "level": "warning"},  # audit lines are written whatever the level
-        # Nothing listens there: mail fails, so the courier view has a last error to show.
-        courier={
-            "smtp": {"connection_uri": f"smtp://127.0.0.1:{free_port()}/?disable_starttls=true"},
-            "message_retries": 0,
-            "worker_interval": "100ms",
-        },
-        selfservice={
-            "default_browser_return_url": f"http://127.0.0.1:{public_port}/",
-            "flows": {"recovery": {"enabled": True, "use": "code"}},
-        },
     )
-    config["serve"]["admin"]["api_key"] = KEY
     path = write_config(tmp / "sidecar.yaml", config)
     migrate(path, tmp)
     with running(
@@ -79,24 +53,12 @@ def admin(site: Proc) -> httpx.Client:
 def make_user(site: Proc, first: str) -> tuple[str, str, str]:
     """An identity with a password and an API session: (id, email, session token)."""
     email = f"{first.lower()}-{uuid.uuid4().hex[:6]}@example.test"
+    traits = {"email": email, "name": {"first": first, "last": "Lovelace"}}
     with admin(site) as c:
-        body = {
-            "schema_id": "default",
-            "traits": {"email": email, "name": {"first": first, "last": "Lovelace"}},
-            "credentials": {"password": {"config": {"password": PASSWORD}}},
-        }
-        created = c.post("/admin/identities", json=body)
-        assert created.status_code == 201, created.text
-    flow = httpx.get(f"{site.public_url}/.auth/self-service/login/api", timeout=10).json()
-    login = httpx.post(
-        f"{site.public_url}/.auth/self-service/login",
-        params={"flow": flow["id"]},
-        json={"method": "password", "identifier": email, "password": PASSWORD},
-        headers={"User-Agent": "Console-Test-Phone/1.0"},
-        timeout=10,
-    )
-    assert login.status_code == 200, login.text
-    return created.json()["id"], email, login.json()["session_token"]
+        identity_id, token = identity_with_session(
+            c, site.public_url, traits, PASSWORD, "Console-Test-Phone/1.0"
+        )
+    return identity_id, email, token
 
 
 def whoami(site: Proc, token: str) -> int:
@@ -188,14 +150,7 @@ def test_console_end_to_end(browser: Browser, site: Proc) -> None:
     user_page.close()
 
     # A recovery mail the courier cannot deliver: abandoned with its error; retry it from the console.
-    flow = httpx.get(f"{site.public_url}/.auth/self-service/recovery/api", timeout=10).json()
-    sent = httpx.post(
-        f"{site.public_url}/.auth/self-service/recovery",
-        params={"flow": flow["id"]},
-        json={"method": "code", "email": email},
-        timeout=10,
-    )
-    assert sent.status_code == 200, sent.text
+    send_recovery_code(site.public_url, email)
     page.get_by_role("link", name="Courier").click()
     row = page.locator("tr[data-message]", has_text=email)
     deadline = time.monotonic() + 20

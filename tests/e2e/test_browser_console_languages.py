@@ -1,6 +1,7 @@
 """The admin console in German and Japanese in Debian's Chromium against ``sidecar serve``, at a
 desktop's and a phone's width: every screen walked shows none of the console's English texts
-(tests/i18n/leftovers.py), nothing scrolls sideways and no button is cut off. Screenshots go to
+(tests/i18n/leftovers.py: the schema's violations, the rules' reasons and the managers' refusals
+included), nothing scrolls sideways and no button is cut off. Screenshots go to
 ``tests/artifacts/console-<lang>-<width>-<screen>.png`` (with real CJK fonts for Japanese).
 """
 
@@ -11,34 +12,21 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import pytest
 from playwright.sync_api import Page, ViewportSize, expect
 
 from sidecar.i18n import builtin_catalogs
-from tests.conftest import free_port
+from sidecar.identity import refusals
 from tests.e2e.conftest import Browser
+from tests.e2e.console_site import console_config, identity_with_session, send_recovery_code
 from tests.i18n.leftovers import english_left
-from tests.ops.serve import Proc, base_config, migrate, ports, running, serve_argv, write_config
+from tests.ops.serve import Proc, migrate, ports, running, serve_argv, write_config
 
 pytestmark = pytest.mark.e2e
 KEY = "console-languages-e2e-key-0123456789"
 PASSWORD = "Console-lang-pass-42!"
-RULES = """\
-version: 1
-rules:
-  - id: public-home
-    match: { methods: [GET], paths: [/] }
-    require: public
-  - id: admin-area
-    match: { paths: ["/admin/**"] }
-    require: { level: authenticated, roles: [admin] }
-  - id: app
-    match: { paths: ["/**"] }
-    require: authenticated
-"""
 DESKTOP: ViewportSize = {"width": 1280, "height": 900}
 PHONE: ViewportSize = {"width": 390, "height": 844}
 # The browser's view of a page: each text node and each title/placeholder/label, and the whole text.
@@ -87,26 +75,8 @@ class Site:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     tmp = tmp_path_factory.mktemp("console-languages")
-    (tmp / "rules.yaml").write_text(RULES)
     public_port, admin_port = ports()
-    config = base_config(
-        tmp,
-        public_port,
-        admin_port,
-        rules=[str(tmp / "rules.yaml")],
-        log={"format": "json", "level": "warning"},
-        # Nothing listens there: the recovery mail is abandoned with an error to show.
-        courier={
-            "smtp": {"connection_uri": f"smtp://127.0.0.1:{free_port()}/?disable_starttls=true"},
-            "message_retries": 0,
-            "worker_interval": "100ms",
-        },
-        selfservice={
-            "default_browser_return_url": f"http://127.0.0.1:{public_port}/",
-            "flows": {"recovery": {"enabled": True, "use": "code"}},
-        },
-    )
-    config["serve"]["admin"]["api_key"] = KEY
+    config = console_config(tmp, public_port, admin_port, KEY)
     path = write_config(tmp / "sidecar.yaml", config)
     migrate(path, tmp)
     with running(serve_argv(path), cwd=tmp, public_port=public_port, admin_port=admin_port) as proc:
@@ -120,37 +90,17 @@ def _seed(proc: Proc) -> Site:
     with admin:
         org = admin.post("/admin/organizations", json={"label": "Acme", "domains": ["acme.example"]})
         assert org.status_code == 201, org.text
-        body: dict[str, Any] = {
-            "schema_id": "default",
-            "traits": {"email": email, "name": {"first": "Ada", "last": "Lovelace"}},
-            "credentials": {"password": {"config": {"password": PASSWORD}}},
-        }
-        created = admin.post("/admin/identities", json=body)
-        assert created.status_code == 201, created.text
+        traits = {"email": email, "name": {"first": "Ada", "last": "Lovelace"}}
+        identity_id, _ = identity_with_session(
+            admin, proc.public_url, traits, PASSWORD, "Console-Languages-Phone/1.0"
+        )
         grace = {"schema_id": "default", "traits": {"email": "grace@acme.example"}}
         assert (
             admin.post("/admin/identities", json={**grace, "organization_id": org.json()["id"]}).status_code
             == 201
         )
-    public = proc.public_url + "/.auth"
-    flow = httpx.get(f"{public}/self-service/login/api", timeout=30).json()
-    login = httpx.post(
-        f"{public}/self-service/login",
-        params={"flow": flow["id"]},
-        json={"method": "password", "identifier": email, "password": PASSWORD},
-        headers={"User-Agent": "Console-Languages-Phone/1.0"},
-        timeout=30,
-    )
-    assert login.status_code == 200, login.text
-    flow = httpx.get(f"{public}/self-service/recovery/api", timeout=30).json()
-    sent = httpx.post(
-        f"{public}/self-service/recovery",
-        params={"flow": flow["id"]},
-        json={"method": "code", "email": email},
-        timeout=30,
-    )
-    assert sent.status_code == 200, sent.text
-    return Site(proc, created.json()["id"], email, org.json()["id"])
+    send_recovery_code(proc.public_url, email)
+    return Site(proc, identity_id, email, org.json()["id"])
 
 
 def _check(browser: Browser, language: str, shot: str) -> None:
@@ -226,6 +176,11 @@ def test_the_console_speaks_the_browser_language(
     expect(page.locator("#recovery-code")).to_have_text(re.compile(r"^\d{6,}$"))
     _check(browser, language, shot("recovery-code"))
     visit("/console/identities/new", "new-identity")
+    # What the schema refuses is said in Kratos' messages (4000003, 4000040), translated.
+    page.locator("input[name='traits.email']").fill("ab")
+    page.get_by_role("button", name=tr.gettext("Create identity")).click()
+    expect(page.locator(".field-error[data-field='traits.email']")).to_have_count(2)
+    _check(browser, language, shot("new-identity-refused"))
     visit(f"/console/identities/{site.identity_id}/delete", "identity-delete")
 
     # The courier queue (an abandoned mail), the web hooks (none), the rules and an explanation.
@@ -256,10 +211,13 @@ def test_the_console_speaks_the_browser_language(
     expect(page.locator("#identity-count")).not_to_have_text("0")
     visit("/console/identities/not-an-id", "not-found")
     expect(page.get_by_role("alert")).to_have_text(tr.gettext("There is no identity with that id."))
+    # A manager's refusal: no identity has this (well-formed) id.
+    visit(f"/console/identities/{uuid.uuid4()}", "identity-gone")
+    expect(page.get_by_role("alert")).to_have_text(tr.gettext(refusals.NOT_FOUND))
 
     page.get_by_role("button", name=tr.gettext("Sign out")).click()
     page.wait_for_url(re.compile(r"/console/login"))
-    # Chromium logs each refused answer (401 wrong key, 404 not found) as a failed load.
+    # Chromium logs each refused answer (401 wrong key, 400 refused traits, 404 twice) as a failed load.
     refused = [p for p in browser.problems if "the server responded with a status of 4" in p]
-    assert len(refused) == 2, browser.problems
+    assert len(refused) == 4, browser.problems
     assert [p for p in browser.problems if p not in refused] == []
