@@ -214,6 +214,30 @@ async def test_a_postgres_read_is_one_query_after_the_ping(postgres_dsn: str) ->
     await db.close()
 
 
+async def test_a_sqlite_identity_load_sends_no_begin(sqlite_dsn: str) -> None:
+    """The identity load of a session-cache miss is one SELECT (its own transaction): no BEGIN,
+    three fewer hops through aiosqlite's thread. Other reads keep their BEGIN (several
+    statements share one snapshot), and writes their BEGIN IMMEDIATE."""
+    db = SqlDatabase(sqlite_dsn)
+    await db.migrate()
+    identity = await db.identities.create(Identity(schema_id="default", traits={"email": "b@example.test"}))
+    sent: list[str] = []
+
+    @sa.event.listens_for(db.engine.sync_engine, "before_cursor_execute")
+    def log(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(statement.split()[0].upper())
+
+    assert await db.identities.get(identity.id) == identity
+    assert sent == ["SELECT"]
+    sent.clear()
+    assert await db.identities.count() == 1  # another read: in a transaction, as before
+    assert sent == ["BEGIN", "SELECT"]
+    sent.clear()
+    await db.identities.update(identity)
+    assert sent[0] == "BEGIN" and sent[-1] == "SELECT", sent  # BEGIN IMMEDIATE ... the re-read
+    await db.close()
+
+
 class _PgError(Exception):
     def __init__(self, sqlstate: str) -> None:
         super().__init__(f"sqlstate {sqlstate}")

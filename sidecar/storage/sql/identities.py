@@ -123,7 +123,7 @@ class SqlIdentityStore:
         return found[0] if found else None
 
     async def get(self, identity_id: uuid.UUID) -> Identity | None:
-        async with self._db.read() as conn:
+        async with self._db.read_one() as conn:
             row = (await conn.execute(self._by_id, {"identity_id": identity_id})).first()
         return identity_from_row(row) if row is not None else None
 

@@ -51,7 +51,7 @@ class SqlSessionStore:
 
     async def _one(self, condition: sa.ColumnElement[bool]) -> Session | None:
         query = sa.select(*_COLUMNS).where(condition, _live(datetime.now(UTC)))
-        async with self._db.read() as conn:
+        async with self._db.read_one() as conn:  # one SELECT: on SQLite, no BEGIN
             row = (await conn.execute(query)).first()
         return None if row is None else _row_to_session(row)
 
