@@ -12,7 +12,10 @@ and calls the app directly with the nginx decision request (``GET /.auth/authz/n
   httptools protocol as ``sidecar serve`` builds it (``sidecar.http_protocol``, a keep-alive
   connection over a transport that drops what is written; no socket), with the synchronous
   answers (``serve.public.fast_path``, the default) and without (every request an ASGI task): the
-  server's side of a request less the kernel's;
+  server's side of a request less the kernel's. The same request again is answered from the
+  protocol's memo of answers; ``us.protocol_unique`` asks for another original URI each time
+  (``/private/x<n>``), so every answer is made by the responders (and remembered), as for a
+  proxy whose users never ask twice for the same URI;
 - ``allocs``: memory blocks allocated per request and still alive afterwards (tracemalloc, over
   ``--requests`` calls, after a warm-up): 0 means the path leaves nothing behind;
 - ``peak_bytes``: the most memory a single request had allocated at once (tracemalloc's peak),
@@ -21,7 +24,8 @@ and calls the app directly with the nginx decision request (``GET /.auth/authz/n
   other prefixes), to show the match does not scan them.
 
 ``python bench/decision_path.py [--requests 20000] [--rounds 3] [--rules 0] [--measure NAME]``;
-prints one JSON line. ``--measure protocol_fast`` (or ``protocol_asgi``, ``on``, ``off``, ``check``)
+prints one JSON line. ``--measure protocol_fast`` (or ``protocol_unique``, ``protocol_asgi``, ``on``, ``off``,
+``check``)
 runs that loop alone, without the allocation figures. Instructions per request, which the
 machine's load does not move: ``valgrind --tool=callgrind --instr-atstart=no python
 bench/decision_path.py --measure protocol_fast --rounds 1 --requests 2000 --callgrind``, then the
@@ -190,11 +194,16 @@ def connection(config: Any, public: Any, fast: bool) -> tuple[Any, Transport]:
     return proto, transport
 
 
-async def protocol_us(config: Any, public: Any, token: str, n: int, fast: bool) -> float:
+async def protocol_us(
+    config: Any, public: Any, token: str, n: int, fast: bool, unique: bool = False
+) -> float:
     proto, transport = connection(config, public, fast)
-    data = DECISION_BYTES % token.encode()
+    if unique:  # made before the clock starts: the client's work
+        many = [DECISION_BYTES.replace(b"/private/x", b"/private/x%d" % i) % token.encode() for i in range(n)]
+    else:
+        many = [DECISION_BYTES % token.encode()] * n
     started = time.process_time()
-    for _ in range(n):
+    for data in many:
         proto.data_received(data)
         # The ASGI task runs on the next loop turn (a cached decision never suspends): a bare
         # yield costs the least, an Event or a future would add its own work to the figure.
@@ -304,12 +313,21 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     return await check_us(access, apps["off"][1], args.requests)
                 if name.startswith("protocol_"):
                     app, token, on = apps["on"]
-                    return await protocol_us(on.config, app, token, args.requests, name == "protocol_fast")
+                    return await protocol_us(
+                        on.config,
+                        app,
+                        token,
+                        args.requests,
+                        name != "protocol_asgi",
+                        name == "protocol_unique",
+                    )
                 app, token, _ = apps[name]
                 return await cpu_us(app, token, args.requests)
 
             names = (
-                [args.measure] if args.measure else ["on", "off", "check", "protocol_fast", "protocol_asgi"]
+                [args.measure]
+                if args.measure
+                else ["on", "off", "check", "protocol_fast", "protocol_unique", "protocol_asgi"]
             )
             for name in names:  # a warm-up of each loop
                 await measure(name)
@@ -355,7 +373,7 @@ if __name__ == "__main__":
     parser.add_argument("--rules", type=int, default=0, help="extra rules in front of the matching one")
     parser.add_argument(
         "--measure",
-        choices=["on", "off", "check", "protocol_fast", "protocol_asgi"],
+        choices=["on", "off", "check", "protocol_fast", "protocol_unique", "protocol_asgi"],
         help="that loop alone (with --rounds 1 --requests N: for instruction counts under callgrind)",
     )
     parser.add_argument(

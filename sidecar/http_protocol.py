@@ -43,15 +43,16 @@ keep-alive timer). These are uvicorn internals: pyproject pins uvicorn's minor v
 tests/proxy/test_fast_path.py fails loudly if the ones used here change. A responder that raises
 is a bug: logged, and the request goes down the ASGI path.
 
-**Remembered answers.** A responder's answer may come with ``scope["sidecar.replay"]``: a callable
+**Remembered answers.** When ``scope["sidecar.remember"]`` is set (the request was answered once
+before), a responder's answer may come with ``scope["sidecar.replay"]``: a callable
 ``replay(x_request_id) -> request_id | None`` saying that the same request (method, version,
 target, headers other than ``x-request-id`` and ``traceparent``, peer address) gets the same
 answer, ending with an ``x-request-id`` header of the id ``replay`` returns, for as long as
 ``replay`` returns one (it makes the request's records, the log line and counters, itself; None:
 no longer, nothing recorded). The protocol then keeps the bytes it wrote, split around that id,
-in the listener's ``memo``; the same request again is answered from them: no scope, no
-responder, no header encoding or checks (they were checked once). A kept-alive answer only, with
-no default headers (``server_header``/``date_header`` off, as ``sidecar serve`` runs uvicorn).
+in the listener's ``memo`` (``Memo``); the same request again is answered from them: no scope,
+no responder, no header encoding or checks (they were checked once). A kept-alive answer only,
+with no default headers (``server_header``/``date_header`` off, as ``sidecar serve`` runs uvicorn).
 """
 
 from __future__ import annotations
@@ -83,9 +84,19 @@ MemoKey = tuple[bytes, str, bytes, str | None, tuple[tuple[bytes, bytes], ...]]
 
 class Memo(dict[MemoKey, "Remembered"]):
     """The remembered answers of one listener, by request; emptied when it reaches ``LIMIT``
-    entries, so clients choosing their headers cannot grow it without bound."""
+    entries, so clients choosing their headers cannot grow it without bound.
+
+    An answer is remembered the second time its request is answered (``seen`` holds the keys
+    answered once): what a remembered answer keeps alive (its bytes, the replay's closures) costs
+    the garbage collector, and a request never asked again (a proxy whose users each ask for
+    their own URIs) would pay that for nothing: it doubled such a request's CPU time
+    (bench/decision_path.py ``protocol_unique``)."""
 
     LIMIT = 1024
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[MemoKey] = set()
 
 
 class Remembered:
@@ -295,12 +306,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         return True
 
     def _remember(self, content: list[bytes], cut: int, scope: Any) -> None:
-        """Keep what ``_write`` wrote for the memo, when its responder offered a replay."""
+        """Keep what ``_write`` wrote for the memo, when its responder offered a replay; note the
+        request as answered once when it did not (it was not asked to: ``_answer_now``)."""
         replay = scope.pop("sidecar.replay", None)
         key = self._memo_key
         memo = self.memo
-        if replay is None or key is None or memo is None:
+        if key is None or memo is None:
             return
+        seen = memo.seen
+        if replay is None:
+            if len(seen) >= memo.LIMIT:
+                seen.clear()
+            seen.add(key)
+            return
+        seen.discard(key)
         if len(memo) >= memo.LIMIT:
             memo.clear()
         memo[key] = Remembered(b"".join(content[:cut]), b"".join(content[cut + 1 :]), replay)
@@ -339,13 +358,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             path = urllib.parse.unquote(path)
         method = parser.get_method().decode("ascii")
         http_version = parser.get_http_version()
-        scope = self.scope
+        scope: Any = self.scope
         scope["method"] = method
         if http_version != "1.1":
             scope["http_version"] = http_version
         scope["path"] = path
         scope["raw_path"] = raw_path
         scope["query_string"] = parsed.query or b""
+        memo = self.memo
+        if memo is not None and self._memo_key in memo.seen:
+            scope["sidecar.remember"] = True  # answered once before: a replay is wanted
         for responder in self.responders:
             try:
                 answer = responder(scope)
@@ -355,6 +377,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             if answer is not None:
                 self._write(answer, scope, http_version != "1.0" and parser.should_keep_alive())
                 return True
+        scope.pop("sidecar.remember", None)
         if method == "GET" and http_version == "1.1" and not self.access_log:
             # Answered later, from callbacks (the proxy's upstream hop): the relay stands in for
             # the cycle, so a pipelined request waits for it as for an ASGI response.

@@ -129,7 +129,7 @@ class Access:
         the same outcome and the same records, or None, with nothing recorded or counted, when the
         answer needs the session store (the token is not in the resolver's cache) or tracing is on
         (its spans belong to the ASGI path)."""
-        checked = self.check_replayable(method, host, path, facts, scope)
+        checked = self._checked(method, host, path, facts, scope)
         return None if checked is None else checked[0]
 
     def check_replayable(
@@ -145,12 +145,29 @@ class Access:
         made again (rule hit, session cache hit, decision metrics), while the same facts would
         still give the same outcome: the same rule set, and the session cache entry that was read
         (when one was) still there, unexpired and the same; else False, with nothing recorded."""
+        checked = self._checked(method, host, path, facts, scope)
+        if checked is None:
+            return None
+        outcome, ruleset, rule, looked_up, session = checked
+        key = digest(facts.token) if looked_up and facts.token else None
+        return outcome, self._replay(ruleset, rule, key, session, outcome)
+
+    def _checked(
+        self,
+        method: str,
+        host: str,
+        path: str,
+        facts: RequestFacts,
+        scope: MutableMapping[str, Any] | None,
+    ) -> tuple[Outcome, RuleSet, Rule | None, bool, ResolvedSession | None] | None:
+        """``check_cached``'s steps; with the outcome, what a replay needs: the rule set and rule,
+        whether the session cache was read, and what it held."""
         if self.tracing is not None:
             return None
         started = time.perf_counter()
         ruleset = self.rules.current
         rule = ruleset.match(method, host, path)
-        key: str | None = None
+        looked_up = False
         session: ResolvedSession | None = None
         if rule is None:
             outcome = self._unmatched(facts)
@@ -162,12 +179,12 @@ class Access:
                 found, session = self.resolver.cached(facts.token)
                 if not found:
                     return None
-                key = digest(facts.token)
+                looked_up = True
                 settled = self._judged(rule, api, session)
             outcome = settled
             ruleset.hits[rule.position] += 1
         self._record(outcome, path, started, scope)
-        return outcome, self._replay(ruleset, rule, key, session, outcome)
+        return outcome, ruleset, rule, looked_up, session
 
     def _replay(
         self,

@@ -254,17 +254,20 @@ class DecisionEndpoints:
         a path not ours or an answer that needs the session store. Records what ``handle`` does.
         A judged answer is a function of the request's method, target and headers (bar
         ``x-request-id`` and ``traceparent``, which it never reads) and its peer, as long as the
-        ``replay`` put in ``scope["sidecar.replay"]`` (``sidecar.logs``) holds: whoever keys on those may
-        remember it (``sidecar.http_protocol``)."""
+        ``replay`` put in ``scope["sidecar.replay"]`` (``sidecar.logs``) holds, when
+        ``scope["sidecar.remember"]`` asks for one: whoever keys on those may remember it
+        (``sidecar.http_protocol``)."""
         dialect = dialect_for(sub)
         if dialect is not None:
             asked = self._asked(dialect, sub, scope)
             if not isinstance(asked, Asked):
                 return asked
             original = asked.original
-            checked = self.access.check_replayable(
-                original.method, self._host(asked.host), asked.path, asked.facts, scope
-            )
+            host = self._host(asked.host)
+            if not scope.get("sidecar.remember"):
+                outcome = self.access.check_cached(original.method, host, asked.path, asked.facts, scope)
+                return None if outcome is None else self.answer(asked, outcome)
+            checked = self.access.check_replayable(original.method, host, asked.path, asked.facts, scope)
             if checked is None:
                 return None
             outcome, replay = checked
