@@ -31,6 +31,7 @@ SOURCES = (
     ("sidecar/console/**.py", "python"),
     ("sidecar/console/templates/**.html", "jinja2"),
     ("sidecar/schema/violations.py", "python"),
+    ("sidecar/schema/titles.py", "python"),
     ("sidecar/rules/model.py", "python"),
     ("sidecar/rules/decision.py", "python"),
     ("sidecar/proxy/explain.py", "python"),

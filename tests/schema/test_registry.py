@@ -12,7 +12,10 @@ import pytest
 from sidecar import errors
 from sidecar.config.loader import ConfigError
 from sidecar.config.model import IdentityConfig
-from sidecar.schema.registry import SchemaRegistry
+from sidecar.i18n import builtin_catalogs
+from sidecar.schema.model import IdentitySchema
+from sidecar.schema.registry import SchemaRegistry, _default_document
+from sidecar.schema.titles import TITLES
 
 BASE = "http://127.0.0.1:4433/.auth"
 
@@ -160,3 +163,10 @@ async def test_lookup_and_urls() -> None:
     assert r.resolve_id("bm9wZQ") is None and r.resolve_id("%%%") is None
     with pytest.raises(errors.BadRequest):
         r.get("nope")
+
+
+def test_the_default_schema_titles_are_in_the_catalogs() -> None:
+    schema = IdentitySchema("default", _default_document())
+    assert {f.title for f in schema.trait_fields()} == set(TITLES)
+    de = builtin_catalogs().translator("de")
+    assert [de.pgettext("1070002", t) for t in TITLES] == ["E-Mail", "Vorname", "Nachname"]
