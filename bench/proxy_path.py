@@ -8,12 +8,19 @@ the real upstream hop (its connection pool, request write, response parse, relay
 
 - ``us``: CPU µs per request (this process: user + system), best of ``--rounds`` rounds of
   ``--requests`` requests, ``--concurrency`` in flight;
+- ``--path protocol_fast``: the same request as bytes through uvicorn's httptools protocol as
+  ``sidecar serve`` builds it (``sidecar.http_protocol`` with the fast relay,
+  ``sidecar.proxy.fast``), one keep-alive connection per lane over a transport that keeps what is
+  written (no client socket): the server's side of a proxied GET less the client socket's kernel
+  work; ``latency_ms``: p50 / p99 / max of the time from the request bytes to the end of the
+  response, per request, in process (the tail our own code adds, without the network's);
 - ``--profile FILE``: cProfile of one round instead, the top functions by own time in FILE;
 - ``--callgrind``: run under ``valgrind --tool=callgrind --instr-atstart=no``; one round is
   instrumented (``callgrind_control -i on``, then a dump): instructions per request, which the
   machine's load does not move.
 
-``python bench/proxy_path.py [--requests 20000] [--rounds 3] [--concurrency 1]``; one JSON line.
+``python bench/proxy_path.py [--requests 20000] [--rounds 3] [--concurrency 1] [--path asgi|protocol_fast]``;
+one JSON line.
 """
 
 from __future__ import annotations
@@ -68,6 +75,103 @@ class Sink:
             self.body += message.get("body", b"")
 
 
+PROXY_BYTES = (
+    b"GET /private/x HTTP/1.1\r\nHost: 127.0.0.1:4455\r\nUser-Agent: wrk\r\nAccept: */*\r\n"
+    b"X-Session-Token: %s\r\n\r\n"
+)
+
+
+class Transport:
+    """A client socket's transport as the protocol sees it: a response is complete with the
+    write that ends in the body (``ok\\n``, the upstream's whole answer; the fast relay writes
+    head and body at once, the ASGI path, which serves the request when the session fell out of
+    the resolver's cache, in two writes); ``done`` is then set. Another status fails the run."""
+
+    def __init__(self) -> None:
+        self.responses = 0
+        self.done: asyncio.Future[None] | None = None
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 4455)}.get(name, default)
+
+    def write(self, data: bytes) -> None:
+        assert data.startswith((b"HTTP/1.1 200 ", b"ok\n")), data
+        if data.endswith(b"ok\n"):
+            self.responses += 1
+            if self.done is not None and not self.done.done():
+                self.done.set_result(None)
+
+    def close(self) -> None:
+        raise AssertionError("the connection was closed")
+
+    def is_closing(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def connection(config: Any, public: Any) -> tuple[Any, Transport]:
+    """A connection of uvicorn's protocol as ``sidecar serve`` builds it (the synchronous answers
+    and the fast relay), over ``Transport``."""
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from sidecar.app import fast_relays, fast_responders
+    from sidecar.http_protocol import guarded_protocol
+
+    relays = fast_relays(config, public)
+    assert relays, "the fast relay is off"
+    uv = uvicorn.Config(
+        public,
+        http=guarded_protocol(8 * 1024, fast_responders(config, public), relays),
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
+        ws="websockets-sansio",
+    )
+    uv.load()
+    proto = uv.http_protocol_class(config=uv, server_state=ServerState(), app_state={})  # type: ignore[call-arg]
+    transport = Transport()
+    proto.connection_made(transport)
+    return proto, transport
+
+
+async def run_protocol(
+    lanes: list[tuple[Any, Transport]], token: str, n: int, latencies: list[float] | None = None
+) -> float:
+    """``n`` requests over the lanes' connections, each lane one request at a time."""
+    data = PROXY_BYTES % token.encode()
+    loop = asyncio.get_running_loop()
+    clock = time.perf_counter
+
+    async def one_lane(proto: Any, transport: Transport, count: int) -> None:
+        for _ in range(count):
+            transport.done = done = loop.create_future()
+            started = clock()
+            proto.data_received(data)
+            await done
+            if latencies is not None:
+                latencies.append(clock() - started)
+
+    per_lane = n // len(lanes)
+    started = time.process_time()
+    await asyncio.gather(*(one_lane(proto, transport, per_lane) for proto, transport in lanes))
+    return (time.process_time() - started) / (per_lane * len(lanes)) * 1e6
+
+
+def quantiles(latencies: list[float]) -> dict[str, float]:
+    ordered = sorted(latencies)
+    pick = lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e3, 3)  # noqa: E731
+    return {"p50": pick(0.5), "p99": pick(0.99), "p999": pick(0.999), "max": round(ordered[-1] * 1e3, 3)}
+
+
 async def run(app: Any, token: str, n: int, concurrency: int) -> float:
     async def one_lane(count: int) -> None:
         for _ in range(count):
@@ -100,7 +204,7 @@ def dumped_instructions(pid: str) -> int:
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     from sidecar.app import build_services, create_public_app, wrap_apps
 
-    out: dict[str, Any] = {"requests": args.requests, "concurrency": args.concurrency}
+    out: dict[str, Any] = {"requests": args.requests, "concurrency": args.concurrency, "path": args.path}
     procs = Procs()
     tmp = Path(tempfile.mkdtemp(prefix="proxy-path-"))
     saved = sys.stderr
@@ -109,7 +213,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         static = f"server {{ listen 127.0.0.1:{port}; location / {{ return 200 'ok\\n'; }} }}"
         start_nginx(procs, tmp, "static", static, port, LOAD_CORE)
         (tmp / "rules.yaml").write_text("version: 1\nrules:\n" + RULE)
-        sys.stderr = (tmp / "stderr.log").open("w")  # the JSON lines land here
+        sys.stderr = (tmp / "stderr.log").open("w") if not os.environ.get("BENCH_STDERR") else saved
         config = load_config(
             overrides={
                 "dsn": f"sqlite:///{tmp}/bench.db",
@@ -118,6 +222,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 "log": {"level": "info", "format": "json"},
                 "rules": [str(tmp / "rules.yaml")],
                 "proxy": {"upstream": f"http://127.0.0.1:{port}"},
+                # The session stays in the resolver's cache for the whole run: its refresh every
+                # 5 s (a store read on the ASGI path) is not the proxied request's cost, and under
+                # callgrind a run lasts minutes.
+                "session": {"cache_ttl": "1h"},
             }
         )
         services = build_services(config)
@@ -125,27 +233,49 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         await services.start()
         public, _ = wrap_apps(services, create_public_app(services, manage_lifespan=False), object())
         token = await sign_in(services)
-        await run(public, token, 1000, args.concurrency)  # warm-up: session cached, pool filled
+        if args.path == "protocol_fast":
+            lanes = [connection(config, public) for _ in range(args.concurrency)]
+
+            async def measured(n: int, latencies: list[float] | None = None) -> float:
+                return await run_protocol(lanes, token, n, latencies)
+        else:
+
+            async def measured(n: int, latencies: list[float] | None = None) -> float:
+                return await run(public, token, n, args.concurrency)
+
+        await run(public, token, 1000, args.concurrency)  # warm-up: gateway started, session cached
+        await measured(1000)  # the pool filled
         if args.callgrind:
+            # Background work (store monitor, courier and revocation polls) runs per second, not
+            # per request, and under valgrind a second holds few requests: it would swamp the count.
+            current = asyncio.current_task()
+            background = [t for t in asyncio.all_tasks() if t is not current]
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             pid = str(os.getpid())
             callgrind("-i", "on", pid)
-            await run(public, token, args.requests, args.concurrency)
+            await measured(args.requests)
             callgrind("-d", pid)
             callgrind("-i", "off", pid)
             out["instructions_per_request"] = dumped_instructions(pid) // args.requests
         elif args.profile:
-            prof = cProfile.Profile()
+            prof = cProfile.Profile(time.process_time)  # CPU time: the machine is shared
             prof.enable()
-            out["us_profiled"] = await run(public, token, args.requests, args.concurrency)
+            out["us_profiled"] = await measured(args.requests)
             prof.disable()
             text = io.StringIO()
             pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(40)
             Path(args.profile).write_text(text.getvalue())  # noqa: ASYNC240  # after the measured round
         else:
-            rounds = [await run(public, token, args.requests, args.concurrency) for _ in range(args.rounds)]
+            latencies: list[float] = []
+            rounds = [await measured(args.requests, latencies) for _ in range(args.rounds)]
             out["us"] = round(min(rounds), 2)
             out["rounds"] = [round(r, 2) for r in rounds]
-        await services.stop()
+            if args.path == "protocol_fast":
+                out["latency_ms"] = quantiles(latencies)
+        if not args.callgrind:  # (its background tasks were cancelled)
+            await services.stop()
     finally:
         if sys.stderr is not saved:
             sys.stderr.close()
@@ -162,6 +292,7 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--path", choices=["asgi", "protocol_fast"], default="asgi")
     parser.add_argument("--profile", help="write a cProfile of one round to this file")
     parser.add_argument("--callgrind", action="store_true", help="instructions per request (under callgrind)")
     print(json.dumps(uvloop.run(main(parser.parse_args()))), flush=True)

@@ -38,7 +38,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from sidecar.metrics import Metrics
-from sidecar.proxy.forward import Forward, upstream_failure
+from sidecar.proxy.forward import REQUEST_ID_SLOT, Forward, upstream_failure
 from sidecar.proxy.http1 import Http1Client
 from sidecar.proxy.http1_connection import Connection, Origin
 from sidecar.proxy.responses import Answer, error_response
@@ -503,7 +503,15 @@ class FastProxy:
         side = UvicornSide(proto, cycle)
         if isinstance(planned, Forward):
             origin = self.client.origin(planned.base)
-            payload = self.client.request_head("GET", origin, planned.target, planned.headers)
+            plan = planned.plan
+            if plan is None:
+                payload = self.client.request_head("GET", origin, planned.target, planned.headers)
+            else:  # a cached plan: its head encoded once, this request's id put in
+                payload = plan.head
+                if not payload:
+                    payload = plan.head = self.client.request_head("GET", origin, plan.target, plan.headers)
+                if planned.request_id is not None:
+                    payload = payload.replace(REQUEST_ID_SLOT, planned.request_id)
             relay = Relay(
                 self,
                 side,

@@ -34,14 +34,40 @@ _SKIP_ALWAYS = HOP_BY_HOP | METHOD_OVERRIDES | FORWARDED | {b"host", b"x-session
 _SKIP_CANONICAL = METHOD_OVERRIDES | FORWARDED
 
 
+# Stands for the request id in a cached plan's headers: NUL, which no header value can hold.
+REQUEST_ID_SLOT = b"\x00request-id\x00"
+REQUEST_ID_HEADER = b"x-request-id"
+
+
 @dataclass(slots=True)
 class Forward:
     """Where an allowed request goes: the upstream base URL, the target (path and query) and the
-    rewritten headers. Built once (``Gateway``) for the ASGI path and the fast path alike."""
+    rewritten headers. Built once (``Gateway``) for the ASGI path and the fast path alike; made
+    from a cached ``Plan`` (with this request's id put in) for a signed-in request."""
 
     base: str
     target: bytes
     headers: list[tuple[bytes, bytes]]
+    plan: Plan | None = None
+    request_id: bytes | None = None
+
+
+@dataclass(slots=True)
+class Plan:
+    """A signed-in request's forward, kept with its cached session (``Gateway._forward``): the
+    headers with ``REQUEST_ID_SLOT`` as the value of the request id (which changes per request)
+    and the fast path's encoded request head, made on first use (``sidecar.proxy.fast``)."""
+
+    base: str
+    target: bytes
+    headers: list[tuple[bytes, bytes]]
+    head: bytes = b""
+
+    def forward(self, request_id: bytes | None) -> Forward:
+        if request_id is None:
+            return Forward(self.base, self.target, self.headers, self)
+        headers = [(n, request_id) if v == REQUEST_ID_SLOT else (n, v) for n, v in self.headers]
+        return Forward(self.base, self.target, headers, self, request_id)
 
 
 @dataclass(slots=True)

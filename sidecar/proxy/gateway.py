@@ -14,6 +14,8 @@ The layers, each its own module: ``prefix`` (ours or the app's, the normalised p
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sidecar import errors
@@ -21,7 +23,15 @@ from sidecar.metrics import Metrics
 from sidecar.proxy.access import Access, Outcome, RequestFacts
 from sidecar.proxy.decisions import DecisionEndpoints
 from sidecar.proxy.deny import Denials
-from sidecar.proxy.forward import Forward, ForwardContext, forward_http, rewrite_request_headers_raw
+from sidecar.proxy.forward import (
+    REQUEST_ID_HEADER,
+    REQUEST_ID_SLOT,
+    Forward,
+    ForwardContext,
+    Plan,
+    forward_http,
+    rewrite_request_headers_raw,
+)
 from sidecar.proxy.identity_headers import IdentityHeaders
 from sidecar.proxy.paths import BadPath
 from sidecar.proxy.prefix import OwnPaths
@@ -37,6 +47,8 @@ from sidecar.session.invalidation import Invalidation
 from sidecar.tracing import Tracing
 
 TRACE_HEADERS = (b"traceparent", b"tracestate")
+_PLANS = "forward_plans"
+PLANS_PER_SESSION = 32
 
 
 def framing(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, bool]:
@@ -278,8 +290,50 @@ class Gateway:
         self, scope: Scope, path: str, facts: RequestFacts, outcome: Outcome, peer: str, trusted: bool
     ) -> Forward | None:
         """An allowed request's upstream base, target (path and query) and rewritten headers; None
-        when it has nowhere to go (404). One rewrite for the ASGI path and the fast path."""
+        when it has nowhere to go (404). One rewrite for the ASGI path and the fast path.
+
+        A signed-in request's plan is kept in its cached session's memo (``PLANS_PER_SESSION`` at
+        most), so it lives no longer than the cache entry: a revocation or an expiry drops it with
+        the entry, and ``Access`` has judged the session again before a plan is looked up. The key
+        holds everything the plan is made of: the rules generation and the rule (upstream, header
+        names to strip, templates), the method, the normalised path, the query, the peer (trust,
+        ``X-Forwarded-For``), the scheme and every request header as received, so a client's own
+        identity, forwarded or cookie header can only meet the plan built from those very headers.
+        A signed JWT (its expiry moves) is rendered every time."""
         rule = outcome.rule
+        session = outcome.session
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        plans: dict[tuple[Any, ...], Plan] | None = None
+        request_id: bytes | None = None
+        if session is not None and rule is not None and not self.identity.signs(rule):
+            own_id = scope.get("sidecar.request_id")
+            if own_id is not None and headers:
+                request_id = own_id.encode()
+                last = headers[-1]
+                if last[0] == REQUEST_ID_HEADER and last[1] == request_id:  # the access log's own
+                    headers = [*headers[:-1], (REQUEST_ID_HEADER, REQUEST_ID_SLOT)]
+                else:  # a trusted client's, where it sent it
+                    headers = [
+                        (n, REQUEST_ID_SLOT) if n == REQUEST_ID_HEADER and v == request_id else (n, v)
+                        for n, v in headers
+                    ]
+            key = (
+                self.rules.current.generation,
+                rule.id,
+                scope["method"],
+                path,
+                scope.get("query_string", b""),
+                peer,
+                scope.get("scheme", "http"),
+                tuple(headers),
+            )
+            plans = session.memo.get(_PLANS)
+            if plans is None:
+                plans = session.memo[_PLANS] = {}
+            else:
+                plan: Plan | None = plans.get(key)
+                if plan is not None:
+                    return plan.forward(request_id)
         base = (rule.upstream if rule is not None else None) or self.upstream_base
         if base is None:
             return None
@@ -291,12 +345,17 @@ class Gateway:
             trusted=trusted,
             strip=strip,
             cookie_name=self.access.cookie_name,
-            strip_bearer=outcome.session is not None and facts.token_from_bearer,
+            strip_bearer=session is not None and facts.token_from_bearer,
         )
-        upstream_headers = rewrite_request_headers_raw(scope["headers"], ctx, identity.render(outcome))
+        upstream_headers = rewrite_request_headers_raw(headers, ctx, identity.render(outcome))
         query = scope.get("query_string", b"")
         target = path.encode() + b"?" + query if query else path.encode()
-        return Forward(base, target, upstream_headers)
+        if plans is None:
+            return Forward(base, target, upstream_headers)
+        if len(plans) >= PLANS_PER_SESSION:
+            plans.clear()  # a client walking many URLs: start over rather than grow
+        plan = plans[key] = Plan(base, target, upstream_headers)
+        return plan.forward(request_id)
 
     def plan_now(self, scope: Scope) -> Forward | Answer | None:
         """The fast path's entry (``sidecar.proxy.fast``), for a GET without a body: what ``_http``

@@ -42,6 +42,10 @@ class IdentityHeaders:
         self.jwt_header = config.jwt.header.lower().encode()
         self._names_cache: tuple[int, frozenset[bytes], tuple[bytes, ...]] = (-1, frozenset(), ())
 
+    def signs(self, rule: Rule | None) -> bool:
+        """Whether requests under ``rule`` carry a signed JWT (rendered anew: its expiry moves)."""
+        return self._jwt_wanted(rule)
+
     def _jwt_wanted(self, rule: Rule | None) -> bool:
         return self.signer is not None and (
             self._config.jwt.enabled or (rule is not None and rule.upstream_jwt is not None)
