@@ -13,7 +13,8 @@ the real upstream hop (its connection pool, request write, response parse, relay
   ``sidecar.proxy.fast``), one keep-alive connection per lane over a transport that keeps what is
   written (no client socket): the server's side of a proxied GET less the client socket's kernel
   work; ``latency_ms``: p50 / p99 / max of the time from the request bytes to the end of the
-  response, per request, in process (the tail our own code adds, without the network's);
+  response, per request, in process (the tail our own code adds, without the network's), and
+  ``gc``: the collector's pauses meanwhile, per generation;
 - ``--profile FILE``: cProfile of one round instead, the top functions by own time in FILE;
 - ``--callgrind``: run under ``valgrind --tool=callgrind --instr-atstart=no``; one round is
   instrumented (``callgrind_control -i on``, then a dump): instructions per request, which the
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import io
 import json
 import os
@@ -166,6 +168,27 @@ async def run_protocol(
     return (time.process_time() - started) / (per_lane * len(lanes)) * 1e6
 
 
+class GcPauses:
+    """The collector's pauses while the rounds run (``gc.callbacks``), per generation: the part
+    of the tail that is garbage collection."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self.started = time.perf_counter()
+        else:
+            self.pauses[info["generation"]].append(time.perf_counter() - self.started)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            f"gen{g}": {"count": len(p), "max_ms": round(max(p, default=0) * 1e3, 3)}
+            for g, p in self.pauses.items()
+        }
+
+
 def quantiles(latencies: list[float]) -> dict[str, float]:
     ordered = sorted(latencies)
     pick = lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e3, 3)  # noqa: E731
@@ -264,16 +287,23 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             prof.enable()
             out["us_profiled"] = await measured(args.requests)
             prof.disable()
+            if args.profile.endswith(".pstats"):
+                prof.dump_stats(args.profile)
             text = io.StringIO()
             pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(40)
-            Path(args.profile).write_text(text.getvalue())  # noqa: ASYNC240  # after the measured round
+            if not args.profile.endswith(".pstats"):
+                Path(args.profile).write_text(text.getvalue())  # noqa: ASYNC240  # after the measured round
         else:
             latencies: list[float] = []
+            pauses = GcPauses()
+            gc.callbacks.append(pauses)
             rounds = [await measured(args.requests, latencies) for _ in range(args.rounds)]
+            gc.callbacks.remove(pauses)
             out["us"] = round(min(rounds), 2)
             out["rounds"] = [round(r, 2) for r in rounds]
             if args.path == "protocol_fast":
                 out["latency_ms"] = quantiles(latencies)
+                out["gc"] = pauses.summary()
         if not args.callgrind:  # (its background tasks were cancelled)
             await services.stop()
     finally:

@@ -148,7 +148,12 @@ class Connection(asyncio.Protocol):
         listed = self.listed
         if listed is None:
             return self.headers
-        return [h for h in self.headers if canonical(h[0]) not in listed]
+        headers = self.headers
+        if listed <= HOP_BY_HOP and b"_" not in b"".join([n for n, _ in headers]):
+            # ``Connection: keep-alive``, nearly always: such names were dropped as they were
+            # parsed, and only a ``_`` spelling of one (``keep_alive``) could still match.
+            return headers
+        return [h for h in headers if canonical(h[0]) not in listed]
 
     # --- asyncio.Protocol --------------------------------------------------------------------
 

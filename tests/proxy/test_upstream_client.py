@@ -187,6 +187,32 @@ async def test_content_length_response_and_hop_by_hop_headers(kind: str) -> None
     assert up.requests[0].startswith(b"GET /a/b?q=1 HTTP/1.1\r\n")
 
 
+@pytest.mark.parametrize(
+    ("connection", "dropped"),
+    [
+        (b"keep-alive", {b"keep_alive"}),  # the "_" spelling of a listed hop-by-hop name
+        (b"keep-alive, x-hop", {b"keep_alive", b"x-hop", b"x_hop"}),
+        (b"close", set()),
+    ],
+)
+async def test_names_the_connection_header_lists_are_dropped_in_any_spelling(
+    connection: bytes, dropped: set[bytes]
+) -> None:
+    response = (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: " + connection + b"\r\nKeep_Alive: 1\r\n"
+        b"X-Hop: 2\r\nX_Hop: 3\r\nX-App: yes\r\n\r\nok"
+    )
+    async with upstream(serve_each(response)) as up:
+        c = client("http1")
+        try:
+            ex = await call(c, up)
+        finally:
+            await c.close()
+    assert ex.status == 200 and ex.headers[b"x-app"] == b"yes"
+    everything = {b"keep_alive", b"x-hop", b"x_hop", b"x-app", b"content-length"}
+    assert set(ex.headers) == everything - dropped
+
+
 @pytest.mark.parametrize("kind", ["http1", "aiohttp"])
 async def test_chunked_response_is_decoded(kind: str) -> None:
     response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
