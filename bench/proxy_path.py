@@ -14,7 +14,8 @@ the real upstream hop (its connection pool, request write, response parse, relay
   written (no client socket): the server's side of a proxied GET less the client socket's kernel
   work; ``latency_ms``: p50 / p99 / max of the time from the request bytes to the end of the
   response, per request, in process (the tail our own code adds, without the network's), and
-  ``gc``: the collector's pauses meanwhile, per generation;
+  ``gc``: the collector's pauses meanwhile, per generation; ``--varied``: a new path on every
+  request (what is kept per request, the forward plan, never serves the next);
 - ``--profile FILE``: cProfile of one round instead, the top functions by own time in FILE;
 - ``--callgrind``: run under ``valgrind --tool=callgrind --instr-atstart=no``; one round is
   instrumented (``callgrind_control -i on``, then a dump): instructions per request, which the
@@ -31,6 +32,7 @@ import asyncio
 import cProfile
 import gc
 import io
+import itertools
 import json
 import os
 import pstats
@@ -78,7 +80,7 @@ class Sink:
 
 
 PROXY_BYTES = (
-    b"GET /private/x HTTP/1.1\r\nHost: 127.0.0.1:4455\r\nUser-Agent: wrk\r\nAccept: */*\r\n"
+    b"GET /private/%s HTTP/1.1\r\nHost: 127.0.0.1:4455\r\nUser-Agent: wrk\r\nAccept: */*\r\n"
     b"X-Session-Token: %s\r\n\r\n"
 )
 
@@ -146,18 +148,26 @@ def connection(config: Any, public: Any) -> tuple[Any, Transport]:
 
 
 async def run_protocol(
-    lanes: list[tuple[Any, Transport]], token: str, n: int, latencies: list[float] | None = None
+    lanes: list[tuple[Any, Transport]],
+    token: str,
+    n: int,
+    latencies: list[float] | None = None,
+    varied: bool = False,
 ) -> float:
-    """``n`` requests over the lanes' connections, each lane one request at a time."""
-    data = PROXY_BYTES % token.encode()
+    """``n`` requests over the lanes' connections, each lane one request at a time; with
+    ``varied``, each to a new path (as bench/run.py's ``proxy_varied`` row: nothing kept for one
+    request serves the next)."""
+    data = PROXY_BYTES % (b"x", token.encode())
+    paths = itertools.count()
     loop = asyncio.get_running_loop()
     clock = time.perf_counter
 
     async def one_lane(proto: Any, transport: Transport, count: int) -> None:
         for _ in range(count):
             transport.done = done = loop.create_future()
+            request = PROXY_BYTES % (b"%d" % next(paths), token.encode()) if varied else data
             started = clock()
-            proto.data_received(data)
+            proto.data_received(request)
             await done
             if latencies is not None:
                 latencies.append(clock() - started)
@@ -227,7 +237,12 @@ def dumped_instructions(pid: str) -> int:
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     from sidecar.app import build_services, create_public_app, wrap_apps
 
-    out: dict[str, Any] = {"requests": args.requests, "concurrency": args.concurrency, "path": args.path}
+    out: dict[str, Any] = {
+        "requests": args.requests,
+        "concurrency": args.concurrency,
+        "path": args.path,
+        "varied": args.varied,
+    }
     procs = Procs()
     tmp = Path(tempfile.mkdtemp(prefix="proxy-path-"))
     saved = sys.stderr
@@ -260,7 +275,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             lanes = [connection(config, public) for _ in range(args.concurrency)]
 
             async def measured(n: int, latencies: list[float] | None = None) -> float:
-                return await run_protocol(lanes, token, n, latencies)
+                return await run_protocol(lanes, token, n, latencies, args.varied)
         else:
 
             async def measured(n: int, latencies: list[float] | None = None) -> float:
@@ -323,6 +338,7 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--path", choices=["asgi", "protocol_fast"], default="asgi")
+    parser.add_argument("--varied", action="store_true", help="a new path each request (protocol_fast)")
     parser.add_argument("--profile", help="write a cProfile of one round to this file")
     parser.add_argument("--callgrind", action="store_true", help="instructions per request (under callgrind)")
     print(json.dumps(uvloop.run(main(parser.parse_args()))), flush=True)
