@@ -303,7 +303,7 @@ class Gateway:
         rule = outcome.rule
         session = outcome.session
         headers: list[tuple[bytes, bytes]] = scope["headers"]
-        plans: dict[tuple[Any, ...], Plan] | None = None
+        plans: dict[tuple[Any, ...], Plan | None] | None = None
         request_id: bytes | None = None
         if session is not None and rule is not None and not self.identity.signs(rule):
             own_id = scope.get("sidecar.request_id")
@@ -334,6 +334,14 @@ class Gateway:
                 plan: Plan | None = plans.get(key)
                 if plan is not None:
                     return plan.forward(request_id)
+            if key not in plans:
+                # First sight: only noted, so a client that never repeats a request (a new URL
+                # each time) pays for the key alone; the plan is kept from the second on.
+                if len(plans) >= PLANS_PER_SESSION:
+                    plans.clear()  # a client walking many URLs: start over rather than grow
+                plans[key] = None
+                headers = scope["headers"]
+                plans = None
         base = (rule.upstream if rule is not None else None) or self.upstream_base
         if base is None:
             return None
@@ -352,8 +360,6 @@ class Gateway:
         target = path.encode() + b"?" + query if query else path.encode()
         if plans is None:
             return Forward(base, target, upstream_headers)
-        if len(plans) >= PLANS_PER_SESSION:
-            plans.clear()  # a client walking many URLs: start over rather than grow
         plan = plans[key] = Plan(base, target, upstream_headers)
         return plan.forward(request_id)
 
