@@ -1044,6 +1044,8 @@ def write_results(
         "- decision: `GET /.auth/authz/nginx` with `X-Original-URI: /private/x` and a valid",
         "  `X-Session-Token` (rule: authenticated), the session made by a real API login. Proxy:",
         "  `GET /private/x` with the same token, forwarded to the static nginx the baseline proxies to.",
+        "  The 'new X-Original-URI' and 'new path' rows send `/private/1`, `/private/2`, ... (a wrk Lua",
+        "  script): no request repeats, so none is answered from a remembered answer or a kept plan.",
         "- The login storm runs `bench/logins.py` on the load core: API password logins in a loop (one",
         "  argon2id verification each, in the sidecar's hashing pool on the server's core).",
         "- Sign-ups run `bench/signups.py` (Kratos API registration flow, one argon2id hash each).",
