@@ -579,6 +579,9 @@ def main() -> int:
         auth = {"X-Original-Method": "GET", "X-Original-URI": "/private/x", "X-Session-Token": token}
         signed_in = {"X-Session-Token": token}
         decision = f"{side.base}/.auth/authz/nginx"
+        varied_uri, varied_path = tmp / "varied_uri.lua", tmp / "varied_path.lua"
+        varied_uri.write_text(VARIED_URI)
+        varied_path.write_text(VARIED_PATH)
         proxied = f"{side.base}/private/x"
         alternated = [g for g in ("decision", "proxy") if want(g)]
         if alternated or want("c1"):
@@ -592,9 +595,6 @@ def main() -> int:
             # synchronous answers in the HTTP protocol save, same machine, same moment.
             asgi = bench.sidecar(serve={"public": {"fast_path": False}})
             # (row key, server, path, headers) of each group, run in this order in every repeat.
-            varied_uri, varied_path = tmp / "varied_uri.lua", tmp / "varied_path.lua"
-            varied_uri.write_text(VARIED_URI)
-            varied_path.write_text(VARIED_PATH)
             rows = {
                 "decision": [
                     ("decision_cached", side, "/.auth/authz/nginx", auth, None),
@@ -711,6 +711,8 @@ def main() -> int:
         for i in range(args.repeat if by_workers else 0):
             for n, side in by_workers.items():
                 before_each = children_ticks(side.pid)
+                # A new X-Original-URI each request: the server's work, not a remembered answer
+                # (one worker writes those faster than one wrk thread sharing both cores can ask).
                 r[f"workers_{n}_{i}"] = wrk(
                     f"{side.base}/.auth/authz/nginx",
                     connections=c,
@@ -718,6 +720,7 @@ def main() -> int:
                     headers=auth,
                     server=side.pid,
                     cores=both,
+                    script=varied_uri,
                 )
                 if n == 2:
                     # How evenly the kernel spread wrk's connections: the busiest worker's CPU share.
@@ -968,7 +971,8 @@ def write_results(
         f" it), log off {dp['off']['allocs_per_request']:.3f}; the most a request holds at once (response"
         f" and headers included): {dp['on']['peak_bytes_median']:,} bytes (median).",
         "",
-        "## `--workers` (decision, cached; server and wrk both free to use cores 0 and 1)",
+        "## `--workers` (decision, cached session, a new X-Original-URI each request; server and wrk"
+        " both free to use cores 0 and 1)",
         "",
         f"Both servers up at once, rows alternated ({args.repeat} each, means below). 'busiest"
         " worker' is the share of the 2-worker server's CPU its busier worker used (0.50 = even).",
