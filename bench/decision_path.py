@@ -168,25 +168,14 @@ class Transport:
 
 def connection(config: Any, public: Any, fast: bool) -> tuple[Any, Transport]:
     """A connection of uvicorn's protocol as ``sidecar serve`` builds it, over ``Transport``."""
-    import uvicorn
     from uvicorn.server import ServerState
 
     from sidecar.app import fast_responders
-    from sidecar.http_protocol import guarded_protocol
+    from sidecar.server import uvicorn_config
 
     responders = fast_responders(config, public) if fast else ()
     assert bool(responders) == fast
-    uv = uvicorn.Config(
-        public,
-        http=guarded_protocol(8 * 1024, responders),
-        lifespan="off",
-        log_config=None,
-        access_log=False,
-        proxy_headers=False,
-        server_header=False,
-        date_header=False,
-        ws="websockets-sansio",
-    )
+    uv = uvicorn_config(public, 8 * 1024, responders)
     uv.load()
     proto = uv.http_protocol_class(config=uv, server_state=ServerState(), app_state={})  # type: ignore[call-arg]
     transport = Transport()

@@ -121,25 +121,14 @@ class Transport:
 def connection(config: Any, public: Any) -> tuple[Any, Transport]:
     """A connection of uvicorn's protocol as ``sidecar serve`` builds it (the synchronous answers
     and the fast relay), over ``Transport``."""
-    import uvicorn
     from uvicorn.server import ServerState
 
     from sidecar.app import fast_relays, fast_responders
-    from sidecar.http_protocol import guarded_protocol
+    from sidecar.server import uvicorn_config
 
     relays = fast_relays(config, public)
     assert relays, "the fast relay is off"
-    uv = uvicorn.Config(
-        public,
-        http=guarded_protocol(8 * 1024, fast_responders(config, public), relays),
-        lifespan="off",
-        log_config=None,
-        access_log=False,
-        proxy_headers=False,
-        server_header=False,
-        date_header=False,
-        ws="websockets-sansio",
-    )
+    uv = uvicorn_config(public, 8 * 1024, fast_responders(config, public), relays)
     uv.load()
     proto = uv.http_protocol_class(config=uv, server_state=ServerState(), app_state={})  # type: ignore[call-arg]
     transport = Transport()

@@ -72,7 +72,7 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _uvicorn_config(
+def uvicorn_config(
     app: Any,
     max_request_line: int = 8 * 1024,
     responders: tuple[Any, ...] = (),
@@ -111,7 +111,7 @@ class _UvicornListener:
         responders: tuple[Any, ...] = (),
         relays: tuple[Any, ...] = (),
     ) -> None:
-        self._server = _Server(_uvicorn_config(app, max_request_line, responders, relays))
+        self._server = _Server(uvicorn_config(app, max_request_line, responders, relays))
         self._sock = sock
 
     def stop(self) -> None:
