@@ -53,6 +53,16 @@ no longer, nothing recorded). The protocol then keeps the bytes it wrote, split 
 in the listener's ``memo`` (``Memo``); the same request again is answered from them: no scope,
 no responder, no header encoding or checks (they were checked once). A kept-alive answer only,
 with no default headers (``server_header``/``date_header`` off, as ``sidecar serve`` runs uvicorn).
+
+**Answers remembered across one header's values.** With the replay, a responder may put
+``scope["sidecar.vary"] = (name, same)``, ``name`` one of ``VARIABLE``: the same answer is given to
+the same request with another value of that header (its first; the request has it) when
+``same(value)`` returns something other than None (what it returns is handed to ``replay`` as its
+second argument: ``replay(x_request_id, note)``, the records made for that request). ``same`` is
+pure. The protocol keeps such an answer under the request's key with that header's value left out
+(``Memo.varied``), once a request so keyed was answered before, and answers from it a request
+that the memo does not hold under its own key: a proxy asking about a new URI each time for the
+same client gets its answer without scope, responders or header checks.
 """
 
 from __future__ import annotations
@@ -79,7 +89,10 @@ log = logging.getLogger("sidecar")
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 Responder = Callable[[Any], Answer | None]
 Relay = Callable[[Any, Any, bool], bool]
-MemoKey = tuple[bytes, str, bytes, str | None, tuple[tuple[bytes, bytes], ...]]
+MemoKey = tuple[bytes, str, bytes, str | None, tuple[tuple[bytes, bytes | None], ...]]
+VARIABLE = frozenset({b"x-original-uri", b"x-forwarded-uri"})
+"""The request headers a remembered answer may be varied on (``sidecar.vary``; the decision
+endpoints' original URI)."""
 
 
 class Memo(dict[MemoKey, "Remembered"]):
@@ -97,6 +110,8 @@ class Memo(dict[MemoKey, "Remembered"]):
     def __init__(self) -> None:
         super().__init__()
         self.seen: set[MemoKey] = set()
+        # Answers by request key with the value of one header in ``VARIABLE`` left out (None).
+        self.varied: dict[MemoKey, Varied] = {}
 
 
 class Remembered:
@@ -110,8 +125,29 @@ class Remembered:
         self.replay = replay
 
 
+class Varied:
+    """A remembered answer for any value of one header that ``same`` vouches for
+    (``sidecar.vary``)."""
+
+    __slots__ = ("head", "replay", "same", "tail")
+
+    def __init__(
+        self,
+        head: bytes,
+        tail: bytes,
+        same: Callable[[bytes], Any],
+        replay: Callable[[bytes | None, Any], str | None],
+    ) -> None:
+        self.head = head
+        self.tail = tail
+        self.same = same
+        self.replay = replay
+
+
 # Request headers on_header looks at: framing, Expect, and the two a remembered answer is not keyed on.
-_NOTED = frozenset({b"expect", b"content-length", b"transfer-encoding", b"x-request-id", b"traceparent"})
+_NOTED = frozenset(
+    {b"expect", b"content-length", b"transfer-encoding", b"x-request-id", b"traceparent", *VARIABLE}
+)
 _UNKEYED = (b"x-request-id", b"traceparent")
 """``relay(protocol, scope, keep_alive)``: True when it took the request over (a GET without a body,
 nothing in flight): it sets ``protocol.cycle`` to a stand-in for uvicorn's cycle (its
@@ -134,6 +170,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._framed = False  # the current request announced a body
         self._unkeyed = False  # the current request has an x-request-id or traceparent header
         self._memo_key: MemoKey | None = None  # the current request's, once looked up
+        self._vary_at = -1  # the index in ``headers`` of the first header in ``VARIABLE``
+        self._vary_key: MemoKey | None = None  # the memo key with that header's value left out
         self._peer: str | None = None
         # The keep-alive timeout after answers made here (``_complete``): the loop time of the
         # last one when nothing was received since, and the one timer that checks it.
@@ -193,6 +231,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._framed = False
             self._unkeyed = False
             self._memo_key = None
+            self._vary_at = -1
+            self._vary_key = None
             self.url = b""
             self.expect_100_continue = False
             self.headers = []
@@ -218,7 +258,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # Method, target and "HTTP/1.1" with their two spaces and CRLF: the request line.
         if len(self.parser.get_method()) + len(self.url) + 12 > self.max_request_line:
             self._refuse(414, f"request line longer than {self.max_request_line} bytes")
-        elif b"#" in url:
+        elif url.find(b"#") != -1:  # not ``in``: see sidecar.proxy.paths.normalise_path
             self._refuse(400, "a '#' in the request target")
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -234,6 +274,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             elif name == b"transfer-encoding" or name == b"content-length":
                 if value != b"0" or name == b"transfer-encoding":
                     self._framed = True
+            elif name in VARIABLE:
+                if self._vary_at < 0:
+                    self._vary_at = len(self.headers)
             else:
                 self._unkeyed = True
         self.headers.append((name, value))
@@ -282,11 +325,26 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             keyed = tuple([h for h in headers if h[0] not in _UNKEYED])
         else:
             keyed = tuple(headers)
-        key = self._memo_key = (parser.get_method(), parser.get_http_version(), self.url, self._peer, keyed)
+        method, version, url, peer = parser.get_method(), parser.get_http_version(), self.url, self._peer
+        key = self._memo_key = (method, version, url, peer, keyed)
         memo = self.memo
         assert memo is not None
         remembered = memo.get(key)
-        if remembered is None:
+        varied = None
+        at = self._vary_at
+        if at >= 0:
+            blank: list[tuple[bytes, bytes | None]] = list(headers)
+            blank[at] = (blank[at][0], None)
+            vkey = self._vary_key = (
+                method,
+                version,
+                url,
+                peer,
+                tuple([h for h in blank if h[0] not in _UNKEYED]) if self._unkeyed else tuple(blank),
+            )
+            if remembered is None:
+                varied = memo.varied.get(vkey)
+        if remembered is None and varied is None:
             return False
         cycle = self.cycle
         transport = self.transport
@@ -297,11 +355,23 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             or self.server_state.default_headers
         ):
             return False
-        request_id = remembered.replay(incoming)
-        if request_id is None:
-            del memo[key]
-            return False
-        transport.write(b"%b%b%b" % (remembered.head, request_id.encode(), remembered.tail))
+        if remembered is not None:
+            request_id = remembered.replay(incoming)
+            if request_id is None:
+                del memo[key]
+                return False
+            head, tail = remembered.head, remembered.tail
+        else:
+            assert varied is not None
+            note = varied.same(headers[at][1])
+            if note is None:  # not for this value: the responders answer it
+                return False
+            request_id = varied.replay(incoming, note)
+            if request_id is None:
+                del memo.varied[vkey]
+                return False
+            head, tail = varied.head, varied.tail
+        transport.write(b"%b%b%b" % (head, request_id.encode(), tail))
         self._complete()
         return True
 
@@ -309,20 +379,39 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """Keep what ``_write`` wrote for the memo, when its responder offered a replay; note the
         request as answered once when it did not (it was not asked to: ``_answer_now``)."""
         replay = scope.pop("sidecar.replay", None)
+        vary = scope.pop("sidecar.vary", None)
         key = self._memo_key
         memo = self.memo
         if key is None or memo is None:
             return
         seen = memo.seen
+        vkey = self._vary_key
+        if len(seen) >= memo.LIMIT:
+            seen.clear()
         if replay is None:
-            if len(seen) >= memo.LIMIT:
-                seen.clear()
             seen.add(key)
+            if vkey is not None:
+                seen.add(vkey)
             return
-        seen.discard(key)
-        if len(memo) >= memo.LIMIT:
-            memo.clear()
-        memo[key] = Remembered(b"".join(content[:cut]), b"".join(content[cut + 1 :]), replay)
+        head, tail = b"".join(content[:cut]), b"".join(content[cut + 1 :])
+        if key in seen:
+            seen.discard(key)
+            if len(memo) >= memo.LIMIT:
+                memo.clear()
+            memo[key] = Remembered(head, tail, replay)
+        else:
+            seen.add(key)
+        if (
+            vkey is not None
+            and vkey in seen
+            and vary is not None
+            and vary[0] == self.headers[self._vary_at][0]
+        ):
+            seen.discard(vkey)
+            varied = memo.varied
+            if len(varied) >= memo.LIMIT:
+                varied.clear()
+            varied[vkey] = Varied(head, tail, vary[1], replay)
 
     def _answer_now(self) -> bool:
         """Ask the responders; True when the request is done with: one answered and the answer
@@ -366,7 +455,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         scope["raw_path"] = raw_path
         scope["query_string"] = parsed.query or b""
         memo = self.memo
-        if memo is not None and self._memo_key in memo.seen:
+        if memo is not None and (self._memo_key in memo.seen or self._vary_key in memo.seen):
             scope["sidecar.remember"] = True  # answered once before: a replay is wanted
         for responder in self.responders:
             try:

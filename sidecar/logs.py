@@ -118,6 +118,9 @@ def configure_logging(config: LogConfig) -> None:
 #   scope["sidecar.replay"]       set by a synchronous answer that may be remembered: a callable,
 #                                 True while the same request would get the same answer, with that
 #                                 answer's records made again (``AccessLog.answering``)
+#   scope["sidecar.vary"]         with ``sidecar.replay``: (header name, same), the answer is also the
+#                                 same for another value of that header when ``same(value)`` gives
+#                                 the path to log for it (``DecisionEndpoints.answer_cached``)
 # Never put tokens, cookies, passwords, codes or query strings there: they are written verbatim.
 
 UNTRACED = ("health", "metrics")
@@ -345,12 +348,14 @@ class AccessLog:
                         "sidecar.trace_id",
                         "sidecar.traceparent",
                         "sidecar.replay",
+                        "sidecar.vary",
                     ):
                         scope.pop(key, None)
             if answered is None:
                 return None
             status, out, body = answered
             replay = scope.pop("sidecar.replay", None)
+            vary = scope.pop("sidecar.vary", None)
             for k, _ in out:
                 if k.lower() == REQUEST_ID_HEADER:
                     replay = None
@@ -360,28 +365,32 @@ class AccessLog:
             self._finish(scope, status, len(body), time.perf_counter() - started, request_id)
             if replay is not None and not self.text and not self.leak:
                 scope["sidecar.replay"] = self._replaying(replay, scope, status, len(body))
+                if vary is not None:
+                    scope["sidecar.vary"] = vary
             return status, out, body
 
         return answer
 
     def _replaying(
         self, inner: Callable[[], bool], scope: Any, status: int, size: int
-    ) -> Callable[[bytes | None], str | None]:
+    ) -> Callable[[bytes | None, str | None], str | None]:
         """For an answer ``answering`` gave whose inner ``replay`` (the scope's ``sidecar.replay``)
-        says when it holds, and which ends with our ``x-request-id``: ``replayed(x_request_id)``,
-        the request id of the same request asked again (its ``x-request-id`` header, the first,
-        or None) with the same line and ``Metrics.request`` as ``answer`` makes; None, with nothing
-        recorded, when ``inner`` no longer holds. The line's parts that only the request's method,
-        target, headers and peer decide are made here, once."""
+        says when it holds, and which ends with our ``x-request-id``: ``replayed(x_request_id,
+        path=None)``, the request id of the same request asked again (its ``x-request-id`` header,
+        the first, or None) with the same line and ``Metrics.request`` as ``answer`` makes; None,
+        with nothing recorded, when ``inner`` no longer holds. ``path``: the line's path instead of
+        this request's (a request that differs in its ``sidecar.vary`` header alone). The line's
+        parts that only the request's method, target, headers and peer decide are made here, once."""
         route_class = scope.get("sidecar.route_class") or self.classify(scope["path"])
         client = scope.get("client")
         trusted = self.trusted(client[0] if client else None)
-        middle, tail = self._json_parts(scope, route_class, status, size)
+        before, logged, after, tail = self._json_parts(scope, route_class, status, size)
+        middle = before + logged + after
         count = self.metrics.request_counter(route_class, status) if self.metrics is not None else None
-        clock, latencies, head = self._clock, self._latencies, self._head
+        clock, latencies, head, escaped = self._clock, self._latencies, self._head, self._escaped
         enabled, write, stream = self.enabled, self.write, self.stream
 
-        def replayed(incoming: bytes | None) -> str | None:
+        def replayed(incoming: bytes | None, path: str | None = None) -> str | None:
             started = time.perf_counter()
             if not inner():
                 return None
@@ -393,7 +402,11 @@ class AccessLog:
                 count()
             if enabled:
                 latency = latencies[int((time.perf_counter() - started) * 1e6 + 0.5)]
-                line = f'{{"time":"{clock.stamp()}",{head}"request_id":"{request_id}",{middle}{latency}{tail}'
+                start = f'{{"time":"{clock.stamp()}",{head}"request_id":"{request_id}",'
+                if path is None:
+                    line = f"{start}{middle}{latency}{tail}"
+                else:
+                    line = f"{start}{before}{escaped[path]}{after}{latency}{tail}"
                 if write is not None:
                     write(line)
                 else:
@@ -528,12 +541,12 @@ class AccessLog:
             line = f"{method} {escape_controls(path)} {status} {ms}ms {size}B rid={request_id}{extra}\n"
         else:
             latency = self._latencies[int(seconds * 1e6 + 0.5)]
-            middle, tail = self._json_parts(scope, route_class, status, size)
+            before, logged, after, tail = self._json_parts(scope, route_class, status, size)
             # The request id needs no escaping: it is ours (hex) or matched _REQUEST_ID_OK, which
             # admits no quote, backslash or control character.
             line = (
                 f'{{"time":"{self._clock.stamp()}",{self._head}"request_id":"{request_id}",'
-                f"{middle}{latency}{tail}"
+                f"{before}{logged}{after}{latency}{tail}"
             )
         if self.write is not None:
             self.write(line)
@@ -543,19 +556,18 @@ class AccessLog:
         with contextlib.suppress(OSError, ValueError):
             stream.write(line)
 
-    def _json_parts(self, scope: Any, route_class: str, status: int, size: int) -> tuple[str, str]:
-        """The JSON line's text after the request id up to the latency, and after the latency to
-        the end: the same line ``json.dumps(entry, default=str, separators=(",", ":"))`` writes,
-        with each string escaped once and then looked up (methods, paths, rules, decisions,
-        identities and clients repeat)."""
+    def _json_parts(self, scope: Any, route_class: str, status: int, size: int) -> tuple[str, str, str, str]:
+        """The JSON line's text after the request id up to the latency, in three (up to the path,
+        the path, after it), and after the latency to the end: the same line
+        ``json.dumps(entry, default=str, separators=(",", ":"))`` writes, with each string escaped
+        once and then looked up (methods, paths, rules, decisions, identities and clients repeat)."""
         method = scope.get("method", "GET") if scope["type"] == "http" else "WS"
         path = scope.get("sidecar.path") or scope["path"]
         client = scope.get("client")
         esc = self._escaped
-        middle = (
-            f'"method":{esc[method]},"path":{esc[path]},"route_class":{esc[route_class]},'
-            f'"status":{status:d},"latency_ms":'
-        )
+        before = f'"method":{esc[method]},"path":'
+        after = f',"route_class":{esc[route_class]},"status":{status:d},"latency_ms":'
+
         tail = (
             f',"bytes":{size:d},"client":{esc[client[0]] if client else "null"},'
             f'"rule":{esc[scope.get("sidecar.rule")]},"decision":{esc[scope.get("sidecar.decision")]},'
@@ -563,7 +575,7 @@ class AccessLog:
         )
         if self.leak:
             tail += f',"query":{_str(_query(scope))},"headers":{_ENCODE(_headers(scope))}'
-        return middle, tail + "}\n"
+        return before, esc[path], after, tail + "}\n"
 
 
 def _query(scope: Any) -> str:

@@ -51,7 +51,7 @@ class RequestFacts:
                 if value[:7].lower() == b"bearer ":
                     bearer = value[7:].strip()
             elif n == b"accept":
-                html = b"text/html" in value
+                html = value.find(b"text/html") != -1  # not ``in`` (proxy.paths.normalise_path)
             elif n == b"sec-fetch-mode":
                 fetch_mode = value
             elif n == b"sec-fetch-dest":
@@ -139,18 +139,27 @@ class Access:
         path: str,
         facts: RequestFacts,
         scope: MutableMapping[str, Any] | None = None,
-    ) -> tuple[Outcome, Callable[[], bool]] | None:
+    ) -> tuple[Outcome, Callable[[], bool], Callable[[str], bool]] | None:
         """``check_cached``, and with its outcome a ``replay`` for whoever remembers the answer made
         from it (``sidecar.http_protocol``'s memo): ``replay()`` is True, with this check's records
         made again (rule hit, session cache hit, decision metrics), while the same facts would
         still give the same outcome: the same rule set, and the session cache entry that was read
-        (when one was) still there, unexpired and the same; else False, with nothing recorded."""
+        (when one was) still there, unexpired and the same; else False, with nothing recorded.
+
+        Third, ``same_rule(other_path)``: True when this rule set gives ``other_path`` (normalised)
+        the rule that decided here, so that, with ``replay()`` True, the same method, host and facts
+        with ``other_path`` get the same outcome (the judgement reads the rule, the session and the
+        facts, never the path). Pure: records nothing."""
         checked = self._checked(method, host, path, facts, scope)
         if checked is None:
             return None
         outcome, ruleset, rule, looked_up, session = checked
         key = digest(facts.token) if looked_up and facts.token else None
-        return outcome, self._replay(ruleset, rule, key, session, outcome)
+
+        def same_rule(other: str) -> bool:
+            return rule is not None and ruleset.match(method, host, other) is rule
+
+        return outcome, self._replay(ruleset, rule, key, session, outcome), same_rule
 
     def _checked(
         self,

@@ -9,6 +9,7 @@ when the TCP peer is in ``serve.public.trusted_proxies``. Also serves the upstre
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 from urllib.parse import urlsplit
@@ -43,6 +44,9 @@ class Dialect:
     """Every denial in Kratos JSON, whatever the client (Oathkeeper's API)."""
     redirects: ClassVar[bool] = True
     """False when the proxy cannot pass a 3xx on: 401 + ``Location`` instead."""
+    uri_header: ClassVar[bytes | None] = None
+    """The header whose first value, when present, is the original URI (path, then ``?query``) and
+    nothing else: the rest of the request decides the original method, host and scheme alone."""
 
     def original(
         self,
@@ -77,6 +81,7 @@ class Nginx(Dialect):
 
     # nginx turns a 3xx from auth_request into a 500: 401 + Location for error_page.
     redirects = False
+    uri_header = b"x-original-uri"
 
     def original(
         self,
@@ -105,6 +110,8 @@ class Nginx(Dialect):
 
 class ForwardAuth(Dialect):
     """Traefik ForwardAuth and Caddy ``forward_auth``: ``X-Forwarded-Method/Proto/Host/Uri``."""
+
+    uri_header = b"x-forwarded-uri"
 
     def original(
         self,
@@ -256,7 +263,13 @@ class DecisionEndpoints:
         ``x-request-id`` and ``traceparent``, which it never reads) and its peer, as long as the
         ``replay`` put in ``scope["sidecar.replay"]`` (``sidecar.logs``) holds, when
         ``scope["sidecar.remember"]`` asks for one: whoever keys on those may remember it
-        (``sidecar.http_protocol``)."""
+        (``sidecar.http_protocol``).
+
+        An allowed answer is moreover the same for any original URI its dialect's ``uri_header``
+        carries whose path the same rule decides (the answer holds no path): then
+        ``scope["sidecar.vary"]`` is ``(uri_header, same)``, where ``same(value)`` is the
+        normalised path of the original URI ``value`` when that request, the same in every other
+        header, gets this answer (while ``replay`` holds), else None. Pure: records nothing."""
         dialect = dialect_for(sub)
         if dialect is not None:
             asked = self._asked(dialect, sub, scope)
@@ -270,15 +283,33 @@ class DecisionEndpoints:
             checked = self.access.check_replayable(original.method, host, asked.path, asked.facts, scope)
             if checked is None:
                 return None
-            outcome, replay = checked
+            outcome, replay, same_rule = checked
             # The answer is the same for the same request while ``replay`` holds (``Access``),
             # except for a signed JWT in an allowed one (its own expiry): that one is not offered.
             if not (outcome.allowed and self.identity.signer is not None):
                 scope["sidecar.replay"] = replay
+                name = dialect.uri_header
+                if outcome.allowed and name is not None:
+                    scope["sidecar.vary"] = (name, self._same(same_rule))
             return self.answer(asked, outcome)
         if sub == b"/.well-known/jwks.json":
             return self._jwks()
         return None
+
+    def _same(self, same_rule: Callable[[str], bool]) -> Callable[[bytes], str | None]:
+        """``answer_cached``'s ``same`` for a judged request: the original URI read as the
+        dialects read theirs (``Nginx``, ``ForwardAuth``: path before the first ``?``), its path
+        normalised as ``_asked`` does, and the rule that decided the first asked of it."""
+        reject = self.reject_params
+
+        def same(uri: bytes) -> str | None:
+            try:
+                path = normalise_path(uri.partition(b"?")[0], reject_parameters=reject)
+            except BadPath:
+                return None
+            return path if same_rule(path) else None
+
+        return same
 
     def _jwks(self) -> Answer:
         signer = self.identity.signer

@@ -35,13 +35,15 @@ def normalise_path(raw: bytes, *, reject_parameters: bool = True) -> str:
     if not raw.startswith(b"/"):
         raise BadPath("the path must start with '/'")
     # Fast path: the common case has nothing to decode and no dot segment or double slash.
+    # ``find``, not ``in``: CPython 3.11's ``bytes in bytes`` first tries the needle as an int,
+    # raising and clearing a TypeError, which costs four times the search (~1.2k instructions).
     if (
         raw.isascii()
-        and b"%" not in raw
-        and b"//" not in raw
-        and b"/." not in raw
-        and b"\\" not in raw
-        and (not reject_parameters or b";" not in raw)
+        and raw.find(b"%") == -1
+        and raw.find(b"//") == -1
+        and raw.find(b"/.") == -1
+        and raw.find(b"\\") == -1
+        and (not reject_parameters or raw.find(b";") == -1)
         and not raw.translate(None, _PCHAR_BYTES)  # every byte is a pchar (checked in C)
     ):
         return raw.decode("ascii")

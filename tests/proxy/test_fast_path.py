@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import hashlib
 import inspect
 import json
@@ -455,9 +456,10 @@ def split(data: bytes, cuts: list[int]) -> list[bytes]:
     pipeline=st.lists(asks, min_size=1, max_size=4),
     trusted=st.booleans(),
     cuts=st.lists(st.integers(min_value=0, max_value=5000), max_size=3),
+    others=st.lists(st.sampled_from(ORIGINAL_PATHS), min_size=4, max_size=4),
 )
 async def test_the_fast_answers_are_the_asgi_answers(
-    stack: Stack, pipeline: list[Ask], trusted: bool, cuts: list[int]
+    stack: Stack, pipeline: list[Ask], trusted: bool, cuts: list[int], others: list[str]
 ) -> None:
     peer = TRUSTED if trusted else UNTRUSTED
     data = b"".join(a.head(stack) for a in pipeline)
@@ -471,6 +473,12 @@ async def test_the_fast_answers_are_the_asgi_answers(
     # Again: what the protocol remembered of those answers is written now, with the same records.
     again, again_calls = await through(stack, stack.fast, split(data, cuts), peer)
     assert again == asgi and again_calls == 0
+    # The same requests with another original URI each: where the same rule decides it, answered
+    # from what was remembered for the first URI (``Memo.varied``), with that URI's records.
+    varied = b"".join(dataclasses.replace(a, original=o).head(stack) for a, o in zip(pipeline, others))
+    await warm(stack, [varied], peer)
+    asgi, fast, _, fast_calls = await both(stack, split(varied, cuts), peer)
+    assert fast == asgi and fast_calls == 0
 
 
 async def test_a_cache_miss_goes_down_the_asgi_path_and_the_next_request_is_answered_at_once(
@@ -729,6 +737,68 @@ async def test_a_remembered_answer_carries_each_request_s_own_id(stack: Stack) -
         assert untrusted.startswith(b"HTTP/1.1 400 ") and given_id.encode() not in untrusted
     # Only the untrusted peer's requests were asked (a refusal is not remembered): the ids are not keyed.
     assert stack.fast.asked == asked + 2
+
+
+async def test_a_new_original_uri_the_same_rule_decides_gets_the_remembered_answer(stack: Stack) -> None:
+    """A remembered allowed answer serves the same request with another original URI (nginx's
+    ``X-Original-URI``, Traefik's ``X-Forwarded-Uri``) when the rule that decided it decides that
+    one too: no responder asked, the ASGI path's bytes, log line (with the new path) and counters.
+    Another rule's URI, a malformed one, and a denial are answered afresh."""
+    token = await _user(stack.services, "aal1", f"varied-{uuid.uuid4().hex[:8]}@example.com")
+
+    def forward_auth(uri: str) -> bytes:
+        request = nginx(token, uri, "X-Forwarded-Method: GET\r\n")
+        return request.replace(b"authz/nginx", b"authz/forward-auth").replace(
+            b"X-Original-URI", b"X-Forwarded-Uri"
+        )
+
+    for make in (lambda uri: nginx(token, uri), forward_auth):
+        assert (await remembered(stack, make("/private/first"))).startswith(b"HTTP/1.1 200 ")
+        for uri, status, answered in [
+            ("/private/second?q=1", b"200", False),
+            ("/private/a/../third", b"200", False),
+            ("/deny/x", b"403", True),  # another rule
+            ("/private/%zz", b"400", True),  # not a path
+            ("/public/x", b"200", True),  # another rule, allowed too
+            ("/private/fourth", b"200", True),  # the memo now holds /public/x's rule
+            ("/private/fifth", b"200", True),  # ...and now this one's, from the second sight on
+            ("/private/sixth", b"200", False),
+        ]:
+            asked = stack.fast.asked
+            asgi, fast, _, fast_calls = await both(stack, [make(uri)])
+            assert fast == asgi and fast_calls == 0, uri
+            assert fast[0].startswith(b"HTTP/1.1 " + status + b" "), (uri, fast[0][:60])
+            assert (stack.fast.asked > asked) == answered, uri
+        assert fast[2][0]["path"] == "/private/sixth" and fast[2][0]["identity_id"]
+
+
+async def test_a_new_original_uri_is_not_answered_for_a_revoked_session_or_under_other_rules(
+    stack: Stack,
+) -> None:
+    token = await _user(stack.services, "aal1", f"varied-gone-{uuid.uuid4().hex[:8]}@example.com")
+    assert (await remembered(stack, nginx(token, "/private/first"))).startswith(b"HTTP/1.1 200 ")
+    rules = stack.services.rules
+    (path,) = rules.current.files
+    original = Path(path).read_text()
+    try:
+        Path(path).write_text(original.replace("require: authenticated}", "require: deny}", 1))
+        rules.load()  # what a hot reload installs
+        asgi, fast, _, _ = await both(stack, [nginx(token, "/private/second")])
+        assert fast == asgi and fast[0].startswith(b"HTTP/1.1 403 ")
+    finally:
+        Path(path).write_text(original)
+        rules.load()
+    assert (await remembered(stack, nginx(token, "/private/first"))).startswith(b"HTTP/1.1 200 ")
+    raw, _ = await stack.fast.exchange([nginx(token, "/private/third")])  # memo: the varied answer
+    asked = stack.fast.asked
+    raw, _ = await stack.fast.exchange([nginx(token, "/private/fourth")])
+    assert raw.startswith(b"HTTP/1.1 200 ") and stack.fast.asked == asked
+    session = await stack.services.database.sessions.get_by_token(digest(token))
+    await stack.services.database.sessions.revoke(session.id)
+    stack.services.resolver.invalidate_session(session.id)
+    calls = stack.fast.counting.calls
+    raw, _ = await stack.fast.exchange([nginx(token, "/private/fifth")])
+    assert raw.startswith(b"HTTP/1.1 401 ") and stack.fast.counting.calls == calls + 1
 
 
 # --- uvicorn's internals ------------------------------------------------------------------------
