@@ -89,7 +89,9 @@ log = logging.getLogger("sidecar")
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 Responder = Callable[[Any], Answer | None]
 Relay = Callable[[Any, Any, bool], bool]
-MemoKey = tuple[bytes, str, bytes, str | None, tuple[tuple[bytes, bytes | None], ...]]
+# (method, version, target, peer, headers): the headers with the value of the first in
+# ``VARIABLE`` None when the request has one, and then the request's key is (that key, the value).
+MemoKey = tuple[Any, ...]
 VARIABLE = frozenset({b"x-original-uri", b"x-forwarded-uri"})
 """The request headers a remembered answer may be varied on (``sidecar.vary``; the decision
 endpoints' original URI)."""
@@ -322,19 +324,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 if name == b"x-request-id":
                     incoming = value
                     break
-            keyed = tuple([h for h in headers if h[0] not in _UNKEYED])
-        else:
-            keyed = tuple(headers)
         method, version, url, peer = parser.get_method(), parser.get_http_version(), self.url, self._peer
-        key = self._memo_key = (method, version, url, peer, keyed)
         memo = self.memo
         assert memo is not None
-        remembered = memo.get(key)
         varied = None
+        key: MemoKey
         at = self._vary_at
-        if at >= 0:
+        if at < 0:
+            keyed = tuple([h for h in headers if h[0] not in _UNKEYED]) if self._unkeyed else tuple(headers)
+            key = self._memo_key = (method, version, url, peer, keyed)
+            remembered = memo.get(key)
+        else:
+            # Keyed without that header's value (``Memo.varied``), and then by the value (one
+            # tuple of the headers built, not two).
             blank: list[tuple[bytes, bytes | None]] = list(headers)
-            blank[at] = (blank[at][0], None)
+            name, value = headers[at]
+            blank[at] = (name, None)
             vkey = self._vary_key = (
                 method,
                 version,
@@ -342,6 +347,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 peer,
                 tuple([h for h in blank if h[0] not in _UNKEYED]) if self._unkeyed else tuple(blank),
             )
+            key = self._memo_key = (vkey, value)
+            remembered = memo.get(key)
             if remembered is None:
                 varied = memo.varied.get(vkey)
         if remembered is None and varied is None:
@@ -363,7 +370,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             head, tail = remembered.head, remembered.tail
         else:
             assert varied is not None
-            note = varied.same(headers[at][1])
+            note = varied.same(value)
             if note is None:  # not for this value: the responders answer it
                 return False
             request_id = varied.replay(incoming, note)

@@ -387,7 +387,7 @@ class AccessLog:
         before, logged, after, tail = self._json_parts(scope, route_class, status, size)
         middle = before + logged + after
         count = self.metrics.request_counter(route_class, status) if self.metrics is not None else None
-        clock, latencies, head, escaped = self._clock, self._latencies, self._head, self._escaped
+        clock, latencies, head = self._clock, self._latencies, self._head
         enabled, write, stream = self.enabled, self.write, self.stream
 
         def replayed(incoming: bytes | None, path: str | None = None) -> str | None:
@@ -406,7 +406,8 @@ class AccessLog:
                 if path is None:
                     line = f"{start}{middle}{latency}{tail}"
                 else:
-                    line = f"{start}{before}{escaped[path]}{after}{latency}{tail}"
+                    # Not through ``_escaped``: a path seen once would only churn it.
+                    line = f"{start}{before}{_str(path)}{after}{latency}{tail}"
                 if write is not None:
                     write(line)
                 else:
