@@ -21,11 +21,16 @@ and calls the app directly with the nginx decision request (``GET /.auth/authz/n
 - ``peak_bytes``: the most memory a single request had allocated at once (tracemalloc's peak),
   the response and its headers included;
 - ``rules``: with ``--rules N``, N extra rules in front of the one that matches (other hosts,
-  other prefixes), to show the match does not scan them.
+  other prefixes), to show the match does not scan them;
+- ``us.miss`` / ``us.miss_redis`` (only with ``--measure``): the decision with the session cache
+  off (``session.cache_ttl: 0s``, bench/run.py's "cache off" row): every request loads the
+  session and its identity from the stores, the embedded SQLite store alone, or sessions in a
+  private ``redis-server`` (started on a free port) and identities in SQLite as bench/run.py
+  runs it; ``resolve_miss`` / ``resolve_miss_redis``: ``SessionResolver.resolve`` alone on them.
 
 ``python bench/decision_path.py [--requests 20000] [--rounds 3] [--rules 0] [--measure NAME]``;
 prints one JSON line. ``--measure protocol_fast`` (or ``protocol_unique``, ``protocol_asgi``, ``on``, ``off``,
-``check``)
+``check``, ``miss``, ``miss_redis``, ``resolve_miss``, ``resolve_miss_redis``)
 runs that loop alone, without the allocation figures. Instructions per request, which the
 machine's load does not move: ``valgrind --tool=callgrind --instr-atstart=no python
 bench/decision_path.py --measure protocol_fast --rounds 1 --requests 2000 --callgrind``, then the
@@ -37,19 +42,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
+import socket
+import subprocess
 import sys
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sidecar.config.loader import load_config
+from sidecar.config.loader import deep_merge, load_config
 from sidecar.identity.model import Identity, VerifiableAddress, utcnow
 from sidecar.security.tokens import digest, new_session_token
 from sidecar.session.model import Session
@@ -83,7 +92,7 @@ async def sign_in(services: Any) -> str:
     identity = await services.database.identities.create(identity)
     session = Session(identity_id=identity.id, expires_at=utcnow() + timedelta(hours=1), aal="aal1")
     token = new_session_token()
-    await services.database.sessions.create(session, digest(token))
+    await services.resolver.sessions.create(session, digest(token))  # Redis, or SQL without it
     return token
 
 
@@ -263,27 +272,74 @@ def callgrind(state: str) -> None:
     subprocess.run(["callgrind_control", "-i", state, str(os.getpid())], check=True, capture_output=True)
 
 
+MISS = ("miss", "miss_redis", "resolve_miss", "resolve_miss_redis")
+
+
+@contextlib.contextmanager
+def private_redis(folder: Path) -> Iterator[str]:
+    """A ``redis-server`` of this run's own on a free 127.0.0.1 port, no persistence; its URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder)]
+    argv += ["--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def resolve_us(services: Any, token: str, n: int) -> float:
+    resolve = services.resolver.resolve
+    started = time.process_time()
+    for _ in range(n):
+        found = await resolve(token)
+    elapsed = time.process_time() - started
+    assert found is not None
+    return elapsed / n * 1e6
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     from sidecar.app import build_services, create_public_app, wrap_apps
 
     out: dict[str, Any] = {"requests": args.requests, "rules": args.rules + 1}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         rules = Path(tmp) / "rules.yaml"
         rules.write_text(rules_text(args.rules))
         sys.stderr = Path(tmp, "stderr.log").open("w")  # noqa: SIM115, ASYNC230  # the JSON lines land here
         try:
             apps = {}
             services_all = []
-            for name, level in (("on", "info"), ("off", "warning")):
-                config = load_config(
-                    overrides={
-                        "dsn": f"sqlite:///{tmp}/bench-{name}.db",
-                        "secrets": {"cookie": ["bench-cookie-secret-0123456789abcdef"]},
-                        "serve": {"public": {"base_url": "http://127.0.0.1:4455/.auth"}},
-                        "log": {"level": level, "format": "json"},
-                        "rules": [str(rules)],
-                    }
-                )
+            names = (
+                [args.measure]
+                if args.measure
+                else ["on", "off", "check", "protocol_fast", "protocol_unique", "protocol_asgi"]
+            )
+            variants: list[tuple[str, dict[str, Any]]] = [("on", {}), ("off", {"log": {"level": "warning"}})]
+            if args.measure in MISS:
+                extra: dict[str, Any] = {"session": {"cache_ttl": "0s"}}
+                if args.measure.endswith("_redis"):
+                    url = stack.enter_context(private_redis(Path(tmp)))
+                    extra["redis"] = {"url": url, "key_prefix": "bench:"}
+                variants = [(args.measure, extra)]
+            for name, extra in variants:
+                overrides: dict[str, Any] = {
+                    "dsn": f"sqlite:///{tmp}/bench-{name}.db",
+                    "secrets": {"cookie": ["bench-cookie-secret-0123456789abcdef"]},
+                    "serve": {"public": {"base_url": "http://127.0.0.1:4455/.auth"}},
+                    "log": {"level": "info", "format": "json"},
+                    "rules": [str(rules)],
+                }
+                config = load_config(overrides=deep_merge(overrides, extra))
                 services = build_services(config)
                 await services.database.migrate()
                 await services.start()
@@ -292,14 +348,20 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 token = await sign_in(services)
                 await cpu_us(public, token, 500)  # warm-up: the session is cached from here on
                 apps[name] = (public, token, services)
+                if name.startswith("resolve_"):
+                    apps[name.removeprefix("resolve_")] = apps[name]
             from sidecar.proxy.access import Access
 
-            _, _, services = apps["off"]
-            access = Access(services.config, services.resolver, services.rules, services.metrics)
+            if "off" in apps:
+                _, _, services = apps["off"]
+                access = Access(services.config, services.resolver, services.rules, services.metrics)
 
             async def measure(name: str) -> float:
                 if name == "check":
                     return await check_us(access, apps["off"][1], args.requests)
+                if name.startswith("resolve_"):
+                    _, token, services = apps[name]
+                    return await resolve_us(services, token, args.requests)
                 if name.startswith("protocol_"):
                     app, token, on = apps["on"]
                     return await protocol_us(
@@ -313,11 +375,6 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 app, token, _ = apps[name]
                 return await cpu_us(app, token, args.requests)
 
-            names = (
-                [args.measure]
-                if args.measure
-                else ["on", "off", "check", "protocol_fast", "protocol_unique", "protocol_asgi"]
-            )
             for name in names:  # a warm-up of each loop
                 await measure(name)
             best: dict[str, list[float]] = {name: [] for name in names}
@@ -362,7 +419,7 @@ if __name__ == "__main__":
     parser.add_argument("--rules", type=int, default=0, help="extra rules in front of the matching one")
     parser.add_argument(
         "--measure",
-        choices=["on", "off", "check", "protocol_fast", "protocol_unique", "protocol_asgi"],
+        choices=["on", "off", "check", "protocol_fast", "protocol_unique", "protocol_asgi", *MISS],
         help="that loop alone (with --rounds 1 --requests N: for instruction counts under callgrind)",
     )
     parser.add_argument(

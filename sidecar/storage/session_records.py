@@ -91,12 +91,15 @@ def session_to_dict(session: Session) -> dict[str, Any]:
     }
 
 
-def session_from_dict(data: dict[str, Any]) -> Session:
+def session_from_dict(
+    data: dict[str, Any], *, active: bool | None = None, expires_at: datetime | None = None
+) -> Session:
+    """``active`` and ``expires_at``, when given, win over the document's (the SQL store's columns)."""
     return Session(
         id=uuid.UUID(data["id"]),
         identity_id=uuid.UUID(data["identity_id"]),
-        active=bool(data["active"]),
-        expires_at=decode_datetime(data["expires_at"]),
+        active=bool(data["active"]) if active is None else active,
+        expires_at=decode_datetime(data["expires_at"]) if expires_at is None else expires_at,
         issued_at=decode_datetime(data["issued_at"]),
         authenticated_at=decode_datetime(data["authenticated_at"]),
         aal=data.get("aal", "aal1"),

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -16,6 +17,7 @@ from sidecar.errors import BadRequest, Conflict, NotFound
 from sidecar.identity.model import Credential, Identity, RecoveryAddress, VerifiableAddress
 from sidecar.identity.store import IdentityStore
 from sidecar.storage.sql.database import SqlDatabase
+from sidecar.storage.sql.sqlite_reads import Read
 from sidecar.storage.sql.tables import (
     credential_identifiers,
     credentials,
@@ -381,14 +383,24 @@ async def test_rich_identities_round_trip_without_mixing_children(store: Identit
 
 
 @pytest.fixture
-def statements(database: SqlDatabase) -> Iterator[list[str]]:
-    """The SQL statements sent to the database, transaction control left out."""
+def statements(database: SqlDatabase, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The SQL statements sent to the database, transaction control left out: through the engine,
+    and on a SQLite file through the session check's own reader (``sqlite_reads``)."""
     sent: list[str] = []
 
     def record(conn: object, cursor: object, statement: str, *args: object) -> None:
         if statement.split()[0].upper() not in ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE"):
             sent.append(statement)
 
+    reader = database._connector._reader
+    if reader is not None:
+        fetch_one = reader.fetch_one
+
+        async def recorded(read: Read, values: Mapping[str, Any]) -> Any:
+            sent.append(read.sql)
+            return await fetch_one(read, values)
+
+        monkeypatch.setattr(reader, "fetch_one", recorded)
     event.listen(database.engine.sync_engine, "before_cursor_execute", record)
     yield sent
     event.remove(database.engine.sync_engine, "before_cursor_execute", record)

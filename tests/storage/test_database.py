@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from sidecar.errors import ServiceUnavailable
-from sidecar.identity.model import Identity
+from sidecar.identity.model import Credential, Identity, RecoveryAddress, VerifiableAddress, utcnow
+from sidecar.session.model import Session
 from sidecar.storage.sql.database import SqlDatabase
 from sidecar.storage.sql.engine import parse_dsn
 
@@ -214,13 +216,25 @@ async def test_a_postgres_read_is_one_query_after_the_ping(postgres_dsn: str) ->
     await db.close()
 
 
-async def test_a_sqlite_identity_load_sends_no_begin(sqlite_dsn: str) -> None:
-    """The identity load of a session-cache miss is one SELECT (its own transaction): no BEGIN,
-    three fewer hops through aiosqlite's thread. Other reads keep their BEGIN (several
-    statements share one snapshot), and writes their BEGIN IMMEDIATE."""
+async def test_a_sqlite_session_check_reads_past_the_engine(sqlite_dsn: str) -> None:
+    """A session-cache miss's two reads (session by token digest, identity by id) on a SQLite
+    file go to the store's own reader (one thread hop, no SQLAlchemy execution), not through
+    the engine; they give what the engine's statements give. Other reads keep their BEGIN
+    (several statements share one snapshot), and writes their BEGIN IMMEDIATE."""
     db = SqlDatabase(sqlite_dsn)
     await db.migrate()
-    identity = await db.identities.create(Identity(schema_id="default", traits={"email": "b@example.test"}))
+    identity = await db.identities.create(
+        Identity(
+            schema_id="default",
+            traits={"email": "b@example.test", "name": {"first": "B"}},
+            metadata_public={"roles": ["x"]},
+            verifiable_addresses=(VerifiableAddress("b@example.test", verified=True),),
+            recovery_addresses=(RecoveryAddress("b@example.test"),),
+            credentials={"password": Credential("password", ("b@example.test",), {"hashed_password": "h"})},
+        )
+    )
+    session = Session(identity_id=identity.id, expires_at=utcnow() + timedelta(hours=1))
+    await db.sessions.create(session, "d" * 64)
     sent: list[str] = []
 
     @sa.event.listens_for(db.engine.sync_engine, "before_cursor_execute")
@@ -228,13 +242,38 @@ async def test_a_sqlite_identity_load_sends_no_begin(sqlite_dsn: str) -> None:
         sent.append(statement.split()[0].upper())
 
     assert await db.identities.get(identity.id) == identity
-    assert sent == ["SELECT"]
+    assert await db.identities.get(uuid.uuid4()) is None
+    assert await db.sessions.get_by_token("d" * 64) == await db.sessions.get(session.id) == session
+    assert await db.sessions.get_by_token("e" * 64) is None
+    assert sent == ["SELECT"]  # the get by id above, for comparison; none from the reader
     sent.clear()
     assert await db.identities.count() == 1  # another read: in a transaction, as before
     assert sent == ["BEGIN", "SELECT"]
     sent.clear()
     await db.identities.update(identity)
     assert sent[0] == "BEGIN" and sent[-1] == "SELECT", sent  # BEGIN IMMEDIATE ... the re-read
+    await db.sessions.revoke(session.id)
+    revoked = await db.sessions.get_by_token("d" * 64)
+    assert revoked is not None and not revoked.active  # the column wins over the document
+    await db.close()
+
+
+async def test_a_sqlite_reader_failure_is_service_unavailable(sqlite_dsn: str) -> None:
+    """The reader fails closed as the engine does (``translate_errors``): a database it cannot
+    read is an outage, not a missing session; a cancelled read leaves the reader working."""
+    db = SqlDatabase(sqlite_dsn)
+    await db.migrate()
+    identity = await db.identities.create(Identity(schema_id="default", traits={"email": "f@example.test"}))
+    read = asyncio.ensure_future(db.identities.get(identity.id))
+    await asyncio.sleep(0)
+    read.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await read
+    assert await db.identities.get(identity.id) == identity
+    async with db.engine.begin() as conn:
+        await conn.execute(sa.text("ALTER TABLE sessions RENAME TO sessions_gone"))
+    with pytest.raises(ServiceUnavailable):
+        await db.sessions.get_by_token("d" * 64)
     await db.close()
 
 

@@ -94,7 +94,7 @@ class SqlDatabase:
     def __init__(self, dsn: str) -> None:
         spec = parse_dsn(dsn)
         self.engine: AsyncEngine = create_engine(spec)
-        self._connector = Connector(self.engine, spec.flavour)
+        self._connector = Connector(self.engine, spec.flavour, spec)
         self.identities = SqlIdentityStore(self._connector)
         self.sessions = SqlSessionStore(self._connector)
         self.kv = SqlKeyValueStore(self._connector)
@@ -136,4 +136,5 @@ class SqlDatabase:
             raise ServiceUnavailable(version.problem())
 
     async def close(self) -> None:
+        await self._connector.close()
         await self.engine.dispose()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 from urllib.parse import parse_qsl
@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import StaticPool
 
 from sidecar.errors import BadRequest, Conflict, ServiceUnavailable
+from sidecar.storage.sql.sqlite_reads import Read, SqliteReader
 
 log = logging.getLogger("sidecar.storage.sql")
 
@@ -251,7 +252,8 @@ class Connector:
     every use is serialised, reads included.
     """
 
-    def __init__(self, engine: AsyncEngine, flavour: Flavour) -> None:
+    def __init__(self, engine: AsyncEngine, flavour: Flavour, spec: EngineSpec | None = None) -> None:
+        """``spec``: the engine's; with a SQLite file, ``fetch_one`` reads it without SQLAlchemy."""
         self.engine = engine
         self.flavour = flavour
         self._writer = (
@@ -263,6 +265,26 @@ class Connector:
         # On SQLite a BEGIN costs aiosqlite's thread three hops (cursor, execute, close) and the
         # GIL handoffs that go with them; a single SELECT reads a consistent state without it.
         self._single = engine.execution_options(**{_BEGIN_OPTION: ""}) if flavour == "sqlite" else engine
+        self._reader: SqliteReader | None = None
+        if flavour == "sqlite" and spec is not None and spec.url.database:
+            self._reader = SqliteReader(spec.url.database, spec.pragmas)
+
+    def prepare(self, statement: sa.Select[Any]) -> Read:
+        """``statement`` ready for ``fetch_one``."""
+        return Read(statement, self.engine.dialect)
+
+    async def fetch_one(self, read: Read, values: Mapping[str, Any]) -> Any:
+        """The first row of ``read`` with its bound ``values``, or None: one statement, read only.
+        On a SQLite file through ``SqliteReader`` (one thread hop, no SQLAlchemy execution);
+        elsewhere ``read_one`` runs the statement."""
+        if self._reader is not None:
+            return await self._reader.fetch_one(read, values)
+        async with self.read_one() as conn:
+            return (await conn.execute(read.statement, dict(values))).first()
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            await self._reader.close()
 
     @property
     def dialect(self) -> str:

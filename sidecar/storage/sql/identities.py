@@ -57,7 +57,7 @@ class SqlIdentityStore:
         # its cache key 0.3 ms more, per call, on a session-cache miss (issue 15). ``select``
         # adds a WHERE to this; ``get`` runs a finished statement with the id bound at execute.
         self._base = select_identities(connector.dialect)
-        self._by_id = (
+        self._by_id = connector.prepare(
             self._base.where(identities.c.id == sa.bindparam("identity_id", type_=identities.c.id.type))
             .order_by(identities.c.id)
             .limit(1)
@@ -123,8 +123,7 @@ class SqlIdentityStore:
         return found[0] if found else None
 
     async def get(self, identity_id: uuid.UUID) -> Identity | None:
-        async with self._db.read_one() as conn:
-            row = (await conn.execute(self._by_id, {"identity_id": identity_id})).first()
+        row = await self._db.fetch_one(self._by_id, {"identity_id": identity_id})
         return identity_from_row(row) if row is not None else None
 
     async def get_by_external_id(self, external_id: str) -> Identity | None:

@@ -8,7 +8,6 @@ the shared JSON codec's document in ``data``. The columns win over ``data`` when
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,7 +23,7 @@ _COLUMNS = (sessions.c.active, sessions.c.expires_at, sessions.c.data)
 
 
 def _row_to_session(row: Any) -> Session:
-    return replace(session_from_dict(row.data), active=row.active, expires_at=row.expires_at)
+    return session_from_dict(row.data, active=row.active, expires_at=row.expires_at)
 
 
 def _live(now: datetime) -> sa.ColumnElement[bool]:
@@ -35,6 +34,13 @@ class SqlSessionStore:
     def __init__(self, connector: Connector) -> None:
         self._db = connector
         self._purger = Purger(sessions)
+        # The session check's read, rendered once (``Connector.fetch_one``).
+        self._by_token = connector.prepare(
+            sa.select(*_COLUMNS).where(
+                sessions.c.token_digest == sa.bindparam("token_digest", type_=sessions.c.token_digest.type),
+                sessions.c.expires_at > sa.bindparam("now", type_=sessions.c.expires_at.type),
+            )
+        )
 
     async def create(self, session: Session, token_digest: str) -> None:
         values = {
@@ -59,7 +65,10 @@ class SqlSessionStore:
         return await self._one(sessions.c.id == session_id)
 
     async def get_by_token(self, token_digest: str) -> Session | None:
-        return await self._one(sessions.c.token_digest == token_digest)
+        row = await self._db.fetch_one(
+            self._by_token, {"token_digest": token_digest, "now": datetime.now(UTC)}
+        )
+        return None if row is None else _row_to_session(row)
 
     async def update(self, session: Session) -> None:
         stmt = (
