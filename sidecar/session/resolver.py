@@ -5,11 +5,21 @@ session expires, whichever is first; unknown tokens are cached as misses for the
 flood of made-up tokens cannot hammer the store. Revocations arrive through
 ``sidecar.session.invalidation`` and drop entries at once. A store outage raises
 ``ServiceUnavailable``: it is never mistaken for "no session" (fail closed).
+
+Refresh ahead: a hit on a session entry in the last quarter of its life starts one background
+load of that token (one per entry at a time), so a busy session's next request after the TTL
+does not wait for the store. The load replaces the entry only if nothing was invalidated while
+it ran (the resolver's epoch, bumped by every invalidation, is unchanged) and the entry is still
+the one it refreshed: a revocation is never undone by a refresh that raced it. When the store
+gives the same session and identity, the entry keeps its value (and the renderings memoised on
+it) and gets a new deadline; when they changed, the new value replaces it; a failed load changes
+nothing, so the entry still ends at its deadline (fail closed).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections import OrderedDict
@@ -27,6 +37,8 @@ from sidecar.security.tokens import digest
 from sidecar.session.model import Session
 from sidecar.session.store import SessionStore
 from sidecar.tracing import Tracing
+
+log = logging.getLogger("sidecar.session")
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,10 +139,16 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+REFRESH_AHEAD = 0.25
+"""The last part of an entry's life in which a hit starts its background refresh."""
+
+
 @dataclass(slots=True)
 class _Entry:
     value: ResolvedSession | None
     until: float  # monotonic deadline
+    refresh_after: float = float("inf")  # a hit past this starts a refresh (session entries only)
+    refreshing: bool = False
 
 
 class SessionResolver:
@@ -178,6 +196,7 @@ class SessionResolver:
         self._identities: OrderedDict[uuid.UUID, tuple[Identity | None, float]] = OrderedDict()
         # Bumped by every invalidation: a load that raced a revocation is returned but not cached.
         self._epoch = 0
+        self._refreshes: set[asyncio.Task[None]] = set()
 
     async def resolve(self, token: str) -> ResolvedSession | None:
         if self.tracing is None:
@@ -205,8 +224,13 @@ class SessionResolver:
         and still holds ``value`` (the same object: one loaded again after a revocation is
         another); else False, with nothing counted or changed."""
         entry = self._cache.get(key)
-        if entry is None or entry.value is not value or entry.until <= self.monotonic():
+        if entry is None or entry.value is not value:
             return False
+        now = self.monotonic()
+        if entry.until <= now:
+            return False
+        if now >= entry.refresh_after:
+            self._refresh_ahead(key, entry)
         self._cache.move_to_end(key)
         if self.on_lookup is not None:
             self.on_lookup(True)
@@ -214,12 +238,54 @@ class SessionResolver:
 
     def _hit(self, key: str) -> tuple[bool, ResolvedSession | None]:
         entry = self._cache.get(key)
-        if entry is None or entry.until <= self.monotonic():
+        if entry is None:
             return False, None
+        now = self.monotonic()
+        if entry.until <= now:
+            return False, None
+        if now >= entry.refresh_after:
+            self._refresh_ahead(key, entry)
         self._cache.move_to_end(key)
         if self.on_lookup is not None:
             self.on_lookup(True)
         return True, entry.value
+
+    def _refresh_ahead(self, key: str, entry: _Entry) -> None:
+        if entry.refreshing:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop to run it on: the entry expires as it would have
+            return
+        entry.refreshing = True
+        task = loop.create_task(self._refresh(key, entry, self._epoch))
+        self._refreshes.add(task)
+        task.add_done_callback(self._refreshes.discard)
+
+    async def _refresh(self, key: str, entry: _Entry, epoch: int) -> None:
+        try:
+            value = await self._load(key, fresh=True)
+        except Exception:  # the store is down: the entry ends at its deadline (fail closed)
+            log.debug("refreshing a cached session failed; it expires at its deadline", exc_info=True)
+            entry.refreshing = False
+            return
+        if epoch != self._epoch or self._cache.get(key) is not entry:
+            entry.refreshing = False  # a later hit may try again while the entry lives
+            return  # invalidated, dropped or replaced meanwhile: never bring it back
+        old = entry.value
+        if (
+            value is not None
+            and old is not None
+            and value == old
+            and value.session == old.session
+            and value.identity == old.identity
+        ):
+            # Unchanged: the same value (its memoised renderings stay valid), a new deadline.
+            self._deadline(entry, value)
+            entry.refreshing = False
+        else:
+            self._drop(key)
+            self._store(key, value)
 
     async def _resolve(self, token: str) -> ResolvedSession | None:
         key = digest(token)
@@ -251,13 +317,15 @@ class SessionResolver:
             if self._inflight.get(key) is future:
                 del self._inflight[key]
 
-    async def _load(self, key: str) -> ResolvedSession | None:
+    async def _load(self, key: str, *, fresh: bool = False) -> ResolvedSession | None:
+        """``fresh``: the identity from the store too, not from its cache (a refresh: the entry's
+        new deadline must not outlive what the identity cache held)."""
         try:
             with self._spans.span("sidecar.session.store"):
                 session = await self.sessions.get_by_token(key)
             if session is None or not session.is_valid(self.clock()):
                 return None
-            identity = await self._identity(session.identity_id)
+            identity = await self._identity(session.identity_id, fresh=fresh)
             slug = await self._slug(identity.organization_id) if identity is not None else None
         except errors.SidecarError:
             raise
@@ -282,10 +350,10 @@ class SessionResolver:
         self._slugs[organization_id] = (slug, now + self.identity_ttl)
         return slug
 
-    async def _identity(self, identity_id: uuid.UUID) -> Identity | None:
+    async def _identity(self, identity_id: uuid.UUID, *, fresh: bool = False) -> Identity | None:
         hit = self._identities.get(identity_id)
         now = self.monotonic()
-        if hit is not None and hit[1] > now:
+        if hit is not None and hit[1] > now and not fresh:
             return hit[0]
         epoch = self._epoch
         with self._spans.span("sidecar.identity.load") as span:
@@ -299,13 +367,19 @@ class SessionResolver:
                 self._identities.popitem(last=False)
         return identity
 
+    def _deadline(self, entry: _Entry, value: ResolvedSession) -> None:
+        now = self.monotonic()
+        ttl = min(self.ttl, (value.expires_at - self.clock()).total_seconds())
+        entry.until = now + ttl
+        entry.refresh_after = now + self.ttl * (1 - REFRESH_AHEAD)
+
     def _store(self, key: str, value: ResolvedSession | None) -> None:
-        ttl = self.ttl
+        entry = _Entry(value, self.monotonic() + self.ttl)
         if value is not None:
-            ttl = min(ttl, (value.expires_at - self.clock()).total_seconds())
+            self._deadline(entry, value)
             self._by_session[value.session_id] = key
             self._by_identity.setdefault(value.identity_id, set()).add(key)
-        self._cache[key] = _Entry(value, self.monotonic() + ttl)
+        self._cache[key] = entry
         self._cache.move_to_end(key)
         while len(self._cache) > self.max_entries:
             self._drop(next(iter(self._cache)))

@@ -264,3 +264,121 @@ async def test_still_cached_vouches_only_for_the_entry_that_was_read(db: Any) ->
     assert await resolver.resolve(unknown) is None  # a cached "no session" is an entry too
     assert resolver.still_cached(digest(unknown), None)
     assert not resolver.still_cached(digest(unknown), again)
+
+
+# --- refresh ahead: a busy session never waits for the store, and never outlives a revocation ---
+
+
+class GatedStore(CountingStore):
+    """``CountingStore`` whose reads, once ``hold`` is set, wait for ``gate`` before they return
+    what they read (an answer that is stale by the time it arrives)."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.hold = False
+        self.gate = asyncio.Event()
+
+    async def get_by_token(self, token_digest: str) -> Session | None:
+        found = await super().get_by_token(token_digest)
+        if self.hold:
+            await self.gate.wait()
+        return found
+
+
+@pytest.fixture(params=["sql", "redis"])
+async def session_store(request: pytest.FixtureRequest, db: Any, unique_prefix: str) -> Any:
+    """The session store of either backend (identities stay in ``db``)."""
+    if request.param == "sql":
+        yield db.sessions
+        return
+    from sidecar.storage.redis.backend import RedisBackend
+
+    redis = RedisBackend(request.getfixturevalue("redis_url"), unique_prefix)
+    yield redis.sessions
+    await redis.close()
+
+
+async def signed_in_to(store: Any, db: Any) -> tuple[Session, str]:
+    identity = await db.identities.create(Identity(schema_id="default", traits={"email": "r@example.com"}))
+    session = Session(identity_id=identity.id, expires_at=utcnow() + timedelta(hours=1))
+    token = new_session_token()
+    await store.create(session, digest(token))
+    return session, token
+
+
+async def settled(resolver: SessionResolver) -> None:
+    """Until the resolver's background refreshes are done."""
+    while resolver._refreshes:
+        await asyncio.gather(*resolver._refreshes)
+
+
+async def test_a_hit_late_in_its_life_refreshes_the_entry_ahead(db: Any, session_store: Any) -> None:
+    _, token = await signed_in_to(session_store, db)
+    store, clock = CountingStore(session_store), Clock()
+    resolver = SessionResolver(store, db.identities, ttl=timedelta(seconds=4), monotonic=clock)  # type: ignore[arg-type]
+    got = await resolver.resolve(token)
+    assert got is not None and store.calls == 1
+    clock.now += 2.5  # not yet in the last quarter
+    assert await resolver.resolve(token) is got
+    await settled(resolver)
+    assert store.calls == 1
+    clock.now += 1  # 3.5 of 4 s: the hit answers at once and starts one refresh
+    assert await resolver.resolve(token) is got
+    assert resolver.cached(token) == (True, got)  # a second hit meanwhile: no second refresh
+    await settled(resolver)
+    assert store.calls == 2
+    clock.now += 1.5  # past the first deadline (4 s), within the refreshed one
+    assert resolver.cached(token) == (True, got)  # the same value: its memo and replays stay valid
+    assert resolver.still_cached(digest(token), got)
+    assert await resolver.resolve(token) is got and store.calls == 2
+
+
+async def test_a_refresh_that_raced_an_invalidation_is_dropped(db: Any, session_store: Any) -> None:
+    session, token = await signed_in_to(session_store, db)
+    store, clock = GatedStore(session_store), Clock()
+    resolver = SessionResolver(store, db.identities, ttl=timedelta(seconds=4), monotonic=clock)  # type: ignore[arg-type]
+    assert await resolver.resolve(token) is not None
+    await session_store.update(replace(session, aal="aal2"))  # so the refresh would replace it
+    clock.now += 3.5
+    store.hold = True
+    assert resolver.cached(token)[0]  # starts the refresh, which reads the active session
+    while store.calls < 2:
+        await asyncio.sleep(0)
+    await session_store.revoke(session.id)  # revoked while the refresh's answer is under way
+    resolver.invalidate_session(session.id)
+    store.gate.set()
+    await settled(resolver)
+    assert resolver.cached(token) == (False, None)  # not brought back by the refresh
+    store.hold = False
+    assert await resolver.resolve(token) is None
+
+
+async def test_a_failed_refresh_does_not_extend_the_entry(db: Any, session_store: Any) -> None:
+    _, token = await signed_in_to(session_store, db)
+    store, clock = CountingStore(session_store), Clock()
+    resolver = SessionResolver(store, db.identities, ttl=timedelta(seconds=4), monotonic=clock)  # type: ignore[arg-type]
+    got = await resolver.resolve(token)
+    clock.now += 3.5
+    store.down = True
+    assert resolver.cached(token) == (True, got)  # refresh started; it fails
+    await settled(resolver)
+    assert store.calls == 2
+    clock.now += 0.6  # past the deadline it had
+    assert resolver.cached(token) == (False, None)
+    with pytest.raises(errors.ServiceUnavailable):  # fail closed
+        await resolver.resolve(token)
+
+
+async def test_a_refresh_that_finds_a_change_replaces_the_value(db: Any, session_store: Any) -> None:
+    session, token = await signed_in_to(session_store, db)
+    store, clock = CountingStore(session_store), Clock()
+    resolver = SessionResolver(store, db.identities, ttl=timedelta(seconds=4), monotonic=clock)  # type: ignore[arg-type]
+    got = await resolver.resolve(token)
+    assert got is not None and got.aal == "aal1"
+    await session_store.update(replace(session, aal="aal2"))  # unpublished: only the TTL bounds it
+    clock.now += 3.5
+    assert resolver.cached(token) == (True, got)
+    await settled(resolver)
+    found, now = resolver.cached(token)
+    assert found and now is not None and now.aal == "aal2"
+    assert not resolver.still_cached(digest(token), got)
