@@ -16,6 +16,8 @@ the real upstream hop (its connection pool, request write, response parse, relay
   response, per request, in process (the tail our own code adds, without the network's), and
   ``gc``: the collector's pauses meanwhile, per generation; ``--varied``: a new path on every
   request (what is kept per request, the forward plan, never serves the next);
+- ``--log off``: ``log.level: warning`` (no access line; metrics still counted), as bench/run.py's
+  ``proxy_nolog`` row, for the access log's cost per proxied request;
 - ``--profile FILE``: cProfile of one round instead, the top functions by own time in FILE;
 - ``--callgrind``: run under ``valgrind --tool=callgrind --instr-atstart=no``; one round is
   instrumented (``callgrind_control -i on``, then a dump): instructions per request, which the
@@ -231,6 +233,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "concurrency": args.concurrency,
         "path": args.path,
         "varied": args.varied,
+        "log": args.log,
     }
     procs = Procs()
     tmp = Path(tempfile.mkdtemp(prefix="proxy-path-"))
@@ -246,7 +249,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 "dsn": f"sqlite:///{tmp}/bench.db",
                 "secrets": {"cookie": ["bench-cookie-secret-0123456789abcdef"]},
                 "serve": {"public": {"base_url": "http://127.0.0.1:4455/.auth"}},
-                "log": {"level": "info", "format": "json"},
+                "log": {"level": "info" if args.log == "on" else "warning", "format": "json"},
                 "rules": [str(tmp / "rules.yaml")],
                 "proxy": {"upstream": f"http://127.0.0.1:{port}"},
                 # The session stays in the resolver's cache for the whole run: its refresh every
@@ -328,6 +331,9 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--path", choices=["asgi", "protocol_fast"], default="asgi")
     parser.add_argument("--varied", action="store_true", help="a new path each request (protocol_fast)")
+    parser.add_argument(
+        "--log", choices=["on", "off"], default="on", help="the access log (off: log.level warning)"
+    )
     parser.add_argument("--profile", help="write a cProfile of one round to this file")
     parser.add_argument("--callgrind", action="store_true", help="instructions per request (under callgrind)")
     print(json.dumps(uvloop.run(main(parser.parse_args()))), flush=True)

@@ -118,8 +118,9 @@ def encode_head(
     return b"".join(content), length, keep_alive
 
 
-Done = Callable[[int, int], None]
-"""The access log's end of a request: (status, body bytes) once the response is complete."""
+Done = Callable[[int, int, "dict[Any, Any] | None"], None]
+"""The access log's end of a request: (status, body bytes, the forward plan's log memo or None)
+once the response is complete (``AccessLog.taking``)."""
 
 
 class ClientSide(Protocol):
@@ -157,6 +158,7 @@ class Relay:
         "gone",
         "keep_alive",
         "length",
+        "log",
         "origin",
         "payload",
         "phase",
@@ -184,9 +186,11 @@ class Relay:
         keep_alive: bool,
         default_headers: Headers,
         done: Done,
+        log: dict[Any, Any] | None = None,
     ) -> None:
         self.fast = fast
         self.done = done
+        self.log = log
         self.client = fast.client
         self.side = side
         self.scope = scope
@@ -437,7 +441,7 @@ class Relay:
         metrics = self.fast.metrics
         if upstream and metrics is not None:
             metrics.observe_upstream(time.perf_counter() - self.started, conn_error)
-        self.done(self.status, self.size)
+        self.done(self.status, self.size, self.log)
         self.side.finish(self.keep_alive and not self.gone)
 
     def answer(self, answer: Answer) -> None:
@@ -504,9 +508,11 @@ class FastProxy:
         if isinstance(planned, Forward):
             origin = self.client.origin(planned.base)
             plan = planned.plan
+            log = None
             if plan is None:
                 payload = self.client.request_head("GET", origin, planned.target, planned.headers)
             else:  # a cached plan: its head encoded once, this request's id put in
+                log = plan.log
                 payload = plan.head
                 if not payload:
                     payload = plan.head = self.client.request_head("GET", origin, plan.target, plan.headers)
@@ -523,6 +529,7 @@ class FastProxy:
                 keep_alive,
                 default_headers,
                 done,
+                log,
             )
         else:
             relay = Relay(self, side, scope, None, b"", "", b"", keep_alive, default_headers, done)

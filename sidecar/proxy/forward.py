@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.types import Receive, Send
 
@@ -56,12 +57,17 @@ class Forward:
 class Plan:
     """A signed-in request's forward, kept with its cached session (``Gateway._forward``): the
     headers with ``REQUEST_ID_SLOT`` as the value of the request id (which changes per request)
-    and the fast path's encoded request head, made on first use (``sidecar.proxy.fast``)."""
+    and the fast path's encoded request head, made on first use (``sidecar.proxy.fast``).
+
+    ``log``: the access log's memo for the requests this plan serves (``AccessLog.taking``): what
+    their lines share is decided by the plan's key (method, normalised path, peer, rule, session),
+    so it is made once per status, not per request."""
 
     base: str
     target: bytes
     headers: list[tuple[bytes, bytes]]
     head: bytes = b""
+    log: dict[Any, Any] = field(default_factory=dict)
 
     def forward(self, request_id: bytes | None) -> Forward:
         if request_id is None:
