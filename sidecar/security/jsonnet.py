@@ -15,7 +15,9 @@ import binascii
 import contextlib
 import json
 import signal
+import socket
 import struct
+import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -166,36 +168,79 @@ def _parse(answer: Any) -> Any:
 
 
 class _Worker:
-    """One sandbox process; used by one evaluation at a time."""
+    """One sandbox process; used by one evaluation at a time.
 
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
+    Started with ``subprocess.Popen`` on a socket pair, not ``asyncio.create_subprocess_exec``: the
+    process and its socket exist, and are the pool's, the moment ``Popen`` returns, with nothing
+    left to connect. asyncio's version connects the pipes in a task of its own after the process
+    started; a caller cancelled meanwhile waits in its clean-up for that task, and when the task is
+    cancelled too (the loop's shutdown cancels every task) that wait never ends (CPython 3.11's
+    ``_make_subprocess_transport``); on uvloop the process outlived the loop. Socket reads and
+    writes (``sock_recv``, ``sock_sendall``) leave nothing behind when cancelled."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], sock: socket.socket) -> None:
+        self.popen = popen
+        self.sock = sock
         self.retired = False
+
+    @classmethod
+    def start(cls, memory_limit: int) -> _Worker:
+        ours, theirs = socket.socketpair()
+        try:
+            # Our own interpreter and worker code, arguments built here: nothing from a request.
+            popen = subprocess.Popen(  # noqa: S603
+                [sys.executable, "-I", "-c", _WORKER, str(memory_limit), str(MAX_STACK)],
+                stdin=theirs.fileno(),
+                stdout=theirs.fileno(),
+                stderr=subprocess.DEVNULL,
+                # As Kratos starts its workers: one Go thread running Jsonnet at a time (an
+                # evaluation is single-threaded anyway), and the collector told about the cap.
+                env={"GOMAXPROCS": "1", "GOMEMLIMIT": str(memory_limit)},
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        return cls(popen, ours)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
 
     @property
     def alive(self) -> bool:
-        return self.proc.returncode is None and not self.retired
+        return not self.retired and self.popen.poll() is None
+
+    async def read(self, n: int) -> bytes:
+        loop = asyncio.get_running_loop()
+        data = bytearray()
+        while len(data) < n:
+            chunk = await loop.sock_recv(self.sock, n - len(data))
+            if not chunk:
+                raise asyncio.IncompleteReadError(bytes(data), n)
+            data += chunk
+        return bytes(data)
 
     async def run(self, job: bytes, timeout: float) -> Any:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
         # Wall-clock backstop only (the CPU deadline lives in the worker): a worker that is stopped
         # or starved this long is treated as looping.
         backstop = timeout * 5 + 5
         try:
-            self.proc.stdin.write(job)
-            await self.proc.stdin.drain()
-            head = await asyncio.wait_for(self.proc.stdout.readexactly(4), backstop)
+            await asyncio.get_running_loop().sock_sendall(self.sock, job)
+            head = await asyncio.wait_for(self.read(4), backstop)
             (size,) = struct.unpack(">I", head)
             if size > MAX_OUTPUT:
                 self.retired = True
                 raise JsonnetError("returned too much data", "crashed")
-            frame = await asyncio.wait_for(self.proc.stdout.readexactly(size), backstop)
+            frame = await asyncio.wait_for(self.read(size), backstop)
         except TimeoutError:
             self.retired = True
             raise JsonnetError(f"did not finish within {timeout:g}s", "timeout") from None
         except (asyncio.IncompleteReadError, ConnectionError):
             self.retired = True
-            code = await self.proc.wait()
+            code = await self.reaped()
             if code in (-signal.SIGPROF, -signal.SIGXCPU):
                 raise JsonnetError(f"did not finish within {timeout:g}s", "timeout") from None
             raise JsonnetError(f"crashed (exit status {code})", "crashed") from None
@@ -211,11 +256,26 @@ class _Worker:
             self.retired = True  # it ran out of memory and exits: never reuse it
         return answer
 
-    async def kill(self) -> None:
-        if self.proc.returncode is None:
+    def signal_kill(self) -> None:
+        """SIGKILL, at once (no await: a cancelled caller cannot leave the process running)."""
+        self.retired = True
+        if self.popen.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
-        await self.proc.wait()
+                self.popen.kill()
+
+    async def reaped(self) -> int:
+        """The exit status, once the process has ended (waited for in a thread: the loop never
+        blocks on a process the scheduler has not run yet; a cancelled caller leaves the thread to
+        reap it)."""
+        if self.popen.poll() is None:
+            await asyncio.to_thread(self.popen.wait)
+        return self.popen.returncode
+
+    async def kill(self) -> None:
+        """End the process and close its socket (only once no evaluation reads it)."""
+        self.signal_kill()
+        self.sock.close()
+        await self.reaped()
 
 
 class JsonnetSandbox:
@@ -260,7 +320,7 @@ class JsonnetSandbox:
 
     def pids(self) -> list[int]:
         """The live workers' process ids (for tests and metrics)."""
-        return [w.proc.pid for w in self._workers if w.proc.returncode is None]
+        return [w.pid for w in self._workers if w.popen.poll() is None]
 
     async def evaluate(
         self,
@@ -313,27 +373,17 @@ class JsonnetSandbox:
         self._idle.append(worker)
 
     async def _spawn(self) -> _Worker:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-I",
-            "-c",
-            _WORKER,
-            str(self._memory_limit),
-            str(MAX_STACK),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-            # As Kratos starts its workers: one Go thread running Jsonnet at a time (an
-            # evaluation is single-threaded anyway), and the collector told about the cap.
-            env={"GOMAXPROCS": "1", "GOMEMLIMIT": str(self._memory_limit)},
-        )
-        worker = _Worker(proc)
-        self._workers.add(worker)
-        assert proc.stdout is not None
+        if self._closed:
+            raise JsonnetError("failed: the Jsonnet sandbox is shut down", "busy")
+        try:
+            worker = _Worker.start(self._memory_limit)
+        except OSError:
+            raise JsonnetError("failed: the Jsonnet sandbox did not start", "crashed") from None
+        self._workers.add(worker)  # before any await: close() sees it whatever happens next
         try:
             # Start-up is not the snippet's time: at load 25 it alone took over 2 s.
-            ready = await asyncio.wait_for(proc.stdout.readexactly(1), self._start_timeout)
-        except (TimeoutError, asyncio.IncompleteReadError):
+            ready = await asyncio.wait_for(worker.read(1), self._start_timeout)
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
             await self._discard(worker)
             raise JsonnetError("failed: the Jsonnet sandbox did not start", "crashed") from None
         except BaseException:
@@ -353,9 +403,16 @@ class JsonnetSandbox:
     async def close(self) -> None:
         """End every worker (shutdown): none outlives the server."""
         self._closed = True
-        workers, self._idle = list(self._workers), []
+        workers, idle, self._idle = list(self._workers), self._idle, []
+        self._workers.clear()
         for worker in workers:
-            await self._discard(worker)
+            worker.signal_kill()  # all of them before the first await
+        for worker in workers:
+            if worker in idle:
+                worker.sock.close()
+            # A busy worker's socket stays open until its evaluation, which now reads the end of
+            # it, discards the worker: closed under a pending read, it would never wake.
+            await worker.reaped()
 
 
 async def evaluate(

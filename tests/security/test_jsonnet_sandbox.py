@@ -4,8 +4,12 @@ real rlimits and signals. No timed assertions: deadlines are CPU seconds inside 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -209,3 +213,61 @@ async def test_close_leaves_no_worker_process() -> None:
     assert pool.pids() == []
     with pytest.raises(JsonnetError, match="shut down"):
         await pool.evaluate("1", timeout=2)
+
+
+# A server shutting down with evaluations in flight: close(), the callers cancelled (or not), then
+# the loop ends (asyncio.run / uvloop.run cancel every task left, asyncio's own included). Some calls are
+# starting their workers at that moment. Run as a process of its own: a hang must fail, not hang
+# the test run, and only a process's loop can end that way.
+SHUTDOWN = textwrap.dedent(
+    """
+    import asyncio, json, os, sys
+    import uvloop
+    from sidecar.security.jsonnet import JsonnetSandbox
+
+    def children():
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/stat") as stat:
+                    if int(stat.read().rsplit(") ", 1)[1].split()[1]) == os.getpid():
+                        found.append(int(pid))
+            except OSError:
+                pass
+        return found
+
+    async def main():
+        pool = JsonnetSandbox(2, 256)
+        calls = [asyncio.ensure_future(pool.evaluate("1", timeout=5)) for _ in range(400)]
+        await asyncio.sleep(0)  # two calls are starting their workers
+        started = children()
+        await asyncio.wait_for(pool.close(), 10)
+        if sys.argv[2] == "cancel":
+            for call in calls:
+                call.cancel()
+        print(json.dumps(sorted(set(started + children()))), flush=True)
+
+    (uvloop.run if sys.argv[1] == "uvloop" else asyncio.run)(main())
+    print(json.dumps(children()), flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("callers", ["cancel", "left_to_the_loop"])
+def test_shutdown_with_workers_starting_ends_and_leaves_no_process(loop: str, callers: str) -> None:
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", SHUTDOWN, loop, callers],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"the loop never finished shutting down: {exc.stdout!r}") from None
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen, left = (json.loads(line) for line in done.stdout.splitlines())
+    assert seen, "no worker was starting: the race was not exercised"
+    assert left == []  # none left, not even unreaped
+    assert not any(alive(pid) for pid in seen)
