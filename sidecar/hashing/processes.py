@@ -185,7 +185,17 @@ class HashingProcesses:
             return self._start(), False
         waiter: asyncio.Future[_Process] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
-        return await waiter, True
+        try:
+            return await waiter, True
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                # Handed a process in the same turn as this caller gave up: pass it on, or the
+                # pool is one process short for good (at one process, every later hash waits).
+                self._give_back(waiter.result())
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            raise
 
     def _give_back(self, process: _Process) -> None:
         if self._closed:
@@ -201,14 +211,15 @@ class HashingProcesses:
     def _discard(self, process: _Process) -> None:
         process.kill()
         self._all.remove(process)
-        if self._waiters and not self._closed:
-            # Its slot is free again: the first waiter starts a new process.
+        while self._waiters and not self._closed:
+            # Its slot is free again: the first waiter still waiting starts a new process.
             waiter = self._waiters.popleft()
             if not waiter.done():
                 try:
                     waiter.set_result(self._start())
                 except errors.ServiceUnavailable as exc:
                     waiter.set_exception(exc)
+                return
 
     def _start(self) -> _Process:
         try:
@@ -235,7 +246,11 @@ class HashingProcesses:
         """Stop every process (a hash in flight gets ``STOP_WAIT_SECONDS``), and reap them all."""
         self._closed = True
         for waiter in self._waiters:
-            waiter.cancel()
+            if not waiter.done():
+                waiter.set_exception(
+                    errors.ServiceUnavailable("The server is shutting down", headers={"Retry-After": "1"})
+                )
+        self._waiters.clear()
         processes, self._all, self._idle = self._all, [], []
         for process in processes:
             process.stop()

@@ -308,3 +308,58 @@ async def test_past_max_queue_hashes_are_refused_with_503_and_retry_after(pool: 
         assert await h.hash("after the storm")  # room again
     finally:
         await h.close()
+
+
+async def test_a_caller_cancelled_as_a_process_is_handed_to_it_gives_the_process_back() -> None:
+    """A caller waiting for a process is handed one (its future resolved) and cancelled before it
+    resumes: the process must go back to the pool, else the pool is one process short for good and,
+    at max_concurrent 1, every later hash waits forever."""
+    h = PasswordHasher(hashers(max_concurrent=1))
+    try:
+        await h.hash("warm")  # the one process is running
+        pool = h._processes
+        assert pool is not None
+        # The first caller gives up: its hash still runs in the background, holding the process,
+        # while its admission slot frees. The next caller waits for the process.
+        first = asyncio.create_task(h.hash("first"))
+        await asyncio.sleep(0)
+        first.cancel()
+        second = asyncio.create_task(h.hash("second"))
+        while not pool._waiters:
+            await asyncio.wait_for(asyncio.sleep(0.001), 5)
+        (waiter,) = pool._waiters
+        # The first hash ends and hands the process to the waiter; cancel its caller before it
+        # resumes (this task runs ahead of the waiter's in the loop's queue).
+        while not waiter.done():
+            await asyncio.sleep(0)
+        second.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        # The process is free again: the next hash gets it (a lost process would wait forever).
+        assert (await asyncio.wait_for(h.hash("third"), 30)).startswith("$argon2id$")
+        assert len(h.process_ids()) == 1
+    finally:
+        await asyncio.wait_for(h.close(), 30)
+
+
+async def test_a_caller_waiting_for_a_process_at_close_gets_503_not_a_cancellation() -> None:
+    """close() refuses the callers still waiting for a process with the shutdown 503: a caller that
+    was not cancelled must not see CancelledError (its task would count as cancelled)."""
+    from sidecar import errors
+
+    h = PasswordHasher(hashers(max_concurrent=1))
+    try:
+        await h.hash("warm")
+        pool = h._processes
+        assert pool is not None
+        first = asyncio.create_task(h.hash("first"))
+        await asyncio.sleep(0)
+        first.cancel()  # its hash keeps the process busy in the background
+        second = asyncio.create_task(h.hash("second"))
+        while not pool._waiters:
+            await asyncio.wait_for(asyncio.sleep(0.001), 5)
+    finally:
+        await asyncio.wait_for(h.close(), 30)
+    with pytest.raises(errors.ServiceUnavailable) as refused:
+        await asyncio.wait_for(second, 30)
+    assert refused.value.code == 503
