@@ -144,10 +144,16 @@ def scripted() -> Iterator[Scripted]:
         thread.join(10)
 
 
-def dead_port() -> int:
+@contextlib.contextmanager
+def dead_port() -> Iterator[int]:
+    """A port nobody listens on, for the whole block: held bound (without SO_REUSEADDR) and never
+    listening, so a connection to it is refused and no other server can take it. A port only
+    picked and released (bind to 0, close) goes back to the kernel's pool: a server started by a
+    test running alongside could get it, and the proxy's "upstream down" request then reached that
+    server (the 404 once seen instead of the 502, under load)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        yield int(s.getsockname()[1])
 
 
 @dataclass
@@ -390,6 +396,18 @@ def test_client_gone_mid_body_leaves_the_server_serving(pair: Pair) -> None:
         assert got[0][2] == b"hello"
 
 
+def test_a_dead_port_stays_dead_while_held() -> None:
+    """What test_upstream_down_is_the_same_502 relies on: while held, connecting is refused and a
+    server binding the port (as ``sidecar serve`` does, SO_REUSEADDR) cannot have it."""
+    from sidecar.server import bind
+
+    with dead_port() as port:
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        with pytest.raises(OSError, match="in use"):
+            bind("127.0.0.1", port).close()
+
+
 def test_upstream_down_is_the_same_502(tmp_path: Path) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
@@ -402,7 +420,7 @@ def test_upstream_down_is_the_same_502(tmp_path: Path) -> None:
                 tmp_path,
                 public,
                 admin,
-                proxy={"upstream": f"http://127.0.0.1:{dead_port()}"},
+                proxy={"upstream": f"http://127.0.0.1:{stack.enter_context(dead_port())}"},
                 rules=[str(rules)],
             )
             config["serve"]["public"]["fast_path"] = fast
