@@ -71,6 +71,10 @@ class _Process:
             theirs.close()
         ours.setblocking(False)
         self.sock = ours
+        self.busy = False
+        """An exchange reads the socket: it is closed when that ends, never under the pending read
+        (the loop would go on watching a stale descriptor, and the next socket given that number
+        would never be woken: a Jsonnet worker that "did not start", a hash that never returns)."""
 
     @property
     def pid(self) -> int:
@@ -78,6 +82,7 @@ class _Process:
 
     async def exchange(self, request: Request) -> Any:
         loop = asyncio.get_running_loop()
+        self.busy = True
         try:
             await loop.sock_sendall(self.sock, encode(request))
             (size,) = HEADER.unpack(await self._read(loop, HEADER.size))
@@ -87,6 +92,8 @@ class _Process:
             answer = marshal.loads(await self._read(loop, size))  # noqa: S302
         except (OSError, EOFError, ValueError) as exc:
             raise HashingProcessLost(repr(exc)) from exc
+        finally:
+            self.busy = False
         if answer[0] == "ok":
             return answer[1]
         # The worker reports exceptions by name: ValueError (a password bcrypt cannot take) is
@@ -105,14 +112,18 @@ class _Process:
         return bytes(data)
 
     def stop(self) -> None:
-        """Close the socket: the process exits once its current hash (if any) is done."""
-        self.sock.close()
+        """End the requests: the process exits once its current hash (if any) is answered."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+        if not self.busy:
+            self.sock.close()
 
     def kill(self) -> None:
-        self.sock.close()
         with contextlib.suppress(ProcessLookupError):
             self.popen.send_signal(signal.SIGKILL)
         self.popen.wait()
+        if not self.busy:  # else the exchange reads the end of it and discards the process
+            self.sock.close()
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
@@ -210,7 +221,8 @@ class HashingProcesses:
 
     def _discard(self, process: _Process) -> None:
         process.kill()
-        self._all.remove(process)
+        if process in self._all:  # not after close(), which took them all
+            self._all.remove(process)
         while self._waiters and not self._closed:
             # Its slot is free again: the first waiter still waiting starts a new process.
             waiter = self._waiters.popleft()
@@ -239,6 +251,7 @@ class HashingProcesses:
             if self._loop is not None:
                 for process in self._all:
                     process.kill()
+                    process.sock.close()  # the old loop's: nothing reads it any more
                 self._all, self._idle, self._waiters = [], [], collections.deque()
             self._loop = loop
 

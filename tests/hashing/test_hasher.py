@@ -363,3 +363,41 @@ async def test_a_caller_waiting_for_a_process_at_close_gets_503_not_a_cancellati
     with pytest.raises(errors.ServiceUnavailable) as refused:
         await asyncio.wait_for(second, 30)
     assert refused.value.code == 503
+
+
+async def test_close_with_a_hash_in_flight_answers_it_and_leaves_no_stale_socket_watched() -> None:
+    """close() must not close a process's socket under the exchange still reading it: the caller
+    never got its answer, and the loop kept watching the dead descriptor, so the next socket given
+    that number (a Jsonnet worker's, a hash's) was never woken."""
+    import socket
+
+    slow = {"memory": "64MB", "iterations": 3, "parallelism": 1}
+    h = PasswordHasher(Hashers.model_validate({"argon2": slow, "max_concurrent": 1}))
+    await h.hash("warm")
+    pool = h._processes
+    assert pool is not None
+    (process,) = pool._all
+    fd = process.sock.fileno()
+    in_flight = asyncio.create_task(h.hash("in flight"))
+    for _ in range(5):
+        await asyncio.sleep(0)  # the request is sent, the answer awaited (tens of ms of argon2)
+    await asyncio.wait_for(h.close(), 30)
+    assert (await asyncio.wait_for(in_flight, 30)).startswith("$argon2id$")
+    loop = asyncio.get_running_loop()
+    held = []
+    try:
+        while True:  # a socket with the descriptor number the process's socket had
+            a, b = socket.socketpair()
+            held += [a, b]
+            if fd in (a.fileno(), b.fileno()) or len(held) > 100:
+                break
+        mine, other = (a, b) if a.fileno() == fd else (b, a)
+        assert mine.fileno() == fd, "the descriptor was not handed out again"
+        mine.setblocking(False)
+        receiving = asyncio.ensure_future(loop.sock_recv(mine, 1))
+        await asyncio.sleep(0)
+        other.send(b"x")
+        assert await asyncio.wait_for(receiving, 10) == b"x"
+    finally:
+        for s in held:
+            s.close()
