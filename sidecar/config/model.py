@@ -1065,11 +1065,12 @@ class Hashers(Model):
     about 20 MiB less per slot; but a hashing thread takes the server's GIL to start and to hand back
     each hash, and at ``priority: idle`` the event loop then waits for it behind the other hashing
     threads: about 4 ms per hash in bench/, see bench/RESULTS.md)."""
-    priority: Literal["idle", "low", "normal"] = "idle"
-    """Sidecar-only: CPU priority of the hashing processes or threads (Linux): ``idle``
-    (``SCHED_IDLE``: run only when the core has nothing else to do, preempted at once when the event
-    loop wakes; a core kept busy by the loop or by other processes starves them), ``low`` (nice +10:
-    about a tenth of a busy core), ``normal``."""
+    priority: Literal["idle", "low", "normal"] = "low"
+    """Sidecar-only: CPU priority of the hashing processes or threads (Linux): ``low`` (nice +10: about
+    a tenth of a core that nice-0 work keeps busy, so a login storm barely moves the access path's
+    tail and logins still progress on a saturated machine), ``idle`` (``SCHED_IDLE``: run only when
+    the core has nothing else to do; any busy process on the machine, not only this server, starves
+    them: logins then wait for seconds), ``normal``."""
 
 
 class Smtp(Model):

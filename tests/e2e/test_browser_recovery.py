@@ -39,7 +39,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer) -> Iterator
 
 def register(site: LiveSidecar, smtp: SmtpServer) -> str:
     email = f"b{uuid.uuid4().hex[:8]}@example.test"
-    # 30 s, not httpx's 5 s: the hash runs at idle CPU priority, and CI's four workers keep both cores busy.
+    # 30 s, not httpx's 5 s: the hash runs at nice +10, and CI's four workers keep both cores busy.
     flow = httpx.get(f"{site.public_url}/self-service/registration/api", timeout=30).json()
     body = {"method": "password", "password": PASSWORD, "traits": {"email": email}}
     r = httpx.post(f"{site.public_url}/self-service/registration?flow={flow['id']}", json=body, timeout=30)
