@@ -135,4 +135,6 @@ class PasswordHasher:
         if self._processes is not None:
             await self._processes.close()
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            # Waits for the hash in flight (one hash's time at most), so no hashing thread outlives
+            # the hasher that started it.
+            await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)

@@ -146,16 +146,17 @@ def _policy_and_nice(pid: int, tid: int | None = None) -> tuple[int, int]:
     return int(fields[38]), int(fields[16])  # stat fields 41 (policy) and 19 (nice)
 
 
-async def test_hashes_run_in_sched_idle_processes_by_default() -> None:
-    """The default: processes of their own, never a thread of the server, at SCHED_IDLE."""
+async def test_hashes_run_in_low_priority_processes_by_default() -> None:
+    """The default: processes of their own, never a thread of the server, at nice +10 (not
+    SCHED_IDLE, which any busy process on the machine starves)."""
     h = PasswordHasher(hashers())
     threads_before = threading.active_count()
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     try:
         assert await h.verify("pw", await h.hash("pw"))
         pids = h.process_ids()
         assert len(pids) == 1 and pids[0] != os.getpid()
-        assert os.sched_getscheduler(pids[0]) == os.SCHED_IDLE
-        assert _policy_and_nice(pids[0]) == (os.SCHED_IDLE, 0)
+        assert _policy_and_nice(pids[0]) == (os.SCHED_OTHER, min(base + 10, 19))
         assert threading.active_count() <= threads_before  # no hashing thread in this process
         assert os.sched_getscheduler(0) == os.SCHED_OTHER
     finally:
