@@ -76,7 +76,11 @@ end
 """
 STORM_VARIANTS = (
     ("process_low", {"pool": "process", "priority": "low"}, "hashing processes, nice +10 (as shipped)"),
-    ("process_idle", {"pool": "process", "priority": "idle"}, "hashing processes, SCHED_IDLE (shipped until 2026-12)"),
+    (
+        "process_idle",
+        {"pool": "process", "priority": "idle"},
+        "hashing processes, SCHED_IDLE (shipped until 2026-12)",
+    ),
     ("thread_idle", {"pool": "thread", "priority": "idle"}, "hashing threads, SCHED_IDLE (before)"),
 )
 """``hashers.pool`` and ``hashers.priority`` in the storm rows: the default first."""
