@@ -57,6 +57,11 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
+            if len(body) < length:
+                # The sender died mid-request (a replica killed while it sends): nothing was
+                # delivered, as any real server would see it.
+                self.close_connection = True
+                return
             request = Received(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
             with receiver._lock:
                 receiver.received.append(request)
