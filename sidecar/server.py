@@ -220,6 +220,7 @@ async def serve_app(config: Config, sockets: tuple[socket.socket, socket.socket]
     on_gc = metrics.on_gc
     gc.callbacks.append(on_gc)
     refresher = asyncio.create_task(metrics.run_refresher()) if metrics.multiprocess else None
+    log.info("worker %d serving", os.getpid())
     try:
         await asyncio.gather(public.serve(), admin.serve())
     finally:
