@@ -46,9 +46,7 @@ from sidecar.api.public.errors_flow import ErrorFlows
 from sidecar.api.public.flow_http import HttpContext
 from sidecar.api.public.routes import public_routes
 from sidecar.api.public.selfservice import selfservice_routes
-from sidecar.api.scim.attributes import AttributeMapping
-from sidecar.api.scim.endpoint import ScimEndpoint, scim_routes
-from sidecar.api.scim.provisioning import Provisioning
+from sidecar.api.scim.routes import LazyScimEndpoint, ScimServices, scim_routes
 from sidecar.audit import AuditLog
 from sidecar.config.model import Config, RateLimit, Timeouts
 from sidecar.console.audit import Audit
@@ -849,21 +847,19 @@ def create_public_app(services: Services, *, manage_lifespan: bool = True, gatew
     # UI would over the network: one contract, and the pages never reach around it.
     pages_api = PublicApiClient(config.public_base_url, transport=in_process(lambda: app))
     services.on_stop(pages_api.aclose)
-    scim = ScimEndpoint(
-        services.organizations.find,
-        services.database.scim,
-        Provisioning(
-            services.identities,
-            services.sessions,
-            services.database.scim,
-            config.scim.roles_field,
-            username_trait=lambda: "username" in schemas.default().trait_names,
-            attributes=AttributeMapping(config.scim),
+    scim = LazyScimEndpoint(
+        ScimServices(
+            find_organization=services.organizations.find,
             organization=services.organizations.get,
-        ),
-        public_base_url=config.public_base_url,
-        secret=pagination_secret(config),
-        max_body=config.serve.public.max_body_size,
+            store=services.database.scim,
+            identities=services.identities,
+            sessions=services.sessions,
+            config=config.scim,
+            username_trait=lambda: "username" in schemas.default().trait_names,
+            public_base_url=config.public_base_url,
+            secret=pagination_secret(config),
+            max_body=config.serve.public.max_body_size,
+        )
     )
     routes = [
         *scim_routes(scim),

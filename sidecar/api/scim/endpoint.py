@@ -30,7 +30,6 @@ from scim2_server.responses import ScimResponse
 from scim2_server.service import ScimService
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from sidecar.api.scim.provisioning import Provisioning
 from sidecar.api.scim.storage import OrganizationScimStorage
@@ -165,11 +164,3 @@ class ScimEndpoint:
         response = await app.serve(scim_request)
         payload = b"" if response.body is None else json.dumps(response.body).encode()
         return Response(payload, status_code=int(response.status), headers=response.headers)
-
-
-def scim_routes(endpoint: ScimEndpoint) -> list[Route]:
-    methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-    return [
-        Route("/scim/v2/{org}", endpoint.handle, methods=methods),
-        Route("/scim/v2/{org}/{rest:path}", endpoint.handle, methods=methods),
-    ]

@@ -1,0 +1,71 @@
+"""What building the apps imports: the optional protocols' libraries stay out of a server (and of
+every CLI subprocess the suite starts) that does not use them. Each costs a measurable share of a
+start (``python -X importtime``); these tests pin which modules load, never how long anything takes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+BUILD_APPS = textwrap.dedent(
+    """
+    import json, sys
+    from sidecar.app import build_services, create_admin_app, create_public_app
+    from sidecar.config.loader import load_config
+
+    config = load_config(overrides=json.loads(sys.argv[1]))
+    services = build_services(config)
+    create_public_app(services)
+    create_admin_app(services)
+    print(json.dumps(sorted(sys.modules)))
+    """
+)
+
+BASE = {
+    "dsn": "sqlite:///:memory:",
+    "secrets": {"cookie": ["test-cookie-secret-0123456789abcdef"]},
+    "serve": {"public": {"base_url": "http://127.0.0.1:4433/.auth"}},
+    "selfservice": {"default_browser_return_url": "http://127.0.0.1:4433/"},
+}
+
+
+def _loaded_modules(code: str, *args: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    return set(json.loads(out.stdout.splitlines()[-1]))
+
+
+def _top_level(modules: set[str]) -> set[str]:
+    return {m.partition(".")[0] for m in modules}
+
+
+@pytest.fixture(scope="module")
+def default_apps() -> set[str]:
+    """The top-level modules loaded by building both apps on a default config (no SAML, no SCIM
+    request, sessions in SQL, the http1 upstream client)."""
+    return _top_level(_loaded_modules(BUILD_APPS, json.dumps(BASE)))
+
+
+@pytest.mark.parametrize(
+    "library",
+    [
+        pytest.param("scim2_models", id="scim2-models"),
+        pytest.param("scim2_server", id="scim2-server"),
+    ],
+)
+def test_default_apps_leave_unused_libraries_unimported(default_apps: set[str], library: str) -> None:
+    assert "sidecar" in default_apps  # the apps were built in that process
+    assert library not in default_apps
