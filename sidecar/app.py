@@ -1057,7 +1057,8 @@ def fast_responders(config: Config, public: Any) -> tuple[Callable[[Any], Any], 
         or not isinstance(public.app, Gateway)
     ):
         return ()
-    return (public.answering(public.app.answer_cached),)
+    gateway: Gateway = public.app
+    return (public.answering(gateway.answer_cached, gateway.may_answer),)
 
 
 def fast_relays(config: Config, public: Any) -> tuple[Callable[[Any, Any, bool], bool], ...]:

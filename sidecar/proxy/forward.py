@@ -121,7 +121,7 @@ def rewrite_request_headers_raw(
                 real_ip = value
             continue
         # Names with "_" are rare: canonicalise only then (a client's X_User_ID is ours to strip).
-        c = n.replace(b"_", b"-") if b"_" in n else n
+        c = n.replace(b"_", b"-") if n.find(b"_") != -1 else n  # not ``in`` (paths.normalise_path)
         if c in strip or c.startswith(IDENTITY_PREFIX) or c in _SKIP_CANONICAL:
             continue
         if listed is not None and c in listed:

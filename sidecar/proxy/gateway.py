@@ -168,6 +168,14 @@ class Gateway:
         elif kind == "websocket":
             await self.websockets(scope, raw, receive, send)
 
+    def may_answer(self, scope: Scope) -> bool:
+        """False when ``answer_cached`` answers None whatever the cache holds: before ``start``,
+        and for every path outside ours (the proxied requests)."""
+        if not self._started:
+            return False
+        raw: bytes = scope.get("raw_path") or scope["path"].encode()
+        return self.paths.below(raw) is not None
+
     def answer_cached(self, scope: Scope) -> Answer | None:
         """The answer ``__call__`` would give to an HTTP request, when it needs no I/O: whoami and
         the decision endpoints with the session in the resolver's cache (or none needed). None for

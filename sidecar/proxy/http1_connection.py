@@ -149,7 +149,8 @@ class Connection(asyncio.Protocol):
         if listed is None:
             return self.headers
         headers = self.headers
-        if listed <= HOP_BY_HOP and b"_" not in b"".join([n for n, _ in headers]):
+        # ``find``, not ``in``: see sidecar.proxy.paths.normalise_path.
+        if listed <= HOP_BY_HOP and b"".join([n for n, _ in headers]).find(b"_") == -1:
             # ``Connection: keep-alive``, nearly always: such names were dropped as they were
             # parsed, and only a ``_`` spelling of one (``keep_alive``) could still match.
             return headers
@@ -218,7 +219,7 @@ class Connection(asyncio.Protocol):
         name = name.lower()
         if name in HOP_BY_HOP:
             if name == b"transfer-encoding":
-                if b"chunked" in value.lower():
+                if value.lower().find(b"chunked") != -1:  # not ``in`` (paths.normalise_path)
                     self.framed = True
             elif name == b"connection":
                 listed = self.listed

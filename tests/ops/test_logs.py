@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -215,3 +216,22 @@ def test_the_line_clock_and_latency_texts_are_what_the_slow_calls_write() -> Non
     for us in (0, 7, 321, 1500, 9_999, 10_000, 123_456_789):
         assert latencies[us] == json.dumps(us / 1000)
     assert set(latencies) == {0, 7, 321, 1500, 9_999}  # only the ones under LIMIT are kept
+    # Past LIMIT the text is put together from its parts: the float's own text, every fraction.
+    for us in [*range(10_000, 40_000), *random.Random(7).sample(range(10**12), 20_000), 10**12, 10**15]:
+        assert latencies[us] == repr(us / 1000), us
+
+
+def test_a_responder_that_does_not_claim_the_request_is_not_asked_and_leaves_no_trace() -> None:
+    asked: list[Any] = []
+
+    def inner(scope: Any) -> Any:
+        asked.append(scope)
+        return None
+
+    wrapper = AccessLog(object(), listener="public", trusted=lambda _: False, stream=io.StringIO())
+    headers = [(b"host", b"a")]
+    scope: dict[str, Any] = {"type": "http", "method": "GET", "path": "/x", "headers": headers}
+    assert wrapper.answering(inner, lambda s: False)(scope) is None
+    assert asked == [] and scope == {"type": "http", "method": "GET", "path": "/x", "headers": headers}
+    assert wrapper.answering(inner, lambda s: True)(scope) is None
+    assert len(asked) == 1 and scope["headers"] is headers and "sidecar.request_id" not in scope
