@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import sidecar
-from sidecar import errors
+from sidecar import errors, socket_child
 from sidecar.hashing.work import Params, Request
 from sidecar.hashing.worker import HEADER, MAX_FRAME, encode
 
@@ -49,28 +49,22 @@ class HashingProcessLost(Exception):
 
 class _Process:
     def __init__(self, params: Params, priority: str) -> None:
-        ours, theirs = socket.socketpair()
         package_root = str(Path(sidecar.__file__).resolve().parent.parent)
         env = dict(os.environ)
         # The package as this server imported it, even when it runs from a checkout.
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-        argv = [sys.executable, "-m", "sidecar.hashing.worker", str(theirs.fileno())]
-        try:
-            # Our own interpreter and module, arguments built here: nothing comes from a request.
-            self.popen = subprocess.Popen(  # noqa: S603
-                [*argv, json.dumps(params.to_dict()), priority],
-                pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                env=env,
-            )
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        ours.setblocking(False)
-        self.sock = ours
+        # Our own interpreter and module, arguments built here: nothing comes from a request.
+        self.popen, self.sock = socket_child.spawn(
+            lambda fd: [
+                sys.executable,
+                "-m",
+                "sidecar.hashing.worker",
+                str(fd),
+                json.dumps(params.to_dict()),
+                priority,
+            ],
+            env=env,
+        )
         self.busy = False
         """An exchange reads the socket: it is closed when that ends, never under the pending read
         (the loop would go on watching a stale descriptor, and the next socket given that number
@@ -85,11 +79,11 @@ class _Process:
         self.busy = True
         try:
             await loop.sock_sendall(self.sock, encode(request))
-            (size,) = HEADER.unpack(await self._read(loop, HEADER.size))
+            (size,) = HEADER.unpack(await socket_child.read_exactly(self.sock, HEADER.size))
             if size > MAX_FRAME:
                 raise HashingProcessLost(f"answer of {size} bytes")
             # marshal: plain values only, from our own child over a private socket pair.
-            answer = marshal.loads(await self._read(loop, size))  # noqa: S302
+            answer = marshal.loads(await socket_child.read_exactly(self.sock, size))  # noqa: S302
         except (OSError, EOFError, ValueError) as exc:
             raise HashingProcessLost(repr(exc)) from exc
         finally:
@@ -101,15 +95,6 @@ class _Process:
         if answer[1] in ("ValueError", "UnicodeEncodeError"):
             raise ValueError(answer[2])
         raise RuntimeError(f"hashing process: {answer[1]}: {answer[2]}")
-
-    async def _read(self, loop: asyncio.AbstractEventLoop, n: int) -> bytes:
-        data = bytearray()
-        while len(data) < n:
-            chunk = await loop.sock_recv(self.sock, n - len(data))
-            if not chunk:
-                raise EOFError("the hashing process closed its socket")
-            data += chunk
-        return bytes(data)
 
     def stop(self) -> None:
         """End the requests: the process exits once its current hash (if any) is answered."""

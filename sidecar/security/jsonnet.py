@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from sidecar import errors
+from sidecar import errors, socket_child
 from sidecar.admission import Admission, usable_cpus
 
 MAX_OUTPUT = 1024 * 1024
@@ -168,15 +168,7 @@ def _parse(answer: Any) -> Any:
 
 
 class _Worker:
-    """One sandbox process; used by one evaluation at a time.
-
-    Started with ``subprocess.Popen`` on a socket pair, not ``asyncio.create_subprocess_exec``: the
-    process and its socket exist, and are the pool's, the moment ``Popen`` returns, with nothing
-    left to connect. asyncio's version connects the pipes in a task of its own after the process
-    started; a caller cancelled meanwhile waits in its clean-up for that task, and when the task is
-    cancelled too (the loop's shutdown cancels every task) that wait never ends (CPython 3.11's
-    ``_make_subprocess_transport``); on uvloop the process outlived the loop. Socket reads and
-    writes (``sock_recv``, ``sock_sendall``) leave nothing behind when cancelled."""
+    """One sandbox process (``sidecar.socket_child``); used by one evaluation at a time."""
 
     def __init__(self, popen: subprocess.Popen[bytes], sock: socket.socket) -> None:
         self.popen = popen
@@ -185,25 +177,14 @@ class _Worker:
 
     @classmethod
     def start(cls, memory_limit: int) -> _Worker:
-        ours, theirs = socket.socketpair()
-        try:
-            # Our own interpreter and worker code, arguments built here: nothing from a request.
-            popen = subprocess.Popen(  # noqa: S603
-                [sys.executable, "-I", "-c", _WORKER, str(memory_limit), str(MAX_STACK)],
-                stdin=theirs.fileno(),
-                stdout=theirs.fileno(),
-                stderr=subprocess.DEVNULL,
-                # As Kratos starts its workers: one Go thread running Jsonnet at a time (an
-                # evaluation is single-threaded anyway), and the collector told about the cap.
-                env={"GOMAXPROCS": "1", "GOMEMLIMIT": str(memory_limit)},
-            )
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        ours.setblocking(False)
-        return cls(popen, ours)
+        popen, sock = socket_child.spawn(
+            lambda fd: [sys.executable, "-I", "-c", _WORKER, str(memory_limit), str(MAX_STACK)],
+            # As Kratos starts its workers: one Go thread running Jsonnet at a time (an evaluation
+            # is single-threaded anyway), and the collector told about the cap.
+            env={"GOMAXPROCS": "1", "GOMEMLIMIT": str(memory_limit)},
+            on_stdio=True,
+        )
+        return cls(popen, sock)
 
     @property
     def pid(self) -> int:
@@ -214,14 +195,7 @@ class _Worker:
         return not self.retired and self.popen.poll() is None
 
     async def read(self, n: int) -> bytes:
-        loop = asyncio.get_running_loop()
-        data = bytearray()
-        while len(data) < n:
-            chunk = await loop.sock_recv(self.sock, n - len(data))
-            if not chunk:
-                raise asyncio.IncompleteReadError(bytes(data), n)
-            data += chunk
-        return bytes(data)
+        return await socket_child.read_exactly(self.sock, n)
 
     async def run(self, job: bytes, timeout: float) -> Any:
         # Wall-clock backstop only (the CPU deadline lives in the worker): a worker that is stopped
