@@ -20,7 +20,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -132,14 +132,17 @@ from sidecar.strategies.oidc.callback import oidc_callbacks
 from sidecar.strategies.oidc.providers import form_action_origins as oidc_origins
 from sidecar.strategies.registry import assurance as strategy_assurance
 from sidecar.strategies.registry import build_registry
-from sidecar.strategies.saml.acs import GateObserver, SamlEndpoints
-from sidecar.strategies.saml.connections import form_action_origins as saml_origins
+from sidecar.strategies.saml.binding import form_action_origins as saml_origins
 from sidecar.tracing import Tracing
 from sidecar.ui.api_client import PublicApiClient, in_process
 from sidecar.ui.pages import page_routes
 from sidecar.webhooks.audit_forward import OutboxAuditForwarder
 from sidecar.webhooks.outbox import OutboxDispatcher, OutboxPolicy, OutboxWorker
 from sidecar.webhooks.runner import DEFAULT_HEADER_ALLOWLIST, WebHookRunner
+
+if TYPE_CHECKING:
+    from sidecar.strategies.saml.acs import GateObserver
+    from sidecar.strategies.saml.connections import SamlConnections
 
 log = logging.getLogger("sidecar")
 
@@ -435,6 +438,9 @@ def build_flows(
     callbacks = oidc_callbacks(oidc, kv, continuation, exchanges) if oidc is not None else None
     saml_endpoints = None
     if saml is not None:
+        # Here, not at the top: it imports pysaml2 (~0.5 s), loaded only with SAML on (registry).
+        from sidecar.strategies.saml.acs import SamlEndpoints
+
         saml_endpoints = SamlEndpoints(
             saml,
             continuation,
@@ -714,9 +720,7 @@ def create_admin_app(services: Services, *, manage_lifespan: bool = True) -> ASG
             audit=audit,
             outbox=services.database.outbox,
             faster_session_extend=config.feature_flags.faster_session_extend,
-            saml_connections=saml.connections
-            if isinstance(saml := services.selfservice.saml, SamlEndpoints)
-            else None,
+            saml_connections=_saml_connections(services.selfservice),
         )
     ]
     console = config.serve.admin.console
@@ -729,6 +733,16 @@ def create_admin_app(services: Services, *, manage_lifespan: bool = True) -> ASG
     )
     key = config.serve.admin.api_key
     return AdminKey(app, key, own_sign_in=CONSOLE_PREFIX if console.enabled else None) if key else app
+
+
+def _saml_connections(flows: SelfServiceFlows) -> SamlConnections | None:
+    """The connections behind the SAML endpoints; None with SAML off."""
+    if flows.saml is None:
+        return None
+    # Loaded already (SAML is on); imported here so that pysaml2 stays out when it is off.
+    from sidecar.strategies.saml.acs import SamlEndpoints
+
+    return flows.saml.connections if isinstance(flows.saml, SamlEndpoints) else None
 
 
 def build_console(services: Services) -> list[BaseRoute]:

@@ -54,7 +54,7 @@ def _top_level(modules: set[str]) -> set[str]:
 
 @pytest.fixture(scope="module")
 def default_apps() -> set[str]:
-    """The top-level modules loaded by building both apps on a default config (no SAML, no SCIM
+    """The top-level modules loaded by building both apps on a default config (SAML off, no SCIM
     request, sessions in SQL, the http1 upstream client)."""
     return _top_level(_loaded_modules(BUILD_APPS, json.dumps(BASE)))
 
@@ -64,6 +64,8 @@ def default_apps() -> set[str]:
     [
         pytest.param("scim2_models", id="scim2-models"),
         pytest.param("scim2_server", id="scim2-server"),
+        pytest.param("saml2", id="pysaml2"),
+        pytest.param("xmlschema", id="xmlschema"),
     ],
 )
 def test_default_apps_leave_unused_libraries_unimported(default_apps: set[str], library: str) -> None:

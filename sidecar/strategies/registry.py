@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol, cast
 
 from sidecar.flows.strategy import (
     LoginStrategy,
@@ -29,9 +29,12 @@ from sidecar.strategies.oidc.strategy import OidcStrategy
 from sidecar.strategies.passkey import PasskeyStrategy
 from sidecar.strategies.password import PasswordStrategy
 from sidecar.strategies.profile import ProfileStrategy
-from sidecar.strategies.saml.strategy import SamlStrategy
+from sidecar.strategies.saml.method import SamlMethod
 from sidecar.strategies.totp import TotpStrategy
 from sidecar.strategies.webauthn import WebAuthnStrategy
+
+if TYPE_CHECKING:
+    from sidecar.strategies.saml.strategy import SamlStrategy
 
 
 class StrategyClass(Protocol):
@@ -51,7 +54,7 @@ STRATEGIES: tuple[type[StrategyClass], ...] = (
     ProfileStrategy,
     PasswordStrategy,
     OidcStrategy,
-    SamlStrategy,
+    SamlMethod,  # SamlStrategy, imported only when enabled
     TotpStrategy,
     LookupSecretStrategy,
     WebAuthnStrategy,
@@ -78,7 +81,9 @@ class StrategyRegistry:
 def build_registry(
     deps: StrategyDeps, strategies: Sequence[type[StrategyClass]] = STRATEGIES
 ) -> StrategyRegistry:
-    built = [roles for cls in strategies if (roles := cls.build(deps)) is not None]
+    pairs = [(cls, roles) for cls in strategies if (roles := cls.build(deps)) is not None]
+    built = [roles for _, roles in pairs]
+    saml = next((roles.login for cls, roles in pairs if cls is SamlMethod), None)
     return StrategyRegistry(
         login=tuple(r.login for r in built if r.login is not None),
         registration=tuple(r.registration for r in built if r.registration is not None),
@@ -86,7 +91,8 @@ def build_registry(
         recovery=tuple(r.recovery for r in built if r.recovery is not None),
         verification=tuple(r.verification for r in built if r.verification is not None),
         oidc=next((r.login for r in built if isinstance(r.login, OidcStrategy)), None),
-        saml=next((r.login for r in built if isinstance(r.login, SamlStrategy)), None),
+        # SamlMethod builds a SamlStrategy (no isinstance: the class is not imported with SAML off).
+        saml=cast("SamlStrategy", saml) if saml is not None else None,
     )
 
 

@@ -20,6 +20,8 @@ from sidecar.flows.strategy import (
 from sidecar.identity.model import Credential, Identity
 from sidecar.strategies.deps import Roles, StrategyDeps
 from sidecar.strategies.registry import STRATEGIES, StrategyClass, assurance, build_registry
+from sidecar.strategies.saml.method import SamlMethod
+from sidecar.strategies.saml.strategy import SamlStrategy
 from tests.conftest import make_config
 
 
@@ -88,6 +90,16 @@ async def test_each_method_declares_its_flows(services: Any) -> None:
 
 def test_second_factors_are_declared_by_their_strategies() -> None:
     assert [cls.id for cls in STRATEGIES if cls.counts_toward_aal] == ["totp", "lookup_secret", "webauthn"]
+
+
+def test_saml_entry_answers_as_the_strategy_it_builds() -> None:
+    """The registry lists SamlMethod, so that pysaml2 loads only with SAML on; it must say what
+    SamlStrategy would."""
+    member = Identity(
+        "default", {}, credentials={"saml": Credential(type="saml", identifiers=("idp:alice",))}
+    )
+    assert (SamlMethod.id, SamlMethod.counts_toward_aal) == (SamlStrategy.id, SamlStrategy.counts_toward_aal)
+    assert SamlMethod.second_factor_ready(member) == SamlStrategy.second_factor_ready(member)
 
 
 class _HardwareToken(LoginStrategy, RegistrationStrategy):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -21,8 +23,10 @@ from sidecar.courier.store import CourierStore
 from sidecar.metrics import Metrics
 from sidecar.rules.holder import RulesHolder
 from sidecar.session.manager import SessionManager
-from sidecar.strategies.saml.connections import SamlConnections
 from sidecar.webhooks.outbox import OutboxStore
+
+if TYPE_CHECKING:
+    from sidecar.strategies.saml.connections import SamlConnections
 
 
 def admin_routes(

@@ -11,7 +11,7 @@ signing certificates expire). Nothing is fetched here: metadata behind ``idp_met
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,23 +19,24 @@ from starlette.routing import Route
 
 from sidecar import errors
 from sidecar.api.respond import error_response, json_response
-from sidecar.strategies.saml.connections import PATH, SamlConnection, SamlConnections
-from sidecar.strategies.saml.protocol import idp_facts
+from sidecar.strategies.saml.binding import PATH
+
+if TYPE_CHECKING:  # pysaml2 (~0.5 s of imports) loads only with SAML on (strategies.saml.method)
+    from sidecar.strategies.saml.connections import SamlConnection, SamlConnections
 
 
 async def _connection_json(connections: SamlConnections, connection: SamlConnection) -> dict[str, Any]:
     p, settings = connection.provider, connection.settings
-    loaded = connections.loaded(connection)
+    facts = await asyncio.to_thread(connections.loaded_facts, connection)
     idp: dict[str, Any] = {
         "metadata_url": p.idp_metadata_url,  # null: inline or file metadata, read at start
-        "loaded": loaded is not None,
+        "loaded": facts is not None,
         "entity_id": None,
         "single_sign_on": {},
         "single_logout": {},
         "signing_certificates_expire": [],
     }
-    if loaded is not None:
-        facts = await asyncio.to_thread(idp_facts, loaded)
+    if facts is not None:
         idp.update(
             entity_id=facts.entity_id,
             single_sign_on=facts.single_sign_on,

@@ -34,8 +34,7 @@ from sidecar.api.respond import error_response
 from sidecar.flows.lifecycle import FlowLifecycle
 from sidecar.flows.logout import LogoutFlows
 from sidecar.flows.service import SamlCallbacks
-from sidecar.strategies.saml.connections import PATH
-from sidecar.strategies.saml.protocol import MAX_MESSAGE
+from sidecar.strategies.saml.binding import MAX_MESSAGE, PATH
 
 _SUBMIT = "document.forms[0].submit();"
 _SUBMIT_HASH = base64.b64encode(hashlib.sha256(_SUBMIT.encode()).digest()).decode()

@@ -40,9 +40,9 @@ from sidecar.security.throttle import ip_bucket
 from sidecar.session.model import ProviderSignIn, Session
 from sidecar.strategies.federation.accounts import Verified
 from sidecar.strategies.federation.continuation import SignInContinuation
+from sidecar.strategies.saml.binding import MAX_MESSAGE
 from sidecar.strategies.saml.connections import SamlConnection, SamlConnections
 from sidecar.strategies.saml.protocol import (
-    MAX_MESSAGE,
     Assertion,
     LogoutOrder,
     SamlRefused,

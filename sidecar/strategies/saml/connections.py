@@ -17,7 +17,6 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import httpx
-from defusedxml import ElementTree
 from saml2.config import SPConfig
 
 from sidecar import errors
@@ -26,10 +25,8 @@ from sidecar.flows import messages
 from sidecar.flows.outcome import FlowInvalid
 from sidecar.security.jsonnet import load_source
 from sidecar.strategies.federation.jit import Connection
-from sidecar.strategies.saml.protocol import SpSettings, sp_config
-
-PATH = "/self-service/methods/saml"
-_MD = "urn:oasis:names:tc:SAML:2.0:metadata"
+from sidecar.strategies.saml.binding import PATH, raw_metadata
+from sidecar.strategies.saml.protocol import IdpFacts, SpSettings, idp_facts, sp_config
 
 DEFAULT_MAPPER = """
 local claims = std.extVar('claims');
@@ -49,12 +46,6 @@ def _file(url: str, key: str) -> str:
     if parts.scheme not in ("file", ""):
         raise ValueError(f"{key}: use file://<path>")
     return unquote(parts.netloc + parts.path) if parts.scheme == "file" else url
-
-
-def _raw_metadata(raw: str, key: str) -> str:
-    if raw.lstrip().startswith("<"):
-        return raw
-    return load_source(raw, key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +102,7 @@ class SamlConnections:
             mapper = load_source(p.mapper_url, f"{key}.mapper_url") if p.mapper_url else DEFAULT_MAPPER
             self.by_id[p.id] = SamlConnection(p, settings, mapper)
             if p.raw_idp_metadata_xml is not None:
-                xml = _raw_metadata(p.raw_idp_metadata_xml, f"{key}.raw_idp_metadata_xml")
+                xml = raw_metadata(p.raw_idp_metadata_xml, f"{key}.raw_idp_metadata_xml")
                 try:
                     self._configs[p.id] = (float("inf"), sp_config(settings, xml))
                 except ValueError as exc:
@@ -138,6 +129,12 @@ class SamlConnections:
         cached = self._configs.get(connection.id)
         return cached[1] if cached is not None else None
 
+    def loaded_facts(self, connection: SamlConnection) -> IdpFacts | None:
+        """What the identity provider's metadata as last loaded says (``loaded``); None before
+        remote metadata was first fetched. Reads certificates: run it in a thread."""
+        config = self.loaded(connection)
+        return idp_facts(config) if config is not None else None
+
     async def sp_config(self, connection: SamlConnection) -> SPConfig:
         """pysaml2's configuration for ``connection``; 502 when remote metadata cannot be had."""
         cached = self._configs.get(connection.id)
@@ -161,25 +158,3 @@ class SamlConnections:
                 ) from None
             self._configs[connection.id] = (time.monotonic() + self._refresh, config)
             return config
-
-
-def form_action_origins(method_enabled: bool, providers: list[SamlProvider]) -> list[str]:
-    """Where the pages' forms may be redirected (CSP ``form-action``): the single sign-on
-    endpoints of inline or file metadata, else the origin of ``idp_metadata_url``."""
-    if not method_enabled:
-        return []
-    out: list[str] = []
-    for p in providers:
-        if p.idp_metadata_url:
-            out.append(p.idp_metadata_url)
-            continue
-        try:
-            root = ElementTree.fromstring(
-                _raw_metadata(p.raw_idp_metadata_xml or "", "metadata"), forbid_dtd=True
-            )
-        except Exception:  # noqa: S112 - refused with its reason when the connection is built
-            continue
-        out += [
-            e.get("Location") or "" for e in root.iter(f"{{{_MD}}}SingleSignOnService") if e.get("Location")
-        ]
-    return out

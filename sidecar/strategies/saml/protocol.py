@@ -33,11 +33,12 @@ from saml2.s_utils import UnknownPrincipal, UnsupportedBinding
 from saml2.sigver import RSACrypto, SigverError, verify_redirect_signature
 from saml2.validate import ResponseLifetimeExceed, ToEarly
 
+from sidecar.strategies.saml.binding import MAX_MESSAGE
+
 BINDINGS = {"redirect": BINDING_HTTP_REDIRECT, "post": BINDING_HTTP_POST}
 _SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
 _SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
 _DS = "http://www.w3.org/2000/09/xmldsig#"
-MAX_MESSAGE = 256 * 1024
 
 
 REFUSALS = (

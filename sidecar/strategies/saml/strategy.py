@@ -33,7 +33,8 @@ from sidecar.strategies.federation.accounts import CALLBACK, FederatedIdentities
 from sidecar.strategies.federation.jit import FederatedAccounts, active
 from sidecar.strategies.federation.mapper import MapperError, run_mapper
 from sidecar.strategies.federation.strategy import FederatedStrategy, form_traits
-from sidecar.strategies.saml.connections import PATH, SamlConnection, SamlConnections
+from sidecar.strategies.saml.binding import PATH
+from sidecar.strategies.saml.connections import SamlConnection, SamlConnections
 from sidecar.strategies.saml.protocol import SamlRefused, authn_request
 from sidecar.strategies.saml.state import RelayRecord, SamlStateStore
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from sidecar.strategies.saml.connections import SamlConnections, form_action_origins
+from sidecar.strategies.saml.binding import form_action_origins
+from sidecar.strategies.saml.connections import SamlConnections
 from sidecar.strategies.saml.protocol import SamlRefused, parse_response, sp_metadata
 from tests.conftest import make_config
 from tests.strategies.saml.idp import IdentityProvider, key_pair
