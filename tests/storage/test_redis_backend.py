@@ -64,3 +64,59 @@ async def test_down_redis_is_service_unavailable() -> None:
             await backend.kv.incr("k", timedelta(seconds=1))
     finally:
         await backend.close()
+
+
+async def _signed_in(redis: RedisBackend, token_digest: str) -> Session:
+    session = Session(identity_id=uuid.uuid4(), expires_at=datetime.now(UTC) + timedelta(minutes=10))
+    await redis.sessions.create(session, token_digest)
+    return session
+
+
+async def test_session_reads_by_token_keep_one_connection(redis: RedisBackend) -> None:
+    # The access path's read takes no connection from the pool per call (storage/redis/direct.py).
+    session = await _signed_in(redis, "d3")
+    pool = redis.client.connection_pool
+    taken = 0
+    get_connection = pool.get_connection
+
+    async def counting(*args: object, **kwargs: object) -> object:
+        nonlocal taken
+        taken += 1
+        return await get_connection(*args, **kwargs)
+
+    pool.get_connection = counting
+    for _ in range(20):
+        assert await redis.sessions.get_by_token("d3") == session
+    assert taken == 1
+
+
+async def test_session_read_by_token_after_the_server_lost_its_scripts(redis: RedisBackend) -> None:
+    session = await _signed_in(redis, "d4")
+    assert await redis.sessions.get_by_token("d4") == session
+    await redis.client.script_flush()
+    assert await redis.sessions.get_by_token("d4") == session
+    assert await redis.sessions.get_by_token("d4") == session
+
+
+async def test_session_read_by_token_after_its_connection_was_killed(
+    redis_url: str, unique_prefix: str
+) -> None:
+    name = unique_prefix.strip(":").replace(":", "-")
+    redis = RedisBackend(f"{redis_url}?client_name={name}", prefix=unique_prefix)
+    try:
+        session = await _signed_in(redis, "d5")
+        assert await redis.sessions.get_by_token("d5") == session
+        killed = 0
+        for client in await redis.client.client_list():
+            if client["name"] == name and client["cmd"] == "evalsha":
+                killed += await redis.client.client_kill_filter(_id=client["id"])
+        assert killed == 1
+        # The kept connection is dead: the read falls back to the client's path, which reconnects.
+        assert await redis.sessions.get_by_token("d5") == session
+        assert await redis.sessions.get_by_token("d5") == session
+        assert await redis.sessions.revoke(session.id)
+        revoked = await redis.sessions.get_by_token("d5")
+        assert revoked is not None and revoked.active is False
+    finally:
+        await redis.client.delete(*[key async for key in redis.client.scan_iter(match=f"{unique_prefix}*")])
+        await redis.close()

@@ -50,4 +50,5 @@ class RedisBackend:
         await self.kv.ping()
 
     async def close(self) -> None:
+        await self.sessions.close()
         await self.client.aclose()

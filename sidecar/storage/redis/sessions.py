@@ -20,6 +20,7 @@ import redis.asyncio as redis
 from sidecar.errors import Conflict, ServiceUnavailable
 from sidecar.session.model import Session
 from sidecar.storage.redis.client import as_bytes, milliseconds_until, translate_errors
+from sidecar.storage.redis.direct import DirectScript
 from sidecar.storage.session_records import dumps_session, loads_session
 
 _CREATE = """
@@ -93,7 +94,7 @@ class RedisSessionStore:
         self._identity = f"{prefix}identity-sessions:"
         self._all = f"{prefix}sessions"
         self._create = client.register_script(_CREATE)
-        self._by_token = client.register_script(_BY_TOKEN)
+        self._by_token = DirectScript(client, client.register_script(_BY_TOKEN))
         self._replace = client.register_script(_REPLACE)
         self._delete_by_identity = client.register_script(_DELETE_BY_IDENTITY)
 
@@ -214,6 +215,9 @@ class RedisSessionStore:
         keys = [self._identity + str(identity_id), self._all]
         with translate_errors():
             return int(await self._delete_by_identity(keys=keys, args=[self._session, self._token]))
+
+    async def close(self) -> None:
+        await self._by_token.close()
 
     async def ping(self) -> None:
         # The owner of the sessions' slot (see RedisKeyValueStore.ping).
