@@ -63,6 +63,17 @@ pure. The protocol keeps such an answer under the request's key with that header
 (``Memo.varied``), once a request so keyed was answered before, and answers from it a request
 that the memo does not hold under its own key: a proxy asking about a new URI each time for the
 same client gets its answer without scope, responders or header checks.
+
+**Remembered relays.** A relay (``sidecar.proxy.fast`` inside ``AccessLog.taking``) that served a
+request may leave ``scope["sidecar.relay"]``: ``relay(protocol, keep_alive)``, which serves the
+same request again the way it did (it takes the request over as a relay does, with its own request
+id, log line and counters) for as long as it returns True; False: no longer, nothing recorded. It
+is asked for only when the protocol sets ``scope["sidecar.keep_relay"]``: a kept-alive request
+without ``x-request-id``, ``traceparent`` or a header in ``VARIABLE`` (the key leaves the first two
+out, and their values must reach the upstream as the access log decides). The protocol keeps it in
+the memo under the request's key (``RememberedRelay``); the same request again is relayed from it
+with no scope, no responder, no relay asked. A request with those ids meets the same key and takes
+the full path.
 """
 
 from __future__ import annotations
@@ -97,7 +108,7 @@ VARIABLE = frozenset({b"x-original-uri", b"x-forwarded-uri"})
 endpoints' original URI)."""
 
 
-class Memo(dict[MemoKey, "Remembered"]):
+class Memo(dict[MemoKey, "Remembered | RememberedRelay"]):
     """The remembered answers of one listener, by request; emptied when it reaches ``LIMIT``
     entries, so clients choosing their headers cannot grow it without bound.
 
@@ -127,6 +138,17 @@ class Remembered:
         self.replay = replay
 
 
+class RememberedRelay:
+    """A proxied request's relay (``sidecar.proxy.fast``), served again for the same request:
+    ``relay(protocol, keep_alive)`` is True when it took the request over as the relays do, False,
+    with nothing recorded, when the request must take the full path."""
+
+    __slots__ = ("relay",)
+
+    def __init__(self, relay: Callable[[Any, bool], bool]) -> None:
+        self.relay = relay
+
+
 class Varied:
     """A remembered answer for any value of one header that ``same`` vouches for
     (``sidecar.vary``)."""
@@ -151,6 +173,7 @@ _NOTED = frozenset(
     {b"expect", b"content-length", b"transfer-encoding", b"x-request-id", b"traceparent", *VARIABLE}
 )
 _UNKEYED = (b"x-request-id", b"traceparent")
+KEEP_RELAY = "sidecar.keep_relay"  # sidecar.proxy.gateway.KEEP_RELAY (the protocol imports no proxy)
 """``relay(protocol, scope, keep_alive)``: True when it took the request over (a GET without a body,
 nothing in flight): it sets ``protocol.cycle`` to a stand-in for uvicorn's cycle (its
 ``response_complete``, ``keep_alive``, ``disconnected``), writes the response to the transport
@@ -362,6 +385,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             or self.server_state.default_headers
         ):
             return False
+        if isinstance(remembered, RememberedRelay):
+            return self._relay_again(remembered, key)
         if remembered is not None:
             request_id = remembered.replay(incoming)
             if request_id is None:
@@ -381,6 +406,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         transport.write(b"%b%b%b" % (head, request_id.encode(), tail))
         self._complete()
         return True
+
+    def _relay_again(self, remembered: RememberedRelay, key: MemoKey) -> bool:
+        """A remembered relay (module docstring) serves the request; False sends it the full way.
+        A request with an ``x-request-id`` or ``traceparent`` is keyed without them but was never
+        remembered (its id must reach the upstream as ``AccessLog`` decides): the full way too."""
+        if self._unkeyed or self.limit_concurrency is not None:
+            return False
+        try:
+            taken = remembered.relay(self, self.parser.should_keep_alive())
+        except Exception:
+            log.exception("a remembered relay failed; the request goes down the full path")
+            taken = False
+        if not taken:
+            self.memo.pop(key, None)  # type: ignore[union-attr]
+        return taken
 
     def _remember(self, content: list[bytes], cut: int, scope: Any) -> None:
         """Keep what ``_write`` wrote for the memo, when its responder offered a replay; note the
@@ -478,14 +518,34 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             # Answered later, from callbacks (the proxy's upstream hop): the relay stands in for
             # the cycle, so a pipelined request waits for it as for an ASGI response.
             keep_alive = parser.should_keep_alive()
-            for relay in self.relays:
-                try:
+            key = self._memo_key
+            keep = memo is not None and key is not None and not self._unkeyed and not self._vary_key
+            if keep:
+                scope[KEEP_RELAY] = True  # the relay may be remembered (``_keep_relay``)
+            try:
+                for relay in self.relays:
                     if relay(self, scope, keep_alive):
+                        if keep:
+                            self._keep_relay(scope, key)
                         return True
-                except Exception:
-                    log.exception("a relay failed; the request goes down the ASGI path")
-                    return False
+            except Exception:
+                log.exception("a relay failed; the request goes down the ASGI path")
+                return False
+            finally:
+                scope.pop(KEEP_RELAY, None)
+                scope.pop("sidecar.relay", None)
         return False
+
+    def _keep_relay(self, scope: Any, key: Any) -> None:
+        """Remember the relay a request left (``scope["sidecar.relay"]``: ``sidecar.proxy.fast``
+        inside ``AccessLog.taking``), for the same request again (``_remembered``)."""
+        relay = scope.get("sidecar.relay")
+        memo = self.memo
+        if relay is None or memo is None or self.server_state.default_headers:
+            return
+        if len(memo) >= memo.LIMIT:
+            memo.clear()
+        memo[key] = RememberedRelay(relay)
 
     def _write(self, answer: Answer, scope: Any, keep_alive: bool) -> None:
         """What ``RequestResponseCycle.send`` writes for a response in one body message, then what

@@ -470,11 +470,45 @@ class AccessLog:
             finally:
                 if taken is None:
                     scope["headers"] = headers
-                    for key in ("sidecar.request_id", "sidecar.trace_id", "sidecar.traceparent"):
+                    for key in (
+                        "sidecar.request_id",
+                        "sidecar.trace_id",
+                        "sidecar.traceparent",
+                        "sidecar.relay",
+                    ):
                         scope.pop(key, None)
+            if taken is not None and "sidecar.relay" in scope:
+                relay = scope.pop("sidecar.relay")
+                if not self.text and not self.leak:
+                    scope["sidecar.relay"] = self._relaying(relay, scope)
             return taken
 
         return take
+
+    def _relaying(self, inner: Callable[..., Any], scope: Any) -> Callable[..., bool]:
+        """For a request ``taking`` served whose ``inner`` left a ``sidecar.relay`` (the same
+        request served again while it holds: ``sidecar.proxy.fast``): ``relayed(proto,
+        keep_alive)``, True when it served the same request again with a new request id, and
+        the same line and ``Metrics.request`` as ``take`` makes once the response is complete;
+        False, with nothing recorded, when ``inner`` no longer holds. Not in the text and leak
+        modes (their lines hold what the scope alone says, such as the request's own id among its
+        headers); the request must have had no ``x-request-id`` (``sidecar.http_protocol``), so
+        its id is always a new one."""
+        finish, finish_from = self._finish, self._finish_from
+
+        def relayed(*args: Any) -> bool:
+            started = time.perf_counter()
+            request_id = new_request_id()
+
+            def done(status: int, size: int, memo: dict[Any, Any] | None = None) -> None:
+                if memo is None:
+                    finish(scope, status, size, time.perf_counter() - started, request_id)
+                else:
+                    finish_from(memo, scope, status, size, time.perf_counter() - started, request_id)
+
+            return inner(request_id, done, *args) is not None
+
+        return relayed
 
     def _open_span(self, scope: Any, request_id: str) -> tuple[Span, object] | None:
         """The request's SERVER span, continuing a trusted proxy's trace; none for health and

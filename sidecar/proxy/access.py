@@ -85,6 +85,10 @@ class Outcome:
         return self.verdict is Verdict.ALLOW
 
 
+Checked = tuple[tuple[Outcome, RuleSet, Rule | None, bool, ResolvedSession | None], str | None]
+"""What ``Access.check_noted`` hands back for ``Access.replay_of``."""
+
+
 class Access:
     """Rule, session, judgement: ``check`` answers an ``Outcome`` for one request."""
 
@@ -131,6 +135,28 @@ class Access:
         (its spans belong to the ASGI path)."""
         checked = self._checked(method, host, path, facts, scope)
         return None if checked is None else checked[0]
+
+    def check_noted(
+        self,
+        method: str,
+        host: str,
+        path: str,
+        facts: RequestFacts,
+        scope: MutableMapping[str, Any] | None = None,
+    ) -> tuple[Outcome, Checked] | None:
+        """``check_cached``, and with its outcome what ``replay_of`` needs to make the replay
+        ``check_replayable`` gives, for a caller that wants one only for some outcomes (the fast
+        relay's remembered relays: ``sidecar.proxy.fast``)."""
+        checked = self._checked(method, host, path, facts, scope)
+        if checked is None:
+            return None
+        return checked[0], (checked, facts.token)
+
+    def replay_of(self, noted: Checked) -> Callable[[], bool]:
+        """``check_replayable``'s ``replay`` for a check ``check_noted`` made."""
+        (outcome, ruleset, rule, looked_up, session), token = noted
+        key = digest(token) if looked_up and token else None
+        return self._replay(ruleset, rule, key, session, outcome)
 
     def check_replayable(
         self,

@@ -38,7 +38,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from sidecar.metrics import Metrics
-from sidecar.proxy.forward import REQUEST_ID_SLOT, Forward, upstream_failure
+from sidecar.proxy.forward import REQUEST_ID_SLOT, Forward, Plan, upstream_failure
 from sidecar.proxy.http1 import Http1Client
 from sidecar.proxy.http1_connection import Connection, Origin
 from sidecar.proxy.responses import Answer, error_response
@@ -165,7 +165,6 @@ class Relay:
         "request_id",
         "retried",
         "reused",
-        "scope",
         "side",
         "size",
         "started",
@@ -178,7 +177,7 @@ class Relay:
         self,
         fast: FastProxy,
         side: ClientSide,
-        scope: dict[str, Any],
+        request_id: str,
         origin: Origin | None,
         payload: bytes,
         base: str,
@@ -193,14 +192,13 @@ class Relay:
         self.log = log
         self.client = fast.client
         self.side = side
-        self.scope = scope
         self.origin = origin
         self.payload = payload
         self.base = base
         self.target = target
         self.keep_alive = keep_alive
         self.default_headers = default_headers
-        self.request_id = scope["sidecar.request_id"]
+        self.request_id = request_id
         self.started = time.perf_counter()
         self.phase = _WAIT_HEAD
         self.status = 0
@@ -428,7 +426,8 @@ class Relay:
 
     def _fail(self, exc: UpstreamError) -> None:
         """Before the head: the same 502 / 504 (and warning) as ``forward_http``."""
-        kind, error = upstream_failure(exc, self.scope["method"], self.base, self.target, self.request_id)
+        # GET: the only method the fast path takes (``FastProxy.take``).
+        kind, error = upstream_failure(exc, "GET", self.base, self.target, self.request_id)
         self.chunked = False
         self._write_whole(error_response(error, request_id=self.request_id))
         self._done(conn_error=kind)
@@ -498,48 +497,87 @@ class FastProxy:
     def take(self, scope: dict[str, Any], done: Done, proto: Any, keep_alive: bool) -> Relay | None:
         """Serve the request from uvicorn's protocol ``proto``, or None (nothing touched): the
         ASGI path serves it. Asked only for a GET with no body and nothing in flight on the
-        connection (``sidecar.http_protocol``)."""
+        connection (``sidecar.http_protocol``).
+
+        A request forwarded from a kept plan with a replay (``Forward.replay``: the protocol may
+        remember it) leaves ``scope["sidecar.relay"]``: ``relay(request_id, done, proto,
+        keep_alive)``, which serves the same request again as this call would have, from the
+        plan's encoded head with that request id, while the replay holds; None, with nothing
+        recorded, once it does not."""
         planned = self.plan(scope)
         if planned is None:
             return None
-        default_headers = proto.server_state.default_headers
+        request_id: str = scope["sidecar.request_id"]
+        if not isinstance(planned, Forward):
+            relay = self._start(proto, keep_alive, done, request_id, None, b"", "", b"", None)
+            relay.answer(planned)
+            return relay
+        origin = self.client.origin(planned.base)
+        plan = planned.plan
+        log = None
+        if plan is None:
+            payload = self.client.request_head("GET", origin, planned.target, planned.headers)
+        else:  # a cached plan: its head encoded once, this request's id put in
+            log = plan.log
+            payload = plan.head
+            if not payload:
+                payload = plan.head = self.client.request_head("GET", origin, plan.target, plan.headers)
+            if planned.request_id is not None:
+                payload = payload.replace(REQUEST_ID_SLOT, planned.request_id)
+            if planned.replay is not None:
+                scope["sidecar.relay"] = self._replaying(plan, origin, planned.replay)
+        relay = self._start(
+            proto, keep_alive, done, request_id, origin, payload, planned.base, planned.target, log
+        )
+        relay.begin()
+        return relay
+
+    def _replaying(
+        self, plan: Plan, origin: Origin, replay: Callable[[], bool]
+    ) -> Callable[[str, Done, Any, bool], Relay | None]:
+        head, base, target, log = plan.head, plan.base, plan.target, plan.log
+        start = self._start
+
+        def relayed(request_id: str, done: Done, proto: Any, keep_alive: bool) -> Relay | None:
+            if not replay():
+                return None
+            payload = head.replace(REQUEST_ID_SLOT, request_id.encode())
+            relay = start(proto, keep_alive, done, request_id, origin, payload, base, target, log)
+            relay.begin()
+            return relay
+
+        return relayed
+
+    def _start(
+        self,
+        proto: Any,
+        keep_alive: bool,
+        done: Done,
+        request_id: str,
+        origin: Origin | None,
+        payload: bytes,
+        base: str,
+        target: bytes,
+        log: dict[Any, Any] | None,
+    ) -> Relay:
         cycle = FastCycle(keep_alive)
         side = UvicornSide(proto, cycle)
-        if isinstance(planned, Forward):
-            origin = self.client.origin(planned.base)
-            plan = planned.plan
-            log = None
-            if plan is None:
-                payload = self.client.request_head("GET", origin, planned.target, planned.headers)
-            else:  # a cached plan: its head encoded once, this request's id put in
-                log = plan.log
-                payload = plan.head
-                if not payload:
-                    payload = plan.head = self.client.request_head("GET", origin, plan.target, plan.headers)
-                if planned.request_id is not None:
-                    payload = payload.replace(REQUEST_ID_SLOT, planned.request_id)
-            relay = Relay(
-                self,
-                side,
-                scope,
-                origin,
-                payload,
-                planned.base,
-                planned.target,
-                keep_alive,
-                default_headers,
-                done,
-                log,
-            )
-        else:
-            relay = Relay(self, side, scope, None, b"", "", b"", keep_alive, default_headers, done)
+        relay = Relay(
+            self,
+            side,
+            request_id,
+            origin,
+            payload,
+            base,
+            target,
+            keep_alive,
+            proto.server_state.default_headers,
+            done,
+            log,
+        )
         cycle.relay = relay
         # From here the protocol sees a response in flight: a pipelined request waits its turn.
         proto.cycle = cycle
-        if isinstance(planned, Forward):
-            relay.begin()
-        else:
-            relay.answer(planned)
         return relay
 
 

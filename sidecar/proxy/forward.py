@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,9 @@ class Forward:
     headers: list[tuple[bytes, bytes]]
     plan: Plan | None = None
     request_id: bytes | None = None
+    # With a kept plan, when the protocol may remember the relay: ``Access.replay_of``'s
+    # ``replay`` for the check that allowed it (``sidecar.proxy.fast.FastProxy.take``).
+    replay: Callable[[], bool] | None = None
 
 
 @dataclass(slots=True)

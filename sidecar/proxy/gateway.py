@@ -47,6 +47,8 @@ from sidecar.session.invalidation import Invalidation
 from sidecar.tracing import Tracing
 
 TRACE_HEADERS = (b"traceparent", b"tracestate")
+KEEP_RELAY = "sidecar.keep_relay"
+"""Scope key the HTTP protocol sets when it may remember this request's relay (``plan_now``)."""
 _PLANS = "forward_plans"
 PLANS_PER_SESSION = 32
 
@@ -393,9 +395,10 @@ class Gateway:
         method: str = scope["method"]
         access = self.access
         facts = RequestFacts.read(headers, access.cookie_name)
-        outcome = access.check_cached(method, self._request_host(headers), path, facts, scope)
-        if outcome is None:
+        noted = access.check_noted(method, self._request_host(headers), path, facts, scope)
+        if noted is None:
             return None
+        outcome = noted[0]
         peer = scope["client"][0] if scope.get("client") else ""
         trusted = self.trusted.trusts(peer)
         if not outcome.allowed:
@@ -410,4 +413,8 @@ class Gateway:
         planned = self._forward(scope, path, facts, outcome, peer, trusted)
         if planned is None or self.upstream is None:
             return error_response(errors.NotFound())
+        if planned.plan is not None and scope.get(KEEP_RELAY):
+            # Everything the plan was made from is the request's (its key) or checked by the
+            # replay: the same rule set (and so generation and rule), the same session entry.
+            planned.replay = access.replay_of(noted[1])
         return planned

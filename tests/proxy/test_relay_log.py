@@ -152,3 +152,59 @@ class _Proto:
     transport = None
     flow = None
     cycle = None
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [
+        pytest.param({}, id="json"),
+        pytest.param({"text": True}, id="text"),
+        pytest.param({"leak_sensitive_values": True}, id="leak"),
+        pytest.param({"enabled": False}, id="off"),
+    ],
+)
+def test_a_relay_served_again_logs_and_counts_as_the_first(mode: dict[str, Any]) -> None:
+    """A relay's ``sidecar.relay`` (served again: ``sidecar.http_protocol.RememberedRelay``) is
+    offered to the protocol only where the line is made from parts the plan decides (not in the
+    text and leak modes, whose lines read the request's own headers); served again, it has the
+    same line and count with a new request id."""
+    out, metrics = io.StringIO(), Metrics()
+    log = AccessLog(
+        None,
+        listener="public",
+        trusted=lambda peer: False,
+        metrics=metrics,
+        stream=out,
+        classify=public_route_classifier("/.auth"),
+        **mode,
+    )
+    memo: dict[Any, Any] = {}
+    ids: list[str] = []
+
+    def again(request_id: str, done: Any, *args: Any) -> bool:
+        ids.append(request_id)
+        done(200, 3, memo)
+        return True
+
+    def inner(scope: Any, done: Any) -> bool:
+        judged(scope, "/private/x")
+        ids.append(scope["sidecar.request_id"])
+        scope["sidecar.relay"] = again
+        done(200, 3, memo)
+        return True
+
+    scope = request()
+    assert log.taking(inner)(scope) is True
+    relayed = scope.get("sidecar.relay")
+    if mode.get("text") or mode.get("leak_sensitive_values"):
+        assert relayed is None
+        return
+    assert relayed is not None and relayed(object(), True) is True
+    assert len(set(ids)) == 2
+    lines = out.getvalue().splitlines()
+    assert sum(value for _, _, value in counts(metrics)) == 2
+    if mode.get("enabled") is False:
+        assert lines == []
+        return
+    assert [json.loads(line)["request_id"] for line in lines] == ids
+    assert normalised(lines[0]) == normalised(lines[1])
