@@ -166,12 +166,17 @@ def _recovery(item: Mapping[str, Any]) -> RecoveryAddress:
 
 
 def _in_order(addresses: Sequence[Any]) -> tuple[Any, ...]:
+    if len(addresses) < 2:  # most identities have one address: nothing to sort
+        return tuple(addresses)
     return tuple(sorted(addresses, key=lambda a: (a.created_at, a.id)))
 
 
 def identity_from_row(row: sa.Row[Any]) -> Identity:
     """The identity of one row of ``select_identities``."""
-    creds = sorted((_credential(c) for c in row.j_credentials or ()), key=lambda c: c.type)
+    found = row.j_credentials
+    creds = sorted((_credential(c) for c in found), key=lambda c: c.type) if found else ()
+    verifiable = row.j_verifiable
+    recovery = row.j_recovery
     return Identity(
         id=row.id,
         schema_id=row.schema_id,
@@ -185,6 +190,6 @@ def identity_from_row(row: sa.Row[Any]) -> Identity:
         created_at=row.created_at,
         updated_at=row.updated_at,
         credentials={c.type: c for c in creds},
-        verifiable_addresses=_in_order([_verifiable(a) for a in row.j_verifiable or ()]),
-        recovery_addresses=_in_order([_recovery(a) for a in row.j_recovery or ()]),
+        verifiable_addresses=_in_order([_verifiable(a) for a in verifiable]) if verifiable else (),
+        recovery_addresses=_in_order([_recovery(a) for a in recovery]) if recovery else (),
     )
