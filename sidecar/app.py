@@ -48,7 +48,7 @@ from sidecar.api.public.routes import public_routes
 from sidecar.api.public.selfservice import selfservice_routes
 from sidecar.api.scim.routes import LazyScimEndpoint, ScimServices, scim_routes
 from sidecar.audit import AuditLog
-from sidecar.config.model import Config, RateLimit, Timeouts
+from sidecar.config.model import Config, RateLimit
 from sidecar.console.audit import Audit
 from sidecar.console.auth import ConsoleAuth
 from sidecar.console.courier import CourierPages
@@ -93,8 +93,7 @@ from sidecar.logs import AccessLog, admin_route_classifier, public_route_classif
 from sidecar.metrics import Metrics
 from sidecar.organization.manager import OrganizationManager
 from sidecar.proxy.access import Access
-from sidecar.proxy.aiohttp_client import AiohttpUpstream
-from sidecar.proxy.aiohttp_websocket import AiohttpWebSockets
+from sidecar.proxy.clients import LazyWebSockets, create_upstream
 from sidecar.proxy.decisions import DecisionEndpoints
 from sidecar.proxy.deny import Denials
 from sidecar.proxy.fast import FastProxy
@@ -122,7 +121,6 @@ from sidecar.session.token_exchange import TokenExchanges
 from sidecar.session.tokenizer import SessionTokenizer
 from sidecar.session.whoami import Whoami
 from sidecar.storage.monitor import StoreMonitor
-from sidecar.storage.redis.backend import RedisBackend
 from sidecar.storage.sql.database import SqlDatabase
 from sidecar.strategies.address_challenge import AddressDirectory, ChallengeDeps, Mailer
 from sidecar.strategies.deps import StrategyDeps
@@ -511,6 +509,9 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
     kv: KeyValueStore
     redis_client = None
     if config.redis is not None:
+        # Here, not at the top: redis-py costs ~0.2 s of imports, for sessions in Redis only.
+        from sidecar.storage.redis.backend import RedisBackend
+
         redis = RedisBackend(config.redis)
         session_store, kv, redis_client = redis.sessions, redis.kv, redis.channel
         closers.append(redis.close)
@@ -945,16 +946,6 @@ def create_public_app(services: Services, *, manage_lifespan: bool = True, gatew
     return public
 
 
-def create_upstream(timeouts: Timeouts, kind: str = "http1") -> Upstream:
-    """The HTTP client to the app (``proxy.upstream_client``): ``http1`` (ours, the default) or
-    ``aiohttp``; the benchmark runs both (DESIGN §6)."""
-    if kind == "http1":
-        return Http1Client(timeouts.connect.total_seconds(), timeouts.read.total_seconds())
-    if kind == "aiohttp":
-        return AiohttpUpstream(timeouts)
-    raise ValueError(f"unknown upstream client {kind!r} (http1, aiohttp)")
-
-
 def build_gateway(
     config: Config,
     public_app: ASGIApp,
@@ -1009,7 +1000,7 @@ def build_gateway(
             identity=identity,
             trusted=trusted,
             # Lazy, both: no connection until a request is proxied (rules may gain an upstream).
-            connector=websockets or AiohttpWebSockets(proxy.timeouts),
+            connector=websockets or LazyWebSockets(proxy.timeouts),
             upstream_base=upstream_base,
             base_origin=base_origin,
             allowed_origins=proxy.allowed_ws_origins,

@@ -27,6 +27,16 @@ BUILD_APPS = textwrap.dedent(
     """
 )
 
+RUN_VERSION = textwrap.dedent(
+    """
+    import json, sys
+    from sidecar.cli import main
+
+    main(["version"])
+    print(json.dumps(sorted(sys.modules)))
+    """
+)
+
 BASE = {
     "dsn": "sqlite:///:memory:",
     "secrets": {"cookie": ["test-cookie-secret-0123456789abcdef"]},
@@ -66,8 +76,26 @@ def default_apps() -> set[str]:
         pytest.param("scim2_server", id="scim2-server"),
         pytest.param("saml2", id="pysaml2"),
         pytest.param("xmlschema", id="xmlschema"),
+        pytest.param("redis", id="redis-py"),  # sessions in SQL
+        pytest.param("aiohttp", id="aiohttp"),  # http1 upstream client, no WebSocket proxied yet
     ],
 )
 def test_default_apps_leave_unused_libraries_unimported(default_apps: set[str], library: str) -> None:
     assert "sidecar" in default_apps  # the apps were built in that process
     assert library not in default_apps
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        pytest.param("sidecar.policy_tests", id="policy-tests"),
+        pytest.param("sidecar.proxy.explain", id="rules-explain"),
+        pytest.param("joserfc", id="joserfc"),
+    ],
+)
+def test_a_command_leaves_the_rules_tools_unimported(module: str) -> None:
+    """``sidecar.cli`` builds the ``rules`` subcommands' parser for every command; their code
+    loads only when one of them runs."""
+    loaded = _loaded_modules(RUN_VERSION)
+    assert "sidecar.cli_rules" in loaded
+    assert module not in loaded and module not in _top_level(loaded)

@@ -3,9 +3,10 @@ of a client that talks to the app, and the errors it may raise. No client librar
 
 - ``Upstream``: one HTTP exchange, streamed both ways. Implementations: ``sidecar.proxy.http1``
   (the default, httptools on asyncio protocols) and ``sidecar.proxy.aiohttp_client``; the
-  composition root picks one (``proxy.upstream_client``; the benchmark runs both).
+  composition root picks one (``proxy.upstream_client``; the benchmark runs both) with
+  ``sidecar.proxy.clients``, which imports a client library only when it is used.
 - ``WebSocketConnector``: opens the upstream side of a proxied WebSocket
-  (``sidecar.proxy.aiohttp_websocket``).
+  (``sidecar.proxy.aiohttp_websocket``, built at the first one by ``sidecar.proxy.clients``).
 
 Before the response has started, a failure is ``UpstreamTimeout`` (→ 504), ``UpstreamError``
 (→ 502) or ``ClientGone``; once it has started, it propagates (``UpstreamAborted``) so the server

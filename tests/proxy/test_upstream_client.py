@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from sidecar.app import create_upstream
 from sidecar.config.model import Timeouts
+from sidecar.proxy.clients import create_upstream
 from sidecar.proxy.forward import forward_http
 from sidecar.proxy.upstream import Upstream as UpstreamClient
 from sidecar.proxy.upstream import UpstreamAborted
