@@ -165,12 +165,17 @@ async def test_concurrent_claims_never_overlap(database: SqlDatabase, dsn: str) 
     others = [SqlDatabase(dsn) for _ in range(3)]
     try:
         stores = [courier_store(db, dsn) for db in others]
+        # Each worker has its connection before any claims: on a loaded machine a first connect can
+        # take longer than one worker needs to drain the whole queue alone.
+        ready = asyncio.Barrier(len(stores))
 
         async def drain(worker: str, store: SqlCourierStore) -> list[uuid.UUID]:
+            await store.list(page_size=1)
+            await ready.wait()
             got: list[uuid.UUID] = []
             while batch := await store.claim_batch(worker, limit=4, lease=LEASE):
                 got += [m.id for m in batch]
-                await asyncio.sleep(0)
+                await asyncio.sleep(0.005)  # the others' claims interleave with this worker's
             return got
 
         results = await asyncio.gather(*(drain(f"w{i}", s) for i, s in enumerate(stores)))
