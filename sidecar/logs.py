@@ -495,6 +495,7 @@ class AccessLog:
         headers); the request must have had no ``x-request-id`` (``sidecar.http_protocol``), so
         its id is always a new one."""
         finish, finish_from = self._finish, self._finish_from
+        route_class = scope.get("sidecar.route_class") or self.classify(scope["path"])
 
         def relayed(*args: Any) -> bool:
             started = time.perf_counter()
@@ -504,7 +505,8 @@ class AccessLog:
                 if memo is None:
                     finish(scope, status, size, time.perf_counter() - started, request_id)
                 else:
-                    finish_from(memo, scope, status, size, time.perf_counter() - started, request_id)
+                    seconds = time.perf_counter() - started
+                    finish_from(memo, scope, status, size, seconds, request_id, route_class)
 
             return inner(request_id, done, *args) is not None
 
@@ -620,11 +622,20 @@ class AccessLog:
             stream.write(line)
 
     def _finish_from(
-        self, memo: dict[Any, Any], scope: Any, status: int, size: int, seconds: float, request_id: str
+        self,
+        memo: dict[Any, Any],
+        scope: Any,
+        status: int,
+        size: int,
+        seconds: float,
+        request_id: str,
+        route_class: str | None = None,
     ) -> None:
         """``_finish`` for a request of ``taking`` with a ``memo``: the same line and count, its
-        parts that the memo's requests share made once per route class and status."""
-        route_class = scope.get("sidecar.route_class") or self.classify(scope["path"])
+        parts that the memo's requests share made once per route class and status. ``route_class``:
+        the scope's, when the caller knows it (``_relaying``: the same scope every time)."""
+        if route_class is None:
+            route_class = scope.get("sidecar.route_class") or self.classify(scope["path"])
         key = (route_class, status)
         parts = memo.get(key)
         if parts is None:

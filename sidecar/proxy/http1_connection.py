@@ -27,6 +27,10 @@ from sidecar.proxy.upstream import Headers, UpstreamError, UpstreamTimeout
 
 HIGH_WATER = 256 * 1024  # buffered response bytes before the upstream socket is paused
 LOW_WATER = 64 * 1024
+# A response ``Connection`` value -> the names it lists (``connection_options``), for the first
+# ``_OPTIONS_LIMIT`` values seen (an upstream's are few; the rest are parsed each time).
+_OPTIONS: dict[bytes, tuple[bytes, ...]] = {}
+_OPTIONS_LIMIT = 64
 SMALL = 64 * 1024  # bodies up to this Content-Length are read whole, then sent in one message
 MAX_HEAD = 64 * 1024  # response status line + headers; more is a malformed response (502)
 
@@ -222,10 +226,16 @@ class Connection(asyncio.Protocol):
                 if value.lower().find(b"chunked") != -1:  # not ``in`` (paths.normalise_path)
                     self.framed = True
             elif name == b"connection":
+                # An upstream sends the same one or two values on every response (keep-alive).
+                options = _OPTIONS.get(value)
+                if options is None:
+                    options = tuple(connection_options(value))
+                    if len(_OPTIONS) < _OPTIONS_LIMIT:
+                        _OPTIONS[value] = options
                 listed = self.listed
                 if listed is None:
                     listed = self.listed = set()
-                listed.update(connection_options(value))
+                listed.update(options)
             return
         if name == b"content-length":
             self.framed = True

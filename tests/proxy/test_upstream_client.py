@@ -202,15 +202,16 @@ async def test_names_the_connection_header_lists_are_dropped_in_any_spelling(
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: " + connection + b"\r\nKeep_Alive: 1\r\n"
         b"X-Hop: 2\r\nX_Hop: 3\r\nX-App: yes\r\n\r\nok"
     )
+    everything = {b"keep_alive", b"x-hop", b"x_hop", b"x-app", b"content-length"}
     async with upstream(serve_each(response)) as up:
         c = client("http1")
         try:
-            ex = await call(c, up)
+            for _ in range(3):  # the value's names parsed once, then remembered
+                ex = await call(c, up)
+                assert ex.status == 200 and ex.headers[b"x-app"] == b"yes"
+                assert set(ex.headers) == everything - dropped
         finally:
             await c.close()
-    assert ex.status == 200 and ex.headers[b"x-app"] == b"yes"
-    everything = {b"keep_alive", b"x-hop", b"x_hop", b"x-app", b"content-length"}
-    assert set(ex.headers) == everything - dropped
 
 
 @pytest.mark.parametrize("kind", ["http1", "aiohttp"])
