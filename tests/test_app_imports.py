@@ -15,14 +15,19 @@ import pytest
 
 BUILD_APPS = textwrap.dedent(
     """
-    import json, sys
+    import asyncio, json, sys
     from sidecar.app import build_services, create_admin_app, create_public_app
     from sidecar.config.loader import load_config
+    from sidecar.errors import ServiceUnavailable
 
     config = load_config(overrides=json.loads(sys.argv[1]))
     services = build_services(config)
     create_public_app(services)
     create_admin_app(services)
+    try:
+        asyncio.run(services.database.ping())  # the readiness check: schema not migrated
+    except ServiceUnavailable:
+        pass
     print(json.dumps(sorted(sys.modules)))
     """
 )
@@ -65,7 +70,7 @@ def _top_level(modules: set[str]) -> set[str]:
 @pytest.fixture(scope="module")
 def default_apps() -> set[str]:
     """The top-level modules loaded by building both apps on a default config (SAML off, no SCIM
-    request, sessions in SQL, the http1 upstream client)."""
+    request, sessions in SQL, the http1 upstream client) and asking the database's readiness."""
     return _top_level(_loaded_modules(BUILD_APPS, json.dumps(BASE)))
 
 
@@ -78,6 +83,7 @@ def default_apps() -> set[str]:
         pytest.param("xmlschema", id="xmlschema"),
         pytest.param("redis", id="redis-py"),  # sessions in SQL
         pytest.param("aiohttp", id="aiohttp"),  # http1 upstream client, no WebSocket proxied yet
+        pytest.param("alembic", id="alembic"),  # readiness reads the revisions itself
     ],
 )
 def test_default_apps_leave_unused_libraries_unimported(default_apps: set[str], library: str) -> None:

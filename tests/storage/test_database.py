@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic.runtime.migration import MigrationContext
 
 from sidecar.errors import ServiceUnavailable
 from sidecar.identity.model import Credential, Identity, RecoveryAddress, VerifiableAddress, utcnow
 from sidecar.session.model import Session
+from sidecar.storage.sql import migrator
 from sidecar.storage.sql.database import SqlDatabase
 from sidecar.storage.sql.engine import parse_dsn
 
@@ -145,6 +147,23 @@ async def test_migrate_is_idempotent_and_reported(dsn: str) -> None:
         async with db.engine.connect() as conn:
             names = await conn.run_sync(lambda c: set(sa.inspect(c).get_table_names()))
         assert {"identities", "identity_credential_identifiers", "sessions", "kv"} <= names
+    finally:
+        await db.close()
+
+
+async def test_schema_version_reads_what_alembic_reads(dsn: str) -> None:
+    """Readiness reads the revisions without Alembic (``sidecar.storage.sql.revisions``): the
+    same head, known revisions and applied ones as Alembic, before and after migrating."""
+    db = SqlDatabase(dsn)
+    try:
+        head, known = migrator.shipped()
+        version = await db.schema_version()
+        assert (version.head, version.known, version.current, version.behind) == (head, known, (), True)
+        await db.migrate()
+        async with db.engine.connect() as conn:
+            heads = await conn.run_sync(lambda c: tuple(MigrationContext.configure(c).get_current_heads()))
+        version = await db.schema_version()
+        assert version.current == heads == (head,) and not version.behind
     finally:
         await db.close()
 
