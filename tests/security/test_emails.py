@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from sidecar.security.emails import InvalidEmail, canonical_email
+from sidecar.security.emails import InvalidEmail, _domain, _idna_domain, canonical_email
 from sidecar.security.identifiers import normalize_identifier
 
 REFUSED_CATEGORIES = ("Cc", "Cf", "Zl", "Zp", "Zs", "Co", "Cs", "Cn")
@@ -129,3 +129,32 @@ def test_controls_and_invisible_characters_are_refused_anywhere(value: str, bad:
     position = at % (len(value) + 1)
     with pytest.raises(InvalidEmail):
         canonical_email(value[:position] + bad + value[position:])
+
+
+# Domains near the plain-ASCII shortcut's edges: hyphens at the ends and at positions 3-4
+# ("xn--"), upper case, digits, empty and 63/64-character labels, 253/254-character domains.
+DOMAIN_LABEL = st.text(alphabet="abxnz09-AZ", min_size=0, max_size=8) | st.sampled_from(
+    ["a" * 63, "a" * 64, "xn--exmple-cua", "xn--zz", "ab--c", "a--b", "-a", "a-", "1", "ä"]
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(DOMAIN_LABEL, min_size=1, max_size=6), st.integers(min_value=0, max_value=250))
+@example(["a" * 63, "b" * 63, "c" * 63, "d" * 61], 0)  # 253 characters
+@example(["a" * 63, "b" * 63, "c" * 63, "d" * 62], 0)  # 254
+@example(["ab--cd", "test"], 0)
+def test_plain_ascii_domains_take_the_shortcut_to_the_same_answer(labels: list[str], padding: int) -> None:
+    domain = ".".join(labels)
+    if padding:
+        domain = "a" * padding + "." + domain
+    try:
+        # _domain's steps before the shortcut: one root dot dropped, a domain left.
+        stripped = domain.removesuffix(".")
+        expected: str | type[InvalidEmail] = _idna_domain(stripped) if stripped else InvalidEmail
+    except InvalidEmail:
+        expected = InvalidEmail
+    try:
+        found: str | type[InvalidEmail] = _domain(domain)
+    except InvalidEmail:
+        found = InvalidEmail
+    assert found == expected
