@@ -118,6 +118,37 @@ def encode_head(
     return b"".join(content), length, keep_alive
 
 
+class HeadMemo(dict[tuple[Any, ...], tuple[bytes, bytes | None, int, bool]]):
+    """``encode_head`` remembered per listener for responses without default headers, by status,
+    keep-alive and the upstream's headers: (the head up to the request id, after it or None when
+    the upstream sent its own, the length, keep-alive). An upstream answers a route with the same
+    headers but for its ``Date`` (once a second), so its checks and encoding are made once per
+    route and second; emptied at ``LIMIT`` entries, and a head past ``LARGEST`` bytes is not kept
+    (256 heads of 8 KiB at most)."""
+
+    LIMIT = 256
+    LARGEST = 8 * 1024
+
+    def encode(
+        self, status: int, headers: Headers, request_id: bytes, keep_alive: bool
+    ) -> tuple[bytes, int, bool]:
+        key = (status, keep_alive, *headers)
+        kept = self.get(key)
+        if kept is None:
+            # The slot is NUL-delimited: no header name or value that passed the checks holds it.
+            head, length, kept_alive = encode_head(
+                status, headers, request_id=REQUEST_ID_SLOT, keep_alive=keep_alive
+            )
+            start, slot, end = head.partition(REQUEST_ID_SLOT)
+            kept = (start, end if slot else None, length, kept_alive)
+            if len(head) <= self.LARGEST:
+                if len(self) >= self.LIMIT:
+                    self.clear()
+                self[key] = kept
+        before, after, length, kept_alive = kept
+        return (before if after is None else before + request_id + after), length, kept_alive
+
+
 Done = Callable[[int, int, "dict[Any, Any] | None"], None]
 """The access log's end of a request: (status, body bytes, the forward plan's log memo or None)
 once the response is complete (``AccessLog.taking``)."""
@@ -312,13 +343,18 @@ class Relay:
     def _head(self, conn: Connection) -> None:
         self.status = status = conn.status
         try:
-            head, length, keep_alive = encode_head(
-                status,
-                conn.response_headers(),
-                request_id=self.request_id.encode(),
-                keep_alive=self.keep_alive,
-                default_headers=self.default_headers,
-            )
+            if self.default_headers:
+                head, length, keep_alive = encode_head(
+                    status,
+                    conn.response_headers(),
+                    request_id=self.request_id.encode(),
+                    keep_alive=self.keep_alive,
+                    default_headers=self.default_headers,
+                )
+            else:
+                head, length, keep_alive = self.fast.heads.encode(
+                    status, conn.response_headers(), self.request_id.encode(), self.keep_alive
+                )
         except BadHead as exc:
             # What uvicorn does with such a header from an ASGI app: log it and close.
             log.error("invalid response header from the upstream: %s (request %s)", exc, self.request_id)
@@ -493,6 +529,7 @@ class FastProxy:
         self.plan = plan
         self.client = client
         self.metrics = metrics
+        self.heads = HeadMemo()
 
     def take(self, scope: dict[str, Any], done: Done, proto: Any, keep_alive: bool) -> Relay | None:
         """Serve the request from uvicorn's protocol ``proto``, or None (nothing touched): the

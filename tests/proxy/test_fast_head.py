@@ -12,7 +12,7 @@ import pytest
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
-from sidecar.proxy.fast import BadHead, encode_head
+from sidecar.proxy.fast import BadHead, HeadMemo, encode_head
 
 RID = b"0123456789abcdef0123456789abcdef"
 
@@ -89,3 +89,28 @@ def test_a_header_uvicorn_refuses_is_refused() -> None:
     for bad in ([(b"x-a", b"v\r\nInjected: 1")], [(b"bad name", b"v")]):
         with pytest.raises(BadHead):
             encode_head(200, bad, request_id=RID, keep_alive=True)
+
+
+def test_the_head_memo_gives_what_encode_head_gives() -> None:
+    """``HeadMemo`` (the fast relay's remembered response heads): each case, each keep-alive, asked
+    again with other request ids, gives ``encode_head``'s head, length and keep-alive; a head
+    uvicorn refuses is refused every time and never kept."""
+    memo = HeadMemo()
+    for _ in range(2):
+        for status, headers, _body in CASES:
+            for keep_alive in (True, False):
+                for rid in (RID, b"f" * 32, b"trusted-proxy-id"):
+                    got = memo.encode(status, list(headers), rid, keep_alive)
+                    assert got == encode_head(status, headers, request_id=rid, keep_alive=keep_alive)
+    assert len(memo) == 2 * len(CASES)
+    for bad in ([(b"x-a", b"v\r\nInjected: 1")], [(b"bad name", b"v")]):
+        for _ in range(2):
+            with pytest.raises(BadHead):
+                memo.encode(200, bad, RID, True)
+    assert len(memo) == 2 * len(CASES)
+    big = [(b"x-big", b"v" * memo.LARGEST)]
+    assert memo.encode(200, big, RID, True) == encode_head(200, big, request_id=RID, keep_alive=True)
+    assert len(memo) == 2 * len(CASES)  # too large to keep
+    memo.LIMIT = len(memo)
+    memo.encode(200, [(b"x-new", b"1")], RID, True)  # full: emptied, then the new one kept
+    assert len(memo) == 1
