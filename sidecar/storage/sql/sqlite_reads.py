@@ -19,17 +19,64 @@ is the engine's. A failure is an outage (``ServiceUnavailable``), as ``translate
 from __future__ import annotations
 
 import asyncio
+import json
 import queue
 import sqlite3
 import threading
+import uuid
 from collections import namedtuple
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
 from sidecar.errors import ServiceUnavailable
+from sidecar.storage.sql.tables import UtcDateTime
+
+
+def _utc_reader(general: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """SQLAlchemy's SQLite text timestamp (``2026-12-07 05:38:51.525731``, UTC without offset)
+    as ``UtcDateTime`` reads it, in one call instead of the regex parser plus the decorator's
+    step; anything else goes through ``general``, SQLAlchemy's own processor."""
+
+    def process(value: Any) -> Any:
+        try:
+            return datetime.fromisoformat(value).replace(tzinfo=UTC)
+        except (TypeError, ValueError):
+            return general(value)
+
+    return process
+
+
+_scan_json: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _json_reader(value: str) -> Any:
+    """``json.loads`` for JSON text without surrounding whitespace (what SQLite's JSON functions
+    and SQLAlchemy's serializer write) minus its two Python frames and two regex matches: the
+    same scanner call ``json.loads`` ends in; anything else goes to ``json.loads`` itself."""
+    try:
+        found, end = _scan_json(value, 0)
+    except (StopIteration, TypeError):  # not JSON text (json.loads raises its error), or bytes
+        return json.loads(value)
+    return found if end == len(value) else json.loads(value)
+
+
+def _result_processor(column: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
+    """The column's result processor, or one that gives the same values for what SQLite holds
+    with fewer Python frames (a session-cache miss reads 10-14 columns: issue 15)."""
+    general: Callable[[Any], Any] | None = column.type.dialect_impl(dialect).result_processor(dialect, None)
+    if general is None:
+        return None
+    if isinstance(column.type, UtcDateTime):
+        return _utc_reader(general)
+    if type(column.type) is sa.Uuid and column.type.as_uuid:
+        return uuid.UUID  # what Uuid's processor calls on SQLite's 32 hex digits
+    if isinstance(column.type, sa.JSON) and not getattr(dialect, "_json_deserializer", None):
+        return _json_reader  # JSON's processor (json.loads) less its wrapping; SQLite gives text
+    return general
 
 
 class Read:
@@ -48,7 +95,7 @@ class Read:
         ]
         self._required = frozenset(name for name in order if names[name].required)
         columns = list(statement.selected_columns)
-        self._results = [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns]
+        self._results = [_result_processor(c, dialect) for c in columns]
         self._row: Any = namedtuple("Row", [c.key for c in columns])  # type: ignore[misc]
 
     def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
