@@ -15,7 +15,8 @@ see ``Gateway.plan_now`` for what else falls through) and the rest runs in callb
   ASGI path's own;
 - the response head is encoded as uvicorn encodes what the ASGI path sends (``encode_head``):
   the same status line, the same hop-by-hop filtering (``Connection.response_headers``), the
-  request id added the same way, ``connection: close`` and chunked framing on the same terms;
+  request id added the same way, ``connection: close`` and chunked framing on the same terms
+  (remembered per listener by status, keep-alive and headers: ``HeadMemo``);
 - flow control both ways: the upstream socket pauses past ``HIGH_WATER`` buffered bytes, and
   nothing is taken from it while the client's transport is paused (a task waits for it to drain);
 - a client that goes away: a small response is still read to its end (the connection goes back
@@ -24,7 +25,10 @@ see ``Gateway.plan_now`` for what else falls through) and the rest runs in callb
   ``forward.forward_http`` (``forward.upstream_failure``); a reused connection found dead is
   retried once on a new one, as ``Http1Client`` does;
 - the access log line and the request metrics are written by the access log itself
-  (``RequestLog``), from the same scope keys.
+  (``AccessLog.taking``), from the same scope keys;
+- a request forwarded from a kept plan may be served again from the protocol's memo
+  (``FastProxy.take``'s ``sidecar.relay``, ``sidecar.http_protocol.RememberedRelay``): the plan's
+  head with a new request id, while the decision's replay holds.
 """
 
 from __future__ import annotations
