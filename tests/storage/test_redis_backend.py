@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from redis.asyncio.connection import Connection
 
 from sidecar.errors import ServiceUnavailable
 from sidecar.session.model import Session
 from sidecar.storage.redis.backend import RedisBackend
+from sidecar.storage.redis.direct import evalsha_command
 
 
 def unused_port() -> int:
@@ -120,3 +122,18 @@ async def test_session_read_by_token_after_its_connection_was_killed(
     finally:
         await redis.client.delete(*[key async for key in redis.client.scan_iter(match=f"{unique_prefix}*")])
         await redis.close()
+
+
+@pytest.mark.parametrize(
+    ("keys", "args"),
+    [
+        pytest.param(["sidecar:session-token:d1"], ["sidecar:session:"], id="session-read"),
+        pytest.param([], [], id="nothing"),
+        pytest.param(["k\u00e9y", "a{b}c"], ["\u2603", "", "x" * 70000], id="utf8-empty-long"),
+    ],
+)
+def test_the_direct_evalsha_is_what_redis_py_packs(keys: list[str], args: list[str]) -> None:
+    conn = Connection()
+    sha = "a" * 40
+    expected = b"".join(conn.pack_command("EVALSHA", sha, len(keys), *keys, *args))
+    assert evalsha_command(conn.encoder, sha, keys, args) == expected

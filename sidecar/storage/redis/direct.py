@@ -5,7 +5,7 @@ Through ``redis.asyncio.Redis`` (redis-py 8) a command goes through the retry wr
 observability hooks (timings, connection counts: each an ``await``), the pool's lock and its
 connection check, generic response callbacks, and a write under ``asyncio.wait_for`` (a task
 per command on Python 3.11). On a session-cache miss that cost about 170k of the 1.1M
-instructions of a decision (callgrind, issue 15). Here the command is packed and written on a
+instructions of a decision (callgrind, issue 15). Here the command is packed (strings only) and written on a
 connection this object keeps (borrowed from the pool once, handed back when it fails), and its
 reply read with the connection's own ``read_response``: the socket timeout still bounds the
 call, the periodic health check still runs (a write due for one goes through
@@ -36,6 +36,16 @@ _IDLE_MAX = 64
 """Connections kept between calls; a burst beyond that hands the extra ones back to the pool."""
 
 
+def evalsha_command(encoder: Any, sha: str, keys: Sequence[str], args: Sequence[str]) -> bytes:
+    """``EVALSHA sha numkeys *keys *args`` in RESP, the bytes ``conn.pack_command`` makes for
+    them, without its per-argument type dispatch (strings in the connection's encoding)."""
+    encoding, errors = encoder.encoding, encoder.encoding_errors
+    words = [b"EVALSHA", sha.encode(), b"%d" % len(keys)]
+    words += [word.encode(encoding, errors) for word in keys]
+    words += [word.encode(encoding, errors) for word in args]
+    return b"*%d\r\n" % len(words) + b"".join([b"$%d\r\n%s\r\n" % (len(word), word) for word in words])
+
+
 def _write(conn: Any, packed: list[bytes]) -> bool:
     """Write ``packed`` straight to the connection's stream when it is open and no health check
     is due; False when ``send_packed_command`` must do it (and connect, or check health first).
@@ -60,7 +70,7 @@ class DirectScript:
             self._pool = client.connection_pool
         self._idle: list[Any] = []
 
-    async def __call__(self, keys: Sequence[str], args: Sequence[str | bytes | int]) -> Any:
+    async def __call__(self, keys: Sequence[str], args: Sequence[str]) -> Any:
         pool = self._pool
         if pool is None:
             return await self._script(keys=keys, args=args)
@@ -68,7 +78,7 @@ class DirectScript:
         try:
             if conn is None:
                 conn = await pool.get_connection()
-            packed = conn.pack_command("EVALSHA", self._script.sha, len(keys), *keys, *args)
+            packed = [evalsha_command(conn.encoder, self._script.sha, keys, args)]
             if not _write(conn, packed):
                 await conn.send_packed_command(packed)
             reply = await conn.read_response()
