@@ -14,6 +14,7 @@ The layers, each its own module: ``prefix`` (ours or the app's, the normalised p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -416,5 +417,14 @@ class Gateway:
         if planned.plan is not None and scope.get(KEEP_RELAY):
             # Everything the plan was made from is the request's (its key) or checked by the
             # replay: the same rule set (and so generation and rule), the same session entry.
-            planned.replay = access.replay_of(noted[1])
+            planned.replay = self._while_started(access.replay_of(noted[1]))
         return planned
+
+    def _while_started(self, replay: Callable[[], bool]) -> Callable[[], bool]:
+        """``replay``, and False once ``stop`` has run (the upstream client is closed then): what
+        ``plan_now`` would answer the request (None) must end its remembered relay too."""
+
+        def replayed() -> bool:
+            return self._started and replay()
+
+        return replayed

@@ -472,3 +472,18 @@ async def test_head_is_not_relayed_and_the_same_get_still_is(stack: Stack) -> No
 
 def test_the_protocol_and_the_gateway_name_the_same_scope_key() -> None:
     assert KEEP_RELAY == GATEWAY_KEEP_RELAY
+
+
+async def test_a_stopped_gateway_relays_nothing_from_the_memo(stack: Stack) -> None:
+    """After ``Gateway.stop`` (its upstream client closed) ``plan_now`` answers None; a remembered
+    relay ends with it and the request takes the ASGI path (which starts the gateway again here)."""
+    conn = Connection(stack, remembering=True)
+    try:
+        await remembered(conn, get(stack))
+        stack.public.app._started = False
+        asked = stack.relay.calls
+        raw, heads, _ = await conn.ask(get(stack))
+        assert stack.relay.calls == asked + 1  # not from the memo: the relay was asked (and declined)
+        assert raw.startswith(b"HTTP/1.1 200 ") and len(heads) == 1 and stack.public.app._started
+    finally:
+        conn.close()
