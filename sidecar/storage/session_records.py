@@ -24,6 +24,8 @@ def encode_datetime(value: datetime) -> str:
 
 def decode_datetime(value: str) -> datetime:
     parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is UTC:  # what encode_datetime writes ("+00:00" parses to UTC itself)
+        return parsed
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
