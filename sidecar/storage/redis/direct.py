@@ -51,11 +51,14 @@ def _write(conn: Any, packed: list[bytes]) -> bool:
     is due; False when ``send_packed_command`` must do it (and connect, or check health first).
     A command of a few hundred bytes fits the transport's buffer: the reply's read timeout
     bounds a server that stopped reading."""
+    # redis-py's internals, read with getattr: when a release renames them, the public path.
     writer = getattr(conn, "_writer", None)
     if writer is None or writer.transport.is_closing():
         return False
-    if conn.health_check_interval and asyncio.get_running_loop().time() > conn.next_health_check:
-        return False
+    if getattr(conn, "health_check_interval", None):
+        due = getattr(conn, "next_health_check", None)
+        if due is None or asyncio.get_running_loop().time() > due:
+            return False
     writer.writelines(packed)
     return True
 
