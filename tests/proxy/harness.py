@@ -6,6 +6,7 @@ A missing binary fails the test (never skips).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -399,3 +400,38 @@ def caddy_file_server(tmp: Path, caddyfile: Callable[[int], str]) -> Iterator[Pr
         yield proc
     finally:
         proc.stop()
+
+
+class Transport:
+    """What a socket transport does for the protocol: records writes; ``close`` reports the loss
+    of the connection on the next loop turn, as uvloop does."""
+
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+        self.out = bytearray()
+        self.closed = False
+        self.protocol: Any = None
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": (self.peer, 50123), "sockname": ("127.0.0.1", 4433)}.get(name, default)
+
+    def write(self, data: bytes) -> None:
+        if not self.closed:  # a closed transport drops writes
+            self.out += data
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def set_protocol(self, protocol: Any) -> None:
+        self.protocol = protocol

@@ -38,6 +38,7 @@ from sidecar.logs import AccessLog
 from sidecar.security.tokens import digest, new_session_token
 from sidecar.session.model import Session
 from tests.conftest import make_config
+from tests.proxy.harness import Transport
 
 RULES = """
 version: 1
@@ -66,41 +67,6 @@ COUNTED = (
     "sidecar_rule_matches",
 )
 _GENERATED_ID = re.compile(rb"[0-9a-f]{32}")
-
-
-class Transport:
-    """What a socket transport does for the protocol: records writes; ``close`` reports the loss
-    of the connection on the next loop turn, as uvloop does."""
-
-    def __init__(self, peer: str) -> None:
-        self.peer = peer
-        self.out = bytearray()
-        self.closed = False
-        self.protocol: Any = None
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": (self.peer, 50123), "sockname": ("127.0.0.1", 4433)}.get(name, default)
-
-    def write(self, data: bytes) -> None:
-        if not self.closed:  # a closed transport drops writes
-            self.out += data
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def set_protocol(self, protocol: Any) -> None:
-        self.protocol = protocol
 
 
 class CountingApp:

@@ -36,6 +36,7 @@ from sidecar.security.tokens import digest, new_session_token
 from sidecar.server import uvicorn_config
 from sidecar.session.model import Session
 from tests.conftest import make_config
+from tests.proxy.harness import Transport
 
 RULES = """
 version: 1
@@ -76,37 +77,6 @@ class Upstream:
                     buffered = buffered[end + 4 :]
                     writer.write(RESPONSE[:-3] if head.startswith(b"HEAD ") else RESPONSE)
         writer.close()
-
-
-class Transport:
-    """A socket transport as the protocol sees it: records writes."""
-
-    def __init__(self, peer: str) -> None:
-        self.peer = peer
-        self.out = bytearray()
-        self.closed = False
-        self.protocol: Any = None
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": (self.peer, 50123), "sockname": ("127.0.0.1", 4433)}.get(name, default)
-
-    def write(self, data: bytes) -> None:
-        if not self.closed:
-            self.out += data
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 class CountingRelay:
@@ -233,7 +203,7 @@ class Connection:
         # As under ``sidecar serve``, whose logging leaves uvicorn.access without handlers (here
         # pytest's on the root logger would reach it): the relays run only without uvicorn's line.
         self.proto.access_log = False
-        self.transport.protocol = self.proto
+        self.transport.set_protocol(self.proto)
         self.proto.connection_made(self.transport)
 
     async def ask(self, request: bytes) -> tuple[bytes, list[bytes], str]:
