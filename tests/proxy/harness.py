@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -435,3 +435,25 @@ class Transport:
 
     def set_protocol(self, protocol: Any) -> None:
         self.protocol = protocol
+
+
+@contextlib.asynccontextmanager
+async def started_public_app(config: Config) -> AsyncIterator[tuple[Any, Any, list[str]]]:
+    """``(services, public, lines)``: the public app as ``sidecar serve`` wraps it (``AccessLog``
+    outermost), over migrated and started services, its access lines kept in ``lines``; the
+    services stop on exit."""
+    from sidecar.app import build_services, create_public_app, wrap_apps
+    from sidecar.logs import AccessLog
+
+    services = build_services(config)
+    await services.database.migrate()
+    await services.start()
+    try:
+        public, _ = wrap_apps(services, create_public_app(services, manage_lifespan=False), object())
+        assert isinstance(public, AccessLog)
+        lines: list[str] = []
+        public.write = lines.append  # type: ignore[method-assign]
+        await public.app.start()  # what the first ASGI request would do
+        yield services, public, lines
+    finally:
+        await services.stop()

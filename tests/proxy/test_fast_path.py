@@ -31,14 +31,14 @@ from hypothesis import HealthCheck, given, settings
 from uvicorn.protocols.http import httptools_impl
 from uvicorn.server import ServerState
 
-from sidecar.app import create_public_app, fast_responders, wrap_apps
+from sidecar.app import fast_responders
 from sidecar.http_protocol import GuardedHttpToolsProtocol, guarded_protocol
 from sidecar.identity.model import Identity, VerifiableAddress, utcnow
 from sidecar.logs import AccessLog
 from sidecar.security.tokens import digest, new_session_token
 from sidecar.session.model import Session
 from tests.conftest import make_config
-from tests.proxy.harness import Transport
+from tests.proxy.harness import Transport, started_public_app
 
 RULES = """
 version: 1
@@ -180,7 +180,6 @@ async def _user(services: Any, aal: str, email: str) -> str:
 
 @pytest.fixture(scope="module")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    from sidecar.app import build_services
 
     tmp = tmp_path_factory.mktemp("fast-path")
     (tmp / "rules.yaml").write_text(RULES)
@@ -192,15 +191,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         # Entries must outlive a hypothesis example under any load: what is cached is the point.
         session={"cache_ttl": "1h"},
     )
-    services = build_services(config)
-    await services.database.migrate()
-    await services.start()
-    try:
-        public, _ = wrap_apps(services, create_public_app(services, manage_lifespan=False), object())
-        assert isinstance(public, AccessLog)
-        lines: list[str] = []
-        public.write = lines.append
-        await public.app.start()  # what the first ASGI request would do
+    async with started_public_app(config) as (services, public, lines):
         responders = fast_responders(config, public)
         assert len(responders) == 1
 
@@ -232,8 +223,6 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
             unknown_token=new_session_token(),
             cookie=config.session.cookie.name,
         )
-    finally:
-        await services.stop()
 
 
 # --- the requests -------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from uvicorn.server import ServerState
 
-from sidecar.app import create_public_app, fast_relays, fast_responders, wrap_apps
+from sidecar.app import fast_relays, fast_responders
 from sidecar.http_protocol import KEEP_RELAY, RememberedRelay
 from sidecar.identity.model import Identity, VerifiableAddress, utcnow
 from sidecar.logs import AccessLog
@@ -36,7 +36,7 @@ from sidecar.security.tokens import digest, new_session_token
 from sidecar.server import uvicorn_config
 from sidecar.session.model import Session
 from tests.conftest import make_config
-from tests.proxy.harness import Transport
+from tests.proxy.harness import Transport, started_public_app
 
 RULES = """
 version: 1
@@ -143,7 +143,6 @@ async def _user(services: Any, email: str) -> tuple[str, Any]:
 
 @pytest.fixture(scope="module")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    from sidecar.app import build_services
 
     upstream = Upstream()
     server = await asyncio.start_server(upstream.handle, "127.0.0.1", 0)
@@ -159,35 +158,27 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         proxy={"upstream": f"http://127.0.0.1:{upstream.port}"},
         session={"cache_ttl": "1h"},
     )
-    services = build_services(config)
-    await services.database.migrate()
-    await services.start()
     try:
-        public, _ = wrap_apps(services, create_public_app(services, manage_lifespan=False), object())
-        assert isinstance(public, AccessLog)
-        lines: list[str] = []
-        public.write = lines.append
-        await public.app.start()
-        (relay,) = fast_relays(config, public)
-        counting = CountingRelay(relay)
-        uv = uvicorn_config(public, 8 * 1024, fast_responders(config, public), (counting,))
-        uv.load()
-        users = [await _user(services, f"relay-{i}@example.com") for i in range(2)]
-        yield Stack(
-            services=services,
-            public=public,
-            lines=lines,
-            upstream=upstream,
-            uv=uv,
-            relay=counting,
-            tokens=[t for t, _ in users],
-            emails=[f"relay-{i}@example.com" for i in range(2)],
-            identities=[i for _, i in users],
-            cookie=config.session.cookie.name,
-            rules_path=rules_path,
-        )
+        async with started_public_app(config) as (services, public, lines):
+            (relay,) = fast_relays(config, public)
+            counting = CountingRelay(relay)
+            uv = uvicorn_config(public, 8 * 1024, fast_responders(config, public), (counting,))
+            uv.load()
+            users = [await _user(services, f"relay-{i}@example.com") for i in range(2)]
+            yield Stack(
+                services=services,
+                public=public,
+                lines=lines,
+                upstream=upstream,
+                uv=uv,
+                relay=counting,
+                tokens=[t for t, _ in users],
+                emails=[f"relay-{i}@example.com" for i in range(2)],
+                identities=[i for _, i in users],
+                cookie=config.session.cookie.name,
+                rules_path=rules_path,
+            )
     finally:
-        await services.stop()
         server.close()
         await server.wait_closed()
 
