@@ -457,3 +457,14 @@ async def started_public_app(config: Config) -> AsyncIterator[tuple[Any, Any, li
         yield services, public, lines
     finally:
         await services.stop()
+
+
+async def counted(services: Any, prefixes: tuple[str, ...]) -> dict[str, float]:
+    """The samples of the metrics exposition whose names start with one of ``prefixes``."""
+    text, _ = await services.metrics.render()
+    out = {}
+    for line in text.decode().splitlines():
+        name, _, value = line.rpartition(" ")
+        if name.startswith(prefixes):
+            out[name] = float(value)
+    return out

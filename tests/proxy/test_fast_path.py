@@ -38,7 +38,7 @@ from sidecar.logs import AccessLog
 from sidecar.security.tokens import digest, new_session_token
 from sidecar.session.model import Session
 from tests.conftest import make_config
-from tests.proxy.harness import Transport, started_public_app
+from tests.proxy.harness import Transport, counted, started_public_app
 
 RULES = """
 version: 1
@@ -155,13 +155,7 @@ class Stack:
     async def metrics(self) -> dict[str, float]:
         """The request counts of the exposition: requests, decisions (and their histogram's count),
         session cache lookups, rule matches."""
-        text, _ = await self.services.metrics.render()
-        out = {}
-        for line in text.decode().splitlines():
-            name, _, value = line.rpartition(" ")
-            if name.startswith(COUNTED):
-                out[name] = float(value)
-        return out
+        return await counted(self.services, COUNTED)
 
 
 async def _user(services: Any, aal: str, email: str) -> str:

@@ -85,6 +85,19 @@ CASES = [
 ]
 
 
+def _public_log(out: io.StringIO, metrics: Metrics, mode: dict[str, Any]) -> AccessLog:
+    """The public listener's access log around no app (the relays write through it), lines in ``out``."""
+    return AccessLog(
+        None,
+        listener="public",
+        trusted=lambda peer: False,
+        metrics=metrics,
+        stream=out,
+        classify=public_route_classifier("/.auth"),
+        **mode,
+    )
+
+
 @pytest.mark.parametrize(
     "mode",
     [
@@ -98,15 +111,7 @@ def test_a_planned_relay_logs_and_counts_what_the_scope_gives(mode: dict[str, An
     logs = []
     for use_memo in (False, True):
         out, metrics = io.StringIO(), Metrics()
-        log = AccessLog(
-            None,
-            listener="public",
-            trusted=lambda peer: False,
-            metrics=metrics,
-            stream=out,
-            classify=public_route_classifier("/.auth"),
-            **mode,
-        )
+        log = _public_log(out, metrics, mode)
         memo: dict[Any, Any] = {}
         for _ in range(2):  # the memo's entries made, then used
             for path, status, size in CASES:
@@ -169,15 +174,7 @@ def test_a_relay_served_again_logs_and_counts_as_the_first(mode: dict[str, Any])
     text and leak modes, whose lines read the request's own headers); served again, it has the
     same line and count with a new request id."""
     out, metrics = io.StringIO(), Metrics()
-    log = AccessLog(
-        None,
-        listener="public",
-        trusted=lambda peer: False,
-        metrics=metrics,
-        stream=out,
-        classify=public_route_classifier("/.auth"),
-        **mode,
-    )
+    log = _public_log(out, metrics, mode)
     memo: dict[Any, Any] = {}
     ids: list[str] = []
 

@@ -36,7 +36,7 @@ from sidecar.security.tokens import digest, new_session_token
 from sidecar.server import uvicorn_config
 from sidecar.session.model import Session
 from tests.conftest import make_config
-from tests.proxy.harness import Transport, started_public_app
+from tests.proxy.harness import Transport, counted, started_public_app
 
 RULES = """
 version: 1
@@ -113,13 +113,7 @@ class Stack:
         return type("FullPath", (cls,), {"memo": None})
 
     async def counts(self) -> dict[str, float]:
-        text, _ = await self.services.metrics.render()
-        out = {}
-        for line in text.decode().splitlines():
-            name, _, value = line.rpartition(" ")
-            if name.startswith(COUNTED):
-                out[name] = float(value)
-        return out
+        return await counted(self.services, COUNTED)
 
     def forget_sessions(self) -> None:
         """Drop every cached session of the test users: the next request of each is a cache miss
