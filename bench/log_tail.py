@@ -1,10 +1,11 @@
 """The access log's share of the tail, over the wire: `sidecar serve` as shipped against the same
-server with ``log.access_buffer: 0`` (each line written from the event loop, no writer thread) and
+server with ``log.access_buffer: 0`` (each line written as it comes) and
 with the access log off (``log.level: warning``), rows alternated, on bench/run.py's set-up (server
 on core 0; wrk, the static upstream and Redis on core 1).
 
 A diagnostic, not a headline row (bench/RESULTS.md, "Reading this run", 2026-12-07: p99 7.1-8.4 ms
-with the writer thread, 1.9-3.0 ms without it, 1.6-2.2 ms with the log off).
+with the writer thread sidecar then shipped, 1.9-3.0 ms without it, 1.6-2.2 ms with the log off;
+the writer thread was then replaced by chunks written from the loop, sidecar.line_writer).
 
 ``python bench/log_tail.py [--duration 8] [--rounds 2] [--connections 50] [--proxy]``; one line
 per row: the variant, then bench/run.py's row (req/s, p50/p99 ms, server CPU µs per request).
@@ -22,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.run import Bench, Procs, migrate, sign_in, start_baseline, wrk
 
 VARIANTS: dict[str, dict[str, object]] = {
-    "shipped (writer thread)": {},
+    "shipped (chunks from the loop)": {},
     "log.access_buffer: 0": {"log": {"access_buffer": 0}},
     "access log off": {"log": {"level": "warning"}},
 }

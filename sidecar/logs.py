@@ -251,7 +251,7 @@ class AccessLog:
     value is short and plain), else a new one. It is put into the request headers the app sees
     (so the proxy forwards it upstream), into ``scope["sidecar.request_id"]`` and onto the
     response. The line is built after the response has been sent, so it costs the client
-    nothing: one f-string, handed to ``write`` (a buffer a thread writes out) or to ``stream``.
+    nothing: one f-string, handed to ``write`` (a buffer written out in chunks) or to ``stream``.
     """
 
     def __init__(

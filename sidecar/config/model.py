@@ -1464,9 +1464,9 @@ class LogConfig(Model):
     audit: AuditLogConfig = AuditLogConfig()
     """Sidecar-only: the security audit log, a stream of its own."""
     access_buffer: ByteSize = Field(64 * 1024, ge=0, le=16 * 1024 * 1024)
-    """Sidecar-only: access-log lines are queued and written by a thread in chunks of about this size
-    (nginx's ``buffer=``), so no request waits on log I/O; ``0`` writes each line as it comes, from the
-    event loop."""
+    """Sidecar-only: access-log lines are buffered and written in chunks of about this size (nginx's
+    ``buffer=``), never blocking a request: a pipe whose reader lags keeps lines waiting (up to 100,000,
+    then dropped and counted); ``0`` writes each line as it comes."""
     access_flush_interval: Duration = timedelta(seconds=1)
     """Sidecar-only: the longest a queued access-log line waits before it is written (nginx's ``flush=``)."""
 
