@@ -7,7 +7,7 @@ A diagnostic, not a headline row (bench/RESULTS.md, "Reading this run", 2026-12-
 with the writer thread sidecar then shipped, 1.9-3.0 ms without it, 1.6-2.2 ms with the log off;
 the writer thread was then replaced by chunks written from the loop, sidecar.line_writer).
 
-``python bench/log_tail.py [--duration 8] [--rounds 2] [--connections 50] [--proxy]``; one line
+``python bench/log_tail.py [--duration 8] [--rounds 2] [--connections 50] [--proxy] [--pipe]``; one line
 per row: the variant, then bench/run.py's row (req/s, p50/p99 ms, server CPU µs per request).
 """
 
@@ -35,6 +35,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--proxy", action="store_true", help="the proxied GET instead of the decision")
+    parser.add_argument(
+        "--pipe", action="store_true", help="the server writes into a pipe (as in a container)"
+    )
     args = parser.parse_args()
     procs = Procs()
     tmp = Path(tempfile.mkdtemp(prefix="sidecar-log-tail-"))
@@ -48,7 +51,9 @@ def main() -> None:
             dsn=f"sqlite:///{tmp}/b.db",
         )
         migrate(bench)
-        servers = {name: bench.sidecar(**overrides) for name, overrides in VARIANTS.items()}  # type: ignore[arg-type]
+        servers = {
+            name: bench.sidecar(log_pipe=args.pipe, **overrides) for name, overrides in VARIANTS.items()
+        }  # type: ignore[arg-type]
         token = sign_in(next(iter(servers.values())), 4)
         if args.proxy:
             path, headers = "/private/x", {"X-Session-Token": token}

@@ -365,7 +365,11 @@ class Bench:
 
         return deep_merge(config, overrides)
 
-    def sidecar(self, *, workers: int = 1, core: str = SERVER_CORE, **overrides: Any) -> Sidecar:
+    def sidecar(
+        self, *, workers: int = 1, core: str = SERVER_CORE, log_pipe: bool = False, **overrides: Any
+    ) -> Sidecar:
+        """``log_pipe``: the server's output goes into a pipe that a ``cat`` on the load core copies
+        to the log file, as a container runtime reads a container's output (else: the file itself)."""
         self.counter += 1
         port, admin_port = free_port(), free_port()
         folder = self.tmp / f"sidecar-{self.counter}"
@@ -374,6 +378,12 @@ class Bench:
         path.write_text(yaml.safe_dump(self.config(port, admin_port, **overrides)))
         log = folder / "sidecar.log"
         argv = [sys.executable, "-m", "sidecar", "serve", "-c", str(path), "--workers", str(workers)]
+        if log_pipe:
+            # bash execs the server (same PID, so its CPU is still the server's) with its output
+            # a pipe to ``cat``.
+            copy = f'exec > >(exec {" ".join(LOAD)} cat > "$0") 2>&1; exec "$@"'
+            argv = ["bash", "-c", copy, str(log), *argv]
+            log = None
         proc = self.procs.start(argv, port, core, cwd=folder, log=log)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -381,7 +391,7 @@ class Bench:
                 if httpx.get(f"http://127.0.0.1:{admin_port}/health/ready", timeout=2).status_code == 200:
                     break
             time.sleep(0.1)
-        return Sidecar(proc, port, admin_port, log)
+        return Sidecar(proc, port, admin_port, folder / "sidecar.log")
 
 
 def migrate(bench: Bench) -> None:
