@@ -253,9 +253,14 @@ class HashingProcesses:
         for process in processes:
             process.stop()
         deadline = time.monotonic() + STOP_WAIT_SECONDS
-        for process in processes:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                # Waiting blocks: a thread, so the loop keeps draining other requests meanwhile.
-                await asyncio.to_thread(process.popen.wait, max(0.0, deadline - time.monotonic()))
-            if process.popen.poll() is None:
-                process.kill()
+        try:
+            for process in processes:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    # Waiting blocks: a thread, so the loop keeps draining other requests meanwhile.
+                    await asyncio.to_thread(process.popen.wait, max(0.0, deadline - time.monotonic()))
+        finally:
+            # Past the deadline, or close() itself cancelled part-way (a shutdown's own timeout):
+            # none may be left running, or exited and never reaped.
+            for process in processes:
+                if process.popen.poll() is None:
+                    process.kill()

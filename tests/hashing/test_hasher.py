@@ -223,6 +223,27 @@ async def test_close_stops_and_reaps_every_hashing_process() -> None:
     assert h.process_ids() == []
 
 
+async def test_close_cancelled_part_way_still_kills_and_reaps_every_process() -> None:
+    """A shutdown that gives up on close() (its own timeout) while a slow hash keeps close() waiting:
+    no hashing process may be left running, or exited and unreaped."""
+    # A stored hash of seconds of argon2 (its value need not match: verifying it takes as long).
+    slow = "$argon2id$v=19$m=262144,t=10,p=1$" + "c2FsdHNhbHRzYWx0c2FsdA" + "$" + "A" * 43
+    h = PasswordHasher(hashers(max_concurrent=2, priority="normal"))
+    await asyncio.gather(h.hash("a"), h.hash("b"))
+    pids = h.process_ids()
+    assert len(pids) == 2
+    in_flight = [asyncio.create_task(h.verify(p, slow)) for p in ("x", "y")]
+    await asyncio.sleep(0.2)
+    closing = asyncio.create_task(h.close())
+    await asyncio.sleep(0.3)  # close() waits for the processes to answer and exit
+    assert not closing.done()
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    assert all(_gone(pid) for pid in pids)
+    await asyncio.gather(*in_flight, return_exceptions=True)
+
+
 async def test_a_killed_process_is_replaced() -> None:
     h = PasswordHasher(hashers(max_concurrent=1))
     try:
