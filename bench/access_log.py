@@ -1,6 +1,7 @@
 """The access log's cost in process: ``AccessLog`` around a trivial app, log off, on with a
 line-buffered stream (one write per line, as before), and on through ``BufferedLineWriter`` (as
-``sidecar serve`` ships). CPU µs per request (process time, the writer thread included).
+``sidecar serve`` ships: chunks written from the loop). CPU µs per request (process time, the
+chunks' writes included).
 
 ``python bench/access_log.py [--requests 50000]``; prints one JSON line.
 """
