@@ -16,6 +16,10 @@ the real upstream hop (its connection pool, request write, response parse, relay
   response, per request, in process (the tail our own code adds, without the network's), and
   ``gc``: the collector's pauses meanwhile, per generation; ``--varied``: a new path on every
   request (what is kept per request, the forward plan, never serves the next);
+  ``--request-id``: each request with a new ``X-Request-ID`` (32 hex digits, as nginx's
+  ``proxy_set_header X-Request-ID $request_id`` sends), ``--traceparent``: with a new W3C
+  ``traceparent`` (as a tracing mesh sends), ``--untrusted``: from a peer that is not a trusted
+  proxy (the access log makes its own id); the requests are made before the measured round;
 - ``--log off``: ``log.level: warning`` (no access line; metrics still counted), as bench/run.py's
   ``proxy_nolog`` row, for the access log's cost per proxied request;
 - ``--profile FILE``: cProfile of one round instead, the top functions by own time in FILE;
@@ -87,18 +91,41 @@ PROXY_BYTES = (
 )
 
 
+UNTRUSTED_PEER = "192.0.2.7"  # not in the default serve.public.trusted_proxies (loopback)
+
+
+def with_ids(token: str, n: int, request_id: bool, traceparent: bool) -> list[bytes]:
+    """``n`` proxied GETs, each with a new X-Request-ID (as nginx's ``$request_id``: 32 hex
+    digits) and/or a new traceparent, right after Host, where nginx's ``proxy_set_header`` puts
+    them."""
+    out = []
+    for _ in range(n):
+        extra = b""
+        if request_id:
+            extra += b"X-Request-ID: %s\r\n" % os.urandom(16).hex().encode()
+        if traceparent:
+            extra += b"traceparent: 00-%s-%s-01\r\n" % (
+                os.urandom(16).hex().encode(),
+                os.urandom(8).hex().encode(),
+            )
+        request = PROXY_BYTES % (b"x", token.encode())
+        out.append(request.replace(b"\r\nUser-Agent", b"\r\n" + extra + b"User-Agent", 1))
+    return out
+
+
 class Transport:
     """A client socket's transport as the protocol sees it: a response is complete with the
     write that ends in the body (``ok\\n``, the upstream's whole answer; the fast relay writes
     head and body at once, the ASGI path, which serves the request when the session fell out of
     the resolver's cache, in two writes); ``done`` is then set. Another status fails the run."""
 
-    def __init__(self) -> None:
+    def __init__(self, peer: str = "127.0.0.1") -> None:
         self.responses = 0
+        self.peer = peer
         self.done: asyncio.Future[None] | None = None
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 4455)}.get(name, default)
+        return {"peername": (self.peer, 40000), "sockname": ("127.0.0.1", 4455)}.get(name, default)
 
     def write(self, data: bytes) -> None:
         assert data.startswith((b"HTTP/1.1 200 ", b"ok\n")), data
@@ -120,7 +147,7 @@ class Transport:
         pass
 
 
-def connection(config: Any, public: Any) -> tuple[Any, Transport]:
+def connection(config: Any, public: Any, peer: str = "127.0.0.1") -> tuple[Any, Transport]:
     """A connection of uvicorn's protocol as ``sidecar serve`` builds it (the synchronous answers
     and the fast relay), over ``Transport``."""
     from uvicorn.server import ServerState
@@ -133,7 +160,7 @@ def connection(config: Any, public: Any) -> tuple[Any, Transport]:
     uv = uvicorn_config(public, 8 * 1024, fast_responders(config, public), relays)
     uv.load()
     proto = uv.http_protocol_class(config=uv, server_state=ServerState(), app_state={})  # type: ignore[call-arg]
-    transport = Transport()
+    transport = Transport(peer)
     proto.connection_made(transport)
     return proto, transport
 
@@ -144,19 +171,25 @@ async def run_protocol(
     n: int,
     latencies: list[float] | None = None,
     varied: bool = False,
+    requests: list[bytes] | None = None,
 ) -> float:
     """``n`` requests over the lanes' connections, each lane one request at a time; with
     ``varied``, each to a new path (as bench/run.py's ``proxy_varied`` row: nothing kept for one
-    request serves the next)."""
+    request serves the next); ``requests``: these (``n`` of them, made beforehand) instead."""
     data = PROXY_BYTES % (b"x", token.encode())
     paths = itertools.count()
     loop = asyncio.get_running_loop()
     clock = time.perf_counter
 
+    made = iter(requests) if requests is not None else None
+
     async def one_lane(proto: Any, transport: Transport, count: int) -> None:
         for _ in range(count):
             transport.done = done = loop.create_future()
-            request = PROXY_BYTES % (b"%d" % next(paths), token.encode()) if varied else data
+            if made is not None:
+                request = next(made)
+            else:
+                request = PROXY_BYTES % (b"%d" % next(paths), token.encode()) if varied else data
             started = clock()
             proto.data_received(request)
             await done
@@ -234,6 +267,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "path": args.path,
         "varied": args.varied,
         "log": args.log,
+        "request_id": args.request_id,
+        "traceparent": args.traceparent,
+        "untrusted": args.untrusted,
     }
     procs = Procs()
     tmp = Path(tempfile.mkdtemp(prefix="proxy-path-"))
@@ -264,13 +300,23 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         public, _ = wrap_apps(services, create_public_app(services, manage_lifespan=False), object())
         token = await sign_in(services)
         if args.path == "protocol_fast":
-            lanes = [connection(config, public) for _ in range(args.concurrency)]
+            peer = UNTRUSTED_PEER if args.untrusted else "127.0.0.1"
+            lanes = [connection(config, public, peer) for _ in range(args.concurrency)]
+            ids = args.request_id or args.traceparent
 
-            async def measured(n: int, latencies: list[float] | None = None) -> float:
-                return await run_protocol(lanes, token, n, latencies, args.varied)
+            async def measured(
+                n: int, latencies: list[float] | None = None, made: list[bytes] | None = None
+            ) -> float:
+                if ids and made is None:
+                    made = with_ids(token, n, args.request_id, args.traceparent)
+                return await run_protocol(lanes, token, n, latencies, args.varied, made)
         else:
+            if args.request_id or args.traceparent or args.untrusted:
+                raise SystemExit("--request-id, --traceparent and --untrusted need --path protocol_fast")
 
-            async def measured(n: int, latencies: list[float] | None = None) -> float:
+            async def measured(
+                n: int, latencies: list[float] | None = None, made: list[bytes] | None = None
+            ) -> float:
                 return await run(public, token, n, args.concurrency)
 
         await run(public, token, 1000, args.concurrency)  # warm-up: gateway started, session cached
@@ -284,8 +330,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             pid = str(os.getpid())
+            made = (
+                with_ids(token, args.requests, args.request_id, args.traceparent)
+                if args.request_id or args.traceparent
+                else None
+            )
             callgrind("-i", "on", pid)
-            await measured(args.requests)
+            await measured(args.requests, None, made)
             callgrind("-d", pid)
             callgrind("-i", "off", pid)
             out["instructions_per_request"] = dumped_instructions(pid) // args.requests
@@ -331,6 +382,19 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--path", choices=["asgi", "protocol_fast"], default="asgi")
     parser.add_argument("--varied", action="store_true", help="a new path each request (protocol_fast)")
+    parser.add_argument(
+        "--request-id",
+        action="store_true",
+        help="a new X-Request-ID each request, as nginx sends (protocol_fast)",
+    )
+    parser.add_argument(
+        "--traceparent",
+        action="store_true",
+        help="a new traceparent each request, as a mesh sends (protocol_fast)",
+    )
+    parser.add_argument(
+        "--untrusted", action="store_true", help="from a peer that is not a trusted proxy (protocol_fast)"
+    )
     parser.add_argument(
         "--log", choices=["on", "off"], default="on", help="the access log (off: log.level warning)"
     )

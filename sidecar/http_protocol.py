@@ -65,21 +65,32 @@ that the memo does not hold under its own key: a proxy asking about a new URI ea
 same client gets its answer without scope, responders or header checks.
 
 **Remembered relays.** A relay (``sidecar.proxy.fast`` inside ``AccessLog.taking``) that served a
-request may leave ``scope["sidecar.relay"]``: ``relay(protocol, keep_alive)``, which serves the
-same request again the way it did (it takes the request over as a relay does, with its own request
-id, log line and counters) for as long as it returns True; False: no longer, nothing recorded. It
-is asked for only when the protocol sets ``scope["sidecar.keep_relay"]``: a kept-alive request
-without ``x-request-id``, ``traceparent`` or a header in ``VARIABLE`` (the key leaves the first two
-out, and their values must reach the upstream as the access log decides). The protocol keeps it in
-the memo under the request's key (``RememberedRelay``); the same request again is relayed from it
-with no scope, no responder, no relay asked. A request with those ids meets the same key and takes
-the full path.
+request may leave ``scope["sidecar.relay"]``: ``relay(protocol, keep_alive, x_request_id,
+traceparent)``, which serves the same request again the way it did (it takes the request over as a
+relay does, with its own request id, log line and counters) for as long as it returns True; False:
+no longer, nothing recorded. It is asked for only when the protocol sets
+``scope["sidecar.keep_relay"]``: a kept-alive request without a header in ``VARIABLE``, with at
+most one ``x-request-id`` and one ``traceparent``. The protocol keeps it in the memo under the
+request's key (``RememberedRelay``); the same request again is relayed from it with no scope, no
+responder, no relay asked.
+
+The key leaves the values of ``x-request-id`` and ``traceparent`` out (a front proxy and a tracing
+mesh send new ones with every request): the relay is kept with the request's ``_shape`` (where
+those headers are, and whether the id is one the access log would take from a trusted proxy) and
+serves only requests of that shape, handed the two values. The access log decides the request id
+from them and the peer (in the key) as on the full path, and a traceparent goes upstream as sent,
+in its slot of the forward plan (``scope["sidecar.one_traceparent"]``, set for a request with one:
+``Gateway._forward``). A request of another shape takes the full path, and the relay kept then
+replaces the other; one with two of either header is never remembered, and (for now) neither is
+one with a plain x-request-id: ``AccessLog._relaying`` would make a new id where the full path
+may take the client's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
@@ -140,13 +151,18 @@ class Remembered:
 
 class RememberedRelay:
     """A proxied request's relay (``sidecar.proxy.fast``), served again for the same request:
-    ``relay(protocol, keep_alive)`` is True when it took the request over as the relays do, False,
-    with nothing recorded, when the request must take the full path."""
+    ``relay(protocol, keep_alive, x_request_id, traceparent)`` (the request's headers of those
+    names, or None) is True when it took the request over as the relays do, False, with nothing
+    recorded, when the request must take the full path. ``shape``: the request's ``_shape``, which
+    the request served again must have."""
 
-    __slots__ = ("relay",)
+    __slots__ = ("relay", "shape")
 
-    def __init__(self, relay: Callable[[Any, bool], bool]) -> None:
+    def __init__(
+        self, relay: Callable[[Any, bool, bytes | None, bytes | None], bool], shape: tuple[int, bool, int]
+    ) -> None:
         self.relay = relay
+        self.shape = shape
 
 
 class Varied:
@@ -173,6 +189,11 @@ _NOTED = frozenset(
     {b"expect", b"content-length", b"transfer-encoding", b"x-request-id", b"traceparent", *VARIABLE}
 )
 _UNKEYED = (b"x-request-id", b"traceparent")
+# ``sidecar.logs._REQUEST_ID_OK`` (tests/proxy/test_relay_memo.py holds them equal): the request ids
+# the access log takes from a trusted proxy, part of a remembered relay's ``shape``.
+_ID_OK = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
+_NO_IDS = (-1, False, -1)  # the ``_shape`` of a request with neither header
+ONE_TRACEPARENT = "sidecar.one_traceparent"  # sidecar.proxy.forward.ONE_TRACEPARENT
 KEEP_RELAY = "sidecar.keep_relay"  # sidecar.proxy.gateway.KEEP_RELAY (the protocol imports no proxy)
 """``relay(protocol, scope, keep_alive)``: True when it took the request over (a GET without a body,
 nothing in flight): it sets ``protocol.cycle`` to a stand-in for uvicorn's cycle (its
@@ -194,6 +215,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._answered = False  # the current request was answered on the spot
         self._framed = False  # the current request announced a body
         self._unkeyed = False  # the current request has an x-request-id or traceparent header
+        # The index in ``headers`` of the current request's x-request-id and of its traceparent:
+        # -1 none, -2 more than one.
+        self._id_at = -1
+        self._trace_at = -1
         self._memo_key: MemoKey | None = None  # the current request's, once looked up
         self._vary_at = -1  # the index in ``headers`` of the first header in ``VARIABLE``
         self._vary_key: MemoKey | None = None  # the memo key with that header's value left out
@@ -255,6 +280,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._answered = False
             self._framed = False
             self._unkeyed = False
+            self._id_at = -1
+            self._trace_at = -1
             self._memo_key = None
             self._vary_at = -1
             self._vary_key = None
@@ -302,8 +329,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             elif name in VARIABLE:
                 if self._vary_at < 0:
                     self._vary_at = len(self.headers)
+            elif name == b"x-request-id":
+                self._unkeyed = True
+                self._id_at = len(self.headers) if self._id_at == -1 else -2
             else:
                 self._unkeyed = True
+                self._trace_at = len(self.headers) if self._trace_at == -1 else -2
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -342,7 +373,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         parser = self.parser
         headers = self.headers
         incoming = None
-        if self._unkeyed:
+        if self._id_at >= 0:
+            incoming = headers[self._id_at][1]
+        elif self._id_at == -2:
             for name, value in headers:
                 if name == b"x-request-id":
                     incoming = value
@@ -407,14 +440,38 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._complete()
         return True
 
+    def _shape(self) -> tuple[int, bool, int]:
+        """Where the request's ``x-request-id`` and ``traceparent`` are among its headers (-1: none,
+        -2: more than one), and whether its id is plain (``_ID_OK``). With the memo key, which
+        leaves their values out, it gives the request's headers but for those values; with the
+        peer (in the key), it gives what the access log does with the id (its own from a trusted
+        proxy when plain, else a new one, put last): the forward plan a relay was made from."""
+        at = self._id_at
+        if at == -1 and self._trace_at == -1:
+            return _NO_IDS
+        return at, at >= 0 and _ID_OK.fullmatch(self.headers[at][1]) is not None, self._trace_at
+
     def _relay_again(self, remembered: RememberedRelay, key: MemoKey) -> bool:
         """A remembered relay (module docstring) serves the request; False sends it the full way.
-        A request with an ``x-request-id`` or ``traceparent`` is keyed without them but was never
-        remembered (its id must reach the upstream as ``AccessLog`` decides): the full way too."""
-        if self._unkeyed or self.limit_concurrency is not None:
+        The key leaves a request's ``x-request-id`` and ``traceparent`` out; the relay serves a
+        request of its own ``shape`` only (the others take the full way, and the relay kept then
+        replaces it) and is handed their values."""
+        at, trace = self._id_at, self._trace_at
+        if self._unkeyed:
+            if self._shape() != remembered.shape:  # (with two of a header: never remembered)
+                return False
+        elif remembered.shape is not _NO_IDS:
             return False
+        if self.limit_concurrency is not None:
+            return False
+        headers = self.headers
         try:
-            taken = remembered.relay(self, self.parser.should_keep_alive())
+            taken = remembered.relay(
+                self,
+                self.parser.should_keep_alive(),
+                headers[at][1] if at >= 0 else None,
+                headers[trace][1] if trace >= 0 else None,
+            )
         except Exception:
             log.exception("a remembered relay failed; the request goes down the full path")
             taken = False
@@ -519,9 +576,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             # the cycle, so a pipelined request waits for it as for an ASGI response.
             keep_alive = parser.should_keep_alive()
             key = self._memo_key
-            keep = memo is not None and key is not None and not self._unkeyed and not self._vary_key
+            # Not with two of an id header: which one the upstream sees is the access log's to
+            # decide, every time (a traceparent goes on as sent, in its slot of the forward plan).
+            # Nor with a plain x-request-id, which the access log takes when a trusted proxy sent
+            # it: a remembered relay's log wrapper (``AccessLog._relaying``) makes a new id each time.
+            trace, at = self._trace_at, self._id_at
+            keep = (
+                memo is not None
+                and key is not None
+                and not self._vary_key
+                and trace != -2
+                and (at == -1 or (at >= 0 and _ID_OK.fullmatch(self.headers[at][1]) is None))
+            )
             if keep:
                 scope[KEEP_RELAY] = True  # the relay may be remembered (``_keep_relay``)
+            if trace >= 0:
+                scope[ONE_TRACEPARENT] = self.headers[trace][1]
             try:
                 for relay in self.relays:
                     if relay(self, scope, keep_alive):
@@ -533,6 +603,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 return False
             finally:
                 scope.pop(KEEP_RELAY, None)
+                scope.pop(ONE_TRACEPARENT, None)
                 scope.pop("sidecar.relay", None)
         return False
 
@@ -545,7 +616,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         if len(memo) >= memo.LIMIT:
             memo.clear()
-        memo[key] = RememberedRelay(relay)
+        memo[key] = RememberedRelay(relay, self._shape())
 
     def _write(self, answer: Answer, scope: Any, keep_alive: bool) -> None:
         """What ``RequestResponseCycle.send`` writes for a response in one body message, then what

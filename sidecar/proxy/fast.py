@@ -42,7 +42,14 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from sidecar.metrics import Metrics
-from sidecar.proxy.forward import REQUEST_ID_SLOT, Forward, Plan, upstream_failure
+from sidecar.proxy.forward import (
+    ONE_TRACEPARENT,
+    REQUEST_ID_SLOT,
+    TRACEPARENT_SLOT,
+    Forward,
+    Plan,
+    upstream_failure,
+)
 from sidecar.proxy.http1 import Http1Client
 from sidecar.proxy.http1_connection import Connection, Origin
 from sidecar.proxy.responses import Answer, error_response
@@ -565,8 +572,11 @@ class FastProxy:
                 payload = plan.head = self.client.request_head("GET", origin, plan.target, plan.headers)
             if planned.request_id is not None:
                 payload = payload.replace(REQUEST_ID_SLOT, planned.request_id)
-            if planned.replay is not None:
-                scope["sidecar.relay"] = self._replaying(plan, origin, planned.replay)
+            traced = planned.traceparent is not None
+            if traced:
+                payload = payload.replace(TRACEPARENT_SLOT, planned.traceparent)  # type: ignore[arg-type]
+            if planned.replay is not None and traced == (ONE_TRACEPARENT in scope):
+                scope["sidecar.relay"] = self._replaying(plan, origin, planned.replay, traced)
         relay = self._start(
             proto, keep_alive, done, request_id, origin, payload, planned.base, planned.target, log
         )
@@ -574,15 +584,24 @@ class FastProxy:
         return relay
 
     def _replaying(
-        self, plan: Plan, origin: Origin, replay: Callable[[], bool]
-    ) -> Callable[[str, Done, Any, bool], Relay | None]:
+        self, plan: Plan, origin: Origin, replay: Callable[[], bool], traced: bool
+    ) -> Callable[..., Relay | None]:
         head, base, target, log = plan.head, plan.base, plan.target, plan.log
         start = self._start
 
-        def relayed(request_id: str, done: Done, proto: Any, keep_alive: bool) -> Relay | None:
-            if not replay():
+        def relayed(
+            request_id: str,
+            done: Done,
+            proto: Any,
+            keep_alive: bool,
+            x_request_id: bytes | None = None,
+            traceparent: bytes | None = None,
+        ) -> Relay | None:
+            if (traceparent is not None) != traced or not replay():
                 return None
             payload = head.replace(REQUEST_ID_SLOT, request_id.encode())
+            if traced:
+                payload = payload.replace(TRACEPARENT_SLOT, traceparent)  # type: ignore[arg-type]
             relay = start(proto, keep_alive, done, request_id, origin, payload, base, target, log)
             relay.begin()
             return relay

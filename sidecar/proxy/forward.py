@@ -39,6 +39,13 @@ _SKIP_CANONICAL = METHOD_OVERRIDES | FORWARDED
 # Stands for the request id in a cached plan's headers: NUL, which no header value can hold.
 REQUEST_ID_SLOT = b"\x00request-id\x00"
 REQUEST_ID_HEADER = b"x-request-id"
+# Stands for the request's traceparent (its only one) in a cached plan's headers: a mesh sends a
+# new one with every request, passed on as sent (with tracing off; on, the plan is not used).
+TRACEPARENT_SLOT = b"\x00traceparent\x00"
+TRACEPARENT_HEADER = b"traceparent"
+ONE_TRACEPARENT = "sidecar.one_traceparent"
+"""Scope key: the request's traceparent, set by the HTTP protocol when the request has exactly one
+(``sidecar.http_protocol``); ``Gateway._forward`` then keeps a plan without its value."""
 
 
 @dataclass(slots=True)
@@ -52,6 +59,8 @@ class Forward:
     headers: list[tuple[bytes, bytes]]
     plan: Plan | None = None
     request_id: bytes | None = None
+    # With a kept plan made from a request with one traceparent: its value (``TRACEPARENT_SLOT``).
+    traceparent: bytes | None = None
     # With a kept plan, when the protocol may remember the relay: ``Access.replay_of``'s
     # ``replay`` for the check that allowed it (``sidecar.proxy.fast.FastProxy.take``).
     replay: Callable[[], bool] | None = None
@@ -60,7 +69,8 @@ class Forward:
 @dataclass(slots=True)
 class Plan:
     """A signed-in request's forward, kept with its cached session (``Gateway._forward``): the
-    headers with ``REQUEST_ID_SLOT`` as the value of the request id (which changes per request)
+    headers with ``REQUEST_ID_SLOT`` as the value of the request id (which changes per request),
+    ``TRACEPARENT_SLOT`` as that of the request's traceparent when it has one (``ONE_TRACEPARENT``),
     and the fast path's encoded request head, made on first use (``sidecar.proxy.fast``).
 
     ``log``: the access log's memo for the requests this plan serves (``AccessLog.taking``): what
@@ -73,7 +83,12 @@ class Plan:
     head: bytes = b""
     log: dict[Any, Any] = field(default_factory=dict)
 
-    def forward(self, request_id: bytes | None) -> Forward:
+    def forward(self, request_id: bytes | None, traceparent: bytes | None = None) -> Forward:
+        if traceparent is not None:
+            # (A request id slot is there only when the plan was made with one.)
+            slots = {REQUEST_ID_SLOT: request_id or REQUEST_ID_SLOT, TRACEPARENT_SLOT: traceparent}
+            headers = [(n, slots.get(v, v)) for n, v in self.headers]
+            return Forward(self.base, self.target, headers, self, request_id, traceparent=traceparent)
         if request_id is None:
             return Forward(self.base, self.target, self.headers, self)
         headers = [(n, request_id) if v == REQUEST_ID_SLOT else (n, v) for n, v in self.headers]

@@ -25,8 +25,11 @@ from sidecar.proxy.access import Access, Outcome, RequestFacts
 from sidecar.proxy.decisions import DecisionEndpoints
 from sidecar.proxy.deny import Denials
 from sidecar.proxy.forward import (
+    ONE_TRACEPARENT,
     REQUEST_ID_HEADER,
     REQUEST_ID_SLOT,
+    TRACEPARENT_HEADER,
+    TRACEPARENT_SLOT,
     Forward,
     ForwardContext,
     Plan,
@@ -309,13 +312,16 @@ class Gateway:
         holds everything the plan is made of: the rules generation and the rule (upstream, header
         names to strip, templates), the method, the normalised path, the query, the peer (trust,
         ``X-Forwarded-For``), the scheme and every request header as received, so a client's own
-        identity, forwarded or cookie header can only meet the plan built from those very headers.
+        identity, forwarded or cookie header can only meet the plan built from those very headers,
+        but for the request id (ours, or a trusted proxy's) and a traceparent the HTTP protocol
+        names (``ONE_TRACEPARENT``): new with each request, each has its slot in the plan.
         A signed JWT (its expiry moves) is rendered every time."""
         rule = outcome.rule
         session = outcome.session
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         plans: dict[tuple[Any, ...], Plan | None] | None = None
         request_id: bytes | None = None
+        traceparent: bytes | None = None
         if session is not None and rule is not None and not self.identity.signs(rule):
             own_id = scope.get("sidecar.request_id")
             if own_id is not None and headers:
@@ -328,6 +334,9 @@ class Gateway:
                         (n, REQUEST_ID_SLOT) if n == REQUEST_ID_HEADER and v == request_id else (n, v)
                         for n, v in headers
                     ]
+            traceparent = scope.get(ONE_TRACEPARENT)
+            if traceparent is not None:
+                headers = [(n, TRACEPARENT_SLOT) if n == TRACEPARENT_HEADER else (n, v) for n, v in headers]
             key = (
                 self.rules.current.generation,
                 rule.id,
@@ -344,7 +353,7 @@ class Gateway:
             else:
                 plan: Plan | None = plans.get(key)
                 if plan is not None:
-                    return plan.forward(request_id)
+                    return plan.forward(request_id, traceparent)
             if key not in plans:
                 # First sight: only noted, so a client that never repeats a request (a new URL
                 # each time) pays for the key alone; the plan is kept from the second on.
@@ -372,7 +381,7 @@ class Gateway:
         if plans is None:
             return Forward(base, target, upstream_headers)
         plan = plans[key] = Plan(base, target, upstream_headers)
-        return plan.forward(request_id)
+        return plan.forward(request_id, traceparent)
 
     def plan_now(self, scope: Scope) -> Forward | Answer | None:
         """The fast path's entry (``sidecar.proxy.fast``), for a GET without a body: what ``_http``

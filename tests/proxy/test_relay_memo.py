@@ -6,9 +6,10 @@ records what is written, in front of a small upstream that records the request h
 The same requests go to it twice: once with the listener's memo (a repeated proxied GET is
 relayed again from the protocol, without scope, plan or check) and once without (``memo = None``:
 every request takes the full path). The bytes the upstream gets, the bytes the client gets, the
-access lines and the counters must be the same, the request ids aside; and a hot reload, a
-revoked session, another credential, a client's identity headers, a request id or HEAD must each
-get what the full path gives them, at once.
+access lines and the counters must be the same, the request ids we make aside; and a hot reload,
+a revoked session, another credential, a client's identity headers, HEAD, and a front proxy's
+X-Request-ID or a mesh's traceparent (trusted or not, plain or not, new each request, twice)
+must each get what the full path gives them, at once.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ import pytest
 from uvicorn.server import ServerState
 
 from sidecar.app import fast_relays, fast_responders
-from sidecar.http_protocol import KEEP_RELAY, RememberedRelay
+from sidecar.http_protocol import _ID_OK, KEEP_RELAY, ONE_TRACEPARENT, RememberedRelay
 from sidecar.identity.model import Identity, VerifiableAddress, utcnow
-from sidecar.logs import AccessLog
+from sidecar.logs import _REQUEST_ID_OK, AccessLog
+from sidecar.proxy.forward import ONE_TRACEPARENT as FORWARD_ONE_TRACEPARENT
 from sidecar.proxy.gateway import KEEP_RELAY as GATEWAY_KEEP_RELAY
 from sidecar.security.tokens import digest, new_session_token
 from sidecar.server import uvicorn_config
@@ -45,6 +47,7 @@ rules:
   - {id: open, match: {paths: ["/open/**"]}, require: public}
 """
 TRUSTED = "127.0.0.1"
+UNTRUSTED = "192.0.2.7"  # not in the default trusted_proxies (loopback)
 COUNTED = (
     "sidecar_requests_total",
     "sidecar_decisions_total",
@@ -396,8 +399,8 @@ async def test_another_session_s_request_is_never_relayed_from_the_memo(stack: S
 )
 async def test_a_request_with_its_own_ids_takes_the_full_path(stack: Stack, extra: str) -> None:
     """Keyed without its x-request-id and traceparent, a request carrying them meets the relay
-    remembered for the same request without them: it must not be served from it (the upstream
-    gets the trusted proxy's id, in its place)."""
+    remembered for the same request without them: it must not be served from it (another shape:
+    the upstream gets the trusted proxy's id, in its place, and the traceparent)."""
     conn = Connection(stack, remembering=True)
     try:
         await remembered(conn, get(stack))
@@ -427,6 +430,7 @@ async def test_head_is_not_relayed_and_the_same_get_still_is(stack: Stack) -> No
 
 def test_the_protocol_and_the_gateway_name_the_same_scope_key() -> None:
     assert KEEP_RELAY == GATEWAY_KEEP_RELAY
+    assert ONE_TRACEPARENT == FORWARD_ONE_TRACEPARENT
 
 
 async def test_a_stopped_gateway_relays_nothing_from_the_memo(stack: Stack) -> None:
@@ -442,3 +446,190 @@ async def test_a_stopped_gateway_relays_nothing_from_the_memo(stack: Stack) -> N
         assert raw.startswith(b"HTTP/1.1 200 ") and len(heads) == 1 and stack.public.app._started
     finally:
         conn.close()
+
+
+def test_the_protocol_and_the_access_log_call_the_same_ids_plain() -> None:
+    """A remembered relay's shape holds whether the request's id is one the access log takes
+    from a trusted proxy: the protocol must read ids as the log does."""
+    assert _ID_OK.pattern == _REQUEST_ID_OK.pattern and _ID_OK.flags == _REQUEST_ID_OK.flags
+
+
+TRACE = "00-{:032x}-00f067aa0ba902b7-01"
+
+
+def with_ids(stack: Stack, kind: str, i: int) -> tuple[bytes, str | None, str | None]:
+    """The signed-in GET with the ids of ``kind``, their values new for each ``i`` (as a front
+    proxy's or a mesh's are for each request): (the request, its x-request-id, its traceparent).
+    No value is 32 hex digits, the ids we make (``masked``)."""
+    rid = trace = None
+    head = ""
+    extra = ""
+    if kind in ("plain", "plain-first", "both"):
+        rid = f"nginx-{i:05d}.a/b+c=d:e@f"
+    elif kind in ("invalid", "invalid-first"):
+        rid = f"not plain {i}"
+    elif kind == "oversized":
+        rid = f"{i:05d}" + "o" * 124  # 129 characters
+    elif kind == "empty":
+        rid = ""
+    if kind in ("trace", "both"):
+        trace = TRACE.format(0xABC0000000000000000000000000 + i)
+    elif kind == "trace-twice":  # each value sent twice in a row
+        trace = TRACE.format(0xDEF0000000000000000000000000 + i // 2)
+    elif kind == "trace-invalid":
+        trace = f"garbage-{i}"
+    if kind == "duplicate":
+        extra = f"X-Request-ID: first-{i}\r\nX-Request-ID: second-{i}\r\n"
+        rid = f"first-{i}"
+    elif kind == "duplicate-same":
+        extra = f"X-Request-ID: same-{i}\r\nX-Request-ID: same-{i}\r\nAccept-Language: en\r\n"
+        rid = f"same-{i}"
+    elif kind == "trace-duplicate":
+        extra = f"traceparent: {TRACE.format(i + 1)}\r\ntraceparent: {TRACE.format(i + 2)}\r\n"
+        trace = TRACE.format(i + 1)
+    elif kind.endswith("-first"):  # where nginx's proxy_set_header puts it
+        head = f"X-Request-ID: {rid}\r\n"
+    else:
+        if rid is not None:
+            extra += f"X-Request-ID: {rid}\r\n"
+        if trace is not None:
+            extra += f"Traceparent: {trace}\r\n"
+    request = get(stack, extra=extra)
+    if head:
+        request = request.replace(b"\r\n", b"\r\n" + head.encode(), 1)
+    return request, rid, trace
+
+
+KINDS = (
+    "none",
+    "plain",
+    "invalid",
+    "plain-first",
+    "invalid-first",  # (the relay remembered for plain-first, the same request as keyed, must not serve it)
+    "oversized",
+    "empty",
+    "duplicate",
+    "duplicate-same",
+    "trace",
+    "trace-twice",
+    "trace-invalid",
+    "trace-duplicate",
+    "both",
+)
+REPEATS = 5
+
+
+def id_steps(stack: Stack) -> list[tuple[str, bytes, str | None, str | None]]:
+    """Each kind ``REPEATS`` times in a row, then the kinds interleaved (the same request in
+    another shape each time): (kind, request, x-request-id, traceparent)."""
+    steps = []
+    n = 0
+    for kind in KINDS:
+        for _ in range(REPEATS):
+            n += 1
+            steps.append((kind, *with_ids(stack, kind, n)))
+    for _ in range(3):
+        for kind in KINDS:
+            n += 1
+            steps.append((kind, *with_ids(stack, kind, n)))
+    return steps
+
+
+def logged(line: str) -> dict[str, Any]:
+    """The access line without its time and latency, the request id masked when it is ours."""
+    data = json.loads(line)
+    for key in ("time", "latency_ms"):
+        data.pop(key)
+    if _RID.fullmatch(data["request_id"].encode()):
+        data["request_id"] = "<rid>"
+    return dict(data)
+
+
+async def run_ids(
+    stack: Stack, remembering: bool, peer: str
+) -> tuple[list[Any], dict[str, float], list[bool]]:
+    """``id_steps`` on one keep-alive connection from ``peer``: per request (client bytes,
+    upstream heads, access line), our ids masked; the counters' increase; per request, whether
+    the relay itself was asked (else it was relayed from the memo)."""
+    stack.forget_sessions()
+    before = await stack.counts()
+    conn = Connection(stack, remembering, peer)
+    out = []
+    asked: list[bool] = []
+    trusted = peer == TRUSTED
+    try:
+        for kind, request, rid, trace in id_steps(stack):
+            calls = stack.relay.calls
+            raw, heads, line = await conn.ask(request)
+            asked.append(stack.relay.calls > calls)
+            request_id = json.loads(line)["request_id"]
+            # What the access log decides (sidecar.logs.AccessLog._request_id), whichever path.
+            if trusted and rid is not None and _REQUEST_ID_OK.fullmatch(rid.encode()):
+                assert request_id == rid, (kind, request_id)
+            else:
+                assert _RID.fullmatch(request_id.encode()), (kind, request_id)
+            assert len(heads) == 1 and raw.startswith(b"HTTP/1.1 200 ")
+            upstream = heads[0].lower()
+            both = kind.startswith("duplicate") and request_id == rid  # a trusted proxy's: as sent
+            assert upstream.count(b"x-request-id: ") == (2 if both else 1)
+            assert f"x-request-id: {request_id}\r\n".lower().encode() in upstream + b"\r\n"
+            assert raw.count(f"x-request-id: {request_id}\r\n".encode()) == 1
+            if trace is not None:  # passed on as sent (tracing off: no span of ours to parent it)
+                assert f"traceparent: {trace}\r\n".encode() in heads[0].lower() + b"\r\n", kind
+            out.append((kind, masked(raw), [masked(h) for h in heads], logged(line)))
+    finally:
+        conn.close()
+        await asyncio.sleep(0)
+    after = await stack.counts()
+    grown = {k: v - before.get(k, 0.0) for k, v in after.items() if v != before.get(k, 0.0)}
+    return out, grown, asked
+
+
+# The request kinds a remembered relay serves; the others: the relay is asked every time.
+# A plain id is not yet (``AccessLog._relaying`` makes a new id: rid-logs.patch).
+REMEMBERED = {
+    TRUSTED: {
+        "none",
+        "invalid",
+        "invalid-first",
+        "oversized",
+        "empty",
+        "trace",
+        "trace-twice",
+        "trace-invalid",
+    },
+    UNTRUSTED: {
+        "none",
+        "invalid",
+        "invalid-first",
+        "oversized",
+        "empty",
+        "trace",
+        "trace-twice",
+        "trace-invalid",
+    },
+}
+
+
+@pytest.mark.parametrize("peer", [TRUSTED, UNTRUSTED], ids=["trusted", "untrusted"])
+async def test_requests_with_ids_get_the_same_bytes_lines_and_counts_from_the_memo(
+    stack: Stack, peer: str
+) -> None:
+    """A front proxy's X-Request-ID and a mesh's traceparent, new for each request (or each other
+    request): from a trusted peer or not, plain or not, too long, empty, twice, with a traceparent
+    or alone, in a row and interleaved. With the memo, the upstream gets the same request head,
+    the client the same response and the access log the same line (the request id the log decides
+    each time) and counts as without; and the kinds in ``REMEMBERED`` are relayed from the memo."""
+    full, full_counts, full_asked = await run_ids(stack, False, peer)
+    kept, kept_counts, kept_asked = await run_ids(stack, True, peer)
+    steps = id_steps(stack)
+    for i, (a, b) in enumerate(zip(full, kept, strict=True)):
+        assert a == b, (i, steps[i][0], steps[i][1])
+    assert kept_counts == full_counts
+    assert all(full_asked)
+    for i, ((kind, *_), asked) in enumerate(zip(steps, kept_asked, strict=True)):
+        if kind not in REMEMBERED[peer]:
+            assert asked, (i, kind)
+        elif i % REPEATS >= 2 and i < REPEATS * len(KINDS):
+            # In a row: a forward plan is kept from the second, the relay from there.
+            assert not asked, (i, kind)
