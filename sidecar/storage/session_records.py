@@ -8,11 +8,11 @@ inspect in ``redis-cli`` or ``psql``.
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from sidecar.session.model import AuthenticationMethod, Device, Session
+from sidecar.storage.values import json_document, parse_uuid
 
 
 def encode_datetime(value: datetime) -> str:
@@ -70,7 +70,7 @@ def _device_to_dict(device: Device) -> dict[str, Any]:
 
 def _device_from_dict(data: dict[str, Any]) -> Device:
     return Device(
-        id=uuid.UUID(data["id"]),
+        id=parse_uuid(data["id"]),
         ip_address=data.get("ip_address"),
         user_agent=data.get("user_agent"),
         location=data.get("location"),
@@ -98,15 +98,15 @@ def session_from_dict(
 ) -> Session:
     """``active`` and ``expires_at``, when given, win over the document's (the SQL store's columns)."""
     return Session(
-        id=uuid.UUID(data["id"]),
-        identity_id=uuid.UUID(data["identity_id"]),
+        id=parse_uuid(data["id"]),
+        identity_id=parse_uuid(data["identity_id"]),
         active=bool(data["active"]) if active is None else active,
         expires_at=decode_datetime(data["expires_at"]) if expires_at is None else expires_at,
         issued_at=decode_datetime(data["issued_at"]),
         authenticated_at=decode_datetime(data["authenticated_at"]),
         aal=data.get("aal", "aal1"),
-        authentication_methods=tuple(_method_from_dict(m) for m in data.get("authentication_methods", ())),
-        devices=tuple(_device_from_dict(d) for d in data.get("devices", ())),
+        authentication_methods=tuple(map(_method_from_dict, data.get("authentication_methods", ()))),
+        devices=tuple(map(_device_from_dict, data.get("devices", ()))),
         logout_token_digest=data.get("logout_token_digest"),
         extra=dict(data.get("extra") or {}),
     )
@@ -119,5 +119,5 @@ def dumps_session(session: Session, **envelope: Any) -> bytes:
 
 def loads_session(raw: bytes | str) -> tuple[Session, dict[str, Any]]:
     """The session and the full decoded document (so callers can read their envelope fields)."""
-    data: dict[str, Any] = json.loads(raw)
+    data: dict[str, Any] = json_document(raw) if isinstance(raw, bytes) else json.loads(raw)
     return session_from_dict(data), data

@@ -11,9 +11,8 @@ children are ordered here, not in SQL, so both backends return the same order (S
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,6 +25,7 @@ from sidecar.storage.sql.tables import (
     recovery_addresses,
     verifiable_addresses,
 )
+from sidecar.storage.values import parse_uuid, utc_from_text
 
 Expr = sa.ColumnElement[Any]
 
@@ -120,10 +120,8 @@ def select_identities(dialect: str, *extra: Expr) -> sa.Select[Any]:
     return sa.select(identities, *columns, *extra)
 
 
-def _moment(value: str) -> datetime:
-    # PostgreSQL's JSON carries an offset; SQLite's text timestamps are UTC without one.
-    moment = datetime.fromisoformat(value)
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+# PostgreSQL's JSON carries an offset; SQLite's text timestamps are UTC without one.
+_moment = utc_from_text
 
 
 def _maybe_moment(value: str | None) -> datetime | None:
@@ -132,7 +130,7 @@ def _maybe_moment(value: str | None) -> datetime | None:
 
 def _credential(item: Mapping[str, Any]) -> Credential:
     return Credential(
-        id=uuid.UUID(item["id"]),
+        id=parse_uuid(item["id"]),
         type=item["type"],
         identifiers=tuple(sorted(item["identifiers"] or ())),
         config=item["config"],
@@ -144,7 +142,7 @@ def _credential(item: Mapping[str, Any]) -> Credential:
 
 def _verifiable(item: Mapping[str, Any]) -> VerifiableAddress:
     return VerifiableAddress(
-        id=uuid.UUID(item["id"]),
+        id=parse_uuid(item["id"]),
         via=item["via"],
         value=item["value"],
         verified=bool(item["verified"]),  # SQLite: 0/1
@@ -157,7 +155,7 @@ def _verifiable(item: Mapping[str, Any]) -> VerifiableAddress:
 
 def _recovery(item: Mapping[str, Any]) -> RecoveryAddress:
     return RecoveryAddress(
-        id=uuid.UUID(item["id"]),
+        id=parse_uuid(item["id"]),
         via=item["via"],
         value=item["value"],
         created_at=_moment(item["created_at"]),

@@ -19,11 +19,9 @@ is the engine's. A failure is an outage (``ServiceUnavailable``), as ``translate
 from __future__ import annotations
 
 import asyncio
-import json
 import queue
 import sqlite3
 import threading
-import uuid
 from collections import namedtuple
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -34,6 +32,7 @@ from sqlalchemy.engine import Dialect
 
 from sidecar.errors import ServiceUnavailable
 from sidecar.storage.sql.tables import UtcDateTime
+from sidecar.storage.values import json_value, parse_uuid
 
 
 def _utc_reader(general: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -43,25 +42,23 @@ def _utc_reader(general: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
     def process(value: Any) -> Any:
         try:
-            return datetime.fromisoformat(value).replace(tzinfo=UTC)
+            if len(value) in (19, 26):  # SQLite's shapes: parsed with the offset, no replace
+                moment = _fromisoformat(value + "+00:00")
+                if moment.tzinfo is UTC:  # (a date alone would parse naive)
+                    return moment
+        except (TypeError, ValueError):
+            pass
+        try:
+            return _fromisoformat(value).replace(tzinfo=UTC)
         except (TypeError, ValueError):
             return general(value)
 
     return process
 
 
-_scan_json: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+_fromisoformat = datetime.fromisoformat
 
-
-def _json_reader(value: str) -> Any:
-    """``json.loads`` for JSON text without surrounding whitespace (what SQLite's JSON functions
-    and SQLAlchemy's serializer write) minus its two Python frames and two regex matches: the
-    same scanner call ``json.loads`` ends in; anything else goes to ``json.loads`` itself."""
-    try:
-        found, end = _scan_json(value, 0)
-    except (StopIteration, TypeError):  # not JSON text (json.loads raises its error), or bytes
-        return json.loads(value)
-    return found if end == len(value) else json.loads(value)
+_json_reader = json_value  # JSON's processor (json.loads) less its wrapping; SQLite gives text
 
 
 def _result_processor(column: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
@@ -73,10 +70,13 @@ def _result_processor(column: Any, dialect: Dialect) -> Callable[[Any], Any] | N
     if isinstance(column.type, UtcDateTime):
         return _utc_reader(general)
     if type(column.type) is sa.Uuid and column.type.as_uuid:
-        return uuid.UUID  # what Uuid's processor calls on SQLite's 32 hex digits
+        return parse_uuid  # uuid.UUID, what Uuid's processor calls on SQLite's 32 hex digits
     if isinstance(column.type, sa.JSON) and not getattr(dialect, "_json_deserializer", None):
         return _json_reader  # JSON's processor (json.loads) less its wrapping; SQLite gives text
     return general
+
+
+_tuple_new = tuple.__new__
 
 
 class Read:
@@ -96,6 +96,7 @@ class Read:
         self._required = frozenset(name for name in order if names[name].required)
         columns = list(statement.selected_columns)
         self._results = [_result_processor(c, dialect) for c in columns]
+        self._processed = [(i, p) for i, p in enumerate(self._results) if p is not None]
         self._row: Any = namedtuple("Row", [c.key for c in columns])  # type: ignore[misc]
 
     def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -106,10 +107,14 @@ class Read:
         return tuple(out)
 
     def row(self, raw: tuple[Any, ...]) -> Any:
-        return self._row._make(
-            value if process is None or value is None else process(value)
-            for process, value in zip(self._results, raw, strict=True)
-        )
+        if len(raw) != len(self._results):
+            raise ValueError(f"expected {len(self._results)} columns, got {len(raw)}")
+        values = list(raw)
+        for i, process in self._processed:
+            value = values[i]
+            if value is not None:
+                values[i] = process(value)
+        return _tuple_new(self._row, values)  # the namedtuple's _make, less its Python frame
 
 
 def _settle(future: asyncio.Future[Any], row: Any, error: BaseException | None) -> None:
