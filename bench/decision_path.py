@@ -26,11 +26,15 @@ and calls the app directly with the nginx decision request (``GET /.auth/authz/n
   off (``session.cache_ttl: 0s``, bench/run.py's "cache off" row): every request loads the
   session and its identity from the stores, the embedded SQLite store alone, or sessions in a
   private ``redis-server`` (started on a free port) and identities in SQLite as bench/run.py
-  runs it; ``resolve_miss`` / ``resolve_miss_redis``: ``SessionResolver.resolve`` alone on them.
+  runs it; ``us.miss_postgres`` / ``us.miss_redis_postgres``: the same with the identities (and
+  without Redis the sessions) in PostgreSQL (a database of the run's own on ``--postgres``, the
+  server at 127.0.0.1:5432 by default, dropped afterwards); ``resolve_miss`` and the like:
+  ``SessionResolver.resolve`` alone on them.
 
 ``python bench/decision_path.py [--requests 20000] [--rounds 3] [--rules 0] [--measure NAME]``;
 prints one JSON line. ``--measure protocol_fast`` (or ``protocol_unique``, ``protocol_asgi``, ``on``, ``off``,
-``check``, ``miss``, ``miss_redis``, ``resolve_miss``, ``resolve_miss_redis``)
+``check``, ``miss``, ``miss_redis``, ``miss_postgres``, ``miss_redis_postgres``, ``resolve_miss`` and
+the like)
 runs that loop alone, without the allocation figures. Instructions per request, which the
 machine's load does not move: ``valgrind --tool=callgrind --instr-atstart=no python
 bench/decision_path.py --measure protocol_fast --rounds 1 --requests 2000 --callgrind``, then the
@@ -272,7 +276,57 @@ def callgrind(state: str) -> None:
     subprocess.run(["callgrind_control", "-i", state, str(os.getpid())], check=True, capture_output=True)
 
 
-MISS = ("miss", "miss_redis", "resolve_miss", "resolve_miss_redis")
+MISS = (
+    "miss",
+    "miss_redis",
+    "miss_postgres",
+    "miss_redis_postgres",
+    "resolve_miss",
+    "resolve_miss_redis",
+    "resolve_miss_postgres",
+    "resolve_miss_redis_postgres",
+)
+PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@contextlib.contextmanager
+def private_postgres_database(admin_dsn: str) -> Iterator[str]:
+    """A database of this run's own on the PostgreSQL server at ``admin_dsn``; its DSN. Dropped
+    afterwards."""
+    import asyncpg
+
+    name = f"sidecar_bench_{int(time.time() * 1000)}"
+
+    def run(sql: str) -> None:
+        async def go() -> None:
+            conn = await asyncpg.connect(admin_dsn)
+            try:
+                await conn.execute(sql)
+            finally:
+                await conn.close()
+
+        # Its own thread and loop: the caller's loop is running.
+        import threading
+
+        errors: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                asyncio.run(go())
+            except BaseException as exc:  # reported in the caller's thread
+                errors.append(exc)
+
+        thread = threading.Thread(target=target)
+        thread.start()
+        thread.join()
+        if errors:
+            raise errors[0]
+
+    run(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin_dsn.rsplit("/", 1)[0] + "/" + name
+    finally:
+        run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextlib.contextmanager
@@ -325,15 +379,18 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 else ["on", "off", "check", "protocol_fast", "protocol_unique", "protocol_asgi"]
             )
             variants: list[tuple[str, dict[str, Any]]] = [("on", {}), ("off", {"log": {"level": "warning"}})]
+            dsn = f"sqlite:///{tmp}/bench-{{name}}.db"
             if args.measure in MISS:
                 extra: dict[str, Any] = {"session": {"cache_ttl": "0s"}}
-                if args.measure.endswith("_redis"):
+                if "_redis" in args.measure:
                     url = stack.enter_context(private_redis(Path(tmp)))
                     extra["redis"] = {"url": url, "key_prefix": "bench:"}
+                if args.measure.endswith("_postgres"):
+                    dsn = stack.enter_context(private_postgres_database(args.postgres))
                 variants = [(args.measure, extra)]
             for name, extra in variants:
                 overrides: dict[str, Any] = {
-                    "dsn": f"sqlite:///{tmp}/bench-{name}.db",
+                    "dsn": dsn.format(name=name),
                     "secrets": {"cookie": ["bench-cookie-secret-0123456789abcdef"]},
                     "serve": {"public": {"base_url": "http://127.0.0.1:4455/.auth"}},
                     "log": {"level": "info", "format": "json"},
@@ -421,6 +478,11 @@ if __name__ == "__main__":
         "--measure",
         choices=["on", "off", "check", "protocol_fast", "protocol_unique", "protocol_asgi", *MISS],
         help="that loop alone (with --rounds 1 --requests N: for instruction counts under callgrind)",
+    )
+    parser.add_argument(
+        "--postgres",
+        default=PG_ADMIN_DSN,
+        help="a PostgreSQL server's admin DSN: the *_postgres measures create a database there, then drop it",
     )
     parser.add_argument(
         "--callgrind",
