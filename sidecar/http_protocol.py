@@ -159,7 +159,7 @@ class RememberedRelay:
     __slots__ = ("relay", "shape")
 
     def __init__(
-        self, relay: Callable[[Any, bool, bytes | None, bytes | None], bool], shape: tuple[int, bool, int]
+        self, relay: Callable[[Any, bool, bytes | None, bytes | None], bool], shape: tuple[int, int]
     ) -> None:
         self.relay = relay
         self.shape = shape
@@ -190,10 +190,11 @@ _NOTED = frozenset(
 )
 _UNKEYED = (b"x-request-id", b"traceparent")
 # ``sidecar.logs._REQUEST_ID_OK`` (tests/proxy/test_relay_memo.py holds them equal): the request ids
-# the access log takes from a trusted proxy, part of a remembered relay's ``shape``.
+# the access log takes from a trusted proxy; a request with one is not remembered (``_answer_now``).
 _ID_OK = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
-_NO_IDS = (-1, False, -1)  # the ``_shape`` of a request with neither header
+_NO_IDS = (-1, -1)  # the ``_shape`` of a request with neither header
 ONE_TRACEPARENT = "sidecar.one_traceparent"  # sidecar.proxy.forward.ONE_TRACEPARENT
+ONE_REQUEST_ID = "sidecar.one_request_id"  # sidecar.proxy.forward.ONE_REQUEST_ID
 KEEP_RELAY = "sidecar.keep_relay"  # sidecar.proxy.gateway.KEEP_RELAY (the protocol imports no proxy)
 """``relay(protocol, scope, keep_alive)``: True when it took the request over (a GET without a body,
 nothing in flight): it sets ``protocol.cycle`` to a stand-in for uvicorn's cycle (its
@@ -387,7 +388,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         key: MemoKey
         at = self._vary_at
         if at < 0:
-            keyed = tuple([h for h in headers if h[0] not in _UNKEYED]) if self._unkeyed else tuple(headers)
+            keyed = self._keyed(headers) if self._unkeyed else tuple(headers)
             key = self._memo_key = (method, version, url, peer, keyed)
             remembered = memo.get(key)
         else:
@@ -401,7 +402,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 version,
                 url,
                 peer,
-                tuple([h for h in blank if h[0] not in _UNKEYED]) if self._unkeyed else tuple(blank),
+                self._keyed(blank) if self._unkeyed else tuple(blank),
             )
             key = self._memo_key = (vkey, value)
             remembered = memo.get(key)
@@ -440,16 +441,29 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._complete()
         return True
 
-    def _shape(self) -> tuple[int, bool, int]:
+    def _shape(self) -> tuple[int, int]:
         """Where the request's ``x-request-id`` and ``traceparent`` are among its headers (-1: none,
-        -2: more than one), and whether its id is plain (``_ID_OK``). With the memo key, which
-        leaves their values out, it gives the request's headers but for those values; with the
-        peer (in the key), it gives what the access log does with the id (its own from a trusted
-        proxy when plain, else a new one, put last): the forward plan a relay was made from."""
-        at = self._id_at
-        if at == -1 and self._trace_at == -1:
+        -2: more than one). With the memo key, which leaves their values out, it gives the
+        request's headers but for those values. (Whether the access log takes the id, which moves
+        it in the forward plan, the relay checks itself: ``FastProxy.take``.)"""
+        at, trace = self._id_at, self._trace_at
+        if at == -1 and trace == -1:
             return _NO_IDS
-        return at, at >= 0 and _ID_OK.fullmatch(self.headers[at][1]) is not None, self._trace_at
+        return at, trace
+
+    def _keyed(self, headers: list[Any]) -> tuple[Any, ...]:
+        """``headers`` without ``x-request-id`` and ``traceparent`` (the request has one of them),
+        for the memo key: cut out where ``on_header`` saw them (a comprehension when there are two
+        of one)."""
+        at, trace = self._id_at, self._trace_at
+        if at == -2 or trace == -2:
+            return tuple([h for h in headers if h[0] not in _UNKEYED])
+        if trace < 0:
+            return tuple(headers[:at] + headers[at + 1 :])
+        if at < 0:
+            return tuple(headers[:trace] + headers[trace + 1 :])
+        first, second = (at, trace) if at < trace else (trace, at)
+        return tuple(headers[:first] + headers[first + 1 : second] + headers[second + 1 :])
 
     def _relay_again(self, remembered: RememberedRelay, key: MemoKey) -> bool:
         """A remembered relay (module docstring) serves the request; False sends it the full way.
@@ -592,6 +606,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 scope[KEEP_RELAY] = True  # the relay may be remembered (``_keep_relay``)
             if trace >= 0:
                 scope[ONE_TRACEPARENT] = self.headers[trace][1]
+            if at >= 0:
+                scope[ONE_REQUEST_ID] = self.headers[at][1]
             try:
                 for relay in self.relays:
                     if relay(self, scope, keep_alive):
@@ -604,6 +620,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             finally:
                 scope.pop(KEEP_RELAY, None)
                 scope.pop(ONE_TRACEPARENT, None)
+                scope.pop(ONE_REQUEST_ID, None)
                 scope.pop("sidecar.relay", None)
         return False
 

@@ -43,6 +43,7 @@ from typing import Any, Protocol
 
 from sidecar.metrics import Metrics
 from sidecar.proxy.forward import (
+    ONE_REQUEST_ID,
     ONE_TRACEPARENT,
     REQUEST_ID_SLOT,
     TRACEPARENT_SLOT,
@@ -576,7 +577,11 @@ class FastProxy:
             if traced:
                 payload = payload.replace(TRACEPARENT_SLOT, planned.traceparent)  # type: ignore[arg-type]
             if planned.replay is not None and traced == (ONE_TRACEPARENT in scope):
-                scope["sidecar.relay"] = self._replaying(plan, origin, planned.replay, traced)
+                # Whether the access log took the client's id: its slot is then where the client
+                # put it, else last (the client's dropped).
+                client_id = scope.get(ONE_REQUEST_ID)
+                honoured = client_id is not None and client_id == planned.request_id
+                scope["sidecar.relay"] = self._replaying(plan, origin, planned.replay, traced, honoured)
         relay = self._start(
             proto, keep_alive, done, request_id, origin, payload, planned.base, planned.target, log
         )
@@ -584,7 +589,7 @@ class FastProxy:
         return relay
 
     def _replaying(
-        self, plan: Plan, origin: Origin, replay: Callable[[], bool], traced: bool
+        self, plan: Plan, origin: Origin, replay: Callable[[], bool], traced: bool, honoured: bool
     ) -> Callable[..., Relay | None]:
         head, base, target, log = plan.head, plan.base, plan.target, plan.log
         start = self._start
@@ -597,9 +602,17 @@ class FastProxy:
             x_request_id: bytes | None = None,
             traceparent: bytes | None = None,
         ) -> Relay | None:
-            if (traceparent is not None) != traced or not replay():
+            rid = request_id.encode()
+            # The same request as planned: a traceparent in its slot or none, the access log's id
+            # decision the same (the client's id, in its place, or ours, last). Checked before
+            # ``replay`` records anything.
+            if (
+                (traceparent is not None) != traced
+                or (x_request_id is not None and rid == x_request_id) != honoured
+                or not replay()
+            ):
                 return None
-            payload = head.replace(REQUEST_ID_SLOT, request_id.encode())
+            payload = head.replace(REQUEST_ID_SLOT, rid)
             if traced:
                 payload = payload.replace(TRACEPARENT_SLOT, traceparent)  # type: ignore[arg-type]
             relay = start(proto, keep_alive, done, request_id, origin, payload, base, target, log)

@@ -46,6 +46,10 @@ TRACEPARENT_HEADER = b"traceparent"
 ONE_TRACEPARENT = "sidecar.one_traceparent"
 """Scope key: the request's traceparent, set by the HTTP protocol when the request has exactly one
 (``sidecar.http_protocol``); ``Gateway._forward`` then keeps a plan without its value."""
+ONE_REQUEST_ID = "sidecar.one_request_id"
+"""Scope key: the request's x-request-id, set by the HTTP protocol when the request has exactly one:
+whether the access log took it is part of what a remembered relay must find again
+(``sidecar.proxy.fast``)."""
 
 
 @dataclass(slots=True)

@@ -29,9 +29,10 @@ import pytest
 from uvicorn.server import ServerState
 
 from sidecar.app import fast_relays, fast_responders
-from sidecar.http_protocol import _ID_OK, KEEP_RELAY, ONE_TRACEPARENT, RememberedRelay
+from sidecar.http_protocol import _ID_OK, KEEP_RELAY, ONE_REQUEST_ID, ONE_TRACEPARENT, RememberedRelay
 from sidecar.identity.model import Identity, VerifiableAddress, utcnow
 from sidecar.logs import _REQUEST_ID_OK, AccessLog
+from sidecar.proxy.forward import ONE_REQUEST_ID as FORWARD_ONE_REQUEST_ID
 from sidecar.proxy.forward import ONE_TRACEPARENT as FORWARD_ONE_TRACEPARENT
 from sidecar.proxy.gateway import KEEP_RELAY as GATEWAY_KEEP_RELAY
 from sidecar.security.tokens import digest, new_session_token
@@ -431,6 +432,7 @@ async def test_head_is_not_relayed_and_the_same_get_still_is(stack: Stack) -> No
 def test_the_protocol_and_the_gateway_name_the_same_scope_key() -> None:
     assert KEEP_RELAY == GATEWAY_KEEP_RELAY
     assert ONE_TRACEPARENT == FORWARD_ONE_TRACEPARENT
+    assert ONE_REQUEST_ID == FORWARD_ONE_REQUEST_ID
 
 
 async def test_a_stopped_gateway_relays_nothing_from_the_memo(stack: Stack) -> None:
@@ -466,13 +468,13 @@ def with_ids(stack: Stack, kind: str, i: int) -> tuple[bytes, str | None, str | 
     extra = ""
     if kind in ("plain", "plain-first", "both"):
         rid = f"nginx-{i:05d}.a/b+c=d:e@f"
-    elif kind in ("invalid", "invalid-first"):
+    elif kind in ("invalid", "invalid-first", "both-invalid"):
         rid = f"not plain {i}"
     elif kind == "oversized":
         rid = f"{i:05d}" + "o" * 124  # 129 characters
     elif kind == "empty":
         rid = ""
-    if kind in ("trace", "both"):
+    if kind in ("trace", "both", "both-invalid"):
         trace = TRACE.format(0xABC0000000000000000000000000 + i)
     elif kind == "trace-twice":  # each value sent twice in a row
         trace = TRACE.format(0xDEF0000000000000000000000000 + i // 2)
@@ -515,6 +517,7 @@ KINDS = (
     "trace-invalid",
     "trace-duplicate",
     "both",
+    "both-invalid",
 )
 REPEATS = 5
 
@@ -574,8 +577,10 @@ async def run_ids(
             assert upstream.count(b"x-request-id: ") == (2 if both else 1)
             assert f"x-request-id: {request_id}\r\n".lower().encode() in upstream + b"\r\n"
             assert raw.count(f"x-request-id: {request_id}\r\n".encode()) == 1
-            if trace is not None:  # passed on as sent (tracing off: no span of ours to parent it)
-                assert f"traceparent: {trace}\r\n".encode() in heads[0].lower() + b"\r\n", kind
+            # Each traceparent passed on as sent (tracing off: no span of ours to parent it).
+            sent = re.findall(rb"(?im)^traceparent: ([^\r]*)\r$", request)
+            assert re.findall(rb"(?im)^traceparent: ([^\r]*)\r?$", heads[0]) == sent, kind
+            assert (trace is None) == (not sent)
             out.append((kind, masked(raw), [masked(h) for h in heads], logged(line)))
     finally:
         conn.close()
@@ -597,6 +602,7 @@ REMEMBERED = {
         "trace",
         "trace-twice",
         "trace-invalid",
+        "both-invalid",
     },
     UNTRUSTED: {
         "none",
@@ -607,6 +613,7 @@ REMEMBERED = {
         "trace",
         "trace-twice",
         "trace-invalid",
+        "both-invalid",
     },
 }
 
