@@ -76,3 +76,27 @@ class Identity:
 
     def without_credential(self, type_: str) -> Identity:
         return replace(self, credentials={k: v for k, v in self.credentials.items() if k != type_})
+
+    def public_view(self) -> Identity:
+        """This identity without its credentials and ``metadata_admin``: all a self-service caller
+        is shown of it (whoami), and all a long-lived cache may hold, so that no password hash,
+        TOTP secret, recovery code or security key outlives the request that loaded it. The
+        identity itself when it has neither."""
+        if not self.credentials and self.metadata_admin is None:
+            return self
+        # Every field but the two, spelled out: ``replace`` costs twice as much on the
+        # session-cache miss (tests/identity/test_model.py checks no field is left out).
+        return Identity(
+            schema_id=self.schema_id,
+            traits=self.traits,
+            id=self.id,
+            state=self.state,
+            state_changed_at=self.state_changed_at,
+            metadata_public=self.metadata_public,
+            external_id=self.external_id,
+            organization_id=self.organization_id,
+            verifiable_addresses=self.verifiable_addresses,
+            recovery_addresses=self.recovery_addresses,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+        )

@@ -14,6 +14,10 @@ the one it refreshed: a revocation is never undone by a refresh that raced it. W
 gives the same session and identity, the entry keeps its value (and the renderings memoised on
 it) and gets a new deadline; when they changed, the new value replaces it; a failed load changes
 nothing, so the entry still ends at its deadline (fail closed).
+
+No secret is cached: an identity's credentials (password hash, TOTP secret, recovery codes,
+security keys) are read once per load, for the level they allow, and dropped with the load;
+entries hold the identity's public view (``ResolvedIdentity``), which is all whoami renders.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sidecar import errors
 from sidecar.identity.model import Identity
@@ -43,8 +47,10 @@ log = logging.getLogger("sidecar.session")
 
 @dataclass(frozen=True, slots=True)
 class ResolvedSession:
-    """What the access path needs of a session and its identity, flattened; and the two as loaded
-    (``session``, ``identity``) for whoami, which renders them (``sidecar.session.whoami``)."""
+    """What the access path needs of a session and its identity, flattened; and the two for whoami,
+    which renders them (``sidecar.session.whoami``): the session as loaded, the identity in its
+    public view (``Identity.public_view``: no credentials, no ``metadata_admin``, neither of which
+    whoami shows), so a cached session holds no secret of its user."""
 
     session_id: uuid.UUID
     identity_id: uuid.UUID
@@ -113,26 +119,56 @@ def _email_of(identity: Identity) -> str | None:
     return None
 
 
-def resolved(
-    session: Session, identity: Identity, available_aal: str = "aal1", organization_slug: str | None = None
+class ResolvedIdentity(NamedTuple):
+    """What sessions need of one identity, worked out once per load of it and cached with it
+    (``SessionResolver``'s identity cache) for all its sessions: the public view, the email, whether
+    an address is verified, the highest level its credentials allow. No credential is kept. (A
+    tuple: made on every session-cache miss, and a frozen dataclass costs twice as much to make.)"""
+
+    identity: Identity
+    email: str | None
+    verified: bool
+    available_aal: str
+
+    @classmethod
+    def of(cls, identity: Identity, available_aal: str = "aal1") -> ResolvedIdentity:
+        """``identity`` as loaded (credentials included: ``available_aal`` was computed from them)."""
+        return cls(
+            identity.public_view(),
+            _email_of(identity),
+            any(a.verified for a in identity.verifiable_addresses),
+            available_aal,
+        )
+
+
+def resolved_from(
+    session: Session, person: ResolvedIdentity, organization_slug: str | None = None
 ) -> ResolvedSession:
+    identity = person.identity
     return ResolvedSession(
         session_id=session.id,
         identity_id=identity.id,
-        email=_email_of(identity),
+        email=person.email,
         aal=session.aal,
         traits=identity.traits,
         metadata_public=identity.metadata_public,
         schema_id=identity.schema_id,
-        verified=any(a.verified for a in identity.verifiable_addresses),
+        verified=person.verified,
         expires_at=session.expires_at,
         authenticated_at=session.authenticated_at,
-        available_aal=available_aal,
+        available_aal=person.available_aal,
         session=session,
         identity=identity,
         organization_id=identity.organization_id,
         organization_slug=organization_slug,
     )
+
+
+def resolved(
+    session: Session, identity: Identity, available_aal: str = "aal1", organization_slug: str | None = None
+) -> ResolvedSession:
+    """The session of ``identity`` (as loaded) as the access path and whoami see it."""
+    return resolved_from(session, ResolvedIdentity.of(identity, available_aal), organization_slug)
 
 
 def _utcnow() -> datetime:
@@ -191,9 +227,11 @@ class SessionResolver:
         self._inflight: dict[str, asyncio.Future[ResolvedSession | None]] = {}
         self._listeners: set[Callable[[], None]] = set()
         # Identities are cached apart from sessions (same TTL unless told otherwise), so a
-        # session-cache miss costs one session-store round trip, not a SQL query as well.
+        # session-cache miss costs one session-store round trip, not a SQL query as well. What is
+        # cached is the identity's part of its sessions (``ResolvedIdentity``), worked out once per
+        # load: never its credentials.
         self.identity_ttl = (identity_ttl if identity_ttl is not None else ttl).total_seconds()
-        self._identities: OrderedDict[uuid.UUID, tuple[Identity | None, float]] = OrderedDict()
+        self._identities: OrderedDict[uuid.UUID, tuple[ResolvedIdentity | None, float]] = OrderedDict()
         # Bumped by every invalidation: a load that raced a revocation is returned but not cached.
         self._epoch = 0
         self._refreshes: set[asyncio.Task[None]] = set()
@@ -325,16 +363,15 @@ class SessionResolver:
                 session = await self.sessions.get_by_token(key)
             if session is None or not session.is_valid(self.clock()):
                 return None
-            identity = await self._identity(session.identity_id, fresh=fresh)
-            slug = await self._slug(identity.organization_id) if identity is not None else None
+            person = await self._identity(session.identity_id, fresh=fresh)
+            slug = await self._slug(person.identity.organization_id) if person is not None else None
         except errors.SidecarError:
             raise
         except Exception as exc:  # a backend that leaked its own error type is still an outage
             raise errors.ServiceUnavailable("the session store is unavailable") from exc
-        if identity is None or identity.state != "active":
+        if person is None:
             return None
-        level = self._available_aal(identity) if self._available_aal is not None else "aal1"
-        return resolved(session, identity, level, slug)
+        return resolved_from(session, person, slug)
 
     async def _slug(self, organization_id: uuid.UUID | None) -> str | None:
         if organization_id is None or self._organizations is None:
@@ -350,7 +387,8 @@ class SessionResolver:
         self._slugs[organization_id] = (slug, now + self.identity_ttl)
         return slug
 
-    async def _identity(self, identity_id: uuid.UUID, *, fresh: bool = False) -> Identity | None:
+    async def _identity(self, identity_id: uuid.UUID, *, fresh: bool = False) -> ResolvedIdentity | None:
+        """The identity's part of its sessions, None when it is gone or not active."""
         hit = self._identities.get(identity_id)
         now = self.monotonic()
         if hit is not None and hit[1] > now and not fresh:
@@ -360,12 +398,17 @@ class SessionResolver:
             identity = await self.identities.get(identity_id)
             if span is not None:
                 span.set_attribute("sidecar.identity.found", identity is not None)
+        person: ResolvedIdentity | None = None
+        if identity is not None and identity.state == "active":
+            level = self._available_aal(identity) if self._available_aal is not None else "aal1"
+            person = ResolvedIdentity.of(identity, level)
+        del identity  # its credentials go with this load; nothing cached refers to them
         if epoch == self._epoch and self.identity_ttl > 0:
-            self._identities[identity_id] = (identity, now + self.identity_ttl)
+            self._identities[identity_id] = (person, now + self.identity_ttl)
             self._identities.move_to_end(identity_id)
             while len(self._identities) > self.max_entries:
                 self._identities.popitem(last=False)
-        return identity
+        return person
 
     def _deadline(self, entry: _Entry, value: ResolvedSession) -> None:
         now = self.monotonic()
