@@ -76,21 +76,19 @@ responder, no relay asked.
 
 The key leaves the values of ``x-request-id`` and ``traceparent`` out (a front proxy and a tracing
 mesh send new ones with every request): the relay is kept with the request's ``_shape`` (where
-those headers are, and whether the id is one the access log would take from a trusted proxy) and
-serves only requests of that shape, handed the two values. The access log decides the request id
-from them and the peer (in the key) as on the full path, and a traceparent goes upstream as sent,
-in its slot of the forward plan (``scope["sidecar.one_traceparent"]``, set for a request with one:
-``Gateway._forward``). A request of another shape takes the full path, and the relay kept then
-replaces the other; one with two of either header is never remembered, and (for now) neither is
-one with a plain x-request-id: ``AccessLog._relaying`` would make a new id where the full path
-may take the client's.
+those headers are) and serves only requests of that shape, handed the two values. The access log
+decides the request id from the x-request-id and the peer (in the key) as on the full path
+(``AccessLog._relaying``), and the relay serves only when that decision is the one its forward
+plan was made for (the client's id, in its place, or ours, last); a traceparent goes upstream as
+sent, in its slot of the forward plan (``scope["sidecar.one_traceparent"]``, set for a request
+with one: ``Gateway._forward``). A request of another shape or decision takes the full path, and
+the relay kept then replaces the other; one with two of either header is never remembered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
@@ -189,9 +187,6 @@ _NOTED = frozenset(
     {b"expect", b"content-length", b"transfer-encoding", b"x-request-id", b"traceparent", *VARIABLE}
 )
 _UNKEYED = (b"x-request-id", b"traceparent")
-# ``sidecar.logs._REQUEST_ID_OK`` (tests/proxy/test_relay_memo.py holds them equal): the request ids
-# the access log takes from a trusted proxy; a request with one is not remembered (``_answer_now``).
-_ID_OK = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
 _NO_IDS = (-1, -1)  # the ``_shape`` of a request with neither header
 ONE_TRACEPARENT = "sidecar.one_traceparent"  # sidecar.proxy.forward.ONE_TRACEPARENT
 ONE_REQUEST_ID = "sidecar.one_request_id"  # sidecar.proxy.forward.ONE_REQUEST_ID
@@ -592,16 +587,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             key = self._memo_key
             # Not with two of an id header: which one the upstream sees is the access log's to
             # decide, every time (a traceparent goes on as sent, in its slot of the forward plan).
-            # Nor with a plain x-request-id, which the access log takes when a trusted proxy sent
-            # it: a remembered relay's log wrapper (``AccessLog._relaying``) makes a new id each time.
             trace, at = self._trace_at, self._id_at
-            keep = (
-                memo is not None
-                and key is not None
-                and not self._vary_key
-                and trace != -2
-                and (at == -1 or (at >= 0 and _ID_OK.fullmatch(self.headers[at][1]) is None))
-            )
+            keep = memo is not None and key is not None and not self._vary_key and at != -2 and trace != -2
             if keep:
                 scope[KEEP_RELAY] = True  # the relay may be remembered (``_keep_relay``)
             if trace >= 0:

@@ -488,18 +488,27 @@ class AccessLog:
     def _relaying(self, inner: Callable[..., Any], scope: Any) -> Callable[..., bool]:
         """For a request ``taking`` served whose ``inner`` left a ``sidecar.relay`` (the same
         request served again while it holds: ``sidecar.proxy.fast``): ``relayed(proto,
-        keep_alive)``, True when it served the same request again with a new request id, and
-        the same line and ``Metrics.request`` as ``take`` makes once the response is complete;
-        False, with nothing recorded, when ``inner`` no longer holds. Not in the text and leak
-        modes (their lines hold what the scope alone says, such as the request's own id among its
-        headers); the request must have had no ``x-request-id`` (``sidecar.http_protocol``), so
-        its id is always a new one."""
+        keep_alive, x_request_id=None, traceparent=None)`` (the request's headers of those names,
+        from ``sidecar.http_protocol``), True when it served the same request again, with
+        the request id ``_request_id`` gives a request with that ``x-request-id`` header (its
+        first) from this request's peer (the header's value from a trusted proxy when short and
+        plain, else a new one), and the same line and ``Metrics.request`` as ``take`` makes once
+        the response is complete; False, with nothing recorded, when ``inner`` no longer holds.
+        ``inner(request_id, done, proto, keep_alive, x_request_id, traceparent)``. Not in the text and
+        leak modes (their lines hold what the scope alone says, such as the request's own headers)."""
         finish, finish_from = self._finish, self._finish_from
         route_class = scope.get("sidecar.route_class") or self.classify(scope["path"])
+        client = scope.get("client")
+        trusted = self.trusted(client[0] if client else None)
 
-        def relayed(*args: Any) -> bool:
+        def relayed(
+            proto: Any, keep_alive: bool, incoming: bytes | None = None, traceparent: bytes | None = None
+        ) -> bool:
             started = time.perf_counter()
-            request_id = new_request_id()
+            if incoming is not None and trusted and _REQUEST_ID_OK.fullmatch(incoming):
+                request_id = str(incoming.decode("ascii"))
+            else:
+                request_id = new_request_id()
 
             def done(status: int, size: int, memo: dict[Any, Any] | None = None) -> None:
                 if memo is None:
@@ -508,7 +517,7 @@ class AccessLog:
                     seconds = time.perf_counter() - started
                     finish_from(memo, scope, status, size, seconds, request_id, route_class)
 
-            return inner(request_id, done, *args) is not None
+            return inner(request_id, done, proto, keep_alive, incoming, traceparent) is not None
 
         return relayed
 

@@ -29,7 +29,7 @@ import pytest
 from uvicorn.server import ServerState
 
 from sidecar.app import fast_relays, fast_responders
-from sidecar.http_protocol import _ID_OK, KEEP_RELAY, ONE_REQUEST_ID, ONE_TRACEPARENT, RememberedRelay
+from sidecar.http_protocol import KEEP_RELAY, ONE_REQUEST_ID, ONE_TRACEPARENT, RememberedRelay
 from sidecar.identity.model import Identity, VerifiableAddress, utcnow
 from sidecar.logs import _REQUEST_ID_OK, AccessLog
 from sidecar.proxy.forward import ONE_REQUEST_ID as FORWARD_ONE_REQUEST_ID
@@ -450,12 +450,6 @@ async def test_a_stopped_gateway_relays_nothing_from_the_memo(stack: Stack) -> N
         conn.close()
 
 
-def test_the_protocol_and_the_access_log_call_the_same_ids_plain() -> None:
-    """A remembered relay's shape holds whether the request's id is one the access log takes
-    from a trusted proxy: the protocol must read ids as the log does."""
-    assert _ID_OK.pattern == _REQUEST_ID_OK.pattern and _ID_OK.flags == _REQUEST_ID_OK.flags
-
-
 TRACE = "00-{:032x}-00f067aa0ba902b7-01"
 
 
@@ -591,30 +585,19 @@ async def run_ids(
 
 
 # The request kinds a remembered relay serves; the others: the relay is asked every time.
-# A plain id is not yet (``AccessLog._relaying`` makes a new id: rid-logs.patch).
 REMEMBERED = {
-    TRUSTED: {
-        "none",
-        "invalid",
-        "invalid-first",
-        "oversized",
-        "empty",
-        "trace",
-        "trace-twice",
-        "trace-invalid",
-        "both-invalid",
-    },
-    UNTRUSTED: {
-        "none",
-        "invalid",
-        "invalid-first",
-        "oversized",
-        "empty",
-        "trace",
-        "trace-twice",
-        "trace-invalid",
-        "both-invalid",
-    },
+    "none",
+    "plain",
+    "invalid",
+    "plain-first",
+    "invalid-first",
+    "oversized",
+    "empty",
+    "trace",
+    "trace-twice",
+    "trace-invalid",
+    "both",
+    "both-invalid",
 }
 
 
@@ -635,7 +618,7 @@ async def test_requests_with_ids_get_the_same_bytes_lines_and_counts_from_the_me
     assert kept_counts == full_counts
     assert all(full_asked)
     for i, ((kind, *_), asked) in enumerate(zip(steps, kept_asked, strict=True)):
-        if kind not in REMEMBERED[peer]:
+        if kind not in REMEMBERED:
             assert asked, (i, kind)
         elif i % REPEATS >= 2 and i < REPEATS * len(KINDS):
             # In a row: a forward plan is kept from the second, the relay from there.
