@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from sidecar.identity.model import Credential, Identity, RecoveryAddress, VerifiableAddress
 from sidecar.storage.sql.database import SqlDatabase
+from sidecar.storage.sql.sqlite_reads import Read
 
 ROWS = 3000
 
@@ -56,11 +57,20 @@ async def _plans(db: SqlDatabase, call: Any) -> list[tuple[str, str]]:
         if statement.lstrip().upper().startswith("SELECT"):
             captured.append((statement, parameters))
 
+    connector = db._connector
+    fetch_one_pg = connector._fetch_one_pg
+
+    async def recorded(read: Read, values: Any) -> Any:  # the session check's reads (asyncpg's own)
+        captured.append((read.sql, read.parameters(values)))
+        return await fetch_one_pg(read, values)
+
     sa.event.listen(db.engine.sync_engine, "before_cursor_execute", capture)
+    connector._fetch_one_pg = recorded  # type: ignore[method-assign]
     try:
         await call()
     finally:
         sa.event.remove(db.engine.sync_engine, "before_cursor_execute", capture)
+        del connector._fetch_one_pg
     assert captured, "the call ran no SELECT"
     plans = []
     async with db.engine.connect() as conn:

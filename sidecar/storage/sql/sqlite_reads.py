@@ -65,8 +65,8 @@ def _result_processor(column: Any, dialect: Dialect) -> Callable[[Any], Any] | N
     """The column's result processor, or one that gives the same values for what SQLite holds
     with fewer Python frames (a session-cache miss reads 10-14 columns: issue 15)."""
     general: Callable[[Any], Any] | None = column.type.dialect_impl(dialect).result_processor(dialect, None)
-    if general is None:
-        return None
+    if general is None or dialect.name != "sqlite":
+        return general  # PostgreSQL (asyncpg) gives values, not text: SQLAlchemy's processors
     if isinstance(column.type, UtcDateTime):
         return _utc_reader(general)
     if type(column.type) is sa.Uuid and column.type.as_uuid:
@@ -80,8 +80,9 @@ _tuple_new = tuple.__new__
 
 
 class Read:
-    """A SELECT rendered once for SQLite: its SQL, its parameters in order with their bind
-    processors, its columns' result processors and a row type with the columns' names."""
+    """A SELECT rendered once for SQLite (or asyncpg, ``Connector._fetch_one_pg``): its SQL, its
+    parameters in order with their bind processors, its columns' result processors and a row type
+    with the columns' names."""
 
     def __init__(self, statement: sa.Select[Any], dialect: Dialect) -> None:
         self.statement = statement
