@@ -141,7 +141,13 @@ async def _user(services: Any, email: str) -> tuple[str, Any]:
 
 @pytest.fixture(scope="module")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    async with built(tmp_path_factory) as made:
+        yield made
 
+
+@contextlib.asynccontextmanager
+async def built(tmp_path_factory: pytest.TempPathFactory, **overrides: Any) -> AsyncIterator[Stack]:
+    """The stack ``sidecar serve`` builds, with config ``overrides``."""
     upstream = Upstream()
     server = await asyncio.start_server(upstream.handle, "127.0.0.1", 0)
     upstream.port = server.sockets[0].getsockname()[1]
@@ -155,12 +161,15 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         serve={"public": {"base_url": "http://127.0.0.1:4433/.auth"}},
         proxy={"upstream": f"http://127.0.0.1:{upstream.port}"},
         session={"cache_ttl": "1h"},
+        **overrides,
     )
     try:
         async with started_public_app(config) as (services, public, lines):
-            (relay,) = fast_relays(config, public)
-            counting = CountingRelay(relay)
-            uv = uvicorn_config(public, 8 * 1024, fast_responders(config, public), (counting,))
+            relays = fast_relays(config, public)  # none with tracing on
+            counting = CountingRelay(relays[0] if relays else lambda *args: False)
+            uv = uvicorn_config(
+                public, 8 * 1024, fast_responders(config, public), (counting,) if relays else ()
+            )
             uv.load()
             users = [await _user(services, f"relay-{i}@example.com") for i in range(2)]
             yield Stack(
@@ -623,3 +632,41 @@ async def test_requests_with_ids_get_the_same_bytes_lines_and_counts_from_the_me
         elif i % REPEATS >= 2 and i < REPEATS * len(KINDS):
             # In a row: a forward plan is kept from the second, the relay from there.
             assert not asked, (i, kind)
+
+
+async def test_with_tracing_on_nothing_is_relayed_from_the_memo(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """With tracing on, a request's span is opened around the ASGI app: the listener has no
+    synchronous answers, no fast relay and no memo (``sidecar.app.fast_responders``), and the
+    upstream gets the traceparent of our span (a child of a trusted proxy's trace), not the
+    client's."""
+    port = await _closed_port()
+    tracing = {
+        "provider": "otel",
+        "providers": {"otlp": {"server_url": f"127.0.0.1:{port}", "insecure": True}},
+    }
+    async with built(tmp_path_factory, tracing=tracing) as traced:
+        assert traced.uv.http_protocol_class.memo is None
+        assert traced.uv.http_protocol_class.relays == ()
+        conn = Connection(traced, remembering=True)
+        try:
+            for i in range(REPEATS):
+                request, rid, trace = with_ids(traced, "both", i)
+                raw, heads, line = await conn.ask(request)
+                assert raw.startswith(b"HTTP/1.1 200 ") and json.loads(line)["request_id"] == rid
+                assert trace is not None and trace.encode() not in heads[0]
+                ours = re.findall(rb"(?im)^traceparent: 00-([0-9a-f]{32})-", heads[0])
+                assert ours == [trace.split("-")[1].encode()]  # the trusted proxy's trace, continued
+        finally:
+            conn.close()
+            await asyncio.sleep(0)
+
+
+async def _closed_port() -> int:
+    """A 127.0.0.1 port nothing listens on (the span exporter's requests are refused at once)."""
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = int(server.sockets[0].getsockname()[1])
+    server.close()
+    await server.wait_closed()
+    return port
