@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from sidecar.identity.model import Credential, Identity
@@ -30,6 +30,14 @@ class IdentityStore(Protocol):
         ...
 
     async def get(self, identity_id: uuid.UUID) -> Identity | None: ...
+
+    async def get_for_session(
+        self, identity_id: uuid.UUID, credential_types: Collection[str]
+    ) -> Identity | None:
+        """``get`` for the access path (``SessionResolver``): without ``metadata_admin`` and with
+        only the credentials of ``credential_types`` (those the reachable AAL is computed from), so
+        what a session never needs, a password hash above all, is not even read."""
+        ...
 
     async def get_by_external_id(self, external_id: str) -> Identity | None: ...
 

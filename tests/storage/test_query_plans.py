@@ -90,6 +90,7 @@ async def _some_id(db: SqlDatabase) -> uuid.UUID:
     "lookup",
     [
         "get",
+        "get_for_session",
         "find_by_identifier",
         "get_by_external_id",
         "find_verifiable_address",
@@ -104,6 +105,7 @@ async def test_every_identity_lookup_uses_an_index(db: SqlDatabase, lookup: str)
     some = await _some_id(db)
     calls = {
         "get": lambda: store.get(some),
+        "get_for_session": lambda: store.get_for_session(some, ("totp", "lookup_secret", "webauthn")),
         "find_by_identifier": lambda: store.find_by_identifier("password", "user1234@example.test"),
         "get_by_external_id": lambda: store.get_by_external_id("ext-77"),
         "find_verifiable_address": lambda: store.find_verifiable_address("email", "user5@example.test"),

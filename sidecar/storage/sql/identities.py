@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import builtins
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -62,6 +62,7 @@ class SqlIdentityStore:
             .order_by(identities.c.id)
             .limit(1)
         )
+        self._for_session: dict[frozenset[str], Any] = {}  # get_for_session's, per set of types
 
     async def _insert(self, conn: AsyncConnection, identity: Identity) -> None:
         row = {"id": identity.id, "created_at": identity.created_at, **identity_values(identity)}
@@ -124,6 +125,21 @@ class SqlIdentityStore:
 
     async def get(self, identity_id: uuid.UUID) -> Identity | None:
         row = await self._db.fetch_one(self._by_id, {"identity_id": identity_id})
+        return identity_from_row(row) if row is not None else None
+
+    async def get_for_session(
+        self, identity_id: uuid.UUID, credential_types: Collection[str]
+    ) -> Identity | None:
+        types = frozenset(credential_types)
+        read = self._for_session.get(types)
+        if read is None:
+            base = select_identities(self._db.dialect, credential_types=sorted(types), admin=False)
+            read = self._for_session[types] = self._db.prepare(
+                base.where(identities.c.id == sa.bindparam("identity_id", type_=identities.c.id.type))
+                .order_by(identities.c.id)
+                .limit(1)
+            )
+        row = await self._db.fetch_one(read, {"identity_id": identity_id})
         return identity_from_row(row) if row is not None else None
 
     async def get_by_external_id(self, external_id: str) -> Identity | None:
