@@ -545,7 +545,7 @@ def build_services(config: Config, *, courier_worker: bool = True) -> Services:
         database.identities,
         ttl=config.session.cache_ttl,
         on_lookup=metrics.session_cache,
-        available_aal=assurance.available_aal,
+        assurance=assurance,
         tracing=tracing,
         organizations=database.organizations,
     )

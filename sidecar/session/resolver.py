@@ -38,6 +38,7 @@ from sidecar.identity.store import IdentityStore
 from sidecar.organization.store import OrganizationStore
 from sidecar.security.emails import InvalidEmail, canonical_email
 from sidecar.security.tokens import digest
+from sidecar.session.aal import Assurance
 from sidecar.session.model import Session
 from sidecar.session.store import SessionStore
 from sidecar.tracing import Tracing
@@ -201,19 +202,22 @@ class SessionResolver:
         clock: Callable[[], datetime] = _utcnow,
         monotonic: Callable[[], float] = time.monotonic,
         on_lookup: Callable[[bool], None] | None = None,
-        available_aal: Callable[[Identity], str] | None = None,
+        assurance: Assurance | None = None,
         tracing: Tracing | None = None,
         organizations: OrganizationStore | None = None,
     ) -> None:
-        """``available_aal``: the level an identity can reach (``Assurance.available_aal``);
-        without it every identity counts as aal1 at most. ``tracing``: spans for resolution,
-        the store and the identity load (none, and no cost, when off)."""
+        """``assurance``: the levels identities can reach (``sidecar.strategies.registry.assurance``);
+        without it every identity counts as aal1 at most. Only the credentials it reads are loaded.
+        ``tracing``: spans for resolution, the store and the identity load (none, and no cost,
+        when off)."""
         self.tracing = tracing if tracing is not None and tracing.enabled else None
         self._spans = tracing or Tracing.off()
         self.sessions = sessions
         self.on_lookup = on_lookup  # called with True on a cache hit, False on a miss (metrics)
         self.identities = identities
-        self._available_aal = available_aal
+        self._assurance = assurance
+        # The credential types an identity is loaded with: those its reachable level is made of.
+        self._credential_types = assurance.methods if assurance is not None else frozenset()
         self._organizations = organizations
         # id -> (slug, deadline): slugs change rarely; they follow within ``identity_ttl``.
         self._slugs: dict[uuid.UUID, tuple[str | None, float]] = {}
@@ -395,12 +399,12 @@ class SessionResolver:
             return hit[0]
         epoch = self._epoch
         with self._spans.span("sidecar.identity.load") as span:
-            identity = await self.identities.get(identity_id)
+            identity = await self.identities.get_for_session(identity_id, self._credential_types)
             if span is not None:
                 span.set_attribute("sidecar.identity.found", identity is not None)
         person: ResolvedIdentity | None = None
         if identity is not None and identity.state == "active":
-            level = self._available_aal(identity) if self._available_aal is not None else "aal1"
+            level = self._assurance.available_aal(identity) if self._assurance is not None else "aal1"
             person = ResolvedIdentity.of(identity, level)
         del identity  # its credentials go with this load; nothing cached refers to them
         if epoch == self._epoch and self.identity_ttl > 0:

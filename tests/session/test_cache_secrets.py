@@ -130,7 +130,7 @@ def resolver_of(db: Any) -> SessionResolver:
         db.sessions,
         db.identities,
         ttl=timedelta(hours=1),
-        available_aal=assurance().available_aal,
+        assurance=assurance(),
         organizations=db.organizations,
     )
 
@@ -220,3 +220,48 @@ def test_the_walk_finds_a_secret_held_by_an_entry() -> None:
     """The walk itself: a secret held deep in a credential's config is found."""
     identity = Identity(schema_id="default", traits={}, credentials=credentials())
     assert secrets_in({"k": (identity, uuid.uuid4())}) == set(SECRETS) - {ADMIN_NOTE}
+
+
+@pytest.mark.parametrize(
+    ("kinds", "level"),
+    [
+        (("password",), "aal1"),
+        (("password", "oidc"), "aal1"),
+        (("password", "totp"), "aal2"),
+        (("password", "lookup_secret"), "aal2"),
+        (("password", "webauthn"), "aal2"),
+    ],
+)
+async def test_the_level_still_comes_from_every_second_factor(
+    db: Any, kinds: tuple[str, ...], level: str
+) -> None:
+    """The resolver loads only the credential types the level is made of; each still counts."""
+    every = credentials()
+    identity = await db.identities.create(
+        Identity(
+            schema_id="default", traits={"email": "b@example.com"}, credentials={k: every[k] for k in kinds}
+        )
+    )
+    session = Session(identity_id=identity.id, expires_at=utcnow() + timedelta(hours=1))
+    token = new_session_token()
+    await db.sessions.create(session, digest(token))
+    got = await resolver_of(db).resolve(token)
+    assert got is not None and got.available_aal == level
+
+
+async def test_the_access_path_loads_only_the_second_factors(db: Any) -> None:
+    """No password hash (nor OIDC tokens, nor admin metadata) is even read on a cache miss."""
+    _, _, token = await signed_in(db)
+
+    class Loads:
+        asked: list[frozenset[str]] = []
+
+        async def get_for_session(self, identity_id: uuid.UUID, types: Any) -> Identity | None:
+            Loads.asked.append(frozenset(types))
+            found: Identity | None = await db.identities.get_for_session(identity_id, types)
+            return found
+
+    resolver = SessionResolver(db.sessions, Loads(), ttl=timedelta(hours=1), assurance=assurance())  # type: ignore[arg-type]
+    got = await resolver.resolve(token)
+    assert got is not None and got.available_aal == "aal2"
+    assert Loads.asked == [frozenset({"totp", "lookup_secret", "webauthn"})]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Collection
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -221,9 +222,9 @@ async def test_session_miss_reuses_the_cached_identity(db: Any) -> None:
     class CountingIdentities:
         calls = 0
 
-        async def get(self, identity_id: uuid.UUID) -> Identity | None:
+        async def get_for_session(self, identity_id: uuid.UUID, types: Collection[str]) -> Identity | None:
             CountingIdentities.calls += 1
-            result: Identity | None = await db.identities.get(identity_id)
+            result: Identity | None = await db.identities.get_for_session(identity_id, types)
             return result
 
     resolver = SessionResolver(
