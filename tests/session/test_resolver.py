@@ -386,3 +386,38 @@ async def test_a_refresh_that_finds_a_change_replaces_the_value(db: Any, session
     found, now = resolver.cached(token)
     assert found and now is not None and now.aal == "aal2"
     assert not resolver.still_cached(digest(token), got)
+
+
+@pytest.mark.parametrize(
+    "trait",
+    [
+        "a@example.com",
+        "A@EXAMPLE.com",
+        " b@Example.COM ",
+        "ÄB@exämple.test",
+        "not an address",
+        "a@@b",
+        7,
+        None,
+    ],
+)
+def test_the_email_is_the_canonical_trait_or_the_first_email_address_every_time(trait: Any) -> None:
+    """Differential against ``canonical_email`` (the resolver remembers its answers): the same on
+    the first and every later load, an invalid trait falling back to the address."""
+    from sidecar.identity.model import VerifiableAddress
+    from sidecar.security.emails import InvalidEmail, canonical_email
+    from sidecar.session.resolver import ResolvedIdentity
+
+    identity = Identity(
+        schema_id="default",
+        traits={"email": trait},
+        verifiable_addresses=(
+            VerifiableAddress(value="+15550100", via="sms"),
+            VerifiableAddress(value="fallback@example.com"),
+        ),
+    )
+    try:
+        expected = canonical_email(trait) if isinstance(trait, str) else "fallback@example.com"
+    except InvalidEmail:
+        expected = "fallback@example.com"
+    assert [ResolvedIdentity.of(identity).email for _ in range(3)] == [expected] * 3
