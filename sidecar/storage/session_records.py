@@ -12,7 +12,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sidecar.session.model import AuthenticationMethod, Device, Session
-from sidecar.storage.values import json_document, parse_uuid
+from sidecar.storage.values import builder, json_document, parse_uuid
+
+_method, _device, _session = builder(AuthenticationMethod), builder(Device), builder(Session)
 
 
 def encode_datetime(value: datetime) -> str:
@@ -48,7 +50,7 @@ def _method_to_dict(method: AuthenticationMethod) -> dict[str, Any]:
 
 
 def _method_from_dict(data: dict[str, Any]) -> AuthenticationMethod:
-    return AuthenticationMethod(
+    return _method(
         method=data["method"],
         aal=data.get("aal", "aal1"),
         completed_at=decode_datetime(data["completed_at"]),
@@ -69,7 +71,7 @@ def _device_to_dict(device: Device) -> dict[str, Any]:
 
 
 def _device_from_dict(data: dict[str, Any]) -> Device:
-    return Device(
+    return _device(
         id=parse_uuid(data["id"]),
         ip_address=data.get("ip_address"),
         user_agent=data.get("user_agent"),
@@ -97,7 +99,7 @@ def session_from_dict(
     data: dict[str, Any], *, active: bool | None = None, expires_at: datetime | None = None
 ) -> Session:
     """``active`` and ``expires_at``, when given, win over the document's (the SQL store's columns)."""
-    return Session(
+    return _session(
         id=parse_uuid(data["id"]),
         identity_id=parse_uuid(data["identity_id"]),
         active=bool(data["active"]) if active is None else active,

@@ -4,8 +4,11 @@ as through the stores' general queries, on both SQL backends."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import pickle
 import uuid
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -17,7 +20,7 @@ from sidecar.identity.model import Credential, Identity, RecoveryAddress, Verifi
 from sidecar.session.model import AuthenticationMethod, Device, Session
 from sidecar.storage.sql.database import SqlDatabase
 from sidecar.storage.sql.tables import identities
-from sidecar.storage.values import json_document, json_value, parse_uuid, utc_from_text
+from sidecar.storage.values import builder, json_document, json_value, parse_uuid, utc_from_text
 
 
 def _outcome(parse: Any, value: Any) -> tuple[str, Any]:
@@ -182,3 +185,110 @@ async def test_the_session_checks_reads_give_what_the_general_queries_give(dsn: 
         assert await db.sessions.get_by_token("f" * 64) == await db.sessions.get(session.id) == session
     finally:
         await db.close()
+
+
+def _all_fields(cls: type) -> dict[str, Any]:
+    """One value per field of the model classes the stores build, none of them a default."""
+    now = datetime(2026, 12, 7, 5, 38, 51, 525731, tzinfo=UTC)
+    samples: dict[str, Any] = {
+        "id": uuid.uuid4(),
+        "identity_id": uuid.uuid4(),
+        "organization_id": uuid.uuid4(),
+        "expires_at": now + timedelta(hours=1),
+        "active": False,
+        "aal": "aal2",
+        "method": "password",
+        "provider": "p",
+        "subject": "s",
+        "subject_format": "f",
+        "session_index": "i",
+        "ip_address": "127.0.0.1",
+        "user_agent": "ua",
+        "location": "here",
+        "authentication_methods": (AuthenticationMethod("totp", "aal2"),),
+        "devices": (Device(ip_address="::1"),),
+        "logout_token_digest": "d" * 64,
+        "extra": {"k": [1]},
+        "schema_id": "default",
+        "traits": {"email": "v@example.test"},
+        "state": "inactive",
+        "metadata_public": {"roles": ["r"]},
+        "metadata_admin": [1],
+        "external_id": "ext",
+        "verifiable_addresses": (VerifiableAddress("v@example.test"),),
+        "recovery_addresses": (RecoveryAddress("v@example.test"),),
+        "credentials": {"password": Credential("password")},
+        "type": "password",
+        "identifiers": ("v@example.test",),
+        "config": {"hashed_password": "h"},
+        "version": 3,
+        "value": "v@example.test",
+        "via": "sms",
+        "verified": True,
+        "status": "completed",
+    }
+    out = {}
+    for f in fields(cls):
+        if f.name in samples:
+            out[f.name] = samples[f.name]
+        else:  # the timestamps
+            out[f.name] = now + timedelta(seconds=len(out))
+    return out
+
+
+MODELS = [Session, AuthenticationMethod, Device, Identity, Credential, VerifiableAddress, RecoveryAddress]
+
+
+@pytest.mark.parametrize("cls", MODELS, ids=lambda c: c.__name__)
+def test_built_values_are_the_classes_own(cls: type) -> None:
+    values = _all_fields(cls)
+    built: Any = builder(cls)(**values)
+    made: Any = cls(**values)
+    assert builder(cls) is not cls  # these models take the short way
+    assert built == made and repr(built) == repr(made)
+    assert _outcome(hash, built) == _outcome(hash, made)  # (unhashable with a dict field)
+    assert dataclasses.asdict(built) == dataclasses.asdict(made)
+    assert pickle.loads(pickle.dumps(built)) == made
+    assert dataclasses.replace(built) == made
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(built, fields(cls)[0].name, None)
+    assert type(built) is cls
+
+
+@pytest.mark.parametrize("cls", MODELS, ids=lambda c: c.__name__)
+def test_every_field_must_be_given(cls: type) -> None:
+    values = _all_fields(cls)
+    make: Any = builder(cls)
+    missing = dict(values)
+    missing.pop(next(iter(values)))
+    with pytest.raises(TypeError):
+        make(**missing)
+    with pytest.raises(TypeError):
+        make(**values, unknown=1)
+    with pytest.raises(TypeError):
+        make(*values.values())
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Checked:
+    n: int
+
+    def __post_init__(self) -> None:
+        if self.n < 0:
+            raise ValueError("negative")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Unslotted:
+    n: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Derived:
+    n: int
+    twice: int = dataclasses.field(init=False, default=0)
+
+
+@pytest.mark.parametrize("cls", [_Checked, _Unslotted, _Derived, dict])
+def test_classes_it_cannot_stand_in_for_are_built_by_themselves(cls: type) -> None:
+    assert builder(cls) is cls

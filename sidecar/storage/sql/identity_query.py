@@ -25,9 +25,12 @@ from sidecar.storage.sql.tables import (
     recovery_addresses,
     verifiable_addresses,
 )
-from sidecar.storage.values import parse_uuid, utc_from_text
+from sidecar.storage.values import builder, parse_uuid, utc_from_text
 
 Expr = sa.ColumnElement[Any]
+
+_make_credential, _make_identity = builder(Credential), builder(Identity)
+_make_verifiable, _make_recovery = builder(VerifiableAddress), builder(RecoveryAddress)
 
 
 class _Json:
@@ -159,7 +162,7 @@ def _maybe_moment(value: str | None) -> datetime | None:
 
 
 def _credential(item: Mapping[str, Any]) -> Credential:
-    return Credential(
+    return _make_credential(
         id=parse_uuid(item["id"]),
         type=item["type"],
         identifiers=tuple(sorted(item["identifiers"] or ())),
@@ -171,7 +174,7 @@ def _credential(item: Mapping[str, Any]) -> Credential:
 
 
 def _verifiable(item: Mapping[str, Any]) -> VerifiableAddress:
-    return VerifiableAddress(
+    return _make_verifiable(
         id=parse_uuid(item["id"]),
         via=item["via"],
         value=item["value"],
@@ -184,7 +187,7 @@ def _verifiable(item: Mapping[str, Any]) -> VerifiableAddress:
 
 
 def _recovery(item: Mapping[str, Any]) -> RecoveryAddress:
-    return RecoveryAddress(
+    return _make_recovery(
         id=parse_uuid(item["id"]),
         via=item["via"],
         value=item["value"],
@@ -205,7 +208,7 @@ def identity_from_row(row: sa.Row[Any]) -> Identity:
     creds = sorted((_credential(c) for c in found), key=lambda c: c.type) if found else ()
     verifiable = row.j_verifiable
     recovery = row.j_recovery
-    return Identity(
+    return _make_identity(
         id=row.id,
         schema_id=row.schema_id,
         traits=row.traits,
