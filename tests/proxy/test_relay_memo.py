@@ -670,3 +670,42 @@ async def _closed_port() -> int:
     server.close()
     await server.wait_closed()
     return port
+
+
+@pytest.mark.parametrize("kind", ["plain-first", "invalid", "both"])
+async def test_pipelined_requests_each_keep_their_own_ids(stack: Stack, kind: str) -> None:
+    """Requests pipelined in one read behind a remembered relay (the first relayed from the memo,
+    the others queued behind it): each gets its own id back, upstream and in its line, in order."""
+    conn = Connection(stack, remembering=True)
+    try:
+        for i in range(4):
+            await conn.ask(with_ids(stack, kind, i)[0])
+        asked = stack.relay.calls
+        requests = [with_ids(stack, kind, 100 + i) for i in range(3)]
+        lines, heads, out = len(stack.lines), len(stack.upstream.heads), len(conn.transport.out)
+        conn.proto.data_received(b"".join(request for request, _, _ in requests))
+        for _ in range(5000):
+            cycle = conn.proto.cycle
+            if len(stack.lines) == lines + 3 and (cycle is None or cycle.response_complete):
+                break
+            await asyncio.sleep(0.002)
+        else:
+            raise AssertionError("not every response")
+        raw = bytes(conn.transport.out[out:])
+        assert raw.count(b"HTTP/1.1 200 ") == 3
+        back = [m.decode() for m in re.findall(rb"x-request-id: ([^\r]*)\r\n", raw)]
+        sent = [re.findall(rb"(?im)^x-request-id: ([^\r]*)\r?$", h) for h in stack.upstream.heads[heads:]]
+        logged = [json.loads(line)["request_id"] for line in stack.lines[lines:]]
+        assert [[b.encode()] for b in back] == sent and back == logged
+        for (_, rid, trace), request_id, head in zip(
+            requests, back, stack.upstream.heads[heads:], strict=True
+        ):
+            if rid is not None and _REQUEST_ID_OK.fullmatch(rid.encode()):
+                assert request_id == rid
+            else:
+                assert _RID.fullmatch(request_id.encode())
+            assert trace is None or f"traceparent: {trace}".encode() in head.lower()
+        assert len(set(back)) == 3 and stack.relay.calls < asked + 3  # the first from the memo
+    finally:
+        conn.close()
+        await asyncio.sleep(0)
