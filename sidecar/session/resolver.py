@@ -238,7 +238,9 @@ class SessionResolver:
         self.monotonic = monotonic
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
         self._by_session: dict[uuid.UUID, str] = {}
-        self._by_identity: dict[uuid.UUID, set[str]] = {}
+        # identity -> the key of its one cached session, or a set of keys when it has more (a set
+        # for each would be 216 bytes of every entry's ~3 kB: most identities have one session).
+        self._by_identity: dict[uuid.UUID, str | set[str]] = {}
         self._inflight: dict[str, asyncio.Future[ResolvedSession | None]] = {}
         self._listeners: set[Callable[[], None]] = set()
         # Identities are cached apart from sessions (same TTL unless told otherwise), so a
@@ -436,7 +438,13 @@ class SessionResolver:
         if value is not None:
             self._deadline(entry, value)
             self._by_session[value.session_id] = key
-            self._by_identity.setdefault(value.identity_id, set()).add(key)
+            known = self._by_identity.get(value.identity_id)
+            if known is None:
+                self._by_identity[value.identity_id] = key
+            elif isinstance(known, set):
+                known.add(key)
+            elif known != key:
+                self._by_identity[value.identity_id] = {known, key}
         self._cache[key] = entry
         self._cache.move_to_end(key)
         while len(self._cache) > self.max_entries:
@@ -447,11 +455,14 @@ class SessionResolver:
         if entry is None or entry.value is None:
             return
         self._by_session.pop(entry.value.session_id, None)
-        keys = self._by_identity.get(entry.value.identity_id)
-        if keys is not None:
+        identity_id = entry.value.identity_id
+        keys = self._by_identity.get(identity_id)
+        if keys == key:
+            del self._by_identity[identity_id]
+        elif isinstance(keys, set):
             keys.discard(key)
-            if not keys:
-                del self._by_identity[entry.value.identity_id]
+            if len(keys) == 1:
+                self._by_identity[identity_id] = keys.pop()
 
     def _notify(self) -> None:
         self._epoch += 1
@@ -467,7 +478,8 @@ class SessionResolver:
 
     def invalidate_identity(self, identity_id: uuid.UUID) -> None:
         self._identities.pop(identity_id, None)
-        for key in list(self._by_identity.get(identity_id, ())):
+        keys = self._by_identity.get(identity_id)
+        for key in [keys] if isinstance(keys, str) else list(keys or ()):
             self._drop(key)
         self._notify()
 

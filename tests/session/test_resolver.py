@@ -421,3 +421,48 @@ def test_the_email_is_the_canonical_trait_or_the_first_email_address_every_time(
     except InvalidEmail:
         expected = "fallback@example.com"
     assert [ResolvedIdentity.of(identity).email for _ in range(3)] == [expected] * 3
+
+
+async def test_the_identity_index_follows_every_entry(db: Any) -> None:
+    """``_by_identity`` (a key, or a set of keys for an identity with more than one cached session)
+    names exactly the cached sessions of each identity through loads, revocations, identity
+    invalidations and evictions, so an identity's invalidation drops every one of them."""
+    import random
+
+    people = []
+    for _ in range(4):
+        identity, _, first = await signed_in(db)
+        tokens = [first]
+        for _ in range(2):
+            token = new_session_token()
+            await db.sessions.create(
+                Session(identity_id=identity.id, expires_at=utcnow() + timedelta(hours=1)), digest(token)
+            )
+            tokens.append(token)
+        people.append((identity, tokens))
+    resolver = SessionResolver(db.sessions, db.identities, ttl=timedelta(hours=1), max_entries=7)
+
+    def check() -> None:
+        cached: dict[uuid.UUID, set[str]] = {}
+        for key, entry in resolver._cache.items():
+            if entry.value is not None:
+                cached.setdefault(entry.value.identity_id, set()).add(key)
+        index = {i: {k} if isinstance(k, str) else set(k) for i, k in resolver._by_identity.items()}
+        assert index == cached
+
+    rng = random.Random(15)
+    for _ in range(300):
+        identity, tokens = rng.choice(people)
+        action = rng.random()
+        if action < 0.6:
+            assert await resolver.resolve(rng.choice(tokens)) is not None
+        elif action < 0.8:
+            got = await resolver.resolve(rng.choice(tokens))
+            assert got is not None
+            resolver.invalidate_session(got.session_id)
+        else:
+            resolver.invalidate_identity(identity.id)
+            assert all(
+                e.value is None or e.value.identity_id != identity.id for e in resolver._cache.values()
+            )
+        check()
