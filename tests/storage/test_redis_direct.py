@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as redis
+from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from sidecar.errors import ServiceUnavailable
 from sidecar.session.model import Device, Session
 from sidecar.storage.redis.backend import RedisBackend
-from sidecar.storage.redis.direct import DirectScript, _Lane
+from sidecar.storage.redis.direct import DirectScript, _Lane, evalsha_command
 from sidecar.storage.redis.sessions import RedisSessionStore
 from tests.conftest import free_port
 from tests.proxy.harness import Proc, binary, spawn
@@ -255,3 +256,28 @@ async def test_a_cancelled_read_leaves_no_connection_out_of_step(private_redis: 
             assert await store.get_by_token("b") == second
     finally:
         await _close(store)
+
+
+@pytest.mark.parametrize(
+    ("keys", "args"),
+    [
+        pytest.param(["sidecar:session-token:d1"], ["sidecar:session:"], id="session-read"),
+        pytest.param([], [], id="nothing"),
+        pytest.param(["k\u00e9y", "a{b}c"], ["\u2603", "", "x" * 70000], id="utf8-empty-long"),
+        pytest.param(["a"], ["$1", "\r\n"], id="protocol-characters"),
+    ],
+)
+def test_the_kept_form_packs_what_evalsha_command_packs(keys: list[str], args: list[str]) -> None:
+    client = redis.Redis()
+    direct = DirectScript(client, client.register_script("return 1"))
+    encoder = Connection().encoder
+    for _ in range(2):  # the form packed, then taken from the kept parts
+        assert direct._command(encoder, keys, args) == evalsha_command(
+            encoder, direct._script.sha, keys, args
+        )
+    other = [*keys, "another key"]
+    assert direct._command(encoder, other, args) == evalsha_command(encoder, direct._script.sha, other, args)
+    changed = [*args, "one more"]
+    assert direct._command(encoder, keys, changed) == evalsha_command(
+        encoder, direct._script.sha, keys, changed
+    )

@@ -184,6 +184,9 @@ class DirectScript:
         self._lanes: set[_Lane] = set()  # attached, idle or reading
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the timer's
+        # (encoding, errors, number of keys, args) -> the command's bytes before and after its
+        # keys: the session read's args never change, so only its key is packed per call.
+        self._forms: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
 
     async def __call__(self, keys: Sequence[str], args: Sequence[str]) -> Any:
         pool = self._pool
@@ -193,7 +196,7 @@ class DirectScript:
         try:
             if conn is None:
                 conn = await pool.get_connection()
-            packed = evalsha_command(conn.encoder, self._script.sha, keys, args)
+            packed = self._command(conn.encoder, keys, args)
             if lane is not None and lane.usable():
                 reply = await self._read(lane, packed)
             else:
@@ -214,6 +217,28 @@ class DirectScript:
         else:
             await self._keep(conn, lane)
         return reply
+
+    def _command(self, encoder: Any, keys: Sequence[str], args: Sequence[str]) -> bytes:
+        """``evalsha_command(encoder, sha, keys, args)``, its parts around the keys packed once per
+        form."""
+        encoding, errors = encoder.encoding, encoder.encoding_errors
+        form = (encoding, errors, len(keys), *args)
+        parts = self._forms.get(form)
+        if parts is None:
+            if len(self._forms) >= 64:  # callers with ever-new args: packed afresh
+                self._forms.clear()
+            words = [b"EVALSHA", self._script.sha.encode(), b"%d" % len(keys)]
+            head = b"*%d\r\n" % (len(words) + len(keys) + len(args))
+            head += b"".join([b"$%d\r\n%s\r\n" % (len(word), word) for word in words])
+            tail = b"".join(
+                [b"$%d\r\n%s\r\n" % (len(w), w) for w in (word.encode(encoding, errors) for word in args)]
+            )
+            parts = self._forms[form] = (head, tail)
+        if len(keys) == 1:
+            key = keys[0].encode(encoding, errors)
+            return b"%s$%d\r\n%s\r\n%s" % (parts[0], len(key), key, parts[1])
+        encoded = [word.encode(encoding, errors) for word in keys]
+        return parts[0] + b"".join([b"$%d\r\n%s\r\n" % (len(w), w) for w in encoded]) + parts[1]
 
     async def _read(self, lane: _Lane, packed: bytes) -> Any:
         timeout = lane.conn.socket_timeout
