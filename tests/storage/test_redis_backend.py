@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -22,20 +21,10 @@ def unused_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-async def redis(redis_url: str, unique_prefix: str) -> AsyncIterator[RedisBackend]:
-    backend = RedisBackend(redis_url, prefix=unique_prefix)
-    yield backend
-    keys = [key async for key in backend.client.scan_iter(match=f"{unique_prefix}*")]
-    if keys:
-        await backend.client.delete(*keys)
-    await backend.close()
-
-
-async def test_session_keys_expire_with_the_session(redis: RedisBackend, unique_prefix: str) -> None:
+async def test_session_keys_expire_with_the_session(redis_backend: RedisBackend, unique_prefix: str) -> None:
     session = Session(identity_id=uuid.uuid4(), expires_at=datetime.now(UTC) + timedelta(minutes=10))
-    await redis.sessions.create(session, "d1")
-    client, p = redis.client, unique_prefix
+    await redis_backend.sessions.create(session, "d1")
+    client, p = redis_backend.client, unique_prefix
     for key in (
         f"{p}session:{session.id}",
         f"{p}session-token:d1",
@@ -46,13 +35,13 @@ async def test_session_keys_expire_with_the_session(redis: RedisBackend, unique_
     assert raw is not None and b"secret-token" not in raw
 
 
-async def test_listing_prunes_dead_members(redis: RedisBackend, unique_prefix: str) -> None:
+async def test_listing_prunes_dead_members(redis_backend: RedisBackend, unique_prefix: str) -> None:
     identity = uuid.uuid4()
     session = Session(identity_id=identity, expires_at=datetime.now(UTC) + timedelta(minutes=10))
-    await redis.sessions.create(session, "d2")
-    await redis.client.sadd(f"{unique_prefix}identity-sessions:{identity}", str(uuid.uuid4()))
-    assert [s.id for s in await redis.sessions.list_by_identity(identity)] == [session.id]
-    assert await redis.client.scard(f"{unique_prefix}identity-sessions:{identity}") == 1
+    await redis_backend.sessions.create(session, "d2")
+    await redis_backend.client.sadd(f"{unique_prefix}identity-sessions:{identity}", str(uuid.uuid4()))
+    assert [s.id for s in await redis_backend.sessions.list_by_identity(identity)] == [session.id]
+    assert await redis_backend.client.scard(f"{unique_prefix}identity-sessions:{identity}") == 1
 
 
 async def test_down_redis_is_service_unavailable() -> None:
@@ -68,16 +57,16 @@ async def test_down_redis_is_service_unavailable() -> None:
         await backend.close()
 
 
-async def _signed_in(redis: RedisBackend, token_digest: str) -> Session:
+async def _signed_in(redis_backend: RedisBackend, token_digest: str) -> Session:
     session = Session(identity_id=uuid.uuid4(), expires_at=datetime.now(UTC) + timedelta(minutes=10))
-    await redis.sessions.create(session, token_digest)
+    await redis_backend.sessions.create(session, token_digest)
     return session
 
 
-async def test_session_reads_by_token_keep_one_connection(redis: RedisBackend) -> None:
+async def test_session_reads_by_token_keep_one_connection(redis_backend: RedisBackend) -> None:
     # The access path's read takes no connection from the pool per call (storage/redis/direct.py).
-    session = await _signed_in(redis, "d3")
-    pool = redis.client.connection_pool
+    session = await _signed_in(redis_backend, "d3")
+    pool = redis_backend.client.connection_pool
     taken = 0
     get_connection = pool.get_connection
 
@@ -88,40 +77,42 @@ async def test_session_reads_by_token_keep_one_connection(redis: RedisBackend) -
 
     pool.get_connection = counting
     for _ in range(20):
-        assert await redis.sessions.get_by_token("d3") == session
+        assert await redis_backend.sessions.get_by_token("d3") == session
     assert taken == 1
 
 
-async def test_session_read_by_token_after_the_server_lost_its_scripts(redis: RedisBackend) -> None:
-    session = await _signed_in(redis, "d4")
-    assert await redis.sessions.get_by_token("d4") == session
-    await redis.client.script_flush()
-    assert await redis.sessions.get_by_token("d4") == session
-    assert await redis.sessions.get_by_token("d4") == session
+async def test_session_read_by_token_after_the_server_lost_its_scripts(redis_backend: RedisBackend) -> None:
+    session = await _signed_in(redis_backend, "d4")
+    assert await redis_backend.sessions.get_by_token("d4") == session
+    await redis_backend.client.script_flush()
+    assert await redis_backend.sessions.get_by_token("d4") == session
+    assert await redis_backend.sessions.get_by_token("d4") == session
 
 
 async def test_session_read_by_token_after_its_connection_was_killed(
     redis_url: str, unique_prefix: str
 ) -> None:
     name = unique_prefix.strip(":").replace(":", "-")
-    redis = RedisBackend(f"{redis_url}?client_name={name}", prefix=unique_prefix)
+    redis_backend = RedisBackend(f"{redis_url}?client_name={name}", prefix=unique_prefix)
     try:
-        session = await _signed_in(redis, "d5")
-        assert await redis.sessions.get_by_token("d5") == session
+        session = await _signed_in(redis_backend, "d5")
+        assert await redis_backend.sessions.get_by_token("d5") == session
         killed = 0
-        for client in await redis.client.client_list():
+        for client in await redis_backend.client.client_list():
             if client["name"] == name and client["cmd"] == "evalsha":
-                killed += await redis.client.client_kill_filter(_id=client["id"])
+                killed += await redis_backend.client.client_kill_filter(_id=client["id"])
         assert killed == 1
         # The kept connection is dead: the read falls back to the client's path, which reconnects.
-        assert await redis.sessions.get_by_token("d5") == session
-        assert await redis.sessions.get_by_token("d5") == session
-        assert await redis.sessions.revoke(session.id)
-        revoked = await redis.sessions.get_by_token("d5")
+        assert await redis_backend.sessions.get_by_token("d5") == session
+        assert await redis_backend.sessions.get_by_token("d5") == session
+        assert await redis_backend.sessions.revoke(session.id)
+        revoked = await redis_backend.sessions.get_by_token("d5")
         assert revoked is not None and revoked.active is False
     finally:
-        await redis.client.delete(*[key async for key in redis.client.scan_iter(match=f"{unique_prefix}*")])
-        await redis.close()
+        await redis_backend.client.delete(
+            *[key async for key in redis_backend.client.scan_iter(match=f"{unique_prefix}*")]
+        )
+        await redis_backend.close()
 
 
 @pytest.mark.parametrize(

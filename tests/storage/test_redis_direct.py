@@ -8,7 +8,7 @@ import asyncio
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,16 +25,6 @@ from sidecar.storage.redis.direct import DirectScript, _Lane, evalsha_command
 from sidecar.storage.redis.sessions import RedisSessionStore
 from tests.conftest import free_port
 from tests.proxy.harness import Proc, binary, spawn
-
-
-@pytest.fixture
-async def backend(redis_url: str, unique_prefix: str) -> AsyncIterator[RedisBackend]:
-    backend = RedisBackend(redis_url, prefix=unique_prefix)
-    yield backend
-    keys = [key async for key in backend.client.scan_iter(match=f"{unique_prefix}*")]
-    if keys:
-        await backend.client.delete(*keys)
-    await backend.close()
 
 
 @pytest.fixture
@@ -58,12 +48,12 @@ def _lanes(store: RedisSessionStore) -> list[_Lane]:
     return [lane for _, lane in store._by_token._idle if lane is not None]
 
 
-async def test_the_kept_connection_reads_through_its_lane(backend: RedisBackend) -> None:
+async def test_the_kept_connection_reads_through_its_lane(redis_backend: RedisBackend) -> None:
     session = _session()
-    await backend.sessions.create(session, "lane")
+    await redis_backend.sessions.create(session, "lane")
     for _ in range(3):
-        assert await backend.sessions.get_by_token("lane") == session
-    [lane] = _lanes(backend.sessions)
+        assert await redis_backend.sessions.get_by_token("lane") == session
+    [lane] = _lanes(redis_backend.sessions)
     assert lane.transport.get_protocol() is lane
 
 
@@ -77,15 +67,15 @@ async def test_the_kept_connection_reads_through_its_lane(backend: RedisBackend)
     ],
 )
 async def test_a_script_reads_the_same_through_both_paths(
-    backend: RedisBackend, unique_prefix: str, value: bytes
+    redis_backend: RedisBackend, unique_prefix: str, value: bytes
 ) -> None:
-    script = backend.client.register_script("return redis.call('GET', KEYS[1])")
-    direct = DirectScript(backend.client, script)
+    script = redis_backend.client.register_script("return redis.call('GET', KEYS[1])")
+    direct = DirectScript(redis_backend.client, script)
     key = f"{unique_prefix}value"
     try:
         assert await direct(keys=[key], args=[]) is None
         assert await direct(keys=[key], args=[]) == await script(keys=[key], args=[]) is None
-        await backend.client.set(key, value)
+        await redis_backend.client.set(key, value)
         for _ in range(3):  # the first read attaches the lane, the next ones take it
             assert await direct(keys=[key], args=[]) == await script(keys=[key], args=[]) == value
         assert [lane for _, lane in direct._idle if lane is not None]
@@ -93,8 +83,8 @@ async def test_a_script_reads_the_same_through_both_paths(
         await direct.close()
 
 
-async def test_session_reads_agree_with_the_client_path(backend: RedisBackend) -> None:
-    store = backend.sessions
+async def test_session_reads_agree_with_the_client_path(redis_backend: RedisBackend) -> None:
+    store = redis_backend.sessions
     plain = _session()
     rich = _session(devices=(Device(ip_address="127.0.0.1", user_agent="ua \u2603"),), extra={"k": [1]})
     await store.create(plain, "p")
@@ -108,37 +98,39 @@ async def test_session_reads_agree_with_the_client_path(backend: RedisBackend) -
     assert (await store.get_by_token("p")).active is False  # type: ignore[union-attr]
 
 
-async def test_an_error_reply_takes_the_client_path_and_keeps_the_lane(backend: RedisBackend) -> None:
+async def test_an_error_reply_takes_the_client_path_and_keeps_the_lane(redis_backend: RedisBackend) -> None:
     session = _session()
-    await backend.sessions.create(session, "ns")
-    assert await backend.sessions.get_by_token("ns") == session
-    assert await backend.sessions.get_by_token("ns") == session
-    [lane] = _lanes(backend.sessions)
-    await backend.client.script_flush()  # the lane's EVALSHA meets NOSCRIPT
-    assert await backend.sessions.get_by_token("ns") == session
-    assert await backend.sessions.get_by_token("ns") == session
-    [again] = _lanes(backend.sessions)
+    await redis_backend.sessions.create(session, "ns")
+    assert await redis_backend.sessions.get_by_token("ns") == session
+    assert await redis_backend.sessions.get_by_token("ns") == session
+    [lane] = _lanes(redis_backend.sessions)
+    await redis_backend.client.script_flush()  # the lane's EVALSHA meets NOSCRIPT
+    assert await redis_backend.sessions.get_by_token("ns") == session
+    assert await redis_backend.sessions.get_by_token("ns") == session
+    [again] = _lanes(redis_backend.sessions)
     assert again.conn is lane.conn and again.transport.get_protocol() is again
 
 
-async def test_a_due_health_check_takes_redis_py_path_then_the_lane_again(backend: RedisBackend) -> None:
+async def test_a_due_health_check_takes_redis_py_path_then_the_lane_again(
+    redis_backend: RedisBackend,
+) -> None:
     session = _session()
-    await backend.sessions.create(session, "hc")
-    assert await backend.sessions.get_by_token("hc") == session
-    [lane] = _lanes(backend.sessions)
+    await redis_backend.sessions.create(session, "hc")
+    assert await redis_backend.sessions.get_by_token("hc") == session
+    [lane] = _lanes(redis_backend.sessions)
     lane.conn.next_health_check = 0  # idle for longer than the interval
-    assert await backend.sessions.get_by_token("hc") == session
-    [again] = _lanes(backend.sessions)
+    assert await redis_backend.sessions.get_by_token("hc") == session
+    [again] = _lanes(redis_backend.sessions)
     assert again is not lane and again.conn is lane.conn
     assert lane.conn.next_health_check > asyncio.get_running_loop().time()
 
 
 async def test_a_push_frame_before_the_reply_goes_to_redis_py(
-    backend: RedisBackend, unique_prefix: str
+    redis_backend: RedisBackend, unique_prefix: str
 ) -> None:
     # RESP3 (redis-py's default): with client-side tracking on, a write to a key the kept
     # connection read sends it an invalidation push, which arrives between two reads.
-    store = backend.sessions
+    store = redis_backend.sessions
     session = _session()
     await store.create(session, "push")
     assert await store.get_by_token("push") == session
@@ -151,7 +143,7 @@ async def test_a_push_frame_before_the_reply_goes_to_redis_py(
     assert await lane.conn.read_response() == b"OK"
     store._by_token._idle.append((lane.conn, store._by_token._attach(lane.conn)))
     assert await store.get_by_token("push") == session  # the lane's read: the keys are tracked
-    await backend.client.set(f"{unique_prefix}session-token:push", str(session.id))  # same value
+    await redis_backend.client.set(f"{unique_prefix}session-token:push", str(session.id))  # same value
     for _ in range(50):  # until the push has arrived (buffered in the reader)
         [lane] = _lanes(store)
         if lane.reader.has_data():
