@@ -62,6 +62,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.instrument import callgrind, stop_background
 from sidecar.config.loader import deep_merge, load_config
 from sidecar.identity.model import Identity, VerifiableAddress, utcnow
 from sidecar.security.tokens import digest, new_session_token
@@ -267,15 +268,6 @@ async def allocations(app: Any, token: str, n: int) -> dict[str, Any]:
     }
 
 
-def callgrind(state: str) -> None:
-    """Switch callgrind's instrumentation of this process (run with ``--instr-atstart=no``): the
-    instruction count then covers the measured rounds alone, not start-up or warm-up."""
-    import os
-    import subprocess
-
-    subprocess.run(["callgrind_control", "-i", state, str(os.getpid())], check=True, capture_output=True)
-
-
 MISS = (
     "miss",
     "miss_redis",
@@ -436,20 +428,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 await measure(name)
             best: dict[str, list[float]] = {name: [] for name in names}
             if args.callgrind:
-                # Background work (store monitor, courier and revocation polls) runs per second,
-                # not per request, and under valgrind a second holds few requests: it would swamp
-                # the count. Stopped for the count (the cached path needs none of it).
-                current = asyncio.current_task()
-                background = [t for t in asyncio.all_tasks() if t is not current]
-                for task in background:
-                    task.cancel()
-                await asyncio.gather(*background, return_exceptions=True)
-                callgrind("on")
+                await stop_background()  # the cached path needs none of it
+                callgrind("-i", "on")
             for _ in range(args.rounds):  # interleaved: the machine's noise hits all alike
                 for name in names:
                     best[name].append(await measure(name))
             if args.callgrind:
-                callgrind("off")
+                callgrind("-i", "off")
             out["us"] = {k: round(min(v), 2) for k, v in best.items()}
             if args.measure:
                 if not args.callgrind:  # (their background tasks were cancelled)

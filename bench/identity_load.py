@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.instrument import callgrind, stop_background
 from sidecar.config.loader import load_config
 from sidecar.identity.model import Credential, Identity, VerifiableAddress, utcnow
 from sidecar.session.model import Session
@@ -54,10 +53,6 @@ def user(kind: str) -> Identity:
         verifiable_addresses=(VerifiableAddress(value=email, verified=True),),
         credentials=credentials,
     )
-
-
-def callgrind(state: str) -> None:
-    subprocess.run(["callgrind_control", "-i", state, str(os.getpid())], check=True, capture_output=True)
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -91,15 +86,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
             await loop(200)  # warm-up
             if args.callgrind:
-                current = asyncio.current_task()
-                background = [t for t in asyncio.all_tasks() if t is not current]
-                for task in background:
-                    task.cancel()
-                await asyncio.gather(*background, return_exceptions=True)
-                callgrind("on")
+                await stop_background()
+                callgrind("-i", "on")
             best = min([await loop(args.requests) for _ in range(args.rounds)])
             if args.callgrind:
-                callgrind("off")
+                callgrind("-i", "off")
             return {"user": args.user, "requests": args.requests, "us": round(best, 2)}
         finally:
             if not args.callgrind:

@@ -52,8 +52,9 @@ def main() -> None:
         )
         migrate(bench)
         servers = {
-            name: bench.sidecar(log_pipe=args.pipe, **overrides) for name, overrides in VARIANTS.items()
-        }  # type: ignore[arg-type]
+            name: bench.sidecar(log_pipe=args.pipe, **overrides)  # type: ignore[arg-type]
+            for name, overrides in VARIANTS.items()
+        }
         token = sign_in(next(iter(servers.values())), 4)
         if args.proxy:
             path, headers = "/private/x", {"X-Session-Token": token}

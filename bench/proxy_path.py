@@ -43,7 +43,6 @@ import json
 import os
 import pstats
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,6 +52,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.decision_path import RULE, receive, sign_in
+from bench.instrument import callgrind, stop_background
 from bench.run import LOAD_CORE, Procs, free_port, start_nginx
 from sidecar.config.loader import load_config
 
@@ -241,12 +241,6 @@ async def run(app: Any, token: str, n: int, concurrency: int) -> float:
     return (time.process_time() - started) / (n // concurrency * concurrency) * 1e6
 
 
-def callgrind(*args: str) -> None:
-    """``callgrind_control``: the process's own instrumentation, switched around the measured round
-    (blocking on purpose: nothing else runs meanwhile)."""
-    subprocess.run(["callgrind_control", *args], check=True, capture_output=True)
-
-
 def dumped_instructions(pid: str) -> int:
     """Instructions in the last dump (``callgrind_control -d``); the dumps are removed."""
     dumps = sorted(Path.cwd().glob(f"callgrind.out.{pid}.*"), key=lambda p: p.stat().st_mtime)
@@ -322,23 +316,17 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         await run(public, token, 1000, args.concurrency)  # warm-up: gateway started, session cached
         await measured(1000)  # the pool filled
         if args.callgrind:
-            # Background work (store monitor, courier and revocation polls) runs per second, not
-            # per request, and under valgrind a second holds few requests: it would swamp the count.
-            current = asyncio.current_task()
-            background = [t for t in asyncio.all_tasks() if t is not current]
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            await stop_background()
             pid = str(os.getpid())
             made = (
                 with_ids(token, args.requests, args.request_id, args.traceparent)
                 if args.request_id or args.traceparent
                 else None
             )
-            callgrind("-i", "on", pid)
+            callgrind("-i", "on")
             await measured(args.requests, None, made)
-            callgrind("-d", pid)
-            callgrind("-i", "off", pid)
+            callgrind("-d")
+            callgrind("-i", "off")
             out["instructions_per_request"] = dumped_instructions(pid) // args.requests
         elif args.profile:
             prof = cProfile.Profile(time.process_time)  # CPU time: the machine is shared

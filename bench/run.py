@@ -383,15 +383,14 @@ class Bench:
             # a pipe to ``cat``.
             copy = f'exec > >(exec {" ".join(LOAD)} cat > "$0") 2>&1; exec "$@"'
             argv = ["bash", "-c", copy, str(log), *argv]
-            log = None
-        proc = self.procs.start(argv, port, core, cwd=folder, log=log)
+        proc = self.procs.start(argv, port, core, cwd=folder, log=None if log_pipe else log)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"http://127.0.0.1:{admin_port}/health/ready", timeout=2).status_code == 200:
                     break
             time.sleep(0.1)
-        return Sidecar(proc, port, admin_port, folder / "sidecar.log")
+        return Sidecar(proc, port, admin_port, log)
 
 
 def migrate(bench: Bench) -> None:
