@@ -312,38 +312,3 @@ def test_many_short_lines_are_written_not_dropped_while_the_stream_keeps_up() ->
     writer.close()
     assert writer.dropped == 0
     assert out.text() == "".join(f"{i}\n" for i in range(100))
-
-
-def test_a_backlog_drains_chunk_by_chunk_as_new_lines_come(monkeypatch: pytest.MonkeyPatch) -> None:
-    """While the reader is behind, each try writes one chunk of about ``buffer_size`` (never a join of
-    the whole backlog); once it reads again, the next buffer's worth of lines drains the backlog
-    without waiting for the retry timer."""
-    sizes: list[int] = []
-    real_write = os.write
-
-    def recording(fd: int, data: Any) -> int:
-        sizes.append(len(data))
-        return real_write(fd, data)
-
-    with full_pipe() as (r, stream):
-        writer = BufferedLineWriter(_of(stream), buffer_size=1000, flush_interval=60)
-        writer._arm = lambda delay: None  # type: ignore[method-assign]  # no timer: only new lines
-        monkeypatch.setattr(os, "write", recording)
-        lines = [f"{i:05d} " + "b" * 43 + "\n" for i in range(3000)]  # 50 characters each
-
-        def backlog() -> None:
-            for line in lines[:2000]:
-                writer.write(line)
-
-        _in_thread(backlog)
-        tries = len(sizes)
-        assert 1 <= tries <= 2000 * 50 // 1000 + 1  # one try per buffer's worth while refused
-        assert writer._lines  # kept, waiting
-        got = _drain(r)
-        for line in lines[2000:]:  # the reader is back: new lines carry the backlog out
-            writer.write(line)
-            got += _drain(r)
-        monkeypatch.undo()
-        writer.close(timeout=2)
-        got += _drain(r)
-    assert got.decode().lstrip("x") == "".join(lines)
