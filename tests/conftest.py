@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -28,10 +29,41 @@ def _port_open(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+# Ports for the servers the tests start come from below the kernel's ephemeral range
+# (ip_local_port_range, 32768-60999 by default), one slice per xdist worker, handed out in turn.
+# A port from bind(0) is an ephemeral one: once released, the kernel may give it to any outgoing
+# connection (the suite opens thousands, to Redis, PostgreSQL, nginx, the servers themselves) or to
+# another worker's bind(0) before the test's server binds it. Seen in CI: a sidecar started on such
+# a port refused to start, "Address already in use" (tests/ops/test_kratos_flow_styles.py).
+_PORTS_LOW, _PORTS_HIGH = 20000, 32000
+
+
+def _port_slice() -> range:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    index = int(worker) if worker.isdigit() else 0
+    width = (_PORTS_HIGH - _PORTS_LOW) // max(count, 1)
+    start = _PORTS_LOW + index * width
+    return range(start, start + width)
+
+
+_PORTS = _port_slice()
+# A random starting point: two suites running side by side (two worktrees) rarely walk in step.
+_next_port: Iterator[int] = iter([*_PORTS[(k := random.randrange(len(_PORTS))) :], *_PORTS[:k]] * 4)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port on 127.0.0.1 nobody listens on now, and that no outgoing connection or other worker
+    of this run will be given before a server binds it (not reused until this worker's slice of
+    about 6,000 ports has gone round)."""
+    for port in _next_port:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # something outside the suite listens there (or a lingering socket)
+            return port
+    raise RuntimeError(f"no free port left in {_PORTS}")
 
 
 @pytest.fixture(scope="session")

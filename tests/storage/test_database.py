@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -19,12 +18,7 @@ from sidecar.session.model import Session
 from sidecar.storage.sql import migrator
 from sidecar.storage.sql.database import SqlDatabase
 from sidecar.storage.sql.engine import parse_dsn
-
-
-def unused_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.conftest import free_port
 
 
 @pytest.mark.parametrize(
@@ -195,7 +189,7 @@ async def test_concurrent_sqlite_writers_do_not_see_database_is_locked(sqlite_ds
 
 
 async def test_unreachable_postgres_is_service_unavailable() -> None:
-    db = SqlDatabase(f"postgresql://postgres@127.0.0.1:{unused_port()}/sidecar")
+    db = SqlDatabase(f"postgresql://postgres@127.0.0.1:{free_port()}/sidecar")
     try:
         with pytest.raises(ServiceUnavailable):
             await db.ping()

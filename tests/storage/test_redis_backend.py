@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -13,12 +12,7 @@ from sidecar.errors import ServiceUnavailable
 from sidecar.session.model import Session
 from sidecar.storage.redis.backend import RedisBackend
 from sidecar.storage.redis.direct import evalsha_command
-
-
-def unused_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.conftest import free_port
 
 
 async def test_session_keys_expire_with_the_session(redis_backend: RedisBackend, unique_prefix: str) -> None:
@@ -45,7 +39,7 @@ async def test_listing_prunes_dead_members(redis_backend: RedisBackend, unique_p
 
 
 async def test_down_redis_is_service_unavailable() -> None:
-    backend = RedisBackend(f"redis://127.0.0.1:{unused_port()}/0")
+    backend = RedisBackend(f"redis://127.0.0.1:{free_port()}/0")
     try:
         with pytest.raises(ServiceUnavailable):
             await backend.ping()
