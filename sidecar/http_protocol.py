@@ -677,6 +677,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             transport.close()
         self._complete()
 
+    def on_response_complete(self) -> None:
+        # uvicorn's, after an ASGI response or a relay (``sidecar.proxy.fast``): with nothing
+        # pipelined, ``_complete``'s keep-alive timing instead of a new timer per response.
+        if self.pipeline:
+            super().on_response_complete()
+        else:
+            self._complete()
+
     def _complete(self) -> None:
         """What uvicorn's ``on_response_complete`` does after a response, with nothing pipelined
         (a request answered on the spot has nothing queued behind it).

@@ -540,7 +540,7 @@ async def test_the_keep_alive_timeout_runs_after_an_answer_and_not_while_a_reque
     assert proto.timeout_keep_alive_task is None
     await stack.fast.settle()
     assert running.out.count(b"HTTP/1.1 200 OK") == 2 and not running.closed
-    assert await closed(running)  # now uvicorn's own timer, armed after the ASGI response
+    assert await closed(running)  # the timer armed after the ASGI response (on_response_complete)
 
 
 async def test_a_transport_paused_for_writing_sends_requests_down_the_asgi_path(stack: Stack) -> None:

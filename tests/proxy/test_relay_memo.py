@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import re
 import uuid
@@ -69,6 +70,7 @@ class Upstream:
     def __init__(self) -> None:
         self.heads: list[bytes] = []
         self.port = 0
+        self.delay = 0.0  # seconds before each answer
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         buffered = b""
@@ -79,6 +81,8 @@ class Upstream:
                     head = buffered[:end]
                     self.heads.append(head)
                     buffered = buffered[end + 4 :]
+                    if self.delay:
+                        await asyncio.sleep(self.delay)
                     writer.write(RESPONSE[:-3] if head.startswith(b"HEAD ") else RESPONSE)
         writer.close()
 
@@ -191,13 +195,15 @@ async def built(tmp_path_factory: pytest.TempPathFactory, **overrides: Any) -> A
 
 
 class Connection:
-    """One client connection to a new protocol instance."""
+    """One client connection to a new protocol instance (``config``: uvicorn's, else the stack's)."""
 
-    def __init__(self, stack: Stack, remembering: bool, peer: str = TRUSTED) -> None:
+    def __init__(self, stack: Stack, remembering: bool, peer: str = TRUSTED, config: Any = None) -> None:
         self.stack = stack
         self.state = ServerState()
         self.transport = Transport(peer)
-        self.proto = stack.protocol(remembering)(config=stack.uv, server_state=self.state, app_state={})
+        self.proto = stack.protocol(remembering)(
+            config=config or stack.uv, server_state=self.state, app_state={}
+        )
         # As under ``sidecar serve``, whose logging leaves uvicorn.access without handlers (here
         # pytest's on the root logger would reach it): the relays run only without uvicorn's line.
         self.proto.access_log = False
@@ -707,5 +713,33 @@ async def test_pipelined_requests_each_keep_their_own_ids(stack: Stack, kind: st
             assert trace is None or f"traceparent: {trace}".encode() in head.lower()
         assert len(set(back)) == 3 and stack.relay.calls < asked + 3  # the first from the memo
     finally:
+        conn.close()
+        await asyncio.sleep(0)
+
+
+async def test_the_keep_alive_timeout_counts_from_a_relayed_response_never_during_one(stack: Stack) -> None:
+    """uvicorn's keep-alive timeout around relays (their end calls the protocol's
+    ``on_response_complete``): a relayed request that waits on the upstream longer than the
+    timeout, right after another response armed the timer, is not cut; the connection closes
+    ``timeout_keep_alive`` after its response when nothing came since. Closing is waited for, not
+    timed: a loaded machine may run the loop late, never early."""
+    config = copy.copy(stack.uv)
+    config.timeout_keep_alive = 0.2
+    conn = Connection(stack, remembering=True, config=config)
+    transport = conn.transport
+    try:
+        for _ in range(3):  # the full path, then from the memo: each response arms the timer
+            out, _, _ = await conn.ask(get(stack))
+            assert out.startswith(b"HTTP/1.1 200 OK")
+        stack.upstream.delay = 0.6
+        out, _, _ = await conn.ask(get(stack))  # 3 timeouts long, from the memo
+        assert out.startswith(b"HTTP/1.1 200 OK") and not transport.closed
+        for _ in range(500):
+            if transport.closed:
+                break
+            await asyncio.sleep(0.01)
+        assert transport.closed and transport.out.count(b"HTTP/1.1 200 OK") == 4
+    finally:
+        stack.upstream.delay = 0.0
         conn.close()
         await asyncio.sleep(0)
