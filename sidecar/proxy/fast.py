@@ -39,7 +39,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from sidecar.metrics import Metrics
 from sidecar.proxy.forward import (
@@ -166,60 +166,67 @@ Done = Callable[[int, int, "dict[Any, Any] | None"], None]
 once the response is complete (``AccessLog.taking``)."""
 
 
-class ClientSide(Protocol):
-    """What the relay needs of the client connection (the listener's protocol adapts itself)."""
+class _NoEvent:
+    """uvicorn's protocol sets its cycle's ``message_event`` on connection loss: nobody waits here."""
 
-    transport: asyncio.Transport
+    __slots__ = ()
 
-    @property
-    def paused(self) -> bool:
-        """The client's transport buffer is full: take nothing more from the upstream."""
-        ...
-
-    async def drain(self) -> None: ...
-
-    def finish(self, keep_alive: bool) -> bool:
-        """The response is complete; close when not ``keep_alive``, else serve what is queued.
-        Returns whether the connection stays open."""
-        ...
+    def set(self) -> None:
+        pass
 
 
 _WAIT_HEAD, _STREAM, _DONE = 0, 1, 2
 
 
 class Relay:
-    """One proxied request on the fast path, from the upstream write to the access log line."""
+    """One proxied request on the fast path, from the upstream write to the access log line.
+
+    It is also the request's cycle for uvicorn's protocol (``proto.cycle``), standing in for
+    uvicorn's ``RequestResponseCycle``: the protocol reads and writes ``response_complete`` (a
+    pipelined request waits while it is false), ``keep_alive`` (``shutdown`` clears it),
+    ``disconnected`` (set on connection loss), ``message_event``, ``body`` and ``more_body``; so
+    keep-alive, pipelining order and graceful shutdown stay the server's. One object per request,
+    not three (relay, cycle, client side): ~4k instructions less."""
+
+    message_event = _NoEvent()
 
     __slots__ = (
         "base",
+        "body",
         "chunked",
         "client",
         "conn",
         "default_headers",
+        "disconnected_",
         "done",
         "fast",
+        "flow",
         "gone",
+        "keep",
         "keep_alive",
         "length",
         "log",
+        "more_body",
         "origin",
         "payload",
         "phase",
+        "proto",
         "request_id",
+        "response_complete",
         "retried",
         "reused",
-        "side",
         "size",
         "started",
         "status",
         "target",
         "task",
+        "transport",
     )
 
     def __init__(
         self,
         fast: FastProxy,
-        side: ClientSide,
+        proto: Any,
         request_id: str,
         origin: Origin | None,
         payload: bytes,
@@ -234,12 +241,19 @@ class Relay:
         self.done = done
         self.log = log
         self.client = fast.client
-        self.side = side
+        self.proto = proto
+        self.transport: asyncio.Transport = proto.transport
+        self.flow = proto.flow
+        self.keep_alive = keep_alive  # uvicorn's: ``shutdown`` clears it
+        self.response_complete = False
+        self.more_body = False
+        self.body = b""
+        self.disconnected_ = False
         self.origin = origin
         self.payload = payload
         self.base = base
         self.target = target
-        self.keep_alive = keep_alive
+        self.keep = keep_alive
         self.default_headers = default_headers
         self.request_id = request_id
         self.started = time.perf_counter()
@@ -360,12 +374,12 @@ class Relay:
                     status,
                     conn.response_headers(),
                     request_id=self.request_id.encode(),
-                    keep_alive=self.keep_alive,
+                    keep_alive=self.keep,
                     default_headers=self.default_headers,
                 )
             else:
                 head, length, keep_alive = self.fast.heads.encode(
-                    status, conn.response_headers(), self.request_id.encode(), self.keep_alive
+                    status, conn.response_headers(), self.request_id.encode(), self.keep
                 )
         except BadHead as exc:
             # What uvicorn does with such a header from an ASGI app: log it and close.
@@ -376,7 +390,7 @@ class Relay:
             self._close_client()
             self._done(conn_error=None)
             return
-        self.keep_alive = keep_alive
+        self.keep = keep_alive
         self.length = length
         self.chunked = length == -1
         if conn.complete:
@@ -389,13 +403,12 @@ class Relay:
         self._pump(conn)
 
     def _pump(self, conn: Connection) -> None:
-        side = self.side
-        if not self.gone and side.transport.is_closing():
+        if not self.gone and self.transport.is_closing():
             # Gone without our cycle hearing of it (uvicorn tells only its current cycle, which
             # may be a pipelined request queued behind this one).
             self.gone = True
         while conn.chunks:
-            if side.paused and not self.gone:
+            if self.flow.write_paused and not self.gone:
                 conn.waiting = False  # our client is the slow one: no read timeout meanwhile
                 if self.task is None:
                     self.task = asyncio.get_running_loop().create_task(self._drained())
@@ -422,7 +435,7 @@ class Relay:
 
     async def _drained(self) -> None:
         try:
-            await self.side.drain()
+            await self.flow.drain()
         finally:
             self.task = None
         conn = self.conn
@@ -431,7 +444,7 @@ class Relay:
 
     def _write(self, data: bytes) -> None:
         if not self.gone:
-            self.side.transport.write(data)
+            self.transport.write(data)
 
     def _write_last(self, head: bytes, body: bytes) -> None:
         """Head and whole body in one write, framed as uvicorn frames one final body message."""
@@ -464,8 +477,8 @@ class Relay:
         self._done(conn_error=None)
 
     def _close_client(self) -> None:
-        self.keep_alive = False
-        transport = self.side.transport
+        self.keep = False
+        transport = self.transport
         if not transport.is_closing():
             transport.close()
 
@@ -489,7 +502,12 @@ class Relay:
         if upstream and metrics is not None:
             metrics.observe_upstream(time.perf_counter() - self.started, conn_error)
         self.done(self.status, self.size, self.log)
-        self.side.finish(self.keep_alive and not self.gone)
+        # The response is complete: close unless kept alive, else serve what is queued.
+        self.response_complete = True
+        transport = self.transport
+        if not (self.keep and not self.gone and self.keep_alive and not transport.is_closing()):
+            transport.close()
+        self.proto.on_response_complete()
 
     def answer(self, answer: Answer) -> None:
         """A response made on the spot (a denial): written as uvicorn writes it, and logged."""
@@ -502,20 +520,30 @@ class Relay:
         status, headers, body = answer
         self.status = status
         try:
-            head, _, self.keep_alive = encode_head(
+            head, _, self.keep = encode_head(
                 status,
                 headers,
                 request_id=self.request_id.encode(),
-                keep_alive=self.keep_alive,
+                keep_alive=self.keep,
                 default_headers=self.default_headers,
             )
         except BadHead:  # pragma: no cover - our own headers
             head = b""
-            self.keep_alive = False
+            self.keep = False
         self.size = len(body)
         self._write(head + body)
 
-    # --- the client went away (``ClientSide``'s owner calls this) ------------------------------
+    # --- the client went away (the protocol's ``connection_lost``) ---------------------------
+
+    @property
+    def disconnected(self) -> bool:
+        return self.disconnected_
+
+    @disconnected.setter
+    def disconnected(self, value: bool) -> None:
+        self.disconnected_ = value
+        if value:
+            self.client_gone()
 
     def client_gone(self) -> None:
         if self.phase == _DONE:
@@ -633,11 +661,9 @@ class FastProxy:
         target: bytes,
         log: dict[Any, Any] | None,
     ) -> Relay:
-        cycle = FastCycle(keep_alive)
-        side = UvicornSide(proto, cycle)
         relay = Relay(
             self,
-            side,
+            proto,
             request_id,
             origin,
             payload,
@@ -648,74 +674,6 @@ class FastProxy:
             done,
             log,
         )
-        cycle.relay = relay
         # From here the protocol sees a response in flight: a pipelined request waits its turn.
-        proto.cycle = cycle
+        proto.cycle = relay
         return relay
-
-
-class _NoEvent:
-    """uvicorn's protocol sets its cycle's ``message_event`` on connection loss: nobody waits here."""
-
-    __slots__ = ()
-
-    def set(self) -> None:
-        pass
-
-
-class FastCycle:
-    """Stands in for uvicorn's ``RequestResponseCycle`` while the fast path serves a request: the
-    protocol reads and writes these attributes (a pipelined request waits while
-    ``response_complete`` is false, ``shutdown`` clears ``keep_alive``, ``connection_lost`` sets
-    ``disconnected``), so keep-alive, pipelining order and graceful shutdown stay the server's."""
-
-    __slots__ = ("_gone", "body", "keep_alive", "more_body", "relay", "response_complete")
-    message_event = _NoEvent()
-
-    def __init__(self, keep_alive: bool) -> None:
-        self.keep_alive = keep_alive
-        self.response_complete = False
-        self.more_body = False
-        self.body = bytearray()
-        self.relay: Relay | None = None
-        self._gone = False
-
-    @property
-    def disconnected(self) -> bool:
-        return self._gone
-
-    @disconnected.setter
-    def disconnected(self, value: bool) -> None:
-        self._gone = value
-        if value and self.relay is not None:
-            self.relay.client_gone()
-
-
-class UvicornSide:
-    """``ClientSide`` over uvicorn's ``HttpToolsProtocol`` (its transport, flow control and
-    ``on_response_complete``, which serves the next pipelined request or arms keep-alive)."""
-
-    __slots__ = ("cycle", "flow", "proto", "transport")
-
-    def __init__(self, proto: Any, cycle: FastCycle) -> None:
-        self.proto = proto
-        self.transport: asyncio.Transport = proto.transport
-        self.flow = proto.flow
-        self.cycle = cycle
-
-    @property
-    def paused(self) -> bool:
-        return bool(self.flow.write_paused)
-
-    async def drain(self) -> None:
-        await self.flow.drain()
-
-    def finish(self, keep_alive: bool) -> bool:
-        cycle = self.cycle
-        cycle.response_complete = True
-        cycle.relay = None
-        open_ = keep_alive and cycle.keep_alive and not self.transport.is_closing()
-        if not open_:
-            self.transport.close()
-        self.proto.on_response_complete()
-        return open_
