@@ -52,7 +52,7 @@ from sidecar.proxy.forward import (
     upstream_failure,
 )
 from sidecar.proxy.http1 import Http1Client
-from sidecar.proxy.http1_connection import Connection, Origin
+from sidecar.proxy.http1_connection import Connection, KnownHead, Origin
 from sidecar.proxy.responses import Answer, error_response
 from sidecar.proxy.upstream import Headers, UpstreamError, UpstreamTimeout
 
@@ -147,18 +147,36 @@ class HeadMemo(dict[tuple[Any, ...], tuple[bytes, bytes | None, int, bool]]):
         key = (status, keep_alive, *headers)
         kept = self.get(key)
         if kept is None:
-            # The slot is NUL-delimited: no header name or value that passed the checks holds it.
-            head, length, kept_alive = encode_head(
-                status, headers, request_id=REQUEST_ID_SLOT, keep_alive=keep_alive
-            )
-            start, slot, end = head.partition(REQUEST_ID_SLOT)
-            kept = (start, end if slot else None, length, kept_alive)
-            if len(head) <= self.LARGEST:
+            kept = _split_head(status, headers, keep_alive)
+            if len(kept[0]) + len(kept[1] or b"") <= self.LARGEST:
                 if len(self) >= self.LIMIT:
                     self.clear()
                 self[key] = kept
         before, after, length, kept_alive = kept
         return (before if after is None else before + request_id + after), length, kept_alive
+
+    @staticmethod
+    def encode_known(
+        conn: Connection, known: KnownHead, request_id: bytes, keep_alive: bool
+    ) -> tuple[bytes, int, bool]:
+        """``encode`` for a response whose head bytes llhttp parsed before (``Connection.known``):
+        kept with that head (at most ``KNOWN_HEADS`` per origin, each of a few hundred bytes), no
+        key to build from the headers."""
+        encoded = known.encoded
+        kept = encoded.get(keep_alive)
+        if kept is None:
+            kept = encoded[keep_alive] = _split_head(known.status, conn.response_headers(), keep_alive)
+        before, after, length, kept_alive = kept
+        return (before if after is None else before + request_id + after), length, kept_alive
+
+
+def _split_head(status: int, headers: Headers, keep_alive: bool) -> tuple[bytes, bytes | None, int, bool]:
+    """``encode_head``'s head split around the request id: (before it, after it or None when the
+    upstream sent its own, the length, keep-alive)."""
+    # The slot is NUL-delimited: no header name or value that passed the checks holds it.
+    head, length, kept_alive = encode_head(status, headers, request_id=REQUEST_ID_SLOT, keep_alive=keep_alive)
+    start, slot, end = head.partition(REQUEST_ID_SLOT)
+    return start, end if slot else None, length, kept_alive
 
 
 Done = Callable[[int, int, "dict[Any, Any] | None"], None]
@@ -376,6 +394,10 @@ class Relay:
                     request_id=self.request_id.encode(),
                     keep_alive=self.keep,
                     default_headers=self.default_headers,
+                )
+            elif conn.known is not None:
+                head, length, keep_alive = HeadMemo.encode_known(
+                    conn, conn.known, self.request_id.encode(), self.keep
                 )
             else:
                 head, length, keep_alive = self.fast.heads.encode(

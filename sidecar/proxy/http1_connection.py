@@ -50,7 +50,7 @@ KNOWN_HEAD_SIZE = 8 * 1024  # the longest head remembered
 class KnownHead:
     """What llhttp found in one response head (the part ``Connection`` keeps per response)."""
 
-    __slots__ = ("headers", "length", "listed", "small", "status")
+    __slots__ = ("encoded", "headers", "length", "listed", "small", "status")
 
     def __init__(
         self, status: int, headers: Headers, listed: set[bytes] | None, length: int, small: bool
@@ -60,6 +60,10 @@ class KnownHead:
         self.listed = frozenset(listed) if listed is not None else None
         self.length = length  # the Content-Length: the body that follows the head
         self.small = small
+        # The client's response head made from this one, by keep-alive, when no default headers
+        # are added (``sidecar.proxy.fast.HeadMemo.encode_known``): the same for every response
+        # with these head bytes, so made once.
+        self.encoded: dict[bool, tuple[bytes, bytes | None, int, bool]] = {}
 
 
 class Origin:
@@ -176,6 +180,7 @@ class Connection(asyncio.Protocol):
         self.request_sent = False
         self.error: BaseException | None = None
         self.reading_paused = False
+        self.known: KnownHead | None = None  # the head llhttp parsed before (``_known``)
 
     def response_headers(self) -> Headers:
         """The response headers less every hop-by-hop one (names lower-case)."""
@@ -232,6 +237,7 @@ class Connection(asyncio.Protocol):
     def _known(self, known: KnownHead, data: bytes, end: int) -> None:
         """The response in ``data``, whose head llhttp parsed before as ``known`` (module docstring)."""
         self.got_data = True
+        self.known = known
         self.status = known.status
         self.headers = list(known.headers)
         self.listed = set(known.listed) if known.listed is not None else None

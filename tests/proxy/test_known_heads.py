@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from sidecar.proxy.fast import HeadMemo, encode_head
 from sidecar.proxy.http1_connection import KNOWN_HEADS, Connection, Origin
 
 DATE = b"Date: Mon, 07 Dec 2026 08:00:00 GMT\r\n"
@@ -175,3 +176,33 @@ def test_a_known_head_does_not_share_its_headers_with_the_response(loop: asyncio
     conn.headers.append((b"x-added", b"by a caller"))
     later, _ = connection(loop, origin)
     assert outcome(later, [OK])[1] == outcome(connection(loop, None)[0], [OK])[1]
+
+
+@pytest.mark.parametrize("name", list(REMEMBERED))
+def test_a_known_head_s_client_head_is_the_one_encoded_from_its_headers(
+    loop: asyncio.AbstractEventLoop, name: str
+) -> None:
+    """The client's response head is made once per known head and keep-alive
+    (``HeadMemo.encode_known``) and is what ``encode_head`` makes from the response's headers, with
+    each request's own id; a parsed response has no known head."""
+    pieces = REMEMBERED[name]
+    origin = Origin("http://127.0.0.1:1")
+    first, _ = connection(loop, origin)
+    outcome(first, pieces)
+    assert first.known is None
+    conn, _ = connection(loop, origin)
+    for i in range(4):
+        keep_alive = i % 2 == 0
+        request_id = b"%032x" % (i + 1)
+        conn.begin(False)
+        conn.request_sent = True
+        for piece in pieces:
+            conn.data_received(piece)
+        known = conn.known
+        assert known is not None
+        expected = encode_head(
+            conn.status, conn.response_headers(), request_id=request_id, keep_alive=keep_alive
+        )
+        assert HeadMemo.encode_known(conn, known, request_id, keep_alive) == expected
+        conn.take()
+    assert known is not None and sorted(known.encoded) == [False, True]
