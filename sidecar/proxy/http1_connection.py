@@ -155,32 +155,38 @@ class Connection(asyncio.Protocol):
         self.parser = HttpResponseParser(self)
         self.busy = False  # a request is in flight on it (not idle in the pool)
         self.begin(False)
+        self._parsing()
         self.busy = False
 
     # --- per response ------------------------------------------------------------------------
 
     def begin(self, head_request: bool) -> None:
+        """A request goes out on this connection: what is read before its response's first byte.
+        The rest of the response's state is set by its first byte (``_parsing`` or ``_known``)."""
         self.busy = True
         self.head_request = head_request
-        self.status = 0
-        self.headers: Headers = []
-        self.listed: set[bytes] | None = None  # names a response ``Connection`` header lists
         self.head_done = False
         self.complete = False
         self.keep_alive = False
-        self.interim = False
         self.framed = False  # Content-Length or chunked: EOF before the end is a truncation
-        self.small = False  # a Content-Length of at most SMALL bytes
-        self.length = -1  # the Content-Length, when there is one
-        self.plain = True  # no interim (1xx) response before this one, no Transfer-Encoding
         self.chunks: list[bytes] = []
         self.buffered = 0
-        self.head_bytes = 0
         self.got_data = False
         self.request_sent = False
         self.error: BaseException | None = None
         self.reading_paused = False
         self.known: KnownHead | None = None  # the head llhttp parsed before (``_known``)
+
+    def _parsing(self) -> None:
+        """The response's state that llhttp's callbacks fill, before its first bytes are fed."""
+        self.status = 0
+        self.headers: Headers = []
+        self.listed: set[bytes] | None = None  # names a response ``Connection`` header lists
+        self.interim = False
+        self.small = False  # a Content-Length of at most SMALL bytes
+        self.length = -1  # the Content-Length, when there is one
+        self.plain = True  # no interim (1xx) response before this one, no Transfer-Encoding
+        self.head_bytes = 0
 
     def response_headers(self) -> Headers:
         """The response headers less every hop-by-hop one (names lower-case)."""
@@ -216,6 +222,8 @@ class Connection(asyncio.Protocol):
                 if known is not None and len(data) - end == known.length:
                     self._known(known, data, end)
                     return
+        if fresh:
+            self._parsing()
         self.got_data = True
         try:
             self.parser.feed_data(data)
