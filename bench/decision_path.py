@@ -26,7 +26,11 @@ and calls the app directly with the nginx decision request (``GET /.auth/authz/n
   off (``session.cache_ttl: 0s``, bench/run.py's "cache off" row): every request loads the
   session and its identity from the stores, the embedded SQLite store alone, or sessions in a
   private ``redis-server`` (started on a free port) and identities in SQLite as bench/run.py
-  runs it; ``us.miss_postgres`` / ``us.miss_redis_postgres``: the same with the identities (and
+  runs it; called as an ASGI app, as ``on``; ``us.protocol_miss`` / ``us.protocol_miss_redis``:
+  the same as bytes through the protocol as ``protocol_fast`` (the miss answered in the protocol:
+  ``sidecar.http_protocol``'s "Answers that need I/O"), ``us.protocol_asgi_miss[_redis]`` with
+  the fast path off (uvicorn's ASGI task per request), each request sent once the one before was
+  answered; ``us.miss_postgres`` / ``us.miss_redis_postgres``: the same with the identities (and
   without Redis the sessions) in PostgreSQL (a database of the run's own on ``--postgres``, the
   server at 127.0.0.1:5432 by default, dropped afterwards); ``resolve_miss`` and the like:
   ``SessionResolver.resolve`` alone on them.
@@ -155,10 +159,12 @@ DECISION_BYTES = (
 
 
 class Transport:
-    """A socket transport as the protocol sees it; what is written is counted and dropped."""
+    """A socket transport as the protocol sees it; what is written is counted and dropped.
+    ``written``: a future the next write resolves (the answer to a request that waits for I/O)."""
 
     def __init__(self) -> None:
         self.responses = 0
+        self.written: asyncio.Future[None] | None = None
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 4455)}.get(name, default)
@@ -166,6 +172,10 @@ class Transport:
     def write(self, data: bytes) -> None:
         if data.startswith(b"HTTP/1.1 200 "):
             self.responses += 1
+        written = self.written
+        if written is not None:
+            self.written = None
+            written.set_result(None)
 
     def close(self) -> None:
         raise AssertionError("the connection was closed")
@@ -211,6 +221,27 @@ async def protocol_us(
         # The ASGI task runs on the next loop turn (a cached decision never suspends): a bare
         # yield costs the least, an Event or a future would add its own work to the figure.
         while proto.cycle is not None and not proto.cycle.response_complete:  # noqa: ASYNC110
+            await asyncio.sleep(0)
+    elapsed = time.process_time() - started
+    await asyncio.sleep(0)  # the last task's done-callbacks
+    assert transport.responses == n, (transport.responses, n)
+    proto._unset_keepalive_if_required()
+    return elapsed / n * 1e6
+
+
+async def protocol_miss_us(config: Any, public: Any, token: str, n: int, fast: bool) -> float:
+    """``protocol_us`` for requests that wait for the stores (the session cache off): each request
+    is sent once the answer to the one before was written (a future the transport's write
+    resolves: the loop sleeps on the stores' sockets and threads meanwhile, as a server's does)."""
+    proto, transport = connection(config, public, fast)
+    data = DECISION_BYTES % token.encode()
+    loop = asyncio.get_running_loop()
+    started = time.process_time()
+    for _ in range(n):
+        written = transport.written = loop.create_future()
+        proto.data_received(data)
+        await written
+        while not proto.cycle.response_complete:  # noqa: ASYNC110  # the ASGI path's body write
             await asyncio.sleep(0)
     elapsed = time.process_time() - started
     await asyncio.sleep(0)  # the last task's done-callbacks
@@ -268,7 +299,9 @@ async def allocations(app: Any, token: str, n: int) -> dict[str, Any]:
     }
 
 
+PROTOCOL_MISS = ("protocol_miss", "protocol_miss_redis", "protocol_asgi_miss", "protocol_asgi_miss_redis")
 MISS = (
+    *PROTOCOL_MISS,
     "miss",
     "miss_redis",
     "miss_postgres",
@@ -411,6 +444,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 if name.startswith("resolve_"):
                     _, token, services = apps[name]
                     return await resolve_us(services, token, args.requests)
+                if name in PROTOCOL_MISS:
+                    app, token, services = apps[name]
+                    return await protocol_miss_us(
+                        services.config, app, token, args.requests, not name.startswith("protocol_asgi")
+                    )
                 if name.startswith("protocol_"):
                     app, token, on = apps["on"]
                     return await protocol_us(

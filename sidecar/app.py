@@ -1052,8 +1052,9 @@ def wrap_apps(services: Services, public: Any, admin: Any) -> tuple[Any, Any]:
 
 
 def fast_responders(config: Config, public: Any) -> tuple[Callable[[Any], Any], ...]:
-    """The public listener's synchronous answers (``sidecar.http_protocol``): the gateway's cached
-    decisions and whoami, inside the access log ``wrap_apps`` put around it. None with
+    """The public listener's answers made in the HTTP protocol (``sidecar.http_protocol``): the
+    gateway's decisions and whoami, inside the access log ``wrap_apps`` put around it; those that
+    need the session store (a cache miss) as coroutines the protocol awaits. None with
     ``serve.public.fast_path: false`` or tracing on (its spans are opened on the ASGI path)."""
     if (
         not config.serve.public.fast_path
@@ -1063,7 +1064,7 @@ def fast_responders(config: Config, public: Any) -> tuple[Callable[[Any], Any], 
     ):
         return ()
     gateway: Gateway = public.app
-    return (public.answering(gateway.answer_cached, gateway.may_answer),)
+    return (public.answering(gateway.answer_later, gateway.may_answer),)
 
 
 def fast_relays(config: Config, public: Any) -> tuple[Callable[[Any, Any, bool], bool], ...]:

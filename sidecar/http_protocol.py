@@ -30,8 +30,9 @@ The contract of a responder (``Responder``), for whoever adds one:
   paused for writing (otherwise it is the ASGI path, which waits for the drain);
 - it returns ``(status, headers, body)`` exactly as the ASGI app would send them (``content-length``
   included, as its value; for ``HEAD`` the body may be the full one: it is not written, as
-  uvicorn does) or None: "not mine, or needs I/O". None must leave no trace: nothing logged,
-  counted or left in the scope, since the ASGI path then serves the same request;
+  uvicorn does), a coroutine that gives them ("Answers that need I/O" below), or None: "not
+  mine, or needs I/O". None must leave no trace: nothing logged, counted or left in the scope,
+  since the ASGI path then serves the same request;
 - what surrounds the app on the ASGI path (the access log, request id, metrics) surrounds the
   responder too: ``AccessLog.answering`` wraps it (``sidecar.app.fast_responders``).
 
@@ -42,6 +43,20 @@ when not kept alive, and does what ``on_response_complete`` does (the request co
 keep-alive timer). These are uvicorn internals: pyproject pins uvicorn's minor version and
 tests/proxy/test_fast_path.py fails loudly if the ones used here change. A responder that raises
 is a bug: logged, and the request goes down the ASGI path.
+
+**Answers that need I/O.** A responder may answer a coroutine instead of the tuple (whoami and the
+decisions on a session-cache miss: ``Gateway.answer_later``): awaited, it gives the tuple, with
+everything the ASGI path around the app records for that request (``AccessLog.answering``). The
+protocol runs it in a task of its own and puts a stand-in for uvicorn's cycle in place meanwhile
+(``LaterCycle``), so the connection behaves as with an ASGI task in flight: a request pipelined
+behind it is queued by uvicorn and started once the answer is written, ``shutdown`` turns
+keep-alive off, a graceful shutdown waits for the task. Then it does what uvicorn's cycle does
+for an app sending that answer in one message: a coroutine that raises gets uvicorn's 500 (and its
+log record); with the client's side paused for writing, the write waits for the drain; nothing is
+written to a client that went away; the answer is written as ``_write`` writes it (not
+remembered). That spares a cache miss uvicorn's ASGI machinery (the cycle, its ``receive`` and
+``send`` and their messages, the access log's ``send`` wrapper), the gateway's dispatch and a
+second parse of the request: what is left is the store's reads.
 
 **Remembered answers.** When ``scope["sidecar.remember"]`` is set (the request was answered once
 before), a responder's answer may come with ``scope["sidecar.replay"]``: a callable
@@ -90,7 +105,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import httptools
@@ -107,7 +122,8 @@ from sidecar.request_target import REASONS, log_refusal, target_problem
 log = logging.getLogger("sidecar")
 
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
-Responder = Callable[[Any], Answer | None]
+Later = Coroutine[Any, Any, Answer]
+Responder = Callable[[Any], Answer | Later | None]
 Relay = Callable[[Any, Any, bool], bool]
 # (method, version, target, peer, headers): the headers with the value of the first in
 # ``VARIABLE`` None when the request has one, and then the request's key is (that key, the value).
@@ -195,6 +211,44 @@ KEEP_RELAY = "sidecar.keep_relay"  # sidecar.proxy.gateway.KEEP_RELAY (the proto
 nothing in flight): it sets ``protocol.cycle`` to a stand-in for uvicorn's cycle (its
 ``response_complete``, ``keep_alive``, ``disconnected``), writes the response to the transport
 itself and calls ``protocol.on_response_complete()`` when done (``sidecar.proxy.fast``)."""
+
+
+class _NoEvent:
+    """``connection_lost`` sets its cycle's ``message_event``: nobody waits on a ``LaterCycle``'s."""
+
+    __slots__ = ()
+
+    def set(self) -> None:
+        pass
+
+
+class LaterCycle:
+    """Stands in for uvicorn's ``RequestResponseCycle`` while an answer that needs I/O is awaited
+    (``GuardedHttpToolsProtocol._later``): the protocol reads and writes these attributes (a
+    pipelined request waits while ``response_complete`` is false, ``shutdown`` clears
+    ``keep_alive``, ``connection_lost`` sets ``disconnected``)."""
+
+    __slots__ = ("body", "disconnected", "keep_alive", "more_body", "response_complete")
+    message_event = _NoEvent()
+
+    def __init__(self, keep_alive: bool) -> None:
+        self.keep_alive = keep_alive
+        self.response_complete = False
+        self.disconnected = False
+        self.more_body = False
+        self.body = bytearray()
+
+
+# What ``RequestResponseCycle.send_500_response`` sends for an app that raised before its response.
+SERVER_ERROR: Answer = (
+    500,
+    [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", b"21"),
+        (b"connection", b"close"),
+    ],
+    b"Internal Server Error",
+)
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -577,7 +631,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 log.exception("a synchronous responder failed; the request goes down the ASGI path")
                 return False
             if answer is not None:
-                self._write(answer, scope, http_version != "1.0" and parser.should_keep_alive())
+                keep_alive = http_version != "1.0" and parser.should_keep_alive()
+                if isinstance(answer, tuple):
+                    self._write(answer, scope, keep_alive)
+                else:
+                    self._answer_later(answer, scope, keep_alive)
                 return True
         scope.pop("sidecar.remember", None)
         if method == "GET" and http_version == "1.1" and not self.access_log:
@@ -622,9 +680,39 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             memo.clear()
         memo[key] = RememberedRelay(relay, self._shape())
 
-    def _write(self, answer: Answer, scope: Any, keep_alive: bool) -> None:
+    def _answer_later(self, later: Later, scope: Any, keep_alive: bool) -> None:
+        """Run a responder's coroutine (module docstring, "Answers that need I/O") in a task, with
+        a stand-in for uvicorn's cycle meanwhile: a request pipelined behind it waits its turn."""
+        cycle = LaterCycle(keep_alive)
+        self.cycle = cycle  # type: ignore[assignment]
+        task = self.loop.create_task(self._later(later, scope, cycle))
+        # As uvicorn's tasks: a graceful shutdown waits for it.
+        tasks = self.tasks
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def _later(self, later: Later, scope: Any, cycle: LaterCycle) -> None:
+        """What ``RequestResponseCycle.run_asgi`` and ``send`` do for an app that sends ``later``'s
+        answer in one body message: a 500 (logged as uvicorn logs it) when it raises, a wait for
+        the client to drain its side before writing, nothing written once it has gone."""
+        try:
+            answer = await later
+        except BaseException as exc:  # as run_asgi: even a cancellation gets its 500
+            self.logger.error("Exception in ASGI application\n", exc_info=exc)
+            answer = SERVER_ERROR
+        if self.flow.write_paused and not cycle.disconnected:
+            await self.flow.drain()
+        # Gone: ``connection_lost`` tells only the current cycle, which may be a request pipelined
+        # behind this one; a closing transport says it for every cycle.
+        if cycle.disconnected or self.transport.is_closing():
+            return
+        self._write(answer, scope, cycle.keep_alive, cycle)
+
+    def _write(self, answer: Answer, scope: Any, keep_alive: bool, later: LaterCycle | None = None) -> None:
         """What ``RequestResponseCycle.send`` writes for a response in one body message, then what
-        it and ``on_response_complete`` do once the response is complete."""
+        it and ``on_response_complete`` do once the response is complete. ``later``: the cycle of
+        an answer that needed I/O (``_later``): not remembered, and what was pipelined behind it
+        runs now."""
         status, headers, body = answer
         method = scope["method"]
         if self.access_log:  # uvicorn's own line (``sidecar serve`` turns it off)
@@ -671,6 +759,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             content.append(body)
         transport = self.transport
         transport.write(b"".join(content))
+        if later is not None:
+            later.response_complete = True
+            if not keep_alive:
+                transport.close()
+            self.on_response_complete()  # the next request pipelined behind this one, if any
+            return
         if keep_alive and not default and cut > 0:
             self._remember(content, cut, scope)
         if not keep_alive:

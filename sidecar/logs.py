@@ -9,7 +9,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -126,6 +126,8 @@ def configure_logging(config: LogConfig) -> None:
 UNTRACED = ("health", "metrics")
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 """(status, headers, body) of a response made without ASGI (``sidecar.proxy.responses.Answer``)."""
+Later = Coroutine[Any, Any, Answer]
+"""An ``Answer`` that needs I/O first (``AccessLog.answering``)."""
 REQUEST_ID_HEADER = b"x-request-id"
 _REQUEST_ID_OK = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
 TRACEPARENT_HEADER = b"traceparent"
@@ -332,8 +334,10 @@ class AccessLog:
                 self._close_span(span, scope, state[0])
 
     def answering(
-        self, inner: Callable[[Any], Answer | None], claims: Callable[[Any], bool] | None = None
-    ) -> Callable[[Any], Answer | None]:
+        self,
+        inner: Callable[[Any], Answer | Later | None],
+        claims: Callable[[Any], bool] | None = None,
+    ) -> Callable[[Any], Answer | Later | None]:
         """``inner`` (a synchronous answer to an HTTP scope, or None: ``sidecar.http_protocol``'s
         responders) inside this log, as ``__call__`` puts an ASGI app inside it: the same request
         id (in the scope's headers and ``sidecar.request_id`` while ``inner`` runs, and on the
@@ -343,9 +347,15 @@ class AccessLog:
 
         ``claims(scope)``, when given, is asked first: False means ``inner`` would answer None, so
         None at once, without making and undoing a request id (every proxied request asks the
-        responders first: that cost it ~4 % of its instructions)."""
+        responders first: that cost it ~4 % of its instructions).
 
-        def answer(scope: Any) -> Answer | None:
+        ``inner`` may answer a coroutine instead (an answer that needs I/O: ``sidecar.http_protocol``
+        awaits it and writes what it gives): then so does this, one that awaits ``inner``'s and
+        adds what ``__call__`` adds: the request id on the response, the line and
+        ``Metrics.request`` once it has the answer (status 500 when it raises, as ``__call__``
+        logs an app that raised before its response; the exception goes on)."""
+
+        def answer(scope: Any) -> Answer | Later | None:
             if self.tracing is not None or scope["type"] != "http" or "sidecar.request_id" in scope:
                 return None
             if claims is not None and not claims(scope):
@@ -370,6 +380,8 @@ class AccessLog:
                         scope.pop(key, None)
             if answered is None:
                 return None
+            if not isinstance(answered, tuple):
+                return self._later(answered, scope, started, request_id)
             status, out, body = answered
             replay = scope.pop("sidecar.replay", None)
             vary = scope.pop("sidecar.vary", None)
@@ -387,6 +399,22 @@ class AccessLog:
             return status, out, body
 
         return answer
+
+    async def _later(self, later: Later, scope: Any, started: float, request_id: str) -> Answer:
+        """``answering``'s coroutine around ``inner``'s (its docstring)."""
+        status = 500
+        size = 0
+        try:
+            status, out, body = await later
+            size = len(body)
+            for k, _ in out:
+                if k.lower() == REQUEST_ID_HEADER:
+                    break
+            else:
+                out = [*out, (REQUEST_ID_HEADER, request_id.encode())]
+            return status, out, body
+        finally:
+            self._finish(scope, status, size, time.perf_counter() - started, request_id)
 
     def _replaying(
         self, inner: Callable[[], bool], scope: Any, status: int, size: int

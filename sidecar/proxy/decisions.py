@@ -9,9 +9,9 @@ when the TCP peer is in ``serve.public.trusted_proxies``. Also serves the upstre
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from starlette.types import Scope, Send
@@ -26,6 +26,9 @@ from sidecar.rules.model import normalise_host
 from sidecar.security.trusted_proxies import TrustedProxies
 
 Headers = list[tuple[bytes, bytes]]
+Later = Coroutine[Any, Any, Answer]
+"""An answer that needs the session store: awaited, it is ``handle``'s answer, with ``handle``'s
+records (``DecisionEndpoints.answer_cached`` with ``later``)."""
 
 
 @dataclass(slots=True)
@@ -256,9 +259,13 @@ class DecisionEndpoints:
             return True
         return False
 
-    def answer_cached(self, sub: bytes, scope: Scope) -> Answer | None:
+    def answer_cached(self, sub: bytes, scope: Scope, later: bool = False) -> Answer | Later | None:
         """``handle``'s answer when it needs no I/O (the session cached, or none needed); None for
         a path not ours or an answer that needs the session store. Records what ``handle`` does.
+        With ``later``, an answer that needs the session store is a coroutine instead of None:
+        awaited, it is ``handle``'s answer to the request, with ``handle``'s records (the request
+        read once, here, as ``handle`` reads it; judged by ``Access.check``), for the HTTP
+        protocol to write without ASGI (``sidecar.http_protocol``).
         A judged answer is a function of the request's method, target and headers (bar
         ``x-request-id`` and ``traceparent``, which it never reads) and its peer, as long as the
         ``replay`` put in ``scope["sidecar.replay"]`` (``sidecar.logs``) holds, when
@@ -279,10 +286,12 @@ class DecisionEndpoints:
             host = self._host(asked.host)
             if not scope.get("sidecar.remember"):
                 outcome = self.access.check_cached(original.method, host, asked.path, asked.facts, scope)
-                return None if outcome is None else self.answer(asked, outcome)
+                if outcome is not None:
+                    return self.answer(asked, outcome)
+                return self._later(asked, host, scope) if later else None
             checked = self.access.check_replayable(original.method, host, asked.path, asked.facts, scope)
             if checked is None:
-                return None
+                return self._later(asked, host, scope) if later else None
             outcome, replay, same_rule = checked
             # The answer is the same for the same request while ``replay`` holds (``Access``),
             # except for a signed JWT in an allowed one (its own expiry): that one is not offered.
@@ -295,6 +304,12 @@ class DecisionEndpoints:
         if sub == b"/.well-known/jwks.json":
             return self._jwks()
         return None
+
+    async def _later(self, asked: Asked, host: str, scope: Scope) -> Answer:
+        """``handle``'s judgement and answer for a request ``answer_cached`` read."""
+        original = asked.original
+        outcome = await self.access.check(original.method, host, asked.path, asked.facts, scope)
+        return self.answer(asked, outcome)
 
     def _same(self, same_rule: Callable[[str], bool]) -> Callable[[bytes], str | None]:
         """``answer_cached``'s ``same`` for a judged request: the original URI read as the

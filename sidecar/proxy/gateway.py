@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sidecar import errors
 from sidecar.metrics import Metrics
 from sidecar.proxy.access import Access, Outcome, RequestFacts
-from sidecar.proxy.decisions import DecisionEndpoints
+from sidecar.proxy.decisions import DecisionEndpoints, Later
 from sidecar.proxy.deny import Denials
 from sidecar.proxy.forward import (
     ONE_TRACEPARENT,
@@ -182,11 +182,14 @@ class Gateway:
         raw: bytes = scope.get("raw_path") or scope["path"].encode()
         return self.paths.below(raw) is not None
 
-    def answer_cached(self, scope: Scope) -> Answer | None:
+    def answer_cached(self, scope: Scope, later: bool = False) -> Answer | Later | None:
         """The answer ``__call__`` would give to an HTTP request, when it needs no I/O: whoami and
         the decision endpoints with the session in the resolver's cache (or none needed). None for
         everything else, and before ``start`` has run (the revocation feed must be listening
-        before a cached session is trusted). Used by ``sidecar.http_protocol``."""
+        before a cached session is trusted). Used by ``sidecar.http_protocol``.
+
+        With ``later``, whoami and the decisions that need the session store are answered too, by
+        a coroutine that gives ``__call__``'s answer once the store has (``answer_later``)."""
         if not self._started:
             return None
         raw: bytes = scope.get("raw_path") or scope["path"].encode()
@@ -195,8 +198,13 @@ class Gateway:
             return None
         whoami = self.whoami
         if whoami is not None and sub == WHOAMI_PATH:
-            return whoami.answer_cached(sub, scope)
-        return self.decisions.answer_cached(sub, scope)
+            return whoami.answer_cached(sub, scope, later)
+        return self.decisions.answer_cached(sub, scope, later)
+
+    def answer_later(self, scope: Scope) -> Answer | Later | None:
+        """``answer_cached`` with ``later``: the HTTP protocol's responder
+        (``sidecar.app.fast_responders``)."""
+        return self.answer_cached(scope, True)
 
     def _host(self, raw: bytes) -> str:
         """``normalise_host`` memoised: a site sees few distinct Host values (bounded anyway)."""

@@ -10,7 +10,8 @@ protocol's synchronous answers (``sidecar.http_protocol``).
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Coroutine
+from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 from starlette.types import Scope, Send
@@ -72,9 +73,13 @@ class WhoamiEndpoint:
         await send_answer(send, self._render(answer, scope))
         return True
 
-    def answer_cached(self, sub: bytes, scope: Scope) -> Answer | None:
+    def answer_cached(
+        self, sub: bytes, scope: Scope, later: bool = False
+    ) -> Answer | Coroutine[Any, Any, Answer] | None:
         """``handle``'s answer when it needs no I/O (the session cached, or no token); None for a
-        request ``handle`` would pass on or one that needs the session store."""
+        request ``handle`` would pass on or one that needs the session store. With ``later``, one
+        that needs the session store is a coroutine instead: awaited, ``handle``'s answer, for the
+        HTTP protocol to write without ASGI (``sidecar.http_protocol``)."""
         token = self._asked(sub, scope)
         if token is False:
             return None
@@ -82,7 +87,17 @@ class WhoamiEndpoint:
             answer: WhoamiAnswer | errors.SidecarError | None = self.whoami.answer_cached(token)
         except errors.SidecarError as exc:
             answer = exc
-        return None if answer is None else self._render(answer, scope)
+        if answer is not None:
+            return self._render(answer, scope)
+        return self._later(token, scope) if later else None
+
+    async def _later(self, token: str | None, scope: Scope) -> Answer:
+        """``handle``'s answer for a request ``answer_cached`` read."""
+        try:
+            answer: WhoamiAnswer | errors.SidecarError = await self.whoami.answer(token)
+        except errors.SidecarError as exc:
+            answer = exc
+        return self._render(answer, scope)
 
     def _asked(self, sub: bytes, scope: Scope) -> str | Literal[False] | None:
         """The presented token (None: none) when this endpoint serves the request, else False."""
