@@ -44,6 +44,12 @@ class CourierStore(Protocol):
         """Give claims back unsent (no attempt counted), e.g. on shutdown. Returns how many."""
         ...
 
+    async def release_held(self, worker_id: str) -> int:
+        """Give back every claim ``worker_id`` holds, unsent (no attempt counted): what a worker that
+        lost track of its claims (a release or a claim's answer lost to an outage) does once the
+        store answers again, when it has nothing in flight. Returns how many."""
+        ...
+
     async def retry(self, message_id: uuid.UUID) -> bool:
         """An operator's retry: a ``queued`` or ``abandoned`` message becomes due now. Its attempts
         are kept, so a retried message that fails again is abandoned again (one more attempt).

@@ -3,6 +3,13 @@
 Every process may run one; the store's leases keep workers (and replicas) from sending the same
 message twice. A failed attempt is retried with exponential backoff (1s, 2s, 4s, ... capped) for
 ``courier.message_retries`` retries, so at most ``1 + message_retries`` attempts, then abandoned.
+
+The database may go away in the middle of a batch (a PostgreSQL restart or failover). The worker then
+still knows what it did: the outcome of an attempt the store could not record is kept and recorded
+first once the store answers again (else a message that went out stays claimed until its lease runs
+out and is sent a second time), and the claims it could not hand back (the unsent rest of the batch,
+or a claim whose answer was lost) are given back then, before it claims anything new (else they wait
+out the lease: two minutes without the recovery code a user is waiting for).
 """
 
 from __future__ import annotations
@@ -13,8 +20,9 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from functools import partial
 
 from sidecar.config.model import Courier as CourierConfig
 from sidecar.courier.model import Message, utcnow
@@ -24,6 +32,9 @@ from sidecar.errors import ServiceUnavailable
 from sidecar.tracing import Tracing
 
 log = logging.getLogger("sidecar.courier")
+
+SETTLE_AT_STOP = 5.0
+"""Seconds ``stop`` gives the store to take what the worker still owes it (then the leases decide)."""
 
 
 def default_worker_id() -> str:
@@ -62,6 +73,10 @@ class CourierWorker:
         self._tracing = tracing or Tracing.off()
         self._stopping = asyncio.Event()
         self._busy = asyncio.Lock()
+        # Store calls that failed and must be made before the next claim (``_settle``): the outcomes
+        # of attempts made, oldest first, then (``_strays``) handing back claims nobody here works on.
+        self._owed: list[Callable[[], Awaitable[object]]] = []
+        self._strays = False
 
     def backoff(self, attempts: int) -> timedelta:
         """Delay before retry number ``attempts`` (1-based): base * 2^(attempts-1), capped."""
@@ -72,7 +87,14 @@ class CourierWorker:
         async with self._busy:
             if self._stopping.is_set():
                 return 0
-            batch = await self.store.claim_batch(self.worker_id, limit=self.batch_size, lease=self.lease)
+            await self._settle()
+            try:
+                batch = await self.store.claim_batch(self.worker_id, limit=self.batch_size, lease=self.lease)
+            except ServiceUnavailable:
+                # The connection may have failed after the claim committed: rows would be ours
+                # with nobody working on them.
+                self._strays = True
+                raise
             attempted = 0
             try:
                 for message in batch:
@@ -81,18 +103,48 @@ class CourierWorker:
                     lease_left = (message.claimed_until or self._clock()) - self._clock()
                     if self._stopping.is_set() or lease_left <= self.send_timeout:
                         break
-                    await self._attempt(message)
-                    attempted += 1
+                    record = await self._attempt(message)
+                    attempted += 1  # tried: never handed back unsent, whatever the store says next
+                    await self._record(record)
             finally:
                 # Stopping, cancelled or failed mid-batch: hand the unsent rest back now rather than
                 # leaving it stuck until the lease runs out.
                 rest = [m.id for m in batch[attempted:]]
                 if rest:
-                    with contextlib.suppress(Exception):
+                    try:
                         await asyncio.shield(self.store.release(rest, self.worker_id))
+                    except Exception:
+                        self._strays = True  # given back by ``_settle`` once the store answers
             return attempted
 
-    async def _attempt(self, message: Message) -> None:
+    async def _settle(self) -> None:
+        """Make the store calls that failed, before claiming more: the outcomes first (a message
+        recorded as sent is not handed back), then every claim of this worker, none in flight."""
+        recorded = released = 0
+        while self._owed:
+            await self._owed[0]()
+            del self._owed[0]
+            recorded += 1
+        if self._strays:
+            released = await self.store.release_held(self.worker_id)
+            self._strays = False
+        if recorded or released:
+            log.info(
+                "courier worker %s: the store answers again: %d outcome(s) recorded, %d claim(s) handed back",
+                self.worker_id,
+                recorded,
+                released,
+            )
+
+    async def _record(self, record: Callable[[], Awaitable[object]]) -> None:
+        try:
+            await record()
+        except BaseException:
+            self._owed.append(record)  # the attempt happened: its outcome is recorded later
+            raise
+
+    async def _attempt(self, message: Message) -> Callable[[], Awaitable[object]]:
+        """Send ``message``; returns the store call that records the outcome."""
         attrs = {
             "sidecar.courier.message_id": str(message.id),
             "sidecar.courier.template": message.template_type,
@@ -104,26 +156,28 @@ class CourierWorker:
                 if span is not None:
                     span.set_attribute("sidecar.courier.result", "failed")
                     span.set_attribute("error.type", type(exc).__name__)
-                await self._failed(message, exc)
-                return
+                return self._failed(message, exc)
             if span is not None:
                 span.set_attribute("sidecar.courier.result", "sent")
-        if not await self.store.mark_sent(message.id, self.worker_id):
-            log.warning("courier message %s was sent after its lease was taken over", message.id)
+        return partial(self._mark_sent, message.id)
 
-    async def _failed(self, message: Message, exc: Exception) -> None:
+    async def _mark_sent(self, message_id: uuid.UUID) -> None:
+        if not await self.store.mark_sent(message_id, self.worker_id):
+            log.warning("courier message %s was sent after its lease was taken over", message_id)
+
+    def _failed(self, message: Message, exc: Exception) -> Callable[[], Awaitable[object]]:
+        """Log the failed attempt; returns the store call that requeues or abandons the message."""
         attempts = message.send_count + 1
         error = f"{type(exc).__name__}: {exc}"[:2000]
         permanent = isinstance(exc, PermanentDeliveryError)
         if permanent or attempts > self.config.message_retries:
             log.error("courier message %s abandoned after %d attempt(s): %s", message.id, attempts, error)
-            await self.store.mark_failed(message.id, self.worker_id, error=error, retry_at=None)
-            return
+            return partial(self.store.mark_failed, message.id, self.worker_id, error=error, retry_at=None)
         retry_at = self._clock() + self.backoff(attempts)
         log.warning(
             "courier message %s failed (attempt %d), retry at %s: %s", message.id, attempts, retry_at, error
         )
-        await self.store.mark_failed(message.id, self.worker_id, error=error, retry_at=retry_at)
+        return partial(self.store.mark_failed, message.id, self.worker_id, error=error, retry_at=retry_at)
 
     async def run(self, stop_event: asyncio.Event) -> None:
         """Process batches until ``stop_event`` (or ``stop()``); sleeps ``worker_interval`` when idle."""
@@ -159,7 +213,11 @@ class CourierWorker:
                 waiter.cancel()
 
     async def stop(self) -> None:
-        """Finish the send in flight, release the rest of the batch, and stop ``run``."""
+        """Finish the send in flight, release the rest of the batch, and stop ``run``; what the store
+        could not take during an outage gets one more try (``SETTLE_AT_STOP``)."""
         self._stopping.set()
         async with self._busy:
-            pass
+            if self._owed or self._strays:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(SETTLE_AT_STOP):
+                        await self._settle()

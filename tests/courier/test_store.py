@@ -129,6 +129,20 @@ async def test_release_and_release_expired(store: SqlCourierStore) -> None:
         assert got is not None and (got.status, got.send_count, got.claimed_by) == ("queued", 0, None)
 
 
+async def test_release_held_gives_back_every_claim_of_one_worker(store: SqlCourierStore) -> None:
+    for i in range(3):
+        await store.enqueue(make_message(f"m{i}@example.test"))
+    mine = {m.id for m in await store.claim_batch("w", limit=2, lease=LEASE)}
+    [theirs] = await store.claim_batch("v", limit=1, lease=LEASE)
+    assert await store.release_held("w") == 2
+    assert await store.release_held("w") == 0
+    for m in await store.list(page_size=10):
+        if m.id in mine:
+            assert (m.status, m.send_count, m.claimed_by, m.claimed_until) == ("queued", 0, None, None)
+        else:
+            assert (m.id, m.status, m.claimed_by) == (theirs.id, "processing", "v")
+
+
 async def test_list_pages_newest_first_with_filters_and_counts(store: SqlCourierStore) -> None:
     base = datetime(2026, 1, 1, tzinfo=UTC)
     made = [

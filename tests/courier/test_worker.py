@@ -6,6 +6,7 @@ import asyncio
 import collections
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,7 @@ from sidecar.courier.service import Courier
 from sidecar.courier.smtp import SmtpSender
 from sidecar.courier.templates import Templates
 from sidecar.courier.worker import CourierWorker
+from sidecar.errors import ServiceUnavailable
 from sidecar.storage.sql.courier_store import SqlCourierStore
 from sidecar.storage.sql.database import SqlDatabase
 from tests.courier.conftest import SmtpServer, courier_store
@@ -292,3 +294,128 @@ async def test_a_persistent_error_is_logged_once_until_it_clears(
         ("ERROR", "courier worker w-broken: batch failed (retrying every tick)"),
         ("WARNING", "courier worker w-broken: batches succeed again"),
     ]
+
+
+class Outage:
+    """A courier store that refuses every call with the database's 503 while ``down`` is set, as a
+    PostgreSQL restart does; ``claim_lost`` makes a claim commit and its answer get lost."""
+
+    def __init__(self, store: SqlCourierStore) -> None:
+        self.store = store
+        self.down = False
+        self.claim_lost = False
+
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self.store, name)
+
+        async def refused_while_down(*args: Any, **kwargs: Any) -> Any:
+            if self.down:
+                raise ServiceUnavailable("the database is unavailable")
+            result = await call(*args, **kwargs)
+            if name == "claim_batch" and self.claim_lost:
+                self.claim_lost = False
+                raise ServiceUnavailable("the database connection was lost")
+            return result
+
+        return refused_while_down
+
+
+class DownAfterFirst:
+    """Sends (or, with ``fail_first``, fails) the first message, and the database goes away then."""
+
+    def __init__(self, outage: Outage, *, fail_first: bool = False) -> None:
+        self.outage = outage
+        self.fail_first = fail_first
+        self.tripped = False
+        self.sent: list[str] = []
+
+    async def send(self, message: Message) -> None:
+        if not self.tripped:
+            self.tripped = True
+            self.outage.down = True
+            if self.fail_first:
+                raise ConnectionRefusedError("the mail server is down too")
+        self.sent.append(str(message.id))
+
+
+async def run_through(worker: CourierWorker, outage: Outage, store: SqlCourierStore, ids: list[str]) -> None:
+    """The worker's loop through the outage and after it, until every message in ``ids`` was sent."""
+    stop = asyncio.Event()
+    runner = asyncio.create_task(worker.run(stop))
+    try:
+        await asyncio.sleep(0.3)  # a few ticks with the database away
+        outage.down = False
+
+        async def all_sent() -> bool:
+            return (await store.count_by_status())["sent"] == len(ids)
+
+        # Well within the two-minute lease: what was claimed comes back by itself, not by expiry.
+        await eventually(all_sent, timeout=10)
+    finally:
+        stop.set()
+        await runner
+
+
+@pytest.mark.parametrize("first", ["sent", "failed"])
+async def test_a_database_outage_mid_batch_loses_and_doubles_nothing(
+    store: SqlCourierStore, make_courier_config: MakeConfig, first: str
+) -> None:
+    """The database goes away after the first send of a batch: that attempt's outcome is recorded
+    once the store answers again (a sent message is not sent again at the lease's end), and the
+    unsent rest, which could not be handed back, is sent at once then, not two minutes later."""
+    ids = await enqueue_codes(store, 4)
+    outage = Outage(store)
+    sender = DownAfterFirst(outage, fail_first=first == "failed")
+    config = make_courier_config("smtp://127.0.0.1:1/")
+    worker = CourierWorker(outage, sender, config, "w1", batch_size=4, **FAST)  # type: ignore[arg-type]
+    with pytest.raises(ServiceUnavailable):
+        await worker.run_once()
+    assert len(sender.sent) == (1 if first == "sent" else 0)
+    await run_through(worker, outage, store, ids)
+    assert sorted(sender.sent) == sorted(ids)  # each exactly once
+    messages = {str(m.id): m for m in await store.list(page_size=10)}
+    assert all(m.status == "sent" and m.claimed_by is None for m in messages.values())
+    # The failed first attempt counts: recorded with its error before the retry that went out.
+    tried_twice = [m for m in messages.values() if m.send_count == 2]
+    if first == "failed":
+        [again] = tried_twice
+        assert [d.status for d in again.dispatches] == ["failed", "success"]
+    else:
+        assert not tried_twice
+
+
+async def test_a_claim_whose_answer_was_lost_is_handed_back(
+    store: SqlCourierStore, make_courier_config: MakeConfig
+) -> None:
+    """The connection fails after the claim committed: the rows are the worker's though it never
+    saw them; it hands them back once the store answers, so they go out now, not after the lease."""
+    ids = await enqueue_codes(store, 3)
+    outage = Outage(store)
+    outage.claim_lost = True
+    sender = BlockingSender()
+    sender.release.set()
+    worker = CourierWorker(outage, sender, make_courier_config("smtp://127.0.0.1:1/"), "w1")  # type: ignore[arg-type]
+    with pytest.raises(ServiceUnavailable):
+        await worker.run_once()
+    assert (await store.count_by_status())["processing"] == 3
+    while await worker.run_once():
+        pass
+    assert sorted(str(m.id) for m in sender.sent) == sorted(ids)
+    assert (await store.count_by_status())["sent"] == 3
+
+
+async def test_stop_records_what_the_store_missed(
+    store: SqlCourierStore, make_courier_config: MakeConfig
+) -> None:
+    """Stopped during the outage, after it ended: the sent message is recorded as sent and the rest
+    handed back at stop, not left claimed (to be sent again, or late, when the lease runs out)."""
+    await enqueue_codes(store, 3)
+    outage = Outage(store)
+    sender = DownAfterFirst(outage)
+    worker = CourierWorker(outage, sender, make_courier_config("smtp://127.0.0.1:1/"), "w1", batch_size=3)  # type: ignore[arg-type]
+    with pytest.raises(ServiceUnavailable):
+        await worker.run_once()
+    outage.down = False
+    await worker.stop()
+    counts = await store.count_by_status()
+    assert (counts["sent"], counts["queued"], counts["processing"]) == (1, 2, 0)

@@ -125,6 +125,10 @@ class SqlCourierStore:
         async with self._db.write() as conn:
             return (await conn.execute(queue.release(message_ids, worker_id, now=self._clock()))).rowcount
 
+    async def release_held(self, worker_id: str) -> int:
+        async with self._db.write() as conn:
+            return (await conn.execute(queue.release_held(worker_id, now=self._clock()))).rowcount
+
     async def retry(self, message_id: uuid.UUID) -> bool:
         stmt = queue.retry(message_id, now=self._clock(), given_up="abandoned")
         async with self._db.write() as conn:

@@ -78,6 +78,15 @@ class LeasedQueue:
             .values(status="queued", claimed_by=None, claimed_until=None, updated_at=now)
         )
 
+    def release_held(self, worker_id: str, *, now: datetime) -> sa.Update:
+        """Puts every row ``worker_id`` claimed back in the queue, without counting an attempt."""
+        c = self._c
+        return (
+            self.table.update()
+            .where(c.status == "processing", c.claimed_by == worker_id)
+            .values(status="queued", claimed_by=None, claimed_until=None, updated_at=now)
+        )
+
     def release_expired(self, *, now: datetime) -> sa.Update:
         """Puts every row whose lease ran out back in the queue."""
         c = self._c
