@@ -88,15 +88,24 @@ class Plan:
     log: dict[Any, Any] = field(default_factory=dict)
 
     def forward(self, request_id: bytes | None, traceparent: bytes | None = None) -> Forward:
-        if traceparent is not None:
-            # (A request id slot is there only when the plan was made with one.)
-            slots = {REQUEST_ID_SLOT: request_id or REQUEST_ID_SLOT, TRACEPARENT_SLOT: traceparent}
-            headers = [(n, slots.get(v, v)) for n, v in self.headers]
-            return Forward(self.base, self.target, headers, self, request_id, traceparent=traceparent)
-        if request_id is None:
+        if request_id is None and traceparent is None:
             return Forward(self.base, self.target, self.headers, self)
-        headers = [(n, request_id) if v == REQUEST_ID_SLOT else (n, v) for n, v in self.headers]
-        return Forward(self.base, self.target, headers, self, request_id)
+        headers = filled(self.headers, request_id, traceparent)
+        return Forward(self.base, self.target, headers, self, request_id, traceparent=traceparent)
+
+
+def filled(
+    headers: list[tuple[bytes, bytes]], request_id: bytes | None, traceparent: bytes | None
+) -> list[tuple[bytes, bytes]]:
+    """``headers`` made with ``REQUEST_ID_SLOT`` / ``TRACEPARENT_SLOT`` values, with this request's
+    (``headers`` itself when it has neither: the caller does not change it)."""
+    if traceparent is not None:
+        # (A request id slot is there only when the headers were made with one.)
+        slots = {REQUEST_ID_SLOT: request_id or REQUEST_ID_SLOT, TRACEPARENT_SLOT: traceparent}
+        return [(n, slots.get(v, v)) for n, v in headers]
+    if request_id is None:
+        return headers
+    return [(n, request_id) if v == REQUEST_ID_SLOT else (n, v) for n, v in headers]
 
 
 @dataclass(slots=True)

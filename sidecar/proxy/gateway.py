@@ -33,6 +33,7 @@ from sidecar.proxy.forward import (
     Forward,
     ForwardContext,
     Plan,
+    filled,
     forward_http,
     rewrite_request_headers_raw,
 )
@@ -55,6 +56,14 @@ KEEP_RELAY = "sidecar.keep_relay"
 """Scope key the HTTP protocol sets when it may remember this request's relay (``plan_now``)."""
 _PLANS = "forward_plans"
 PLANS_PER_SESSION = 32
+_REWRITES = "forward_rewrites"
+REWRITES_PER_SESSION = 8
+
+
+def _target(path: str, scope: Scope) -> bytes:
+    """The upstream's request target: the normalised path and the query as received."""
+    query = scope.get("query_string", b"")
+    return path.encode() + b"?" + query if query else path.encode()
 
 
 def framing(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, bool]:
@@ -323,11 +332,18 @@ class Gateway:
         identity, forwarded or cookie header can only meet the plan built from those very headers,
         but for the request id (ours, or a trusted proxy's) and a traceparent the HTTP protocol
         names (``ONE_TRACEPARENT``): new with each request, each has its slot in the plan.
-        A signed JWT (its expiry moves) is rendered every time."""
+        A signed JWT (its expiry moves) is rendered every time.
+
+        A request seen for the first time (a client walking a site: a new path each request) has
+        no plan, but its rewritten headers do not depend on its method, path or query: they are
+        kept in the session's memo too (``REWRITES_PER_SESSION`` at most), under the plan's key
+        without those three, and this request's ids put in their slots."""
         rule = outcome.rule
         session = outcome.session
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         plans: dict[tuple[Any, ...], Plan | None] | None = None
+        rewrites: dict[tuple[Any, ...], list[tuple[bytes, bytes]]] | None = None
+        rewrite_key: tuple[Any, ...] = ()
         request_id: bytes | None = None
         traceparent: bytes | None = None
         if session is not None and rule is not None and not self.identity.signs(rule):
@@ -345,15 +361,20 @@ class Gateway:
             traceparent = scope.get(ONE_TRACEPARENT)
             if traceparent is not None:
                 headers = [(n, TRACEPARENT_SLOT) if n == TRACEPARENT_HEADER else (n, v) for n, v in headers]
-            key = (
+            generation, scheme, received = (
                 self.rules.current.generation,
+                scope.get("scheme", "http"),
+                tuple(headers),
+            )
+            key = (
+                generation,
                 rule.id,
                 scope["method"],
                 path,
                 scope.get("query_string", b""),
                 peer,
-                scope.get("scheme", "http"),
-                tuple(headers),
+                scheme,
+                received,
             )
             plans = session.memo.get(_PLANS)
             if plans is None:
@@ -368,8 +389,18 @@ class Gateway:
                 if len(plans) >= PLANS_PER_SESSION:
                     plans.clear()  # a client walking many URLs: start over rather than grow
                 plans[key] = None
-                headers = scope["headers"]
                 plans = None
+                rewrite_key = (generation, rule.id, peer, scheme, received)
+                rewrites = session.memo.get(_REWRITES)
+                if rewrites is None:
+                    rewrites = session.memo[_REWRITES] = {}
+                else:
+                    kept = rewrites.get(rewrite_key)
+                    if kept is not None:
+                        base = rule.upstream or self.upstream_base
+                        if base is None:
+                            return None
+                        return Forward(base, _target(path, scope), filled(kept, request_id, traceparent))
         base = (rule.upstream if rule is not None else None) or self.upstream_base
         if base is None:
             return None
@@ -384,8 +415,12 @@ class Gateway:
             strip_bearer=session is not None and facts.token_from_bearer,
         )
         upstream_headers = rewrite_request_headers_raw(headers, ctx, identity.render(outcome))
-        query = scope.get("query_string", b"")
-        target = path.encode() + b"?" + query if query else path.encode()
+        target = _target(path, scope)
+        if rewrites is not None:
+            if len(rewrites) >= REWRITES_PER_SESSION:
+                rewrites.clear()
+            rewrites[rewrite_key] = upstream_headers
+            return Forward(base, target, filled(upstream_headers, request_id, traceparent))
         if plans is None:
             return Forward(base, target, upstream_headers)
         plan = plans[key] = Plan(base, target, upstream_headers)

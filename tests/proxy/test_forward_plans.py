@@ -22,8 +22,8 @@ import pytest
 from sidecar.app import create_public_app, wrap_apps
 from sidecar.identity.model import Identity, VerifiableAddress, utcnow
 from sidecar.logs import AccessLog
-from sidecar.proxy.forward import Forward
-from sidecar.proxy.gateway import Gateway
+from sidecar.proxy.forward import ONE_TRACEPARENT, Forward, rewrite_request_headers_raw
+from sidecar.proxy.gateway import REWRITES_PER_SESSION, Gateway
 from sidecar.security.tokens import digest, new_session_token
 from sidecar.session.model import Session
 from tests.conftest import make_config
@@ -234,3 +234,62 @@ async def test_a_rules_reload_renders_the_plan_anew(env: Env) -> None:
     env.services.rules.load()
     base, _, _ = planned(env, scope(env, path="/tagged/x"))
     assert base == "http://127.0.0.1:7"
+
+
+async def test_a_new_path_gets_the_headers_it_would_get_without_the_cache(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request seen for the first time has no plan, but its rewritten headers are kept per header
+    shape (``Gateway._forward``'s rewrites): requests of every kind, each kind three times in a row
+    to new paths (the first fills the rewrite, the next two are served from it), get the base,
+    target and headers they get with nothing cached, each with its own request id and traceparent
+    in place."""
+    numbers = itertools.count()
+    requests = []
+    for who, host, peer, extra, ids, prefix in itertools.product(
+        ["alice", "bob"],
+        [b"app.test", b"other.test"],
+        ["127.0.0.1", "10.9.8.7"],
+        EXTRAS,
+        ["none", "request id", "traceparent"],
+        ["/private", "/tagged"],
+    ):
+        for _ in range(3):
+            n = next(numbers)
+            request = scope(
+                env,
+                who=who,
+                host=host,
+                peer=peer,
+                extra=extra,
+                path=f"{prefix}/{n}",
+                request_id=f"{n:032x}" if ids != "none" else None,
+            )
+            if ids == "traceparent":
+                trace = f"00-{n:032x}-{n:016x}-01".encode()
+                request["headers"] = [*request["headers"], (b"traceparent", trace)]
+                request[ONE_TRACEPARENT] = trace
+            requests.append(request)
+    rewrites = 0
+
+    def counted(*args: Any) -> Any:
+        nonlocal rewrites
+        rewrites += 1
+        return rewrite_request_headers_raw(*args)
+
+    monkeypatch.setattr("sidecar.proxy.gateway.rewrite_request_headers_raw", counted)
+    # Every kind's rewrite kept to the end: a key that left out what makes two kinds differ would
+    # serve one the other's headers, whichever order they come in.
+    monkeypatch.setattr("sidecar.proxy.gateway.REWRITES_PER_SESSION", 10_000)
+    served = [planned(env, request) for request in requests]
+    assert rewrites == len(requests) // 3  # once per kind: its other two requests from the memo
+    monkeypatch.undo()
+    for request, got in zip(requests, served, strict=True):
+        assert got == cold(env, request), request
+        assert not any(b"\x00" in v for _, v in got[2])
+
+
+async def test_the_rewrites_a_session_keeps_are_bounded(env: Env) -> None:
+    for n in range(3 * REWRITES_PER_SESSION):
+        planned(env, scope(env, path=f"/private/{n}", extra=((b"x-n", b"%d" % n),)))
+        assert len(env.session("alice").memo["forward_rewrites"]) <= REWRITES_PER_SESSION
