@@ -9,7 +9,7 @@ would need the session store), for answers made inside the HTTP protocol. Nothin
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Coroutine, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,8 +85,13 @@ class Outcome:
         return self.verdict is Verdict.ALLOW
 
 
-Checked = tuple[tuple[Outcome, RuleSet, Rule | None, bool, ResolvedSession | None], str | None]
+Noted = tuple[Outcome, RuleSet, Rule | None, str | None, ResolvedSession | None]
+"""A check made without I/O: the outcome, the rule set and rule, the token's digest when the session
+cache was read, what it held."""
+Checked = Noted
 """What ``Access.check_noted`` hands back for ``Access.replay_of``."""
+Later = Coroutine[Any, Any, Outcome]
+"""``check``'s outcome, once the session store has answered (``Access.check_cached`` with ``later``)."""
 
 
 class Access:
@@ -128,13 +133,15 @@ class Access:
         path: str,
         facts: RequestFacts,
         scope: MutableMapping[str, Any] | None = None,
-    ) -> Outcome | None:
+        later: bool = False,
+    ) -> Outcome | Later | None:
         """``check`` without I/O, for answers made inside the HTTP protocol (``sidecar.http_protocol``):
         the same outcome and the same records, or None, with nothing recorded or counted, when the
         answer needs the session store (the token is not in the resolver's cache) or tracing is on
-        (its spans belong to the ASGI path)."""
-        checked = self._checked(method, host, path, facts, scope)
-        return None if checked is None else checked[0]
+        (its spans belong to the ASGI path). With ``later``, the answer that needs the store is a
+        coroutine instead of None (``_later``)."""
+        checked = self._checked(method, host, path, facts, scope, later)
+        return checked[0] if isinstance(checked, tuple) else checked
 
     def check_noted(
         self,
@@ -148,14 +155,13 @@ class Access:
         ``check_replayable`` gives, for a caller that wants one only for some outcomes (the fast
         relay's remembered relays: ``sidecar.proxy.fast``)."""
         checked = self._checked(method, host, path, facts, scope)
-        if checked is None:
+        if not isinstance(checked, tuple):  # (None: without ``later``, no coroutine)
             return None
-        return checked[0], (checked, facts.token)
+        return checked[0], checked
 
     def replay_of(self, noted: Checked) -> Callable[[], bool]:
         """``check_replayable``'s ``replay`` for a check ``check_noted`` made."""
-        (outcome, ruleset, rule, looked_up, session), token = noted
-        key = digest(token) if looked_up and token else None
+        outcome, ruleset, rule, key, session = noted
         return self._replay(ruleset, rule, key, session, outcome)
 
     def check_replayable(
@@ -165,7 +171,8 @@ class Access:
         path: str,
         facts: RequestFacts,
         scope: MutableMapping[str, Any] | None = None,
-    ) -> tuple[Outcome, Callable[[], bool], Callable[[str], bool]] | None:
+        later: bool = False,
+    ) -> tuple[Outcome, Callable[[], bool], Callable[[str], bool]] | Later | None:
         """``check_cached``, and with its outcome a ``replay`` for whoever remembers the answer made
         from it (``sidecar.http_protocol``'s memo): ``replay()`` is True, with this check's records
         made again (rule hit, session cache hit, decision metrics), while the same facts would
@@ -175,12 +182,11 @@ class Access:
         Third, ``same_rule(other_path)``: True when this rule set gives ``other_path`` (normalised)
         the rule that decided here, so that, with ``replay()`` True, the same method, host and facts
         with ``other_path`` get the same outcome (the judgement reads the rule, the session and the
-        facts, never the path). Pure: records nothing."""
-        checked = self._checked(method, host, path, facts, scope)
-        if checked is None:
-            return None
-        outcome, ruleset, rule, looked_up, session = checked
-        key = digest(facts.token) if looked_up and facts.token else None
+        facts, never the path). Pure: records nothing. ``later``: as ``check_cached``'s."""
+        checked = self._checked(method, host, path, facts, scope, later)
+        if not isinstance(checked, tuple):
+            return checked
+        outcome, ruleset, rule, key, session = checked
 
         def same_rule(other: str) -> bool:
             return rule is not None and ruleset.match(method, host, other) is rule
@@ -194,15 +200,17 @@ class Access:
         path: str,
         facts: RequestFacts,
         scope: MutableMapping[str, Any] | None,
-    ) -> tuple[Outcome, RuleSet, Rule | None, bool, ResolvedSession | None] | None:
+        later: bool = False,
+    ) -> Noted | Later | None:
         """``check_cached``'s steps; with the outcome, what a replay needs: the rule set and rule,
-        whether the session cache was read, and what it held."""
+        the token's digest when the session cache was read (else None), and what it held. With
+        ``later``, a cache miss gives ``_later``'s coroutine instead of None."""
         if self.tracing is not None:
             return None
         started = time.perf_counter()
         ruleset = self.rules.current
         rule = ruleset.match(method, host, path)
-        looked_up = False
+        key: str | None = None
         session: ResolvedSession | None = None
         if rule is None:
             outcome = self._unmatched(facts)
@@ -211,15 +219,33 @@ class Access:
             settled = self._settled(rule, api, facts.token)
             if settled is None:
                 assert facts.token  # _settled answers every request without one
-                found, session = self.resolver.cached(facts.token)
+                key = digest(facts.token)
+                found, session = self.resolver.cached_digest(key)
                 if not found:
-                    return None
-                looked_up = True
+                    return self._later(ruleset, rule, api, key, path, started, scope) if later else None
                 settled = self._judged(rule, api, session)
             outcome = settled
             ruleset.hits[rule.position] += 1
         self._record(outcome, path, started, scope)
-        return outcome, ruleset, rule, looked_up, session
+        return outcome, ruleset, rule, key, session
+
+    async def _later(
+        self,
+        ruleset: RuleSet,
+        rule: Rule,
+        api: bool,
+        key: str,
+        path: str,
+        started: float,
+        scope: MutableMapping[str, Any] | None,
+    ) -> Outcome:
+        """``check``'s outcome and records for a request ``_checked`` matched and found missing
+        from the session cache: the rule it matched (counted now, as ``check`` counts it), the
+        session from the store by the digest it made."""
+        ruleset.hits[rule.position] += 1
+        outcome = await self._resolved(rule, api, self.resolver.resolve_digest(key))
+        self._record(outcome, path, started, scope)
+        return outcome
 
     def _replay(
         self,
@@ -285,8 +311,15 @@ class Access:
         if settled is not None:
             return settled
         assert facts.token  # _settled answers every request without one
+        return await self._resolved(rule, api, self.resolver.resolve(facts.token))
+
+    async def _resolved(
+        self, rule: Rule, api: bool, resolving: Coroutine[Any, Any, ResolvedSession | None]
+    ) -> Outcome:
+        """The outcome once ``resolving`` (the resolver's load of the presented token) has given
+        the session; fail closed when the store is down."""
         try:
-            session = await self.resolver.resolve(facts.token)
+            session = await resolving
         except errors.ServiceUnavailable:
             req = rule.require
             if req.level == "optional" and not req.has_conditions:

@@ -264,8 +264,8 @@ class DecisionEndpoints:
         a path not ours or an answer that needs the session store. Records what ``handle`` does.
         With ``later``, an answer that needs the session store is a coroutine instead of None:
         awaited, it is ``handle``'s answer to the request, with ``handle``'s records (the request
-        read once, here, as ``handle`` reads it; judged by ``Access.check``), for the HTTP
-        protocol to write without ASGI (``sidecar.http_protocol``).
+        read once, here, as ``handle`` reads it; matched once, the token digested once), for the
+        HTTP protocol to write without ASGI (``sidecar.http_protocol``).
         A judged answer is a function of the request's method, target and headers (bar
         ``x-request-id`` and ``traceparent``, which it never reads) and its peer, as long as the
         ``replay`` put in ``scope["sidecar.replay"]`` (``sidecar.logs``) holds, when
@@ -285,13 +285,21 @@ class DecisionEndpoints:
             original = asked.original
             host = self._host(asked.host)
             if not scope.get("sidecar.remember"):
-                outcome = self.access.check_cached(original.method, host, asked.path, asked.facts, scope)
-                if outcome is not None:
+                outcome = self.access.check_cached(
+                    original.method, host, asked.path, asked.facts, scope, later
+                )
+                if outcome is None:
+                    return None
+                if isinstance(outcome, Outcome):
                     return self.answer(asked, outcome)
-                return self._later(asked, host, scope) if later else None
-            checked = self.access.check_replayable(original.method, host, asked.path, asked.facts, scope)
+                return self._later(asked, outcome)
+            checked = self.access.check_replayable(
+                original.method, host, asked.path, asked.facts, scope, later
+            )
             if checked is None:
-                return self._later(asked, host, scope) if later else None
+                return None
+            if not isinstance(checked, tuple):
+                return self._later(asked, checked)
             outcome, replay, same_rule = checked
             # The answer is the same for the same request while ``replay`` holds (``Access``),
             # except for a signed JWT in an allowed one (its own expiry): that one is not offered.
@@ -305,11 +313,11 @@ class DecisionEndpoints:
             return self._jwks()
         return None
 
-    async def _later(self, asked: Asked, host: str, scope: Scope) -> Answer:
-        """``handle``'s judgement and answer for a request ``answer_cached`` read."""
-        original = asked.original
-        outcome = await self.access.check(original.method, host, asked.path, asked.facts, scope)
-        return self.answer(asked, outcome)
+    async def _later(self, asked: Asked, judging: Coroutine[Any, Any, Outcome]) -> Answer:
+        """``handle``'s answer for a request ``answer_cached`` read, once ``Access`` has judged it
+        with the session from the store (``Access.check_cached`` with ``later``: ``check``'s
+        records)."""
+        return self.answer(asked, await judging)
 
     def _same(self, same_rule: Callable[[str], bool]) -> Callable[[bytes], str | None]:
         """``answer_cached``'s ``same`` for a judged request: the original URI read as the

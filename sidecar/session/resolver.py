@@ -23,6 +23,7 @@ entries hold the identity's public view (``ResolvedIdentity``), which is all who
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -153,11 +154,31 @@ class ResolvedIdentity(NamedTuple):
         )
 
 
+def _slot_builder(cls: type[Any]) -> Callable[..., Any]:
+    """``cls(**values)`` for a frozen, slotted dataclass, every field a required keyword, writing
+    each slot through its descriptor instead of the generated ``__init__``'s ``object.__setattr__``
+    per field (the session layer's copy of ``sidecar.storage.values.builder``, which it may not
+    import): a ``ResolvedSession`` is made on every session-cache miss, and its 16 fields cost
+    about a third more through ``__init__`` (timeit: 2.35 -> 1.61 µs)."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    namespace: dict[str, Any] = {"_new_": object.__new__, "_cls_": cls}
+    namespace.update({f"_set_{name}_": cls.__dict__[name].__set__ for name in names})
+    lines = [f"def build(*, {', '.join(names)}):", "    _self_ = _new_(_cls_)"]
+    lines += [f"    _set_{name}_(_self_, {name})" for name in names]
+    lines += ["    return _self_"]
+    exec("\n".join(lines), namespace)  # noqa: S102 - text made of the class's field names only
+    built: Callable[..., Any] = namespace["build"]
+    return built
+
+
+_make_resolved: Callable[..., ResolvedSession] = _slot_builder(ResolvedSession)
+
+
 def resolved_from(
     session: Session, person: ResolvedIdentity, organization_slug: str | None = None
 ) -> ResolvedSession:
     identity = person.identity
-    return ResolvedSession(
+    return _make_resolved(
         session_id=session.id,
         identity_id=identity.id,
         email=person.email,
@@ -173,6 +194,7 @@ def resolved_from(
         identity=identity,
         organization_id=identity.organization_id,
         organization_slug=organization_slug,
+        memo={},
     )
 
 
@@ -255,13 +277,14 @@ class SessionResolver:
 
     async def resolve(self, token: str) -> ResolvedSession | None:
         if self.tracing is None:
-            return await self._resolve(token)
+            return await self.resolve_digest(digest(token))
+        key = digest(token)
         with self.tracing.span("sidecar.session.resolve") as span:
-            entry = self._cache.get(digest(token))
+            entry = self._cache.get(key)
             hit = entry is not None and entry.until > self.monotonic()
             if span is not None:
                 span.set_attribute("sidecar.session.cache", "hit" if hit else "miss")
-            value = await self._resolve(token)
+            value = await self.resolve_digest(key)
             if value is not None and span is not None:
                 span.set_attribute("sidecar.session.id", str(value.session_id))
                 span.set_attribute("enduser.id", str(value.identity_id))
@@ -272,6 +295,10 @@ class SessionResolver:
         session, or None for a cached "no session") on a hit, counted as ``resolve`` counts it;
         (False, None) when only the store can answer, with nothing counted or changed."""
         return self._hit(digest(token))
+
+    def cached_digest(self, key: str) -> tuple[bool, ResolvedSession | None]:
+        """``cached`` for the token whose digest (``sidecar.security.tokens.digest``) is ``key``."""
+        return self._hit(key)
 
     def still_cached(self, key: str, value: ResolvedSession | None) -> bool:
         """For an answer remembered from an earlier ``cached`` hit on the token whose digest is
@@ -342,8 +369,10 @@ class SessionResolver:
             self._drop(key)
             self._store(key, value)
 
-    async def _resolve(self, token: str) -> ResolvedSession | None:
-        key = digest(token)
+    async def resolve_digest(self, key: str) -> ResolvedSession | None:
+        """``resolve`` for the token whose digest (``sidecar.security.tokens.digest``) is ``key``,
+        for a caller that has it from ``cached_digest`` (the SHA-256 is not made again). No spans:
+        with tracing on, callers take ``resolve``."""
         found, value = self._hit(key)
         if found:
             return value

@@ -450,10 +450,10 @@ async def test_an_error_while_answering_is_uvicorn_s_500(
     app that raised: its 500, the connection closed, its log record; the access line says 500."""
     access = stack.log.app.access
 
-    async def broken(*args: Any, **kwargs: Any) -> Any:
+    def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(access, "check", broken)
+    monkeypatch.setattr(access, "_judged", broken)  # the judgement once the session is loaded
     with caplog.at_level(logging.ERROR, logger="uvicorn.error"):
         asgi, fast, _, fast_calls = await both(stack, [nginx(stack.token) + nginx("", "/public/x")])
     assert fast == asgi and fast_calls == 0

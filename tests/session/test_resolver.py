@@ -466,3 +466,51 @@ async def test_the_identity_index_follows_every_entry(db: Any) -> None:
                 e.value is None or e.value.identity_id != identity.id for e in resolver._cache.values()
             )
         check()
+
+
+def test_resolved_from_is_the_dataclass_s_value_with_a_memo_of_its_own() -> None:
+    """``resolved_from`` builds ``ResolvedSession`` slot by slot (``_slot_builder``): the same value
+    as the dataclass's constructor, every field set, and a new memo for each (renderings are memoised
+    per cache entry: a shared one would serve one user's headers to another)."""
+    from dataclasses import fields
+
+    from sidecar.identity.model import VerifiableAddress
+    from sidecar.session.resolver import ResolvedIdentity, ResolvedSession, resolved_from
+
+    identity = Identity(
+        schema_id="default",
+        traits={"email": "Ann@Example.com"},
+        metadata_public={"roles": ["a"]},
+        verifiable_addresses=(VerifiableAddress(value="ann@example.com", verified=True),),
+        organization_id=uuid.uuid4(),
+    )
+    person = ResolvedIdentity.of(identity, "aal2")
+    session = Session(identity_id=identity.id, expires_at=utcnow() + timedelta(hours=1), aal="aal1")
+    built = resolved_from(session, person, "acme")
+    expected = ResolvedSession(
+        session_id=session.id,
+        identity_id=identity.id,
+        email="ann@example.com",
+        aal="aal1",
+        traits=person.identity.traits,
+        metadata_public={"roles": ["a"]},
+        schema_id="default",
+        verified=True,
+        expires_at=session.expires_at,
+        authenticated_at=session.authenticated_at,
+        available_aal="aal2",
+        organization_id=identity.organization_id,
+        organization_slug="acme",
+        session=session,
+        identity=person.identity,
+    )
+    assert type(built) is ResolvedSession
+    for f in fields(ResolvedSession):
+        assert getattr(built, f.name) == getattr(expected, f.name), f.name
+    assert built == expected
+    again = resolved_from(session, person, "acme")
+    assert again.memo == {} and again.memo is not built.memo
+    built.memo["x"] = 1
+    assert again.memo == {}
+    with pytest.raises(AttributeError):
+        built.aal = "aal2"  # type: ignore[misc]  # still frozen
