@@ -23,7 +23,9 @@ A write from the loop must never wait on the reader of the log. How each stream 
 - a socket (journald's stdout stream): ``send(..., MSG_DONTWAIT)`` in the same pieces.
 - anything without a file descriptor (a test's ``StringIO``): its own ``write``.
 
-What a full pipe refuses stays pending and is retried on a short timer, before any newer line.
+What a full pipe refuses stays pending, before any newer line, and is tried again on a short timer
+and with each further buffer's worth of lines; each try writes chunk by chunk as long as the
+stream takes them, so a backlog drains as fast as the reader reads and never costs one big join.
 Memory stays bounded: past ``max_lines`` waiting lines, new lines are dropped and counted, and a
 line of its own says how many once the stream takes lines again.
 """
@@ -39,6 +41,7 @@ import select
 import socket
 import stat
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol, TextIO
 
@@ -194,8 +197,11 @@ class BufferedLineWriter:
         self._flush_interval = flush_interval
         self._retry = min(retry, flush_interval)
         self._max_lines = max_lines
-        self._lines: list[str] = []
+        self._lines: deque[str] = deque()
         self._size = 0  # characters in ``_lines``
+        # Flush once ``_size`` reaches this: ``buffer_size``, or after a refused write one more
+        # buffer's worth later (one try per chunk of new lines while the reader is behind).
+        self._due = buffer_size
         self._pending = b""  # what the stream refused last time: goes before any newer line
         self._timer: asyncio.TimerHandle | None = None
         self._sink: _Sink | None = None
@@ -210,13 +216,12 @@ class BufferedLineWriter:
         if len(lines) >= self._max_lines or self._closing:
             if not self._closing and not self._pending:
                 self.flush()  # many short lines under the buffer size: room, not a slow reader
-            lines = self._lines
             if len(lines) >= self._max_lines or self._closing:
                 self.dropped += 1
                 return
         lines.append(line)
         self._size += len(line)
-        if self._size >= self._buffer_size and not self._pending:
+        if self._size >= self._due:
             self.flush()
         elif self._timer is None:
             self._arm(self._flush_interval)
@@ -229,6 +234,11 @@ class BufferedLineWriter:
             return
         self._timer = loop.call_later(delay, self._on_timer)
 
+    def _retry_later(self) -> None:
+        """Try a refused write again soon (without a loop: at the next flush, or at close)."""
+        with contextlib.suppress(RuntimeError):
+            self._timer = asyncio.get_running_loop().call_later(self._retry, self._on_timer)
+
     def _on_timer(self) -> None:
         self._timer = None
         self.flush()
@@ -238,32 +248,45 @@ class BufferedLineWriter:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        data = self._take()
-        if not data:
-            return
         try:
             sink = self._current_sink()
-            written = sink.write(data)
+            # Chunk by chunk while the stream takes them: a reader that is behind costs one
+            # refused write, never a join of everything waiting.
+            while data := self._pending or self._take():
+                written = sink.write(data)
+                self._pending = data[written:]
+                if self._pending:
+                    break
         except (OSError, ValueError):
-            written = len(data)  # a closed or broken log stream must not take the server down
-        self._pending = data[written:]
-        if self._pending and not self._closing:
-            self._arm(self._retry)
+            # A closed or broken log stream must not take the server down: what waits is lost.
+            self._pending = b""
+            self._lines.clear()
+            self._size = 0
+        if self._pending:
+            self._due = self._size + self._buffer_size
+            if not self._closing:
+                self._retry_later()
+        else:
+            self._due = self._buffer_size
 
     def _take(self) -> bytes:
-        """The pending bytes, then the waiting lines and a dropped-lines note, as one chunk."""
-        text = ""
-        if self._lines:
-            text = "".join(self._lines)
-            self._lines = []
-            self._size = 0
+        """The next chunk: waiting lines of about ``buffer_size`` characters, oldest first; with the
+        last of them, the dropped-lines note when lines were dropped since the last note."""
+        lines, take = self._lines, self._lines.popleft
+        parts: list[str] = []
+        size = 0
+        while lines and size < self._buffer_size:
+            line = take()
+            parts.append(line)
+            size += len(line)
+        self._size -= size
         dropped = self.dropped
-        if dropped != self._dropped_reported:
-            text += f"{dropped - self._dropped_reported} log lines dropped: the log stream was too slow\n"
+        if not lines and dropped != self._dropped_reported:  # after the lines kept before the drops
+            parts.append(
+                f"{dropped - self._dropped_reported} log lines dropped: the log stream was too slow\n"
+            )
             self._dropped_reported = dropped
-        if not text:
-            return self._pending
-        return self._pending + text.encode("utf-8", "backslashreplace")
+        return "".join(parts).encode("utf-8", "backslashreplace") if parts else b""
 
     def _current_sink(self) -> _Sink:
         stream = self._stream()

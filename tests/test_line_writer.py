@@ -312,3 +312,74 @@ def test_many_short_lines_are_written_not_dropped_while_the_stream_keeps_up() ->
     writer.close()
     assert writer.dropped == 0
     assert out.text() == "".join(f"{i}\n" for i in range(100))
+
+
+def test_a_backlog_drains_chunk_by_chunk_as_new_lines_come(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the reader is behind, each try writes one chunk of about ``buffer_size`` (never a join of
+    the whole backlog); once it reads again, the next buffer's worth of lines drains the backlog
+    without waiting for the retry timer."""
+    sizes: list[int] = []
+    real_write = os.write
+
+    def recording(fd: int, data: Any) -> int:
+        sizes.append(len(data))
+        return real_write(fd, data)
+
+    with full_pipe() as (r, stream):
+        writer = BufferedLineWriter(_of(stream), buffer_size=1000, flush_interval=60)
+        writer._arm = lambda delay: None  # type: ignore[method-assign]  # no timer: only new lines
+        monkeypatch.setattr(os, "write", recording)
+        lines = [f"{i:05d} " + "b" * 43 + "\n" for i in range(3000)]  # 50 characters each
+
+        def backlog() -> None:
+            for line in lines[:2000]:
+                writer.write(line)
+
+        _in_thread(backlog)
+        tries = len(sizes)
+        assert 1 <= tries <= 2000 * 50 // 1000 + 1  # one try per buffer's worth while refused
+        assert writer._lines  # kept, waiting
+        got = _drain(r)
+        for line in lines[2000:]:  # the reader is back: new lines carry the backlog out
+            writer.write(line)
+            got += _drain(r)
+        monkeypatch.undo()
+        writer.close(timeout=2)
+        got += _drain(r)
+    assert got.decode().lstrip("x") == "".join(lines)
+
+
+async def test_a_reader_that_is_behind_is_offered_a_buffers_worth_per_try_never_the_backlog(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The retry timer and each further buffer's worth of lines try one chunk of about
+    ``buffer_size`` (was: everything waiting, joined again on every retry: 33-65 ms stalls in a
+    pipe run's first round, bench/log_tail.py --pipe); once the reader reads, nothing is lost."""
+    from sidecar import line_writer
+
+    offered: list[int] = []
+    real_write = line_writer._PipeSink.write
+
+    def recording(sink: Any, data: bytes) -> int:
+        offered.append(len(data))
+        return real_write(sink, data)
+
+    monkeypatch.setattr(line_writer._PipeSink, "write", recording)
+    lines = [f"{i:05d} " + "c" * 43 + "\n" for i in range(2000)]  # 50 characters each
+    with full_pipe() as (r, stream):
+        writer = BufferedLineWriter(_of(stream), buffer_size=1000, flush_interval=60, retry=0.005)
+        for start in range(0, len(lines), 100):  # bursts with retries in between
+            for line in lines[start : start + 100]:
+                writer.write(line)
+            await asyncio.sleep(0.01)
+        tries = len(offered)
+        assert tries >= 20  # the timer kept trying while the reader was away
+        assert max(offered) <= 1000 + 50, sorted(offered)[-5:]
+        got = b""
+        deadline = time.monotonic() + 10
+        while not got.endswith(lines[-1].encode()) and time.monotonic() < deadline:
+            got += _drain(r)  # the reader is back: the timer alone drains the backlog
+            await asyncio.sleep(0.01)
+        writer.close(timeout=2)
+        got += _drain(r)
+    assert got.decode().lstrip("x") == "".join(lines)
