@@ -30,9 +30,10 @@ and calls the app directly with the nginx decision request (``GET /.auth/authz/n
   the same as bytes through the protocol as ``protocol_fast`` (the miss answered in the protocol:
   ``sidecar.http_protocol``'s "Answers that need I/O"), ``us.protocol_asgi_miss[_redis]`` with
   the fast path off (uvicorn's ASGI task per request), each request sent once the one before was
-  answered; ``us.miss_postgres`` / ``us.miss_redis_postgres``: the same with the identities (and
-  without Redis the sessions) in PostgreSQL (a database of the run's own on ``--postgres``, the
-  server at 127.0.0.1:5432 by default, dropped afterwards); ``resolve_miss`` and the like:
+  answered; ``..._c50``: 50 connections at once, as bench/run.py's wrk (the misses of one token
+  share the stores' reads); ``us.miss_postgres`` / ``us.miss_redis_postgres``: the same with the
+  identities (and without Redis the sessions) in PostgreSQL (a database of the run's own on
+  ``--postgres``, the server at 127.0.0.1:5432 by default, dropped afterwards); ``resolve_miss`` and the like:
   ``SessionResolver.resolve`` alone on them.
 
 ``python bench/decision_path.py [--requests 20000] [--rounds 3] [--rules 0] [--measure NAME]``;
@@ -229,6 +230,36 @@ async def protocol_us(
     return elapsed / n * 1e6
 
 
+async def protocol_miss_many_us(
+    config: Any, public: Any, token: str, n: int, fast: bool, connections: int
+) -> float:
+    """``protocol_miss_us`` as wrk loads a server (bench/run.py: 50 connections, one token): each
+    round a request on each of ``connections`` connections at once, the next round once all were
+    answered. Concurrent misses of one token share the stores' reads (``SessionResolver``), so
+    what each request costs besides is the larger part."""
+    sides = [connection(config, public, fast) for _ in range(connections)]
+    data = DECISION_BYTES % token.encode()
+    loop = asyncio.get_running_loop()
+    rounds = max(1, n // connections)
+    started = time.process_time()
+    for _ in range(rounds):
+        waits = []
+        for proto, transport in sides:
+            written = transport.written = loop.create_future()
+            waits.append(written)
+            proto.data_received(data)
+        await asyncio.gather(*waits)
+        for proto, _ in sides:
+            while not proto.cycle.response_complete:  # noqa: ASYNC110  # the ASGI path's body write
+                await asyncio.sleep(0)
+    elapsed = time.process_time() - started
+    await asyncio.sleep(0)
+    for proto, transport in sides:
+        assert transport.responses == rounds, (transport.responses, rounds)
+        proto._unset_keepalive_if_required()
+    return elapsed / (rounds * connections) * 1e6
+
+
 async def protocol_miss_us(config: Any, public: Any, token: str, n: int, fast: bool) -> float:
     """``protocol_us`` for requests that wait for the stores (the session cache off): each request
     is sent once the answer to the one before was written (a future the transport's write
@@ -299,7 +330,14 @@ async def allocations(app: Any, token: str, n: int) -> dict[str, Any]:
     }
 
 
-PROTOCOL_MISS = ("protocol_miss", "protocol_miss_redis", "protocol_asgi_miss", "protocol_asgi_miss_redis")
+PROTOCOL_MISS = (
+    "protocol_miss",
+    "protocol_miss_redis",
+    "protocol_asgi_miss",
+    "protocol_asgi_miss_redis",
+    "protocol_miss_redis_c50",
+    "protocol_asgi_miss_redis_c50",
+)
 MISS = (
     *PROTOCOL_MISS,
     "miss",
@@ -446,9 +484,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     return await resolve_us(services, token, args.requests)
                 if name in PROTOCOL_MISS:
                     app, token, services = apps[name]
-                    return await protocol_miss_us(
-                        services.config, app, token, args.requests, not name.startswith("protocol_asgi")
-                    )
+                    fast = not name.startswith("protocol_asgi")
+                    if name.endswith("_c50"):
+                        return await protocol_miss_many_us(
+                            services.config, app, token, args.requests, fast, 50
+                        )
+                    return await protocol_miss_us(services.config, app, token, args.requests, fast)
                 if name.startswith("protocol_"):
                     app, token, on = apps["on"]
                     return await protocol_us(

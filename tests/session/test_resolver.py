@@ -98,6 +98,63 @@ async def test_concurrent_misses_share_one_lookup(db: Any) -> None:
     assert store.calls == 1 and len({r.session_id for r in results if r}) == 1
 
 
+class HeldStore(CountingStore):
+    """A session store whose reads wait for ``release`` (set), or fail with ``fail`` when set."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.release = asyncio.Event()
+        self.fail: BaseException | None = None
+
+    async def get_by_token(self, token_digest: str) -> Session | None:
+        self.calls += 1
+        await self.release.wait()
+        if self.fail is not None:
+            raise self.fail
+        result: Session | None = await self.inner.get_by_token(token_digest)
+        return result
+
+
+async def test_a_waiter_cancelled_leaves_the_shared_lookup_to_the_others(db: Any) -> None:
+    """One of the misses sharing a lookup goes away (its client left, its task cancelled): the
+    lookup goes on and the other misses get its session, from the one store read."""
+    _, session, token = await signed_in(db)
+    store = HeldStore(db.sessions)
+    resolver = SessionResolver(store, db.identities, ttl=timedelta(seconds=5))  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+    unhandled: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: unhandled.append(context))
+    first = asyncio.ensure_future(resolver.resolve(token))
+    await asyncio.sleep(0)
+    waiters = [asyncio.ensure_future(resolver.resolve(token)) for _ in range(3)]
+    await asyncio.sleep(0)
+    waiters[0].cancel()
+    await asyncio.sleep(0)
+    store.release.set()
+    found = await first
+    assert found is not None and found.session_id == session.id
+    assert waiters[0].cancelled()
+    for waiter in waiters[1:]:
+        assert (await waiter) is found
+    assert store.calls == 1
+    await asyncio.sleep(0)
+    loop.set_exception_handler(None)
+    assert not unhandled, unhandled  # nothing handed to a cancelled waiter
+
+
+async def test_the_misses_sharing_a_lookup_share_its_outage(db: Any) -> None:
+    _, _, token = await signed_in(db)
+    store = HeldStore(db.sessions)
+    store.fail = errors.ServiceUnavailable("down")
+    resolver = SessionResolver(store, db.identities, ttl=timedelta(seconds=5))  # type: ignore[arg-type]
+    misses = [asyncio.ensure_future(resolver.resolve(token)) for _ in range(4)]
+    await asyncio.sleep(0)
+    store.release.set()
+    outcomes = await asyncio.gather(*misses, return_exceptions=True)
+    assert all(isinstance(o, errors.ServiceUnavailable) for o in outcomes), outcomes
+    assert store.calls == 1
+
+
 async def test_revoked_expired_and_inactive_identity_are_no_session(db: Any) -> None:
     _, session, token = await signed_in(db)
     resolver = SessionResolver(db.sessions, db.identities, ttl=timedelta(seconds=5))
