@@ -10,7 +10,10 @@ Each attempt carries ``Idempotency-Key`` (the delivery id, the same on every ret
 with exponential backoff; after ``webhooks.max_attempts`` the delivery is ``dead`` and stays
 visible in the admin API (``/admin/webhooks/deliveries?status=dead``), which can retry it.
 Delivery is at least once: a sidecar killed after the receiver answered but before it recorded
-the answer sends again on its next lease, with the same key, so receivers dedupe on it.
+the answer sends again on its next lease, with the same key, so receivers dedupe on it. A database
+that is away when the answer comes (a PostgreSQL restart) is no such case: the worker keeps the
+outcome and records it first once the store answers again (an accepted delivery is never recorded
+as failed, nor handed back to be sent again).
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Literal, Protocol
 
 from sidecar import errors
@@ -35,6 +39,9 @@ from sidecar.audit import AuditLog
 from sidecar.webhooks.runner import PreparedCall, WebHookRunner
 
 log = logging.getLogger("sidecar.webhooks")
+
+SETTLE_AT_STOP = 5.0
+"""Seconds ``OutboxWorker.stop`` gives the store to take the outcomes it missed (then the lease decides)."""
 
 DeliveryStatus = Literal["queued", "processing", "delivered", "dead"]
 STATUSES: tuple[DeliveryStatus, ...] = ("queued", "processing", "delivered", "dead")
@@ -173,11 +180,18 @@ class OutboxWorker:
         self._clock = clock
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._held: set[uuid.UUID] = set()
+        # Outcomes of attempts made that the store could not record (it was away), oldest first:
+        # recorded before the next claim.
+        self._owed: list[Callable[[], Awaitable[object]]] = []
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 busy = await self.run_once()
+            except errors.ServiceUnavailable:
+                # The store monitor logs the outage once; a traceback per tick would bury it.
+                log.debug("web hook outbox: database unavailable, retrying")
+                busy = False
             except Exception:
                 log.exception("web hook outbox: a batch failed; retrying")
                 busy = False
@@ -188,14 +202,27 @@ class OutboxWorker:
     async def run_once(self) -> bool:
         # One delivery per claim: a killed sidecar holds at most one, for one lease.
         lease = timedelta(seconds=self._policy.lease)
+        await self._settle()
         batch = await self._store.claim_batch(self.worker_id, limit=1, lease=lease)
         self._held = {d.id for d in batch}
         for delivery in batch:
-            await self._deliver(delivery)
-            self._held.discard(delivery.id)
+            record = await self._deliver(delivery)
+            self._held.discard(delivery.id)  # attempted: never handed back to be sent again
+            try:
+                await record()
+            except BaseException:
+                self._owed.append(record)
+                raise
         return bool(batch)
 
-    async def _deliver(self, delivery: Delivery) -> None:
+    async def _settle(self) -> None:
+        """Record the outcomes the store missed, oldest first (raises while it is still away)."""
+        while self._owed:
+            await self._owed[0]()
+            del self._owed[0]
+
+    async def _deliver(self, delivery: Delivery) -> Callable[[], Awaitable[object]]:
+        """One attempt; returns the store call that records its outcome."""
         key = str(delivery.id)
         timestamp = int(time.time())
         headers = [
@@ -208,13 +235,15 @@ class OutboxWorker:
         status_code: int | None = None
         try:
             response = await self._runner.send(delivery.call(), headers)
-            status_code = response.status_code
-            if 200 <= status_code < 300:
-                await self._store.mark_delivered(delivery.id, self.worker_id, status_code=status_code)
-                return
-            error = f"the receiver answered {status_code}"
         except errors.SidecarError as exc:
             error = exc.reason or exc.message
+        else:
+            status_code = response.status_code
+            if 200 <= status_code < 300:
+                return partial(
+                    self._store.mark_delivered, delivery.id, self.worker_id, status_code=status_code
+                )
+            error = f"the receiver answered {status_code}"
         attempts = delivery.attempts + 1
         retry_at = None
         if attempts < self._policy.max_attempts:
@@ -232,12 +261,22 @@ class OutboxWorker:
                 attempts=attempts,
                 status_code=status_code,
             )
-        await self._store.mark_failed(
-            delivery.id, self.worker_id, error=error, status_code=status_code, retry_at=retry_at
+        return partial(
+            self._store.mark_failed,
+            delivery.id,
+            self.worker_id,
+            error=error,
+            status_code=status_code,
+            retry_at=retry_at,
         )
 
     async def stop(self) -> None:
-        """Hand back what this worker claimed but did not try, so another takes it at once."""
+        """Hand back what this worker claimed but did not try, so another takes it at once; the
+        outcomes the store missed get one more try (``SETTLE_AT_STOP``)."""
+        if self._owed:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(SETTLE_AT_STOP):
+                    await self._settle()
         if self._held:
             await self._store.release(list(self._held), self.worker_id)
             self._held.clear()

@@ -1,0 +1,91 @@
+"""OutboxWorker on the SQL outbox (SQLite and PostgreSQL) when the database goes away just as the
+receiver accepts a delivery: the answer is recorded once the store is back, as delivered, and the
+receiver gets the delivery once (not recorded as a failed attempt and sent again, nor left claimed
+until the lease runs out and sent again then)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import httpx
+import pytest
+
+from sidecar.errors import ServiceUnavailable
+from sidecar.storage.sql.database import SqlDatabase
+from sidecar.webhooks.outbox import (
+    IDEMPOTENCY_HEADER,
+    OutboxDispatcher,
+    OutboxPolicy,
+    OutboxStore,
+    OutboxWorker,
+)
+from sidecar.webhooks.runner import PreparedCall
+
+
+@pytest.fixture
+async def database(dsn: str) -> AsyncIterator[SqlDatabase]:
+    db = SqlDatabase(dsn)
+    await db.migrate()
+    yield db
+    await db.close()
+
+
+class Outage:
+    """The outbox store, refusing every call with the database's 503 while ``down`` is set; with
+    ``blip`` only the next call that records an answer is refused (a connection lost just then)."""
+
+    def __init__(self, store: OutboxStore) -> None:
+        self.store = store
+        self.down = False
+        self.blip = False
+
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self.store, name)
+
+        async def refused_while_down(*args: Any, **kwargs: Any) -> Any:
+            if self.down or (self.blip and name.startswith("mark_")):
+                self.blip = False
+                raise ServiceUnavailable("the database is unavailable")
+            return await call(*args, **kwargs)
+
+        return refused_while_down
+
+
+class Receiver:
+    """Accepts every delivery (200), counting them by idempotency key; the database goes away as it
+    answers the first one."""
+
+    def __init__(self, outage: Outage, how: str) -> None:
+        self.outage = outage
+        self.how = how
+        self.keys: list[str] = []
+
+    async def send(self, call: PreparedCall, extra_headers: Sequence[tuple[str, str]] = ()) -> httpx.Response:
+        if not self.keys:
+            setattr(self.outage, self.how, True)
+        self.keys.append(dict(extra_headers)[IDEMPOTENCY_HEADER])
+        return httpx.Response(200)
+
+
+@pytest.mark.parametrize("how", ["down", "blip"])
+async def test_an_accepted_delivery_is_recorded_once_the_database_answers(
+    database: SqlDatabase, how: str
+) -> None:
+    store = database.outbox
+    call = PreparedCall("POST", "http://127.0.0.1:1/hook", [], b"{}", "after-registration", 1.0)
+    await OutboxDispatcher(store).dispatch(call, flow_id="flow-1")
+    outage = Outage(store)
+    receiver = Receiver(outage, how)
+    policy = OutboxPolicy(signing_secret="s" * 32, initial_backoff=0.01, max_backoff=0.01)
+    worker = OutboxWorker(outage, receiver, policy)  # type: ignore[arg-type]
+    with contextlib.suppress(ServiceUnavailable):
+        await worker.run_once()
+    outage.down = False
+    for _ in range(5):  # the store answers again; a few more ticks, past any retry's backoff
+        with contextlib.suppress(ServiceUnavailable):
+            await worker.run_once()
+    [delivery] = await store.list(status=None, limit=10)
+    assert (delivery.status, delivery.attempts, delivery.last_error) == ("delivered", 1, None)
+    assert receiver.keys == [str(delivery.id)]  # once
