@@ -1014,7 +1014,8 @@ class Argon2Config(Model):
     iterations: int = Field(3, ge=1, le=10)
     """Passes over the memory."""
     parallelism: int = Field(2, ge=1, le=16)
-    """Lanes (threads) per hash."""
+    """Lanes per hash: computed on as many threads, but never more threads than the CPUs the server
+    may run on (one CPU: all lanes in one thread; the hash is the same)."""
     salt_length: int = Field(16, ge=8, le=64)
     """Salt bytes."""
     key_length: int = Field(32, ge=16, le=128)

@@ -48,15 +48,20 @@ def hash_password(params: Params, password: bytes) -> str:
             # bcrypt ignores everything past 72 bytes: refuse instead of truncating.
             raise ValueError(f"bcrypt cannot hash passwords longer than {formats.BCRYPT_MAX_BYTES} bytes")
         return bcrypt.hashpw(password, bcrypt.gensalt(params.bcrypt_cost)).decode()
-    return argon2.low_level.hash_secret(
+    salt = secrets.token_bytes(params.salt_length)
+    digest = formats.argon2_digest(
         password,
-        secrets.token_bytes(params.salt_length),
+        salt,
+        kind=argon2.low_level.Type.ID,
         time_cost=params.iterations,
-        memory_cost=params.memory_kib,
-        parallelism=params.parallelism,
-        hash_len=params.key_length,
-        type=argon2.low_level.Type.ID,
-    ).decode()
+        memory_kib=params.memory_kib,
+        lanes=params.parallelism,
+        length=params.key_length,
+    )
+    # The encoding argon2-cffi (libargon2's encode_string) writes, so either library reads it.
+    settings = f"m={params.memory_kib},t={params.iterations},p={params.parallelism}"
+    version = argon2.low_level.ARGON2_VERSION
+    return f"$argon2id$v={version}${settings}${formats.b64encode(salt)}${formats.b64encode(digest)}"
 
 
 def compute(params: Params, request: Request) -> Any:

@@ -5,14 +5,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
+import threading
+import time
 import warnings
+from collections.abc import Callable
+from typing import Any
+from unittest import mock
 
 import argon2
 import bcrypt
 import pytest
 
-from sidecar.hashing import formats
+from sidecar.hashing import formats, work
 from sidecar.hashing.firebase import firebase_scrypt
+from sidecar.hashing.work import Params
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -180,3 +187,63 @@ def test_base64_accepts_padded_and_unpadded() -> None:
     assert formats.b64decode("aGk") == formats.b64decode("aGk=") == b"hi"
     with pytest.raises(ValueError):
         formats.b64decode("a=b")
+
+
+@pytest.mark.parametrize(
+    ("lanes", "salt", "length"),
+    [pytest.param(2, b"0123456789abcdef", 32, id="p2"), pytest.param(3, b"eight-by", 64, id="p3-odd-sizes")],
+)
+def test_argon2_with_several_lanes_matches_the_reference(lanes: int, salt: bytes, length: int) -> None:
+    """Whatever the threads, the lanes define the hash: the same string as argon2-cffi's, both ways."""
+    reference = argon2.low_level.hash_secret(
+        PW.encode(),
+        salt,
+        time_cost=2,
+        memory_cost=1024,
+        parallelism=lanes,
+        hash_len=length,
+        type=argon2.Type.ID,
+    ).decode()
+    params = Params("argon2", 1024, 2, lanes, length, len(salt), 4)
+    with mock.patch("secrets.token_bytes", return_value=salt):
+        ours = work.hash_password(params, PW.encode())
+    assert ours == reference
+    assert formats.verify(PW, reference)
+    assert not formats.verify(PW + "!", reference)
+    assert argon2.PasswordHasher().verify(ours, PW)
+
+
+def _on_one_cpu(action: Callable[[], object]) -> tuple[object, float]:
+    """``action``'s result, run in a thread held to one CPU, and the share of the process's CPU time
+    that this thread used meanwhile (1.0: nothing ran in other threads)."""
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+        cpu, thread = time.process_time(), time.thread_time()
+        out["result"] = action()
+        out["share"] = (time.thread_time() - thread) / (time.process_time() - cpu)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join()
+    return out["result"], out["share"]
+
+
+def test_argon2_on_one_cpu_starts_no_lane_threads() -> None:
+    """Held to one CPU, a hash of 2 lanes runs in the calling thread: libargon2 would otherwise
+    start a thread per lane and segment (24 for p=2 t=3), each a new task on the event loop's CPU
+    (issue 15). Before, the caller only waited: its share of the CPU time was about 0."""
+    params = Params("argon2", 16 * 1024, 3, 2, 32, 16, 4)
+    encoded, share = _on_one_cpu(lambda: work.hash_password(params, PW.encode()))
+    assert share > 0.9
+    assert argon2.extract_parameters(str(encoded)).parallelism == 2
+    ok, share = _on_one_cpu(lambda: formats.verify(PW, str(encoded)))
+    assert ok is True and share > 0.9
+
+
+def test_lane_threads_follow_the_cpus_of_the_caller() -> None:
+    cpus = len(os.sched_getaffinity(0))
+    assert formats.lane_threads(1) == 1
+    assert formats.lane_threads(16) == min(16, cpus)
+    assert _on_one_cpu(lambda: formats.lane_threads(4))[0] == 1
