@@ -105,6 +105,11 @@ class OutboxStore(Protocol):
 
     async def release(self, delivery_ids: Sequence[uuid.UUID], worker_id: str) -> int: ...
 
+    async def release_held(self, worker_id: str) -> int:
+        """Every claim of ``worker_id`` back in the queue, unsent: claims it lost track of (a claim's
+        answer lost to an outage), given back when it has nothing in flight."""
+        ...
+
     async def retry(self, delivery_id: uuid.UUID) -> bool:
         """A dead (or queued) delivery is due now, with a fresh attempt budget."""
         ...
@@ -183,6 +188,7 @@ class OutboxWorker:
         # Outcomes of attempts made that the store could not record (it was away), oldest first:
         # recorded before the next claim.
         self._owed: list[Callable[[], Awaitable[object]]] = []
+        self._strays = False  # a claim may be ours that nobody here works on: handed back first
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -203,7 +209,11 @@ class OutboxWorker:
         # One delivery per claim: a killed sidecar holds at most one, for one lease.
         lease = timedelta(seconds=self._policy.lease)
         await self._settle()
-        batch = await self._store.claim_batch(self.worker_id, limit=1, lease=lease)
+        try:
+            batch = await self._store.claim_batch(self.worker_id, limit=1, lease=lease)
+        except errors.ServiceUnavailable:
+            self._strays = True  # the claim may have committed with its answer lost
+            raise
         self._held = {d.id for d in batch}
         for delivery in batch:
             record = await self._deliver(delivery)
@@ -216,10 +226,14 @@ class OutboxWorker:
         return bool(batch)
 
     async def _settle(self) -> None:
-        """Record the outcomes the store missed, oldest first (raises while it is still away)."""
+        """Record the outcomes the store missed, oldest first, then hand back claims nobody here
+        works on (nothing is in flight); raises while the store is still away."""
         while self._owed:
             await self._owed[0]()
             del self._owed[0]
+        if self._strays:
+            await self._store.release_held(self.worker_id)
+            self._strays = False
 
     async def _deliver(self, delivery: Delivery) -> Callable[[], Awaitable[object]]:
         """One attempt; returns the store call that records its outcome."""
@@ -273,7 +287,7 @@ class OutboxWorker:
     async def stop(self) -> None:
         """Hand back what this worker claimed but did not try, so another takes it at once; the
         outcomes the store missed get one more try (``SETTLE_AT_STOP``)."""
-        if self._owed:
+        if self._owed or self._strays:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(SETTLE_AT_STOP):
                     await self._settle()

@@ -1,7 +1,7 @@
 """OutboxWorker on the SQL outbox (SQLite and PostgreSQL) when the database goes away just as the
 receiver accepts a delivery: the answer is recorded once the store is back, as delivered, and the
 receiver gets the delivery once (not recorded as a failed attempt and sent again, nor left claimed
-until the lease runs out and sent again then)."""
+until the lease runs out and sent again then); a claim whose answer was lost is handed back."""
 
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ class Outage:
         self.store = store
         self.down = False
         self.blip = False
+        self.claim_lost = False
 
     def __getattr__(self, name: str) -> Any:
         call = getattr(self.store, name)
@@ -48,22 +49,26 @@ class Outage:
             if self.down or (self.blip and name.startswith("mark_")):
                 self.blip = False
                 raise ServiceUnavailable("the database is unavailable")
-            return await call(*args, **kwargs)
+            result = await call(*args, **kwargs)
+            if name == "claim_batch" and self.claim_lost:
+                self.claim_lost = False
+                raise ServiceUnavailable("the database connection was lost")
+            return result
 
         return refused_while_down
 
 
 class Receiver:
-    """Accepts every delivery (200), counting them by idempotency key; the database goes away as it
-    answers the first one."""
+    """Accepts every delivery (200), counting them by idempotency key; with ``how``, the database
+    goes away (``down`` or ``blip``) as it answers the first one."""
 
-    def __init__(self, outage: Outage, how: str) -> None:
+    def __init__(self, outage: Outage, how: str | None) -> None:
         self.outage = outage
         self.how = how
         self.keys: list[str] = []
 
     async def send(self, call: PreparedCall, extra_headers: Sequence[tuple[str, str]] = ()) -> httpx.Response:
-        if not self.keys:
+        if self.how is not None and not self.keys:
             setattr(self.outage, self.how, True)
         self.keys.append(dict(extra_headers)[IDEMPOTENCY_HEADER])
         return httpx.Response(200)
@@ -89,3 +94,21 @@ async def test_an_accepted_delivery_is_recorded_once_the_database_answers(
     [delivery] = await store.list(status=None, limit=10)
     assert (delivery.status, delivery.attempts, delivery.last_error) == ("delivered", 1, None)
     assert receiver.keys == [str(delivery.id)]  # once
+
+
+async def test_a_claim_whose_answer_was_lost_is_handed_back(database: SqlDatabase) -> None:
+    """The connection fails after the claim committed: the delivery is the worker's though it never
+    saw it; the next tick hands it back and sends it, not the lease's end (45 s by default)."""
+    store = database.outbox
+    call = PreparedCall("POST", "http://127.0.0.1:1/hook", [], b"{}", "after-registration", 1.0)
+    await OutboxDispatcher(store).dispatch(call, flow_id="flow-1")
+    outage = Outage(store)
+    outage.claim_lost = True
+    receiver = Receiver(outage, None)
+    worker = OutboxWorker(outage, receiver, OutboxPolicy(signing_secret="s" * 32))  # type: ignore[arg-type]
+    with pytest.raises(ServiceUnavailable):
+        await worker.run_once()
+    assert await worker.run_once()
+    [delivery] = await store.list(status=None, limit=10)
+    assert (delivery.status, delivery.attempts) == ("delivered", 1)
+    assert receiver.keys == [str(delivery.id)]

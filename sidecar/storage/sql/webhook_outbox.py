@@ -120,6 +120,10 @@ class SqlOutboxStore:
                 (await conn.execute(queue.release(delivery_ids, worker_id, now=self._clock()))).rowcount
             )
 
+    async def release_held(self, worker_id: str) -> int:
+        async with self._db.write() as conn:
+            return int((await conn.execute(queue.release_held(worker_id, now=self._clock()))).rowcount)
+
     async def retry(self, delivery_id: uuid.UUID) -> bool:
         stmt = queue.retry(delivery_id, now=self._clock(), given_up="dead", attempts=0)
         async with self._db.write() as conn:
