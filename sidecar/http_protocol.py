@@ -251,6 +251,21 @@ SERVER_ERROR: Answer = (
 )
 
 
+class Heads(dict[tuple[Any, ...], tuple[bytes, bytes, int, bool]]):
+    """The heads ``_write`` made, by status, keep-alive and headers but the request id (the last):
+    (the head up to the id, after it, the Content-Length, the keep-alive after the headers). An
+    answer is made again and again with the same headers but its id (a decision for one session
+    and rule, asked through one proxy; the misses of one token): uvicorn's checks and the encoding
+    are made once. Emptied at ``LIMIT`` entries."""
+
+    LIMIT = 512
+
+    def keep(self, key: tuple[Any, ...], head: tuple[bytes, bytes, int, bool]) -> None:
+        if len(self) >= self.LIMIT:
+            self.clear()
+        self[key] = head
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """Subclass per listener with ``max_request_line`` and ``responders`` set (``guarded_protocol``)."""
 
@@ -258,6 +273,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     responders: tuple[Responder, ...] = ()
     relays: tuple[Relay, ...] = ()
     memo: Memo | None = None
+    heads: Heads | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -542,9 +558,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.memo.pop(key, None)  # type: ignore[union-attr]
         return taken
 
-    def _remember(self, content: list[bytes], cut: int, scope: Any) -> None:
-        """Keep what ``_write`` wrote for the memo, when its responder offered a replay; note the
-        request as answered once when it did not (it was not asked to: ``_answer_now``)."""
+    def _remember(self, head: bytes, tail: bytes, scope: Any) -> None:
+        """Keep what ``_write`` wrote (before the request id, after it) for the memo, when its
+        responder offered a replay; note the request as answered once when it did not (it was not
+        asked to: ``_answer_now``)."""
         replay = scope.pop("sidecar.replay", None)
         vary = scope.pop("sidecar.vary", None)
         key = self._memo_key
@@ -560,7 +577,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             if vkey is not None:
                 seen.add(vkey)
             return
-        head, tail = b"".join(content[:cut]), b"".join(content[cut + 1 :])
         if key in seen:
             seen.discard(key)
             if len(memo) >= memo.LIMIT:
@@ -725,8 +741,59 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 status,
             )
         default = self.server_state.default_headers
-        if default:
-            headers = [*default, *headers]
+        heads = self.heads
+        known = None
+        key: tuple[Any, ...] = ()
+        # An answer that ends with its request id (the access log's) may have its head but for the
+        # id made before, for the same status, keep-alive and other headers (``Heads``).
+        remembers = not default and bool(headers) and headers[-1][0] == b"x-request-id"
+        if remembers and heads is not None:
+            key = (status, keep_alive, *headers[:-1])
+            known = heads.get(key)
+        if known is not None and not HEADER_VALUE_RE.search(headers[-1][1]):
+            head, tail, length, keep_alive = known
+            request_id = headers[-1][1]
+        else:
+            if default:
+                headers = [*default, *headers]
+            encoded = self._encode(status, headers, keep_alive)
+            if encoded is None:
+                return
+            content, length, kept_alive = encoded
+            if remembers:  # the id's value is the last header's, followed by its CRLF
+                cut = 4 * len(headers) - 1
+                head, request_id, tail = b"".join(content[:cut]), content[cut], b"".join(content[cut + 1 :])
+                if heads is not None:
+                    heads.keep(key, (head, tail, length, kept_alive))
+            else:
+                head, request_id, tail = b"".join(content), b"", b""
+            keep_alive = kept_alive
+        if method != "HEAD":
+            if length != len(body):
+                self._broken("no content-length, or not the body's")
+                return
+            tail += body
+        transport = self.transport
+        transport.write(b"%b%b%b" % (head, request_id, tail))
+        if later is not None:
+            later.response_complete = True
+            if not keep_alive:
+                transport.close()
+            self.on_response_complete()  # the next request pipelined behind this one, if any
+            return
+        if keep_alive and remembers:
+            self._remember(head, tail, scope)
+        if not keep_alive:
+            transport.close()
+        self._complete()
+
+    def _encode(
+        self, status: int, headers: list[tuple[bytes, bytes]], keep_alive: bool
+    ) -> tuple[list[bytes], int, bool] | None:
+        """The response head's pieces as ``RequestResponseCycle.send`` writes them (its checks,
+        names lower-cased, ``connection: close`` when not kept alive), the Content-Length and the
+        keep-alive after the headers; None, with the connection closed, for a head uvicorn would
+        refuse."""
         # uvicorn checks each name and value with these patterns; one search over all the names
         # (none of them may hold a character the name pattern refuses) and one over all the
         # values joined by a tab (which values may hold) finds the same.
@@ -734,7 +801,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             b"\t".join([v for _, v in headers])
         ):
             self._broken("an invalid header name or value")
-            return
+            return None
         content = [STATUS_LINE[status]]
         length = -1
         close = False
@@ -747,29 +814,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 keep_alive = False
                 close = True
             content += (name, b": ", value, b"\r\n")
-        if length < 0 or (method != "HEAD" and length != len(body)):
+        if length < 0:
             self._broken("no content-length, or not the body's")
-            return
-        # Where the last header's value is: the request id, when the answer may be remembered.
-        cut = len(content) - 2 if headers and headers[-1][0] == b"x-request-id" else -1
+            return None
         if not keep_alive and not close:
             content.append(b"connection: close\r\n")
         content.append(b"\r\n")
-        if method != "HEAD":
-            content.append(body)
-        transport = self.transport
-        transport.write(b"".join(content))
-        if later is not None:
-            later.response_complete = True
-            if not keep_alive:
-                transport.close()
-            self.on_response_complete()  # the next request pipelined behind this one, if any
-            return
-        if keep_alive and not default and cut > 0:
-            self._remember(content, cut, scope)
-        if not keep_alive:
-            transport.close()
-        self._complete()
+        return content, length, keep_alive
 
     def on_response_complete(self) -> None:
         # uvicorn's, after an ASGI response or a relay (``sidecar.proxy.fast``): with nothing
@@ -833,5 +884,6 @@ def guarded_protocol(
             "responders": responders,
             "relays": relays,
             "memo": Memo() if responders else None,
+            "heads": Heads() if responders else None,
         },
     )

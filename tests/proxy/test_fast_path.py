@@ -828,3 +828,46 @@ async def test_the_protocol_attributes_the_fast_path_reads_exist(stack: Stack) -
     assert hasattr(proto.flow, "write_paused") and hasattr(proto.server_state, "total_requests")
     transport.close()
     await asyncio.sleep(0)
+
+
+# --- heads made once ----------------------------------------------------------------------------
+
+
+async def test_a_head_made_before_is_written_with_each_answer_s_own_id_and_checks(stack: Stack) -> None:
+    """``_write`` makes an answer's head once per status, keep-alive and headers but the request id
+    (``Heads``): each answer still goes out with its own id, the connection closed when it is not
+    kept alive, uvicorn's refusals (an id it would not write, a body that is not the Content-Length's)
+    still closing the connection with nothing written."""
+
+    def answer(rid: bytes, body: bytes = b"{}", length: bytes = b"2", status: int = 200) -> Any:
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", length),
+            (b"x-request-id", rid),
+        ]
+        return status, headers, body
+
+    def written(answer: Any, keep_alive: bool = True, method: str = "GET") -> tuple[bytes, bool]:
+        transport = Transport(TRUSTED)
+        proto = stack.fast.protocol(config=stack.fast.config, server_state=stack.fast.state, app_state={})
+        transport.set_protocol(proto)
+        proto.connection_made(transport)  # type: ignore[arg-type]
+        scope = {"method": method, "path": "/", "raw_path": b"/", "query_string": b"", "http_version": "1.1"}
+        proto._write(answer, {**scope, "client": (TRUSTED, 50123)}, keep_alive)
+        return bytes(transport.out), transport.closed
+
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nx-request-id: "
+    for rid in (b"first-id", b"second-id", b"third-id"):
+        assert written(answer(rid)) == (head + rid + b"\r\n\r\n{}", False)
+    assert written(answer(b"fourth-id"), keep_alive=False) == (
+        head + b"fourth-id\r\nconnection: close\r\n\r\n{}",
+        True,
+    )
+    assert written(answer(b"fifth-id")) == (head + b"fifth-id\r\n\r\n{}", False)
+    assert written(answer(b"sixth-id"), method="HEAD") == (head + b"sixth-id\r\n\r\n", False)
+    assert written(answer(b"bad\nid")) == (b"", True)  # uvicorn refuses such a value
+    assert written(answer(b"seventh-id", b"{}{}")) == (b"", True)  # 4 bytes for a length of 2
+    assert written(answer(b"eighth-id")) == (head + b"eighth-id\r\n\r\n{}", False)
+    forbidden = head.replace(b"200 OK", b"403 Forbidden")
+    assert written(answer(b"ninth-id", status=403)) == (forbidden + b"ninth-id\r\n\r\n{}", False)
+    await asyncio.sleep(0)  # the closed connections' connection_lost
