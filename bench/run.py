@@ -75,13 +75,17 @@ request = function()
 end
 """
 STORM_VARIANTS = (
-    ("process_low", {"pool": "process", "priority": "low"}, "hashing processes, nice +10 (as shipped)"),
     (
-        "process_idle",
-        {"pool": "process", "priority": "idle"},
-        "hashing processes, SCHED_IDLE (shipped until 2026-12)",
+        "process_adaptive",
+        {"pool": "process", "priority": "adaptive"},
+        "hashing processes, SCHED_IDLE, nice +10 when starved (as shipped)",
     ),
-    ("thread_idle", {"pool": "thread", "priority": "idle"}, "hashing threads, SCHED_IDLE (before)"),
+    (
+        "process_low",
+        {"pool": "process", "priority": "low"},
+        "hashing processes, nice +10 (shipped until 2026-12-07)",
+    ),
+    ("process_idle", {"pool": "process", "priority": "idle"}, "hashing processes, SCHED_IDLE only"),
 )
 """``hashers.pool`` and ``hashers.priority`` in the storm rows: the default first."""
 GROUPS = {

@@ -43,8 +43,9 @@ def test_demo_forwards_identity_headers(tmp_path: Path) -> None:
                 "password": "a-long-demo-passphrase",
                 "traits": {"email": "demo@example.test"},
             },
-            # A password hash at nice +10 (the shipped hashers.priority): on a machine loaded by a
-            # whole parallel suite it can take longer than httpx's default 5 s.
+            # A password hash at SCHED_IDLE, then nice +10 once starved (hashers.priority:
+            # adaptive): on a machine loaded by a whole parallel suite it can take longer than
+            # httpx's default 5 s.
             timeout=60,
         ).json()
         token, identity_id = done["session_token"], done["identity"]["id"]

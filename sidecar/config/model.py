@@ -1066,12 +1066,15 @@ class Hashers(Model):
     about 20 MiB less per slot; but a hashing thread takes the server's GIL to start and to hand back
     each hash, and at ``priority: idle`` the event loop then waits for it behind the other hashing
     threads: about 4 ms per hash in bench/, see bench/RESULTS.md)."""
-    priority: Literal["idle", "low", "normal"] = "low"
-    """Sidecar-only: CPU priority of the hashing processes or threads (Linux): ``low`` (nice +10: about
-    a tenth of a core that nice-0 work keeps busy, so a login storm barely moves the access path's
-    tail and logins still progress on a saturated machine), ``idle`` (``SCHED_IDLE``: run only when
-    the core has nothing else to do; any busy process on the machine, not only this server, starves
-    them: logins then wait for seconds), ``normal``."""
+    priority: Literal["adaptive", "idle", "low", "normal"] = "adaptive"
+    """Sidecar-only: CPU priority of the hashing processes or threads (Linux). ``adaptive`` (processes:
+    ``SCHED_IDLE``, which the event loop always preempts at once, so a login storm leaves the access
+    path's tail alone; a hash that gets under 5 % of a CPU for 0.25 s, because the machine is busy, is
+    run again in a process at nice +10, as are new hashes for the next 10 s, so logins still progress;
+    threads: as ``low``), ``low`` (nice +10: about a tenth of a core that nice-0 work keeps busy, but
+    the event loop may then wait up to a scheduler tick behind a hash: a c1 decision's p99 of several
+    ms during 20 logins), ``idle`` (``SCHED_IDLE`` only: any busy process on the machine starves the
+    hashes; logins then wait for seconds), ``normal``."""
 
 
 class Smtp(Model):

@@ -60,7 +60,8 @@ class PasswordHasher:
                 max_workers=self._admission.concurrency,
                 thread_name_prefix="hasher",
                 initializer=lower_priority,
-                initargs=(config.priority,),
+                # A thread cannot be killed and run again elsewhere: adaptive is nice +10 here.
+                initargs=("low" if config.priority == "adaptive" else config.priority,),
             )
         self._dummy: str | None = None
         a = config.argon2

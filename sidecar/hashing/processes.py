@@ -13,6 +13,20 @@ replaced when one dies, stopped by ``close``. Requests and answers travel over a
 read by the event loop itself (no thread in the server). Memory stays bounded by the process
 count whatever the callers do: a caller that gives up (cancelled) leaves its request to finish
 in the background before the process takes another one.
+
+``hashers.priority: adaptive`` (the default) starts them at ``SCHED_IDLE``, the one class the
+event loop's wake-up always preempts at once. At nice +10 a hashing thread keeps the loop's
+core until the next scheduler tick (4 ms at HZ=250) whenever the loop has used more than its
+fair share while a hash was runnable (EEVDF lag: a login's few ms of Python): during 20 logins
+the loop spent ~4 % of the time waiting so, which is what a c1 decision's p99 shows
+(``bench/storm_trace.py``: a wrk-corrected server-side p99 of 3.4 ms at nice +10, 0.07 ms at
+SCHED_IDLE). A ``SCHED_IDLE`` hash gets almost nothing while the core is busy with anything
+else, and an unprivileged process cannot raise its priority again: so the server watches each
+hash's CPU time, and one that got less than ``STARVED_SHARE`` of a CPU over
+``STARVATION_WINDOW`` is killed and run again in a process at nice +10, as are all hashes for
+``FALLBACK_SECONDS``; processes at nice +10 are retired once that has passed. The slot count
+(and so the memory bound) never changes: the starved process is dead before its replacement
+starts.
 """
 
 from __future__ import annotations
@@ -41,6 +55,13 @@ log = logging.getLogger("sidecar.hashing")
 
 STOP_WAIT_SECONDS = 2.0
 """How long ``close`` lets a process finish its hash after its socket closed, before SIGKILL."""
+STARVATION_WINDOW = 0.25
+"""Seconds between two looks at the CPU time of a ``SCHED_IDLE`` process computing a hash."""
+STARVED_SHARE = 0.05
+"""Below this share of a CPU over a window, a ``SCHED_IDLE`` hash is starved (at nice +10 it would
+get about 0.1 of a core that nice-0 work keeps busy)."""
+FALLBACK_SECONDS = 10.0
+"""After a starved hash, how long new hashes run at nice +10 before ``SCHED_IDLE`` is tried again."""
 
 
 class HashingProcessLost(Exception):
@@ -65,6 +86,9 @@ class _Process:
             ],
             env=env,
         )
+        self.priority = priority
+        self.starved = False
+        """Killed by the starvation watch (``HashingProcesses``): its request runs again elsewhere."""
         self.busy = False
         """An exchange reads the socket: it is closed when that ends, never under the pending read
         (the loop would go on watching a stale descriptor, and the next socket given that number
@@ -111,6 +135,16 @@ class _Process:
             self.sock.close()
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process ``pid`` and its threads, finished ones included; None
+    without ``/proc`` or once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _retrieve(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()
@@ -128,6 +162,8 @@ class HashingProcesses:
         self._waiters: collections.deque[asyncio.Future[_Process]] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._fallback_until = 0.0
+        """``adaptive``: until then (monotonic seconds) new processes run at nice +10."""
 
     def pids(self) -> list[int]:
         """The running processes' ids (for tests and diagnostics)."""
@@ -137,14 +173,21 @@ class HashingProcesses:
         """The answer of a hashing process; 503 when the process died while computing it."""
         self._follow_loop()
         process, reused = await self._take()
-        for attempt in (1, 2):
+        attempt = 1
+        while True:
             # Shielded: if the caller is cancelled, the process still finishes and reads this
             # answer before it takes another request (one request, one answer, in order).
             exchange = asyncio.ensure_future(self._exchange(process, request))
             exchange.add_done_callback(_retrieve)  # a lost process is logged below even if nobody waits
             try:
+                if process.priority == "idle" and self._priority == "adaptive":
+                    await asyncio.shield(self._watch(process, exchange))
                 return await asyncio.shield(exchange)
             except HashingProcessLost as exc:
+                if process.starved:
+                    # Not the request's fault: it runs again, at nice +10 (``_start``).
+                    process, reused = await self._take()
+                    continue
                 log.error("hashing process %d lost (%s): starting another", process.pid, exc)
                 if not reused or attempt == 2:
                     raise errors.ServiceUnavailable(
@@ -153,7 +196,31 @@ class HashingProcesses:
             # It died while idle (killed from outside, out of memory): the request never
             # reached it, so it goes once to a fresh process.
             process, reused = await self._take()
-        raise AssertionError("unreachable")
+            attempt += 1
+
+    async def _watch(self, process: _Process, exchange: asyncio.Future[Any]) -> None:
+        """Return when ``exchange`` is done; kill ``process`` if its hash starves meanwhile."""
+        loop = asyncio.get_running_loop()
+        since, spent = loop.time(), cpu_seconds(process.pid)
+        while not exchange.done():
+            await asyncio.wait({exchange}, timeout=STARVATION_WINDOW)
+            now, cpu = loop.time(), cpu_seconds(process.pid)
+            if exchange.done() or cpu is None or spent is None:
+                return
+            if cpu - spent < STARVED_SHARE * (now - since):
+                log.warning(
+                    "hashing process %d got %.0f ms of CPU in %.0f ms at SCHED_IDLE: its hash runs "
+                    "again at nice +10, and new hashes for %.0f s",
+                    process.pid,
+                    (cpu - spent) * 1000,
+                    (now - since) * 1000,
+                    FALLBACK_SECONDS,
+                )
+                self._fallback_until = now + FALLBACK_SECONDS
+                process.starved = True
+                process.kill()  # the exchange reads the end of it and discards the process
+                return
+            since, spent = now, cpu
 
     async def _exchange(self, process: _Process, request: Request) -> Any:
         try:
@@ -173,9 +240,10 @@ class HashingProcesses:
             raise errors.ServiceUnavailable("The server is shutting down", headers={"Retry-After": "1"})
         while self._idle:
             process = self._idle.pop()
-            if process.popen.poll() is None:
+            if process.popen.poll() is None and not self._outlived(process):
                 return process, True
-            self._all.remove(process)  # died while idle (killed from outside): replace it
+            # Died while idle (killed from outside), or at nice +10 after the fallback: replace it.
+            self._all.remove(process)
             process.kill()
         if len(self._all) < self._size:
             return self._start(), False
@@ -197,6 +265,13 @@ class HashingProcesses:
         if self._closed:
             process.stop()
             return
+        if self._outlived(process):
+            # The fallback is over: this slot goes back to a SCHED_IDLE process (a new one, started
+            # for the next request).
+            process.kill()  # it is between requests: nothing is lost, and it is reaped now
+            self._all.remove(process)
+            self._hand_slot()
+            return
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
@@ -208,8 +283,11 @@ class HashingProcesses:
         process.kill()
         if process in self._all:  # not after close(), which took them all
             self._all.remove(process)
+        self._hand_slot()
+
+    def _hand_slot(self) -> None:
+        """A slot is free again: the first caller still waiting gets a new process."""
         while self._waiters and not self._closed:
-            # Its slot is free again: the first waiter still waiting starts a new process.
             waiter = self._waiters.popleft()
             if not waiter.done():
                 try:
@@ -218,9 +296,20 @@ class HashingProcesses:
                     waiter.set_exception(exc)
                 return
 
+    def _falling_back(self) -> bool:
+        return self._loop is not None and self._loop.time() < self._fallback_until
+
+    def _outlived(self, process: _Process) -> bool:
+        """``adaptive``: a process at nice +10 once the fallback is over (a process cannot raise its
+        priority back from SCHED_IDLE, so the fallback uses processes of its own)."""
+        return self._priority == "adaptive" and process.priority != "idle" and not self._falling_back()
+
     def _start(self) -> _Process:
+        priority = self._priority
+        if priority == "adaptive":
+            priority = "low" if self._falling_back() else "idle"
         try:
-            process = _Process(self._params, self._priority)
+            process = _Process(self._params, priority)
         except OSError as exc:
             log.error("cannot start a hashing process: %s", exc)
             raise errors.ServiceUnavailable(
@@ -238,7 +327,7 @@ class HashingProcesses:
                     process.kill()
                     process.sock.close()  # the old loop's: nothing reads it any more
                 self._all, self._idle, self._waiters = [], [], collections.deque()
-            self._loop = loop
+            self._loop, self._fallback_until = loop, 0.0
 
     async def close(self) -> None:
         """Stop every process (a hash in flight gets ``STOP_WAIT_SECONDS``), and reap them all."""
