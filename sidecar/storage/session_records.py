@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sidecar.session.model import AuthenticationMethod, Device, Session
-from sidecar.storage.values import builder, json_document, parse_uuid
+from sidecar.slotted import builder
+from sidecar.storage.values import json_document, parse_uuid
 
 _method, _device, _session = builder(AuthenticationMethod), builder(Device), builder(Session)
 

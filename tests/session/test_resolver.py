@@ -526,7 +526,7 @@ async def test_the_identity_index_follows_every_entry(db: Any) -> None:
 
 
 def test_resolved_from_is_the_dataclass_s_value_with_a_memo_of_its_own() -> None:
-    """``resolved_from`` builds ``ResolvedSession`` slot by slot (``_slot_builder``): the same value
+    """``resolved_from`` builds ``ResolvedSession`` slot by slot (``sidecar.slotted.builder``): the same value
     as the dataclass's constructor, every field set, and a new memo for each (renderings are memoised
     per cache entry: a shared one would serve one user's headers to another)."""
     from dataclasses import fields

@@ -18,9 +18,10 @@ from hypothesis import strategies as st
 
 from sidecar.identity.model import Credential, Identity, RecoveryAddress, VerifiableAddress, utcnow
 from sidecar.session.model import AuthenticationMethod, Device, Session
+from sidecar.slotted import builder
 from sidecar.storage.sql.database import SqlDatabase
 from sidecar.storage.sql.tables import identities
-from sidecar.storage.values import builder, json_document, json_value, parse_uuid, utc_from_text
+from sidecar.storage.values import json_document, json_value, parse_uuid, utc_from_text
 
 
 def _outcome(parse: Any, value: Any) -> tuple[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from sidecar.identity.model import Credential, Identity, RecoveryAddress, VerifiableAddress
+from sidecar.slotted import builder
 from sidecar.storage.sql.tables import (
     credential_identifiers,
     credentials,
@@ -25,7 +26,7 @@ from sidecar.storage.sql.tables import (
     recovery_addresses,
     verifiable_addresses,
 )
-from sidecar.storage.values import builder, parse_uuid, utc_from_text
+from sidecar.storage.values import parse_uuid, utc_from_text
 
 Expr = sa.ColumnElement[Any]
 
