@@ -25,11 +25,9 @@ from typing import Any, Literal
 
 import hypothesis.strategies as st
 import pytest
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 
 from sidecar.app import fast_responders
-from sidecar.http_protocol import guarded_protocol
 from sidecar.identity.model import Identity, VerifiableAddress, utcnow
 from sidecar.security.tokens import digest, new_session_token
 from sidecar.session.model import Session
@@ -40,14 +38,13 @@ from tests.proxy.test_fast_path import (
     TRUSTED,
     UNTRUSTED,
     Ask,
-    CountingApp,
-    CountingResponder,
     Side,
     Stack,
     asks,
     both,
     log_entries,
     normalised,
+    protocol_side,
     split,
 )
 
@@ -95,26 +92,9 @@ async def miss_stack(tmp: Path, redis_url: str | None) -> AsyncIterator[Stack]:
         responders = fast_responders(config, public)
         assert len(responders) == 1
 
-        def side(inner: tuple[Callable[[Any], Any], ...]) -> Side:
-            counted = tuple(CountingResponder(r) for r in inner)
-            counting = CountingApp(public)
-            uv = uvicorn.Config(
-                counting,
-                http=guarded_protocol(8 * 1024, counted),
-                lifespan="off",
-                log_config=None,
-                access_log=False,
-                proxy_headers=False,
-                server_header=False,
-                date_header=False,
-                ws="websockets-sansio",
-            )
-            uv.load()
-            return Side(uv.http_protocol_class, uv, counting, counted)  # type: ignore[arg-type]
-
         yield Stack(
-            fast=side(responders),
-            asgi=side(()),
+            fast=protocol_side(public, responders),
+            asgi=protocol_side(public, ()),
             log=public,
             lines=lines,
             services=services,

@@ -140,6 +140,26 @@ class Side:
         raise AssertionError("the ASGI tasks did not settle")
 
 
+def protocol_side(public: Any, inner: tuple[Callable[[Any], Any], ...]) -> Side:
+    """The protocol ``sidecar serve`` builds over ``public``, with ``inner`` as its responders
+    (none: every request takes the ASGI path), each counted."""
+    responders = tuple(CountingResponder(r) for r in inner)
+    counting = CountingApp(public)
+    uv = uvicorn.Config(
+        counting,
+        http=guarded_protocol(8 * 1024, responders),
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
+        ws="websockets-sansio",
+    )
+    uv.load()
+    return Side(uv.http_protocol_class, uv, counting, responders)  # type: ignore[arg-type]
+
+
 @dataclass
 class Stack:
     fast: Side
@@ -189,26 +209,9 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         responders = fast_responders(config, public)
         assert len(responders) == 1
 
-        def side(inner: tuple[Callable[[Any], Any], ...]) -> Side:
-            responders = tuple(CountingResponder(r) for r in inner)
-            counting = CountingApp(public)
-            uv = uvicorn.Config(
-                counting,
-                http=guarded_protocol(8 * 1024, responders),
-                lifespan="off",
-                log_config=None,
-                access_log=False,
-                proxy_headers=False,
-                server_header=False,
-                date_header=False,
-                ws="websockets-sansio",
-            )
-            uv.load()
-            return Side(uv.http_protocol_class, uv, counting, responders)  # type: ignore[arg-type]
-
         yield Stack(
-            fast=side(responders),
-            asgi=side(()),
+            fast=protocol_side(public, responders),
+            asgi=protocol_side(public, ()),
             log=public,
             lines=lines,
             services=services,
