@@ -6,7 +6,6 @@ import asyncio
 import collections
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
 
 import pytest
 
@@ -20,6 +19,7 @@ from sidecar.errors import ServiceUnavailable
 from sidecar.storage.sql.courier_store import SqlCourierStore
 from sidecar.storage.sql.database import SqlDatabase
 from tests.courier.conftest import SmtpServer, courier_store
+from tests.outage import Outage
 
 MakeConfig = Callable[..., CourierConfig]
 FAST = {"backoff_base": timedelta(milliseconds=50), "backoff_cap": timedelta(milliseconds=200)}
@@ -294,30 +294,6 @@ async def test_a_persistent_error_is_logged_once_until_it_clears(
         ("ERROR", "courier worker w-broken: batch failed (retrying every tick)"),
         ("WARNING", "courier worker w-broken: batches succeed again"),
     ]
-
-
-class Outage:
-    """A courier store that refuses every call with the database's 503 while ``down`` is set, as a
-    PostgreSQL restart does; ``claim_lost`` makes a claim commit and its answer get lost."""
-
-    def __init__(self, store: SqlCourierStore) -> None:
-        self.store = store
-        self.down = False
-        self.claim_lost = False
-
-    def __getattr__(self, name: str) -> Any:
-        call = getattr(self.store, name)
-
-        async def refused_while_down(*args: Any, **kwargs: Any) -> Any:
-            if self.down:
-                raise ServiceUnavailable("the database is unavailable")
-            result = await call(*args, **kwargs)
-            if name == "claim_batch" and self.claim_lost:
-                self.claim_lost = False
-                raise ServiceUnavailable("the database connection was lost")
-            return result
-
-        return refused_while_down
 
 
 class DownAfterFirst:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
 
 import httpx
 import pytest
@@ -18,10 +17,10 @@ from sidecar.webhooks.outbox import (
     IDEMPOTENCY_HEADER,
     OutboxDispatcher,
     OutboxPolicy,
-    OutboxStore,
     OutboxWorker,
 )
 from sidecar.webhooks.runner import PreparedCall
+from tests.outage import Outage
 
 
 @pytest.fixture
@@ -30,32 +29,6 @@ async def database(dsn: str) -> AsyncIterator[SqlDatabase]:
     await db.migrate()
     yield db
     await db.close()
-
-
-class Outage:
-    """The outbox store, refusing every call with the database's 503 while ``down`` is set; with
-    ``blip`` only the next call that records an answer is refused (a connection lost just then)."""
-
-    def __init__(self, store: OutboxStore) -> None:
-        self.store = store
-        self.down = False
-        self.blip = False
-        self.claim_lost = False
-
-    def __getattr__(self, name: str) -> Any:
-        call = getattr(self.store, name)
-
-        async def refused_while_down(*args: Any, **kwargs: Any) -> Any:
-            if self.down or (self.blip and name.startswith("mark_")):
-                self.blip = False
-                raise ServiceUnavailable("the database is unavailable")
-            result = await call(*args, **kwargs)
-            if name == "claim_batch" and self.claim_lost:
-                self.claim_lost = False
-                raise ServiceUnavailable("the database connection was lost")
-            return result
-
-        return refused_while_down
 
 
 class Receiver:
