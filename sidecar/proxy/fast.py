@@ -8,7 +8,8 @@ an allowed request (no body, no upgrade, HTTP/1.1, nothing else in flight on the
 see ``Gateway.plan_now`` for what else falls through) and the rest runs in callbacks:
 
 - the request head is the one the ASGI path writes (``Gateway`` builds the headers for both:
-  ``forward.rewrite_request_headers_raw``; ``http1.request_head`` frames them), on an idle pooled
+  ``forward.rewrite_request_headers_raw``; ``http1.request_head`` frames them; kept encoded with
+  a forward plan, and per header shape for a new path: ``Rewrite.block``), on an idle pooled
   connection, or on a new one (a task: connecting is the only wait that needs a coroutine);
 - the upstream ``Connection`` tells ``Relay.on_news`` of every change instead of waking a future;
   its buffering, ``SMALL`` rule (a small response goes out in one write) and pooling are the
@@ -615,7 +616,19 @@ class FastProxy:
         plan = planned.plan
         log = None
         if plan is None:
-            payload = self.client.request_head("GET", origin, planned.target, planned.headers)
+            rewrite = planned.rewrite
+            if rewrite is None:
+                payload = self.client.request_head("GET", origin, planned.target, planned.headers)
+            else:  # a new path: the session's header block for its rewrite, this request's ids put in
+                block = rewrite.block
+                if not block or rewrite.origin is not origin:
+                    block = rewrite.block = self.client.header_block(origin, rewrite.headers)
+                    rewrite.origin = origin
+                if planned.request_id is not None:
+                    block = block.replace(REQUEST_ID_SLOT, planned.request_id)
+                if planned.traceparent is not None:
+                    block = block.replace(TRACEPARENT_SLOT, planned.traceparent)
+                payload = b"GET %s%s HTTP/1.1\r\n%s" % (origin.prefix, planned.target, block)
         else:  # a cached plan: its head encoded once, this request's id put in
             log = plan.log
             payload = plan.head

@@ -56,11 +56,13 @@ whether the access log took it is part of what a remembered relay must find agai
 class Forward:
     """Where an allowed request goes: the upstream base URL, the target (path and query) and the
     rewritten headers. Built once (``Gateway``) for the ASGI path and the fast path alike; made
-    from a cached ``Plan`` (with this request's id put in) for a signed-in request."""
+    from a cached ``Plan`` or ``Rewrite`` for a signed-in request, whose headers hold slots for the
+    request id and traceparent: ``headers`` puts this request's in (the fast path puts them in its
+    encoded head instead)."""
 
     base: str
     target: bytes
-    headers: list[tuple[bytes, bytes]]
+    slotted: list[tuple[bytes, bytes]]
     plan: Plan | None = None
     request_id: bytes | None = None
     # With a kept plan made from a request with one traceparent: its value (``TRACEPARENT_SLOT``).
@@ -68,6 +70,13 @@ class Forward:
     # With a kept plan, when the protocol may remember the relay: ``Access.replay_of``'s
     # ``replay`` for the check that allowed it (``sidecar.proxy.fast.FastProxy.take``).
     replay: Callable[[], bool] | None = None
+    # Without a kept plan, the session's rewrite the headers came from (a new path).
+    rewrite: Rewrite | None = None
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """The rewritten headers, this request's ids in their slots."""
+        return filled(self.slotted, self.request_id, self.traceparent)
 
 
 @dataclass(slots=True)
@@ -88,10 +97,19 @@ class Plan:
     log: dict[Any, Any] = field(default_factory=dict)
 
     def forward(self, request_id: bytes | None, traceparent: bytes | None = None) -> Forward:
-        if request_id is None and traceparent is None:
-            return Forward(self.base, self.target, self.headers, self)
-        headers = filled(self.headers, request_id, traceparent)
-        return Forward(self.base, self.target, headers, self, request_id, traceparent=traceparent)
+        return Forward(self.base, self.target, self.headers, self, request_id, traceparent)
+
+
+@dataclass(slots=True)
+class Rewrite:
+    """A signed-in request's rewritten headers kept for every method, path and query
+    (``Gateway._forward``'s rewrites, a new path each request): ``headers`` with the id slots as a
+    ``Plan``'s, and the fast path's encoded header block (``Http1Client.header_block``, for
+    ``origin``), made on first use (``sidecar.proxy.fast``)."""
+
+    headers: list[tuple[bytes, bytes]]
+    block: bytes = b""
+    origin: object = None  # the upstream connection pool's ``Origin`` the block was made for
 
 
 def filled(

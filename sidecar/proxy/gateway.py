@@ -33,7 +33,7 @@ from sidecar.proxy.forward import (
     Forward,
     ForwardContext,
     Plan,
-    filled,
+    Rewrite,
     forward_http,
     rewrite_request_headers_raw,
 )
@@ -337,12 +337,13 @@ class Gateway:
         A request seen for the first time (a client walking a site: a new path each request) has
         no plan, but its rewritten headers do not depend on its method, path or query: they are
         kept in the session's memo too (``REWRITES_PER_SESSION`` at most), under the plan's key
-        without those three, and this request's ids put in their slots."""
+        without those three, as a ``Rewrite`` (with the fast path's encoded header block), and
+        this request's ids put in their slots."""
         rule = outcome.rule
         session = outcome.session
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         plans: dict[tuple[Any, ...], Plan | None] | None = None
-        rewrites: dict[tuple[Any, ...], list[tuple[bytes, bytes]]] | None = None
+        rewrites: dict[tuple[Any, ...], Rewrite] | None = None
         rewrite_key: tuple[Any, ...] = ()
         request_id: bytes | None = None
         traceparent: bytes | None = None
@@ -400,7 +401,8 @@ class Gateway:
                         base = rule.upstream or self.upstream_base
                         if base is None:
                             return None
-                        return Forward(base, _target(path, scope), filled(kept, request_id, traceparent))
+                        target = _target(path, scope)
+                        return Forward(base, target, kept.headers, None, request_id, traceparent, None, kept)
         base = (rule.upstream if rule is not None else None) or self.upstream_base
         if base is None:
             return None
@@ -419,8 +421,8 @@ class Gateway:
         if rewrites is not None:
             if len(rewrites) >= REWRITES_PER_SESSION:
                 rewrites.clear()
-            rewrites[rewrite_key] = upstream_headers
-            return Forward(base, target, filled(upstream_headers, request_id, traceparent))
+            rewrite = rewrites[rewrite_key] = Rewrite(upstream_headers)
+            return Forward(base, target, upstream_headers, None, request_id, traceparent, None, rewrite)
         if plans is None:
             return Forward(base, target, upstream_headers)
         plan = plans[key] = Plan(base, target, upstream_headers)

@@ -138,19 +138,23 @@ class Http1Client:
     ) -> bytes:
         """The request line and headers, as written upstream (one ``bytes``); ``Host`` is the
         client's when the rewritten headers carry it, else the upstream's own."""
+        return b"%s %s%s HTTP/1.1\r\n%s" % (
+            method.encode("latin-1"),
+            origin.prefix,
+            target,
+            Http1Client.header_block(origin, headers, extra),
+        )
+
+    @staticmethod
+    def header_block(origin: Origin, headers: Headers, extra: bytes = b"") -> bytes:
+        """``request_head`` after its request line: the headers and the blank line that ends them
+        (the same for every method and target: ``sidecar.proxy.fast`` keeps it per rewrite)."""
         host = b"host: " + origin.host_header + b"\r\n"
         for name, _ in headers:
             if name.lower() == b"host":
                 host = b""
                 break
-        return b"%s %s%s HTTP/1.1\r\n%s%s%s\r\n" % (
-            method.encode("latin-1"),
-            origin.prefix,
-            target,
-            b"".join([b"%s: %s\r\n" % h for h in headers]),
-            host,
-            extra,
-        )
+        return b"%s%s%s\r\n" % (b"".join([b"%s: %s\r\n" % h for h in headers]), host, extra)
 
     async def forward(
         self,
