@@ -207,6 +207,9 @@ _NO_IDS = (-1, -1)  # the ``_shape`` of a request with neither header
 ONE_TRACEPARENT = "sidecar.one_traceparent"  # sidecar.proxy.forward.ONE_TRACEPARENT
 ONE_REQUEST_ID = "sidecar.one_request_id"  # sidecar.proxy.forward.ONE_REQUEST_ID
 KEEP_RELAY = "sidecar.keep_relay"  # sidecar.proxy.gateway.KEEP_RELAY (the protocol imports no proxy)
+UNFRAMED = "sidecar.unframed"  # sidecar.proxy.gateway.UNFRAMED
+"""Set for the relays when the request has neither a Content-Length nor a Transfer-Encoding header:
+the gateway's framing check has nothing to look at."""
 """``relay(protocol, scope, keep_alive)``: True when it took the request over (a GET without a body,
 nothing in flight): it sets ``protocol.cycle`` to a stand-in for uvicorn's cycle (its
 ``response_complete``, ``keep_alive``, ``disconnected``), writes the response to the transport
@@ -280,6 +283,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._refused = False
         self._answered = False  # the current request was answered on the spot
         self._framed = False  # the current request announced a body
+        self._sized = False  # the current request has a Content-Length or Transfer-Encoding header
         self._unkeyed = False  # the current request has an x-request-id or traceparent header
         # The index in ``headers`` of the current request's x-request-id and of its traceparent:
         # -1 none, -2 more than one.
@@ -345,6 +349,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._idle_at = None  # a request pipelined behind an answer made here: not idle
             self._answered = False
             self._framed = False
+            self._sized = False
             self._unkeyed = False
             self._id_at = -1
             self._trace_at = -1
@@ -390,6 +395,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 if value.lower() == b"100-continue":
                     self.expect_100_continue = True
             elif name == b"transfer-encoding" or name == b"content-length":
+                self._sized = True
                 if value != b"0" or name == b"transfer-encoding":
                     self._framed = True
             elif name in VARIABLE:
@@ -665,6 +671,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             keep = memo is not None and key is not None and not self._vary_key and at != -2 and trace != -2
             if keep:
                 scope[KEEP_RELAY] = True  # the relay may be remembered (``_keep_relay``)
+            if not self._sized:
+                scope[UNFRAMED] = True
             if trace >= 0:
                 scope[ONE_TRACEPARENT] = self.headers[trace][1]
             if at >= 0:
@@ -680,6 +688,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 return False
             finally:
                 scope.pop(KEEP_RELAY, None)
+                scope.pop(UNFRAMED, None)
                 scope.pop(ONE_TRACEPARENT, None)
                 scope.pop(ONE_REQUEST_ID, None)
                 scope.pop("sidecar.relay", None)

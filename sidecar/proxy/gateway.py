@@ -54,6 +54,9 @@ from sidecar.tracing import Tracing
 TRACE_HEADERS = (b"traceparent", b"tracestate")
 KEEP_RELAY = "sidecar.keep_relay"
 """Scope key the HTTP protocol sets when it may remember this request's relay (``plan_now``)."""
+UNFRAMED = "sidecar.unframed"
+"""Scope key the HTTP protocol sets when the request has neither a Content-Length nor a
+Transfer-Encoding header (``sidecar.http_protocol``): ``framing`` would find nothing (``plan_now``)."""
 _PLANS = "forward_plans"
 PLANS_PER_SESSION = 32
 _REWRITES = "forward_rewrites"
@@ -440,9 +443,10 @@ class Gateway:
         if self.paths.below(raw) is not None:
             return None
         headers: list[tuple[bytes, bytes]] = scope["headers"]
-        problem, has_body = framing(headers)
-        if problem or has_body:
-            return None
+        if not scope.get(UNFRAMED):
+            problem, has_body = framing(headers)
+            if problem or has_body:
+                return None
         try:
             path = self.paths.normalise(raw)
         except BadPath:

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from sidecar.proxy.gateway import framing as gateway_framing
 from sidecar.proxy.http1 import Http1Client
 from sidecar.security.tokens import digest
 from tests.proxy.test_relay_memo import (
@@ -187,3 +188,50 @@ async def test_new_paths_get_what_they_get_with_nothing_kept(
     for i, ((kind, _), grew) in enumerate(zip(made, encoded, strict=False)):
         if i < 3 * len(kinds(stack)) and i % 3 == 2 and kind not in UNKEPT:
             assert grew == 0, (i, kind)
+
+
+@pytest.mark.parametrize(
+    ("framing", "status"),
+    [
+        pytest.param("", 200, id="none"),
+        pytest.param("Content-Length: 0\r\n", 200, id="empty body"),
+        pytest.param("content-length: 0\r\nX-Other: 1\r\n", 200, id="empty body, lower case"),
+        pytest.param("X-Other: 1\r\n", 200, id="other header"),
+        pytest.param("Transfer-Encoding: gzip, chunked\r\n", 400, id="not plain chunked"),
+    ],
+)
+async def test_the_framing_check_is_skipped_only_without_a_length_or_encoding(
+    stack: Stack, framing: str, status: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway skips its framing check (``Gateway.plan_now``) for a request the protocol saw
+    neither a Content-Length nor a Transfer-Encoding header in (``UNFRAMED``), and only then: any
+    other is checked, on the fast path or the ASGI path (an empty body goes the ASGI way, forwarded
+    with its length; a coding other than chunked is refused). (httptools itself refuses two
+    lengths, one that is not a number, or a length with chunked.)"""
+    checked = 0
+    check = gateway_framing
+
+    def counted(headers: Any) -> Any:
+        nonlocal checked
+        checked += 1
+        return check(headers)
+
+    monkeypatch.setattr("sidecar.proxy.gateway.framing", counted)
+    token = f"X-Session-Token: {stack.tokens[0]}\r\n"
+    body = "0\r\n\r\n" if "chunked" in framing else ""  # (refused: the test upstream reads no body)
+    await stack.services.resolver.resolve(stack.tokens[0])  # cached: the fast path can take it
+    for n in range(3):
+        conn = Connection(stack, remembering=True)
+        try:
+            request = f"GET /private/framed/{n} HTTP/1.1\r\nHost: app.test\r\n{token}{framing}\r\n{body}"
+            was = checked
+            raw, heads, _ = await conn.ask(request.encode())
+        finally:
+            conn.close()
+            await asyncio.sleep(0)
+        assert raw.startswith(b"HTTP/1.1 %d " % status), raw
+        assert len(heads) == (1 if status == 200 else 0)
+        if "Content-Length" in framing and status == 200:
+            assert b"content-length: 0\r\n" in heads[0] + b"\r\n"
+        sized = "content-length" in framing.lower() or "transfer-encoding" in framing.lower()
+        assert (checked > was) == sized, (n, checked - was)

@@ -30,12 +30,13 @@ import pytest
 from uvicorn.server import ServerState
 
 from sidecar.app import fast_relays, fast_responders
-from sidecar.http_protocol import KEEP_RELAY, ONE_REQUEST_ID, ONE_TRACEPARENT, RememberedRelay
+from sidecar.http_protocol import KEEP_RELAY, ONE_REQUEST_ID, ONE_TRACEPARENT, UNFRAMED, RememberedRelay
 from sidecar.identity.model import Identity, VerifiableAddress, utcnow
 from sidecar.logs import _REQUEST_ID_OK, AccessLog
 from sidecar.proxy.forward import ONE_REQUEST_ID as FORWARD_ONE_REQUEST_ID
 from sidecar.proxy.forward import ONE_TRACEPARENT as FORWARD_ONE_TRACEPARENT
 from sidecar.proxy.gateway import KEEP_RELAY as GATEWAY_KEEP_RELAY
+from sidecar.proxy.gateway import UNFRAMED as GATEWAY_UNFRAMED
 from sidecar.security.tokens import digest, new_session_token
 from sidecar.server import uvicorn_config
 from sidecar.session.model import Session
@@ -446,6 +447,7 @@ async def test_head_is_not_relayed_and_the_same_get_still_is(stack: Stack) -> No
 
 def test_the_protocol_and_the_gateway_name_the_same_scope_key() -> None:
     assert KEEP_RELAY == GATEWAY_KEEP_RELAY
+    assert UNFRAMED == GATEWAY_UNFRAMED
     assert ONE_TRACEPARENT == FORWARD_ONE_TRACEPARENT
     assert ONE_REQUEST_ID == FORWARD_ONE_REQUEST_ID
 
