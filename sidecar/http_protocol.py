@@ -204,6 +204,7 @@ _NOTED = frozenset(
 )
 _UNKEYED = (b"x-request-id", b"traceparent")
 _NO_IDS = (-1, -1)  # the ``_shape`` of a request with neither header
+_UNMADE: Any = object()  # the ``_memo_key`` of a request whose keys are not made yet (``_keys``)
 ONE_TRACEPARENT = "sidecar.one_traceparent"  # sidecar.proxy.forward.ONE_TRACEPARENT
 ONE_REQUEST_ID = "sidecar.one_request_id"  # sidecar.proxy.forward.ONE_REQUEST_ID
 KEEP_RELAY = "sidecar.keep_relay"  # sidecar.proxy.gateway.KEEP_RELAY (the protocol imports no proxy)
@@ -289,7 +290,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # -1 none, -2 more than one.
         self._id_at = -1
         self._trace_at = -1
-        self._memo_key: MemoKey | None = None  # the current request's, once looked up
+        self._memo_key: MemoKey | None = None  # the current request's (None: no request parsed)
         self._vary_at = -1  # the index in ``headers`` of the first header in ``VARIABLE``
         self._vary_key: MemoKey | None = None  # the memo key with that header's value left out
         self._peer: str | None = None
@@ -412,11 +413,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         if self._refused:
             return
-        if self.memo is not None and self._remembered():
-            self._answered = True
-            return
+        if self.memo is not None:
+            self._memo_key = _UNMADE  # made when first asked for (``_keys``)
+            if self._remembered():
+                self._answered = True
+                return
         self._begin_scope()
-        problem = target_problem(self.url)
+        # ``on_url`` refused a "#": what is left to check needs a "%".
+        problem = target_problem(self.url) if self.url.find(b"%") != -1 else None
         if problem is not None:
             self._refuse(400, problem)
             return
@@ -442,7 +446,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """Answer from the memo (module docstring); True when it did. An answer is remembered only
         when every condition of ``_answer_now`` that the request decides held for it, so the same
         request meets them again; what the connection decides is checked here."""
-        parser = self.parser
+        memo = self.memo
+        assert memo is not None
+        if not memo and not memo.varied:
+            return False  # (the request's keys are made when asked for: ``_keys``)
+        varied = None
+        key, vkey = self._keys()
+        remembered = memo.get(key)
+        if remembered is None and vkey is not None:
+            varied = memo.varied.get(vkey)
+        if remembered is None and varied is None:
+            return False
         headers = self.headers
         incoming = None
         if self._id_at >= 0:
@@ -452,35 +466,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 if name == b"x-request-id":
                     incoming = value
                     break
-        method, version, url, peer = parser.get_method(), parser.get_http_version(), self.url, self._peer
-        memo = self.memo
-        assert memo is not None
-        varied = None
-        key: MemoKey
-        at = self._vary_at
-        if at < 0:
-            keyed = self._keyed(headers) if self._unkeyed else tuple(headers)
-            key = self._memo_key = (method, version, url, peer, keyed)
-            remembered = memo.get(key)
-        else:
-            # Keyed without that header's value (``Memo.varied``), and then by the value (one
-            # tuple of the headers built, not two).
-            blank: list[tuple[bytes, bytes | None]] = list(headers)
-            name, value = headers[at]
-            blank[at] = (name, None)
-            vkey = self._vary_key = (
-                method,
-                version,
-                url,
-                peer,
-                self._keyed(blank) if self._unkeyed else tuple(blank),
-            )
-            key = self._memo_key = (vkey, value)
-            remembered = memo.get(key)
-            if remembered is None:
-                varied = memo.varied.get(vkey)
-        if remembered is None and varied is None:
-            return False
         cycle = self.cycle
         transport = self.transport
         if (
@@ -499,8 +484,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 return False
             head, tail = remembered.head, remembered.tail
         else:
-            assert varied is not None
-            note = varied.same(value)
+            assert varied is not None and vkey is not None
+            note = varied.same(headers[self._vary_at][1])
             if note is None:  # not for this value: the responders answer it
                 return False
             request_id = varied.replay(incoming, note)
@@ -511,6 +496,36 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         transport.write(b"%b%b%b" % (head, request_id.encode(), tail))
         self._complete()
         return True
+
+    def _keys(self) -> tuple[MemoKey, MemoKey | None]:
+        """The request's memo key and, with a header in ``VARIABLE``, its key with that header's
+        value left out (``Memo.varied``; the memo key is then that key and the value). Made once
+        per request, when first asked for: a request when nothing is remembered or seen (every
+        request with the session cache off) is spared them."""
+        key = self._memo_key
+        if key is not _UNMADE:
+            assert key is not None  # (asked for about a parsed request only)
+            return key, self._vary_key
+        parser, headers = self.parser, self.headers
+        method, version, url, peer = parser.get_method(), parser.get_http_version(), self.url, self._peer
+        at = self._vary_at
+        if at < 0:
+            keyed = self._keyed(headers) if self._unkeyed else tuple(headers)
+            key = self._memo_key = (method, version, url, peer, keyed)
+            return key, None
+        # One tuple of the headers built, not two.
+        blank: list[tuple[bytes, bytes | None]] = list(headers)
+        name, value = headers[at]
+        blank[at] = (name, None)
+        vkey = self._vary_key = (
+            method,
+            version,
+            url,
+            peer,
+            self._keyed(blank) if self._unkeyed else tuple(blank),
+        )
+        key = self._memo_key = (vkey, value)
+        return key, vkey
 
     def _shape(self) -> tuple[int, int]:
         """Where the request's ``x-request-id`` and ``traceparent`` are among its headers (-1: none,
@@ -570,12 +585,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         asked to: ``_answer_now``)."""
         replay = scope.pop("sidecar.replay", None)
         vary = scope.pop("sidecar.vary", None)
-        key = self._memo_key
         memo = self.memo
-        if key is None or memo is None:
+        if memo is None or self._memo_key is None:  # (no request parsed: a test's ``_write``)
             return
+        key, vkey = self._keys()
         seen = memo.seen
-        vkey = self._vary_key
         if len(seen) >= memo.LIMIT:
             seen.clear()
         if replay is None:
@@ -644,8 +658,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         scope["raw_path"] = raw_path
         scope["query_string"] = parsed.query or b""
         memo = self.memo
-        if memo is not None and (self._memo_key in memo.seen or self._vary_key in memo.seen):
-            scope["sidecar.remember"] = True  # answered once before: a replay is wanted
+        if memo is not None and memo.seen:
+            keys = self._keys()
+            if keys[0] in memo.seen or keys[1] in memo.seen:
+                scope["sidecar.remember"] = True  # answered once before: a replay is wanted
         for responder in self.responders:
             try:
                 answer = responder(scope)
@@ -664,7 +680,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             # Answered later, from callbacks (the proxy's upstream hop): the relay stands in for
             # the cycle, so a pipelined request waits for it as for an ASGI response.
             keep_alive = parser.should_keep_alive()
-            key = self._memo_key
+            key = self._keys()[0] if memo is not None else None
             # Not with two of an id header: which one the upstream sees is the access log's to
             # decide, every time (a traceparent goes on as sent, in its slot of the forward plan).
             trace, at = self._trace_at, self._id_at

@@ -27,6 +27,31 @@ from sidecar.tracing import Tracing
 _ID_TEXT = "identity_id_text"
 
 
+# The request headers ``RequestFacts.read`` reads, by lower-case name; 0 for any other.
+_COOKIE, _SESSION_TOKEN, _AUTHORIZATION, _ACCEPT, _FETCH_MODE, _FETCH_DEST, _REQUESTED_WITH = range(1, 8)
+_FACTS = {
+    b"cookie": _COOKIE,
+    b"x-session-token": _SESSION_TOKEN,
+    b"authorization": _AUTHORIZATION,
+    b"accept": _ACCEPT,
+    b"sec-fetch-mode": _FETCH_MODE,
+    b"sec-fetch-dest": _FETCH_DEST,
+    b"x-requested-with": _REQUESTED_WITH,
+}
+_KINDS: dict[bytes, int] = {}
+"""``_FACTS`` by header name as received (lower-case from an ASGI server, any case from a test),
+filled as names are seen: a name lower-cased and compared once, not on every request. Bounded:
+clients choose the names."""
+
+
+def _kind(name: bytes) -> int:
+    kind = _FACTS.get(name.lower(), 0)
+    if len(_KINDS) > 1024:
+        _KINDS.clear()
+    _KINDS[name] = kind
+    return kind
+
+
 @dataclass(slots=True)
 class RequestFacts:
     """What the decision reads from the request headers, collected in one pass."""
@@ -40,23 +65,28 @@ class RequestFacts:
         session_token = bearer = cookie = None
         requested_with = fetch_mode = fetch_dest = None
         html = False
+        kinds = _KINDS
         for name, value in headers:
-            n = name.lower()
-            if n == b"cookie":
+            kind = kinds.get(name)
+            if kind is None:
+                kind = _kind(name)
+            if not kind:
+                continue
+            if kind == _COOKIE:
                 if cookie is None:
                     cookie = parse_cookie(value, cookie_name)
-            elif n == b"x-session-token":
+            elif kind == _SESSION_TOKEN:
                 session_token = value
-            elif n == b"authorization":
+            elif kind == _AUTHORIZATION:
                 if value[:7].lower() == b"bearer ":
                     bearer = value[7:].strip()
-            elif n == b"accept":
+            elif kind == _ACCEPT:
                 html = value.find(b"text/html") != -1  # not ``in`` (proxy.paths.normalise_path)
-            elif n == b"sec-fetch-mode":
+            elif kind == _FETCH_MODE:
                 fetch_mode = value
-            elif n == b"sec-fetch-dest":
+            elif kind == _FETCH_DEST:
                 fetch_dest = value
-            elif n == b"x-requested-with":
+            else:
                 requested_with = value
         # proxy-conventions.md "Browser navigation or API call": first signal that applies wins.
         if session_token or bearer or (requested_with and requested_with.lower() == b"xmlhttprequest"):
@@ -111,6 +141,19 @@ class Access:
         self.rules = rules
         self.cookie_name = config.session.cookie.name.encode()
         self.required_aal = config.session.whoami.required_aal
+        self._digests: dict[str, str] = {}
+
+    def _digest(self, token: str) -> str:
+        """``digest(token)``, memoised for the tokens last presented: a session's requests present
+        the same token, and with the session cache off (or missed) its SHA-256 was ~6k
+        instructions of every request. Bounded (presented tokens are the clients' choice). It
+        holds presented tokens, as the request did; what they unlock is the stores' to say, on
+        every lookup, by the digest."""
+        key = digest(token)
+        if len(self._digests) >= 1024:
+            self._digests.clear()
+        self._digests[token] = key
+        return key
 
     async def check(
         self,
@@ -218,8 +261,9 @@ class Access:
             api = self._api(rule, facts)
             settled = self._settled(rule, api, facts.token)
             if settled is None:
-                assert facts.token  # _settled answers every request without one
-                key = digest(facts.token)
+                token = facts.token
+                assert token  # _settled answers every request without one
+                key = self._digests.get(token) or self._digest(token)
                 found, session = self.resolver.cached_digest(key)
                 if not found:
                     return self._later(ruleset, rule, api, key, path, started, scope) if later else None

@@ -26,6 +26,7 @@ from sidecar.rules.model import normalise_host
 from sidecar.security.trusted_proxies import TrustedProxies
 
 Headers = list[tuple[bytes, bytes]]
+_UNSEEN: Any = object()
 Later = Coroutine[Any, Any, Answer]
 """An answer that needs the session store: awaited, it is ``handle``'s answer, with ``handle``'s
 records (``DecisionEndpoints.answer_cached`` with ``later``)."""
@@ -230,6 +231,19 @@ class DecisionEndpoints:
         base = urlsplit(public_base_url)
         self.base_scheme, self.base_host = base.scheme, base.netloc
         self._hosts: dict[str, str] = {}
+        self._names: dict[bytes, bytes | None] = {}
+
+    def _name(self, name: bytes) -> bytes | None:
+        """A request header's name as ``Dialect.original`` reads it (lower-case), or None when no
+        dialect reads it; memoised by the name as received (a request's names are those of the
+        last, and lower-case from an ASGI server; bounded: clients choose them). Lower-casing and
+        testing every name of every request cost more than the rest of ``_original``."""
+        lower = name.lower()
+        known = lower if lower.startswith((b"x-original-", b"x-forwarded-", b"host")) else None
+        if len(self._names) > 1024:
+            self._names.clear()
+        self._names[name] = known
+        return known
 
     def _host(self, host: str) -> str:
         """``normalise_host`` memoised: few distinct hosts ask (bounded anyway)."""
@@ -343,9 +357,12 @@ class DecisionEndpoints:
         peer = scope["client"][0] if scope.get("client") else None
         trusted = self.trusted.trusts(peer)
         h: dict[bytes, bytes] = {}
+        names = self._names
         for name, value in scope["headers"]:
-            n = name.lower()
-            if n.startswith((b"x-original-", b"x-forwarded-", b"host")):
+            n = names.get(name, _UNSEEN)
+            if n is _UNSEEN:
+                n = self._name(name)
+            if n is not None:
                 h.setdefault(n, value)
         host = h.get(b"host", b"").decode("latin-1")
         scheme = self.base_scheme

@@ -27,6 +27,7 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from sidecar import http_protocol
 from sidecar.app import fast_responders
 from sidecar.identity.model import Identity, VerifiableAddress, utcnow
 from sidecar.security.tokens import digest, new_session_token
@@ -483,3 +484,27 @@ async def test_the_session_store_down_fails_closed_as_on_the_asgi_path(
     # Pipelined behind an outage: the same order and answers.
     asgi, fast, _, _ = await both(stack, [b"".join(requests)])
     assert fast == asgi
+
+
+async def test_a_miss_with_nothing_remembered_makes_no_memo_key(stack: Stack) -> None:
+    """With nothing remembered or seen (every request with the session cache off and no public
+    rule asked), a request's memo keys are not made: a miss never uses them. A request answered at
+    once is still noted, and remembered the second time (the keys made then). Fails on the
+    version that made the keys for every request (``_memo_key`` a tuple after a miss)."""
+    proto, transport = connect(stack.fast)
+    memo = proto.memo
+    memo.clear()
+    memo.seen.clear()
+    memo.varied.clear()
+    proto.data_received(nginx(stack.token))
+    assert proto._memo_key is http_protocol._UNMADE and not memo.seen
+    while not transport.out:
+        await asyncio.sleep(0.01)
+    assert transport.out.startswith(b"HTTP/1.1 200 ") and not memo and not memo.seen
+    while not proto.cycle.response_complete:
+        await asyncio.sleep(0.01)
+    for i in range(3):  # answered at once: noted, then remembered, then answered from the memo
+        transport.out.clear()
+        proto.data_received(nginx("", "/public/x"))
+        assert transport.out.startswith(b"HTTP/1.1 200 ")
+        assert (bool(memo), bool(memo.seen)) == [(False, True), (True, False), (True, False)][i]
