@@ -204,7 +204,7 @@ def connection(config: Any, public: Any, fast: bool) -> tuple[Any, Transport]:
     uv.load()
     proto = uv.http_protocol_class(config=uv, server_state=ServerState(), app_state={})  # type: ignore[call-arg]
     transport = Transport()
-    proto.connection_made(transport)
+    proto.connection_made(transport)  # type: ignore[arg-type]  # a stand-in transport
     return proto, transport
 
 

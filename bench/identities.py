@@ -136,7 +136,8 @@ async def explain(dsn: str, total: int) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         for name, query in queries.items():
-            sql = str(query.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+            dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+            sql = str(query.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
             rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql)
             plan = [r[0] for r in rows]
             print(f"EXPLAIN ANALYZE {name} at {total:,}:")

@@ -161,7 +161,7 @@ def connection(config: Any, public: Any, peer: str = "127.0.0.1") -> tuple[Any, 
     uv.load()
     proto = uv.http_protocol_class(config=uv, server_state=ServerState(), app_state={})  # type: ignore[call-arg]
     transport = Transport(peer)
-    proto.connection_made(transport)
+    proto.connection_made(transport)  # type: ignore[arg-type]  # a stand-in transport
     return proto, transport
 
 
@@ -225,7 +225,10 @@ class GcPauses:
 
 def quantiles(latencies: list[float]) -> dict[str, float]:
     ordered = sorted(latencies)
-    pick = lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e3, 3)  # noqa: E731
+
+    def pick(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e3, 3)
+
     return {"p50": pick(0.5), "p99": pick(0.99), "p999": pick(0.999), "max": round(ordered[-1] * 1e3, 3)}
 
 

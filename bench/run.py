@@ -416,7 +416,7 @@ def migrate(bench: Bench) -> None:
     )
 
 
-def sign_in(side: Sidecar, storm_users: int) -> str:
+def sign_in(side: Sidecar, storm_users: int = 0) -> str:
     """Create the bench user and the storm's users (``bench/logins.py`` names them) through the
     admin API, and log the bench user in through the public API flow."""
     from bench.logins import user

@@ -56,7 +56,7 @@ class Thread:
     waiting_since: float | None = None
     running_since: float | None = None
     ran: float = 0.0
-    blame: collections.Counter[str] = field(default_factory=collections.Counter)
+    blame: collections.defaultdict[str, float] = field(default_factory=lambda: collections.defaultdict(float))
 
 
 def analyse(trace: Path, loop_tid: int, groups: dict[str, list[int]]) -> dict[str, Any]:
@@ -74,6 +74,7 @@ def analyse(trace: Path, loop_tid: int, groups: dict[str, list[int]]) -> dict[st
         return "kernel" if comm.get(tid, "").startswith(KERNEL) else "others"
 
     loop, client = Thread(loop_tid), None
+    t: Thread | None
     on_cpu: dict[int, float] = {}  # cpu -> when its current task started
     request = answer = None
     cycles: list[tuple[float, float, float, float, dict[str, float], dict[str, float]]] = []
