@@ -102,6 +102,15 @@ class RequestFacts:
         return cls(token=token, token_from_bearer=session_token is None and bearer is not None, api=api)
 
 
+def identity_text(session: ResolvedSession) -> str:
+    """``str(session.identity_id)``, made once per session (in its memo): formatting a UUID costs
+    ~0.4 µs, and the access log and the identity headers both want it."""
+    text: str | None = session.memo.get(_ID_TEXT)
+    if text is None:
+        text = session.memo[_ID_TEXT] = str(session.identity_id)
+    return text
+
+
 @dataclass(slots=True)
 class Outcome:
     verdict: Verdict
@@ -324,19 +333,17 @@ class Access:
         self, outcome: Outcome, path: str, started: float, scope: MutableMapping[str, Any] | None
     ) -> None:
         rule_id = outcome.rule.id if outcome.rule is not None else "-"
+        # ``_value_``, not ``value``: Enum's ``value`` is a property run in Python (~0.6k instructions).
+        decision: str = outcome.verdict._value_
         if self.metrics is not None:
-            self.metrics.observe_decision(rule_id, outcome.verdict.value, time.perf_counter() - started)
+            self.metrics.observe_decision(rule_id, decision, time.perf_counter() - started)
         if scope is not None:
             scope["sidecar.path"] = path
             scope["sidecar.rule"] = rule_id
-            scope["sidecar.decision"] = outcome.verdict.value
+            scope["sidecar.decision"] = decision
             session = outcome.session
             if session is not None:
-                # Formatting a UUID costs ~0.4 µs: once per cached session, in its memo.
-                text = session.memo.get(_ID_TEXT)
-                if text is None:
-                    text = session.memo[_ID_TEXT] = str(session.identity_id)
-                scope["sidecar.identity_id"] = text
+                scope["sidecar.identity_id"] = identity_text(session)
 
     async def _check(self, method: str, host: str, path: str, facts: RequestFacts) -> Outcome:
         ruleset = self.rules.current

@@ -47,6 +47,8 @@ def connection_options(value: bytes) -> list[bytes]:
 
 def header_value_ok(value: str) -> bool:
     """No CR, LF, NUL or other control characters: a trait must not inject a header."""
+    if value.isascii() and value.isprintable():  # " " to "~" only: checked in C (an email, an id)
+        return True
     return all(c == "\t" or (c >= " " and c != "\x7f") for c in value)
 
 

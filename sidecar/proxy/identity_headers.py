@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from sidecar.config.model import ProxyConfig
-from sidecar.proxy.access import Outcome
+from sidecar.proxy.access import Outcome, identity_text
 from sidecar.proxy.headers import canonical, header_value_ok
 from sidecar.rules.holder import RulesHolder
 from sidecar.rules.model import Rule
@@ -76,7 +76,7 @@ class IdentityHeaders:
         headers: list[tuple[bytes, bytes]] | None = session.memo.get(memo_key)
         if headers is None:
             headers = [
-                (self.base_names[0], str(session.identity_id).encode()),
+                (self.base_names[0], identity_text(session).encode()),
                 (self.base_names[2], session.aal.encode()),
             ]
             if session.email and header_value_ok(session.email):

@@ -235,3 +235,34 @@ def test_a_responder_that_does_not_claim_the_request_is_not_asked_and_leaves_no_
     assert asked == [] and scope == {"type": "http", "method": "GET", "path": "/x", "headers": headers}
     assert wrapper.answering(inner, lambda s: True)(scope) is None
     assert len(asked) == 1 and scope["headers"] is headers and "sidecar.request_id" not in scope
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param({}, id="bare"),
+        pytest.param(
+            {"sidecar.path": "/m/\u2028x", "sidecar.rule": "r", "sidecar.decision": "allow"}, id="judged"
+        ),
+        pytest.param(
+            {"sidecar.identity_id": "id-1", "sidecar.route_class": "api", "client": None}, id="no-client"
+        ),
+        pytest.param({"type": "websocket", "method": "GET"}, id="websocket"),
+        pytest.param({"method": "PATCH"}, id="patch"),
+    ],
+)
+@pytest.mark.parametrize("status", [200, 401, 503])
+def test_the_line_is_the_one_its_parts_make(extra: dict[str, Any], status: int) -> None:
+    """``_finish`` writes its JSON line in one string; the line ``_json_parts``' parts make (the
+    lines made again from them: ``_replaying``, ``_finish_from``) must be the same text. Fails on a
+    version whose line differs from the parts' in any field."""
+    out = io.StringIO()
+    log = wrap(make_app({}), out)
+    s = {**scope("/.auth/authz/nginx"), **extra}
+    log._finish(s, status, 123, 0.0042, "rid-1")
+    route_class = s.get("sidecar.route_class") or log.classify(s["path"])
+    before, logged, after, tail = log._json_parts(s, route_class, status, 123)
+    line = out.getvalue()
+    rest = line.partition('"request_id":"rid-1",')[2]
+    assert rest == f"{before}{logged}{after}4.2{tail}"
+    assert json.dumps(json.loads(line), default=str, separators=(",", ":")) + "\n" == line

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from sidecar.proxy import access as access_module
 from sidecar.proxy.access import Access, RequestFacts
 from sidecar.proxy.decisions import ENVOY, FORWARD_AUTH, NGINX, OATHKEEPER, DecisionEndpoints
-from sidecar.proxy.headers import parse_cookie
+from sidecar.proxy.headers import header_value_ok, parse_cookie
 from sidecar.proxy.paths import (
     _ESCAPE_AFTER_ONE_DECODE,
     _FORBIDDEN_ESCAPES,
@@ -27,6 +27,7 @@ from sidecar.proxy.paths import (
     _remove_dot_segments,
     normalise_path,
 )
+from sidecar.proxy.prefix import OwnPaths
 from sidecar.security.tokens import digest
 from sidecar.security.trusted_proxies import TrustedProxies
 from tests.proxy.test_path_properties import PIECES, RAW_PATHS
@@ -281,3 +282,31 @@ def test_a_presented_token_is_digested_once_and_the_memo_stays_bounded() -> None
     for i in range(3000):  # client-chosen tokens cannot grow it without bound
         assert access._digest(f"ory_st_{i}") == digest(f"ory_st_{i}")
     assert len(access._digests) <= 1024
+
+
+def header_value_ok_before(value: str) -> bool:
+    return all(c == "\t" or (c >= " " and c != "\x7f") for c in value)
+
+
+def test_header_values_are_checked_as_before() -> None:
+    chars = [chr(c) for c in [*range(0x300), 0x2028, 0x202E, 0xFEFF, 0x1F600, 0xD800]]
+    values = ["", "alice@example.com", "a b", *chars]
+    values += [f"ok{c}ok" for c in chars] + [f"{c}{d}" for c in "a\t\x7f\x85é" for d in "b\r\x00~"]
+    for value in values:
+        assert header_value_ok(value) == header_value_ok_before(value), repr(value)
+
+
+def below_before(prefix: bytes, raw: bytes) -> bytes | None:
+    if prefix:
+        if raw == prefix or raw.startswith(prefix + b"/"):
+            return raw[len(prefix) :] or b"/"
+        return None
+    return OwnPaths("", reject_parameters=True).below(raw)
+
+
+@pytest.mark.parametrize("prefix", ["/.auth", "/a", "/.auth/x"])
+def test_own_paths_below_as_before(prefix: str) -> None:
+    paths = OwnPaths(prefix, reject_parameters=True)
+    for raw in [b"", b"/", b"/.auth", b"/.auth/", b"/.authx", b"/.auth/x", b"/.auth/x/y", b"/a", b"/a/",
+                b"/ab", b"/.au", b"/.auth//", b".auth/x", b"/.auth/x/"]:  # fmt: skip
+        assert paths.below(raw) == below_before(prefix.encode(), raw), raw
