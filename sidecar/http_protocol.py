@@ -283,8 +283,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._refused = False
         self._answered = False  # the current request was answered on the spot
-        self._framed = False  # the current request announced a body
-        self._sized = False  # the current request has a Content-Length or Transfer-Encoding header
+        # The current request announced a body (True), has a Content-Length of 0 alone (False), or
+        # neither a Content-Length nor a Transfer-Encoding header (None: ``UNFRAMED``).
+        self._framed: bool | None = None
         self._unkeyed = False  # the current request has an x-request-id or traceparent header
         # The index in ``headers`` of the current request's x-request-id and of its traceparent:
         # -1 none, -2 more than one.
@@ -349,8 +350,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if not self._refused:
             self._idle_at = None  # a request pipelined behind an answer made here: not idle
             self._answered = False
-            self._framed = False
-            self._sized = False
+            self._framed = None
             self._unkeyed = False
             self._id_at = -1
             self._trace_at = -1
@@ -396,9 +396,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 if value.lower() == b"100-continue":
                     self.expect_100_continue = True
             elif name == b"transfer-encoding" or name == b"content-length":
-                self._sized = True
                 if value != b"0" or name == b"transfer-encoding":
                     self._framed = True
+                elif self._framed is None:
+                    self._framed = False
             elif name in VARIABLE:
                 if self._vary_at < 0:
                     self._vary_at = len(self.headers)
@@ -687,7 +688,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             keep = memo is not None and key is not None and not self._vary_key and at != -2 and trace != -2
             if keep:
                 scope[KEEP_RELAY] = True  # the relay may be remembered (``_keep_relay``)
-            if not self._sized:
+            if self._framed is None:
                 scope[UNFRAMED] = True
             if trace >= 0:
                 scope[ONE_TRACEPARENT] = self.headers[trace][1]

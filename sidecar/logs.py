@@ -471,11 +471,11 @@ class AccessLog:
         the scope back as it came.
 
         ``memo``: None, or a dict ``inner`` keeps for every request whose line differs from this
-        one's only in the time, request id, status, latency and size (a forward plan's, kept for
-        one method, normalised path, peer, rule and session on this listener): the rest of the
-        line and the metrics' counter are made once per route class and status and kept there
-        (``_finish_from``). Making the line from the scope cost ~28k instructions a request,
-        most of a proxied request's access-log cost."""
+        one's only in the time, request id, status, latency, size and path (a forward plan's, kept
+        for one method, normalised path, peer, rule and session on this listener; a session's
+        rewrite's, for every path): the rest of the line and the metrics' counter are made once per
+        route class and status and kept there (``_finish_from``). Making the line from the scope
+        cost ~28k instructions a request, most of a proxied request's access-log cost."""
         finish, finish_from = self._finish, self._finish_from
 
         def take(scope: Any, *args: Any) -> Any:
@@ -526,6 +526,7 @@ class AccessLog:
         leak modes (their lines hold what the scope alone says, such as the request's own headers)."""
         finish, finish_from = self._finish, self._finish_from
         route_class = scope.get("sidecar.route_class") or self.classify(scope["path"])
+        path = scope.get("sidecar.path") or scope["path"]
         client = scope.get("client")
         trusted = self.trusted(client[0] if client else None)
 
@@ -543,7 +544,7 @@ class AccessLog:
                     finish(scope, status, size, time.perf_counter() - started, request_id)
                 else:
                     seconds = time.perf_counter() - started
-                    finish_from(memo, scope, status, size, seconds, request_id, route_class)
+                    finish_from(memo, scope, status, size, seconds, request_id, route_class, path)
 
             return inner(request_id, done, proto, keep_alive, incoming, traceparent) is not None
 
@@ -682,10 +683,12 @@ class AccessLog:
         seconds: float,
         request_id: str,
         route_class: str | None = None,
+        path: str | None = None,
     ) -> None:
         """``_finish`` for a request of ``taking`` with a ``memo``: the same line and count, its
-        parts that the memo's requests share made once per route class and status. ``route_class``:
-        the scope's, when the caller knows it (``_relaying``: the same scope every time)."""
+        parts that the memo's requests share made once per route class and status, and the path's
+        text put in when it is not the one they were made with. ``route_class``, ``path``: the
+        scope's, when the caller knows them (``_relaying``: the same scope every time)."""
         if route_class is None:
             route_class = scope.get("sidecar.route_class") or self.classify(scope["path"])
         key = (route_class, status)
@@ -695,7 +698,15 @@ class AccessLog:
                 self._finish(scope, status, size, seconds, request_id)
                 return
             parts = memo[key] = self._shared_parts(scope, route_class, status)
-        count, middle, tail = parts
+        count, middle, tail, made_for, around = parts
+        if path is None:
+            path = scope.get("sidecar.path") or scope["path"]
+        if path is not made_for and path != made_for:  # another path (a rewrite's memo)
+            method, before, after = around
+            if scope.get("method", "GET") != method:  # (not a memo's request: the fast path's GETs)
+                self._finish(scope, status, size, seconds, request_id)
+                return
+            middle = before + _str(path) + after
         if count is not None:
             count()
         if not self.enabled:
@@ -712,15 +723,18 @@ class AccessLog:
 
     def _shared_parts(
         self, scope: Any, route_class: str, status: int
-    ) -> tuple[Callable[[], None] | None, str, str]:
-        """``_finish_from``'s memo entry: the metrics' counter for the route class and status, the
-        line's text after the request id up to the latency, and after the size to the end."""
+    ) -> tuple[Callable[[], None] | None, str, str, str, tuple[str, str, str]]:
+        """``_finish_from``'s memo entry: the metrics' counter for the route class and status; the
+        line's text after the request id up to the latency, and after the size to the end; the
+        path they were made for; and the method they were made for with the text up to the latency
+        before and after the path's."""
         before, logged, after, tail = self._json_parts(scope, route_class, status, 0)
-        middle = before + logged + after
         sized = ',"bytes":0'
         assert tail.startswith(sized)
         count = self.metrics.request_counter(route_class, status) if self.metrics is not None else None
-        return count, middle, tail[len(sized) :]
+        path = scope.get("sidecar.path") or scope["path"]
+        around = (scope.get("method", "GET"), before, after)
+        return count, before + logged + after, tail[len(sized) :], path, around
 
     def _json_parts(self, scope: Any, route_class: str, status: int, size: int) -> tuple[str, str, str, str]:
         """The JSON line's text after the request id up to the latency, in three (up to the path,

@@ -181,8 +181,8 @@ def _split_head(status: int, headers: Headers, keep_alive: bool) -> tuple[bytes,
 
 
 Done = Callable[[int, int, "dict[Any, Any] | None"], None]
-"""The access log's end of a request: (status, body bytes, the forward plan's log memo or None)
-once the response is complete (``AccessLog.taking``)."""
+"""The access log's end of a request: (status, body bytes, the forward plan's or rewrite's log memo
+or None) once the response is complete (``AccessLog.taking``)."""
 
 
 class _NoEvent:
@@ -629,6 +629,7 @@ class FastProxy:
                 if planned.traceparent is not None:
                     block = block.replace(TRACEPARENT_SLOT, planned.traceparent)
                 payload = b"GET %s%s HTTP/1.1\r\n%s" % (origin.prefix, planned.target, block)
+                log = rewrite.log
         else:  # a cached plan: its head encoded once, this request's id put in
             log = plan.log
             payload = plan.head

@@ -105,11 +105,16 @@ class Rewrite:
     """A signed-in request's rewritten headers kept for every method, path and query
     (``Gateway._forward``'s rewrites, a new path each request): ``headers`` with the id slots as a
     ``Plan``'s, and the fast path's encoded header block (``Http1Client.header_block``, for
-    ``origin``), made on first use (``sidecar.proxy.fast``)."""
+    ``origin``), made on first use (``sidecar.proxy.fast``).
+
+    ``log``: the access log's memo for the fast path's requests it serves (``AccessLog.taking``):
+    their lines differ from one another only in what a plan's do and their path (the key holds
+    the peer, rule and session; the fast path takes GETs alone)."""
 
     headers: list[tuple[bytes, bytes]]
     block: bytes = b""
     origin: object = None  # the upstream connection pool's ``Origin`` the block was made for
+    log: dict[Any, Any] = field(default_factory=dict)
 
 
 def filled(

@@ -2,7 +2,8 @@
 with the plan's ``log`` memo, ``AccessLog._finish_from``) is the line and count ``_finish`` makes
 from the scope: the same text but for the time, request id and latency, for every route class,
 status and size, in JSON and in the modes that fall back (text, leaked values, log off); and the
-relay hands the plan's memo to the log only for a request planned from a kept plan."""
+relay hands the plan's memo (or a rewrite's, shared by paths) to the log only for a request
+planned from a kept plan (or rewrite)."""
 
 from __future__ import annotations
 
@@ -15,15 +16,15 @@ import pytest
 from sidecar.logs import AccessLog, public_route_classifier
 from sidecar.metrics import Metrics
 from sidecar.proxy.fast import FastProxy
-from sidecar.proxy.forward import Forward, Plan
+from sidecar.proxy.forward import Forward, Plan, Rewrite
 
 IDENTITY = "0b3b0c8e-1111-2222-3333-444455556666"
 
 
-def request(path: str = "/private/x", client: str = "10.1.2.3") -> dict[str, Any]:
+def request(path: str = "/private/x", client: str = "10.1.2.3", method: str = "GET") -> dict[str, Any]:
     return {
         "type": "http",
-        "method": "GET",
+        "method": method,
         "path": path,
         "raw_path": path.encode(),
         "query_string": b"token=secret",
@@ -40,13 +41,15 @@ def judged(scope: dict[str, Any], path: str) -> None:
     scope["sidecar.identity_id"] = IDENTITY
 
 
-def served(log: AccessLog, memo: dict[Any, Any] | None, path: str, status: int, size: int) -> None:
+def served(
+    log: AccessLog, memo: dict[Any, Any] | None, path: str, status: int, size: int, method: str = "GET"
+) -> None:
     def inner(scope: Any, done: Any) -> bool:
         judged(scope, path.replace("//", "/"))
         done(status, size, memo)
         return True
 
-    assert log.taking(inner)(request(path)) is True
+    assert log.taking(inner)(request(path, method=method)) is True
 
 
 def normalised(line: str) -> str:
@@ -125,27 +128,79 @@ def test_a_planned_relay_logs_and_counts_what_the_scope_gives(mode: dict[str, An
     assert sum(value for _, _, value in plain[1]) == 2 * len(CASES)
 
 
+# A session's rewrite's memo (``forward.Rewrite.log``) serves every path: the paths differ.
+PATHS = [
+    ("/private/a", 200, 3, "GET"),
+    ("/private/b", 200, 3, "GET"),
+    ("/private/a", 502, 120, "GET"),
+    ("/private/c", 502, 120, "GET"),
+    ('/private/%C3%A9/\u00e9"q', 200, 3, "GET"),  # escaped in the line
+    ("/private//d", 200, 0, "GET"),
+    ("/private/e", 200, 3, "HEAD"),  # not the fast path's: made from the scope
+    ("/private/f", 200, 3, "GET"),
+    ("/.auth/authz/x", 200, 3, "GET"),  # another route class from the raw path
+]
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [
+        pytest.param({}, id="json"),
+        pytest.param({"text": True}, id="text"),
+        pytest.param({"leak_sensitive_values": True}, id="leak"),
+        pytest.param({"enabled": False}, id="off"),
+    ],
+)
+def test_a_memo_shared_by_paths_logs_and_counts_what_the_scope_gives(mode: dict[str, Any]) -> None:
+    logs = []
+    for use_memo in (False, True):
+        out, metrics = io.StringIO(), Metrics()
+        log = _public_log(out, metrics, mode)
+        memo: dict[Any, Any] = {}
+        for _ in range(2):
+            for path, status, size, method in PATHS:
+                served(log, memo if use_memo else None, path, status, size, method)
+        if use_memo and not mode:
+            assert len(memo) == 3  # one entry per route class and status
+        logs.append(([normalised(line) for line in out.getvalue().splitlines()], counts(metrics)))
+    plain, kept = logs
+    assert kept == plain
+    assert len({line for line in plain[0]}) == (0 if mode.get("enabled") is False else len(PATHS))
+
+
 class _Client:
     """``Http1Client`` as ``FastProxy.take`` uses it, with no upstream: every connection fails."""
 
+    class _Origin:
+        prefix = b""
+
     def origin(self, base: str) -> Any:
-        return object()
+        return self._Origin()
 
     def request_head(self, method: str, origin: Any, target: bytes, headers: Any) -> bytes:
         return b"GET / HTTP/1.1\r\n\r\n"
+
+    def header_block(self, origin: Any, headers: Any) -> bytes:
+        return b"\r\n"
 
     def checkout(self, origin: Any) -> None:
         return None
 
 
-@pytest.mark.parametrize("kept", [False, True])
-async def test_the_relay_hands_the_log_the_plan_memo_only_from_a_kept_plan(kept: bool) -> None:
-    plan = Plan("http://up", b"/private/x", [(b"host", b"app.test")], head=b"GET / HTTP/1.1\r\n\r\n")
-    forward = plan.forward(None) if kept else Forward("http://up", b"/private/x", [(b"host", b"app.test")])
+@pytest.mark.parametrize("kept", ["plan", "rewrite", "none"])
+async def test_the_relay_hands_the_log_the_memo_of_a_kept_plan_or_rewrite_only(kept: str) -> None:
+    headers = [(b"host", b"app.test")]
+    plan = Plan("http://up", b"/private/x", headers, head=b"GET / HTTP/1.1\r\n\r\n")
+    rewrite = Rewrite(headers)
+    forward = {
+        "plan": plan.forward(None),
+        "rewrite": Forward("http://up", b"/private/x", headers, rewrite=rewrite),
+        "none": Forward("http://up", b"/private/x", headers),
+    }[kept]
     proxy = FastProxy(lambda scope: forward, _Client(), None)  # type: ignore[arg-type]
     relay = proxy.take({"sidecar.request_id": "rid", "method": "GET"}, lambda *a: None, _Proto(), True)
     assert relay is not None
-    assert relay.log is (plan.log if kept else None)
+    assert relay.log is {"plan": plan.log, "rewrite": rewrite.log, "none": None}[kept]
     assert relay.task is not None  # connecting (no pooled connection): given up here
     relay.task.cancel()
 
