@@ -366,10 +366,14 @@ class DecisionEndpoints:
                 h.setdefault(n, value)
         host = h.get(b"host", b"").decode("latin-1")
         scheme = self.base_scheme
-        if trusted:
-            host = h.get(b"x-forwarded-host", b"").decode("latin-1").split(",")[0].strip() or host
-            proto = h.get(b"x-forwarded-proto", b"").decode("latin-1").split(",")[0].strip()
-            scheme = proto if proto in ("http", "https") else scheme
+        if trusted:  # (without the header, or with an empty one, what the request says stands)
+            forwarded = h.get(b"x-forwarded-host")
+            if forwarded:
+                host = forwarded.decode("latin-1").split(",")[0].strip() or host
+            forwarded = h.get(b"x-forwarded-proto")
+            if forwarded:
+                proto = forwarded.decode("latin-1").split(",")[0].strip()
+                scheme = proto if proto in ("http", "https") else scheme
         method: str = scope["method"]
         return dialect.original(sub, method, scope.get("query_string", b""), h, trusted, host, scheme)
 
