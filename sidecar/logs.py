@@ -776,14 +776,18 @@ def public_route_classifier(prefix: str) -> Callable[[str], str]:
     authz = (prefix + "/authz/", prefix + "/decisions/")
     health = (prefix + "/health/",)
 
+    length = len(api) if api is not None else 0
+
     def classify(path: str) -> str:
+        # Every class but "proxy" is under ``api`` (with a prefix): a proxied path, the most asked,
+        # is told by one slice compared (``startswith``'s argument parsing costs ~250 instructions).
+        if api is not None and path[:length] != api:
+            return "api" if path == prefix else "proxy"
         if path.startswith(authz):
             return "decision"
         if path.startswith(health):
             return "health"
-        if api is None or path.startswith(api) or path == prefix:
-            return "api"
-        return "proxy"
+        return "api"
 
     return classify
 

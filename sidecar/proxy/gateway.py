@@ -383,16 +383,18 @@ class Gateway:
             plans = session.memo.get(_PLANS)
             if plans is None:
                 plans = session.memo[_PLANS] = {}
-            else:
-                plan: Plan | None = plans.get(key)
-                if plan is not None:
-                    return plan.forward(request_id, traceparent)
-            if key not in plans:
+            noted = len(plans)
+            # One lookup (the key's hash, over every header, made once): the plan, or None for a
+            # request noted before, or None inserted for one seen for the first time.
+            plan: Plan | None = plans.setdefault(key)
+            if plan is not None:
+                return plan.forward(request_id, traceparent)
+            if len(plans) > noted:
                 # First sight: only noted, so a client that never repeats a request (a new URL
                 # each time) pays for the key alone; the plan is kept from the second on.
-                if len(plans) >= PLANS_PER_SESSION:
+                if noted >= PLANS_PER_SESSION:
                     plans.clear()  # a client walking many URLs: start over rather than grow
-                plans[key] = None
+                    plans[key] = None
                 plans = None
                 rewrite_key = (generation, rule.id, peer, scheme, received)
                 rewrites = session.memo.get(_REWRITES)

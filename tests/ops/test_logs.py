@@ -168,6 +168,26 @@ def test_route_classes() -> None:
     assert classify("/") == "proxy"
 
 
+@pytest.mark.parametrize("prefix", ["/.auth", "/a", ""])
+def test_route_classes_are_those_of_the_rule_in_order(prefix: str) -> None:
+    """The classifier's order of tests (a proxied path told first) gives what the rule in its
+    documented order gives: decision, health, then api for the sidecar's own paths, else proxy."""
+    classify = public_route_classifier(prefix)
+    names = ["", "/", "/authz/", "/authz/x", "/decisions/", "/decisions/y", "/health/", "/health/alive"]
+    names += ["/self-service/login", "/authz", "x", "x/authz/", "/private/x", "//", "/./health/"]
+    for tail in names:
+        for path in {prefix + tail, tail, "/" + tail, prefix + "x" + tail}:
+            if path.startswith((prefix + "/authz/", prefix + "/decisions/")):
+                expected = "decision"
+            elif path.startswith(prefix + "/health/"):
+                expected = "health"
+            elif not prefix or path.startswith(prefix + "/") or path == prefix:
+                expected = "api"
+            else:
+                expected = "proxy"
+            assert classify(path) == expected, (prefix, path)
+
+
 @pytest.mark.parametrize(
     "path",
     [

@@ -23,7 +23,7 @@ from sidecar.app import create_public_app, wrap_apps
 from sidecar.identity.model import Identity, VerifiableAddress, utcnow
 from sidecar.logs import AccessLog
 from sidecar.proxy.forward import ONE_TRACEPARENT, Forward, rewrite_request_headers_raw
-from sidecar.proxy.gateway import REWRITES_PER_SESSION, Gateway
+from sidecar.proxy.gateway import PLANS_PER_SESSION, REWRITES_PER_SESSION, Gateway
 from sidecar.security.tokens import digest, new_session_token
 from sidecar.session.model import Session
 from tests.conftest import make_config
@@ -293,3 +293,16 @@ async def test_the_rewrites_a_session_keeps_are_bounded(env: Env) -> None:
     for n in range(3 * REWRITES_PER_SESSION):
         planned(env, scope(env, path=f"/private/{n}", extra=((b"x-n", b"%d" % n),)))
         assert len(env.session("alice").memo["forward_rewrites"]) <= REWRITES_PER_SESSION
+
+
+async def test_the_plans_a_session_keeps_are_bounded_and_made_at_the_second_sight(env: Env) -> None:
+    """A request is noted at its first sight and planned at its second, also right after the
+    session's plans were emptied for reaching ``PLANS_PER_SESSION`` (the noted key kept)."""
+    for n in range(3 * PLANS_PER_SESSION):
+        request = scope(env, path=f"/private/{n}")
+        for sight in (1, 2):
+            planned(env, request)
+            plans = env.session("alice").memo["forward_plans"]
+            assert len(plans) <= PLANS_PER_SESSION
+            kept = [plan.target for plan in plans.values() if plan is not None]
+            assert (f"/private/{n}".encode() in kept) == (sight == 2), (n, sight)
