@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy.engine.reflection import Inspector
 
 from sidecar.errors import ServiceUnavailable
 from sidecar.identity.model import Credential, Identity, RecoveryAddress, VerifiableAddress, utcnow
@@ -158,6 +159,32 @@ async def test_schema_version_reads_what_alembic_reads(dsn: str) -> None:
             heads = await conn.run_sync(lambda c: tuple(MigrationContext.configure(c).get_current_heads()))
         version = await db.schema_version()
         assert version.current == heads == (head,) and not version.behind
+    finally:
+        await db.close()
+
+
+async def test_schema_version_when_the_table_goes_between_check_and_read(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The version table dropped after the check that it exists and before the read (as a
+    restored backup can under a running server): no version, as when the check saw it gone, not
+    the driver's "no such table" error (which readiness and the store monitor would report)."""
+    db = SqlDatabase(dsn)
+    real = Inspector.has_table
+    asked: list[str] = []
+
+    def gone_after_the_check(self: Inspector, name: str, *args: Any, **kwargs: Any) -> bool:
+        asked.append(name)
+        return True if len(asked) == 1 else real(self, name, *args, **kwargs)
+
+    try:
+        monkeypatch.setattr(Inspector, "has_table", gone_after_the_check)
+        version = await db.schema_version()
+        assert version.current == () and version.behind
+        assert asked == ["alembic_version", "alembic_version"]
+        monkeypatch.undo()
+        await db.migrate()  # the connection was left usable: the next check reads the version
+        assert not (await db.schema_version()).behind
     finally:
         await db.close()
 

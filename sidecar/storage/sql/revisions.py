@@ -78,4 +78,13 @@ def applied_revisions(connection: sa.Connection) -> tuple[str, ...]:
     before the first migration."""
     if not sa.inspect(connection).has_table(VERSION_TABLE):
         return ()
-    return tuple(connection.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars())  # noqa: S608 - a constant
+    try:
+        return tuple(connection.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars())  # noqa: S608 - a constant
+    except sa.exc.DBAPIError:
+        # Dropped between the check and the read (a restored backup under a running server):
+        # the schema is at no version, as if the check had seen it; any other error goes on.
+        # (Readiness reads on an autocommit connection; inside a transaction, PostgreSQL refuses
+        # the check again after a failed statement, and that error goes on.)
+        if sa.inspect(connection).has_table(VERSION_TABLE):
+            raise
+        return ()
