@@ -208,6 +208,11 @@ _UNMADE: Any = object()  # the ``_memo_key`` of a request whose keys are not mad
 ONE_TRACEPARENT = "sidecar.one_traceparent"  # sidecar.proxy.forward.ONE_TRACEPARENT
 ONE_REQUEST_ID = "sidecar.one_request_id"  # sidecar.proxy.forward.ONE_REQUEST_ID
 KEEP_RELAY = "sidecar.keep_relay"  # sidecar.proxy.gateway.KEEP_RELAY (the protocol imports no proxy)
+ID_HEADERS = "sidecar.id_headers"  # sidecar.logs.ID_HEADERS (the protocol imports no logs)
+"""Set for the responders and relays: the request's first ``x-request-id`` and ``traceparent``
+values (None: no such header), as ``on_header`` noted where they are, when it has at most one of
+each; then ``AccessLog._request_id`` need not look for them in the headers again. Popped after."""
+_NO_ID_VALUES = (None, None)
 UNFRAMED = "sidecar.unframed"  # sidecar.proxy.gateway.UNFRAMED
 """Set for the relays when the request has neither a Content-Length nor a Transfer-Encoding header:
 the gateway's framing check has nothing to look at."""
@@ -663,6 +668,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             keys = self._keys()
             if keys[0] in memo.seen or keys[1] in memo.seen:
                 scope["sidecar.remember"] = True  # answered once before: a replay is wanted
+        at, trace = self._id_at, self._trace_at
+        if at == -1 and trace == -1:
+            scope[ID_HEADERS] = _NO_ID_VALUES
+        elif at != -2 and trace != -2:
+            headers = self.headers
+            scope[ID_HEADERS] = (
+                headers[at][1] if at >= 0 else None,
+                headers[trace][1] if trace >= 0 else None,
+            )
         for responder in self.responders:
             try:
                 answer = responder(scope)
@@ -704,11 +718,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 log.exception("a relay failed; the request goes down the ASGI path")
                 return False
             finally:
+                scope.pop(ID_HEADERS, None)
                 scope.pop(KEEP_RELAY, None)
                 scope.pop(UNFRAMED, None)
                 scope.pop(ONE_TRACEPARENT, None)
                 scope.pop(ONE_REQUEST_ID, None)
                 scope.pop("sidecar.relay", None)
+        scope.pop(ID_HEADERS, None)
         return False
 
     def _keep_relay(self, scope: Any, key: Any) -> None:

@@ -118,6 +118,10 @@ def configure_logging(config: LogConfig) -> None:
 #   scope["sidecar.replay"]       set by a synchronous answer that may be remembered: a callable,
 #                                 True while the same request would get the same answer, with that
 #                                 answer's records made again (``AccessLog.answering``)
+#   scope["sidecar.id_headers"]   set by the HTTP protocol before a synchronous answer or relay (and
+#                                 popped after): (x-request-id, traceparent), the request's first
+#                                 values of those headers or None, which ``_request_id`` then need
+#                                 not look for (absent: it looks itself)
 #   scope["sidecar.vary"]         with ``sidecar.replay``: (header name, same), the answer is also the
 #                                 same for another value of that header when ``same(value)`` gives
 #                                 the path to log for it (``DecisionEndpoints.answer_cached``)
@@ -131,6 +135,7 @@ Later = Coroutine[Any, Any, Answer]
 REQUEST_ID_HEADER = b"x-request-id"
 _REQUEST_ID_OK = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
 TRACEPARENT_HEADER = b"traceparent"
+ID_HEADERS = "sidecar.id_headers"  # sidecar.http_protocol.ID_HEADERS (the scope's keys above)
 # W3C Trace Context: version-traceid-parentid-flags; an all-zero trace or parent id is invalid.
 _TRACEPARENT = re.compile(rb"[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
 
@@ -597,12 +602,16 @@ class AccessLog:
 
     def _request_id(self, scope: Any) -> str:
         headers = scope["headers"]
-        incoming = traceparent = None
-        for name, value in headers:
-            if name == REQUEST_ID_HEADER and incoming is None:  # ASGI servers give lower-case names
-                incoming = value
-            elif name == TRACEPARENT_HEADER and traceparent is None:
-                traceparent = value
+        known = scope.get(ID_HEADERS)
+        if known is not None:  # the HTTP protocol's, noted as it parsed the headers
+            incoming, traceparent = known
+        else:
+            incoming = traceparent = None
+            for name, value in headers:
+                if name == REQUEST_ID_HEADER and incoming is None:  # ASGI servers give lower-case names
+                    incoming = value
+                elif name == TRACEPARENT_HEADER and traceparent is None:
+                    traceparent = value
         client = scope.get("client")
         if traceparent is not None and self.trusted(client[0] if client else None):
             # The trace a trusted proxy started: audit events and the upstream share its id.

@@ -28,7 +28,9 @@ _ID_TEXT = "identity_id_text"
 
 
 # The request headers ``RequestFacts.read`` reads, by lower-case name; 0 for any other.
-_COOKIE, _SESSION_TOKEN, _AUTHORIZATION, _ACCEPT, _FETCH_MODE, _FETCH_DEST, _REQUESTED_WITH = range(1, 8)
+_COOKIE, _SESSION_TOKEN, _AUTHORIZATION, _ACCEPT, _FETCH_MODE, _FETCH_DEST, _REQUESTED_WITH, _ORIGINAL = (
+    range(1, 9)
+)
 _FACTS = {
     b"cookie": _COOKIE,
     b"x-session-token": _SESSION_TOKEN,
@@ -44,11 +46,35 @@ filled as names are seen: a name lower-cased and compared once, not on every req
 clients choose the names."""
 
 
+ORIGINAL_PREFIXES = (b"x-original-", b"x-forwarded-", b"host")
+"""The lower-case names a decision endpoint's dialect may read the original request from
+(``sidecar.proxy.decisions.Dialect.original``): ``RequestFacts.read``'s ``original``."""
+_WITH_ORIGINAL: dict[bytes, int] = {}
+"""``_KINDS`` for a read that also collects the original request's headers: ``_ORIGINAL`` for a
+name that starts with one of ``ORIGINAL_PREFIXES`` (lower-cased), whose lower-case form is in
+``_LOWER``. Bounded as ``_KINDS``."""
+_LOWER: dict[bytes, bytes] = {}
+
+
 def _kind(name: bytes) -> int:
     kind = _FACTS.get(name.lower(), 0)
     if len(_KINDS) > 1024:
         _KINDS.clear()
     _KINDS[name] = kind
+    return kind
+
+
+def _kind_with_original(name: bytes) -> int:
+    lower = name.lower()
+    kind = _FACTS.get(lower, 0)
+    if not kind and lower.startswith(ORIGINAL_PREFIXES):
+        kind = _ORIGINAL
+    if len(_WITH_ORIGINAL) > 1024:
+        _WITH_ORIGINAL.clear()
+        _LOWER.clear()
+    if kind == _ORIGINAL:
+        _LOWER[name] = lower
+    _WITH_ORIGINAL[name] = kind
     return kind
 
 
@@ -61,18 +87,32 @@ class RequestFacts:
     api: bool = False
 
     @classmethod
-    def read(cls, headers: list[tuple[bytes, bytes]], cookie_name: bytes) -> RequestFacts:
+    def read(
+        cls,
+        headers: list[tuple[bytes, bytes]],
+        cookie_name: bytes,
+        original: dict[bytes, bytes] | None = None,
+    ) -> RequestFacts:
+        """The facts of ``headers``. With ``original``, the same pass also puts there the first
+        value of every header whose lower-case name starts with one of ``ORIGINAL_PREFIXES``, by
+        that name: what a decision endpoint's dialect reads the original request from (one loop
+        over the headers instead of two: ``DecisionEndpoints._asked``)."""
         session_token = bearer = cookie = None
         requested_with = fetch_mode = fetch_dest = None
         html = False
-        kinds = _KINDS
+        if original is None:
+            kinds, classify = _KINDS, _kind
+        else:
+            kinds, classify = _WITH_ORIGINAL, _kind_with_original
         for name, value in headers:
             kind = kinds.get(name)
             if kind is None:
-                kind = _kind(name)
+                kind = classify(name)
             if not kind:
                 continue
-            if kind == _COOKIE:
+            if kind == _ORIGINAL:
+                original.setdefault(_LOWER[name], value)  # type: ignore[union-attr]  # (only with one)
+            elif kind == _COOKIE:
                 if cookie is None:
                     cookie = parse_cookie(value, cookie_name)
             elif kind == _SESSION_TOKEN:

@@ -26,7 +26,6 @@ from sidecar.rules.model import normalise_host
 from sidecar.security.trusted_proxies import TrustedProxies
 
 Headers = list[tuple[bytes, bytes]]
-_UNSEEN: Any = object()
 Later = Coroutine[Any, Any, Answer]
 """An answer that needs the session store: awaited, it is ``handle``'s answer, with ``handle``'s
 records (``DecisionEndpoints.answer_cached`` with ``later``)."""
@@ -231,19 +230,6 @@ class DecisionEndpoints:
         base = urlsplit(public_base_url)
         self.base_scheme, self.base_host = base.scheme, base.netloc
         self._hosts: dict[str, str] = {}
-        self._names: dict[bytes, bytes | None] = {}
-
-    def _name(self, name: bytes) -> bytes | None:
-        """A request header's name as ``Dialect.original`` reads it (lower-case), or None when no
-        dialect reads it; memoised by the name as received (a request's names are those of the
-        last, and lower-case from an ASGI server; bounded: clients choose them). Lower-casing and
-        testing every name of every request cost more than the rest of ``_original``."""
-        lower = name.lower()
-        known = lower if lower.startswith((b"x-original-", b"x-forwarded-", b"host")) else None
-        if len(self._names) > 1024:
-            self._names.clear()
-        self._names[name] = known
-        return known
 
     def _host(self, host: str) -> str:
         """``normalise_host`` memoised: few distinct hosts ask (bounded anyway)."""
@@ -353,17 +339,16 @@ class DecisionEndpoints:
         body = signer.jwks_body if signer is not None else b'{"keys":[]}'
         return response(200, [JSON, (b"cache-control", b"public, max-age=300")], body)
 
-    def _original(self, dialect: Dialect, sub: bytes, scope: Scope) -> Original | None:
+    def _original(
+        self, dialect: Dialect, sub: bytes, scope: Scope, h: dict[bytes, bytes] | None = None
+    ) -> Original | None:
+        """``h``: the request's headers a dialect reads, as ``RequestFacts.read`` collects them
+        with ``original`` (read here when not given)."""
+        if h is None:
+            h = {}
+            RequestFacts.read(scope["headers"], b"", h)
         peer = scope["client"][0] if scope.get("client") else None
         trusted = self.trusted.trusts(peer)
-        h: dict[bytes, bytes] = {}
-        names = self._names
-        for name, value in scope["headers"]:
-            n = names.get(name, _UNSEEN)
-            if n is _UNSEEN:
-                n = self._name(name)
-            if n is not None:
-                h.setdefault(n, value)
         host = h.get(b"host", b"").decode("latin-1")
         scheme = self.base_scheme
         if trusted:  # (without the header, or with an empty one, what the request says stands)
@@ -379,7 +364,10 @@ class DecisionEndpoints:
 
     def _asked(self, dialect: Dialect, sub: bytes, scope: Scope) -> Asked | Answer:
         """The request to judge, or the 400 that refuses it. Pure: reads, records nothing."""
-        original = self._original(dialect, sub, scope)
+        # One pass over the headers for the facts and what the dialect reads.
+        h: dict[bytes, bytes] = {}
+        facts = RequestFacts.read(scope["headers"], self.access.cookie_name, h)
+        original = self._original(dialect, sub, scope, h)
         if original is None:
             return error_response(
                 errors.BadRequest("the original request is missing or not from a trusted proxy")
@@ -389,7 +377,6 @@ class DecisionEndpoints:
             path = normalise_path(original.path, reject_parameters=self.reject_params)
         except BadPath as exc:
             return error_response(errors.BadRequest(f"ambiguous or malformed path: {exc}"))
-        facts = RequestFacts.read(scope["headers"], self.access.cookie_name)
         return Asked(dialect, original, host, path, facts)
 
     def answer(self, asked: Asked, outcome: Outcome) -> Answer:

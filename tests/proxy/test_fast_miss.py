@@ -508,3 +508,70 @@ async def test_a_miss_with_nothing_remembered_makes_no_memo_key(stack: Stack) ->
         proto.data_received(nginx("", "/public/x"))
         assert transport.out.startswith(b"HTTP/1.1 200 ")
         assert (bool(memo), bool(memo.seen)) == [(False, True), (True, False), (True, False)][i]
+
+
+TRACE = "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n"
+OTHER_TRACE = "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n"
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        "",
+        "X-Request-ID: proxy-id-1\r\n",
+        "X-Request-ID: proxy-id-1\r\nX-Request-ID: proxy-id-2\r\n",
+        "X-Request-ID: bad id!\r\n",
+        TRACE,
+        f"X-Request-ID: proxy-id-3\r\n{TRACE}{OTHER_TRACE}",
+        f"{TRACE}x-request-id: proxy-id-4\r\n",
+    ],
+)
+@pytest.mark.parametrize("trusted", [True, False])
+async def test_the_request_id_of_a_miss_is_the_asgi_path_s(stack: Stack, ids: str, trusted: bool) -> None:
+    """The request id a miss answered in the protocol gets (its x-request-id and the access line)
+    is the one the ASGI path gives, with the protocol's note of the id headers
+    (``sidecar.id_headers``) read instead of the headers. Fails on a note that always says "none"
+    (a trusted proxy's id replaced by a new one)."""
+    asgi, fast, _, fast_calls = await both(
+        stack, [nginx(stack.token, extra=ids)], TRUSTED if trusted else UNTRUSTED
+    )
+    assert fast == asgi and fast_calls == 0
+    if trusted and ids.startswith("X-Request-ID: proxy-id-1"):
+        assert b"\r\nx-request-id: proxy-id-1\r\n" in fast[0]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [],
+        [(b"x-request-id", b"rid-1")],
+        [(b"traceparent", TRACE.split(": ")[1].strip().encode())],
+        [
+            (b"host", b"a"),
+            (b"traceparent", b"00-" + b"0" * 32 + b"-00f067aa0ba902b7-01"),
+            (b"x-request-id", b"r"),
+        ],
+        [(b"x-request-id", b"bad id"), (b"traceparent", OTHER_TRACE.split(": ")[1].strip().encode())],
+    ],
+)
+@pytest.mark.parametrize("peer", ["10.0.0.1", "192.0.2.9"])
+def test_the_request_id_from_the_protocol_s_note_is_the_one_read_from_the_headers(
+    headers: list[tuple[bytes, bytes]], peer: str
+) -> None:
+    """``AccessLog._request_id`` with ``sidecar.id_headers`` (the first x-request-id and
+    traceparent) decides as it does reading the headers: the id, the trace adopted from a trusted
+    proxy, the headers the app gets. Fails on a reading of the note that drops the traceparent."""
+    from sidecar.logs import ID_HEADERS, AccessLog
+
+    log = AccessLog(None, listener="public", trusted=lambda p: p == "10.0.0.1")
+    first = {n: v for n, v in reversed(headers)}
+    note = (first.get(b"x-request-id"), first.get(b"traceparent"))
+    read: dict[str, Any] = {"headers": list(headers), "client": (peer, 1)}
+    noted: dict[str, Any] = {"headers": list(headers), "client": (peer, 1), ID_HEADERS: note}
+    rid_read, rid_noted = log._request_id(read), log._request_id(noted)
+    adopted = peer == "10.0.0.1" and note[0] in (b"rid-1", b"r")  # else a new id each time
+    assert (rid_read == rid_noted) == adopted
+    del noted[ID_HEADERS]
+    for scope, rid in ((read, rid_read), (noted, rid_noted)):
+        scope["headers"] = [(n, b"<id>" if v == rid.encode() else v) for n, v in scope["headers"]]
+    assert read == noted

@@ -190,11 +190,44 @@ def test_an_untrusted_peer_s_forwarded_headers_are_ignored_in_any_case() -> None
     assert original is not None and original.host == "one.test"
 
 
+def original_headers_before(headers: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    """What ``_original`` collected in a loop of its own before issue 15's one pass."""
+    h: dict[bytes, bytes] = {}
+    for name, value in headers:
+        n = name.lower()
+        if n.startswith((b"x-original-", b"x-forwarded-", b"host")):
+            h.setdefault(n, value)
+    return h
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(FACT_NAMES + ORIGINAL_NAMES), st.sampled_from(FACT_VALUES + ORIGINAL_VALUES)
+        ),
+        max_size=10,
+    )
+)
+def test_one_pass_reads_the_facts_and_the_original_s_headers_as_two_did(
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    # Fails on a pass that keeps the last of duplicate original headers, or that mixes up the
+    # two reads' kinds (the proxy's read then collecting, or the decisions' missing a fact).
+    for _ in range(2):  # the second time with every name classified
+        h: dict[bytes, bytes] = {}
+        assert RequestFacts.read(headers, COOKIE, h) == facts_before(headers, COOKIE)
+        assert h == original_headers_before(headers)
+        assert RequestFacts.read(headers, COOKIE) == facts_before(headers, COOKIE)
+
+
 def test_the_original_s_names_stay_bounded() -> None:
     ends = endpoints([])
     for i in range(3000):
-        ends._original(NGINX, b"/authz/nginx", {"method": "GET", "headers": [(b"x-n-%d" % i, b"v")]})
-    assert len(ends._names) <= 1025
+        headers = [(b"x-n-%d" % i, b"v"), (b"X-Forwarded-N-%d" % i, b"v")]
+        ends._original(NGINX, b"/authz/nginx", {"method": "GET", "headers": headers})
+    assert len(access_module._WITH_ORIGINAL) <= 1025
+    assert len(access_module._LOWER) <= len(access_module._WITH_ORIGINAL)
 
 
 def normalise_before(raw: bytes, *, reject_parameters: bool = True) -> str:
