@@ -19,6 +19,7 @@ import redis.asyncio as redis
 
 from sidecar.errors import Conflict, ServiceUnavailable
 from sidecar.session.model import Session
+from sidecar.storage.decoded import Decoded
 from sidecar.storage.redis.client import as_bytes, milliseconds_until, translate_errors
 from sidecar.storage.redis.direct import DirectScript
 from sidecar.storage.session_records import dumps_session, loads_session
@@ -97,6 +98,8 @@ class RedisSessionStore:
         self._by_token = DirectScript(client, client.register_script(_BY_TOKEN))
         self._replace = client.register_script(_REPLACE)
         self._delete_by_identity = client.register_script(_DELETE_BY_IDENTITY)
+        # The session check's documents, decoded once per content (``sidecar.storage.decoded``).
+        self._decoded: Decoded[tuple[Session, str]] = Decoded()
 
     def _decode(self, raw: bytes | None) -> tuple[Session, str] | None:
         if raw is None:
@@ -130,9 +133,18 @@ class RedisSessionStore:
     async def get_by_token(self, token_digest: str) -> Session | None:
         with translate_errors():
             raw = await self._by_token(keys=[self._token + token_digest], args=[self._session])
-        found = self._decode(raw)
-        # A stale pointer (token key outliving a replaced session) must never resolve.
-        return found[0] if found is not None and found[1] == token_digest else None
+        if raw is None:
+            return None
+        found = self._decoded.get(raw)
+        if found is None:
+            session, document = loads_session(raw)
+            found = self._decoded.put(raw, (session, str(document["token_digest"])))
+        session, digest = found
+        # A stale pointer (token key outliving a replaced session) must never resolve; key TTLs
+        # have millisecond resolution: the model's clock is the authority on expiry.
+        if digest != token_digest or session.expires_at <= datetime.now(UTC):
+            return None
+        return session
 
     async def _compare_and_set(
         self, session_id: uuid.UUID, change: Callable[[Session], Session | None]

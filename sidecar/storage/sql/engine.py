@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, TypeVar
 from urllib.parse import parse_qsl
 
 import asyncpg
@@ -23,9 +23,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import StaticPool
 
 from sidecar.errors import BadRequest, Conflict, ServiceUnavailable
+from sidecar.storage.decoded import Decoded
 from sidecar.storage.sql.sqlite_reads import Read, SqliteReader
 
 log = logging.getLogger("sidecar.storage.sql")
+
+T = TypeVar("T")
 
 Flavour = Literal["postgresql", "sqlite", "sqlite-memory"]
 # A fixed message, or one chosen from the violated constraint (never the SQL text itself).
@@ -296,6 +299,32 @@ class Connector:
                 return found
         async with self.read_one() as conn:
             return (await conn.execute(read.statement, dict(values))).first()
+
+    async def fetch_made(
+        self,
+        read: Read,
+        values: Mapping[str, Any],
+        make: Callable[[Any], T],
+        decoded: Decoded[T],
+        keep: Callable[[tuple[Any, ...]], bool] | None = None,
+    ) -> T | None:
+        """``make`` of ``fetch_one``'s row, or None for no row. On a SQLite file, a row read
+        before with the very same values gives the value ``make`` made of it then, remembered in
+        ``decoded`` by the row as ``sqlite3`` gave it (``sidecar.storage.decoded``); ``keep``
+        says which of those rows may be remembered (none that holds a secret). Elsewhere the
+        row is made afresh on every read (asyncpg gives JSON decoded: no key)."""
+        if self._reader is None:
+            row = await self.fetch_one(read, values)
+            return None if row is None else make(row)
+        raw = await self._reader.fetch_raw(read, values)
+        if raw is None:
+            return None
+        made = decoded.get(raw)
+        if made is None:
+            made = make(read.row(raw))
+            if keep is None or keep(raw):
+                decoded.put(raw, made)
+        return made
 
     async def _fetch_one_pg(self, read: Read, values: Mapping[str, Any]) -> Any:
         """``read`` on the driver connection under a pooled connection (checked out, pre-pinged

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import builtins
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sidecar.errors import BadRequest, Conflict, NotFound
 from sidecar.identity import refusals
 from sidecar.identity.model import Credential, Identity, utcnow
+from sidecar.storage.decoded import Decoded
 from sidecar.storage.sql.engine import Connector, translate_errors
 from sidecar.storage.sql.identity_batch import insert_identities
 from sidecar.storage.sql.identity_query import identity_from_row, select_identities
@@ -27,6 +28,7 @@ from sidecar.storage.sql.identity_rows import (
     insert_children,
     insert_credential,
 )
+from sidecar.storage.sql.sqlite_reads import Read
 from sidecar.storage.sql.tables import (
     credential_identifiers,
     credentials,
@@ -34,6 +36,9 @@ from sidecar.storage.sql.tables import (
     recovery_addresses,
     verifiable_addresses,
 )
+
+_NO_CREDENTIALS = (None, "[]")
+"""The credentials column of an identity without any (of the types read), as SQLite gives it."""
 
 
 def conflict_message(exc: sa.exc.IntegrityError) -> str:
@@ -62,7 +67,11 @@ class SqlIdentityStore:
             .order_by(identities.c.id)
             .limit(1)
         )
-        self._for_session: dict[frozenset[str], Any] = {}  # get_for_session's, per set of types
+        # get_for_session's read per set of types, with which of its rows may be remembered.
+        self._for_session: dict[frozenset[str], tuple[Read, Callable[[tuple[Any, ...]], bool]]] = {}
+        # get_for_session's identities by the row read (``sidecar.storage.decoded``): rows
+        # without credentials only, so that no secret is kept.
+        self._decoded: Decoded[Identity] = Decoded()
 
     async def _insert(self, conn: AsyncConnection, identity: Identity) -> None:
         row = {"id": identity.id, "created_at": identity.created_at, **identity_values(identity)}
@@ -131,16 +140,20 @@ class SqlIdentityStore:
         self, identity_id: uuid.UUID, credential_types: Collection[str]
     ) -> Identity | None:
         types = frozenset(credential_types)
-        read = self._for_session.get(types)
-        if read is None:
+        prepared = self._for_session.get(types)
+        if prepared is None:
             base = select_identities(self._db.dialect, credential_types=sorted(types), admin=False)
-            read = self._for_session[types] = self._db.prepare(
+            read = self._db.prepare(
                 base.where(identities.c.id == sa.bindparam("identity_id", type_=identities.c.id.type))
                 .order_by(identities.c.id)
                 .limit(1)
             )
-        row = await self._db.fetch_one(read, {"identity_id": identity_id})
-        return identity_from_row(row) if row is not None else None
+            at = [c.key for c in read.statement.selected_columns].index("j_credentials")
+            prepared = self._for_session[types] = (read, lambda raw: raw[at] in _NO_CREDENTIALS)
+        read, keep = prepared
+        return await self._db.fetch_made(
+            read, {"identity_id": identity_id}, identity_from_row, self._decoded, keep
+        )
 
     async def get_by_external_id(self, external_id: str) -> Identity | None:
         return await self._find(identities.c.external_id == external_id)

@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from sidecar.session.model import Session
+from sidecar.storage.decoded import Decoded
 from sidecar.storage.session_records import session_from_dict, session_to_dict
 from sidecar.storage.sql.engine import Connector
 from sidecar.storage.sql.kv import Purger
@@ -41,6 +42,8 @@ class SqlSessionStore:
                 sessions.c.expires_at > sa.bindparam("now", type_=sessions.c.expires_at.type),
             )
         )
+        # Its sessions by the row read (``sidecar.storage.decoded``): the expiry is the query's.
+        self._decoded: Decoded[Session] = Decoded()
 
     async def create(self, session: Session, token_digest: str) -> None:
         values = {
@@ -65,10 +68,12 @@ class SqlSessionStore:
         return await self._one(sessions.c.id == session_id)
 
     async def get_by_token(self, token_digest: str) -> Session | None:
-        row = await self._db.fetch_one(
-            self._by_token, {"token_digest": token_digest, "now": datetime.now(UTC)}
+        return await self._db.fetch_made(
+            self._by_token,
+            {"token_digest": token_digest, "now": datetime.now(UTC)},
+            _row_to_session,
+            self._decoded,
         )
-        return None if row is None else _row_to_session(row)
 
     async def update(self, session: Session) -> None:
         stmt = (

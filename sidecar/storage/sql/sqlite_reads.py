@@ -159,6 +159,12 @@ class SqliteReader:
 
     async def fetch_one(self, read: Read, values: Mapping[str, Any]) -> Any:
         """The first row of ``read`` (processed as SQLAlchemy would), or None."""
+        raw = await self.fetch_raw(read, values)
+        return None if raw is None else read.row(raw)
+
+    async def fetch_raw(self, read: Read, values: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """The first row of ``read`` as ``sqlite3`` gives it (a tuple of plain values: text,
+        numbers, None), or None."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="sidecar-sqlite-read", daemon=True)
             self._thread.start()
@@ -166,10 +172,10 @@ class SqliteReader:
         future = loop.create_future()
         self._queue.put((loop, future, read.sql, read.parameters(values)))
         try:
-            raw = await future
+            raw: tuple[Any, ...] | None = await future
         except (sqlite3.DatabaseError, sqlite3.InterfaceError, OSError) as exc:
             raise ServiceUnavailable("the database is unavailable") from exc
-        return None if raw is None else read.row(raw)
+        return raw
 
     async def close(self) -> None:
         thread, self._thread = self._thread, None
