@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from sidecar.config.model import RateLimit
 from tests.conftest import REDIS_URL
 from tests.ops.probes import (
     Recorder,
@@ -44,6 +45,15 @@ def sidecar(
         yield proc
 
 
+LIMITS = RateLimit()  # the defaults the sidecar under test runs with
+DESKS = 4
+SIGN_INS = DESKS * -(-(max(LIMITS.per_ip, LIMITS.per_identifier) + 60) // DESKS)
+"""Past both failure thresholds with room to spare (160 with the defaults of 100): were successes
+counted, the 101st would be answered 429. More add no coverage, only CPU (it was 500, 32 s)."""
+STUFFED = LIMITS.per_ip + 30
+"""The free failures of an address, then 30 attempts past them."""
+
+
 def from_ip(ip: str) -> dict[str, str]:
     return {"X-Forwarded-For": ip}
 
@@ -55,20 +65,20 @@ def _user(proc: Proc) -> str:
     return email
 
 
-def test_500_successful_sign_ins_from_one_address_within_a_minute_all_pass(sidecar: Proc) -> None:
+def test_more_successful_sign_ins_from_one_address_than_any_limit_all_pass(sidecar: Proc) -> None:
     """An office NAT, a customer's CI: successes never count."""
     email = _user(sidecar)
     ip = from_ip("198.51.100.10")
 
-    def sign_in_125_times(_: int) -> list[int]:
+    def sign_in_at_one_desk(_: int) -> list[int]:
         with api(sidecar) as c:  # one client (keep-alive) per office desk
-            return [login(c, email, headers=ip).status_code for _ in range(125)]
+            return [login(c, email, headers=ip).status_code for _ in range(SIGN_INS // DESKS)]
 
-    with ThreadPoolExecutor(4) as pool:
-        statuses = [status for desk in pool.map(sign_in_125_times, range(4)) for status in desk]
+    with ThreadPoolExecutor(DESKS) as pool:
+        statuses = [status for desk in pool.map(sign_in_at_one_desk, range(DESKS)) for status in desk]
     # Every one a 200: no 429 and no throttle delay (a delayed attempt is answered 429). How long
-    # the 500 take is the machine's business, not this test's.
-    assert statuses == [200] * 500
+    # they take is the machine's business, not this test's.
+    assert statuses == [200] * SIGN_INS
 
 
 def test_guesses_from_one_address_do_not_stop_the_owner_on_another(sidecar: Proc) -> None:
@@ -97,14 +107,16 @@ def test_stuffing_many_identifiers_from_one_address_is_slowed(sidecar: Proc) -> 
     with api(sidecar) as c:
         statuses = []
         retry_after = []
-        for i in range(200):
+        for i in range(STUFFED):
             r = login(c, f"stuffed-{i}-{uuid.uuid4().hex[:6]}@example.test", "Password123!", headers=stuffer)
             statuses.append(r.status_code)
             if r.status_code == 429:
                 retry_after.append(int(r.headers["Retry-After"]))
-        # security.rate_limit.per_ip (100) failures pass; past them the address waits.
-        assert statuses[:100] == [400] * 100, statuses[:100]
-        assert statuses[100:].count(429) >= 80, statuses[100:]
+        # security.rate_limit.per_ip (100) failures pass; past them the address waits (a few may pass
+        # as each doubling delay runs out on a slow machine).
+        free = LIMITS.per_ip
+        assert statuses[:free] == [400] * free, statuses[:free]
+        assert statuses[free:].count(429) >= 0.8 * (STUFFED - free), statuses[free:]
         assert retry_after and min(retry_after) >= 1
         # Someone else, from another address, signs in as usual.
         email = _user(sidecar)
