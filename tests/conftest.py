@@ -6,6 +6,7 @@ A missing service fails the run loudly; nothing here ever skips.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import socket
@@ -93,12 +94,29 @@ async def _pg_exec(dsn: str, sql: str) -> None:
 @pytest.fixture
 def postgres_dsn(postgres_server: str) -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test; dropped afterwards."""
+    with _new_postgres_database(postgres_server) as dsn:
+        yield dsn
+
+
+@contextlib.contextmanager
+def _new_postgres_database(server_dsn: str) -> Iterator[str]:
     name = f"sidecar_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_pg_exec(postgres_server, f'CREATE DATABASE "{name}"'))
+    asyncio.run(_pg_exec(server_dsn, f'CREATE DATABASE "{name}"'))
     try:
-        yield postgres_server.rsplit("/", 1)[0] + "/" + name
+        yield server_dsn.rsplit("/", 1)[0] + "/" + name
     finally:
-        asyncio.run(_pg_exec(postgres_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(_pg_exec(server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def module_dsn(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``dsn`` for a whole module: one database per backend, for tests that only read or that each
+    compare with what they found (a server per test costs a start and a migration each)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('module-db')}/sidecar.db"
+        return
+    with _new_postgres_database(request.getfixturevalue("postgres_server")) as dsn:
+        yield dsn
 
 
 @pytest.fixture
@@ -145,9 +163,8 @@ def unique_prefix() -> str:
     return f"sidecar-test:{uuid.uuid4().hex[:10]}:"
 
 
-@pytest.fixture
-async def services_factory() -> AsyncIterator[Any]:
-    """Build and start ``Services`` for a config; stopped after the test."""
+@contextlib.asynccontextmanager
+async def _services_factory() -> AsyncIterator[Any]:
     from sidecar.app import build_services
 
     started: list[Any] = []
@@ -159,9 +176,25 @@ async def services_factory() -> AsyncIterator[Any]:
         started.append(services)
         return services
 
-    yield factory
-    for s in started:
-        await s.stop()
+    try:
+        yield factory
+    finally:
+        for s in started:
+            await s.stop()
+
+
+@pytest.fixture
+async def services_factory() -> AsyncIterator[Any]:
+    """Build and start ``Services`` for a config; stopped after the test."""
+    async with _services_factory() as factory:
+        yield factory
+
+
+@pytest.fixture(scope="module")
+async def module_services_factory() -> AsyncIterator[Any]:
+    """``services_factory`` for module-scoped fixtures: stopped after the module's last test."""
+    async with _services_factory() as factory:
+        yield factory
 
 
 def wait_until_ready(url: str, proc: Any, timeout: float = 90) -> None:

@@ -112,23 +112,24 @@ async def _admin_public(a: Harness, method: str, path: str, body: Any) -> None:
     assert r.status_code < 300, r.text
 
 
-@pytest.fixture(params=["sqlite-polling", "postgres-redis"])
-def stores(request: pytest.FixtureRequest, unique_prefix: str) -> dict[str, Any]:
-    """Config for the stores; synchronous, because the PostgreSQL fixture runs its own loop."""
-    overrides: dict[str, Any] = {"session": {"cache_ttl": "1h"}}
-    if request.param == "postgres-redis":
-        overrides["dsn"] = request.getfixturevalue("postgres_dsn")
-        overrides["redis_prefix"] = unique_prefix
+@pytest.fixture(scope="module")
+def stores(module_dsn: str) -> dict[str, Any]:
+    """Config for the stores (SQLite: polling; PostgreSQL: with Redis); synchronous, because the
+    PostgreSQL fixture runs its own loop."""
+    overrides: dict[str, Any] = {"session": {"cache_ttl": "1h"}, "dsn": module_dsn}
+    if module_dsn.startswith("postgres"):
+        overrides["redis_prefix"] = f"sidecar-test:{uuid.uuid4().hex[:10]}:"
     return overrides
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 async def workers(
-    stores: dict[str, Any], services_factory: Any, sqlite_dsn: str
+    stores: dict[str, Any], module_services_factory: Any
 ) -> AsyncIterator[tuple[Harness, Harness]]:
-    overrides = stores
-    async with harnesses(services_factory, sqlite_dsn) as factory:
-        yield await factory(**overrides), await factory(**overrides)
+    """One pair per store for the module: each test signs up an identity of its own and changes
+    only that one, and the channel must carry every test's change, not only a fresh pair's first."""
+    async with harnesses(module_services_factory, stores["dsn"]) as factory:
+        yield await factory(**stores), await factory(**stores)
 
 
 @pytest.mark.parametrize("change", list(CHANGES))
