@@ -1,5 +1,5 @@
-"""Browser fixtures: Debian's Chromium driven by Playwright, one fresh profile per test, and the
-sites it visits: the shipped public app served from a thread.
+"""Browser fixtures: Debian's Chromium driven by Playwright, one browser per module and a fresh
+context (profile) per test, and the sites it visits: the shipped public app served from a thread.
 
 Playwright's own browser downloads are never used (no ``playwright install``): the system Chromium
 is the browser under test. A missing Chromium fails the run; it never skips.
@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+from playwright.sync_api import Browser as PlaywrightBrowser
 from playwright.sync_api import BrowserContext, ConsoleMessage, Page, sync_playwright
 from starlette.types import ASGIApp
 
@@ -54,40 +55,46 @@ class Browser:
         return path
 
 
-@pytest.fixture
-def browser(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Browser]:
-    """A fresh Chromium profile. Indirect parameters: ``javascript`` (bool), ``color_scheme``,
-    ``locale`` (the browser's language, sent as ``Accept-Language``)."""
-    options = getattr(request, "param", {})
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[PlaywrightBrowser]:
+    """One Chromium (and one Playwright driver) per test module; each test gets a context of its
+    own in it (``browser``). A launch costs about a second of CPU, a context a fraction of that."""
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"Chromium not found at {CHROMIUM} (apt-get install chromium)", pytrace=False)
-    profile = tmp_path / "chromium-profile"
-    profile.mkdir()
     with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(profile),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1024, "height": 800},
-            locale=options.get("locale", "en-US"),
-            java_script_enabled=options.get("javascript", True),
-            color_scheme=options.get("color_scheme", "light"),
-        )
-        page = context.pages[0] if context.pages else context.new_page()
-        page.set_default_timeout(15_000)
-        state = Browser(context=context, page=page)
-
-        def on_console(message: ConsoleMessage) -> None:
-            if message.type in ("error", "warning"):
-                state.problems.append(f"{message.type}: {message.text} ({message.location.get('url')})")
-
-        page.on("console", on_console)
-        page.on("pageerror", lambda exc: state.problems.append(f"pageerror: {exc}"))
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
-            yield state
+            yield launched
         finally:
-            context.close()
+            launched.close()
+
+
+@pytest.fixture
+def browser(request: pytest.FixtureRequest, chromium: PlaywrightBrowser) -> Iterator[Browser]:
+    """A fresh browser profile: a new context (cookies, storage, cache and permissions of its own,
+    as in a new incognito window). Indirect parameters: ``javascript`` (bool), ``color_scheme``,
+    ``locale`` (the browser's language, sent as ``Accept-Language``)."""
+    options = getattr(request, "param", {})
+    context = chromium.new_context(
+        viewport={"width": 1024, "height": 800},
+        locale=options.get("locale", "en-US"),
+        java_script_enabled=options.get("javascript", True),
+        color_scheme=options.get("color_scheme", "light"),
+    )
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    state = Browser(context=context, page=page)
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type in ("error", "warning"):
+            state.problems.append(f"{message.type}: {message.text} ({message.location.get('url')})")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda exc: state.problems.append(f"pageerror: {exc}"))
+    try:
+        yield state
+    finally:
+        context.close()
 
 
 @pytest.fixture(scope="module")
