@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import operator
 import os
 import re
 import sys
@@ -134,6 +135,7 @@ Later = Coroutine[Any, Any, Answer]
 """An ``Answer`` that needs I/O first (``AccessLog.answering``)."""
 REQUEST_ID_HEADER = b"x-request-id"
 _REQUEST_ID_OK = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
+_NAME = operator.itemgetter(0)  # a header's name
 TRACEPARENT_HEADER = b"traceparent"
 ID_HEADERS = "sidecar.id_headers"  # sidecar.http_protocol.ID_HEADERS (the scope's keys above)
 # W3C Trace Context: version-traceid-parentid-flags; an all-zero trace or parent id is invalid.
@@ -292,6 +294,7 @@ class AccessLog:
         self.stream = stream
         self.enabled = enabled
         self.classify = classify or (lambda path: listener)
+        self._classes: dict[str, str] = {}
         self._clock = _Clock()
         self._head = f'"level":"info","logger":"sidecar.access","msg":"request","listener":{_str(listener)},'
         self._escaped = _Escaped()
@@ -390,10 +393,8 @@ class AccessLog:
             status, out, body = answered
             replay = scope.pop("sidecar.replay", None)
             vary = scope.pop("sidecar.vary", None)
-            for k, _ in out:
-                if k.lower() == REQUEST_ID_HEADER:
-                    replay = None
-                    break
+            if REQUEST_ID_HEADER in map(bytes.lower, map(_NAME, out)):
+                replay = None
             else:
                 out = [*out, (REQUEST_ID_HEADER, request_id.encode())]
             self._finish(scope, status, len(body), time.perf_counter() - started, request_id)
@@ -412,10 +413,7 @@ class AccessLog:
         try:
             status, out, body = await later
             size = len(body)
-            for k, _ in out:
-                if k.lower() == REQUEST_ID_HEADER:
-                    break
-            else:
+            if REQUEST_ID_HEADER not in map(bytes.lower, map(_NAME, out)):  # (in C, no loop here)
                 out = [*out, (REQUEST_ID_HEADER, request_id.encode())]
             return status, out, body
         finally:
@@ -628,10 +626,22 @@ class AccessLog:
         scope["headers"] = [*headers, (REQUEST_ID_HEADER, request_id.encode())]
         return request_id
 
+    def _class_of(self, path: str) -> str:
+        """``classify(path)``, memoised: the paths whose class the handler left to us repeat (a
+        decision endpoint's, whoami's). Bounded: clients choose them."""
+        classes = self._classes
+        if len(classes) >= 1024:
+            classes.clear()
+        route_class = classes[path] = self.classify(path)
+        return route_class
+
     def _finish(self, scope: Any, status: int, size: int, seconds: float, request_id: str) -> None:
         # Classified by the request's own path: a decision endpoint logs the URI it judged as the
         # path, but the request is still a decision, not a proxied one.
-        route_class = scope.get("sidecar.route_class") or self.classify(scope["path"])
+        route_class = scope.get("sidecar.route_class")
+        if not route_class:
+            path = scope["path"]
+            route_class = self._classes.get(path) or self._class_of(path)
         if self.metrics is not None:
             self.metrics.request(route_class, status)
         if not self.enabled:

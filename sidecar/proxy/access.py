@@ -191,6 +191,17 @@ class Access:
         self.cookie_name = config.session.cookie.name.encode()
         self.required_aal = config.session.whoami.required_aal
         self._digests: dict[str, str] = {}
+        self._observers: dict[tuple[str, str], Callable[[float], None]] = {}
+
+    def _observer(self, rule_id: str, decision: str) -> Callable[[float], None]:
+        """``metrics.decision_counter(rule_id, decision)``, kept: ``observe_decision``'s count
+        without its lookups each time. Bounded (rule ids come and go with reloads)."""
+        assert self.metrics is not None
+        observers = self._observers
+        if len(observers) >= 1024:
+            observers.clear()
+        observe = observers[rule_id, decision] = self.metrics.decision_counter(rule_id, decision)
+        return observe
 
     def _digest(self, token: str) -> str:
         """``digest(token)``, memoised for the tokens last presented: a session's requests present
@@ -376,7 +387,8 @@ class Access:
         # ``_value_``, not ``value``: Enum's ``value`` is a property run in Python (~0.6k instructions).
         decision: str = outcome.verdict._value_
         if self.metrics is not None:
-            self.metrics.observe_decision(rule_id, decision, time.perf_counter() - started)
+            observe = self._observers.get((rule_id, decision)) or self._observer(rule_id, decision)
+            observe(time.perf_counter() - started)
         if scope is not None:
             scope["sidecar.path"] = path
             scope["sidecar.rule"] = rule_id

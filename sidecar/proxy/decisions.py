@@ -22,6 +22,7 @@ from sidecar.proxy.deny import Denials
 from sidecar.proxy.identity_headers import IdentityHeaders
 from sidecar.proxy.paths import BadPath, normalise_path
 from sidecar.proxy.responses import JSON, NO_STORE, Answer, error_response, response, send_answer
+from sidecar.rules.decision import Verdict
 from sidecar.rules.model import normalise_host
 from sidecar.security.trusted_proxies import TrustedProxies
 
@@ -382,7 +383,7 @@ class DecisionEndpoints:
     def answer(self, asked: Asked, outcome: Outcome) -> Answer:
         """The dialect's answer to a judged request (pure)."""
         dialect, original = asked.dialect, asked.original
-        if outcome.allowed:
+        if outcome.verdict is Verdict.ALLOW:  # ``outcome.allowed``, without the property's call
             ours = dict(self.identity.render(outcome))
             _, names = self.identity.names()
             return response(200, [NO_STORE, *dialect.allow_headers(ours, names)])
