@@ -184,14 +184,22 @@ class Oathkeeper(Dialect):
 NGINX, FORWARD_AUTH, ENVOY, OATHKEEPER = Nginx(), ForwardAuth(), Envoy(), Oathkeeper()
 
 
+_EXACT = {
+    b"/authz/nginx": NGINX,
+    b"/authz/forward-auth": FORWARD_AUTH,
+    b"/authz/envoy": ENVOY,
+    b"/decisions": OATHKEEPER,
+}
+
+
 def dialect_for(sub: bytes) -> Dialect | None:
-    if sub == b"/authz/nginx":
-        return NGINX
-    if sub == b"/authz/forward-auth":
-        return FORWARD_AUTH
-    if sub.startswith(b"/authz/envoy/") or sub == b"/authz/envoy":
+    # The exact paths in one lookup (nginx and forward-auth ask at one path each).
+    exact = _EXACT.get(sub)
+    if exact is not None:
+        return exact
+    if sub.startswith(b"/authz/envoy/"):
         return ENVOY
-    if sub.startswith(b"/decisions/") or sub == b"/decisions":
+    if sub.startswith(b"/decisions/"):
         return OATHKEEPER
     return None
 
@@ -284,7 +292,7 @@ class DecisionEndpoints:
             if not isinstance(asked, Asked):
                 return asked
             original = asked.original
-            host = self._host(asked.host)
+            host = self._hosts.get(asked.host) or self._host(asked.host)
             if not scope.get("sidecar.remember"):
                 outcome = self.access.check_cached(
                     original.method, host, asked.path, asked.facts, scope, later

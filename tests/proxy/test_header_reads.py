@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from sidecar.proxy import access as access_module
 from sidecar.proxy.access import Access, RequestFacts
-from sidecar.proxy.decisions import ENVOY, FORWARD_AUTH, NGINX, OATHKEEPER, DecisionEndpoints
+from sidecar.proxy.decisions import ENVOY, FORWARD_AUTH, NGINX, OATHKEEPER, DecisionEndpoints, dialect_for
 from sidecar.proxy.headers import header_value_ok, parse_cookie
 from sidecar.proxy.paths import (
     _ESCAPE_AFTER_ONE_DECODE,
@@ -343,3 +343,29 @@ def test_own_paths_below_as_before(prefix: str) -> None:
     for raw in [b"", b"/", b"/.auth", b"/.auth/", b"/.authx", b"/.auth/x", b"/.auth/x/y", b"/a", b"/a/",
                 b"/ab", b"/.au", b"/.auth//", b".auth/x", b"/.auth/x/"]:  # fmt: skip
         assert paths.below(raw) == below_before(prefix.encode(), raw), raw
+
+
+def dialect_before(sub: bytes) -> Any:
+    """``dialect_for`` before issue 15's one lookup for the exact paths."""
+    if sub == b"/authz/nginx":
+        return NGINX
+    if sub == b"/authz/forward-auth":
+        return FORWARD_AUTH
+    if sub.startswith(b"/authz/envoy/") or sub == b"/authz/envoy":
+        return ENVOY
+    if sub.startswith(b"/decisions/") or sub == b"/decisions":
+        return OATHKEEPER
+    return None
+
+
+@pytest.mark.parametrize(
+    "sub",
+    [
+        b"/authz/nginx", b"/authz/nginx/", b"/authz/nginxx", b"/authz/forward-auth", b"/authz/forward-auth/x",
+        b"/authz/envoy", b"/authz/envoy/", b"/authz/envoy/private/x", b"/authz/envoyx", b"/decisions",
+        b"/decisions/", b"/decisions/private", b"/decisionsx", b"/authz", b"/", b"", b"/AUTHZ/NGINX",
+    ],
+)  # fmt: skip
+def test_the_dialect_of_a_path_is_as_before(sub: bytes) -> None:
+    # Fails on a lookup that forgets an exact path (``/decisions`` or ``/authz/envoy`` alone).
+    assert dialect_for(sub) is dialect_before(sub)
