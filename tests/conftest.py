@@ -190,11 +190,15 @@ def make_config(**overrides: Any) -> Config:
     """A production-shaped config (secrets set, fast hashing) with nested overrides.
 
     ``make_config(dsn=..., selfservice={"methods": {...}})`` deep-merges into the defaults.
+    Hashes run in threads (``hashers.pool: thread``): services built in the test process would
+    otherwise start a Python hashing process each (~70 ms of CPU, about a thousand a suite). The
+    process pool is tested on its own (tests/hashing/test_hasher.py, both pools) and under every
+    ``sidecar serve`` the tests start (tests/ops/serve.py keeps the default).
     """
     base: dict[str, Any] = {
         "dsn": "sqlite:///:memory:",
         "secrets": {"cookie": ["test-cookie-secret-0123456789abcdef"]},
-        "hashers": {"argon2": FAST_ARGON2},
+        "hashers": {"argon2": FAST_ARGON2, "pool": "thread"},
         "serve": {"public": {"base_url": "http://127.0.0.1:4433/.auth"}},
         "selfservice": {"default_browser_return_url": "http://127.0.0.1:4433/"},
     }
