@@ -19,6 +19,12 @@ import pytest
 from sidecar.config.loader import deep_merge, load_config
 from sidecar.config.model import Config
 
+# The suite starts hundreds of Python processes from this checkout (`sidecar serve` and its
+# workers, hashing and sandbox processes, CLI runs). With PYTHONDONTWRITEBYTECODE set in the
+# caller's environment each compiled every sidecar module from source again (~0.2 s of CPU a start,
+# the installed packages have their bytecode already): let them cache it (__pycache__ is ignored).
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
 REDIS_URL = os.environ.get("SIDECAR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_ADMIN_DSN = os.environ.get("SIDECAR_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 FAST_ARGON2 = {"memory": "8MB", "iterations": 1, "parallelism": 1}
