@@ -208,6 +208,15 @@ def _pass_on(waiter: asyncio.Future[Any], done: asyncio.Future[Any]) -> None:
         waiter.set_result(done.result())
 
 
+def _keep(kept: dict[Any, Any], key: Any, value: Any, size: int) -> None:
+    """``kept[key] = value``, the oldest key out past ``size`` (first in, first out)."""
+    if size <= 0:
+        return
+    if key not in kept and len(kept) >= size:
+        del kept[next(iter(kept))]
+    kept[key] = value
+
+
 REFRESH_AHEAD = 0.25
 """The last part of an entry's life in which a hit starts its background refresh."""
 
@@ -270,6 +279,12 @@ class SessionResolver:
         # load: never its credentials.
         self.identity_ttl = (identity_ttl if identity_ttl is not None else ttl).total_seconds()
         self._identities: OrderedDict[uuid.UUID, tuple[ResolvedIdentity | None, float]] = OrderedDict()
+        # What the last load of an identity made of it (by id), kept for a load that finds the
+        # very object the store gave then: the store gives the same object for a row read again
+        # unchanged (``sidecar.storage.decoded``), so its part of its sessions (the email, the
+        # level its credentials allow) is worked out once per content, not once per miss (issue
+        # 15). Only identities without credentials; invalidations drop it; bounded as the cache.
+        self._people: dict[uuid.UUID, ResolvedIdentity] = {}
         # Bumped by every invalidation: a load that raced a revocation is returned but not cached.
         self._epoch = 0
         self._refreshes: set[asyncio.Task[None]] = set()
@@ -451,8 +466,15 @@ class SessionResolver:
                 span.set_attribute("sidecar.identity.found", identity is not None)
         person: ResolvedIdentity | None = None
         if identity is not None and identity.state == "active":
-            level = self._assurance.available_aal(identity) if self._assurance is not None else "aal1"
-            person = ResolvedIdentity.of(identity, level)
+            known = self._people.get(identity_id)
+            if known is not None and known.identity is identity:
+                person = known  # the very identity read before: what it allows is as it was
+            else:
+                level = self._assurance.available_aal(identity) if self._assurance is not None else "aal1"
+                person = ResolvedIdentity.of(identity, level)
+                # Only an identity that is its own public view (no credentials) is kept.
+                if person.identity is identity and epoch == self._epoch:
+                    _keep(self._people, identity_id, person, self.max_entries)
         del identity  # its credentials go with this load; nothing cached refers to them
         if epoch == self._epoch and self.identity_ttl > 0:
             self._identities[identity_id] = (person, now + self.identity_ttl)
@@ -512,6 +534,7 @@ class SessionResolver:
 
     def invalidate_identity(self, identity_id: uuid.UUID) -> None:
         self._identities.pop(identity_id, None)
+        self._people.pop(identity_id, None)
         keys = self._by_identity.get(identity_id)
         for key in [keys] if isinstance(keys, str) else list(keys or ()):
             self._drop(key)
@@ -523,6 +546,7 @@ class SessionResolver:
         self._by_identity.clear()
         self._identities.clear()
         self._slugs.clear()
+        self._people.clear()
         self._notify()
 
     def add_listener(self, listener: Callable[[], None]) -> None:
