@@ -96,6 +96,8 @@ def test_settings_and_second_factor_journey(browser: Browser, mfa_site: str) -> 
 
     # Backup codes: shown once, then confirmed.
     page.locator("button[name=lookup_secret_regenerate]").click()
+    # all_inner_texts() does not wait: on a loaded machine it read the page before the answer.
+    expect(page.locator("#lookup_secret_codes li code")).to_have_count(12)
     codes = page.locator("#lookup_secret_codes li code").all_inner_texts()
     assert len(codes) == 12 and all(re.fullmatch(r"[a-z0-9]{8}", c) for c in codes)
     browser.screenshot("mfa-settings-codes")
