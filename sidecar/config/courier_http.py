@@ -31,7 +31,7 @@ class HttpRequestConfig(BaseModel):
     ``template_data``, ``message_type``; ``file://``, ``base64://`` or ``http(s)://`` in Kratos,
     here ``file://``, ``base64://`` or a path), ``auth`` (``api_key``, ``basic_auth``)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     url: str
     """The API's ``http://`` or ``https://`` URL."""
@@ -71,7 +71,7 @@ class HttpRequestConfig(BaseModel):
 class CourierChannel(BaseModel):
     """One of Kratos' ``courier.channels``: only ``id: sms`` with ``type: http``, as in Kratos."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: Literal["sms"]
     """The channel: ``sms`` (the ``via`` of the identity schema's addresses)."""
@@ -84,7 +84,7 @@ class CourierChannel(BaseModel):
 class CourierHttp(BaseModel):
     """``courier.http``: email through an HTTP API instead of SMTP (``delivery_strategy: http``)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     request_config: HttpRequestConfig | None = None
     """The mail API."""

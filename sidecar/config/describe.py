@@ -7,7 +7,10 @@ in docs/CONFIG.md, both drawn from the models and their field docstrings, so nei
 
 from __future__ import annotations
 
+import ast
+import inspect
 import json
+import sys
 import types
 from collections.abc import Iterator
 from datetime import timedelta
@@ -19,6 +22,119 @@ from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import PydanticUndefined
 
 from sidecar.config.model import Config
+
+# --- descriptions ---------------------------------------------------------------------------------
+#
+# A field's description is the docstring under it. Pydantic's ``use_attribute_docstrings`` would read
+# them while each model class is created, at every import of the configuration (a ``getsource`` and an
+# AST parse per class: about a third of importing sidecar.config.model, paid by every start, worker
+# and CLI run). Only this module needs them, so they are attached here, the way pydantic does it:
+# the string literal right after an annotated attribute (``inspect.cleandoc``), unless the field
+# already has a description; a field a class inherits keeps its parent's.
+
+
+class _AttributeDocstrings(ast.NodeVisitor):
+    """Pydantic's ``DocstringVisitor`` (pydantic/_internal/_docs_extraction.py): ``name: T`` then a
+    string is that field's docstring; nested classes and functions are not looked into."""
+
+    def __init__(self) -> None:
+        self.target: str | None = None
+        self.attrs: dict[str, str] = {}
+        self.previous: type[ast.AST] | None = None
+
+    def visit(self, node: ast.AST) -> Any:
+        result = super().visit(node)
+        self.previous = type(node)
+        return result
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> Any:
+        if isinstance(node.target, ast.Name):
+            self.target = node.target.id
+
+    def visit_Expr(self, node: ast.Expr) -> Any:
+        if (
+            isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+            and self.previous is ast.AnnAssign
+        ):
+            if self.target:
+                self.attrs[self.target] = inspect.cleandoc(node.value.value)
+            self.target = None
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> Any:
+        pass
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> Any:
+        pass
+
+    def visit_AsyncFunctionDef(self, node: ast.AsyncFunctionDef) -> Any:
+        pass
+
+
+def _class_nodes(module: str) -> dict[str, ast.ClassDef]:
+    """Every class statement of a module (also classes in classes) by qualified name."""
+    found: dict[str, ast.ClassDef] = {}
+
+    def walk(body: list[ast.stmt], prefix: str) -> None:
+        for node in body:
+            if isinstance(node, ast.ClassDef):
+                found[prefix + node.name] = node
+                walk(node.body, prefix + node.name + ".")
+
+    walk(ast.parse(inspect.getsource(sys.modules[module])).body, "")
+    return found
+
+
+def _config_models() -> list[type[BaseModel]]:
+    """The models of the configuration tree, each after the models its fields hold (post-order)."""
+    order: list[type[BaseModel]] = []
+    seen: set[type[BaseModel]] = set()
+
+    def types_in(annotation: Any) -> Iterator[type[BaseModel]]:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield annotation
+        for arg in get_args(annotation):
+            yield from types_in(arg)
+
+    def visit(model: type[BaseModel]) -> None:
+        if model in seen:
+            return
+        seen.add(model)
+        for field in model.model_fields.values():
+            for nested in types_in(field.annotation):
+                visit(nested)
+        order.append(model)
+
+    visit(Config)
+    return order
+
+
+def _attach_descriptions() -> None:
+    models = _config_models()
+    classes = {c for m in models for c in m.__mro__ if issubclass(c, BaseModel) and c is not BaseModel}
+    nodes: dict[str, dict[str, ast.ClassDef]] = {}
+    # Parents first: a field a class inherits copies the parent's description.
+    for cls in sorted(classes, key=lambda c: len(c.__mro__)):
+        if cls.__module__ not in nodes:
+            nodes[cls.__module__] = _class_nodes(cls.__module__)
+        visitor = _AttributeDocstrings()
+        visitor.generic_visit(nodes[cls.__module__][cls.__qualname__])
+        own = inspect.get_annotations(cls)
+        for name, field in cls.model_fields.items():
+            if field.description is not None:
+                continue
+            if name in visitor.attrs:
+                field.description = visitor.attrs[name]
+            elif name not in own:
+                inherited = (getattr(b, "model_fields", {}).get(name) for b in cls.__mro__[1:])
+                field.description = next(f for f in inherited if f is not None).description
+    # The JSON Schema is drawn from each model's core schema, built with the descriptions it had
+    # then: rebuild every model, the models a field holds before the model holding it.
+    for model in models:
+        model.model_rebuild(force=True)
+
+
+_attach_descriptions()
 
 
 def _one_line(node: Any) -> Any:

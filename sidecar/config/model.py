@@ -33,13 +33,15 @@ from sidecar.config.hooks import check_flow_hooks
 
 class Model(BaseModel):
     # Each field's docstring is its description: in ``sidecar config schema`` and docs/CONFIG.md.
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+    # sidecar.config.describe attaches them when asked; not ``use_attribute_docstrings``, which reads
+    # the source at every import (every start, worker and CLI run).
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class Loose(BaseModel):
     """Kratos sections we accept for compatibility but do not interpret (yet)."""
 
-    model_config = ConfigDict(frozen=True, extra="allow", use_attribute_docstrings=True)
+    model_config = ConfigDict(frozen=True, extra="allow")
 
 
 class FeatureFlags(Model):
@@ -298,9 +300,7 @@ class Serve(Model):
 class SchemaRef(Model):
     """``url`` is ``file://``, ``base64://`` or a path; ``schema`` holds the JSON Schema inline."""
 
-    model_config = ConfigDict(
-        frozen=True, extra="forbid", populate_by_name=True, use_attribute_docstrings=True
-    )
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
     id: str
     """The schema id identities name in ``schema_id``."""
     url: str | None = None
@@ -334,7 +334,7 @@ class Hook(Model):
 
 class AfterHooks(Model):
     # Per-method sections (``password``, ``oidc``, ...) are extra keys.
-    model_config = ConfigDict(frozen=True, extra="allow", use_attribute_docstrings=True)
+    model_config = ConfigDict(frozen=True, extra="allow")
     default_browser_return_url: str | None = None
     """Where a browser goes after the flow succeeds, unless ``return_to`` says otherwise; per method under
     ``after.<method>.default_browser_return_url``."""

@@ -11,7 +11,7 @@ from sidecar.config.durations import Duration
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class WebHookResponse(_Strict):

@@ -98,3 +98,23 @@ def test_cli_prints_the_schema_and_checks_the_docs(tmp_path: Path) -> None:
     current = subprocess.run([*run, "docs"], capture_output=True, text=True, timeout=60).stdout
     stale.write_text(current)
     assert subprocess.run([*run, "docs", "--check", str(stale)], timeout=60).returncode == 0
+
+
+def test_importing_the_configuration_leaves_the_docstrings_unread() -> None:
+    """Reading every field's docstring (pydantic's ``use_attribute_docstrings``: the source and an AST
+    parse per model class) cost about a third of importing the configuration at every start, worker
+    and CLI run; only sidecar.config.describe needs them, and attaches them itself."""
+    code = (
+        "import json, sys\n"
+        "from sidecar.config.loader import load_config\n"
+        "from sidecar.config.model import Config\n"
+        "load_config(dev=True, overrides={'dsn': 'sqlite:///:memory:'})\n"
+        "described = Config.model_fields['dsn'].description\n"
+        "print(json.dumps([described, 'sidecar.config.describe' in sys.modules]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[-1]) == [None, False]
+    assert Config.model_fields["dsn"].description  # attached here: this module imported describe
