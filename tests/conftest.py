@@ -30,32 +30,6 @@ PG_ADMIN_DSN = os.environ.get("SIDECAR_TEST_PG_DSN", "postgresql://postgres@127.
 FAST_ARGON2 = {"memory": "8MB", "iterations": 1, "parallelism": 1}
 
 
-def _memoize_catalog_reads() -> None:
-    """Every ``build_services`` parses the shipped ``.po`` catalogs again (about 30 ms of CPU, a
-    third of building services); the suite builds services some two thousand times. A catalog
-    file is parsed once per worker and again only when it changes (path, size and mtime; the
-    catalog tests write their own), so what a test's services load is what the file holds."""
-    from sidecar import i18n
-
-    read = i18n._read_catalog
-    parsed: dict[tuple[str, int, int], Any] = {}
-
-    def read_once(path: Any) -> Any:
-        try:
-            stat = os.stat(str(path))
-        except OSError:
-            return read(path)
-        key = (str(path), stat.st_size, stat.st_mtime_ns)
-        if key not in parsed:
-            parsed[key] = read(path)
-        return parsed[key]
-
-    i18n._read_catalog = read_once
-
-
-_memoize_catalog_reads()
-
-
 def _share_the_default_tls_context() -> None:
     """httpx builds an SSL context for every client it creates, parsing a CA bundle again (16 ms of
     CPU here, ~40 ms on the slow CI machine), also for plain-http clients and for each

@@ -10,6 +10,7 @@ translation in the chosen language is shown in English, the source language.
 from __future__ import annotations
 
 import gettext as _gettext
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -201,7 +202,25 @@ class _Read:
     plural_expr: str | None = None
 
 
+# Parsed catalogs by (path, size, mtime): each ``build_services`` (every start, each worker, each
+# test's services) reads the five shipped catalogs, and babel's parse is about 25 ms of CPU. A file
+# is parsed once per process, again when it changes. What is stored is never mutated (Catalogs
+# merges into new _Read objects).
+_parsed: dict[tuple[str, int, int], _Read] = {}
+
+
 def _read_catalog(path: Path | Any) -> _Read:
+    try:
+        stat = os.stat(str(path))
+    except OSError:  # not a file on disk (a zipped package): parse it every time
+        return _parse_catalog(path)
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _parsed:
+        _parsed[key] = _parse_catalog(path)
+    return _parsed[key]
+
+
+def _parse_catalog(path: Path | Any) -> _Read:
     with path.open("rb") as handle:
         catalog = read_po(handle)
     out = _Read(plural_expr=catalog.plural_expr if catalog.locale is not None else None)
