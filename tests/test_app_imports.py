@@ -84,11 +84,21 @@ def default_apps() -> set[str]:
         pytest.param("redis", id="redis-py"),  # sessions in SQL
         pytest.param("aiohttp", id="aiohttp"),  # http1 upstream client, no WebSocket proxied yet
         pytest.param("alembic", id="alembic"),  # readiness reads the revisions itself
+        pytest.param("webauthn", id="py-webauthn"),  # webauthn and passkey methods off
     ],
 )
 def test_default_apps_leave_unused_libraries_unimported(default_apps: set[str], library: str) -> None:
     assert "sidecar" in default_apps  # the apps were built in that process
     assert library not in default_apps
+
+
+@pytest.mark.parametrize("method", ["webauthn", "passkey"])
+def test_an_enabled_key_method_loads_py_webauthn_with_the_apps(method: str) -> None:
+    """Loaded while building the strategies, so a server missing it fails at start, not at the
+    first registration."""
+    overrides = json.loads(json.dumps(BASE))
+    overrides["selfservice"]["methods"] = {method: {"enabled": True}}
+    assert "webauthn" in _top_level(_loaded_modules(BUILD_APPS, json.dumps(overrides)))
 
 
 @pytest.mark.parametrize(

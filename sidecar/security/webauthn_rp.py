@@ -17,25 +17,17 @@ import json
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from webauthn import (
-    generate_authentication_options,
-    generate_registration_options,
-    options_to_json,
-    verify_authentication_response,
-    verify_registration_response,
-)
-from webauthn.helpers.exceptions import WebAuthnException
-from webauthn.helpers.structs import (
-    AuthenticatorSelectionCriteria,
-    PublicKeyCredentialDescriptor,
-    ResidentKeyRequirement,
-    UserVerificationRequirement,
-)
-
 from sidecar.config.model import WebAuthnRp
+
+if TYPE_CHECKING:
+    from webauthn.helpers.structs import PublicKeyCredentialDescriptor
+
+# py_webauthn (about 50 ms of imports: cbor2, pyOpenSSL, asn1 modules) is imported by the functions
+# that use it, and by ``RelyingParty.from_config``: a server with WebAuthn or passkeys enabled loads
+# it while building its strategies (and fails there if it is missing); one without never does.
 
 CHALLENGE_BYTES = 32
 TIMEOUT_MS = 300_000
@@ -70,6 +62,8 @@ class RelyingParty:
 
     @classmethod
     def from_config(cls, rp: WebAuthnRp, public_base_url: str) -> RelyingParty:
+        import webauthn  # noqa: F401  (loaded with the method that needs it; see the top)
+
         base = urlsplit(public_base_url)
         origins = tuple(o.rstrip("/") for o in rp.origin_list()) or (f"{base.scheme}://{base.netloc}",)
         return cls(id=rp.id or base.hostname or "localhost", name=rp.display_name, origins=origins)
@@ -92,6 +86,8 @@ def new_challenge() -> bytes:
 
 
 def _descriptors(ids: Sequence[bytes]) -> list[PublicKeyCredentialDescriptor]:
+    from webauthn.helpers.structs import PublicKeyCredentialDescriptor
+
     return [PublicKeyCredentialDescriptor(id=i) for i in ids]
 
 
@@ -105,6 +101,13 @@ def creation_options(
     exclude: Sequence[bytes] = (),
     resident_key: bool = False,
 ) -> dict[str, Any]:
+    from webauthn import generate_registration_options, options_to_json
+    from webauthn.helpers.structs import (
+        AuthenticatorSelectionCriteria,
+        ResidentKeyRequirement,
+        UserVerificationRequirement,
+    )
+
     selection = AuthenticatorSelectionCriteria(
         resident_key=ResidentKeyRequirement.REQUIRED if resident_key else ResidentKeyRequirement.DISCOURAGED,
         require_resident_key=resident_key,
@@ -129,6 +132,9 @@ def creation_options(
 def request_options(
     rp: RelyingParty, challenge: bytes, *, allow: Sequence[bytes] = (), user_verification: bool = False
 ) -> dict[str, Any]:
+    from webauthn import generate_authentication_options, options_to_json
+    from webauthn.helpers.structs import UserVerificationRequirement
+
     options = generate_authentication_options(
         rp_id=rp.id,
         challenge=challenge,
@@ -180,6 +186,9 @@ def user_handle(response: dict[str, Any]) -> bytes | None:
 def verify_creation(
     rp: RelyingParty, response: dict[str, Any], challenge: bytes, *, require_uv: bool = False
 ) -> NewKey:
+    from webauthn import verify_registration_response
+    from webauthn.helpers.exceptions import WebAuthnException
+
     try:
         verified = verify_registration_response(
             credential=response,
@@ -211,6 +220,9 @@ def verify_assertion(
     require_uv: bool = False,
 ) -> int:
     """The authenticator's new signature counter; WebAuthnError when anything does not hold."""
+    from webauthn import verify_authentication_response
+    from webauthn.helpers.exceptions import WebAuthnException
+
     try:
         verified = verify_authentication_response(
             credential=response,
