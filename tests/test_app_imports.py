@@ -85,6 +85,7 @@ def default_apps() -> set[str]:
         pytest.param("aiohttp", id="aiohttp"),  # http1 upstream client, no WebSocket proxied yet
         pytest.param("alembic", id="alembic"),  # readiness reads the revisions itself
         pytest.param("webauthn", id="py-webauthn"),  # webauthn and passkey methods off
+        pytest.param("qrcode", id="qrcode"),  # totp off
     ],
 )
 def test_default_apps_leave_unused_libraries_unimported(default_apps: set[str], library: str) -> None:
@@ -92,13 +93,15 @@ def test_default_apps_leave_unused_libraries_unimported(default_apps: set[str], 
     assert library not in default_apps
 
 
-@pytest.mark.parametrize("method", ["webauthn", "passkey"])
-def test_an_enabled_key_method_loads_py_webauthn_with_the_apps(method: str) -> None:
+@pytest.mark.parametrize(
+    ("method", "library"), [("webauthn", "webauthn"), ("passkey", "webauthn"), ("totp", "qrcode")]
+)
+def test_an_enabled_method_loads_its_library_with_the_apps(method: str, library: str) -> None:
     """Loaded while building the strategies, so a server missing it fails at start, not at the
     first registration."""
     overrides = json.loads(json.dumps(BASE))
     overrides["selfservice"]["methods"] = {method: {"enabled": True}}
-    assert "webauthn" in _top_level(_loaded_modules(BUILD_APPS, json.dumps(overrides)))
+    assert library in _top_level(_loaded_modules(BUILD_APPS, json.dumps(overrides)))
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pyotp
-import qrcode
 
 from sidecar import errors
 from sidecar.config.model import Config
@@ -65,6 +64,9 @@ def matching_step(secret: str, code: str, now: float, skew: int) -> int | None:
 
 
 def qr_data_uri(text: str) -> str:
+    # qrcode (~15 ms of imports) loads with the enabled method (TotpStrategy), not at every start.
+    import qrcode
+
     image = qrcode.make(text, box_size=8, border=2)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
@@ -108,6 +110,8 @@ class TotpStrategy(LoginStrategy, SettingsStrategy):
         throttle: Throttle,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        import qrcode  # noqa: F401  (loaded, or missing, at start: see qr_data_uri)
+
         totp = config.selfservice.methods.totp.config
         self._issuer = totp.issuer or urlsplit(config.public_base_url).hostname or "sidecar"
         self._skew = totp.skew_steps
