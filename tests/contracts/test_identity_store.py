@@ -386,7 +386,7 @@ async def test_rich_identities_round_trip_without_mixing_children(store: Identit
 def statements(database: SqlDatabase, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """The SQL statements sent to the database, transaction control left out: through the engine,
     on a SQLite file through the session check's own reader (``sqlite_reads``), and on
-    PostgreSQL through its asyncpg read (``Connector._fetch_one_pg``)."""
+    PostgreSQL through its asyncpg read (``Connector._fetch_raw_pg``)."""
     sent: list[str] = []
 
     def record(conn: object, cursor: object, statement: str, *args: object) -> None:
@@ -403,13 +403,13 @@ def statements(database: SqlDatabase, monkeypatch: pytest.MonkeyPatch) -> Iterat
 
         monkeypatch.setattr(reader, "fetch_one", recorded)
     connector = database._connector
-    fetch_one_pg = connector._fetch_one_pg
+    fetch_raw_pg = connector._fetch_raw_pg
 
     async def recorded_pg(read: Read, values: Mapping[str, Any]) -> Any:
         sent.append(read.sql)
-        return await fetch_one_pg(read, values)
+        return await fetch_raw_pg(read, values)
 
-    monkeypatch.setattr(connector, "_fetch_one_pg", recorded_pg)
+    monkeypatch.setattr(connector, "_fetch_raw_pg", recorded_pg)
     event.listen(database.engine.sync_engine, "before_cursor_execute", record)
     yield sent
     event.remove(database.engine.sync_engine, "before_cursor_execute", record)

@@ -30,8 +30,9 @@ async def db(dsn: str) -> AsyncIterator[SqlDatabase]:
 
 
 def reused_here(db: SqlDatabase) -> bool:
-    """Whether the stores give the same objects for unchanged records (SQLite's raw rows)."""
-    return db._connector._reader is not None
+    """Whether the stores give the same objects for unchanged records (SQLite's raw rows,
+    asyncpg's records of identities read with their JSON as text)."""
+    return db._connector._reader is not None or db._connector._raw_pg
 
 
 async def signed_in(db: SqlDatabase, **identity_kw: Any) -> tuple[Identity, Session, str]:

@@ -204,7 +204,42 @@ async def test_an_identity_read_again_unchanged_is_decoded_once(db: SqlDatabase)
     first = await db.identities.get_for_session(identity.id, SECOND_FACTORS)
     again = await db.identities.get_for_session(identity.id, SECOND_FACTORS)
     assert first == again == replace(identity, metadata_admin=None)
-    assert (again is first) == (db._connector._reader is not None)  # SQLite's raw rows are keys
+    # The row as the driver gave it is the key: SQLite's tuple, asyncpg's record (JSON as text).
+    assert again is first
+
+
+async def test_an_identity_changed_in_any_column_is_read_afresh(db: SqlDatabase) -> None:
+    """Every lookup is a read: a changed state, trait, metadata or address is another row (on
+    PostgreSQL too, whose JSON values are read as text), and a deleted identity is none."""
+    identity = await db.identities.create(
+        Identity(
+            schema_id="default",
+            traits={"email": "a@example.com", "name": {"first": "A"}},
+            verifiable_addresses=(VerifiableAddress(value="a@example.com"),),
+        )
+    )
+    first = await db.identities.get_for_session(identity.id, SECOND_FACTORS)
+    assert first is not None and first.traits == {"email": "a@example.com", "name": {"first": "A"}}
+    assert await db.identities.get_for_session(identity.id, SECOND_FACTORS) is first
+    await db.identities.update(replace(identity, state="inactive"))
+    inactive = await db.identities.get_for_session(identity.id, SECOND_FACTORS)
+    assert inactive is not None and inactive.state == "inactive" and inactive is not first
+    changed = replace(identity, traits={"email": "a@example.com", "name": {"first": "B"}})
+    await db.identities.update(changed)
+    got = await db.identities.get_for_session(identity.id, SECOND_FACTORS)
+    assert got is not None and (got.state, got.traits["name"]) == ("active", {"first": "B"})
+    await db.identities.update(replace(changed, metadata_public={"plan": "pro"}))
+    got = await db.identities.get_for_session(identity.id, SECOND_FACTORS)
+    assert got is not None and got.metadata_public == {"plan": "pro"}
+    address = replace(identity.verifiable_addresses[0], verified=True, status="completed")
+    await db.identities.update(
+        replace(changed, metadata_public={"plan": "pro"}, verifiable_addresses=(address,))
+    )
+    got = await db.identities.get_for_session(identity.id, SECOND_FACTORS)
+    assert got is not None and got.verifiable_addresses[0].verified
+    assert await db.identities.get_for_session(identity.id, SECOND_FACTORS) is got
+    assert await db.identities.delete(identity.id)
+    assert await db.identities.get_for_session(identity.id, SECOND_FACTORS) is None
 
 
 async def test_no_identity_with_credentials_is_remembered(db: SqlDatabase) -> None:

@@ -1,4 +1,4 @@
-"""The session check's reads on PostgreSQL (``Connector._fetch_one_pg``: asyncpg's ``fetchrow`` on a
+"""The session check's reads on PostgreSQL (``Connector._fetch_raw_pg``: asyncpg's ``fetchrow`` on a
 pooled connection): what the engine gives, and outages that stay outages."""
 
 from __future__ import annotations

@@ -58,19 +58,19 @@ async def _plans(db: SqlDatabase, call: Any) -> list[tuple[str, str]]:
             captured.append((statement, parameters))
 
     connector = db._connector
-    fetch_one_pg = connector._fetch_one_pg
+    fetch_raw_pg = connector._fetch_raw_pg
 
     async def recorded(read: Read, values: Any) -> Any:  # the session check's reads (asyncpg's own)
         captured.append((read.sql, read.parameters(values)))
-        return await fetch_one_pg(read, values)
+        return await fetch_raw_pg(read, values)
 
     sa.event.listen(db.engine.sync_engine, "before_cursor_execute", capture)
-    connector._fetch_one_pg = recorded  # type: ignore[method-assign]
+    connector._fetch_raw_pg = recorded  # type: ignore[method-assign]
     try:
         await call()
     finally:
         sa.event.remove(db.engine.sync_engine, "before_cursor_execute", capture)
-        del connector._fetch_one_pg
+        del connector._fetch_raw_pg
     assert captured, "the call ran no SELECT"
     plans = []
     async with db.engine.connect() as conn:

@@ -297,8 +297,7 @@ class Connector:
             found = await self._fetch_one_pg(read, values)
             if found is not _GENERAL:
                 return found
-        async with self.read_one() as conn:
-            return (await conn.execute(read.statement, dict(values))).first()
+        return await self._fetch_general(read, values)
 
     async def fetch_made(
         self,
@@ -308,15 +307,22 @@ class Connector:
         decoded: Decoded[T],
         keep: Callable[[tuple[Any, ...]], bool] | None = None,
     ) -> T | None:
-        """``make`` of ``fetch_one``'s row, or None for no row. On a SQLite file, a row read
-        before with the very same values gives the value ``make`` made of it then, remembered in
-        ``decoded`` by the row as ``sqlite3`` gave it (``sidecar.storage.decoded``); ``keep``
-        says which of those rows may be remembered (none that holds a secret). Elsewhere the
-        row is made afresh on every read (asyncpg gives JSON decoded: no key)."""
-        if self._reader is None:
+        """``make`` of ``fetch_one``'s row, or None for no row. A row read before with the very
+        same values gives the value ``make`` made of it then, remembered in ``decoded`` by the row
+        as the driver gave it (``sidecar.storage.decoded``): ``sqlite3``'s tuple on a SQLite file,
+        asyncpg's record on PostgreSQL when ``read.plain`` (no JSON decoded by asyncpg: select it
+        as text, ``JsonText``). ``keep`` says which of those rows may be remembered (none that
+        holds a secret). Elsewhere the row is made afresh on every read."""
+        if self._reader is not None:
+            raw = await self._reader.fetch_raw(read, values)
+        elif self._raw_pg and read.plain:
+            raw = await self._fetch_raw_pg(read, values)
+            if raw is _GENERAL:
+                row = await self._fetch_general(read, values)
+                return None if row is None else make(row)
+        else:
             row = await self.fetch_one(read, values)
             return None if row is None else make(row)
-        raw = await self._reader.fetch_raw(read, values)
         if raw is None:
             return None
         made = decoded.get(raw)
@@ -326,20 +332,29 @@ class Connector:
                 decoded.put(raw, made)
         return made
 
+    async def _fetch_general(self, read: Read, values: Mapping[str, Any]) -> Any:
+        async with self.read_one() as conn:
+            return (await conn.execute(read.statement, dict(values))).first()
+
     async def _fetch_one_pg(self, read: Read, values: Mapping[str, Any]) -> Any:
+        """``_fetch_raw_pg``'s record processed as SQLAlchemy processes rows (``Read.row``)."""
+        record = await self._fetch_raw_pg(read, values)
+        return record if record is None or record is _GENERAL else read.row(record)
+
+    async def _fetch_raw_pg(self, read: Read, values: Mapping[str, Any]) -> Any:
         """``read`` on the driver connection under a pooled connection (checked out, pre-pinged
-        and returned as ``read_one``'s): asyncpg's ``fetchrow`` with the rendered SQL, the
-        parameters and the rows processed as SQLAlchemy processes them (about 800k instructions
-        per read through SQLAlchemy's execution, 400k this way: callgrind, issue 15). An outage
-        is a ``ServiceUnavailable`` as ever; a connection that failed mid-read is invalidated (not
-        pooled again); any other server error returns ``_GENERAL``, for the engine to run the
-        statement and raise what it raises."""
+        and returned as ``read_one``'s): asyncpg's ``fetchrow`` with the rendered SQL and the
+        parameters processed as SQLAlchemy processes them; the record as asyncpg gives it, or
+        None (about 800k instructions per read through SQLAlchemy's execution, 400k this way:
+        callgrind, issue 15). An outage is a ``ServiceUnavailable`` as ever; a connection that
+        failed mid-read is invalidated (not pooled again); any other server error returns
+        ``_GENERAL``, for the engine to run the statement and raise what it raises."""
         parameters = read.parameters(values)
         with translate_errors():
             async with self.engine.connect() as conn:
                 driver: Any = (await conn.get_raw_connection()).driver_connection
                 try:
-                    record = await driver.fetchrow(read.sql, *parameters)
+                    return await driver.fetchrow(read.sql, *parameters)
                 except asyncpg.PostgresError as exc:
                     if not _server_unavailable(exc):
                         return _GENERAL
@@ -348,7 +363,6 @@ class Connector:
                 except BaseException:
                     await conn.invalidate()  # a reply may be unread: never pooled again
                     raise
-        return None if record is None else read.row(record)
 
     async def close(self) -> None:
         if self._reader is not None:

@@ -38,7 +38,8 @@ from sidecar.storage.sql.tables import (
 )
 
 _NO_CREDENTIALS = (None, "[]")
-"""The credentials column of an identity without any (of the types read), as SQLite gives it."""
+"""The credentials column of an identity without any (of the types read), as read: SQLite's text,
+or PostgreSQL's NULL (``json_agg`` of no row)."""
 
 
 def conflict_message(exc: sa.exc.IntegrityError) -> str:
@@ -142,7 +143,11 @@ class SqlIdentityStore:
         types = frozenset(credential_types)
         prepared = self._for_session.get(types)
         if prepared is None:
-            base = select_identities(self._db.dialect, credential_types=sorted(types), admin=False)
+            dialect = self._db.dialect
+            # JSON as text on PostgreSQL: asyncpg's row is then plain values, a key as SQLite's.
+            base = select_identities(
+                dialect, credential_types=sorted(types), admin=False, json_text=dialect == "postgresql"
+            )
             read = self._db.prepare(
                 base.where(identities.c.id == sa.bindparam("identity_id", type_=identities.c.id.type))
                 .order_by(identities.c.id)

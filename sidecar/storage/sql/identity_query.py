@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sidecar.identity.model import Credential, Identity, RecoveryAddress, VerifiableAddress
 from sidecar.slotted import builder
 from sidecar.storage.sql.tables import (
+    JsonText,
     credential_identifiers,
     credentials,
     identities,
@@ -134,23 +135,33 @@ def _children(json: _Json, credential_types: Sequence[str] | None = None) -> dic
     return {"j_credentials": creds, "j_verifiable": verifiable, "j_recovery": recovery}
 
 
+def _as_text(expr: Expr) -> Expr:
+    return sa.type_coerce(sa.cast(expr, sa.Text), JsonText)
+
+
 def select_identities(
-    dialect: str, *extra: Expr, credential_types: Sequence[str] | None = None, admin: bool = True
+    dialect: str,
+    *extra: Expr,
+    credential_types: Sequence[str] | None = None,
+    admin: bool = True,
+    json_text: bool = False,
 ) -> sa.Select[Any]:
     """``SELECT identities.*, <children as JSON>, *extra FROM identities``; add WHERE, JOIN, LIMIT.
 
     ``credential_types``: only the credentials of these types (all when None); ``admin=False``:
-    ``metadata_admin`` is not read (NULL)."""
+    ``metadata_admin`` is not read (NULL); ``json_text``: every JSON value is selected as its
+    text and decoded from it (``JsonText``), so that asyncpg's rows are plain values too."""
     children = _children(_Json(dialect), credential_types)
-    columns = [sa.type_coerce(expr, sa.JSON).label(name) for name, expr in children.items()]
-    table = (
-        [identities]
-        if admin
-        else [
-            sa.type_coerce(sa.null(), c.type).label(c.name) if c.name == "metadata_admin" else c
-            for c in identities.c
-        ]
-    )
+    as_json = _as_text if json_text else lambda expr: sa.type_coerce(expr, sa.JSON)
+    columns = [as_json(expr).label(name) for name, expr in children.items()]
+    table: list[Any] = []
+    for c in identities.c:
+        if c.name == "metadata_admin" and not admin:
+            table.append(sa.type_coerce(sa.null(), JsonText if json_text else c.type).label(c.name))
+        elif json_text and isinstance(c.type, sa.JSON):
+            table.append(_as_text(c).label(c.name))
+        else:
+            table.append(c)
     return sa.select(*table, *columns, *extra)
 
 

@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
 from sidecar.errors import ServiceUnavailable
-from sidecar.storage.sql.tables import UtcDateTime
+from sidecar.storage.sql.tables import JsonText, UtcDateTime
 from sidecar.storage.values import json_value, parse_uuid
 
 
@@ -64,6 +64,8 @@ _json_reader = json_value  # JSON's processor (json.loads) less its wrapping; SQ
 def _result_processor(column: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
     """The column's result processor, or one that gives the same values for what SQLite holds
     with fewer Python frames (a session-cache miss reads 10-14 columns: issue 15)."""
+    if isinstance(column.type, JsonText):
+        return _json_reader  # JSON selected as text, on any backend
     general: Callable[[Any], Any] | None = column.type.dialect_impl(dialect).result_processor(dialect, None)
     if general is None or dialect.name != "sqlite":
         return general  # PostgreSQL (asyncpg) gives values, not text: SQLAlchemy's processors
@@ -80,9 +82,10 @@ _tuple_new = tuple.__new__
 
 
 class Read:
-    """A SELECT rendered once for SQLite (or asyncpg, ``Connector._fetch_one_pg``): its SQL, its
+    """A SELECT rendered once for SQLite (or asyncpg, ``Connector._fetch_raw_pg``): its SQL, its
     parameters in order with their bind processors, its columns' result processors and a row type
-    with the columns' names."""
+    with the columns' names. ``plain``: its rows are plain hashable values as the driver gives
+    them (SQLite's always; asyncpg's when no column is JSON, which it decodes into dicts)."""
 
     def __init__(self, statement: sa.Select[Any], dialect: Dialect) -> None:
         self.statement = statement
@@ -97,6 +100,7 @@ class Read:
         self._required = frozenset(name for name in order if names[name].required)
         columns = list(statement.selected_columns)
         self._results = [_result_processor(c, dialect) for c in columns]
+        self.plain = dialect.name != "postgresql" or not any(isinstance(c.type, sa.JSON) for c in columns)
         self._processed = [(i, p) for i, p in enumerate(self._results) if p is not None]
         self._row: Any = namedtuple("Row", [c.key for c in columns])  # type: ignore[misc]
 

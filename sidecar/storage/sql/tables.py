@@ -12,7 +12,21 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
+from sidecar.storage.values import json_value
+
 metadata = sa.MetaData()
+
+
+class JsonText(sa.TypeDecorator[Any]):
+    """A JSON value selected as its text (``CAST(... AS TEXT)``) and decoded here. asyncpg
+    decodes JSON columns into dicts and lists, which no row can be remembered by; as text a
+    PostgreSQL row is plain hashable values, as SQLite's is (``sidecar.storage.decoded``)."""
+
+    impl = sa.Text
+    cache_ok = True
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return None if value is None else json_value(value)
 
 
 class UtcDateTime(sa.TypeDecorator[datetime]):
