@@ -166,6 +166,17 @@ def dsn(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue("postgres_dsn"))
 
 
+@pytest.fixture
+async def database(dsn: str) -> AsyncIterator[Any]:
+    """A migrated SQL database on the test's backend (``dsn``), closed after the test."""
+    from sidecar.storage.sql.database import SqlDatabase
+
+    db = SqlDatabase(dsn)
+    await db.migrate()
+    yield db
+    await db.close()
+
+
 def make_config(**overrides: Any) -> Config:
     """A production-shaped config (secrets set, fast hashing) with nested overrides.
 

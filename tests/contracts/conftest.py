@@ -11,14 +11,6 @@ from sidecar.storage.redis.backend import RedisBackend
 from sidecar.storage.sql.database import SqlDatabase
 
 
-@pytest.fixture
-async def database(dsn: str) -> AsyncIterator[SqlDatabase]:
-    db = SqlDatabase(dsn)
-    await db.migrate()
-    yield db
-    await db.close()
-
-
 @pytest.fixture(params=["sqlite", "postgres", "redis", "redis-cluster"])
 def backend_target(request: pytest.FixtureRequest) -> tuple[str, str]:
     """(kind, address), resolved synchronously because the Postgres fixture runs its own loop."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,14 +28,6 @@ __all__ = ["Mailbox", "SmtpServer", "courier_store", "server_tls_context"]
 
 def courier_store(database: SqlDatabase, dsn: str) -> SqlCourierStore:
     return SqlCourierStore(Connector(database.engine, parse_dsn(dsn).flavour))
-
-
-@pytest.fixture
-async def database(dsn: str) -> AsyncIterator[SqlDatabase]:
-    db = SqlDatabase(dsn)
-    await db.migrate()
-    yield db
-    await db.close()
 
 
 @pytest.fixture

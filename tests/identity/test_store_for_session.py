@@ -4,7 +4,6 @@ credential types (the access path's load), on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import pytest
@@ -18,14 +17,6 @@ SECOND_FACTORS = ("totp", "lookup_secret", "webauthn")
 @pytest.fixture(params=["sqlite", "postgresql"])
 def dsn(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue("sqlite_dsn" if request.param == "sqlite" else "postgres_dsn"))
-
-
-@pytest.fixture
-async def db(dsn: str) -> AsyncIterator[SqlDatabase]:
-    database = SqlDatabase(dsn)
-    await database.migrate()
-    yield database
-    await database.close()
 
 
 def someone(*kinds: str) -> Identity:
@@ -63,21 +54,21 @@ def someone(*kinds: str) -> Identity:
     ],
 )
 async def test_it_is_get_without_admin_metadata_and_other_credentials(
-    db: SqlDatabase, stored: tuple[str, ...], asked: tuple[str, ...]
+    database: SqlDatabase, stored: tuple[str, ...], asked: tuple[str, ...]
 ) -> None:
-    identity = await db.identities.create(someone(*stored))
-    full = await db.identities.get(identity.id)
+    identity = await database.identities.create(someone(*stored))
+    full = await database.identities.get(identity.id)
     assert full is not None and set(full.credentials) == set(stored)
-    got = await db.identities.get_for_session(identity.id, asked)
+    got = await database.identities.get_for_session(identity.id, asked)
     wanted = {t: c for t, c in full.credentials.items() if t in asked}
     assert got == replace(full, credentials=wanted, metadata_admin=None)
 
 
-async def test_an_unknown_identity_is_none(db: SqlDatabase) -> None:
-    assert await db.identities.get_for_session(uuid.uuid4(), SECOND_FACTORS) is None
+async def test_an_unknown_identity_is_none(database: SqlDatabase) -> None:
+    assert await database.identities.get_for_session(uuid.uuid4(), SECOND_FACTORS) is None
 
 
-async def test_a_type_that_is_no_name_is_refused(db: SqlDatabase) -> None:
-    identity = await db.identities.create(someone("password"))
+async def test_a_type_that_is_no_name_is_refused(database: SqlDatabase) -> None:
+    identity = await database.identities.create(someone("password"))
     with pytest.raises(ValueError, match="not a credential type"):
-        await db.identities.get_for_session(identity.id, ("totp') OR ('1'='1",))
+        await database.identities.get_for_session(identity.id, ("totp') OR ('1'='1",))

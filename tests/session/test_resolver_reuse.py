@@ -6,12 +6,10 @@ another. SQLite and PostgreSQL (where asyncpg's rows are made afresh: no reuse).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
-
-import pytest
 
 from sidecar.identity.model import Credential, Identity, utcnow
 from sidecar.security.tokens import digest, new_session_token
@@ -21,27 +19,19 @@ from sidecar.session.resolver import SessionResolver
 from sidecar.storage.sql.database import SqlDatabase
 
 
-@pytest.fixture
-async def db(dsn: str) -> AsyncIterator[SqlDatabase]:
-    database = SqlDatabase(dsn)
-    await database.migrate()
-    yield database
-    await database.close()
-
-
-def reused_here(db: SqlDatabase) -> bool:
+def reused_here(database: SqlDatabase) -> bool:
     """Whether the stores give the same objects for unchanged records (SQLite's raw rows,
     asyncpg's records of identities read with their JSON as text)."""
-    return db._connector._reader is not None or db._connector._raw_pg
+    return database._connector._reader is not None or database._connector._raw_pg
 
 
-async def signed_in(db: SqlDatabase, **identity_kw: Any) -> tuple[Identity, Session, str]:
-    identity = await db.identities.create(
+async def signed_in(database: SqlDatabase, **identity_kw: Any) -> tuple[Identity, Session, str]:
+    identity = await database.identities.create(
         Identity(schema_id="default", traits={"email": "a@example.com"}, **identity_kw)
     )
     session = Session(identity_id=identity.id, expires_at=utcnow() + timedelta(hours=1))
     token = new_session_token()
-    await db.sessions.create(session, digest(token))
+    await database.sessions.create(session, digest(token))
     return identity, session, token
 
 
@@ -49,28 +39,30 @@ def totp_ready(identity: Identity) -> bool:
     return "totp" in identity.credentials
 
 
-def no_cache(db: SqlDatabase, **kw: Any) -> SessionResolver:
+def no_cache(database: SqlDatabase, **kw: Any) -> SessionResolver:
     """The session cache off (``session.cache_ttl: 0s``): every resolve reads both stores."""
     assurance = Assurance([("totp", totp_ready)])
-    return SessionResolver(db.sessions, db.identities, ttl=timedelta(0), assurance=assurance, **kw)
+    return SessionResolver(
+        database.sessions, database.identities, ttl=timedelta(0), assurance=assurance, **kw
+    )
 
 
-async def test_an_unchanged_identity_is_worked_out_once(db: SqlDatabase) -> None:
-    identity, _, token = await signed_in(db)
-    resolver = no_cache(db)
+async def test_an_unchanged_identity_is_worked_out_once(database: SqlDatabase) -> None:
+    identity, _, token = await signed_in(database)
+    resolver = no_cache(database)
     first = await resolver.resolve(token)
     person = resolver._people.get(identity.id)
     again = await resolver.resolve(token)
     assert first is not None and again is not None and again == first
     assert (first.email, first.available_aal) == ("a@example.com", "aal1")
-    if reused_here(db):
+    if reused_here(database):
         assert person is not None and resolver._people[identity.id] is person
         assert again.identity is first.identity is person.identity
 
 
-async def test_every_identity_invalidation_makes_another(db: SqlDatabase) -> None:
-    identity, _, token = await signed_in(db)
-    resolver = no_cache(db)
+async def test_every_identity_invalidation_makes_another(database: SqlDatabase) -> None:
+    identity, _, token = await signed_in(database)
+    resolver = no_cache(database)
     invalidations: list[Callable[[], None]] = [
         lambda: resolver.invalidate_identity(identity.id),
         resolver.invalidate_all,
@@ -86,50 +78,52 @@ async def test_every_identity_invalidation_makes_another(db: SqlDatabase) -> Non
         assert after is not None and after is not before and after == before
 
 
-async def test_a_revoked_session_or_an_inactive_identity_is_never_the_value_again(db: SqlDatabase) -> None:
-    identity, session, token = await signed_in(db)
-    resolver = no_cache(db)
+async def test_a_revoked_session_or_an_inactive_identity_is_never_the_value_again(
+    database: SqlDatabase,
+) -> None:
+    identity, session, token = await signed_in(database)
+    resolver = no_cache(database)
     assert await resolver.resolve(token) is not None
     assert await resolver.resolve(token) is not None
-    await db.identities.update(replace(identity, state="inactive"))
+    await database.identities.update(replace(identity, state="inactive"))
     assert await resolver.resolve(token) is None
-    await db.identities.update(replace(identity, state="active"))
+    await database.identities.update(replace(identity, state="active"))
     assert await resolver.resolve(token) is not None
-    assert await db.sessions.revoke(session.id)
+    assert await database.sessions.revoke(session.id)
     assert await resolver.resolve(token) is None
 
 
-async def test_changed_traits_make_another_value(db: SqlDatabase) -> None:
-    identity, _, token = await signed_in(db)
-    resolver = no_cache(db)
+async def test_changed_traits_make_another_value(database: SqlDatabase) -> None:
+    identity, _, token = await signed_in(database)
+    resolver = no_cache(database)
     first = await resolver.resolve(token)
-    await db.identities.update(replace(identity, traits={"email": "b@example.com"}))
+    await database.identities.update(replace(identity, traits={"email": "b@example.com"}))
     got = await resolver.resolve(token)
     assert first is not None and got is not None and got is not first
     assert (first.email, got.email) == ("a@example.com", "b@example.com")
 
 
-async def test_an_identity_with_a_second_factor_is_worked_out_on_every_load(db: SqlDatabase) -> None:
+async def test_an_identity_with_a_second_factor_is_worked_out_on_every_load(database: SqlDatabase) -> None:
     """Its credentials are read for the level they allow and never kept: no value made from them
     is reused, and removing the second factor lowers the level at once."""
     totp = Credential(type="totp", config={"totp_url": "otpauth://totp/x?secret=S"})
-    identity, _, token = await signed_in(db, credentials={"totp": totp})
-    resolver = no_cache(db)
+    identity, _, token = await signed_in(database, credentials={"totp": totp})
+    resolver = no_cache(database)
     first = await resolver.resolve(token)
     again = await resolver.resolve(token)
     assert first is not None and again is not None and again.identity is not first.identity
     assert first.available_aal == again.available_aal == "aal2"
     assert not resolver._people
-    await db.identities.update(replace(identity, credentials={}))
+    await database.identities.update(replace(identity, credentials={}))
     after = await resolver.resolve(token)
     assert after is not None and after.available_aal == "aal1"
 
 
-async def test_a_load_that_raced_an_invalidation_is_not_kept(db: SqlDatabase) -> None:
-    identity, _, token = await signed_in(db)
-    resolver = no_cache(db)
+async def test_a_load_that_raced_an_invalidation_is_not_kept(database: SqlDatabase) -> None:
+    identity, _, token = await signed_in(database)
+    resolver = no_cache(database)
     gate = asyncio.Event()
-    inner = db.identities
+    inner = database.identities
 
     class Gated:
         async def get_for_session(self, identity_id: Any, types: Any) -> Identity | None:
@@ -146,9 +140,9 @@ async def test_a_load_that_raced_an_invalidation_is_not_kept(db: SqlDatabase) ->
     assert not resolver._people
 
 
-async def test_what_is_kept_is_bounded(db: SqlDatabase) -> None:
-    resolver = no_cache(db, max_entries=2)
-    tokens = [(await signed_in(db))[2] for _ in range(3)]
+async def test_what_is_kept_is_bounded(database: SqlDatabase) -> None:
+    resolver = no_cache(database, max_entries=2)
+    tokens = [(await signed_in(database))[2] for _ in range(3)]
     for token in tokens:
         assert await resolver.resolve(token) is not None
     assert len(resolver._people) <= 2

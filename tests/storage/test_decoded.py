@@ -49,18 +49,10 @@ def redis_target(request: pytest.FixtureRequest) -> str | None:
 
 
 @pytest.fixture
-async def db(dsn: str) -> AsyncIterator[SqlDatabase]:
-    database = SqlDatabase(dsn)
-    await database.migrate()
-    yield database
-    await database.close()
-
-
-@pytest.fixture
-async def sessions(redis_target: str | None, db: SqlDatabase, unique_prefix: str) -> AsyncIterator[Any]:
+async def sessions(redis_target: str | None, database: SqlDatabase, unique_prefix: str) -> AsyncIterator[Any]:
     """The sessions in the SQL database, or in Redis."""
     if redis_target is None:
-        yield db.sessions
+        yield database.sessions
         return
     backend = RedisBackend(redis_target, prefix=unique_prefix)
     yield backend.sessions
@@ -70,8 +62,10 @@ async def sessions(redis_target: str | None, db: SqlDatabase, unique_prefix: str
     await backend.close()
 
 
-async def signed_in(db: SqlDatabase, sessions: Any, **identity_kw: Any) -> tuple[Identity, Session, str]:
-    identity = await db.identities.create(
+async def signed_in(
+    database: SqlDatabase, sessions: Any, **identity_kw: Any
+) -> tuple[Identity, Session, str]:
+    identity = await database.identities.create(
         Identity(
             schema_id="default",
             traits={"email": "a@example.com"},
@@ -85,25 +79,25 @@ async def signed_in(db: SqlDatabase, sessions: Any, **identity_kw: Any) -> tuple
     return identity, session, token
 
 
-def no_cache(db: SqlDatabase, sessions: Any) -> SessionResolver:
+def no_cache(database: SqlDatabase, sessions: Any) -> SessionResolver:
     """The access path with the session cache off (``session.cache_ttl: 0s``): every resolve reads."""
-    return SessionResolver(sessions, db.identities, ttl=timedelta(0))
+    return SessionResolver(sessions, database.identities, ttl=timedelta(0))
 
 
-async def test_a_session_read_again_unchanged_is_decoded_once(db: SqlDatabase, sessions: Any) -> None:
-    _, session, token = await signed_in(db, sessions)
+async def test_a_session_read_again_unchanged_is_decoded_once(database: SqlDatabase, sessions: Any) -> None:
+    _, session, token = await signed_in(database, sessions)
     first = await sessions.get_by_token(digest(token))
     assert first == session
     again = await sessions.get_by_token(digest(token))
     assert again == first
     # Remembered on Redis (the document's bytes) and SQLite (the row's text); on PostgreSQL
     # asyncpg gives the JSON decoded, and the session is made afresh.
-    assert (again is first) == (sessions is not db.sessions or db._connector._reader is not None)
+    assert (again is first) == (sessions is not database.sessions or database._connector._reader is not None)
 
 
-async def test_a_revoked_session_is_never_served(db: SqlDatabase, sessions: Any) -> None:
-    _, session, token = await signed_in(db, sessions)
-    resolver = no_cache(db, sessions)
+async def test_a_revoked_session_is_never_served(database: SqlDatabase, sessions: Any) -> None:
+    _, session, token = await signed_in(database, sessions)
+    resolver = no_cache(database, sessions)
     assert await resolver.resolve(token) is not None
     assert await resolver.resolve(token) is not None
     assert await sessions.revoke(session.id)
@@ -111,8 +105,8 @@ async def test_a_revoked_session_is_never_served(db: SqlDatabase, sessions: Any)
     assert await resolver.resolve(token) is None
 
 
-async def test_a_changed_session_is_read_as_changed(db: SqlDatabase, sessions: Any) -> None:
-    _, session, token = await signed_in(db, sessions)
+async def test_a_changed_session_is_read_as_changed(database: SqlDatabase, sessions: Any) -> None:
+    _, session, token = await signed_in(database, sessions)
     await sessions.get_by_token(digest(token))
     later = replace(session, aal="aal2", expires_at=session.expires_at + timedelta(minutes=5))
     await sessions.update(later)
@@ -164,34 +158,36 @@ async def test_a_stale_token_pointer_never_resolves_after_the_document_was_read(
         await backend.close()
 
 
-async def test_an_identity_deactivated_after_a_read_is_no_session(db: SqlDatabase, sessions: Any) -> None:
-    identity, _, token = await signed_in(db, sessions)
-    resolver = no_cache(db, sessions)
+async def test_an_identity_deactivated_after_a_read_is_no_session(
+    database: SqlDatabase, sessions: Any
+) -> None:
+    identity, _, token = await signed_in(database, sessions)
+    resolver = no_cache(database, sessions)
     assert await resolver.resolve(token) is not None
     assert await resolver.resolve(token) is not None
-    await db.identities.update(replace(identity, state="inactive"))
+    await database.identities.update(replace(identity, state="inactive"))
     assert await resolver.resolve(token) is None
-    await db.identities.update(replace(identity, state="active"))
+    await database.identities.update(replace(identity, state="active"))
     assert await resolver.resolve(token) is not None
 
 
-async def test_a_deleted_identity_is_no_session(db: SqlDatabase, sessions: Any) -> None:
-    identity, _, token = await signed_in(db, sessions)
-    resolver = no_cache(db, sessions)
+async def test_a_deleted_identity_is_no_session(database: SqlDatabase, sessions: Any) -> None:
+    identity, _, token = await signed_in(database, sessions)
+    resolver = no_cache(database, sessions)
     assert await resolver.resolve(token) is not None
-    assert await db.identities.delete(identity.id)
+    assert await database.identities.delete(identity.id)
     assert await resolver.resolve(token) is None
 
 
-async def test_traits_and_addresses_changed_are_read(db: SqlDatabase, sessions: Any) -> None:
-    identity, _, token = await signed_in(db, sessions)
-    resolver = no_cache(db, sessions)
+async def test_traits_and_addresses_changed_are_read(database: SqlDatabase, sessions: Any) -> None:
+    identity, _, token = await signed_in(database, sessions)
+    resolver = no_cache(database, sessions)
     first = await resolver.resolve(token)
     assert first is not None and (first.email, first.verified) == ("a@example.com", False)
     address = replace(
         identity.verifiable_addresses[0], verified=True, status="completed", verified_at=utcnow()
     )
-    await db.identities.update(
+    await database.identities.update(
         replace(identity, traits={"email": "b@example.com"}, verifiable_addresses=(address,))
     )
     got = await resolver.resolve(token)
@@ -199,53 +195,55 @@ async def test_traits_and_addresses_changed_are_read(db: SqlDatabase, sessions: 
     assert got.traits == {"email": "b@example.com"}
 
 
-async def test_an_identity_read_again_unchanged_is_decoded_once(db: SqlDatabase) -> None:
-    identity = await db.identities.create(Identity(schema_id="default", traits={"email": "a@example.com"}))
-    first = await db.identities.get_for_session(identity.id, SECOND_FACTORS)
-    again = await db.identities.get_for_session(identity.id, SECOND_FACTORS)
+async def test_an_identity_read_again_unchanged_is_decoded_once(database: SqlDatabase) -> None:
+    identity = await database.identities.create(
+        Identity(schema_id="default", traits={"email": "a@example.com"})
+    )
+    first = await database.identities.get_for_session(identity.id, SECOND_FACTORS)
+    again = await database.identities.get_for_session(identity.id, SECOND_FACTORS)
     assert first == again == replace(identity, metadata_admin=None)
     # The row as the driver gave it is the key: SQLite's tuple, asyncpg's record (JSON as text).
     assert again is first
 
 
-async def test_an_identity_changed_in_any_column_is_read_afresh(db: SqlDatabase) -> None:
+async def test_an_identity_changed_in_any_column_is_read_afresh(database: SqlDatabase) -> None:
     """Every lookup is a read: a changed state, trait, metadata or address is another row (on
     PostgreSQL too, whose JSON values are read as text), and a deleted identity is none."""
-    identity = await db.identities.create(
+    identity = await database.identities.create(
         Identity(
             schema_id="default",
             traits={"email": "a@example.com", "name": {"first": "A"}},
             verifiable_addresses=(VerifiableAddress(value="a@example.com"),),
         )
     )
-    first = await db.identities.get_for_session(identity.id, SECOND_FACTORS)
+    first = await database.identities.get_for_session(identity.id, SECOND_FACTORS)
     assert first is not None and first.traits == {"email": "a@example.com", "name": {"first": "A"}}
-    assert await db.identities.get_for_session(identity.id, SECOND_FACTORS) is first
-    await db.identities.update(replace(identity, state="inactive"))
-    inactive = await db.identities.get_for_session(identity.id, SECOND_FACTORS)
+    assert await database.identities.get_for_session(identity.id, SECOND_FACTORS) is first
+    await database.identities.update(replace(identity, state="inactive"))
+    inactive = await database.identities.get_for_session(identity.id, SECOND_FACTORS)
     assert inactive is not None and inactive.state == "inactive" and inactive is not first
     changed = replace(identity, traits={"email": "a@example.com", "name": {"first": "B"}})
-    await db.identities.update(changed)
-    got = await db.identities.get_for_session(identity.id, SECOND_FACTORS)
+    await database.identities.update(changed)
+    got = await database.identities.get_for_session(identity.id, SECOND_FACTORS)
     assert got is not None and (got.state, got.traits["name"]) == ("active", {"first": "B"})
-    await db.identities.update(replace(changed, metadata_public={"plan": "pro"}))
-    got = await db.identities.get_for_session(identity.id, SECOND_FACTORS)
+    await database.identities.update(replace(changed, metadata_public={"plan": "pro"}))
+    got = await database.identities.get_for_session(identity.id, SECOND_FACTORS)
     assert got is not None and got.metadata_public == {"plan": "pro"}
     address = replace(identity.verifiable_addresses[0], verified=True, status="completed")
-    await db.identities.update(
+    await database.identities.update(
         replace(changed, metadata_public={"plan": "pro"}, verifiable_addresses=(address,))
     )
-    got = await db.identities.get_for_session(identity.id, SECOND_FACTORS)
+    got = await database.identities.get_for_session(identity.id, SECOND_FACTORS)
     assert got is not None and got.verifiable_addresses[0].verified
-    assert await db.identities.get_for_session(identity.id, SECOND_FACTORS) is got
-    assert await db.identities.delete(identity.id)
-    assert await db.identities.get_for_session(identity.id, SECOND_FACTORS) is None
+    assert await database.identities.get_for_session(identity.id, SECOND_FACTORS) is got
+    assert await database.identities.delete(identity.id)
+    assert await database.identities.get_for_session(identity.id, SECOND_FACTORS) is None
 
 
-async def test_no_identity_with_credentials_is_remembered(db: SqlDatabase) -> None:
+async def test_no_identity_with_credentials_is_remembered(database: SqlDatabase) -> None:
     """A second factor's secret (a TOTP key) is read for the level it allows and never kept:
     the identity is made afresh on every read, and its level follows the credential."""
-    identity = await db.identities.create(
+    identity = await database.identities.create(
         Identity(
             schema_id="default",
             traits={"email": "a@example.com"},
@@ -254,14 +252,14 @@ async def test_no_identity_with_credentials_is_remembered(db: SqlDatabase) -> No
             },
         )
     )
-    first = await db.identities.get_for_session(identity.id, SECOND_FACTORS)
-    again = await db.identities.get_for_session(identity.id, SECOND_FACTORS)
+    first = await database.identities.get_for_session(identity.id, SECOND_FACTORS)
+    again = await database.identities.get_for_session(identity.id, SECOND_FACTORS)
     assert first is not None and again is not None and set(again.credentials) == {"totp"}
     assert again is not first
-    remembered = db.identities._decoded._values
+    remembered = database.identities._decoded._values
     assert "SECRET" not in json.dumps([repr(key) for key in remembered])
     assert not any(value.credentials for value in remembered.values())
     # The credential removed: read at once (the identity is remembered from here on).
-    await db.identities.update(replace(identity, credentials={}))
-    after = await db.identities.get_for_session(identity.id, SECOND_FACTORS)
+    await database.identities.update(replace(identity, credentials={}))
+    after = await database.identities.get_for_session(identity.id, SECOND_FACTORS)
     assert after is not None and after.credentials == {}

@@ -6,7 +6,7 @@ until the lease runs out and sent again then); a claim whose answer was lost is 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 import httpx
 import pytest
@@ -21,14 +21,6 @@ from sidecar.webhooks.outbox import (
 )
 from sidecar.webhooks.runner import PreparedCall
 from tests.outage import Outage
-
-
-@pytest.fixture
-async def database(dsn: str) -> AsyncIterator[SqlDatabase]:
-    db = SqlDatabase(dsn)
-    await db.migrate()
-    yield db
-    await db.close()
 
 
 class Receiver:
