@@ -49,17 +49,22 @@ def redis_target(request: pytest.FixtureRequest) -> str | None:
 
 
 @pytest.fixture
-async def sessions(redis_target: str | None, database: SqlDatabase, unique_prefix: str) -> AsyncIterator[Any]:
-    """The sessions in the SQL database, or in Redis."""
-    if redis_target is None:
-        yield database.sessions
-        return
-    backend = RedisBackend(redis_target, prefix=unique_prefix)
-    yield backend.sessions
+async def redis_backend(redis_url: str, unique_prefix: str) -> AsyncIterator[RedisBackend]:
+    """A Redis backend under a prefix of its own, its keys deleted after the test."""
+    backend = RedisBackend(redis_url, prefix=unique_prefix)
+    yield backend
     keys = [key async for key in backend.client.scan_iter(match=f"{unique_prefix}*")]
     if keys:
         await backend.client.delete(*keys)
     await backend.close()
+
+
+@pytest.fixture
+def sessions(redis_target: str | None, database: SqlDatabase, request: pytest.FixtureRequest) -> Any:
+    """The sessions in the SQL database, or in Redis."""
+    if redis_target is None:
+        return database.sessions
+    return request.getfixturevalue("redis_backend").sessions
 
 
 async def signed_in(
@@ -114,48 +119,38 @@ async def test_a_changed_session_is_read_as_changed(database: SqlDatabase, sessi
     assert got is not None and (got.aal, got.expires_at) == ("aal2", later.expires_at)
 
 
-async def test_a_redis_document_is_never_served_past_its_expiry(redis_url: str, unique_prefix: str) -> None:
+async def test_a_redis_document_is_never_served_past_its_expiry(
+    redis_backend: RedisBackend, unique_prefix: str
+) -> None:
     """The key outlives the document's expiry (TTLs are in milliseconds, clocks differ): the
     document read once, and remembered, is refused once its own expiry has passed."""
-    backend = RedisBackend(redis_url, prefix=unique_prefix)
-    try:
-        session = Session(identity_id=uuid.uuid4(), expires_at=utcnow() + timedelta(seconds=0.3))
-        token_digest = digest(new_session_token())
-        # Written by hand, without the store's PX: the keys stay.
-        await backend.client.set(
-            f"{unique_prefix}session:{session.id}", dumps_session(session, token_digest=token_digest)
-        )
-        await backend.client.set(f"{unique_prefix}session-token:{token_digest}", str(session.id))
-        assert await backend.sessions.get_by_token(token_digest) == session
-        await asyncio.sleep(max(0.0, (session.expires_at - datetime.now(UTC)).total_seconds()) + 0.05)
-        assert await backend.sessions.get_by_token(token_digest) is None
-        # A token key left pointing at another session's document never resolves either.
-        other = digest(new_session_token())
-        await backend.client.set(f"{unique_prefix}session-token:{other}", str(session.id))
-        assert await backend.sessions.get_by_token(other) is None
-    finally:
-        keys = [key async for key in backend.client.scan_iter(match=f"{unique_prefix}*")]
-        if keys:
-            await backend.client.delete(*keys)
-        await backend.close()
+    backend = redis_backend
+    session = Session(identity_id=uuid.uuid4(), expires_at=utcnow() + timedelta(seconds=0.3))
+    token_digest = digest(new_session_token())
+    # Written by hand, without the store's PX: the keys stay.
+    await backend.client.set(
+        f"{unique_prefix}session:{session.id}", dumps_session(session, token_digest=token_digest)
+    )
+    await backend.client.set(f"{unique_prefix}session-token:{token_digest}", str(session.id))
+    assert await backend.sessions.get_by_token(token_digest) == session
+    await asyncio.sleep(max(0.0, (session.expires_at - datetime.now(UTC)).total_seconds()) + 0.05)
+    assert await backend.sessions.get_by_token(token_digest) is None
+    # A token key left pointing at another session's document never resolves either.
+    other = digest(new_session_token())
+    await backend.client.set(f"{unique_prefix}session-token:{other}", str(session.id))
+    assert await backend.sessions.get_by_token(other) is None
 
 
 async def test_a_stale_token_pointer_never_resolves_after_the_document_was_read(
-    redis_url: str, unique_prefix: str
+    redis_backend: RedisBackend, unique_prefix: str
 ) -> None:
-    backend = RedisBackend(redis_url, prefix=unique_prefix)
-    try:
-        session = Session(identity_id=uuid.uuid4(), expires_at=utcnow() + timedelta(hours=1))
-        token_digest, stale = digest(new_session_token()), digest(new_session_token())
-        await backend.sessions.create(session, token_digest)
-        assert await backend.sessions.get_by_token(token_digest) == session  # remembered
-        await backend.client.set(f"{unique_prefix}session-token:{stale}", str(session.id))
-        assert await backend.sessions.get_by_token(stale) is None
-    finally:
-        keys = [key async for key in backend.client.scan_iter(match=f"{unique_prefix}*")]
-        if keys:
-            await backend.client.delete(*keys)
-        await backend.close()
+    backend = redis_backend
+    session = Session(identity_id=uuid.uuid4(), expires_at=utcnow() + timedelta(hours=1))
+    token_digest, stale = digest(new_session_token()), digest(new_session_token())
+    await backend.sessions.create(session, token_digest)
+    assert await backend.sessions.get_by_token(token_digest) == session  # remembered
+    await backend.client.set(f"{unique_prefix}session-token:{stale}", str(session.id))
+    assert await backend.sessions.get_by_token(stale) is None
 
 
 async def test_an_identity_deactivated_after_a_read_is_no_session(
