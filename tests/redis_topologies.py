@@ -30,6 +30,27 @@ def cli(port: int, *args: str, timeout: float = 10) -> str:
     return done.stdout
 
 
+def replicated(port: int, key: str, timeout_ms: int = 10000) -> None:
+    """Return once a replica of the master on ``port`` has every write that master took so far.
+
+    ``WAIT`` alone cannot say that from a connection of its own: it counts replicas that have the
+    calling connection's last write, and a connection that wrote nothing has none (it answers at
+    once). So write ``key`` (one the master owns: in a cluster, a key of its slots), then ``WAIT``:
+    the replication stream is ordered, so a replica with this write has every earlier one."""
+    done = subprocess.run(
+        [binary("redis-cli"), "-h", "127.0.0.1", "-p", str(port)],
+        input=f"SET {key} fence\nWAIT 1 {timeout_ms}\n",
+        capture_output=True,
+        text=True,
+        timeout=timeout_ms / 1000 + 10,
+        check=True,
+    )
+    answers = done.stdout.split()
+    assert answers[0] == "OK" and int(answers[-1]) >= 1, (
+        f"no replica acknowledged the writes: {done.stdout!r}"
+    )
+
+
 def _server(tmp: Path, port: int, *extra: str) -> Proc:
     root = tmp / f"redis-{port}"
     root.mkdir(exist_ok=True)

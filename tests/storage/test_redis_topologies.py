@@ -24,7 +24,7 @@ from sidecar.errors import ServiceUnavailable
 from sidecar.identity.model import Identity
 from sidecar.storage.redis.backend import RedisBackend, session_key_prefix
 from tests.conftest import make_config
-from tests.redis_topologies import Cluster, cli, redis_cluster, redis_sentinel
+from tests.redis_topologies import Cluster, cli, redis_cluster, redis_sentinel, replicated
 
 CHANNEL_SUFFIX = "sidecar:session-revocations"
 RECOVERY_BOUND = 30.0  # seconds from the kill until every request succeeds again (a busy CI box)
@@ -61,9 +61,12 @@ async def _services(redis: dict[str, Any], dsn: str) -> Services:
 
 
 async def _failover_under_traffic(
-    a: Services, b: Services, kill: Any, wait_promoted: Any
+    a: Services, b: Services, replicated: Any, kill: Any, wait_promoted: Any
 ) -> tuple[Counter[str], float]:
-    """Sessions issued on ``a``, resolved on both while ``kill()`` crashes a master."""
+    """Sessions issued on ``a``, resolved on both while ``kill()`` crashes a master, once
+    ``replicated()`` says a replica has every write so far (Redis replicates asynchronously: a
+    write the master took and no replica had yet is lost with it, by design; ``WAIT`` before the
+    crash makes "every session written before the crash survives" a promise Redis keeps)."""
     identity = uuid.uuid4()
     issued = [await a.sessions.issue(identity, "password") for _ in range(20)]
     outcomes: Counter[str] = Counter()
@@ -89,6 +92,7 @@ async def _failover_under_traffic(
 
     tasks = [asyncio.create_task(traffic(s)) for s in (a, b)]
     await asyncio.sleep(0.5)
+    await asyncio.to_thread(replicated)
     killed_at = time.monotonic()
     kill()
     await wait_promoted()
@@ -143,12 +147,12 @@ async def test_cluster_master_failover_mid_traffic(tmp_path: Path, sqlite_dsn: s
             assert await _revocation_reaches(a, b) < 1.0
             config = RedisConfig(url=cluster.url(), mode="cluster", key_prefix=prefix)
             sessions_master = cluster.master_of(f"{session_key_prefix(config)}x")
-            # Make sure the replica has every write before the crash (WAIT 1 replica).
-            cli(sessions_master, "WAIT", "1", "2000")
+            fence = f"{session_key_prefix(config)}fence"  # the sessions' hash tag: their master
 
             outcomes, recovered = await _failover_under_traffic(
                 a,
                 b,
+                lambda: replicated(sessions_master, fence),
                 lambda: cluster.kill(sessions_master),
                 lambda: asyncio.to_thread(cluster.wait_failover, sessions_master),
             )
@@ -182,14 +186,17 @@ async def test_sentinel_master_failover_mid_traffic(tmp_path: Path, sqlite_dsn: 
         a, b = await _services(redis, sqlite_dsn), await _services(redis, sqlite_dsn)
         try:
             assert await _revocation_reaches(a, b) < 1.0
-            cli(group.master.port, "WAIT", "1", "2000")
 
             def kill() -> None:
                 group.master.popen.kill()
                 group.master.popen.wait(5)
 
             outcomes, recovered = await _failover_under_traffic(
-                a, b, kill, lambda: asyncio.to_thread(group.wait_master, group.replica.port)
+                a,
+                b,
+                lambda: replicated(group.master.port, "sentinel-test:fence"),
+                kill,
+                lambda: asyncio.to_thread(group.wait_master, group.replica.port),
             )
             assert not [k for k in outcomes if k.startswith("error")], outcomes
             assert outcomes["missing"] == 0 and outcomes["ok"] > 50, outcomes
