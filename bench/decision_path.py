@@ -200,10 +200,9 @@ def hang_up(proto: Any) -> None:
     proto.connection_lost(ConnectionResetError())
 
 
-def connection(config: Any, public: Any, fast: bool) -> tuple[Any, Transport]:
-    """A connection of uvicorn's protocol as ``sidecar serve`` builds it, over ``Transport``."""
-    from uvicorn.server import ServerState
-
+def listener(config: Any, public: Any, fast: bool) -> Any:
+    """uvicorn's config of a listener as ``sidecar serve`` builds it (its protocol class: one per
+    listener, with the listener's memo of answers), for ``connection``."""
     from sidecar.app import fast_responders
     from sidecar.server import uvicorn_config
 
@@ -211,6 +210,16 @@ def connection(config: Any, public: Any, fast: bool) -> tuple[Any, Transport]:
     assert bool(responders) == fast
     uv = uvicorn_config(public, 8 * 1024, responders)
     uv.load()
+    return uv
+
+
+def connection(config: Any, public: Any, fast: bool, uv: Any = None) -> tuple[Any, Transport]:
+    """A connection of uvicorn's protocol as ``sidecar serve`` builds it, over ``Transport``; on the
+    listener ``uv`` (``listener``), else on a new one."""
+    from uvicorn.server import ServerState
+
+    if uv is None:
+        uv = listener(config, public, fast)
     proto = uv.http_protocol_class(config=uv, server_state=ServerState(), app_state={})  # type: ignore[call-arg]
     transport = Transport()
     proto.connection_made(transport)  # type: ignore[arg-type]  # a stand-in transport
@@ -246,7 +255,10 @@ async def protocol_miss_many_us(
     round a request on each of ``connections`` connections at once, the next round once all were
     answered. Concurrent misses of one token share the stores' reads (``SessionResolver``), so
     what each request costs besides is the larger part."""
-    sides = [connection(config, public, fast) for _ in range(connections)]
+    # One listener, as a server's: a protocol class of its own for each connection cost every
+    # request ~100k instructions of attribute lookups missing the type cache (50 classes).
+    uv = listener(config, public, fast)
+    sides = [connection(config, public, fast, uv) for _ in range(connections)]
     data = DECISION_BYTES % token.encode()
     loop = asyncio.get_running_loop()
     rounds = max(1, n // connections)
