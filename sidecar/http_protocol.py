@@ -103,9 +103,10 @@ the relay kept then replaces the other; one with two of either header is never r
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import urllib.parse
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 import httptools
@@ -117,12 +118,13 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
+from sidecar import waiting
 from sidecar.request_target import REASONS, log_refusal, target_problem
 
 log = logging.getLogger("sidecar")
 
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
-Later = Coroutine[Any, Any, Answer]
+Later = waiting.Later[Answer]
 Responder = Callable[[Any], Answer | Later | None]
 Relay = Callable[[Any, Any, bool], bool]
 # (method, version, target, peer, headers): the headers with the value of the first in
@@ -739,27 +741,42 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         memo[key] = RememberedRelay(relay, self._shape())
 
     def _answer_later(self, later: Later, scope: Any, keep_alive: bool) -> None:
-        """Run a responder's coroutine (module docstring, "Answers that need I/O") in a task, with
-        a stand-in for uvicorn's cycle meanwhile: a request pipelined behind it waits its turn."""
+        """Make a responder's ``Later`` once its I/O has settled (module docstring, "Answers that
+        need I/O"), with a stand-in for uvicorn's cycle meanwhile: a request pipelined behind it
+        waits its turn."""
         cycle = LaterCycle(keep_alive)
         self.cycle = cycle  # type: ignore[assignment]
-        task = self.loop.create_task(self._later(later, scope, cycle))
-        # As uvicorn's tasks: a graceful shutdown waits for it.
+        shared = later.shared
+        # As uvicorn's tasks: a graceful shutdown waits for the I/O (and cancels it when out of time).
+        task = shared.task
         tasks = self.tasks
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        if task is not None and task not in tasks:
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        shared.subscribe(functools.partial(self._later, later, scope, cycle))
 
-    async def _later(self, later: Later, scope: Any, cycle: LaterCycle) -> None:
+    def _later(self, later: Later, scope: Any, cycle: LaterCycle) -> None:
         """What ``RequestResponseCycle.run_asgi`` and ``send`` do for an app that sends ``later``'s
-        answer in one body message: a 500 (logged as uvicorn logs it) when it raises, a wait for
-        the client to drain its side before writing, nothing written once it has gone."""
+        answer in one body message: a 500 (logged as uvicorn logs it) when making it raises, a wait
+        for the client to drain its side before writing, nothing written once it has gone."""
         try:
-            answer = await later
+            answer = later.make()
         except BaseException as exc:  # as run_asgi: even a cancellation gets its 500
             self.logger.error("Exception in ASGI application\n", exc_info=exc)
             answer = SERVER_ERROR
         if self.flow.write_paused and not cycle.disconnected:
-            await self.flow.drain()
+            task = self.loop.create_task(self._drained(answer, scope, cycle))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+            return
+        self._after_drain(answer, scope, cycle)
+
+    async def _drained(self, answer: Answer, scope: Any, cycle: LaterCycle) -> None:
+        """``_later``'s write once the client has drained its side."""
+        await self.flow.drain()
+        self._after_drain(answer, scope, cycle)
+
+    def _after_drain(self, answer: Answer, scope: Any, cycle: LaterCycle) -> None:
         # Gone: ``connection_lost`` tells only the current cycle, which may be a request pipelined
         # behind this one; a closing transport says it for every cycle.
         if cycle.disconnected or self.transport.is_closing():

@@ -10,10 +10,11 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
+from sidecar import waiting
 from sidecar.config.model import LogConfig
 
 if TYPE_CHECKING:
@@ -131,8 +132,8 @@ def configure_logging(config: LogConfig) -> None:
 UNTRACED = ("health", "metrics")
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 """(status, headers, body) of a response made without ASGI (``sidecar.proxy.responses.Answer``)."""
-Later = Coroutine[Any, Any, Answer]
-"""An ``Answer`` that needs I/O first (``AccessLog.answering``)."""
+Later = waiting.Later[Answer]
+"""An ``Answer`` that needs I/O first (``AccessLog.answering``; ``sidecar.waiting``)."""
 REQUEST_ID_HEADER = b"x-request-id"
 _REQUEST_ID_OK = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
 _NAME = operator.itemgetter(0)  # a header's name
@@ -357,11 +358,11 @@ class AccessLog:
         None at once, without making and undoing a request id (every proxied request asks the
         responders first: that cost it ~4 % of its instructions).
 
-        ``inner`` may answer a coroutine instead (an answer that needs I/O: ``sidecar.http_protocol``
-        awaits it and writes what it gives): then so does this, one that awaits ``inner``'s and
-        adds what ``__call__`` adds: the request id on the response, the line and
-        ``Metrics.request`` once it has the answer (status 500 when it raises, as ``__call__``
-        logs an app that raised before its response; the exception goes on)."""
+        ``inner`` may answer a ``Later`` instead (an answer that needs I/O, ``sidecar.waiting``:
+        ``sidecar.http_protocol`` makes it once its I/O has settled and writes it): then so does
+        this, one whose ``make`` makes ``inner``'s and adds what ``__call__`` adds: the request id
+        on the response, the line and ``Metrics.request`` (status 500 when it raises, as
+        ``__call__`` logs an app that raised before its response; the exception goes on)."""
 
         def answer(scope: Any) -> Answer | Later | None:
             if self.tracing is not None or scope["type"] != "http" or "sidecar.request_id" in scope:
@@ -406,18 +407,23 @@ class AccessLog:
 
         return answer
 
-    async def _later(self, later: Later, scope: Any, started: float, request_id: str) -> Answer:
-        """``answering``'s coroutine around ``inner``'s (its docstring)."""
-        status = 500
-        size = 0
-        try:
-            status, out, body = await later
-            size = len(body)
-            if REQUEST_ID_HEADER not in map(bytes.lower, map(_NAME, out)):  # (in C, no loop here)
-                out = [*out, (REQUEST_ID_HEADER, request_id.encode())]
-            return status, out, body
-        finally:
-            self._finish(scope, status, size, time.perf_counter() - started, request_id)
+    def _later(self, later: Later, scope: Any, started: float, request_id: str) -> Later:
+        """``answering``'s ``Later`` around ``inner``'s (its docstring)."""
+        inner = later.make
+
+        def make() -> Answer:
+            status = 500
+            size = 0
+            try:
+                status, out, body = inner()
+                size = len(body)
+                if REQUEST_ID_HEADER not in map(bytes.lower, map(_NAME, out)):  # (in C, no loop here)
+                    out = [*out, (REQUEST_ID_HEADER, request_id.encode())]
+                return status, out, body
+            finally:
+                self._finish(scope, status, size, time.perf_counter() - started, request_id)
+
+        return waiting.wrapped(later, make)
 
     def _replaying(
         self, inner: Callable[[], bool], scope: Any, status: int, size: int

@@ -13,7 +13,7 @@ from collections.abc import Callable, Coroutine, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from sidecar import errors
+from sidecar import errors, waiting
 from sidecar.config.model import Config
 from sidecar.metrics import Metrics
 from sidecar.proxy.headers import parse_cookie
@@ -169,7 +169,7 @@ Noted = tuple[Outcome, RuleSet, Rule | None, str | None, ResolvedSession | None]
 cache was read, what it held."""
 Checked = Noted
 """What ``Access.check_noted`` hands back for ``Access.replay_of``."""
-Later = Coroutine[Any, Any, Outcome]
+Later = waiting.Later[Outcome]
 """``check``'s outcome, once the session store has answered (``Access.check_cached`` with ``later``)."""
 
 
@@ -339,7 +339,7 @@ class Access:
         self._record(outcome, path, started, scope)
         return outcome, ruleset, rule, key, session
 
-    async def _later(
+    def _later(
         self,
         ruleset: RuleSet,
         rule: Rule,
@@ -348,14 +348,25 @@ class Access:
         path: str,
         started: float,
         scope: MutableMapping[str, Any] | None,
-    ) -> Outcome:
+    ) -> Later:
         """``check``'s outcome and records for a request ``_checked`` matched and found missing
         from the session cache: the rule it matched (counted now, as ``check`` counts it), the
-        session from the store by the digest it made."""
+        session from the store's load of the digest it made (``SessionResolver.loading``, shared
+        with the other misses of that token), judged once that load has settled."""
         ruleset.hits[rule.position] += 1
-        outcome = await self._resolved(rule, api, self.resolver.resolve_digest(key))
-        self._record(outcome, path, started, scope)
-        return outcome
+        load = self.resolver.loading(key)
+
+        def judged() -> Outcome:
+            try:
+                session = load.result()
+            except errors.ServiceUnavailable:
+                outcome = self._unavailable(rule, api)
+            else:
+                outcome = self._judged(rule, api, session)
+            self._record(outcome, path, started, scope)
+            return outcome
+
+        return waiting.later(load, judged)
 
     def _replay(
         self,
@@ -430,14 +441,17 @@ class Access:
         try:
             session = await resolving
         except errors.ServiceUnavailable:
-            req = rule.require
-            if req.level == "optional" and not req.has_conditions:
-                # Anonymous access is what this rule grants anyway; serving it grants nothing more.
-                return Outcome(
-                    Verdict.ALLOW, rule, None, api, "session store unavailable; served anonymously"
-                )
-            return Outcome(Verdict.UNAVAILABLE, rule, None, api, "session store unavailable")
+            return self._unavailable(rule, api)
         return self._judged(rule, api, session)
+
+    @staticmethod
+    def _unavailable(rule: Rule, api: bool) -> Outcome:
+        """The outcome when the session store is down: fail closed."""
+        req = rule.require
+        if req.level == "optional" and not req.has_conditions:
+            # Anonymous access is what this rule grants anyway; serving it grants nothing more.
+            return Outcome(Verdict.ALLOW, rule, None, api, "session store unavailable; served anonymously")
+        return Outcome(Verdict.UNAVAILABLE, rule, None, api, "session store unavailable")
 
     # The steps of the judgement, shared by ``check`` and ``check_cached``: they differ only in
     # where the session comes from (the resolver, or its in-process cache alone).

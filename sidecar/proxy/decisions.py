@@ -9,14 +9,14 @@ when the TCP peer is in ``serve.public.trusted_proxies``. Also serves the upstre
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 from urllib.parse import urlsplit
 
 from starlette.types import Scope, Send
 
-from sidecar import errors
+from sidecar import errors, waiting
 from sidecar.proxy.access import Access, Outcome, RequestFacts
 from sidecar.proxy.deny import Denials
 from sidecar.proxy.identity_headers import IdentityHeaders
@@ -27,9 +27,9 @@ from sidecar.rules.model import normalise_host
 from sidecar.security.trusted_proxies import TrustedProxies
 
 Headers = list[tuple[bytes, bytes]]
-Later = Coroutine[Any, Any, Answer]
-"""An answer that needs the session store: awaited, it is ``handle``'s answer, with ``handle``'s
-records (``DecisionEndpoints.answer_cached`` with ``later``)."""
+Later = waiting.Later[Answer]
+"""An answer that needs the session store: made once its load has settled, it is ``handle``'s
+answer, with ``handle``'s records (``DecisionEndpoints.answer_cached`` with ``later``)."""
 
 
 @dataclass(slots=True)
@@ -271,8 +271,9 @@ class DecisionEndpoints:
     def answer_cached(self, sub: bytes, scope: Scope, later: bool = False) -> Answer | Later | None:
         """``handle``'s answer when it needs no I/O (the session cached, or none needed); None for
         a path not ours or an answer that needs the session store. Records what ``handle`` does.
-        With ``later``, an answer that needs the session store is a coroutine instead of None:
-        awaited, it is ``handle``'s answer to the request, with ``handle``'s records (the request
+        With ``later``, an answer that needs the session store is a ``Later`` instead of None
+        (``sidecar.waiting``): made once the session's load has settled, it is ``handle``'s answer
+        to the request, with ``handle``'s records (the request
         read once, here, as ``handle`` reads it; matched once, the token digested once), for the
         HTTP protocol to write without ASGI (``sidecar.http_protocol``).
         A judged answer is a function of the request's method, target and headers (bar
@@ -322,11 +323,12 @@ class DecisionEndpoints:
             return self._jwks()
         return None
 
-    async def _later(self, asked: Asked, judging: Coroutine[Any, Any, Outcome]) -> Answer:
+    def _later(self, asked: Asked, judging: waiting.Later[Outcome]) -> Later:
         """``handle``'s answer for a request ``answer_cached`` read, once ``Access`` has judged it
         with the session from the store (``Access.check_cached`` with ``later``: ``check``'s
         records)."""
-        return self.answer(asked, await judging)
+        judged = judging.make
+        return waiting.wrapped(judging, lambda: self.answer(asked, judged()))
 
     def _same(self, same_rule: Callable[[str], bool]) -> Callable[[bytes], str | None]:
         """``answer_cached``'s ``same`` for a judged request: the original URI read as the

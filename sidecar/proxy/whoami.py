@@ -10,13 +10,12 @@ protocol's synchronous answers (``sidecar.http_protocol``).
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import parse_qsl
 
 from starlette.types import Scope, Send
 
-from sidecar import errors
+from sidecar import errors, waiting
 from sidecar.proxy.headers import parse_cookie
 from sidecar.proxy.responses import JSON, NO_STORE, Answer, error_response, response, send_answer
 from sidecar.session.whoami import Whoami, WhoamiAnswer
@@ -75,29 +74,33 @@ class WhoamiEndpoint:
 
     def answer_cached(
         self, sub: bytes, scope: Scope, later: bool = False
-    ) -> Answer | Coroutine[Any, Any, Answer] | None:
+    ) -> Answer | waiting.Later[Answer] | None:
         """``handle``'s answer when it needs no I/O (the session cached, or no token); None for a
         request ``handle`` would pass on or one that needs the session store. With ``later``, one
-        that needs the session store is a coroutine instead: awaited, ``handle``'s answer, for the
-        HTTP protocol to write without ASGI (``sidecar.http_protocol``)."""
+        that needs the session store is a ``Later`` instead (``sidecar.waiting``): made once the
+        session's load has settled, ``handle``'s answer, for the HTTP protocol to write without
+        ASGI (``sidecar.http_protocol``)."""
         token = self._asked(sub, scope)
         if token is False:
             return None
         try:
-            answer: WhoamiAnswer | errors.SidecarError | None = self.whoami.answer_cached(token)
+            answer = self.whoami.answer_cached(token, later)
         except errors.SidecarError as exc:
-            answer = exc
-        if answer is not None:
+            return self._render(exc, scope)
+        if answer is None:
+            return None
+        if isinstance(answer, WhoamiAnswer):
             return self._render(answer, scope)
-        return self._later(token, scope) if later else None
+        made = answer.make
 
-    async def _later(self, token: str | None, scope: Scope) -> Answer:
-        """``handle``'s answer for a request ``answer_cached`` read."""
-        try:
-            answer: WhoamiAnswer | errors.SidecarError = await self.whoami.answer(token)
-        except errors.SidecarError as exc:
-            answer = exc
-        return self._render(answer, scope)
+        def make() -> Answer:
+            try:
+                found: WhoamiAnswer | errors.SidecarError = made()
+            except errors.SidecarError as exc:
+                found = exc
+            return self._render(found, scope)
+
+        return waiting.wrapped(answer, make)
 
     def _asked(self, sub: bytes, scope: Scope) -> str | Literal[False] | None:
         """The presented token (None: none) when this endpoint serves the request, else False."""

@@ -44,6 +44,7 @@ from sidecar.session.model import Session
 from sidecar.session.store import SessionStore
 from sidecar.slotted import builder
 from sidecar.tracing import Tracing
+from sidecar.waiting import Shared
 
 log = logging.getLogger("sidecar.session")
 
@@ -194,18 +195,18 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _pass_on(waiter: asyncio.Future[Any], done: asyncio.Future[Any]) -> None:
-    """``done``'s outcome to ``waiter``, unless the waiter was cancelled meanwhile."""
+def _pass_on(waiter: asyncio.Future[Any], load: Shared[Any]) -> None:
+    """``load``'s outcome to ``waiter``, unless the waiter was cancelled meanwhile."""
     if waiter.done():
         return
-    if done.cancelled():
+    try:
+        value = load.result()
+    except asyncio.CancelledError:
         waiter.cancel()
-        return
-    exc = done.exception()
-    if exc is not None:
+    except BaseException as exc:
         waiter.set_exception(exc)
     else:
-        waiter.set_result(done.result())
+        waiter.set_result(value)
 
 
 def _keep(kept: dict[Any, Any], key: Any, value: Any, size: int) -> None:
@@ -271,7 +272,8 @@ class SessionResolver:
         # identity -> the key of its one cached session, or a set of keys when it has more (a set
         # for each would be 216 bytes of every entry's ~3 kB: most identities have one session).
         self._by_identity: dict[uuid.UUID, str | set[str]] = {}
-        self._inflight: dict[str, asyncio.Future[ResolvedSession | None]] = {}
+        # The loads in flight, by digest: the misses of one token while it loads wait for that one.
+        self._inflight: dict[str, Shared[ResolvedSession]] = {}
         self._listeners: set[Callable[[], None]] = set()
         # Identities are cached apart from sessions (same TTL unless told otherwise), so a
         # session-cache miss costs one session-store round trip, not a SQL query as well. What is
@@ -390,36 +392,47 @@ class SessionResolver:
         found, value = self._hit(key)
         if found:
             return value
+        load = self.loading(key)
+        # A future of its own, so a caller cancelled (its client gone) never cancels the load the
+        # others wait for: ``asyncio.shield``'s guarantee without its per-call machinery.
+        waiter: asyncio.Future[ResolvedSession | None] = asyncio.get_running_loop().create_future()
+        load.subscribe(functools.partial(_pass_on, waiter, load))
+        return await waiter
+
+    def loading(self, key: str) -> Shared[ResolvedSession]:
+        """The store's load of the token whose digest is ``key``, for a caller that found it missing
+        from the cache (``cached_digest``): counted as ``resolve`` counts a miss, and shared: the
+        load in flight for that token when there is one (concurrent misses of one token make one
+        store round trip), else a new one, in a task of its own. It settles with the session (None:
+        no valid one) or the store's error (``ServiceUnavailable`` on an outage), and is cached
+        then unless an invalidation came meanwhile (a load that raced a revocation is given to
+        those who asked before it, never cached, and never joined by a request after it:
+        ``_notify``)."""
         self._drop(key)  # expired (or absent: then nothing to drop)
         if self.on_lookup is not None:
             self.on_lookup(False)
-        pending = self._inflight.get(key)
-        if pending is not None:
-            # Concurrent misses for one token share a single store round trip. Each waits on a future
-            # of its own, so a waiter cancelled (its client gone) never cancels the load the others
-            # wait for: ``asyncio.shield``'s guarantee without its per-call machinery (9.8 -> 5.7 µs
-            # per waiter with its task, timeit; under wrk's 50 connections on one token, all but one
-            # of the misses wait here).
-            waiter: asyncio.Future[ResolvedSession | None] = asyncio.get_running_loop().create_future()
-            pending.add_done_callback(functools.partial(_pass_on, waiter))
-            return await waiter
-        future: asyncio.Future[ResolvedSession | None] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        epoch = self._epoch
+        load = self._inflight.get(key)
+        if load is None:
+            load = self._inflight[key] = Shared()
+            load.task = asyncio.get_running_loop().create_task(self._fill(key, load, self._epoch))
+        return load
+
+    async def _fill(self, key: str, load: Shared[ResolvedSession], epoch: int) -> None:
+        """``loading``'s task: the load, cached, then settled (its waiters answered)."""
         try:
             value = await self._load(key)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: waiters re-raise it, nobody else must log it
-            raise
-        else:
-            future.set_result(value)
-            if epoch == self._epoch and self.ttl > 0:
-                self._store(key, value)
-            return value
-        finally:
-            if self._inflight.get(key) is future:
+        except BaseException as exc:  # (a cancellation too: the waiters get it, then it goes on)
+            if self._inflight.get(key) is load:
                 del self._inflight[key]
+            load.settle(error=exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        if epoch == self._epoch and self.ttl > 0:
+            self._store(key, value)
+        if self._inflight.get(key) is load:
+            del self._inflight[key]
+        load.settle(value)
 
     async def _load(self, key: str, *, fresh: bool = False) -> ResolvedSession | None:
         """``fresh``: the identity from the store too, not from its cache (a refresh: the entry's

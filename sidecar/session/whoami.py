@@ -20,8 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sidecar import errors
+from sidecar import errors, waiting
 from sidecar.identity.model import Identity
+from sidecar.security.tokens import digest
 from sidecar.session.aal import step_up_url
 from sidecar.session.model import Session
 from sidecar.session.resolver import ResolvedSession, SessionResolver
@@ -80,11 +81,23 @@ class Whoami:
         """Kratos' whoami: the session, or ``SessionInactive`` / ``AAL2Required``."""
         return self._answer(*await self._resolve(token))
 
-    def answer_cached(self, token: str | None) -> WhoamiAnswer | None:
+    def answer_cached(
+        self, token: str | None, later: bool = False
+    ) -> WhoamiAnswer | waiting.Later[WhoamiAnswer] | None:
         """``answer`` without I/O: the same answer or error when the resolver's in-process cache
-        holds the token (or none is needed), None when only the session store can tell."""
-        found, resolved = self._resolver.cached(_checked(token))
-        return self._answer(*_active(resolved)) if found else None
+        holds the token (or none is needed), None when only the session store can tell; with
+        ``later``, a ``Later`` then instead (``sidecar.waiting``), whose ``make`` gives ``answer``'s
+        answer or raises its error once the store's load of the session has settled
+        (``SessionResolver.loading``)."""
+        key = digest(_checked(token))
+        resolver = self._resolver
+        found, resolved = resolver.cached_digest(key)
+        if found:
+            return self._answer(*_active(resolved))
+        if not later:
+            return None
+        load = resolver.loading(key)
+        return waiting.later(load, lambda: self._answer(*_active(load.result())))
 
     def _answer(self, resolved: ResolvedSession, session: Session, identity: Identity) -> WhoamiAnswer:
         # Kratos' DoesSessionSatisfy: highest_available wants the top level the credentials allow.

@@ -12,6 +12,7 @@ from sidecar.logs import AccessLog, public_route_classifier
 from sidecar.metrics import Metrics
 from sidecar.proxy.access import Access, Outcome
 from sidecar.rules.decision import Verdict
+from sidecar.waiting import Shared, later
 from tests.conftest import make_config
 
 
@@ -85,11 +86,12 @@ async def test_an_answer_with_its_own_request_id_in_any_case_gets_no_second_one(
     assert headers[-1] == (b"x-request-id", scope["sidecar.request_id"].encode())
     # An answer that needed I/O first (``AccessLog._later``): the same.
     for own in (b"x-request-id", b"X-Request-ID"):
+        shared: Shared[None] = Shared()
 
-        async def later(own: bytes = own) -> Any:
-            return 200, [(b"a", b"1"), (own, b"theirs")], b""
+        def waiting(scope: Any, own: bytes = own) -> Any:
+            return later(shared, partial(_own_id, own, scope))
 
-        answer = log.answering(lambda scope: later())
+        answer = log.answering(waiting)
         scope = {"type": "http", "method": "GET", "path": "/x", "headers": [], "client": None}
-        _, headers, _ = await cast(Any, answer(scope))
+        _, headers, _ = cast(Any, answer(scope)).make()
         assert [n for n, _ in headers].count(own) == 1 and len(headers) == 2
