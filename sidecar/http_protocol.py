@@ -44,19 +44,22 @@ keep-alive timer). These are uvicorn internals: pyproject pins uvicorn's minor v
 tests/proxy/test_fast_path.py fails loudly if the ones used here change. A responder that raises
 is a bug: logged, and the request goes down the ASGI path.
 
-**Answers that need I/O.** A responder may answer a coroutine instead of the tuple (whoami and the
-decisions on a session-cache miss: ``Gateway.answer_later``): awaited, it gives the tuple, with
-everything the ASGI path around the app records for that request (``AccessLog.answering``). The
-protocol runs it in a task of its own and puts a stand-in for uvicorn's cycle in place meanwhile
-(``LaterCycle``), so the connection behaves as with an ASGI task in flight: a request pipelined
-behind it is queued by uvicorn and started once the answer is written, ``shutdown`` turns
-keep-alive off, a graceful shutdown waits for the task. Then it does what uvicorn's cycle does
-for an app sending that answer in one message: a coroutine that raises gets uvicorn's 500 (and its
-log record); with the client's side paused for writing, the write waits for the drain; nothing is
-written to a client that went away; the answer is written as ``_write`` writes it (not
-remembered). That spares a cache miss uvicorn's ASGI machinery (the cycle, its ``receive`` and
-``send`` and their messages, the access log's ``send`` wrapper), the gateway's dispatch and a
-second parse of the request: what is left is the store's reads.
+**Answers that need I/O.** A responder may answer a ``Later`` instead of the tuple (``sidecar.waiting``:
+whoami and the decisions on a session-cache miss, ``Gateway.answer_later``): its ``make()``, called
+once the I/O it waits for (``later.shared``, the session's load, shared by every request of that
+token meanwhile) has settled, gives the tuple, with everything the ASGI path around the app
+records for that request (``AccessLog.answering``). The protocol subscribes to it and puts a
+stand-in for uvicorn's cycle in place meanwhile (``LaterCycle``), so the connection behaves as with
+an ASGI task in flight: a request pipelined behind it is queued by uvicorn and started once the
+answer is written, ``shutdown`` turns keep-alive off, a graceful shutdown waits for the load's task
+(in uvicorn's tasks; cancelled when out of time, it gives the waiting requests their 500). Then it
+does what uvicorn's cycle does for an app sending that answer in one message: a ``make`` that
+raises gets uvicorn's 500 (and its log record); with the client's side paused for writing, the
+write waits for the drain; nothing is written to a client that went away; the answer is written
+as ``_write`` writes it (not remembered). That spares a cache miss uvicorn's ASGI machinery (the
+cycle, its ``receive`` and ``send`` and their messages, the access log's ``send`` wrapper), the
+gateway's dispatch, a second parse of the request, and a task with its chain of coroutines per
+request: what is left is the store's reads, once per token in flight.
 
 **Remembered answers.** When ``scope["sidecar.remember"]`` is set (the request was answered once
 before), a responder's answer may come with ``scope["sidecar.replay"]``: a callable

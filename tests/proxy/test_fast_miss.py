@@ -370,6 +370,55 @@ async def test_a_client_gone_while_the_store_reads_is_written_nothing(
     assert fast[0] == b"" and len(fast[2]) == 1 and fast[2][0]["status"] == 200 and fast[4] == 0
 
 
+async def many_held(stack: Stack, side: Side, gate: Gate, requests: list[bytes]) -> Any:
+    """Each of ``requests`` on a connection of its own, all while the store's read is held, then
+    the read goes on: (each connection's raw answer and whether it was closed, the lines, the
+    metrics delta, the store's reads)."""
+    gate.close()
+    before = await stack.metrics()
+    del stack.lines[:]
+    sides = [connect(side) for _ in requests]
+    for (proto, _), request in zip(sides, requests, strict=True):
+        proto.data_received(request)
+    for _ in range(200):
+        if gate.waiting:
+            break
+        await asyncio.sleep(0.005)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    reads = gate.waiting
+    gate.open()
+    await side.settle()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    out = [(normalised(bytes(t.out)), t.closed) for _, t in sides]
+    for _, transport in sides:
+        transport.close()
+    await asyncio.sleep(0)
+    after = await stack.metrics()
+    delta = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+    return out, sorted(log_entries(stack.lines), key=repr), delta, reads
+
+
+async def test_the_misses_of_one_token_wait_for_one_load_and_are_answered_as_on_the_asgi_path(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twelve connections asking with one token while its session loads: one store read (a load
+    in flight is shared), and every answer, line and counter the ASGI path's, none through ASGI."""
+    token = stack.token
+    requests = [nginx(token, f"/private/{i % 3}") for i in range(8)]
+    requests += [whoami(token), whoami(token), nginx(token, "/deny/x"), nginx(token, "/optional/x")]
+    gate = Gate(monkeypatch, stack.services.resolver.sessions)
+    asgi = await many_held(stack, stack.asgi, gate, requests)
+    calls = stack.fast.counting.calls
+    fast = await many_held(stack, stack.fast, gate, requests)
+    assert stack.fast.counting.calls == calls, "answered in the protocol"
+    assert fast == asgi
+    assert fast[3] == 1, "one store read for all"
+    statuses = [raw.split(b"\r\n", 1)[0] for raw, _ in fast[0]]
+    assert statuses == [b"HTTP/1.1 200 OK"] * 10 + [b"HTTP/1.1 403 Forbidden", b"HTTP/1.1 200 OK"]
+
+
 async def test_a_client_not_reading_is_written_once_it_drains(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -155,6 +155,49 @@ async def test_the_misses_sharing_a_lookup_share_its_outage(db: Any) -> None:
     assert store.calls == 1
 
 
+async def test_a_miss_after_a_revocation_never_joins_the_load_that_raced_it(db: Any) -> None:
+    """A load in flight when the session is revoked may have read it before: those who asked before
+    get what it read (they were concurrent with the revocation), it is not cached, and a request
+    after the revocation waits for a load of its own, which finds no session. Fails when an
+    invalidation leaves the load in flight to be joined (``_notify`` not clearing ``_inflight``)."""
+    _, session, token = await signed_in(db)
+    store = HeldStore(db.sessions)
+    resolver = SessionResolver(store, db.identities, ttl=timedelta(seconds=5))  # type: ignore[arg-type]
+    before = asyncio.ensure_future(resolver.resolve(token))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert store.calls == 1
+    # The read in flight has the session (as a store read a moment before the revocation would).
+    raced = await db.sessions.get_by_token(digest(token))
+    store.inner = RacedStore(db.sessions, raced)
+    assert await db.sessions.revoke(session.id)
+    resolver.invalidate_session(session.id)
+    after = asyncio.ensure_future(resolver.resolve(token))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    store.release.set()
+    found = await before
+    assert found is not None and found.session_id == session.id
+    store.inner = db.sessions
+    assert await after is None and store.calls == 2
+    assert await resolver.resolve(token) is None  # the raced load was not cached
+
+
+class RacedStore:
+    """A store that still gives the session it had (read before a revocation), once."""
+
+    def __init__(self, inner: Any, raced: Session | None) -> None:
+        self.inner = inner
+        self.raced = raced
+
+    async def get_by_token(self, token_digest: str) -> Session | None:
+        raced, self.raced = self.raced, None
+        if raced is not None:
+            return raced
+        result: Session | None = await self.inner.get_by_token(token_digest)
+        return result
+
+
 async def test_revoked_expired_and_inactive_identity_are_no_session(db: Any) -> None:
     _, session, token = await signed_in(db)
     resolver = SessionResolver(db.sessions, db.identities, ttl=timedelta(seconds=5))
