@@ -287,6 +287,8 @@ class SessionResolver:
         # level its credentials allow) is worked out once per content, not once per miss (issue
         # 15). Only identities without credentials; invalidations drop it; bounded as the cache.
         self._people: dict[uuid.UUID, ResolvedIdentity] = {}
+        # By digest: what the last load of the token made, and of which identity part (``_load``).
+        self._made: dict[str, tuple[ResolvedIdentity, ResolvedSession]] = {}
         # Bumped by every invalidation: a load that raced a revocation is returned but not cached.
         self._epoch = 0
         self._refreshes: set[asyncio.Task[None]] = set()
@@ -450,7 +452,19 @@ class SessionResolver:
             raise errors.ServiceUnavailable("the session store is unavailable") from exc
         if person is None:
             return None
-        return resolved_from(session, person, slug)
+        # The value the last load of this token made, when made of the very objects this one read
+        # (the stores give the same object for a record read again unchanged: ``sidecar.storage.
+        # decoded``; the identity's part is kept by identity): it is a pure function of them, and
+        # being the same object it vouches, as a cache entry does, for the answers remembered
+        # from it (``Access`` replays; issue 15). A record changed in any way is another object.
+        kept = self._made.get(key)
+        if kept is not None and kept[0] is person:
+            value = kept[1]
+            if value.session is session and value.organization_slug == slug:
+                return value
+        value = resolved_from(session, person, slug)
+        _keep(self._made, key, (person, value), self.max_entries)
+        return value
 
     async def _slug(self, organization_id: uuid.UUID | None) -> str | None:
         if organization_id is None or self._organizations is None:
@@ -536,6 +550,7 @@ class SessionResolver:
     def _notify(self) -> None:
         self._epoch += 1
         self._inflight.clear()
+        self._made.clear()
         for listener in list(self._listeners):
             listener()
 

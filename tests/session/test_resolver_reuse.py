@@ -146,3 +146,27 @@ async def test_what_is_kept_is_bounded(database: SqlDatabase) -> None:
     for token in tokens:
         assert await resolver.resolve(token) is not None
     assert len(resolver._people) <= 2
+
+
+async def test_a_load_of_the_same_records_gives_the_very_value_of_the_last(database: SqlDatabase) -> None:
+    """What a remembered answer made from a load is vouched by (``sidecar.http_protocol``'s
+    ``RememberedLater``): the same session and identity read again give the very value the last
+    load gave; a changed session, a changed identity or any invalidation gives another. Fails when
+    the value is made afresh every load, or reused whatever was read."""
+    identity, session, token = await signed_in(database)
+    resolver = no_cache(database)
+    first = await resolver.resolve(token)
+    again = await resolver.resolve(token)
+    assert first is not None and again == first
+    read = [await database.sessions.get_by_token(digest(token)) for _ in range(2)]
+    if reused_here(database) and read[0] is read[1]:  # (both stores give the objects they gave)
+        assert again is first
+    await database.sessions.update(replace(session, expires_at=session.expires_at + timedelta(minutes=5)))
+    extended = await resolver.resolve(token)
+    assert extended is not None and extended is not first and extended.expires_at > first.expires_at
+    await database.identities.update(replace(identity, traits={"email": "b@example.com"}))
+    changed = await resolver.resolve(token)
+    assert changed is not None and changed is not extended and changed.email == "b@example.com"
+    resolver.invalidate_session(session.id)
+    after = await resolver.resolve(token)
+    assert after is not None and after is not changed and after == changed
