@@ -72,6 +72,18 @@ in the listener's ``memo`` (``Memo``); the same request again is answered from t
 no responder, no header encoding or checks (they were checked once). A kept-alive answer only,
 with no default headers (``server_header``/``date_header`` off, as ``sidecar serve`` runs uvicorn).
 
+**Remembered answers of a load.** An answer that needed I/O (a ``Later``) may leave, once made,
+``scope["sidecar.replay_later"]``: ``again(x_request_id)``, None when the same request must take
+the full path (nothing recorded), else a ``Later`` of the I/O the same request needs again (the
+session cache off, every request loads the session: ``SessionResolver.loading``, shared by the
+requests of that token meanwhile), whose ``make()`` is the request id of the same answer (the
+load gave the very session value the answer was made from; the request's records made), or
+another answer, with its records (the load gave another). The protocol keeps it in the memo as
+it keeps ``replay`` (the second time; ``RememberedLater``, under the key the request had), and
+answers the same request again from it: no scope, no responder, the remembered bytes written
+with the new id once the load has settled, behind a ``LaterCycle`` as above; another answer is
+written as ``_write`` writes it, and the entry forgotten.
+
 **Answers remembered across one header's values.** With the replay, a responder may put
 ``scope["sidecar.vary"] = (name, same)``, ``name`` one of ``VARIABLE``: the same answer is given to
 the same request with another value of that header (its first; the request has it) when
@@ -128,6 +140,8 @@ log = logging.getLogger("sidecar")
 
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 Later = waiting.Later[Answer]
+Later2 = waiting.Later["str | Answer"]
+"""A remembered answer's ``Later`` (``RememberedLater``): its request id again, or another answer."""
 Responder = Callable[[Any], Answer | Later | None]
 Relay = Callable[[Any, Any, bool], bool]
 # (method, version, target, peer, headers): the headers with the value of the first in
@@ -138,7 +152,7 @@ VARIABLE = frozenset({b"x-original-uri", b"x-forwarded-uri"})
 endpoints' original URI)."""
 
 
-class Memo(dict[MemoKey, "Remembered | RememberedRelay"]):
+class Memo(dict[MemoKey, "Remembered | RememberedRelay | RememberedLater"]):
     """The remembered answers of one listener, by request; emptied when it reaches ``LIMIT``
     entries, so clients choosing their headers cannot grow it without bound.
 
@@ -184,6 +198,25 @@ class RememberedRelay:
         self.shape = shape
 
 
+class RememberedLater:
+    """An answer made from a load of the session store, as written, split around its request id:
+    ``again(x_request_id)`` (``sidecar.logs.AccessLog._replaying_later``) is None when the same
+    request must take the full path, else a ``Later`` of a new load whose ``make()`` is the request
+    id of this answer again (records made) or another answer (the load gave another session).
+    ``scope``: the first request's (for ``_write``, of another answer: the same method, target
+    and peer)."""
+
+    __slots__ = ("again", "head", "scope", "tail")
+
+    def __init__(
+        self, head: bytes, tail: bytes, again: Callable[[bytes | None], Later2 | None], scope: Any
+    ) -> None:
+        self.head = head
+        self.tail = tail
+        self.again = again
+        self.scope = scope
+
+
 class Varied:
     """A remembered answer for any value of one header that ``same`` vouches for
     (``sidecar.vary``)."""
@@ -218,6 +251,7 @@ ID_HEADERS = "sidecar.id_headers"  # sidecar.logs.ID_HEADERS (the protocol impor
 values (None: no such header), as ``on_header`` noted where they are, when it has at most one of
 each; then ``AccessLog._request_id`` need not look for them in the headers again. Popped after."""
 _NO_ID_VALUES = (None, None)
+REPLAY_LATER = "sidecar.replay_later"  # sidecar.logs.REPLAY_LATER: the replay of a ``RememberedLater``
 UNFRAMED = "sidecar.unframed"  # sidecar.proxy.gateway.UNFRAMED
 """Set for the relays when the request has neither a Content-Length nor a Transfer-Encoding header:
 the gateway's framing check has nothing to look at."""
@@ -242,15 +276,17 @@ class LaterCycle:
     pipelined request waits while ``response_complete`` is false, ``shutdown`` clears
     ``keep_alive``, ``connection_lost`` sets ``disconnected``)."""
 
-    __slots__ = ("body", "disconnected", "keep_alive", "more_body", "response_complete")
+    __slots__ = ("body", "disconnected", "keep_alive", "keys", "more_body", "response_complete")
     message_event = _NoEvent()
 
-    def __init__(self, keep_alive: bool) -> None:
+    def __init__(self, keep_alive: bool, keys: tuple[MemoKey, MemoKey | None] | None = None) -> None:
         self.keep_alive = keep_alive
         self.response_complete = False
         self.disconnected = False
         self.more_body = False
         self.body = bytearray()
+        # The request's memo keys (``_keys``) when its answer may be remembered (``_remember_later``).
+        self.keys = keys
 
 
 # What ``RequestResponseCycle.send_500_response`` sends for an app that raised before its response.
@@ -488,6 +524,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return False
         if isinstance(remembered, RememberedRelay):
             return self._relay_again(remembered, key)
+        if isinstance(remembered, RememberedLater):
+            return self._again_later(remembered, key, incoming)
         if remembered is not None:
             request_id = remembered.replay(incoming)
             if request_id is None:
@@ -627,6 +665,31 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 varied.clear()
             varied[vkey] = Varied(head, tail, vary[1], replay)
 
+    def _remember_later(
+        self, head: bytes, tail: bytes, scope: Any, keys: tuple[MemoKey, MemoKey | None]
+    ) -> None:
+        """``_remember`` for an answer made from a load (``RememberedLater``), under the keys its
+        request had (the parser may be on a request pipelined behind it by now). Not across one
+        header's values (``Varied``): only noted then, as ``_remember`` notes an answer it does not
+        keep."""
+        again = scope.pop(REPLAY_LATER, None)
+        memo = self.memo
+        if memo is None:
+            return
+        key, vkey = keys
+        seen = memo.seen
+        if len(seen) >= memo.LIMIT:
+            seen.clear()
+        if again is None or key not in seen:
+            seen.add(key)
+            if vkey is not None:
+                seen.add(vkey)
+            return
+        seen.discard(key)
+        if len(memo) >= memo.LIMIT:
+            memo.clear()
+        memo[key] = RememberedLater(head, tail, again, scope)
+
     def _answer_now(self) -> bool:
         """Ask the responders; True when the request is done with: one answered and the answer
         went out (or, for a broken answer, the connection was closed), or the connection is closing.
@@ -693,7 +756,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 if isinstance(answer, tuple):
                     self._write(answer, scope, keep_alive)
                 else:
-                    self._answer_later(answer, scope, keep_alive)
+                    noted = self._keys() if memo is not None and keep_alive else None
+                    self._answer_later(answer, scope, keep_alive, noted)
                 return True
         scope.pop("sidecar.remember", None)
         if method == "GET" and http_version == "1.1" and not self.access_log:
@@ -743,20 +807,28 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             memo.clear()
         memo[key] = RememberedRelay(relay, self._shape())
 
-    def _answer_later(self, later: Later, scope: Any, keep_alive: bool) -> None:
+    def _answer_later(
+        self, later: Later, scope: Any, keep_alive: bool, keys: tuple[MemoKey, MemoKey | None] | None = None
+    ) -> None:
         """Make a responder's ``Later`` once its I/O has settled (module docstring, "Answers that
         need I/O"), with a stand-in for uvicorn's cycle meanwhile: a request pipelined behind it
-        waits its turn."""
-        cycle = LaterCycle(keep_alive)
+        waits its turn. ``keys``: the request's (``_keys``) when its answer may be remembered."""
+        cycle = self._waiting(later.shared, keep_alive, keys)
+        later.shared.subscribe(functools.partial(self._later, later, scope, cycle))
+
+    def _waiting(
+        self, shared: waiting.Shared[Any], keep_alive: bool, keys: tuple[MemoKey, MemoKey | None] | None
+    ) -> LaterCycle:
+        """The stand-in for uvicorn's cycle while the request waits for ``shared``."""
+        cycle = LaterCycle(keep_alive, keys)
         self.cycle = cycle  # type: ignore[assignment]
-        shared = later.shared
         # As uvicorn's tasks: a graceful shutdown waits for the I/O (and cancels it when out of time).
         task = shared.task
         tasks = self.tasks
         if task is not None and task not in tasks:
             tasks.add(task)
             task.add_done_callback(tasks.discard)
-        shared.subscribe(functools.partial(self._later, later, scope, cycle))
+        return cycle
 
     def _later(self, later: Later, scope: Any, cycle: LaterCycle) -> None:
         """What ``RequestResponseCycle.run_asgi`` and ``send`` do for an app that sends ``later``'s
@@ -767,6 +839,42 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         except BaseException as exc:  # as run_asgi: even a cancellation gets its 500
             self.logger.error("Exception in ASGI application\n", exc_info=exc)
             answer = SERVER_ERROR
+        self._deliver(answer, scope, cycle)
+
+    def _again_later(self, remembered: RememberedLater, key: MemoKey, incoming: bytes | None) -> bool:
+        """Answer from a ``RememberedLater``: once a new load of the session has settled, the same
+        bytes with a new request id when it gave the same session, else the answer made from what
+        it gave (the entry then forgotten). False, the entry forgotten, when the request must take
+        the full path now."""
+        memo = self.memo
+        assert memo is not None
+        waited = remembered.again(incoming)
+        if waited is None:
+            if memo.get(key) is remembered:
+                del memo[key]
+            return False
+        cycle = self._waiting(waited.shared, self.parser.should_keep_alive(), None)
+        waited.shared.subscribe(functools.partial(self._later_again, waited, remembered, key, cycle))
+        return True
+
+    def _later_again(
+        self, waited: Later2, remembered: RememberedLater, key: MemoKey, cycle: LaterCycle
+    ) -> None:
+        try:
+            made = waited.make()
+        except BaseException as exc:  # as ``_later``
+            self.logger.error("Exception in ASGI application\n", exc_info=exc)
+            made = SERVER_ERROR
+        scope = remembered.scope
+        if isinstance(made, str):
+            self._deliver((remembered, made), scope, cycle)
+            return
+        memo = self.memo
+        if memo is not None and memo.get(key) is remembered:
+            del memo[key]  # another session now: the next request takes the full path
+        self._deliver(made, scope, cycle)
+
+    def _deliver(self, answer: Answer | tuple[RememberedLater, str], scope: Any, cycle: LaterCycle) -> None:
         if self.flow.write_paused and not cycle.disconnected:
             task = self.loop.create_task(self._drained(answer, scope, cycle))
             self.tasks.add(task)
@@ -774,17 +882,35 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._after_drain(answer, scope, cycle)
 
-    async def _drained(self, answer: Answer, scope: Any, cycle: LaterCycle) -> None:
-        """``_later``'s write once the client has drained its side."""
+    async def _drained(
+        self, answer: Answer | tuple[RememberedLater, str], scope: Any, cycle: LaterCycle
+    ) -> None:
+        """``_deliver``'s write once the client has drained its side."""
         await self.flow.drain()
         self._after_drain(answer, scope, cycle)
 
-    def _after_drain(self, answer: Answer, scope: Any, cycle: LaterCycle) -> None:
+    def _after_drain(
+        self, answer: Answer | tuple[RememberedLater, str], scope: Any, cycle: LaterCycle
+    ) -> None:
         # Gone: ``connection_lost`` tells only the current cycle, which may be a request pipelined
         # behind this one; a closing transport says it for every cycle.
         if cycle.disconnected or self.transport.is_closing():
             return
-        self._write(answer, scope, cycle.keep_alive, cycle)
+        first = answer[0]
+        if not isinstance(first, RememberedLater):
+            self._write(answer, scope, cycle.keep_alive, cycle)  # type: ignore[arg-type]
+            return
+        request_id = answer[1]
+        assert isinstance(request_id, str)
+        tail = first.tail
+        if not cycle.keep_alive:  # (a shutdown meanwhile) the header ``_write`` adds then
+            tail = b"\r\nconnection: close" + tail
+        transport = self.transport
+        transport.write(b"%b%b%b" % (first.head, request_id.encode(), tail))
+        cycle.response_complete = True
+        if not cycle.keep_alive:
+            transport.close()
+        self.on_response_complete()
 
     def _write(self, answer: Answer, scope: Any, keep_alive: bool, later: LaterCycle | None = None) -> None:
         """What ``RequestResponseCycle.send`` writes for a response in one body message, then what
@@ -838,6 +964,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         transport = self.transport
         transport.write(b"%b%b%b" % (head, request_id, tail))
         if later is not None:
+            if later.keys is not None and keep_alive and remembers:
+                self._remember_later(head, tail, scope, later.keys)
             later.response_complete = True
             if not keep_alive:
                 transport.close()

@@ -135,6 +135,9 @@ Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 Later = waiting.Later[Answer]
 """An ``Answer`` that needs I/O first (``AccessLog.answering``; ``sidecar.waiting``)."""
 REQUEST_ID_HEADER = b"x-request-id"
+REPLAY_LATER = "sidecar.replay_later"  # sidecar.proxy.access.REPLAY_LATER (the scope's keys above)
+# What the access path records in the scope (``sidecar.proxy.access.Access._record``).
+_RECORDED = frozenset({"sidecar.path", "sidecar.rule", "sidecar.decision", "sidecar.identity_id"})
 _REQUEST_ID_OK = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
 _NAME = operator.itemgetter(0)  # a header's name
 TRACEPARENT_HEADER = b"traceparent"
@@ -422,6 +425,9 @@ class AccessLog:
                 return status, out, body
             finally:
                 self._finish(scope, status, size, time.perf_counter() - started, request_id)
+                again = scope.pop(REPLAY_LATER, None)
+                if again is not None and status != 500 and not self.text and not self.leak:
+                    scope[REPLAY_LATER] = self._replaying_later(again, scope, status, size)
 
         return waiting.wrapped(later, make)
 
@@ -468,6 +474,71 @@ class AccessLog:
                     with contextlib.suppress(OSError, ValueError):
                         (stream or sys.stderr).write(line)
             return request_id
+
+        return replayed
+
+    def _replaying_later(
+        self, inner: Callable[[], waiting.Later[Any] | None], scope: Any, status: int, size: int
+    ) -> Callable[[bytes | None], waiting.Later[str | Answer] | None]:
+        """``_replaying`` for an answer made from a load of the session store (the scope's
+        ``sidecar.replay_later``): ``replayed(x_request_id)``, None with nothing recorded when the
+        request must take the full path, else a ``Later`` of a new load whose ``make()`` is the
+        request id of the same answer again, with the same line and ``Metrics.request`` as
+        ``answering`` makes; or, when the load gave another answer (``inner``'s ``make()``: (the
+        answer, the scope it was recorded in)), that answer with its request id, line and count."""
+        route_class = scope.get("sidecar.route_class") or self.classify(scope["path"])
+        client = scope.get("client")
+        trusted = self.trusted(client[0] if client else None)
+        before, logged, after, tail = self._json_parts(scope, route_class, status, size)
+        middle = before + logged + after
+        count = self.metrics.request_counter(route_class, status) if self.metrics is not None else None
+        clock, latencies, head = self._clock, self._latencies, self._head
+        enabled, write, stream = self.enabled, self.write, self.stream
+
+        def replayed(incoming: bytes | None) -> waiting.Later[str | Answer] | None:
+            started = time.perf_counter()
+            waited = inner()
+            if waited is None:
+                return None
+            if incoming is not None and trusted and _REQUEST_ID_OK.fullmatch(incoming):
+                request_id = str(incoming.decode("ascii"))
+            else:
+                request_id = new_request_id()
+            judged = waited.make
+
+            def made() -> str | Answer:
+                anew = None
+                status = 500
+                size = 0
+                try:
+                    again = judged()
+                    if again is None:
+                        if count is not None:
+                            count()
+                        if enabled:
+                            latency = latencies[int((time.perf_counter() - started) * 1e6 + 0.5)]
+                            start = f'{{"time":"{clock.stamp()}",{head}"request_id":"{request_id}",'
+                            line = f"{start}{middle}{latency}{tail}"
+                            if write is not None:
+                                write(line)
+                            else:
+                                with contextlib.suppress(OSError, ValueError):
+                                    (stream or sys.stderr).write(line)
+                        return request_id
+                    (status, out, body), anew = again
+                    size = len(body)
+                    if REQUEST_ID_HEADER not in map(bytes.lower, map(_NAME, out)):
+                        out = [*out, (REQUEST_ID_HEADER, request_id.encode())]
+                    return status, out, body
+                except BaseException:
+                    anew = {k: v for k, v in scope.items() if k not in _RECORDED}
+                    raise
+                finally:
+                    if anew is not None:
+                        anew["sidecar.request_id"] = request_id
+                        self._finish(anew, status, size, time.perf_counter() - started, request_id)
+
+            return waiting.wrapped(waited, made)
 
         return replayed
 

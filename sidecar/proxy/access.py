@@ -169,6 +169,14 @@ Noted = tuple[Outcome, RuleSet, Rule | None, str | None, ResolvedSession | None]
 cache was read, what it held."""
 Checked = Noted
 """What ``Access.check_noted`` hands back for ``Access.replay_of``."""
+REPLAY_LATER = "sidecar.replay_later"
+"""The scope key of the replay of an answer made from the session store's load (``Access._replay_later``
+and the layers around it: ``DecisionEndpoints``, ``AccessLog``, ``sidecar.http_protocol``)."""
+_RECORDED = ("sidecar.path", "sidecar.rule", "sidecar.decision", "sidecar.identity_id")
+_FAILED: Any = object()  # the load failed: no value to replay from
+Replayed = tuple[Outcome, MutableMapping[str, Any]] | None
+"""What a replay's load gave: None, the same outcome (counted); or another outcome and the scope it
+was recorded in."""
 Later = waiting.Later[Outcome]
 """``check``'s outcome, once the session store has answered (``Access.check_cached`` with ``later``)."""
 
@@ -286,7 +294,7 @@ class Access:
         the rule that decided here, so that, with ``replay()`` True, the same method, host and facts
         with ``other_path`` get the same outcome (the judgement reads the rule, the session and the
         facts, never the path). Pure: records nothing. ``later``: as ``check_cached``'s."""
-        checked = self._checked(method, host, path, facts, scope, later)
+        checked = self._checked(method, host, path, facts, scope, later, replayable=True)
         if not isinstance(checked, tuple):
             return checked
         outcome, ruleset, rule, key, session = checked
@@ -304,6 +312,7 @@ class Access:
         facts: RequestFacts,
         scope: MutableMapping[str, Any] | None,
         later: bool = False,
+        replayable: bool = False,
     ) -> Noted | Later | None:
         """``check_cached``'s steps; with the outcome, what a replay needs: the rule set and rule,
         the token's digest when the session cache was read (else None), and what it held. With
@@ -332,7 +341,9 @@ class Access:
                 key = self._digests.get(token) or self._digest(token)
                 found, session = self.resolver.cached_digest(key)
                 if not found:
-                    return self._later(ruleset, rule, api, key, path, started, scope) if later else None
+                    if not later:
+                        return None
+                    return self._later(ruleset, rule, api, key, path, started, scope, replayable)
                 settled = self._judged(rule, api, session)
             outcome = settled
             ruleset.hits[rule.position] += 1
@@ -348,11 +359,14 @@ class Access:
         path: str,
         started: float,
         scope: MutableMapping[str, Any] | None,
+        replayable: bool = False,
     ) -> Later:
         """``check``'s outcome and records for a request ``_checked`` matched and found missing
         from the session cache: the rule it matched (counted now, as ``check`` counts it), the
         session from the store's load of the digest it made (``SessionResolver.loading``, shared
-        with the other misses of that token), judged once that load has settled."""
+        with the other misses of that token), judged once that load has settled. ``replayable``
+        (``check_replayable``): then, with the outcome, ``scope[REPLAY_LATER]`` is its replay
+        (``_replay_later``)."""
         ruleset.hits[rule.position] += 1
         load = self.resolver.loading(key)
 
@@ -361,12 +375,71 @@ class Access:
                 session = load.result()
             except errors.ServiceUnavailable:
                 outcome = self._unavailable(rule, api)
+                session = _FAILED
             else:
                 outcome = self._judged(rule, api, session)
             self._record(outcome, path, started, scope)
+            if replayable and scope is not None and session is not _FAILED:
+                scope[REPLAY_LATER] = self._replay_later(
+                    ruleset, rule, api, key, path, session, outcome, scope
+                )
             return outcome
 
         return waiting.later(load, judged)
+
+    def _replay_later(
+        self,
+        ruleset: RuleSet,
+        rule: Rule,
+        api: bool,
+        key: str,
+        path: str,
+        value: ResolvedSession | None,
+        outcome: Outcome,
+        scope: MutableMapping[str, Any],
+    ) -> Callable[[], waiting.Later[Replayed] | None]:
+        """For an outcome judged from the session store's load (the session cache off or missed):
+        ``again()``, the same request judged again, which needs a load of its own: None, with
+        nothing recorded, when the rule set changed (the request takes the full path); else a
+        ``Later`` of a new load of the token (``SessionResolver.loading``: the miss and the rule hit
+        counted now, as ``_later`` counts them) whose ``make()`` is None when the load gave this
+        very value (the same objects read: ``SessionResolver._load``), so this outcome again, with
+        the decision counted; else the new outcome and a copy of ``scope`` with its records
+        (``_record``), for the answer to be made afresh."""
+        rules, resolver, hits, position = self.rules, self.resolver, ruleset.hits, rule.position
+        observe = (
+            self.metrics.decision_counter(rule.id, outcome.verdict.value)
+            if self.metrics is not None
+            else None
+        )
+
+        def again() -> waiting.Later[Replayed] | None:
+            if rules.current is not ruleset:
+                return None
+            started = time.perf_counter()
+            hits[position] += 1
+            load = resolver.loading(key)
+
+            def made() -> Replayed:
+                try:
+                    found = load.result()
+                except errors.ServiceUnavailable:
+                    fresh = self._unavailable(rule, api)
+                else:
+                    if found is value:
+                        if observe is not None:
+                            observe(time.perf_counter() - started)
+                        return None
+                    fresh = self._judged(rule, api, found)
+                copied = dict(scope)
+                for name in _RECORDED:
+                    copied.pop(name, None)
+                self._record(fresh, path, started, copied)
+                return fresh, copied
+
+            return waiting.later(load, made)
+
+        return again
 
     def _replay(
         self,

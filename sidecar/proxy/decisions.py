@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from starlette.types import Scope, Send
 
 from sidecar import errors, waiting
-from sidecar.proxy.access import Access, Outcome, RequestFacts
+from sidecar.proxy.access import REPLAY_LATER, Access, Outcome, Replayed, RequestFacts
 from sidecar.proxy.deny import Denials
 from sidecar.proxy.identity_headers import IdentityHeaders
 from sidecar.proxy.paths import BadPath, normalise_path
@@ -309,7 +309,7 @@ class DecisionEndpoints:
             if checked is None:
                 return None
             if not isinstance(checked, tuple):
-                return self._later(asked, checked)
+                return self._later(asked, checked, scope)
             outcome, replay, same_rule = checked
             # The answer is the same for the same request while ``replay`` holds (``Access``),
             # except for a signed JWT in an allowed one (its own expiry): that one is not offered.
@@ -323,12 +323,46 @@ class DecisionEndpoints:
             return self._jwks()
         return None
 
-    def _later(self, asked: Asked, judging: waiting.Later[Outcome]) -> Later:
+    def _later(self, asked: Asked, judging: waiting.Later[Outcome], scope: Scope | None = None) -> Later:
         """``handle``'s answer for a request ``answer_cached`` read, once ``Access`` has judged it
         with the session from the store (``Access.check_cached`` with ``later``: ``check``'s
-        records)."""
+        records). ``scope``: the request's, when a replay was asked for (``check_replayable``):
+        then the answer's replay is there once made, as ``Access._replay_later``'s is, but
+        giving the answer (``_replay_later``), unless it is allowed with a signed JWT."""
         judged = judging.make
-        return waiting.wrapped(judging, lambda: self.answer(asked, judged()))
+        if scope is None:
+            return waiting.wrapped(judging, lambda: self.answer(asked, judged()))
+
+        def made() -> Answer:
+            outcome = judged()
+            again = scope.pop(REPLAY_LATER, None)
+            if again is not None and not (outcome.allowed and self.identity.signer is not None):
+                scope[REPLAY_LATER] = self._replay_later(asked, again)
+            return self.answer(asked, outcome)
+
+        return waiting.wrapped(judging, made)
+
+    def _replay_later(
+        self, asked: Asked, again: Callable[[], waiting.Later[Replayed] | None]
+    ) -> Callable[[], waiting.Later[tuple[Answer, Any] | None] | None]:
+        """``Access._replay_later``'s ``again`` with the answer made of a new outcome."""
+
+        def answered() -> waiting.Later[tuple[Answer, Any] | None] | None:
+            waited = again()
+            if waited is None:
+                return None
+            judged = waited.make
+
+            def made() -> tuple[Answer, Any] | None:
+                replayed = judged()
+                if replayed is None:
+                    return None
+                outcome, scope = replayed
+                return self.answer(asked, outcome), scope
+
+            return waiting.wrapped(waited, made)
+
+        return answered
 
     def _same(self, same_rule: Callable[[str], bool]) -> Callable[[bytes], str | None]:
         """``answer_cached``'s ``same`` for a judged request: the original URI read as the

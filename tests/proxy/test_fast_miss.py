@@ -19,6 +19,7 @@ import logging
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +28,6 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from sidecar import http_protocol
 from sidecar.app import fast_responders
 from sidecar.identity.model import Identity, VerifiableAddress, utcnow
 from sidecar.security.tokens import digest, new_session_token
@@ -343,20 +343,26 @@ async def both_held(
     request: bytes,
     meanwhile: Callable[[Any, Transport], Any],
     queued: int = 0,
+    remember: bool = False,
 ) -> tuple[Any, Any]:
     """``held_exchange`` on the ASGI side, then on the fast one, which must have answered
     ``request`` in the protocol (``queued``: the requests ``meanwhile`` pipelines behind it, which
-    uvicorn queues for ASGI)."""
+    uvicorn queues for ASGI); ``remember``: from its memo (``remembered`` first)."""
     gate = Gate(monkeypatch, stack.services.resolver.sessions)
     asgi = await held_exchange(stack, stack.asgi, gate, request, meanwhile)
+    if remember:
+        await remembered(stack, request)
+    else:
+        forget(stack.fast)
     calls = stack.fast.counting.calls
     fast = await held_exchange(stack, stack.fast, gate, request, meanwhile)
     assert stack.fast.counting.calls == calls + queued, "the fast side answered it in the protocol"
     return asgi, fast
 
 
+@pytest.mark.parametrize("remember", [False, True], ids=["made", "remembered"])
 async def test_a_client_gone_while_the_store_reads_is_written_nothing(
-    stack: Stack, monkeypatch: pytest.MonkeyPatch
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, remember: bool
 ) -> None:
     """The connection lost mid-read: nothing written, the request still logged and counted as on
     the ASGI path (its status; no response completed for the server's count)."""
@@ -365,7 +371,7 @@ async def test_a_client_gone_while_the_store_reads_is_written_nothing(
         transport.close()
         await asyncio.sleep(0)  # connection_lost
 
-    asgi, fast = await both_held(stack, monkeypatch, nginx(stack.token), gone)
+    asgi, fast = await both_held(stack, monkeypatch, nginx(stack.token), gone, remember=remember)
     assert fast == asgi
     assert fast[0] == b"" and len(fast[2]) == 1 and fast[2][0]["status"] == 200 and fast[4] == 0
 
@@ -451,24 +457,26 @@ async def test_a_client_not_reading_is_written_once_it_drains(
         await asyncio.sleep(0)
 
 
+@pytest.mark.parametrize("remember", [False, True], ids=["made", "remembered"])
 async def test_a_shutdown_while_the_store_reads_closes_after_the_answer(
-    stack: Stack, monkeypatch: pytest.MonkeyPatch
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, remember: bool
 ) -> None:
     def shutdown(proto: Any, transport: Transport) -> None:
         proto.shutdown()  # uvicorn's graceful shutdown: the answer in flight ends the connection
 
-    asgi, fast = await both_held(stack, monkeypatch, nginx(stack.token), shutdown)
+    asgi, fast = await both_held(stack, monkeypatch, nginx(stack.token), shutdown, remember=remember)
     assert fast == asgi
     assert b"\r\nconnection: close\r\n" in fast[0] and fast[1] and fast[4] == 1
 
 
+@pytest.mark.parametrize("remember", [False, True], ids=["made", "remembered"])
 async def test_a_request_pipelined_behind_a_held_miss_waits_for_it(
-    stack: Stack, monkeypatch: pytest.MonkeyPatch
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, remember: bool
 ) -> None:
     def pipelined(proto: Any, transport: Transport) -> None:
         proto.data_received(nginx("", "/deny/x") + nginx("", "/public/x"))
 
-    asgi, fast = await both_held(stack, monkeypatch, nginx(stack.token), pipelined, queued=2)
+    asgi, fast = await both_held(stack, monkeypatch, nginx(stack.token), pipelined, 2, remember)
     assert fast == asgi
     assert [e["status"] for e in fast[2]] == [200, 403, 200] and fast[4] == 3
 
@@ -479,6 +487,7 @@ async def test_an_error_while_answering_is_uvicorn_s_500(
     """A bug under the access path (not an outage: that is a 503) gets what uvicorn gives an ASGI
     app that raised: its 500, the connection closed, its log record; the access line says 500."""
     access = stack.log.app.access
+    forget(stack.fast)  # (a remembered answer is not judged again: nothing there to break)
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("a bug")
@@ -521,6 +530,7 @@ async def test_the_session_store_down_fails_closed_as_on_the_asgi_path(
     ]
     asgi, fast, _, _ = await both(stack, [requests[0]])
     assert fast == asgi and fast[0].startswith(b"HTTP/1.1 200 ")
+    await remembered(stack, requests[0])  # a remembered answer fails closed too
     redis.stop()
     expected = [b"503", b"503", b"200", b"401", b"503"]
     for request, status in zip(requests, expected, strict=True):
@@ -535,28 +545,86 @@ async def test_the_session_store_down_fails_closed_as_on_the_asgi_path(
     assert fast == asgi
 
 
-async def test_a_miss_with_nothing_remembered_makes_no_memo_key(stack: Stack) -> None:
-    """With nothing remembered or seen (every request with the session cache off and no public
-    rule asked), a request's memo keys are not made: a miss never uses them. A request answered at
-    once is still noted, and remembered the second time (the keys made then). Fails on the
-    version that made the keys for every request (``_memo_key`` a tuple after a miss)."""
-    proto, transport = connect(stack.fast)
-    memo = proto.memo
+def forget(side: Side) -> None:
+    """The listener's memo emptied: what earlier tests left there is not this test's."""
+    memo = side.protocol.memo
+    assert memo is not None
     memo.clear()
     memo.seen.clear()
     memo.varied.clear()
-    proto.data_received(nginx(stack.token))
-    assert proto._memo_key is http_protocol._UNMADE and not memo.seen
-    while not transport.out:
-        await asyncio.sleep(0.01)
-    assert transport.out.startswith(b"HTTP/1.1 200 ") and not memo and not memo.seen
-    while not proto.cycle.response_complete:
-        await asyncio.sleep(0.01)
-    for i in range(3):  # answered at once: noted, then remembered, then answered from the memo
-        transport.out.clear()
-        proto.data_received(nginx("", "/public/x"))
-        assert transport.out.startswith(b"HTTP/1.1 200 ")
-        assert (bool(memo), bool(memo.seen)) == [(False, True), (True, False), (True, False)][i]
+
+
+async def test_a_miss_is_noted_then_remembered_then_answered_again_after_its_load(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same miss three times: answered from a load and noted, then remembered, then answered
+    from the memo once a new load gave the same session (the store read every time: the cache is
+    off), without the responders; bytes, lines and counters the ASGI path's every time. Fails when
+    a remembered miss is answered without a load (the store not read) or by the responders."""
+    forget(stack.fast)
+    request = nginx(stack.token)
+    reads: list[str] = []
+    store = stack.services.resolver.sessions
+    original = store.get_by_token
+
+    async def counted(key: str) -> Any:
+        reads.append(key)
+        return await original(key)
+
+    monkeypatch.setattr(store, "get_by_token", counted)
+    memo = stack.fast.protocol.memo
+    assert memo is not None
+    kinds = []
+    for _ in range(3):
+        asked = stack.fast.asked
+        asgi, fast, _, fast_calls = await both(stack, [request])
+        assert fast == asgi and fast_calls == 0 and fast[0].startswith(b"HTTP/1.1 200 OK\r\n")
+        kinds.append((stack.fast.asked - asked, [type(r).__name__ for r in memo.values()]))
+    assert kinds == [(1, []), (1, ["RememberedLater"]), (0, ["RememberedLater"])]
+    assert len(reads) == 6  # each side, each time
+
+
+async def remembered(stack: Stack, request: bytes) -> None:
+    """``request`` remembered on the fast side (answered twice from its loads)."""
+    forget(stack.fast)
+    for _ in range(2):
+        raw, _ = await stack.fast.exchange([request])
+        assert raw.startswith(b"HTTP/1.1 ")
+    memo = stack.fast.protocol.memo
+    assert memo is not None and [type(r).__name__ for r in memo.values()] == ["RememberedLater"]
+
+
+async def test_a_remembered_miss_whose_session_was_revoked_is_answered_afresh(stack: Stack) -> None:
+    """Remembered, then the session revoked in the store: the new load finds none, so the answer is
+    made from that (a 401), as the ASGI path makes it, and the memo forgets the old one. Fails when
+    a remembered miss is replayed whatever its load gave."""
+    services = stack.services
+    token = await _user(services)
+    request = nginx(token)
+    await remembered(stack, request)
+    session = await services.resolver.sessions.get_by_token(digest(token))
+    assert session is not None
+    assert await services.resolver.sessions.revoke(session.id)
+    asgi, fast, _, fast_calls = await both(stack, [request])
+    assert fast == asgi and fast_calls == 0
+    assert fast[0].startswith(b"HTTP/1.1 401 ") and [e["status"] for e in fast[2]] == [401]
+    assert not stack.fast.protocol.memo
+
+
+async def test_a_remembered_miss_whose_identity_changed_is_answered_afresh(stack: Stack) -> None:
+    """Remembered, then the identity's roles changed: a new identity read, another session value,
+    the answer made from it (its headers say the new roles), as on the ASGI path."""
+    services = stack.services
+    token = await _user(services, roles=("a",))
+    request = nginx(token, "/tagged")
+    await remembered(stack, request)
+    session = await services.resolver.sessions.get_by_token(digest(token))
+    identity = await services.database.identities.get(session.identity_id)
+    await services.database.identities.update(replace(identity, metadata_public={"roles": ["a", "b"]}))
+    services.resolver.invalidate_identity(identity.id)
+    asgi, fast, _, fast_calls = await both(stack, [request])
+    assert fast == asgi and fast_calls == 0
+    assert fast[0].startswith(b"HTTP/1.1 200 ") and not stack.fast.protocol.memo
 
 
 TRACE = "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n"
