@@ -383,3 +383,5 @@ async def test_a_reader_that_is_behind_is_offered_a_buffers_worth_per_try_never_
         writer.close(timeout=2)
         got += _drain(r)
     assert got.decode().lstrip("x") == "".join(lines)
+    # Draining too, each write is a buffer's worth of the backlog, not all of it at once.
+    assert len(offered) > tries and max(offered) <= 1000 + 50, sorted(offered)[-5:]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
 import re
 from collections.abc import Sequence
@@ -223,15 +224,20 @@ async def test_lines_go_to_the_writer_when_one_is_given() -> None:
 
 
 def test_the_line_clock_and_latency_texts_are_what_the_slow_calls_write() -> None:
-    from datetime import UTC, datetime
+    from datetime import UTC, datetime, timedelta
 
-    from sidecar.logs import _Clock, _Latencies
+    from sidecar.logs import _MILLISECONDS, _Clock, _Latencies
 
     clock = _Clock()
     first = clock.stamp()
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", first)
     assert abs((datetime.fromisoformat(first) - datetime.now(UTC)).total_seconds()) < 5
     assert clock.stamp() >= first  # the cached text, or a later millisecond's
+    # Each millisecond's text after the second, as isoformat writes it.
+    second = datetime(2026, 12, 7, 8, 0, 0, tzinfo=UTC)
+    for ms in range(1000):
+        text = (second + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds")
+        assert _MILLISECONDS[ms] == text[19:], ms
     latencies = _Latencies()
     for us in (0, 7, 321, 1500, 9_999, 10_000, 123_456_789):
         assert latencies[us] == json.dumps(us / 1000)
@@ -286,3 +292,25 @@ def test_the_line_is_the_one_its_parts_make(extra: dict[str, Any], status: int) 
     rest = line.partition('"request_id":"rid-1",')[2]
     assert rest == f"{before}{logged}{after}4.2{tail}"
     assert json.dumps(json.loads(line), default=str, separators=(",", ":")) + "\n" == line
+
+
+def test_request_ids_are_128_random_bits_each_never_repeated_nor_shared_with_a_forked_child() -> None:
+    from sidecar.logs import new_request_id
+
+    ids = [new_request_id() for _ in range(1000)]  # past several reads from the kernel
+    assert all(re.fullmatch("[0-9a-f]{32}", i) for i in ids)
+    assert len(set(ids)) == 1000
+    # No two share their bits: each id is 16 bytes of its own (not a window sliding over them).
+    halves = [i[:16] for i in ids] + [i[16:] for i in ids]
+    assert len(set(halves)) == 2000
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, to the parent
+        os.write(write, new_request_id().encode())
+        os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    assert status == 0 and re.fullmatch("[0-9a-f]{32}", child)
+    assert child != new_request_id()  # the child read its own bits; it did not go on with ours
