@@ -359,6 +359,10 @@ class Metrics:
     def session_cache(self, hit: bool) -> None:
         (self._hit if hit else self._miss).n += 1
 
+    def upstream_observer(self) -> Callable[[float], None]:
+        """``observe_upstream`` of a success, bound (for the fast relay: one call less a request)."""
+        return self._upstream_buckets.observe
+
     def observe_upstream(self, seconds: float, error: str | None = None) -> None:
         """``error`` is a short kind (``connect``, ``timeout``, ``reset``), or None on success."""
         self._upstream_buckets.observe(seconds)

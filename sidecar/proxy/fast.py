@@ -352,7 +352,15 @@ class Relay:
             return
         phase = self.phase
         if phase == _WAIT_HEAD:
-            if conn.complete or (conn.head_done and not conn.small):
+            if conn.complete:
+                known = conn.known
+                if known is not None and not self.default_headers:
+                    kept = known.encoded.get(self.keep)
+                    if kept is not None and kept[2] >= 0:
+                        self._known_whole(conn, kept)
+                        return
+                self._head(conn)
+            elif conn.head_done and not conn.small:
                 self._head(conn)
             elif conn.error is not None:
                 conn.listener = None
@@ -424,6 +432,29 @@ class Relay:
         self.phase = _STREAM
         self._write(head)
         self._pump(conn)
+
+    def _known_whole(self, conn: Connection, kept: tuple[bytes, bytes | None, int, bool]) -> None:
+        """``_head`` for a whole response whose head bytes came before (``conn.known``) and whose
+        client head was made from them for this keep-alive (``HeadMemo.encode_known``), framed by
+        its Content-Length: the same writes, release and records, without the steps between
+        (most proxied responses are these: ~2k instructions less)."""
+        before, after, length, keep_alive = kept
+        self.status = conn.status
+        self.keep = keep_alive
+        self.length = length
+        body = conn.take() if conn.chunks else b""
+        conn.listener = None
+        conn.waiting = False
+        self.client.finish(conn)
+        # The body is the Content-Length's (``Connection`` knows a head only so), so none of
+        # ``_write_last``'s mismatch.
+        self.size = len(body)
+        if not self.gone:
+            if after is None:
+                self.transport.write(before + body)
+            else:
+                self.transport.write(b"".join((before, self.request_id.encode(), after, body)))
+        self._done(None)
 
     def _pump(self, conn: Connection) -> None:
         if not self.gone and self.transport.is_closing():
@@ -521,9 +552,13 @@ class Relay:
             return
         self.phase = _DONE
         self.conn = None
-        metrics = self.fast.metrics
-        if upstream and metrics is not None:
-            metrics.observe_upstream(time.perf_counter() - self.started, conn_error)
+        if upstream:
+            fast = self.fast
+            if conn_error is None:
+                if fast.observe_upstream is not None:
+                    fast.observe_upstream(time.perf_counter() - self.started)
+            elif fast.metrics is not None:
+                fast.metrics.observe_upstream(time.perf_counter() - self.started, conn_error)
         self.done(self.status, self.size, self.log)
         # The response is complete: close unless kept alive, else serve what is queued.
         self.response_complete = True
@@ -592,6 +627,7 @@ class FastProxy:
         self.plan = plan
         self.client = client
         self.metrics = metrics
+        self.observe_upstream = metrics.upstream_observer() if metrics is not None else None
         self.heads = HeadMemo()
 
     def take(self, scope: dict[str, Any], done: Done, proto: Any, keep_alive: bool) -> Relay | None:
@@ -656,6 +692,9 @@ class FastProxy:
         self, plan: Plan, origin: Origin, replay: Callable[[], bool], traced: bool, honoured: bool
     ) -> Callable[..., Relay | None]:
         head, base, target, log = plan.head, plan.base, plan.target, plan.log
+        # The head around its request id slot: each request's is the id joined in (``replace``
+        # searched the head for the slot every time).
+        around = head.split(REQUEST_ID_SLOT)
         start = self._start
 
         def relayed(
@@ -676,7 +715,7 @@ class FastProxy:
                 or not replay()
             ):
                 return None
-            payload = head.replace(REQUEST_ID_SLOT, rid)
+            payload = rid.join(around)
             if traced:
                 payload = payload.replace(TRACEPARENT_SLOT, traceparent)  # type: ignore[arg-type]
             relay = start(proto, keep_alive, done, request_id, origin, payload, base, target, log)

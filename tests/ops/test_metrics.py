@@ -55,6 +55,7 @@ async def test_every_recording_method_shows_up() -> None:
     m.session_cache(hit=False)
     m.observe_upstream(0.05)
     m.observe_upstream(2.0, error="timeout")
+    m.upstream_observer()(0.003)
     m.flow_submission("login", "password", "success")
     m.saml_message("response", "ok")
     m.saml_message("response", "signature")
@@ -71,7 +72,8 @@ async def test_every_recording_method_shows_up() -> None:
     assert value(text, "sidecar_decision_seconds_bucket", le="0.0005") == 1
     assert value(text, "sidecar_session_cache_total", result="hit") == 1
     assert value(text, "sidecar_session_cache_total", result="miss") == 1
-    assert value(text, "sidecar_upstream_seconds_count") == 2
+    assert value(text, "sidecar_upstream_seconds_count") == 3
+    assert value(text, "sidecar_upstream_seconds_bucket", le="0.005") == 1
     assert value(text, "sidecar_upstream_errors_total", error="timeout") == 1
     assert (
         value(text, "sidecar_flow_submissions_total", flow="login", method="password", result="success") == 1

@@ -71,10 +71,12 @@ async def test_the_same_bytes_again_are_answered_without_parsing(stack: Stack) -
         got = await remembered(conn, request)  # five asks: the last from the memo
         entry = known(conn, request)
         assert entry is not None and entry.peer == TRUSTED
-        fed = parser.fed
+        fed, connections = parser.fed, stack.upstream.connections
         for _ in range(3):
             raw, heads, line = await conn.ask(request)
             assert parser.fed == fed, "known bytes are not parsed again"
+            # Each over the pooled upstream connection, given back after each response.
+            assert stack.upstream.connections == connections
             rid = json.loads(line)["request_id"]
             assert raw.startswith(b"HTTP/1.1 200 ") and raw.endswith(b"ok\n")
             assert f"x-request-id: {rid}\r\n".encode() in raw

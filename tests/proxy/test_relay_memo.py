@@ -65,15 +65,17 @@ RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-App: yes\r\nConten
 
 
 class Upstream:
-    """Records each request head it gets; answers each with ``RESPONSE`` (its head alone to a
-    HEAD), kept alive."""
+    """Records each request head it gets and counts its connections; answers each request with
+    ``RESPONSE`` (its head alone to a HEAD), kept alive."""
 
     def __init__(self) -> None:
         self.heads: list[bytes] = []
+        self.connections = 0
         self.port = 0
         self.delay = 0.0  # seconds before each answer
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         buffered = b""
         with contextlib.suppress(ConnectionError):
             while data := await reader.read(65536):
