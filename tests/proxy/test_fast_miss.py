@@ -552,6 +552,7 @@ def forget(side: Side) -> None:
     memo.clear()
     memo.seen.clear()
     memo.varied.clear()
+    memo.requests.clear()
 
 
 async def test_a_miss_is_noted_then_remembered_then_answered_again_after_its_load(
@@ -692,3 +693,37 @@ def test_the_request_id_from_the_protocol_s_note_is_the_one_read_from_the_header
     for scope, rid in ((read, rid_read), (noted, rid_noted)):
         scope["headers"] = [(n, b"<id>" if v == rid.encode() else v) for n, v in scope["headers"]]
     assert read == noted
+
+
+async def test_a_remembered_miss_read_again_whole_is_answered_without_parsing(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same miss again and again, each in one read: once remembered, its bytes are known
+    (``sidecar.http_protocol.KnownRequest``) and the next reads of them are answered from the memo
+    after their load without being parsed, as the ASGI path answers them; then another request on
+    the same connection is parsed and answered right."""
+    forget(stack.fast)
+    # (Not nginx's: a request with an original-URI header is never known, its URI varies.)
+    credential = f"X-Session-Token: {stack.token}\r\n"
+    request = f"GET /.auth/decisions/private/x HTTP/1.1\r\nHost: a\r\n{credential}\r\n".encode()
+    memo = stack.fast.protocol.memo
+    assert memo is not None
+    begun: list[int] = []
+    original = stack.fast.protocol.on_message_begin
+
+    def counted(proto: Any) -> None:
+        begun.append(1)
+        original(proto)
+
+    for _ in range(3):
+        asgi, fast, _, fast_calls = await both(stack, [request])
+        assert fast == asgi and fast_calls == 0
+    assert memo.requests.get(request) is not None
+    monkeypatch.setattr(stack.fast.protocol, "on_message_begin", counted)
+    for _ in range(2):
+        asked = stack.fast.asked
+        asgi, fast, _, fast_calls = await both(stack, [request])
+        assert fast == asgi and fast_calls == 0 and fast[0].startswith(b"HTTP/1.1 200 OK\r\n")
+        assert stack.fast.asked == asked and begun == []  # from the memo, not parsed
+    asgi, fast, _, _ = await both(stack, [request, whoami(stack.aal2_token)])
+    assert fast == asgi and len(begun) == 1 and fast[0].count(b"HTTP/1.1 200 OK\r\n") == 2
