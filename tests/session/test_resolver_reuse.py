@@ -122,18 +122,21 @@ async def test_an_identity_with_a_second_factor_is_worked_out_on_every_load(data
 async def test_a_load_that_raced_an_invalidation_is_not_kept(database: SqlDatabase) -> None:
     identity, _, token = await signed_in(database)
     resolver = no_cache(database)
-    gate = asyncio.Event()
+    gate, reached = asyncio.Event(), asyncio.Event()
     inner = database.identities
 
     class Gated:
         async def get_for_session(self, identity_id: Any, types: Any) -> Identity | None:
+            reached.set()
             await gate.wait()
             found: Identity | None = await inner.get_for_session(identity_id, types)
             return found
 
     resolver.identities = Gated()  # type: ignore[assignment]
     loading = asyncio.ensure_future(resolver.resolve(token))
-    await asyncio.sleep(0.05)
+    # The invalidation must come while the load is under way (its session read done, the
+    # identity read begun), not before it started: a sleep is not enough on a loaded machine.
+    await asyncio.wait_for(reached.wait(), 10)
     resolver.invalidate_identity(identity.id)
     gate.set()
     assert await loading is not None
