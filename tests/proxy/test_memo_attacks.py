@@ -40,7 +40,7 @@ from sidecar.identity.model import Credential, Identity, VerifiableAddress, utcn
 from sidecar.security.tokens import digest, new_session_token
 from sidecar.server import uvicorn_config
 from sidecar.session.model import Session
-from tests.conftest import make_config
+from tests.conftest import PG_ADMIN_DSN, make_config
 from tests.proxy.harness import Transport, redis_server, started_public_app
 from tests.proxy.test_relay_memo import Upstream
 
@@ -86,6 +86,9 @@ class World:
     rules_path: Path
     cookie: str
     cache: str
+    # Sessions in PostgreSQL: read as JSON there, decoded afresh on every read (no decode memo),
+    # so a load never gives the value of the last one and a miss's answer is never replayed.
+    postgres: bool = False
 
     @property
     def memo(self) -> Any:
@@ -209,7 +212,7 @@ def expected_memo(world: World, kind: str) -> type | None:
     if kind == "whoami":
         return None  # (whoami's answers are not remembered: each is made, from the cache or a load)
     if world.cache == "0s":
-        return None if kind == "proxied" else RememberedLater
+        return None if kind == "proxied" or world.postgres else RememberedLater
     return RememberedRelay if kind == "proxied" else Remembered
 
 
@@ -253,9 +256,11 @@ async def fresh(world: World, *chunks: bytes, peer: str = TRUSTED, answers: int 
 
 
 @contextlib.asynccontextmanager
-async def built(tmp: Path, cache: str, redis: dict[str, Any] | None, **extra: Any) -> AsyncIterator[World]:
+async def built(
+    tmp: Path, cache: str, redis: dict[str, Any] | None, dsn: str | None = None, **extra: Any
+) -> AsyncIterator[World]:
     """A listener over services with ``session.cache_ttl: cache`` on ``tmp``'s SQLite database
-    (and ``redis``, when given, for the sessions and the revocation channel)."""
+    (or ``dsn``), and ``redis``, when given, for the sessions and the revocation channel."""
     upstream = Upstream()
     server = await asyncio.start_server(upstream.handle, "127.0.0.1", 0)
     upstream.port = server.sockets[0].getsockname()[1]
@@ -264,7 +269,7 @@ async def built(tmp: Path, cache: str, redis: dict[str, Any] | None, **extra: An
         rules_path.write_text(RULES)
     sections: dict[str, Any] = {"redis": redis} if redis is not None else {}
     config = make_config(
-        dsn=f"sqlite:///{tmp}/sidecar.db",
+        dsn=dsn or f"sqlite:///{tmp}/sidecar.db",
         rules=[str(rules_path)],
         log={"level": "info", "format": "json", "access_buffer": 0},
         serve={"public": {"base_url": "http://127.0.0.1:4433/.auth"}},
@@ -298,13 +303,34 @@ async def built(tmp: Path, cache: str, redis: dict[str, Any] | None, **extra: An
                     rules_path,
                     config.session.cookie.name,
                     cache,
+                    config.dsn.startswith("postgres"),
                 )
     finally:
         server.close()
         await server.wait_closed()
 
 
-@pytest.fixture(scope="module", params=["0s-sqlite", "0s-redis", "1m-sqlite", "1m-redis"])
+@contextlib.asynccontextmanager
+async def postgres_database() -> AsyncIterator[str]:
+    """A new database on the shared PostgreSQL server, dropped after (asyncpg's rows are the
+    decode memo's keys there: ``sidecar.storage.sql.engine.fetch_made``)."""
+    import asyncpg
+
+    name = f"sidecar_test_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
+        finally:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(
+    scope="module", params=["0s-sqlite", "0s-redis", "0s-postgres", "1m-sqlite", "1m-redis", "1m-postgres"]
+)
 async def world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[World]:
@@ -312,6 +338,10 @@ async def world(
     tmp = tmp_path_factory.mktemp(f"memo-{request.param}")
     if store == "sqlite":
         async with built(tmp, cache, None) as made:
+            yield made
+        return
+    if store == "postgres":
+        async with postgres_database() as dsn, built(tmp, cache, None, dsn) as made:
             yield made
         return
     with redis_server(tmp) as redis:
