@@ -559,6 +559,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             or len(data) > KNOWN_REQUEST_SIZE
         ):
             return
+        entry = memo.pop(key, None)
+        if entry is None:  # (answered from ``Memo.varied``, or forgotten meanwhile)
+            return
+        # Kept again under this very key object: a known request's look-up then finds it by
+        # identity, without comparing the key's headers (~1k instructions a request).
+        memo[key] = entry
         requests = memo.requests
         if len(requests) >= memo.LIMIT:
             requests.clear()

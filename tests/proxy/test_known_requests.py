@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from sidecar.http_protocol import KnownRequest
+from sidecar.http_protocol import KnownRequest, RememberedRelay
 from sidecar.security.tokens import digest
 from tests.proxy.test_relay_memo import (
     TRUSTED,
@@ -71,6 +71,10 @@ async def test_the_same_bytes_again_are_answered_without_parsing(stack: Stack) -
         got = await remembered(conn, request)  # five asks: the last from the memo
         entry = known(conn, request)
         assert entry is not None and entry.peer == TRUSTED
+        # The memo holds its relay under the known request's very key (found by identity).
+        memo = conn.proto.memo
+        assert isinstance(memo.get(entry.key), RememberedRelay)
+        assert any(key is entry.key for key in memo)
         fed, connections = parser.fed, stack.upstream.connections
         for _ in range(3):
             raw, heads, line = await conn.ask(request)
