@@ -218,15 +218,20 @@ def expected_memo(world: World, kind: str) -> type | None:
 
 async def remembered(world: World, request: bytes, kind: str) -> bytes:
     """``request`` asked until the memo holds its answer (checked), then once more from it: that
-    answer (an allow)."""
+    answer (an allow). An invalidation meanwhile (another test's revocation reaching this
+    listener through the SQL poll: the resolver's last values dropped) makes the next load give
+    another value, and the answer is remembered again from there: asked up to eight times."""
     world.forget()
     conn = Conn(world)
+    kept = expected_memo(world, kind)
     try:
-        for _ in range(3):
+        kinds: set[type] = set()
+        for asked in range(8):
             raw, _ = await conn.ask(request)
             assert status(raw) == 200, raw
-        kept = expected_memo(world, kind)
-        kinds = {type(v) for v in world.memo.values()}
+            kinds = {type(v) for v in world.memo.values()}
+            if asked >= 2 and (kept is None or kinds == {kept}):
+                break
         if kept is not None:
             assert kinds == {kept}, kinds
         raw, _ = await conn.ask(request)
