@@ -86,9 +86,6 @@ class World:
     rules_path: Path
     cookie: str
     cache: str
-    # Sessions in PostgreSQL: read as JSON there, decoded afresh on every read (no decode memo),
-    # so a load never gives the value of the last one and a miss's answer is never replayed.
-    postgres: bool = False
 
     @property
     def memo(self) -> Any:
@@ -212,7 +209,7 @@ def expected_memo(world: World, kind: str) -> type | None:
     if kind == "whoami":
         return None  # (whoami's answers are not remembered: each is made, from the cache or a load)
     if world.cache == "0s":
-        return None if kind == "proxied" or world.postgres else RememberedLater
+        return None if kind == "proxied" else RememberedLater
     return RememberedRelay if kind == "proxied" else Remembered
 
 
@@ -308,7 +305,6 @@ async def built(
                     rules_path,
                     config.session.cookie.name,
                     cache,
-                    config.dsn.startswith("postgres"),
                 )
     finally:
         server.close()

@@ -18,9 +18,18 @@ from sidecar.storage.decoded import Decoded
 from sidecar.storage.session_records import session_from_dict, session_to_dict
 from sidecar.storage.sql.engine import Connector
 from sidecar.storage.sql.kv import Purger
-from sidecar.storage.sql.tables import sessions
+from sidecar.storage.sql.tables import JsonText, sessions
 
 _COLUMNS = (sessions.c.active, sessions.c.expires_at, sessions.c.data)
+# The session check's columns: ``data`` selected as its text (``JsonText``), so that asyncpg's row
+# is plain values which the row can be remembered by (``sidecar.storage.decoded``), as SQLite's
+# is. Decoded from JSON it would be a new dict, and so a new ``Session``, on every read: no
+# remembered answer could be vouched for by the same value again (``Access._replay_later``).
+_CHECKED = (
+    sessions.c.active,
+    sessions.c.expires_at,
+    sa.type_coerce(sa.cast(sessions.c.data, sa.Text), JsonText).label("data"),
+)
 
 
 def _row_to_session(row: Any) -> Session:
@@ -37,7 +46,7 @@ class SqlSessionStore:
         self._purger = Purger(sessions)
         # The session check's read, rendered once (``Connector.fetch_one``).
         self._by_token = connector.prepare(
-            sa.select(*_COLUMNS).where(
+            sa.select(*_CHECKED).where(
                 sessions.c.token_digest == sa.bindparam("token_digest", type_=sessions.c.token_digest.type),
                 sessions.c.expires_at > sa.bindparam("now", type_=sessions.c.expires_at.type),
             )
