@@ -400,7 +400,8 @@ class Access:
     ) -> Callable[[], waiting.Later[Replayed] | None]:
         """For an outcome judged from the session store's load (the session cache off or missed):
         ``again()``, the same request judged again, which needs a load of its own: None, with
-        nothing recorded, when the rule set changed (the request takes the full path); else a
+        nothing recorded, when the rule set changed or the cache holds the token again (the
+        request takes the full path); else a
         ``Later`` of a new load of the token (``SessionResolver.loading``: the miss and the rule hit
         counted now, as ``_later`` counts them) whose ``make()`` is None when the load gave this
         very value (the same objects read: ``SessionResolver._load``), so this outcome again, with
@@ -414,7 +415,11 @@ class Access:
         )
 
         def again() -> waiting.Later[Replayed] | None:
-            if rules.current is not ruleset:
+            # The cache holds the token again (its entry filled by a load since, with the cache on):
+            # the full path answers it from there and remembers that answer as a cache hit's, so a
+            # request that once missed does not read the store on every repeat while the cache
+            # could answer it.
+            if rules.current is not ruleset or resolver.holds(key):
                 return None
             started = time.perf_counter()
             hits[position] += 1

@@ -318,6 +318,12 @@ class SessionResolver:
         """``cached`` for the token whose digest (``sidecar.security.tokens.digest``) is ``key``."""
         return self._hit(key)
 
+    def holds(self, key: str) -> bool:
+        """Whether the cache holds an unexpired entry for the token whose digest is ``key`` (a
+        ``cached_digest`` would find it): nothing counted, refreshed or changed."""
+        entry = self._cache.get(key)
+        return entry is not None and entry.until > self.monotonic()
+
     def still_cached(self, key: str, value: ResolvedSession | None) -> bool:
         """For an answer remembered from an earlier ``cached`` hit on the token whose digest is
         ``key``: True, counted and refreshed as ``cached`` counts a hit, when the entry is unexpired

@@ -565,6 +565,47 @@ async def test_a_rules_reload_that_takes_the_access_away_counts_on_the_very_next
         assert (raw, heads) == await reference(world, request)
 
 
+@pytest.mark.parametrize("world", ["1m-sqlite", "1m-redis", "1m-postgres"], indirect=True)
+@pytest.mark.parametrize("kind", ["decision", "oathkeeper"])
+async def test_a_request_that_once_missed_is_answered_from_the_cache_again(
+    world: World, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the cache on, a request seen before that misses (its entry dropped: an invalidation, or
+    the TTL) is remembered from its load (``RememberedLater``); once that load has filled the cache,
+    the next ask takes the full path, is answered from the cache and remembered as a hit's, and the
+    asks after it read no store. Fails when a remembered miss keeps loading (and dropping the cache
+    entry) on every repeat while the cache holds the token (``SessionResolver.holds``)."""
+    user = await world.user()
+    request = KINDS[kind](user.token)
+    world.forget()
+    conn = Conn(world)
+    raw, _ = await conn.ask(request)  # a miss (a new session): answered from its load and noted
+    assert status(raw) == 200, raw
+    reads: list[str] = []
+    store = world.services.resolver.sessions
+    original = store.get_by_token
+
+    async def counted(key: str) -> Any:
+        reads.append(key)
+        return await original(key)
+
+    monkeypatch.setattr(store, "get_by_token", counted)
+    world.services.resolver.invalidate_all()  # the entry gone: the next ask misses again
+    try:
+        kinds = []
+        for _ in range(6):
+            raw, _ = await conn.ask(request)
+            assert status(raw) == 200, raw
+            kept = [*world.memo.values(), *world.memo.varied.values()]  # (nginx's: across URIs)
+            kinds.append(sorted(type(v).__name__ for v in kept))
+    finally:
+        conn.close()
+        await asyncio.sleep(0)
+    assert kinds[0] == ["RememberedLater"], kinds  # the miss, remembered from its load
+    assert "RememberedLater" not in kinds[-1] and kinds[-1], kinds  # then the cache's, as a hit's
+    assert len(reads) == 1, (len(reads), kinds)  # one load: the miss's; the cache answered the rest
+
+
 # --- requests that must not share an answer -----------------------------------------------------
 
 
