@@ -441,6 +441,20 @@ class AccessLog:
 
         return waiting.wrapped(later, make)
 
+    def _replay_parts(
+        self, scope: Any, status: int, size: int
+    ) -> tuple[bool, str, str, str, str, Callable[[], None] | None]:
+        """What a replay of an answer to the request in ``scope`` needs for its line and count, made
+        once (``_replaying``, ``_replaying_later``): whether the peer is trusted (its request id
+        is taken), the JSON line's parts before and after the path, the whole middle, its tail,
+        and the request counter (None without metrics)."""
+        route_class = scope.get("sidecar.route_class") or self.classify(scope["path"])
+        client = scope.get("client")
+        trusted = self.trusted(client[0] if client else None)
+        before, logged, after, tail = self._json_parts(scope, route_class, status, size)
+        count = self.metrics.request_counter(route_class, status) if self.metrics is not None else None
+        return trusted, before, after, before + logged + after, tail, count
+
     def _replaying(
         self, inner: Callable[[], bool], scope: Any, status: int, size: int
     ) -> Callable[[bytes | None, str | None], str | None]:
@@ -451,12 +465,7 @@ class AccessLog:
         with nothing recorded, when ``inner`` no longer holds. ``path``: the line's path instead of
         this request's (a request that differs in its ``sidecar.vary`` header alone). The line's
         parts that only the request's method, target, headers and peer decide are made here, once."""
-        route_class = scope.get("sidecar.route_class") or self.classify(scope["path"])
-        client = scope.get("client")
-        trusted = self.trusted(client[0] if client else None)
-        before, logged, after, tail = self._json_parts(scope, route_class, status, size)
-        middle = before + logged + after
-        count = self.metrics.request_counter(route_class, status) if self.metrics is not None else None
+        trusted, before, after, middle, tail, count = self._replay_parts(scope, status, size)
         clock, latencies, head = self._clock, self._latencies, self._head
         enabled, write, stream = self.enabled, self.write, self.stream
 
@@ -496,12 +505,7 @@ class AccessLog:
         request id of the same answer again, with the same line and ``Metrics.request`` as
         ``answering`` makes; or, when the load gave another answer (``inner``'s ``make()``: (the
         answer, the scope it was recorded in)), that answer with its request id, line and count."""
-        route_class = scope.get("sidecar.route_class") or self.classify(scope["path"])
-        client = scope.get("client")
-        trusted = self.trusted(client[0] if client else None)
-        before, logged, after, tail = self._json_parts(scope, route_class, status, size)
-        middle = before + logged + after
-        count = self.metrics.request_counter(route_class, status) if self.metrics is not None else None
+        trusted, _, _, middle, tail, count = self._replay_parts(scope, status, size)
         clock, latencies, head = self._clock, self._latencies, self._head
         enabled, write, stream = self.enabled, self.write, self.stream
 

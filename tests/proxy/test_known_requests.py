@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
 from sidecar.http_protocol import KnownRequest, RememberedRelay
 from sidecar.security.tokens import digest
+from tests.proxy.test_known_heads import Feeds  # the parser counting the reads fed to it
 from tests.proxy.test_relay_memo import (
     TRUSTED,
     Connection,
@@ -38,23 +38,8 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         yield made
 
 
-class CountedParser:
-    """The connection's llhttp parser, counting the reads fed to it."""
-
-    def __init__(self, parser: Any) -> None:
-        self.parser = parser
-        self.fed = 0
-
-    def feed_data(self, data: bytes) -> None:
-        self.fed += 1
-        self.parser.feed_data(data)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.parser, name)
-
-
-def counted(conn: Connection) -> CountedParser:
-    parser = conn.proto.parser = CountedParser(conn.proto.parser)
+def counted(conn: Connection) -> Feeds:
+    parser = conn.proto.parser = Feeds(conn.proto.parser)
     return parser
 
 
