@@ -229,6 +229,12 @@ async def remembered(world: World, request: bytes, kind: str) -> bytes:
             kinds = {type(v) for v in world.memo.values()}
             if asked >= 2 and (kept is None or kinds == {kept}):
                 break
+            if asked >= 2 and asked % 2 == 0:
+                # An invalidation made one of these asks miss (another test's revocation reaching
+                # this listener through the SQL poll): what that left (a miss's entry, or a hit's
+                # kept across original URIs once the miss's was dropped) is not this test's
+                # starting point. Start again: noted, then remembered.
+                world.forget()
         if kept is not None:
             assert kinds == {kept}, kinds
         raw, _ = await conn.ask(request)
