@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -46,17 +45,6 @@ def dsn(request: pytest.FixtureRequest) -> str:
 def redis_target(request: pytest.FixtureRequest) -> str | None:
     """Where the sessions live: the SQL database (None), or Redis at this URL."""
     return None if request.param == "sql" else str(request.getfixturevalue("redis_url"))
-
-
-@pytest.fixture
-async def redis_backend(redis_url: str, unique_prefix: str) -> AsyncIterator[RedisBackend]:
-    """A Redis backend under a prefix of its own, its keys deleted after the test."""
-    backend = RedisBackend(redis_url, prefix=unique_prefix)
-    yield backend
-    keys = [key async for key in backend.client.scan_iter(match=f"{unique_prefix}*")]
-    if keys:
-        await backend.client.delete(*keys)
-    await backend.close()
 
 
 @pytest.fixture
